@@ -1,0 +1,371 @@
+//! `imgtool`: parses arguments and calls the library. Errors become exit codes here.
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use imgtool::capture::{capture, CaptureOptions};
+use imgtool::disk::{usage, Disk};
+use imgtool::manifest::Image;
+use imgtool::progress::Progress;
+use imgtool::restore::{restore, RestoreOptions};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Capture a master disk into a logical-group image, and inspect, verify, diff, restore
+/// and export such images.
+///
+/// An image is a directory: `layout` (the partition table), `manifest` (chunks and their
+/// sha256; its own sha256 is the image id) and one zstd payload per partition holding only
+/// the blocks the file system uses.
+///
+/// Typical use:
+///   imgtool capture /dev/sda /srv/images/compute      # on the master, unmounted
+///   imgtool verify /srv/images/compute
+///   imgtool restore /srv/images/compute /dev/nvme0n1 --dry-run
+///   imgtool export /srv/images/compute vm.raw --size 20G
+#[derive(Parser)]
+#[command(name = "imgtool", version, verbatim_doc_comment)]
+struct Cli {
+    /// Print a JSON document on stdout instead of text (and no progress bars).
+    #[arg(long, global = true)]
+    json: bool,
+    /// No progress bars.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Capture DISK (block device or raw disk-image file) into a new IMAGE_DIR.
+    ///
+    /// Stores the partition table, the first MiB (boot code) and, per partition, only the
+    /// used blocks: ext2/3/4 from their block bitmaps, FAT from its allocation table, swap as
+    /// its header (UUID and label); other contents as their non-zero 64 KiB blocks. Same
+    /// disk, same options => same bytes and same image id.
+    Capture {
+        disk: PathBuf,
+        image_dir: PathBuf,
+        /// Only these partitions, e.g. `1,2,4` (default: all).
+        #[arg(long, value_delimiter = ',')]
+        partitions: Option<Vec<u32>>,
+        /// zstd level (1-19).
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
+        level: i32,
+        /// Compression threads (default: all cores).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        /// Store partition N whole, ignoring its file system (repeatable).
+        #[arg(long)]
+        raw: Vec<u32>,
+        /// Capture even though a partition is mounted read-write (the copy may be inconsistent).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Restore IMAGE_DIR onto TARGET (block device or disk-image file).
+    ///
+    /// An equal partition table (same kind, sector size, starts, sizes, types) is kept;
+    /// otherwise fixed partitions are laid out as captured and the grow partition (the last)
+    /// takes the rest of the disk, its ext4 grown to fit. Refuses, before writing anything,
+    /// a mounted target, a too-small disk, a different logical sector size, and an image
+    /// whose payload does not match its manifest. The table and the first MiB go last.
+    Restore {
+        image_dir: PathBuf,
+        target: PathBuf,
+        /// Only these partitions (default: all in the image).
+        #[arg(long, value_delimiter = ',')]
+        partitions: Option<Vec<u32>>,
+        /// Print the plan and write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+    },
+    /// Show an image's layout, partitions, sizes and id.
+    Inspect { image_dir: PathBuf },
+    /// Decompress every chunk and check its sha256; names the first bad chunk.
+    Verify {
+        image_dir: PathBuf,
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+    },
+    /// Compare an image with a disk: layout equal or not (and why); for an equal layout,
+    /// which chunks differ. Exit 0 when identical, 1 when different, 2 on error.
+    Diff {
+        image_dir: PathBuf,
+        disk: PathBuf,
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+    },
+    /// Write a sparse raw disk file for a VM (`qemu -drive file=OUT,format=raw`).
+    Export {
+        image_dir: PathBuf,
+        out: PathBuf,
+        /// Disk size, e.g. `20G` (default: the master's size). Larger grows the last partition.
+        #[arg(long, value_parser = parse_size)]
+        size: Option<u64>,
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+    },
+}
+
+fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.chars().last() {
+        Some('K' | 'k') => (&s[..s.len() - 1], 1u64 << 10),
+        Some('M' | 'm') => (&s[..s.len() - 1], 1 << 20),
+        Some('G' | 'g') => (&s[..s.len() - 1], 1 << 30),
+        Some('T' | 't') => (&s[..s.len() - 1], 1 << 40),
+        _ => (s, 1),
+    };
+    let n: f64 = num.parse().map_err(|_| format!("`{s}` is not a size like 512M, 20G or 21474836480"))?;
+    if n <= 0.0 {
+        return Err(format!("size `{s}` must be positive"));
+    }
+    Ok((n * mult as f64) as u64)
+}
+
+fn human(n: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < units.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", units[u])
+    }
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+fn print_plan(report: &imgtool::restore::RestoreReport) {
+    let plan = &report.plan;
+    if plan.keep_table {
+        println!("table: kept (the disk's {} table equals the image's)", plan.layout.table);
+    } else {
+        println!("table: rewritten as {} because:", plan.layout.table);
+        for r in &plan.reasons {
+            println!("  - {r}");
+        }
+    }
+    let ss = plan.layout.sector_size as u64;
+    for p in &plan.layout.partitions {
+        println!(
+            "  {:>3}  start {:>10}  size {:>10}  {:>10}  type {}",
+            p.number,
+            p.start,
+            p.size,
+            human(p.size * ss),
+            p.type_
+        );
+    }
+    for r in &report.regions {
+        let grown = match r.grown {
+            Some((a, b)) => format!(", grown {} -> {}", human(a), human(b)),
+            None => String::new(),
+        };
+        println!("  {:<5} {:<8} {} of data{grown}", r.name, r.filesystem, human(r.bytes));
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let progress = Progress::auto(cli.quiet || cli.json);
+    match cli.cmd {
+        Cmd::Capture { disk, image_dir, partitions, level, threads, raw, force } => {
+            let u = usage(&disk);
+            if u.mounted_rw() && !force {
+                bail!(
+                    "refusing to capture {}: {}. Unmount it (or remount read-only), or pass --force to copy a live file system",
+                    disk.display(),
+                    u.describe()
+                );
+            }
+            let dev = Disk::open_ro(&disk)?;
+            let opts = CaptureOptions { partitions, raw, level, threads, ..Default::default() };
+            let m = capture(&dev, &disk, &image_dir, &opts, &progress)
+                .with_context(|| format!("capturing {} into {}", disk.display(), image_dir.display()))?;
+            if cli.json {
+                print_json(&serde_json::json!({
+                    "image_dir": image_dir, "image_id": m.image_id,
+                    "regions": m.regions.iter().map(|r| serde_json::json!({
+                        "name": r.name, "filesystem": r.filesystem, "uuid": r.uuid, "label": r.label,
+                        "used_bytes": r.used_bytes, "compressed_bytes": r.compressed_bytes(), "chunks": r.chunks.len()
+                    })).collect::<Vec<_>>()
+                }))?;
+            } else {
+                for r in &m.regions {
+                    println!(
+                        "{:<5} {:<8} {:>10} used -> {:>10} ({} chunks)",
+                        r.name,
+                        r.filesystem,
+                        human(r.used_bytes),
+                        human(r.compressed_bytes()),
+                        r.chunks.len()
+                    );
+                }
+                println!("image {} written to {}", m.image_id, image_dir.display());
+            }
+        }
+        Cmd::Restore { image_dir, target, partitions, dry_run, threads } => {
+            let img = Image::open(&image_dir)?;
+            let dev = if dry_run { Disk::open_ro(&target)? } else { Disk::open_rw(&target)? };
+            let opts = RestoreOptions { partitions, dry_run, threads };
+            let rep = restore(&img, &dev, &opts, &progress)
+                .with_context(|| format!("restoring {} onto {}", image_dir.display(), target.display()))?;
+            if cli.json {
+                print_json(&rep)?;
+            } else {
+                print_plan(&rep);
+                if dry_run {
+                    println!("dry run: nothing was written to {}", target.display());
+                } else {
+                    println!("restored image {} onto {}", rep.image_id, target.display());
+                }
+            }
+        }
+        Cmd::Inspect { image_dir } => {
+            let img = Image::open(&image_dir)?;
+            let m = &img.manifest;
+            if cli.json {
+                print_json(&serde_json::json!({
+                    "image_id": m.image_id, "version": m.version, "chunk_size": m.chunk_size, "level": m.level,
+                    "layout": img.layout,
+                    "regions": m.regions.iter().map(|r| serde_json::json!({
+                        "name": r.name, "number": r.number, "filesystem": r.filesystem, "uuid": r.uuid,
+                        "label": r.label, "size": r.size, "fs_size": r.fs_size, "used_bytes": r.used_bytes,
+                        "compressed_bytes": r.compressed_bytes(), "chunks": r.chunks.len(), "payload": r.payload
+                    })).collect::<Vec<_>>()
+                }))?;
+            } else {
+                let l = &img.layout;
+                println!("image      {}", m.image_id);
+                println!("format     version {}, chunks up to {}, zstd level {}", m.version, human(m.chunk_size), m.level);
+                println!(
+                    "layout     {} table, {}-byte sectors, disk {} ({} bytes), grow partition {}",
+                    l.table,
+                    l.sector_size,
+                    human(l.disk_size),
+                    l.disk_size,
+                    l.grow.map(|g| g.to_string()).unwrap_or("-".into())
+                );
+                println!("  #  start        size         bytes      type                                   fs");
+                for p in &l.partitions {
+                    println!(
+                        "{:>3}  {:<12} {:<12} {:>10} {:<38} {}",
+                        p.number,
+                        p.start,
+                        p.size,
+                        human(p.size * l.sector_size as u64),
+                        p.type_,
+                        p.filesystem.as_deref().unwrap_or(if p.is_extended() { "(extended)" } else { "(not captured)" })
+                    );
+                }
+                println!("region fs       uuid                                 label        used       stored     chunks");
+                for r in &m.regions {
+                    println!(
+                        "{:<6} {:<8} {:<36} {:<12} {:>10} {:>10} {:>6}",
+                        r.name,
+                        r.filesystem,
+                        r.uuid.as_deref().unwrap_or("-"),
+                        r.label.as_deref().unwrap_or("-"),
+                        human(r.used_bytes),
+                        human(r.compressed_bytes()),
+                        r.chunks.len()
+                    );
+                }
+            }
+        }
+        Cmd::Verify { image_dir, threads } => {
+            let img = Image::open(&image_dir)?;
+            let rep = imgtool::verify::verify(&img, threads, &progress)
+                .with_context(|| format!("verifying {}", image_dir.display()))?;
+            if cli.json {
+                print_json(&rep)?;
+            } else {
+                println!(
+                    "image {} OK: {} chunks in {} regions, {} raw, {} stored",
+                    rep.image_id,
+                    rep.chunks,
+                    rep.regions,
+                    human(rep.raw_bytes),
+                    human(rep.compressed_bytes)
+                );
+            }
+        }
+        Cmd::Diff { image_dir, disk, threads } => {
+            let img = Image::open(&image_dir)?;
+            let dev = Disk::open_ro(&disk)?;
+            let rep = imgtool::diff::diff(&img, &dev, threads, &progress)?;
+            let same = rep.layout_equal && rep.regions.iter().all(|r| r.differing.is_empty());
+            if cli.json {
+                print_json(&rep)?;
+            } else {
+                if rep.layout_equal {
+                    println!("layout: equal");
+                } else {
+                    println!("layout: different");
+                    for d in &rep.layout_differences {
+                        println!("  - {d}");
+                    }
+                }
+                for r in &rep.regions {
+                    println!(
+                        "{:<5} {} of {} chunks differ ({})",
+                        r.name,
+                        r.differing.len(),
+                        r.chunks,
+                        human(r.differing_bytes)
+                    );
+                }
+            }
+            return Ok(if same { ExitCode::SUCCESS } else { ExitCode::from(1) });
+        }
+        Cmd::Export { image_dir, out, size, threads } => {
+            let img = Image::open(&image_dir)?;
+            let size = size.unwrap_or(img.layout.disk_size);
+            if out.exists() {
+                bail!("{} already exists; export writes a new file", out.display());
+            }
+            let f = std::fs::File::create_new(&out).with_context(|| format!("creating {}", out.display()))?;
+            f.set_len(size).with_context(|| format!("sizing {} to {size} bytes", out.display()))?;
+            drop(f);
+            let res = (|| -> Result<_> {
+                let dev = Disk::open_rw(&out)?;
+                Ok(restore(&img, &dev, &RestoreOptions { partitions: None, dry_run: false, threads }, &progress)?)
+            })();
+            match res {
+                Ok(rep) => {
+                    if cli.json {
+                        print_json(&rep)?;
+                    } else {
+                        print_plan(&rep);
+                        println!("exported image {} to {} ({} sparse)", rep.image_id, out.display(), human(size));
+                    }
+                }
+                Err(e) => {
+                    let _ = std::fs::remove_file(&out);
+                    return Err(e.context(format!("exporting {} to {}", image_dir.display(), out.display())));
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("imgtool: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

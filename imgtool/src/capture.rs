@@ -1,0 +1,222 @@
+//! Capture: reads a disk's layout, probes the selected partitions' file systems, and
+//! writes the image directory: `layout`, one payload per region (the disk head and each
+//! partition) made of independent zstd frames, and the `manifest` whose sha256 is the
+//! image id. The output is built in `<dir>.partial` and renamed into place at the end.
+
+use crate::chunk::chunk_ranges;
+use crate::disk::BlockIo;
+use crate::error::{Error, Result};
+use crate::fs::{probe, Fill, PartView};
+use crate::layout::read_layout;
+use crate::manifest::{Chunk, Manifest, Region, FORMAT_NAME, FORMAT_VERSION, LAYOUT_FILE, MANIFEST_FILE};
+use crate::pool::run_ordered;
+use crate::progress::Progress;
+use sha2::{Digest, Sha256};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Capture settings.
+#[derive(Debug, Clone)]
+pub struct CaptureOptions {
+    /// Partitions to capture; `None` = every data partition.
+    pub partitions: Option<Vec<u32>>,
+    /// Partitions stored whole, without looking at their file system.
+    pub raw: Vec<u32>,
+    pub level: i32,
+    /// Compression threads; 0 = all cores.
+    pub threads: usize,
+    pub chunk_size: u64,
+}
+
+impl Default for CaptureOptions {
+    fn default() -> Self {
+        CaptureOptions {
+            partitions: None,
+            raw: vec![],
+            level: 3,
+            threads: 0,
+            chunk_size: crate::chunk::DEFAULT_CHUNK,
+        }
+    }
+}
+
+/// Bytes of the disk head kept in the image (boot code, table, boot-loader gap).
+pub const HEAD_MAX: u64 = 1 << 20;
+
+/// Captures `disk` (named `disk_name` in messages) into `out`, which must not exist.
+pub fn capture(disk: &dyn BlockIo, disk_name: &Path, out: &Path, opts: &CaptureOptions, progress: &Progress) -> Result<Manifest> {
+    if out.exists() {
+        return Err(Error::Invalid(format!(
+            "{} already exists: capture writes a new image directory; remove it or pick another name",
+            out.display()
+        )));
+    }
+    let mut layout = read_layout(disk)?.ok_or_else(|| {
+        Error::Invalid(format!("{}: no valid GPT or MBR partition table", disk_name.display()))
+    })?;
+    layout.grow = layout.default_grow();
+    let selected: Vec<u32> = match &opts.partitions {
+        Some(list) => {
+            for n in list {
+                match layout.partition(*n) {
+                    None => {
+                        return Err(Error::Invalid(format!(
+                            "{}: partition {n} does not exist (it has {})",
+                            disk_name.display(),
+                            layout.partitions.iter().map(|p| p.number.to_string()).collect::<Vec<_>>().join(", ")
+                        )))
+                    }
+                    Some(p) if p.is_extended() => {
+                        return Err(Error::Invalid(format!(
+                            "{}: partition {n} is the extended container; select its logical partitions",
+                            disk_name.display()
+                        )))
+                    }
+                    _ => {}
+                }
+            }
+            list.clone()
+        }
+        None => layout.data_partitions().map(|p| p.number).collect(),
+    };
+    for r in &opts.raw {
+        if !selected.contains(r) {
+            return Err(Error::Invalid(format!("--raw {r}: partition {r} is not being captured")));
+        }
+    }
+    let ss = layout.sector_size as u64;
+    let partial = PathBuf::from(format!("{}.partial", out.display()));
+    if partial.exists() {
+        std::fs::remove_dir_all(&partial).map_err(|e| Error::io("removing stale", &partial, e))?;
+    }
+    std::fs::create_dir_all(&partial).map_err(|e| Error::io("creating", &partial, e))?;
+
+    // Plan every region first so progress knows the total.
+    struct Job {
+        region: Region,
+        base: u64,
+        ranges: Vec<(u64, u64)>,
+    }
+    let mut jobs = vec![];
+    let head_len = (layout.first_used_sector() * ss).min(HEAD_MAX).min(disk.size());
+    jobs.push(Job {
+        region: Region {
+            name: "head".into(),
+            number: 0,
+            size: head_len,
+            filesystem: "raw".into(),
+            uuid: None,
+            label: None,
+            fs_size: head_len,
+            used_bytes: 0,
+            fill: Fill::Keep,
+            payload: "head.zst".into(),
+            chunks: vec![],
+        },
+        base: 0,
+        ranges: chunk_ranges(&[(0, head_len)], opts.chunk_size),
+    });
+    for n in &selected {
+        let Some(p) = layout.partitions.iter_mut().find(|p| p.number == *n) else {
+            continue;
+        };
+        let view = PartView {
+            disk,
+            start: p.start * ss,
+            size: p.size * ss,
+        };
+        let info = probe(&view, opts.raw.contains(n)).map_err(|e| {
+            Error::Invalid(format!("{} partition {n}: probing the file system: {e}", disk_name.display()))
+        })?;
+        p.filesystem = Some(info.kind.clone());
+        jobs.push(Job {
+            region: Region {
+                name: format!("p{n}"),
+                number: *n,
+                size: view.size,
+                filesystem: info.kind,
+                uuid: info.uuid,
+                label: info.label,
+                fs_size: info.fs_size,
+                used_bytes: 0,
+                fill: info.fill,
+                payload: format!("p{n}.zst"),
+                chunks: vec![],
+            },
+            base: view.start,
+            ranges: chunk_ranges(&info.used, opts.chunk_size),
+        });
+    }
+    let total: u64 = jobs.iter().flat_map(|j| j.ranges.iter().map(|r| r.1)).sum();
+    progress.start(total, "capturing");
+    let threads = crate::pool::threads(opts.threads);
+    let mut regions = vec![];
+    for job in jobs {
+        let mut region = job.region;
+        let ppath = partial.join(&region.payload);
+        let file = std::fs::File::create(&ppath).map_err(|e| Error::io("creating", &ppath, e))?;
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+        let mut payload_offset = 0u64;
+        let ranges = &job.ranges;
+        let name = region.name.clone();
+        run_ordered(
+            ranges.len(),
+            threads,
+            threads * 4,
+            |i| -> Result<(Vec<u8>, String, String)> {
+                let (off, len) = ranges[i];
+                let mut buf = vec![0u8; len as usize];
+                disk.read_exact_at(&mut buf, job.base + off).map_err(|e| {
+                    Error::Invalid(format!(
+                        "{}: reading {name} at byte {off} (disk offset {}): {e}",
+                        disk_name.display(),
+                        job.base + off
+                    ))
+                })?;
+                let raw_sum = hex::encode(Sha256::digest(&buf));
+                let frame = zstd::bulk::compress(&buf, opts.level)
+                    .map_err(|e| Error::Invalid(format!("zstd compressing {name} at {off}: {e}")))?;
+                let frame_sum = hex::encode(Sha256::digest(&frame));
+                Ok((frame, raw_sum, frame_sum))
+            },
+            |i, (frame, sha256, frame_sha256)| {
+                let (offset, length) = ranges[i];
+                w.write_all(&frame).map_err(|e| Error::io("writing", &ppath, e))?;
+                region.chunks.push(Chunk {
+                    offset,
+                    length,
+                    payload_offset,
+                    compressed_length: frame.len() as u64,
+                    sha256,
+                    frame_sha256,
+                });
+                payload_offset += frame.len() as u64;
+                progress.inc(length);
+                Ok(())
+            },
+        )?;
+        let f = w.into_inner().map_err(|e| Error::io("writing", &ppath, e.into_error()))?;
+        f.sync_all().map_err(|e| Error::io("syncing", &ppath, e))?;
+        region.used_bytes = region.chunks.iter().map(|c| c.length).sum();
+        regions.push(region);
+    }
+    progress.finish();
+
+    let layout_text = layout.to_json();
+    let lpath = partial.join(LAYOUT_FILE);
+    std::fs::write(&lpath, &layout_text).map_err(|e| Error::io("writing", &lpath, e))?;
+    let mut manifest = Manifest {
+        format: FORMAT_NAME.into(),
+        version: FORMAT_VERSION,
+        image_id: String::new(),
+        layout_sha256: hex::encode(Sha256::digest(layout_text.as_bytes())),
+        chunk_size: opts.chunk_size,
+        level: opts.level,
+        regions,
+    };
+    manifest.image_id = manifest.compute_id();
+    let mpath = partial.join(MANIFEST_FILE);
+    std::fs::write(&mpath, manifest.to_json()).map_err(|e| Error::io("writing", &mpath, e))?;
+    std::fs::rename(&partial, out).map_err(|e| Error::io("renaming into place", out, e))?;
+    Ok(manifest)
+}

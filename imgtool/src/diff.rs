@@ -1,0 +1,90 @@
+//! Diff: compares an image with a disk. Layouts first (equal or not, and why); for an
+//! equal layout, which chunks of each partition hold different bytes on the disk (the
+//! set a delta re-clone would fetch).
+
+use crate::disk::BlockIo;
+use crate::error::Result;
+use crate::layout::{differences, read_layout};
+use crate::manifest::Image;
+use crate::pool::run_ordered;
+use crate::progress::Progress;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DiffReport {
+    pub layout_equal: bool,
+    pub layout_differences: Vec<String>,
+    pub regions: Vec<RegionDiff>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RegionDiff {
+    pub name: String,
+    pub chunks: usize,
+    /// Indexes of chunks whose bytes differ on the disk.
+    pub differing: Vec<usize>,
+    pub differing_bytes: u64,
+}
+
+pub fn diff(image: &Image, disk: &dyn BlockIo, threads: usize, progress: &Progress) -> Result<DiffReport> {
+    let current = read_layout(disk).unwrap_or(None);
+    let layout_differences = match &current {
+        None => vec!["the disk has no readable partition table".to_string()],
+        Some(cur) => {
+            let mut d = differences(&image.layout, cur);
+            if cur.sector_size != image.layout.sector_size {
+                d.push("sector size differs".into());
+            }
+            d
+        }
+    };
+    let layout_equal = layout_differences.is_empty();
+    let mut regions = vec![];
+    if let (true, Some(cur)) = (layout_equal, current) {
+        let ss = cur.sector_size as u64;
+        let total: u64 = image.manifest.regions.iter().map(|r| r.used_bytes).sum();
+        progress.start(total, "comparing");
+        let threads = crate::pool::threads(threads);
+        for r in &image.manifest.regions {
+            let base = if r.number == 0 {
+                0
+            } else {
+                cur.partition(r.number).map(|p| p.start * ss).unwrap_or(0)
+            };
+            let mut differing = vec![];
+            run_ordered(
+                r.chunks.len(),
+                threads,
+                threads * 4,
+                |i| -> Result<bool> {
+                    let c = &r.chunks[i];
+                    let mut buf = vec![0u8; c.length as usize];
+                    if disk.read_exact_at(&mut buf, base + c.offset).is_err() {
+                        return Ok(true);
+                    }
+                    Ok(hex::encode(Sha256::digest(&buf)) != c.sha256)
+                },
+                |i, d| {
+                    progress.inc(r.chunks[i].length);
+                    if d {
+                        differing.push(i);
+                    }
+                    Ok(())
+                },
+            )?;
+            regions.push(RegionDiff {
+                name: r.name.clone(),
+                chunks: r.chunks.len(),
+                differing_bytes: differing.iter().map(|&i| r.chunks[i].length).sum(),
+                differing,
+            });
+        }
+        progress.finish();
+    }
+    Ok(DiffReport {
+        layout_equal,
+        layout_differences,
+        regions,
+    })
+}

@@ -1,0 +1,466 @@
+//! Device I/O: the [`BlockIo`] trait every layout, capture and restore routine reads and
+//! writes through, its [`Disk`] implementation over a regular file or a block device, and
+//! the kernel edges (size and sector-size ioctls, `BLKPG` partition add/delete with a
+//! `BLKRRPART` fallback, mount and swap checks). Nothing here knows about images.
+
+use crate::error::{Error, Result};
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+
+/// Positional block I/O. Implemented by [`Disk`] and by an in-memory disk in tests.
+pub trait BlockIo: Send + Sync {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// Size in bytes.
+    fn size(&self) -> u64;
+    /// Logical sector size in bytes.
+    fn sector_size(&self) -> u32;
+    /// Make `[offset, offset+len)` read as zeros (discard-zeroing where the device can).
+    fn zero_range(&self, offset: u64, len: u64) -> io::Result<()> {
+        let zeros = vec![0u8; 1 << 20];
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(zeros.len() as u64) as usize;
+            self.write_all_at(&zeros[..n], offset + done)?;
+            done += n as u64;
+        }
+        Ok(())
+    }
+    fn flush(&self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A disk: a regular file (image) or a block device.
+pub struct Disk {
+    file: File,
+    path: PathBuf,
+    size: u64,
+    sector_size: u32,
+    block: bool,
+}
+
+const BLKSSZGET: libc::c_ulong = 0x1268; // _IO(0x12,104)
+const BLKRRPART: libc::c_ulong = 0x125f; // _IO(0x12,95)
+const BLKPG: libc::c_ulong = 0x1269; // _IO(0x12,105)
+const BLKGETSIZE64: libc::c_ulong = 0x80081272; // _IOR(0x12,114,size_t)
+const BLKFLSBUF: libc::c_ulong = 0x1261; // _IO(0x12,97)
+const BLKZEROOUT: libc::c_ulong = 0x127f; // _IO(0x12,127)
+
+impl Disk {
+    /// Opens `path` read-only.
+    pub fn open_ro(path: &Path) -> Result<Disk> {
+        Self::open(path, false)
+    }
+
+    /// Opens `path` read-write.
+    pub fn open_rw(path: &Path) -> Result<Disk> {
+        Self::open(path, true)
+    }
+
+    fn open(path: &Path, write: bool) -> Result<Disk> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(write)
+            .open(path)
+            .map_err(|e| Error::io("opening", path, e))?;
+        let meta = file.metadata().map_err(|e| Error::io("stat", path, e))?;
+        let block = meta.file_type().is_block_device();
+        let (size, sector_size) = if block {
+            let mut size: u64 = 0;
+            // SAFETY: BLKGETSIZE64 writes one u64 through the pointer.
+            let r = unsafe { libc::ioctl(file.as_raw_fd(), BLKGETSIZE64, &mut size) };
+            if r != 0 {
+                return Err(Error::io("BLKGETSIZE64", path, io::Error::last_os_error()));
+            }
+            let mut ss: libc::c_int = 0;
+            // SAFETY: BLKSSZGET writes one int through the pointer.
+            let r = unsafe { libc::ioctl(file.as_raw_fd(), BLKSSZGET, &mut ss) };
+            if r != 0 {
+                return Err(Error::io("BLKSSZGET", path, io::Error::last_os_error()));
+            }
+            (size, ss as u32)
+        } else if meta.file_type().is_file() {
+            (meta.len(), 512)
+        } else {
+            return Err(Error::Invalid(format!(
+                "{}: neither a block device nor a regular file",
+                path.display()
+            )));
+        };
+        Ok(Disk {
+            file,
+            path: path.to_path_buf(),
+            size,
+            sector_size,
+            block,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn is_block_device(&self) -> bool {
+        self.block
+    }
+
+    /// `(major, minor)` of a block device.
+    pub fn devnum(&self) -> Option<(u32, u32)> {
+        if !self.block {
+            return None;
+        }
+        let rdev = self.file.metadata().ok()?.rdev();
+        Some((libc::major(rdev), libc::minor(rdev)))
+    }
+
+    /// Drops the kernel's cached pages of this device (after writes through another alias).
+    pub fn flush_buffers(&self) -> io::Result<()> {
+        if self.block {
+            // SAFETY: BLKFLSBUF takes no argument.
+            let r = unsafe { libc::ioctl(self.file.as_raw_fd(), BLKFLSBUF, 0) };
+            if r != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
+
+    /// Tells the kernel the partitions of this disk: deletes every partition it knows
+    /// (1..=128) and adds `parts` (number, start byte, length byte) with `BLKPG`, the way
+    /// `partx` does; falls back to `BLKRRPART` when `BLKPG` is refused. No-op on files.
+    pub fn announce_partitions(&self, parts: &[(u32, u64, u64)]) -> io::Result<()> {
+        if !self.block {
+            return Ok(());
+        }
+        let fd = self.file.as_raw_fd();
+        for n in 1..=128 {
+            let _ = blkpg(fd, BLKPG_DEL_PARTITION, n, 0, 0);
+        }
+        for &(n, start, len) in parts {
+            if let Err(e) = blkpg(fd, BLKPG_ADD_PARTITION, n, start, len) {
+                // SAFETY: BLKRRPART takes no argument.
+                let r = unsafe { libc::ioctl(fd, BLKRRPART, 0) };
+                if r != 0 {
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!("BLKPG add partition {n}: {e}; BLKRRPART also failed"),
+                    ));
+                }
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes every partition the kernel knows on this block device (cleanup helper).
+    pub fn forget_partitions(&self) {
+        if self.block {
+            for n in 1..=128 {
+                let _ = blkpg(self.file.as_raw_fd(), BLKPG_DEL_PARTITION, n, 0, 0);
+            }
+        }
+    }
+}
+
+const BLKPG_ADD_PARTITION: libc::c_int = 1;
+const BLKPG_DEL_PARTITION: libc::c_int = 2;
+
+#[repr(C)]
+struct BlkpgPartition {
+    start: libc::c_longlong,
+    length: libc::c_longlong,
+    pno: libc::c_int,
+    devname: [libc::c_char; 64],
+    volname: [libc::c_char; 64],
+}
+
+#[repr(C)]
+struct BlkpgIoctlArg {
+    op: libc::c_int,
+    flags: libc::c_int,
+    datalen: libc::c_int,
+    data: *mut libc::c_void,
+}
+
+fn blkpg(fd: libc::c_int, op: libc::c_int, pno: u32, start: u64, len: u64) -> io::Result<()> {
+    let mut part = BlkpgPartition {
+        start: start as libc::c_longlong,
+        length: len as libc::c_longlong,
+        pno: pno as libc::c_int,
+        devname: [0; 64],
+        volname: [0; 64],
+    };
+    let mut arg = BlkpgIoctlArg {
+        op,
+        flags: 0,
+        datalen: std::mem::size_of::<BlkpgPartition>() as libc::c_int,
+        data: &mut part as *mut BlkpgPartition as *mut libc::c_void,
+    };
+    // SAFETY: arg points to a valid blkpg_ioctl_arg whose data points to a blkpg_partition
+    // that lives for the duration of the call.
+    let r = unsafe { libc::ioctl(fd, BLKPG, &mut arg) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+impl BlockIo for Disk {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.file.read_exact_at(buf, offset)
+    }
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        if offset + buf.len() as u64 > self.size {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "write of {} bytes at {offset} passes the end of {} ({} bytes)",
+                    buf.len(),
+                    self.path.display(),
+                    self.size
+                ),
+            ));
+        }
+        self.file.write_all_at(buf, offset)
+    }
+    fn size(&self) -> u64 {
+        self.size
+    }
+    fn sector_size(&self) -> u32 {
+        self.sector_size
+    }
+    fn zero_range(&self, offset: u64, len: u64) -> io::Result<()> {
+        if len == 0 {
+            return Ok(());
+        }
+        let fd = self.file.as_raw_fd();
+        if self.block {
+            let range: [u64; 2] = [offset, len];
+            // SAFETY: BLKZEROOUT reads two u64 (start, length) through the pointer.
+            if unsafe { libc::ioctl(fd, BLKZEROOUT, &range) } == 0 {
+                return Ok(());
+            }
+        } else {
+            // SAFETY: plain syscall on an owned fd.
+            let r = unsafe {
+                libc::fallocate(
+                    fd,
+                    libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                    offset as libc::off_t,
+                    len as libc::off_t,
+                )
+            };
+            if r == 0 {
+                return Ok(());
+            }
+        }
+        // Fallback: write zeros.
+        let zeros = vec![0u8; 1 << 20];
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(zeros.len() as u64) as usize;
+            self.file.write_all_at(&zeros[..n], offset + done)?;
+            done += n as u64;
+        }
+        Ok(())
+    }
+    fn flush(&self) -> io::Result<()> {
+        self.file.sync_all()
+    }
+}
+
+/// The device node of partition `n` of `disk` (`/dev/sda` → `/dev/sda1`,
+/// `/dev/nvme0n1` → `/dev/nvme0n1p1`, `/dev/loop0` → `/dev/loop0p1`).
+pub fn partition_path(disk: &Path, n: u32) -> PathBuf {
+    let s = disk.to_string_lossy();
+    if s.ends_with(|c: char| c.is_ascii_digit()) {
+        PathBuf::from(format!("{s}p{n}"))
+    } else {
+        PathBuf::from(format!("{s}{n}"))
+    }
+}
+
+/// What of a disk is in use by the running system.
+#[derive(Debug, Default, Clone)]
+pub struct Usage {
+    /// `(device or partition, mount point, read_write)`
+    pub mounts: Vec<(String, String, bool)>,
+    /// Active swap devices on the disk.
+    pub swaps: Vec<String>,
+}
+
+impl Usage {
+    pub fn in_use(&self) -> bool {
+        !self.mounts.is_empty() || !self.swaps.is_empty()
+    }
+    pub fn mounted_rw(&self) -> bool {
+        self.mounts.iter().any(|m| m.2)
+    }
+    pub fn describe(&self) -> String {
+        let mut v: Vec<String> = self
+            .mounts
+            .iter()
+            .map(|(d, m, rw)| format!("{d} is mounted on {m} ({})", if *rw { "rw" } else { "ro" }))
+            .collect();
+        v.extend(self.swaps.iter().map(|s| format!("{s} is active swap")));
+        v.join("; ")
+    }
+}
+
+/// The `major:minor` numbers of a block device and all its partitions, from sysfs.
+fn disk_devnums(maj: u32, min: u32) -> Vec<(u32, u32)> {
+    let mut out = vec![(maj, min)];
+    let dir = PathBuf::from(format!("/sys/dev/block/{maj}:{min}"));
+    if let Ok(rd) = std::fs::read_dir(&dir) {
+        for e in rd.flatten() {
+            let dev = e.path().join("dev");
+            if let Ok(s) = std::fs::read_to_string(&dev) {
+                if let Some((a, b)) = s.trim().split_once(':') {
+                    if let (Ok(a), Ok(b)) = (a.parse(), b.parse()) {
+                        out.push((a, b));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Loop devices whose backing file is `file` (by inode), as `major:minor`.
+fn loops_backed_by(file: &Path) -> Vec<(u32, u32)> {
+    let Ok(meta) = std::fs::metadata(file) else {
+        return vec![];
+    };
+    let mut out = vec![];
+    let Ok(rd) = std::fs::read_dir("/sys/block") else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if !name.starts_with("loop") {
+            continue;
+        }
+        let Ok(bf) = std::fs::read_to_string(e.path().join("loop/backing_file")) else {
+            continue;
+        };
+        let Ok(bm) = std::fs::metadata(bf.trim()) else {
+            continue;
+        };
+        if bm.ino() == meta.ino() && bm.dev() == meta.dev() {
+            if let Ok(s) = std::fs::read_to_string(e.path().join("dev")) {
+                if let Some((a, b)) = s.trim().split_once(':') {
+                    if let (Ok(a), Ok(b)) = (a.parse(), b.parse()) {
+                        out.push((a, b));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Which parts of the disk at `path` (block device, or a file backing loop devices) are
+/// mounted or used as swap.
+pub fn usage(path: &Path) -> Usage {
+    let mut nums = vec![];
+    if let Ok(meta) = std::fs::metadata(path) {
+        if meta.file_type().is_block_device() {
+            let r = meta.rdev();
+            nums.extend(disk_devnums(libc::major(r), libc::minor(r)));
+        } else {
+            for (a, b) in loops_backed_by(path) {
+                nums.extend(disk_devnums(a, b));
+            }
+        }
+    }
+    let mut u = Usage::default();
+    if nums.is_empty() {
+        return u;
+    }
+    if let Ok(mi) = std::fs::read_to_string("/proc/self/mountinfo") {
+        for line in mi.lines() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 6 {
+                continue;
+            }
+            let Some((a, b)) = f[2].split_once(':') else {
+                continue;
+            };
+            let (Ok(a), Ok(b)) = (a.parse::<u32>(), b.parse::<u32>()) else {
+                continue;
+            };
+            if nums.contains(&(a, b)) {
+                let rw = f[5].split(',').any(|o| o == "rw");
+                let src = line
+                    .split(" - ")
+                    .nth(1)
+                    .and_then(|s| s.split_whitespace().nth(1))
+                    .unwrap_or(f[2])
+                    .to_string();
+                u.mounts.push((src, f[4].to_string(), rw));
+            }
+        }
+    }
+    if let Ok(sw) = std::fs::read_to_string("/proc/swaps") {
+        for line in sw.lines().skip(1) {
+            if let Some(dev) = line.split_whitespace().next() {
+                if let Ok(m) = std::fs::metadata(dev) {
+                    let r = m.rdev();
+                    if nums.contains(&(libc::major(r), libc::minor(r))) {
+                        u.swaps.push(dev.to_string());
+                    }
+                }
+            }
+        }
+    }
+    u
+}
+
+/// An in-memory disk for tests.
+pub struct MemDisk {
+    data: std::sync::Mutex<Vec<u8>>,
+    sector_size: u32,
+}
+
+impl MemDisk {
+    pub fn new(size: usize, sector_size: u32) -> Self {
+        MemDisk {
+            data: std::sync::Mutex::new(vec![0; size]),
+            sector_size,
+        }
+    }
+    pub fn bytes(&self) -> Vec<u8> {
+        self.data.lock().map(|d| d.clone()).unwrap_or_default()
+    }
+}
+
+impl BlockIo for MemDisk {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        let d = self.data.lock().map_err(|_| io::Error::other("poisoned"))?;
+        let o = offset as usize;
+        if o + buf.len() > d.len() {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.copy_from_slice(&d[o..o + buf.len()]);
+        Ok(())
+    }
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        let mut d = self.data.lock().map_err(|_| io::Error::other("poisoned"))?;
+        let o = offset as usize;
+        if o + buf.len() > d.len() {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "past end"));
+        }
+        d[o..o + buf.len()].copy_from_slice(buf);
+        Ok(())
+    }
+    fn size(&self) -> u64 {
+        self.data.lock().map(|d| d.len() as u64).unwrap_or(0)
+    }
+    fn sector_size(&self) -> u32 {
+        self.sector_size
+    }
+}

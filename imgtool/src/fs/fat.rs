@@ -1,0 +1,117 @@
+//! FAT12/16/32: the reserved area, the FATs, the FAT12/16 root directory and every
+//! allocated cluster (non-zero FAT entry other than "bad") are in use.
+
+use super::{push_range, FsInfo, Fill, PartView};
+use std::io;
+
+fn u16le(b: &[u8], o: usize) -> u16 {
+    u16::from_le_bytes([b[o], b[o + 1]])
+}
+fn u32le(b: &[u8], o: usize) -> u32 {
+    u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
+}
+
+/// Probes for FAT; `None` when the boot sector is not a FAT BPB.
+pub fn probe(part: &PartView) -> io::Result<Option<FsInfo>> {
+    if part.size < 4096 {
+        return Ok(None);
+    }
+    let mut bs = vec![0u8; 512];
+    part.read(&mut bs, 0)?;
+    let bps = u16le(&bs, 11) as u64;
+    let spc = bs[13] as u64;
+    let reserved = u16le(&bs, 14) as u64;
+    let nfats = bs[16] as u64;
+    let root_entries = u16le(&bs, 17) as u64;
+    let total16 = u16le(&bs, 19) as u64;
+    let fatsz16 = u16le(&bs, 22) as u64;
+    let total32 = u32le(&bs, 32) as u64;
+    let fatsz32 = u32le(&bs, 36) as u64;
+    let sig_ok = bs[510] == 0x55 && bs[511] == 0xaa;
+    let jump_ok = bs[0] == 0xeb || bs[0] == 0xe9;
+    if !sig_ok
+        || !jump_ok
+        || !(512..=4096).contains(&bps)
+        || !bps.is_power_of_two()
+        || spc == 0
+        || !spc.is_power_of_two()
+        || reserved == 0
+        || nfats == 0
+    {
+        return Ok(None);
+    }
+    let fat_size = if fatsz16 != 0 { fatsz16 } else { fatsz32 };
+    let total = if total16 != 0 { total16 } else { total32 };
+    let root_sectors = (root_entries * 32).div_ceil(bps);
+    let data_start = reserved + nfats * fat_size + root_sectors;
+    if fat_size == 0 || total <= data_start || total * bps > part.size {
+        return Ok(None);
+    }
+    let clusters = (total - data_start) / spc;
+    let (kind, bits) = if clusters < 4085 {
+        ("vfat", 12)
+    } else if clusters < 65525 {
+        ("vfat", 16)
+    } else {
+        ("vfat", 32)
+    };
+    let (id_off, label_off) = if bits == 32 { (67, 71) } else { (39, 43) };
+    let mut fat = vec![0u8; (fat_size * bps) as usize];
+    part.read(&mut fat, reserved * bps)?;
+    let entry = |n: u64| -> u32 {
+        match bits {
+            12 => {
+                let o = (n * 3 / 2) as usize;
+                if o + 1 >= fat.len() {
+                    return 0;
+                }
+                let v = u16le(&fat, o) as u32;
+                if n % 2 == 0 {
+                    v & 0xfff
+                } else {
+                    v >> 4
+                }
+            }
+            16 => {
+                let o = (n * 2) as usize;
+                if o + 1 >= fat.len() {
+                    0
+                } else {
+                    u16le(&fat, o) as u32
+                }
+            }
+            _ => {
+                let o = (n * 4) as usize;
+                if o + 3 >= fat.len() {
+                    0
+                } else {
+                    u32le(&fat, o) & 0x0fff_ffff
+                }
+            }
+        }
+    };
+    let bad = match bits {
+        12 => 0xff7,
+        16 => 0xfff7,
+        _ => 0x0fff_fff7,
+    };
+    let mut used = vec![];
+    push_range(&mut used, 0, data_start * bps);
+    let csize = spc * bps;
+    for c in 2..clusters + 2 {
+        let v = entry(c);
+        if v != 0 && v != bad {
+            push_range(&mut used, data_start * bps + (c - 2) * csize, csize);
+        }
+    }
+    let id = u32le(&bs, id_off);
+    let label = super::label_string(&bs[label_off..label_off + 11]).filter(|l| l != "NO NAME");
+    Ok(Some(FsInfo {
+        kind: kind.into(),
+        uuid: Some(format!("{:04X}-{:04X}", id >> 16, id & 0xffff)),
+        label,
+        fs_size: total * bps,
+        used,
+        fill: Fill::Keep,
+    }))
+}

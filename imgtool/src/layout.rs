@@ -1,0 +1,377 @@
+//! The disk layout: the partition table as captured (the image's `layout` file), reading it
+//! from a disk, comparing two layouts, and planning the layout for a target disk (fixed
+//! partitions as captured, the grow partition takes the rest). The byte-level codecs live
+//! in [`crate::gpt`] and [`crate::mbr`]; this module decides, they encode.
+
+use crate::disk::BlockIo;
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TableKind {
+    Gpt,
+    Mbr,
+}
+
+impl std::fmt::Display for TableKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TableKind::Gpt => "GPT",
+            TableKind::Mbr => "MBR",
+        })
+    }
+}
+
+/// MBR partition role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MbrRole {
+    Primary,
+    Extended,
+    Logical,
+}
+
+/// One partition. Sectors are logical sectors of the layout's `sector_size`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Partition {
+    pub number: u32,
+    pub start: u64,
+    pub size: u64,
+    /// GPT: the type GUID (upper case); MBR: the type byte as `0x83`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// GPT: the partition's unique GUID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guid: Option<String>,
+    /// GPT: the partition name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// GPT: the attribute bits.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attributes: u64,
+    /// MBR: primary, extended or logical.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<MbrRole>,
+    /// MBR: the active (boot) flag.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub bootable: bool,
+    /// MBR logical partitions: the sector of the EBR that describes this partition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ebr: Option<u64>,
+    /// The file system found at capture (`ext4`, `vfat`, `swap`, `unknown`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filesystem: Option<String>,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+impl Partition {
+    pub fn end(&self) -> u64 {
+        self.start + self.size
+    }
+    pub fn is_extended(&self) -> bool {
+        self.role == Some(MbrRole::Extended)
+    }
+}
+
+/// A disk's partition table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Layout {
+    pub table: TableKind,
+    pub sector_size: u32,
+    /// Size of the whole disk in bytes.
+    pub disk_size: u64,
+    /// GPT: the disk GUID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_guid: Option<String>,
+    /// GPT: first usable LBA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_usable: Option<u64>,
+    /// GPT: number of partition entries in the table (usually 128).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entries: Option<u32>,
+    /// MBR: the 32-bit disk signature, as `0x1234abcd`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_signature: Option<String>,
+    /// Number of the partition that takes the rest of a larger disk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grow: Option<u32>,
+    pub partitions: Vec<Partition>,
+}
+
+impl Layout {
+    pub fn partition(&self, n: u32) -> Option<&Partition> {
+        self.partitions.iter().find(|p| p.number == n)
+    }
+
+    /// Sectors on the disk.
+    pub fn disk_sectors(&self) -> u64 {
+        self.disk_size / self.sector_size as u64
+    }
+
+    /// Partitions holding data (MBR extended containers excluded).
+    pub fn data_partitions(&self) -> impl Iterator<Item = &Partition> {
+        self.partitions.iter().filter(|p| !p.is_extended())
+    }
+
+    /// The default grow partition: the data partition that ends last.
+    pub fn default_grow(&self) -> Option<u32> {
+        self.data_partitions()
+            .max_by_key(|p| p.end())
+            .map(|p| p.number)
+    }
+
+    /// The lowest sector any partition (or EBR) occupies: where the disk head ends.
+    pub fn first_used_sector(&self) -> u64 {
+        self.partitions
+            .iter()
+            .map(|p| p.start.min(p.ebr.unwrap_or(u64::MAX)))
+            .min()
+            .unwrap_or(self.disk_sectors())
+    }
+
+    pub fn to_json(&self) -> String {
+        let mut s = serde_json::to_string_pretty(self).unwrap_or_default();
+        s.push('\n');
+        s
+    }
+}
+
+/// Reads the partition table of `disk`. `Ok(None)` when the disk has no valid table.
+pub fn read_layout(disk: &dyn BlockIo) -> Result<Option<Layout>> {
+    let ss = disk.sector_size();
+    let mut lba0 = vec![0u8; ss as usize];
+    disk.read_exact_at(&mut lba0, 0)
+        .map_err(|e| Error::Invalid(format!("reading sector 0: {e}")))?;
+    if lba0[510] != 0x55 || lba0[511] != 0xaa {
+        // No MBR signature; a GPT without a protective MBR is still read.
+        return crate::gpt::read(disk);
+    }
+    let protective = (0..4).any(|i| lba0[446 + i * 16 + 4] == 0xee);
+    if protective {
+        return crate::gpt::read(disk);
+    }
+    crate::mbr::read(disk, &lba0)
+}
+
+/// Why two layouts are not equal, or `None` when they are (same table kind, sector size,
+/// partition numbers, starts, sizes and types; GUIDs, names and the disk size do not count).
+pub fn differences(image: &Layout, disk: &Layout) -> Vec<String> {
+    let mut why = vec![];
+    if image.table != disk.table {
+        why.push(format!(
+            "table kind: image {} vs disk {}",
+            image.table, disk.table
+        ));
+    }
+    if image.sector_size != disk.sector_size {
+        why.push(format!(
+            "logical sector size: image {} vs disk {}",
+            image.sector_size, disk.sector_size
+        ));
+    }
+    for p in &image.partitions {
+        match disk.partition(p.number) {
+            None => why.push(format!("partition {} missing on disk", p.number)),
+            Some(q) => {
+                if p.start != q.start || p.size != q.size {
+                    why.push(format!(
+                        "partition {}: image start {} size {} vs disk start {} size {} (sectors)",
+                        p.number, p.start, p.size, q.start, q.size
+                    ));
+                }
+                if !p.type_.eq_ignore_ascii_case(&q.type_) {
+                    why.push(format!(
+                        "partition {}: type image {} vs disk {}",
+                        p.number, p.type_, q.type_
+                    ));
+                }
+            }
+        }
+    }
+    for q in &disk.partitions {
+        if image.partition(q.number).is_none() {
+            why.push(format!("partition {} on disk is not in the image", q.number));
+        }
+    }
+    why
+}
+
+/// What restore will do with the partition table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    /// `true` when the disk's table is equal to the image's and is left alone.
+    pub keep_table: bool,
+    /// Why the table is rewritten (empty when kept).
+    pub reasons: Vec<String>,
+    /// The layout the disk ends with.
+    pub layout: Layout,
+}
+
+/// Plans the target layout. Refuses (before anything is written) a sector-size mismatch
+/// and a disk too small for the fixed partitions plus the grow partition's captured size.
+pub fn plan_layout(
+    image: &Layout,
+    current: Option<&Layout>,
+    target_size: u64,
+    target_sector: u32,
+) -> std::result::Result<Plan, String> {
+    if target_sector != image.sector_size {
+        return Err(format!(
+            "its logical sector size is {target_sector} bytes but the image was captured with {} bytes; partition offsets would not match",
+            image.sector_size
+        ));
+    }
+    if let Some(cur) = current {
+        let why = differences(image, cur);
+        if why.is_empty() {
+            return Ok(Plan {
+                keep_table: true,
+                reasons: vec![],
+                layout: cur.clone(),
+            });
+        }
+    }
+    let ss = image.sector_size as u64;
+    let sectors = target_size / ss;
+    let last_usable = match image.table {
+        TableKind::Gpt => {
+            let entry_sectors = crate::gpt::entry_sectors(image.entries.unwrap_or(128), ss);
+            sectors.saturating_sub(2 + entry_sectors)
+        }
+        TableKind::Mbr => sectors.saturating_sub(1).min(u32::MAX as u64),
+    };
+    let needed_end = image.partitions.iter().map(|p| p.end()).max().unwrap_or(0);
+    if needed_end > last_usable + 1 {
+        let needed_bytes = match image.table {
+            TableKind::Gpt => {
+                (needed_end + 1 + crate::gpt::entry_sectors(image.entries.unwrap_or(128), ss)) * ss
+            }
+            TableKind::Mbr => needed_end * ss,
+        };
+        return Err(format!(
+            "the disk is too small: {target_size} bytes, the image's partitions need at least {needed_bytes} bytes"
+        ));
+    }
+    let mut layout = image.clone();
+    layout.disk_size = target_size;
+    for p in &mut layout.partitions {
+        p.filesystem = image.partition(p.number).and_then(|q| q.filesystem.clone());
+    }
+    if let Some(g) = image.grow.or_else(|| image.default_grow()) {
+        let gp = image
+            .partition(g)
+            .ok_or_else(|| format!("the image's grow partition {g} does not exist"))?;
+        // Grow only the partition that ends last; otherwise it would overlap its neighbour.
+        let ends_last = image.data_partitions().all(|p| p.end() <= gp.end());
+        if ends_last {
+            let new_end = last_usable + 1;
+            let ebr_region = gp.role == Some(MbrRole::Logical);
+            for p in &mut layout.partitions {
+                if p.number == g || (ebr_region && p.is_extended()) {
+                    p.size = new_end - p.start;
+                }
+            }
+        }
+    }
+    let reasons = match current {
+        None => vec!["the disk has no partition table".to_string()],
+        Some(cur) => differences(image, cur),
+    };
+    Ok(Plan {
+        keep_table: false,
+        reasons,
+        layout,
+    })
+}
+
+/// Writes `layout` as the disk's partition table (GPT: protective MBR, primary and backup
+/// at the real end of the disk; MBR: primary table and the EBR chain). `boot_code` is the
+/// captured first 440 bytes of sector 0.
+pub fn write_table(disk: &dyn BlockIo, layout: &Layout, boot_code: &[u8]) -> Result<()> {
+    match layout.table {
+        TableKind::Gpt => crate::gpt::write(disk, layout, boot_code),
+        TableKind::Mbr => crate::mbr::write(disk, layout, boot_code),
+    }
+}
+
+/// Byte ranges of the disk head (before the first partition) that belong to the table
+/// structures and must not be overwritten when the table is kept.
+pub fn table_ranges(layout: &Layout) -> Vec<(u64, u64)> {
+    let ss = layout.sector_size as u64;
+    match layout.table {
+        TableKind::Gpt => vec![(440, (2 + crate::gpt::entry_sectors(layout.entries.unwrap_or(128), ss)) * ss - 440)],
+        TableKind::Mbr => vec![(440, 72)],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gpt_layout() -> Layout {
+        let p = |n, start, size| Partition {
+            number: n,
+            start,
+            size,
+            type_: "0FC63DAF-8483-4772-8E79-3D69D8477DE4".into(),
+            guid: Some(format!("00000000-0000-0000-0000-00000000000{n}")),
+            name: Some(format!("p{n}")),
+            attributes: 0,
+            role: None,
+            bootable: false,
+            ebr: None,
+            filesystem: None,
+        };
+        Layout {
+            table: TableKind::Gpt,
+            sector_size: 512,
+            disk_size: 64 << 20,
+            disk_guid: Some("11111111-2222-3333-4444-555555555555".into()),
+            first_usable: Some(34),
+            entries: Some(128),
+            disk_signature: None,
+            grow: None,
+            partitions: vec![p(1, 2048, 20480), p(2, 22528, 40960)],
+        }
+    }
+
+    #[test]
+    fn equal_layouts_keep_table() {
+        let l = gpt_layout();
+        let plan = plan_layout(&l, Some(&l), 64 << 20, 512).unwrap();
+        assert!(plan.keep_table);
+    }
+
+    #[test]
+    fn larger_disk_grows_last_partition() {
+        let l = gpt_layout();
+        let plan = plan_layout(&l, None, 96 << 20, 512).unwrap();
+        assert!(!plan.keep_table);
+        let p2 = plan.layout.partition(2).unwrap();
+        assert_eq!(p2.end(), (96 << 20) / 512 - 33);
+        assert_eq!(plan.layout.partition(1).unwrap().size, 20480);
+    }
+
+    #[test]
+    fn refuses_small_disk_and_sector_mismatch() {
+        let l = gpt_layout();
+        let e = plan_layout(&l, None, 30 << 20, 512).unwrap_err();
+        assert!(e.contains("too small"), "{e}");
+        let e = plan_layout(&l, None, 64 << 20, 4096).unwrap_err();
+        assert!(e.contains("sector size"), "{e}");
+    }
+
+    #[test]
+    fn differences_name_the_partition() {
+        let a = gpt_layout();
+        let mut b = gpt_layout();
+        b.partitions[1].size += 8;
+        let d = differences(&a, &b);
+        assert_eq!(d.len(), 1);
+        assert!(d[0].starts_with("partition 2"), "{d:?}");
+    }
+}

@@ -1,0 +1,29 @@
+//! imgtool: logical-group disk images.
+//!
+//! Brief overview of the types and how they connect:
+//! - [`disk::BlockIo`] is positional block I/O; [`disk::Disk`] implements it over a file
+//!   or a block device and owns the kernel edges (sizes, `BLKPG`, mount checks).
+//! - [`layout::Layout`] is a partition table as captured (GPT via [`gpt`], MBR with
+//!   logical partitions via [`mbr`]); [`layout::plan_layout`] applies the layout rules.
+//! - [`fs::probe`] says which byte ranges of a partition are in use.
+//! - [`manifest::Manifest`] lists the chunks of each region; [`manifest::Image`] is a
+//!   loaded, checked image directory.
+//! - [`capture::capture`], [`restore::restore`], [`verify::verify`], [`diff::diff`] are the
+//!   operations; the `imgtool` binary only parses arguments and calls them.
+
+pub mod capture;
+pub mod chunk;
+pub mod diff;
+pub mod disk;
+pub mod error;
+pub mod fs;
+pub mod gpt;
+pub mod layout;
+pub mod manifest;
+pub mod mbr;
+pub mod pool;
+pub mod progress;
+pub mod restore;
+pub mod verify;
+
+pub use error::{Error, Result};

@@ -1,0 +1,227 @@
+//! The image's `manifest`: format version, image id, and per captured region (the disk
+//! head and each partition) its file system, identity and chunk list. Loading checks the
+//! version first, then the id, then that the `layout` file is the one the id covers.
+//! The byte format is documented in `docs/FORMAT.md`.
+
+use crate::error::{Error, Result};
+use crate::fs::Fill;
+use crate::layout::Layout;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+
+/// The manifest format this imgtool writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+/// Magic string in every manifest.
+pub const FORMAT_NAME: &str = "netboot-logical-group-image";
+pub const MANIFEST_FILE: &str = "manifest";
+pub const LAYOUT_FILE: &str = "layout";
+
+/// One independently compressed, independently verifiable piece of a region.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Chunk {
+    /// Byte offset in the region (partition, or disk for the head).
+    pub offset: u64,
+    /// Raw (uncompressed) length.
+    pub length: u64,
+    /// Byte offset of the zstd frame in the region's payload file.
+    pub payload_offset: u64,
+    /// Length of the zstd frame.
+    pub compressed_length: u64,
+    /// sha256 of the raw bytes.
+    pub sha256: String,
+    /// sha256 of the zstd frame (lets a restore check a whole image before writing).
+    pub frame_sha256: String,
+}
+
+/// A captured region: the disk head (`number` 0) or a partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Region {
+    /// `head` or `p<N>`.
+    pub name: String,
+    /// Partition number; 0 for the disk head.
+    pub number: u32,
+    /// Bytes of the region at capture (partition size, or head length).
+    pub size: u64,
+    pub filesystem: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uuid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// Bytes the file system spans.
+    pub fs_size: u64,
+    /// Sum of the chunks' raw lengths.
+    pub used_bytes: u64,
+    /// What the bytes outside the chunks must be after restore.
+    pub fill: Fill,
+    /// Payload file name, relative to the image directory.
+    pub payload: String,
+    pub chunks: Vec<Chunk>,
+}
+
+impl Region {
+    pub fn compressed_bytes(&self) -> u64 {
+        self.chunks.iter().map(|c| c.compressed_length).sum()
+    }
+}
+
+/// The manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: String,
+    pub version: u32,
+    /// sha256 of the canonical manifest (this field empty), hex.
+    #[serde(default)]
+    pub image_id: String,
+    /// sha256 of the `layout` file's bytes.
+    pub layout_sha256: String,
+    /// Maximum raw chunk length.
+    pub chunk_size: u64,
+    /// zstd level used.
+    pub level: i32,
+    pub regions: Vec<Region>,
+}
+
+impl Manifest {
+    /// The canonical bytes: compact JSON of the manifest with `image_id` empty.
+    pub fn canonical(&self) -> Vec<u8> {
+        let mut m = self.clone();
+        m.image_id.clear();
+        serde_json::to_vec(&m).unwrap_or_default()
+    }
+
+    pub fn compute_id(&self) -> String {
+        hex::encode(Sha256::digest(self.canonical()))
+    }
+
+    pub fn region(&self, name: &str) -> Option<&Region> {
+        self.regions.iter().find(|r| r.name == name)
+    }
+
+    pub fn to_json(&self) -> String {
+        let mut s = serde_json::to_string_pretty(self).unwrap_or_default();
+        s.push('\n');
+        s
+    }
+}
+
+/// A loaded, checked image directory.
+#[derive(Debug, Clone)]
+pub struct Image {
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+    pub layout: Layout,
+}
+
+impl Image {
+    /// Loads `dir/manifest` and `dir/layout`; rejects unknown versions, a wrong image id
+    /// and a layout that is not the one the manifest was made with.
+    pub fn open(dir: &Path) -> Result<Image> {
+        let mpath = dir.join(MANIFEST_FILE);
+        let text = std::fs::read(&mpath).map_err(|e| Error::io("reading", &mpath, e))?;
+        let value: serde_json::Value = serde_json::from_slice(&text).map_err(|e| Error::Corrupt {
+            path: mpath.clone(),
+            msg: format!("not valid JSON: {e}"),
+        })?;
+        if value.get("format").and_then(|v| v.as_str()) != Some(FORMAT_NAME) {
+            return Err(Error::Corrupt {
+                path: mpath,
+                msg: format!("not an imgtool manifest (missing \"format\": \"{FORMAT_NAME}\")"),
+            });
+        }
+        let version = value.get("version").and_then(|v| v.as_u64()).unwrap_or(0) as u32;
+        if version != FORMAT_VERSION {
+            return Err(Error::UnsupportedVersion {
+                path: mpath,
+                found: version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        let manifest: Manifest = serde_json::from_value(value).map_err(|e| Error::Corrupt {
+            path: mpath.clone(),
+            msg: e.to_string(),
+        })?;
+        let id = manifest.compute_id();
+        if id != manifest.image_id {
+            return Err(Error::Corrupt {
+                path: mpath,
+                msg: format!(
+                    "image id {} does not match its contents (sha256 {id}): the manifest was edited or damaged",
+                    manifest.image_id
+                ),
+            });
+        }
+        let lpath = dir.join(LAYOUT_FILE);
+        let ltext = std::fs::read(&lpath).map_err(|e| Error::io("reading", &lpath, e))?;
+        let lsum = hex::encode(Sha256::digest(&ltext));
+        if lsum != manifest.layout_sha256 {
+            return Err(Error::Corrupt {
+                path: lpath,
+                msg: format!(
+                    "sha256 {lsum} is not the {} the manifest records: layout edited or damaged",
+                    manifest.layout_sha256
+                ),
+            });
+        }
+        let layout: Layout = serde_json::from_slice(&ltext).map_err(|e| Error::Corrupt {
+            path: lpath,
+            msg: e.to_string(),
+        })?;
+        let img = Image {
+            dir: dir.to_path_buf(),
+            manifest,
+            layout,
+        };
+        img.check_structure()?;
+        Ok(img)
+    }
+
+    /// Internal consistency: chunks inside their region, payload files present and long
+    /// enough (a truncated payload is caught here, before anything is written).
+    pub fn check_structure(&self) -> Result<()> {
+        for r in &self.manifest.regions {
+            let ppath = self.payload_path(r);
+            let plen = std::fs::metadata(&ppath)
+                .map_err(|e| Error::io("opening payload", &ppath, e))?
+                .len();
+            for (i, c) in r.chunks.iter().enumerate() {
+                let bad = |msg: String| Error::BadChunk {
+                    partition: r.name.clone(),
+                    chunk: i,
+                    offset: c.offset,
+                    payload: r.payload.clone(),
+                    payload_offset: c.payload_offset,
+                    msg,
+                };
+                if c.offset + c.length > r.size || c.length == 0 || c.length > self.manifest.chunk_size {
+                    return Err(bad(format!(
+                        "raw range {}+{} does not fit the region ({} bytes)",
+                        c.offset, c.length, r.size
+                    )));
+                }
+                if c.payload_offset + c.compressed_length > plen {
+                    return Err(bad(format!(
+                        "payload is truncated: the chunk needs bytes up to {} but {} has {plen}",
+                        c.payload_offset + c.compressed_length,
+                        ppath.display()
+                    )));
+                }
+            }
+            if r.number != 0 && self.layout.partition(r.number).is_none() {
+                return Err(Error::Corrupt {
+                    path: self.dir.join(MANIFEST_FILE),
+                    msg: format!("region {} names partition {} which the layout lacks", r.name, r.number),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    pub fn payload_path(&self, r: &Region) -> PathBuf {
+        self.dir.join(&r.payload)
+    }
+
+    pub fn id(&self) -> &str {
+        &self.manifest.image_id
+    }
+}

@@ -1,0 +1,243 @@
+//! MBR codec: the four primary entries, the extended partition and its chain of EBRs
+//! (logical partitions 5, 6, ...), read and written byte for byte.
+
+use crate::disk::BlockIo;
+use crate::error::{Error, Result};
+use crate::layout::{Layout, MbrRole, Partition, TableKind};
+
+fn le32(b: &[u8], o: usize) -> u32 {
+    u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
+}
+
+fn is_extended(t: u8) -> bool {
+    matches!(t, 0x05 | 0x0f | 0x85)
+}
+
+/// Parses a type string `0x83` into its byte.
+pub fn type_byte(s: &str) -> Option<u8> {
+    u8::from_str_radix(s.trim_start_matches("0x"), 16).ok()
+}
+
+/// Reads the MBR in `lba0` and the EBR chain of `disk`.
+pub fn read(disk: &dyn BlockIo, lba0: &[u8]) -> Result<Option<Layout>> {
+    let ss = disk.sector_size() as u64;
+    let mut parts = vec![];
+    let mut ext: Option<(u64, u64)> = None;
+    for i in 0..4 {
+        let e = &lba0[446 + i * 16..462 + i * 16];
+        if e[4] == 0 || le32(e, 12) == 0 {
+            continue;
+        }
+        let (start, size) = (le32(e, 8) as u64, le32(e, 12) as u64);
+        let role = if is_extended(e[4]) {
+            ext = Some((start, size));
+            MbrRole::Extended
+        } else {
+            MbrRole::Primary
+        };
+        parts.push(Partition {
+            number: i as u32 + 1,
+            start,
+            size,
+            type_: format!("0x{:02x}", e[4]),
+            guid: None,
+            name: None,
+            attributes: 0,
+            role: Some(role),
+            bootable: e[0] == 0x80,
+            ebr: None,
+            filesystem: None,
+        });
+    }
+    if let Some((ext_start, ext_size)) = ext {
+        let mut ebr = ext_start;
+        let mut number = 5;
+        let mut sector = vec![0u8; ss as usize];
+        loop {
+            if number > 64 {
+                return Err(Error::Invalid("more than 60 logical partitions: EBR chain loops?".into()));
+            }
+            if ebr < ext_start || ebr >= ext_start + ext_size {
+                return Err(Error::Invalid(format!(
+                    "EBR at sector {ebr} lies outside the extended partition"
+                )));
+            }
+            disk.read_exact_at(&mut sector, ebr * ss)
+                .map_err(|e| Error::Invalid(format!("reading EBR at sector {ebr}: {e}")))?;
+            if sector[510] != 0x55 || sector[511] != 0xaa {
+                return Err(Error::Invalid(format!("EBR at sector {ebr} has no 0x55AA signature")));
+            }
+            let e = &sector[446..462];
+            if e[4] != 0 && le32(e, 12) != 0 {
+                parts.push(Partition {
+                    number,
+                    start: ebr + le32(e, 8) as u64,
+                    size: le32(e, 12) as u64,
+                    type_: format!("0x{:02x}", e[4]),
+                    guid: None,
+                    name: None,
+                    attributes: 0,
+                    role: Some(MbrRole::Logical),
+                    bootable: e[0] == 0x80,
+                    ebr: Some(ebr),
+                    filesystem: None,
+                });
+                number += 1;
+            }
+            let link = &sector[462..478];
+            if !is_extended(link[4]) || le32(link, 8) == 0 {
+                break;
+            }
+            ebr = ext_start + le32(link, 8) as u64;
+        }
+    }
+    Ok(Some(Layout {
+        table: TableKind::Mbr,
+        sector_size: ss as u32,
+        disk_size: disk.size(),
+        disk_guid: None,
+        first_usable: None,
+        entries: None,
+        disk_signature: Some(format!("0x{:08x}", le32(lba0, 440))),
+        grow: None,
+        partitions: parts,
+    }))
+}
+
+/// CHS address for LBA with the conventional 255 heads / 63 sectors geometry.
+fn chs(lba: u64) -> [u8; 3] {
+    let (h, s) = (255u64, 63u64);
+    let c = lba / (h * s);
+    if c > 1023 {
+        return [0xfe, 0xff, 0xff];
+    }
+    let head = (lba / s) % h;
+    let sec = lba % s + 1;
+    [head as u8, (sec as u8) | (((c >> 8) as u8) << 6), c as u8]
+}
+
+fn entry(e: &mut [u8], bootable: bool, t: u8, start: u64, size: u64) -> Result<()> {
+    let fit = |v: u64| {
+        u32::try_from(v).map_err(|_| Error::Invalid(format!("MBR cannot address sector {v}")))
+    };
+    e[0] = if bootable { 0x80 } else { 0 };
+    e[1..4].copy_from_slice(&chs(start));
+    e[4] = t;
+    e[5..8].copy_from_slice(&chs(start + size - 1));
+    e[8..12].copy_from_slice(&fit(start)?.to_le_bytes());
+    e[12..16].copy_from_slice(&fit(size)?.to_le_bytes());
+    Ok(())
+}
+
+/// Writes the MBR (with `boot_code`) and the EBR chain.
+pub fn write(disk: &dyn BlockIo, layout: &Layout, boot_code: &[u8]) -> Result<()> {
+    let ss = disk.sector_size() as u64;
+    let bad = |m: String| Error::Invalid(format!("MBR: {m}"));
+    let ty = |p: &Partition| {
+        type_byte(&p.type_).ok_or_else(|| bad(format!("partition {}: bad type {}", p.number, p.type_)))
+    };
+    let mut lba0 = vec![0u8; ss as usize];
+    let bc = boot_code.len().min(440);
+    lba0[..bc].copy_from_slice(&boot_code[..bc]);
+    let sig = layout
+        .disk_signature
+        .as_deref()
+        .and_then(|s| u32::from_str_radix(s.trim_start_matches("0x"), 16).ok())
+        .unwrap_or(0);
+    lba0[440..444].copy_from_slice(&sig.to_le_bytes());
+    let mut ext = None;
+    for p in layout.partitions.iter().filter(|p| p.role != Some(MbrRole::Logical)) {
+        if !(1..=4).contains(&p.number) {
+            return Err(bad(format!("primary partition number {} outside 1..=4", p.number)));
+        }
+        let i = p.number as usize - 1;
+        entry(&mut lba0[446 + i * 16..462 + i * 16], p.bootable, ty(p)?, p.start, p.size)?;
+        if p.is_extended() {
+            ext = Some((p.start, p.size));
+        }
+    }
+    lba0[510] = 0x55;
+    lba0[511] = 0xaa;
+    let mut logicals: Vec<&Partition> = layout
+        .partitions
+        .iter()
+        .filter(|p| p.role == Some(MbrRole::Logical))
+        .collect();
+    logicals.sort_by_key(|p| p.number);
+    if !logicals.is_empty() {
+        let (ext_start, ext_size) =
+            ext.ok_or_else(|| bad("logical partitions without an extended partition".into()))?;
+        let ebrs: Vec<u64> = logicals
+            .iter()
+            .map(|p| p.ebr.unwrap_or(p.start.saturating_sub(1)))
+            .collect();
+        for (i, p) in logicals.iter().enumerate() {
+            let ebr = ebrs[i];
+            if ebr < ext_start || p.end() > ext_start + ext_size || p.start <= ebr {
+                return Err(bad(format!(
+                    "logical partition {} (EBR {ebr}, {}..{}) outside the extended partition",
+                    p.number,
+                    p.start,
+                    p.end()
+                )));
+            }
+            let mut s = vec![0u8; ss as usize];
+            entry(&mut s[446..462], p.bootable, ty(p)?, p.start - ebr, p.size)?;
+            if let Some(next) = logicals.get(i + 1) {
+                let nebr = ebrs[i + 1];
+                entry(&mut s[462..478], false, 0x05, nebr - ext_start, next.end() - nebr)?;
+            }
+            s[510] = 0x55;
+            s[511] = 0xaa;
+            disk.write_all_at(&s, ebr * ss)
+                .map_err(|e| bad(format!("writing EBR at sector {ebr}: {e}")))?;
+        }
+    }
+    disk.write_all_at(&lba0, 0)
+        .map_err(|e| bad(format!("writing sector 0: {e}")))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::disk::MemDisk;
+    use crate::layout::read_layout;
+
+    #[test]
+    fn primary_extended_logical_round_trip() {
+        let disk = MemDisk::new(64 << 20, 512);
+        let p = |n, start, size, t: &str, role, ebr| Partition {
+            number: n,
+            start,
+            size,
+            type_: t.into(),
+            guid: None,
+            name: None,
+            attributes: 0,
+            role: Some(role),
+            bootable: n == 1,
+            ebr,
+            filesystem: None,
+        };
+        let layout = Layout {
+            table: TableKind::Mbr,
+            sector_size: 512,
+            disk_size: 64 << 20,
+            disk_guid: None,
+            first_usable: None,
+            entries: None,
+            disk_signature: Some("0x1234abcd".into()),
+            grow: None,
+            partitions: vec![
+                p(1, 2048, 20480, "0x83", MbrRole::Primary, None),
+                p(2, 22528, 108544, "0x05", MbrRole::Extended, None),
+                p(5, 24576, 40960, "0x83", MbrRole::Logical, Some(22528)),
+                p(6, 67584, 63488, "0x82", MbrRole::Logical, Some(65536)),
+            ],
+        };
+        write(&disk, &layout, &[0xfa; 440]).unwrap();
+        let back = read_layout(&disk).unwrap().unwrap();
+        assert_eq!(back, layout);
+    }
+}

@@ -1,0 +1,306 @@
+//! Restore: the layout rules of DESIGN.md, applied to one target disk.
+//!
+//! Order of work, chosen so that bad input destroys nothing and an interrupted restore
+//! never looks bootable:
+//! 1. checks that write nothing: target not mounted/swapped-on, layout plan (sector size,
+//!    disk size), every selected chunk's frame sha256 (catches flipped or truncated
+//!    payloads);
+//! 2. when the table changes: the old table is wiped (sector 0, the GPT headers);
+//! 3. partitions, chunk by chunk (decompress, sha256 of the raw bytes, then write);
+//!    unknown file systems get their gaps zeroed; swap gets its header fitted to the size;
+//! 4. ext file systems that got a larger partition are checked and grown through the
+//!    whole-disk device (`e2fsck -fp`, `resize2fs DEV?offset=N`);
+//! 5. last, the disk head (boot code, boot-loader gap) and the partition table;
+//! 6. the kernel is told the partitions (`BLKPG`, `BLKRRPART` fallback).
+
+use crate::disk::{usage, BlockIo, Disk};
+use crate::error::{Error, Result};
+use crate::fs::{swap, Fill};
+use crate::layout::{plan_layout, read_layout, table_ranges, Plan};
+use crate::manifest::{Image, Region};
+use crate::pool::run_ordered;
+use crate::progress::Progress;
+use crate::verify::{check_frames, read_chunk};
+use serde::Serialize;
+use std::path::Path;
+use std::process::Command;
+
+#[derive(Debug, Clone, Default)]
+pub struct RestoreOptions {
+    /// Partitions to restore; `None` = all the image holds.
+    pub partitions: Option<Vec<u32>>,
+    pub dry_run: bool,
+    /// Worker threads; 0 = all cores.
+    pub threads: usize,
+}
+
+/// What restore did (or, with `--dry-run`, would do).
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoreReport {
+    pub target: String,
+    pub image_id: String,
+    pub dry_run: bool,
+    pub plan: Plan,
+    pub regions: Vec<RegionReport>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RegionReport {
+    pub name: String,
+    pub filesystem: String,
+    /// Bytes of image data written.
+    pub bytes: u64,
+    /// Disk byte offset where the region starts.
+    pub disk_offset: u64,
+    /// Partition size on the target.
+    pub target_size: u64,
+    /// `Some((old, new))` file-system byte sizes when it was grown.
+    pub grown: Option<(u64, u64)>,
+}
+
+/// Plans without writing: reads the target's table and applies the layout rules.
+pub fn plan(image: &Image, target: &dyn BlockIo, target_path: &Path) -> Result<Plan> {
+    let current = read_layout(target).unwrap_or(None);
+    plan_layout(&image.layout, current.as_ref(), target.size(), target.sector_size()).map_err(|reason| {
+        Error::Refused {
+            device: target_path.to_path_buf(),
+            reason,
+        }
+    })
+}
+
+/// Restores `image` onto `target`.
+pub fn restore(image: &Image, target: &Disk, opts: &RestoreOptions, progress: &Progress) -> Result<RestoreReport> {
+    let tpath = target.path().to_path_buf();
+    let use_ = usage(&tpath);
+    if use_.in_use() {
+        return Err(Error::Refused {
+            device: tpath,
+            reason: format!("it is in use: {}", use_.describe()),
+        });
+    }
+    let plan = plan(image, target, &tpath)?;
+    let ss = plan.layout.sector_size as u64;
+
+    // The regions to write.
+    let mut regions: Vec<&Region> = vec![];
+    for r in &image.manifest.regions {
+        let wanted = r.number == 0
+            || opts.partitions.as_ref().is_none_or(|l| l.contains(&r.number));
+        if wanted {
+            regions.push(r);
+        }
+    }
+    if let Some(list) = &opts.partitions {
+        for n in list {
+            if image.manifest.region(&format!("p{n}")).is_none() {
+                return Err(Error::Invalid(format!(
+                    "partition {n} is not in image {} (it holds {})",
+                    image.dir.display(),
+                    image.manifest.regions.iter().filter(|r| r.number != 0).map(|r| r.number.to_string()).collect::<Vec<_>>().join(", ")
+                )));
+            }
+        }
+    }
+    let mut reports = vec![];
+    for r in &regions {
+        let (disk_offset, target_size) = if r.number == 0 {
+            (0, r.size)
+        } else {
+            let p = plan.layout.partition(r.number).ok_or_else(|| Error::Refused {
+                device: tpath.clone(),
+                reason: format!("the planned layout has no partition {}", r.number),
+            })?;
+            (p.start * ss, p.size * ss)
+        };
+        if target_size < r.fs_size.min(r.size) {
+            return Err(Error::Refused {
+                device: tpath.clone(),
+                reason: format!(
+                    "partition {} is {target_size} bytes, the image's {} needs {}",
+                    r.number, r.filesystem, r.fs_size
+                ),
+            });
+        }
+        reports.push(RegionReport {
+            name: r.name.clone(),
+            filesystem: r.filesystem.clone(),
+            bytes: r.used_bytes,
+            disk_offset,
+            target_size,
+            grown: None,
+        });
+    }
+
+    // Whole-image integrity before the first write.
+    check_frames(image, &regions, opts.threads, progress)?;
+
+    let mut report = RestoreReport {
+        target: tpath.display().to_string(),
+        image_id: image.id().to_string(),
+        dry_run: opts.dry_run,
+        plan,
+        regions: reports,
+    };
+    if opts.dry_run {
+        return Ok(report);
+    }
+    let plan = &report.plan;
+    let werr = |what: String, e: std::io::Error| Error::Invalid(format!("{}: {what}: {e}", tpath.display()));
+
+    if !plan.keep_table {
+        // Nothing on the disk may look like a valid table while data is half written.
+        let head_wipe = (34 * ss).min(target.size());
+        target.zero_range(0, head_wipe).map_err(|e| werr("wiping the old table".into(), e))?;
+        let tail = (34 * ss).min(target.size());
+        target
+            .zero_range(target.size() - tail, tail)
+            .map_err(|e| werr("wiping the old backup GPT".into(), e))?;
+    }
+
+    let total: u64 = regions.iter().filter(|r| r.number != 0).map(|r| r.used_bytes).sum();
+    progress.start(total, "restoring");
+    let threads = crate::pool::threads(opts.threads);
+    for (r, rep) in regions.iter().zip(report.regions.iter_mut()) {
+        if r.number == 0 {
+            continue;
+        }
+        let base = rep.disk_offset;
+        let payload = std::fs::File::open(image.payload_path(r)).map_err(|e| Error::io("opening", image.payload_path(r), e))?;
+        let is_swap = r.filesystem == "swap";
+        let target_size = rep.target_size;
+        run_ordered(
+            r.chunks.len(),
+            threads,
+            threads * 4,
+            |i| -> Result<u64> {
+                let c = &r.chunks[i];
+                let mut raw = read_chunk(&payload, r, i)?;
+                if is_swap && c.offset == 0 {
+                    swap::fit_header(&mut raw, target_size);
+                }
+                target.write_all_at(&raw, base + c.offset).map_err(|e| {
+                    Error::Invalid(format!(
+                        "{}: writing partition {} chunk {i} at partition byte {} (disk byte {}): {e}",
+                        tpath.display(),
+                        r.number,
+                        c.offset,
+                        base + c.offset
+                    ))
+                })?;
+                Ok(c.length)
+            },
+            |_, n| {
+                progress.inc(n);
+                Ok(())
+            },
+        )?;
+        if r.fill == Fill::Zero {
+            let mut pos = 0;
+            for c in r.chunks.iter().chain(std::iter::once(&crate::manifest::Chunk {
+                offset: target_size,
+                length: 0,
+                payload_offset: 0,
+                compressed_length: 0,
+                sha256: String::new(),
+                frame_sha256: String::new(),
+            })) {
+                if c.offset > pos {
+                    target
+                        .zero_range(base + pos, c.offset - pos)
+                        .map_err(|e| werr(format!("zeroing partition {} at {pos}", r.number), e))?;
+                }
+                pos = pos.max(c.offset + c.length);
+            }
+        }
+    }
+    progress.finish();
+    target.flush().map_err(|e| werr("flushing".into(), e))?;
+
+    // Grow ext file systems to their partition, through the whole-disk device.
+    for (r, rep) in regions.iter().zip(report.regions.iter_mut()) {
+        if r.filesystem.starts_with("ext") && rep.target_size >= r.fs_size + 1024 * 1024 {
+            let dev = format!("{}?offset={}", tpath.display(), rep.disk_offset);
+            run_tool("e2fsck", &["-f", "-p", &dev], &[0, 1], &format!("partition {}", r.number))?;
+            let size = format!("{}K", rep.target_size / 1024);
+            run_tool("resize2fs", &[&dev, &size], &[0], &format!("partition {}", r.number))?;
+            let view = crate::fs::PartView {
+                disk: target,
+                start: rep.disk_offset,
+                size: rep.target_size,
+            };
+            let new = crate::fs::ext::geometry(&view)
+                .ok()
+                .flatten()
+                .map(|(bs, n)| bs * n)
+                .unwrap_or(0);
+            rep.grown = Some((r.fs_size, new));
+        }
+    }
+
+    // Last: the disk head and the table.
+    if let Some(head) = image.manifest.region("head") {
+        let payload = std::fs::File::open(image.payload_path(head)).map_err(|e| Error::io("opening", image.payload_path(head), e))?;
+        let mut bytes = Vec::with_capacity(head.size as usize);
+        for i in 0..head.chunks.len() {
+            bytes.extend_from_slice(&read_chunk(&payload, head, i)?);
+        }
+        let head_end = bytes.len().min((plan.layout.first_used_sector() * ss) as usize);
+        if plan.keep_table {
+            // Boot code and boot-loader gap only; the table bytes stay as they are.
+            let mut pos = 0usize;
+            for (o, l) in table_ranges(&plan.layout) {
+                let o = (o as usize).min(head_end);
+                if o > pos {
+                    target.write_all_at(&bytes[pos..o], pos as u64).map_err(|e| werr("writing the disk head".into(), e))?;
+                }
+                pos = pos.max(o + l as usize);
+            }
+            if head_end > pos {
+                target
+                    .write_all_at(&bytes[pos..head_end], pos as u64)
+                    .map_err(|e| werr("writing the disk head".into(), e))?;
+            }
+        } else {
+            target
+                .write_all_at(&bytes[..head_end], 0)
+                .map_err(|e| werr("writing the disk head".into(), e))?;
+            crate::layout::write_table(target, &plan.layout, &bytes[..bytes.len().min(440)])?;
+        }
+    } else if !plan.keep_table {
+        crate::layout::write_table(target, &plan.layout, &[])?;
+    }
+    target.flush().map_err(|e| werr("flushing".into(), e))?;
+    let parts: Vec<(u32, u64, u64)> = plan
+        .layout
+        .partitions
+        .iter()
+        .map(|p| (p.number, p.start * ss, if p.is_extended() { ss.min(1024) } else { p.size * ss }))
+        .collect();
+    target
+        .announce_partitions(&parts)
+        .map_err(|e| werr("telling the kernel the new partitions".into(), e))?;
+    Ok(report)
+}
+
+/// Runs an external program, accepting the given exit codes.
+pub fn run_tool(program: &str, args: &[&str], ok: &[i32], target: &str) -> Result<()> {
+    let out = Command::new(program).args(args).output().map_err(|e| Error::External {
+        program: program.into(),
+        target: target.into(),
+        msg: format!("cannot run it ({e}); install e2fsprogs"),
+    })?;
+    let code = out.status.code().unwrap_or(-1);
+    if !ok.contains(&code) {
+        return Err(Error::External {
+            program: format!("{program} {}", args.join(" ")),
+            target: target.into(),
+            msg: format!(
+                "exit {code}: {}{}",
+                String::from_utf8_lossy(&out.stderr).trim(),
+                String::from_utf8_lossy(&out.stdout).trim()
+            ),
+        });
+    }
+    Ok(())
+}
