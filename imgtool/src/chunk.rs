@@ -1,43 +1,52 @@
-//! Chunking: turns the used byte ranges of a region into chunks. A chunk never crosses a
-//! `chunk_size`-aligned boundary (so the same disk always yields the same chunks and a
-//! diff compares like with like), and gaps shorter than [`MERGE_GAP`] between used
-//! ranges are stored rather than split into many tiny frames.
+//! Chunking: turns the used byte ranges of a region into chunks. A chunk gathers used
+//! ranges, in disk order, until it holds `chunk_size` raw bytes, so frames are full-size
+//! (better compression, fewer frames) however fragmented the file system is. Gaps shorter
+//! than [`MERGE_GAP`] are stored rather than recorded as separate extents. The same used
+//! ranges always give the same chunks.
 
-/// Gaps up to this many bytes between used ranges are stored.
-pub const MERGE_GAP: u64 = 32 << 10;
+/// Gaps up to this many bytes between used ranges are stored (keeps extent lists short).
+pub const MERGE_GAP: u64 = 16 << 10;
 
 /// Default maximum raw chunk length.
-pub const DEFAULT_CHUNK: u64 = 4 << 20;
+pub const DEFAULT_CHUNK: u64 = 8 << 20;
 
-/// Splits sorted used ranges into `(offset, length)` chunks.
-pub fn chunk_ranges(used: &[(u64, u64)], chunk_size: u64) -> Vec<(u64, u64)> {
+/// Largest chunk a manifest may declare (bounds the memory a reader commits per chunk).
+pub const MAX_CHUNK: u64 = 64 << 20;
+
+/// Groups sorted used ranges into chunks; each chunk is a list of `(offset, length)`
+/// extents whose lengths add up to at most `chunk_size`.
+pub fn chunk_ranges(used: &[(u64, u64)], chunk_size: u64) -> Vec<Vec<(u64, u64)>> {
     let mut merged: Vec<(u64, u64)> = vec![];
     for &(o, l) in used {
         if l == 0 {
             continue;
         }
         match merged.last_mut() {
-            Some(last) if o <= last.0 + last.1 + MERGE_GAP && o / chunk_size == (last.0 + last.1 - 1) / chunk_size => {
+            Some(last) if o <= last.0 + last.1 + MERGE_GAP => {
                 last.1 = (o + l).max(last.0 + last.1) - last.0;
             }
             _ => merged.push((o, l)),
         }
     }
     let mut out = vec![];
+    let mut cur: Vec<(u64, u64)> = vec![];
+    let mut fill = 0u64;
     for (o, l) in merged {
         let mut pos = o;
         let end = o + l;
         while pos < end {
-            let boundary = (pos / chunk_size + 1) * chunk_size;
-            let n = boundary.min(end) - pos;
-            match out.last_mut() {
-                // A range that merged across a boundary was cut above; rejoin pieces that
-                // share a window.
-                Some((po, pl)) if *po + *pl == pos && *po / chunk_size == pos / chunk_size => *pl += n,
-                _ => out.push((pos, n)),
-            }
+            let n = (chunk_size - fill).min(end - pos);
+            cur.push((pos, n));
+            fill += n;
             pos += n;
+            if fill == chunk_size {
+                out.push(std::mem::take(&mut cur));
+                fill = 0;
+            }
         }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
     }
     out
 }
@@ -47,21 +56,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn chunks_are_aligned_and_cover_every_used_byte() {
+    fn chunks_are_full_and_cover_every_used_byte_once() {
         let cs = 1 << 20;
-        let used = vec![(0, 4096), (8192, 4096), (900_000, 300_000), (5 << 20, 10), (7 << 20, 3 << 20)];
+        let used = vec![
+            (0, 4096),
+            (8192, 4096),
+            (900_000, 300_000),
+            (5 << 20, 10),
+            (7 << 20, 3 << 20),
+        ];
         let chunks = chunk_ranges(&used, cs);
-        for &(o, l) in &chunks {
-            assert!(l > 0 && l <= cs);
-            assert_eq!(o / cs, (o + l - 1) / cs, "chunk {o}+{l} crosses a boundary");
-        }
-        for &(o, l) in &used {
-            for b in [o, o + l - 1] {
-                assert!(chunks.iter().any(|&(co, cl)| b >= co && b < co + cl), "byte {b} not covered");
+        let total: u64 = chunks.iter().flatten().map(|e| e.1).sum();
+        // The 4 KiB gap is stored; the rest is exactly the used bytes.
+        assert_eq!(total, 12288 + 300_000 + 10 + (3 << 20));
+        for (i, c) in chunks.iter().enumerate() {
+            let len: u64 = c.iter().map(|e| e.1).sum();
+            assert!(len <= cs);
+            if i + 1 < chunks.len() {
+                assert_eq!(len, cs, "chunk {i} is not full");
             }
+            assert!(
+                c.windows(2).all(|w| w[0].0 + w[0].1 <= w[1].0),
+                "extents out of order"
+            );
         }
-        // Small gap merged, large gap not.
-        assert_eq!(chunks[0], (0, 12288));
-        assert!(!chunks.iter().any(|&(o, l)| o <= (6 << 20) && o + l > (6 << 20)));
+        assert_eq!(chunks[0][0], (0, 12288));
+        assert!(!chunks
+            .iter()
+            .flatten()
+            .any(|&(o, l)| o < (6 << 20) && o + l > (5 << 20) + 10));
     }
 }

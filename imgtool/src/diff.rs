@@ -27,7 +27,12 @@ pub struct RegionDiff {
     pub differing_bytes: u64,
 }
 
-pub fn diff(image: &Image, disk: &dyn BlockIo, threads: usize, progress: &Progress) -> Result<DiffReport> {
+pub fn diff(
+    image: &Image,
+    disk: &dyn BlockIo,
+    threads: usize,
+    progress: &Progress,
+) -> Result<DiffReport> {
     let current = read_layout(disk).unwrap_or(None);
     let layout_differences = match &current {
         None => vec!["the disk has no readable partition table".to_string()],
@@ -59,11 +64,15 @@ pub fn diff(image: &Image, disk: &dyn BlockIo, threads: usize, progress: &Progre
                 threads * 4,
                 |i| -> Result<bool> {
                     let c = &r.chunks[i];
-                    let mut buf = vec![0u8; c.length as usize];
-                    if disk.read_exact_at(&mut buf, base + c.offset).is_err() {
-                        return Ok(true);
+                    let mut h = Sha256::new();
+                    for (o, l) in c.ranges() {
+                        let mut buf = vec![0u8; l as usize];
+                        if disk.read_exact_at(&mut buf, base + o).is_err() {
+                            return Ok(true);
+                        }
+                        h.update(&buf);
                     }
-                    Ok(hex::encode(Sha256::digest(&buf)) != c.sha256)
+                    Ok(hex::encode(h.finalize()) != c.sha256)
                 },
                 |i, d| {
                     progress.inc(r.chunks[i].length);

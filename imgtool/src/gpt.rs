@@ -145,17 +145,29 @@ pub fn read(disk: &dyn BlockIo) -> Result<Option<Layout>> {
     }))
 }
 
-fn header(
-    ss: u64,
+/// The fields of one GPT header copy.
+struct Header<'a> {
     my: u64,
     alt: u64,
     first: u64,
     last: u64,
-    guid: &[u8; 16],
+    guid: &'a [u8; 16],
     entries_lba: u64,
     n: u32,
     entries_crc: u32,
-) -> Vec<u8> {
+}
+
+fn header(ss: u64, f: Header) -> Vec<u8> {
+    let Header {
+        my,
+        alt,
+        first,
+        last,
+        guid,
+        entries_lba,
+        n,
+        entries_crc,
+    } = f;
     let mut h = vec![0u8; ss as usize];
     h[0..8].copy_from_slice(SIGNATURE);
     h[8..12].copy_from_slice(&0x0001_0000u32.to_le_bytes());
@@ -186,7 +198,10 @@ pub fn write(disk: &dyn BlockIo, layout: &Layout, boot_code: &[u8]) -> Result<()
     let mut entries = vec![0u8; (es * ss) as usize];
     for p in &layout.partitions {
         if p.number == 0 || p.number > n {
-            return Err(bad(format!("partition number {} outside 1..={n}", p.number)));
+            return Err(bad(format!(
+                "partition number {} outside 1..={n}",
+                p.number
+            )));
         }
         if p.start < first_usable || p.end() - 1 > last_usable {
             return Err(bad(format!(
@@ -223,8 +238,18 @@ pub fn write(disk: &dyn BlockIo, layout: &Layout, boot_code: &[u8]) -> Result<()
         .and_then(guid_from_str)
         .unwrap_or([0u8; 16]);
     let last = sectors - 1;
-    let primary = header(ss, 1, last, first_usable, last_usable, &guid, 2, n, ecrc);
-    let backup = header(ss, last, 1, first_usable, last_usable, &guid, last - es, n, ecrc);
+    let copy = |my, alt, entries_lba| Header {
+        my,
+        alt,
+        first: first_usable,
+        last: last_usable,
+        guid: &guid,
+        entries_lba,
+        n,
+        entries_crc: ecrc,
+    };
+    let primary = header(ss, copy(1, last, 2));
+    let backup = header(ss, copy(last, 1, last - es));
 
     let mut mbr = vec![0u8; ss as usize];
     let bc = boot_code.len().min(440);

@@ -194,7 +194,10 @@ pub fn differences(image: &Layout, disk: &Layout) -> Vec<String> {
     }
     for q in &disk.partitions {
         if image.partition(q.number).is_none() {
-            why.push(format!("partition {} on disk is not in the image", q.number));
+            why.push(format!(
+                "partition {} on disk is not in the image",
+                q.number
+            ));
         }
     }
     why
@@ -303,7 +306,10 @@ pub fn write_table(disk: &dyn BlockIo, layout: &Layout, boot_code: &[u8]) -> Res
 pub fn table_ranges(layout: &Layout) -> Vec<(u64, u64)> {
     let ss = layout.sector_size as u64;
     match layout.table {
-        TableKind::Gpt => vec![(440, (2 + crate::gpt::entry_sectors(layout.entries.unwrap_or(128), ss)) * ss - 440)],
+        TableKind::Gpt => vec![(
+            440,
+            (2 + crate::gpt::entry_sectors(layout.entries.unwrap_or(128), ss)) * ss - 440,
+        )],
         TableKind::Mbr => vec![(440, 72)],
     }
 }

@@ -32,6 +32,21 @@ pub struct Chunk {
     pub sha256: String,
     /// sha256 of the zstd frame (lets a restore check a whole image before writing).
     pub frame_sha256: String,
+    /// When the chunk gathers several ranges: `[offset, length]` of each, in order; their
+    /// raw bytes are concatenated. Absent for one contiguous range `offset..offset+length`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extents: Vec<[u64; 2]>,
+}
+
+impl Chunk {
+    /// The byte ranges `(offset, length)` of the region this chunk holds.
+    pub fn ranges(&self) -> Vec<(u64, u64)> {
+        if self.extents.is_empty() {
+            vec![(self.offset, self.length)]
+        } else {
+            self.extents.iter().map(|e| (e[0], e[1])).collect()
+        }
+    }
 }
 
 /// A captured region: the disk head (`number` 0) or a partition.
@@ -119,10 +134,11 @@ impl Image {
     pub fn open(dir: &Path) -> Result<Image> {
         let mpath = dir.join(MANIFEST_FILE);
         let text = std::fs::read(&mpath).map_err(|e| Error::io("reading", &mpath, e))?;
-        let value: serde_json::Value = serde_json::from_slice(&text).map_err(|e| Error::Corrupt {
-            path: mpath.clone(),
-            msg: format!("not valid JSON: {e}"),
-        })?;
+        let value: serde_json::Value =
+            serde_json::from_slice(&text).map_err(|e| Error::Corrupt {
+                path: mpath.clone(),
+                msg: format!("not valid JSON: {e}"),
+            })?;
         if value.get("format").and_then(|v| v.as_str()) != Some(FORMAT_NAME) {
             return Err(Error::Corrupt {
                 path: mpath,
@@ -179,6 +195,16 @@ impl Image {
     /// Internal consistency: chunks inside their region, payload files present and long
     /// enough (a truncated payload is caught here, before anything is written).
     pub fn check_structure(&self) -> Result<()> {
+        if self.manifest.chunk_size == 0 || self.manifest.chunk_size > crate::chunk::MAX_CHUNK {
+            return Err(Error::Corrupt {
+                path: self.dir.join(MANIFEST_FILE),
+                msg: format!(
+                    "chunk_size {} outside 1..={}",
+                    self.manifest.chunk_size,
+                    crate::chunk::MAX_CHUNK
+                ),
+            });
+        }
         for r in &self.manifest.regions {
             let ppath = self.payload_path(r);
             let plen = std::fs::metadata(&ppath)
@@ -193,10 +219,24 @@ impl Image {
                     payload_offset: c.payload_offset,
                     msg,
                 };
-                if c.offset + c.length > r.size || c.length == 0 || c.length > self.manifest.chunk_size {
+                if c.length == 0 || c.length > self.manifest.chunk_size {
+                    return Err(bad(format!(
+                        "raw length {} outside 1..={}",
+                        c.length, self.manifest.chunk_size
+                    )));
+                }
+                let ranges = c.ranges();
+                let sum: u64 = ranges.iter().map(|e| e.1).sum();
+                if sum != c.length || ranges.first().map(|e| e.0) != Some(c.offset) {
+                    return Err(bad(format!(
+                        "extents add up to {sum} bytes, the chunk says {}",
+                        c.length
+                    )));
+                }
+                if let Some(e) = ranges.iter().find(|e| e.0 + e.1 > r.size) {
                     return Err(bad(format!(
                         "raw range {}+{} does not fit the region ({} bytes)",
-                        c.offset, c.length, r.size
+                        e.0, e.1, r.size
                     )));
                 }
                 if c.payload_offset + c.compressed_length > plen {
@@ -210,7 +250,10 @@ impl Image {
             if r.number != 0 && self.layout.partition(r.number).is_none() {
                 return Err(Error::Corrupt {
                     path: self.dir.join(MANIFEST_FILE),
-                    msg: format!("region {} names partition {} which the layout lacks", r.name, r.number),
+                    msg: format!(
+                        "region {} names partition {} which the layout lacks",
+                        r.name, r.number
+                    ),
                 });
             }
         }

@@ -55,7 +55,9 @@ pub fn read(disk: &dyn BlockIo, lba0: &[u8]) -> Result<Option<Layout>> {
         let mut sector = vec![0u8; ss as usize];
         loop {
             if number > 64 {
-                return Err(Error::Invalid("more than 60 logical partitions: EBR chain loops?".into()));
+                return Err(Error::Invalid(
+                    "more than 60 logical partitions: EBR chain loops?".into(),
+                ));
             }
             if ebr < ext_start || ebr >= ext_start + ext_size {
                 return Err(Error::Invalid(format!(
@@ -65,7 +67,9 @@ pub fn read(disk: &dyn BlockIo, lba0: &[u8]) -> Result<Option<Layout>> {
             disk.read_exact_at(&mut sector, ebr * ss)
                 .map_err(|e| Error::Invalid(format!("reading EBR at sector {ebr}: {e}")))?;
             if sector[510] != 0x55 || sector[511] != 0xaa {
-                return Err(Error::Invalid(format!("EBR at sector {ebr} has no 0x55AA signature")));
+                return Err(Error::Invalid(format!(
+                    "EBR at sector {ebr} has no 0x55AA signature"
+                )));
             }
             let e = &sector[446..462];
             if e[4] != 0 && le32(e, 12) != 0 {
@@ -134,7 +138,8 @@ pub fn write(disk: &dyn BlockIo, layout: &Layout, boot_code: &[u8]) -> Result<()
     let ss = disk.sector_size() as u64;
     let bad = |m: String| Error::Invalid(format!("MBR: {m}"));
     let ty = |p: &Partition| {
-        type_byte(&p.type_).ok_or_else(|| bad(format!("partition {}: bad type {}", p.number, p.type_)))
+        type_byte(&p.type_)
+            .ok_or_else(|| bad(format!("partition {}: bad type {}", p.number, p.type_)))
     };
     let mut lba0 = vec![0u8; ss as usize];
     let bc = boot_code.len().min(440);
@@ -146,12 +151,25 @@ pub fn write(disk: &dyn BlockIo, layout: &Layout, boot_code: &[u8]) -> Result<()
         .unwrap_or(0);
     lba0[440..444].copy_from_slice(&sig.to_le_bytes());
     let mut ext = None;
-    for p in layout.partitions.iter().filter(|p| p.role != Some(MbrRole::Logical)) {
+    for p in layout
+        .partitions
+        .iter()
+        .filter(|p| p.role != Some(MbrRole::Logical))
+    {
         if !(1..=4).contains(&p.number) {
-            return Err(bad(format!("primary partition number {} outside 1..=4", p.number)));
+            return Err(bad(format!(
+                "primary partition number {} outside 1..=4",
+                p.number
+            )));
         }
         let i = p.number as usize - 1;
-        entry(&mut lba0[446 + i * 16..462 + i * 16], p.bootable, ty(p)?, p.start, p.size)?;
+        entry(
+            &mut lba0[446 + i * 16..462 + i * 16],
+            p.bootable,
+            ty(p)?,
+            p.start,
+            p.size,
+        )?;
         if p.is_extended() {
             ext = Some((p.start, p.size));
         }
@@ -185,7 +203,13 @@ pub fn write(disk: &dyn BlockIo, layout: &Layout, boot_code: &[u8]) -> Result<()
             entry(&mut s[446..462], p.bootable, ty(p)?, p.start - ebr, p.size)?;
             if let Some(next) = logicals.get(i + 1) {
                 let nebr = ebrs[i + 1];
-                entry(&mut s[462..478], false, 0x05, nebr - ext_start, next.end() - nebr)?;
+                entry(
+                    &mut s[462..478],
+                    false,
+                    0x05,
+                    nebr - ext_start,
+                    next.end() - nebr,
+                )?;
             }
             s[510] = 0x55;
             s[511] = 0xaa;

@@ -7,7 +7,13 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Condvar, Mutex};
 
-pub fn run_ordered<T, E, W, S>(n: usize, threads: usize, window: usize, work: W, mut sink: S) -> Result<(), E>
+pub fn run_ordered<T, E, W, S>(
+    n: usize,
+    threads: usize,
+    window: usize,
+    work: W,
+    mut sink: S,
+) -> Result<(), E>
 where
     T: Send,
     E: Send,
@@ -89,7 +95,9 @@ pub fn threads(requested: usize) -> usize {
     if requested > 0 {
         requested
     } else {
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
     }
 }
 
@@ -100,13 +108,31 @@ mod tests {
     #[test]
     fn results_arrive_in_order_and_errors_stop() {
         let mut seen = vec![];
-        run_ordered::<_, String, _, _>(100, 4, 8, |i| Ok(i * 2), |i, v| {
-            seen.push((i, v));
-            Ok(())
-        })
+        run_ordered::<_, String, _, _>(
+            100,
+            4,
+            8,
+            |i| Ok(i * 2),
+            |i, v| {
+                seen.push((i, v));
+                Ok(())
+            },
+        )
         .unwrap();
         assert_eq!(seen, (0..100).map(|i| (i, i * 2)).collect::<Vec<_>>());
-        let r = run_ordered(100, 4, 8, |i| if i == 37 { Err(format!("job {i}")) } else { Ok(i) }, |_, _| Ok(()));
+        let r = run_ordered(
+            100,
+            4,
+            8,
+            |i| {
+                if i == 37 {
+                    Err(format!("job {i}"))
+                } else {
+                    Ok(i)
+                }
+            },
+            |_, _| Ok(()),
+        );
         assert_eq!(r, Err("job 37".to_string()));
     }
 }

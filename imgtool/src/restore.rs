@@ -61,16 +61,25 @@ pub struct RegionReport {
 /// Plans without writing: reads the target's table and applies the layout rules.
 pub fn plan(image: &Image, target: &dyn BlockIo, target_path: &Path) -> Result<Plan> {
     let current = read_layout(target).unwrap_or(None);
-    plan_layout(&image.layout, current.as_ref(), target.size(), target.sector_size()).map_err(|reason| {
-        Error::Refused {
-            device: target_path.to_path_buf(),
-            reason,
-        }
+    plan_layout(
+        &image.layout,
+        current.as_ref(),
+        target.size(),
+        target.sector_size(),
+    )
+    .map_err(|reason| Error::Refused {
+        device: target_path.to_path_buf(),
+        reason,
     })
 }
 
 /// Restores `image` onto `target`.
-pub fn restore(image: &Image, target: &Disk, opts: &RestoreOptions, progress: &Progress) -> Result<RestoreReport> {
+pub fn restore(
+    image: &Image,
+    target: &Disk,
+    opts: &RestoreOptions,
+    progress: &Progress,
+) -> Result<RestoreReport> {
     let tpath = target.path().to_path_buf();
     let use_ = usage(&tpath);
     if use_.in_use() {
@@ -86,7 +95,10 @@ pub fn restore(image: &Image, target: &Disk, opts: &RestoreOptions, progress: &P
     let mut regions: Vec<&Region> = vec![];
     for r in &image.manifest.regions {
         let wanted = r.number == 0
-            || opts.partitions.as_ref().is_none_or(|l| l.contains(&r.number));
+            || opts
+                .partitions
+                .as_ref()
+                .is_none_or(|l| l.contains(&r.number));
         if wanted {
             regions.push(r);
         }
@@ -97,7 +109,14 @@ pub fn restore(image: &Image, target: &Disk, opts: &RestoreOptions, progress: &P
                 return Err(Error::Invalid(format!(
                     "partition {n} is not in image {} (it holds {})",
                     image.dir.display(),
-                    image.manifest.regions.iter().filter(|r| r.number != 0).map(|r| r.number.to_string()).collect::<Vec<_>>().join(", ")
+                    image
+                        .manifest
+                        .regions
+                        .iter()
+                        .filter(|r| r.number != 0)
+                        .map(|r| r.number.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )));
             }
         }
@@ -107,10 +126,13 @@ pub fn restore(image: &Image, target: &Disk, opts: &RestoreOptions, progress: &P
         let (disk_offset, target_size) = if r.number == 0 {
             (0, r.size)
         } else {
-            let p = plan.layout.partition(r.number).ok_or_else(|| Error::Refused {
-                device: tpath.clone(),
-                reason: format!("the planned layout has no partition {}", r.number),
-            })?;
+            let p = plan
+                .layout
+                .partition(r.number)
+                .ok_or_else(|| Error::Refused {
+                    device: tpath.clone(),
+                    reason: format!("the planned layout has no partition {}", r.number),
+                })?;
             (p.start * ss, p.size * ss)
         };
         if target_size < r.fs_size.min(r.size) {
@@ -146,19 +168,27 @@ pub fn restore(image: &Image, target: &Disk, opts: &RestoreOptions, progress: &P
         return Ok(report);
     }
     let plan = &report.plan;
-    let werr = |what: String, e: std::io::Error| Error::Invalid(format!("{}: {what}: {e}", tpath.display()));
+    let werr = |what: String, e: std::io::Error| {
+        Error::Invalid(format!("{}: {what}: {e}", tpath.display()))
+    };
 
     if !plan.keep_table {
         // Nothing on the disk may look like a valid table while data is half written.
         let head_wipe = (34 * ss).min(target.size());
-        target.zero_range(0, head_wipe).map_err(|e| werr("wiping the old table".into(), e))?;
+        target
+            .zero_range(0, head_wipe)
+            .map_err(|e| werr("wiping the old table".into(), e))?;
         let tail = (34 * ss).min(target.size());
         target
             .zero_range(target.size() - tail, tail)
             .map_err(|e| werr("wiping the old backup GPT".into(), e))?;
     }
 
-    let total: u64 = regions.iter().filter(|r| r.number != 0).map(|r| r.used_bytes).sum();
+    let total: u64 = regions
+        .iter()
+        .filter(|r| r.number != 0)
+        .map(|r| r.used_bytes)
+        .sum();
     progress.start(total, "restoring");
     let threads = crate::pool::threads(opts.threads);
     for (r, rep) in regions.iter().zip(report.regions.iter_mut()) {
@@ -166,7 +196,8 @@ pub fn restore(image: &Image, target: &Disk, opts: &RestoreOptions, progress: &P
             continue;
         }
         let base = rep.disk_offset;
-        let payload = std::fs::File::open(image.payload_path(r)).map_err(|e| Error::io("opening", image.payload_path(r), e))?;
+        let payload = std::fs::File::open(image.payload_path(r))
+            .map_err(|e| Error::io("opening", image.payload_path(r), e))?;
         let is_swap = r.filesystem == "swap";
         let target_size = rep.target_size;
         run_ordered(
@@ -179,15 +210,18 @@ pub fn restore(image: &Image, target: &Disk, opts: &RestoreOptions, progress: &P
                 if is_swap && c.offset == 0 {
                     swap::fit_header(&mut raw, target_size);
                 }
-                target.write_all_at(&raw, base + c.offset).map_err(|e| {
-                    Error::Invalid(format!(
-                        "{}: writing partition {} chunk {i} at partition byte {} (disk byte {}): {e}",
-                        tpath.display(),
-                        r.number,
-                        c.offset,
-                        base + c.offset
-                    ))
-                })?;
+                let mut at = 0usize;
+                for (o, l) in c.ranges() {
+                    target.write_all_at(&raw[at..at + l as usize], base + o).map_err(|e| {
+                        Error::Invalid(format!(
+                            "{}: writing partition {} chunk {i} at partition byte {o} (disk byte {}): {e}",
+                            tpath.display(),
+                            r.number,
+                            base + o
+                        ))
+                    })?;
+                    at += l as usize;
+                }
                 Ok(c.length)
             },
             |_, n| {
@@ -197,33 +231,34 @@ pub fn restore(image: &Image, target: &Disk, opts: &RestoreOptions, progress: &P
         )?;
         if r.fill == Fill::Zero {
             let mut pos = 0;
-            for c in r.chunks.iter().chain(std::iter::once(&crate::manifest::Chunk {
-                offset: target_size,
-                length: 0,
-                payload_offset: 0,
-                compressed_length: 0,
-                sha256: String::new(),
-                frame_sha256: String::new(),
-            })) {
-                if c.offset > pos {
+            let stored = r.chunks.iter().flat_map(|c| c.ranges());
+            for (o, l) in stored.chain(std::iter::once((target_size, 0))) {
+                if o > pos {
                     target
-                        .zero_range(base + pos, c.offset - pos)
+                        .zero_range(base + pos, o - pos)
                         .map_err(|e| werr(format!("zeroing partition {} at {pos}", r.number), e))?;
                 }
-                pos = pos.max(c.offset + c.length);
+                pos = pos.max(o + l);
             }
         }
     }
     progress.finish();
     target.flush().map_err(|e| werr("flushing".into(), e))?;
 
-    // Grow ext file systems to their partition, through the whole-disk device.
+    // Grow ext file systems to their partition, before the table is written.
     for (r, rep) in regions.iter().zip(report.regions.iter_mut()) {
         if r.filesystem.starts_with("ext") && rep.target_size >= r.fs_size + 1024 * 1024 {
-            let dev = format!("{}?offset={}", tpath.display(), rep.disk_offset);
-            run_tool("e2fsck", &["-f", "-p", &dev], &[0, 1], &format!("partition {}", r.number))?;
-            let size = format!("{}K", rep.target_size / 1024);
-            run_tool("resize2fs", &[&dev, &size], &[0], &format!("partition {}", r.number))?;
+            let what = format!("partition {} of {}", r.number, tpath.display());
+            let access = PartitionAccess::new(target, rep.disk_offset, rep.target_size, &what)?;
+            let dev = access.path();
+            run_tool("e2fsck", &["-f", "-p", &dev], &[0, 1], &what)?;
+            run_tool(
+                "resize2fs",
+                &[&dev, &format!("{}K", rep.target_size / 1024)],
+                &[0],
+                &what,
+            )?;
+            drop(access);
             let view = crate::fs::PartView {
                 disk: target,
                 start: rep.disk_offset,
@@ -240,19 +275,24 @@ pub fn restore(image: &Image, target: &Disk, opts: &RestoreOptions, progress: &P
 
     // Last: the disk head and the table.
     if let Some(head) = image.manifest.region("head") {
-        let payload = std::fs::File::open(image.payload_path(head)).map_err(|e| Error::io("opening", image.payload_path(head), e))?;
+        let payload = std::fs::File::open(image.payload_path(head))
+            .map_err(|e| Error::io("opening", image.payload_path(head), e))?;
         let mut bytes = Vec::with_capacity(head.size as usize);
         for i in 0..head.chunks.len() {
             bytes.extend_from_slice(&read_chunk(&payload, head, i)?);
         }
-        let head_end = bytes.len().min((plan.layout.first_used_sector() * ss) as usize);
+        let head_end = bytes
+            .len()
+            .min((plan.layout.first_used_sector() * ss) as usize);
         if plan.keep_table {
             // Boot code and boot-loader gap only; the table bytes stay as they are.
             let mut pos = 0usize;
             for (o, l) in table_ranges(&plan.layout) {
                 let o = (o as usize).min(head_end);
                 if o > pos {
-                    target.write_all_at(&bytes[pos..o], pos as u64).map_err(|e| werr("writing the disk head".into(), e))?;
+                    target
+                        .write_all_at(&bytes[pos..o], pos as u64)
+                        .map_err(|e| werr("writing the disk head".into(), e))?;
                 }
                 pos = pos.max(o + l as usize);
             }
@@ -266,6 +306,15 @@ pub fn restore(image: &Image, target: &Disk, opts: &RestoreOptions, progress: &P
                 .write_all_at(&bytes[..head_end], 0)
                 .map_err(|e| werr("writing the disk head".into(), e))?;
             crate::layout::write_table(target, &plan.layout, &bytes[..bytes.len().min(440)])?;
+            if plan.layout.disk_size == image.layout.disk_size
+                && crate::layout::differences(&image.layout, &plan.layout).is_empty()
+            {
+                // Same disk as the master: the captured sectors are the table, byte for byte
+                // (including fields our writer computes differently, like CHS addresses).
+                target
+                    .write_all_at(&bytes[..head_end], 0)
+                    .map_err(|e| werr("writing the disk head".into(), e))?;
+            }
         }
     } else if !plan.keep_table {
         crate::layout::write_table(target, &plan.layout, &[])?;
@@ -275,7 +324,17 @@ pub fn restore(image: &Image, target: &Disk, opts: &RestoreOptions, progress: &P
         .layout
         .partitions
         .iter()
-        .map(|p| (p.number, p.start * ss, if p.is_extended() { ss.min(1024) } else { p.size * ss }))
+        .map(|p| {
+            (
+                p.number,
+                p.start * ss,
+                if p.is_extended() {
+                    ss.min(1024)
+                } else {
+                    p.size * ss
+                },
+            )
+        })
         .collect();
     target
         .announce_partitions(&parts)
@@ -283,13 +342,80 @@ pub fn restore(image: &Image, target: &Disk, opts: &RestoreOptions, progress: &P
     Ok(report)
 }
 
+/// A path e2fsprogs can open for one partition of the target, before the partition table
+/// exists. On a block device: `DEV?offset=N` (e2fsprogs' own I/O option). On a disk-image
+/// file: a loop device over exactly the partition's bytes, because resize2fs truncates a
+/// regular file to the new file-system size and ignores `?offset=` when doing so (seen with
+/// e2fsprogs 1.47.0: the tail of the grown file system was cut off).
+enum PartitionAccess {
+    Offset(String),
+    Loop(String),
+}
+
+impl PartitionAccess {
+    fn new(target: &Disk, offset: u64, size: u64, what: &str) -> Result<Self> {
+        if target.is_block_device() {
+            return Ok(PartitionAccess::Offset(format!(
+                "{}?offset={offset}",
+                target.path().display()
+            )));
+        }
+        let out = Command::new("losetup")
+            .args([
+                "--find",
+                "--show",
+                "--offset",
+                &offset.to_string(),
+                "--sizelimit",
+                &size.to_string(),
+            ])
+            .arg(target.path())
+            .output()
+            .map_err(|e| Error::External {
+                program: "losetup".into(),
+                target: what.into(),
+                msg: format!("cannot run it ({e})"),
+            })?;
+        if !out.status.success() {
+            return Err(Error::External {
+                program: "losetup".into(),
+                target: what.into(),
+                msg: format!(
+                    "{}; growing ext4 inside a disk-image file needs a loop device (run as root), or keep the master's disk size",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
+            });
+        }
+        Ok(PartitionAccess::Loop(
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        ))
+    }
+
+    fn path(&self) -> String {
+        match self {
+            PartitionAccess::Offset(p) | PartitionAccess::Loop(p) => p.clone(),
+        }
+    }
+}
+
+impl Drop for PartitionAccess {
+    fn drop(&mut self) {
+        if let PartitionAccess::Loop(dev) = self {
+            let _ = Command::new("losetup").arg("-d").arg(dev.as_str()).output();
+        }
+    }
+}
+
 /// Runs an external program, accepting the given exit codes.
 pub fn run_tool(program: &str, args: &[&str], ok: &[i32], target: &str) -> Result<()> {
-    let out = Command::new(program).args(args).output().map_err(|e| Error::External {
-        program: program.into(),
-        target: target.into(),
-        msg: format!("cannot run it ({e}); install e2fsprogs"),
-    })?;
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|e| Error::External {
+            program: program.into(),
+            target: target.into(),
+            msg: format!("cannot run it ({e}); install e2fsprogs"),
+        })?;
     let code = out.status.code().unwrap_or(-1);
     if !ok.contains(&code) {
         return Err(Error::External {

@@ -38,11 +38,19 @@ pub fn decode_frame(frame: &[u8], r: &Region, i: usize) -> Result<Vec<u8>> {
     let raw = zstd::bulk::decompress(frame, c.length as usize)
         .map_err(|e| chunk_err(r, i, format!("zstd: {e}")))?;
     if raw.len() as u64 != c.length {
-        return Err(chunk_err(r, i, format!("decompressed to {} bytes, expected {}", raw.len(), c.length)));
+        return Err(chunk_err(
+            r,
+            i,
+            format!("decompressed to {} bytes, expected {}", raw.len(), c.length),
+        ));
     }
     let sum = hex::encode(Sha256::digest(&raw));
     if sum != c.sha256 {
-        return Err(chunk_err(r, i, format!("sha256 {sum} does not match the manifest's {}", c.sha256)));
+        return Err(chunk_err(
+            r,
+            i,
+            format!("sha256 {sum} does not match the manifest's {}", c.sha256),
+        ));
     }
     Ok(raw)
 }
@@ -53,12 +61,18 @@ pub fn read_chunk(payload: &std::fs::File, r: &Region, i: usize) -> Result<Vec<u
 }
 
 /// Checks every frame's sha256 (compressed bytes) of `regions`.
-pub fn check_frames(image: &Image, regions: &[&Region], threads: usize, progress: &Progress) -> Result<()> {
+pub fn check_frames(
+    image: &Image,
+    regions: &[&Region],
+    threads: usize,
+    progress: &Progress,
+) -> Result<()> {
     let total: u64 = regions.iter().map(|r| r.compressed_bytes()).sum();
     progress.start(total, "checking");
     let threads = crate::pool::threads(threads);
     for r in regions {
-        let f = std::fs::File::open(image.payload_path(r)).map_err(|e| Error::io("opening", image.payload_path(r), e))?;
+        let f = std::fs::File::open(image.payload_path(r))
+            .map_err(|e| Error::io("opening", image.payload_path(r), e))?;
         run_ordered(
             r.chunks.len(),
             threads,
@@ -97,7 +111,8 @@ pub fn verify(image: &Image, threads: usize, progress: &Progress) -> Result<Veri
     progress.start(total, "verifying");
     let threads = crate::pool::threads(threads);
     for r in &m.regions {
-        let f = std::fs::File::open(image.payload_path(r)).map_err(|e| Error::io("opening", image.payload_path(r), e))?;
+        let f = std::fs::File::open(image.payload_path(r))
+            .map_err(|e| Error::io("opening", image.payload_path(r), e))?;
         run_ordered(
             r.chunks.len(),
             threads,

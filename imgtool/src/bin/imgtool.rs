@@ -118,7 +118,9 @@ fn parse_size(s: &str) -> std::result::Result<u64, String> {
         Some('T' | 't') => (&s[..s.len() - 1], 1 << 40),
         _ => (s, 1),
     };
-    let n: f64 = num.parse().map_err(|_| format!("`{s}` is not a size like 512M, 20G or 21474836480"))?;
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size like 512M, 20G or 21474836480"))?;
     if n <= 0.0 {
         return Err(format!("size `{s}` must be positive"));
     }
@@ -148,7 +150,10 @@ fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
 fn print_plan(report: &imgtool::restore::RestoreReport) {
     let plan = &report.plan;
     if plan.keep_table {
-        println!("table: kept (the disk's {} table equals the image's)", plan.layout.table);
+        println!(
+            "table: kept (the disk's {} table equals the image's)",
+            plan.layout.table
+        );
     } else {
         println!("table: rewritten as {} because:", plan.layout.table);
         for r in &plan.reasons {
@@ -171,14 +176,27 @@ fn print_plan(report: &imgtool::restore::RestoreReport) {
             Some((a, b)) => format!(", grown {} -> {}", human(a), human(b)),
             None => String::new(),
         };
-        println!("  {:<5} {:<8} {} of data{grown}", r.name, r.filesystem, human(r.bytes));
+        println!(
+            "  {:<5} {:<8} {} of data{grown}",
+            r.name,
+            r.filesystem,
+            human(r.bytes)
+        );
     }
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
     let progress = Progress::auto(cli.quiet || cli.json);
     match cli.cmd {
-        Cmd::Capture { disk, image_dir, partitions, level, threads, raw, force } => {
+        Cmd::Capture {
+            disk,
+            image_dir,
+            partitions,
+            level,
+            threads,
+            raw,
+            force,
+        } => {
             let u = usage(&disk);
             if u.mounted_rw() && !force {
                 bail!(
@@ -188,9 +206,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 );
             }
             let dev = Disk::open_ro(&disk)?;
-            let opts = CaptureOptions { partitions, raw, level, threads, ..Default::default() };
-            let m = capture(&dev, &disk, &image_dir, &opts, &progress)
-                .with_context(|| format!("capturing {} into {}", disk.display(), image_dir.display()))?;
+            let opts = CaptureOptions {
+                partitions,
+                raw,
+                level,
+                threads,
+                ..Default::default()
+            };
+            let m = capture(&dev, &disk, &image_dir, &opts, &progress).with_context(|| {
+                format!("capturing {} into {}", disk.display(), image_dir.display())
+            })?;
             if cli.json {
                 print_json(&serde_json::json!({
                     "image_dir": image_dir, "image_id": m.image_id,
@@ -213,12 +238,31 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 println!("image {} written to {}", m.image_id, image_dir.display());
             }
         }
-        Cmd::Restore { image_dir, target, partitions, dry_run, threads } => {
+        Cmd::Restore {
+            image_dir,
+            target,
+            partitions,
+            dry_run,
+            threads,
+        } => {
             let img = Image::open(&image_dir)?;
-            let dev = if dry_run { Disk::open_ro(&target)? } else { Disk::open_rw(&target)? };
-            let opts = RestoreOptions { partitions, dry_run, threads };
-            let rep = restore(&img, &dev, &opts, &progress)
-                .with_context(|| format!("restoring {} onto {}", image_dir.display(), target.display()))?;
+            let dev = if dry_run {
+                Disk::open_ro(&target)?
+            } else {
+                Disk::open_rw(&target)?
+            };
+            let opts = RestoreOptions {
+                partitions,
+                dry_run,
+                threads,
+            };
+            let rep = restore(&img, &dev, &opts, &progress).with_context(|| {
+                format!(
+                    "restoring {} onto {}",
+                    image_dir.display(),
+                    target.display()
+                )
+            })?;
             if cli.json {
                 print_json(&rep)?;
             } else {
@@ -246,7 +290,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 let l = &img.layout;
                 println!("image      {}", m.image_id);
-                println!("format     version {}, chunks up to {}, zstd level {}", m.version, human(m.chunk_size), m.level);
+                println!(
+                    "format     version {}, chunks up to {}, zstd level {}",
+                    m.version,
+                    human(m.chunk_size),
+                    m.level
+                );
                 println!(
                     "layout     {} table, {}-byte sectors, disk {} ({} bytes), grow partition {}",
                     l.table,
@@ -264,7 +313,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         p.size,
                         human(p.size * l.sector_size as u64),
                         p.type_,
-                        p.filesystem.as_deref().unwrap_or(if p.is_extended() { "(extended)" } else { "(not captured)" })
+                        p.filesystem.as_deref().unwrap_or(if p.is_extended() {
+                            "(extended)"
+                        } else {
+                            "(not captured)"
+                        })
                     );
                 }
                 println!("region fs       uuid                                 label        used       stored     chunks");
@@ -299,7 +352,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 );
             }
         }
-        Cmd::Diff { image_dir, disk, threads } => {
+        Cmd::Diff {
+            image_dir,
+            disk,
+            threads,
+        } => {
             let img = Image::open(&image_dir)?;
             let dev = Disk::open_ro(&disk)?;
             let rep = imgtool::diff::diff(&img, &dev, threads, &progress)?;
@@ -325,20 +382,40 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     );
                 }
             }
-            return Ok(if same { ExitCode::SUCCESS } else { ExitCode::from(1) });
+            return Ok(if same {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            });
         }
-        Cmd::Export { image_dir, out, size, threads } => {
+        Cmd::Export {
+            image_dir,
+            out,
+            size,
+            threads,
+        } => {
             let img = Image::open(&image_dir)?;
             let size = size.unwrap_or(img.layout.disk_size);
             if out.exists() {
                 bail!("{} already exists; export writes a new file", out.display());
             }
-            let f = std::fs::File::create_new(&out).with_context(|| format!("creating {}", out.display()))?;
-            f.set_len(size).with_context(|| format!("sizing {} to {size} bytes", out.display()))?;
+            let f = std::fs::File::create_new(&out)
+                .with_context(|| format!("creating {}", out.display()))?;
+            f.set_len(size)
+                .with_context(|| format!("sizing {} to {size} bytes", out.display()))?;
             drop(f);
             let res = (|| -> Result<_> {
                 let dev = Disk::open_rw(&out)?;
-                Ok(restore(&img, &dev, &RestoreOptions { partitions: None, dry_run: false, threads }, &progress)?)
+                Ok(restore(
+                    &img,
+                    &dev,
+                    &RestoreOptions {
+                        partitions: None,
+                        dry_run: false,
+                        threads,
+                    },
+                    &progress,
+                )?)
             })();
             match res {
                 Ok(rep) => {
@@ -346,12 +423,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         print_json(&rep)?;
                     } else {
                         print_plan(&rep);
-                        println!("exported image {} to {} ({} sparse)", rep.image_id, out.display(), human(size));
+                        println!(
+                            "exported image {} to {} ({} sparse)",
+                            rep.image_id,
+                            out.display(),
+                            human(size)
+                        );
                     }
                 }
                 Err(e) => {
                     let _ = std::fs::remove_file(&out);
-                    return Err(e.context(format!("exporting {} to {}", image_dir.display(), out.display())));
+                    return Err(e.context(format!(
+                        "exporting {} to {}",
+                        image_dir.display(),
+                        out.display()
+                    )));
                 }
             }
         }

@@ -6,7 +6,7 @@
 //! group's bitmap is read unless the group is flagged `BLOCK_UNINIT` (then its only used
 //! blocks are that metadata, possibly of other groups under flex_bg).
 
-use super::{push_range, FsInfo, Fill, PartView};
+use super::{push_range, Fill, FsInfo, PartView};
 use std::io;
 
 const MAGIC: u16 = 0xef53;
@@ -105,7 +105,12 @@ pub fn probe(part: &PartView) -> io::Result<Option<FsInfo>> {
     let ro_compat = u32le(&s, 100);
     let compat = u32le(&s, 92);
     let is64 = incompat & INCOMPAT_64BIT != 0;
-    let blocks = u32le(&s, 4) as u64 | if is64 { (u32le(&s, 0x150) as u64) << 32 } else { 0 };
+    let blocks = u32le(&s, 4) as u64
+        | if is64 {
+            (u32le(&s, 0x150) as u64) << 32
+        } else {
+            0
+        };
     let block_size = 1024u64 << log;
     let bpg = u32le(&s, 32) as u64;
     let first_data_block = u32le(&s, 20) as u64;
@@ -125,7 +130,11 @@ pub fn probe(part: &PartView) -> io::Result<Option<FsInfo>> {
         inodes_per_group: u32le(&s, 40) as u64,
         inode_size: if rev == 0 { 128 } else { u16le(&s, 88) as u64 },
         groups: (blocks - first_data_block).div_ceil(bpg),
-        desc_size: if is64 { (u16le(&s, 254) as u64).max(32) } else { 32 },
+        desc_size: if is64 {
+            (u16le(&s, 254) as u64).max(32)
+        } else {
+            32
+        },
         reserved_gdt: u16le(&s, 206) as u64,
         first_meta_bg: u32le(&s, 260) as u64,
         compat,
@@ -146,13 +155,14 @@ pub fn probe(part: &PartView) -> io::Result<Option<FsInfo>> {
             ),
         ));
     }
-    let kind = if incompat & INCOMPAT_EXTENTS != 0 || is64 || ro_compat & RO_COMPAT_METADATA_CSUM != 0 {
-        "ext4"
-    } else if compat & COMPAT_HAS_JOURNAL != 0 {
-        "ext3"
-    } else {
-        "ext2"
-    };
+    let kind =
+        if incompat & INCOMPAT_EXTENTS != 0 || is64 || ro_compat & RO_COMPAT_METADATA_CSUM != 0 {
+            "ext4"
+        } else if compat & COMPAT_HAS_JOURNAL != 0 {
+            "ext3"
+        } else {
+            "ext2"
+        };
     let uninit_meaningful = ro_compat & (RO_COMPAT_GDT_CSUM | RO_COMPAT_METADATA_CSUM) != 0;
 
     // Descriptors.
@@ -160,7 +170,10 @@ pub fn probe(part: &PartView) -> io::Result<Option<FsInfo>> {
     for i in 0..sb.gdt_blocks() {
         let b = sb.desc_block(i);
         let lo = (i * sb.block_size) as usize;
-        part.read(&mut descs[lo..lo + sb.block_size as usize], b * sb.block_size)?;
+        part.read(
+            &mut descs[lo..lo + sb.block_size as usize],
+            b * sb.block_size,
+        )?;
     }
 
     let mut used = vec![false; sb.blocks as usize];
@@ -246,6 +259,11 @@ pub fn geometry(part: &PartView) -> io::Result<Option<(u64, u64)>> {
         return Ok(None);
     }
     let is64 = u32le(&s, 96) & INCOMPAT_64BIT != 0;
-    let blocks = u32le(&s, 4) as u64 | if is64 { (u32le(&s, 0x150) as u64) << 32 } else { 0 };
+    let blocks = u32le(&s, 4) as u64
+        | if is64 {
+            (u32le(&s, 0x150) as u64) << 32
+        } else {
+            0
+        };
     Ok(Some((1024u64 << u32le(&s, 24).min(6), blocks)))
 }

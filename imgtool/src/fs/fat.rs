@@ -1,7 +1,7 @@
 //! FAT12/16/32: the reserved area, the FATs, the FAT12/16 root directory and every
 //! allocated cluster (non-zero FAT entry other than "bad") are in use.
 
-use super::{push_range, FsInfo, Fill, PartView};
+use super::{push_range, Fill, FsInfo, PartView};
 use std::io;
 
 fn u16le(b: &[u8], o: usize) -> u16 {
@@ -66,7 +66,7 @@ pub fn probe(part: &PartView) -> io::Result<Option<FsInfo>> {
                     return 0;
                 }
                 let v = u16le(&fat, o) as u32;
-                if n % 2 == 0 {
+                if n.is_multiple_of(2) {
                     v & 0xfff
                 } else {
                     v >> 4

@@ -125,7 +125,14 @@ pub fn push_range(v: &mut Vec<(u64, u64)>, off: u64, len: u64) {
 /// Formats 16 bytes as a lower-case RFC 4122 UUID string.
 pub fn uuid_string(b: &[u8]) -> String {
     let h = hex::encode(b);
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 /// A NUL/space-padded label, `None` when empty.

@@ -1,7 +1,7 @@
 //! Linux swap (`SWAPSPACE2`): only the header page is stored; on restore the page is
 //! written back with `last_page` set for the target partition, as `mkswap -U -L` would.
 
-use super::{FsInfo, Fill, PartView};
+use super::{Fill, FsInfo, PartView};
 use std::io;
 
 const PAGE_SIZES: [u64; 4] = [4096, 8192, 16384, 65536];
