@@ -282,7 +282,19 @@ pub fn plan_layout(
     }
     let reasons = match current {
         None => vec!["the disk has no partition table".to_string()],
-        Some(cur) => differences(image, cur),
+        Some(cur) => {
+            // A disk cloned before, larger than the master: its grow partition already
+            // spans the disk. That is the table we would write, so keep it.
+            let why = differences(&layout, cur);
+            if why.is_empty() {
+                return Ok(Plan {
+                    keep_table: true,
+                    reasons: vec![],
+                    layout: cur.clone(),
+                });
+            }
+            why
+        }
     };
     Ok(Plan {
         keep_table: false,
@@ -360,6 +372,18 @@ mod tests {
         let p2 = plan.layout.partition(2).unwrap();
         assert_eq!(p2.end(), (96 << 20) / 512 - 33);
         assert_eq!(plan.layout.partition(1).unwrap().size, 20480);
+    }
+
+    #[test]
+    fn a_disk_grown_by_an_earlier_clone_keeps_its_table() {
+        let l = gpt_layout();
+        let first = plan_layout(&l, None, 96 << 20, 512).unwrap();
+        let again = plan_layout(&l, Some(&first.layout), 96 << 20, 512).unwrap();
+        assert!(again.keep_table, "{:?}", again.reasons);
+        // But a grow partition that does not reach the end is not what we would write.
+        let mut short = first.layout.clone();
+        short.partitions[1].size -= 2048;
+        assert!(!plan_layout(&l, Some(&short), 96 << 20, 512).unwrap().keep_table);
     }
 
     #[test]
