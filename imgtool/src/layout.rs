@@ -383,7 +383,11 @@ mod tests {
         // But a grow partition that does not reach the end is not what we would write.
         let mut short = first.layout.clone();
         short.partitions[1].size -= 2048;
-        assert!(!plan_layout(&l, Some(&short), 96 << 20, 512).unwrap().keep_table);
+        assert!(
+            !plan_layout(&l, Some(&short), 96 << 20, 512)
+                .unwrap()
+                .keep_table
+        );
     }
 
     #[test]

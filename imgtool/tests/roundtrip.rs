@@ -97,8 +97,15 @@ fn gpt_round_trip_same_size_larger_and_equal_table() {
     //     and the data partition is grown again after its contents are rewritten.
     let before = std::fs::read(&big).unwrap()[512..17408].to_vec();
     let rep = restore_json(&image, &big);
-    assert_eq!(rep["plan"]["keep_table"], true, "re-clone rewrote the table: {rep}");
-    assert_eq!(before, std::fs::read(&big).unwrap()[512..17408].to_vec(), "GPT header/entries changed");
+    assert_eq!(
+        rep["plan"]["keep_table"], true,
+        "re-clone rewrote the table: {rep}"
+    );
+    assert_eq!(
+        before,
+        std::fs::read(&big).unwrap()[512..17408].to_vec(),
+        "GPT header/entries changed"
+    );
     assert_restored(&master, &big, &[1, 2, 3, 4]);
 
     // 3. A disk whose table is already equal but whose disk GUID differs (table fields the
