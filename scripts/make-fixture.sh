@@ -6,6 +6,7 @@
 #
 # Environment:
 #   SIZE_MB     disk size (default 256)
+#   ROOT_MB     size of the GPT root partition (default 112)
 #   TREE_MB     approximate MiB of real OS files copied into the root fs (default 24)
 #   GARBAGE_MB  random bytes written to a file that is then deleted, per ext4 fs (default 24)
 #   TREE_SRC    directories to copy files from (default: /usr/share/doc /etc /usr/lib/python3)
@@ -19,6 +20,7 @@ export MTOOLS_SKIP_CHECK=1
 kind=${1:?usage: make-fixture.sh gpt|mbr OUT.img}
 out=${2:?usage: make-fixture.sh gpt|mbr OUT.img}
 SIZE_MB=${SIZE_MB:-256}
+ROOT_MB=${ROOT_MB:-112}
 TREE_MB=${TREE_MB:-24}
 GARBAGE_MB=${GARBAGE_MB:-24}
 TREE_SRC=${TREE_SRC:-"/usr/share/doc /etc /usr/lib/python3"}
@@ -39,18 +41,15 @@ wait_part() { for _ in $(seq 50); do [ -b "$(part "$1")" ] && return 0; sleep 0.
 populate_root() {
   local dir=$1
   mkdir -p "$dir/usr" "$dir/home/alice" "$dir/srv/shared" "$dir/var/tmp"
-  # Real OS files, up to TREE_MB.
-  local budget=$((TREE_MB * 1024)) used=0
-  for src in $TREE_SRC; do
-    [ -d "$src" ] || continue
-    while IFS= read -r -d '' f; do
-      sz=$(( ($(stat -c %s "$f") + 1023) / 1024 ))
-      [ $((used + sz)) -gt $budget ] && break 2
-      mkdir -p "$dir/usr/tree$(dirname "$f")"
-      cp -a "$f" "$dir/usr/tree$f" 2>/dev/null || true
-      used=$((used + sz))
-    done < <(find "$src" -xdev \( -type f -o -type l \) -print0 | sort -z)
-  done
+  # Real OS files, up to TREE_MB, in a stable order.
+  local list
+  list=$(mktemp)
+  # shellcheck disable=SC2086
+  find $TREE_SRC -xdev \( -type f -o -type l \) -printf '%s\t%p\n' 2>/dev/null | sort -t$'\t' -k2 \
+    | awk -F'\t' -v budget=$((TREE_MB * 1048576)) '{ used += $1; if (used <= budget) print $2 }' > "$list"
+  mkdir -p "$dir/usr/tree"
+  tar -cf - --no-recursion -T "$list" 2>/dev/null | tar -xf - -C "$dir/usr/tree"
+  rm -f "$list"
   echo "hello from the master" > "$dir/home/alice/note.txt"
   chown -R 1234:5678 "$dir/home/alice"
   chmod 0700 "$dir/home/alice"
@@ -86,7 +85,7 @@ case "$kind" in
 gpt)
   sgdisk -o \
     -n 1:2048:+32M -t 1:ef00 -c 1:ESP \
-    -n 2:0:+112M -t 2:8300 -c 2:root \
+    -n 2:0:+${ROOT_MB}M -t 2:8300 -c 2:root \
     -n 3:0:+16M -t 3:8200 -c 3:swap \
     -n 4:0:0 -t 4:8300 -c 4:data \
     -U 6A1F6D1E-0A0B-4C5D-8E9F-112233445566 "$out.tmp" >/dev/null

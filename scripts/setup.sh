@@ -3,7 +3,7 @@
 # Idempotent: packages already present are skipped quickly by apt.
 set -euo pipefail
 need=(e2fsprogs dosfstools mtools gdisk fdisk util-linux attr zstd coreutils)
-if [ "${WITH_BENCH:-0}" = 1 ]; then need+=(partclone bmap-tools); fi
+if [ "${WITH_BENCH:-0}" = 1 ]; then need+=(partclone bmap-tools jq); fi
 missing=()
 for p in "${need[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

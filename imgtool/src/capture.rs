@@ -4,14 +4,14 @@
 //! image id. The output is built in `<dir>.partial` and renamed into place at the end.
 
 use crate::chunk::chunk_ranges;
-use crate::disk::BlockIo;
+use crate::disk::{AlignedBuf, BlockIo};
 use crate::error::{Error, Result};
 use crate::fs::{probe, Fill, PartView};
 use crate::layout::read_layout;
 use crate::manifest::{
     Chunk, Manifest, Region, FORMAT_NAME, FORMAT_VERSION, LAYOUT_FILE, MANIFEST_FILE,
 };
-use crate::pool::run_ordered;
+use crate::pool::run_pipeline;
 use crate::progress::Progress;
 use sha2::{Digest, Sha256};
 use std::io::Write;
@@ -191,14 +191,12 @@ pub fn capture(
         let mut payload_offset = 0u64;
         let ranges = &job.ranges;
         let name = region.name.clone();
-        run_ordered(
+        run_pipeline(
             ranges.len(),
             threads,
-            threads * 4,
-            |i| -> Result<(Vec<u8>, String, String)> {
+            |i| -> Result<AlignedBuf> {
                 let len: u64 = ranges[i].iter().map(|e| e.1).sum();
-                let off = ranges[i][0].0;
-                let mut buf = vec![0u8; len as usize];
+                let mut buf = AlignedBuf::new(len as usize);
                 let mut at = 0usize;
                 for &(o, l) in &ranges[i] {
                     disk.read_exact_at(&mut buf[at..at + l as usize], job.base + o)
@@ -211,9 +209,12 @@ pub fn capture(
                         })?;
                     at += l as usize;
                 }
-                let raw_sum = hex::encode(Sha256::digest(&buf));
+                Ok(buf)
+            },
+            |i, buf| -> Result<(Vec<u8>, String, String)> {
+                let raw_sum = hex::encode(Sha256::digest(&buf[..]));
                 let frame = compress_chunk(&buf, opts.level, opts.chunk_size).map_err(|e| {
-                    Error::Invalid(format!("zstd compressing {name} at {off}: {e}"))
+                    Error::Invalid(format!("zstd compressing {name} chunk {i}: {e}"))
                 })?;
                 let frame_sum = hex::encode(Sha256::digest(&frame));
                 Ok((frame, raw_sum, frame_sum))

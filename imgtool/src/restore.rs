@@ -18,9 +18,9 @@ use crate::error::{Error, Result};
 use crate::fs::{swap, Fill};
 use crate::layout::{plan_layout, read_layout, table_ranges, Plan};
 use crate::manifest::{Image, Region};
-use crate::pool::run_ordered;
+use crate::pool::run_pipeline;
 use crate::progress::Progress;
-use crate::verify::{check_frames, read_chunk};
+use crate::verify::{check_frames, decode_frame, read_chunk, read_frame};
 use serde::Serialize;
 use std::path::Path;
 use std::process::Command;
@@ -190,7 +190,12 @@ pub fn restore(
         .map(|r| r.used_bytes)
         .sum();
     progress.start(total, "restoring");
-    let threads = crate::pool::threads(opts.threads);
+    // Twice the cores: while one worker waits for its direct write, another decompresses.
+    let threads = if opts.threads > 0 {
+        opts.threads
+    } else {
+        2 * crate::pool::threads(0)
+    };
     for (r, rep) in regions.iter().zip(report.regions.iter_mut()) {
         if r.number == 0 {
             continue;
@@ -200,13 +205,13 @@ pub fn restore(
             .map_err(|e| Error::io("opening", image.payload_path(r), e))?;
         let is_swap = r.filesystem == "swap";
         let target_size = rep.target_size;
-        run_ordered(
+        run_pipeline(
             r.chunks.len(),
             threads,
-            threads * 4,
-            |i| -> Result<u64> {
+            |i| read_frame(&payload, r, i),
+            |i, frame| -> Result<u64> {
                 let c = &r.chunks[i];
-                let mut raw = read_chunk(&payload, r, i)?;
+                let mut raw = decode_frame(&frame, r, i)?;
                 if is_swap && c.offset == 0 {
                     swap::fit_header(&mut raw, target_size);
                 }

@@ -2,6 +2,7 @@
 //! frame of an image against its recorded frame sha256 (fast: no decompression), and the
 //! full `verify` that decompresses and hashes every chunk.
 
+use crate::disk::AlignedBuf;
 use crate::error::{Error, Result};
 use crate::manifest::{Image, Region};
 use crate::pool::run_ordered;
@@ -32,19 +33,20 @@ pub fn read_frame(payload: &std::fs::File, r: &Region, i: usize) -> Result<Vec<u
     Ok(frame)
 }
 
-/// Decompresses a frame and checks the raw sha256.
-pub fn decode_frame(frame: &[u8], r: &Region, i: usize) -> Result<Vec<u8>> {
+/// Decompresses a frame into an `O_DIRECT`-aligned buffer and checks the raw sha256.
+pub fn decode_frame(frame: &[u8], r: &Region, i: usize) -> Result<AlignedBuf> {
     let c = &r.chunks[i];
-    let raw = zstd::bulk::decompress(frame, c.length as usize)
+    let mut raw = AlignedBuf::new(c.length as usize);
+    let n = zstd::bulk::decompress_to_buffer(frame, &mut raw[..])
         .map_err(|e| chunk_err(r, i, format!("zstd: {e}")))?;
-    if raw.len() as u64 != c.length {
+    if n as u64 != c.length {
         return Err(chunk_err(
             r,
             i,
-            format!("decompressed to {} bytes, expected {}", raw.len(), c.length),
+            format!("decompressed to {n} bytes, expected {}", c.length),
         ));
     }
-    let sum = hex::encode(Sha256::digest(&raw));
+    let sum = hex::encode(Sha256::digest(&raw[..]));
     if sum != c.sha256 {
         return Err(chunk_err(
             r,
@@ -56,7 +58,7 @@ pub fn decode_frame(frame: &[u8], r: &Region, i: usize) -> Result<Vec<u8>> {
 }
 
 /// Reads, decompresses and verifies chunk `i`.
-pub fn read_chunk(payload: &std::fs::File, r: &Region, i: usize) -> Result<Vec<u8>> {
+pub fn read_chunk(payload: &std::fs::File, r: &Region, i: usize) -> Result<AlignedBuf> {
     decode_frame(&read_frame(payload, r, i)?, r, i)
 }
 

@@ -205,7 +205,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     u.describe()
                 );
             }
-            let dev = Disk::open_ro(&disk)?;
+            let dev = Disk::open_ro_direct(&disk)?;
             let opts = CaptureOptions {
                 partitions,
                 raw,
@@ -249,7 +249,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let dev = if dry_run {
                 Disk::open_ro(&target)?
             } else {
-                Disk::open_rw(&target)?
+                Disk::open_rw_direct(&target)?
             };
             let opts = RestoreOptions {
                 partitions,
@@ -405,7 +405,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 .with_context(|| format!("sizing {} to {size} bytes", out.display()))?;
             drop(f);
             let res = (|| -> Result<_> {
-                let dev = Disk::open_rw(&out)?;
+                let dev = Disk::open_rw_direct(&out)?;
                 Ok(restore(
                     &img,
                     &dev,

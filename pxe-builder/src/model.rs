@@ -1,0 +1,577 @@
+//! The cluster description (`cluster.toml`) and its validation. Parsing keeps the byte
+//! span of every value; validation collects *every* problem as a [`Diagnostic`] with
+//! file:line:column instead of stopping at the first, and yields a [`Cluster`] whose
+//! references are indexes that are known to be valid.
+//!
+//! A commented example lives in `pxe-builder/examples/cluster.toml`.
+
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use toml::Spanned;
+
+type S<T> = Spanned<T>;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    cluster: ClusterDef,
+    #[serde(default, rename = "entity")]
+    entities: Vec<EntityDef>,
+    #[serde(default, rename = "group")]
+    groups: Vec<GroupDef>,
+    #[serde(default, rename = "node")]
+    nodes: Vec<NodeDef>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClusterDef {
+    name: S<String>,
+    image_server: S<String>,
+    server_ip: S<String>,
+    kernel: S<String>,
+    initrd: S<String>,
+    #[serde(default)]
+    kernel_args: String,
+    #[serde(default = "default_vsmp_prefix")]
+    vsmp_prefix: String,
+    #[serde(default)]
+    vsmp_loader: Option<S<String>>,
+    #[serde(default)]
+    vsmp_args: String,
+    #[serde(default)]
+    grub_dir: Option<String>,
+}
+
+fn default_vsmp_prefix() -> String {
+    "vSMP_".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EntityDef {
+    name: S<String>,
+    subnet: S<String>,
+    #[serde(default)]
+    secondary: Option<S<String>>,
+    #[serde(default)]
+    default_group: Option<S<String>>,
+    #[serde(default)]
+    args: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GroupDef {
+    name: S<String>,
+    #[serde(default)]
+    image: Option<S<String>>,
+    #[serde(default)]
+    diskless: bool,
+    #[serde(default)]
+    active: Vec<S<String>>,
+    #[serde(default)]
+    args: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NodeDef {
+    name: S<String>,
+    mac: S<String>,
+    ip: S<String>,
+    entity: S<String>,
+    #[serde(default)]
+    groups: Vec<S<String>>,
+    #[serde(default)]
+    active_group: Option<S<String>>,
+}
+
+/// One problem in the description, located in the file.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Diagnostic {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl std::fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.message)
+    }
+}
+
+/// All problems of a description.
+#[derive(Debug, thiserror::Error)]
+#[error("{} problem(s) in the cluster description:\n{}", .0.len(), .0.iter().map(|d| format!("  {d}")).collect::<Vec<_>>().join("\n"))]
+pub struct Invalid(pub Vec<Diagnostic>);
+
+/// An IPv4 network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Net {
+    pub addr: Ipv4Addr,
+    pub prefix: u8,
+}
+
+impl Net {
+    pub fn first(&self) -> u32 {
+        u32::from(self.addr)
+    }
+    pub fn last(&self) -> u32 {
+        self.first() | (u32::MAX.checked_shr(self.prefix as u32).unwrap_or(0))
+    }
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        let i = u32::from(ip);
+        i >= self.first() && i <= self.last()
+    }
+    pub fn netmask(&self) -> Ipv4Addr {
+        Ipv4Addr::from(!(u32::MAX.checked_shr(self.prefix as u32).unwrap_or(0)))
+    }
+}
+
+impl std::fmt::Display for Net {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// Parses `a.b.c.d/p`; host bits must be zero.
+pub fn parse_cidr(s: &str) -> Result<Net, String> {
+    let (a, p) = s
+        .split_once('/')
+        .ok_or_else(|| format!("subnet `{s}` is not CIDR (like 172.20.0.0/24)"))?;
+    let addr: Ipv4Addr = a
+        .parse()
+        .map_err(|_| format!("subnet `{s}`: `{a}` is not an IPv4 address"))?;
+    let prefix: u8 = p
+        .parse()
+        .ok()
+        .filter(|p| *p <= 32)
+        .ok_or_else(|| format!("subnet `{s}`: prefix `{p}` is not 0-32"))?;
+    let net = Net { addr, prefix };
+    let host = u32::from(addr) & u32::MAX.checked_shr(prefix as u32).unwrap_or(0);
+    if host != 0 {
+        let base = Ipv4Addr::from(u32::from(addr) & !u32::MAX.checked_shr(prefix as u32).unwrap_or(0));
+        return Err(format!("subnet `{s}` has host bits set; did you mean {base}/{prefix}?"));
+    }
+    Ok(net)
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff` (or with dashes), any case.
+pub fn parse_mac(s: &str) -> Result<[u8; 6], String> {
+    let parts: Vec<&str> = s.split([':', '-']).collect();
+    let bad = || format!("MAC `{s}` is not six hex bytes like 52:54:00:12:34:56");
+    if parts.len() != 6 {
+        return Err(bad());
+    }
+    let mut m = [0u8; 6];
+    for (i, p) in parts.iter().enumerate() {
+        if p.len() != 2 {
+            return Err(bad());
+        }
+        m[i] = u8::from_str_radix(p, 16).map_err(|_| bad())?;
+    }
+    Ok(m)
+}
+
+pub fn mac_string(m: [u8; 6]) -> String {
+    format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        m[0], m[1], m[2], m[3], m[4], m[5]
+    )
+}
+
+/// Cluster-wide settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub name: String,
+    pub image_server: String,
+    pub server_ip: Ipv4Addr,
+    /// Kernel and initrd files on this machine, copied into the tree.
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub kernel_args: String,
+    pub vsmp_prefix: String,
+    pub vsmp_loader: Option<PathBuf>,
+    pub vsmp_args: String,
+    /// Where GRUB's x86_64-efi modules are (for the network image).
+    pub grub_dir: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct Entity {
+    pub name: String,
+    pub net: Net,
+    /// Configured secondary (node index).
+    pub secondary: Option<usize>,
+    /// Group booted by nodes of this subnet that have no file of their own.
+    pub default_group: usize,
+    pub args: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Group {
+    pub name: String,
+    pub image: String,
+    pub diskless: bool,
+    /// Active members (node indexes), in order: the first is a vSMP group's primary.
+    pub active: Vec<usize>,
+    /// All members.
+    pub members: Vec<usize>,
+    pub args: String,
+}
+
+impl Group {
+    pub fn is_vsmp(&self, prefix: &str) -> bool {
+        !prefix.is_empty() && self.name.starts_with(prefix)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub name: String,
+    pub mac: [u8; 6],
+    pub ip: Ipv4Addr,
+    pub entity: usize,
+    pub groups: Vec<usize>,
+    pub active_group: usize,
+}
+
+/// A validated cluster.
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    pub settings: Settings,
+    pub entities: Vec<Entity>,
+    pub groups: Vec<Group>,
+    pub nodes: Vec<Node>,
+}
+
+struct Ctx<'a> {
+    file: String,
+    text: &'a str,
+    diags: Vec<Diagnostic>,
+}
+
+impl Ctx<'_> {
+    fn at(&mut self, span: Range<usize>, message: impl Into<String>) {
+        let (line, column) = line_col(self.text, span.start);
+        self.diags.push(Diagnostic {
+            file: self.file.clone(),
+            line,
+            column,
+            message: message.into(),
+        });
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
+    (line, column)
+}
+
+/// Reads and validates `path`.
+pub fn load(path: &Path) -> Result<Cluster, Invalid> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Invalid(vec![Diagnostic {
+            file: path.display().to_string(),
+            line: 0,
+            column: 0,
+            message: format!("cannot read: {e}"),
+        }])
+    })?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    parse(&text, &path.display().to_string(), base)
+}
+
+/// Parses and validates `text` (named `file` in diagnostics; relative paths resolve
+/// against `base`).
+pub fn parse(text: &str, file: &str, base: &Path) -> Result<Cluster, Invalid> {
+    let mut cx = Ctx {
+        file: file.to_string(),
+        text,
+        diags: vec![],
+    };
+    let f: File = match toml::from_str(text) {
+        Ok(f) => f,
+        Err(e) => {
+            let span = e.span().unwrap_or(0..0);
+            cx.at(span, e.message().to_string());
+            return Err(Invalid(cx.diags));
+        }
+    };
+    let c = &f.cluster;
+    let server_ip = match c.server_ip.get_ref().parse::<Ipv4Addr>() {
+        Ok(ip) => ip,
+        Err(_) => {
+            cx.at(c.server_ip.span(), format!("server_ip `{}` is not an IPv4 address", c.server_ip.get_ref()));
+            Ipv4Addr::UNSPECIFIED
+        }
+    };
+    if !c.image_server.get_ref().starts_with("http://") && !c.image_server.get_ref().starts_with("https://") {
+        cx.at(c.image_server.span(), format!("image_server `{}` is not an http:// URL", c.image_server.get_ref()));
+    }
+    let file_path = |s: &S<String>, what: &str, cx: &mut Ctx| {
+        let p = base.join(s.get_ref());
+        if !p.is_file() {
+            cx.at(s.span(), format!("{what} `{}` not found (looked at {})", s.get_ref(), p.display()));
+        }
+        p
+    };
+    let kernel = file_path(&c.kernel, "kernel", &mut cx);
+    let initrd = file_path(&c.initrd, "initrd", &mut cx);
+    let vsmp_loader = c.vsmp_loader.as_ref().map(|s| file_path(s, "vsmp_loader", &mut cx));
+
+    // Names.
+    let mut entity_ix = HashMap::new();
+    for (i, e) in f.entities.iter().enumerate() {
+        if entity_ix.insert(e.name.get_ref().clone(), i).is_some() {
+            cx.at(e.name.span(), format!("duplicate entity name `{}`", e.name.get_ref()));
+        }
+    }
+    let mut group_defs: Vec<(String, Option<&GroupDef>)> = vec![];
+    let mut group_ix = HashMap::new();
+    for g in &f.groups {
+        if group_ix.contains_key(g.name.get_ref()) {
+            cx.at(g.name.span(), format!("duplicate group name `{}`", g.name.get_ref()));
+            continue;
+        }
+        group_ix.insert(g.name.get_ref().clone(), group_defs.len());
+        group_defs.push((g.name.get_ref().clone(), Some(g)));
+    }
+    if !group_ix.contains_key("default") {
+        group_ix.insert("default".into(), group_defs.len());
+        group_defs.push(("default".into(), None));
+    }
+    let default_group = group_ix["default"];
+    let mut node_ix = HashMap::new();
+    let mut macs: HashMap<[u8; 6], String> = HashMap::new();
+    let mut ips: HashMap<Ipv4Addr, String> = HashMap::new();
+    for (i, n) in f.nodes.iter().enumerate() {
+        if let Some(prev) = node_ix.insert(n.name.get_ref().clone(), i) {
+            let _ = prev;
+            cx.at(n.name.span(), format!("duplicate node name `{}`", n.name.get_ref()));
+        }
+    }
+
+    // Entities.
+    let mut entities = vec![];
+    for e in &f.entities {
+        let net = match parse_cidr(e.subnet.get_ref()) {
+            Ok(n) => Some(n),
+            Err(m) => {
+                cx.at(e.subnet.span(), m);
+                None
+            }
+        };
+        if let Some(n) = net {
+            if n.prefix < 8 {
+                cx.at(e.subnet.span(), format!("subnet `{n}` is larger than /8; split it into entities of /8 or smaller"));
+            }
+        }
+        let secondary = e.secondary.as_ref().and_then(|s| match node_ix.get(s.get_ref()) {
+            Some(&i) => Some(i),
+            None => {
+                cx.at(s.span(), format!("secondary `{}` is not a node", s.get_ref()));
+                None
+            }
+        });
+        let dg = match &e.default_group {
+            None => default_group,
+            Some(s) => match group_ix.get(s.get_ref()) {
+                Some(&g) => g,
+                None => {
+                    cx.at(s.span(), format!("default_group `{}` is not a group", s.get_ref()));
+                    default_group
+                }
+            },
+        };
+        entities.push((
+            e,
+            Entity {
+                name: e.name.get_ref().clone(),
+                net: net.unwrap_or(Net {
+                    addr: Ipv4Addr::UNSPECIFIED,
+                    prefix: 32,
+                }),
+                secondary,
+                default_group: dg,
+                args: e.args.clone(),
+            },
+            net.is_some(),
+        ));
+    }
+    for i in 0..entities.len() {
+        for j in 0..i {
+            let (a, b) = (&entities[i], &entities[j]);
+            if a.2 && b.2 && a.1.net.first() <= b.1.net.last() && b.1.net.first() <= a.1.net.last() {
+                let msg = format!(
+                    "subnet {} of entity `{}` overlaps subnet {} of entity `{}`",
+                    a.1.net, a.1.name, b.1.net, b.1.name
+                );
+                cx.at(a.0.subnet.span(), msg);
+            }
+        }
+    }
+
+    // Nodes.
+    let mut nodes = vec![];
+    for n in &f.nodes {
+        let mac = match parse_mac(n.mac.get_ref()) {
+            Ok(m) => {
+                if let Some(other) = macs.insert(m, n.name.get_ref().clone()) {
+                    cx.at(n.mac.span(), format!("MAC {} of node `{}` is also node `{other}`'s", mac_string(m), n.name.get_ref()));
+                }
+                m
+            }
+            Err(msg) => {
+                cx.at(n.mac.span(), msg);
+                [0; 6]
+            }
+        };
+        let ip = match n.ip.get_ref().parse::<Ipv4Addr>() {
+            Ok(ip) => {
+                if let Some(other) = ips.insert(ip, n.name.get_ref().clone()) {
+                    cx.at(n.ip.span(), format!("IP {ip} of node `{}` is also node `{other}`'s", n.name.get_ref()));
+                }
+                ip
+            }
+            Err(_) => {
+                cx.at(n.ip.span(), format!("IP `{}` is not an IPv4 address", n.ip.get_ref()));
+                Ipv4Addr::UNSPECIFIED
+            }
+        };
+        let entity = match entity_ix.get(n.entity.get_ref()) {
+            Some(&e) => {
+                let (_, ent, ok) = &entities[e];
+                if *ok && ip != Ipv4Addr::UNSPECIFIED && !ent.net.contains(ip) {
+                    cx.at(n.ip.span(), format!("IP {ip} of node `{}` is outside subnet {} of its entity `{}`", n.name.get_ref(), ent.net, ent.name));
+                }
+                e
+            }
+            None => {
+                cx.at(n.entity.span(), format!("entity `{}` of node `{}` is not defined", n.entity.get_ref(), n.name.get_ref()));
+                usize::MAX
+            }
+        };
+        let mut groups = vec![];
+        for g in &n.groups {
+            match group_ix.get(g.get_ref()) {
+                Some(&gi) => groups.push(gi),
+                None => cx.at(g.span(), format!("group `{}` of node `{}` is not defined", g.get_ref(), n.name.get_ref())),
+            }
+        }
+        if groups.is_empty() && n.groups.is_empty() {
+            groups.push(default_group);
+        }
+        let active_group = match &n.active_group {
+            None => groups.first().copied().unwrap_or(default_group),
+            Some(a) => match group_ix.get(a.get_ref()) {
+                Some(&gi) => {
+                    if !groups.contains(&gi) {
+                        cx.at(a.span(), format!("active_group `{}` of node `{}` is not one of its groups", a.get_ref(), n.name.get_ref()));
+                    }
+                    gi
+                }
+                None => {
+                    cx.at(a.span(), format!("active_group `{}` of node `{}` is not defined", a.get_ref(), n.name.get_ref()));
+                    default_group
+                }
+            },
+        };
+        nodes.push(Node {
+            name: n.name.get_ref().clone(),
+            mac,
+            ip,
+            entity,
+            groups,
+            active_group,
+        });
+    }
+    // Secondaries belong to their entity.
+    for (e, ent, _) in &entities {
+        if let (Some(s), Some(def)) = (ent.secondary, &e.secondary) {
+            if nodes[s].entity != entity_ix[ent.name.as_str()] {
+                cx.at(def.span(), format!("secondary `{}` is not in entity `{}`", nodes[s].name, ent.name));
+            }
+        }
+    }
+
+    // Groups and their active members.
+    let mut groups = vec![];
+    for (gi, (name, def)) in group_defs.iter().enumerate() {
+        let members: Vec<usize> = (0..nodes.len()).filter(|&n| nodes[n].groups.contains(&gi)).collect();
+        let mut active = vec![];
+        if let Some(d) = def {
+            for a in &d.active {
+                match node_ix.get(a.get_ref()) {
+                    None => cx.at(a.span(), format!("active member `{}` of group `{name}` is not a node", a.get_ref())),
+                    Some(&n) if nodes[n].active_group != gi => cx.at(
+                        a.span(),
+                        format!("`{}` is listed active in group `{name}` but its active group is `{}`", a.get_ref(), group_defs[nodes[n].active_group].0),
+                    ),
+                    Some(&n) => {
+                        if active.contains(&n) {
+                            cx.at(a.span(), format!("`{}` is listed twice in group `{name}`", a.get_ref()));
+                        } else {
+                            active.push(n);
+                        }
+                    }
+                }
+            }
+        }
+        for n in 0..nodes.len() {
+            if nodes[n].active_group == gi && !active.contains(&n) {
+                active.push(n);
+            }
+        }
+        let is_vsmp = !c.vsmp_prefix.is_empty() && name.starts_with(&c.vsmp_prefix);
+        if is_vsmp && active.is_empty() {
+            if let Some(d) = def {
+                cx.at(d.name.span(), format!("vSMP group `{name}` has no active member: it needs a primary board"));
+            }
+        }
+        if is_vsmp && c.vsmp_loader.is_none() && !active.is_empty() {
+            if let Some(d) = def {
+                cx.at(d.name.span(), format!("vSMP group `{name}` needs `vsmp_loader` in [cluster]"));
+            }
+        }
+        groups.push(Group {
+            name: name.clone(),
+            image: def
+                .and_then(|d| d.image.as_ref().map(|i| i.get_ref().clone()))
+                .unwrap_or_else(|| name.clone()),
+            diskless: def.map(|d| d.diskless).unwrap_or(false),
+            active,
+            members,
+            args: def.map(|d| d.args.clone()).unwrap_or_default(),
+        });
+    }
+    if !cx.diags.is_empty() {
+        let mut d = cx.diags;
+        d.sort_by_key(|d| (d.line, d.column));
+        return Err(Invalid(d));
+    }
+    Ok(Cluster {
+        settings: Settings {
+            name: c.name.get_ref().clone(),
+            image_server: c.image_server.get_ref().trim_end_matches('/').to_string(),
+            server_ip,
+            kernel,
+            initrd,
+            kernel_args: c.kernel_args.clone(),
+            vsmp_prefix: c.vsmp_prefix.clone(),
+            vsmp_loader,
+            vsmp_args: c.vsmp_args.clone(),
+            grub_dir: PathBuf::from(c.grub_dir.clone().unwrap_or_else(|| "/usr/lib/grub/x86_64-efi".into())),
+        },
+        entities: entities.into_iter().map(|e| e.1).collect(),
+        groups,
+        nodes,
+    })
+}
