@@ -3,6 +3,10 @@
 # Idempotent: packages already present are skipped quickly by apt.
 set -euo pipefail
 need=(e2fsprogs dosfstools mtools gdisk fdisk util-linux attr zstd coreutils)
+# Boot tree, DHCP checks and QEMU network boots (pxe-builder, qemu-tests).
+need+=(qemu-system-x86 qemu-system-data ipxe-qemu seabios qemu-utils pxelinux syslinux-common
+       linux-image-cloud-amd64 busybox-static cpio ovmf grub-efi-amd64-bin grub-common
+       dnsmasq-base isc-dhcp-server)
 if [ "${WITH_BENCH:-0}" = 1 ]; then need+=(partclone bmap-tools jq); fi
 missing=()
 for p in "${need[@]}"; do
@@ -12,7 +16,15 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
+  # Packages like isc-dhcp-server would start a system service; tests start their own.
+  blocker=/usr/sbin/policy-rc.d
+  if [ ! -e "$blocker" ]; then
+    printf '#!/bin/sh\nexit 101\n' > "$blocker"; chmod +x "$blocker"
+    trap 'rm -f "$blocker"' EXIT
+  fi
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  # qemu-system-x86 can pull in an older qemu-utils; keep the newest (see QEMU.md).
+  apt-get install -y -qq --no-install-recommends qemu-utils >/dev/null
 fi
 if ! command -v cargo >/dev/null 2>&1; then
   echo "setup: cargo not found; installing Rust with rustup" >&2

@@ -50,7 +50,10 @@ fn garbage_in_free_blocks_is_not_in_the_image() {
             stored <= used + used / 50 + (1 << 20),
             "partition {n}: {stored} raw bytes stored, the fs uses {used}"
         );
-        assert!(stored < used + garbage_each / 2, "partition {n} holds the garbage");
+        assert!(
+            stored < used + garbage_each / 2,
+            "partition {n} holds the garbage"
+        );
     }
 
     // 2. As the acceptance states it: the partitions' payloads are smaller than `zstd -3`
@@ -58,11 +61,14 @@ fn garbage_in_free_blocks_is_not_in_the_image() {
     let mut ours = 0u64;
     let mut full = 0u64;
     for n in 1..=4u32 {
-        ours += std::fs::metadata(image.join(format!("p{n}.zst"))).unwrap().len();
-        let out = stdout(Command::new("sh").arg("-c").arg(format!(
-            "zstd -3 -c < {} | wc -c",
-            l.part(n).display()
-        )));
+        ours += std::fs::metadata(image.join(format!("p{n}.zst")))
+            .unwrap()
+            .len();
+        let out = stdout(
+            Command::new("sh")
+                .arg("-c")
+                .arg(format!("zstd -3 -c < {} | wc -c", l.part(n).display())),
+        );
         full += out.trim().parse::<u64>().unwrap();
     }
     let garbage = 2 * garbage_each;

@@ -27,7 +27,7 @@ pub fn hex_cover(first: u32, last: u32) -> Vec<String> {
         let mut digits = 8;
         while digits > 1 {
             let size = 1u64 << (32 - 4 * (digits - 1));
-            if cur % size == 0 && cur + size - 1 <= end {
+            if cur.is_multiple_of(size) && cur + size - 1 <= end {
                 digits -= 1;
             } else {
                 break;
@@ -90,7 +90,10 @@ mod tests {
             let n = cover.iter().filter(|p| matches(p, ip)).count();
             assert_eq!(n, 1, "{ip:08X} matched {n} times by {cover:?}");
         }
-        for outside in [first.checked_sub(1), last.checked_add(1)].into_iter().flatten() {
+        for outside in [first.checked_sub(1), last.checked_add(1)]
+            .into_iter()
+            .flatten()
+        {
             assert!(
                 !cover.iter().any(|p| matches(p, outside)),
                 "{outside:08X} outside {first:08X}-{last:08X} matched by {cover:?}"
@@ -101,7 +104,10 @@ mod tests {
             let k = p.len() as u32;
             let lo = u32::from_str_radix(&format!("{p:0<8}"), 16).unwrap() as u64;
             let hi = lo + (1u64 << (32 - 4 * k)) - 1;
-            assert!(lo >= first as u64 && hi <= last as u64, "{p} leaves the range");
+            assert!(
+                lo >= first as u64 && hi <= last as u64,
+                "{p} leaves the range"
+            );
         }
         if span <= 4096 {
             assert_eq!(cover.len(), brute_min(first, last), "{cover:?} not minimal");
@@ -120,7 +126,7 @@ mod tests {
             let a = first as u64 + i as u64;
             for k in 1..=8u32 {
                 let size = 1u64 << (32 - 4 * k);
-                if a % size == 0 && a + size - 1 <= last as u64 {
+                if a.is_multiple_of(size) && a + size - 1 <= last as u64 {
                     let j = i + size as usize;
                     best[j] = best[j].min(best[i] + 1);
                 }

@@ -1,6 +1,18 @@
 //! pxe-builder: turns one `cluster.toml` into the whole PXE/TFTP boot tree.
 //!
-//! Not built yet: its issue (cluster model, hex-IP cover, per-node files, vSMP entries,
-//! GRUB/iPXE, DHCP snippets, clone plan) has not landed. This crate exists so the
-//! workspace has its fixed top level; it deliberately exports nothing rather than
-//! pretending to work.
+//! Brief overview:
+//! - [`model`] parses and validates the description into a [`model::Cluster`], reporting
+//!   every problem with file:line:column;
+//! - [`hex`] computes the hex-IP file names pxelinux and GRUB look up (exact minimal cover);
+//! - [`boot`] renders each node's and each subnet's entry (pxelinux, GRUB, iPXE, bootopts);
+//! - [`dhcp`] renders dnsmasq and ISC dhcpd snippets; [`plan`] the clone plan;
+//! - [`tree`] assembles every file and writes the tree atomically; [`lookup`] explains
+//!   which file a client will load.
+
+pub mod boot;
+pub mod dhcp;
+pub mod hex;
+pub mod lookup;
+pub mod model;
+pub mod plan;
+pub mod tree;

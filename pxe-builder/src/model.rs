@@ -101,7 +101,11 @@ pub struct Diagnostic {
 
 impl std::fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.message)
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.line, self.column, self.message
+        )
     }
 }
 
@@ -155,8 +159,11 @@ pub fn parse_cidr(s: &str) -> Result<Net, String> {
     let net = Net { addr, prefix };
     let host = u32::from(addr) & u32::MAX.checked_shr(prefix as u32).unwrap_or(0);
     if host != 0 {
-        let base = Ipv4Addr::from(u32::from(addr) & !u32::MAX.checked_shr(prefix as u32).unwrap_or(0));
-        return Err(format!("subnet `{s}` has host bits set; did you mean {base}/{prefix}?"));
+        let base =
+            Ipv4Addr::from(u32::from(addr) & !u32::MAX.checked_shr(prefix as u32).unwrap_or(0));
+        return Err(format!(
+            "subnet `{s}` has host bits set; did you mean {base}/{prefix}?"
+        ));
     }
     Ok(net)
 }
@@ -271,7 +278,12 @@ impl Ctx<'_> {
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
+    let column = before
+        .rsplit('\n')
+        .next()
+        .map(|l| l.chars().count())
+        .unwrap_or(0)
+        + 1;
     (line, column)
 }
 
@@ -309,36 +321,66 @@ pub fn parse(text: &str, file: &str, base: &Path) -> Result<Cluster, Invalid> {
     let server_ip = match c.server_ip.get_ref().parse::<Ipv4Addr>() {
         Ok(ip) => ip,
         Err(_) => {
-            cx.at(c.server_ip.span(), format!("server_ip `{}` is not an IPv4 address", c.server_ip.get_ref()));
+            cx.at(
+                c.server_ip.span(),
+                format!(
+                    "server_ip `{}` is not an IPv4 address",
+                    c.server_ip.get_ref()
+                ),
+            );
             Ipv4Addr::UNSPECIFIED
         }
     };
-    if !c.image_server.get_ref().starts_with("http://") && !c.image_server.get_ref().starts_with("https://") {
-        cx.at(c.image_server.span(), format!("image_server `{}` is not an http:// URL", c.image_server.get_ref()));
+    if !c.image_server.get_ref().starts_with("http://")
+        && !c.image_server.get_ref().starts_with("https://")
+    {
+        cx.at(
+            c.image_server.span(),
+            format!(
+                "image_server `{}` is not an http:// URL",
+                c.image_server.get_ref()
+            ),
+        );
     }
     let file_path = |s: &S<String>, what: &str, cx: &mut Ctx| {
         let p = base.join(s.get_ref());
         if !p.is_file() {
-            cx.at(s.span(), format!("{what} `{}` not found (looked at {})", s.get_ref(), p.display()));
+            cx.at(
+                s.span(),
+                format!(
+                    "{what} `{}` not found (looked at {})",
+                    s.get_ref(),
+                    p.display()
+                ),
+            );
         }
         p
     };
     let kernel = file_path(&c.kernel, "kernel", &mut cx);
     let initrd = file_path(&c.initrd, "initrd", &mut cx);
-    let vsmp_loader = c.vsmp_loader.as_ref().map(|s| file_path(s, "vsmp_loader", &mut cx));
+    let vsmp_loader = c
+        .vsmp_loader
+        .as_ref()
+        .map(|s| file_path(s, "vsmp_loader", &mut cx));
 
     // Names.
     let mut entity_ix = HashMap::new();
     for (i, e) in f.entities.iter().enumerate() {
         if entity_ix.insert(e.name.get_ref().clone(), i).is_some() {
-            cx.at(e.name.span(), format!("duplicate entity name `{}`", e.name.get_ref()));
+            cx.at(
+                e.name.span(),
+                format!("duplicate entity name `{}`", e.name.get_ref()),
+            );
         }
     }
     let mut group_defs: Vec<(String, Option<&GroupDef>)> = vec![];
     let mut group_ix = HashMap::new();
     for g in &f.groups {
         if group_ix.contains_key(g.name.get_ref()) {
-            cx.at(g.name.span(), format!("duplicate group name `{}`", g.name.get_ref()));
+            cx.at(
+                g.name.span(),
+                format!("duplicate group name `{}`", g.name.get_ref()),
+            );
             continue;
         }
         group_ix.insert(g.name.get_ref().clone(), group_defs.len());
@@ -355,7 +397,10 @@ pub fn parse(text: &str, file: &str, base: &Path) -> Result<Cluster, Invalid> {
     for (i, n) in f.nodes.iter().enumerate() {
         if let Some(prev) = node_ix.insert(n.name.get_ref().clone(), i) {
             let _ = prev;
-            cx.at(n.name.span(), format!("duplicate node name `{}`", n.name.get_ref()));
+            cx.at(
+                n.name.span(),
+                format!("duplicate node name `{}`", n.name.get_ref()),
+            );
         }
     }
 
@@ -371,22 +416,36 @@ pub fn parse(text: &str, file: &str, base: &Path) -> Result<Cluster, Invalid> {
         };
         if let Some(n) = net {
             if n.prefix < 8 {
-                cx.at(e.subnet.span(), format!("subnet `{n}` is larger than /8; split it into entities of /8 or smaller"));
+                cx.at(
+                    e.subnet.span(),
+                    format!(
+                        "subnet `{n}` is larger than /8; split it into entities of /8 or smaller"
+                    ),
+                );
             }
         }
-        let secondary = e.secondary.as_ref().and_then(|s| match node_ix.get(s.get_ref()) {
-            Some(&i) => Some(i),
-            None => {
-                cx.at(s.span(), format!("secondary `{}` is not a node", s.get_ref()));
-                None
-            }
-        });
+        let secondary = e
+            .secondary
+            .as_ref()
+            .and_then(|s| match node_ix.get(s.get_ref()) {
+                Some(&i) => Some(i),
+                None => {
+                    cx.at(
+                        s.span(),
+                        format!("secondary `{}` is not a node", s.get_ref()),
+                    );
+                    None
+                }
+            });
         let dg = match &e.default_group {
             None => default_group,
             Some(s) => match group_ix.get(s.get_ref()) {
                 Some(&g) => g,
                 None => {
-                    cx.at(s.span(), format!("default_group `{}` is not a group", s.get_ref()));
+                    cx.at(
+                        s.span(),
+                        format!("default_group `{}` is not a group", s.get_ref()),
+                    );
                     default_group
                 }
             },
@@ -409,7 +468,8 @@ pub fn parse(text: &str, file: &str, base: &Path) -> Result<Cluster, Invalid> {
     for i in 0..entities.len() {
         for j in 0..i {
             let (a, b) = (&entities[i], &entities[j]);
-            if a.2 && b.2 && a.1.net.first() <= b.1.net.last() && b.1.net.first() <= a.1.net.last() {
+            if a.2 && b.2 && a.1.net.first() <= b.1.net.last() && b.1.net.first() <= a.1.net.last()
+            {
                 let msg = format!(
                     "subnet {} of entity `{}` overlaps subnet {} of entity `{}`",
                     a.1.net, a.1.name, b.1.net, b.1.name
@@ -425,7 +485,14 @@ pub fn parse(text: &str, file: &str, base: &Path) -> Result<Cluster, Invalid> {
         let mac = match parse_mac(n.mac.get_ref()) {
             Ok(m) => {
                 if let Some(other) = macs.insert(m, n.name.get_ref().clone()) {
-                    cx.at(n.mac.span(), format!("MAC {} of node `{}` is also node `{other}`'s", mac_string(m), n.name.get_ref()));
+                    cx.at(
+                        n.mac.span(),
+                        format!(
+                            "MAC {} of node `{}` is also node `{other}`'s",
+                            mac_string(m),
+                            n.name.get_ref()
+                        ),
+                    );
                 }
                 m
             }
@@ -437,12 +504,21 @@ pub fn parse(text: &str, file: &str, base: &Path) -> Result<Cluster, Invalid> {
         let ip = match n.ip.get_ref().parse::<Ipv4Addr>() {
             Ok(ip) => {
                 if let Some(other) = ips.insert(ip, n.name.get_ref().clone()) {
-                    cx.at(n.ip.span(), format!("IP {ip} of node `{}` is also node `{other}`'s", n.name.get_ref()));
+                    cx.at(
+                        n.ip.span(),
+                        format!(
+                            "IP {ip} of node `{}` is also node `{other}`'s",
+                            n.name.get_ref()
+                        ),
+                    );
                 }
                 ip
             }
             Err(_) => {
-                cx.at(n.ip.span(), format!("IP `{}` is not an IPv4 address", n.ip.get_ref()));
+                cx.at(
+                    n.ip.span(),
+                    format!("IP `{}` is not an IPv4 address", n.ip.get_ref()),
+                );
                 Ipv4Addr::UNSPECIFIED
             }
         };
@@ -450,12 +526,27 @@ pub fn parse(text: &str, file: &str, base: &Path) -> Result<Cluster, Invalid> {
             Some(&e) => {
                 let (_, ent, ok) = &entities[e];
                 if *ok && ip != Ipv4Addr::UNSPECIFIED && !ent.net.contains(ip) {
-                    cx.at(n.ip.span(), format!("IP {ip} of node `{}` is outside subnet {} of its entity `{}`", n.name.get_ref(), ent.net, ent.name));
+                    cx.at(
+                        n.ip.span(),
+                        format!(
+                            "IP {ip} of node `{}` is outside subnet {} of its entity `{}`",
+                            n.name.get_ref(),
+                            ent.net,
+                            ent.name
+                        ),
+                    );
                 }
                 e
             }
             None => {
-                cx.at(n.entity.span(), format!("entity `{}` of node `{}` is not defined", n.entity.get_ref(), n.name.get_ref()));
+                cx.at(
+                    n.entity.span(),
+                    format!(
+                        "entity `{}` of node `{}` is not defined",
+                        n.entity.get_ref(),
+                        n.name.get_ref()
+                    ),
+                );
                 usize::MAX
             }
         };
@@ -463,7 +554,14 @@ pub fn parse(text: &str, file: &str, base: &Path) -> Result<Cluster, Invalid> {
         for g in &n.groups {
             match group_ix.get(g.get_ref()) {
                 Some(&gi) => groups.push(gi),
-                None => cx.at(g.span(), format!("group `{}` of node `{}` is not defined", g.get_ref(), n.name.get_ref())),
+                None => cx.at(
+                    g.span(),
+                    format!(
+                        "group `{}` of node `{}` is not defined",
+                        g.get_ref(),
+                        n.name.get_ref()
+                    ),
+                ),
             }
         }
         if groups.is_empty() && n.groups.is_empty() {
@@ -474,12 +572,26 @@ pub fn parse(text: &str, file: &str, base: &Path) -> Result<Cluster, Invalid> {
             Some(a) => match group_ix.get(a.get_ref()) {
                 Some(&gi) => {
                     if !groups.contains(&gi) {
-                        cx.at(a.span(), format!("active_group `{}` of node `{}` is not one of its groups", a.get_ref(), n.name.get_ref()));
+                        cx.at(
+                            a.span(),
+                            format!(
+                                "active_group `{}` of node `{}` is not one of its groups",
+                                a.get_ref(),
+                                n.name.get_ref()
+                            ),
+                        );
                     }
                     gi
                 }
                 None => {
-                    cx.at(a.span(), format!("active_group `{}` of node `{}` is not defined", a.get_ref(), n.name.get_ref()));
+                    cx.at(
+                        a.span(),
+                        format!(
+                            "active_group `{}` of node `{}` is not defined",
+                            a.get_ref(),
+                            n.name.get_ref()
+                        ),
+                    );
                     default_group
                 }
             },
@@ -497,7 +609,13 @@ pub fn parse(text: &str, file: &str, base: &Path) -> Result<Cluster, Invalid> {
     for (e, ent, _) in &entities {
         if let (Some(s), Some(def)) = (ent.secondary, &e.secondary) {
             if nodes[s].entity != entity_ix[ent.name.as_str()] {
-                cx.at(def.span(), format!("secondary `{}` is not in entity `{}`", nodes[s].name, ent.name));
+                cx.at(
+                    def.span(),
+                    format!(
+                        "secondary `{}` is not in entity `{}`",
+                        nodes[s].name, ent.name
+                    ),
+                );
             }
         }
     }
@@ -505,19 +623,34 @@ pub fn parse(text: &str, file: &str, base: &Path) -> Result<Cluster, Invalid> {
     // Groups and their active members.
     let mut groups = vec![];
     for (gi, (name, def)) in group_defs.iter().enumerate() {
-        let members: Vec<usize> = (0..nodes.len()).filter(|&n| nodes[n].groups.contains(&gi)).collect();
+        let members: Vec<usize> = (0..nodes.len())
+            .filter(|&n| nodes[n].groups.contains(&gi))
+            .collect();
         let mut active = vec![];
         if let Some(d) = def {
             for a in &d.active {
                 match node_ix.get(a.get_ref()) {
-                    None => cx.at(a.span(), format!("active member `{}` of group `{name}` is not a node", a.get_ref())),
+                    None => cx.at(
+                        a.span(),
+                        format!(
+                            "active member `{}` of group `{name}` is not a node",
+                            a.get_ref()
+                        ),
+                    ),
                     Some(&n) if nodes[n].active_group != gi => cx.at(
                         a.span(),
-                        format!("`{}` is listed active in group `{name}` but its active group is `{}`", a.get_ref(), group_defs[nodes[n].active_group].0),
+                        format!(
+                            "`{}` is listed active in group `{name}` but its active group is `{}`",
+                            a.get_ref(),
+                            group_defs[nodes[n].active_group].0
+                        ),
                     ),
                     Some(&n) => {
                         if active.contains(&n) {
-                            cx.at(a.span(), format!("`{}` is listed twice in group `{name}`", a.get_ref()));
+                            cx.at(
+                                a.span(),
+                                format!("`{}` is listed twice in group `{name}`", a.get_ref()),
+                            );
                         } else {
                             active.push(n);
                         }
@@ -525,20 +658,26 @@ pub fn parse(text: &str, file: &str, base: &Path) -> Result<Cluster, Invalid> {
                 }
             }
         }
-        for n in 0..nodes.len() {
-            if nodes[n].active_group == gi && !active.contains(&n) {
+        for (n, node) in nodes.iter().enumerate() {
+            if node.active_group == gi && !active.contains(&n) {
                 active.push(n);
             }
         }
         let is_vsmp = !c.vsmp_prefix.is_empty() && name.starts_with(&c.vsmp_prefix);
         if is_vsmp && active.is_empty() {
             if let Some(d) = def {
-                cx.at(d.name.span(), format!("vSMP group `{name}` has no active member: it needs a primary board"));
+                cx.at(
+                    d.name.span(),
+                    format!("vSMP group `{name}` has no active member: it needs a primary board"),
+                );
             }
         }
         if is_vsmp && c.vsmp_loader.is_none() && !active.is_empty() {
             if let Some(d) = def {
-                cx.at(d.name.span(), format!("vSMP group `{name}` needs `vsmp_loader` in [cluster]"));
+                cx.at(
+                    d.name.span(),
+                    format!("vSMP group `{name}` needs `vsmp_loader` in [cluster]"),
+                );
             }
         }
         groups.push(Group {
@@ -568,7 +707,11 @@ pub fn parse(text: &str, file: &str, base: &Path) -> Result<Cluster, Invalid> {
             vsmp_prefix: c.vsmp_prefix.clone(),
             vsmp_loader,
             vsmp_args: c.vsmp_args.clone(),
-            grub_dir: PathBuf::from(c.grub_dir.clone().unwrap_or_else(|| "/usr/lib/grub/x86_64-efi".into())),
+            grub_dir: PathBuf::from(
+                c.grub_dir
+                    .clone()
+                    .unwrap_or_else(|| "/usr/lib/grub/x86_64-efi".into()),
+            ),
         },
         entities: entities.into_iter().map(|e| e.1).collect(),
         groups,

@@ -1,0 +1,133 @@
+//! `pxe-builder`: parses arguments and calls the library.
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use pxe_builder::{lookup, model, tree};
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Build the complete PXE/TFTP boot tree of a cluster from one cluster.toml.
+///
+/// The tree holds pxelinux (BIOS) and GRUB (UEFI) files per node (01-<mac>) and per subnet
+/// (upper-case hex IP prefixes, the exact minimal cover of each entity's subnet), the
+/// subnets' etc/bootopts, vSMP board entries, iPXE scripts, dnsmasq and ISC dhcpd
+/// snippets, and clone-plan.json. See pxe-builder/examples/cluster.toml.
+///
+///   pxe-builder check cluster.toml
+///   pxe-builder build --cluster cluster.toml --out /srv/tftp
+///   pxe-builder lookup --tree /srv/tftp --mac 52:54:00:12:34:56 --ip 172.20.0.5
+#[derive(Parser)]
+#[command(name = "pxe-builder", version, verbatim_doc_comment)]
+struct Cli {
+    /// Print a JSON document instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Validate cluster.toml; report every problem with file:line:column.
+    Check { cluster: PathBuf },
+    /// Write the boot tree to OUT (built beside it, then swapped in: on error OUT is unchanged).
+    Build {
+        #[arg(long)]
+        cluster: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Show which files pxelinux tries for a client, which one it loads, and what it boots.
+    Lookup {
+        #[arg(long)]
+        tree: PathBuf,
+        #[arg(long)]
+        ip: Option<Ipv4Addr>,
+        #[arg(long)]
+        mac: Option<String>,
+    },
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.cmd {
+        Cmd::Check { cluster } => {
+            let c = model::load(&cluster)?;
+            if cli.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"ok": true, "nodes": c.nodes.len(), "entities": c.entities.len(), "groups": c.groups.len()})
+                );
+            } else {
+                println!(
+                    "{}: ok ({} nodes, {} entities, {} groups)",
+                    cluster.display(),
+                    c.nodes.len(),
+                    c.entities.len(),
+                    c.groups.len()
+                );
+            }
+        }
+        Cmd::Build { cluster, out } => {
+            let c = model::load(&cluster)?;
+            let s = tree::build(&c, &out).with_context(|| format!("building {}", out.display()))?;
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                println!(
+                    "wrote {} files for {} nodes in {} entities to {}",
+                    s.files, s.nodes, s.entities, s.out
+                );
+                for (h, e) in &s.hex_files {
+                    println!("  pxelinux.cfg/{h:<8}  etc/bootopts/{h:<8}  entity {e}");
+                }
+            }
+        }
+        Cmd::Lookup { tree, ip, mac } => {
+            if ip.is_none() && mac.is_none() {
+                bail!("give --ip, --mac or both");
+            }
+            let mac = mac
+                .map(|m| model::parse_mac(&m))
+                .transpose()
+                .map_err(anyhow::Error::msg)?;
+            let l = lookup::lookup(&tree, mac, ip);
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&l)?);
+            } else {
+                for (f, exists) in &l.tried {
+                    let mark = if Some(f) == l.chosen.as_ref() {
+                        "=> loads"
+                    } else if *exists {
+                        "   exists"
+                    } else {
+                        "   -"
+                    };
+                    println!("{mark:<9} {f}");
+                }
+                match &l.chosen {
+                    None => println!("no file matches: pxelinux will fail to boot this client"),
+                    Some(_) => {
+                        println!("kernel:   {}", l.kernel.as_deref().unwrap_or("?"));
+                        println!("initrd:   {}", l.initrd.as_deref().unwrap_or("-"));
+                        println!("append:   {}", l.append.as_deref().unwrap_or(""));
+                    }
+                }
+                if let Some(b) = &l.bootopts {
+                    println!("bootopts: {b}");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pxe-builder: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! `lookup`: which file pxelinux (and GRUB) will load for a client, in the order they try
+//! them, which one exists, and what it boots; plus the bootopts file the agent will read.
+
+use crate::hex::{hex_ip, pxelinux_candidates};
+use serde::Serialize;
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Lookup {
+    /// Every file pxelinux tries, in order, and whether it exists.
+    pub tried: Vec<(String, bool)>,
+    /// The first that exists.
+    pub chosen: Option<String>,
+    /// Of the chosen file's default entry.
+    pub kernel: Option<String>,
+    pub initrd: Option<String>,
+    pub append: Option<String>,
+    /// `etc/bootopts/<HEX>` with the longest prefix of the address, as the agent reads it.
+    pub bootopts: Option<String>,
+}
+
+pub fn lookup(tree: &Path, mac: Option<[u8; 6]>, ip: Option<Ipv4Addr>) -> Lookup {
+    let mut tried = vec![];
+    let mut chosen = None;
+    for c in pxelinux_candidates(mac, ip) {
+        let rel = format!("pxelinux.cfg/{c}");
+        let exists = tree.join(&rel).is_file();
+        if exists && chosen.is_none() {
+            chosen = Some(rel.clone());
+        }
+        tried.push((rel, exists));
+    }
+    let mut l = Lookup {
+        tried,
+        chosen: chosen.clone(),
+        kernel: None,
+        initrd: None,
+        append: None,
+        bootopts: None,
+    };
+    if let Some(rel) = chosen {
+        if let Ok(text) = std::fs::read_to_string(tree.join(&rel)) {
+            let (k, i, a) = default_entry(&text);
+            l.kernel = k;
+            l.initrd = i;
+            l.append = a;
+        }
+    }
+    if let Some(ip) = ip {
+        let h = hex_ip(ip);
+        l.bootopts = (1..=8)
+            .rev()
+            .map(|k| format!("etc/bootopts/{}", &h[..k]))
+            .find(|p| tree.join(p).is_file());
+    }
+    l
+}
+
+/// KERNEL, INITRD and APPEND of the `DEFAULT` label of a pxelinux config.
+pub fn default_entry(text: &str) -> (Option<String>, Option<String>, Option<String>) {
+    let mut default = None;
+    let mut label = None;
+    let (mut k, mut i, mut a) = (None, None, None);
+    for line in text.lines() {
+        let line = line.trim();
+        let (key, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+        let rest = rest.trim().to_string();
+        match key.to_ascii_uppercase().as_str() {
+            "DEFAULT" => default = Some(rest),
+            "LABEL" => label = Some(rest),
+            "KERNEL" | "LINUX" if label == default => k = Some(rest),
+            "INITRD" if label == default => i = Some(rest),
+            "APPEND" if label == default => a = Some(rest),
+            _ => {}
+        }
+    }
+    (k, i, a)
+}

@@ -1,0 +1,305 @@
+//! The boot tree: every file `pxe-builder build` writes, assembled in memory as a sorted
+//! map (so the same cluster gives the same bytes), then written beside the output
+//! directory and swapped into place, so an error leaves the old tree as it was.
+//!
+//! ```text
+//! pxelinux.0, ldlinux.c32            from the system's syslinux/pxelinux packages
+//! boot/vmlinuz, boot/initrd.img      the netboot kernel and initrd (copied)
+//! boot/vsmp                          the vSMP loader, when configured
+//! pxelinux.cfg/01-<mac>              per node; pxelinux.cfg/<HEX> per entity subnet; default
+//! etc/bootopts/<HEX>                 per entity subnet: key=value boot options
+//! boot/grub/x86_64-efi/core.efi ...  GRUB's network image (grub-mknetdir)
+//! boot/grub/grub.cfg-01-<mac>, grub.cfg-<HEX>, grub.cfg
+//! boot.ipxe, ipxe/01-<mac>.ipxe, ipxe/default.ipxe
+//! dhcp/dnsmasq.conf, dhcp/dhcpd.conf
+//! clone-plan.json
+//! ```
+
+use crate::boot::{self, Entry};
+use crate::hex::{hex_cover, mac_file};
+use crate::model::Cluster;
+use crate::plan::clone_plan;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Where Debian's packages put the syslinux files.
+pub const PXELINUX: &str = "/usr/lib/PXELINUX/pxelinux.0";
+pub const LDLINUX: &str = "/usr/lib/syslinux/modules/bios/ldlinux.c32";
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("{path} not found: install the Debian package `{package}`")]
+    Missing {
+        path: PathBuf,
+        package: &'static str,
+    },
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("grub-mknetdir failed: {0}")]
+    Grub(String),
+}
+
+fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> BuildError {
+    let path = path.to_path_buf();
+    move |source| BuildError::Io { what, path, source }
+}
+
+/// Where a file's bytes come from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    Text(String),
+    Copy(PathBuf),
+}
+
+/// The assembled tree: relative path → source.
+#[derive(Debug, Default)]
+pub struct Tree {
+    pub files: BTreeMap<String, Source>,
+    pub hex_files: Vec<(String, String)>,
+}
+
+impl Tree {
+    fn text(&mut self, path: String, text: String) {
+        self.files.insert(path, Source::Text(text));
+    }
+}
+
+/// Assembles every file of the tree (no I/O except checking sources exist).
+pub fn assemble(c: &Cluster) -> Result<Tree, BuildError> {
+    let mut t = Tree::default();
+    for (path, pkg) in [(PXELINUX, "pxelinux"), (LDLINUX, "syslinux-common")] {
+        let p = PathBuf::from(path);
+        if !p.is_file() {
+            return Err(BuildError::Missing {
+                path: p,
+                package: pkg,
+            });
+        }
+        let name = p
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        t.files.insert(name, Source::Copy(p));
+    }
+    t.files
+        .insert(boot::KERNEL.into(), Source::Copy(c.settings.kernel.clone()));
+    t.files
+        .insert(boot::INITRD.into(), Source::Copy(c.settings.initrd.clone()));
+    if let Some(l) = &c.settings.vsmp_loader {
+        t.files.insert(boot::VSMP.into(), Source::Copy(l.clone()));
+    }
+    let plan = clone_plan(c);
+    for (i, n) in c.nodes.iter().enumerate() {
+        let e = boot::node_entry(c, i);
+        let mf = mac_file(n.mac);
+        t.text(format!("pxelinux.cfg/{mf}"), boot::pxelinux(&e));
+        t.text(format!("boot/grub/grub.cfg-{mf}"), boot::grub(&e));
+        t.text(format!("ipxe/{mf}.ipxe"), boot::ipxe(&e));
+    }
+    for (i, ent) in c.entities.iter().enumerate() {
+        let e: Entry = boot::entity_entry(c, i);
+        let secondary = plan
+            .groups
+            .iter()
+            .find(|g| g.group == c.groups[ent.default_group].name)
+            .and_then(|g| g.entities.iter().find(|x| x.entity == ent.name))
+            .map(|x| x.secondary.clone())
+            .or_else(|| ent.secondary.map(|s| c.nodes[s].name.clone()));
+        let cover = hex_cover(ent.net.first(), ent.net.last());
+        for h in &cover {
+            t.text(format!("pxelinux.cfg/{h}"), boot::pxelinux(&e));
+            t.text(format!("boot/grub/grub.cfg-{h}"), boot::grub(&e));
+            t.text(
+                format!("etc/bootopts/{h}"),
+                boot::bootopts(c, i, secondary.as_deref(), h, cover.len()),
+            );
+            t.hex_files.push((h.clone(), ent.name.clone()));
+        }
+    }
+    let fb = boot::fallback_entry(c);
+    t.text("pxelinux.cfg/default".into(), boot::pxelinux(&fb));
+    t.text("boot/grub/grub.cfg".into(), boot::grub(&fb));
+    t.text("ipxe/default.ipxe".into(), boot::ipxe(&fb));
+    t.text("boot.ipxe".into(), boot::ipxe_dispatch());
+    t.text("dhcp/dnsmasq.conf".into(), crate::dhcp::dnsmasq(c));
+    t.text("dhcp/dhcpd.conf".into(), crate::dhcp::dhcpd(c));
+    let mut pj = serde_json::to_string_pretty(&plan).unwrap_or_default();
+    pj.push('\n');
+    t.text("clone-plan.json".into(), pj);
+    Ok(t)
+}
+
+/// What was written.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub out: String,
+    pub files: usize,
+    pub nodes: usize,
+    pub entities: usize,
+    pub groups: usize,
+    pub hex_files: Vec<(String, String)>,
+    pub grub_image: bool,
+}
+
+/// Builds the tree into `out`: written into a sibling staging directory, then swapped in.
+pub fn build(c: &Cluster, out: &Path) -> Result<Summary, BuildError> {
+    let tree = assemble(c)?;
+    let grub_dir = &c.settings.grub_dir;
+    if !grub_dir.join("moddep.lst").is_file() {
+        return Err(BuildError::Missing {
+            path: grub_dir.clone(),
+            package: "grub-efi-amd64-bin",
+        });
+    }
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| "tree".into());
+    let stage = parent.join(format!(".{name}.building-{}", std::process::id()));
+    let result = (|| {
+        if stage.exists() {
+            std::fs::remove_dir_all(&stage).map_err(io("removing", &stage))?;
+        }
+        std::fs::create_dir_all(&stage).map_err(io("creating", &stage))?;
+        write_files(&tree, &stage)?;
+        grub_netdir(grub_dir, &stage)?;
+        swap_into_place(&stage, out)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&stage);
+    }
+    result?;
+    Ok(Summary {
+        out: out.display().to_string(),
+        files: tree.files.len(),
+        nodes: c.nodes.len(),
+        entities: c.entities.len(),
+        groups: c.groups.len(),
+        hex_files: tree.hex_files,
+        grub_image: true,
+    })
+}
+
+fn write_files(tree: &Tree, root: &Path) -> Result<(), BuildError> {
+    let mut dirs: Vec<PathBuf> = tree
+        .files
+        .keys()
+        .filter_map(|k| Path::new(k).parent().map(|p| root.join(p)))
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    for d in &dirs {
+        std::fs::create_dir_all(d).map_err(io("creating", d))?;
+    }
+    // Two writers: 100 000 nodes mean 300 000 small files.
+    let entries: Vec<(&String, &Source)> = tree.files.iter().collect();
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(4);
+    let per = entries.len().div_ceil(threads).max(1);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = entries
+            .chunks(per)
+            .map(|part| {
+                s.spawn(move || -> Result<(), BuildError> {
+                    for (rel, src) in part {
+                        let dst = root.join(rel);
+                        match src {
+                            Source::Text(t) => {
+                                std::fs::write(&dst, t).map_err(io("writing", &dst))?
+                            }
+                            Source::Copy(from) => {
+                                std::fs::copy(from, &dst).map_err(io("copying", from))?;
+                            }
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for h in handles {
+            match h.join() {
+                Ok(r) => r?,
+                Err(_) => {
+                    return Err(BuildError::Io {
+                        what: "writing",
+                        path: root.to_path_buf(),
+                        source: std::io::Error::other("writer thread panicked"),
+                    })
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+/// GRUB's network image and modules under `boot/grub/x86_64-efi/`.
+fn grub_netdir(grub_dir: &Path, root: &Path) -> Result<(), BuildError> {
+    let out = Command::new("grub-mknetdir")
+        .arg(format!("--net-directory={}", root.display()))
+        .arg("--subdir=boot/grub")
+        .arg("-d")
+        .arg(grub_dir)
+        .output()
+        .map_err(|e| {
+            BuildError::Grub(format!(
+                "cannot run grub-mknetdir ({e}); install the Debian package `grub-common`"
+            ))
+        })?;
+    if !out.status.success() {
+        return Err(BuildError::Grub(
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ));
+    }
+    Ok(())
+}
+
+/// Replaces `out` with `stage` atomically when possible (`renameat2(RENAME_EXCHANGE)`),
+/// then removes the old tree.
+fn swap_into_place(stage: &Path, out: &Path) -> Result<(), BuildError> {
+    if !out.exists() {
+        return std::fs::rename(stage, out).map_err(io("renaming into place", out));
+    }
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let a = CString::new(stage.as_os_str().as_bytes()).map_err(|e| BuildError::Io {
+        what: "naming",
+        path: stage.to_path_buf(),
+        source: std::io::Error::other(e),
+    })?;
+    let b = CString::new(out.as_os_str().as_bytes()).map_err(|e| BuildError::Io {
+        what: "naming",
+        path: out.to_path_buf(),
+        source: std::io::Error::other(e),
+    })?;
+    // SAFETY: both paths are valid NUL-terminated strings for the duration of the call.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if r != 0 {
+        return Err(BuildError::Io {
+            what: "swapping the new tree into",
+            path: out.to_path_buf(),
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    // `stage` now holds the previous tree.
+    std::fs::remove_dir_all(stage).map_err(io("removing the previous tree", stage))
+}
