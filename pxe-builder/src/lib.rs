@@ -10,6 +10,7 @@
 //!   which file a client will load.
 
 pub mod boot;
+pub mod cpio;
 pub mod dhcp;
 pub mod hex;
 pub mod lookup;

@@ -1,3 +1,208 @@
-//! qemu-tests: the harness that boots real firmware + pxelinux + kernel + initrd in QEMU.
+//! qemu-tests: a harness that boots real firmware (SeaBIOS + iPXE ROM, or OVMF), real
+//! pxelinux or GRUB from a built boot tree, a real kernel and an initrd, under QEMU with
+//! user networking `restrict=on` (the guest reaches nothing but QEMU's own DHCP/TFTP and
+//! the doors a test opens with `guestfwd`).
 //!
-//! Not built yet: it arrives with the initrd-agent issue. Exports nothing so far.
+//! - [`Vm`] runs one QEMU process, captures its serial console, waits for a marker, and
+//!   kills the process (by its PID, only ours) in `Drop`, even when a test fails.
+//! - [`kernel`] finds the boot kernel; [`cmdline_initrd`] builds a tiny initrd that prints
+//!   the kernel command line and powers off — proof of what the boot entry set.
+//!
+//! TCG is the default; set `NETBOOT_QEMU_ACCEL=kvm` to opt in to KVM where it works.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Marker the cmdline initrd prints before the command line.
+pub const CMDLINE_MARKER: &str = "NETBOOT-CMDLINE:";
+
+/// The boot kernel: `NETBOOT_KERNEL`, else the newest Debian cloud kernel in /boot.
+pub fn kernel() -> PathBuf {
+    if let Ok(k) = std::env::var("NETBOOT_KERNEL") {
+        return PathBuf::from(k);
+    }
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/boot")
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    let n = p
+                        .file_name()
+                        .map(|n| n.to_string_lossy().to_string())
+                        .unwrap_or_default();
+                    n.starts_with("vmlinuz-") && n.ends_with("-cloud-amd64")
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    found
+        .pop()
+        .expect("no /boot/vmlinuz-*-cloud-amd64: install the Debian package linux-image-cloud-amd64 (scripts/setup.sh does)")
+}
+
+/// An initrd whose `/init` prints `NETBOOT-CMDLINE: <cmdline>` on the console and powers off.
+pub fn cmdline_initrd() -> Vec<u8> {
+    let busybox = std::fs::read("/bin/busybox").expect("/bin/busybox: install busybox-static");
+    let mut c = pxe_builder::cpio::Cpio::new();
+    let script = format!(
+        "#!/bin/busybox sh\n/bin/busybox mount -t proc proc /proc\necho \"{CMDLINE_MARKER} $(/bin/busybox cat /proc/cmdline)\"\n/bin/busybox poweroff -f\n"
+    );
+    for d in ["bin", "dev", "proc"] {
+        c.dir(d).expect("cpio dir");
+    }
+    c.char_device("dev/console", 0o600, 5, 1)
+        .expect("cpio console");
+    c.file("bin/busybox", 0o755, &busybox)
+        .expect("cpio busybox");
+    c.file("init", 0o755, script.as_bytes()).expect("cpio init");
+    c.finish()
+}
+
+/// Firmware of a boot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Firmware {
+    /// SeaBIOS + the NIC's iPXE option ROM → pxelinux.0
+    Bios,
+    /// OVMF's own network stack → GRUB's core.efi
+    Uefi,
+}
+
+/// What to boot.
+pub struct Boot<'a> {
+    pub firmware: Firmware,
+    pub tree: &'a Path,
+    pub mac: &'a str,
+    /// The address QEMU's DHCP hands this (only) guest.
+    pub ip: &'a str,
+    /// Extra `-netdev user` options (e.g. `guestfwd=...`).
+    pub netdev_extra: String,
+    /// Extra QEMU arguments (disks, memory).
+    pub extra: Vec<String>,
+    pub work: &'a Path,
+}
+
+/// A running VM.
+pub struct Vm {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Vm {
+    pub fn start(b: &Boot) -> Vm {
+        let accel = std::env::var("NETBOOT_QEMU_ACCEL").unwrap_or_else(|_| "tcg".into());
+        let bootfile = match b.firmware {
+            Firmware::Bios => "pxelinux.0",
+            Firmware::Uefi => pxe_builder::dhcp::GRUB_EFI,
+        };
+        let mut args: Vec<String> = vec![
+            "-accel".into(),
+            accel,
+            "-m".into(),
+            "1024".into(),
+            "-nographic".into(),
+            "-no-reboot".into(),
+            "-netdev".into(),
+            format!(
+                "user,id=n0,net=172.20.0.0/24,dhcpstart={},restrict=on,tftp={},bootfile={bootfile}{}",
+                b.ip,
+                b.tree.display(),
+                b.netdev_extra
+            ),
+        ];
+        match b.firmware {
+            Firmware::Bios => {
+                args.extend([
+                    "-device".into(),
+                    format!("virtio-net-pci,netdev=n0,mac={}", b.mac),
+                ]);
+                args.extend(["-boot".into(), "n".into()]);
+            }
+            Firmware::Uefi => {
+                let vars = b.work.join("OVMF_VARS.fd");
+                std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars)
+                    .expect("/usr/share/OVMF/OVMF_VARS_4M.fd: install the Debian package ovmf");
+                args.extend([
+                    "-drive".into(),
+                    "if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd".into(),
+                    "-drive".into(),
+                    format!("if=pflash,format=raw,file={}", vars.display()),
+                    "-device".into(),
+                    format!("virtio-net-pci,netdev=n0,mac={},romfile=", b.mac),
+                    "-boot".into(),
+                    "n".into(),
+                ]);
+            }
+        }
+        args.extend(b.extra.iter().cloned());
+        let log = b
+            .work
+            .join(format!("console-{}.log", b.mac.replace(':', "")));
+        let out = File::create(&log).expect("console log");
+        let err = out.try_clone().expect("console log");
+        let child = Command::new("qemu-system-x86_64")
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("qemu-system-x86_64: install qemu-system-x86 (scripts/setup.sh does)");
+        Vm { child, log }
+    }
+
+    /// The console output so far.
+    pub fn console(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = File::open(&self.log) {
+            let mut b = vec![];
+            let _ = f.read_to_end(&mut b);
+            s = String::from_utf8_lossy(&b).to_string();
+        }
+        s
+    }
+
+    /// Waits until QEMU exits or `timeout` passes; returns the console. Panics with the
+    /// console's tail on timeout.
+    pub fn wait_exit(&mut self, timeout: Duration) -> String {
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return self.console();
+            }
+            if start.elapsed() > timeout {
+                let c = self.console();
+                let tail: String = c
+                    .chars()
+                    .rev()
+                    .take(3000)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect();
+                panic!("VM did not finish within {timeout:?}; console tail:\n{tail}");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            // Only our own process, by its PID.
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The kernel command line the cmdline initrd printed.
+pub fn printed_cmdline(console: &str) -> Option<String> {
+    console.lines().find_map(|l| {
+        l.split_once(CMDLINE_MARKER)
+            .map(|(_, c)| c.trim().to_string())
+    })
+}
