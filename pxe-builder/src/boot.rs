@@ -193,8 +193,32 @@ pub fn fallback_entry(c: &Cluster) -> Entry {
 }
 
 /// `etc/bootopts/<HEX>`: the subnet's boot options, `key=value` per line (documented in
-/// `docs/BOOT.md`); `#` starts a comment.
-pub fn bootopts(c: &Cluster, e: usize, secondary: Option<&str>, hex: &str, of: usize) -> String {
+/// `docs/BOOT.md`); `#` starts a comment. `node=` lines (`mac,ip,name,group`) list the
+/// nodes whose address this file covers, so an agent finds its name by its MAC.
+pub fn bootopts(
+    c: &Cluster,
+    e: usize,
+    members: &[usize],
+    secondary: Option<&str>,
+    hex: &str,
+    of: usize,
+) -> String {
+    let mut t = bootopts_head(c, e, secondary, hex, of);
+    for n in members.iter().map(|&i| &c.nodes[i]) {
+        if crate::hex::hex_ip(n.ip).starts_with(hex) {
+            t.push_str(&format!(
+                "node={},{},{},{}\n",
+                crate::model::mac_string(n.mac),
+                n.ip,
+                n.name,
+                c.groups[n.active_group].name
+            ));
+        }
+    }
+    t
+}
+
+fn bootopts_head(c: &Cluster, e: usize, secondary: Option<&str>, hex: &str, of: usize) -> String {
     let s = &c.settings;
     let ent = &c.entities[e];
     let g = &c.groups[ent.default_group];

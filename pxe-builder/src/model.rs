@@ -44,6 +44,8 @@ struct ClusterDef {
     vsmp_args: String,
     #[serde(default)]
     grub_dir: Option<String>,
+    #[serde(default)]
+    node_files: Option<S<String>>,
 }
 
 fn default_vsmp_prefix() -> String {
@@ -207,6 +209,9 @@ pub struct Settings {
     pub vsmp_args: String,
     /// Where GRUB's x86_64-efi modules are (for the network image).
     pub grub_dir: PathBuf,
+    /// Write per-node boot files for every node (`true`), or only for nodes whose boot
+    /// differs from their entity's default (`false`, the default).
+    pub all_node_files: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -312,7 +317,25 @@ pub fn parse(text: &str, file: &str, base: &Path) -> Result<Cluster, Invalid> {
     let f: File = match toml::from_str(text) {
         Ok(f) => f,
         Err(e) => {
-            let span = e.span().unwrap_or(0..0);
+            let mut span = e.span().unwrap_or(0..0);
+            // serde reports an unknown key at its table; point at the key itself.
+            if let Some(key) = e
+                .message()
+                .strip_prefix("unknown field `")
+                .and_then(|m| m.split('`').next())
+            {
+                let from = span.start.min(text.len());
+                let mut pos = from;
+                for line in text[from..].split_inclusive('\n') {
+                    let t = line.trim_start();
+                    if t.starts_with(key) && t[key.len()..].trim_start().starts_with('=') {
+                        pos += line.len() - t.len();
+                        span = pos..pos + key.len();
+                        break;
+                    }
+                    pos += line.len();
+                }
+            }
             cx.at(span, e.message().to_string());
             return Err(Invalid(cx.diags));
         }
@@ -355,6 +378,21 @@ pub fn parse(text: &str, file: &str, base: &Path) -> Result<Cluster, Invalid> {
             );
         }
         p
+    };
+    let all_node_files = match c
+        .node_files
+        .as_ref()
+        .map(|s| (s.get_ref().as_str(), s.span()))
+    {
+        None | Some(("differing", _)) => false,
+        Some(("all", _)) => true,
+        Some((other, span)) => {
+            cx.at(
+                span,
+                format!("node_files = `{other}`: use \"differing\" (default) or \"all\""),
+            );
+            false
+        }
     };
     let kernel = file_path(&c.kernel, "kernel", &mut cx);
     let initrd = file_path(&c.initrd, "initrd", &mut cx);
@@ -627,6 +665,7 @@ pub fn parse(text: &str, file: &str, base: &Path) -> Result<Cluster, Invalid> {
             .filter(|&n| nodes[n].groups.contains(&gi))
             .collect();
         let mut active = vec![];
+        let mut listed = vec![false; nodes.len()];
         if let Some(d) = def {
             for a in &d.active {
                 match node_ix.get(a.get_ref()) {
@@ -646,12 +685,13 @@ pub fn parse(text: &str, file: &str, base: &Path) -> Result<Cluster, Invalid> {
                         ),
                     ),
                     Some(&n) => {
-                        if active.contains(&n) {
+                        if listed[n] {
                             cx.at(
                                 a.span(),
                                 format!("`{}` is listed twice in group `{name}`", a.get_ref()),
                             );
                         } else {
+                            listed[n] = true;
                             active.push(n);
                         }
                     }
@@ -659,7 +699,7 @@ pub fn parse(text: &str, file: &str, base: &Path) -> Result<Cluster, Invalid> {
             }
         }
         for (n, node) in nodes.iter().enumerate() {
-            if node.active_group == gi && !active.contains(&n) {
+            if node.active_group == gi && !listed[n] {
                 active.push(n);
             }
         }
@@ -707,6 +747,7 @@ pub fn parse(text: &str, file: &str, base: &Path) -> Result<Cluster, Invalid> {
             vsmp_prefix: c.vsmp_prefix.clone(),
             vsmp_loader,
             vsmp_args: c.vsmp_args.clone(),
+            all_node_files,
             grub_dir: PathBuf::from(
                 c.grub_dir
                     .clone()

@@ -44,10 +44,32 @@ pub struct NodeRole {
     pub entity: String,
     /// `secondary` or `leaf`.
     pub role: String,
-    /// Whom to pull from, in fallback order; always ends with `primary`.
-    pub upstream: Vec<String>,
+    /// Whom to pull from first: a node name, or `primary`. The fallback chain is this
+    /// node's upstream, then *its* upstream, … ending with `primary` ([`Plan::chain`]);
+    /// it is stored as links because written out per node it would grow with
+    /// nodes × entities (20 million names for 100 000 nodes in 400 racks).
+    pub upstream: String,
     /// Nodes that pull from this one first.
     pub downstream: Vec<String>,
+}
+
+impl Plan {
+    /// The fallback chain of `node`: its upstream, that one's upstream, … `primary`.
+    pub fn chain(&self, node: &str) -> Vec<String> {
+        let mut out = vec![];
+        let mut cur = node;
+        while let Some(r) = self.nodes.get(cur) {
+            if out.len() > self.nodes.len() {
+                break; // a loop cannot happen in a plan we made; never spin on a bad file
+            }
+            out.push(r.upstream.clone());
+            cur = &r.upstream;
+        }
+        if out.last().map(String::as_str) != Some(PRIMARY) {
+            out.push(PRIMARY.into());
+        }
+        out
+    }
 }
 
 pub fn clone_plan(c: &Cluster) -> Plan {
@@ -95,9 +117,12 @@ pub fn clone_plan(c: &Cluster) -> Plan {
         }
         let pipeline: Vec<String> = entities.iter().map(|e| e.secondary.clone()).collect();
         for (k, ep) in entities.iter().enumerate() {
-            // Secondary k: previous secondaries (nearest first), then the primary.
-            let mut up: Vec<String> = pipeline[..k].iter().rev().cloned().collect();
-            up.push(PRIMARY.into());
+            // Secondary k pulls from secondary k-1; the first from the primary.
+            let up = if k == 0 {
+                PRIMARY.to_string()
+            } else {
+                pipeline[k - 1].clone()
+            };
             let mut down: Vec<String> = ep.members[1..].to_vec();
             if let Some(next) = pipeline.get(k + 1) {
                 down.push(next.clone());
@@ -113,15 +138,13 @@ pub fn clone_plan(c: &Cluster) -> Plan {
                 },
             );
             for m in &ep.members[1..] {
-                let mut chain = vec![ep.secondary.clone()];
-                chain.extend(up.iter().cloned());
                 nodes.insert(
                     m.clone(),
                     NodeRole {
                         group: g.name.clone(),
                         entity: ep.entity.clone(),
                         role: "leaf".into(),
-                        upstream: chain,
+                        upstream: ep.secondary.clone(),
                         downstream: vec![],
                     },
                 );
@@ -139,5 +162,57 @@ pub fn clone_plan(c: &Cluster) -> Plan {
         primary: c.settings.image_server.clone(),
         groups,
         nodes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster(body: &str) -> Cluster {
+        let head = "[cluster]\nname = \"t\"\nimage_server = \"http://s\"\nserver_ip = \"10.0.0.1\"\nkernel = \"/bin/sh\"\ninitrd = \"/bin/sh\"\n";
+        crate::model::parse(
+            &format!("{head}{body}"),
+            "t.toml",
+            std::path::Path::new("/"),
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn secondaries_form_a_pipeline_and_leaves_fall_back_up_the_chain() {
+        let mut body = String::new();
+        for (e, net) in [
+            ("r1", "10.1.0.0/24"),
+            ("r2", "10.2.0.0/24"),
+            ("r3", "10.3.0.0/24"),
+        ] {
+            body.push_str(&format!("[[entity]]\nname = \"{e}\"\nsubnet = \"{net}\"\n"));
+            if e == "r2" {
+                body.push_str("secondary = \"r2n3\"\n");
+            }
+        }
+        body.push_str("[[group]]\nname = \"compute\"\n");
+        for r in 1..=3 {
+            for n in 1..=3 {
+                body.push_str(&format!(
+                    "[[node]]\nname = \"r{r}n{n}\"\nmac = \"52:54:00:00:0{r}:0{n}\"\nip = \"10.{r}.0.{n}\"\nentity = \"r{r}\"\ngroups = [\"compute\"]\n"
+                ));
+            }
+        }
+        let p = clone_plan(&cluster(&body));
+        let g = &p.groups[0];
+        assert_eq!(g.pipeline, ["r1n1", "r2n3", "r3n1"]);
+        assert_eq!(g.entities[1].secondary_chosen, "configured");
+        assert_eq!(g.entities[0].secondary_chosen, "elected");
+        assert_eq!(p.chain("r1n1"), ["primary"]);
+        assert_eq!(p.chain("r2n3"), ["r1n1", "primary"]);
+        assert_eq!(p.chain("r3n1"), ["r2n3", "r1n1", "primary"]);
+        assert_eq!(p.chain("r3n2"), ["r3n1", "r2n3", "r1n1", "primary"]);
+        assert_eq!(p.nodes["r3n2"].upstream, "r3n1");
+        assert_eq!(p.nodes["r3n2"].role, "leaf");
+        assert_eq!(p.nodes["r2n3"].downstream, ["r2n1", "r2n2", "r3n1"]);
+        // Nine nodes, each with exactly one role.
+        assert_eq!(p.nodes.len(), 9);
     }
 }

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
 
-/// A cluster: rack1 = 172.20.0.0/27 (default group compute), one listed node, and a vSMP
+/// A cluster: rack1 = 172.20.0.0/27 (default group compute), node n01 in another group
+/// (so it has a file of its own), and a vSMP
 /// group whose boards are p1 (primary) and s1 (secondary). The vSMP loader is the test
 /// kernel itself, so the booted command line shows each board's role.
 fn build_tree(work: &Path) -> std::path::PathBuf {
@@ -35,6 +36,9 @@ default_group = "compute"
 name = "compute"
 
 [[group]]
+name = "special"
+
+[[group]]
 name = "vSMP_big"
 diskless = true
 active = ["p1", "s1"]
@@ -44,7 +48,7 @@ name = "n01"
 mac = "52:54:00:00:00:01"
 ip = "172.20.0.5"
 entity = "rack1"
-groups = ["compute"]
+groups = ["special"]
 
 [[node]]
 name = "s1"
@@ -102,7 +106,7 @@ fn bios_node_with_its_own_file_boots_that_entry() {
     let cmd = boot(Firmware::Bios, "52:54:00:00:00:01", "172.20.0.5");
     assert!(cmd.contains("netboot.node=n01"), "{cmd}");
     assert!(
-        cmd.contains("netboot.group=compute netboot.image=compute"),
+        cmd.contains("netboot.group=special netboot.image=special"),
         "{cmd}"
     );
     // pxelinux's IPAPPEND 3 told the kernel the interface and address.
