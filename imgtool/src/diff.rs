@@ -5,7 +5,7 @@
 use crate::disk::BlockIo;
 use crate::error::Result;
 use crate::layout::{differences, read_layout};
-use crate::manifest::Image;
+use crate::manifest::{Image, Region};
 use crate::pool::run_ordered;
 use crate::progress::Progress;
 use serde::Serialize;
@@ -25,6 +25,43 @@ pub struct RegionDiff {
     /// Indexes of chunks whose bytes differ on the disk.
     pub differing: Vec<usize>,
     pub differing_bytes: u64,
+}
+
+/// Indexes of the chunks of region `r` whose bytes on `disk` (region starting at byte
+/// `base`) do not hash to the manifest's sha256.
+pub fn region_differences(
+    r: &Region,
+    disk: &dyn BlockIo,
+    base: u64,
+    threads: usize,
+    progress: &Progress,
+) -> Result<Vec<usize>> {
+    let mut differing = vec![];
+    run_ordered(
+        r.chunks.len(),
+        crate::pool::threads(threads),
+        crate::pool::threads(threads) * 4,
+        |i| -> Result<bool> {
+            let c = &r.chunks[i];
+            let mut h = Sha256::new();
+            for (o, l) in c.ranges() {
+                let mut buf = vec![0u8; l as usize];
+                if disk.read_exact_at(&mut buf, base + o).is_err() {
+                    return Ok(true);
+                }
+                h.update(&buf);
+            }
+            Ok(hex::encode(h.finalize()) != c.sha256)
+        },
+        |i, d| {
+            progress.inc(r.chunks[i].length);
+            if d {
+                differing.push(i);
+            }
+            Ok(())
+        },
+    )?;
+    Ok(differing)
 }
 
 pub fn diff(
@@ -50,38 +87,13 @@ pub fn diff(
         let ss = cur.sector_size as u64;
         let total: u64 = image.manifest.regions.iter().map(|r| r.used_bytes).sum();
         progress.start(total, "comparing");
-        let threads = crate::pool::threads(threads);
         for r in &image.manifest.regions {
             let base = if r.number == 0 {
                 0
             } else {
                 cur.partition(r.number).map(|p| p.start * ss).unwrap_or(0)
             };
-            let mut differing = vec![];
-            run_ordered(
-                r.chunks.len(),
-                threads,
-                threads * 4,
-                |i| -> Result<bool> {
-                    let c = &r.chunks[i];
-                    let mut h = Sha256::new();
-                    for (o, l) in c.ranges() {
-                        let mut buf = vec![0u8; l as usize];
-                        if disk.read_exact_at(&mut buf, base + o).is_err() {
-                            return Ok(true);
-                        }
-                        h.update(&buf);
-                    }
-                    Ok(hex::encode(h.finalize()) != c.sha256)
-                },
-                |i, d| {
-                    progress.inc(r.chunks[i].length);
-                    if d {
-                        differing.push(i);
-                    }
-                    Ok(())
-                },
-            )?;
+            let differing = region_differences(r, disk, base, threads, progress)?;
             regions.push(RegionDiff {
                 name: r.name.clone(),
                 chunks: r.chunks.len(),

@@ -34,6 +34,8 @@ pub enum Error {
     Refused { device: PathBuf, reason: String },
     #[error("{0}")]
     Invalid(String),
+    #[error(transparent)]
+    Source(#[from] crate::source::SourceError),
     #[error("{program} failed on {target}: {msg}")]
     External {
         program: String,

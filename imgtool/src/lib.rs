@@ -24,6 +24,8 @@ pub mod mbr;
 pub mod pool;
 pub mod progress;
 pub mod restore;
+pub mod serve;
+pub mod source;
 pub mod verify;
 
 pub use error::{Error, Result};

@@ -6,9 +6,11 @@
 use crate::error::{Error, Result};
 use crate::fs::Fill;
 use crate::layout::Layout;
+use crate::source::{HttpSource, ImageSource, LocalDir};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The manifest format this imgtool writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
@@ -120,20 +122,36 @@ impl Manifest {
     }
 }
 
-/// A loaded, checked image directory.
-#[derive(Debug, Clone)]
+/// A loaded, checked image: from a directory or an HTTP server.
+#[derive(Clone)]
 pub struct Image {
-    pub dir: PathBuf,
+    pub source: Arc<dyn ImageSource>,
     pub manifest: Manifest,
     pub layout: Layout,
 }
 
+impl std::fmt::Debug for Image {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Image({}, {})", self.location(), self.manifest.image_id)
+    }
+}
+
 impl Image {
-    /// Loads `dir/manifest` and `dir/layout`; rejects unknown versions, a wrong image id
-    /// and a layout that is not the one the manifest was made with.
+    /// Loads the image directory `dir`.
     pub fn open(dir: &Path) -> Result<Image> {
-        let mpath = dir.join(MANIFEST_FILE);
-        let text = std::fs::read(&mpath).map_err(|e| Error::io("reading", &mpath, e))?;
+        Self::load(Arc::new(LocalDir(dir.to_path_buf())))
+    }
+
+    /// Loads the image at `url` (`http://server:port/<group>`).
+    pub fn fetch(url: &str) -> Result<Image> {
+        Self::load(Arc::new(HttpSource::new(url)))
+    }
+
+    /// Loads `manifest` and `layout` from `source`; rejects unknown versions, a wrong image
+    /// id and a layout that is not the one the manifest was made with.
+    pub fn load(source: Arc<dyn ImageSource>) -> Result<Image> {
+        let mpath = PathBuf::from(format!("{}/{MANIFEST_FILE}", source.location()));
+        let text = source.read_file(MANIFEST_FILE).map_err(Error::Source)?;
         let value: serde_json::Value =
             serde_json::from_slice(&text).map_err(|e| Error::Corrupt {
                 path: mpath.clone(),
@@ -167,8 +185,8 @@ impl Image {
                 ),
             });
         }
-        let lpath = dir.join(LAYOUT_FILE);
-        let ltext = std::fs::read(&lpath).map_err(|e| Error::io("reading", &lpath, e))?;
+        let lpath = PathBuf::from(format!("{}/{LAYOUT_FILE}", source.location()));
+        let ltext = source.read_file(LAYOUT_FILE).map_err(Error::Source)?;
         let lsum = hex::encode(Sha256::digest(&ltext));
         if lsum != manifest.layout_sha256 {
             return Err(Error::Corrupt {
@@ -184,7 +202,7 @@ impl Image {
             msg: e.to_string(),
         })?;
         let img = Image {
-            dir: dir.to_path_buf(),
+            source,
             manifest,
             layout,
         };
@@ -192,12 +210,17 @@ impl Image {
         Ok(img)
     }
 
+    pub fn location(&self) -> String {
+        self.source.location()
+    }
+
     /// Internal consistency: chunks inside their region, payload files present and long
-    /// enough (a truncated payload is caught here, before anything is written).
+    /// enough where the source can tell (a truncated payload is caught here, before
+    /// anything is written).
     pub fn check_structure(&self) -> Result<()> {
         if self.manifest.chunk_size == 0 || self.manifest.chunk_size > crate::chunk::MAX_CHUNK {
             return Err(Error::Corrupt {
-                path: self.dir.join(MANIFEST_FILE),
+                path: PathBuf::from(format!("{}/{MANIFEST_FILE}", self.location())),
                 msg: format!(
                     "chunk_size {} outside 1..={}",
                     self.manifest.chunk_size,
@@ -206,10 +229,23 @@ impl Image {
             });
         }
         for r in &self.manifest.regions {
-            let ppath = self.payload_path(r);
-            let plen = std::fs::metadata(&ppath)
-                .map_err(|e| Error::io("opening payload", &ppath, e))?
-                .len();
+            if r.payload.contains('/') || r.payload.starts_with('.') {
+                return Err(Error::Corrupt {
+                    path: PathBuf::from(format!("{}/{MANIFEST_FILE}", self.location())),
+                    msg: format!(
+                        "region {}: payload name `{}` is not a plain file name",
+                        r.name, r.payload
+                    ),
+                });
+            }
+            let plen = self.source.len(&r.payload);
+            if plen.is_none() && self.source.is_local() {
+                return Err(Error::Invalid(format!(
+                    "{}/{}: payload file missing",
+                    self.location(),
+                    r.payload
+                )));
+            }
             for (i, c) in r.chunks.iter().enumerate() {
                 let bad = |msg: String| Error::BadChunk {
                     partition: r.name.clone(),
@@ -239,17 +275,20 @@ impl Image {
                         e.0, e.1, r.size
                     )));
                 }
-                if c.payload_offset + c.compressed_length > plen {
-                    return Err(bad(format!(
-                        "payload is truncated: the chunk needs bytes up to {} but {} has {plen}",
-                        c.payload_offset + c.compressed_length,
-                        ppath.display()
-                    )));
+                if let Some(plen) = plen {
+                    if c.payload_offset + c.compressed_length > plen {
+                        return Err(bad(format!(
+                            "payload is truncated: the chunk needs bytes up to {} but {}/{} has {plen}",
+                            c.payload_offset + c.compressed_length,
+                            self.location(),
+                            r.payload
+                        )));
+                    }
                 }
             }
             if r.number != 0 && self.layout.partition(r.number).is_none() {
                 return Err(Error::Corrupt {
-                    path: self.dir.join(MANIFEST_FILE),
+                    path: PathBuf::from(format!("{}/{MANIFEST_FILE}", self.location())),
                     msg: format!(
                         "region {} names partition {} which the layout lacks",
                         r.name, r.number
@@ -258,10 +297,6 @@ impl Image {
             }
         }
         Ok(())
-    }
-
-    pub fn payload_path(&self, r: &Region) -> PathBuf {
-        self.dir.join(&r.payload)
     }
 
     pub fn id(&self) -> &str {

@@ -32,6 +32,9 @@ pub struct RestoreOptions {
     pub dry_run: bool,
     /// Worker threads; 0 = all cores.
     pub threads: usize,
+    /// Read every written chunk back from the target and check its sha256 (before file
+    /// systems are grown).
+    pub verify: bool,
 }
 
 /// What restore did (or, with `--dry-run`, would do).
@@ -108,7 +111,7 @@ pub fn restore(
             if image.manifest.region(&format!("p{n}")).is_none() {
                 return Err(Error::Invalid(format!(
                     "partition {n} is not in image {} (it holds {})",
-                    image.dir.display(),
+                    image.location(),
                     image
                         .manifest
                         .regions
@@ -154,8 +157,12 @@ pub fn restore(
         });
     }
 
-    // Whole-image integrity before the first write.
-    check_frames(image, &regions, opts.threads, progress)?;
+    // Whole-image integrity before the first write, where the image can be read twice
+    // cheaply. Streamed from a server, each chunk is checked before it is written and the
+    // table goes last, so an interrupted or refused clone never looks bootable.
+    if image.source.is_local() {
+        check_frames(image, &regions, opts.threads, progress)?;
+    }
 
     let mut report = RestoreReport {
         target: tpath.display().to_string(),
@@ -201,14 +208,12 @@ pub fn restore(
             continue;
         }
         let base = rep.disk_offset;
-        let payload = std::fs::File::open(image.payload_path(r))
-            .map_err(|e| Error::io("opening", image.payload_path(r), e))?;
         let is_swap = r.filesystem == "swap";
         let target_size = rep.target_size;
         run_pipeline(
             r.chunks.len(),
             threads,
-            |i| read_frame(&payload, r, i),
+            |i| read_frame(image, r, i),
             |i, frame| -> Result<u64> {
                 let c = &r.chunks[i];
                 let mut raw = decode_frame(&frame, r, i)?;
@@ -250,6 +255,44 @@ pub fn restore(
     progress.finish();
     target.flush().map_err(|e| werr("flushing".into(), e))?;
 
+    if opts.verify {
+        let total: u64 = regions
+            .iter()
+            .filter(|r| r.number != 0)
+            .map(|r| r.used_bytes)
+            .sum();
+        progress.start(total, "verifying");
+        for (r, rep) in regions.iter().zip(report.regions.iter()) {
+            if r.number == 0 {
+                continue;
+            }
+            let bad = crate::diff::region_differences(
+                r,
+                target,
+                rep.disk_offset,
+                opts.threads,
+                progress,
+            )?;
+            if let Some(&i) = bad.first() {
+                let c = &r.chunks[i];
+                return Err(Error::BadChunk {
+                    partition: r.name.clone(),
+                    chunk: i,
+                    offset: c.offset,
+                    payload: r.payload.clone(),
+                    payload_offset: c.payload_offset,
+                    msg: format!(
+                        "reads back from {} (disk byte {}) with a different sha256 ({} chunk(s) differ): the disk did not keep what was written",
+                        tpath.display(),
+                        rep.disk_offset + c.offset,
+                        bad.len()
+                    ),
+                });
+            }
+        }
+        progress.finish();
+    }
+
     // Grow ext file systems to their partition, before the table is written.
     for (r, rep) in regions.iter().zip(report.regions.iter_mut()) {
         if r.filesystem.starts_with("ext") && rep.target_size >= r.fs_size + 1024 * 1024 {
@@ -280,11 +323,9 @@ pub fn restore(
 
     // Last: the disk head and the table.
     if let Some(head) = image.manifest.region("head") {
-        let payload = std::fs::File::open(image.payload_path(head))
-            .map_err(|e| Error::io("opening", image.payload_path(head), e))?;
         let mut bytes = Vec::with_capacity(head.size as usize);
         for i in 0..head.chunks.len() {
-            bytes.extend_from_slice(&read_chunk(&payload, head, i)?);
+            bytes.extend_from_slice(&read_chunk(image, head, i)?);
         }
         let head_end = bytes
             .len()

@@ -9,7 +9,6 @@ use crate::pool::run_ordered;
 use crate::progress::Progress;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use std::os::unix::fs::FileExt;
 
 fn chunk_err(r: &Region, i: usize, msg: String) -> Error {
     let c = &r.chunks[i];
@@ -23,14 +22,19 @@ fn chunk_err(r: &Region, i: usize, msg: String) -> Error {
     }
 }
 
-/// Reads chunk `i`'s frame from `payload`.
-pub fn read_frame(payload: &std::fs::File, r: &Region, i: usize) -> Result<Vec<u8>> {
+/// Reads chunk `i`'s frame from the image's source.
+pub fn read_frame(image: &Image, r: &Region, i: usize) -> Result<Vec<u8>> {
     let c = &r.chunks[i];
-    let mut frame = vec![0u8; c.compressed_length as usize];
-    payload
-        .read_exact_at(&mut frame, c.payload_offset)
-        .map_err(|e| chunk_err(r, i, format!("reading the frame: {e} (payload truncated?)")))?;
-    Ok(frame)
+    image
+        .source
+        .read_range(&r.payload, c.payload_offset, c.compressed_length)
+        .map_err(|e| {
+            if e.unreachable {
+                Error::Source(e)
+            } else {
+                chunk_err(r, i, format!("reading the frame: {e}"))
+            }
+        })
 }
 
 /// Decompresses a frame into an `O_DIRECT`-aligned buffer and checks the raw sha256.
@@ -58,8 +62,8 @@ pub fn decode_frame(frame: &[u8], r: &Region, i: usize) -> Result<AlignedBuf> {
 }
 
 /// Reads, decompresses and verifies chunk `i`.
-pub fn read_chunk(payload: &std::fs::File, r: &Region, i: usize) -> Result<AlignedBuf> {
-    decode_frame(&read_frame(payload, r, i)?, r, i)
+pub fn read_chunk(image: &Image, r: &Region, i: usize) -> Result<AlignedBuf> {
+    decode_frame(&read_frame(image, r, i)?, r, i)
 }
 
 /// Checks every frame's sha256 (compressed bytes) of `regions`.
@@ -73,14 +77,12 @@ pub fn check_frames(
     progress.start(total, "checking");
     let threads = crate::pool::threads(threads);
     for r in regions {
-        let f = std::fs::File::open(image.payload_path(r))
-            .map_err(|e| Error::io("opening", image.payload_path(r), e))?;
         run_ordered(
             r.chunks.len(),
             threads,
             threads * 4,
             |i| -> Result<u64> {
-                let frame = read_frame(&f, r, i)?;
+                let frame = read_frame(image, r, i)?;
                 let sum = hex::encode(Sha256::digest(&frame));
                 if sum != r.chunks[i].frame_sha256 {
                     return Err(chunk_err(r, i, "compressed frame's sha256 does not match the manifest: the payload is damaged".into()));
@@ -113,13 +115,11 @@ pub fn verify(image: &Image, threads: usize, progress: &Progress) -> Result<Veri
     progress.start(total, "verifying");
     let threads = crate::pool::threads(threads);
     for r in &m.regions {
-        let f = std::fs::File::open(image.payload_path(r))
-            .map_err(|e| Error::io("opening", image.payload_path(r), e))?;
         run_ordered(
             r.chunks.len(),
             threads,
             threads * 4,
-            |i| read_chunk(&f, r, i).map(|raw| raw.len() as u64),
+            |i| read_chunk(image, r, i).map(|raw| raw.len() as u64),
             |_, n| {
                 progress.inc(n);
                 Ok(())

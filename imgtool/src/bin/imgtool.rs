@@ -78,6 +78,9 @@ enum Cmd {
         /// Print the plan and write nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Read every chunk back after writing and check its sha256.
+        #[arg(long)]
+        verify: bool,
         #[arg(long, default_value_t = 0)]
         threads: usize,
     },
@@ -97,6 +100,27 @@ enum Cmd {
         #[arg(long, default_value_t = 0)]
         threads: usize,
     },
+    /// Serve images over HTTP (Range requests) and collect node status reports.
+    ///
+    /// Files are looked up under IMAGE_ROOT, then under each --tree (a pxe-builder tree, for
+    /// etc/bootopts and clone-plan.json). Agents POST to /status/<node>; GET /status, or
+    /// `imgtool status --server URL`, shows the board. nginx or any static server serving
+    /// the same directories works as a pull-only primary.
+    Serve {
+        image_root: PathBuf,
+        /// Also serve this boot tree (repeatable).
+        #[arg(long)]
+        tree: Vec<PathBuf>,
+        #[arg(long, default_value = "0.0.0.0:8080")]
+        listen: String,
+        #[arg(long, default_value_t = 16)]
+        threads: usize,
+    },
+    /// Show each node's phase, progress and errors, from a running `imgtool serve`.
+    Status {
+        #[arg(long)]
+        server: String,
+    },
     /// Write a sparse raw disk file for a VM (`qemu -drive file=OUT,format=raw`).
     Export {
         image_dir: PathBuf,
@@ -107,6 +131,17 @@ enum Cmd {
         #[arg(long, default_value_t = 0)]
         threads: usize,
     },
+}
+
+/// An image directory, or an `http://` URL of one on any HTTP server.
+fn open_image(p: &std::path::Path) -> Result<Image> {
+    let s = p.to_string_lossy();
+    let img = if s.starts_with("http://") || s.starts_with("https://") {
+        Image::fetch(&s)?
+    } else {
+        Image::open(p)?
+    };
+    Ok(img)
 }
 
 fn parse_size(s: &str) -> std::result::Result<u64, String> {
@@ -243,9 +278,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             target,
             partitions,
             dry_run,
+            verify,
             threads,
         } => {
-            let img = Image::open(&image_dir)?;
+            let img = open_image(&image_dir)?;
             let dev = if dry_run {
                 Disk::open_ro(&target)?
             } else {
@@ -255,6 +291,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 partitions,
                 dry_run,
                 threads,
+                verify,
             };
             let rep = restore(&img, &dev, &opts, &progress).with_context(|| {
                 format!(
@@ -274,8 +311,52 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 }
             }
         }
+        Cmd::Serve {
+            image_root,
+            tree,
+            listen,
+            threads,
+        } => {
+            let mut roots = vec![image_root];
+            roots.extend(tree);
+            for r in &roots {
+                if !r.is_dir() {
+                    bail!("{} is not a directory", r.display());
+                }
+            }
+            imgtool::serve::serve(imgtool::serve::ServeOptions {
+                roots,
+                listen,
+                threads,
+            })
+            .map_err(anyhow::Error::msg)?;
+        }
+        Cmd::Status { server } => {
+            let board = imgtool::serve::fetch_status(&server).map_err(anyhow::Error::msg)?;
+            if cli.json {
+                print_json(&board)?;
+            } else if board.is_empty() {
+                println!("no node has reported to {server} yet");
+            } else {
+                println!(
+                    "{:<12} {:<13} {:>8} {:<10} {:>8}  message",
+                    "node", "phase", "progress", "upstream", "age (s)"
+                );
+                for n in board.values() {
+                    let pct = if n.last.total > 0 {
+                        format!("{:.0}%", 100.0 * n.last.done as f64 / n.last.total as f64)
+                    } else {
+                        "-".into()
+                    };
+                    println!(
+                        "{:<12} {:<13} {:>8} {:<10} {:>8.1}  {}",
+                        n.node, n.last.phase, pct, n.last.upstream, n.at, n.last.message
+                    );
+                }
+            }
+        }
         Cmd::Inspect { image_dir } => {
-            let img = Image::open(&image_dir)?;
+            let img = open_image(&image_dir)?;
             let m = &img.manifest;
             if cli.json {
                 print_json(&serde_json::json!({
@@ -336,7 +417,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Cmd::Verify { image_dir, threads } => {
-            let img = Image::open(&image_dir)?;
+            let img = open_image(&image_dir)?;
             let rep = imgtool::verify::verify(&img, threads, &progress)
                 .with_context(|| format!("verifying {}", image_dir.display()))?;
             if cli.json {
@@ -357,7 +438,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             disk,
             threads,
         } => {
-            let img = Image::open(&image_dir)?;
+            let img = open_image(&image_dir)?;
             let dev = Disk::open_ro(&disk)?;
             let rep = imgtool::diff::diff(&img, &dev, threads, &progress)?;
             let same = rep.layout_equal && rep.regions.iter().all(|r| r.differing.is_empty());
@@ -394,7 +475,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             size,
             threads,
         } => {
-            let img = Image::open(&image_dir)?;
+            let img = open_image(&image_dir)?;
             let size = size.unwrap_or(img.layout.disk_size);
             if out.exists() {
                 bail!("{} already exists; export writes a new file", out.display());
@@ -413,6 +494,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         partitions: None,
                         dry_run: false,
                         threads,
+                        verify: false,
                     },
                     &progress,
                 )?)
