@@ -22,12 +22,14 @@ if [ ! -f "$master" ]; then
   SIZE_MB=4096 ROOT_MB=3072 TREE_MB=1800 GARBAGE_MB=512 TREE_SRC="/usr" scripts/make-fixture.sh gpt "$master" >/dev/null
 fi
 
-loops=()
+# attach runs in $(...) subshells, so the loop devices are recorded in a file.
+loopfile=$(mktemp)
 cleanup() {
-  for l in "${loops[@]}"; do partx -d "$l" 2>/dev/null || true; losetup -d "$l" 2>/dev/null || true; done
+  while read -r l; do partx -d "$l" 2>/dev/null || true; losetup -d "$l" 2>/dev/null || true; done < "$loopfile"
+  rm -f "$loopfile"
 }
 trap cleanup EXIT
-attach() { local l; l=$(losetup -f --show --direct-io=on "$@"); loops+=("$l"); partx -a "$l" 2>/dev/null || true; echo "$l"; }
+attach() { local l; l=$(losetup -f --show --direct-io=on "$@"); echo "$l" >> "$loopfile"; partx -a "$l" 2>/dev/null || true; echo "$l"; }
 drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 now() { date +%s.%N; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }

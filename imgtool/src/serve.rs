@@ -161,8 +161,35 @@ fn serve_file(req: Request, path: &Path) {
 
 /// Runs the server until the process ends. Prints one line when ready.
 pub fn serve(opts: ServeOptions) -> Result<(), String> {
+    bind(opts)?.run()
+}
+
+/// A bound server, not yet answering.
+pub struct Bound {
+    server: tiny_http::Server,
+    opts: ServeOptions,
+}
+
+impl Bound {
+    /// The address it listens on (useful with port 0).
+    pub fn addr(&self) -> Option<std::net::SocketAddr> {
+        self.server.server_addr().to_ip()
+    }
+
+    /// Answers requests until the process ends.
+    pub fn run(self) -> Result<(), String> {
+        run(self.server, self.opts)
+    }
+}
+
+/// Binds the listening socket.
+pub fn bind(opts: ServeOptions) -> Result<Bound, String> {
     let server = tiny_http::Server::http(&opts.listen)
         .map_err(|e| format!("listening on {}: {e}", opts.listen))?;
+    Ok(Bound { server, opts })
+}
+
+fn run(server: tiny_http::Server, opts: ServeOptions) -> Result<(), String> {
     let server = Arc::new(server);
     let board = Arc::new(Mutex::new(Board::default()));
     let started = Instant::now();

@@ -1,9 +1,178 @@
-//! initrd-agent: PID 1 of the boot ramdisk (not built yet; see the initrd-agent issue).
-//!
-//! Until that issue lands this binary only says so and fails, so nobody mistakes it for
-//! a working agent.
+//! initrd-agent: PID 1 of the netboot ramdisk, or an ordinary command for tests and
+//! rescue (`initrd-agent clone --server URL --group G --target DEV`). Both run the same
+//! clone flow (`clone.rs`).
+
+mod clone;
+mod config;
+mod net;
+mod pid1;
+mod report;
+mod target;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use config::Config;
+use report::Reporter;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Netboot agent: clones a logical-group image onto this node's disk.
+///
+/// As PID 1 of the boot ramdisk it reads the kernel command line (netboot.server,
+/// netboot.group, BOOTIF, ip=, …) and the subnet's etc/bootopts, brings up the network,
+/// picks the target disk, clones, reports to the server, and reboots.
+#[derive(Parser)]
+#[command(name = "initrd-agent", version, verbatim_doc_comment)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Clone the group's image from SERVER onto a disk (the PID 1 flow, minus booting).
+    Clone {
+        /// Image server URL (imgtool serve, nginx, …).
+        #[arg(long)]
+        server: String,
+        /// Logical group; its image is SERVER/<image or group>/.
+        #[arg(long)]
+        group: String,
+        /// Image directory name, when it differs from the group's.
+        #[arg(long)]
+        image: Option<String>,
+        /// Target block device or disk-image file.
+        #[arg(long, conflicts_with = "hint")]
+        target: Option<PathBuf>,
+        /// Pick the target by hints instead: serial=…,model=…,wwn=…,path=…,size>=…
+        #[arg(long)]
+        hint: Option<String>,
+        /// Name to report under (default: the group).
+        #[arg(long)]
+        node: Option<String>,
+    },
+}
+
+/// Brings up the boot interface (from BOOTIF / netboot.mac, else the first NIC).
+pub(crate) fn bring_up_network(cfg: &mut Config, rep: &Reporter) -> anyhow::Result<()> {
+    let t = Duration::from_secs(cfg.link_timeout);
+    let iface = match &cfg.mac {
+        Some(mac) => net::wait_iface(mac, t).map_err(anyhow::Error::msg)?,
+        None => {
+            std::thread::sleep(Duration::from_secs(2));
+            let (i, mac) = net::first_iface().ok_or_else(|| {
+                anyhow::anyhow!("no network interface found; is the NIC's driver in the initrd?")
+            })?;
+            cfg.mac = Some(mac);
+            i
+        }
+    };
+    net::up(&iface).map_err(anyhow::Error::msg)?;
+    net::wait_link(&iface, t).map_err(anyhow::Error::msg)?;
+    let addr = match cfg.address {
+        Some(a) => a,
+        None => {
+            rep.say(&format!(
+                "no ip= on the command line: asking DHCP on {iface}"
+            ));
+            let a = net::dhcp(&iface).map_err(anyhow::Error::msg)?;
+            cfg.address = Some(a);
+            a
+        }
+    };
+    net::configure(&iface, &addr).map_err(anyhow::Error::msg)?;
+    rep.say(&format!(
+        "network: {iface} ({}) {}/{} gateway {}",
+        cfg.mac.as_deref().unwrap_or("?"),
+        addr.ip,
+        addr.netmask.map(|m| m.to_string()).unwrap_or("-".into()),
+        addr.gateway.map(|g| g.to_string()).unwrap_or("-".into())
+    ));
+    Ok(())
+}
+
+/// Completes the configuration from the subnet's bootopts (longest hex prefix of our
+/// address, the rule pxelinux used to pick our boot file).
+pub(crate) fn resolve_config(cfg: &mut Config, rep: &Reporter) -> anyhow::Result<()> {
+    let server = cfg
+        .server
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("no netboot.server on the kernel command line: the boot entry must name the image server"))?;
+    if let Some(a) = cfg.address {
+        let hex = pxe_builder::hex::hex_ip(a.ip);
+        for k in (1..=8).rev() {
+            let url = format!("{server}/etc/bootopts/{}", &hex[..k]);
+            match ureq::get(&url).timeout(Duration::from_secs(5)).call() {
+                Ok(r) => {
+                    let text = r.into_string().unwrap_or_default();
+                    cfg.merge_bootopts(&pxe_builder::boot::BootOpts::parse(&text));
+                    rep.say(&format!("boot options: {url}"));
+                    break;
+                }
+                Err(ureq::Error::Status(404, _)) => continue,
+                Err(e) => {
+                    rep.say(&format!(
+                        "boot options unavailable ({e}); using the command line only"
+                    ));
+                    break;
+                }
+            }
+        }
+    }
+    rep.say(&format!(
+        "node {} entity {} group {} image {} mode {}",
+        cfg.node.as_deref().unwrap_or("?"),
+        cfg.entity.as_deref().unwrap_or("?"),
+        cfg.group.as_deref().unwrap_or("?"),
+        cfg.image_name().unwrap_or("?"),
+        cfg.mode
+    ));
+    Ok(())
+}
 
 fn main() -> std::process::ExitCode {
-    eprintln!("initrd-agent: not implemented yet; use `imgtool restore` to clone a disk by hand");
-    std::process::ExitCode::from(2)
+    // SAFETY: getpid has no preconditions.
+    if unsafe { libc::getpid() } == 1 {
+        pid1::run();
+    }
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        Cmd::Clone {
+            server,
+            group,
+            image,
+            target,
+            hint,
+            node,
+        } => (|| -> anyhow::Result<()> {
+            let rep = Arc::new(Reporter::new(
+                Some(server.clone()),
+                node.unwrap_or_else(|| group.clone()),
+            ));
+            let target = match target {
+                Some(t) => t,
+                None => {
+                    let cands = target::list_disks(std::path::Path::new("/sys/block"));
+                    target::select(&cands, hint.as_deref())
+                        .map_err(anyhow::Error::msg)?
+                        .path
+                }
+            };
+            let image = image.unwrap_or(group);
+            clone::clone(&server, &image, &target, &rep).map_err(|e| {
+                rep.phase("failed", &format!("{e:#}"));
+                e
+            })?;
+            Ok(())
+        })()
+        .context("clone failed"),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("initrd-agent: error: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
 }

@@ -237,3 +237,56 @@ fn bootopts_head(c: &Cluster, e: usize, secondary: Option<&str>, hex: &str, of: 
         join(&[&s.kernel_args, &ent.args, &g.args])
     )
 }
+
+/// A parsed `etc/bootopts/<HEX>` file (the reader side of [`bootopts`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BootOpts {
+    pub values: std::collections::BTreeMap<String, String>,
+    /// `node=` lines: (mac, ip, name, group).
+    pub nodes: Vec<(String, String, String, String)>,
+}
+
+impl BootOpts {
+    pub fn parse(text: &str) -> BootOpts {
+        let mut b = BootOpts::default();
+        for line in text.lines() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let Some((k, v)) = line.split_once('=') else {
+                continue;
+            };
+            if k.trim() == "node" {
+                let f: Vec<&str> = v.split(',').map(str::trim).collect();
+                if f.len() == 4 {
+                    b.nodes.push((
+                        f[0].to_ascii_lowercase(),
+                        f[1].into(),
+                        f[2].into(),
+                        f[3].into(),
+                    ));
+                }
+            } else {
+                b.values.insert(k.trim().to_string(), v.trim().to_string());
+            }
+        }
+        b
+    }
+
+    pub fn get(&self, k: &str) -> Option<&str> {
+        self.values
+            .get(k)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    }
+
+    /// The node with this MAC (any case, colon form): (name, group).
+    pub fn node_by_mac(&self, mac: &str) -> Option<(&str, &str)> {
+        let mac = mac.to_ascii_lowercase();
+        self.nodes
+            .iter()
+            .find(|n| n.0 == mac)
+            .map(|n| (n.2.as_str(), n.3.as_str()))
+    }
+}

@@ -13,6 +13,7 @@ pub mod boot;
 pub mod cpio;
 pub mod dhcp;
 pub mod hex;
+pub mod initrd;
 pub mod lookup;
 pub mod model;
 pub mod plan;

@@ -10,6 +10,8 @@
 //!
 //! TCG is the default; set `NETBOOT_QEMU_ACCEL=kvm` to opt in to KVM where it works.
 
+pub mod disk;
+
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -205,4 +207,61 @@ pub fn printed_cmdline(console: &str) -> Option<String> {
         l.split_once(CMDLINE_MARKER)
             .map(|(_, c)| c.trim().to_string())
     })
+}
+
+/// The static agent: `NETBOOT_AGENT`, else built by `scripts/build-agent.sh`.
+pub fn agent() -> PathBuf {
+    if let Some(p) = std::env::var_os("NETBOOT_AGENT") {
+        return PathBuf::from(p);
+    }
+    let out = Command::new(disk::repo_root().join("scripts/build-agent.sh"))
+        .output()
+        .expect("running scripts/build-agent.sh");
+    assert!(
+        out.status.success(),
+        "scripts/build-agent.sh failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// The boot initrd (`pxe-builder initrd` logic) for `kernel`, with the static agent.
+pub fn agent_initrd(kernel: &Path) -> Vec<u8> {
+    let name = kernel
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let release = name.trim_start_matches("vmlinuz-").to_string();
+    let spec = pxe_builder::initrd::Spec {
+        agent: agent(),
+        kernel_release: release,
+        modules_root: PathBuf::from("/lib/modules"),
+        modules: vec!["virtio_net".into()],
+        optional_modules: pxe_builder::initrd::DEFAULT_MODULES
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        tools: pxe_builder::initrd::TOOLS
+            .iter()
+            .map(PathBuf::from)
+            .collect(),
+        busybox: Some(PathBuf::from("/bin/busybox")),
+    };
+    pxe_builder::initrd::build(&spec)
+        .unwrap_or_else(|e| panic!("building the initrd: {e}"))
+        .0
+}
+
+/// An `imgtool serve` on 127.0.0.1 in a background thread of this test process; returns
+/// its port. It serves `roots` until the process ends.
+pub fn serve_in_background(roots: Vec<PathBuf>) -> u16 {
+    let bound = imgtool::serve::bind(imgtool::serve::ServeOptions {
+        roots,
+        listen: "127.0.0.1:0".into(),
+        threads: 8,
+    })
+    .expect("binding imgtool serve");
+    let port = bound.addr().expect("server address").port();
+    std::thread::spawn(move || bound.run());
+    port
 }

@@ -38,6 +38,23 @@ enum Cmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Build the boot initrd: the static agent as /init, kernel modules (dependency order),
+    /// e2fsprogs with their libraries, busybox; zstd-compressed, reproducible.
+    Initrd {
+        /// The static initrd-agent binary (scripts/build-agent.sh prints its path).
+        #[arg(long)]
+        agent: PathBuf,
+        /// The boot kernel, /boot/vmlinuz-<release>; its release picks /lib/modules/<release>.
+        #[arg(long)]
+        kernel: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// A module that must be in the initrd (repeatable); the defaults are added when present.
+        #[arg(long)]
+        module: Vec<String>,
+        #[arg(long, default_value = "/lib/modules")]
+        modules_root: PathBuf,
+    },
     /// Show which files pxelinux tries for a client, which one it loads, and what it boots.
     Lookup {
         #[arg(long)]
@@ -80,6 +97,64 @@ fn run(cli: Cli) -> Result<()> {
                 );
                 for (h, e) in &s.hex_files {
                     println!("  pxelinux.cfg/{h:<8}  etc/bootopts/{h:<8}  entity {e}");
+                }
+            }
+        }
+        Cmd::Initrd {
+            agent,
+            kernel,
+            out,
+            module,
+            modules_root,
+        } => {
+            let name = kernel
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default();
+            let Some(release) = name.strip_prefix("vmlinuz-") else {
+                bail!(
+                    "{}: expected a kernel named vmlinuz-<release>",
+                    kernel.display()
+                );
+            };
+            let spec = pxe_builder::initrd::Spec {
+                agent,
+                kernel_release: release.to_string(),
+                modules_root,
+                modules: module,
+                optional_modules: pxe_builder::initrd::DEFAULT_MODULES
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
+                tools: pxe_builder::initrd::TOOLS
+                    .iter()
+                    .map(PathBuf::from)
+                    .collect(),
+                busybox: ["/bin/busybox", "/usr/bin/busybox"]
+                    .iter()
+                    .map(PathBuf::from)
+                    .find(|p| p.is_file()),
+            };
+            let (bytes, summary) = pxe_builder::initrd::build(&spec)?;
+            std::fs::write(&out, &bytes).with_context(|| format!("writing {}", out.display()))?;
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&summary)?);
+            } else {
+                println!(
+                    "{}: {:.1} MB ({:.1} MB uncompressed), modules: {}",
+                    out.display(),
+                    summary.bytes as f64 / 1e6,
+                    summary.uncompressed as f64 / 1e6,
+                    summary.modules.join(" ")
+                );
+                if !summary.builtin.is_empty() {
+                    println!("built into the kernel: {}", summary.builtin.join(" "));
+                }
+                if !summary.skipped.is_empty() {
+                    println!(
+                        "not in this kernel (skipped): {}",
+                        summary.skipped.join(" ")
+                    );
                 }
             }
         }

@@ -1,0 +1,272 @@
+//! The agent's configuration: the kernel command line first (`BOOTIF=`, `ip=` from
+//! pxelinux's IPAPPEND 3; `netboot.*` keys from our boot entries, GRUB's and iPXE's
+//! `netboot.mac=`/`netboot.ip=`), then the subnet's `etc/bootopts/<HEX>` for whatever the
+//! command line left open. Pure parsing; fetching lives in `clone`.
+
+use pxe_builder::boot::BootOpts;
+use std::net::Ipv4Addr;
+
+/// What to do when the work is over, or failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum After {
+    Reboot,
+    Poweroff,
+    /// Stay up (print the error, keep the console) until someone acts.
+    Wait,
+}
+
+impl After {
+    fn parse(s: &str) -> Option<After> {
+        match s {
+            "reboot" => Some(After::Reboot),
+            "poweroff" => Some(After::Poweroff),
+            "wait" => Some(After::Wait),
+            _ => None,
+        }
+    }
+}
+
+/// The node's address as the boot loader told it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Address {
+    pub ip: Ipv4Addr,
+    pub netmask: Option<Ipv4Addr>,
+    pub gateway: Option<Ipv4Addr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub server: Option<String>,
+    pub node: Option<String>,
+    pub entity: Option<String>,
+    pub group: Option<String>,
+    pub image: Option<String>,
+    /// `clone`, `diskless`, `vsmp`, `vsmp-diskless`, `discover`.
+    pub mode: String,
+    /// Boot interface MAC, lower-case colon form.
+    pub mac: Option<String>,
+    pub address: Option<Address>,
+    /// Target disk hints (`serial=…,model=…,size>=…,path=…,wwn=…`).
+    pub target: Option<String>,
+    pub on_done: After,
+    pub on_error: After,
+    /// Seconds to wait for the boot interface's link.
+    pub link_timeout: u64,
+    /// Where the clone plan says to pull from (a node name or `primary`).
+    pub upstream: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            server: None,
+            node: None,
+            entity: None,
+            group: None,
+            image: None,
+            mode: "discover".into(),
+            mac: None,
+            address: None,
+            target: None,
+            on_done: After::Reboot,
+            on_error: After::Wait,
+            link_timeout: 30,
+            upstream: None,
+        }
+    }
+}
+
+/// Splits a command line into words, honouring double quotes.
+fn words(cmdline: &str) -> Vec<String> {
+    let mut out = vec![];
+    let mut cur = String::new();
+    let mut quoted = false;
+    for ch in cmdline.chars() {
+        match ch {
+            '"' => quoted = !quoted,
+            c if c.is_whitespace() && !quoted => {
+                if !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                }
+            }
+            c => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+/// `01-aa-bb-cc-dd-ee-ff` (pxelinux) or `aa:bb:…` / `aa-bb-…` → `aa:bb:cc:dd:ee:ff`.
+pub fn normalize_mac(s: &str) -> Option<String> {
+    let s = s.trim();
+    let s = if s.len() == 20 && (s.starts_with("01-") || s.starts_with("01:")) {
+        &s[3..]
+    } else {
+        s
+    };
+    pxe_builder::model::parse_mac(s)
+        .ok()
+        .map(pxe_builder::model::mac_string)
+}
+
+/// Parses `ip=client:server:gw:netmask[:…]` (the kernel's nfsroot form, as pxelinux writes it).
+fn parse_ip_arg(v: &str) -> Option<Address> {
+    let f: Vec<&str> = v.split(':').collect();
+    let ip: Ipv4Addr = f.first()?.parse().ok()?;
+    let opt = |i: usize| -> Option<Ipv4Addr> {
+        f.get(i)
+            .and_then(|s| s.parse::<Ipv4Addr>().ok())
+            .filter(|a| !a.is_unspecified())
+    };
+    Some(Address {
+        ip,
+        netmask: opt(3),
+        gateway: opt(2),
+    })
+}
+
+impl Config {
+    /// Reads the kernel command line. Later keys win over earlier ones.
+    pub fn from_cmdline(cmdline: &str) -> Result<Config, String> {
+        let mut c = Config::default();
+        for w in words(cmdline) {
+            let (k, v) = w.split_once('=').unwrap_or((w.as_str(), ""));
+            let bad = |what: &str| format!("kernel command line: `{w}` is not a valid {what}");
+            match k {
+                "BOOTIF" | "netboot.mac" => {
+                    c.mac = Some(normalize_mac(v).ok_or_else(|| bad("MAC"))?)
+                }
+                "ip" => {
+                    if v != "dhcp" && !v.is_empty() {
+                        c.address =
+                            Some(parse_ip_arg(v).ok_or_else(|| bad("ip=client:server:gw:mask"))?)
+                    }
+                }
+                "netboot.ip" => {
+                    let ip = v.parse().map_err(|_| bad("IPv4 address"))?;
+                    let keep = c.address.filter(|a| a.ip == ip);
+                    c.address = Some(keep.unwrap_or(Address {
+                        ip,
+                        netmask: None,
+                        gateway: None,
+                    }));
+                }
+                "netboot.server" => c.server = Some(v.trim_end_matches('/').to_string()),
+                "netboot.node" => c.node = Some(v.into()),
+                "netboot.entity" => c.entity = Some(v.into()),
+                "netboot.group" => c.group = Some(v.into()),
+                "netboot.image" => c.image = Some(v.into()),
+                "netboot.mode" => c.mode = v.into(),
+                "netboot.target" => c.target = Some(v.into()),
+                "netboot.upstream" => c.upstream = Some(v.into()),
+                "netboot.done" => {
+                    c.on_done =
+                        After::parse(v).ok_or_else(|| bad("action (reboot, poweroff, wait)"))?
+                }
+                "netboot.onerror" => {
+                    c.on_error =
+                        After::parse(v).ok_or_else(|| bad("action (reboot, poweroff, wait)"))?
+                }
+                "netboot.link_timeout" => {
+                    c.link_timeout = v.parse().map_err(|_| bad("number of seconds"))?
+                }
+                _ => {}
+            }
+        }
+        Ok(c)
+    }
+
+    /// Fills what the command line left open from the subnet's boot options.
+    pub fn merge_bootopts(&mut self, b: &BootOpts) {
+        if self.server.is_none() {
+            self.server = b.get("server").map(str::to_string);
+        }
+        if self.entity.is_none() {
+            self.entity = b.get("entity").map(str::to_string);
+        }
+        if let Some(mac) = &self.mac {
+            if let Some((name, group)) = b.node_by_mac(mac) {
+                if self.node.is_none() {
+                    self.node = Some(name.to_string());
+                }
+                if self.group.is_none() {
+                    self.group = Some(group.to_string());
+                }
+            }
+        }
+        if self.group.is_none() {
+            self.group = b.get("group").map(str::to_string);
+        }
+        if self.image.is_none() && self.group.as_deref() == b.get("group") {
+            self.image = b.get("image").map(str::to_string);
+        }
+        if self.mode == "discover" {
+            if let Some(m) = b.get("mode") {
+                self.mode = m.to_string();
+            }
+        }
+        if let (Some(a), Some(subnet)) = (&mut self.address, b.get("subnet")) {
+            if a.netmask.is_none() {
+                if let Ok(net) = pxe_builder::model::parse_cidr(subnet) {
+                    a.netmask = Some(net.netmask());
+                }
+            }
+        }
+    }
+
+    /// The image directory name: `netboot.image`, else the group's name.
+    pub fn image_name(&self) -> Option<&str> {
+        self.image.as_deref().or(self.group.as_deref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pxelinux_command_line() {
+        let c = Config::from_cmdline(
+            "BOOT_IMAGE=boot/vmlinuz console=ttyS0 netboot.server=http://172.20.0.100:8080/ netboot.entity=rack1 netboot.group=compute netboot.mode=clone netboot.done=poweroff initrd=boot/initrd.img ip=172.20.0.9:172.20.0.2:0.0.0.0:255.255.255.0 BOOTIF=01-52-54-00-AA-bb-cc",
+        )
+        .unwrap();
+        assert_eq!(c.server.as_deref(), Some("http://172.20.0.100:8080"));
+        assert_eq!(c.mac.as_deref(), Some("52:54:00:aa:bb:cc"));
+        let a = c.address.unwrap();
+        assert_eq!(a.ip, Ipv4Addr::new(172, 20, 0, 9));
+        assert_eq!(a.netmask, Some(Ipv4Addr::new(255, 255, 255, 0)));
+        assert_eq!(a.gateway, None);
+        assert_eq!(c.on_done, After::Poweroff);
+        assert_eq!(c.on_error, After::Wait);
+    }
+
+    #[test]
+    fn grub_command_line_and_bootopts_fill_the_rest() {
+        let mut c = Config::from_cmdline(
+            "netboot.server=http://s netboot.mode=discover netboot.mac=52:54:00:00:00:07 netboot.ip=172.20.0.7",
+        )
+        .unwrap();
+        let b = BootOpts::parse(
+            "# x\nserver=http://other\nentity=rack1\nsubnet=172.20.0.0/27\ngroup=compute\nimage=compute-img\nmode=clone\nnode=52:54:00:00:00:07,172.20.0.7,n07,compute\n",
+        );
+        c.merge_bootopts(&b);
+        assert_eq!(c.server.as_deref(), Some("http://s"), "command line wins");
+        assert_eq!(c.node.as_deref(), Some("n07"));
+        assert_eq!(c.group.as_deref(), Some("compute"));
+        assert_eq!(c.image_name(), Some("compute-img"));
+        assert_eq!(c.mode, "clone");
+        assert_eq!(
+            c.address.unwrap().netmask,
+            Some(Ipv4Addr::new(255, 255, 255, 224))
+        );
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let e = Config::from_cmdline("BOOTIF=01-zz").unwrap_err();
+        assert!(e.contains("BOOTIF=01-zz"), "{e}");
+        assert!(Config::from_cmdline("netboot.done=explode").is_err());
+    }
+}

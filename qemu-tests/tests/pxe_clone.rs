@@ -1,0 +1,139 @@
+//! The product end to end: a blank node PXE-boots (SeaBIOS + iPXE ROM → real pxelinux
+//! from the pxe-builder tree → real kernel → our initrd with the static agent as PID 1),
+//! reaches `imgtool serve` on the host through `guestfwd`, clones the master's image onto
+//! its blank NVMe disk (repartition, restore, read-back verify, grow), and powers off. The
+//! host then checks the disk with the reference tools. The same node boots again: the
+//! layout matches, nothing is repartitioned, and the disk is still identical.
+
+use qemu_tests::disk::{assert_restored, fixture, require_root};
+use qemu_tests::*;
+use std::path::Path;
+use std::time::Duration;
+
+const BOOT_TIMEOUT: Duration = Duration::from_secs(420);
+
+fn boot_node(work: &Path, tree: &Path, port: u16, disk: &Path) -> String {
+    let mut vm = Vm::start(&Boot {
+        firmware: Firmware::Bios,
+        tree,
+        mac: "52:54:00:00:00:21",
+        ip: "172.20.0.9",
+        netdev_extra: format!(
+            ",guestfwd=tcp:172.20.0.100:8080-cmd:/bin/busybox nc 127.0.0.1 {port}"
+        ),
+        extra: vec![
+            "-drive".into(),
+            format!("file={},if=none,id=d0,format=raw", disk.display()),
+            "-device".into(),
+            "nvme,drive=d0,serial=node21".into(),
+        ],
+        work,
+    });
+    vm.wait_exit(BOOT_TIMEOUT)
+}
+
+#[test]
+fn a_blank_node_pxe_boots_and_clones_itself_then_reboots_without_repartitioning() {
+    require_root();
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let master = fixture("gpt");
+    let images = w.join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    let src = imgtool::disk::Disk::open_ro(&master).unwrap();
+    imgtool::capture::capture(
+        &src,
+        &master,
+        &images.join("compute"),
+        &Default::default(),
+        &imgtool::progress::Progress::hidden(),
+    )
+    .expect("capture");
+
+    let kernel = kernel();
+    let initrd = w.join("initrd.img");
+    std::fs::write(&initrd, agent_initrd(&kernel)).unwrap();
+    let toml = format!(
+        r#"[cluster]
+name = "e2e"
+image_server = "http://172.20.0.100:8080"
+server_ip = "172.20.0.2"
+kernel = "{}"
+initrd = "{}"
+kernel_args = "console=ttyS0 panic=-1 netboot.done=poweroff netboot.onerror=poweroff"
+
+[[entity]]
+name = "rack1"
+subnet = "172.20.0.0/27"
+default_group = "compute"
+
+[[group]]
+name = "compute"
+
+[[node]]
+name = "n21"
+mac = "52:54:00:00:00:21"
+ip = "172.20.0.9"
+entity = "rack1"
+groups = ["compute"]
+"#,
+        kernel.display(),
+        initrd.display()
+    );
+    std::fs::write(w.join("cluster.toml"), toml).unwrap();
+    let cluster =
+        pxe_builder::model::load(&w.join("cluster.toml")).unwrap_or_else(|e| panic!("{e}"));
+    let tree = w.join("tree");
+    pxe_builder::tree::build(&cluster, &tree).unwrap_or_else(|e| panic!("{e}"));
+    let port = serve_in_background(vec![images.clone(), tree.clone()]);
+
+    // A blank NVMe disk, 1.5x the master: the last partition and its ext4 grow.
+    let disk = w.join("node21.img");
+    let size = std::fs::metadata(&master).unwrap().len() * 3 / 2;
+    std::fs::File::create(&disk).unwrap().set_len(size).unwrap();
+
+    let first = boot_node(w, &tree, port, &disk);
+    let has = |c: &str, s: &str| c.contains(s);
+    assert!(
+        has(&first, "netboot: done: image"),
+        "first boot did not finish the clone:\n{first}"
+    );
+    assert!(
+        has(&first, "partitioning: layout differs"),
+        "first boot did not partition:\n{first}"
+    );
+    assert!(
+        has(&first, "node n21 entity rack1 group compute"),
+        "node not found in bootopts:\n{first}"
+    );
+    assert!(
+        has(&first, "grown from"),
+        "the data partition was not grown:\n{first}"
+    );
+    assert_restored(&master, &disk, &[1, 2, 3, 4]);
+    let table_before = std::fs::read(&disk).unwrap()[..1 << 20].to_vec();
+
+    let second = boot_node(w, &tree, port, &disk);
+    assert!(
+        has(&second, "netboot: done: image"),
+        "second boot did not finish:\n{second}"
+    );
+    assert!(
+        has(&second, "layout matches image"),
+        "second boot did not see the matching layout:\n{second}"
+    );
+    assert!(
+        !has(&second, "partitioning: layout differs"),
+        "second boot repartitioned:\n{second}"
+    );
+    assert_eq!(
+        table_before,
+        std::fs::read(&disk).unwrap()[..1 << 20].to_vec(),
+        "the disk head changed"
+    );
+    assert_restored(&master, &disk, &[1, 2, 3, 4]);
+
+    // The status board saw the node finish.
+    let board = imgtool::serve::fetch_status(&format!("http://127.0.0.1:{port}")).unwrap();
+    assert_eq!(board["n21"].last.phase, "done", "{board:?}");
+}
