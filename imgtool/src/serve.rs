@@ -73,33 +73,37 @@ pub fn resolve(roots: &[PathBuf], url_path: &str) -> Option<PathBuf> {
     roots.iter().map(|r| r.join(&rel)).find(|p| p.is_file())
 }
 
+/// A `Range` header that no byte of the file satisfies (answered with 416).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unsatisfiable;
+
 /// Parses a single-range `Range: bytes=…` header against a file of `len` bytes.
-/// `Ok(None)`: no usable range (serve everything); `Err(())`: unsatisfiable.
-pub fn parse_range(h: &str, len: u64) -> Result<Option<(u64, u64)>, ()> {
+/// `Ok(None)`: no usable range (serve everything).
+pub fn parse_range(h: &str, len: u64) -> Result<Option<(u64, u64)>, Unsatisfiable> {
     let Some(spec) = h.trim().strip_prefix("bytes=") else {
         return Ok(None);
     };
     if spec.contains(',') {
         return Ok(None); // multiple ranges: answer with the whole file
     }
-    let (a, b) = spec.split_once('-').ok_or(())?;
+    let (a, b) = spec.split_once('-').ok_or(Unsatisfiable)?;
     let (start, end) = match (a.trim(), b.trim()) {
         ("", suffix) => {
-            let n: u64 = suffix.parse().map_err(|_| ())?;
+            let n: u64 = suffix.parse().map_err(|_| Unsatisfiable)?;
             if n == 0 {
-                return Err(());
+                return Err(Unsatisfiable);
             }
             (len.saturating_sub(n), len.saturating_sub(1))
         }
-        (s, "") => (s.parse().map_err(|_| ())?, len.saturating_sub(1)),
+        (s, "") => (s.parse().map_err(|_| Unsatisfiable)?, len.saturating_sub(1)),
         (s, e) => {
-            let s: u64 = s.parse().map_err(|_| ())?;
-            let e: u64 = e.parse().map_err(|_| ())?;
+            let s: u64 = s.parse().map_err(|_| Unsatisfiable)?;
+            let e: u64 = e.parse().map_err(|_| Unsatisfiable)?;
             (s, e.min(len.saturating_sub(1)))
         }
     };
     if start >= len || end < start {
-        return Err(());
+        return Err(Unsatisfiable);
     }
     Ok(Some((start, end)))
 }
@@ -127,7 +131,7 @@ fn serve_file(req: Request, path: &Path) {
         .find(|h| h.field.equiv("Range"))
         .map(|h| parse_range(h.value.as_str(), len));
     let (status, start, n) = match range {
-        Some(Err(())) => {
+        Some(Err(Unsatisfiable)) => {
             let r = text(416, "range not satisfiable\n")
                 .with_header(header("Content-Range", &format!("bytes */{len}")));
             let _ = req.respond(r);
@@ -325,8 +329,8 @@ mod tests {
         assert_eq!(parse_range("bytes=900-", 1000), Ok(Some((900, 999))));
         assert_eq!(parse_range("bytes=-10", 1000), Ok(Some((990, 999))));
         assert_eq!(parse_range("bytes=990-2000", 1000), Ok(Some((990, 999))));
-        assert_eq!(parse_range("bytes=1000-", 1000), Err(()));
-        assert_eq!(parse_range("bytes=5-1", 1000), Err(()));
+        assert_eq!(parse_range("bytes=1000-", 1000), Err(Unsatisfiable));
+        assert_eq!(parse_range("bytes=5-1", 1000), Err(Unsatisfiable));
         assert_eq!(parse_range("bytes=0-1,5-6", 1000), Ok(None));
         assert_eq!(parse_range("items=0-1", 1000), Ok(None));
     }
