@@ -138,11 +138,9 @@ impl Config {
                 "BOOTIF" | "netboot.mac" => {
                     c.mac = Some(normalize_mac(v).ok_or_else(|| bad("MAC"))?)
                 }
-                "ip" => {
-                    if v != "dhcp" && !v.is_empty() {
-                        c.address =
-                            Some(parse_ip_arg(v).ok_or_else(|| bad("ip=client:server:gw:mask"))?)
-                    }
+                "ip" if v != "dhcp" && !v.is_empty() => {
+                    c.address =
+                        Some(parse_ip_arg(v).ok_or_else(|| bad("ip=client:server:gw:mask"))?)
                 }
                 "netboot.ip" => {
                     let ip = v.parse().map_err(|_| bad("IPv4 address"))?;
