@@ -111,7 +111,7 @@ impl HttpSource {
         let mut unreachable = true;
         for attempt in 0..self.attempts.max(1) {
             if attempt > 0 {
-                std::thread::sleep(Duration::from_millis(200 * (1 << attempt.min(5))));
+                std::thread::sleep(Duration::from_millis(200 * (1 << attempt.min(4))));
             }
             let mut req = self.agent.get(&url);
             if let Some((o, l)) = range {

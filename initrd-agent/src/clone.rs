@@ -17,13 +17,16 @@ pub fn clone(
     server: &str,
     image: &str,
     target: &Path,
+    attempts: u32,
     rep: &Arc<Reporter>,
 ) -> anyhow::Result<RestoreReport> {
     let url = format!("{}/{}", server.trim_end_matches('/'), image);
     rep.set_image(image, "primary");
     rep.phase("layout", &format!("reading image {url}"));
-    let img = Image::load(Arc::new(HttpSource::new(&url)))
-        .map_err(|e| anyhow::anyhow!("loading image {url}: {e}"))?;
+    let mut source = HttpSource::new(&url);
+    source.attempts = attempts;
+    let img =
+        Image::load(Arc::new(source)).map_err(|e| anyhow::anyhow!("loading image {url}: {e}"))?;
     let disk =
         Disk::open_rw_direct(target).map_err(|e| anyhow::anyhow!("opening target disk: {e}"))?;
     let plan = imgtool::restore::plan(&img, &disk, target).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -75,10 +78,10 @@ pub fn clone(
     rep.phase(
         "done",
         &format!(
-            "image {} on {} verified ({} MiB fetched)",
+            "image {} on {} verified ({} payload bytes fetched)",
             &img.id()[..12],
             target.display(),
-            img.source.bytes_fetched() >> 20
+            img.source.bytes_fetched()
         ),
     );
     Ok(report)

@@ -51,6 +51,9 @@ enum Cmd {
         /// Name to report under (default: the group).
         #[arg(long)]
         node: Option<String>,
+        /// Tries per HTTP request before giving up (a dropped transfer resumes at its chunk).
+        #[arg(long, default_value_t = 8)]
+        attempts: u32,
     },
 }
 
@@ -145,6 +148,7 @@ fn main() -> std::process::ExitCode {
             target,
             hint,
             node,
+            attempts,
         } => (|| -> anyhow::Result<()> {
             let rep = Arc::new(Reporter::new(
                 Some(server.clone()),
@@ -160,7 +164,7 @@ fn main() -> std::process::ExitCode {
                 }
             };
             let image = image.unwrap_or(group);
-            clone::clone(&server, &image, &target, &rep).map_err(|e| {
+            clone::clone(&server, &image, &target, attempts, &rep).map_err(|e| {
                 rep.phase("failed", &format!("{e:#}"));
                 e
             })?;

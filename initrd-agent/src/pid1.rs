@@ -115,7 +115,7 @@ fn work(cfg: &mut Config, rep: &mut Arc<Reporter>) -> anyhow::Result<()> {
             let cands = crate::target::list_disks(std::path::Path::new("/sys/block"));
             let t = crate::target::select(&cands, cfg.target.as_deref()).map_err(anyhow::Error::msg)?;
             rep.say(&format!("target disk: {t}"));
-            crate::clone::clone(&server, &image, &t.path, rep)?;
+            crate::clone::clone(&server, &image, &t.path, 8, rep)?;
             Ok(())
         }
         other => anyhow::bail!(
