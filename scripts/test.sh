@@ -7,4 +7,7 @@ scripts/setup.sh
 export PATH="$HOME/.cargo/bin:$PATH"
 cargo fmt --all -- --check
 cargo clippy --all-targets --quiet -- -D warnings
+# The static agent for the PXE clone test (QEMU boots it as PID 1).
+NETBOOT_AGENT=$(scripts/build-agent.sh)
+export NETBOOT_AGENT
 cargo test --workspace --no-fail-fast

@@ -88,6 +88,10 @@ pub type Resolved = (Vec<String>, Vec<String>, Vec<String>);
 pub fn resolve_modules(spec: &Spec) -> Result<Resolved, InitrdError> {
     let dir = spec.modules_root.join(&spec.kernel_release);
     let dep_path = dir.join("modules.dep");
+    if !dep_path.exists() && spec.modules.is_empty() {
+        // A kernel with everything built in (kernel-config/netboot.config) has no modules.
+        return Ok((vec![], vec![], spec.optional_modules.clone()));
+    }
     let dep_text = String::from_utf8_lossy(&read(&dep_path)?).to_string();
     let mut deps: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
     for line in dep_text.lines() {

@@ -232,11 +232,17 @@ pub fn agent_initrd(kernel: &Path) -> Vec<u8> {
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_default();
     let release = name.trim_start_matches("vmlinuz-").to_string();
+    // Debian's kernel needs its virtio_net module; our own kernel has it built in.
+    let required = if Path::new("/lib/modules").join(&release).is_dir() {
+        vec!["virtio_net".to_string()]
+    } else {
+        vec![]
+    };
     let spec = pxe_builder::initrd::Spec {
         agent: agent(),
         kernel_release: release,
         modules_root: PathBuf::from("/lib/modules"),
-        modules: vec!["virtio_net".into()],
+        modules: required,
         optional_modules: pxe_builder::initrd::DEFAULT_MODULES
             .iter()
             .map(|s| s.to_string())
