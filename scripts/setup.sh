@@ -6,7 +6,7 @@ need=(e2fsprogs dosfstools mtools gdisk fdisk util-linux attr zstd coreutils)
 # Boot tree, DHCP checks and QEMU network boots (pxe-builder, qemu-tests).
 need+=(qemu-system-x86 qemu-system-data ipxe-qemu seabios qemu-utils pxelinux syslinux-common
        linux-image-cloud-amd64 busybox-static cpio ovmf grub-efi-amd64-bin grub-common
-       dnsmasq-base isc-dhcp-server)
+       dnsmasq-base isc-dhcp-server nginx)
 if [ "${WITH_BENCH:-0}" = 1 ]; then need+=(partclone bmap-tools jq); fi
 missing=()
 for p in "${need[@]}"; do

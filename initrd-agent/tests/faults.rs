@@ -73,6 +73,23 @@ fn clones_a_file_disk_from_the_server() {
 }
 
 #[test]
+fn clones_from_a_stock_nginx_without_a_status_board() {
+    let s = setup();
+    let nginx = qemu_tests::Nginx::start(&s.images);
+    let t = s.dir.join("node.img");
+    blank(&t, std::fs::metadata(&s.master).unwrap().len() * 3 / 2);
+    let o = agent(&format!("http://127.0.0.1:{}", nginx.port), &t, &[]);
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(o.status.success(), "{}{out}", stderr(&o));
+    assert!(
+        out.contains("status report not delivered"),
+        "nginx has no board, the agent should say so once:\n{out}"
+    );
+    assert!(out.contains("done: image"), "{out}");
+    assert_restored(&s.master, &t, &[1, 2, 3, 4]);
+}
+
+#[test]
 fn server_unreachable_leaves_the_disk_unchanged() {
     let s = setup();
     let t = s.dir.join("node.img");
