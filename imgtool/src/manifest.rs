@@ -77,6 +77,19 @@ pub struct Region {
 }
 
 impl Region {
+    /// The error for chunk `i` of this region, naming partition, chunk and offsets.
+    pub fn chunk_error(&self, i: usize, msg: String) -> Error {
+        let c = &self.chunks[i];
+        Error::BadChunk {
+            partition: self.name.clone(),
+            chunk: i,
+            offset: c.offset,
+            payload: self.payload.clone(),
+            payload_offset: c.payload_offset,
+            msg,
+        }
+    }
+
     pub fn compressed_bytes(&self) -> u64 {
         self.chunks.iter().map(|c| c.compressed_length).sum()
     }
@@ -247,14 +260,7 @@ impl Image {
                 )));
             }
             for (i, c) in r.chunks.iter().enumerate() {
-                let bad = |msg: String| Error::BadChunk {
-                    partition: r.name.clone(),
-                    chunk: i,
-                    offset: c.offset,
-                    payload: r.payload.clone(),
-                    payload_offset: c.payload_offset,
-                    msg,
-                };
+                let bad = |msg: String| r.chunk_error(i, msg);
                 if c.length == 0 || c.length > self.manifest.chunk_size {
                     return Err(bad(format!(
                         "raw length {} outside 1..={}",

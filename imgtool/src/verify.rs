@@ -11,15 +11,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 fn chunk_err(r: &Region, i: usize, msg: String) -> Error {
-    let c = &r.chunks[i];
-    Error::BadChunk {
-        partition: r.name.clone(),
-        chunk: i,
-        offset: c.offset,
-        payload: r.payload.clone(),
-        payload_offset: c.payload_offset,
-        msg,
-    }
+    r.chunk_error(i, msg)
 }
 
 /// Reads chunk `i`'s frame from the image's source.

@@ -118,20 +118,7 @@ fn verify_names_the_damaged_chunk() {
     let work = tempfile::tempdir().unwrap();
     let image = work.path().join("img");
     run(imgtool().args(["capture", "-q"]).arg(&master).arg(&image));
-    let m: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(image.join("manifest")).unwrap()).unwrap();
-    let p2 = m["regions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["name"] == "p2")
-        .unwrap();
-    let c = &p2["chunks"][3];
-    let pos = c["payload_offset"].as_u64().unwrap() + c["compressed_length"].as_u64().unwrap() / 2;
-    let path = image.join("p2.zst");
-    let mut bytes = std::fs::read(&path).unwrap();
-    bytes[pos as usize] ^= 0x40;
-    std::fs::write(&path, &bytes).unwrap();
+    let c = corrupt_chunk(&image, "p2", 3);
     let out = Command::new(env!("CARGO_BIN_EXE_imgtool"))
         .arg("verify")
         .arg(&image)

@@ -3,7 +3,7 @@
 //! disk not yet touched is left byte-for-byte unchanged, a touched one never looks
 //! bootable, and a dropped connection resumes at its chunk.
 
-use qemu_tests::disk::{assert_restored, fixture, require_root, sha256_file};
+use qemu_tests::disk::{assert_restored, corrupt_chunk, fixture, require_root, sha256_file};
 use qemu_tests::serve_in_background;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -160,21 +160,7 @@ fn a_corrupted_chunk_is_named_and_the_disk_never_looks_bootable() {
         .status()
         .unwrap();
     assert!(out.success());
-    let m: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(bad.join("compute/manifest")).unwrap())
-            .unwrap();
-    let p2 = m["regions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["name"] == "p2")
-        .unwrap();
-    let c = &p2["chunks"][1];
-    let pos = c["payload_offset"].as_u64().unwrap() + c["compressed_length"].as_u64().unwrap() / 2;
-    let path = bad.join("compute/p2.zst");
-    let mut bytes = std::fs::read(&path).unwrap();
-    bytes[pos as usize] ^= 0x10;
-    std::fs::write(&path, bytes).unwrap();
+    corrupt_chunk(&bad.join("compute"), "p2", 1);
     let port = serve_in_background(vec![bad.clone()]);
 
     // The target held a valid (different) partition table before.

@@ -45,6 +45,41 @@ pub struct Spec {
     pub busybox: Option<PathBuf>,
 }
 
+impl Spec {
+    /// The usual spec for a kernel file named `vmlinuz-<release>`: modules from
+    /// `modules_root/<release>` (`required` must exist, [`DEFAULT_MODULES`] when present),
+    /// e2fsprogs, and the system's static busybox.
+    pub fn for_kernel(
+        agent: &Path,
+        kernel: &Path,
+        modules_root: &Path,
+        required: Vec<String>,
+    ) -> Result<Spec, InitrdError> {
+        let name = kernel
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        let release = name.strip_prefix("vmlinuz-").ok_or_else(|| {
+            InitrdError::Other(format!(
+                "{}: expected a kernel named vmlinuz-<release>",
+                kernel.display()
+            ))
+        })?;
+        Ok(Spec {
+            agent: agent.to_path_buf(),
+            kernel_release: release.to_string(),
+            modules_root: modules_root.to_path_buf(),
+            modules: required,
+            optional_modules: DEFAULT_MODULES.iter().map(|s| s.to_string()).collect(),
+            tools: TOOLS.iter().map(PathBuf::from).collect(),
+            busybox: ["/bin/busybox", "/usr/bin/busybox"]
+                .iter()
+                .map(PathBuf::from)
+                .find(|p| p.is_file()),
+        })
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
     pub bytes: usize,

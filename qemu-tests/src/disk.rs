@@ -312,3 +312,25 @@ pub fn assert_restored(master: &Path, target: &Path, partitions: &[u32]) {
         }
     }
 }
+
+/// Flips one bit in the middle of chunk `chunk`'s frame of region `region` (`p2`, …) of
+/// the image in `image_dir`; returns the chunk's manifest entry.
+pub fn corrupt_chunk(image_dir: &Path, region: &str, chunk: usize) -> serde_json::Value {
+    let m: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(image_dir.join("manifest")).expect("manifest"),
+    )
+    .expect("manifest JSON");
+    let r = m["regions"]
+        .as_array()
+        .and_then(|v| v.iter().find(|r| r["name"] == region))
+        .unwrap_or_else(|| panic!("no region {region}"))
+        .clone();
+    let c = r["chunks"][chunk].clone();
+    let pos = c["payload_offset"].as_u64().expect("payload_offset")
+        + c["compressed_length"].as_u64().expect("compressed_length") / 2;
+    let path = image_dir.join(r["payload"].as_str().expect("payload"));
+    let mut bytes = std::fs::read(&path).expect("payload");
+    bytes[pos as usize] ^= 0x10;
+    std::fs::write(&path, bytes).expect("payload");
+    c
+}

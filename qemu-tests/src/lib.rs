@@ -176,15 +176,11 @@ impl Vm {
             }
             if start.elapsed() > timeout {
                 let c = self.console();
-                let tail: String = c
-                    .chars()
-                    .rev()
-                    .take(3000)
-                    .collect::<Vec<_>>()
-                    .into_iter()
-                    .rev()
-                    .collect();
-                panic!("VM did not finish within {timeout:?}; console tail:\n{tail}");
+                panic!(
+                    "VM did not finish within {timeout:?}; console tail:
+{}",
+                    tail(&c, 3000)
+                );
             }
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -227,35 +223,36 @@ pub fn agent() -> PathBuf {
 
 /// The boot initrd (`pxe-builder initrd` logic) for `kernel`, with the static agent.
 pub fn agent_initrd(kernel: &Path) -> Vec<u8> {
-    let name = kernel
+    let release = kernel
         .file_name()
-        .map(|n| n.to_string_lossy().to_string())
+        .map(|n| {
+            n.to_string_lossy()
+                .trim_start_matches("vmlinuz-")
+                .to_string()
+        })
         .unwrap_or_default();
-    let release = name.trim_start_matches("vmlinuz-").to_string();
     // Debian's kernel needs its virtio_net module; our own kernel has it built in.
     let required = if Path::new("/lib/modules").join(&release).is_dir() {
         vec!["virtio_net".to_string()]
     } else {
         vec![]
     };
-    let spec = pxe_builder::initrd::Spec {
-        agent: agent(),
-        kernel_release: release,
-        modules_root: PathBuf::from("/lib/modules"),
-        modules: required,
-        optional_modules: pxe_builder::initrd::DEFAULT_MODULES
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
-        tools: pxe_builder::initrd::TOOLS
-            .iter()
-            .map(PathBuf::from)
-            .collect(),
-        busybox: Some(PathBuf::from("/bin/busybox")),
-    };
+    let spec = pxe_builder::initrd::Spec::for_kernel(
+        &agent(),
+        kernel,
+        Path::new("/lib/modules"),
+        required,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     pxe_builder::initrd::build(&spec)
         .unwrap_or_else(|e| panic!("building the initrd: {e}"))
         .0
+}
+
+/// The last `n` characters of a console log.
+pub fn tail(console: &str, n: usize) -> String {
+    let skip = console.chars().count().saturating_sub(n);
+    console.chars().skip(skip).collect()
 }
 
 /// An `imgtool serve` on 127.0.0.1 in a background thread of this test process; returns

@@ -89,15 +89,11 @@ fn boot(firmware: Firmware, mac: &str, ip: &str) -> String {
     });
     let console = vm.wait_exit(BOOT_TIMEOUT);
     printed_cmdline(&console).unwrap_or_else(|| {
-        let tail: String = console
-            .chars()
-            .rev()
-            .take(3000)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect();
-        panic!("the initrd never printed the command line; console tail:\n{tail}")
+        panic!(
+            "the initrd never printed the command line; console tail:
+{}",
+            tail(&console, 3000)
+        )
     })
 }
 

@@ -107,34 +107,8 @@ fn run(cli: Cli) -> Result<()> {
             module,
             modules_root,
         } => {
-            let name = kernel
-                .file_name()
-                .map(|n| n.to_string_lossy().to_string())
-                .unwrap_or_default();
-            let Some(release) = name.strip_prefix("vmlinuz-") else {
-                bail!(
-                    "{}: expected a kernel named vmlinuz-<release>",
-                    kernel.display()
-                );
-            };
-            let spec = pxe_builder::initrd::Spec {
-                agent,
-                kernel_release: release.to_string(),
-                modules_root,
-                modules: module,
-                optional_modules: pxe_builder::initrd::DEFAULT_MODULES
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect(),
-                tools: pxe_builder::initrd::TOOLS
-                    .iter()
-                    .map(PathBuf::from)
-                    .collect(),
-                busybox: ["/bin/busybox", "/usr/bin/busybox"]
-                    .iter()
-                    .map(PathBuf::from)
-                    .find(|p| p.is_file()),
-            };
+            let spec =
+                pxe_builder::initrd::Spec::for_kernel(&agent, &kernel, &modules_root, module)?;
             let (bytes, summary) = pxe_builder::initrd::build(&spec)?;
             std::fs::write(&out, &bytes).with_context(|| format!("writing {}", out.display()))?;
             if cli.json {
