@@ -25,7 +25,14 @@ use serde::Serialize;
 use std::path::Path;
 use std::process::Command;
 
-#[derive(Debug, Clone, Default)]
+/// Called after chunk `i` of a region was verified (raw sha256) and written, with its
+/// compressed frame: a relay serves it from then on (cut-through).
+pub type ChunkHook = std::sync::Arc<dyn Fn(&Region, usize, &[u8]) + Send + Sync>;
+
+/// Called once every chunk is written and read back, before file systems grow.
+pub type Hold = std::sync::Arc<dyn Fn() + Send + Sync>;
+
+#[derive(Clone, Default)]
 pub struct RestoreOptions {
     /// Partitions to restore; `None` = all the image holds.
     pub partitions: Option<Vec<u32>>,
@@ -35,6 +42,8 @@ pub struct RestoreOptions {
     /// Read every written chunk back from the target and check its sha256 (before file
     /// systems are grown).
     pub verify: bool,
+    pub on_chunk: Option<ChunkHook>,
+    pub before_grow: Option<Hold>,
 }
 
 /// What restore did (or, with `--dry-run`, would do).
@@ -217,6 +226,7 @@ pub fn restore(
             |i, frame| -> Result<u64> {
                 let c = &r.chunks[i];
                 let mut raw = decode_frame(&frame, r, i)?;
+                let on_chunk = &opts.on_chunk;
                 if is_swap && c.offset == 0 {
                     swap::fit_header(&mut raw, target_size);
                 }
@@ -231,6 +241,9 @@ pub fn restore(
                         ))
                     })?;
                     at += l as usize;
+                }
+                if let Some(hook) = on_chunk {
+                    hook(r, i, &frame);
                 }
                 Ok(c.length)
             },
@@ -291,6 +304,10 @@ pub fn restore(
             }
         }
         progress.finish();
+    }
+
+    if let Some(hold) = &opts.before_grow {
+        hold();
     }
 
     // Grow ext file systems to their partition, before the table is written.

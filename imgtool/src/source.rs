@@ -7,7 +7,7 @@
 use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// A failed read, with what was being read.
@@ -77,39 +77,106 @@ impl ImageSource for LocalDir {
     }
 }
 
-/// An image at `base` (`http://host:port/path/to/group`) on any HTTP server.
+/// Called when a source gives up on one upstream and moves to the next: (from, to, why).
+pub type SwitchHook = Box<dyn Fn(&str, &str, &str) + Send + Sync>;
+
+/// An image on HTTP servers: a chain of upstreams holding the same URL space (a relay
+/// node, the next one up, …, the primary). Requests go to the current upstream; when it
+/// stops answering (refused, reset, stalled, or a relay without the file) the source moves
+/// to the next one and repeats the request there: the transfer resumes at the chunk it was
+/// fetching, never from zero.
 pub struct HttpSource {
-    base: String,
+    bases: Vec<String>,
+    current: AtomicUsize,
     agent: ureq::Agent,
-    /// Attempts per request before giving up (each waits a little longer).
+    /// Attempts per request on the last upstream (the primary) before giving up.
     pub attempts: u32,
+    /// Attempts on an upstream that has a fallback before moving on.
+    pub failover_attempts: u32,
     fetched: AtomicU64,
+    on_switch: Option<SwitchHook>,
 }
 
 impl HttpSource {
     pub fn new(base: &str) -> Self {
+        Self::chain(vec![base.to_string()], Duration::from_secs(20))
+    }
+
+    /// A chain of upstream bases, first preferred; `stall` is how long a read may wait
+    /// for data before the upstream counts as dead.
+    pub fn chain(bases: Vec<String>, stall: Duration) -> Self {
         let agent = ureq::AgentBuilder::new()
-            .timeout_connect(Duration::from_secs(5))
-            // A stalled upstream counts as failed after this long without data.
-            .timeout_read(Duration::from_secs(20))
+            .timeout_connect(Duration::from_secs(3))
+            .timeout_read(stall)
             .build();
         HttpSource {
-            base: base.trim_end_matches('/').to_string(),
+            bases: bases
+                .iter()
+                .map(|b| b.trim_end_matches('/').to_string())
+                .collect(),
+            current: AtomicUsize::new(0),
             agent,
             attempts: 8,
+            failover_attempts: 2,
             fetched: AtomicU64::new(0),
+            on_switch: None,
         }
     }
 
-    fn url(&self, name: &str) -> String {
-        format!("{}/{}", self.base, name)
+    pub fn on_switch(&mut self, hook: SwitchHook) {
+        self.on_switch = Some(hook);
+    }
+
+    /// The upstream in use.
+    pub fn current(&self) -> String {
+        let i = self
+            .current
+            .load(Ordering::Relaxed)
+            .min(self.bases.len().saturating_sub(1));
+        self.bases.get(i).cloned().unwrap_or_default()
     }
 
     fn get(&self, name: &str, range: Option<(u64, u64)>) -> Result<Vec<u8>, SourceError> {
-        let url = self.url(name);
+        loop {
+            let i = self
+                .current
+                .load(Ordering::Relaxed)
+                .min(self.bases.len().saturating_sub(1));
+            let last = i + 1 >= self.bases.len();
+            let tries = if last {
+                self.attempts
+            } else {
+                self.failover_attempts
+            };
+            match self.get_from(&self.bases[i], name, range, tries) {
+                Ok(v) => return Ok(v),
+                Err(e) if last => return Err(e),
+                Err(e) => {
+                    if self
+                        .current
+                        .compare_exchange(i, i + 1, Ordering::SeqCst, Ordering::SeqCst)
+                        .is_ok()
+                    {
+                        if let Some(h) = &self.on_switch {
+                            h(&self.bases[i], &self.bases[i + 1], &e.msg);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn get_from(
+        &self,
+        base: &str,
+        name: &str,
+        range: Option<(u64, u64)>,
+        tries: u32,
+    ) -> Result<Vec<u8>, SourceError> {
+        let url = format!("{base}/{name}");
         let mut last = String::new();
         let mut unreachable = true;
-        for attempt in 0..self.attempts.max(1) {
+        for attempt in 0..tries.max(1) {
             if attempt > 0 {
                 std::thread::sleep(Duration::from_millis(200 * (1 << attempt.min(4))));
             }
@@ -166,7 +233,7 @@ impl HttpSource {
         }
         Err(SourceError {
             location: url,
-            msg: format!("{last} (after {} attempts)", self.attempts.max(1)),
+            msg: format!("{last} (after {} attempts)", tries.max(1)),
             unreachable,
         })
     }
@@ -174,7 +241,7 @@ impl HttpSource {
 
 impl ImageSource for HttpSource {
     fn location(&self) -> String {
-        self.base.clone()
+        self.current()
     }
     fn read_file(&self, name: &str) -> Result<Vec<u8>, SourceError> {
         self.get(name, None)
@@ -186,7 +253,11 @@ impl ImageSource for HttpSource {
         self.get(name, Some((offset, len)))
     }
     fn len(&self, name: &str) -> Option<u64> {
-        let r = self.agent.head(&self.url(name)).call().ok()?;
+        let r = self
+            .agent
+            .head(&format!("{}/{name}", self.current()))
+            .call()
+            .ok()?;
         r.header("Content-Length")?.parse().ok()
     }
     fn is_local(&self) -> bool {

@@ -3,6 +3,7 @@
 //! per-chunk sha256 (imgtool's restore: table rewritten only when it differs, table and
 //! first MiB last), read everything back, grow, report.
 
+use crate::relay::Relay;
 use crate::report::Reporter;
 use imgtool::disk::Disk;
 use imgtool::manifest::Image;
@@ -11,22 +12,93 @@ use imgtool::restore::{restore, RestoreOptions, RestoreReport};
 use imgtool::source::HttpSource;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
-/// Clones `{server}/{image}` onto `target`.
+/// Where to pull from and whether to relay.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Upstreams in fallback order: (name, base URL); the last is the primary.
+    pub upstreams: Vec<(String, String)>,
+    /// Serve the image to downstream nodes on this address (a secondary / relay).
+    pub relay_listen: Option<String>,
+    /// A relay keeps serving until no request came for this long (before growing, and
+    /// before it finishes).
+    pub relay_idle: Duration,
+    /// How long a read may stall before the upstream counts as dead.
+    pub stall: Duration,
+    pub attempts: u32,
+}
+
+impl Route {
+    /// Straight from the primary.
+    pub fn primary(server: &str, attempts: u32) -> Route {
+        Route {
+            upstreams: vec![("primary".into(), server.trim_end_matches('/').to_string())],
+            relay_listen: None,
+            relay_idle: Duration::from_secs(15),
+            stall: Duration::from_secs(20),
+            attempts,
+        }
+    }
+}
+
+/// Clones `image` onto `target` along `route`.
 pub fn clone(
-    server: &str,
+    route: &Route,
     image: &str,
     target: &Path,
-    attempts: u32,
     rep: &Arc<Reporter>,
 ) -> anyhow::Result<RestoreReport> {
-    let url = format!("{}/{}", server.trim_end_matches('/'), image);
-    rep.set_image(image, "primary");
+    let urls: Vec<String> = route
+        .upstreams
+        .iter()
+        .map(|(_, b)| format!("{b}/{image}"))
+        .collect();
+    let names: Vec<String> = route.upstreams.iter().map(|(n, _)| n.clone()).collect();
+    let url = urls.first().cloned().unwrap_or_default();
+    rep.set_image(
+        image,
+        names.first().map(String::as_str).unwrap_or("primary"),
+    );
+    // A relay listens from the start, so downstream nodes that boot at the same time find
+    // it; their requests wait until it has the image.
+    let relay = match &route.relay_listen {
+        Some(listen) => {
+            let relay = Relay::new(image, target, 256 << 20);
+            let addr = relay.serve(listen)?;
+            rep.say(&format!(
+                "relaying image {image} to downstream nodes on {addr}"
+            ));
+            Some(relay)
+        }
+        None => None,
+    };
     rep.phase("layout", &format!("reading image {url}"));
-    let mut source = HttpSource::new(&url);
-    source.attempts = attempts;
+    let mut source = HttpSource::chain(urls.clone(), route.stall);
+    source.attempts = route.attempts;
+    {
+        let (rep, urls, names) = (rep.clone(), urls.clone(), names.clone());
+        source.on_switch(Box::new(move |from, to, why| {
+            let name = |u: &str| {
+                urls.iter()
+                    .position(|x| x == u)
+                    .and_then(|i| names.get(i).cloned())
+                    .unwrap_or_else(|| u.to_string())
+            };
+            rep.set_image("", &name(to));
+            rep.phase(
+                "rerouted",
+                &format!(
+                    "upstream {} failed ({why}); now pulling from {}",
+                    name(from),
+                    name(to)
+                ),
+            );
+        }));
+    }
     let img =
         Image::load(Arc::new(source)).map_err(|e| anyhow::anyhow!("loading image {url}: {e}"))?;
+    rep.set_image(image, &names[0]);
     let disk =
         Disk::open_rw_direct(target).map_err(|e| anyhow::anyhow!("opening target disk: {e}"))?;
     let plan = imgtool::restore::plan(&img, &disk, target).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -48,22 +120,41 @@ pub fn clone(
             ),
         );
     }
+    if let Some(relay) = &relay {
+        let ss = plan.layout.sector_size as u64;
+        for r in &img.manifest.regions {
+            let base = plan
+                .layout
+                .partition(r.number)
+                .map(|p| p.start * ss)
+                .unwrap_or(0);
+            relay.set_base(&r.name, base);
+        }
+        relay.set_image(&img)?;
+    }
     let r2 = rep.clone();
     let progress = Progress::callback(Arc::new(move |what, done, total| {
         r2.progress(what, done, total)
     }));
-    let report = restore(
-        &img,
-        &disk,
-        &RestoreOptions {
-            partitions: None,
-            dry_run: false,
-            threads: 0,
-            verify: true,
-        },
-        &progress,
-    )
-    .map_err(|e| anyhow::anyhow!("restoring {url} onto {}: {e}", target.display()))?;
+    let mut opts = RestoreOptions {
+        verify: true,
+        ..Default::default()
+    };
+    if let Some(relay) = &relay {
+        let (a, b) = (relay.clone(), relay.clone());
+        let idle = route.relay_idle;
+        opts.on_chunk = Some(Arc::new(move |r, i, frame| a.chunk_done(r, i, frame)));
+        let rep2 = rep.clone();
+        opts.before_grow = Some(Arc::new(move || {
+            rep2.say(&format!(
+                "holding before growing until downstream requests stop ({}s idle)",
+                idle.as_secs()
+            ));
+            b.wait_idle(idle);
+        }));
+    }
+    let report = restore(&img, &disk, &opts, &progress)
+        .map_err(|e| anyhow::anyhow!("restoring {url} onto {}: {e}", target.display()))?;
     for r in &report.regions {
         if let Some((a, b)) = r.grown {
             rep.say(&format!(
@@ -74,6 +165,10 @@ pub fn clone(
                 b >> 20
             ));
         }
+    }
+    if let Some(relay) = &relay {
+        relay.wait_idle(route.relay_idle);
+        rep.say(&format!("relay served {} bytes", relay.served_bytes()));
     }
     rep.phase(
         "done",

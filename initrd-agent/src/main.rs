@@ -6,6 +6,7 @@ mod clone;
 mod config;
 mod net;
 mod pid1;
+mod relay;
 mod report;
 mod target;
 
@@ -54,6 +55,16 @@ enum Cmd {
         /// Tries per HTTP request before giving up (a dropped transfer resumes at its chunk).
         #[arg(long, default_value_t = 8)]
         attempts: u32,
+        /// Follow SERVER/clone-plan.json: pull from this node's upstream chain, and relay to
+        /// its downstream nodes when it has any (needs --node).
+        #[arg(long, requires = "node")]
+        plan: bool,
+        /// Seconds a read may stall before an upstream counts as dead.
+        #[arg(long, default_value_t = 20)]
+        stall: u64,
+        /// A relay keeps serving until no request came for this many seconds.
+        #[arg(long, default_value_t = 15)]
+        relay_idle: u64,
     },
 }
 
@@ -134,6 +145,49 @@ pub(crate) fn resolve_config(cfg: &mut Config, rep: &Reporter) -> anyhow::Result
     Ok(())
 }
 
+/// This node's route from the clone plan at `server/clone-plan.json`: its upstream chain
+/// (nearest first, the primary last) and whether it relays. Without a plan, or when the
+/// node is not in it, straight from the primary.
+pub(crate) fn plan_route(cfg: &Config, server: &str) -> anyhow::Result<clone::Route> {
+    let mut route = clone::Route::primary(server, 8);
+    let Some(node) = &cfg.node else {
+        return Ok(route);
+    };
+    let url = format!("{}/clone-plan.json", server.trim_end_matches('/'));
+    let plan: serde_json::Value = match ureq::get(&url).timeout(Duration::from_secs(10)).call() {
+        Ok(r) => serde_json::from_str(&r.into_string().unwrap_or_default())
+            .map_err(|e| anyhow::anyhow!("{url}: not a clone plan: {e}"))?,
+        Err(ureq::Error::Status(404, _)) => return Ok(route),
+        Err(e) => anyhow::bail!("fetching the clone plan {url}: {e}"),
+    };
+    let nodes = &plan["nodes"];
+    if nodes.get(node).is_none() {
+        return Ok(route);
+    }
+    let port = plan["relay_port"].as_u64().unwrap_or(8180);
+    let mut chain = vec![];
+    let mut cur = node.clone();
+    while let Some(up) = nodes[&cur]["upstream"].as_str() {
+        if up == "primary" || chain.len() > 4096 {
+            break;
+        }
+        let ip = plan["addresses"][up]
+            .as_str()
+            .ok_or_else(|| anyhow::anyhow!("{url}: no address for node {up}"))?;
+        chain.push((up.to_string(), format!("http://{ip}:{port}")));
+        cur = up.to_string();
+    }
+    chain.push(("primary".into(), server.trim_end_matches('/').to_string()));
+    route.upstreams = chain;
+    if nodes[node]["downstream"]
+        .as_array()
+        .is_some_and(|d| !d.is_empty())
+    {
+        route.relay_listen = Some(format!("0.0.0.0:{port}"));
+    }
+    Ok(route)
+}
+
 fn main() -> std::process::ExitCode {
     // SAFETY: getpid has no preconditions.
     if unsafe { libc::getpid() } == 1 {
@@ -149,11 +203,12 @@ fn main() -> std::process::ExitCode {
             hint,
             node,
             attempts,
+            plan,
+            stall,
+            relay_idle,
         } => (|| -> anyhow::Result<()> {
-            let rep = Arc::new(Reporter::new(
-                Some(server.clone()),
-                node.unwrap_or_else(|| group.clone()),
-            ));
+            let name = node.unwrap_or_else(|| group.clone());
+            let rep = Arc::new(Reporter::new(Some(server.clone()), name.clone()));
             let target = match target {
                 Some(t) => t,
                 None => {
@@ -164,7 +219,33 @@ fn main() -> std::process::ExitCode {
                 }
             };
             let image = image.unwrap_or(group);
-            clone::clone(&server, &image, &target, attempts, &rep).map_err(|e| {
+            let mut route = if plan {
+                let cfg = Config {
+                    node: Some(name.clone()),
+                    ..Config::default()
+                };
+                plan_route(&cfg, &server)?
+            } else {
+                clone::Route::primary(&server, attempts)
+            };
+            route.attempts = attempts;
+            route.stall = Duration::from_secs(stall);
+            route.relay_idle = Duration::from_secs(relay_idle);
+            rep.say(&format!(
+                "upstreams: {}{}",
+                route
+                    .upstreams
+                    .iter()
+                    .map(|(n, _)| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" -> "),
+                if route.relay_listen.is_some() {
+                    " (relaying)"
+                } else {
+                    ""
+                }
+            ));
+            clone::clone(&route, &image, &target, &rep).map_err(|e| {
                 rep.phase("failed", &format!("{e:#}"));
                 e
             })?;

@@ -115,7 +115,8 @@ fn work(cfg: &mut Config, rep: &mut Arc<Reporter>) -> anyhow::Result<()> {
             let cands = crate::target::list_disks(std::path::Path::new("/sys/block"));
             let t = crate::target::select(&cands, cfg.target.as_deref()).map_err(anyhow::Error::msg)?;
             rep.say(&format!("target disk: {t}"));
-            crate::clone::clone(&server, &image, &t.path, 8, rep)?;
+            let route = crate::plan_route(cfg, &server)?;
+            crate::clone::clone(&route, &image, &t.path, rep)?;
             Ok(())
         }
         other => anyhow::bail!(

@@ -46,6 +46,12 @@ struct ClusterDef {
     grub_dir: Option<String>,
     #[serde(default)]
     node_files: Option<S<String>>,
+    #[serde(default = "default_relay_port")]
+    relay_port: u16,
+}
+
+fn default_relay_port() -> u16 {
+    8180
 }
 
 fn default_vsmp_prefix() -> String {
@@ -212,6 +218,8 @@ pub struct Settings {
     /// Write per-node boot files for every node (`true`), or only for nodes whose boot
     /// differs from their entity's default (`false`, the default).
     pub all_node_files: bool,
+    /// Port relaying nodes serve the image on.
+    pub relay_port: u16,
 }
 
 #[derive(Debug, Clone)]
@@ -748,6 +756,7 @@ pub fn parse(text: &str, file: &str, base: &Path) -> Result<Cluster, Invalid> {
             vsmp_loader,
             vsmp_args: c.vsmp_args.clone(),
             all_node_files,
+            relay_port: c.relay_port,
             grub_dir: PathBuf::from(
                 c.grub_dir
                     .clone()

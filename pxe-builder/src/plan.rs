@@ -14,6 +14,10 @@ pub const PRIMARY: &str = "primary";
 pub struct Plan {
     pub version: u32,
     pub primary: String,
+    /// Port on which relaying nodes serve the image.
+    pub relay_port: u16,
+    /// Address of every node that appears in the plan.
+    pub addresses: BTreeMap<String, String>,
     pub groups: Vec<GroupPlan>,
     /// Per node name: its role in the plan of its active group.
     pub nodes: BTreeMap<String, NodeRole>,
@@ -157,9 +161,16 @@ pub fn clone_plan(c: &Cluster) -> Plan {
             entities,
         });
     }
+    let addresses = nodes
+        .keys()
+        .filter_map(|n: &String| c.nodes.iter().find(|x| &x.name == n))
+        .map(|n| (n.name.clone(), n.ip.to_string()))
+        .collect();
     Plan {
         version: 1,
         primary: c.settings.image_server.clone(),
+        relay_port: c.settings.relay_port,
+        addresses,
         groups,
         nodes,
     }

@@ -11,6 +11,7 @@
 //! TCG is the default; set `NETBOOT_QEMU_ACCEL=kvm` to opt in to KVM where it works.
 
 pub mod disk;
+pub mod netns;
 
 use std::fs::File;
 use std::io::Read;

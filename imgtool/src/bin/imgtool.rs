@@ -292,6 +292,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 dry_run,
                 threads,
                 verify,
+                ..Default::default()
             };
             let rep = restore(&img, &dev, &opts, &progress).with_context(|| {
                 format!(
@@ -495,6 +496,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         dry_run: false,
                         threads,
                         verify: false,
+                        ..Default::default()
                     },
                     &progress,
                 )?)

@@ -1,0 +1,333 @@
+//! The relay: a node with downstream nodes serves the primary's URL space for its image
+//! (`/<image>/manifest`, `/<image>/layout`, payload ranges) from what it has verified. A
+//! chunk is served as soon as it was written and its sha256 matched (cut-through); a
+//! request for a chunk not yet there waits for it. Memory is bounded: frames are cached up
+//! to a budget, and an evicted frame is re-read from the local disk (the store) and
+//! re-compressed — zstd is deterministic, so the frame is byte-identical, which the
+//! manifest's `frame_sha256` confirms before anything is sent.
+
+use imgtool::manifest::{Image, Region};
+use imgtool::serve::parse_range;
+use sha2::{Digest, Sha256};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::io::Read;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+use tiny_http::{Header, Method, Response, StatusCode};
+
+type Key = (usize, usize);
+
+struct State {
+    have: HashSet<Key>,
+    frames: HashMap<Key, Arc<Vec<u8>>>,
+    order: VecDeque<Key>,
+    bytes: usize,
+    last_request: Instant,
+    served_bytes: u64,
+}
+
+/// What the relay knows of its image once its own upstream answered.
+struct Info {
+    manifest: Vec<u8>,
+    layout: Vec<u8>,
+    regions: Vec<Region>,
+    level: i32,
+    chunk_size: u64,
+}
+
+pub struct Relay {
+    image_name: String,
+    info: Mutex<Option<Arc<Info>>>,
+    /// Disk byte offset of each region on the local target (for re-reads).
+    bases: Mutex<HashMap<String, u64>>,
+    target: std::path::PathBuf,
+    budget: usize,
+    state: Mutex<State>,
+    cv: Condvar,
+}
+
+impl Relay {
+    /// A relay for `image_name` that listens before it has the image: early requests wait.
+    pub fn new(image_name: &str, target: &std::path::Path, budget: usize) -> Arc<Relay> {
+        Arc::new(Relay {
+            image_name: image_name.to_string(),
+            info: Mutex::new(None),
+            bases: Mutex::new(HashMap::new()),
+            target: target.to_path_buf(),
+            budget,
+            state: Mutex::new(State {
+                have: HashSet::new(),
+                frames: HashMap::new(),
+                order: VecDeque::new(),
+                bytes: 0,
+                last_request: Instant::now(),
+                served_bytes: 0,
+            }),
+            cv: Condvar::new(),
+        })
+    }
+
+    /// The image is known (loaded from this node's own upstream): start answering.
+    pub fn set_image(&self, img: &Image) -> anyhow::Result<()> {
+        let manifest = img
+            .source
+            .read_file("manifest")
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let layout = img
+            .source
+            .read_file("layout")
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        if let Ok(mut i) = self.info.lock() {
+            *i = Some(Arc::new(Info {
+                manifest,
+                layout,
+                regions: img.manifest.regions.clone(),
+                level: img.manifest.level,
+                chunk_size: img.manifest.chunk_size,
+            }));
+        }
+        self.cv.notify_all();
+        Ok(())
+    }
+
+    /// Waits up to `wait` for the image to be known.
+    fn info(&self, wait: Duration) -> Option<Arc<Info>> {
+        let deadline = Instant::now() + wait;
+        let mut g = self.info.lock().ok()?;
+        loop {
+            if let Some(i) = g.as_ref() {
+                return Some(i.clone());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            g = self.cv.wait_timeout(g, deadline - now).ok()?.0;
+        }
+    }
+
+    pub fn set_base(&self, region: &str, disk_offset: u64) {
+        if let Ok(mut b) = self.bases.lock() {
+            b.insert(region.to_string(), disk_offset);
+        }
+    }
+
+    /// A chunk was verified and written: serve it from now on.
+    pub fn chunk_done(&self, region: &Region, i: usize, frame: &[u8]) {
+        let Some(info) = self.info(Duration::ZERO) else {
+            return;
+        };
+        let Some(ri) = info.regions.iter().position(|r| r.name == region.name) else {
+            return;
+        };
+        let Ok(mut s) = self.state.lock() else { return };
+        s.have.insert((ri, i));
+        s.frames.insert((ri, i), Arc::new(frame.to_vec()));
+        s.order.push_back((ri, i));
+        s.bytes += frame.len();
+        // Evict the oldest large frames over budget; small ones (swap header, disk head)
+        // may be transformed on disk, so they stay.
+        while s.bytes > self.budget {
+            let Some(k) = s.order.pop_front() else { break };
+            let small = s.frames.get(&k).is_some_and(|f| f.len() < 64 << 10);
+            if small {
+                s.order.push_back(k);
+                if s.order
+                    .iter()
+                    .all(|k| s.frames.get(k).is_some_and(|f| f.len() < 64 << 10))
+                {
+                    break;
+                }
+                continue;
+            }
+            if let Some(f) = s.frames.remove(&k) {
+                s.bytes -= f.len();
+            }
+        }
+        drop(s);
+        self.cv.notify_all();
+    }
+
+    /// Blocks until no request has arrived for `idle`.
+    pub fn wait_idle(&self, idle: Duration) {
+        loop {
+            let since = self
+                .state
+                .lock()
+                .map(|s| s.last_request.elapsed())
+                .unwrap_or(idle);
+            if since >= idle {
+                return;
+            }
+            std::thread::sleep(idle - since + Duration::from_millis(50));
+        }
+    }
+
+    pub fn served_bytes(&self) -> u64 {
+        self.state.lock().map(|s| s.served_bytes).unwrap_or(0)
+    }
+
+    /// The frame of chunk `k`: cached, or re-read from the disk and re-compressed.
+    fn frame(&self, info: &Info, k: Key, wait: Duration) -> Result<Arc<Vec<u8>>, (u16, String)> {
+        let deadline = Instant::now() + wait;
+        let mut s = self
+            .state
+            .lock()
+            .map_err(|_| (500, "poisoned".to_string()))?;
+        while !s.have.contains(&k) {
+            let now = Instant::now();
+            if now >= deadline {
+                return Err((
+                    503,
+                    "chunk not yet available here; try the next upstream".into(),
+                ));
+            }
+            s = self
+                .cv
+                .wait_timeout(s, deadline - now)
+                .map_err(|_| (500, "poisoned".to_string()))?
+                .0;
+        }
+        if let Some(f) = s.frames.get(&k) {
+            return Ok(f.clone());
+        }
+        drop(s);
+        let r = &info.regions[k.0];
+        let c = &r.chunks[k.1];
+        let base = self
+            .bases
+            .lock()
+            .ok()
+            .and_then(|b| b.get(&r.name).copied())
+            .ok_or((503, format!("no disk offset for {}", r.name)))?;
+        let disk = imgtool::disk::Disk::open_ro(&self.target).map_err(|e| (503, e.to_string()))?;
+        let mut raw = Vec::with_capacity(c.length as usize);
+        for (o, l) in c.ranges() {
+            let mut buf = vec![0u8; l as usize];
+            imgtool::disk::BlockIo::read_exact_at(&disk, &mut buf, base + o)
+                .map_err(|e| (503, e.to_string()))?;
+            raw.extend_from_slice(&buf);
+        }
+        let frame = imgtool::capture::compress_chunk(&raw, info.level, info.chunk_size)
+            .map_err(|e| (503, e.to_string()))?;
+        if hex::encode(Sha256::digest(&frame)) != c.frame_sha256 {
+            return Err((
+                503,
+                format!(
+                    "{} chunk {} changed on this disk since it was cloned",
+                    r.name, k.1
+                ),
+            ));
+        }
+        Ok(Arc::new(frame))
+    }
+
+    /// Serves on `listen` in background threads; returns the bound address.
+    pub fn serve(self: &Arc<Self>, listen: &str) -> anyhow::Result<std::net::SocketAddr> {
+        let server = tiny_http::Server::http(listen)
+            .map_err(|e| anyhow::anyhow!("relay: listening on {listen}: {e}"))?;
+        let addr = server
+            .server_addr()
+            .to_ip()
+            .ok_or_else(|| anyhow::anyhow!("relay: no IP address"))?;
+        let server = Arc::new(server);
+        for _ in 0..32 {
+            let (server, me) = (server.clone(), self.clone());
+            std::thread::spawn(move || {
+                while let Ok(req) = server.recv() {
+                    me.answer(req);
+                }
+            });
+        }
+        Ok(addr)
+    }
+
+    fn answer(&self, mut req: tiny_http::Request) {
+        if let Ok(mut s) = self.state.lock() {
+            s.last_request = Instant::now();
+        }
+        let url = req.url().split('?').next().unwrap_or("").to_string();
+        let prefix = format!("/{}/", self.image_name);
+        let name = url.strip_prefix(&prefix).unwrap_or("");
+        let head = *req.method() == Method::Head;
+        let hdr = |k: &str, v: &str| Header::from_bytes(k.as_bytes(), v.as_bytes()).ok();
+        let respond = |req: tiny_http::Request, code: u16, body: Vec<u8>, extra: Vec<Header>| {
+            let mut r = Response::from_data(if head { vec![] } else { body })
+                .with_status_code(StatusCode(code));
+            for h in extra {
+                r.add_header(h);
+            }
+            let _ = req.respond(r);
+        };
+        if !matches!(req.method(), Method::Get | Method::Head) {
+            let mut sink = vec![];
+            let _ = req.as_reader().take(1 << 20).read_to_end(&mut sink);
+            return respond(req, 405, b"relay serves GET only\n".to_vec(), vec![]);
+        }
+        if !url.starts_with(&prefix) {
+            return respond(req, 404, b"not on this relay\n".to_vec(), vec![]);
+        }
+        let Some(info) = self.info(Duration::from_secs(120)) else {
+            return respond(
+                req,
+                503,
+                b"this relay has not got the image yet\n".to_vec(),
+                vec![],
+            );
+        };
+        match name {
+            "manifest" => return respond(req, 200, info.manifest.clone(), vec![]),
+            "layout" => return respond(req, 200, info.layout.clone(), vec![]),
+            _ => {}
+        }
+        let Some(ri) = info.regions.iter().position(|r| r.payload == name) else {
+            return respond(req, 404, b"not on this relay\n".to_vec(), vec![]);
+        };
+        let r = &info.regions[ri];
+        let total = r.compressed_bytes();
+        let range = req
+            .headers()
+            .iter()
+            .find(|h| h.field.equiv("Range"))
+            .map(|h| parse_range(h.value.as_str(), total));
+        let (start, end) = match range {
+            Some(Ok(Some(se))) => se,
+            None if head => {
+                let extra = hdr("Content-Length", &total.to_string())
+                    .into_iter()
+                    .collect();
+                return respond(req, 200, vec![], extra);
+            }
+            _ => {
+                return respond(
+                    req,
+                    416,
+                    b"a relay serves one chunk per range request\n".to_vec(),
+                    vec![],
+                )
+            }
+        };
+        let Some(ci) = r.chunks.iter().position(|c| {
+            c.payload_offset == start && c.payload_offset + c.compressed_length - 1 == end
+        }) else {
+            return respond(
+                req,
+                416,
+                b"range is not one chunk's frame\n".to_vec(),
+                vec![],
+            );
+        };
+        match self.frame(&info, (ri, ci), Duration::from_secs(120)) {
+            Ok(f) => {
+                if let Ok(mut s) = self.state.lock() {
+                    s.served_bytes += f.len() as u64;
+                }
+                let extra = hdr("Content-Range", &format!("bytes {start}-{end}/{total}"))
+                    .into_iter()
+                    .collect();
+                respond(req, 206, f.to_vec(), extra)
+            }
+            Err((code, msg)) => respond(req, code, format!("{msg}\n").into_bytes(), vec![]),
+        }
+    }
+}

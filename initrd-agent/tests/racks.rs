@@ -1,0 +1,295 @@
+//! Many-node cloning in network namespaces made by the test: a primary running the real
+//! `imgtool serve` binary, 3 racks × 4 nodes, each node an agent process in its own
+//! namespace cloning to its own loop device, following the clone plan from pxe-builder:
+//! rack secondaries relay cut-through (secondary k pulls from k-1), the other nodes pull
+//! from their rack's secondary. Every disk must end verified-identical to the master.
+
+use qemu_tests::disk::{assert_restored, fixture, require_root, Loop};
+use qemu_tests::netns::Lan;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+const RACKS: usize = 3;
+const PER_RACK: usize = 4;
+
+fn imgtool_bin() -> PathBuf {
+    let agent = PathBuf::from(env!("CARGO_BIN_EXE_initrd-agent"));
+    let p = agent.with_file_name("imgtool");
+    assert!(
+        p.exists(),
+        "{} missing: build it with `cargo build -p imgtool` (cargo test --workspace does)",
+        p.display()
+    );
+    p
+}
+
+/// Kills a process we started, by its PID, when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Cluster {
+    _work: tempfile::TempDir,
+    dir: PathBuf,
+    master: PathBuf,
+    lan: Lan,
+    primary_ns: String,
+    nodes: Vec<(String, String)>, // (name, namespace)
+    _primary: Proc,
+}
+
+fn name(r: usize, n: usize) -> String {
+    format!("r{}n{}", r + 1, n + 1)
+}
+
+fn setup(tag: &str) -> Cluster {
+    require_root();
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().to_path_buf();
+    let master = fixture("gpt");
+    let images = dir.join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    let disk = imgtool::disk::Disk::open_ro(&master).unwrap();
+    imgtool::capture::capture(
+        &disk,
+        &master,
+        &images.join("compute"),
+        &Default::default(),
+        &imgtool::progress::Progress::hidden(),
+    )
+    .unwrap();
+
+    // The clone plan from a real cluster description.
+    for f in ["vmlinuz", "initrd.img"] {
+        std::fs::write(dir.join(f), f).unwrap();
+    }
+    let mut toml = String::from(
+        "[cluster]\nname = \"racks\"\nimage_server = \"http://10.77.0.1:8080\"\nserver_ip = \"10.77.0.1\"\nkernel = \"vmlinuz\"\ninitrd = \"initrd.img\"\n\n[[group]]\nname = \"compute\"\n\n",
+    );
+    for r in 0..RACKS {
+        toml.push_str(&format!("[[entity]]\nname = \"rack{}\"\nsubnet = \"10.77.{}.0/24\"\ndefault_group = \"compute\"\n\n", r + 1, r + 1));
+        for n in 0..PER_RACK {
+            toml.push_str(&format!(
+                "[[node]]\nname = \"{}\"\nmac = \"52:54:00:77:{:02x}:{:02x}\"\nip = \"10.77.{}.{}\"\nentity = \"rack{}\"\ngroups = [\"compute\"]\n\n",
+                name(r, n),
+                r + 1,
+                n + 1,
+                r + 1,
+                n + 10,
+                r + 1
+            ));
+        }
+    }
+    std::fs::write(dir.join("cluster.toml"), toml).unwrap();
+    let cluster =
+        pxe_builder::model::load(&dir.join("cluster.toml")).unwrap_or_else(|e| panic!("{e}"));
+    let plan = pxe_builder::plan::clone_plan(&cluster);
+    let mut pj = serde_json::to_string_pretty(&plan).unwrap();
+    pj.push('\n');
+    std::fs::write(images.join("clone-plan.json"), pj).unwrap();
+
+    let mut lan = Lan::new(tag);
+    let primary_ns = lan.host("p", "10.77.0.1/16");
+    let mut nodes = vec![];
+    for r in 0..RACKS {
+        for n in 0..PER_RACK {
+            let ns = lan.host(&name(r, n), &format!("10.77.{}.{}/16", r + 1, n + 10));
+            nodes.push((name(r, n), ns));
+        }
+    }
+    let primary = start_primary(&primary_ns, &images);
+    Cluster {
+        _work: work,
+        dir,
+        master,
+        lan,
+        primary_ns,
+        nodes,
+        _primary: primary,
+    }
+}
+
+fn start_primary(ns: &str, images: &Path) -> Proc {
+    let child = Lan::cmd(ns, imgtool_bin().to_str().unwrap())
+        .args(["serve", "--listen", "10.77.0.1:8080"])
+        .arg(images)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    loop {
+        let ok = Lan::cmd(ns, "true").status().is_ok()
+            && std::net::TcpStream::connect_timeout(
+                &"127.0.0.1:1".parse().unwrap(),
+                Duration::from_millis(1),
+            )
+            .is_err();
+        let up = Lan::cmd(ns, "bash")
+            .args(["-c", "exec 3<>/dev/tcp/10.77.0.1/8080"])
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if ok && up {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the primary did not start"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Proc(child)
+}
+
+fn start_agent(ns: &str, node: &str, dev: &Path, log: &Path) -> Proc {
+    let out = std::fs::File::create(log).unwrap();
+    let child = Lan::cmd(ns, env!("CARGO_BIN_EXE_initrd-agent"))
+        .args([
+            "clone",
+            "--server",
+            "http://10.77.0.1:8080",
+            "--group",
+            "compute",
+            "--plan",
+            "--node",
+            node,
+        ])
+        .args([
+            "--stall",
+            "10",
+            "--relay-idle",
+            "3",
+            "--attempts",
+            "3",
+            "--target",
+        ])
+        .arg(dev)
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap();
+    Proc(child)
+}
+
+/// Starts all agents; returns (loops, processes, logs).
+fn run_all(c: &Cluster) -> (Vec<Loop>, Vec<Proc>, Vec<PathBuf>) {
+    let size = std::fs::metadata(&c.master).unwrap().len() * 3 / 2;
+    let (mut loops, mut procs, mut logs) = (vec![], vec![], vec![]);
+    for (node, ns) in &c.nodes {
+        let f = c.dir.join(format!("{node}.img"));
+        std::fs::File::create(&f).unwrap().set_len(size).unwrap();
+        let l = Loop::attach(&f, false);
+        let log = c.dir.join(format!("{node}.log"));
+        procs.push(start_agent(ns, node, &l.dev, &log));
+        loops.push(l);
+        logs.push(log);
+    }
+    (loops, procs, logs)
+}
+
+fn wait(p: &mut Proc, timeout: Duration) -> Option<i32> {
+    let start = Instant::now();
+    loop {
+        if let Ok(Some(s)) = p.0.try_wait() {
+            return s.code();
+        }
+        if start.elapsed() > timeout {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn twelve_nodes_in_three_racks_clone_through_relays() {
+    let c = setup("a");
+    let (loops, mut procs, logs) = run_all(&c);
+    for (i, p) in procs.iter_mut().enumerate() {
+        let code = wait(p, Duration::from_secs(180));
+        let log = std::fs::read_to_string(&logs[i]).unwrap_or_default();
+        assert_eq!(code, Some(0), "{} did not finish:\n{log}", c.nodes[i].0);
+    }
+    drop(loops);
+    // Secondaries relayed; leaves pulled from their secondary, not the primary.
+    let log = |n: &str| std::fs::read_to_string(c.dir.join(format!("{n}.log"))).unwrap();
+    assert!(
+        log("r2n1").contains("upstreams: r1n1 -> primary (relaying)"),
+        "{}",
+        log("r2n1")
+    );
+    assert!(
+        log("r3n2").contains("upstreams: r3n1 -> r2n1 -> r1n1 -> primary"),
+        "{}",
+        log("r3n2")
+    );
+    for r in 0..RACKS {
+        let served: u64 = log(&name(r, 0))
+            .split("relay served ")
+            .nth(1)
+            .and_then(|s| s.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        assert!(served > 0, "secondary {} served nothing", name(r, 0));
+    }
+    for (node, _) in &c.nodes {
+        assert_restored(&c.master, &c.dir.join(format!("{node}.img")), &[1, 2, 3, 4]);
+    }
+    let _ = &c.primary_ns;
+}
+
+#[test]
+fn killing_a_secondary_mid_stream_reroutes_its_rack() {
+    let c = setup("b");
+    // Slow the rack-2 secondary down so that it dies in the middle of relaying.
+    let victim = c.nodes.iter().position(|(n, _)| n == "r2n1").unwrap();
+    c.lan.limit(&c.nodes[victim].1, "24mbit");
+    let (loops, mut procs, logs) = run_all(&c);
+    std::thread::sleep(Duration::from_millis(2500));
+    let _ = procs[victim].0.kill();
+    let _ = procs[victim].0.wait();
+    for (i, p) in procs.iter_mut().enumerate() {
+        if i == victim {
+            continue;
+        }
+        let code = wait(p, Duration::from_secs(240));
+        let log = std::fs::read_to_string(&logs[i]).unwrap_or_default();
+        assert_eq!(
+            code,
+            Some(0),
+            "{} did not finish after the secondary died:\n{log}",
+            c.nodes[i].0
+        );
+    }
+    drop(loops);
+    let log = |n: &str| std::fs::read_to_string(c.dir.join(format!("{n}.log"))).unwrap();
+    // Its leaves (and rack 3's secondary, downstream of it) moved up the chain.
+    for n in ["r2n2", "r2n3", "r2n4"] {
+        assert!(
+            log(n).contains("rerouted: upstream r2n1 failed"),
+            "{n} did not reroute:\n{}",
+            log(n)
+        );
+    }
+    for (i, (node, _)) in c.nodes.iter().enumerate() {
+        if i != victim {
+            assert_restored(&c.master, &c.dir.join(format!("{node}.img")), &[1, 2, 3, 4]);
+        }
+    }
+    // The status board shows the re-routing.
+    let board = Lan::cmd(&c.primary_ns, imgtool_bin().to_str().unwrap())
+        .args(["status", "--json", "--server", "http://10.77.0.1:8080"])
+        .output()
+        .unwrap();
+    let board: serde_json::Value = serde_json::from_slice(&board.stdout).unwrap();
+    let hist = board["r2n2"]["history"].to_string();
+    assert!(hist.contains("rerouted"), "board: {board}");
+    assert_ne!(board["r2n1"]["last"]["phase"], "done");
+}
