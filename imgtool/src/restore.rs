@@ -20,7 +20,7 @@ use crate::layout::{plan_layout, read_layout, table_ranges, Plan};
 use crate::manifest::{Image, Region};
 use crate::pool::run_pipeline;
 use crate::progress::Progress;
-use crate::verify::{check_frames, decode_frame, read_chunk, read_frame};
+use crate::verify::{check_frames, decode_frame, read_frame};
 use serde::Serialize;
 use std::path::Path;
 use std::process::Command;
@@ -205,6 +205,33 @@ pub fn restore(
         .filter(|r| r.number != 0)
         .map(|r| r.used_bytes)
         .sum();
+    // The disk head (at most 1 MiB) first: it is written last, but fetched and verified
+    // now, so a streamed restore does not depend on its upstream still being there at
+    // the end, and a relay can pass it on at once.
+    let mut head_bytes = None;
+    if let Some(head) = image.manifest.region("head") {
+        let mut expect = 0u64;
+        let contiguous = head.chunks.iter().flat_map(|c| c.ranges()).all(|(o, l)| {
+            let ok = o == expect;
+            expect = o + l;
+            ok
+        });
+        if !contiguous || expect != head.size {
+            return Err(Error::Corrupt {
+                path: std::path::PathBuf::from(format!("{}/{}", image.location(), head.payload)),
+                msg: "the disk head is not one contiguous range from byte 0".into(),
+            });
+        }
+        let mut bytes = Vec::with_capacity(head.size as usize);
+        for i in 0..head.chunks.len() {
+            let frame = read_frame(image, head, i)?;
+            bytes.extend_from_slice(&decode_frame(&frame, head, i)?);
+            if let Some(hook) = &opts.on_chunk {
+                hook(head, i, &frame);
+            }
+        }
+        head_bytes = Some(bytes);
+    }
     progress.start(total, "restoring");
     // Twice the cores: while one worker waits for its direct write, another decompresses.
     let threads = if opts.threads > 0 {
@@ -339,11 +366,7 @@ pub fn restore(
     }
 
     // Last: the disk head and the table.
-    if let Some(head) = image.manifest.region("head") {
-        let mut bytes = Vec::with_capacity(head.size as usize);
-        for i in 0..head.chunks.len() {
-            bytes.extend_from_slice(&read_chunk(image, head, i)?);
-        }
+    if let Some(bytes) = head_bytes {
         let head_end = bytes
             .len()
             .min((plan.layout.first_used_sector() * ss) as usize);

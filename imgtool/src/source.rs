@@ -91,8 +91,13 @@ pub struct HttpSource {
     agent: ureq::Agent,
     /// Attempts per request on the last upstream (the primary) before giving up.
     pub attempts: u32,
-    /// Attempts on an upstream that has a fallback before moving on.
+    /// Attempts on an upstream that has a fallback and has answered before (so it died)
+    /// before moving on.
     pub failover_attempts: u32,
+    /// Attempts on an upstream that has never answered yet: it may still be booting (nodes
+    /// of a rack start together), so it gets about ten seconds of grace.
+    pub grace_attempts: u32,
+    answered: Vec<std::sync::atomic::AtomicBool>,
     fetched: AtomicU64,
     on_switch: Option<SwitchHook>,
 }
@@ -110,6 +115,10 @@ impl HttpSource {
             .timeout_read(stall)
             .build();
         HttpSource {
+            answered: bases
+                .iter()
+                .map(|_| std::sync::atomic::AtomicBool::new(false))
+                .collect(),
             bases: bases
                 .iter()
                 .map(|b| b.trim_end_matches('/').to_string())
@@ -118,6 +127,7 @@ impl HttpSource {
             agent,
             attempts: 8,
             failover_attempts: 2,
+            grace_attempts: 6,
             fetched: AtomicU64::new(0),
             on_switch: None,
         }
@@ -145,11 +155,16 @@ impl HttpSource {
             let last = i + 1 >= self.bases.len();
             let tries = if last {
                 self.attempts
-            } else {
+            } else if self.answered[i].load(Ordering::Relaxed) {
                 self.failover_attempts
+            } else {
+                self.grace_attempts
             };
             match self.get_from(&self.bases[i], name, range, tries) {
-                Ok(v) => return Ok(v),
+                Ok(v) => {
+                    self.answered[i].store(true, Ordering::Relaxed);
+                    return Ok(v);
+                }
                 Err(e) if last => return Err(e),
                 Err(e) => {
                     if self

@@ -34,21 +34,31 @@ impl Drop for Proc {
     }
 }
 
+/// The primary image server of a test (held for its `Drop`, which stops it).
+#[allow(dead_code)]
+enum Primary {
+    Serve(Proc),
+    Nginx(qemu_tests::Nginx),
+    Stopped,
+}
+
 struct Cluster {
     _work: tempfile::TempDir,
     dir: PathBuf,
+    images: PathBuf,
     master: PathBuf,
     lan: Lan,
     primary_ns: String,
     nodes: Vec<(String, String)>, // (name, namespace)
-    _primary: Proc,
+    primary: Primary,
+    attempts: u32,
 }
 
 fn name(r: usize, n: usize) -> String {
     format!("r{}n{}", r + 1, n + 1)
 }
 
-fn setup(tag: &str) -> Cluster {
+fn setup(tag: &str, nginx: bool) -> Cluster {
     require_root();
     let work = tempfile::tempdir().unwrap();
     let dir = work.path().to_path_buf();
@@ -103,15 +113,26 @@ fn setup(tag: &str) -> Cluster {
             nodes.push((name(r, n), ns));
         }
     }
-    let primary = start_primary(&primary_ns, &images);
+    let primary = if nginx {
+        Primary::Nginx(qemu_tests::Nginx::start_in(
+            Some(&primary_ns),
+            "10.77.0.1",
+            8080,
+            &images,
+        ))
+    } else {
+        Primary::Serve(start_primary(&primary_ns, &images))
+    };
     Cluster {
         _work: work,
         dir,
+        images,
         master,
         lan,
         primary_ns,
         nodes,
-        _primary: primary,
+        primary,
+        attempts: 3,
     }
 }
 
@@ -149,7 +170,7 @@ fn start_primary(ns: &str, images: &Path) -> Proc {
     Proc(child)
 }
 
-fn start_agent(ns: &str, node: &str, dev: &Path, log: &Path) -> Proc {
+fn start_agent(ns: &str, node: &str, dev: &Path, log: &Path, attempts: u32) -> Proc {
     let out = std::fs::File::create(log).unwrap();
     let child = Lan::cmd(ns, env!("CARGO_BIN_EXE_initrd-agent"))
         .args([
@@ -168,7 +189,7 @@ fn start_agent(ns: &str, node: &str, dev: &Path, log: &Path) -> Proc {
             "--relay-idle",
             "3",
             "--attempts",
-            "3",
+            &attempts.to_string(),
             "--target",
         ])
         .arg(dev)
@@ -188,7 +209,7 @@ fn run_all(c: &Cluster) -> (Vec<Loop>, Vec<Proc>, Vec<PathBuf>) {
         std::fs::File::create(&f).unwrap().set_len(size).unwrap();
         let l = Loop::attach(&f, false);
         let log = c.dir.join(format!("{node}.log"));
-        procs.push(start_agent(ns, node, &l.dev, &log));
+        procs.push(start_agent(ns, node, &l.dev, &log, c.attempts));
         loops.push(l);
         logs.push(log);
     }
@@ -208,15 +229,41 @@ fn wait(p: &mut Proc, timeout: Duration) -> Option<i32> {
     }
 }
 
-#[test]
-fn twelve_nodes_in_three_racks_clone_through_relays() {
-    let c = setup("a");
-    let (loops, mut procs, logs) = run_all(&c);
+/// Waits for every agent; each must succeed.
+fn all_succeed(c: &Cluster, procs: &mut [Proc], logs: &[PathBuf], skip: Option<usize>) {
     for (i, p) in procs.iter_mut().enumerate() {
-        let code = wait(p, Duration::from_secs(180));
+        if Some(i) == skip {
+            continue;
+        }
+        let code = wait(p, Duration::from_secs(240));
         let log = std::fs::read_to_string(&logs[i]).unwrap_or_default();
         assert_eq!(code, Some(0), "{} did not finish:\n{log}", c.nodes[i].0);
     }
+}
+
+fn all_identical(c: &Cluster, skip: Option<usize>) {
+    for (i, (node, _)) in c.nodes.iter().enumerate() {
+        if Some(i) != skip {
+            assert_restored(&c.master, &c.dir.join(format!("{node}.img")), &[1, 2, 3, 4]);
+        }
+    }
+}
+
+/// `(payload bytes fetched)` from an agent's log.
+fn fetched(c: &Cluster, node: &str) -> u64 {
+    let log = std::fs::read_to_string(c.dir.join(format!("{node}.log"))).unwrap();
+    log.split("verified (")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no fetched figure in {node}'s log:\n{log}"))
+}
+
+#[test]
+fn twelve_nodes_in_three_racks_clone_through_relays() {
+    let c = setup("a", false);
+    let (loops, mut procs, logs) = run_all(&c);
+    all_succeed(&c, &mut procs, &logs, None);
     drop(loops);
     // Secondaries relayed; leaves pulled from their secondary, not the primary.
     let log = |n: &str| std::fs::read_to_string(c.dir.join(format!("{n}.log"))).unwrap();
@@ -239,15 +286,61 @@ fn twelve_nodes_in_three_racks_clone_through_relays() {
             .unwrap_or(0);
         assert!(served > 0, "secondary {} served nothing", name(r, 0));
     }
+    all_identical(&c, None);
+}
+
+#[test]
+fn nginx_as_a_pull_only_primary() {
+    let c = setup("n", true);
+    let (loops, mut procs, logs) = run_all(&c);
+    all_succeed(&c, &mut procs, &logs, None);
+    drop(loops);
+    all_identical(&c, None);
+}
+
+#[test]
+fn the_primary_killed_and_restarted_mid_stream_resumes_every_node() {
+    let mut c = setup("r", false);
+    c.attempts = 8;
+    // Slow the primary so that the first secondary is mid-transfer when it dies.
+    c.lan.limit(&c.primary_ns.clone(), "24mbit");
+    let (loops, mut procs, logs) = run_all(&c);
+    std::thread::sleep(Duration::from_millis(1200));
+    c.primary = Primary::Stopped; // kills imgtool serve (Drop of Proc)
+    std::thread::sleep(Duration::from_millis(2000));
+    c.primary = Primary::Serve(start_primary(&c.primary_ns, &c.images));
+    all_succeed(&c, &mut procs, &logs, None);
+    drop(loops);
+    all_identical(&c, None);
+    // Nothing restarted from zero: each node fetched at most the payload plus one chunk
+    // for the one interruption.
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(c.images.join("compute/manifest")).unwrap())
+            .unwrap();
+    let frames: Vec<u64> = m["regions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["chunks"].as_array().unwrap().iter())
+        .map(|c| c["compressed_length"].as_u64().unwrap())
+        .collect();
+    let payload: u64 = frames.iter().sum();
+    let largest = frames.iter().copied().max().unwrap();
     for (node, _) in &c.nodes {
-        assert_restored(&c.master, &c.dir.join(format!("{node}.img")), &[1, 2, 3, 4]);
+        let f = fetched(&c, node);
+        assert!(
+            f <= payload + largest,
+            "{node} fetched {f} bytes for a {payload}-byte payload"
+        );
     }
-    let _ = &c.primary_ns;
+    let r1 = std::fs::read_to_string(c.dir.join("r1n1.log")).unwrap();
+    assert!(r1.contains("done: image"), "{r1}");
+    assert!(matches!(c.primary, Primary::Serve(_)));
 }
 
 #[test]
 fn killing_a_secondary_mid_stream_reroutes_its_rack() {
-    let c = setup("b");
+    let c = setup("b", false);
     // Slow the rack-2 secondary down so that it dies in the middle of relaying.
     let victim = c.nodes.iter().position(|(n, _)| n == "r2n1").unwrap();
     c.lan.limit(&c.nodes[victim].1, "24mbit");
@@ -278,11 +371,7 @@ fn killing_a_secondary_mid_stream_reroutes_its_rack() {
             log(n)
         );
     }
-    for (i, (node, _)) in c.nodes.iter().enumerate() {
-        if i != victim {
-            assert_restored(&c.master, &c.dir.join(format!("{node}.img")), &[1, 2, 3, 4]);
-        }
-    }
+    all_identical(&c, Some(victim));
     // The status board shows the re-routing.
     let board = Lan::cmd(&c.primary_ns, imgtool_bin().to_str().unwrap())
         .args(["status", "--json", "--server", "http://10.77.0.1:8080"])
@@ -292,4 +381,22 @@ fn killing_a_secondary_mid_stream_reroutes_its_rack() {
     let hist = board["r2n2"]["history"].to_string();
     assert!(hist.contains("rerouted"), "board: {board}");
     assert_ne!(board["r2n1"]["last"]["phase"], "done");
+    // The text view is the tree: rack 1's secondary under the primary, the re-routed
+    // rack-2 nodes under the upstream they moved to, marked.
+    let tree = Lan::cmd(&c.primary_ns, imgtool_bin().to_str().unwrap())
+        .args(["status", "--server", "http://10.77.0.1:8080"])
+        .output()
+        .unwrap();
+    let tree = String::from_utf8_lossy(&tree.stdout).to_string();
+    assert!(tree.starts_with("primary\n  r1n1 [done"), "{tree}");
+    assert!(tree.contains("r2n2 [rerouted done"), "{tree}");
+    // Rack 1 never lost its secondary: its nodes stay under it, not re-routed.
+    for n in ["r1n2", "r1n3", "r1n4"] {
+        assert!(
+            tree.contains(&format!("\n    {n} [done")),
+            "{n} left its live secondary:\n{tree}\n{}",
+            log(n)
+        );
+    }
+    eprintln!("{tree}");
 }

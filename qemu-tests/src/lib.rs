@@ -280,19 +280,32 @@ pub struct Nginx {
 
 impl Nginx {
     pub fn start(root: &Path) -> Nginx {
-        let dir = tempfile::tempdir().expect("tempdir");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("free port")
             .port();
+        Self::start_in(None, "127.0.0.1", port, root)
+    }
+
+    /// nginx inside network namespace `ns` (when given), listening on `addr:port`.
+    pub fn start_in(ns: Option<&str>, addr: &str, port: u16, root: &Path) -> Nginx {
+        let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path().display();
         let conf = format!(
-            "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\nhttp {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  server {{\n    listen 127.0.0.1:{port};\n    root {};\n  }}\n}}\n",
+            "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\nhttp {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  server {{\n    listen {addr}:{port};\n    root {};\n  }}\n}}\n",
             root.display()
         );
         let conf_path = dir.path().join("nginx.conf");
         std::fs::write(&conf_path, conf).expect("nginx.conf");
-        let child = Command::new("nginx")
+        let mut cmd = match ns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "nginx"]);
+                c
+            }
+            None => Command::new("nginx"),
+        };
+        let child = cmd
             .arg("-c")
             .arg(&conf_path)
             .arg("-p")
@@ -301,18 +314,34 @@ impl Nginx {
             .stderr(Stdio::null())
             .spawn()
             .expect("nginx: install the Debian package nginx (scripts/setup.sh does)");
-        let start = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "nginx did not start on port {port}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Nginx {
+        // Built first, so that `Drop` stops nginx even if it never comes up.
+        let nginx = Nginx {
             child,
             port,
             _dir: dir,
+        };
+        let error_log = nginx._dir.path().join("error.log");
+        let start = Instant::now();
+        loop {
+            let up = match ns {
+                None => std::net::TcpStream::connect((addr, port)).is_ok(),
+                Some(ns) => Command::new("ip")
+                    .args(["netns", "exec", ns, "bash", "-c"])
+                    .arg(format!("exec 3<>/dev/tcp/{addr}/{port}"))
+                    .stderr(Stdio::null())
+                    .status()
+                    .map(|s| s.success())
+                    .unwrap_or(false),
+            };
+            if up {
+                return nginx;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "nginx did not start on {addr}:{port}: {}",
+                std::fs::read_to_string(&error_log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 }

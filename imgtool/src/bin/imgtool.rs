@@ -220,6 +220,69 @@ fn print_plan(report: &imgtool::restore::RestoreReport) {
     }
 }
 
+/// The status board as the distribution tree: who feeds whom, then each node's progress;
+/// failed nodes and re-routings are marked.
+fn print_status_tree(board: &std::collections::BTreeMap<String, imgtool::serve::NodeStatus>) {
+    use std::collections::BTreeMap;
+    let mut children: BTreeMap<String, Vec<&imgtool::serve::NodeStatus>> = BTreeMap::new();
+    for n in board.values() {
+        let up = if n.last.upstream.is_empty() {
+            "primary"
+        } else {
+            n.last.upstream.as_str()
+        };
+        let up = if up != "primary" && !board.contains_key(up) {
+            "primary"
+        } else {
+            up
+        };
+        children.entry(up.to_string()).or_default().push(n);
+    }
+    fn line(n: &imgtool::serve::NodeStatus, depth: usize) -> String {
+        let pct = if n.last.total > 0 {
+            format!("{:.0}%", 100.0 * n.last.done as f64 / n.last.total as f64)
+        } else {
+            String::new()
+        };
+        let mark = match n.last.phase.as_str() {
+            "failed" => "FAILED ",
+            _ if n.history.iter().any(|h| h.contains("rerouted")) => "rerouted ",
+            _ => "",
+        };
+        format!(
+            "{:indent$}{} [{}{} {}] {}",
+            "",
+            n.node,
+            mark,
+            n.last.phase,
+            pct,
+            n.last.message,
+            indent = depth * 2
+        )
+    }
+    fn walk(
+        name: &str,
+        depth: usize,
+        children: &std::collections::BTreeMap<String, Vec<&imgtool::serve::NodeStatus>>,
+        seen: &mut std::collections::BTreeSet<String>,
+    ) {
+        for n in children.get(name).map(|v| v.as_slice()).unwrap_or(&[]) {
+            if seen.insert(n.node.clone()) {
+                println!("{}", line(n, depth));
+                walk(&n.node, depth + 1, children, seen);
+            }
+        }
+    }
+    println!("primary");
+    let mut seen = std::collections::BTreeSet::new();
+    walk("primary", 1, &children, &mut seen);
+    for n in board.values() {
+        if !seen.contains(&n.node) {
+            println!("{}", line(n, 1));
+        }
+    }
+}
+
 fn run(cli: Cli) -> Result<ExitCode> {
     let progress = Progress::auto(cli.quiet || cli.json);
     match cli.cmd {
@@ -339,21 +402,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             } else if board.is_empty() {
                 println!("no node has reported to {server} yet");
             } else {
-                println!(
-                    "{:<12} {:<13} {:>8} {:<10} {:>8}  message",
-                    "node", "phase", "progress", "upstream", "age (s)"
-                );
-                for n in board.values() {
-                    let pct = if n.last.total > 0 {
-                        format!("{:.0}%", 100.0 * n.last.done as f64 / n.last.total as f64)
-                    } else {
-                        "-".into()
-                    };
-                    println!(
-                        "{:<12} {:<13} {:>8} {:<10} {:>8.1}  {}",
-                        n.node, n.last.phase, pct, n.last.upstream, n.at, n.last.message
-                    );
-                }
+                print_status_tree(&board);
             }
         }
         Cmd::Inspect { image_dir } => {
