@@ -58,7 +58,7 @@ fn name(r: usize, n: usize) -> String {
     format!("r{}n{}", r + 1, n + 1)
 }
 
-fn setup(tag: &str, nginx: bool) -> Cluster {
+fn setup(tag: &str, nginx: bool, shape: &str) -> Cluster {
     require_root();
     let work = tempfile::tempdir().unwrap();
     let dir = work.path().to_path_buf();
@@ -79,9 +79,10 @@ fn setup(tag: &str, nginx: bool) -> Cluster {
     for f in ["vmlinuz", "initrd.img"] {
         std::fs::write(dir.join(f), f).unwrap();
     }
-    let mut toml = String::from(
-        "[cluster]\nname = \"racks\"\nimage_server = \"http://10.77.0.1:8080\"\nserver_ip = \"10.77.0.1\"\nkernel = \"vmlinuz\"\ninitrd = \"initrd.img\"\n\n[[group]]\nname = \"compute\"\n\n",
+    let toml = String::from(
+        "[cluster]\nname = \"racks\"\nimage_server = \"http://10.77.0.1:8080\"\nserver_ip = \"10.77.0.1\"\nkernel = \"vmlinuz\"\ninitrd = \"initrd.img\"\nrack_shape = \"SHAPE\"\n\n[[group]]\nname = \"compute\"\n\n",
     );
+    let mut toml = toml.replace("SHAPE", shape);
     for r in 0..RACKS {
         toml.push_str(&format!("[[entity]]\nname = \"rack{}\"\nsubnet = \"10.77.{}.0/24\"\ndefault_group = \"compute\"\n\n", r + 1, r + 1));
         for n in 0..PER_RACK {
@@ -261,7 +262,7 @@ fn fetched(c: &Cluster, node: &str) -> u64 {
 
 #[test]
 fn twelve_nodes_in_three_racks_clone_through_relays() {
-    let c = setup("a", false);
+    let c = setup("a", false, "chain");
     let (loops, mut procs, logs) = run_all(&c);
     all_succeed(&c, &mut procs, &logs, None);
     drop(loops);
@@ -291,7 +292,7 @@ fn twelve_nodes_in_three_racks_clone_through_relays() {
 
 #[test]
 fn nginx_as_a_pull_only_primary() {
-    let c = setup("n", true);
+    let c = setup("n", true, "chain");
     let (loops, mut procs, logs) = run_all(&c);
     all_succeed(&c, &mut procs, &logs, None);
     drop(loops);
@@ -300,7 +301,7 @@ fn nginx_as_a_pull_only_primary() {
 
 #[test]
 fn the_primary_killed_and_restarted_mid_stream_resumes_every_node() {
-    let mut c = setup("r", false);
+    let mut c = setup("r", false, "chain");
     c.attempts = 8;
     // Slow the primary so that the first secondary is mid-transfer when it dies.
     c.lan.limit(&c.primary_ns.clone(), "24mbit");
@@ -340,7 +341,7 @@ fn the_primary_killed_and_restarted_mid_stream_resumes_every_node() {
 
 #[test]
 fn killing_a_secondary_mid_stream_reroutes_its_rack() {
-    let c = setup("b", false);
+    let c = setup("b", false, "fanout");
     // Slow the rack-2 secondary down so that it dies in the middle of relaying.
     let victim = c.nodes.iter().position(|(n, _)| n == "r2n1").unwrap();
     c.lan.limit(&c.nodes[victim].1, "24mbit");

@@ -48,6 +48,8 @@ struct ClusterDef {
     node_files: Option<S<String>>,
     #[serde(default = "default_relay_port")]
     relay_port: u16,
+    #[serde(default)]
+    rack_shape: Option<S<String>>,
 }
 
 fn default_relay_port() -> u16 {
@@ -220,6 +222,9 @@ pub struct Settings {
     pub all_node_files: bool,
     /// Port relaying nodes serve the image on.
     pub relay_port: u16,
+    /// Inside a rack: every node pulls from the secondary (`false`), or each node from
+    /// the one before it, cut-through (`true`, a chain).
+    pub rack_chain: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -400,6 +405,21 @@ pub fn parse(text: &str, file: &str, base: &Path) -> Result<Cluster, Invalid> {
                 format!("node_files = `{other}`: use \"differing\" (default) or \"all\""),
             );
             false
+        }
+    };
+    let rack_chain = match c
+        .rack_shape
+        .as_ref()
+        .map(|s| (s.get_ref().as_str(), s.span()))
+    {
+        None | Some(("chain", _)) => true,
+        Some(("fanout", _)) => false,
+        Some((other, span)) => {
+            cx.at(
+                span,
+                format!("rack_shape = `{other}`: use \"chain\" (default) or \"fanout\""),
+            );
+            true
         }
     };
     let kernel = file_path(&c.kernel, "kernel", &mut cx);
@@ -757,6 +777,7 @@ pub fn parse(text: &str, file: &str, base: &Path) -> Result<Cluster, Invalid> {
             vsmp_args: c.vsmp_args.clone(),
             all_node_files,
             relay_port: c.relay_port,
+            rack_chain,
             grub_dir: PathBuf::from(
                 c.grub_dir
                     .clone()

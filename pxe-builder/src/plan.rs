@@ -46,7 +46,7 @@ pub struct EntityPlan {
 pub struct NodeRole {
     pub group: String,
     pub entity: String,
-    /// `secondary` or `leaf`.
+    /// `secondary`, `relay` (a node of a rack chain that feeds the next) or `leaf`.
     pub role: String,
     /// Whom to pull from first: a node name, or `primary`. The fallback chain is this
     /// node's upstream, then *its* upstream, … ending with `primary` ([`Plan::chain`]);
@@ -127,7 +127,12 @@ pub fn clone_plan(c: &Cluster) -> Plan {
             } else {
                 pipeline[k - 1].clone()
             };
-            let mut down: Vec<String> = ep.members[1..].to_vec();
+            let chain = c.settings.rack_chain;
+            let mut down: Vec<String> = if chain {
+                ep.members.get(1).cloned().into_iter().collect()
+            } else {
+                ep.members[1..].to_vec()
+            };
             if let Some(next) = pipeline.get(k + 1) {
                 down.push(next.clone());
             }
@@ -141,15 +146,23 @@ pub fn clone_plan(c: &Cluster) -> Plan {
                     downstream: down,
                 },
             );
-            for m in &ep.members[1..] {
+            for (j, m) in ep.members.iter().enumerate().skip(1) {
+                // A chain: each node pulls from the one before it and feeds the next.
+                let (upstream, downstream, role) = if chain {
+                    let next: Vec<String> = ep.members.get(j + 1).cloned().into_iter().collect();
+                    let role = if next.is_empty() { "leaf" } else { "relay" };
+                    (ep.members[j - 1].clone(), next, role)
+                } else {
+                    (ep.secondary.clone(), vec![], "leaf")
+                };
                 nodes.insert(
                     m.clone(),
                     NodeRole {
                         group: g.name.clone(),
                         entity: ep.entity.clone(),
-                        role: "leaf".into(),
-                        upstream: ep.secondary.clone(),
-                        downstream: vec![],
+                        role: role.into(),
+                        upstream,
+                        downstream,
                     },
                 );
             }
@@ -181,7 +194,7 @@ mod tests {
     use super::*;
 
     fn cluster(body: &str) -> Cluster {
-        let head = "[cluster]\nname = \"t\"\nimage_server = \"http://s\"\nserver_ip = \"10.0.0.1\"\nkernel = \"/bin/sh\"\ninitrd = \"/bin/sh\"\n";
+        let head = "[cluster]\nname = \"t\"\nimage_server = \"http://s\"\nserver_ip = \"10.0.0.1\"\nkernel = \"/bin/sh\"\ninitrd = \"/bin/sh\"\nrack_shape = \"fanout\"\n";
         crate::model::parse(
             &format!("{head}{body}"),
             "t.toml",
