@@ -10,6 +10,8 @@
 #   TREE_MB     approximate MiB of real OS files copied into the root fs (default 24)
 #   GARBAGE_MB  random bytes written to a file that is then deleted, per ext4 fs (default 24)
 #   TREE_SRC    directories to copy files from (default: /usr/share/doc /etc /usr/lib/python3)
+#   KEEP_RANDOM_MB  random (incompressible) bytes kept in a file of the root fs (default 0;
+#               the distribution benchmark uses it for a large compressed image)
 #
 # The root file system holds a real file tree plus every kind of inode a restore must keep:
 # symlinks, hard links, xattrs, odd owners and modes, a FIFO, a device node, sparse and empty
@@ -23,6 +25,7 @@ SIZE_MB=${SIZE_MB:-256}
 ROOT_MB=${ROOT_MB:-112}
 TREE_MB=${TREE_MB:-24}
 GARBAGE_MB=${GARBAGE_MB:-24}
+KEEP_RANDOM_MB=${KEEP_RANDOM_MB:-0}
 TREE_SRC=${TREE_SRC:-"/usr/share/doc /etc /usr/lib/python3"}
 
 loop="" mnt=$(mktemp -d)
@@ -71,6 +74,7 @@ populate_root() {
 
 add_garbage() {
   local dir=$1
+  [ "$GARBAGE_MB" -gt 0 ] || return 0
   dd if=/dev/urandom of="$dir/garbage" bs=1M count="$GARBAGE_MB" status=none
   sync
   rm "$dir/garbage"
@@ -101,7 +105,11 @@ gpt)
   mcopy -s -i "$(part 1)" "$tmpd/EFI" ::/
   rm -rf "$tmpd"
   mkext4 "$(part 2)" root 0c7e4f00-1111-4222-8333-444455556666
-  mount "$(part 2)" "$mnt"; populate_root "$mnt"; add_garbage "$mnt"; umount "$mnt"
+  mount "$(part 2)" "$mnt"; populate_root "$mnt"; add_garbage "$mnt"
+  if [ "$KEEP_RANDOM_MB" -gt 0 ]; then
+    dd if=/dev/urandom of="$mnt/srv/random.bin" bs=1M count="$KEEP_RANDOM_MB" status=none
+  fi
+  umount "$mnt"
   mkswap -L swap0 -U 5a5a5a5a-1234-4321-abcd-0123456789ab "$(part 3)" >/dev/null
   mkext4 "$(part 4)" data d47a0000-aaaa-4bbb-8ccc-dddddddddddd
   mount "$(part 4)" "$mnt"
