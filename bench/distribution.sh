@@ -67,6 +67,7 @@ run() { # scheme N -> prints seconds
   local scheme=$1 n=$2 shape=chain
   [ "$scheme" = ours-fanout ] || [ "$scheme" = cmu ] && shape=fanout
   : > "$work/pids"; : > "$work/loops"
+  rm -f "$work"/log*
   ip netns add "$tag-sw"; ip -n "$tag-sw" link add br0 type bridge; ip -n "$tag-sw" link set br0 up
   host p 10.78.0.1/16
   {
@@ -94,6 +95,7 @@ run() { # scheme N -> prints seconds
   mapfile -t loops < "$work/loops"
   local args=(clone --server http://10.78.0.1:8080 --group compute --stall 30)
   local start; start=$(date +%s.%N)
+  local cpu0; cpu0=$(head -1 /proc/stat)
   agent() { # i extra-args...
     local i=$1; shift
     ip netns exec "$tag-$(node_name "$i")" "$bin/initrd-agent" "${args[@]}" --node "$(node_name "$i")" \
@@ -122,9 +124,19 @@ run() { # scheme N -> prints seconds
     until grep -q "holding before growing\|done: image\|failed" "$work/log$i" 2>/dev/null; do sleep 0.2; done
   done
   local end; end=$(date +%s.%N)
-  local failed; failed=$(grep -l "failed" "$work"/log* 2>/dev/null | wc -l)
+  local cpu1; cpu1=$(head -1 /proc/stat)
+  local busy
+  busy=$(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN {
+    n = split(a, x, " "); split(b, y, " "); t = 0; i = 0
+    for (k = 2; k <= n; k++) { d = y[k] - x[k]; t += d; if (k == 5 || k == 6) i += d }
+    printf "%.0f", (t > 0 ? 100 * (t - i) / t : 0) }')
+  local failed rerouted
+  failed=$(grep -l "netboot: failed:" "$work"/log* 2>/dev/null | wc -l)
+  rerouted=$(grep -l "netboot: rerouted:" "$work"/log* 2>/dev/null | wc -l)
+  mkdir -p "$work/logs/$scheme-$n"; cp "$work"/log* "$work/logs/$scheme-$n/" 2>/dev/null || true
   cleanup
-  awk -v a="$start" -v b="$end" -v f="$failed" 'BEGIN { printf "%.1f%s", b - a, (f > 0 ? "!" : "") }'
+  awk -v a="$start" -v b="$end" -v f="$failed" -v r="$rerouted" \
+    -v c="$busy" 'BEGIN { printf "%.1f (cpu %s%%)%s%s", b - a, c, (f > 0 ? " !" f : ""), (r > 0 ? " r" r : "") }'
 }
 
 echo "### Distribution — $(date -u +%Y-%m-%d), $(nproc) cores, links $RATE, payload $((payload / 1000000)) MB"
@@ -136,12 +148,15 @@ for n in $NS_LIST; do
   printf "| %s |" "$n"
   for s in $SCHEMES; do
     t=$(run "$s" "$n")
-    [ -z "${base[$s]:-}" ] && base[$s]=${t%!}
-    printf " %s | %s |" "$t" "$(awk -v a="${t%!}" -v b="${base[$s]}" 'BEGIN { printf "%.2fx", a / b }')"
+    secs=${t%% *}
+    [ -z "${base[$s]:-}" ] && base[$s]=$secs
+    printf " %s | %s |" "$t" "$(awk -v a="$secs" -v b="${base[$s]}" 'BEGIN { printf "%.2fx", a / b }')"
   done
   echo
 done
 echo
 echo "Time: from starting the agents until every node has written and verified every chunk"
-echo "(a relay then holds its own grow until its downstream is served). '!' marks a run"
-echo "in which an agent failed. CPU: 2 cores shared by all agents of a run."
+echo "(a relay then holds its own grow until its downstream is served). '!k': k agents"
+echo "failed; 'rk': k agents re-routed up their chain. cpu: busy share of the machine's 2"
+echo "cores during the run (all agents, the primary and the kernel's network share them)."
+echo "Logs: $work/logs/<scheme>-<N>/."

@@ -23,6 +23,8 @@ struct State {
     order: VecDeque<Key>,
     bytes: usize,
     last_request: Instant,
+    /// Requests being answered right now (a slow transfer is not idleness).
+    active: usize,
     served_bytes: u64,
 }
 
@@ -61,6 +63,7 @@ impl Relay {
                 order: VecDeque::new(),
                 bytes: 0,
                 last_request: Instant::now(),
+                active: 0,
                 served_bytes: 0,
             }),
             cv: Condvar::new(),
@@ -242,10 +245,26 @@ impl Relay {
         Ok(addr)
     }
 
-    fn answer(&self, mut req: tiny_http::Request) {
+    fn answer(&self, req: tiny_http::Request) {
+        /// Counts the request as in flight until it is answered (every return path).
+        struct InFlight<'a>(&'a Mutex<State>);
+        impl Drop for InFlight<'_> {
+            fn drop(&mut self) {
+                if let Ok(mut s) = self.0.lock() {
+                    s.active -= 1;
+                    s.last_request = Instant::now();
+                }
+            }
+        }
         if let Ok(mut s) = self.state.lock() {
+            s.active += 1;
             s.last_request = Instant::now();
         }
+        let _in_flight = InFlight(&self.state);
+        self.respond_to(req);
+    }
+
+    fn respond_to(&self, mut req: tiny_http::Request) {
         let url = req.url().split('?').next().unwrap_or("").to_string();
         let prefix = format!("/{}/", self.image_name);
         let name = url.strip_prefix(&prefix).unwrap_or("");
