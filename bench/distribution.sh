@@ -104,24 +104,24 @@ run() { # scheme N -> prints seconds
   }
   case $scheme in
     naive) for i in $(seq 0 $((n - 1))); do agent "$i"; done ;;
-    ours|ours-fanout) for i in $(seq 0 $((n - 1))); do agent "$i" --plan --relay-idle 1; done ;;
+    ours|ours-fanout) for i in $(seq 0 $((n - 1))); do agent "$i" --plan --relay-idle 10; done ;;
     cmu)
       # Phase 1: secondaries one after another, each complete before the next starts.
       for i in $(seq 0 $PER_RACK $((n - 1))); do
         agent "$i" --plan --relay-idle 3600
-        until grep -q "holding before growing\|done: image\|failed" "$work/log$i" 2>/dev/null; do sleep 0.2; done
+        until grep -q "holding before growing\|done: image\|netboot: failed" "$work/log$i" 2>/dev/null; do sleep 0.2; done
       done
       # Phase 2: every rack's nodes from their secondary.
-      for i in $(seq 0 $((n - 1))); do [ $((i % PER_RACK)) -eq 0 ] || agent "$i" --plan --relay-idle 1; done
+      for i in $(seq 0 $((n - 1))); do [ $((i % PER_RACK)) -eq 0 ] || agent "$i" --plan --relay-idle 10; done
       # Phase 2 is over when every non-secondary is done; then release the secondaries.
       for i in $(seq 0 $((n - 1))); do
         [ $((i % PER_RACK)) -eq 0 ] && continue
-        until grep -q "done: image\|failed" "$work/log$i" 2>/dev/null; do sleep 0.2; done
+        until grep -q "done: image\|netboot: failed" "$work/log$i" 2>/dev/null; do sleep 0.2; done
       done
       ;;
   esac
   for i in $(seq 0 $((n - 1))); do
-    until grep -q "holding before growing\|done: image\|failed" "$work/log$i" 2>/dev/null; do sleep 0.2; done
+    until grep -q "holding before growing\|done: image\|netboot: failed" "$work/log$i" 2>/dev/null; do sleep 0.2; done
   done
   local end; end=$(date +%s.%N)
   local cpu1; cpu1=$(head -1 /proc/stat)

@@ -21,8 +21,10 @@ pub struct Route {
     pub upstreams: Vec<(String, String)>,
     /// Serve the image to downstream nodes on this address (a secondary / relay).
     pub relay_listen: Option<String>,
-    /// A relay keeps serving until no request came for this long (before growing, and
-    /// before it finishes).
+    /// Downstream nodes the plan gives this relay: it holds its grow, and its exit, until
+    /// each of them has fetched every chunk (or, failing that, `relay_idle` of silence).
+    pub downstream: usize,
+    /// A relay's fallback: it stops waiting for downstream after this long without requests.
     pub relay_idle: Duration,
     /// How long a read may stall before the upstream counts as dead.
     pub stall: Duration,
@@ -35,6 +37,7 @@ impl Route {
         Route {
             upstreams: vec![("primary".into(), server.trim_end_matches('/').to_string())],
             relay_listen: None,
+            downstream: 0,
             relay_idle: Duration::from_secs(15),
             stall: Duration::from_secs(20),
             attempts,
@@ -142,15 +145,15 @@ pub fn clone(
     };
     if let Some(relay) = &relay {
         let (a, b) = (relay.clone(), relay.clone());
-        let idle = route.relay_idle;
+        let (idle, expected) = (route.relay_idle, route.downstream);
         opts.on_chunk = Some(Arc::new(move |r, i, frame| a.chunk_done(r, i, frame)));
         let rep2 = rep.clone();
         opts.before_grow = Some(Arc::new(move || {
             rep2.say(&format!(
-                "holding before growing until downstream requests stop ({}s idle)",
+                "holding before growing until {expected} downstream node(s) have every chunk ({}s idle fallback)",
                 idle.as_secs()
             ));
-            b.wait_idle(idle);
+            b.wait_downstream(expected, idle);
         }));
     }
     let report = restore(&img, &disk, &opts, &progress)
@@ -167,7 +170,7 @@ pub fn clone(
         }
     }
     if let Some(relay) = &relay {
-        relay.wait_idle(route.relay_idle);
+        relay.wait_downstream(route.downstream, route.relay_idle);
         rep.say(&format!("relay served {} bytes", relay.served_bytes()));
     }
     rep.phase(

@@ -25,6 +25,8 @@ struct State {
     last_request: Instant,
     /// Requests being answered right now (a slow transfer is not idleness).
     active: usize,
+    /// Distinct chunks served to each downstream address.
+    clients: HashMap<std::net::IpAddr, HashSet<Key>>,
     served_bytes: u64,
 }
 
@@ -64,6 +66,7 @@ impl Relay {
                 bytes: 0,
                 last_request: Instant::now(),
                 active: 0,
+                clients: HashMap::new(),
                 served_bytes: 0,
             }),
             cv: Condvar::new(),
@@ -151,18 +154,35 @@ impl Relay {
         self.cv.notify_all();
     }
 
-    /// Blocks until no request has arrived for `idle`.
-    pub fn wait_idle(&self, idle: Duration) {
+    /// Blocks until the `expected` downstream nodes have each fetched every chunk, or —
+    /// for downstream nodes that never came or moved elsewhere — until no request is in
+    /// flight and none has come or ended for `idle`. (Send buffers hide the tail of a slow
+    /// transfer from the server, so in-flight counting alone is not enough.)
+    pub fn wait_downstream(&self, expected: usize, idle: Duration) {
+        let total: usize = self
+            .info(Duration::ZERO)
+            .map(|i| i.regions.iter().map(|r| r.chunks.len()).sum())
+            .unwrap_or(0);
         loop {
-            let since = self
+            let (active, since, complete) = self
                 .state
                 .lock()
-                .map(|s| s.last_request.elapsed())
-                .unwrap_or(idle);
-            if since >= idle {
+                .map(|s| {
+                    let complete = s
+                        .clients
+                        .values()
+                        .filter(|c| total > 0 && c.len() >= total)
+                        .count();
+                    (s.active, s.last_request.elapsed(), complete)
+                })
+                .unwrap_or((0, idle, 0));
+            if active == 0 && expected > 0 && complete >= expected {
                 return;
             }
-            std::thread::sleep(idle - since + Duration::from_millis(50));
+            if active == 0 && since >= idle {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 
@@ -264,6 +284,15 @@ impl Relay {
         self.respond_to(req);
     }
 
+    fn served(&self, client: Option<std::net::IpAddr>, k: Key, bytes: usize) {
+        if let Ok(mut s) = self.state.lock() {
+            s.served_bytes += bytes as u64;
+            if let Some(ip) = client {
+                s.clients.entry(ip).or_default().insert(k);
+            }
+        }
+    }
+
     fn respond_to(&self, mut req: tiny_http::Request) {
         let url = req.url().split('?').next().unwrap_or("").to_string();
         let prefix = format!("/{}/", self.image_name);
@@ -336,11 +365,10 @@ impl Relay {
                 vec![],
             );
         };
+        let client = req.remote_addr().map(|a| a.ip());
         match self.frame(&info, (ri, ci), Duration::from_secs(120)) {
             Ok(f) => {
-                if let Ok(mut s) = self.state.lock() {
-                    s.served_bytes += f.len() as u64;
-                }
+                self.served(client, (ri, ci), f.len());
                 let extra = hdr("Content-Range", &format!("bytes {start}-{end}/{total}"))
                     .into_iter()
                     .collect();
