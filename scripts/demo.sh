@@ -70,7 +70,7 @@ TOML
 "$pxeb" lookup --tree "$work/tree" --mac 52:54:00:00:00:01 --ip 172.20.0.9 | tail -5
 
 step "imgtool serve images/ + tree/ on 127.0.0.1"
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+port=$((20000 + $$ % 20000))   # loopback only; imgtool serve says so if it is taken
 "$imgtool" serve "$work/images" --tree "$work/tree" --listen "127.0.0.1:$port" 2>"$work/serve.log" &
 server=$!
 qemu=""
@@ -80,6 +80,10 @@ cleanup() {
 }
 trap cleanup EXIT
 sleep 1
+if ! kill -0 "$server" 2>/dev/null; then
+  echo "demo: imgtool serve did not start: $(cat "$work/serve.log")" >&2
+  exit 1
+fi
 
 step "booting a blank node in QEMU (TCG): PXE -> pxelinux -> kernel -> agent clones itself"
 truncate -s 384M "$work/node.img"

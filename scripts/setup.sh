@@ -2,7 +2,7 @@
 # Installs what building, testing and the demo need on a fresh Debian machine.
 # Idempotent: packages already present are skipped quickly by apt.
 set -euo pipefail
-need=(e2fsprogs dosfstools mtools gdisk fdisk util-linux attr zstd coreutils)
+need=(e2fsprogs dosfstools mtools gdisk fdisk util-linux mount attr zstd coreutils iproute2)
 # Boot tree, DHCP checks and QEMU network boots (pxe-builder, qemu-tests).
 need+=(qemu-system-x86 qemu-system-data ipxe-qemu seabios qemu-utils pxelinux syslinux-common
        linux-image-cloud-amd64 busybox-static cpio ovmf grub-efi-amd64-bin grub-common
