@@ -3,7 +3,9 @@
 //! disk not yet touched is left byte-for-byte unchanged, a touched one never looks
 //! bootable, and a dropped connection resumes at its chunk.
 
-use qemu_tests::disk::{assert_restored, corrupt_chunk, fixture, require_root, sha256_file};
+use qemu_tests::disk::{
+    assert_restored, capture_into, corrupt_chunk, fixture, require_root, sha256_file,
+};
 use qemu_tests::serve_in_background;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -23,17 +25,8 @@ fn setup() -> Setup {
     require_root();
     let work = tempfile::tempdir().unwrap();
     let images = work.path().join("images");
-    std::fs::create_dir_all(&images).unwrap();
     let master = fixture("gpt");
-    let disk = imgtool::disk::Disk::open_ro(&master).unwrap();
-    imgtool::capture::capture(
-        &disk,
-        &master,
-        &images.join("compute"),
-        &Default::default(),
-        &imgtool::progress::Progress::hidden(),
-    )
-    .unwrap();
+    capture_into(&master, &images, "compute");
     Setup {
         dir: work.path().to_path_buf(),
         images,

@@ -4,7 +4,7 @@
 //! rack secondaries relay cut-through (secondary k pulls from k-1), the other nodes pull
 //! from their rack's secondary. Every disk must end verified-identical to the master.
 
-use qemu_tests::disk::{assert_restored, fixture, require_root, Loop};
+use qemu_tests::disk::{assert_restored, capture_into, fixture, require_root, Loop};
 use qemu_tests::netns::Lan;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
@@ -64,16 +64,7 @@ fn setup(tag: &str, nginx: bool, shape: &str) -> Cluster {
     let dir = work.path().to_path_buf();
     let master = fixture("gpt");
     let images = dir.join("images");
-    std::fs::create_dir_all(&images).unwrap();
-    let disk = imgtool::disk::Disk::open_ro(&master).unwrap();
-    imgtool::capture::capture(
-        &disk,
-        &master,
-        &images.join("compute"),
-        &Default::default(),
-        &imgtool::progress::Progress::hidden(),
-    )
-    .unwrap();
+    capture_into(&master, &images, "compute");
 
     // The clone plan from a real cluster description.
     for f in ["vmlinuz", "initrd.img"] {

@@ -334,3 +334,17 @@ pub fn corrupt_chunk(image_dir: &Path, region: &str, chunk: usize) -> serde_json
     std::fs::write(&path, bytes).expect("payload");
     c
 }
+
+/// Captures `master` into `images/<group>` (an image root, as `imgtool serve` serves it).
+pub fn capture_into(master: &Path, images: &Path, group: &str) {
+    std::fs::create_dir_all(images).expect("image root");
+    let disk = imgtool::disk::Disk::open_ro(master).expect("opening the master");
+    imgtool::capture::capture(
+        &disk,
+        master,
+        &images.join(group),
+        &Default::default(),
+        &imgtool::progress::Progress::hidden(),
+    )
+    .expect("capture");
+}

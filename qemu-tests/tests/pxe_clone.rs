@@ -5,7 +5,7 @@
 //! host then checks the disk with the reference tools. The same node boots again: the
 //! layout matches, nothing is repartitioned, and the disk is still identical.
 
-use qemu_tests::disk::{assert_restored, fixture, require_root};
+use qemu_tests::disk::{assert_restored, capture_into, fixture, require_root};
 use qemu_tests::*;
 use std::path::Path;
 use std::time::Duration;
@@ -39,16 +39,7 @@ fn a_blank_node_pxe_boots_and_clones_itself_then_reboots_without_repartitioning(
     let w = work.path();
     let master = fixture("gpt");
     let images = w.join("images");
-    std::fs::create_dir_all(&images).unwrap();
-    let src = imgtool::disk::Disk::open_ro(&master).unwrap();
-    imgtool::capture::capture(
-        &src,
-        &master,
-        &images.join("compute"),
-        &Default::default(),
-        &imgtool::progress::Progress::hidden(),
-    )
-    .expect("capture");
+    capture_into(&master, &images, "compute");
 
     let kernel = kernel();
     let initrd = w.join("initrd.img");
