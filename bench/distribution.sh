@@ -18,6 +18,7 @@ NS_LIST=${NS_LIST:-"1 8 16 32 64"}
 RATE=${RATE:-100mbit}
 IMAGE_MB=${IMAGE_MB:-200}
 SCHEMES=${SCHEMES:-"naive cmu ours ours-fanout"}
+CHUNK=${CHUNK:-8M}
 PER_RACK=16
 export PATH="$HOME/.cargo/bin:$PATH"
 scripts/setup.sh >/dev/null
@@ -32,7 +33,7 @@ if [ ! -f "$master" ]; then
     scripts/make-fixture.sh gpt "$master" >/dev/null
 fi
 rm -rf "$work/images"; mkdir -p "$work/images"
-"$bin/imgtool" capture -q "$master" "$work/images/compute" >/dev/null
+"$bin/imgtool" capture -q --chunk-size "$CHUNK" "$master" "$work/images/compute" >/dev/null
 payload=$(du -cb "$work"/images/compute/*.zst | tail -1 | cut -f1)
 echo "k" > "$work/vmlinuz"; echo "i" > "$work/initrd.img"
 
@@ -139,7 +140,7 @@ run() { # scheme N -> prints seconds
     -v c="$busy" 'BEGIN { printf "%.1f (cpu %s%%)%s%s", b - a, c, (f > 0 ? " !" f : ""), (r > 0 ? " r" r : "") }'
 }
 
-echo "### Distribution — $(date -u +%Y-%m-%d), $(nproc) cores, links $RATE, payload $((payload / 1000000)) MB"
+echo "### Distribution — $(date -u +%Y-%m-%d), $(nproc) cores, links $RATE, payload $((payload / 1000000)) MB, chunks $CHUNK"
 echo
 printf "| N |"; for s in $SCHEMES; do printf " %s (s) | ratio |" "$s"; done; echo
 printf "|---:|"; for s in $SCHEMES; do printf -- "---:|---:|"; done; echo

@@ -41,6 +41,8 @@ pub struct Disk {
     file: File,
     /// The same disk opened with `O_DIRECT`, for aligned bulk writes (see [`Disk::write_all_at`]).
     direct: Option<File>,
+    /// Whether `direct` may be used now ([`Disk::set_direct`]).
+    use_direct: std::sync::atomic::AtomicBool,
     path: PathBuf,
     size: u64,
     sector_size: u32,
@@ -125,6 +127,7 @@ impl Disk {
         Ok(Disk {
             file,
             direct: None,
+            use_direct: std::sync::atomic::AtomicBool::new(true),
             path: path.to_path_buf(),
             size,
             sector_size,
@@ -134,6 +137,21 @@ impl Disk {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Allows or forbids `O_DIRECT`. A writer must not mix direct and buffered writes that
+    /// can touch the same 4 KiB page at the same time: a buffered read-modify-write of the
+    /// page can put stale bytes over sectors just written directly. Restore therefore uses
+    /// direct I/O only when every chunk it writes is 4 KiB-aligned on the target.
+    pub fn set_direct(&self, enabled: bool) {
+        self.use_direct
+            .store(enabled, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn direct(&self) -> Option<&File> {
+        self.direct
+            .as_ref()
+            .filter(|_| self.use_direct.load(std::sync::atomic::Ordering::SeqCst))
     }
 
     pub fn is_block_device(&self) -> bool {
@@ -243,7 +261,7 @@ fn blkpg(fd: libc::c_int, op: libc::c_int, pno: u32, start: u64, len: u64) -> io
 
 impl BlockIo for Disk {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        if let Some(d) = &self.direct {
+        if let Some(d) = self.direct() {
             if is_aligned(buf, offset) && offset + buf.len() as u64 <= self.size {
                 return d.read_exact_at(buf, offset);
             }
@@ -262,7 +280,7 @@ impl BlockIo for Disk {
                 ),
             ));
         }
-        if let Some(d) = &self.direct {
+        if let Some(d) = self.direct() {
             if is_aligned(buf, offset) {
                 return d.write_all_at(buf, offset);
             }

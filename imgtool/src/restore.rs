@@ -205,6 +205,19 @@ pub fn restore(
         .filter(|r| r.number != 0)
         .map(|r| r.used_bytes)
         .sum();
+    // O_DIRECT only when no two writes can share a page (see Disk::set_direct): file
+    // systems with 1 KiB blocks have extents that are not 4 KiB-aligned.
+    let aligned = regions
+        .iter()
+        .zip(report.regions.iter())
+        .filter(|(r, _)| r.number != 0)
+        .all(|(r, rep)| {
+            r.chunks.iter().flat_map(|c| c.ranges()).all(|(o, l)| {
+                (rep.disk_offset + o).is_multiple_of(crate::disk::DIRECT_ALIGN as u64)
+                    && l.is_multiple_of(crate::disk::DIRECT_ALIGN as u64)
+            })
+        });
+    target.set_direct(aligned);
     // The disk head (at most 1 MiB) first: it is written last, but fetched and verified
     // now, so a streamed restore does not depend on its upstream still being there at
     // the end, and a relay can pass it on at once.
