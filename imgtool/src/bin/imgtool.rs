@@ -151,7 +151,9 @@ fn open_image(p: &std::path::Path) -> Result<Image> {
 fn parse_chunk_size(s: &str) -> std::result::Result<u64, String> {
     let n = parse_size(s)?;
     if !n.is_power_of_two() || !(64 << 10..=imgtool::chunk::MAX_CHUNK).contains(&n) {
-        return Err(format!("chunk size `{s}` must be a power of two from 64K to 64M"));
+        return Err(format!(
+            "chunk size `{s}` must be a power of two from 64K to 64M"
+        ));
     }
     Ok(n)
 }
