@@ -10,10 +10,6 @@ use crate::progress::Progress;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-fn chunk_err(r: &Region, i: usize, msg: String) -> Error {
-    r.chunk_error(i, msg)
-}
-
 /// Reads chunk `i`'s frame from the image's source.
 pub fn read_frame(image: &Image, r: &Region, i: usize) -> Result<Vec<u8>> {
     let c = &r.chunks[i];
@@ -24,7 +20,7 @@ pub fn read_frame(image: &Image, r: &Region, i: usize) -> Result<Vec<u8>> {
             if e.unreachable {
                 Error::Source(e)
             } else {
-                chunk_err(r, i, format!("reading the frame: {e}"))
+                r.chunk_error(i, format!("reading the frame: {e}"))
             }
         })
 }
@@ -34,18 +30,16 @@ pub fn decode_frame(frame: &[u8], r: &Region, i: usize) -> Result<AlignedBuf> {
     let c = &r.chunks[i];
     let mut raw = AlignedBuf::new(c.length as usize);
     let n = zstd::bulk::decompress_to_buffer(frame, &mut raw[..])
-        .map_err(|e| chunk_err(r, i, format!("zstd: {e}")))?;
+        .map_err(|e| r.chunk_error(i, format!("zstd: {e}")))?;
     if n as u64 != c.length {
-        return Err(chunk_err(
-            r,
+        return Err(r.chunk_error(
             i,
             format!("decompressed to {n} bytes, expected {}", c.length),
         ));
     }
     let sum = hex::encode(Sha256::digest(&raw[..]));
     if sum != c.sha256 {
-        return Err(chunk_err(
-            r,
+        return Err(r.chunk_error(
             i,
             format!("sha256 {sum} does not match the manifest's {}", c.sha256),
         ));
@@ -77,7 +71,7 @@ pub fn check_frames(
                 let frame = read_frame(image, r, i)?;
                 let sum = hex::encode(Sha256::digest(&frame));
                 if sum != r.chunks[i].frame_sha256 {
-                    return Err(chunk_err(r, i, "compressed frame's sha256 does not match the manifest: the payload is damaged".into()));
+                    return Err(r.chunk_error(i, "compressed frame's sha256 does not match the manifest: the payload is damaged".into()));
                 }
                 Ok(frame.len() as u64)
             },

@@ -8,7 +8,7 @@
 //! `vsmp.boards`, `vsmp.group`. pxelinux adds `ip=` and `BOOTIF=` (IPAPPEND 3); GRUB
 //! entries add `netboot.mac=` and `netboot.ip=` from GRUB's own variables.
 
-use crate::model::{Cluster, Group};
+use crate::model::{Cluster, Entity, Group};
 
 /// Tree paths of the files every entry refers to.
 pub const KERNEL: &str = "boot/vmlinuz";
@@ -35,6 +35,24 @@ fn join(parts: &[&str]) -> String {
         .join(" ")
 }
 
+/// The arguments every entry carries: cluster, entity and group extras, then our keys.
+fn entry_args(c: &Cluster, ent: &Entity, g: &Group, node: Option<&str>, mode: &str) -> String {
+    let node = node
+        .map(|n| format!("netboot.node={n}"))
+        .unwrap_or_default();
+    join(&[
+        &c.settings.kernel_args,
+        &ent.args,
+        &g.args,
+        &format!("netboot.server={}", c.settings.image_server),
+        &node,
+        &format!(
+            "netboot.entity={} netboot.group={} netboot.image={} netboot.mode={mode}",
+            ent.name, g.name, g.image
+        ),
+    ])
+}
+
 fn group_mode(g: &Group) -> &'static str {
     if g.diskless {
         "diskless"
@@ -49,10 +67,6 @@ pub fn node_entry(c: &Cluster, n: usize) -> Entry {
     let node = &c.nodes[n];
     let ent = &c.entities[node.entity];
     let g = &c.groups[node.active_group];
-    let common = format!(
-        "netboot.server={} netboot.node={} netboot.entity={} netboot.group={} netboot.image={}",
-        s.image_server, node.name, ent.name, g.name, g.image
-    );
     if g.is_vsmp(&s.vsmp_prefix) {
         let board = g
             .active
@@ -80,11 +94,7 @@ pub fn node_entry(c: &Cluster, n: usize) -> Entry {
                     boards.join(","),
                     g.name
                 ),
-                &s.kernel_args,
-                &ent.args,
-                &g.args,
-                &common,
-                &format!("netboot.mode={mode}"),
+                &entry_args(c, ent, g, Some(&node.name), mode),
             ]),
             local_alternative: !g.diskless,
         };
@@ -93,39 +103,23 @@ pub fn node_entry(c: &Cluster, n: usize) -> Entry {
         title: format!("node {} ({}), group {}", node.name, ent.name, g.name),
         kernel: KERNEL.into(),
         initrd: INITRD.into(),
-        args: join(&[
-            &s.kernel_args,
-            &ent.args,
-            &g.args,
-            &common,
-            &format!("netboot.mode={}", group_mode(g)),
-        ]),
+        args: entry_args(c, ent, g, Some(&node.name), group_mode(g)),
         local_alternative: false,
     }
 }
 
 /// The entry for nodes of entity `e` that have no file of their own.
 pub fn entity_entry(c: &Cluster, e: usize) -> Entry {
-    let s = &c.settings;
     let ent = &c.entities[e];
     let g = &c.groups[ent.default_group];
     Entry {
-        title: format!("entity {} ({}), default group {}", ent.name, ent.net, g.name),
+        title: format!(
+            "entity {} ({}), default group {}",
+            ent.name, ent.net, g.name
+        ),
         kernel: KERNEL.into(),
         initrd: INITRD.into(),
-        args: join(&[
-            &s.kernel_args,
-            &ent.args,
-            &g.args,
-            &format!(
-                "netboot.server={} netboot.entity={} netboot.group={} netboot.image={} netboot.mode={}",
-                s.image_server,
-                ent.name,
-                g.name,
-                g.image,
-                group_mode(g)
-            ),
-        ]),
+        args: entry_args(c, ent, g, None, group_mode(g)),
         local_alternative: false,
     }
 }

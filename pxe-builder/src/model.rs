@@ -305,6 +305,26 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
+/// A setting that takes one of a few words; the first is the default. Anything else is
+/// reported at its location and the default is used.
+fn choose<T: Copy>(cx: &mut Ctx, key: &str, v: Option<&S<String>>, options: &[(&str, T)]) -> T {
+    let default = options[0].1;
+    let Some(v) = v else { return default };
+    if let Some(&(_, t)) = options.iter().find(|(w, _)| *w == v.get_ref()) {
+        return t;
+    }
+    let words: Vec<String> = options.iter().map(|(w, _)| format!("\"{w}\"")).collect();
+    cx.at(
+        v.span(),
+        format!(
+            "{key} = `{}`: use {} (the first is the default)",
+            v.get_ref(),
+            words.join(" or ")
+        ),
+    );
+    default
+}
+
 /// Reads and validates `path`.
 pub fn load(path: &Path) -> Result<Cluster, Invalid> {
     let text = std::fs::read_to_string(path).map_err(|e| {
@@ -392,36 +412,18 @@ pub fn parse(text: &str, file: &str, base: &Path) -> Result<Cluster, Invalid> {
         }
         p
     };
-    let all_node_files = match c
-        .node_files
-        .as_ref()
-        .map(|s| (s.get_ref().as_str(), s.span()))
-    {
-        None | Some(("differing", _)) => false,
-        Some(("all", _)) => true,
-        Some((other, span)) => {
-            cx.at(
-                span,
-                format!("node_files = `{other}`: use \"differing\" (default) or \"all\""),
-            );
-            false
-        }
-    };
-    let rack_chain = match c
-        .rack_shape
-        .as_ref()
-        .map(|s| (s.get_ref().as_str(), s.span()))
-    {
-        None | Some(("chain", _)) => true,
-        Some(("fanout", _)) => false,
-        Some((other, span)) => {
-            cx.at(
-                span,
-                format!("rack_shape = `{other}`: use \"chain\" (default) or \"fanout\""),
-            );
-            true
-        }
-    };
+    let all_node_files = choose(
+        &mut cx,
+        "node_files",
+        c.node_files.as_ref(),
+        &[("differing", false), ("all", true)],
+    );
+    let rack_chain = choose(
+        &mut cx,
+        "rack_shape",
+        c.rack_shape.as_ref(),
+        &[("chain", true), ("fanout", false)],
+    );
     let kernel = file_path(&c.kernel, "kernel", &mut cx);
     let initrd = file_path(&c.initrd, "initrd", &mut cx);
     let vsmp_loader = c

@@ -211,19 +211,25 @@ fn syntax_errors_and_unknown_keys_are_located() {
     expect_errors(&missing_kernel, &[(5, "kernel `nope/vmlinuz` not found")]);
 }
 
-#[test]
-fn dhcp_snippets_pass_the_real_servers_checks() {
+/// Builds the example cluster; returns the temp dir (keep it alive) and the tree.
+fn build_example() -> (tempfile::TempDir, PathBuf) {
     let work = tempfile::tempdir().unwrap();
     let c = write_cluster(work.path(), &good());
     let out = work.path().join("tree");
-    assert!(bin()
+    let o = bin()
         .args(["build", "--cluster"])
         .arg(&c)
         .arg("--out")
         .arg(&out)
-        .status()
-        .unwrap()
-        .success());
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    (work, out)
+}
+
+#[test]
+fn dhcp_snippets_pass_the_real_servers_checks() {
+    let (_work, out) = build_example();
     let dnsmasq = out.join("dhcp/dnsmasq.conf");
     let o = Command::new("dnsmasq")
         .arg("--test")
@@ -263,17 +269,7 @@ fn dhcp_snippets_pass_the_real_servers_checks() {
 
 #[test]
 fn lookup_explains_which_file_a_client_loads() {
-    let work = tempfile::tempdir().unwrap();
-    let c = write_cluster(work.path(), &good());
-    let out = work.path().join("tree");
-    assert!(bin()
-        .args(["build", "--cluster"])
-        .arg(&c)
-        .arg("--out")
-        .arg(&out)
-        .status()
-        .unwrap()
-        .success());
+    let (_work, out) = build_example();
     let run = |args: &[&str]| -> serde_json::Value {
         let o = bin()
             .args(["lookup", "--json", "--tree"])
