@@ -26,10 +26,10 @@ cargo build --release -q -p imgtool -p initrd-agent -p pxe-builder
 bin=$PWD/target/release
 work=$(realpath -m "${BENCH_DIR:-bench/work}")/dist
 mkdir -p "$work"
-master=$work/master-$IMAGE_MB.img
+master=$work/master-$IMAGE_MB-4k.img
 if [ ! -f "$master" ]; then
   echo "building a master with $IMAGE_MB MiB of incompressible data ..." >&2
-  SIZE_MB=$((IMAGE_MB + 320)) ROOT_MB=$((IMAGE_MB + 160)) KEEP_RANDOM_MB=$IMAGE_MB GARBAGE_MB=0 \
+  SIZE_MB=$((IMAGE_MB + 320)) ROOT_MB=$((IMAGE_MB + 160)) KEEP_RANDOM_MB=$IMAGE_MB GARBAGE_MB=0 BLOCK_SIZE=4096 \
     scripts/make-fixture.sh gpt "$master" >/dev/null
 fi
 rm -rf "$work/images"; mkdir -p "$work/images"
@@ -68,7 +68,7 @@ run() { # scheme N -> prints seconds
   local scheme=$1 n=$2 shape=chain
   [ "$scheme" = ours-fanout ] || [ "$scheme" = cmu ] && shape=fanout
   : > "$work/pids"; : > "$work/loops"
-  rm -f "$work"/log*
+  rm -f "$work"/log[0-9]*
   ip netns add "$tag-sw"; ip -n "$tag-sw" link add br0 type bridge; ip -n "$tag-sw" link set br0 up
   host p 10.78.0.1/16
   {
@@ -90,10 +90,13 @@ run() { # scheme N -> prints seconds
   for i in $(seq 0 $((n - 1))); do
     host "$(node_name "$i")" "$(node_ip "$i")/16"
     truncate -s 0 "$work/node$i.img"; truncate -s "$(stat -c %s "$master")" "$work/node$i.img"
-    losetup -f --show "$work/node$i.img" >> "$work/loops"
+    # Direct I/O to the backing file: a node's disk is its own, not this host's page
+    # cache (which would also copy every byte once more).
+    losetup --direct-io=on -f --show "$work/node$i.img" >> "$work/loops"
   done
   sleep 1
   mapfile -t loops < "$work/loops"
+  local -a apid=()
   local args=(clone --server http://10.78.0.1:8080 --group compute --stall 30)
   local start; start=$(date +%s.%N)
   local cpu0; cpu0=$(head -1 /proc/stat)
@@ -102,6 +105,13 @@ run() { # scheme N -> prints seconds
     ip netns exec "$tag-$(node_name "$i")" "$bin/initrd-agent" "${args[@]}" --node "$(node_name "$i")" \
       --target "${loops[$i]}" "$@" > "$work/log$i" 2>&1 &
     echo $! >> "$work/pids"
+    apid[$i]=$!
+  }
+  # Until node i's log says it is through (or failed), or its agent is gone.
+  wait_node() { # i pattern
+    until grep -q "$2\|netboot: failed" "$work/log$1" 2>/dev/null || ! kill -0 "${apid[$1]}" 2>/dev/null; do
+      sleep 0.2
+    done
   }
   case $scheme in
     naive) for i in $(seq 0 $((n - 1))); do agent "$i"; done ;;
@@ -110,19 +120,19 @@ run() { # scheme N -> prints seconds
       # Phase 1: secondaries one after another, each complete before the next starts.
       for i in $(seq 0 $PER_RACK $((n - 1))); do
         agent "$i" --plan --relay-idle 3600
-        until grep -q "holding before growing\|done: image\|netboot: failed" "$work/log$i" 2>/dev/null; do sleep 0.2; done
+        wait_node "$i" "holding before growing\|done: image"
       done
       # Phase 2: every rack's nodes from their secondary.
       for i in $(seq 0 $((n - 1))); do [ $((i % PER_RACK)) -eq 0 ] || agent "$i" --plan --relay-idle 10; done
       # Phase 2 is over when every non-secondary is done; then release the secondaries.
       for i in $(seq 0 $((n - 1))); do
         [ $((i % PER_RACK)) -eq 0 ] && continue
-        until grep -q "done: image\|netboot: failed" "$work/log$i" 2>/dev/null; do sleep 0.2; done
+        wait_node "$i" "done: image"
       done
       ;;
   esac
   for i in $(seq 0 $((n - 1))); do
-    until grep -q "holding before growing\|done: image\|netboot: failed" "$work/log$i" 2>/dev/null; do sleep 0.2; done
+    wait_node "$i" "holding before growing\|done: image"
   done
   local end; end=$(date +%s.%N)
   local cpu1; cpu1=$(head -1 /proc/stat)
@@ -134,7 +144,7 @@ run() { # scheme N -> prints seconds
   local failed rerouted
   failed=$(grep -l "netboot: failed:" "$work"/log* 2>/dev/null | wc -l)
   rerouted=$(grep -l "netboot: rerouted:" "$work"/log* 2>/dev/null | wc -l)
-  mkdir -p "$work/logs/$scheme-$n"; cp "$work"/log* "$work/logs/$scheme-$n/" 2>/dev/null || true
+  mkdir -p "$work/logs/$scheme-$n"; cp "$work"/log[0-9]* "$work/logs/$scheme-$n/" 2>/dev/null || true
   cleanup
   awk -v a="$start" -v b="$end" -v f="$failed" -v r="$rerouted" \
     -v c="$busy" 'BEGIN { printf "%.1f (cpu %s%%)%s%s", b - a, c, (f > 0 ? " !" f : ""), (r > 0 ? " r" r : "") }'

@@ -6,8 +6,10 @@
 //!    disk size), every selected chunk's frame sha256 (catches flipped or truncated
 //!    payloads);
 //! 2. when the table changes: the old table is wiped (sector 0, the GPT headers);
-//! 3. partitions, chunk by chunk (decompress, sha256 of the raw bytes, then write);
-//!    unknown file systems get their gaps zeroed; swap gets its header fitted to the size;
+//! 3. partitions, chunk by chunk (decompress, sha256 of the raw bytes, then write; with
+//!    `verify`, write, read back and hash what the disk returns instead, so every chunk
+//!    is hashed once and checked where it matters); unknown file systems get their gaps
+//!    zeroed; swap gets its header fitted to the size;
 //! 4. ext file systems that got a larger partition are checked and grown through the
 //!    whole-disk device (`e2fsck -fp`, `resize2fs DEV?offset=N`);
 //! 5. last, the disk head (boot code, boot-loader gap) and the partition table;
@@ -20,14 +22,15 @@ use crate::layout::{plan_layout, read_layout, table_ranges, Plan};
 use crate::manifest::{Image, Region};
 use crate::pool::run_pipeline;
 use crate::progress::Progress;
-use crate::verify::{check_frames, decode_frame, read_frame};
+use crate::verify::{check_frames, check_raw, decode_frame, inflate_frame, read_frame};
 use serde::Serialize;
 use std::path::Path;
 use std::process::Command;
 
-/// Called after chunk `i` of a region was verified (raw sha256) and written, with its
-/// compressed frame: a relay serves it from then on (cut-through).
-pub type ChunkHook = std::sync::Arc<dyn Fn(&Region, usize, &[u8]) + Send + Sync>;
+/// Called after chunk `i` of a region was verified (raw sha256) and written (and, with
+/// `verify`, read back), with its compressed frame: a relay serves it from then on
+/// (cut-through).
+pub type ChunkHook = std::sync::Arc<dyn Fn(&Region, usize, Vec<u8>) + Send + Sync>;
 
 /// Called once every chunk is written and read back, before file systems grow.
 pub type Hold = std::sync::Arc<dyn Fn() + Send + Sync>;
@@ -39,8 +42,10 @@ pub struct RestoreOptions {
     pub dry_run: bool,
     /// Worker threads; 0 = all cores.
     pub threads: usize,
-    /// Read every written chunk back from the target and check its sha256 (before file
-    /// systems are grown).
+    /// Read every chunk back from the target right after writing it and check the sha256
+    /// of what the disk returns (before file systems are grown). The check runs while
+    /// later chunks are still arriving, so it adds no pass at the end; `O_DIRECT`
+    /// reads whenever the writes were direct.
     pub verify: bool,
     pub on_chunk: Option<ChunkHook>,
     pub before_grow: Option<Hold>,
@@ -205,19 +210,22 @@ pub fn restore(
         .filter(|r| r.number != 0)
         .map(|r| r.used_bytes)
         .sum();
-    // O_DIRECT only when no two writes can share a page (see Disk::set_direct): file
-    // systems with 1 KiB blocks have extents that are not 4 KiB-aligned.
-    let aligned = regions
+    // O_DIRECT only when no two concurrent writes can share a page (see
+    // Disk::set_direct), decided per partition: file systems with 1 KiB blocks, and FAT's
+    // 2 KiB clusters, have extents that are not 4 KiB-aligned. Partitions are written
+    // one after another and start on 1 MiB boundaries, so no page spans two of them.
+    let aligned = |r: &Region, rep: &RegionReport| {
+        r.chunks.iter().flat_map(|c| c.ranges()).all(|(o, l)| {
+            (rep.disk_offset + o).is_multiple_of(crate::disk::DIRECT_ALIGN as u64)
+                && l.is_multiple_of(crate::disk::DIRECT_ALIGN as u64)
+        })
+    };
+    let all_aligned = regions
         .iter()
         .zip(report.regions.iter())
         .filter(|(r, _)| r.number != 0)
-        .all(|(r, rep)| {
-            r.chunks.iter().flat_map(|c| c.ranges()).all(|(o, l)| {
-                (rep.disk_offset + o).is_multiple_of(crate::disk::DIRECT_ALIGN as u64)
-                    && l.is_multiple_of(crate::disk::DIRECT_ALIGN as u64)
-            })
-        });
-    target.set_direct(aligned);
+        .all(|(r, rep)| aligned(r, rep));
+    target.set_direct(all_aligned);
     // The disk head (at most 1 MiB) first: it is written last, but fetched and verified
     // now, so a streamed restore does not depend on its upstream still being there at
     // the end, and a relay can pass it on at once.
@@ -240,7 +248,7 @@ pub fn restore(
             let frame = read_frame(image, head, i)?;
             bytes.extend_from_slice(&decode_frame(&frame, head, i)?);
             if let Some(hook) = &opts.on_chunk {
-                hook(head, i, &frame);
+                hook(head, i, frame);
             }
         }
         head_bytes = Some(bytes);
@@ -257,6 +265,7 @@ pub fn restore(
             continue;
         }
         let base = rep.disk_offset;
+        target.set_direct(aligned(r, rep));
         let is_swap = r.filesystem == "swap";
         let target_size = rep.target_size;
         run_pipeline(
@@ -265,9 +274,14 @@ pub fn restore(
             |i| read_frame(image, r, i),
             |i, frame| -> Result<u64> {
                 let c = &r.chunks[i];
-                let mut raw = decode_frame(&frame, r, i)?;
-                let on_chunk = &opts.on_chunk;
-                if is_swap && c.offset == 0 {
+                // Swap's chunk 0 is changed after decoding, so it is checked before.
+                let fitted = is_swap && c.offset == 0;
+                let mut raw = if opts.verify && !fitted {
+                    inflate_frame(&frame, r, i)?
+                } else {
+                    decode_frame(&frame, r, i)?
+                };
+                if fitted {
                     swap::fit_header(&mut raw, target_size);
                 }
                 let mut at = 0usize;
@@ -282,8 +296,11 @@ pub fn restore(
                     })?;
                     at += l as usize;
                 }
-                if let Some(hook) = on_chunk {
-                    hook(r, i, &frame);
+                if opts.verify {
+                    read_back(target, r, i, base, &raw, fitted, &tpath)?;
+                }
+                if let Some(hook) = &opts.on_chunk {
+                    hook(r, i, frame);
                 }
                 Ok(c.length)
             },
@@ -306,45 +323,8 @@ pub fn restore(
         }
     }
     progress.finish();
+    target.set_direct(all_aligned);
     target.flush().map_err(|e| werr("flushing".into(), e))?;
-
-    if opts.verify {
-        let total: u64 = regions
-            .iter()
-            .filter(|r| r.number != 0)
-            .map(|r| r.used_bytes)
-            .sum();
-        progress.start(total, "verifying");
-        for (r, rep) in regions.iter().zip(report.regions.iter()) {
-            if r.number == 0 {
-                continue;
-            }
-            let bad = crate::diff::region_differences(
-                r,
-                target,
-                rep.disk_offset,
-                opts.threads,
-                progress,
-            )?;
-            if let Some(&i) = bad.first() {
-                let c = &r.chunks[i];
-                return Err(Error::BadChunk {
-                    partition: r.name.clone(),
-                    chunk: i,
-                    offset: c.offset,
-                    payload: r.payload.clone(),
-                    payload_offset: c.payload_offset,
-                    msg: format!(
-                        "reads back from {} (disk byte {}) with a different sha256 ({} chunk(s) differ): the disk did not keep what was written",
-                        tpath.display(),
-                        rep.disk_offset + c.offset,
-                        bad.len()
-                    ),
-                });
-            }
-        }
-        progress.finish();
-    }
 
     if let Some(hold) = &opts.before_grow {
         hold();
@@ -506,6 +486,61 @@ impl Drop for PartitionAccess {
 }
 
 /// Runs an external program, accepting the given exit codes.
+/// Reads chunk `i` back from the disk (region at byte `base`) and checks it: against the
+/// manifest's sha256, or byte for byte when the written bytes were changed after
+/// decoding (`fitted`, already checked). On a mismatch the written buffer is hashed too,
+/// to tell a damaged frame (the image or an upstream is at fault) from a disk that did
+/// not keep what was written.
+fn read_back(
+    target: &dyn BlockIo,
+    r: &Region,
+    i: usize,
+    base: u64,
+    written: &[u8],
+    fitted: bool,
+    tpath: &Path,
+) -> Result<()> {
+    let c = &r.chunks[i];
+    let mut back = crate::disk::AlignedBuf::new(c.length as usize);
+    let mut at = 0usize;
+    for (o, l) in c.ranges() {
+        target
+            .read_exact_at(&mut back[at..at + l as usize], base + o)
+            .map_err(|e| {
+                Error::Invalid(format!(
+                    "{}: reading back partition {} chunk {i} at disk byte {}: {e}",
+                    tpath.display(),
+                    r.number,
+                    base + o
+                ))
+            })?;
+        at += l as usize;
+    }
+    let kept = if fitted {
+        back[..] == *written
+    } else {
+        check_raw(&back, r, i).is_ok()
+    };
+    if kept {
+        return Ok(());
+    }
+    if !fitted {
+        check_raw(written, r, i)?;
+    }
+    Err(Error::BadChunk {
+        partition: r.name.clone(),
+        chunk: i,
+        offset: c.offset,
+        payload: r.payload.clone(),
+        payload_offset: c.payload_offset,
+        msg: format!(
+            "reads back from {} (disk byte {}) with different bytes: the disk did not keep what was written",
+            tpath.display(),
+            base + c.offset
+        ),
+    })
+}
+
 pub fn run_tool(program: &str, args: &[&str], ok: &[i32], target: &str) -> Result<()> {
     let out = Command::new(program)
         .args(args)
@@ -528,4 +563,110 @@ pub fn run_tool(program: &str, args: &[&str], ok: &[i32], target: &str) -> Resul
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::disk::MemDisk;
+    use crate::fs::Fill;
+    use crate::manifest::Chunk;
+    use sha2::{Digest, Sha256};
+
+    /// One chunk gathering two 4 KiB ranges of partition 2, which starts at byte 8192.
+    fn region(raw: &[u8]) -> Region {
+        Region {
+            name: "p2".into(),
+            number: 2,
+            size: 65536,
+            filesystem: "ext4".into(),
+            uuid: None,
+            label: None,
+            fs_size: 65536,
+            used_bytes: raw.len() as u64,
+            fill: Fill::Keep,
+            payload: "p2.zst".into(),
+            chunks: vec![Chunk {
+                offset: 4096,
+                length: raw.len() as u64,
+                payload_offset: 0,
+                compressed_length: 0,
+                sha256: hex::encode(Sha256::digest(raw)),
+                frame_sha256: String::new(),
+                extents: vec![[4096, 4096], [16384, 4096]],
+            }],
+        }
+    }
+
+    fn raw() -> Vec<u8> {
+        (0..8192u32).map(|i| (i * 7 % 251) as u8).collect()
+    }
+
+    fn write(disk: &MemDisk, bytes: &[u8]) {
+        disk.write_all_at(&bytes[..4096], 8192 + 4096).unwrap();
+        disk.write_all_at(&bytes[4096..], 8192 + 16384).unwrap();
+    }
+
+    #[test]
+    fn read_back_accepts_what_the_disk_kept() {
+        let (raw, disk) = (raw(), MemDisk::new(1 << 17, 512));
+        write(&disk, &raw);
+        read_back(&disk, &region(&raw), 0, 8192, &raw, false, Path::new("d")).unwrap();
+    }
+
+    #[test]
+    fn read_back_blames_the_disk_when_the_written_bytes_were_right() {
+        let (raw, disk) = (raw(), MemDisk::new(1 << 17, 512));
+        let mut kept = raw.clone();
+        kept[5000] ^= 1;
+        write(&disk, &kept);
+        let e = read_back(
+            &disk,
+            &region(&raw),
+            0,
+            8192,
+            &raw,
+            false,
+            Path::new("/dev/x"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("did not keep") && e.contains("/dev/x"), "{e}");
+        // Fitted (changed after decoding) bytes are compared byte for byte.
+        let e = read_back(
+            &disk,
+            &region(&raw),
+            0,
+            8192,
+            &raw,
+            true,
+            Path::new("/dev/x"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("did not keep"), "{e}");
+    }
+
+    #[test]
+    fn read_back_blames_the_frame_when_the_written_bytes_were_wrong() {
+        let (raw, disk) = (raw(), MemDisk::new(1 << 17, 512));
+        let mut bad = raw.clone();
+        bad[10] ^= 1;
+        write(&disk, &bad);
+        let e = read_back(
+            &disk,
+            &region(&raw),
+            0,
+            8192,
+            &bad,
+            false,
+            Path::new("/dev/x"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("does not match the manifest") && !e.contains("did not keep"),
+            "{e}"
+        );
+    }
 }

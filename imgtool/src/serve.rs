@@ -150,7 +150,8 @@ fn serve_file(req: Request, path: &Path) {
             header("Accept-Ranges", "bytes"),
             header("Content-Type", "application/octet-stream"),
         ],
-        Box::new(f.take(if head { 0 } else { n })) as Box<dyn Read + Send>,
+        // Concrete BufReader: io::copy then sends 1 MiB per write instead of 8 KiB.
+        std::io::BufReader::with_capacity(1 << 20, f.take(if head { 0 } else { n })),
         Some(n as usize),
         None,
     );

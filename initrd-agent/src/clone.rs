@@ -67,7 +67,7 @@ pub fn clone(
     // it; their requests wait until it has the image.
     let relay = match &route.relay_listen {
         Some(listen) => {
-            let relay = Relay::new(image, target, 256 << 20);
+            let relay = Relay::new(image, target, 64 << 20);
             let addr = relay.serve(listen)?;
             rep.say(&format!(
                 "relaying image {image} to downstream nodes on {addr}"

@@ -189,6 +189,7 @@ pub(crate) fn plan_route(cfg: &Config, server: &str) -> anyhow::Result<clone::Ro
 }
 
 fn main() -> std::process::ExitCode {
+    imgtool::disk::keep_freed_memory();
     // SAFETY: getpid has no preconditions.
     if unsafe { libc::getpid() } == 1 {
         pid1::run();

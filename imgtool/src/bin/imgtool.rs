@@ -594,6 +594,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 fn main() -> ExitCode {
+    imgtool::disk::keep_freed_memory();
     let cli = Cli::parse();
     match run(cli) {
         Ok(c) => c,
