@@ -4,21 +4,24 @@
 #   cmu    CMU's two store-and-forward phases: secondaries one after another (each from
 #          the previous one, complete before the next starts), then every rack's nodes
 #          from their secondary;
-#   ours   everything at once, cut-through: secondaries in a pipeline, and inside each
-#          rack a chain (rack_shape = "chain"); also "ours-fanout" (rack_shape = "fanout").
+#   ours   everything at once, cut-through, in the plan's default shape (rack_shape =
+#          "serial": one chain through the racks, each rack entered at its secondary);
+#          also "ours-chain" (secondaries in a pipeline, a chain behind each) and
+#          "ours-fanout" (secondaries in a pipeline, racks fan out).
 # Every host's egress (the primary's uplink too) is limited to RATE with tc tbf, in
-# network namespaces this script creates; racks hold up to 16 nodes. Prints one table:
-# wall time per scheme and N, and the ratio to N = 1. Not a test. Needs root.
+# network namespaces this script creates; racks hold up to 16 nodes. Runs every N of a
+# scheme, then the next scheme, and prints one table at the end: wall time per scheme and
+# N, and the ratio to N = 1. Not a test. Needs root.
 #
-#   bench/distribution.sh                         # the issue's parameters (takes long)
-#   NS_LIST="1 4 8" RATE=200mbit IMAGE_MB=100 bench/distribution.sh
+#   bench/distribution.sh                         # the issue's parameters (~1 hour)
+#   NS_LIST="1 4 8" RATE=200mbit IMAGE_MB=100 SCHEMES=ours bench/distribution.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NS_LIST=${NS_LIST:-"1 8 16 32 64"}
 RATE=${RATE:-100mbit}
 IMAGE_MB=${IMAGE_MB:-200}
-SCHEMES=${SCHEMES:-"naive cmu ours ours-fanout"}
-CHUNK=${CHUNK:-8M}
+SCHEMES=${SCHEMES:-"ours cmu naive"}
+CHUNK=${CHUNK:-1M}
 PER_RACK=16
 export PATH="$HOME/.cargo/bin:$PATH"
 scripts/setup.sh >/dev/null
@@ -65,8 +68,8 @@ node_name() { echo "n$(($1 + 1))"; }
 node_ip() { echo "10.78.$(($1 / PER_RACK + 1)).$(($1 % PER_RACK + 10))"; }
 
 run() { # scheme N -> prints seconds
-  local scheme=$1 n=$2 shape=chain
-  [ "$scheme" = ours-fanout ] || [ "$scheme" = cmu ] && shape=fanout
+  local scheme=$1 n=$2 shape=serial
+  case $scheme in ours-fanout | cmu) shape=fanout ;; ours-chain) shape=chain ;; esac
   : > "$work/pids"; : > "$work/loops"
   rm -f "$work"/log[0-9]*
   ip netns add "$tag-sw"; ip -n "$tag-sw" link add br0 type bridge; ip -n "$tag-sw" link set br0 up
@@ -115,7 +118,7 @@ run() { # scheme N -> prints seconds
   }
   case $scheme in
     naive) for i in $(seq 0 $((n - 1))); do agent "$i"; done ;;
-    ours|ours-fanout) for i in $(seq 0 $((n - 1))); do agent "$i" --plan --relay-idle 10; done ;;
+    ours*) for i in $(seq 0 $((n - 1))); do agent "$i" --plan --relay-idle 10; done ;;
     cmu)
       # Phase 1: secondaries one after another, each complete before the next starts.
       for i in $(seq 0 $PER_RACK $((n - 1))); do
@@ -150,18 +153,23 @@ run() { # scheme N -> prints seconds
     -v c="$busy" 'BEGIN { printf "%.1f (cpu %s%%)%s%s", b - a, c, (f > 0 ? " !" f : ""), (r > 0 ? " r" r : "") }'
 }
 
+declare -A result base
+for s in $SCHEMES; do
+  for n in $NS_LIST; do
+    result[$s,$n]=$(run "$s" "$n")
+    [ -n "${base[$s]:-}" ] || base[$s]=${result[$s,$n]%% *}
+    echo "$s N=$n: ${result[$s,$n]}" >&2
+  done
+done
 echo "### Distribution — $(date -u +%Y-%m-%d), $(nproc) cores, links $RATE, payload $((payload / 1000000)) MB, chunks $CHUNK"
 echo
 printf "| N |"; for s in $SCHEMES; do printf " %s (s) | ratio |" "$s"; done; echo
 printf "|---:|"; for s in $SCHEMES; do printf -- "---:|---:|"; done; echo
-declare -A base
 for n in $NS_LIST; do
   printf "| %s |" "$n"
   for s in $SCHEMES; do
-    t=$(run "$s" "$n")
-    secs=${t%% *}
-    [ -z "${base[$s]:-}" ] && base[$s]=$secs
-    printf " %s | %s |" "$t" "$(awk -v a="$secs" -v b="${base[$s]}" 'BEGIN { printf "%.2fx", a / b }')"
+    t=${result[$s,$n]}
+    printf " %s | %s |" "$t" "$(awk -v a="${t%% *}" -v b="${base[$s]}" 'BEGIN { printf "%.2fx", a / b }')"
   done
   echo
 done

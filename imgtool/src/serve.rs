@@ -154,7 +154,10 @@ fn serve_file(req: Request, path: &Path) {
         std::io::BufReader::with_capacity(1 << 20, f.take(if head { 0 } else { n })),
         Some(n as usize),
         None,
-    );
+    )
+    // Content-Length, not tiny_http's default chunked encoding over 32 KiB (8 KiB
+    // pieces, costly on both ends).
+    .with_chunked_threshold(usize::MAX);
     if status == 206 {
         resp = resp.with_header(header(
             "Content-Range",

@@ -32,10 +32,8 @@ pub fn decode_frame(frame: &[u8], r: &Region, i: usize) -> Result<AlignedBuf> {
     Ok(raw)
 }
 
-/// Decompresses a frame and checks its length, not its sha256: for a caller that checks
-/// the bytes later anyway (restore with read-back verification hashes what the disk
-/// returns, and only then hashes this buffer to tell a bad frame from a bad disk).
-pub fn inflate_frame(frame: &[u8], r: &Region, i: usize) -> Result<AlignedBuf> {
+/// Decompresses a frame and checks its length.
+fn inflate_frame(frame: &[u8], r: &Region, i: usize) -> Result<AlignedBuf> {
     let c = &r.chunks[i];
     let mut raw = AlignedBuf::new(c.length as usize);
     let n = zstd::bulk::decompress_to_buffer(frame, &mut raw[..])
@@ -50,7 +48,7 @@ pub fn inflate_frame(frame: &[u8], r: &Region, i: usize) -> Result<AlignedBuf> {
 }
 
 /// Checks chunk `i`'s raw bytes against the manifest's sha256.
-pub fn check_raw(raw: &[u8], r: &Region, i: usize) -> Result<()> {
+fn check_raw(raw: &[u8], r: &Region, i: usize) -> Result<()> {
     let c = &r.chunks[i];
     let sum = hex::encode(Sha256::digest(raw));
     if sum != c.sha256 {

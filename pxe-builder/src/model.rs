@@ -222,9 +222,22 @@ pub struct Settings {
     pub all_node_files: bool,
     /// Port relaying nodes serve the image on.
     pub relay_port: u16,
-    /// Inside a rack: every node pulls from the secondary (`false`), or each node from
-    /// the one before it, cut-through (`true`, a chain).
-    pub rack_chain: bool,
+    /// Who pulls from whom (docs/DISTRIBUTION.md).
+    pub rack_shape: RackShape,
+}
+
+/// The shape of the distribution tree (`rack_shape`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RackShape {
+    /// One chain through every rack: a rack's secondary, its nodes one after another,
+    /// then the next rack's secondary. Every node feeds at most one other, so every link
+    /// runs at full rate (the default, from the benchmark).
+    Serial,
+    /// Secondaries in a pipeline (secondary k pulls from k-1), and behind each a chain of
+    /// its rack's nodes: a secondary feeds two, each at half its uplink.
+    Chain,
+    /// Secondaries in a pipeline, every rack node pulls from its secondary.
+    Fanout,
 }
 
 #[derive(Debug, Clone)]
@@ -418,11 +431,15 @@ pub fn parse(text: &str, file: &str, base: &Path) -> Result<Cluster, Invalid> {
         c.node_files.as_ref(),
         &[("differing", false), ("all", true)],
     );
-    let rack_chain = choose(
+    let rack_shape = choose(
         &mut cx,
         "rack_shape",
         c.rack_shape.as_ref(),
-        &[("chain", true), ("fanout", false)],
+        &[
+            ("serial", RackShape::Serial),
+            ("chain", RackShape::Chain),
+            ("fanout", RackShape::Fanout),
+        ],
     );
     let kernel = file_path(&c.kernel, "kernel", &mut cx);
     let initrd = file_path(&c.initrd, "initrd", &mut cx);
@@ -779,7 +796,7 @@ pub fn parse(text: &str, file: &str, base: &Path) -> Result<Cluster, Invalid> {
             vsmp_args: c.vsmp_args.clone(),
             all_node_files,
             relay_port: c.relay_port,
-            rack_chain,
+            rack_shape,
             grub_dir: PathBuf::from(
                 c.grub_dir
                     .clone()

@@ -1,9 +1,9 @@
 //! The clone plan (`clone-plan.json`): for every disk-based group, per entity the elected
-//! secondary, the pipeline of secondaries (secondary k pulls from secondary k-1, the first
-//! from the primary), and each node's upstream chain (who it pulls from, then who to fall
-//! back to, ending with the primary). Node agents read their role from it.
+//! secondary, the pipeline order of the secondaries, and each node's upstream chain (who
+//! it pulls from, then who to fall back to, ending with the primary), in the shape
+//! `rack_shape` asks for ([`RackShape`]). Node agents read their role from it.
 
-use crate::model::Cluster;
+use crate::model::{Cluster, RackShape};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -120,22 +120,35 @@ pub fn clone_plan(c: &Cluster) -> Plan {
             });
         }
         let pipeline: Vec<String> = entities.iter().map(|e| e.secondary.clone()).collect();
+        let shape = c.settings.rack_shape;
+        // Serial: the rack order is one chain, so a secondary pulls from the previous
+        // rack's last node and a rack's last node feeds the next secondary.
+        let tail = |k: usize| -> Option<&String> { entities.get(k)?.members.last() };
         for (k, ep) in entities.iter().enumerate() {
-            // Secondary k pulls from secondary k-1; the first from the primary.
-            let up = if k == 0 {
-                PRIMARY.to_string()
-            } else {
-                pipeline[k - 1].clone()
+            let up = match k {
+                0 => PRIMARY.to_string(),
+                _ if shape == RackShape::Serial => tail(k - 1).cloned().unwrap_or_default(),
+                _ => pipeline[k - 1].clone(),
             };
-            let chain = c.settings.rack_chain;
-            let mut down: Vec<String> = if chain {
-                ep.members.get(1).cloned().into_iter().collect()
-            } else {
-                ep.members[1..].to_vec()
+            let next_secondary: Vec<String> = pipeline.get(k + 1).cloned().into_iter().collect();
+            let down: Vec<String> = match shape {
+                RackShape::Serial => match ep.members.get(1) {
+                    Some(first) => vec![first.clone()],
+                    None => next_secondary.clone(),
+                },
+                RackShape::Chain => ep
+                    .members
+                    .get(1)
+                    .cloned()
+                    .into_iter()
+                    .chain(next_secondary.clone())
+                    .collect(),
+                RackShape::Fanout => ep.members[1..]
+                    .iter()
+                    .cloned()
+                    .chain(next_secondary.clone())
+                    .collect(),
             };
-            if let Some(next) = pipeline.get(k + 1) {
-                down.push(next.clone());
-            }
             nodes.insert(
                 ep.secondary.clone(),
                 NodeRole {
@@ -147,13 +160,23 @@ pub fn clone_plan(c: &Cluster) -> Plan {
                 },
             );
             for (j, m) in ep.members.iter().enumerate().skip(1) {
-                // A chain: each node pulls from the one before it and feeds the next.
-                let (upstream, downstream, role) = if chain {
-                    let next: Vec<String> = ep.members.get(j + 1).cloned().into_iter().collect();
-                    let role = if next.is_empty() { "leaf" } else { "relay" };
-                    (ep.members[j - 1].clone(), next, role)
+                let (upstream, downstream) = match shape {
+                    // Each node pulls from the one before it and feeds the next (in
+                    // serial, the rack's last one feeds the next rack's secondary).
+                    RackShape::Serial | RackShape::Chain => {
+                        let mut next: Vec<String> =
+                            ep.members.get(j + 1).cloned().into_iter().collect();
+                        if next.is_empty() && shape == RackShape::Serial {
+                            next = next_secondary.clone();
+                        }
+                        (ep.members[j - 1].clone(), next)
+                    }
+                    RackShape::Fanout => (ep.secondary.clone(), vec![]),
+                };
+                let role = if downstream.is_empty() {
+                    "leaf"
                 } else {
-                    (ep.secondary.clone(), vec![], "leaf")
+                    "relay"
                 };
                 nodes.insert(
                     m.clone(),
@@ -193,8 +216,8 @@ pub fn clone_plan(c: &Cluster) -> Plan {
 mod tests {
     use super::*;
 
-    fn cluster(body: &str) -> Cluster {
-        let head = "[cluster]\nname = \"t\"\nimage_server = \"http://s\"\nserver_ip = \"10.0.0.1\"\nkernel = \"/bin/sh\"\ninitrd = \"/bin/sh\"\nrack_shape = \"fanout\"\n";
+    fn cluster(shape: &str, body: &str) -> Cluster {
+        let head = format!("[cluster]\nname = \"t\"\nimage_server = \"http://s\"\nserver_ip = \"10.0.0.1\"\nkernel = \"/bin/sh\"\ninitrd = \"/bin/sh\"\nrack_shape = \"{shape}\"\n");
         crate::model::parse(
             &format!("{head}{body}"),
             "t.toml",
@@ -203,8 +226,8 @@ mod tests {
         .unwrap_or_else(|e| panic!("{e}"))
     }
 
-    #[test]
-    fn secondaries_form_a_pipeline_and_leaves_fall_back_up_the_chain() {
+    /// Three racks of three nodes (`r2`'s secondary configured: r2n3), and `extra`.
+    fn racks(extra: &str) -> String {
         let mut body = String::new();
         for (e, net) in [
             ("r1", "10.1.0.0/24"),
@@ -224,7 +247,14 @@ mod tests {
                 ));
             }
         }
-        let p = clone_plan(&cluster(&body));
+        body.push_str(extra);
+        body
+    }
+
+    #[test]
+    fn secondaries_form_a_pipeline_and_leaves_fall_back_up_the_chain() {
+        let body = racks("");
+        let p = clone_plan(&cluster("fanout", &body));
         let g = &p.groups[0];
         assert_eq!(g.pipeline, ["r1n1", "r2n3", "r3n1"]);
         assert_eq!(g.entities[1].secondary_chosen, "configured");
@@ -238,5 +268,39 @@ mod tests {
         assert_eq!(p.nodes["r2n3"].downstream, ["r2n1", "r2n2", "r3n1"]);
         // Nine nodes, each with exactly one role.
         assert_eq!(p.nodes.len(), 9);
+    }
+
+    #[test]
+    fn serial_is_one_chain_through_the_racks_with_one_downstream_each() {
+        // A fourth rack with a single node: its secondary feeds nobody in its rack.
+        let p = clone_plan(&cluster(
+            "serial",
+            &racks("[[entity]]\nname = \"r4\"\nsubnet = \"10.4.0.0/24\"\n[[node]]\nname = \"r4n1\"\nmac = \"52:54:00:00:04:01\"\nip = \"10.4.0.1\"\nentity = \"r4\"\ngroups = [\"compute\"]\n"),
+        ));
+        let order = [
+            "r1n1", "r1n2", "r1n3", "r2n3", "r2n1", "r2n2", "r3n1", "r3n2", "r3n3", "r4n1",
+        ];
+        assert_eq!(p.groups[0].pipeline, ["r1n1", "r2n3", "r3n1", "r4n1"]);
+        assert_eq!(p.nodes["r1n1"].upstream, "primary");
+        for w in order.windows(2) {
+            assert_eq!(p.nodes[w[1]].upstream, w[0], "{}", w[1]);
+            assert_eq!(p.nodes[w[0]].downstream, [w[1]], "{}", w[0]);
+        }
+        assert_eq!(p.nodes["r2n3"].role, "secondary");
+        assert_eq!(p.nodes["r1n3"].role, "relay");
+        assert_eq!(p.nodes["r4n1"].downstream, Vec::<String>::new());
+        let mut up: Vec<&str> = order[..8].iter().rev().copied().collect();
+        up.push("primary");
+        assert_eq!(p.chain("r3n3"), up);
+    }
+
+    #[test]
+    fn chain_feeds_a_rack_chain_and_the_next_secondary() {
+        let p = clone_plan(&cluster("chain", &racks("")));
+        assert_eq!(p.nodes["r2n3"].upstream, "r1n1");
+        assert_eq!(p.nodes["r2n3"].downstream, ["r2n1", "r3n1"]);
+        assert_eq!(p.nodes["r2n1"].downstream, ["r2n2"]);
+        assert_eq!(p.nodes["r2n2"].role, "leaf");
+        assert_eq!(p.chain("r2n2"), ["r2n1", "r2n3", "r1n1", "primary"]);
     }
 }
