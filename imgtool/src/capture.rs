@@ -193,7 +193,6 @@ pub fn capture(
         let name = region.name.clone();
         run_pipeline(
             ranges.len(),
-            1,
             threads,
             |i| -> Result<AlignedBuf> {
                 let len: u64 = ranges[i].iter().map(|e| e.1).sum();

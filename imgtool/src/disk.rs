@@ -140,6 +140,20 @@ impl Disk {
         &self.path
     }
 
+    fn check_end(&self, len: usize, offset: u64) -> io::Result<()> {
+        if offset + len as u64 > self.size {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "write of {len} bytes at {offset} passes the end of {} ({} bytes)",
+                    self.path.display(),
+                    self.size
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Allows or forbids `O_DIRECT`. A writer must not mix direct and buffered writes that
     /// can touch the same 4 KiB page at the same time: a buffered read-modify-write of the
     /// page can put stale bytes over sectors just written directly. Restore therefore uses
@@ -260,6 +274,32 @@ fn blkpg(fd: libc::c_int, op: libc::c_int, pno: u32, start: u64, len: u64) -> io
     Ok(())
 }
 
+/// A [`Disk`] through the page cache only, whatever [`Disk::set_direct`] says: for the
+/// writes (and their read-backs) that may share a page with another write.
+pub struct Buffered<'a>(&'a Disk);
+
+impl Disk {
+    pub fn buffered(&self) -> Buffered<'_> {
+        Buffered(self)
+    }
+}
+
+impl BlockIo for Buffered<'_> {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.0.file.read_exact_at(buf, offset)
+    }
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.0.check_end(buf.len(), offset)?;
+        self.0.file.write_all_at(buf, offset)
+    }
+    fn size(&self) -> u64 {
+        self.0.size
+    }
+    fn sector_size(&self) -> u32 {
+        self.0.sector_size
+    }
+}
+
 impl BlockIo for Disk {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         if let Some(d) = self.direct() {
@@ -270,17 +310,7 @@ impl BlockIo for Disk {
         self.file.read_exact_at(buf, offset)
     }
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        if offset + buf.len() as u64 > self.size {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!(
-                    "write of {} bytes at {offset} passes the end of {} ({} bytes)",
-                    buf.len(),
-                    self.path.display(),
-                    self.size
-                ),
-            ));
-        }
+        self.check_end(buf.len(), offset)?;
         if let Some(d) = self.direct() {
             if is_aligned(buf, offset) {
                 return d.write_all_at(buf, offset);

@@ -141,6 +141,14 @@ pub struct Image {
     pub source: Arc<dyn ImageSource>,
     pub manifest: Manifest,
     pub layout: Layout,
+    /// The `manifest` and `layout` files as read (a relay passes them on unchanged).
+    pub files: ImageFiles,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ImageFiles {
+    pub manifest: Vec<u8>,
+    pub layout: Vec<u8>,
 }
 
 impl std::fmt::Debug for Image {
@@ -163,8 +171,23 @@ impl Image {
     /// Loads `manifest` and `layout` from `source`; rejects unknown versions, a wrong image
     /// id and a layout that is not the one the manifest was made with.
     pub fn load(source: Arc<dyn ImageSource>) -> Result<Image> {
+        let files = Self::fetch_files(source.as_ref())?;
+        Self::from_files(source, files)
+    }
+
+    /// Reads the `manifest` and `layout` files, unchecked (a relay can pass them on
+    /// before it has parsed them: its downstream checks them itself).
+    pub fn fetch_files(source: &dyn ImageSource) -> Result<ImageFiles> {
+        Ok(ImageFiles {
+            manifest: source.read_file(MANIFEST_FILE).map_err(Error::Source)?,
+            layout: source.read_file(LAYOUT_FILE).map_err(Error::Source)?,
+        })
+    }
+
+    /// Parses and checks files read by [`Image::fetch_files`] from `source`.
+    pub fn from_files(source: Arc<dyn ImageSource>, files: ImageFiles) -> Result<Image> {
         let mpath = PathBuf::from(format!("{}/{MANIFEST_FILE}", source.location()));
-        let text = source.read_file(MANIFEST_FILE).map_err(Error::Source)?;
+        let text = files.manifest;
         let value: serde_json::Value =
             serde_json::from_slice(&text).map_err(|e| Error::Corrupt {
                 path: mpath.clone(),
@@ -199,7 +222,7 @@ impl Image {
             });
         }
         let lpath = PathBuf::from(format!("{}/{LAYOUT_FILE}", source.location()));
-        let ltext = source.read_file(LAYOUT_FILE).map_err(Error::Source)?;
+        let ltext = files.layout;
         let lsum = hex::encode(Sha256::digest(&ltext));
         if lsum != manifest.layout_sha256 {
             return Err(Error::Corrupt {
@@ -218,6 +241,10 @@ impl Image {
             source,
             manifest,
             layout,
+            files: ImageFiles {
+                manifest: text,
+                layout: ltext,
+            },
         };
         img.check_structure()?;
         Ok(img)

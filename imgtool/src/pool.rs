@@ -90,15 +90,13 @@ where
     })
 }
 
-/// A three-stage pipeline: `readers` threads run `produce(i)` for `i` in `0..n` (reader
-/// `j` takes `j, j + readers, …` in order; one reader is a sequential reader that keeps a
-/// disk streaming, two keep a network upstream busy while a request travels), `threads`
+/// A three-stage pipeline: one thread runs `produce(i)` for `i` in `0..n`, in order (the
+/// sequential reader: it keeps the disk busy while the workers compute), `threads`
 /// workers run `work(i, item)`, and the caller's thread receives `sink(i, result)` in job
 /// order. At most `2 * threads` produced items wait for a worker, which bounds memory.
 /// The first error (from any stage) stops the others and is returned.
 pub fn run_pipeline<P, T, E, R, W, S>(
     n: usize,
-    readers: usize,
     threads: usize,
     produce: R,
     work: W,
@@ -108,7 +106,7 @@ where
     P: Send,
     T: Send,
     E: Send,
-    R: Fn(usize) -> Result<P, E> + Sync,
+    R: Fn(usize) -> Result<P, E> + Send,
     W: Fn(usize, P) -> Result<T, E> + Sync,
     S: FnMut(usize, T) -> Result<(), E>,
 {
@@ -118,34 +116,30 @@ where
     let prx = Mutex::new(prx);
     let (rtx, rrx) = mpsc::channel::<(usize, Result<T, E>)>();
     std::thread::scope(|s| {
-        let readers = readers.max(1);
-        for j in 0..readers {
-            let (stop, produce, ptx) = (&stop, &produce, ptx.clone());
-            s.spawn(move || {
-                for i in (j..n).step_by(readers) {
-                    let item = produce(i);
-                    let failed = item.is_err();
-                    let mut msg = (i, item);
-                    loop {
-                        if stop.load(Ordering::Relaxed) {
-                            return;
-                        }
-                        match ptx.try_send(msg) {
-                            Ok(()) => break,
-                            Err(mpsc::TrySendError::Full(m)) => {
-                                msg = m;
-                                std::thread::sleep(std::time::Duration::from_millis(1));
-                            }
-                            Err(mpsc::TrySendError::Disconnected(_)) => return,
-                        }
-                    }
-                    if failed {
+        let stop_ref = &stop;
+        s.spawn(move || {
+            for i in 0..n {
+                let item = produce(i);
+                let failed = item.is_err();
+                let mut msg = (i, item);
+                loop {
+                    if stop_ref.load(Ordering::Relaxed) {
                         return;
                     }
+                    match ptx.try_send(msg) {
+                        Ok(()) => break,
+                        Err(mpsc::TrySendError::Full(m)) => {
+                            msg = m;
+                            std::thread::sleep(std::time::Duration::from_millis(1));
+                        }
+                        Err(mpsc::TrySendError::Disconnected(_)) => return,
+                    }
                 }
-            });
-        }
-        drop(ptx);
+                if failed {
+                    return;
+                }
+            }
+        });
         for _ in 0..threads {
             let rtx = rtx.clone();
             let (prx, stop, work) = (&prx, &stop, &work);
@@ -202,50 +196,44 @@ mod tests {
 
     #[test]
     fn pipeline_orders_results_and_stops_on_any_error() {
-        for readers in [1, 3] {
-            let mut seen = vec![];
-            run_pipeline::<_, _, String, _, _, _>(
-                200,
-                readers,
-                3,
-                Ok,
-                |i, p| Ok((i, p * 3)),
-                |i, v| {
-                    seen.push((i, v));
-                    Ok(())
-                },
-            )
-            .unwrap();
-            assert_eq!(seen, (0..200).map(|i| (i, (i, i * 3))).collect::<Vec<_>>());
-            // An error in each stage ends the pipeline (no deadlock) and is the one returned.
-            let r = run_pipeline(
-                200,
-                readers,
-                2,
-                |i| if i == 50 { Err("read 50") } else { Ok(i) },
-                |_, p| Ok(p),
-                |_, _| Ok(()),
-            );
-            assert_eq!(r, Err("read 50"));
-            let r = run_pipeline(
-                200,
-                readers,
-                2,
-                Ok,
-                |i, p| if i == 7 { Err("work 7") } else { Ok(p) },
-                |_, _| Ok(()),
-            );
-            assert_eq!(r, Err("work 7"));
-            let r = run_pipeline(
-                200,
-                readers,
-                2,
-                Ok,
-                |_, p| Ok(p),
-                |i, _| if i == 3 { Err("sink 3") } else { Ok(()) },
-            );
-            assert_eq!(r, Err("sink 3"));
-        }
+        let mut seen = vec![];
+        run_pipeline::<_, _, String, _, _, _>(
+            200,
+            3,
+            Ok,
+            |i, p| Ok((i, p * 3)),
+            |i, v| {
+                seen.push((i, v));
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert_eq!(seen, (0..200).map(|i| (i, (i, i * 3))).collect::<Vec<_>>());
+        // An error in each stage ends the pipeline (no deadlock) and is the one returned.
+        let r = run_pipeline(
+            200,
+            2,
+            |i| if i == 50 { Err("read 50") } else { Ok(i) },
+            |_, p| Ok(p),
+            |_, _| Ok(()),
+        );
+        assert_eq!(r, Err("read 50"));
+        let r = run_pipeline(
+            200,
+            2,
+            Ok,
+            |i, p| if i == 7 { Err("work 7") } else { Ok(p) },
+            |_, _| Ok(()),
+        );
+        assert_eq!(r, Err("work 7"));
+        let r = run_pipeline(
+            200,
+            2,
+            Ok,
+            |_, p| Ok(p),
+            |i, _| if i == 3 { Err("sink 3") } else { Ok(()) },
+        );
+        assert_eq!(r, Err("sink 3"));
     }
 
     #[test]

@@ -21,7 +21,7 @@ use crate::layout::{plan_layout, read_layout, table_ranges, Plan};
 use crate::manifest::{Image, Region};
 use crate::pool::run_pipeline;
 use crate::progress::Progress;
-use crate::verify::{check_frames, decode_frame, read_frame};
+use crate::verify::{check_frames, decode_frame, read_frame, FrameStream};
 use serde::Serialize;
 use std::path::Path;
 use std::process::Command;
@@ -211,8 +211,7 @@ pub fn restore(
         .sum();
     // O_DIRECT only when no two concurrent writes can share a page (see
     // Disk::set_direct), decided per partition: file systems with 1 KiB blocks, and FAT's
-    // 2 KiB clusters, have extents that are not 4 KiB-aligned. Partitions are written
-    // one after another and start on 1 MiB boundaries, so no page spans two of them.
+    // 2 KiB clusters, have extents that are not 4 KiB-aligned.
     let aligned = |r: &Region, rep: &RegionReport| {
         r.chunks.iter().flat_map(|c| c.ranges()).all(|(o, l)| {
             (rep.disk_offset + o).is_multiple_of(crate::disk::DIRECT_ALIGN as u64)
@@ -259,66 +258,94 @@ pub fn restore(
     } else {
         2 * crate::pool::threads(0)
     };
-    // A local image is read sequentially; from a server, two requests are in flight, so
-    // the upstream sends chunk i+1 while the request for it is still on its way (in a
-    // relay chain the upstream gets that chunk just as it finishes sending chunk i).
-    let readers = if image.source.is_local() { 1 } else { 2 };
-    for (r, rep) in regions.iter().zip(report.regions.iter_mut()) {
-        if r.number == 0 {
-            continue;
-        }
-        let base = rep.disk_offset;
-        target.set_direct(aligned(r, rep));
-        let is_swap = r.filesystem == "swap";
-        let target_size = rep.target_size;
-        run_pipeline(
-            r.chunks.len(),
-            readers,
-            threads,
-            |i| read_frame(image, r, i),
-            |i, frame| -> Result<u64> {
-                let c = &r.chunks[i];
-                let mut raw = decode_frame(&frame, r, i)?;
-                // Verified: a relay may pass the frame on while this node writes it.
-                if let Some(hook) = &opts.on_chunk {
-                    hook(r, i, frame);
-                }
-                if is_swap && c.offset == 0 {
-                    swap::fit_header(&mut raw, target_size);
-                }
-                let mut at = 0usize;
-                for (o, l) in c.ranges() {
-                    target.write_all_at(&raw[at..at + l as usize], base + o).map_err(|e| {
-                        Error::Invalid(format!(
-                            "{}: writing partition {} chunk {i} at partition byte {o} (disk byte {}): {e}",
-                            tpath.display(),
-                            r.number,
-                            base + o
-                        ))
-                    })?;
-                    at += l as usize;
-                }
-                if opts.verify {
-                    read_back(target, r, i, base, &raw, &tpath)?;
-                }
-                Ok(c.length)
-            },
-            |_, n| {
-                progress.inc(n);
-                Ok(())
-            },
-        )?;
-        if r.fill == Fill::Zero {
-            let mut pos = 0;
-            let stored = r.chunks.iter().flat_map(|c| c.ranges());
-            for (o, l) in stored.chain(std::iter::once((target_size, 0))) {
-                if o > pos {
-                    target
-                        .zero_range(base + pos, o - pos)
-                        .map_err(|e| werr(format!("zeroing partition {} at {pos}", r.number), e))?;
-                }
-                pos = pos.max(o + l);
+    // All partitions' chunks in one pipeline, read as one stream per partition by one
+    // reader that moves on to the next partition at once: a relay chain then never
+    // waits for a node to drain its writes at a partition boundary (each wait would add
+    // to the lag of every node below it).
+    let parts: Vec<Part> = regions
+        .iter()
+        .zip(report.regions.iter())
+        .filter(|(r, _)| r.number != 0)
+        .map(|(r, rep)| Part {
+            r,
+            base: rep.disk_offset,
+            target_size: rep.target_size,
+            direct: aligned(r, rep),
+        })
+        .collect();
+    let jobs: Vec<(usize, usize)> = parts
+        .iter()
+        .enumerate()
+        .flat_map(|(p, part)| (0..part.r.chunks.len()).map(move |i| (p, i)))
+        .collect();
+    target.set_direct(true);
+    let buffered = target.buffered();
+    let frames = std::sync::Mutex::new((usize::MAX, None::<FrameStream>));
+    run_pipeline(
+        jobs.len(),
+        threads,
+        |j| {
+            let (p, i) = jobs[j];
+            let mut f = frames
+                .lock()
+                .map_err(|_| Error::Invalid("frame reader poisoned".into()))?;
+            if f.0 != p {
+                *f = (p, Some(FrameStream::new(image, parts[p].r)));
             }
+            match &mut f.1 {
+                Some(stream) => stream.frame(i),
+                None => Err(Error::Invalid("no frame reader".into())),
+            }
+        },
+        |j, frame| -> Result<u64> {
+            let (p, i) = jobs[j];
+            let Part { r, base, .. } = parts[p];
+            // A direct partition's writes are all 4 KiB-aligned, so none shares a page
+            // with another partition's; inside an unaligned one every write goes through
+            // the page cache.
+            let io: &dyn BlockIo = if parts[p].direct { target } else { &buffered };
+            let c = &r.chunks[i];
+            let mut raw = decode_frame(&frame, r, i)?;
+            // Verified: a relay may pass the frame on while this node writes it.
+            if let Some(hook) = &opts.on_chunk {
+                hook(r, i, frame);
+            }
+            if r.filesystem == "swap" && c.offset == 0 {
+                swap::fit_header(&mut raw, parts[p].target_size);
+            }
+            let mut at = 0usize;
+            for (o, l) in c.ranges() {
+                io.write_all_at(&raw[at..at + l as usize], base + o).map_err(|e| {
+                    Error::Invalid(format!(
+                        "{}: writing partition {} chunk {i} at partition byte {o} (disk byte {}): {e}",
+                        tpath.display(),
+                        r.number,
+                        base + o
+                    ))
+                })?;
+                at += l as usize;
+            }
+            if opts.verify {
+                read_back(io, r, i, base, &raw, &tpath)?;
+            }
+            Ok(c.length)
+        },
+        |_, n| {
+            progress.inc(n);
+            Ok(())
+        },
+    )?;
+    for part in parts.iter().filter(|p| p.r.fill == Fill::Zero) {
+        let (r, base) = (part.r, part.base);
+        let mut pos = 0;
+        let stored = r.chunks.iter().flat_map(|c| c.ranges());
+        for (o, l) in stored.chain(std::iter::once((part.target_size, 0))) {
+            if o > pos {
+                target
+                    .zero_range(base + pos, o - pos)
+                    .map_err(|e| werr(format!("zeroing partition {} at {pos}", r.number), e))?;
+            }
+            pos = pos.max(o + l);
         }
     }
     progress.finish();
@@ -485,6 +512,15 @@ impl Drop for PartitionAccess {
 }
 
 /// Runs an external program, accepting the given exit codes.
+/// A partition being restored: its region, where it starts on the target, how big it is
+/// there, and whether its chunks may be written with `O_DIRECT`.
+struct Part<'a> {
+    r: &'a Region,
+    base: u64,
+    target_size: u64,
+    direct: bool,
+}
+
 /// Reads chunk `i` back from the disk (region at byte `base`) and compares it with the
 /// bytes written (already checked against the manifest's sha256, so a byte compare is
 /// enough and costs a fraction of a second hash).

@@ -1,8 +1,9 @@
 //! Where an image's files come from: [`LocalDir`] (a directory) or [`HttpSource`] (any
 //! HTTP server holding the image root: `imgtool serve`, nginx, …). Readers ask for whole
-//! small files (`layout`, `manifest`) and byte ranges of payloads (one chunk's frame). Over
-//! HTTP every chunk is its own Range request, so a dropped connection is retried at that
-//! chunk — a transfer never restarts from zero.
+//! small files (`layout`, `manifest`), byte ranges of payloads (one chunk's frame), or
+//! open a range as a stream (the rest of a region's payload: a relay sends each frame as
+//! soon as it has verified it, so a chain of relays runs as one pipe). A broken stream is
+//! reopened at the first frame not yet read — a transfer never restarts from zero.
 
 use std::io::Read;
 use std::os::unix::fs::FileExt;
@@ -27,6 +28,11 @@ pub trait ImageSource: Send + Sync {
     fn read_file(&self, name: &str) -> Result<Vec<u8>, SourceError>;
     /// `len` bytes at `offset` of file `name`.
     fn read_range(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>, SourceError>;
+    /// `len` bytes at `offset` of file `name` as a stream, and where it comes from.
+    fn open_range(&self, name: &str, offset: u64, len: u64) -> Result<Stream, SourceError>;
+    /// A stream from `from` broke (reset, stall, short body): counts as a failed attempt
+    /// on that upstream, and enough of them move the source up its chain.
+    fn stream_failed(&self, _from: &str, _why: &str) {}
     /// Length of file `name`, when the source can tell cheaply.
     fn len(&self, name: &str) -> Option<u64>;
     /// A local source can be read twice cheaply (restore checks every frame first).
@@ -35,6 +41,12 @@ pub trait ImageSource: Send + Sync {
     fn bytes_fetched(&self) -> u64 {
         0
     }
+}
+
+/// A range being read, and the place (upstream) it comes from.
+pub struct Stream {
+    pub reader: Box<dyn Read + Send>,
+    pub from: String,
 }
 
 /// An image directory on this machine.
@@ -69,6 +81,17 @@ impl ImageSource for LocalDir {
         })?;
         Ok(buf)
     }
+    fn open_range(&self, name: &str, offset: u64, len: u64) -> Result<Stream, SourceError> {
+        use std::io::{Seek, SeekFrom};
+        let mut f =
+            std::fs::File::open(self.0.join(name)).map_err(|e| self.err(name, e.to_string()))?;
+        f.seek(SeekFrom::Start(offset))
+            .map_err(|e| self.err(name, format!("seeking to {offset}: {e}")))?;
+        Ok(Stream {
+            reader: Box::new(f.take(len)),
+            from: self.location(),
+        })
+    }
     fn len(&self, name: &str) -> Option<u64> {
         std::fs::metadata(self.0.join(name)).ok().map(|m| m.len())
     }
@@ -94,11 +117,16 @@ pub struct HttpSource {
     /// Attempts on an upstream that has a fallback and has answered before (so it died)
     /// before moving on.
     pub failover_attempts: u32,
-    /// Attempts on an upstream that has never answered yet: it may still be booting (nodes
-    /// of a rack start together), so it gets about ten seconds of grace.
-    pub grace_attempts: u32,
+    /// How long after this source was made an upstream that has never answered is still
+    /// tried (every 100 ms: it may still be booting, nodes of a rack start together).
+    /// Retrying a refused connection quickly matters: in a chain, every node's wait
+    /// adds to the lag of all nodes below it.
+    pub grace: Duration,
+    created: std::time::Instant,
     answered: Vec<std::sync::atomic::AtomicBool>,
-    fetched: AtomicU64,
+    /// Broken streams per upstream ([`ImageSource::stream_failed`]).
+    strikes: Vec<AtomicUsize>,
+    fetched: std::sync::Arc<AtomicU64>,
     on_switch: Option<SwitchHook>,
 }
 
@@ -119,6 +147,7 @@ impl HttpSource {
                 .iter()
                 .map(|_| std::sync::atomic::AtomicBool::new(false))
                 .collect(),
+            strikes: bases.iter().map(|_| AtomicUsize::new(0)).collect(),
             bases: bases
                 .iter()
                 .map(|b| b.trim_end_matches('/').to_string())
@@ -127,8 +156,9 @@ impl HttpSource {
             agent,
             attempts: 8,
             failover_attempts: 2,
-            grace_attempts: 6,
-            fetched: AtomicU64::new(0),
+            grace: Duration::from_secs(10),
+            created: std::time::Instant::now(),
+            fetched: Default::default(),
             on_switch: None,
         }
     }
@@ -146,7 +176,12 @@ impl HttpSource {
         self.bases.get(i).cloned().unwrap_or_default()
     }
 
-    fn get(&self, name: &str, range: Option<(u64, u64)>) -> Result<Vec<u8>, SourceError> {
+    /// Runs `f(upstream, attempts)` on the current upstream, moving up the chain while it
+    /// fails (the last upstream's error is returned). Returns the result and the upstream.
+    fn with_failover<T>(
+        &self,
+        f: impl Fn(&str, Tries) -> Result<T, SourceError>,
+    ) -> Result<(T, String), SourceError> {
         loop {
             let i = self
                 .current
@@ -154,31 +189,123 @@ impl HttpSource {
                 .min(self.bases.len().saturating_sub(1));
             let last = i + 1 >= self.bases.len();
             let tries = if last {
-                self.attempts
+                Tries::Count(self.attempts)
             } else if self.answered[i].load(Ordering::Relaxed) {
-                self.failover_attempts
+                Tries::Count(self.failover_attempts)
             } else {
-                self.grace_attempts
+                Tries::Until(self.created + self.grace)
             };
-            match self.get_from(&self.bases[i], name, range, tries) {
+            match f(&self.bases[i], tries) {
                 Ok(v) => {
                     self.answered[i].store(true, Ordering::Relaxed);
-                    return Ok(v);
+                    return Ok((v, self.bases[i].clone()));
                 }
                 Err(e) if last => return Err(e),
-                Err(e) => {
-                    if self
-                        .current
-                        .compare_exchange(i, i + 1, Ordering::SeqCst, Ordering::SeqCst)
-                        .is_ok()
-                    {
-                        if let Some(h) = &self.on_switch {
-                            h(&self.bases[i], &self.bases[i + 1], &e.msg);
-                        }
+                Err(e) => self.move_up(i, &e.msg),
+            }
+        }
+    }
+
+    /// Leaves upstream `i` for the next one (once, however many threads saw it fail).
+    fn move_up(&self, i: usize, why: &str) {
+        if i + 1 < self.bases.len()
+            && self
+                .current
+                .compare_exchange(i, i + 1, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+        {
+            if let Some(h) = &self.on_switch {
+                h(&self.bases[i], &self.bases[i + 1], why);
+            }
+        }
+    }
+
+    fn get(&self, name: &str, range: Option<(u64, u64)>) -> Result<Vec<u8>, SourceError> {
+        self.with_failover(|base, tries| self.get_from(base, name, range, tries))
+            .map(|(v, _)| v)
+    }
+
+    /// One request: the body's reader once the status is right, or whether to try again.
+    fn request(
+        &self,
+        url: &str,
+        range: Option<(u64, u64)>,
+    ) -> Result<Box<dyn Read + Send>, Attempt> {
+        let mut req = self.agent.get(url);
+        if let Some((o, l)) = range {
+            req = req.set("Range", &format!("bytes={}-{}", o, o + l - 1));
+        }
+        let resp = match req.call() {
+            Ok(r) => r,
+            Err(ureq::Error::Status(code, _)) if code == 404 || code == 403 => {
+                return Err(Attempt::Fatal(SourceError {
+                    location: url.to_string(),
+                    msg: format!("HTTP {code}: no such file on the server"),
+                    unreachable: false,
+                }))
+            }
+            Err(ureq::Error::Status(code, r)) => {
+                return Err(Attempt::Again(
+                    format!("HTTP {code} {}", r.status_text()),
+                    false,
+                ))
+            }
+            Err(e) => return Err(Attempt::Again(e.to_string(), true)),
+        };
+        if let Some((o, _)) = range {
+            if resp.status() != 206 && !(resp.status() == 200 && o == 0) {
+                let msg = format!("HTTP {} to a Range request (expected 206)", resp.status());
+                return Err(Attempt::Again(msg, false));
+            }
+            // Payload bytes are counted as they arrive, broken transfers included.
+            return Ok(Box::new(Counted(resp.into_reader(), self.fetched.clone())));
+        }
+        Ok(resp.into_reader())
+    }
+
+    /// Requests to one upstream until one succeeds or `tries` are used up; `read` takes
+    /// the body.
+    fn attempts_on<T>(
+        &self,
+        url: &str,
+        range: Option<(u64, u64)>,
+        tries: Tries,
+        read: impl Fn(Box<dyn Read + Send>) -> Result<T, String>,
+    ) -> Result<T, SourceError> {
+        let mut last = String::new();
+        let mut unreachable = true;
+        let mut attempt = 0u32;
+        loop {
+            match tries {
+                Tries::Count(n) if attempt >= n.max(1) => break,
+                Tries::Until(t) if attempt > 0 && std::time::Instant::now() >= t => break,
+                _ if attempt == 0 => {}
+                Tries::Count(_) => {
+                    std::thread::sleep(Duration::from_millis(200 * (1 << attempt.min(4))))
+                }
+                Tries::Until(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+            attempt += 1;
+            match self.request(url, range) {
+                Ok(body) => {
+                    unreachable = false;
+                    match read(body) {
+                        Ok(v) => return Ok(v),
+                        Err(e) => last = e,
                     }
+                }
+                Err(Attempt::Fatal(e)) => return Err(e),
+                Err(Attempt::Again(msg, unreach)) => {
+                    unreachable &= unreach;
+                    last = msg;
                 }
             }
         }
+        Err(SourceError {
+            location: url.to_string(),
+            msg: format!("{last} (after {attempt} attempts)"),
+            unreachable,
+        })
     }
 
     fn get_from(
@@ -186,71 +313,57 @@ impl HttpSource {
         base: &str,
         name: &str,
         range: Option<(u64, u64)>,
-        tries: u32,
+        tries: Tries,
     ) -> Result<Vec<u8>, SourceError> {
         let url = format!("{base}/{name}");
-        let mut last = String::new();
-        let mut unreachable = true;
-        for attempt in 0..tries.max(1) {
-            if attempt > 0 {
-                std::thread::sleep(Duration::from_millis(200 * (1 << attempt.min(4))));
-            }
-            let mut req = self.agent.get(&url);
-            if let Some((o, l)) = range {
-                req = req.set("Range", &format!("bytes={}-{}", o, o + l - 1));
-            }
-            let resp = match req.call() {
-                Ok(r) => r,
-                Err(ureq::Error::Status(code, _)) if code == 404 || code == 403 => {
-                    return Err(SourceError {
-                        location: url,
-                        msg: format!("HTTP {code}: no such file on the server"),
-                        unreachable: false,
-                    })
-                }
-                Err(ureq::Error::Status(code, r)) => {
-                    unreachable = false;
-                    last = format!("HTTP {code} {}", r.status_text());
-                    continue;
-                }
-                Err(e) => {
-                    last = e.to_string();
-                    continue;
-                }
-            };
-            unreachable = false;
-            if let Some((o, l)) = range {
-                if resp.status() != 206 && !(resp.status() == 200 && o == 0) {
-                    last = format!("HTTP {} to a Range request (expected 206)", resp.status());
-                    continue;
-                }
+        self.attempts_on(&url, range, tries, |body| match range {
+            Some((o, l)) => {
                 let mut buf = Vec::with_capacity(l as usize);
-                match resp.into_reader().take(l).read_to_end(&mut buf) {
-                    Ok(_) if buf.len() as u64 == l => {
-                        self.fetched.fetch_add(l, Ordering::Relaxed);
-                        return Ok(buf);
-                    }
-                    Ok(_) => last = format!("got {} of {l} bytes at {o}", buf.len()),
-                    Err(e) => {
-                        last = format!(
-                            "connection lost after {} of {l} bytes at {o}: {e}",
-                            buf.len()
-                        )
-                    }
-                }
-            } else {
-                let mut buf = vec![];
-                match resp.into_reader().take(256 << 20).read_to_end(&mut buf) {
-                    Ok(_) => return Ok(buf),
-                    Err(e) => last = format!("connection lost: {e}"),
+                match body.take(l).read_to_end(&mut buf) {
+                    Ok(_) if buf.len() as u64 == l => Ok(buf),
+                    Ok(_) => Err(format!("got {} of {l} bytes at {o}", buf.len())),
+                    Err(e) => Err(format!(
+                        "connection lost after {} of {l} bytes at {o}: {e}",
+                        buf.len()
+                    )),
                 }
             }
-        }
-        Err(SourceError {
-            location: url,
-            msg: format!("{last} (after {} attempts)", tries.max(1)),
-            unreachable,
+            None => {
+                let mut buf = vec![];
+                match body.take(256 << 20).read_to_end(&mut buf) {
+                    Ok(_) => Ok(buf),
+                    Err(e) => Err(format!("connection lost: {e}")),
+                }
+            }
         })
+    }
+}
+
+/// How long to keep asking one upstream.
+#[derive(Clone, Copy)]
+enum Tries {
+    /// This many requests, with exponential backoff between them.
+    Count(u32),
+    /// Until this moment, every 100 ms (an upstream that may still be booting).
+    Until(std::time::Instant),
+}
+
+/// What a failed request calls for.
+enum Attempt {
+    /// The file is not there: asking again will not help.
+    Fatal(SourceError),
+    /// Try again (message, whether the server could not be reached at all).
+    Again(String, bool),
+}
+
+/// A body reader that adds what it reads to a counter.
+struct Counted(Box<dyn Read + Send>, std::sync::Arc<AtomicU64>);
+
+impl Read for Counted {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.0.read(buf)?;
+        self.1.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
     }
 }
 
@@ -266,6 +379,23 @@ impl ImageSource for HttpSource {
             return Ok(vec![]);
         }
         self.get(name, Some((offset, len)))
+    }
+    fn open_range(&self, name: &str, offset: u64, len: u64) -> Result<Stream, SourceError> {
+        let range = Some((offset, len.max(1)));
+        let (reader, from) = self.with_failover(|base, tries| {
+            self.attempts_on(&format!("{base}/{name}"), range, tries, Ok)
+        })?;
+        Ok(Stream { reader, from })
+    }
+    fn stream_failed(&self, from: &str, why: &str) {
+        let Some(i) = self.bases.iter().position(|b| b == from) else {
+            return;
+        };
+        // A stream came from it, so it answered once: it gets the failover attempts.
+        let limit = self.failover_attempts.max(1);
+        if self.strikes[i].fetch_add(1, Ordering::Relaxed) + 1 >= limit as usize {
+            self.move_up(i, why);
+        }
     }
     fn len(&self, name: &str) -> Option<u64> {
         let r = self

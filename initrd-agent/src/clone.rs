@@ -99,9 +99,20 @@ pub fn clone(
             );
         }));
     }
-    let img =
-        Image::load(Arc::new(source)).map_err(|e| anyhow::anyhow!("loading image {url}: {e}"))?;
+    let source: Arc<dyn imgtool::source::ImageSource> = Arc::new(source);
+    let files = Image::fetch_files(source.as_ref())
+        .map_err(|e| anyhow::anyhow!("loading image {url}: {e}"))?;
+    if let Some(relay) = &relay {
+        relay.set_files(&files);
+    }
+    let img = Image::from_files(source, files)
+        .map_err(|e| anyhow::anyhow!("loading image {url}: {e}"))?;
     rep.set_image(image, &names[0]);
+    // Downstream nodes get manifest and layout at once: each step this node takes before
+    // would add to the lag of every node below it in the chain.
+    if let Some(relay) = &relay {
+        relay.set_image(&img);
+    }
     let disk =
         Disk::open_rw_direct(target).map_err(|e| anyhow::anyhow!("opening target disk: {e}"))?;
     let plan = imgtool::restore::plan(&img, &disk, target).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -133,7 +144,6 @@ pub fn clone(
                 .unwrap_or(0);
             relay.set_base(&r.name, base);
         }
-        relay.set_image(&img)?;
     }
     let r2 = rep.clone();
     let progress = Progress::callback(Arc::new(move |what, done, total| {

@@ -32,8 +32,6 @@ struct State {
 
 /// What the relay knows of its image once its own upstream answered.
 struct Info {
-    manifest: Vec<u8>,
-    layout: Vec<u8>,
     regions: Vec<Region>,
     level: i32,
     chunk_size: u64,
@@ -41,6 +39,8 @@ struct Info {
 
 pub struct Relay {
     image_name: String,
+    /// `manifest` and `layout` as fetched, served before they are parsed here.
+    files: Mutex<Option<Arc<imgtool::manifest::ImageFiles>>>,
     info: Mutex<Option<Arc<Info>>>,
     /// Disk byte offset of each region on the local target (for re-reads).
     bases: Mutex<HashMap<String, u64>>,
@@ -55,6 +55,7 @@ impl Relay {
     pub fn new(image_name: &str, target: &std::path::Path, budget: usize) -> Arc<Relay> {
         Arc::new(Relay {
             image_name: image_name.to_string(),
+            files: Mutex::new(None),
             info: Mutex::new(None),
             bases: Mutex::new(HashMap::new()),
             target: target.to_path_buf(),
@@ -73,27 +74,42 @@ impl Relay {
         })
     }
 
+    /// `manifest` and `layout` were fetched: downstream nodes may have them at once
+    /// (they check them themselves), so parsing here is off the chain's critical path.
+    pub fn set_files(&self, files: &imgtool::manifest::ImageFiles) {
+        if let Ok(mut f) = self.files.lock() {
+            *f = Some(Arc::new(files.clone()));
+        }
+        self.cv.notify_all();
+    }
+
+    /// Waits up to `wait` for the files.
+    fn files(&self, wait: Duration) -> Option<Arc<imgtool::manifest::ImageFiles>> {
+        let deadline = Instant::now() + wait;
+        let mut g = self.files.lock().ok()?;
+        loop {
+            if let Some(f) = g.as_ref() {
+                return Some(f.clone());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            g = self.cv.wait_timeout(g, deadline - now).ok()?.0;
+        }
+    }
+
     /// The image is known (loaded from this node's own upstream): start answering.
-    pub fn set_image(&self, img: &Image) -> anyhow::Result<()> {
-        let manifest = img
-            .source
-            .read_file("manifest")
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let layout = img
-            .source
-            .read_file("layout")
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    pub fn set_image(&self, img: &Image) {
+        self.set_files(&img.files);
         if let Ok(mut i) = self.info.lock() {
             *i = Some(Arc::new(Info {
-                manifest,
-                layout,
                 regions: img.manifest.regions.clone(),
                 level: img.manifest.level,
                 chunk_size: img.manifest.chunk_size,
             }));
         }
         self.cv.notify_all();
-        Ok(())
     }
 
     /// Waits up to `wait` for the image to be known.
@@ -316,19 +332,28 @@ impl Relay {
         if !url.starts_with(&prefix) {
             return respond(req, 404, b"not on this relay\n".to_vec(), vec![]);
         }
-        let Some(info) = self.info(Duration::from_secs(120)) else {
-            return respond(
+        let not_yet = |req| {
+            respond(
                 req,
                 503,
                 b"this relay has not got the image yet\n".to_vec(),
                 vec![],
-            );
+            )
         };
-        match name {
-            "manifest" => return respond(req, 200, info.manifest.clone(), vec![]),
-            "layout" => return respond(req, 200, info.layout.clone(), vec![]),
-            _ => {}
+        if name == "manifest" || name == "layout" {
+            let Some(files) = self.files(Duration::from_secs(120)) else {
+                return not_yet(req);
+            };
+            let body = if name == "manifest" {
+                &files.manifest
+            } else {
+                &files.layout
+            };
+            return respond(req, 200, body.clone(), vec![]);
         }
+        let Some(info) = self.info(Duration::from_secs(120)) else {
+            return not_yet(req);
+        };
         let Some(ri) = info.regions.iter().position(|r| r.payload == name) else {
             return respond(req, 404, b"not on this relay\n".to_vec(), vec![]);
         };
@@ -356,33 +381,86 @@ impl Relay {
                 )
             }
         };
-        let Some(ci) = r.chunks.iter().position(|c| {
-            c.payload_offset == start && c.payload_offset + c.compressed_length - 1 == end
-        }) else {
+        // Whole frames only: from one chunk's first byte to a (later) chunk's last.
+        let first = r.chunks.iter().position(|c| c.payload_offset == start);
+        let last = r
+            .chunks
+            .iter()
+            .position(|c| c.payload_offset + c.compressed_length == end + 1);
+        let (Some(first), Some(last)) = (first, last) else {
             return respond(
                 req,
                 416,
-                b"range is not one chunk's frame\n".to_vec(),
+                b"range does not start and end on frame boundaries\n".to_vec(),
                 vec![],
             );
         };
-        let client = req.remote_addr().map(|a| a.ip());
-        match self.frame(&info, (ri, ci), Duration::from_secs(120)) {
-            Ok(f) => {
-                self.served(client, (ri, ci), f.len());
-                let extra = hdr("Content-Range", &format!("bytes {start}-{end}/{total}"))
-                    .into_iter()
-                    .collect();
-                // A slice body with a Content-Length goes out in one write (io::copy's
-                // fast path for `&[u8]`). tiny_http would otherwise chunk-encode anything
-                // over 32 KiB through an 8 KiB buffer: measured, a third of a relay's
-                // CPU went to chunked encoding and decoding.
-                let body: &[u8] = if head { &[] } else { &f[..] };
-                let r = Response::new(StatusCode(206), extra, body, Some(f.len()), None)
-                    .with_chunked_threshold(usize::MAX);
-                let _ = req.respond(r);
+        if last < first {
+            return respond(req, 416, b"empty range\n".to_vec(), vec![]);
+        }
+        let extra = hdr("Content-Range", &format!("bytes {start}-{end}/{total}"))
+            .into_iter()
+            .collect();
+        let len = (end + 1 - start) as usize;
+        let frames = FrameFeed {
+            relay: self,
+            info: &info,
+            region: ri,
+            next: first,
+            last,
+            client: req.remote_addr().map(|a| a.ip()),
+            current: None,
+            at: 0,
+        };
+        // Frames go out as they are verified here, in 1 MiB writes. A frame that does not
+        // come in time ends the response early: the downstream sees a short body and
+        // moves up its chain.
+        // (tiny_http sends no body to HEAD.) A concrete BufReader, not a boxed reader:
+        // io::copy then writes its whole buffer at once.
+        let body = std::io::BufReader::with_capacity(if head { 0 } else { 1 << 20 }, frames);
+        let r = Response::new(StatusCode(206), extra, body, Some(len), None)
+            .with_chunked_threshold(usize::MAX);
+        let _ = req.respond(r);
+    }
+}
+
+/// The body of a relay response: frames `next..=last` of a region, each as soon as this
+/// node has verified it.
+struct FrameFeed<'a> {
+    relay: &'a Relay,
+    info: &'a Info,
+    region: usize,
+    next: usize,
+    last: usize,
+    client: Option<std::net::IpAddr>,
+    current: Option<Arc<Vec<u8>>>,
+    at: usize,
+}
+
+impl Read for FrameFeed<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            if let Some(f) = &self.current {
+                if self.at < f.len() {
+                    let n = buf.len().min(f.len() - self.at);
+                    buf[..n].copy_from_slice(&f[self.at..self.at + n]);
+                    self.at += n;
+                    return Ok(n);
+                }
+                self.current = None;
             }
-            Err((code, msg)) => respond(req, code, format!("{msg}\n").into_bytes(), vec![]),
+            if self.next > self.last {
+                return Ok(0);
+            }
+            let k = (self.region, self.next);
+            let f = self
+                .relay
+                .frame(self.info, k, Duration::from_secs(120))
+                .map_err(|(_, msg)| std::io::Error::other(msg))?;
+            self.relay.served(self.client, k, f.len());
+            self.current = Some(f);
+            self.at = 0;
+            self.next += 1;
         }
     }
 }

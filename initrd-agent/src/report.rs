@@ -1,9 +1,12 @@
 //! Progress and status: console lines for the person at the serial console, and status
 //! reports `POST`ed to the server's board (best effort: a stock HTTP server has none).
-//! Updates are throttled to one every two seconds, phase changes go out at once.
+//! Updates are throttled to one every two seconds, phase changes go out at once. Reports
+//! are posted by a background thread (the latest one wins), so cloning never waits for
+//! the board — except for the final `done` or `failed`, which is delivered before the
+//! node moves on.
 
 use imgtool::serve::{post_report, Report};
-use std::sync::Mutex;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 pub struct Reporter {
@@ -11,12 +14,14 @@ pub struct Reporter {
     node: String,
     start: Instant,
     state: Mutex<State>,
+    /// The report waiting to be posted, and whether a post is in progress.
+    outbox: Arc<(Mutex<(Option<Report>, bool)>, Condvar)>,
+    poster: std::sync::Once,
 }
 
 struct State {
     last: Option<Instant>,
     report: Report,
-    warned: bool,
 }
 
 impl Reporter {
@@ -28,8 +33,9 @@ impl Reporter {
             state: Mutex::new(State {
                 last: None,
                 report: Report::default(),
-                warned: false,
             }),
+            outbox: Default::default(),
+            poster: std::sync::Once::new(),
         }
     }
 
@@ -59,6 +65,9 @@ impl Reporter {
             s.report.clone()
         };
         self.send(&r);
+        if phase == "done" || phase == "failed" {
+            self.drain(Duration::from_secs(10));
+        }
     }
 
     pub fn set_image(&self, image: &str, upstream: &str) {
@@ -96,18 +105,77 @@ impl Reporter {
         self.send(&r);
     }
 
+    /// Queues `r` for the poster thread (replacing one not yet sent).
     fn send(&self, r: &Report) {
         let Some(server) = &self.server else { return };
-        if let Err(e) = post_report(server, &self.node, r) {
-            if let Ok(mut s) = self.state.lock() {
-                if !s.warned {
-                    s.warned = true;
-                    drop(s);
-                    self.say(&format!(
-                        "status report not delivered ({e}); continuing without"
-                    ));
+        self.poster.call_once(|| {
+            let (outbox, server, node) = (self.outbox.clone(), server.clone(), self.node.clone());
+            let start = self.start;
+            let warn = move |e: String| {
+                println!(
+                    "[{:7.1}s] netboot: status report not delivered ({e}); continuing without",
+                    start.elapsed().as_secs_f64()
+                );
+            };
+            std::thread::spawn(move || post_loop(&outbox, &server, &node, warn));
+        });
+        let (m, cv) = &*self.outbox;
+        if let Ok(mut o) = m.lock() {
+            o.0 = Some(r.clone());
+            cv.notify_all();
+        }
+    }
+
+    /// Waits (up to `limit`) until every queued report was posted.
+    fn drain(&self, limit: Duration) {
+        let (m, cv) = &*self.outbox;
+        let deadline = Instant::now() + limit;
+        let Ok(mut o) = m.lock() else { return };
+        while o.0.is_some() || o.1 {
+            let now = Instant::now();
+            if now >= deadline {
+                return;
+            }
+            match cv.wait_timeout(o, deadline - now) {
+                Ok((g, _)) => o = g,
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+/// The poster thread: posts the latest queued report, forever. Warns once.
+fn post_loop(
+    outbox: &(Mutex<(Option<Report>, bool)>, Condvar),
+    server: &str,
+    node: &str,
+    warn: impl Fn(String),
+) {
+    let (m, cv) = outbox;
+    let mut warned = false;
+    loop {
+        let r = {
+            let Ok(mut o) = m.lock() else { return };
+            while o.0.is_none() {
+                o = match cv.wait(o) {
+                    Ok(g) => g,
+                    Err(_) => return,
+                };
+            }
+            o.1 = true;
+            o.0.take()
+        };
+        if let Some(r) = r {
+            if let Err(e) = post_report(server, node, &r) {
+                if !warned {
+                    warned = true;
+                    warn(e);
                 }
             }
         }
+        if let Ok(mut o) = m.lock() {
+            o.1 = false;
+        }
+        cv.notify_all();
     }
 }

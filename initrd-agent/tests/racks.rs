@@ -283,7 +283,7 @@ fn twelve_nodes_in_three_racks_clone_through_relays() {
 
 #[test]
 fn nginx_as_a_pull_only_primary() {
-    let c = setup("n", true, "chain");
+    let c = setup("n", true, "serial");
     let (loops, mut procs, logs) = run_all(&c);
     all_succeed(&c, &mut procs, &logs, None);
     drop(loops);
@@ -292,7 +292,7 @@ fn nginx_as_a_pull_only_primary() {
 
 #[test]
 fn the_primary_killed_and_restarted_mid_stream_resumes_every_node() {
-    let mut c = setup("r", false, "chain");
+    let mut c = setup("r", false, "serial");
     c.attempts = 8;
     // Slow the primary so that the first secondary is mid-transfer when it dies.
     c.lan.limit(&c.primary_ns.clone(), "24mbit");
@@ -391,4 +391,38 @@ fn killing_a_secondary_mid_stream_reroutes_its_rack() {
         );
     }
     eprintln!("{tree}");
+}
+
+#[test]
+fn killing_a_secondary_of_the_serial_chain_reroutes_the_nodes_below() {
+    // serial: r1n1 … r1n4 → r2n1 (secondary) → r2n2 … r2n4 → r3n1 … r3n4.
+    let c = setup("s", false, "serial");
+    let victim = c.nodes.iter().position(|(n, _)| n == "r2n1").unwrap();
+    c.lan.limit(&c.nodes[victim].1, "24mbit");
+    let (loops, mut procs, logs) = run_all(&c);
+    std::thread::sleep(Duration::from_millis(2500));
+    let _ = procs[victim].0.kill();
+    let _ = procs[victim].0.wait();
+    for (i, p) in procs.iter_mut().enumerate() {
+        if i == victim {
+            continue;
+        }
+        let code = wait(p, Duration::from_secs(240));
+        let log = std::fs::read_to_string(&logs[i]).unwrap_or_default();
+        assert_eq!(code, Some(0), "{} did not finish:\n{log}", c.nodes[i].0);
+    }
+    drop(loops);
+    let log = |n: &str| std::fs::read_to_string(c.dir.join(format!("{n}.log"))).unwrap();
+    // The node right below moved up to the previous rack's last node; the ones below it
+    // kept their (live) upstream.
+    assert!(
+        log("r2n2").contains("rerouted: upstream r2n1 failed")
+            && log("r2n2").contains("now pulling from r1n4"),
+        "{}",
+        log("r2n2")
+    );
+    for n in ["r2n3", "r2n4", "r3n1", "r3n4"] {
+        assert!(!log(n).contains("rerouted"), "{n} rerouted:\n{}", log(n));
+    }
+    all_identical(&c, Some(victim));
 }
