@@ -9,13 +9,15 @@ use imgtool::serve::{post_report, Report};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+/// The report waiting to be posted, whether a post is in progress, and its signal.
+type Outbox = (Mutex<(Option<Report>, bool)>, Condvar);
+
 pub struct Reporter {
     server: Option<String>,
     node: String,
     start: Instant,
     state: Mutex<State>,
-    /// The report waiting to be posted, and whether a post is in progress.
-    outbox: Arc<(Mutex<(Option<Report>, bool)>, Condvar)>,
+    outbox: Arc<Outbox>,
     poster: std::sync::Once,
 }
 
@@ -145,12 +147,7 @@ impl Reporter {
 }
 
 /// The poster thread: posts the latest queued report, forever. Warns once.
-fn post_loop(
-    outbox: &(Mutex<(Option<Report>, bool)>, Condvar),
-    server: &str,
-    node: &str,
-    warn: impl Fn(String),
-) {
+fn post_loop(outbox: &Outbox, server: &str, node: &str, warn: impl Fn(String)) {
     let (m, cv) = outbox;
     let mut warned = false;
     loop {
