@@ -282,7 +282,12 @@ fn run(server: tiny_http::Server, opts: ServeOptions) -> Result<(), String> {
                     );
                 }
                 Method::Get | Method::Head => match resolve(&roots, &url) {
-                    Some(p) => serve_file(req, &p),
+                    // A transfer gets its own thread: a node streaming a partition for
+                    // minutes must not hold one of the workers that answer everyone else
+                    // (64 nodes pulling at once would otherwise queue behind 16).
+                    Some(p) => {
+                        std::thread::spawn(move || serve_file(req, &p));
+                    }
                     None => {
                         let _ = req.respond(text(404, "not found\n"));
                     }

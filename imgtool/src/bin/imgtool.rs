@@ -117,6 +117,7 @@ enum Cmd {
         tree: Vec<PathBuf>,
         #[arg(long, default_value = "0.0.0.0:8080")]
         listen: String,
+        /// Threads answering requests (each file transfer also gets its own thread).
         #[arg(long, default_value_t = 16)]
         threads: usize,
     },
