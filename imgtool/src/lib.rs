@@ -8,6 +8,9 @@
 //! - [`fs::probe`] says which byte ranges of a partition are in use.
 //! - [`manifest::Manifest`] lists the chunks of each region; [`manifest::Image`] is a
 //!   loaded, checked image directory.
+//! - [`source::ImageSource`] is where an image's files come from: a directory or HTTP
+//!   upstreams with failover; partition payloads are streamed ([`http`] reads the body
+//!   straight from the socket).
 //! - [`capture::capture`], [`restore::restore`], [`verify::verify`], [`diff::diff`] are the
 //!   operations; the `imgtool` binary only parses arguments and calls them.
 
@@ -18,6 +21,7 @@ pub mod disk;
 pub mod error;
 pub mod fs;
 pub mod gpt;
+pub mod http;
 pub mod layout;
 pub mod manifest;
 pub mod mbr;

@@ -123,6 +123,8 @@ pub struct HttpSource {
     /// adds to the lag of all nodes below it.
     pub grace: Duration,
     created: std::time::Instant,
+    /// How long a read may wait for data.
+    stall: Duration,
     answered: Vec<std::sync::atomic::AtomicBool>,
     /// Broken streams per upstream ([`ImageSource::stream_failed`]).
     strikes: Vec<AtomicUsize>,
@@ -158,6 +160,7 @@ impl HttpSource {
             failover_attempts: 2,
             grace: Duration::from_secs(10),
             created: std::time::Instant::now(),
+            stall,
             fetched: Default::default(),
             on_switch: None,
         }
@@ -226,11 +229,27 @@ impl HttpSource {
     }
 
     /// One request: the body's reader once the status is right, or whether to try again.
+    /// Streams (`stream`) are read straight from the socket ([`crate::http`]).
     fn request(
         &self,
         url: &str,
         range: Option<(u64, u64)>,
+        stream: bool,
     ) -> Result<Box<dyn Read + Send>, Attempt> {
+        if let (true, Some((o, l))) = (stream, range) {
+            let r = crate::http::get_range(url, o, l, Duration::from_secs(3), self.stall)
+                .map_err(|e| Attempt::Again(e.msg, !e.connected))?;
+            return match r.status {
+                206 => Ok(Box::new(Counted(r.body, self.fetched.clone()))),
+                200 if o == 0 => Ok(Box::new(Counted(r.body, self.fetched.clone()))),
+                404 | 403 => Err(Attempt::Fatal(SourceError {
+                    location: url.to_string(),
+                    msg: format!("HTTP {}: no such file on the server", r.status),
+                    unreachable: false,
+                })),
+                code => Err(Attempt::Again(format!("HTTP {code} {}", r.reason), false)),
+            };
+        }
         let mut req = self.agent.get(url);
         if let Some((o, l)) = range {
             req = req.set("Range", &format!("bytes={}-{}", o, o + l - 1));
@@ -269,6 +288,7 @@ impl HttpSource {
         &self,
         url: &str,
         range: Option<(u64, u64)>,
+        stream: bool,
         tries: Tries,
         read: impl Fn(Box<dyn Read + Send>) -> Result<T, String>,
     ) -> Result<T, SourceError> {
@@ -286,7 +306,7 @@ impl HttpSource {
                 Tries::Until(_) => std::thread::sleep(Duration::from_millis(100)),
             }
             attempt += 1;
-            match self.request(url, range) {
+            match self.request(url, range, stream) {
                 Ok(body) => {
                     unreachable = false;
                     match read(body) {
@@ -316,7 +336,7 @@ impl HttpSource {
         tries: Tries,
     ) -> Result<Vec<u8>, SourceError> {
         let url = format!("{base}/{name}");
-        self.attempts_on(&url, range, tries, |body| match range {
+        self.attempts_on(&url, range, false, tries, |body| match range {
             Some((o, l)) => {
                 let mut buf = Vec::with_capacity(l as usize);
                 match body.take(l).read_to_end(&mut buf) {
@@ -383,7 +403,7 @@ impl ImageSource for HttpSource {
     fn open_range(&self, name: &str, offset: u64, len: u64) -> Result<Stream, SourceError> {
         let range = Some((offset, len.max(1)));
         let (reader, from) = self.with_failover(|base, tries| {
-            self.attempts_on(&format!("{base}/{name}"), range, tries, Ok)
+            self.attempts_on(&format!("{base}/{name}"), range, true, tries, Ok)
         })?;
         Ok(Stream { reader, from })
     }

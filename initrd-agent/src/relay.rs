@@ -1,10 +1,11 @@
 //! The relay: a node with downstream nodes serves the primary's URL space for its image
-//! (`/<image>/manifest`, `/<image>/layout`, payload ranges) from what it has verified. A
-//! chunk is served as soon as it was written and its sha256 matched (cut-through); a
-//! request for a chunk not yet there waits for it. Memory is bounded: frames are cached up
-//! to a budget, and an evicted frame is re-read from the local disk (the store) and
-//! re-compressed — zstd is deterministic, so the frame is byte-identical, which the
-//! manifest's `frame_sha256` confirms before anything is sent.
+//! (`/<image>/manifest`, `/<image>/layout`, payload ranges on frame boundaries: one frame,
+//! or a stream of them) from what it has verified. A chunk is served as soon as its
+//! sha256 matched (cut-through); a stream reaching a chunk not yet there waits for it.
+//! Memory is bounded: frames are cached up to a budget, and an evicted frame is re-read
+//! from the local disk (the store) and re-compressed — zstd is deterministic, so the frame
+//! is byte-identical, which the manifest's `frame_sha256` confirms before anything is
+//! sent.
 
 use imgtool::manifest::{Image, Region};
 use imgtool::serve::parse_range;
