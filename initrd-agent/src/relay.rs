@@ -86,11 +86,16 @@ impl Relay {
 
     /// Waits up to `wait` for the files.
     fn files(&self, wait: Duration) -> Option<Arc<imgtool::manifest::ImageFiles>> {
+        self.wait_set(&self.files, wait)
+    }
+
+    /// Waits up to `wait` until `slot` is filled (by `set_files` or `set_image`).
+    fn wait_set<T>(&self, slot: &Mutex<Option<Arc<T>>>, wait: Duration) -> Option<Arc<T>> {
         let deadline = Instant::now() + wait;
-        let mut g = self.files.lock().ok()?;
+        let mut g = slot.lock().ok()?;
         loop {
-            if let Some(f) = g.as_ref() {
-                return Some(f.clone());
+            if let Some(v) = g.as_ref() {
+                return Some(v.clone());
             }
             let now = Instant::now();
             if now >= deadline {
@@ -115,18 +120,7 @@ impl Relay {
 
     /// Waits up to `wait` for the image to be known.
     fn info(&self, wait: Duration) -> Option<Arc<Info>> {
-        let deadline = Instant::now() + wait;
-        let mut g = self.info.lock().ok()?;
-        loop {
-            if let Some(i) = g.as_ref() {
-                return Some(i.clone());
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return None;
-            }
-            g = self.cv.wait_timeout(g, deadline - now).ok()?.0;
-        }
+        self.wait_set(&self.info, wait)
     }
 
     pub fn set_base(&self, region: &str, disk_offset: u64) {

@@ -333,27 +333,7 @@ fn the_primary_killed_and_restarted_mid_stream_resumes_every_node() {
 #[test]
 fn killing_a_secondary_mid_stream_reroutes_its_rack() {
     let c = setup("b", false, "fanout");
-    // Slow the rack-2 secondary down so that it dies in the middle of relaying.
-    let victim = c.nodes.iter().position(|(n, _)| n == "r2n1").unwrap();
-    c.lan.limit(&c.nodes[victim].1, "24mbit");
-    let (loops, mut procs, logs) = run_all(&c);
-    std::thread::sleep(Duration::from_millis(2500));
-    let _ = procs[victim].0.kill();
-    let _ = procs[victim].0.wait();
-    for (i, p) in procs.iter_mut().enumerate() {
-        if i == victim {
-            continue;
-        }
-        let code = wait(p, Duration::from_secs(240));
-        let log = std::fs::read_to_string(&logs[i]).unwrap_or_default();
-        assert_eq!(
-            code,
-            Some(0),
-            "{} did not finish after the secondary died:\n{log}",
-            c.nodes[i].0
-        );
-    }
-    drop(loops);
+    let victim = kill_mid_stream(&c, "r2n1");
     let log = |n: &str| std::fs::read_to_string(c.dir.join(format!("{n}.log"))).unwrap();
     // Its leaves (and rack 3's secondary, downstream of it) moved up the chain.
     for n in ["r2n2", "r2n3", "r2n4"] {
@@ -397,21 +377,7 @@ fn killing_a_secondary_mid_stream_reroutes_its_rack() {
 fn killing_a_secondary_of_the_serial_chain_reroutes_the_nodes_below() {
     // serial: r1n1 … r1n4 → r2n1 (secondary) → r2n2 … r2n4 → r3n1 … r3n4.
     let c = setup("s", false, "serial");
-    let victim = c.nodes.iter().position(|(n, _)| n == "r2n1").unwrap();
-    c.lan.limit(&c.nodes[victim].1, "24mbit");
-    let (loops, mut procs, logs) = run_all(&c);
-    std::thread::sleep(Duration::from_millis(2500));
-    let _ = procs[victim].0.kill();
-    let _ = procs[victim].0.wait();
-    for (i, p) in procs.iter_mut().enumerate() {
-        if i == victim {
-            continue;
-        }
-        let code = wait(p, Duration::from_secs(240));
-        let log = std::fs::read_to_string(&logs[i]).unwrap_or_default();
-        assert_eq!(code, Some(0), "{} did not finish:\n{log}", c.nodes[i].0);
-    }
-    drop(loops);
+    let victim = kill_mid_stream(&c, "r2n1");
     let log = |n: &str| std::fs::read_to_string(c.dir.join(format!("{n}.log"))).unwrap();
     // The node right below moved up to the previous rack's last node; the ones below it
     // kept their (live) upstream.
@@ -425,4 +391,31 @@ fn killing_a_secondary_of_the_serial_chain_reroutes_the_nodes_below() {
         assert!(!log(n).contains("rerouted"), "{n} rerouted:\n{}", log(n));
     }
     all_identical(&c, Some(victim));
+}
+
+/// Runs every node with `victim`'s link slowed, kills it (by PID) 2.5 s in, in the middle
+/// of relaying, and asserts that every other node finishes. Returns the victim's index.
+fn kill_mid_stream(c: &Cluster, victim: &str) -> usize {
+    let victim = c.nodes.iter().position(|(n, _)| n == victim).unwrap();
+    c.lan.limit(&c.nodes[victim].1, "24mbit");
+    let (loops, mut procs, logs) = run_all(c);
+    std::thread::sleep(Duration::from_millis(2500));
+    let _ = procs[victim].0.kill();
+    let _ = procs[victim].0.wait();
+    for (i, p) in procs.iter_mut().enumerate() {
+        if i == victim {
+            continue;
+        }
+        let code = wait(p, Duration::from_secs(240));
+        let log = std::fs::read_to_string(&logs[i]).unwrap_or_default();
+        assert_eq!(
+            code,
+            Some(0),
+            "{} did not finish after {} died:\n{log}",
+            c.nodes[i].0,
+            c.nodes[victim].0
+        );
+    }
+    drop(loops);
+    victim
 }
