@@ -391,6 +391,19 @@ fn killing_a_secondary_of_the_serial_chain_reroutes_the_nodes_below() {
         assert!(!log(n).contains("rerouted"), "{n} rerouted:\n{}", log(n));
     }
     all_identical(&c, Some(victim));
+    // The tree keeps a chain in one column: r1n2 is r1n1's only downstream.
+    let tree = Lan::cmd(&c.primary_ns, imgtool_bin().to_str().unwrap())
+        .args(["status", "--server", "http://10.77.0.1:8080"])
+        .output()
+        .unwrap();
+    let tree = String::from_utf8_lossy(&tree.stdout).to_string();
+    assert!(tree.starts_with("primary\n  r1n1 [done"), "{tree}");
+    assert!(tree.contains("\n  → r1n2 [done"), "{tree}");
+    assert!(tree.contains("r2n2 [rerouted done"), "{tree}");
+    assert!(
+        tree.contains("r2n1 [FAILED") || tree.contains("r2n1 [restoring"),
+        "{tree}"
+    );
 }
 
 /// Runs every node with `victim`'s link slowed, kills it (by PID) 2.5 s in, in the middle

@@ -121,7 +121,10 @@ enum Cmd {
         #[arg(long, default_value_t = 16)]
         threads: usize,
     },
-    /// Show each node's phase, progress and errors, from a running `imgtool serve`.
+    /// Show the distribution tree from a running `imgtool serve`: who feeds whom (a node
+    /// that is its upstream's only downstream continues its column, marked →), each
+    /// node's phase, progress and errors; failed and re-routed nodes are marked.
+    /// `--json` prints the raw board.
     Status {
         #[arg(long)]
         server: String,
@@ -236,7 +239,8 @@ fn print_plan(report: &imgtool::restore::RestoreReport) {
 }
 
 /// The status board as the distribution tree: who feeds whom, then each node's progress;
-/// failed nodes and re-routings are marked.
+/// failed nodes and re-routings are marked. A node that is its upstream's only downstream
+/// is printed under it at the same depth, marked `→` (a 64-node chain stays one column).
 fn print_status_tree(board: &std::collections::BTreeMap<String, imgtool::serve::NodeStatus>) {
     use std::collections::BTreeMap;
     let mut children: BTreeMap<String, Vec<&imgtool::serve::NodeStatus>> = BTreeMap::new();
@@ -253,7 +257,7 @@ fn print_status_tree(board: &std::collections::BTreeMap<String, imgtool::serve::
         };
         children.entry(up.to_string()).or_default().push(n);
     }
-    fn line(n: &imgtool::serve::NodeStatus, depth: usize) -> String {
+    fn line(n: &imgtool::serve::NodeStatus, depth: usize, fed: bool) -> String {
         let pct = if n.last.total > 0 {
             format!("{:.0}%", 100.0 * n.last.done as f64 / n.last.total as f64)
         } else {
@@ -265,8 +269,9 @@ fn print_status_tree(board: &std::collections::BTreeMap<String, imgtool::serve::
             _ => "",
         };
         format!(
-            "{:indent$}{} [{}{} {}] {}",
+            "{:indent$}{}{} [{}{} {}] {}",
             "",
+            if fed { "→ " } else { "" },
             n.node,
             mark,
             n.last.phase,
@@ -281,10 +286,14 @@ fn print_status_tree(board: &std::collections::BTreeMap<String, imgtool::serve::
         children: &std::collections::BTreeMap<String, Vec<&imgtool::serve::NodeStatus>>,
         seen: &mut std::collections::BTreeSet<String>,
     ) {
-        for n in children.get(name).map(|v| v.as_slice()).unwrap_or(&[]) {
+        let kids = children.get(name).map(|v| v.as_slice()).unwrap_or(&[]);
+        // An only child continues its upstream's column.
+        let fed = kids.len() == 1 && name != "primary";
+        let at = if fed { depth - 1 } else { depth };
+        for n in kids {
             if seen.insert(n.node.clone()) {
-                println!("{}", line(n, depth));
-                walk(&n.node, depth + 1, children, seen);
+                println!("{}", line(n, at, fed));
+                walk(&n.node, at + 1, children, seen);
             }
         }
     }
@@ -293,7 +302,7 @@ fn print_status_tree(board: &std::collections::BTreeMap<String, imgtool::serve::
     walk("primary", 1, &children, &mut seen);
     for n in board.values() {
         if !seen.contains(&n.node) {
-            println!("{}", line(n, 1));
+            println!("{}", line(n, 1, false));
         }
     }
 }
