@@ -192,16 +192,14 @@ fn capture_refuses_a_source_mounted_read_write() {
         .arg("--sparse=always")
         .arg(fixture("gpt"))
         .arg(&src));
-    let l = Loop::attach(&src, false);
-    let mnt = tempfile::tempdir().unwrap();
-    run(Command::new("mount").arg(l.part(4)).arg(mnt.path()));
+    let mut l = Loop::attach(&src, false);
+    l.mount_opts(4, "ext4", "rw");
     let out = imgtool()
         .arg("capture")
         .arg(&l.dev)
         .arg(s.dir.join("live-img"))
         .output()
         .unwrap();
-    let _ = Command::new("umount").arg(mnt.path()).output();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(

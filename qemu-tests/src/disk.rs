@@ -117,9 +117,14 @@ impl Loop {
 
     /// Mounts partition `n` read-only (no journal replay) on a fresh directory.
     pub fn mount(&mut self, n: u32, fstype: &str) -> PathBuf {
+        self.mount_opts(n, fstype, "ro,noload")
+    }
+
+    /// Mounts partition `n` with `options` on a fresh directory; unmounted on drop.
+    pub fn mount_opts(&mut self, n: u32, fstype: &str, options: &str) -> PathBuf {
         let dir = tempfile::tempdir().expect("tempdir").keep();
         run(Command::new("mount")
-            .args(["-t", fstype, "-o", "ro,noload"])
+            .args(["-t", fstype, "-o", options])
             .arg(self.part(n))
             .arg(&dir));
         self.mounts.push(dir.clone());
@@ -130,7 +135,20 @@ impl Loop {
 impl Drop for Loop {
     fn drop(&mut self) {
         for m in self.mounts.drain(..).rev() {
-            let _ = Command::new("umount").arg(&m).output();
+            // A busy mount (a process still inside it) would pin the loop device for
+            // good: retry, then detach it lazily so the device is freed once unused.
+            let unmounted = (0..10).any(|i| {
+                if i > 0 {
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                }
+                Command::new("umount")
+                    .arg(&m)
+                    .status()
+                    .is_ok_and(|s| s.success())
+            });
+            if !unmounted {
+                let _ = Command::new("umount").arg("-l").arg(&m).output();
+            }
             let _ = std::fs::remove_dir(&m);
         }
         let _ = Command::new("partx").arg("-d").arg(&self.dev).output();
