@@ -355,11 +355,7 @@ fn killing_a_secondary_mid_stream_reroutes_its_rack() {
     assert_ne!(board["r2n1"]["last"]["phase"], "done");
     // The text view is the tree: rack 1's secondary under the primary, the re-routed
     // rack-2 nodes under the upstream they moved to, marked.
-    let tree = Lan::cmd(&c.primary_ns, imgtool_bin().to_str().unwrap())
-        .args(["status", "--server", "http://10.77.0.1:8080"])
-        .output()
-        .unwrap();
-    let tree = String::from_utf8_lossy(&tree.stdout).to_string();
+    let tree = status_tree(&c);
     assert!(tree.starts_with("primary\n  r1n1 [done"), "{tree}");
     assert!(tree.contains("r2n2 [rerouted done"), "{tree}");
     // Rack 1 never lost its secondary: its nodes stay under it, not re-routed.
@@ -392,11 +388,7 @@ fn killing_a_secondary_of_the_serial_chain_reroutes_the_nodes_below() {
     }
     all_identical(&c, Some(victim));
     // The tree keeps a chain in one column: r1n2 is r1n1's only downstream.
-    let tree = Lan::cmd(&c.primary_ns, imgtool_bin().to_str().unwrap())
-        .args(["status", "--server", "http://10.77.0.1:8080"])
-        .output()
-        .unwrap();
-    let tree = String::from_utf8_lossy(&tree.stdout).to_string();
+    let tree = status_tree(&c);
     assert!(tree.starts_with("primary\n  r1n1 [done"), "{tree}");
     assert!(tree.contains("\n  → r1n2 [done"), "{tree}");
     assert!(tree.contains("r2n2 [rerouted done"), "{tree}");
@@ -431,4 +423,13 @@ fn kill_mid_stream(c: &Cluster, victim: &str) -> usize {
     }
     drop(loops);
     victim
+}
+
+/// `imgtool status` (the text tree) from the primary's board.
+fn status_tree(c: &Cluster) -> String {
+    let out = Lan::cmd(&c.primary_ns, imgtool_bin().to_str().unwrap())
+        .args(["status", "--server", "http://10.77.0.1:8080"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).to_string()
 }
