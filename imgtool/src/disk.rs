@@ -41,8 +41,6 @@ pub struct Disk {
     file: File,
     /// The same disk opened with `O_DIRECT`, for aligned bulk writes (see [`Disk::write_all_at`]).
     direct: Option<File>,
-    /// Whether `direct` may be used now ([`Disk::set_direct`]).
-    use_direct: std::sync::atomic::AtomicBool,
     path: PathBuf,
     size: u64,
     sector_size: u32,
@@ -128,7 +126,6 @@ impl Disk {
         Ok(Disk {
             file,
             direct: None,
-            use_direct: std::sync::atomic::AtomicBool::new(true),
             path: path.to_path_buf(),
             size,
             sector_size,
@@ -154,19 +151,8 @@ impl Disk {
         Ok(())
     }
 
-    /// Allows or forbids `O_DIRECT`. A writer must not mix direct and buffered writes that
-    /// can touch the same 4 KiB page at the same time: a buffered read-modify-write of the
-    /// page can put stale bytes over sectors just written directly. Restore therefore uses
-    /// direct I/O only when every chunk it writes is 4 KiB-aligned on the target.
-    pub fn set_direct(&self, enabled: bool) {
-        self.use_direct
-            .store(enabled, std::sync::atomic::Ordering::SeqCst);
-    }
-
     fn direct(&self) -> Option<&File> {
-        self.direct
-            .as_ref()
-            .filter(|_| self.use_direct.load(std::sync::atomic::Ordering::SeqCst))
+        self.direct.as_ref()
     }
 
     pub fn is_block_device(&self) -> bool {
@@ -274,8 +260,11 @@ fn blkpg(fd: libc::c_int, op: libc::c_int, pno: u32, start: u64, len: u64) -> io
     Ok(())
 }
 
-/// A [`Disk`] through the page cache only, whatever [`Disk::set_direct`] says: for the
-/// writes (and their read-backs) that may share a page with another write.
+/// A [`Disk`] through the page cache only. A writer must not mix direct and buffered
+/// writes that can touch the same 4 KiB page at the same time: a buffered
+/// read-modify-write of the page can put stale bytes over sectors just written directly.
+/// So where concurrent writes are not all 4 KiB-aligned (file systems with 1 KiB blocks,
+/// FAT's 2 KiB clusters), all of them go through this view, reads-back included.
 pub struct Buffered<'a>(&'a Disk);
 
 impl Disk {

@@ -41,6 +41,22 @@ pub struct Chunk {
 }
 
 impl Chunk {
+    /// Reads this chunk's raw bytes from `disk`, its region starting at byte `base`
+    /// (`O_DIRECT` where `disk` can).
+    pub fn read_from(
+        &self,
+        disk: &dyn crate::disk::BlockIo,
+        base: u64,
+    ) -> std::io::Result<crate::disk::AlignedBuf> {
+        let mut buf = crate::disk::AlignedBuf::new(self.length as usize);
+        let mut at = 0usize;
+        for (o, l) in self.ranges() {
+            disk.read_exact_at(&mut buf[at..at + l as usize], base + o)?;
+            at += l as usize;
+        }
+        Ok(buf)
+    }
+
     /// The byte ranges `(offset, length)` of the region this chunk holds.
     pub fn ranges(&self) -> Vec<(u64, u64)> {
         if self.extents.is_empty() {
@@ -141,11 +157,10 @@ pub struct Image {
     pub source: Arc<dyn ImageSource>,
     pub manifest: Manifest,
     pub layout: Layout,
-    /// The `manifest` and `layout` files as read (a relay passes them on unchanged).
-    pub files: ImageFiles,
 }
 
-#[derive(Debug, Clone, Default)]
+/// The `manifest` and `layout` files as read (a relay passes them on unchanged).
+#[derive(Debug)]
 pub struct ImageFiles {
     pub manifest: Vec<u8>,
     pub layout: Vec<u8>,
@@ -172,7 +187,7 @@ impl Image {
     /// id and a layout that is not the one the manifest was made with.
     pub fn load(source: Arc<dyn ImageSource>) -> Result<Image> {
         let files = Self::fetch_files(source.as_ref())?;
-        Self::from_files(source, files)
+        Self::from_files(source, &files)
     }
 
     /// Reads the `manifest` and `layout` files, unchecked (a relay can pass them on
@@ -185,11 +200,11 @@ impl Image {
     }
 
     /// Parses and checks files read by [`Image::fetch_files`] from `source`.
-    pub fn from_files(source: Arc<dyn ImageSource>, files: ImageFiles) -> Result<Image> {
+    pub fn from_files(source: Arc<dyn ImageSource>, files: &ImageFiles) -> Result<Image> {
         let mpath = PathBuf::from(format!("{}/{MANIFEST_FILE}", source.location()));
-        let text = files.manifest;
+        let text = &files.manifest;
         let value: serde_json::Value =
-            serde_json::from_slice(&text).map_err(|e| Error::Corrupt {
+            serde_json::from_slice(text).map_err(|e| Error::Corrupt {
                 path: mpath.clone(),
                 msg: format!("not valid JSON: {e}"),
             })?;
@@ -222,8 +237,8 @@ impl Image {
             });
         }
         let lpath = PathBuf::from(format!("{}/{LAYOUT_FILE}", source.location()));
-        let ltext = files.layout;
-        let lsum = hex::encode(Sha256::digest(&ltext));
+        let ltext = &files.layout;
+        let lsum = hex::encode(Sha256::digest(ltext));
         if lsum != manifest.layout_sha256 {
             return Err(Error::Corrupt {
                 path: lpath,
@@ -233,7 +248,7 @@ impl Image {
                 ),
             });
         }
-        let layout: Layout = serde_json::from_slice(&ltext).map_err(|e| Error::Corrupt {
+        let layout: Layout = serde_json::from_slice(ltext).map_err(|e| Error::Corrupt {
             path: lpath,
             msg: e.to_string(),
         })?;
@@ -241,10 +256,6 @@ impl Image {
             source,
             manifest,
             layout,
-            files: ImageFiles {
-                manifest: text,
-                layout: ltext,
-            },
         };
         img.check_structure()?;
         Ok(img)

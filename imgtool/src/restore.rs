@@ -209,21 +209,14 @@ pub fn restore(
         .filter(|r| r.number != 0)
         .map(|r| r.used_bytes)
         .sum();
-    // O_DIRECT only when no two concurrent writes can share a page (see
-    // Disk::set_direct), decided per partition: file systems with 1 KiB blocks, and FAT's
-    // 2 KiB clusters, have extents that are not 4 KiB-aligned.
+    // O_DIRECT only when no two concurrent writes can share a page (see Disk::buffered),
+    // decided per partition.
     let aligned = |r: &Region, rep: &RegionReport| {
         r.chunks.iter().flat_map(|c| c.ranges()).all(|(o, l)| {
             (rep.disk_offset + o).is_multiple_of(crate::disk::DIRECT_ALIGN as u64)
                 && l.is_multiple_of(crate::disk::DIRECT_ALIGN as u64)
         })
     };
-    let all_aligned = regions
-        .iter()
-        .zip(report.regions.iter())
-        .filter(|(r, _)| r.number != 0)
-        .all(|(r, rep)| aligned(r, rep));
-    target.set_direct(all_aligned);
     // The disk head (at most 1 MiB) first: it is written last, but fetched and verified
     // now, so a streamed restore does not depend on its upstream still being there at
     // the end, and a relay can pass it on at once.
@@ -278,9 +271,8 @@ pub fn restore(
         .enumerate()
         .flat_map(|(p, part)| (0..part.r.chunks.len()).map(move |i| (p, i)))
         .collect();
-    target.set_direct(true);
     let buffered = target.buffered();
-    let frames = std::sync::Mutex::new((usize::MAX, None::<FrameStream>));
+    let frames = std::sync::Mutex::new(None::<(usize, FrameStream)>);
     run_pipeline(
         jobs.len(),
         threads,
@@ -289,12 +281,12 @@ pub fn restore(
             let mut f = frames
                 .lock()
                 .map_err(|_| Error::Invalid("frame reader poisoned".into()))?;
-            if f.0 != p {
-                *f = (p, Some(FrameStream::new(image, parts[p].r)));
-            }
-            match &mut f.1 {
-                Some(stream) => stream.frame(i),
-                None => Err(Error::Invalid("no frame reader".into())),
+            match &mut *f {
+                Some((at, stream)) if *at == p => stream.frame(i),
+                _ => f
+                    .insert((p, FrameStream::new(image, parts[p].r)))
+                    .1
+                    .frame(i),
             }
         },
         |j, frame| -> Result<u64> {
@@ -349,7 +341,6 @@ pub fn restore(
         }
     }
     progress.finish();
-    target.set_direct(all_aligned);
     target.flush().map_err(|e| werr("flushing".into(), e))?;
 
     if let Some(hold) = &opts.before_grow {
@@ -533,21 +524,14 @@ fn read_back(
     tpath: &Path,
 ) -> Result<()> {
     let c = &r.chunks[i];
-    let mut back = crate::disk::AlignedBuf::new(c.length as usize);
-    let mut at = 0usize;
-    for (o, l) in c.ranges() {
-        target
-            .read_exact_at(&mut back[at..at + l as usize], base + o)
-            .map_err(|e| {
-                Error::Invalid(format!(
-                    "{}: reading back partition {} chunk {i} at disk byte {}: {e}",
-                    tpath.display(),
-                    r.number,
-                    base + o
-                ))
-            })?;
-        at += l as usize;
-    }
+    let back = c.read_from(target, base).map_err(|e| {
+        Error::Invalid(format!(
+            "{}: reading back partition {} chunk {i} at disk byte {}: {e}",
+            tpath.display(),
+            r.number,
+            base + c.offset
+        ))
+    })?;
     if back[..] == *written {
         return Ok(());
     }

@@ -229,57 +229,43 @@ impl HttpSource {
     }
 
     /// One request: the body's reader once the status is right, or whether to try again.
-    /// Streams (`stream`) are read straight from the socket ([`crate::http`]).
+    /// Ranges (payloads) are read straight from the socket ([`crate::http`]); whole small
+    /// files go through ureq.
     fn request(
         &self,
         url: &str,
         range: Option<(u64, u64)>,
-        stream: bool,
     ) -> Result<Box<dyn Read + Send>, Attempt> {
-        if let (true, Some((o, l))) = (stream, range) {
+        let missing = |code: u16| {
+            Attempt::Fatal(SourceError {
+                location: url.to_string(),
+                msg: format!("HTTP {code}: no such file on the server"),
+                unreachable: false,
+            })
+        };
+        if let Some((o, l)) = range {
             let r = crate::http::get_range(url, o, l, Duration::from_secs(3), self.stall)
                 .map_err(|e| Attempt::Again(e.msg, !e.connected))?;
             return match r.status {
+                // Payload bytes are counted as they arrive, broken transfers included.
                 206 => Ok(Box::new(Counted(r.body, self.fetched.clone()))),
                 200 if o == 0 => Ok(Box::new(Counted(r.body, self.fetched.clone()))),
-                404 | 403 => Err(Attempt::Fatal(SourceError {
-                    location: url.to_string(),
-                    msg: format!("HTTP {}: no such file on the server", r.status),
-                    unreachable: false,
-                })),
-                code => Err(Attempt::Again(format!("HTTP {code} {}", r.reason), false)),
+                code @ (404 | 403) => Err(missing(code)),
+                code => Err(Attempt::Again(
+                    format!("HTTP {code} {} to a Range request (expected 206)", r.reason),
+                    false,
+                )),
             };
         }
-        let mut req = self.agent.get(url);
-        if let Some((o, l)) = range {
-            req = req.set("Range", &format!("bytes={}-{}", o, o + l - 1));
+        match self.agent.get(url).call() {
+            Ok(r) => Ok(r.into_reader()),
+            Err(ureq::Error::Status(code, _)) if code == 404 || code == 403 => Err(missing(code)),
+            Err(ureq::Error::Status(code, r)) => Err(Attempt::Again(
+                format!("HTTP {code} {}", r.status_text()),
+                false,
+            )),
+            Err(e) => Err(Attempt::Again(e.to_string(), true)),
         }
-        let resp = match req.call() {
-            Ok(r) => r,
-            Err(ureq::Error::Status(code, _)) if code == 404 || code == 403 => {
-                return Err(Attempt::Fatal(SourceError {
-                    location: url.to_string(),
-                    msg: format!("HTTP {code}: no such file on the server"),
-                    unreachable: false,
-                }))
-            }
-            Err(ureq::Error::Status(code, r)) => {
-                return Err(Attempt::Again(
-                    format!("HTTP {code} {}", r.status_text()),
-                    false,
-                ))
-            }
-            Err(e) => return Err(Attempt::Again(e.to_string(), true)),
-        };
-        if let Some((o, _)) = range {
-            if resp.status() != 206 && !(resp.status() == 200 && o == 0) {
-                let msg = format!("HTTP {} to a Range request (expected 206)", resp.status());
-                return Err(Attempt::Again(msg, false));
-            }
-            // Payload bytes are counted as they arrive, broken transfers included.
-            return Ok(Box::new(Counted(resp.into_reader(), self.fetched.clone())));
-        }
-        Ok(resp.into_reader())
     }
 
     /// Requests to one upstream until one succeeds or `tries` are used up; `read` takes
@@ -288,7 +274,6 @@ impl HttpSource {
         &self,
         url: &str,
         range: Option<(u64, u64)>,
-        stream: bool,
         tries: Tries,
         read: impl Fn(Box<dyn Read + Send>) -> Result<T, String>,
     ) -> Result<T, SourceError> {
@@ -306,7 +291,7 @@ impl HttpSource {
                 Tries::Until(_) => std::thread::sleep(Duration::from_millis(100)),
             }
             attempt += 1;
-            match self.request(url, range, stream) {
+            match self.request(url, range) {
                 Ok(body) => {
                     unreachable = false;
                     match read(body) {
@@ -336,7 +321,7 @@ impl HttpSource {
         tries: Tries,
     ) -> Result<Vec<u8>, SourceError> {
         let url = format!("{base}/{name}");
-        self.attempts_on(&url, range, false, tries, |body| match range {
+        self.attempts_on(&url, range, tries, |body| match range {
             Some((o, l)) => {
                 let mut buf = Vec::with_capacity(l as usize);
                 match body.take(l).read_to_end(&mut buf) {
@@ -401,9 +386,9 @@ impl ImageSource for HttpSource {
         self.get(name, Some((offset, len)))
     }
     fn open_range(&self, name: &str, offset: u64, len: u64) -> Result<Stream, SourceError> {
-        let range = Some((offset, len.max(1)));
+        let range = Some((offset, len));
         let (reader, from) = self.with_failover(|base, tries| {
-            self.attempts_on(&format!("{base}/{name}"), range, true, tries, Ok)
+            self.attempts_on(&format!("{base}/{name}"), range, tries, Ok)
         })?;
         Ok(Stream { reader, from })
     }

@@ -107,13 +107,6 @@ impl<'a> FrameStream<'a> {
 
 /// Decompresses a frame into an `O_DIRECT`-aligned buffer and checks the raw sha256.
 pub fn decode_frame(frame: &[u8], r: &Region, i: usize) -> Result<AlignedBuf> {
-    let raw = inflate_frame(frame, r, i)?;
-    check_raw(&raw, r, i)?;
-    Ok(raw)
-}
-
-/// Decompresses a frame and checks its length.
-fn inflate_frame(frame: &[u8], r: &Region, i: usize) -> Result<AlignedBuf> {
     let c = &r.chunks[i];
     let mut raw = AlignedBuf::new(c.length as usize);
     let n = zstd::bulk::decompress_to_buffer(frame, &mut raw[..])
@@ -124,20 +117,14 @@ fn inflate_frame(frame: &[u8], r: &Region, i: usize) -> Result<AlignedBuf> {
             format!("decompressed to {n} bytes, expected {}", c.length),
         ));
     }
-    Ok(raw)
-}
-
-/// Checks chunk `i`'s raw bytes against the manifest's sha256.
-fn check_raw(raw: &[u8], r: &Region, i: usize) -> Result<()> {
-    let c = &r.chunks[i];
-    let sum = hex::encode(Sha256::digest(raw));
+    let sum = hex::encode(Sha256::digest(&raw[..]));
     if sum != c.sha256 {
         return Err(r.chunk_error(
             i,
             format!("sha256 {sum} does not match the manifest's {}", c.sha256),
         ));
     }
-    Ok(())
+    Ok(raw)
 }
 
 /// Reads, decompresses and verifies chunk `i`.

@@ -101,11 +101,12 @@ pub fn clone(
     }
     let source: Arc<dyn imgtool::source::ImageSource> = Arc::new(source);
     let files = Image::fetch_files(source.as_ref())
+        .map(Arc::new)
         .map_err(|e| anyhow::anyhow!("loading image {url}: {e}"))?;
     if let Some(relay) = &relay {
-        relay.set_files(&files);
+        relay.set_files(files.clone());
     }
-    let img = Image::from_files(source, files)
+    let img = Image::from_files(source, &files)
         .map_err(|e| anyhow::anyhow!("loading image {url}: {e}"))?;
     rep.set_image(image, &names[0]);
     // Downstream nodes get manifest and layout at once: each step this node takes before

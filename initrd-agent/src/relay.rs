@@ -77,9 +77,9 @@ impl Relay {
 
     /// `manifest` and `layout` were fetched: downstream nodes may have them at once
     /// (they check them themselves), so parsing here is off the chain's critical path.
-    pub fn set_files(&self, files: &imgtool::manifest::ImageFiles) {
+    pub fn set_files(&self, files: Arc<imgtool::manifest::ImageFiles>) {
         if let Ok(mut f) = self.files.lock() {
-            *f = Some(Arc::new(files.clone()));
+            *f = Some(files);
         }
         self.cv.notify_all();
     }
@@ -105,9 +105,8 @@ impl Relay {
         }
     }
 
-    /// The image is known (loaded from this node's own upstream): start answering.
+    /// The image is parsed (after [`Relay::set_files`]): start answering payload ranges.
     pub fn set_image(&self, img: &Image) {
-        self.set_files(&img.files);
         if let Ok(mut i) = self.info.lock() {
             *i = Some(Arc::new(Info {
                 regions: img.manifest.regions.clone(),
@@ -202,24 +201,18 @@ impl Relay {
     }
 
     /// The frame of chunk `k`: cached, or re-read from the disk and re-compressed.
-    fn frame(&self, info: &Info, k: Key, wait: Duration) -> Result<Arc<Vec<u8>>, (u16, String)> {
+    fn frame(&self, info: &Info, k: Key, wait: Duration) -> Result<Arc<Vec<u8>>, String> {
         let deadline = Instant::now() + wait;
-        let mut s = self
-            .state
-            .lock()
-            .map_err(|_| (500, "poisoned".to_string()))?;
+        let mut s = self.state.lock().map_err(|_| "poisoned".to_string())?;
         while !s.have.contains(&k) {
             let now = Instant::now();
             if now >= deadline {
-                return Err((
-                    503,
-                    "chunk not yet available here; try the next upstream".into(),
-                ));
+                return Err("chunk not yet available here; try the next upstream".into());
             }
             s = self
                 .cv
                 .wait_timeout(s, deadline - now)
-                .map_err(|_| (500, "poisoned".to_string()))?
+                .map_err(|_| "poisoned".to_string())?
                 .0;
         }
         if let Some(f) = s.frames.get(&k) {
@@ -233,24 +226,15 @@ impl Relay {
             .lock()
             .ok()
             .and_then(|b| b.get(&r.name).copied())
-            .ok_or((503, format!("no disk offset for {}", r.name)))?;
-        let disk = imgtool::disk::Disk::open_ro(&self.target).map_err(|e| (503, e.to_string()))?;
-        let mut raw = Vec::with_capacity(c.length as usize);
-        for (o, l) in c.ranges() {
-            let mut buf = vec![0u8; l as usize];
-            imgtool::disk::BlockIo::read_exact_at(&disk, &mut buf, base + o)
-                .map_err(|e| (503, e.to_string()))?;
-            raw.extend_from_slice(&buf);
-        }
+            .ok_or(format!("no disk offset for {}", r.name))?;
+        let disk = imgtool::disk::Disk::open_ro(&self.target).map_err(|e| e.to_string())?;
+        let raw = c.read_from(&disk, base).map_err(|e| e.to_string())?;
         let frame = imgtool::capture::compress_chunk(&raw, info.level, info.chunk_size)
-            .map_err(|e| (503, e.to_string()))?;
+            .map_err(|e| e.to_string())?;
         if hex::encode(Sha256::digest(&frame)) != c.frame_sha256 {
-            return Err((
-                503,
-                format!(
-                    "{} chunk {} changed on this disk since it was cloned",
-                    r.name, k.1
-                ),
+            return Err(format!(
+                "{} chunk {} changed on this disk since it was cloned",
+                r.name, k.1
             ));
         }
         Ok(Arc::new(frame))
@@ -451,7 +435,7 @@ impl Read for FrameFeed<'_> {
             let f = self
                 .relay
                 .frame(self.info, k, Duration::from_secs(120))
-                .map_err(|(_, msg)| std::io::Error::other(msg))?;
+                .map_err(std::io::Error::other)?;
             self.relay.served(self.client, k, f.len());
             self.current = Some(f);
             self.at = 0;

@@ -4,7 +4,8 @@
 //! bootable, and a dropped connection resumes at its chunk.
 
 use qemu_tests::disk::{
-    assert_restored, capture_into, corrupt_chunk, fixture, require_root, sha256_file,
+    assert_restored, capture_into, corrupt_chunk, fixture, payload_and_largest_frame, require_root,
+    sha256_file,
 };
 use qemu_tests::serve_in_background;
 use std::io::{Read, Write};
@@ -262,24 +263,7 @@ fn a_dropped_connection_resumes_at_its_chunk() {
         .and_then(|r| r.split(' ').next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no fetched figure in: {out}"));
-    let m: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(s.images.join("compute/manifest")).unwrap())
-            .unwrap();
-    let payload: u64 = m["regions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|r| r["chunks"].as_array().unwrap().iter())
-        .map(|c| c["compressed_length"].as_u64().unwrap())
-        .sum();
-    let largest: u64 = m["regions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|r| r["chunks"].as_array().unwrap().iter())
-        .map(|c| c["compressed_length"].as_u64().unwrap())
-        .max()
-        .unwrap();
+    let (payload, largest) = payload_and_largest_frame(&s.images.join("compute"));
     assert!(
         fetched <= payload + 2 * largest,
         "fetched {fetched} bytes for {payload} bytes of payload with 2 interruptions"

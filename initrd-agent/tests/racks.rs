@@ -4,7 +4,9 @@
 //! rack secondaries relay cut-through (secondary k pulls from k-1), the other nodes pull
 //! from their rack's secondary. Every disk must end verified-identical to the master.
 
-use qemu_tests::disk::{assert_restored, capture_into, fixture, require_root, Loop};
+use qemu_tests::disk::{
+    assert_restored, capture_into, fixture, payload_and_largest_frame, require_root, Loop,
+};
 use qemu_tests::netns::Lan;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
@@ -306,18 +308,7 @@ fn the_primary_killed_and_restarted_mid_stream_resumes_every_node() {
     all_identical(&c, None);
     // Nothing restarted from zero: each node fetched at most the payload plus one chunk
     // for the one interruption.
-    let m: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(c.images.join("compute/manifest")).unwrap())
-            .unwrap();
-    let frames: Vec<u64> = m["regions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|r| r["chunks"].as_array().unwrap().iter())
-        .map(|c| c["compressed_length"].as_u64().unwrap())
-        .collect();
-    let payload: u64 = frames.iter().sum();
-    let largest = frames.iter().copied().max().unwrap();
+    let (payload, largest) = payload_and_largest_frame(&c.images.join("compute"));
     for (node, _) in &c.nodes {
         let f = fetched(&c, node);
         assert!(

@@ -121,63 +121,23 @@ pub fn clone_plan(c: &Cluster) -> Plan {
         }
         let pipeline: Vec<String> = entities.iter().map(|e| e.secondary.clone()).collect();
         let shape = c.settings.rack_shape;
-        // Serial: the rack order is one chain, so a secondary pulls from the previous
-        // rack's last node and a rack's last node feeds the next secondary.
-        let tail = |k: usize| -> Option<&String> { entities.get(k)?.members.last() };
+        // Each node's upstream, by the shape; downstream lists are derived from them.
+        let mut order = vec![];
         for (k, ep) in entities.iter().enumerate() {
-            let up = match k {
-                0 => PRIMARY.to_string(),
-                _ if shape == RackShape::Serial => tail(k - 1).cloned().unwrap_or_default(),
-                _ => pipeline[k - 1].clone(),
-            };
-            let next_secondary: Vec<String> = pipeline.get(k + 1).cloned().into_iter().collect();
-            let down: Vec<String> = match shape {
-                RackShape::Serial => match ep.members.get(1) {
-                    Some(first) => vec![first.clone()],
-                    None => next_secondary.clone(),
-                },
-                RackShape::Chain => ep
-                    .members
-                    .get(1)
-                    .cloned()
-                    .into_iter()
-                    .chain(next_secondary.clone())
-                    .collect(),
-                RackShape::Fanout => ep.members[1..]
-                    .iter()
-                    .cloned()
-                    .chain(next_secondary.clone())
-                    .collect(),
-            };
-            nodes.insert(
-                ep.secondary.clone(),
-                NodeRole {
-                    group: g.name.clone(),
-                    entity: ep.entity.clone(),
-                    role: "secondary".into(),
-                    upstream: up.clone(),
-                    downstream: down,
-                },
-            );
-            for (j, m) in ep.members.iter().enumerate().skip(1) {
-                let (upstream, downstream) = match shape {
-                    // Each node pulls from the one before it and feeds the next (in
-                    // serial, the rack's last one feeds the next rack's secondary).
-                    RackShape::Serial | RackShape::Chain => {
-                        let mut next: Vec<String> =
-                            ep.members.get(j + 1).cloned().into_iter().collect();
-                        if next.is_empty() && shape == RackShape::Serial {
-                            next = next_secondary.clone();
-                        }
-                        (ep.members[j - 1].clone(), next)
+            for (j, m) in ep.members.iter().enumerate() {
+                let upstream = match (j, shape) {
+                    (0, _) if k == 0 => PRIMARY.to_string(),
+                    // Serial: a secondary pulls from the previous rack's last node.
+                    (0, RackShape::Serial) => {
+                        entities[k - 1].members.last().cloned().unwrap_or_default()
                     }
-                    RackShape::Fanout => (ep.secondary.clone(), vec![]),
+                    (0, _) => pipeline[k - 1].clone(),
+                    (_, RackShape::Fanout) => ep.secondary.clone(),
+                    // A chain: each node pulls from the one before it.
+                    _ => ep.members[j - 1].clone(),
                 };
-                let role = if downstream.is_empty() {
-                    "leaf"
-                } else {
-                    "relay"
-                };
+                let role = if j == 0 { "secondary" } else { "leaf" };
+                order.push(m.clone());
                 nodes.insert(
                     m.clone(),
                     NodeRole {
@@ -185,9 +145,18 @@ pub fn clone_plan(c: &Cluster) -> Plan {
                         entity: ep.entity.clone(),
                         role: role.into(),
                         upstream,
-                        downstream,
+                        downstream: vec![],
                     },
                 );
+            }
+        }
+        for m in &order {
+            let up = nodes[m].upstream.clone();
+            if let Some(u) = nodes.get_mut(&up) {
+                u.downstream.push(m.clone());
+                if u.role == "leaf" {
+                    u.role = "relay".into();
+                }
             }
         }
         groups.push(GroupPlan {

@@ -31,6 +31,20 @@ pub fn require_root() {
 }
 
 /// Runs a command, panicking with its output when it fails.
+/// An image's payload bytes and its largest frame: the bounds of "nothing restarted
+/// from zero" (bytes fetched ≤ payload + one frame per interruption).
+pub fn payload_and_largest_frame(image_dir: &Path) -> (u64, u64) {
+    let img = imgtool::manifest::Image::open(image_dir).expect("loading the image");
+    let frames = || {
+        img.manifest
+            .regions
+            .iter()
+            .flat_map(|r| r.chunks.iter())
+            .map(|c| c.compressed_length)
+    };
+    (frames().sum(), frames().max().unwrap_or(0))
+}
+
 pub fn run(cmd: &mut Command) -> Output {
     let out = cmd
         .output()
@@ -282,17 +296,7 @@ pub fn assert_restored(master: &Path, target: &Path, partitions: &[u32]) {
         assert_eq!(mid, tid, "partition {n}: identity differs");
         match mid.get("TYPE").map(String::as_str) {
             Some(fs @ ("ext4" | "ext3" | "ext2")) => {
-                let out = Command::new("e2fsck")
-                    .arg("-fn")
-                    .arg(&tp)
-                    .output()
-                    .expect("e2fsck");
-                assert!(
-                    out.status.success(),
-                    "e2fsck -fn partition {n}: {}{}",
-                    String::from_utf8_lossy(&out.stdout),
-                    String::from_utf8_lossy(&out.stderr)
-                );
+                run(Command::new("e2fsck").arg("-fn").arg(&tp));
                 let md = m.mount(n, fs);
                 let td = t.mount(n, fs);
                 let (a, b) = (snapshot(&md), snapshot(&td));
@@ -311,16 +315,7 @@ pub fn assert_restored(master: &Path, target: &Path, partitions: &[u32]) {
                 }
             }
             Some("vfat") => {
-                let out = Command::new("fsck.vfat")
-                    .arg("-n")
-                    .arg(&tp)
-                    .output()
-                    .expect("fsck.vfat");
-                assert!(
-                    out.status.success(),
-                    "fsck.vfat -n partition {n}: {}",
-                    String::from_utf8_lossy(&out.stdout)
-                );
+                run(Command::new("fsck.vfat").arg("-n").arg(&tp));
                 let (a, b) = (fat_files(&mp), fat_files(&tp));
                 assert!(!a.is_empty());
                 assert_eq!(a, b, "partition {n}: FAT files differ");
