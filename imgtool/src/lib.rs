@@ -24,6 +24,7 @@ pub mod gpt;
 pub mod http;
 pub mod layout;
 pub mod manifest;
+pub mod mark;
 pub mod mbr;
 pub mod pool;
 pub mod progress;

@@ -5,13 +5,16 @@
 //! 1. checks that write nothing: target not mounted/swapped-on, layout plan (sector size,
 //!    disk size), every selected chunk's frame sha256 (catches flipped or truncated
 //!    payloads);
-//! 2. when the table changes: the old table is wiped (sector 0, the GPT headers);
+//! 2. when the table changes: the old table is wiped (sector 0, the GPT headers); when it
+//!    is kept: its signatures are cleared ([`crate::mark`]);
 //! 3. partitions, chunk by chunk (decompress, sha256 of the raw bytes, hand the frame to
 //!    the relay hook, write; with `verify`, read it back at once and compare); unknown
 //!    file systems get their gaps zeroed; swap gets its header fitted to the size;
 //! 4. ext file systems that got a larger partition are checked and grown through the
 //!    whole-disk device (`e2fsck -fp`, `resize2fs DEV?offset=N`);
-//! 5. last, the disk head (boot code, boot-loader gap) and the partition table;
+//! 5. last, the disk head (boot code, boot-loader gap) and the partition table; a kept
+//!    table is marked in progress (signatures cleared) from before the first data write
+//!    until this point, so an interrupted re-clone never looks bootable either;
 //! 6. the kernel is told the partitions (`BLKPG`, `BLKRRPART` fallback).
 
 use crate::disk::{usage, BlockIo, Disk};
@@ -19,6 +22,7 @@ use crate::error::{Error, Result};
 use crate::fs::{swap, Fill};
 use crate::layout::{plan_layout, read_layout, table_ranges, Plan};
 use crate::manifest::{Image, Region};
+use crate::mark::InProgress;
 use crate::pool::run_pipeline;
 use crate::progress::Progress;
 use crate::verify::{check_frames, decode_frame, read_frame, FrameStream};
@@ -192,6 +196,13 @@ pub fn restore(
         Error::Invalid(format!("{}: {what}: {e}", tpath.display()))
     };
 
+    // An equal table is kept, so it is marked in progress (its signatures cleared) until
+    // the last write: an interrupted re-clone must not look bootable either (see `mark`).
+    let mark = if plan.keep_table {
+        Some(InProgress::set(target).map_err(|e| werr("marking the table in progress".into(), e))?)
+    } else {
+        None
+    };
     if !plan.keep_table {
         // Nothing on the disk may look like a valid table while data is half written.
         let head_wipe = (34 * ss).min(target.size());
@@ -416,6 +427,10 @@ pub fn restore(
         crate::layout::write_table(target, &plan.layout, &[])?;
     }
     target.flush().map_err(|e| werr("flushing".into(), e))?;
+    if let Some(mark) = mark {
+        mark.clear(target)
+            .map_err(|e| werr("restoring the kept table's signatures".into(), e))?;
+    }
     let parts: Vec<(u32, u64, u64)> = plan
         .layout
         .partitions
