@@ -1,7 +1,8 @@
 //! Capture: reads a disk's layout, probes the selected partitions' file systems, and
 //! writes the image directory: `layout`, one payload per region (the disk head and each
 //! partition) made of independent zstd frames, and the `manifest` whose sha256 is the
-//! image id. The output is built in `<dir>.partial` and renamed into place at the end.
+//! image id. The output is built in `<dir>.partial` and renamed into place at the end;
+//! a failed capture removes it again.
 
 use crate::chunk::chunk_ranges;
 use crate::disk::{AlignedBuf, BlockIo};
@@ -109,11 +110,29 @@ pub fn capture(
         }
     }
     let ss = layout.sector_size as u64;
+    for n in &selected {
+        let Some(p) = layout.partition(*n) else {
+            continue;
+        };
+        let end = p.start.checked_add(p.size).and_then(|e| e.checked_mul(ss));
+        if end.is_none_or(|e| e > disk.size()) {
+            return Err(Error::Invalid(format!(
+                "{}: partition {n} (sectors {}..{}) ends past the end of the disk ({} bytes, {} sectors): the table describes a larger disk (a truncated disk-image file?)",
+                disk_name.display(),
+                p.start,
+                p.start.saturating_add(p.size),
+                disk.size(),
+                disk.size() / ss
+            )));
+        }
+    }
     let partial = PathBuf::from(format!("{}.partial", out.display()));
     if partial.exists() {
         std::fs::remove_dir_all(&partial).map_err(|e| Error::io("removing stale", &partial, e))?;
     }
     std::fs::create_dir_all(&partial).map_err(|e| Error::io("creating", &partial, e))?;
+    // Removed again on any error below; disarmed once renamed into place.
+    let mut cleanup = RemoveOnDrop(Some(partial.clone()));
 
     // Plan every region first so progress knows the total.
     struct Job {
@@ -268,5 +287,18 @@ pub fn capture(
     let mpath = partial.join(MANIFEST_FILE);
     std::fs::write(&mpath, manifest.to_json()).map_err(|e| Error::io("writing", &mpath, e))?;
     std::fs::rename(&partial, out).map_err(|e| Error::io("renaming into place", out, e))?;
+    cleanup.0 = None;
     Ok(manifest)
+}
+
+/// A half-written `<image>.partial` directory: removed when a capture fails, so a failed
+/// capture leaves nothing behind.
+struct RemoveOnDrop(Option<PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_dir_all(p);
+        }
+    }
 }

@@ -6,12 +6,13 @@ use std::path::PathBuf;
 /// Errors of the imgtool library. Binaries wrap them with `anyhow` context.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{what} {path}: {source}")]
+    /// The I/O error is part of the message and deliberately not a `#[source]`: printed
+    /// as a chain (`{:#}`) it would otherwise appear twice (`… (os error 28): … (os error 28)`).
+    #[error("{what} {path}: {err}")]
     Io {
         what: &'static str,
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        err: std::io::Error,
     },
     #[error("{path}: {msg}")]
     Corrupt { path: PathBuf, msg: String },
@@ -51,7 +52,7 @@ impl Error {
         Error::Io {
             what,
             path: path.into(),
-            source,
+            err: source,
         }
     }
 }

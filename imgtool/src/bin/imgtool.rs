@@ -162,8 +162,13 @@ fn parse_chunk_size(s: &str) -> std::result::Result<u64, String> {
     Ok(n)
 }
 
+/// The largest size accepted on the command line: 1 EiB, far beyond any disk, and small
+/// enough that sector arithmetic on it cannot overflow.
+const MAX_SIZE: u64 = 1 << 60;
+
 fn parse_size(s: &str) -> std::result::Result<u64, String> {
     let s = s.trim();
+    let bad = || format!("`{s}` is not a size like 512M, 20G, 1.5T or 21474836480");
     let (num, mult) = match s.chars().last() {
         Some('K' | 'k') => (&s[..s.len() - 1], 1u64 << 10),
         Some('M' | 'm') => (&s[..s.len() - 1], 1 << 20),
@@ -171,13 +176,26 @@ fn parse_size(s: &str) -> std::result::Result<u64, String> {
         Some('T' | 't') => (&s[..s.len() - 1], 1 << 40),
         _ => (s, 1),
     };
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a size like 512M, 20G or 21474836480"))?;
-    if n <= 0.0 {
-        return Err(format!("size `{s}` must be positive"));
+    // Digits with at most one decimal point: no sign, exponent, `inf` or `NaN`.
+    let dots = num.chars().filter(|c| *c == '.').count();
+    if num.is_empty() || dots > 1 || !num.chars().all(|c| c.is_ascii_digit() || c == '.') {
+        return Err(bad());
     }
-    Ok((n * mult as f64) as u64)
+    let n = match num.parse::<u64>() {
+        Ok(n) => n.checked_mul(mult),
+        Err(_) => {
+            let f: f64 = num.parse().map_err(|_| bad())?;
+            let bytes = f * mult as f64;
+            (bytes.is_finite() && bytes < MAX_SIZE as f64).then_some(bytes as u64)
+        }
+    };
+    match n {
+        Some(0) => Err(format!("size `{s}` must be positive")),
+        Some(n) if n <= MAX_SIZE => Ok(n),
+        _ => Err(format!(
+            "size `{s}` is larger than the 1 EiB this tool accepts"
+        )),
+    }
 }
 
 fn human(n: u64) -> String {
@@ -612,5 +630,26 @@ fn main() -> ExitCode {
             eprintln!("imgtool: error: {e:#}");
             ExitCode::from(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_parse_exactly_and_refuse_what_is_not_a_size() {
+        assert_eq!(parse_size("20G"), Ok(20 << 30));
+        assert_eq!(parse_size("1.5T"), Ok(3 << 39));
+        assert_eq!(parse_size("21474836480"), Ok(21474836480));
+        assert_eq!(parse_size("512k"), Ok(512 << 10));
+        // Issue 10: `inf` and `NaN` went through f64 and became u64::MAX or 0.
+        for bad in [
+            "inf", "NaN", "infG", "-1G", "1e3M", "", "G", "1.2.3M", "0", "0.0T",
+        ] {
+            assert!(parse_size(bad).is_err(), "{bad:?} was accepted");
+        }
+        assert!(parse_size("99999999999999999999T").is_err());
+        assert!(parse_size("2000000T").is_err());
     }
 }
