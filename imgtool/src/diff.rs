@@ -1,10 +1,11 @@
-//! Diff: compares an image with a disk. Layouts first (equal or not, and why); for an
-//! equal layout, which chunks of each partition hold different bytes on the disk (the
+//! Diff: compares an image with a disk. Layouts first (equal or not, and why); for a
+//! layout restore would keep (equal, or the image's grown to a larger disk by an earlier
+//! clone), which chunks of each partition hold different bytes on the disk (the
 //! set a delta re-clone would fetch).
 
 use crate::disk::BlockIo;
 use crate::error::Result;
-use crate::layout::{differences, read_layout};
+use crate::layout::{differences, plan_layout, read_layout};
 use crate::manifest::{Image, Region};
 use crate::pool::run_ordered;
 use crate::progress::Progress;
@@ -13,7 +14,11 @@ use sha2::{Digest, Sha256};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct DiffReport {
+    /// The disk's table equals the image's (kind, sector size, partitions).
     pub layout_equal: bool,
+    /// Restore would keep the disk's table: it is equal, or it is the image's layout with
+    /// the grow partition taking the rest of a larger disk. The chunks are compared then.
+    pub layout_kept: bool,
     pub layout_differences: Vec<String>,
     pub regions: Vec<RegionDiff>,
 }
@@ -82,8 +87,16 @@ pub fn diff(
         }
     };
     let layout_equal = layout_differences.is_empty();
+    let layout_kept = layout_equal
+        || plan_layout(
+            &image.layout,
+            current.as_ref(),
+            disk.size(),
+            disk.sector_size(),
+        )
+        .is_ok_and(|p| p.keep_table);
     let mut regions = vec![];
-    if let (true, Some(cur)) = (layout_equal, current) {
+    if let (true, Some(cur)) = (layout_kept, current) {
         let ss = cur.sector_size as u64;
         let total: u64 = image.manifest.regions.iter().map(|r| r.used_bytes).sum();
         progress.start(total, "comparing");
@@ -105,6 +118,7 @@ pub fn diff(
     }
     Ok(DiffReport {
         layout_equal,
+        layout_kept,
         layout_differences,
         regions,
     })

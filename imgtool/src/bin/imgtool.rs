@@ -534,12 +534,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let img = open_image(&image_dir)?;
             let dev = Disk::open_ro(&disk)?;
             let rep = imgtool::diff::diff(&img, &dev, threads, &progress)?;
-            let same = rep.layout_equal && rep.regions.iter().all(|r| r.differing.is_empty());
+            let same = rep.layout_kept && rep.regions.iter().all(|r| r.differing.is_empty());
             if cli.json {
                 print_json(&rep)?;
             } else {
                 if rep.layout_equal {
                     println!("layout: equal");
+                } else if rep.layout_kept {
+                    println!("layout: the image's, grown to this disk (restore keeps it)");
+                    for d in &rep.layout_differences {
+                        println!("  - {d}");
+                    }
                 } else {
                     println!("layout: different");
                     for d in &rep.layout_differences {
