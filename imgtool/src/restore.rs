@@ -139,18 +139,47 @@ pub fn restore(
     }
     let mut reports = vec![];
     for r in &regions {
+        let refuse = |reason: String| Error::Refused {
+            device: tpath.clone(),
+            reason,
+        };
         let (disk_offset, target_size) = if r.number == 0 {
+            if r.size > crate::manifest::MAX_HEAD {
+                return Err(refuse(format!(
+                    "the image's disk head is {} bytes, more than {}",
+                    r.size,
+                    crate::manifest::MAX_HEAD
+                )));
+            }
             (0, r.size)
         } else {
-            let p = plan
-                .layout
-                .partition(r.number)
-                .ok_or_else(|| Error::Refused {
-                    device: tpath.clone(),
-                    reason: format!("the planned layout has no partition {}", r.number),
-                })?;
-            (p.start * ss, p.size * ss)
+            let p = plan.layout.partition(r.number).ok_or_else(|| {
+                refuse(format!("the planned layout has no partition {}", r.number))
+            })?;
+            let span = p
+                .start
+                .checked_mul(ss)
+                .zip(p.size.checked_mul(ss))
+                .filter(|(o, l)| o.checked_add(*l).is_some_and(|e| e <= target.size()));
+            let Some(span) = span else {
+                return Err(refuse(format!(
+                    "partition {} (sectors {}+{}) is not inside the disk ({} bytes)",
+                    p.number,
+                    p.start,
+                    p.size,
+                    target.size()
+                )));
+            };
+            span
         };
+        // Checked when the image was loaded (a region is its partition); again here,
+        // against the partition this restore writes: nothing may land past its end.
+        if r.number != 0 && r.size > target_size {
+            return Err(refuse(format!(
+                "the image's region {} is {} bytes, partition {} here is {target_size}",
+                r.name, r.size, r.number
+            )));
+        }
         if target_size < r.fs_size.min(r.size) {
             return Err(Error::Refused {
                 device: tpath.clone(),
@@ -234,7 +263,7 @@ pub fn restore(
                 msg: "the disk head is not one contiguous range from byte 0".into(),
             });
         }
-        let mut bytes = Vec::with_capacity(head.size as usize);
+        let mut bytes = Vec::with_capacity(head.size.min(crate::manifest::MAX_HEAD) as usize);
         for i in 0..head.chunks.len() {
             let frame = read_frame(image, head, i)?;
             bytes.extend_from_slice(&decode_frame(&frame, head, i)?);
@@ -307,7 +336,20 @@ pub fn restore(
             }
             let mut at = 0usize;
             for (o, l) in c.ranges() {
-                io.write_all_at(&raw[at..at + l as usize], base + o).map_err(|e| {
+                // Validated at load; checked again where it matters: never a byte past
+                // the partition's end, whatever the arithmetic of a hostile manifest.
+                let to = at.checked_add(l as usize).filter(|t| *t <= raw.len());
+                let inside = o.checked_add(l).is_some_and(|e| e <= parts[p].target_size);
+                let (Some(to), true) = (to, inside) else {
+                    return Err(r.chunk_error(
+                        i,
+                        format!(
+                            "range {o}+{l} does not fit partition {} ({} bytes) or the chunk; not written",
+                            r.number, parts[p].target_size
+                        ),
+                    ));
+                };
+                io.write_all_at(&raw[at..to], base + o).map_err(|e| {
                     Error::Invalid(format!(
                         "{}: writing partition {} chunk {i} at partition byte {o} (disk byte {}): {e}",
                         tpath.display(),
@@ -315,7 +357,7 @@ pub fn restore(
                         base + o
                     ))
                 })?;
-                at += l as usize;
+                at = to;
             }
             if opts.verify {
                 read_back(io, r, i, base, &raw, &tpath)?;
@@ -329,15 +371,18 @@ pub fn restore(
     )?;
     for part in parts.iter().filter(|p| p.r.fill == Fill::Zero) {
         let (r, base) = (part.r, part.base);
-        let mut pos = 0;
+        // The gaps between the stored ranges, clamped to the target partition: a zero
+        // fill never reaches past its end whatever the ranges say.
+        let mut pos = 0u64;
         let stored = r.chunks.iter().flat_map(|c| c.ranges());
         for (o, l) in stored.chain(std::iter::once((part.target_size, 0))) {
+            let o = o.min(part.target_size);
             if o > pos {
                 target
                     .zero_range(base + pos, o - pos)
                     .map_err(|e| werr(format!("zeroing partition {} at {pos}", r.number), e))?;
             }
-            pos = pos.max(o + l);
+            pos = pos.max(o.saturating_add(l)).min(part.target_size);
         }
     }
     progress.finish();
