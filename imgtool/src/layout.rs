@@ -565,6 +565,10 @@ pub fn write_table(disk: &dyn BlockIo, layout: &Layout, boot_code: &[u8]) -> Res
 /// structures and must not be overwritten when the table is kept.
 pub fn table_ranges(layout: &Layout) -> Vec<(u64, u64)> {
     let ss = layout.sector_size as u64;
+    if ss == 0 {
+        // Not a real disk: protect everything a head could cover after the boot code.
+        return vec![(440, crate::manifest::MAX_HEAD)];
+    }
     match layout.table {
         TableKind::Gpt => vec![(
             440,
@@ -647,6 +651,199 @@ mod tests {
         assert!(e.contains("too small"), "{e}");
         let e = plan_layout(&l, None, 64 << 20, 4096).unwrap_err();
         assert!(e.contains("sector size"), "{e}");
+    }
+
+    fn mbr_layout() -> Layout {
+        let p = |n, start, size, role, ebr| Partition {
+            number: n,
+            start,
+            size,
+            type_: if role == MbrRole::Extended {
+                "0x05"
+            } else {
+                "0x83"
+            }
+            .into(),
+            guid: None,
+            name: None,
+            attributes: 0,
+            role: Some(role),
+            bootable: false,
+            ebr,
+            filesystem: None,
+        };
+        Layout {
+            table: TableKind::Mbr,
+            sector_size: 512,
+            disk_size: 64 << 20,
+            disk_guid: None,
+            first_usable: None,
+            entries: None,
+            disk_signature: Some("0x5eed1234".into()),
+            grow: Some(6),
+            partitions: vec![
+                p(1, 2048, 20480, MbrRole::Primary, None),
+                p(2, 22528, 100000, MbrRole::Extended, None),
+                p(5, 24576, 39984, MbrRole::Logical, Some(22528)),
+                p(6, 66560, 50000, MbrRole::Logical, Some(64560)),
+            ],
+        }
+    }
+
+    /// `validate` of `l` after `edit` fails with a message holding every needle.
+    fn refused(mut l: Layout, edit: impl FnOnce(&mut Layout), needles: &[&str]) {
+        edit(&mut l);
+        let e = l.validate().expect_err("should be refused");
+        for n in needles {
+            assert!(e.contains(n), "{n:?} not in {e:?}");
+        }
+    }
+
+    #[test]
+    fn captured_layouts_validate() {
+        gpt_layout().validate().unwrap();
+        mbr_layout().validate().unwrap();
+    }
+
+    #[test]
+    fn validate_refuses_bad_geometry() {
+        refused(
+            gpt_layout(),
+            |l| l.sector_size = 1000,
+            &["sector_size 1000"],
+        );
+        refused(gpt_layout(), |l| l.sector_size = 0, &["sector_size 0"]);
+        refused(gpt_layout(), |l| l.disk_size = 0, &["disk_size 0"]);
+        refused(gpt_layout(), |l| l.disk_size += 100, &["multiple"]);
+        refused(gpt_layout(), |l| l.entries = Some(0), &["entries 0"]);
+        refused(
+            gpt_layout(),
+            |l| l.entries = Some(100_000),
+            &["entries 100000"],
+        );
+        refused(
+            gpt_layout(),
+            |l| l.first_usable = Some(10),
+            &["first_usable 10"],
+        );
+        refused(gpt_layout(), |l| l.disk_size = 8192, &["no usable sector"]);
+    }
+
+    #[test]
+    fn validate_refuses_gpt_partitions_outside_or_overlapping() {
+        refused(
+            gpt_layout(),
+            |l| l.partitions[0].start = 10,
+            &["partition 1", "usable area 34.."],
+        );
+        // Past the disk end, into the backup entries.
+        refused(
+            gpt_layout(),
+            |l| l.partitions[1].size = 131072 - 33 - 22528 + 1,
+            &[
+                "partition 2",
+                "outside the usable area",
+                "of 67108864 bytes",
+            ],
+        );
+        refused(
+            gpt_layout(),
+            |l| l.partitions[1].start = u64::MAX - 5,
+            &["partition 2", "overflows"],
+        );
+        refused(
+            gpt_layout(),
+            |l| l.partitions[1].size = 0,
+            &["partition 2", "size is 0"],
+        );
+        refused(
+            gpt_layout(),
+            |l| l.partitions[1].number = 200,
+            &["partition 200", "1..=128"],
+        );
+        refused(
+            gpt_layout(),
+            |l| l.partitions[1].number = 1,
+            &["number 1 appears twice"],
+        );
+        refused(
+            gpt_layout(),
+            |l| l.partitions[1].start = 20000,
+            &["partition 1", "overlaps partition 2"],
+        );
+        refused(
+            gpt_layout(),
+            |l| l.partitions[0].type_ = "x".into(),
+            &["partition 1", "type"],
+        );
+        refused(gpt_layout(), |l| l.grow = Some(9), &["grow", "9"]);
+    }
+
+    #[test]
+    fn validate_refuses_bad_mbr_chains() {
+        refused(
+            mbr_layout(),
+            |l| l.partitions[0].number = 7,
+            &["partition 7", "1..=4"],
+        );
+        refused(
+            mbr_layout(),
+            |l| l.partitions[3].number = 70,
+            &["partition 70", "5..=68"],
+        );
+        refused(
+            mbr_layout(),
+            |l| l.partitions[3].number = 7,
+            &["partition 7", "without gaps"],
+        );
+        // A logical partition reaching past its extended container.
+        refused(
+            mbr_layout(),
+            |l| l.partitions[3].size = 60000,
+            &["partition 6", "not inside the extended partition 2"],
+        );
+        // An EBR inside the previous logical partition.
+        refused(
+            mbr_layout(),
+            |l| l.partitions[3].ebr = Some(30000),
+            &["the EBR of partition 6", "overlaps"],
+        );
+        refused(
+            mbr_layout(),
+            |l| l.partitions[2].ebr = Some(22600),
+            &["first EBR"],
+        );
+        refused(
+            mbr_layout(),
+            |l| l.partitions[1].role = Some(MbrRole::Primary),
+            &["without an extended partition"],
+        );
+        refused(
+            mbr_layout(),
+            |l| l.partitions[0].start = 30000,
+            &["partition 1", "partition 2", "overlaps"],
+        );
+        refused(
+            mbr_layout(),
+            |l| l.partitions[0].start = 0,
+            &["partition 1", "usable area 1.."],
+        );
+        refused(mbr_layout(), |l| l.grow = Some(2), &["grow", "extended"]);
+    }
+
+    #[test]
+    fn plan_layout_of_a_hostile_disk_layout_does_not_panic() {
+        let img = gpt_layout();
+        let mut cur = gpt_layout();
+        cur.partitions[1].start = u64::MAX;
+        cur.partitions[1].size = u64::MAX;
+        cur.sector_size = 0;
+        let _ = plan_layout(&img, Some(&cur), 96 << 20, 512);
+        let _ = plan_layout(&cur, Some(&img), u64::MAX, 0);
+        let _ = plan_layout(&cur, None, u64::MAX, 512);
+        let _ = table_ranges(&cur);
+        let _ = cur.first_used_sector();
+        let _ = cur.default_grow();
     }
 
     #[test]
