@@ -333,3 +333,38 @@ fn the_captured_image_itself_passes() {
         .arg(&t)
         .arg("--dry-run"));
 }
+
+#[test]
+fn oversized_manifest_is_refused_while_reading() {
+    // A manifest one byte over the limit (sparse: costs no disk) is refused by the reader,
+    // which stops at the limit instead of reading the whole file into memory.
+    let dir = tempfile::tempdir().unwrap();
+    let f = std::fs::File::create(dir.path().join("manifest")).unwrap();
+    f.set_len(imgtool::manifest::MAX_MANIFEST_BYTES + 1).unwrap();
+    std::fs::write(dir.path().join("layout"), "{}").unwrap();
+    let e = imgtool::manifest::Image::open(dir.path())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("manifest") && e.contains("longer than 67108864 bytes"),
+        "{e}"
+    );
+}
+
+#[test]
+fn range_reads_are_bounded_by_one_frame() {
+    use imgtool::source::{HttpSource, ImageSource, LocalDir};
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("p1.zst"), b"frame").unwrap();
+    let local = LocalDir(dir.path().to_path_buf());
+    let max = imgtool::chunk::MAX_FRAME;
+    let e = local.read_range("p1.zst", 0, max + 1).unwrap_err();
+    assert!(e.to_string().contains("more than one frame"), "{e}");
+    let e = local.read_range("p1.zst", u64::MAX - 1, 5).unwrap_err();
+    assert!(e.to_string().contains("past 2^64"), "{e}");
+    assert_eq!(local.read_range("p1.zst", 1, 3).unwrap(), b"ram");
+    // Refused before any connection is made (nothing listens on port 9 here).
+    let http = HttpSource::new("http://127.0.0.1:9/img");
+    let e = http.read_range("p1.zst", 0, 1 << 40).unwrap_err();
+    assert!(e.to_string().contains("more than one frame"), "{e}");
+}
