@@ -179,7 +179,10 @@ impl Layout {
             ));
         }
         let ss = self.sector_size as u64;
-        if self.disk_size == 0 || self.disk_size % ss != 0 || self.disk_size > MAX_DISK_BYTES {
+        if self.disk_size == 0
+            || !self.disk_size.is_multiple_of(ss)
+            || self.disk_size > MAX_DISK_BYTES
+        {
             return Err(format!(
                 "disk_size {} is not a positive multiple of the sector size {ss} (at most {MAX_DISK_BYTES})",
                 self.disk_size
@@ -276,7 +279,7 @@ impl Layout {
                     }
                     match p.role {
                         Some(MbrRole::Logical) => {
-                            if n < 5 || n > 4 + MAX_MBR_LOGICALS {
+                            if !(5..=4 + MAX_MBR_LOGICALS).contains(&n) {
                                 return bad(format!(
                                     "logical partition number outside 5..={}",
                                     4 + MAX_MBR_LOGICALS

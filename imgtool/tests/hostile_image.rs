@@ -62,7 +62,7 @@ fn region<'a>(m: &'a mut Manifest, name: &str) -> &'a mut imgtool::manifest::Reg
     m.regions.iter_mut().find(|r| r.name == name).unwrap()
 }
 
-fn partition<'a>(layout: &'a mut serde_json::Value, n: u64) -> &'a mut serde_json::Value {
+fn partition(layout: &mut serde_json::Value, n: u64) -> &mut serde_json::Value {
     layout["partitions"]
         .as_array_mut()
         .unwrap()
@@ -340,7 +340,8 @@ fn oversized_manifest_is_refused_while_reading() {
     // which stops at the limit instead of reading the whole file into memory.
     let dir = tempfile::tempdir().unwrap();
     let f = std::fs::File::create(dir.path().join("manifest")).unwrap();
-    f.set_len(imgtool::manifest::MAX_MANIFEST_BYTES + 1).unwrap();
+    f.set_len(imgtool::manifest::MAX_MANIFEST_BYTES + 1)
+        .unwrap();
     std::fs::write(dir.path().join("layout"), "{}").unwrap();
     let e = imgtool::manifest::Image::open(dir.path())
         .unwrap_err()
