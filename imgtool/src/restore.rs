@@ -254,7 +254,7 @@ pub fn restore(
         let mut expect = 0u64;
         let contiguous = head.chunks.iter().flat_map(|c| c.ranges()).all(|(o, l)| {
             let ok = o == expect;
-            expect = o + l;
+            expect = o.saturating_add(l);
             ok
         });
         if !contiguous || expect != head.size {
@@ -649,6 +649,116 @@ mod tests {
                 extents: vec![[4096, 4096], [16384, 4096]],
             }],
         }
+    }
+
+    /// An image whose region p1 (partition 1: 2 MiB at sector 2048 of an 8 MiB GPT disk,
+    /// partition 2 right after it)
+    /// claims `size` bytes and holds one 4 KiB chunk at `offset`, built without the
+    /// load-time validation, to show that restore's own checks keep every write inside the
+    /// partition.
+    fn unchecked_image(dir: &Path, size: u64, offset: u64) -> Image {
+        use crate::layout::{Layout, Partition, TableKind};
+        use crate::manifest::Manifest;
+        let raw = vec![0xabu8; 4096];
+        let frame = crate::capture::compress_chunk(&raw, 3, 4096).unwrap();
+        std::fs::write(dir.join("p1.zst"), &frame).unwrap();
+        let layout = Layout {
+            table: TableKind::Gpt,
+            sector_size: 512,
+            disk_size: 8 << 20,
+            disk_guid: None,
+            first_usable: Some(34),
+            entries: Some(128),
+            disk_signature: None,
+            grow: Some(2),
+            partitions: [(1, 2048), (2, 6144)]
+                .map(|(number, start)| Partition {
+                    number,
+                    start,
+                    size: 4096,
+                    type_: "0FC63DAF-8483-4772-8E79-3D69D8477DE4".into(),
+                    guid: None,
+                    name: None,
+                    attributes: 0,
+                    role: None,
+                    bootable: false,
+                    ebr: None,
+                    filesystem: None,
+                })
+                .to_vec(),
+        };
+        let region = Region {
+            name: "p1".into(),
+            number: 1,
+            size,
+            filesystem: "unknown".into(),
+            uuid: None,
+            label: None,
+            fs_size: 0,
+            used_bytes: 4096,
+            fill: Fill::Zero,
+            payload: "p1.zst".into(),
+            chunks: vec![Chunk {
+                offset,
+                length: 4096,
+                payload_offset: 0,
+                compressed_length: frame.len() as u64,
+                sha256: hex::encode(Sha256::digest(&raw)),
+                frame_sha256: hex::encode(Sha256::digest(&frame)),
+                extents: vec![],
+            }],
+        };
+        Image {
+            source: std::sync::Arc::new(crate::source::LocalDir(dir.to_path_buf())),
+            manifest: Manifest {
+                format: crate::manifest::FORMAT_NAME.into(),
+                version: crate::manifest::FORMAT_VERSION,
+                image_id: String::new(),
+                layout_sha256: String::new(),
+                chunk_size: 4096,
+                level: 3,
+                regions: vec![region],
+            },
+            layout,
+        }
+    }
+
+    fn target(dir: &Path) -> std::path::PathBuf {
+        let t = dir.join("target.img");
+        std::fs::write(&t, vec![0x11u8; 8 << 20]).unwrap();
+        t
+    }
+
+    #[test]
+    fn a_region_larger_than_its_target_partition_is_refused_before_any_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = unchecked_image(dir.path(), 4 << 20, 3 << 20);
+        assert!(img.check_structure().is_err());
+        let t = target(dir.path());
+        let disk = Disk::open_rw(&t).unwrap();
+        let e = restore(&img, &disk, &RestoreOptions::default(), &Progress::hidden())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("region p1") && e.contains("partition 1"), "{e}");
+        assert_eq!(std::fs::read(&t).unwrap(), vec![0x11u8; 8 << 20]);
+    }
+
+    #[test]
+    fn a_chunk_past_its_partition_is_not_written_and_zero_fill_stays_inside() {
+        let dir = tempfile::tempdir().unwrap();
+        // Region and partition agree (2 MiB); the chunk claims to sit at 3 MiB.
+        let img = unchecked_image(dir.path(), 2 << 20, 3 << 20);
+        assert!(img.check_structure().is_err());
+        let t = target(dir.path());
+        let disk = Disk::open_rw(&t).unwrap();
+        let e = restore(&img, &disk, &RestoreOptions::default(), &Progress::hidden())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("does not fit partition 1"), "{e}");
+        // Everything after the partition (up to the backup GPT wiped first) is untouched.
+        let after = std::fs::read(&t).unwrap();
+        let (end, tail) = ((2048 + 4096) * 512, (8 << 20) - 34 * 512);
+        assert!(after[end..tail].iter().all(|b| *b == 0x11));
     }
 
     fn raw() -> Vec<u8> {
