@@ -369,3 +369,54 @@ fn range_reads_are_bounded_by_one_frame() {
     let e = http.read_range("p1.zst", 0, 1 << 40).unwrap_err();
     assert!(e.to_string().contains("more than one frame"), "{e}");
 }
+
+/// `imgtool serve` on a loopback port, killed (by its PID) when dropped.
+struct Server(std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn d2_over_http_is_refused_as_the_agent_would_load_it() {
+    // The node's path: manifest and layout fetched over HTTP, then the same validation.
+    let s = setup();
+    edited(&s, "d2h", |m, _| {
+        let c = &mut region(m, "p4").chunks[0];
+        c.compressed_length = 1 << 40;
+        c.payload_offset = 0u64.wrapping_sub(1 << 40);
+    });
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let _server = Server(
+        imgtool()
+            .arg("serve")
+            .arg(&s.dir)
+            .args(["--listen", &addr, "--threads", "2"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // Ready when it accepts a connection (bounded: 100 tries).
+    let up = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        std::net::TcpStream::connect(&addr).is_ok()
+    });
+    assert!(up, "imgtool serve did not come up on {addr}");
+    let url = PathBuf::from(format!("http://{addr}/d2h"));
+    let t = master_copy(&s, "d2h.img");
+    all_refused(
+        &url,
+        &t,
+        &[],
+        &["partition p4, chunk 0", "`compressed_length`"],
+    );
+}
