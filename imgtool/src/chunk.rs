@@ -13,6 +13,23 @@ pub const DEFAULT_CHUNK: u64 = 8 << 20;
 /// Largest chunk a manifest may declare (bounds the memory a reader commits per chunk).
 pub const MAX_CHUNK: u64 = 64 << 20;
 
+/// The largest zstd frame `chunk_size` raw bytes can compress to: zstd's own bound
+/// (`ZSTD_COMPRESSBOUND`: input + 1/256 + a small margin under 128 KiB). A manifest that
+/// declares a longer frame was not written by capture; readers allocate at most this per
+/// frame. `chunk_size` must be at most [`MAX_CHUNK`] (no overflow then).
+pub const fn frame_bound(chunk_size: u64) -> u64 {
+    let margin = if chunk_size < (128 << 10) {
+        ((128 << 10) - chunk_size) >> 11
+    } else {
+        0
+    };
+    chunk_size + (chunk_size >> 8) + margin
+}
+
+/// Largest frame any manifest may declare ([`frame_bound`] of [`MAX_CHUNK`], 64.25 MiB):
+/// the most a reader allocates for one frame whatever a manifest says.
+pub const MAX_FRAME: u64 = frame_bound(MAX_CHUNK);
+
 /// Groups sorted used ranges into chunks; each chunk is a list of `(offset, length)`
 /// extents whose lengths add up to at most `chunk_size`.
 pub fn chunk_ranges(used: &[(u64, u64)], chunk_size: u64) -> Vec<Vec<(u64, u64)>> {
@@ -54,6 +71,27 @@ pub fn chunk_ranges(used: &[(u64, u64)], chunk_size: u64) -> Vec<Vec<(u64, u64)>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn frame_bound_is_zstds_bound() {
+        for n in [
+            1u64,
+            100,
+            4096,
+            65536,
+            131071,
+            131072,
+            1 << 20,
+            8 << 20,
+            MAX_CHUNK,
+        ] {
+            assert_eq!(
+                frame_bound(n),
+                zstd::zstd_safe::compress_bound(n as usize) as u64,
+                "{n}"
+            );
+        }
+    }
 
     #[test]
     fn chunks_are_full_and_cover_every_used_byte_once() {

@@ -49,9 +49,15 @@ pub fn region_differences(
         |i| -> Result<bool> {
             let c = &r.chunks[i];
             let mut h = Sha256::new();
+            if c.length > crate::chunk::MAX_CHUNK {
+                return Ok(true);
+            }
             for (o, l) in c.ranges() {
+                let (Some(pos), true) = (base.checked_add(o), l <= c.length) else {
+                    return Ok(true);
+                };
                 let mut buf = vec![0u8; l as usize];
-                if disk.read_exact_at(&mut buf, base + o).is_err() {
+                if disk.read_exact_at(&mut buf, pos).is_err() {
                     return Ok(true);
                 }
                 h.update(&buf);
@@ -104,7 +110,12 @@ pub fn diff(
             let base = if r.number == 0 {
                 0
             } else {
-                cur.partition(r.number).map(|p| p.start * ss).unwrap_or(0)
+                match cur.partition(r.number).map(|p| p.start.checked_mul(ss)) {
+                    Some(Some(b)) => b,
+                    // The disk's own table (possibly hostile) puts it past 2^64 bytes.
+                    Some(None) => u64::MAX,
+                    None => 0,
+                }
             };
             let differing = region_differences(r, disk, base, threads, progress)?;
             regions.push(RegionDiff {

@@ -69,8 +69,10 @@ fn is_zero(v: &u64) -> bool {
 }
 
 impl Partition {
+    /// The first sector after the partition (saturating: a layout read from a hostile disk
+    /// may hold any numbers; [`Layout::validate`] refuses those that do not fit).
     pub fn end(&self) -> u64 {
-        self.start + self.size
+        self.start.saturating_add(self.size)
     }
     pub fn is_extended(&self) -> bool {
         self.role == Some(MbrRole::Extended)
@@ -107,9 +109,11 @@ impl Layout {
         self.partitions.iter().find(|p| p.number == n)
     }
 
-    /// Sectors on the disk.
+    /// Sectors on the disk (0 for a sector size of 0, which [`Layout::validate`] refuses).
     pub fn disk_sectors(&self) -> u64 {
-        self.disk_size / self.sector_size as u64
+        self.disk_size
+            .checked_div(self.sector_size as u64)
+            .unwrap_or(0)
     }
 
     /// Partitions holding data (MBR extended containers excluded).
@@ -137,6 +141,244 @@ impl Layout {
         let mut s = serde_json::to_string_pretty(self).unwrap_or_default();
         s.push('\n');
         s
+    }
+}
+
+/// Logical sector sizes a layout may declare: the two that disks have. Every offset in the
+/// image is in these units, so anything else is a damaged or hostile file.
+pub const SECTOR_SIZES: [u32; 2] = [512, 4096];
+
+/// Most GPT partition entries a layout may declare: the bound the GPT reader applies
+/// (4096 entries of 128 bytes = 512 KiB), far above the 128 every partitioning tool writes.
+/// It bounds the entry array restore builds and the partition numbers it accepts.
+pub const MAX_GPT_ENTRIES: u32 = 4096;
+
+/// Most logical partitions of an MBR layout (numbers 5..=4+this): the length of the EBR
+/// chain the MBR reader follows, so a layout it could not have read is refused.
+pub const MAX_MBR_LOGICALS: u32 = 64;
+
+/// The largest `disk_size` a layout may declare: 2^63 bytes (8 EiB). Far beyond any disk;
+/// it keeps every sector count times the sector size inside `u64`.
+pub const MAX_DISK_BYTES: u64 = 1 << 63;
+
+impl Layout {
+    /// Checks that this layout describes a table restore can write without touching
+    /// anything outside its partitions: sector size 512 or 4096; a disk size that is a
+    /// positive multiple of it; partition numbers in range for the table kind and unique;
+    /// every partition non-empty and inside the usable area (GPT: after the header and
+    /// entries, before the backup entries; MBR: after sector 0, within 32-bit LBAs;
+    /// logical partitions and their EBRs inside the one extended partition); no two data
+    /// partitions (or EBRs) overlapping; type and GUID strings the codecs can encode; the
+    /// grow partition present. Every sum is checked. The message names the partition and
+    /// the field. Limits and reasons: docs/FORMAT.md, "Validation and limits".
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if !SECTOR_SIZES.contains(&self.sector_size) {
+            return Err(format!(
+                "sector_size {} is not one of {SECTOR_SIZES:?}",
+                self.sector_size
+            ));
+        }
+        let ss = self.sector_size as u64;
+        if self.disk_size == 0
+            || !self.disk_size.is_multiple_of(ss)
+            || self.disk_size > MAX_DISK_BYTES
+        {
+            return Err(format!(
+                "disk_size {} is not a positive multiple of the sector size {ss} (at most {MAX_DISK_BYTES})",
+                self.disk_size
+            ));
+        }
+        let sectors = self.disk_sectors();
+        // The usable area, sectors lo..hi (hi exclusive).
+        let (lo, hi) = match self.table {
+            TableKind::Gpt => {
+                let n = self.entries.unwrap_or(128);
+                if n == 0 || n > MAX_GPT_ENTRIES {
+                    return Err(format!("entries {n} outside 1..={MAX_GPT_ENTRIES}"));
+                }
+                let min_first = 2 + crate::gpt::entry_sectors(n, ss);
+                let first = self.first_usable.unwrap_or(min_first);
+                if first < min_first {
+                    return Err(format!(
+                        "first_usable {first} lies inside the GPT header and its {n} entries (sectors 0..{min_first})"
+                    ));
+                }
+                // The backup entries and header take the last entry_sectors + 1 sectors.
+                let hi = sectors
+                    .checked_sub(min_first - 1)
+                    .filter(|h| *h > first)
+                    .ok_or_else(|| {
+                        format!(
+                            "disk_size {} ({sectors} sectors) leaves no usable sector between first_usable {first} and the backup GPT",
+                            self.disk_size
+                        )
+                    })?;
+                if let Some(g) = &self.disk_guid {
+                    if crate::gpt::guid_from_str(g).is_none() {
+                        return Err(format!("disk_guid {g:?} is not a GUID"));
+                    }
+                }
+                (first, hi)
+            }
+            TableKind::Mbr => {
+                if let Some(sig) = &self.disk_signature {
+                    if u32::from_str_radix(sig.trim_start_matches("0x"), 16).is_err() {
+                        return Err(format!("disk_signature {sig:?} is not a 32-bit hex number"));
+                    }
+                }
+                (1, sectors)
+            }
+        };
+        let mut seen = std::collections::BTreeSet::new();
+        let mut extended: Option<&Partition> = None;
+        for p in &self.partitions {
+            let n = p.number;
+            let bad = |msg: String| Err(format!("partition {n}: {msg}"));
+            if !seen.insert(n) {
+                return Err(format!("partition number {n} appears twice"));
+            }
+            if p.size == 0 {
+                return bad("size is 0".into());
+            }
+            let Some(end) = p.start.checked_add(p.size) else {
+                return bad(format!("start {} + size {} overflows", p.start, p.size));
+            };
+            if p.start < lo || end > hi {
+                return bad(format!(
+                    "sectors {}..{end} (start {}, size {}) are outside the usable area {lo}..{hi} of this {} disk of {} bytes",
+                    p.start, p.start, p.size, self.table, self.disk_size
+                ));
+            }
+            match self.table {
+                TableKind::Gpt => {
+                    let entries = self.entries.unwrap_or(128);
+                    if n == 0 || n > entries {
+                        return bad(format!("number outside 1..={entries} (the GPT's entries)"));
+                    }
+                    if p.role.is_some() || p.ebr.is_some() || p.bootable {
+                        return bad("MBR fields (role, ebr, bootable) in a GPT layout".into());
+                    }
+                    if crate::gpt::guid_from_str(&p.type_).is_none() {
+                        return bad(format!("type {:?} is not a GUID", p.type_));
+                    }
+                    if let Some(g) = &p.guid {
+                        if crate::gpt::guid_from_str(g).is_none() {
+                            return bad(format!("guid {g:?} is not a GUID"));
+                        }
+                    }
+                }
+                TableKind::Mbr => {
+                    if crate::mbr::type_byte(&p.type_).is_none() {
+                        return bad(format!("type {:?} is not an MBR type byte", p.type_));
+                    }
+                    if p.start > u32::MAX as u64 || p.size > u32::MAX as u64 {
+                        return bad(format!(
+                            "start {} or size {} does not fit an MBR's 32-bit fields",
+                            p.start, p.size
+                        ));
+                    }
+                    match p.role {
+                        Some(MbrRole::Logical) => {
+                            if !(5..=4 + MAX_MBR_LOGICALS).contains(&n) {
+                                return bad(format!(
+                                    "logical partition number outside 5..={}",
+                                    4 + MAX_MBR_LOGICALS
+                                ));
+                            }
+                        }
+                        _ => {
+                            if !(1..=4).contains(&n) {
+                                return bad(
+                                    "primary or extended partition number outside 1..=4".into()
+                                );
+                            }
+                            if p.ebr.is_some() {
+                                return bad("an EBR on a primary or extended partition".into());
+                            }
+                        }
+                    }
+                    if p.is_extended() {
+                        if extended.is_some() {
+                            return bad("a second extended partition".into());
+                        }
+                        extended = Some(p);
+                    }
+                }
+            }
+        }
+        // Logical partitions: numbered 5, 6, … without gaps (as the MBR reader numbers
+        // them), inside the extended partition, each after its EBR, the first EBR at the
+        // extended partition's start (where the chain begins).
+        let mut logicals: Vec<&Partition> = self
+            .partitions
+            .iter()
+            .filter(|p| p.role == Some(MbrRole::Logical))
+            .collect();
+        logicals.sort_by_key(|p| p.number);
+        let mut inner: Vec<(u64, u64, String)> = vec![];
+        for (i, p) in logicals.iter().enumerate() {
+            let Some(ext) = extended else {
+                return Err(format!(
+                    "partition {}: a logical partition without an extended partition",
+                    p.number
+                ));
+            };
+            if p.number as usize != 5 + i {
+                return Err(format!(
+                    "partition {}: logical partitions must be numbered 5, 6, … without gaps",
+                    p.number
+                ));
+            }
+            let ebr = p.ebr.unwrap_or(p.start.saturating_sub(1));
+            if i == 0 && ebr != ext.start {
+                return Err(format!(
+                    "partition {}: the first EBR is at sector {ebr}, not at the extended partition's start {}",
+                    p.number, ext.start
+                ));
+            }
+            if ebr < ext.start || ebr >= p.start || p.start < ext.start || p.end() > ext.end() {
+                return Err(format!(
+                    "partition {} (EBR at {ebr}, sectors {}..{}) is not inside the extended partition {} ({}..{})",
+                    p.number,
+                    p.start,
+                    p.end(),
+                    ext.number,
+                    ext.start,
+                    ext.end()
+                ));
+            }
+            inner.push((ebr, ebr + 1, format!("the EBR of partition {}", p.number)));
+            inner.push((p.start, p.end(), format!("partition {}", p.number)));
+        }
+        // No overlaps: top level (GPT partitions; MBR primaries and the extended container),
+        // and inside the extended container (logical partitions and their EBRs).
+        let outer: Vec<(u64, u64, String)> = self
+            .partitions
+            .iter()
+            .filter(|p| p.role != Some(MbrRole::Logical))
+            .map(|p| (p.start, p.end(), format!("partition {}", p.number)))
+            .collect();
+        for mut set in [outer, inner] {
+            set.sort();
+            for w in set.windows(2) {
+                if w[0].1 > w[1].0 {
+                    return Err(format!(
+                        "{} (sectors {}..{}) overlaps {} (sectors {}..{})",
+                        w[0].2, w[0].0, w[0].1, w[1].2, w[1].0, w[1].1
+                    ));
+                }
+            }
+        }
+        if let Some(g) = self.grow {
+            match self.partition(g) {
+                None => return Err(format!("grow names partition {g}, which the layout lacks")),
+                Some(p) if p.is_extended() => {
+                    return Err(format!("grow names partition {g}, the extended container"))
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
     }
 }
 
@@ -239,6 +481,9 @@ pub fn plan_layout(
         }
     }
     let ss = image.sector_size as u64;
+    if ss == 0 {
+        return Err("the image's sector size is 0".into());
+    }
     let sectors = target_size / ss;
     let last_usable = match image.table {
         TableKind::Gpt => {
@@ -248,13 +493,14 @@ pub fn plan_layout(
         TableKind::Mbr => sectors.saturating_sub(1).min(u32::MAX as u64),
     };
     let needed_end = image.partitions.iter().map(|p| p.end()).max().unwrap_or(0);
-    if needed_end > last_usable + 1 {
-        let needed_bytes = match image.table {
-            TableKind::Gpt => {
-                (needed_end + 1 + crate::gpt::entry_sectors(image.entries.unwrap_or(128), ss)) * ss
-            }
-            TableKind::Mbr => needed_end * ss,
+    if needed_end > last_usable.saturating_add(1) {
+        let needed_sectors = match image.table {
+            TableKind::Gpt => needed_end
+                .saturating_add(1)
+                .saturating_add(crate::gpt::entry_sectors(image.entries.unwrap_or(128), ss)),
+            TableKind::Mbr => needed_end,
         };
+        let needed_bytes = needed_sectors.saturating_mul(ss);
         return Err(format!(
             "the disk is too small: {target_size} bytes, the image's partitions need at least {needed_bytes} bytes"
         ));
@@ -271,11 +517,16 @@ pub fn plan_layout(
         // Grow only the partition that ends last; otherwise it would overlap its neighbour.
         let ends_last = image.data_partitions().all(|p| p.end() <= gp.end());
         if ends_last {
-            let new_end = last_usable + 1;
+            let new_end = last_usable.saturating_add(1);
             let ebr_region = gp.role == Some(MbrRole::Logical);
             for p in &mut layout.partitions {
                 if p.number == g || (ebr_region && p.is_extended()) {
-                    p.size = new_end - p.start;
+                    p.size = new_end.checked_sub(p.start).filter(|s| *s > 0).ok_or_else(|| {
+                        format!(
+                            "partition {} starts at sector {}, past the disk's last usable sector {last_usable}",
+                            p.number, p.start
+                        )
+                    })?;
                 }
             }
         }
@@ -317,10 +568,16 @@ pub fn write_table(disk: &dyn BlockIo, layout: &Layout, boot_code: &[u8]) -> Res
 /// structures and must not be overwritten when the table is kept.
 pub fn table_ranges(layout: &Layout) -> Vec<(u64, u64)> {
     let ss = layout.sector_size as u64;
+    if ss == 0 {
+        // Not a real disk: protect everything a head could cover after the boot code.
+        return vec![(440, crate::manifest::MAX_HEAD)];
+    }
     match layout.table {
         TableKind::Gpt => vec![(
             440,
-            (2 + crate::gpt::entry_sectors(layout.entries.unwrap_or(128), ss)) * ss - 440,
+            (2 + crate::gpt::entry_sectors(layout.entries.unwrap_or(128), ss))
+                .saturating_mul(ss)
+                .saturating_sub(440),
         )],
         TableKind::Mbr => vec![(440, 72)],
     }
@@ -397,6 +654,199 @@ mod tests {
         assert!(e.contains("too small"), "{e}");
         let e = plan_layout(&l, None, 64 << 20, 4096).unwrap_err();
         assert!(e.contains("sector size"), "{e}");
+    }
+
+    fn mbr_layout() -> Layout {
+        let p = |n, start, size, role, ebr| Partition {
+            number: n,
+            start,
+            size,
+            type_: if role == MbrRole::Extended {
+                "0x05"
+            } else {
+                "0x83"
+            }
+            .into(),
+            guid: None,
+            name: None,
+            attributes: 0,
+            role: Some(role),
+            bootable: false,
+            ebr,
+            filesystem: None,
+        };
+        Layout {
+            table: TableKind::Mbr,
+            sector_size: 512,
+            disk_size: 64 << 20,
+            disk_guid: None,
+            first_usable: None,
+            entries: None,
+            disk_signature: Some("0x5eed1234".into()),
+            grow: Some(6),
+            partitions: vec![
+                p(1, 2048, 20480, MbrRole::Primary, None),
+                p(2, 22528, 100000, MbrRole::Extended, None),
+                p(5, 24576, 39984, MbrRole::Logical, Some(22528)),
+                p(6, 66560, 50000, MbrRole::Logical, Some(64560)),
+            ],
+        }
+    }
+
+    /// `validate` of `l` after `edit` fails with a message holding every needle.
+    fn refused(mut l: Layout, edit: impl FnOnce(&mut Layout), needles: &[&str]) {
+        edit(&mut l);
+        let e = l.validate().expect_err("should be refused");
+        for n in needles {
+            assert!(e.contains(n), "{n:?} not in {e:?}");
+        }
+    }
+
+    #[test]
+    fn captured_layouts_validate() {
+        gpt_layout().validate().unwrap();
+        mbr_layout().validate().unwrap();
+    }
+
+    #[test]
+    fn validate_refuses_bad_geometry() {
+        refused(
+            gpt_layout(),
+            |l| l.sector_size = 1000,
+            &["sector_size 1000"],
+        );
+        refused(gpt_layout(), |l| l.sector_size = 0, &["sector_size 0"]);
+        refused(gpt_layout(), |l| l.disk_size = 0, &["disk_size 0"]);
+        refused(gpt_layout(), |l| l.disk_size += 100, &["multiple"]);
+        refused(gpt_layout(), |l| l.entries = Some(0), &["entries 0"]);
+        refused(
+            gpt_layout(),
+            |l| l.entries = Some(100_000),
+            &["entries 100000"],
+        );
+        refused(
+            gpt_layout(),
+            |l| l.first_usable = Some(10),
+            &["first_usable 10"],
+        );
+        refused(gpt_layout(), |l| l.disk_size = 8192, &["no usable sector"]);
+    }
+
+    #[test]
+    fn validate_refuses_gpt_partitions_outside_or_overlapping() {
+        refused(
+            gpt_layout(),
+            |l| l.partitions[0].start = 10,
+            &["partition 1", "usable area 34.."],
+        );
+        // Past the disk end, into the backup entries.
+        refused(
+            gpt_layout(),
+            |l| l.partitions[1].size = 131072 - 33 - 22528 + 1,
+            &[
+                "partition 2",
+                "outside the usable area",
+                "of 67108864 bytes",
+            ],
+        );
+        refused(
+            gpt_layout(),
+            |l| l.partitions[1].start = u64::MAX - 5,
+            &["partition 2", "overflows"],
+        );
+        refused(
+            gpt_layout(),
+            |l| l.partitions[1].size = 0,
+            &["partition 2", "size is 0"],
+        );
+        refused(
+            gpt_layout(),
+            |l| l.partitions[1].number = 200,
+            &["partition 200", "1..=128"],
+        );
+        refused(
+            gpt_layout(),
+            |l| l.partitions[1].number = 1,
+            &["number 1 appears twice"],
+        );
+        refused(
+            gpt_layout(),
+            |l| l.partitions[1].start = 20000,
+            &["partition 1", "overlaps partition 2"],
+        );
+        refused(
+            gpt_layout(),
+            |l| l.partitions[0].type_ = "x".into(),
+            &["partition 1", "type"],
+        );
+        refused(gpt_layout(), |l| l.grow = Some(9), &["grow", "9"]);
+    }
+
+    #[test]
+    fn validate_refuses_bad_mbr_chains() {
+        refused(
+            mbr_layout(),
+            |l| l.partitions[0].number = 7,
+            &["partition 7", "1..=4"],
+        );
+        refused(
+            mbr_layout(),
+            |l| l.partitions[3].number = 70,
+            &["partition 70", "5..=68"],
+        );
+        refused(
+            mbr_layout(),
+            |l| l.partitions[3].number = 7,
+            &["partition 7", "without gaps"],
+        );
+        // A logical partition reaching past its extended container.
+        refused(
+            mbr_layout(),
+            |l| l.partitions[3].size = 60000,
+            &["partition 6", "not inside the extended partition 2"],
+        );
+        // An EBR inside the previous logical partition.
+        refused(
+            mbr_layout(),
+            |l| l.partitions[3].ebr = Some(30000),
+            &["the EBR of partition 6", "overlaps"],
+        );
+        refused(
+            mbr_layout(),
+            |l| l.partitions[2].ebr = Some(22600),
+            &["first EBR"],
+        );
+        refused(
+            mbr_layout(),
+            |l| l.partitions[1].role = Some(MbrRole::Primary),
+            &["without an extended partition"],
+        );
+        refused(
+            mbr_layout(),
+            |l| l.partitions[0].start = 30000,
+            &["partition 1", "partition 2", "overlaps"],
+        );
+        refused(
+            mbr_layout(),
+            |l| l.partitions[0].start = 0,
+            &["partition 1", "usable area 1.."],
+        );
+        refused(mbr_layout(), |l| l.grow = Some(2), &["grow", "extended"]);
+    }
+
+    #[test]
+    fn plan_layout_of_a_hostile_disk_layout_does_not_panic() {
+        let img = gpt_layout();
+        let mut cur = gpt_layout();
+        cur.partitions[1].start = u64::MAX;
+        cur.partitions[1].size = u64::MAX;
+        cur.sector_size = 0;
+        let _ = plan_layout(&img, Some(&cur), 96 << 20, 512);
+        let _ = plan_layout(&cur, Some(&img), u64::MAX, 0);
+        let _ = plan_layout(&cur, None, u64::MAX, 512);
+        let _ = table_ranges(&cur);
+        let _ = cur.first_used_sector();
+        let _ = cur.default_grow();
     }
 
     #[test]

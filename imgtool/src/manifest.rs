@@ -19,6 +19,17 @@ pub const FORMAT_NAME: &str = "netboot-logical-group-image";
 pub const MANIFEST_FILE: &str = "manifest";
 pub const LAYOUT_FILE: &str = "layout";
 
+/// Largest `manifest` or `layout` file a reader accepts (64 MiB), checked while reading.
+/// A manifest line per chunk is about 400 bytes, so this holds ~160 000 chunks: 1.3 TB of
+/// used data at the default 8 MiB chunk size. It bounds what a node (PID 1 in a ramdisk)
+/// allocates for an image's description before it can check anything.
+pub const MAX_MANIFEST_BYTES: u64 = 64 << 20;
+
+/// Largest disk head a manifest may declare: what capture stores at most (the boot code,
+/// the table and the boot-loader gap before the first partition, 1 MiB). Restore holds the
+/// head in memory until the end, and writes it over the start of the disk.
+pub const MAX_HEAD: u64 = crate::capture::HEAD_MAX;
+
 /// One independently compressed, independently verifiable piece of a region.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Chunk {
@@ -48,11 +59,25 @@ impl Chunk {
         disk: &dyn crate::disk::BlockIo,
         base: u64,
     ) -> std::io::Result<crate::disk::AlignedBuf> {
+        let bad =
+            |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidInput, what.to_string());
+        if self.length > crate::chunk::MAX_CHUNK {
+            return Err(bad(
+                "chunk longer than the largest chunk a manifest may declare",
+            ));
+        }
         let mut buf = crate::disk::AlignedBuf::new(self.length as usize);
         let mut at = 0usize;
         for (o, l) in self.ranges() {
-            disk.read_exact_at(&mut buf[at..at + l as usize], base + o)?;
-            at += l as usize;
+            let to = at
+                .checked_add(l as usize)
+                .filter(|t| *t <= buf.len())
+                .ok_or_else(|| bad("extents longer than the chunk"))?;
+            let pos = base
+                .checked_add(o)
+                .ok_or_else(|| bad("extent offset overflows"))?;
+            disk.read_exact_at(&mut buf[at..to], pos)?;
+            at = to;
         }
         Ok(buf)
     }
@@ -107,7 +132,9 @@ impl Region {
     }
 
     pub fn compressed_bytes(&self) -> u64 {
-        self.chunks.iter().map(|c| c.compressed_length).sum()
+        self.chunks
+            .iter()
+            .fold(0u64, |a, c| a.saturating_add(c.compressed_length))
     }
 }
 
@@ -202,27 +229,44 @@ impl Image {
     /// Parses and checks files read by [`Image::fetch_files`] from `source`.
     pub fn from_files(source: Arc<dyn ImageSource>, files: &ImageFiles) -> Result<Image> {
         let mpath = PathBuf::from(format!("{}/{MANIFEST_FILE}", source.location()));
+        let lpath = PathBuf::from(format!("{}/{LAYOUT_FILE}", source.location()));
+        for (path, len) in [(&mpath, files.manifest.len()), (&lpath, files.layout.len())] {
+            if len as u64 > MAX_MANIFEST_BYTES {
+                return Err(Error::Corrupt {
+                    path: path.clone(),
+                    msg: format!("{len} bytes, more than the {MAX_MANIFEST_BYTES} a manifest or layout may have"),
+                });
+            }
+        }
         let text = &files.manifest;
-        let value: serde_json::Value =
-            serde_json::from_slice(text).map_err(|e| Error::Corrupt {
-                path: mpath.clone(),
-                msg: format!("not valid JSON: {e}"),
-            })?;
-        if value.get("format").and_then(|v| v.as_str()) != Some(FORMAT_NAME) {
+        // Format and version first, without building the whole document twice: unknown
+        // fields are skipped, not stored.
+        #[derive(Deserialize)]
+        struct Header {
+            #[serde(default)]
+            format: Option<serde_json::Value>,
+            #[serde(default)]
+            version: Option<serde_json::Value>,
+        }
+        let head: Header = serde_json::from_slice(text).map_err(|e| Error::Corrupt {
+            path: mpath.clone(),
+            msg: format!("not valid JSON: {e}"),
+        })?;
+        if head.format.as_ref().and_then(|v| v.as_str()) != Some(FORMAT_NAME) {
             return Err(Error::Corrupt {
                 path: mpath,
                 msg: format!("not an imgtool manifest (missing \"format\": \"{FORMAT_NAME}\")"),
             });
         }
-        let version = value.get("version").and_then(|v| v.as_u64()).unwrap_or(0) as u32;
-        if version != FORMAT_VERSION {
+        let version = head.version.as_ref().and_then(|v| v.as_u64()).unwrap_or(0);
+        if version != FORMAT_VERSION as u64 {
             return Err(Error::UnsupportedVersion {
                 path: mpath,
-                found: version,
+                found: u32::try_from(version).unwrap_or(u32::MAX),
                 supported: FORMAT_VERSION,
             });
         }
-        let manifest: Manifest = serde_json::from_value(value).map_err(|e| Error::Corrupt {
+        let manifest: Manifest = serde_json::from_slice(text).map_err(|e| Error::Corrupt {
             path: mpath.clone(),
             msg: e.to_string(),
         })?;
@@ -236,7 +280,6 @@ impl Image {
                 ),
             });
         }
-        let lpath = PathBuf::from(format!("{}/{LAYOUT_FILE}", source.location()));
         let ltext = &files.layout;
         let lsum = hex::encode(Sha256::digest(ltext));
         if lsum != manifest.layout_sha256 {
@@ -265,29 +308,105 @@ impl Image {
         self.source.location()
     }
 
-    /// Internal consistency: chunks inside their region, payload files present and long
-    /// enough where the source can tell (a truncated payload is caught here, before
-    /// anything is written).
+    /// The one validation pass over layout and manifest, run by every load (so `verify`,
+    /// `restore` (also `--dry-run`), `diff` and the agent get it before anything is
+    /// written): the layout is [`Layout::validate`]d; every region names its partition
+    /// and fits it; every chunk lies inside its region, in order, with checked
+    /// arithmetic; every frame is bounded and lies inside its payload file where the
+    /// source can tell (a truncated payload is caught here). The error names the file,
+    /// the region or partition, the chunk and the field. Rules and limits:
+    /// docs/FORMAT.md, "Validation and limits".
     pub fn check_structure(&self) -> Result<()> {
-        if self.manifest.chunk_size == 0 || self.manifest.chunk_size > crate::chunk::MAX_CHUNK {
-            return Err(Error::Corrupt {
-                path: PathBuf::from(format!("{}/{MANIFEST_FILE}", self.location())),
-                msg: format!(
-                    "chunk_size {} outside 1..={}",
-                    self.manifest.chunk_size,
-                    crate::chunk::MAX_CHUNK
-                ),
-            });
+        let mpath = PathBuf::from(format!("{}/{MANIFEST_FILE}", self.location()));
+        let lpath = PathBuf::from(format!("{}/{LAYOUT_FILE}", self.location()));
+        self.layout.validate().map_err(|msg| Error::Corrupt {
+            path: lpath.clone(),
+            msg,
+        })?;
+        let corrupt = |msg: String| Error::Corrupt {
+            path: mpath.clone(),
+            msg,
+        };
+        let m = &self.manifest;
+        if m.chunk_size == 0 || m.chunk_size > crate::chunk::MAX_CHUNK {
+            return Err(corrupt(format!(
+                "chunk_size {} outside 1..={}",
+                m.chunk_size,
+                crate::chunk::MAX_CHUNK
+            )));
         }
-        for r in &self.manifest.regions {
-            if r.payload.contains('/') || r.payload.starts_with('.') {
-                return Err(Error::Corrupt {
-                    path: PathBuf::from(format!("{}/{MANIFEST_FILE}", self.location())),
-                    msg: format!(
-                        "region {}: payload name `{}` is not a plain file name",
-                        r.name, r.payload
-                    ),
-                });
+        let max_frame = crate::chunk::frame_bound(m.chunk_size);
+        let ss = self.layout.sector_size as u64;
+        let mut names = std::collections::BTreeSet::new();
+        for r in &m.regions {
+            let rbad = |msg: String| corrupt(format!("region {}: {msg}", r.name));
+            if !names.insert(r.name.as_str()) {
+                return Err(rbad("appears twice".into()));
+            }
+            if r.payload.is_empty()
+                || r.payload.contains('/')
+                || r.payload.contains('\0')
+                || r.payload.starts_with('.')
+            {
+                return Err(rbad(format!(
+                    "payload name `{}` is not a plain file name",
+                    r.payload
+                )));
+            }
+            if r.number == 0 || r.name == "head" {
+                if r.number != 0 || r.name != "head" {
+                    return Err(rbad(format!(
+                        "number {}: only the region `head` has number 0",
+                        r.number
+                    )));
+                }
+                let first_used = self
+                    .layout
+                    .first_used_sector()
+                    .saturating_mul(ss)
+                    .min(self.layout.disk_size);
+                let limit = first_used.min(MAX_HEAD);
+                if r.size > limit {
+                    return Err(rbad(format!(
+                        "size {} is larger than the disk head ({limit} bytes: before the first partition at byte {first_used}, at most {MAX_HEAD})",
+                        r.size
+                    )));
+                }
+            } else {
+                if r.name != format!("p{}", r.number) {
+                    return Err(rbad(format!(
+                        "number {} does not match the name (expected `p{}`)",
+                        r.number, r.number
+                    )));
+                }
+                let p = self.layout.partition(r.number).ok_or_else(|| {
+                    rbad(format!(
+                        "names partition {} which the layout lacks",
+                        r.number
+                    ))
+                })?;
+                if p.is_extended() {
+                    return Err(rbad(format!(
+                        "partition {} is the extended container, which holds no data",
+                        r.number
+                    )));
+                }
+                let psize = p
+                    .size
+                    .checked_mul(ss)
+                    .ok_or_else(|| rbad(format!("partition {} size overflows", r.number)))?;
+                if r.size != psize {
+                    return Err(rbad(format!(
+                        "size {} is not partition {}'s size in the layout ({} sectors of {ss} = {psize} bytes)",
+                        r.size, r.number, p.size
+                    )));
+                }
+            }
+            if r.fs_size > r.size {
+                return Err(rbad(format!(
+                    "fs_size {} is larger than the region ({} bytes)",
+                    r.fs_size, r.size
+                )));
             }
             let plen = self.source.len(&r.payload);
             if plen.is_none() && self.source.is_local() {
@@ -297,47 +416,117 @@ impl Image {
                     r.payload
                 )));
             }
+            // Region bytes covered so far (chunks in order, never overlapping), and where
+            // the next frame starts (frames back to back, in manifest order).
+            let mut covered = 0u64;
+            let mut frames_end = 0u64;
+            let mut used = 0u64;
             for (i, c) in r.chunks.iter().enumerate() {
-                let bad = |msg: String| r.chunk_error(i, msg);
-                if c.length == 0 || c.length > self.manifest.chunk_size {
+                let bad = |msg: String| r.chunk_error(i, format!("{msg} (in {})", mpath.display()));
+                if c.length == 0 || c.length > m.chunk_size {
                     return Err(bad(format!(
-                        "raw length {} outside 1..={}",
-                        c.length, self.manifest.chunk_size
+                        "`length` {} outside 1..={} (chunk_size)",
+                        c.length, m.chunk_size
                     )));
                 }
-                let ranges = c.ranges();
-                let sum: u64 = ranges.iter().map(|e| e.1).sum();
-                if sum != c.length || ranges.first().map(|e| e.0) != Some(c.offset) {
+                for (field, v) in [("sha256", &c.sha256), ("frame_sha256", &c.frame_sha256)] {
+                    if v.len() != 64
+                        || !v
+                            .bytes()
+                            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+                    {
+                        return Err(bad(format!("`{field}` is not 64 lower-case hex digits")));
+                    }
+                }
+                if c.compressed_length == 0 || c.compressed_length > max_frame {
                     return Err(bad(format!(
-                        "extents add up to {sum} bytes, the chunk says {}",
-                        c.length
+                        "`compressed_length` {} outside 1..={max_frame} (the largest zstd frame of a {}-byte chunk)",
+                        c.compressed_length, m.chunk_size
                     )));
                 }
-                if let Some(e) = ranges.iter().find(|e| e.0 + e.1 > r.size) {
+                if c.payload_offset != frames_end {
                     return Err(bad(format!(
-                        "raw range {}+{} does not fit the region ({} bytes)",
-                        e.0, e.1, r.size
+                        "`payload_offset` {} is not where the previous frame ends ({frames_end}): frames are stored back to back in manifest order",
+                        c.payload_offset
                     )));
+                }
+                frames_end = c
+                    .payload_offset
+                    .checked_add(c.compressed_length)
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "`payload_offset` {} + `compressed_length` {} overflows",
+                            c.payload_offset, c.compressed_length
+                        ))
+                    })?;
+                if c.extents.len() == 1 {
+                    return Err(bad(
+                        "`extents` lists a single range (capture leaves it out then)".into(),
+                    ));
+                }
+                let mut sum = 0u64;
+                for (k, (o, l)) in c.ranges().into_iter().enumerate() {
+                    let which = if c.extents.is_empty() {
+                        "`offset`+`length`".to_string()
+                    } else {
+                        format!("`extents[{k}]`")
+                    };
+                    if l == 0 {
+                        return Err(bad(format!("{which} is empty")));
+                    }
+                    let end = o
+                        .checked_add(l)
+                        .ok_or_else(|| bad(format!("{which} {o}+{l} overflows")))?;
+                    if o < covered {
+                        return Err(bad(format!(
+                            "{which} starts at {o}, before the end of the previous range ({covered}): ranges must be in order and not overlap"
+                        )));
+                    }
+                    if end > r.size {
+                        return Err(bad(format!(
+                            "{which} {o}+{l} does not fit the region ({} bytes)",
+                            r.size
+                        )));
+                    }
+                    covered = end;
+                    sum = sum.saturating_add(l);
+                }
+                if !c.extents.is_empty() {
+                    if c.extents[0][0] != c.offset {
+                        return Err(bad(format!(
+                            "`extents[0]` starts at {}, the chunk's `offset` is {}",
+                            c.extents[0][0], c.offset
+                        )));
+                    }
+                    if sum != c.length {
+                        return Err(bad(format!(
+                            "`extents` add up to {sum} bytes, `length` is {}",
+                            c.length
+                        )));
+                    }
                 }
                 if let Some(plen) = plen {
-                    if c.payload_offset + c.compressed_length > plen {
-                        return Err(bad(format!(
-                            "payload is truncated: the chunk needs bytes up to {} but {}/{} has {plen}",
-                            c.payload_offset + c.compressed_length,
+                    if frames_end > plen {
+                        return Err(r.chunk_error(i, format!(
+                            "payload is truncated: the chunk needs bytes up to {frames_end} but {}/{} has {plen}",
                             self.location(),
                             r.payload
                         )));
                     }
                 }
+                used = used.saturating_add(c.length);
             }
-            if r.number != 0 && self.layout.partition(r.number).is_none() {
-                return Err(Error::Corrupt {
-                    path: PathBuf::from(format!("{}/{MANIFEST_FILE}", self.location())),
-                    msg: format!(
-                        "region {} names partition {} which the layout lacks",
-                        r.name, r.number
-                    ),
-                });
+            if used != r.used_bytes {
+                return Err(rbad(format!(
+                    "used_bytes {} is not the sum of its chunks' lengths ({used})",
+                    r.used_bytes
+                )));
+            }
+            if r.number == 0 && (covered != r.size || used != r.size) {
+                return Err(rbad(format!(
+                    "the disk head's chunks cover {used} bytes up to {covered}, not the whole head (0..{}) in one contiguous range",
+                    r.size
+                )));
             }
         }
         Ok(())

@@ -143,18 +143,47 @@ pub fn restore(
     }
     let mut reports = vec![];
     for r in &regions {
+        let refuse = |reason: String| Error::Refused {
+            device: tpath.clone(),
+            reason,
+        };
         let (disk_offset, target_size) = if r.number == 0 {
+            if r.size > crate::manifest::MAX_HEAD {
+                return Err(refuse(format!(
+                    "the image's disk head is {} bytes, more than {}",
+                    r.size,
+                    crate::manifest::MAX_HEAD
+                )));
+            }
             (0, r.size)
         } else {
-            let p = plan
-                .layout
-                .partition(r.number)
-                .ok_or_else(|| Error::Refused {
-                    device: tpath.clone(),
-                    reason: format!("the planned layout has no partition {}", r.number),
-                })?;
-            (p.start * ss, p.size * ss)
+            let p = plan.layout.partition(r.number).ok_or_else(|| {
+                refuse(format!("the planned layout has no partition {}", r.number))
+            })?;
+            let span = p
+                .start
+                .checked_mul(ss)
+                .zip(p.size.checked_mul(ss))
+                .filter(|(o, l)| o.checked_add(*l).is_some_and(|e| e <= target.size()));
+            let Some(span) = span else {
+                return Err(refuse(format!(
+                    "partition {} (sectors {}+{}) is not inside the disk ({} bytes)",
+                    p.number,
+                    p.start,
+                    p.size,
+                    target.size()
+                )));
+            };
+            span
         };
+        // Checked when the image was loaded (a region is its partition); again here,
+        // against the partition this restore writes: nothing may land past its end.
+        if r.number != 0 && r.size > target_size {
+            return Err(refuse(format!(
+                "the image's region {} is {} bytes, partition {} here is {target_size}",
+                r.name, r.size, r.number
+            )));
+        }
         if target_size < r.fs_size.min(r.size) {
             return Err(Error::Refused {
                 device: tpath.clone(),
@@ -236,7 +265,7 @@ pub fn restore(
         let mut expect = 0u64;
         let contiguous = head.chunks.iter().flat_map(|c| c.ranges()).all(|(o, l)| {
             let ok = o == expect;
-            expect = o + l;
+            expect = o.saturating_add(l);
             ok
         });
         if !contiguous || expect != head.size {
@@ -245,7 +274,7 @@ pub fn restore(
                 msg: "the disk head is not one contiguous range from byte 0".into(),
             });
         }
-        let mut bytes = Vec::with_capacity(head.size as usize);
+        let mut bytes = Vec::with_capacity(head.size.min(crate::manifest::MAX_HEAD) as usize);
         for i in 0..head.chunks.len() {
             let frame = read_frame(image, head, i)?;
             bytes.extend_from_slice(&decode_frame(&frame, head, i)?);
@@ -318,7 +347,20 @@ pub fn restore(
             }
             let mut at = 0usize;
             for (o, l) in c.ranges() {
-                io.write_all_at(&raw[at..at + l as usize], base + o).map_err(|e| {
+                // Validated at load; checked again where it matters: never a byte past
+                // the partition's end, whatever the arithmetic of a hostile manifest.
+                let to = at.checked_add(l as usize).filter(|t| *t <= raw.len());
+                let inside = o.checked_add(l).is_some_and(|e| e <= parts[p].target_size);
+                let (Some(to), true) = (to, inside) else {
+                    return Err(r.chunk_error(
+                        i,
+                        format!(
+                            "range {o}+{l} does not fit partition {} ({} bytes) or the chunk; not written",
+                            r.number, parts[p].target_size
+                        ),
+                    ));
+                };
+                io.write_all_at(&raw[at..to], base + o).map_err(|e| {
                     Error::Invalid(format!(
                         "{}: writing partition {} chunk {i} at partition byte {o} (disk byte {}): {e}",
                         tpath.display(),
@@ -326,7 +368,7 @@ pub fn restore(
                         base + o
                     ))
                 })?;
-                at += l as usize;
+                at = to;
             }
             if opts.verify {
                 read_back(io, r, i, base, &raw, &tpath)?;
@@ -340,15 +382,18 @@ pub fn restore(
     )?;
     for part in parts.iter().filter(|p| p.r.fill == Fill::Zero) {
         let (r, base) = (part.r, part.base);
-        let mut pos = 0;
+        // The gaps between the stored ranges, clamped to the target partition: a zero
+        // fill never reaches past its end whatever the ranges say.
+        let mut pos = 0u64;
         let stored = r.chunks.iter().flat_map(|c| c.ranges());
         for (o, l) in stored.chain(std::iter::once((part.target_size, 0))) {
+            let o = o.min(part.target_size);
             if o > pos {
                 target
                     .zero_range(base + pos, o - pos)
                     .map_err(|e| werr(format!("zeroing partition {} at {pos}", r.number), e))?;
             }
-            pos = pos.max(o + l);
+            pos = pos.max(o.saturating_add(l)).min(part.target_size);
         }
     }
     progress.finish();
@@ -619,6 +664,116 @@ mod tests {
                 extents: vec![[4096, 4096], [16384, 4096]],
             }],
         }
+    }
+
+    /// An image whose region p1 (partition 1: 2 MiB at sector 2048 of an 8 MiB GPT disk,
+    /// partition 2 right after it)
+    /// claims `size` bytes and holds one 4 KiB chunk at `offset`, built without the
+    /// load-time validation, to show that restore's own checks keep every write inside the
+    /// partition.
+    fn unchecked_image(dir: &Path, size: u64, offset: u64) -> Image {
+        use crate::layout::{Layout, Partition, TableKind};
+        use crate::manifest::Manifest;
+        let raw = vec![0xabu8; 4096];
+        let frame = crate::capture::compress_chunk(&raw, 3, 4096).unwrap();
+        std::fs::write(dir.join("p1.zst"), &frame).unwrap();
+        let layout = Layout {
+            table: TableKind::Gpt,
+            sector_size: 512,
+            disk_size: 8 << 20,
+            disk_guid: None,
+            first_usable: Some(34),
+            entries: Some(128),
+            disk_signature: None,
+            grow: Some(2),
+            partitions: [(1, 2048), (2, 6144)]
+                .map(|(number, start)| Partition {
+                    number,
+                    start,
+                    size: 4096,
+                    type_: "0FC63DAF-8483-4772-8E79-3D69D8477DE4".into(),
+                    guid: None,
+                    name: None,
+                    attributes: 0,
+                    role: None,
+                    bootable: false,
+                    ebr: None,
+                    filesystem: None,
+                })
+                .to_vec(),
+        };
+        let region = Region {
+            name: "p1".into(),
+            number: 1,
+            size,
+            filesystem: "unknown".into(),
+            uuid: None,
+            label: None,
+            fs_size: 0,
+            used_bytes: 4096,
+            fill: Fill::Zero,
+            payload: "p1.zst".into(),
+            chunks: vec![Chunk {
+                offset,
+                length: 4096,
+                payload_offset: 0,
+                compressed_length: frame.len() as u64,
+                sha256: hex::encode(Sha256::digest(&raw)),
+                frame_sha256: hex::encode(Sha256::digest(&frame)),
+                extents: vec![],
+            }],
+        };
+        Image {
+            source: std::sync::Arc::new(crate::source::LocalDir(dir.to_path_buf())),
+            manifest: Manifest {
+                format: crate::manifest::FORMAT_NAME.into(),
+                version: crate::manifest::FORMAT_VERSION,
+                image_id: String::new(),
+                layout_sha256: String::new(),
+                chunk_size: 4096,
+                level: 3,
+                regions: vec![region],
+            },
+            layout,
+        }
+    }
+
+    fn target(dir: &Path) -> std::path::PathBuf {
+        let t = dir.join("target.img");
+        std::fs::write(&t, vec![0x11u8; 8 << 20]).unwrap();
+        t
+    }
+
+    #[test]
+    fn a_region_larger_than_its_target_partition_is_refused_before_any_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = unchecked_image(dir.path(), 4 << 20, 3 << 20);
+        assert!(img.check_structure().is_err());
+        let t = target(dir.path());
+        let disk = Disk::open_rw(&t).unwrap();
+        let e = restore(&img, &disk, &RestoreOptions::default(), &Progress::hidden())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("region p1") && e.contains("partition 1"), "{e}");
+        assert_eq!(std::fs::read(&t).unwrap(), vec![0x11u8; 8 << 20]);
+    }
+
+    #[test]
+    fn a_chunk_past_its_partition_is_not_written_and_zero_fill_stays_inside() {
+        let dir = tempfile::tempdir().unwrap();
+        // Region and partition agree (2 MiB); the chunk claims to sit at 3 MiB.
+        let img = unchecked_image(dir.path(), 2 << 20, 3 << 20);
+        assert!(img.check_structure().is_err());
+        let t = target(dir.path());
+        let disk = Disk::open_rw(&t).unwrap();
+        let e = restore(&img, &disk, &RestoreOptions::default(), &Progress::hidden())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("does not fit partition 1"), "{e}");
+        // Everything after the partition (up to the backup GPT wiped first) is untouched.
+        let after = std::fs::read(&t).unwrap();
+        let (end, tail) = ((2048 + 4096) * 512, (8 << 20) - 34 * 512);
+        assert!(after[end..tail].iter().all(|b| *b == 0x11));
     }
 
     fn raw() -> Vec<u8> {

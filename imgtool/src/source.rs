@@ -67,9 +67,12 @@ impl ImageSource for LocalDir {
         self.0.display().to_string()
     }
     fn read_file(&self, name: &str) -> Result<Vec<u8>, SourceError> {
-        std::fs::read(self.0.join(name)).map_err(|e| self.err(name, e.to_string()))
+        let f =
+            std::fs::File::open(self.0.join(name)).map_err(|e| self.err(name, e.to_string()))?;
+        read_small(f).map_err(|e| self.err(name, e))
     }
     fn read_range(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>, SourceError> {
+        check_range(offset, len).map_err(|e| self.err(name, e))?;
         let f =
             std::fs::File::open(self.0.join(name)).map_err(|e| self.err(name, e.to_string()))?;
         let mut buf = vec![0u8; len as usize];
@@ -98,6 +101,34 @@ impl ImageSource for LocalDir {
     fn is_local(&self) -> bool {
         true
     }
+}
+
+/// Reads a whole small file (`manifest`, `layout`), refusing one longer than
+/// [`crate::manifest::MAX_MANIFEST_BYTES`] while reading, before it is all in memory.
+fn read_small(r: impl Read) -> Result<Vec<u8>, String> {
+    let max = crate::manifest::MAX_MANIFEST_BYTES;
+    let mut buf = vec![];
+    r.take(max + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| format!("reading: {e}"))?;
+    if buf.len() as u64 > max {
+        return Err(format!(
+            "longer than {max} bytes, the most a manifest or layout may have"
+        ));
+    }
+    Ok(buf)
+}
+
+/// A range read allocates what it is asked for: at most one frame
+/// ([`crate::chunk::MAX_FRAME`]), and `offset + len` must not overflow.
+fn check_range(offset: u64, len: u64) -> Result<(), String> {
+    if len > crate::chunk::MAX_FRAME || offset.checked_add(len).is_none() {
+        return Err(format!(
+            "refusing to read {len} bytes at {offset}: more than one frame ({} bytes at most) or past 2^64",
+            crate::chunk::MAX_FRAME
+        ));
+    }
+    Ok(())
 }
 
 /// Called when a source gives up on one upstream and moves to the next: (from, to, why).
@@ -323,7 +354,7 @@ impl HttpSource {
         let url = format!("{base}/{name}");
         self.attempts_on(&url, range, tries, |body| match range {
             Some((o, l)) => {
-                let mut buf = Vec::with_capacity(l as usize);
+                let mut buf = Vec::with_capacity(l.min(crate::chunk::MAX_FRAME) as usize);
                 match body.take(l).read_to_end(&mut buf) {
                     Ok(_) if buf.len() as u64 == l => Ok(buf),
                     Ok(_) => Err(format!("got {} of {l} bytes at {o}", buf.len())),
@@ -333,13 +364,7 @@ impl HttpSource {
                     )),
                 }
             }
-            None => {
-                let mut buf = vec![];
-                match body.take(256 << 20).read_to_end(&mut buf) {
-                    Ok(_) => Ok(buf),
-                    Err(e) => Err(format!("connection lost: {e}")),
-                }
-            }
+            None => read_small(body),
         })
     }
 }
@@ -383,6 +408,11 @@ impl ImageSource for HttpSource {
         if len == 0 {
             return Ok(vec![]);
         }
+        check_range(offset, len).map_err(|msg| SourceError {
+            location: format!("{}/{name}", self.current()),
+            msg,
+            unreachable: false,
+        })?;
         self.get(name, Some((offset, len)))
     }
     fn open_range(&self, name: &str, offset: u64, len: u64) -> Result<Stream, SourceError> {

@@ -55,6 +55,16 @@ impl<'a> FrameStream<'a> {
     pub fn frame(&mut self, i: usize) -> Result<Vec<u8>> {
         let (r, c) = (self.r, &self.r.chunks[i]);
         let len = c.compressed_length;
+        // Checked when the image was loaded; again here because this allocates it.
+        if len > crate::chunk::MAX_FRAME {
+            return Err(r.chunk_error(
+                i,
+                format!(
+                    "compressed_length {len} is more than the largest frame ({} bytes)",
+                    crate::chunk::MAX_FRAME
+                ),
+            ));
+        }
         let mut failures = 0;
         loop {
             if self.next != i {
@@ -66,11 +76,15 @@ impl<'a> FrameStream<'a> {
                     let end = r
                         .chunks
                         .last()
-                        .map_or(0, |c| c.payload_offset + c.compressed_length);
+                        .map_or(0, |c| c.payload_offset.saturating_add(c.compressed_length));
                     let s = self
                         .image
                         .source
-                        .open_range(&r.payload, c.payload_offset, end - c.payload_offset)
+                        .open_range(
+                            &r.payload,
+                            c.payload_offset,
+                            end.saturating_sub(c.payload_offset).max(len),
+                        )
                         .map_err(|e| {
                             if e.unreachable {
                                 Error::Source(e)
@@ -108,6 +122,17 @@ impl<'a> FrameStream<'a> {
 /// Decompresses a frame into an `O_DIRECT`-aligned buffer and checks the raw sha256.
 pub fn decode_frame(frame: &[u8], r: &Region, i: usize) -> Result<AlignedBuf> {
     let c = &r.chunks[i];
+    // Checked when the image was loaded; again here because this allocates it.
+    if c.length > crate::chunk::MAX_CHUNK {
+        return Err(r.chunk_error(
+            i,
+            format!(
+                "length {} is more than the largest chunk ({} bytes)",
+                c.length,
+                crate::chunk::MAX_CHUNK
+            ),
+        ));
+    }
     let mut raw = AlignedBuf::new(c.length as usize);
     let n = zstd::bulk::decompress_to_buffer(frame, &mut raw[..])
         .map_err(|e| r.chunk_error(i, format!("zstd: {e}")))?;
@@ -139,7 +164,9 @@ pub fn check_frames(
     threads: usize,
     progress: &Progress,
 ) -> Result<()> {
-    let total: u64 = regions.iter().map(|r| r.compressed_bytes()).sum();
+    let total: u64 = regions
+        .iter()
+        .fold(0u64, |a, r| a.saturating_add(r.compressed_bytes()));
     progress.start(total, "checking");
     let threads = crate::pool::threads(threads);
     for r in regions {
@@ -177,7 +204,10 @@ pub struct VerifyReport {
 /// Decompresses and hashes every chunk of the image.
 pub fn verify(image: &Image, threads: usize, progress: &Progress) -> Result<VerifyReport> {
     let m = &image.manifest;
-    let total: u64 = m.regions.iter().map(|r| r.used_bytes).sum();
+    let total: u64 = m
+        .regions
+        .iter()
+        .fold(0u64, |a, r| a.saturating_add(r.used_bytes));
     progress.start(total, "verifying");
     let threads = crate::pool::threads(threads);
     for r in &m.regions {
@@ -198,6 +228,9 @@ pub fn verify(image: &Image, threads: usize, progress: &Progress) -> Result<Veri
         regions: m.regions.len(),
         chunks: m.regions.iter().map(|r| r.chunks.len()).sum(),
         raw_bytes: total,
-        compressed_bytes: m.regions.iter().map(|r| r.compressed_bytes()).sum(),
+        compressed_bytes: m
+            .regions
+            .iter()
+            .fold(0u64, |a, r| a.saturating_add(r.compressed_bytes())),
     })
 }
