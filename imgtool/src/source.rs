@@ -69,7 +69,7 @@ impl ImageSource for LocalDir {
     fn read_file(&self, name: &str) -> Result<Vec<u8>, SourceError> {
         let f =
             std::fs::File::open(self.0.join(name)).map_err(|e| self.err(name, e.to_string()))?;
-        read_small(f).map_err(|e| self.err(name, e))
+        read_small(f).map_err(|e| self.err(name, e.into()))
     }
     fn read_range(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>, SourceError> {
         check_range(offset, len).map_err(|e| self.err(name, e))?;
@@ -105,18 +105,33 @@ impl ImageSource for LocalDir {
 
 /// Reads a whole small file (`manifest`, `layout`), refusing one longer than
 /// [`crate::manifest::MAX_MANIFEST_BYTES`] while reading, before it is all in memory.
-fn read_small(r: impl Read) -> Result<Vec<u8>, String> {
+fn read_small(r: impl Read) -> Result<Vec<u8>, SmallRead> {
     let max = crate::manifest::MAX_MANIFEST_BYTES;
     let mut buf = vec![];
     r.take(max + 1)
         .read_to_end(&mut buf)
-        .map_err(|e| format!("reading: {e}"))?;
+        .map_err(|e| SmallRead::Broken(format!("reading: {e}")))?;
     if buf.len() as u64 > max {
-        return Err(format!(
+        return Err(SmallRead::TooLong(format!(
             "longer than {max} bytes, the most a manifest or layout may have"
-        ));
+        )));
     }
     Ok(buf)
+}
+
+/// Why [`read_small`] failed: a broken transfer may be tried again, an oversized file
+/// will be just as large the next time.
+enum SmallRead {
+    Broken(String),
+    TooLong(String),
+}
+
+impl From<SmallRead> for String {
+    fn from(e: SmallRead) -> String {
+        match e {
+            SmallRead::Broken(m) | SmallRead::TooLong(m) => m,
+        }
+    }
 }
 
 /// A range read allocates what it is asked for: at most one frame
@@ -306,7 +321,7 @@ impl HttpSource {
         url: &str,
         range: Option<(u64, u64)>,
         tries: Tries,
-        read: impl Fn(Box<dyn Read + Send>) -> Result<T, String>,
+        read: impl Fn(Box<dyn Read + Send>) -> Result<T, Attempt>,
     ) -> Result<T, SourceError> {
         let mut last = String::new();
         let mut unreachable = true;
@@ -327,7 +342,8 @@ impl HttpSource {
                     unreachable = false;
                     match read(body) {
                         Ok(v) => return Ok(v),
-                        Err(e) => last = e,
+                        Err(Attempt::Fatal(e)) => return Err(e),
+                        Err(Attempt::Again(e, _)) => last = e,
                     }
                 }
                 Err(Attempt::Fatal(e)) => return Err(e),
@@ -357,14 +373,27 @@ impl HttpSource {
                 let mut buf = Vec::with_capacity(l.min(crate::chunk::MAX_FRAME) as usize);
                 match body.take(l).read_to_end(&mut buf) {
                     Ok(_) if buf.len() as u64 == l => Ok(buf),
-                    Ok(_) => Err(format!("got {} of {l} bytes at {o}", buf.len())),
-                    Err(e) => Err(format!(
-                        "connection lost after {} of {l} bytes at {o}: {e}",
-                        buf.len()
+                    Ok(_) => Err(Attempt::Again(
+                        format!("got {} of {l} bytes at {o}", buf.len()),
+                        false,
+                    )),
+                    Err(e) => Err(Attempt::Again(
+                        format!(
+                            "connection lost after {} of {l} bytes at {o}: {e}",
+                            buf.len()
+                        ),
+                        false,
                     )),
                 }
             }
-            None => read_small(body),
+            None => read_small(body).map_err(|e| match e {
+                SmallRead::Broken(m) => Attempt::Again(m, false),
+                SmallRead::TooLong(msg) => Attempt::Fatal(SourceError {
+                    location: url.clone(),
+                    msg,
+                    unreachable: false,
+                }),
+            }),
         })
     }
 }

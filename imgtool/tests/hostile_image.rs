@@ -420,3 +420,43 @@ fn d2_over_http_is_refused_as_the_agent_would_load_it() {
         &["partition p4, chunk 0", "`compressed_length`"],
     );
 }
+
+#[test]
+fn oversized_manifest_over_http_is_refused_after_one_request() {
+    // A server that answers every request with a body one byte over the limit, and
+    // counts the requests: an oversized file is as large the next time, so the reader
+    // must not ask again (it did, 8 times with backoff, before).
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = requests.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().take(8) {
+            let Ok(mut c) = conn else { break };
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut head = [0u8; 4096];
+            let _ = c.read(&mut head);
+            let len = imgtool::manifest::MAX_MANIFEST_BYTES + 1;
+            let _ = write!(c, "HTTP/1.1 200 OK\r\nContent-Length: {len}\r\n\r\n");
+            let zeros = vec![b' '; 1 << 20];
+            let mut sent = 0u64;
+            while sent < len {
+                let n = zeros.len().min((len - sent) as usize);
+                if c.write_all(&zeros[..n]).is_err() {
+                    break;
+                }
+                sent += n as u64;
+            }
+        }
+    });
+    let e = imgtool::manifest::Image::fetch(&format!("http://{addr}/img"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("longer than 67108864 bytes"), "{e}");
+    assert_eq!(
+        requests.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "asked again for a file that was too long: {e}"
+    );
+}
