@@ -126,6 +126,14 @@ pub fn capture(
             )));
         }
     }
+    // The rules every image must pass (docs/FORMAT.md), checked now: a table that
+    // restore would refuse is reported here, not after a whole capture.
+    layout.validate().map_err(|e| {
+        Error::Invalid(format!(
+            "{}: the partition table cannot be captured: {e}",
+            disk_name.display()
+        ))
+    })?;
     let partial = PathBuf::from(format!("{}.partial", out.display()));
     if partial.exists() {
         std::fs::remove_dir_all(&partial).map_err(|e| Error::io("removing stale", &partial, e))?;

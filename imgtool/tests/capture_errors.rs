@@ -72,3 +72,50 @@ fn a_full_disk_is_reported_once_and_nothing_is_left_behind() {
     );
     drop(fs);
 }
+
+#[test]
+fn a_table_that_restore_would_refuse_is_refused_at_capture() {
+    require_root();
+    let work = tempfile::tempdir().unwrap();
+    let disk = work.path().join("overlap.img");
+    std::fs::File::create(&disk)
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
+    // Two partitions sharing sectors 8192..10239: sgdisk refuses to make that, so the
+    // second entry's start is edited in place and both CRCs are recomputed.
+    run(Command::new("sgdisk")
+        .args(["-n", "1:2048:10239", "-n", "2:12288:20479"])
+        .arg(&disk));
+    let mut bytes = std::fs::read(&disk).unwrap();
+    // Entry 2 starts at LBA 2 + 128 bytes; its first LBA is at offset 32 in the entry.
+    let e2 = 2 * 512 + 128;
+    bytes[e2 + 32..e2 + 40].copy_from_slice(&8192u64.to_le_bytes());
+    // Fix both CRCs: entries array, then header.
+    let crc = crc32(&bytes[1024..1024 + 128 * 128]);
+    bytes[512 + 88..512 + 92].copy_from_slice(&crc.to_le_bytes());
+    bytes[512 + 16..512 + 20].fill(0);
+    let hcrc = crc32(&bytes[512..512 + 92]);
+    bytes[512 + 16..512 + 20].copy_from_slice(&hcrc.to_le_bytes());
+    std::fs::write(&disk, &bytes).unwrap();
+    let err = capture_fails(&disk, &work.path().join("img"));
+    assert!(
+        err.contains("cannot be captured") && err.contains("overlap"),
+        "{err}"
+    );
+}
+
+fn crc32(b: &[u8]) -> u32 {
+    let mut crc = 0xffff_ffffu32;
+    for &x in b {
+        crc ^= x as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
