@@ -106,8 +106,8 @@ enum Cmd {
         #[arg(long, value_name = "KEY.pub")]
         trust: Vec<PathBuf>,
     },
-    /// Make a new ed25519 signing key: KEY (secret, mode 0600) and KEY.pub (public, for
-    /// `sign`'s checkers: `verify --trust`, `pxe-builder initrd --trust`). Never overwrites.
+    /// Make a new ed25519 signing key: KEY (secret, mode 0600, for `sign`) and KEY.pub
+    /// (public, for `verify --trust` and `pxe-builder initrd --trust`). Never overwrites.
     Keygen { key: PathBuf },
     /// Sign IMAGE_DIR with KEY: adds this key's line to IMAGE_DIR/signature. The signature
     /// covers the image id, so manifest, layout and every chunk. Several keys may sign one
