@@ -11,6 +11,8 @@
 //! - [`source::ImageSource`] is where an image's files come from: a directory or HTTP
 //!   upstreams with failover; partition payloads are streamed ([`http`] reads the body
 //!   straight from the socket).
+//! - [`sign`] holds ed25519 keys and an image's `signature` file; [`sign::verify_image`]
+//!   is the check `verify`/`restore --trust` and the node agent make before writing.
 //! - [`capture::capture`], [`restore::restore`], [`verify::verify`], [`diff::diff`] are the
 //!   operations; the `imgtool` binary only parses arguments and calls them.
 
@@ -30,6 +32,7 @@ pub mod pool;
 pub mod progress;
 pub mod restore;
 pub mod serve;
+pub mod sign;
 pub mod source;
 pub mod verify;
 

@@ -1,7 +1,8 @@
 //! The clone itself, the same for PID 1 and for `initrd-agent clone`: load the image
 //! (manifest, layout) from the server, compare layouts, restore chunk by chunk with
 //! per-chunk sha256 (imgtool's restore: table rewritten only when it differs, table and
-//! first MiB last), read everything back, grow, report.
+//! first MiB last), read everything back, grow, report. With trusted keys (or a pinned
+//! image id) the image is checked right after it is loaded, before anything is written.
 
 use crate::relay::Relay;
 use crate::report::Reporter;
@@ -9,6 +10,7 @@ use imgtool::disk::Disk;
 use imgtool::manifest::Image;
 use imgtool::progress::Progress;
 use imgtool::restore::{restore, RestoreOptions, RestoreReport};
+use imgtool::sign::PublicKey;
 use imgtool::source::HttpSource;
 use std::path::Path;
 use std::sync::Arc;
@@ -29,6 +31,11 @@ pub struct Route {
     /// How long a read may stall before the upstream counts as dead.
     pub stall: Duration,
     pub attempts: u32,
+    /// Keys one of which must have signed the image (from the initrd's
+    /// `/etc/netboot/trusted`, or `--trust`). Empty: integrity is checked, not origin.
+    pub trusted: Vec<PublicKey>,
+    /// The only image id this node accepts (`netboot.image_id=`), when set.
+    pub image_id: Option<String>,
 }
 
 impl Route {
@@ -41,8 +48,37 @@ impl Route {
             relay_idle: Duration::from_secs(15),
             stall: Duration::from_secs(20),
             attempts,
+            trusted: vec![],
+            image_id: None,
         }
     }
+}
+
+/// The image must be the pinned one and signed by a trusted key, when the route says so;
+/// otherwise the clone stops here, before the target is even opened.
+fn check_trust(
+    route: &Route,
+    img: &Image,
+    signature: Option<Result<Vec<u8>, String>>,
+    rep: &Reporter,
+) -> anyhow::Result<()> {
+    if let Some(pin) = &route.image_id {
+        imgtool::sign::check_pin(img, pin)?;
+    }
+    if let Some(file) = signature {
+        let k = imgtool::sign::check_signatures(
+            &route.trusted,
+            &img.location(),
+            img.id(),
+            file.as_deref().map_err(Clone::clone),
+        )
+        .map_err(|e| anyhow::anyhow!("refusing to clone, nothing written: {e}"))?;
+        rep.say(&format!(
+            "image {} is signed by trusted {k}",
+            &img.id()[..12]
+        ));
+    }
+    Ok(())
 }
 
 /// Clones `image` onto `target` along `route`.
@@ -103,11 +139,18 @@ pub fn clone(
     let files = Image::fetch_files(source.as_ref())
         .map(Arc::new)
         .map_err(|e| anyhow::anyhow!("loading image {url}: {e}"))?;
+    // Only a node that checks signatures asks for one: an unsigned image's missing file
+    // would otherwise move its source up the chain.
+    let signature =
+        (!route.trusted.is_empty()).then(|| imgtool::sign::read_signature_file(source.as_ref()));
     if let Some(relay) = &relay {
+        // Passed on as fetched: downstream nodes check it themselves.
+        relay.set_signature(signature.as_ref().and_then(|s| s.as_ref().ok()).cloned());
         relay.set_files(files.clone());
     }
     let img = Image::from_files(source, &files)
         .map_err(|e| anyhow::anyhow!("loading image {url}: {e}"))?;
+    check_trust(route, &img, signature, rep)?;
     rep.set_image(image, &names[0]);
     // Downstream nodes get manifest and layout at once: each step this node takes before
     // would add to the lag of every node below it in the chain.

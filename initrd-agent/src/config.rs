@@ -54,6 +54,8 @@ pub struct Config {
     pub link_timeout: u64,
     /// Where the clone plan says to pull from (a node name or `primary`).
     pub upstream: Option<String>,
+    /// `netboot.image_id=<sha256>`: the only image id this node accepts (docs/TRUST.md).
+    pub image_id: Option<String>,
 }
 
 impl Default for Config {
@@ -72,6 +74,7 @@ impl Default for Config {
             on_error: After::Wait,
             link_timeout: 30,
             upstream: None,
+            image_id: None,
         }
     }
 }
@@ -159,6 +162,12 @@ impl Config {
                 "netboot.mode" => c.mode = v.into(),
                 "netboot.target" => c.target = Some(v.into()),
                 "netboot.upstream" => c.upstream = Some(v.into()),
+                "netboot.image_id" => {
+                    if v.len() != 64 || !v.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+                        return Err(bad("image id (64 lower-case hex digits)"));
+                    }
+                    c.image_id = Some(v.into())
+                }
                 "netboot.done" => {
                     c.on_done =
                         After::parse(v).ok_or_else(|| bad("action (reboot, poweroff, wait)"))?
@@ -199,6 +208,9 @@ impl Config {
         }
         if self.image.is_none() && self.group.as_deref() == b.get("group") {
             self.image = b.get("image").map(str::to_string);
+        }
+        if self.image_id.is_none() && self.group.as_deref() == b.get("group") {
+            self.image_id = b.get("image_id").map(str::to_string);
         }
         if self.mode == "discover" {
             if let Some(m) = b.get("mode") {
@@ -266,5 +278,24 @@ mod tests {
         let e = Config::from_cmdline("BOOTIF=01-zz").unwrap_err();
         assert!(e.contains("BOOTIF=01-zz"), "{e}");
         assert!(Config::from_cmdline("netboot.done=explode").is_err());
+        let e = Config::from_cmdline("netboot.image_id=abc").unwrap_err();
+        assert!(
+            e.contains("netboot.image_id=abc") && e.contains("64"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn image_id_pin_from_the_command_line_or_the_groups_bootopts() {
+        let id = "ab".repeat(32);
+        let c = Config::from_cmdline(&format!("netboot.image_id={id}")).unwrap();
+        assert_eq!(c.image_id.as_deref(), Some(id.as_str()));
+        let mut c = Config::from_cmdline("netboot.group=compute").unwrap();
+        c.merge_bootopts(&BootOpts::parse(&format!("group=compute\nimage_id={id}\n")));
+        assert_eq!(c.image_id.as_deref(), Some(id.as_str()));
+        // Another group's pin is not ours.
+        let mut c = Config::from_cmdline("netboot.group=gpu").unwrap();
+        c.merge_bootopts(&BootOpts::parse(&format!("group=compute\nimage_id={id}\n")));
+        assert_eq!(c.image_id, None);
     }
 }

@@ -65,6 +65,13 @@ enum Cmd {
         /// A relay keeps serving until no request came for this many seconds.
         #[arg(long, default_value_t = 15)]
         relay_idle: u64,
+        /// Refuse the image unless one of these public keys signed it (a KEY.pub file or a
+        /// directory of them; repeatable). As PID 1: the initrd's /etc/netboot/trusted.
+        #[arg(long, value_name = "KEY.pub")]
+        trust: Vec<PathBuf>,
+        /// Refuse any image whose id is not this one (as netboot.image_id=).
+        #[arg(long)]
+        image_id: Option<String>,
     },
 }
 
@@ -207,6 +214,8 @@ fn main() -> std::process::ExitCode {
             plan,
             stall,
             relay_idle,
+            trust,
+            image_id,
         } => (|| -> anyhow::Result<()> {
             let name = node.unwrap_or_else(|| group.clone());
             let rep = Arc::new(Reporter::new(Some(server.clone()), name.clone()));
@@ -232,6 +241,11 @@ fn main() -> std::process::ExitCode {
             route.attempts = attempts;
             route.stall = Duration::from_secs(stall);
             route.relay_idle = Duration::from_secs(relay_idle);
+            route.trusted = imgtool::sign::load_trusted(&trust)?;
+            if !trust.is_empty() && route.trusted.is_empty() {
+                anyhow::bail!("--trust: no public key found in {}", trust[0].display());
+            }
+            route.image_id = image_id;
             rep.say(&format!(
                 "upstreams: {}{}",
                 route

@@ -97,6 +97,32 @@ fn finish(after: After, rep: &Reporter) -> ! {
     }
 }
 
+/// The initrd's trusted image-signing keys (`pxe-builder initrd --trust`). A key that
+/// cannot be read stops the clone: dropping it silently would turn the check off.
+fn trusted_keys(rep: &Reporter) -> anyhow::Result<Vec<imgtool::sign::PublicKey>> {
+    let dir = std::path::Path::new(pxe_builder::initrd::TRUSTED_DIR);
+    if !dir.is_dir() {
+        rep.say("no trusted keys in this initrd: images are checked for integrity, not origin");
+        return Ok(vec![]);
+    }
+    let keys = imgtool::sign::load_trusted(&[dir.to_path_buf()])?;
+    if keys.is_empty() {
+        rep.say(&format!(
+            "{} holds no key: images are checked for integrity, not origin",
+            dir.display()
+        ));
+        return Ok(keys);
+    }
+    rep.say(&format!(
+        "trusted image-signing keys: {}",
+        keys.iter()
+            .map(|k| k.id.as_str())
+            .collect::<Vec<_>>()
+            .join(" ")
+    ));
+    Ok(keys)
+}
+
 fn work(cfg: &mut Config, rep: &mut Arc<Reporter>) -> anyhow::Result<()> {
     crate::bring_up_network(cfg, rep)?;
     crate::resolve_config(cfg, rep)?;
@@ -115,7 +141,9 @@ fn work(cfg: &mut Config, rep: &mut Arc<Reporter>) -> anyhow::Result<()> {
             let cands = crate::target::list_disks(std::path::Path::new("/sys/block"));
             let t = crate::target::select(&cands, cfg.target.as_deref()).map_err(anyhow::Error::msg)?;
             rep.say(&format!("target disk: {t}"));
-            let route = crate::plan_route(cfg, &server)?;
+            let mut route = crate::plan_route(cfg, &server)?;
+            route.trusted = trusted_keys(rep)?;
+            route.image_id = cfg.image_id.clone();
             crate::clone::clone(&route, &image, &t.path, rep)?;
             Ok(())
         }

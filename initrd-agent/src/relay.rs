@@ -42,6 +42,8 @@ pub struct Relay {
     image_name: String,
     /// `manifest` and `layout` as fetched, served before they are parsed here.
     files: Mutex<Option<Arc<imgtool::manifest::ImageFiles>>>,
+    /// The image's `signature` file when this node fetched one (set before `files`).
+    signature: Mutex<Option<Vec<u8>>>,
     info: Mutex<Option<Arc<Info>>>,
     /// Disk byte offset of each region on the local target (for re-reads).
     bases: Mutex<HashMap<String, u64>>,
@@ -57,6 +59,7 @@ impl Relay {
         Arc::new(Relay {
             image_name: image_name.to_string(),
             files: Mutex::new(None),
+            signature: Mutex::new(None),
             info: Mutex::new(None),
             bases: Mutex::new(HashMap::new()),
             target: target.to_path_buf(),
@@ -82,6 +85,14 @@ impl Relay {
             *f = Some(files);
         }
         self.cv.notify_all();
+    }
+
+    /// The `signature` file as fetched (call before [`Relay::set_files`]); `None`: this
+    /// node has none to pass on, downstream asking for it get 404.
+    pub fn set_signature(&self, signature: Option<Vec<u8>>) {
+        if let Ok(mut s) = self.signature.lock() {
+            *s = signature;
+        }
     }
 
     /// Waits up to `wait` for the files.
@@ -329,6 +340,16 @@ impl Relay {
                 &files.layout
             };
             return respond(req, 200, body.clone(), vec![]);
+        }
+        if name == imgtool::sign::SIGNATURE_FILE {
+            if self.files(Duration::from_secs(120)).is_none() {
+                return not_yet(req);
+            }
+            let sig = self.signature.lock().ok().and_then(|s| s.clone());
+            return match sig {
+                Some(body) => respond(req, 200, body, vec![]),
+                None => respond(req, 404, b"no signature on this relay\n".to_vec(), vec![]),
+            };
         }
         let Some(info) = self.info(Duration::from_secs(120)) else {
             return not_yet(req);

@@ -1,7 +1,8 @@
 //! The boot initrd: a newc cpio ([`crate::cpio`]), zstd-compressed, holding the static
 //! `initrd-agent` as `/init`, the kernel modules it needs in dependency order (listed in
 //! `/etc/netboot/modules` for the agent's `finit_module`), e2fsprogs (`e2fsck`,
-//! `resize2fs`, `mke2fs`) with the shared libraries `ldd` names, and busybox for DHCP.
+//! `resize2fs`, `mke2fs`) with the shared libraries `ldd` names, busybox for DHCP, and
+//! the public keys the node trusts to sign images ([`TRUSTED_DIR`], `docs/TRUST.md`).
 //! Inputs are read in a fixed order and every timestamp is zero, so the same inputs give
 //! the same bytes.
 
@@ -30,6 +31,14 @@ pub const DEFAULT_MODULES: &[&str] = &[
     "sd_mod",
 ];
 
+/// Where the initrd holds trusted image-signing public keys, one `<key id>.pub` each. The
+/// agent refuses any image not signed by one of them when the directory has any.
+pub const TRUSTED_DIR: &str = "/etc/netboot/trusted";
+/// First word of a public key file (`imgtool keygen` writes it; `imgtool::sign` parses it).
+pub const PUBLIC_KEY_HEADER: &str = "netboot-ed25519-public-key";
+/// Largest key file taken (a key file is ~100 bytes).
+pub const MAX_KEY_FILE: u64 = 16 << 10;
+
 pub const TOOLS: &[&str] = &["/sbin/e2fsck", "/sbin/resize2fs", "/sbin/mke2fs"];
 
 #[derive(Debug, Clone)]
@@ -43,6 +52,8 @@ pub struct Spec {
     pub optional_modules: Vec<String>,
     pub tools: Vec<PathBuf>,
     pub busybox: Option<PathBuf>,
+    /// Public keys (`imgtool keygen`'s `KEY.pub`) copied to [`TRUSTED_DIR`].
+    pub trusted: Vec<PathBuf>,
 }
 
 impl Spec {
@@ -76,6 +87,7 @@ impl Spec {
                 .iter()
                 .map(PathBuf::from)
                 .find(|p| p.is_file()),
+            trusted: vec![],
         })
     }
 }
@@ -230,6 +242,50 @@ fn add_dirs(c: &mut Cpio, made: &mut BTreeSet<String>, path: &str) -> Result<(),
     Ok(())
 }
 
+/// The key id a public key file names in its header (`<header> v1 <id>`), after checking
+/// that the file is one: a secret key or anything else is refused here, at build time,
+/// rather than at a node's boot. The agent parses the key fully.
+pub fn public_key_id(path: &Path) -> Result<String, InitrdError> {
+    use std::io::Read;
+    let bad = |msg: &str| InitrdError::Other(format!("--trust {}: {msg}", path.display()));
+    let f = std::fs::File::open(path).map_err(|source| InitrdError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut buf = vec![];
+    f.take(MAX_KEY_FILE + 1)
+        .read_to_end(&mut buf)
+        .map_err(|source| InitrdError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    if buf.len() as u64 > MAX_KEY_FILE {
+        return Err(bad("too large for a public key file"));
+    }
+    let text = String::from_utf8(buf).map_err(|_| bad("not a text file"))?;
+    let header = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#'))
+        .unwrap_or("");
+    let words: Vec<&str> = header.split_whitespace().collect();
+    match words.as_slice() {
+        [h, "v1", id]
+            if *h == PUBLIC_KEY_HEADER
+                && id.len() == 16
+                && id.bytes().all(|b| b.is_ascii_hexdigit()) =>
+        {
+            Ok(id.to_string())
+        }
+        [h, ..] if h.ends_with("-secret-key") => Err(bad(
+            "this is a SECRET key: give its .pub file; the secret key must never be in an initrd",
+        )),
+        _ => Err(bad(&format!(
+            "not a public key file (expected `{PUBLIC_KEY_HEADER} v1 <key id>`, as `imgtool keygen` writes)"
+        ))),
+    }
+}
+
 /// Builds the compressed initrd.
 pub fn build(spec: &Spec) -> Result<(Vec<u8>, Summary), InitrdError> {
     let other = |e: std::io::Error| InitrdError::Other(e.to_string());
@@ -283,6 +339,17 @@ pub fn build(spec: &Spec) -> Result<(Vec<u8>, Summary), InitrdError> {
             .map_err(other)?;
         files.push(rel.trim_start_matches('/').to_string());
     }
+    let mut ids = BTreeSet::new();
+    for k in &spec.trusted {
+        let id = public_key_id(k)?;
+        if !ids.insert(id.clone()) {
+            continue;
+        }
+        let rel = format!("{}/{id}.pub", TRUSTED_DIR.trim_start_matches('/'));
+        add_dirs(&mut c, &mut made, &rel)?;
+        c.file(&rel, 0o644, &read(k)?).map_err(other)?;
+        files.push(rel);
+    }
     if let Some(bb) = &spec.busybox {
         c.file("bin/busybox", 0o755, &read(bb)?).map_err(other)?;
         files.push("bin/busybox".into());
@@ -323,6 +390,7 @@ mod tests {
             optional_modules: vec!["igb".into()],
             tools: vec![],
             busybox: None,
+            trusted: vec![],
         };
         let (order, builtin, skipped) = resolve_modules(&spec).unwrap();
         assert_eq!(
@@ -343,5 +411,59 @@ mod tests {
             resolve_modules(&bad),
             Err(InitrdError::NoModule(..))
         ));
+    }
+
+    #[test]
+    fn trusted_keys_go_into_the_initrd_and_secret_keys_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let agent = d.path().join("agent");
+        std::fs::write(&agent, b"\x7fELF").unwrap();
+        let public = d.path().join("site.pub");
+        let key = "netboot-ed25519-public-key v1 0123456789abcdef\n\
+                   d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a\n";
+        std::fs::write(&public, key).unwrap();
+        let spec = Spec {
+            agent: agent.clone(),
+            kernel_release: "none".into(),
+            modules_root: d.path().join("no-modules"),
+            modules: vec![],
+            optional_modules: vec![],
+            tools: vec![],
+            busybox: None,
+            trusted: vec![public.clone(), public.clone()],
+        };
+        let (z, summary) = build(&spec).unwrap();
+        let path = "etc/netboot/trusted/0123456789abcdef.pub";
+        assert_eq!(
+            summary.files.iter().filter(|f| *f == path).count(),
+            1,
+            "{:?}",
+            summary.files
+        );
+        let raw = zstd::bulk::decompress(&z, 64 << 20).unwrap();
+        let at = raw
+            .windows(path.len())
+            .position(|w| w == path.as_bytes())
+            .expect("key path in the cpio");
+        assert!(
+            raw[at..].windows(key.len()).any(|w| w == key.as_bytes()),
+            "key bytes in the cpio"
+        );
+
+        let secret = d.path().join("site");
+        std::fs::write(
+            &secret,
+            "netboot-ed25519-secret-key v1 0123456789abcdef\n00\n",
+        )
+        .unwrap();
+        for (bad, want) in [(&secret, "SECRET"), (&agent, "not a")] {
+            let mut s = spec.clone();
+            s.trusted = vec![bad.clone()];
+            let e = build(&s).unwrap_err().to_string();
+            assert!(
+                e.contains(want) && e.contains(&bad.display().to_string()),
+                "{e}"
+            );
+        }
     }
 }

@@ -224,6 +224,11 @@ pub fn agent() -> PathBuf {
 
 /// The boot initrd (`pxe-builder initrd` logic) for `kernel`, with the static agent.
 pub fn agent_initrd(kernel: &Path) -> Vec<u8> {
+    agent_initrd_trusting(kernel, &[])
+}
+
+/// [`agent_initrd`] with image-signing public keys (`pxe-builder initrd --trust`).
+pub fn agent_initrd_trusting(kernel: &Path, trusted: &[PathBuf]) -> Vec<u8> {
     let release = kernel
         .file_name()
         .map(|n| {
@@ -238,13 +243,14 @@ pub fn agent_initrd(kernel: &Path) -> Vec<u8> {
     } else {
         vec![]
     };
-    let spec = pxe_builder::initrd::Spec::for_kernel(
+    let mut spec = pxe_builder::initrd::Spec::for_kernel(
         &agent(),
         kernel,
         Path::new("/lib/modules"),
         required,
     )
     .unwrap_or_else(|e| panic!("{e}"));
+    spec.trusted = trusted.to_vec();
     pxe_builder::initrd::build(&spec)
         .unwrap_or_else(|e| panic!("building the initrd: {e}"))
         .0

@@ -22,6 +22,8 @@ use std::process::ExitCode;
 ///   imgtool verify /srv/images/compute
 ///   imgtool restore /srv/images/compute /dev/nvme0n1 --dry-run
 ///   imgtool export /srv/images/compute vm.raw --size 20G
+///   imgtool keygen /root/netboot-site && imgtool sign /srv/images/compute --key /root/netboot-site
+///   imgtool verify /srv/images/compute --trust /root/netboot-site.pub
 #[derive(Parser)]
 #[command(name = "imgtool", version, verbatim_doc_comment)]
 struct Cli {
@@ -87,6 +89,10 @@ enum Cmd {
         verify: bool,
         #[arg(long, default_value_t = 0)]
         threads: usize,
+        /// Refuse the image unless one of these public keys signed it (a KEY.pub file or a
+        /// directory of them; repeatable). Checked before anything is written.
+        #[arg(long, value_name = "KEY.pub")]
+        trust: Vec<PathBuf>,
     },
     /// Show an image's layout, partitions, sizes and id.
     Inspect { image_dir: PathBuf },
@@ -95,6 +101,21 @@ enum Cmd {
         image_dir: PathBuf,
         #[arg(long, default_value_t = 0)]
         threads: usize,
+        /// Also require a signature by one of these public keys (a KEY.pub file or a
+        /// directory of them; repeatable).
+        #[arg(long, value_name = "KEY.pub")]
+        trust: Vec<PathBuf>,
+    },
+    /// Make a new ed25519 signing key: KEY (secret, mode 0600, for `sign`) and KEY.pub
+    /// (public, for `verify --trust` and `pxe-builder initrd --trust`). Never overwrites.
+    Keygen { key: PathBuf },
+    /// Sign IMAGE_DIR with KEY: adds this key's line to IMAGE_DIR/signature. The signature
+    /// covers the image id, so manifest, layout and every chunk. Several keys may sign one
+    /// image (key rotation); run `imgtool verify` first.
+    Sign {
+        image_dir: PathBuf,
+        #[arg(long, value_name = "KEY")]
+        key: PathBuf,
     },
     /// Compare an image with a disk: layout equal or not (and why); for an equal layout,
     /// which chunks differ. Exit 0 when identical, 1 when different, 2 on error.
@@ -150,6 +171,25 @@ fn open_image(p: &std::path::Path) -> Result<Image> {
         Image::open(p)?
     };
     Ok(img)
+}
+
+/// With `--trust` keys: the image must be signed by one of them (before anything else).
+fn check_trust(img: &Image, trust: &[PathBuf], quiet: bool) -> Result<()> {
+    if trust.is_empty() {
+        return Ok(());
+    }
+    let keys = imgtool::sign::load_trusted(trust)?;
+    if keys.is_empty() {
+        bail!(
+            "--trust {}: no public key found (a directory is read for *.pub files)",
+            trust[0].display()
+        );
+    }
+    let k = imgtool::sign::verify_image(&keys, img)?;
+    if !quiet {
+        eprintln!("image {} is signed by trusted {k}", img.id());
+    }
+    Ok(())
 }
 
 fn parse_chunk_size(s: &str) -> std::result::Result<u64, String> {
@@ -386,8 +426,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             dry_run,
             verify,
             threads,
+            trust,
         } => {
             let img = open_image(&image_dir)?;
+            check_trust(&img, &trust, cli.json)?;
             let dev = if dry_run {
                 Disk::open_ro(&target)?
             } else {
@@ -509,8 +551,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 }
             }
         }
-        Cmd::Verify { image_dir, threads } => {
+        Cmd::Verify {
+            image_dir,
+            threads,
+            trust,
+        } => {
             let img = open_image(&image_dir)?;
+            check_trust(&img, &trust, cli.json)?;
             let rep = imgtool::verify::verify(&img, threads, &progress)
                 .with_context(|| format!("verifying {}", image_dir.display()))?;
             if cli.json {
@@ -523,6 +570,41 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     rep.regions,
                     human(rep.raw_bytes),
                     human(rep.compressed_bytes)
+                );
+            }
+        }
+        Cmd::Keygen { key } => {
+            let k = imgtool::sign::keygen(&key)?;
+            let public = imgtool::sign::public_path(&key);
+            if cli.json {
+                print_json(&serde_json::json!({
+                    "key_id": k.id, "secret": key, "public": public,
+                }))?;
+            } else {
+                println!(
+                    "key {} written: {} (secret, keep it off the nodes) and {} (public)",
+                    k.id,
+                    key.display(),
+                    public.display()
+                );
+            }
+        }
+        Cmd::Sign { image_dir, key } => {
+            let k = imgtool::sign::SecretKey::load(&key)?;
+            let (id, stale) = imgtool::sign::sign_dir(&image_dir, &k)
+                .with_context(|| format!("signing {}", image_dir.display()))?;
+            if cli.json {
+                print_json(&serde_json::json!({
+                    "image_id": id, "key_id": k.id, "stale_dropped": stale,
+                }))?;
+            } else {
+                if stale > 0 {
+                    println!("dropped {stale} signature(s) of an earlier image id");
+                }
+                println!(
+                    "image {id} signed by key {} ({})",
+                    k.id,
+                    image_dir.join(imgtool::sign::SIGNATURE_FILE).display()
                 );
             }
         }

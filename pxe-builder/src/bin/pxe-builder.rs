@@ -54,6 +54,11 @@ enum Cmd {
         module: Vec<String>,
         #[arg(long, default_value = "/lib/modules")]
         modules_root: PathBuf,
+        /// A public key (`imgtool keygen`'s KEY.pub) whose signature the nodes require on
+        /// every image they clone (repeatable; see docs/TRUST.md). Without it nodes check
+        /// integrity only.
+        #[arg(long, value_name = "KEY.pub")]
+        trust: Vec<PathBuf>,
     },
     /// Show which files pxelinux tries for a client, which one it loads, and what it boots.
     Lookup {
@@ -106,9 +111,11 @@ fn run(cli: Cli) -> Result<()> {
             out,
             module,
             modules_root,
+            trust,
         } => {
-            let spec =
+            let mut spec =
                 pxe_builder::initrd::Spec::for_kernel(&agent, &kernel, &modules_root, module)?;
+            spec.trusted = trust;
             let (bytes, summary) = pxe_builder::initrd::build(&spec)?;
             std::fs::write(&out, &bytes).with_context(|| format!("writing {}", out.display()))?;
             if cli.json {
@@ -129,6 +136,20 @@ fn run(cli: Cli) -> Result<()> {
                         "not in this kernel (skipped): {}",
                         summary.skipped.join(" ")
                     );
+                }
+                let keys: Vec<&str> = summary
+                    .files
+                    .iter()
+                    .filter_map(|f| {
+                        f.rsplit('/')
+                            .next()
+                            .filter(|_| f.starts_with("etc/netboot/trusted/"))
+                    })
+                    .collect();
+                if keys.is_empty() {
+                    println!("no trusted key: nodes check image integrity, not who made the image");
+                } else {
+                    println!("trusted image-signing keys: {}", keys.join(" "));
                 }
             }
         }

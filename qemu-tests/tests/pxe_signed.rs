@@ -1,0 +1,202 @@
+//! Signed images end to end: a node PXE-boots (SeaBIOS + iPXE ROM → pxelinux → kernel →
+//! our initrd, built with `--trust site.pub`) three times against `imgtool serve`:
+//! 1. the image is unsigned: refused, the disk's sha256 unchanged, the board says failed;
+//! 2. the image was tampered with (manifest changed, id recomputed so every integrity
+//!    check passes) and re-signed by another key, the trusted key's old line kept: refused,
+//!    the disk unchanged;
+//! 3. the image is the master's, signed by the trusted key: cloned and checked with the
+//!    reference tools.
+
+use imgtool::sign::{sign_dir, SecretKey};
+use qemu_tests::disk::{assert_restored, capture_into, fixture, require_root, sha256_file};
+use qemu_tests::*;
+use std::path::Path;
+use std::time::Duration;
+
+const BOOT_TIMEOUT: Duration = Duration::from_secs(420);
+const MAC: &str = "52:54:00:00:00:31";
+
+fn boot_node(work: &Path, tree: &Path, port: u16, disk: &Path) -> String {
+    let mut vm = Vm::start(&Boot {
+        firmware: Firmware::Bios,
+        tree,
+        mac: MAC,
+        ip: "172.20.0.9",
+        netdev_extra: format!(
+            ",guestfwd=tcp:172.20.0.100:8080-cmd:/bin/busybox nc 127.0.0.1 {port}"
+        ),
+        extra: vec![
+            "-drive".into(),
+            format!("file={},if=none,id=d0,format=raw", disk.display()),
+            "-device".into(),
+            "nvme,drive=d0,serial=node31".into(),
+        ],
+        work,
+    });
+    vm.wait_exit(BOOT_TIMEOUT)
+}
+
+/// Changes the manifest and recomputes its id (integrity checks pass); returns the id.
+fn tamper_and_rehash(dir: &Path) -> String {
+    let p = dir.join("manifest");
+    let mut m: imgtool::manifest::Manifest =
+        serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+    m.regions.last_mut().unwrap().label = Some("tampered".into());
+    m.image_id = m.compute_id();
+    std::fs::write(&p, m.to_json()).unwrap();
+    m.image_id
+}
+
+#[test]
+fn a_node_with_a_trusted_key_refuses_unsigned_and_tampered_images_and_clones_a_signed_one() {
+    require_root();
+    let started = std::time::Instant::now();
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let master = fixture("gpt");
+    let images = w.join("images");
+    let img = images.join("compute");
+    capture_into(&master, &images, "compute");
+    let good_id = imgtool::manifest::Image::open(&img)
+        .unwrap()
+        .id()
+        .to_string();
+
+    // The site key: its public half goes into the initrd.
+    let site = w.join("site");
+    let key = imgtool::sign::keygen(&site).unwrap();
+    let kernel = kernel();
+    let initrd = w.join("initrd.img");
+    std::fs::write(
+        &initrd,
+        agent_initrd_trusting(&kernel, &[imgtool::sign::public_path(&site)]),
+    )
+    .unwrap();
+    let toml = format!(
+        r#"[cluster]
+name = "signed"
+image_server = "http://172.20.0.100:8080"
+server_ip = "172.20.0.2"
+kernel = "{}"
+initrd = "{}"
+kernel_args = "console=ttyS0 panic=-1 netboot.done=poweroff netboot.onerror=poweroff"
+
+[[entity]]
+name = "rack1"
+subnet = "172.20.0.0/27"
+default_group = "compute"
+
+[[group]]
+name = "compute"
+
+[[node]]
+name = "n31"
+mac = "{MAC}"
+ip = "172.20.0.9"
+entity = "rack1"
+groups = ["compute"]
+"#,
+        kernel.display(),
+        initrd.display()
+    );
+    std::fs::write(w.join("cluster.toml"), toml).unwrap();
+    let cluster =
+        pxe_builder::model::load(&w.join("cluster.toml")).unwrap_or_else(|e| panic!("{e}"));
+    let tree = w.join("tree");
+    pxe_builder::tree::build(&cluster, &tree).unwrap_or_else(|e| panic!("{e}"));
+    let port = serve_in_background(vec![images.clone(), tree.clone()]);
+    let board = || imgtool::serve::fetch_status(&format!("http://127.0.0.1:{port}")).unwrap();
+
+    // The node's disk holds data (a pattern) that a refused image must not touch.
+    let disk = w.join("node31.img");
+    let size = std::fs::metadata(&master).unwrap().len() * 3 / 2;
+    let pattern: Vec<u8> = (0..4u32 << 20).map(|i| (i * 31 % 253) as u8).collect();
+    std::fs::write(&disk, &pattern).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&disk)
+        .unwrap()
+        .set_len(size)
+        .unwrap();
+    let untouched = sha256_file(&disk);
+    let url = "http://172.20.0.100:8080/compute";
+
+    // 1. Unsigned.
+    let t = std::time::Instant::now();
+    let c = boot_node(w, &tree, port, &disk);
+    eprintln!("boot 1 (unsigned): {:.1?}", t.elapsed());
+    assert!(
+        c.contains(&format!("trusted image-signing keys: {}", key.id)),
+        "{c}"
+    );
+    assert!(
+        c.contains("CLONE FAILED"),
+        "unsigned image not refused:\n{c}"
+    );
+    assert!(
+        c.contains("refusing to clone, nothing written")
+            && c.contains(&format!("image {url} (id {good_id}) is unsigned"))
+            && c.contains(&format!("key {}", key.id)),
+        "the refusal does not name image and key:\n{c}"
+    );
+    assert_eq!(
+        sha256_file(&disk),
+        untouched,
+        "an unsigned image was written"
+    );
+    let b = board();
+    assert_eq!(b["n31"].last.phase, "failed", "{b:?}");
+    assert!(b["n31"].last.message.contains("unsigned"), "{b:?}");
+
+    // 2. Tampered, re-signed by another key; the trusted key's line (for the old id) kept.
+    sign_dir(&img, &key).unwrap();
+    let trusted_line = std::fs::read_to_string(img.join("signature")).unwrap();
+    let new_id = tamper_and_rehash(&img);
+    let evil = SecretKey::generate().unwrap();
+    sign_dir(&img, &evil).unwrap();
+    let evil_line = std::fs::read_to_string(img.join("signature")).unwrap();
+    std::fs::write(
+        img.join("signature"),
+        format!("{trusted_line}{}\n", evil_line.lines().nth(1).unwrap()),
+    )
+    .unwrap();
+    let t = std::time::Instant::now();
+    let c = boot_node(w, &tree, port, &disk);
+    eprintln!("boot 2 (tampered, re-signed): {:.1?}", t.elapsed());
+    assert!(
+        c.contains("CLONE FAILED"),
+        "tampered image not refused:\n{c}"
+    );
+    assert!(
+        c.contains(&format!(
+            "image {url} (id {new_id}) is not signed by a trusted key"
+        )) && c.contains(&format!("signed image {good_id}, not this one"))
+            && c.contains(&format!("signed by unknown key {}", evil.id)),
+        "the refusal does not name image and keys:\n{c}"
+    );
+    assert_eq!(
+        sha256_file(&disk),
+        untouched,
+        "a tampered image was written"
+    );
+    assert_eq!(board()["n31"].last.phase, "failed");
+
+    // 3. The master's image, signed by the trusted key.
+    std::fs::remove_dir_all(&img).unwrap();
+    capture_into(&master, &images, "compute");
+    sign_dir(&img, &key).unwrap();
+    let t = std::time::Instant::now();
+    let c = boot_node(w, &tree, port, &disk);
+    eprintln!("boot 3 (signed): {:.1?}", t.elapsed());
+    assert!(
+        c.contains(&format!("signed by trusted key {}", key.id)),
+        "no signature check reported:\n{c}"
+    );
+    assert!(
+        c.contains("netboot: done: image"),
+        "signed image not cloned:\n{c}"
+    );
+    assert_restored(&master, &disk, &[1, 2, 3, 4]);
+    assert_eq!(board()["n31"].last.phase, "done");
+    eprintln!("total: {:.1?}", started.elapsed());
+}
