@@ -330,3 +330,122 @@ impl BootOpts {
         found.all(|other| other == first).then_some(first)
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::model::Cluster;
+
+    /// A valid two-node cluster (rack r1 of compute, n2 a vSMP board) to corrupt by hand:
+    /// the writers must hold even when the model's checks are bypassed.
+    pub(crate) fn cluster() -> Cluster {
+        let text = "[cluster]\nname = \"t\"\nimage_server = \"http://10.0.0.1:8080\"\nserver_ip = \"10.0.0.1\"\nkernel = \"/bin/sh\"\ninitrd = \"/bin/sh\"\nvsmp_loader = \"/bin/sh\"\nkernel_args = \"console=ttyS0\"\n\n[[entity]]\nname = \"r1\"\nsubnet = \"10.0.0.0/24\"\ndefault_group = \"compute\"\n\n[[group]]\nname = \"compute\"\n\n[[group]]\nname = \"vSMP_g\"\n\n[[node]]\nname = \"n1\"\nmac = \"52:54:00:00:00:01\"\nip = \"10.0.0.11\"\nentity = \"r1\"\ngroups = [\"compute\"]\n\n[[node]]\nname = \"n2\"\nmac = \"52:54:00:00:00:02\"\nip = \"10.0.0.12\"\nentity = \"r1\"\ngroups = [\"vSMP_g\"]\n";
+        crate::model::parse(text, "t.toml", std::path::Path::new("/"))
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn all_outputs(c: &Cluster) -> Vec<Result<String, Refused>> {
+        let mut v = vec![];
+        for e in [
+            node_entry(c, 0),
+            node_entry(c, 1),
+            entity_entry(c, 0),
+            fallback_entry(c),
+        ] {
+            v.push(pxelinux(&e));
+            v.push(grub(&e));
+            v.push(ipxe(&e));
+        }
+        v.push(bootopts(c, 0, &[0, 1], Some("n1"), "0A0000", 1));
+        v
+    }
+
+    #[test]
+    fn a_valid_cluster_renders_everywhere() {
+        for r in all_outputs(&cluster()) {
+            assert!(r.is_ok(), "{r:?}");
+        }
+    }
+
+    #[test]
+    fn writers_refuse_hostile_values_that_bypassed_the_model() {
+        type Corrupt = fn(&mut Cluster);
+        let cases: &[(&str, Corrupt)] = &[
+            ("entity name", |c| {
+                c.entities[0].name = "r1\nLABEL evil".into()
+            }),
+            ("group name", |c| {
+                c.groups[0].name = "compute\nKERNEL x".into()
+            }),
+            ("image", |c| {
+                c.groups[0].image = "i\nserver=http://evil".into()
+            }),
+            ("node name", |c| {
+                c.nodes[0].name = "n1\ndhcp-script=/x".into()
+            }),
+            ("image server", |c| {
+                c.settings.image_server = "http://s init=/bin/sh".into()
+            }),
+            ("kernel args", |c| {
+                c.settings.kernel_args = "x=\"a b\"".into()
+            }),
+            ("iPXE expansion", |c| c.entities[0].args = "${evil}".into()),
+        ];
+        for (what, corrupt) in cases {
+            let mut c = cluster();
+            corrupt(&mut c);
+            let refused = all_outputs(&c).into_iter().filter(Result::is_err).count();
+            assert!(refused > 0, "{what}: every writer accepted it");
+            for r in all_outputs(&c).into_iter().flatten() {
+                // What was written has no injected directive line.
+                for bad in [
+                    "LABEL evil",
+                    "KERNEL x",
+                    "server=http://evil",
+                    "dhcp-script",
+                    "init=/bin/sh",
+                ] {
+                    assert!(
+                        !r.lines().any(|l| l.trim_start().starts_with(bad)),
+                        "{what}: `{bad}` became a line of:\n{r}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn an_overlong_command_line_is_refused_not_cut() {
+        let mut c = cluster();
+        c.settings.kernel_args = (0..150)
+            .map(|i| format!("opt{i:03}=value"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let e = pxelinux(&entity_entry(&c, 0)).unwrap_err();
+        assert!(e.why.contains("1792"), "{e}");
+    }
+
+    #[test]
+    fn grub_quotes_a_title_with_a_quote() {
+        let mut e = entity_entry(&cluster(), 0);
+        e.title = "it's; reboot".into();
+        let t = grub(&e).unwrap();
+        assert!(t.contains(r"menuentry 'it'\''s; reboot' {"), "{t}");
+        // A word GRUB would read is quoted on the linux line too (the kernel gets it as is).
+        e.args.push("a;b".into());
+        assert!(grub(&e).unwrap().contains(" 'a;b' netboot.mac="));
+    }
+
+    #[test]
+    fn the_bootopts_reader_lets_no_repeated_key_win() {
+        let b = BootOpts::parse(
+            "server=http://good\nentity=r1\nserver=http://evil\nentity=r1\nnode=52:54:00:00:00:01,10.0.0.1,n1,g\nnode=52:54:00:00:00:01,10.0.0.1,evil,g\n",
+        );
+        assert_eq!(b.get("server"), None);
+        assert_eq!(b.get("entity"), Some("r1"));
+        assert_eq!(b.node_by_mac("52:54:00:00:00:01"), None);
+        let b = BootOpts::parse("server=http://good\nnode=52:54:00:00:00:01,10.0.0.1,n1,g\n");
+        assert_eq!(b.get("server"), Some("http://good"));
+        assert_eq!(b.node_by_mac("52:54:00:00:00:01"), Some(("n1", "g")));
+    }
+}

@@ -80,3 +80,49 @@ pub fn dhcpd(c: &Cluster) -> Result<String, Refused> {
     }
     Ok(t)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::boot::tests::cluster;
+
+    #[test]
+    fn a_valid_cluster_renders() {
+        let c = cluster();
+        assert!(dnsmasq(&c)
+            .unwrap()
+            .contains("dhcp-range=set:r1,10.0.0.0,static,255.255.255.0\ndhcp-host=52:54:00:00:00:01,10.0.0.11,n1\n"));
+        assert!(dhcpd(&c)
+            .unwrap()
+            .contains("host n1 { hardware ethernet 52:54:00:00:00:01; fixed-address 10.0.0.11; }"));
+    }
+
+    #[test]
+    fn hostile_names_that_bypassed_the_model_are_refused() {
+        for name in [
+            "n1\ndhcp-script=/tmp/x",
+            "n1 { } host evil { hardware ethernet 00:00:00:00:00:09; }",
+            "n1\"; }",
+            "n1,10.0.0.99",
+            "infinite",
+            "12h",
+        ] {
+            let mut c = cluster();
+            c.nodes[0].name = name.into();
+            assert!(dnsmasq(&c).is_err(), "dnsmasq took {name:?}");
+            let d = dhcpd(&c);
+            if !matches!(name, "infinite" | "12h") {
+                assert!(d.is_err(), "dhcpd took {name:?}: {d:?}");
+            }
+        }
+        let mut c = cluster();
+        c.entities[0].name = "r1\ndhcp-script=/x".into();
+        assert!(dnsmasq(&c).is_err());
+        assert!(dhcpd(&c).is_err());
+        c.entities[0].name = EFI_TAG.into();
+        assert!(dnsmasq(&c).is_ok(), "a tag clash is the model's to refuse");
+        c.settings.name = "t\nhost x {}".into();
+        assert!(dnsmasq(&c).is_err());
+        assert!(dhcpd(&c).is_err());
+    }
+}

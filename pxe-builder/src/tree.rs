@@ -105,7 +105,7 @@ pub fn needs_own_file(c: &Cluster, n: usize) -> bool {
 
 /// Assembles every file of the tree (no I/O except checking sources exist).
 pub fn assemble(c: &Cluster) -> Result<Tree, BuildError> {
-    let mut t = Tree::default();
+    let mut t = render(c)?;
     for (path, pkg) in [(PXELINUX, "pxelinux"), (LDLINUX, "syslinux-common")] {
         let p = PathBuf::from(path);
         if !p.is_file() {
@@ -127,6 +127,13 @@ pub fn assemble(c: &Cluster) -> Result<Tree, BuildError> {
     if let Some(l) = &c.settings.vsmp_loader {
         t.files.insert(boot::VSMP.into(), Source::Copy(l.clone()));
     }
+    Ok(t)
+}
+
+/// Renders every text file of the tree (no I/O): what `check` runs after the model, so a
+/// value a writer refuses (an overlong command line) is reported before any build.
+pub fn render(c: &Cluster) -> Result<Tree, BuildError> {
+    let mut t = Tree::default();
     let plan = clone_plan(c);
     for (i, n) in c.nodes.iter().enumerate() {
         if !needs_own_file(c, i) {

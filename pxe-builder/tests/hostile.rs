@@ -316,3 +316,48 @@ fn the_widest_accepted_names_pass_dnsmasq_and_dhcpd() {
         );
     }
 }
+
+#[test]
+fn check_refuses_a_command_line_the_kernel_would_cut() {
+    // 30 vSMP boards with 60-character names: each board's entry lists every board
+    // (vsmp.boards=…), 1 830 bytes before our netboot.* keys; the kernel keeps 2 047.
+    let mut body = example();
+    let names: Vec<String> = (0..30)
+        .map(|i| format!("b{i:02}{}", "x".repeat(57)))
+        .collect();
+    body = body.replace(
+        "active = [\"n03\", \"n04\"]",
+        &format!(
+            "active = [{}]",
+            names
+                .iter()
+                .map(|n| format!("\"{n}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    );
+    body = body.replace(
+        "groups = [\"compute\", \"vSMP_big\"]\nactive_group = \"vSMP_big\"",
+        "groups = [\"compute\"]",
+    );
+    body = body.replace("groups = [\"vSMP_big\"]", "groups = [\"compute\"]");
+    for (i, n) in names.iter().enumerate() {
+        body.push_str(&format!(
+            "\n[[node]]\nname = \"{n}\"\nmac = \"52:54:00:00:01:{i:02x}\"\nip = \"172.20.1.{}\"\nentity = \"rack2\"\ngroups = [\"vSMP_big\"]\n",
+            i + 10
+        ));
+    }
+    let work = tempfile::tempdir().unwrap();
+    let c = write_cluster(work.path(), &body);
+    let o = run(&["check"], &c, None);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("pxelinux.cfg/01-52-54-00-00-01-00") && err.contains("1792"),
+        "{err}"
+    );
+    let out = work.path().join("tree");
+    let o = run(&["build", "--cluster"], &c, Some(&out));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(!out.exists());
+}
