@@ -382,6 +382,93 @@ mod tests {
         assert!(!m.chars().any(char::is_control), "{m:?}");
     }
 
+    /// Random strings over an alphabet rich in the characters the syntaxes care about.
+    fn random_strings() -> impl Iterator<Item = String> {
+        const ALPHABET: &[char] = &[
+            'a', 'Z', '0', '9', '.', '_', '-', ',', '/', ' ', '\t', '\n', '\r', '"', '\'', '\\',
+            '$', '{', '}', ';', '#', '|', '&', ':', '=', '!', '*', '\u{1b}', 'é', '\u{85}',
+        ];
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        (0..20_000).map(move |_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = (x % 12) as usize;
+            (0..len)
+                .map(|i| ALPHABET[((x >> (i * 5)) % ALPHABET.len() as u64) as usize])
+                .collect()
+        })
+    }
+
+    /// A name the model accepts passes every writer unchanged; whatever a writer emits
+    /// for any string stays on one line.
+    #[test]
+    fn accepted_names_pass_every_syntax_and_no_output_gains_a_line() {
+        let mut accepted = 0;
+        for s in random_strings().chain(["n01".into(), "vSMP_a.b-c".into()]) {
+            if name(Kind::Node, &s).is_ok() && name(Kind::Entity, &s).is_ok() {
+                accepted += 1;
+                assert_eq!(escape::comment(&s), Ok(s.as_str()));
+                assert_eq!(escape::kernel_arg(&s), Ok(s.as_str()));
+                assert_eq!(escape::line(&s), Ok(s.as_str()));
+                assert_eq!(escape::grub_word(&s).unwrap(), s);
+                assert_eq!(escape::ipxe_word(&s), Ok(s.as_str()));
+                assert_eq!(escape::bootopts_field(&s), Ok(s.as_str()));
+                assert_eq!(escape::dnsmasq_hostname(&s), Ok(s.as_str()));
+                assert_eq!(escape::dnsmasq_tag(&s), Ok(s.as_str()));
+                assert_eq!(escape::dhcpd_host(&s), Ok(s.as_str()));
+            }
+            let outputs = [
+                escape::comment(&s).map(str::to_string),
+                escape::kernel_arg(&s).map(str::to_string),
+                escape::grub_word(&s).map(|c| c.into_owned()),
+                escape::ipxe_word(&s).map(str::to_string),
+                escape::bootopts_value(&s).map(str::to_string),
+                escape::dnsmasq_value(&s).map(str::to_string),
+                escape::dhcpd_host(&s).map(str::to_string),
+                escape::dhcpd_string(&s),
+            ];
+            for o in outputs.into_iter().flatten() {
+                assert!(!o.chars().any(char::is_control), "{s:?} -> {o:?}");
+            }
+            // GRUB: the quoted form reads back as the value (single quotes: literal).
+            if let Ok(q) = escape::grub_word(&s) {
+                assert_eq!(unquote_grub(&q), s, "{q}");
+            }
+            if let Ok(q) = escape::dhcpd_string(&s) {
+                assert_eq!(unquote_dhcpd(&q), s, "{q}");
+            }
+        }
+        assert!(accepted > 20, "only {accepted} random names accepted");
+    }
+
+    /// GRUB's lexer for the forms grub_word writes: plain text, '…' literal, \x escaped.
+    fn unquote_grub(q: &str) -> String {
+        let (mut out, mut quoted, mut chars) = (String::new(), false, q.chars());
+        while let Some(c) = chars.next() {
+            match c {
+                '\'' => quoted = !quoted,
+                '\\' if !quoted => out.extend(chars.next()),
+                c => out.push(c),
+            }
+        }
+        out
+    }
+
+    /// dhcpd's lexer for a string: "…" with \" and \\.
+    fn unquote_dhcpd(q: &str) -> String {
+        let inner = &q[1..q.len() - 1];
+        let (mut out, mut chars) = (String::new(), inner.chars());
+        while let Some(c) = chars.next() {
+            if c == '\\' {
+                out.extend(chars.next());
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
+
     #[test]
     fn image_server_is_a_strict_http_url() {
         for ok in [
