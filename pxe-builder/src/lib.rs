@@ -2,7 +2,9 @@
 //!
 //! Brief overview:
 //! - [`model`] parses and validates the description into a [`model::Cluster`], reporting
-//!   every problem with file:line:column;
+//!   every problem with file:line:column; [`validate`] holds the character sets, reserved
+//!   names and URL rules it applies;
+//! - [`escape`] quotes or refuses each value for each output syntax (second wall);
 //! - [`hex`] computes the hex-IP file names pxelinux and GRUB look up (exact minimal cover);
 //! - [`boot`] renders each node's and each subnet's entry (pxelinux, GRUB, iPXE, bootopts);
 //! - [`dhcp`] renders dnsmasq and ISC dhcpd snippets; [`plan`] the clone plan;
@@ -12,9 +14,11 @@
 pub mod boot;
 pub mod cpio;
 pub mod dhcp;
+pub mod escape;
 pub mod hex;
 pub mod initrd;
 pub mod lookup;
 pub mod model;
 pub mod plan;
 pub mod tree;
+pub mod validate;

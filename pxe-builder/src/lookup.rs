@@ -57,8 +57,26 @@ pub fn lookup(tree: &Path, mac: Option<[u8; 6]>, ip: Option<Ipv4Addr>) -> Lookup
     l
 }
 
-/// KERNEL, INITRD and APPEND of the `DEFAULT` label of a pxelinux config.
+/// `s` with control characters escaped: a tree may come from anywhere, and what lookup
+/// prints must not drive the terminal.
+fn printable(s: String) -> String {
+    if s.chars().any(char::is_control) {
+        s.chars()
+            .flat_map(|c| c.escape_debug().collect::<Vec<_>>())
+            .collect()
+    } else {
+        s
+    }
+}
+
+/// KERNEL, INITRD and APPEND of the `DEFAULT` label of a pxelinux config (control
+/// characters escaped).
 pub fn default_entry(text: &str) -> (Option<String>, Option<String>, Option<String>) {
+    let (k, i, a) = default_entry_raw(text);
+    (k.map(printable), i.map(printable), a.map(printable))
+}
+
+fn default_entry_raw(text: &str) -> (Option<String>, Option<String>, Option<String>) {
     let mut default = None;
     let mut label = None;
     let (mut k, mut i, mut a) = (None, None, None);
@@ -76,4 +94,20 @@ pub fn default_entry(text: &str) -> (Option<String>, Option<String>, Option<Stri
         }
     }
     (k, i, a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_lookup_reports_from_a_tree_has_no_control_characters() {
+        let (k, _, a) = default_entry(
+            "DEFAULT x\nLABEL x\n  KERNEL boot/vmlinuz\n  APPEND quiet \u{1b}]0;owned\u{7} x=1\n",
+        );
+        assert_eq!(k.as_deref(), Some("boot/vmlinuz"));
+        let a = a.unwrap();
+        assert!(!a.chars().any(char::is_control), "{a:?}");
+        assert!(a.starts_with("quiet \\u{1b}]0;owned"), "{a}");
+    }
 }

@@ -5,6 +5,7 @@
 //!
 //! A commented example lives in `pxe-builder/examples/cluster.toml`.
 
+use crate::validate;
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -35,15 +36,15 @@ struct ClusterDef {
     kernel: S<String>,
     initrd: S<String>,
     #[serde(default)]
-    kernel_args: String,
-    #[serde(default = "default_vsmp_prefix")]
-    vsmp_prefix: String,
+    kernel_args: Option<S<String>>,
+    #[serde(default)]
+    vsmp_prefix: Option<S<String>>,
     #[serde(default)]
     vsmp_loader: Option<S<String>>,
     #[serde(default)]
-    vsmp_args: String,
+    vsmp_args: Option<S<String>>,
     #[serde(default)]
-    grub_dir: Option<String>,
+    grub_dir: Option<S<String>>,
     #[serde(default)]
     node_files: Option<S<String>>,
     #[serde(default = "default_relay_port")]
@@ -56,8 +57,12 @@ fn default_relay_port() -> u16 {
     8180
 }
 
-fn default_vsmp_prefix() -> String {
-    "vSMP_".into()
+/// `vsmp_prefix` when the description gives none (CMU's `CMU_vSMP_PREFIX`).
+pub const DEFAULT_VSMP_PREFIX: &str = "vSMP_";
+
+/// The text of an optional string setting, empty when absent.
+fn text_of(v: &Option<S<String>>) -> String {
+    v.as_ref().map(|v| v.get_ref().clone()).unwrap_or_default()
 }
 
 #[derive(Debug, Deserialize)]
@@ -70,7 +75,7 @@ struct EntityDef {
     #[serde(default)]
     default_group: Option<S<String>>,
     #[serde(default)]
-    args: String,
+    args: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -84,7 +89,7 @@ struct GroupDef {
     #[serde(default)]
     active: Vec<S<String>>,
     #[serde(default)]
-    args: String,
+    args: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -295,14 +300,130 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// Reports `message` at `span`. Control characters in the message (a hostile value
+    /// quoted in it) are escaped: a diagnostic is one line and never drives a terminal.
     fn at(&mut self, span: Range<usize>, message: impl Into<String>) {
         let (line, column) = line_col(self.text, span.start);
+        let message: String = message.into();
+        let message = if message.chars().any(char::is_control) {
+            message.chars().flat_map(char::escape_default).collect()
+        } else {
+            message
+        };
         self.diags.push(Diagnostic {
             file: self.file.clone(),
             line,
             column,
-            message: message.into(),
+            message,
         });
+    }
+
+    /// Reports a problem at byte `index` of the string value `v`: at that very character
+    /// when the file spells the value literally up to there, else at the value's start.
+    fn at_char(&mut self, v: &S<String>, index: usize, message: String) {
+        let span = v.span();
+        let raw = self.text.get(span.clone()).unwrap_or("");
+        let value = v.get_ref();
+        let at = match (raw.chars().next(), value.get(..index)) {
+            (Some('"' | '\''), Some(prefix)) if raw[1..].starts_with(prefix) => {
+                span.start + 1 + index
+            }
+            _ => span.start,
+        };
+        self.at(at..at, message);
+    }
+
+    /// Checks a name with [`validate::name`]; false when it was reported.
+    fn name(&mut self, kind: validate::Kind, v: &S<String>) -> bool {
+        match validate::name(kind, v.get_ref()) {
+            Ok(()) => true,
+            Err((i, m)) => {
+                self.at_char(v, i, m);
+                false
+            }
+        }
+    }
+
+    /// Reports the result of one of the [`validate`] checks on `v`.
+    fn check(&mut self, v: &S<String>, r: Result<(), (usize, String)>) {
+        if let Err((i, m)) = r {
+            self.at_char(v, i, m);
+        }
+    }
+}
+
+/// Every free-text value of the description against its documented character set
+/// (`docs/BOOT.md`): names, the image server URL, kernel arguments, local paths. References
+/// to names (`secondary`, `groups`, …) need no check of their own: they must match a
+/// defined, checked name.
+fn check_text(cx: &mut Ctx, f: &File) {
+    use validate::Kind;
+    let c = &f.cluster;
+    cx.name(Kind::Cluster, &c.name);
+    cx.check(
+        &c.image_server,
+        validate::image_server(c.image_server.get_ref()),
+    );
+    for (key, v) in [("kernel_args", &c.kernel_args), ("vsmp_args", &c.vsmp_args)] {
+        if let Some(v) = v {
+            cx.check(v, validate::kernel_args(key, v.get_ref()));
+        }
+    }
+    if let Some(v) = &c.vsmp_prefix {
+        cx.check(v, validate::vsmp_prefix(v.get_ref()));
+    }
+    for (key, v) in [
+        ("kernel", Some(&c.kernel)),
+        ("initrd", Some(&c.initrd)),
+        ("vsmp_loader", c.vsmp_loader.as_ref()),
+        ("grub_dir", c.grub_dir.as_ref()),
+    ] {
+        if let Some(v) = v {
+            cx.check(v, validate::local_path(key, v.get_ref()));
+        }
+    }
+    for e in &f.entities {
+        cx.name(Kind::Entity, &e.name);
+        if let Some(a) = &e.args {
+            cx.check(a, validate::kernel_args("args", a.get_ref()));
+        }
+    }
+    for g in &f.groups {
+        cx.name(Kind::Group, &g.name);
+        if let Some(i) = &g.image {
+            cx.name(Kind::Image, i);
+        } else if validate::name(Kind::Group, g.name.get_ref()).is_ok() {
+            // The group's name is its image's: it must be a valid image name too.
+            if let Err((i, m)) = validate::name(Kind::Image, g.name.get_ref()) {
+                cx.at_char(
+                    &g.name,
+                    i,
+                    format!("{m} (a group without `image` uses its name)"),
+                );
+            }
+        }
+        if let Some(a) = &g.args {
+            cx.check(a, validate::kernel_args("args", a.get_ref()));
+        }
+    }
+    // Node names are DHCP host names, which compare without case.
+    let mut seen: HashMap<String, &str> = HashMap::new();
+    for n in &f.nodes {
+        if cx.name(Kind::Node, &n.name) {
+            let lower = n.name.get_ref().to_ascii_lowercase();
+            match seen.get(&lower) {
+                Some(&other) if other != n.name.get_ref() => cx.at(
+                    n.name.span(),
+                    format!(
+                        "node name `{}` differs from node `{other}` only in case; DHCP and DNS names compare without case",
+                        n.name.get_ref()
+                    ),
+                ),
+                _ => {
+                    seen.insert(lower, n.name.get_ref());
+                }
+            }
+        }
     }
 }
 
@@ -400,17 +521,7 @@ pub fn parse(text: &str, file: &str, base: &Path) -> Result<Cluster, Invalid> {
             Ipv4Addr::UNSPECIFIED
         }
     };
-    if !c.image_server.get_ref().starts_with("http://")
-        && !c.image_server.get_ref().starts_with("https://")
-    {
-        cx.at(
-            c.image_server.span(),
-            format!(
-                "image_server `{}` is not an http:// URL",
-                c.image_server.get_ref()
-            ),
-        );
-    }
+    check_text(&mut cx, &f);
     let file_path = |s: &S<String>, what: &str, cx: &mut Ctx| {
         let p = base.join(s.get_ref());
         if !p.is_file() {
@@ -545,7 +656,7 @@ pub fn parse(text: &str, file: &str, base: &Path) -> Result<Cluster, Invalid> {
                 }),
                 secondary,
                 default_group: dg,
-                args: e.args.clone(),
+                args: text_of(&e.args),
             },
             net.is_some(),
         ));
@@ -706,6 +817,11 @@ pub fn parse(text: &str, file: &str, base: &Path) -> Result<Cluster, Invalid> {
     }
 
     // Groups and their active members.
+    let vsmp_prefix = c
+        .vsmp_prefix
+        .as_ref()
+        .map(|p| p.get_ref().clone())
+        .unwrap_or_else(|| DEFAULT_VSMP_PREFIX.into());
     let mut groups = vec![];
     for (gi, (name, def)) in group_defs.iter().enumerate() {
         let members: Vec<usize> = (0..nodes.len())
@@ -750,7 +866,7 @@ pub fn parse(text: &str, file: &str, base: &Path) -> Result<Cluster, Invalid> {
                 active.push(n);
             }
         }
-        let is_vsmp = !c.vsmp_prefix.is_empty() && name.starts_with(&c.vsmp_prefix);
+        let is_vsmp = !vsmp_prefix.is_empty() && name.starts_with(&vsmp_prefix);
         if is_vsmp && active.is_empty() {
             if let Some(d) = def {
                 cx.at(
@@ -775,7 +891,7 @@ pub fn parse(text: &str, file: &str, base: &Path) -> Result<Cluster, Invalid> {
             diskless: def.map(|d| d.diskless).unwrap_or(false),
             active,
             members,
-            args: def.map(|d| d.args.clone()).unwrap_or_default(),
+            args: def.map(|d| text_of(&d.args)).unwrap_or_default(),
         });
     }
     if !cx.diags.is_empty() {
@@ -790,16 +906,17 @@ pub fn parse(text: &str, file: &str, base: &Path) -> Result<Cluster, Invalid> {
             server_ip,
             kernel,
             initrd,
-            kernel_args: c.kernel_args.clone(),
-            vsmp_prefix: c.vsmp_prefix.clone(),
+            kernel_args: text_of(&c.kernel_args),
+            vsmp_prefix,
             vsmp_loader,
-            vsmp_args: c.vsmp_args.clone(),
+            vsmp_args: text_of(&c.vsmp_args),
             all_node_files,
             relay_port: c.relay_port,
             rack_shape,
             grub_dir: PathBuf::from(
                 c.grub_dir
-                    .clone()
+                    .as_ref()
+                    .map(|d| d.get_ref().clone())
                     .unwrap_or_else(|| "/usr/lib/grub/x86_64-efi".into()),
             ),
         },

@@ -43,6 +43,16 @@ pub enum BuildError {
     },
     #[error("grub-mknetdir failed: {0}")]
     Grub(String),
+    /// A value the file's syntax cannot hold (the model's checks should have refused it).
+    #[error("{path}: {source}")]
+    Refused {
+        path: String,
+        source: crate::escape::Refused,
+    },
+    #[error("--out {0} exists and is not a directory: give a directory (it is replaced as a whole), nothing was written")]
+    OutNotDirectory(PathBuf),
+    #[error("--out {0} is a symbolic link: give the directory it points to (the link itself would be replaced), nothing was written")]
+    OutSymlink(PathBuf),
 }
 
 fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> BuildError {
@@ -65,8 +75,19 @@ pub struct Tree {
 }
 
 impl Tree {
-    fn text(&mut self, path: String, text: String) {
-        self.files.insert(path, Source::Text(text));
+    /// Adds a rendered file; a refusal names the file it was for.
+    fn text(
+        &mut self,
+        path: String,
+        text: Result<String, crate::escape::Refused>,
+    ) -> Result<(), BuildError> {
+        match text {
+            Ok(text) => {
+                self.files.insert(path, Source::Text(text));
+                Ok(())
+            }
+            Err(source) => Err(BuildError::Refused { path, source }),
+        }
     }
 }
 
@@ -84,7 +105,7 @@ pub fn needs_own_file(c: &Cluster, n: usize) -> bool {
 
 /// Assembles every file of the tree (no I/O except checking sources exist).
 pub fn assemble(c: &Cluster) -> Result<Tree, BuildError> {
-    let mut t = Tree::default();
+    let mut t = render(c)?;
     for (path, pkg) in [(PXELINUX, "pxelinux"), (LDLINUX, "syslinux-common")] {
         let p = PathBuf::from(path);
         if !p.is_file() {
@@ -106,6 +127,13 @@ pub fn assemble(c: &Cluster) -> Result<Tree, BuildError> {
     if let Some(l) = &c.settings.vsmp_loader {
         t.files.insert(boot::VSMP.into(), Source::Copy(l.clone()));
     }
+    Ok(t)
+}
+
+/// Renders every text file of the tree (no I/O): what `check` runs after the model, so a
+/// value a writer refuses (an overlong command line) is reported before any build.
+pub fn render(c: &Cluster) -> Result<Tree, BuildError> {
+    let mut t = Tree::default();
     let plan = clone_plan(c);
     for (i, n) in c.nodes.iter().enumerate() {
         if !needs_own_file(c, i) {
@@ -113,9 +141,9 @@ pub fn assemble(c: &Cluster) -> Result<Tree, BuildError> {
         }
         let e = boot::node_entry(c, i);
         let mf = mac_file(n.mac);
-        t.text(format!("pxelinux.cfg/{mf}"), boot::pxelinux(&e));
-        t.text(format!("boot/grub/grub.cfg-{mf}"), boot::grub(&e));
-        t.text(format!("ipxe/{mf}.ipxe"), boot::ipxe(&e));
+        t.text(format!("pxelinux.cfg/{mf}"), boot::pxelinux(&e))?;
+        t.text(format!("boot/grub/grub.cfg-{mf}"), boot::grub(&e))?;
+        t.text(format!("ipxe/{mf}.ipxe"), boot::ipxe(&e))?;
     }
     let mut by_entity: Vec<Vec<usize>> = vec![vec![]; c.entities.len()];
     for (i, n) in c.nodes.iter().enumerate() {
@@ -132,25 +160,26 @@ pub fn assemble(c: &Cluster) -> Result<Tree, BuildError> {
             .or_else(|| ent.secondary.map(|s| c.nodes[s].name.clone()));
         let cover = hex_cover(ent.net.first(), ent.net.last());
         for h in &cover {
-            t.text(format!("pxelinux.cfg/{h}"), boot::pxelinux(&e));
-            t.text(format!("boot/grub/grub.cfg-{h}"), boot::grub(&e));
+            t.text(format!("pxelinux.cfg/{h}"), boot::pxelinux(&e))?;
+            t.text(format!("boot/grub/grub.cfg-{h}"), boot::grub(&e))?;
             t.text(
                 format!("etc/bootopts/{h}"),
                 boot::bootopts(c, i, &by_entity[i], secondary.as_deref(), h, cover.len()),
-            );
+            )?;
             t.hex_files.push((h.clone(), ent.name.clone()));
         }
     }
     let fb = boot::fallback_entry(c);
-    t.text("pxelinux.cfg/default".into(), boot::pxelinux(&fb));
-    t.text("boot/grub/grub.cfg".into(), boot::grub(&fb));
-    t.text("ipxe/default.ipxe".into(), boot::ipxe(&fb));
-    t.text("boot.ipxe".into(), boot::ipxe_dispatch());
-    t.text("dhcp/dnsmasq.conf".into(), crate::dhcp::dnsmasq(c));
-    t.text("dhcp/dhcpd.conf".into(), crate::dhcp::dhcpd(c));
+    t.text("pxelinux.cfg/default".into(), boot::pxelinux(&fb))?;
+    t.text("boot/grub/grub.cfg".into(), boot::grub(&fb))?;
+    t.text("ipxe/default.ipxe".into(), boot::ipxe(&fb))?;
+    t.text("boot.ipxe".into(), Ok(boot::ipxe_dispatch()))?;
+    t.text("dhcp/dnsmasq.conf".into(), crate::dhcp::dnsmasq(c))?;
+    t.text("dhcp/dhcpd.conf".into(), crate::dhcp::dhcpd(c))?;
+    // JSON: serde_json escapes every string it writes.
     let mut pj = serde_json::to_string_pretty(&plan).unwrap_or_default();
     pj.push('\n');
-    t.text("clone-plan.json".into(), pj);
+    t.text("clone-plan.json".into(), Ok(pj))?;
     Ok(t)
 }
 
@@ -168,6 +197,7 @@ pub struct Summary {
 
 /// Builds the tree into `out`: written into a sibling staging directory, then swapped in.
 pub fn build(c: &Cluster, out: &Path) -> Result<Summary, BuildError> {
+    check_out(out)?;
     let t0 = std::time::Instant::now();
     let timing = std::env::var_os("PXE_BUILDER_TIMING").is_some();
     let tree = assemble(c)?;
@@ -218,6 +248,23 @@ pub fn build(c: &Cluster, out: &Path) -> Result<Summary, BuildError> {
         hex_files: tree.hex_files,
         grub_image: true,
     })
+}
+
+/// `out` must be absent or a directory: the swap replaces it as a whole, and swapping a
+/// regular file (or a symbolic link) away would leave the user's file under the staging
+/// name, then delete it.
+fn check_out(out: &Path) -> Result<(), BuildError> {
+    match std::fs::symlink_metadata(out) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(BuildError::Io {
+            what: "inspecting",
+            path: out.to_path_buf(),
+            source: e,
+        }),
+        Ok(m) if m.file_type().is_symlink() => Err(BuildError::OutSymlink(out.to_path_buf())),
+        Ok(m) if !m.is_dir() => Err(BuildError::OutNotDirectory(out.to_path_buf())),
+        Ok(_) => Ok(()),
+    }
 }
 
 fn write_files(tree: &Tree, root: &Path) -> Result<(), BuildError> {

@@ -29,7 +29,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Validate cluster.toml; report every problem with file:line:column.
+    /// Validate cluster.toml; report every problem with file:line:column, then render the
+    /// boot files in memory (a value an output cannot hold is reported with its file).
     Check { cluster: PathBuf },
     /// Write the boot tree to OUT (built beside it, then swapped in: on error OUT is unchanged).
     Build {
@@ -75,6 +76,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Check { cluster } => {
             let c = model::load(&cluster)?;
+            tree::render(&c)?;
             if cli.json {
                 println!(
                     "{}",

@@ -1,0 +1,527 @@
+//! What `cluster.toml` may say, as pure checks: the character set of names, the reserved
+//! names, the image server URL and kernel arguments. [`crate::model`] calls these at parse
+//! time and turns each refusal into a file:line:column diagnostic; the writers escape or
+//! refuse again on their own ([`crate::escape`]). The rules and the reasons are in
+//! `docs/BOOT.md` ("What cluster.toml accepts").
+
+use crate::escape;
+
+/// Longest name: one DNS label, as dnsmasq and dhcpd host names are.
+pub const MAX_NAME: usize = 63;
+
+/// Longest `image_server` URL: it is on every kernel command line and in every bootopts.
+pub const MAX_URL: usize = 255;
+
+/// What a name names; each kind has its own reserved words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Cluster,
+    Node,
+    Entity,
+    Group,
+    Image,
+}
+
+impl Kind {
+    fn word(self) -> &'static str {
+        match self {
+            Kind::Cluster => "cluster name",
+            Kind::Node => "node name",
+            Kind::Entity => "entity name",
+            Kind::Group => "group name",
+            Kind::Image => "image name",
+        }
+    }
+
+    /// Names this kind may not take, and why (compared ignoring ASCII case).
+    pub fn reserved(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Kind::Node => &[
+                (
+                    crate::plan::PRIMARY,
+                    "the clone plan's name for the image server",
+                ),
+                ("infinite", "a dnsmasq dhcp-host keyword (lease time)"),
+                ("ignore", "a dnsmasq dhcp-host keyword (ignore this host)"),
+            ],
+            Kind::Entity => &[
+                (
+                    crate::dhcp::EFI_TAG,
+                    "the dnsmasq tag pxe-builder sets for UEFI clients",
+                ),
+                ("known", "a tag dnsmasq sets itself"),
+                ("known-othernet", "a tag dnsmasq sets itself"),
+            ],
+            // Image directories sit beside the boot tree and the status board in the URL
+            // space of `imgtool serve`.
+            Kind::Image => &[
+                ("status", "the status board's URL (/status)"),
+                ("etc", "a directory of the boot tree"),
+                ("boot", "a directory of the boot tree"),
+                ("dhcp", "a directory of the boot tree"),
+                ("ipxe", "a directory of the boot tree"),
+                ("pxelinux.cfg", "a directory of the boot tree"),
+                ("clone-plan.json", "a file of the boot tree"),
+                ("boot.ipxe", "a file of the boot tree"),
+                ("pxelinux.0", "a file of the boot tree"),
+                ("ldlinux.c32", "a file of the boot tree"),
+            ],
+            Kind::Cluster | Kind::Group => &[],
+        }
+    }
+}
+
+/// A name: a letter, then letters, digits, `.`, `_` or `-`, at most [`MAX_NAME`] bytes; no
+/// `..` and no `.` at the end (dhcpd host names); not reserved for its kind. Returns the
+/// byte index of the first offending character (for the column) and the message.
+pub fn name(kind: Kind, s: &str) -> Result<(), (usize, String)> {
+    let what = kind.word();
+    let rule = "use a letter, then letters, digits, `.`, `_` or `-`";
+    if s.is_empty() {
+        return Err((0, format!("{what} is empty: {rule}")));
+    }
+    if let Some((i, c)) = s.char_indices().find(|&(i, c)| {
+        !(c.is_ascii_alphanumeric() || (i > 0 && "._-".contains(c)))
+            || (i == 0 && !c.is_ascii_alphabetic())
+    }) {
+        let found = if c.is_control() || c.is_whitespace() {
+            format!("{:?}", c)
+        } else {
+            format!("`{c}`")
+        };
+        let hint = match c {
+            '/' | ',' => " (it would split status URLs and bootopts node= fields)",
+            '\n' | '\r' => " (a newline would start a new directive in the boot files)",
+            '"' | '{' | '}' | ';' => " (it would end a DHCP server statement)",
+            _ => "",
+        };
+        return Err((
+            i,
+            format!(
+                "{what} {} has {found} at character {}{hint}: {rule}",
+                escape::shown(s),
+                s[..i].chars().count() + 1
+            ),
+        ));
+    }
+    if s.len() > MAX_NAME {
+        return Err((
+            MAX_NAME,
+            format!(
+                "{what} `{s}` is {} characters long; at most {MAX_NAME} (a DNS label)",
+                s.len()
+            ),
+        ));
+    }
+    if let Some(i) = s.find("..") {
+        return Err((
+            i,
+            format!("{what} `{s}` has `..`: {rule}, no two dots in a row"),
+        ));
+    }
+    if s.ends_with('.') {
+        return Err((s.len() - 1, format!("{what} `{s}` ends with `.`")));
+    }
+    if let Some((w, why)) = kind
+        .reserved()
+        .iter()
+        .find(|(w, _)| w.eq_ignore_ascii_case(s))
+    {
+        return Err((0, format!("{what} `{s}` is reserved: `{w}` is {why}")));
+    }
+    Ok(())
+}
+
+/// `vsmp_prefix`: empty (no vSMP) or the start of a group name (letters, digits, `.`, `_`,
+/// `-`).
+pub fn vsmp_prefix(s: &str) -> Result<(), (usize, String)> {
+    if let Some((i, _)) = s
+        .char_indices()
+        .find(|&(_, c)| !(c.is_ascii_alphanumeric() || "._-".contains(c)))
+    {
+        return Err((
+            i,
+            format!(
+                "vsmp_prefix {} may hold only letters, digits, `.`, `_` and `-` (it starts group names)",
+                escape::shown(s)
+            ),
+        ));
+    }
+    if s.len() > MAX_NAME {
+        return Err((MAX_NAME, format!("vsmp_prefix is longer than {MAX_NAME}")));
+    }
+    Ok(())
+}
+
+fn url_err(s: &str, at: usize, why: &str) -> Result<(), (usize, String)> {
+    Err((
+        at,
+        format!(
+            "image_server {} {why}; write it like http://172.20.0.100:8080 or https://images.example/root",
+            escape::shown(s)
+        ),
+    ))
+}
+
+/// `image_server`: an absolute `http://` or `https://` URL of a host (DNS name, IPv4, or
+/// `[IPv6]`), an optional port 1–65535 and an optional path of letters, digits,
+/// `. _ ~ - /` and `%XX`; no user, query or fragment; at most [`MAX_URL`] bytes.
+pub fn image_server(s: &str) -> Result<(), (usize, String)> {
+    if s.len() > MAX_URL {
+        return url_err(s, MAX_URL, "is longer than 255 bytes");
+    }
+    if let Some((i, c)) = s.char_indices().find(|(_, c)| !c.is_ascii_graphic()) {
+        return url_err(
+            s,
+            i,
+            if c.is_whitespace() || c.is_control() {
+                "contains whitespace or a control character (it would add kernel arguments or bootopts keys)"
+            } else {
+                "contains a character that is not printable ASCII"
+            },
+        );
+    }
+    let Some(rest_at) = ["http://", "https://"]
+        .iter()
+        .find(|p| s.starts_with(**p))
+        .map(|p| p.len())
+    else {
+        return url_err(s, 0, "is not an http:// or https:// URL");
+    };
+    let rest = &s[rest_at..];
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    if let Some(i) = authority.find('@') {
+        return url_err(
+            s,
+            rest_at + i,
+            "has a user part (it would be on every kernel command line)",
+        );
+    }
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let Some(end) = v6.find(']') else {
+            return url_err(s, rest_at, "has `[` without `]`");
+        };
+        let h = &v6[..end];
+        if h.is_empty() || h.parse::<std::net::Ipv6Addr>().is_err() {
+            return url_err(s, rest_at + 1, "has a bracketed host that is not IPv6");
+        }
+        let after = &v6[end + 1..];
+        match after.strip_prefix(':') {
+            Some(p) => (h, Some((p, rest_at + end + 3))),
+            None if after.is_empty() => (h, None),
+            None => return url_err(s, rest_at + end + 2, "has text after `]`"),
+        }
+    } else {
+        match authority.split_once(':') {
+            Some((h, p)) => (h, Some((p, rest_at + h.len() + 1))),
+            None => (authority, None),
+        }
+    };
+    if !authority.starts_with('[') {
+        if host.is_empty() {
+            return url_err(s, rest_at, "has no host");
+        }
+        if let Some(i) = host
+            .char_indices()
+            .find(|&(_, c)| !(c.is_ascii_alphanumeric() || c == '.' || c == '-'))
+            .map(|(i, _)| i)
+        {
+            return url_err(
+                s,
+                rest_at + i,
+                "has a host with a character other than letters, digits, `.` and `-`",
+            );
+        }
+        if host.starts_with(['.', '-']) || host.ends_with(['.', '-']) || host.contains("..") {
+            return url_err(s, rest_at, "has a malformed host name");
+        }
+    }
+    if let Some((p, at)) = port {
+        if p.is_empty()
+            || p.len() > 5
+            || !p.bytes().all(|b| b.is_ascii_digit())
+            || !matches!(p.parse::<u32>(), Ok(1..=65535))
+        {
+            return url_err(s, at, "has a port that is not 1-65535");
+        }
+    }
+    let path_at = rest_at + authority.len();
+    let b = path.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if c == b'%' {
+            if i + 2 < b.len() && b[i + 1].is_ascii_hexdigit() && b[i + 2].is_ascii_hexdigit() {
+                i += 3;
+                continue;
+            }
+            return url_err(s, path_at + i, "has a `%` not followed by two hex digits");
+        }
+        if !(c.is_ascii_alphanumeric() || b"._~-/".contains(&c)) {
+            let why = match c {
+                b'?' | b'#' => "has a query or fragment (the agent appends paths to it)",
+                c if c.is_ascii_whitespace() || c.is_ascii_control() => {
+                    "contains whitespace or a control character (it would add kernel arguments or bootopts keys)"
+                }
+                _ => "has a path character other than letters, digits, `. _ ~ - /` and %XX",
+            };
+            return url_err(s, path_at + i, why);
+        }
+        i += 1;
+    }
+    if path.split('/').any(|seg| seg == "..") {
+        return url_err(s, path_at, "has a `..` path segment");
+    }
+    Ok(())
+}
+
+/// Keys pxe-builder puts on every command line itself; a second one from the description
+/// would contradict ours (the agent reads the last).
+pub const GENERATED_KEYS: &[&str] = &[
+    "netboot.server",
+    "netboot.node",
+    "netboot.entity",
+    "netboot.group",
+    "netboot.image",
+    "netboot.mode",
+    "netboot.mac",
+    "netboot.ip",
+    "vsmp.role",
+    "vsmp.board",
+    "vsmp.boards",
+    "vsmp.group",
+    "BOOTIF",
+];
+
+/// `kernel_args`, `vsmp_args`, an entity's or a group's `args`: whitespace-separated
+/// words, each an [`escape::kernel_arg`] and none a key pxe-builder sets. Returns the byte
+/// index of the offending word.
+pub fn kernel_args(key: &str, s: &str) -> Result<(), (usize, String)> {
+    let mut at = 0;
+    for w in s.split([' ', '\t']) {
+        let here = at;
+        at += w.len() + 1;
+        if w.is_empty() {
+            continue;
+        }
+        if let Err(e) = escape::kernel_arg(w) {
+            return Err((
+                here,
+                format!(
+                    "{key}: the word {} {}; each argument is one word of printable ASCII",
+                    e.value, e.why
+                ),
+            ));
+        }
+        let k = w.split('=').next().unwrap_or(w);
+        if GENERATED_KEYS.contains(&k) {
+            return Err((
+                here,
+                format!("{key}: `{k}=` is set by pxe-builder for each entry; remove it"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A path on this machine (kernel, initrd, vSMP loader, GRUB modules): it is only read
+/// and copied under a fixed name, never written into a boot file, so any path will do
+/// except one with control characters (which would garble the messages that name it).
+pub fn local_path(key: &str, s: &str) -> Result<(), (usize, String)> {
+    match s.char_indices().find(|(_, c)| c.is_control()) {
+        Some((i, _)) => Err((
+            i,
+            format!("{key} {} contains a control character", escape::shown(s)),
+        )),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_take_the_documented_set() {
+        for ok in [
+            "n01",
+            "rack1",
+            "vSMP_big",
+            "compute-debug",
+            "a.b",
+            "A",
+            &"x".repeat(63),
+        ] {
+            assert_eq!(name(Kind::Node, ok), Ok(()), "{ok}");
+        }
+        for (bad, at) in [
+            ("", 0),
+            ("1n", 0),
+            ("_x", 0),
+            ("r1\nLABEL evil", 2),
+            ("n/1", 1),
+            ("n,1", 1),
+            ("a b", 1),
+            ("n1\"{", 2),
+            ("né", 1),
+            ("a..b", 1),
+            ("a.", 1),
+        ] {
+            assert_eq!(name(Kind::Group, bad).map_err(|e| e.0), Err(at), "{bad:?}");
+        }
+        assert!(name(Kind::Node, &"x".repeat(64)).is_err());
+        let e = name(Kind::Node, "Primary").unwrap_err().1;
+        assert!(e.contains("reserved"), "{e}");
+        assert!(name(Kind::Group, "primary").is_ok());
+        assert!(name(Kind::Image, "status").is_err());
+        assert!(name(Kind::Entity, "efi-x86_64").is_err());
+        let m = name(Kind::Node, "a\u{1b}[2J").unwrap_err().1;
+        assert!(!m.chars().any(char::is_control), "{m:?}");
+    }
+
+    /// Random strings over an alphabet rich in the characters the syntaxes care about.
+    fn random_strings() -> impl Iterator<Item = String> {
+        const ALPHABET: &[char] = &[
+            'a', 'Z', '0', '9', '.', '_', '-', ',', '/', ' ', '\t', '\n', '\r', '"', '\'', '\\',
+            '$', '{', '}', ';', '#', '|', '&', ':', '=', '!', '*', '\u{1b}', 'é', '\u{85}',
+        ];
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        (0..20_000).map(move |_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = (x % 12) as usize;
+            (0..len)
+                .map(|i| ALPHABET[((x >> (i * 5)) % ALPHABET.len() as u64) as usize])
+                .collect()
+        })
+    }
+
+    /// A name the model accepts passes every writer unchanged; whatever a writer emits
+    /// for any string stays on one line.
+    #[test]
+    fn accepted_names_pass_every_syntax_and_no_output_gains_a_line() {
+        let mut accepted = 0;
+        for s in random_strings().chain(["n01".into(), "vSMP_a.b-c".into()]) {
+            if name(Kind::Node, &s).is_ok() && name(Kind::Entity, &s).is_ok() {
+                accepted += 1;
+                assert_eq!(escape::comment(&s), Ok(s.as_str()));
+                assert_eq!(escape::kernel_arg(&s), Ok(s.as_str()));
+                assert_eq!(escape::line(&s), Ok(s.as_str()));
+                assert_eq!(escape::grub_word(&s).unwrap(), s);
+                assert_eq!(escape::ipxe_word(&s), Ok(s.as_str()));
+                assert_eq!(escape::bootopts_field(&s), Ok(s.as_str()));
+                assert_eq!(escape::dnsmasq_hostname(&s), Ok(s.as_str()));
+                assert_eq!(escape::dnsmasq_tag(&s), Ok(s.as_str()));
+                assert_eq!(escape::dhcpd_host(&s), Ok(s.as_str()));
+            }
+            let outputs = [
+                escape::comment(&s).map(str::to_string),
+                escape::kernel_arg(&s).map(str::to_string),
+                escape::grub_word(&s).map(|c| c.into_owned()),
+                escape::ipxe_word(&s).map(str::to_string),
+                escape::bootopts_value(&s).map(str::to_string),
+                escape::dnsmasq_value(&s).map(str::to_string),
+                escape::dhcpd_host(&s).map(str::to_string),
+                escape::dhcpd_string(&s),
+            ];
+            for o in outputs.into_iter().flatten() {
+                assert!(!o.chars().any(char::is_control), "{s:?} -> {o:?}");
+            }
+            // GRUB: the quoted form reads back as the value (single quotes: literal).
+            if let Ok(q) = escape::grub_word(&s) {
+                assert_eq!(unquote_grub(&q), s, "{q}");
+            }
+            if let Ok(q) = escape::dhcpd_string(&s) {
+                assert_eq!(unquote_dhcpd(&q), s, "{q}");
+            }
+        }
+        assert!(accepted > 20, "only {accepted} random names accepted");
+    }
+
+    /// GRUB's lexer for the forms grub_word writes: plain text, '…' literal, \x escaped.
+    fn unquote_grub(q: &str) -> String {
+        let (mut out, mut quoted, mut chars) = (String::new(), false, q.chars());
+        while let Some(c) = chars.next() {
+            match c {
+                '\'' => quoted = !quoted,
+                '\\' if !quoted => out.extend(chars.next()),
+                c => out.push(c),
+            }
+        }
+        out
+    }
+
+    /// dhcpd's lexer for a string: "…" with \" and \\.
+    fn unquote_dhcpd(q: &str) -> String {
+        let inner = &q[1..q.len() - 1];
+        let (mut out, mut chars) = (String::new(), inner.chars());
+        while let Some(c) = chars.next() {
+            if c == '\\' {
+                out.extend(chars.next());
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn image_server_is_a_strict_http_url() {
+        for ok in [
+            "http://172.20.0.100:8080",
+            "https://images.example/root/",
+            "http://[fd00::1]:8080/img",
+            "http://h/a%20b",
+            "http://s",
+        ] {
+            assert_eq!(image_server(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "ftp://x",
+            "http://",
+            "http://a b",
+            "http://a/b c",
+            "http://a/ init=/bin/sh",
+            "http://a\nserver=x",
+            "http://u:p@h/",
+            "http://h:0",
+            "http://h:99999",
+            "http://h:80x",
+            "http://h/?q",
+            "http://h/#f",
+            "http://h/%zz",
+            "http://h/'x'",
+            "http://h/$x",
+            "http://h/../x",
+            "http://[zz]/",
+            "http://-h/",
+            "http://h..x/",
+        ] {
+            assert!(image_server(bad).is_err(), "{bad:?}");
+        }
+        assert!(image_server(&format!("http://h/{}", "a".repeat(300))).is_err());
+    }
+
+    #[test]
+    fn kernel_args_are_words_and_not_ours() {
+        assert_eq!(
+            kernel_args(
+                "kernel_args",
+                "console=ttyS0  panic=-1 netboot.done=poweroff"
+            ),
+            Ok(())
+        );
+        assert_eq!(kernel_args("k", "").map_err(|e| e.0), Ok(()));
+        assert_eq!(kernel_args("k", "a x=\"b c\"").map_err(|e| e.0), Err(2));
+        assert_eq!(
+            kernel_args("k", "quiet netboot.server=http://evil").map_err(|e| e.0),
+            Err(6)
+        );
+        assert!(kernel_args("k", "a\nb").is_err());
+        assert!(kernel_args("k", "BOOTIF=01-00").is_err());
+    }
+}

