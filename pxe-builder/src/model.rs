@@ -90,6 +90,9 @@ struct GroupDef {
     active: Vec<S<String>>,
     #[serde(default)]
     args: Option<S<String>>,
+    /// Pins the image: nodes of the group clone only the image with this id.
+    #[serde(default)]
+    image_id: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -266,6 +269,8 @@ pub struct Group {
     /// All members.
     pub members: Vec<usize>,
     pub args: String,
+    /// The only image id the group's nodes accept (`netboot.image_id`, docs/TRUST.md).
+    pub image_id: Option<String>,
 }
 
 impl Group {
@@ -404,6 +409,9 @@ fn check_text(cx: &mut Ctx, f: &File) {
         }
         if let Some(a) = &g.args {
             cx.check(a, validate::kernel_args("args", a.get_ref()));
+        }
+        if let Some(id) = &g.image_id {
+            cx.check(id, validate::image_id(id.get_ref()));
         }
     }
     // Node names are DHCP host names, which compare without case.
@@ -892,6 +900,7 @@ pub fn parse(text: &str, file: &str, base: &Path) -> Result<Cluster, Invalid> {
             active,
             members,
             args: def.map(|d| text_of(&d.args)).unwrap_or_default(),
+            image_id: def.and_then(|d| d.image_id.as_ref().map(|i| i.get_ref().clone())),
         });
     }
     if !cx.diags.is_empty() {

@@ -330,6 +330,24 @@ pub fn kernel_args(key: &str, s: &str) -> Result<(), (usize, String)> {
 /// A path on this machine (kernel, initrd, vSMP loader, GRUB modules): it is only read
 /// and copied under a fixed name, never written into a boot file, so any path will do
 /// except one with control characters (which would garble the messages that name it).
+/// A group's `image_id` pin: the image id as `imgtool inspect` prints it, 64 lower-case
+/// hex digits (the sha256 of the canonical manifest).
+pub fn image_id(s: &str) -> Result<(), (usize, String)> {
+    if let Some(i) = s.find(|c: char| !matches!(c, '0'..='9' | 'a'..='f')) {
+        return Err((
+            i,
+            "`image_id` must be the image's id: 64 lower-case hex digits (imgtool inspect)".into(),
+        ));
+    }
+    if s.len() != 64 {
+        return Err((
+            s.len(),
+            format!("`image_id` has {} hex digits; an image id has 64", s.len()),
+        ));
+    }
+    Ok(())
+}
+
 pub fn local_path(key: &str, s: &str) -> Result<(), (usize, String)> {
     match s.char_indices().find(|(_, c)| c.is_control()) {
         Some((i, _)) => Err((

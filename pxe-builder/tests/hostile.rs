@@ -361,3 +361,64 @@ fn check_refuses_a_command_line_the_kernel_would_cut() {
     assert_eq!(o.status.code(), Some(2));
     assert!(!out.exists());
 }
+
+#[test]
+fn an_image_id_pin_must_be_an_image_id() {
+    refused(
+        r#"name = "compute"
+image = "compute"          #"#,
+        r#"name = "compute"
+image_id = "abc\nserver=http://evil"
+image = "compute"          #"#,
+        r"\nserver",
+        "64 lower-case hex",
+    );
+}
+
+#[test]
+fn an_image_id_pin_reaches_every_boot_path_of_the_group() {
+    let id = "0123456789abcdef".repeat(4);
+    let text = example().replacen(
+        "name = \"compute\"\nimage = \"compute\"",
+        &format!("name = \"compute\"\nimage_id = \"{id}\"\nimage = \"compute\""),
+        1,
+    );
+    let work = tempfile::tempdir().unwrap();
+    let c = write_cluster(work.path(), &text);
+    let out = work.path().join("tree");
+    let o = run(&["build", "--cluster"], &c, Some(&out));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let files = snapshot(&out);
+    let with = |needle: &str| {
+        files
+            .iter()
+            .filter(|(_, b)| String::from_utf8_lossy(b).contains(needle))
+            .map(|(p, _)| p.display().to_string())
+            .collect::<Vec<_>>()
+    };
+    let pinned = with(&format!("netboot.image_id={id}"));
+    // The compute group's pxelinux and GRUB entries carry the pin, …
+    for kind in ["pxelinux.cfg/", "grub.cfg-"] {
+        assert!(
+            pinned.iter().any(|p| p.contains(kind)),
+            "{kind}: {pinned:?}"
+        );
+    }
+    // … so does bootopts of an entity whose default group is compute, …
+    let bootopts = with(&format!("image_id={id}\n"));
+    assert!(
+        bootopts.iter().any(|p| p.starts_with("etc/bootopts/")),
+        "{bootopts:?}"
+    );
+    // … and nodes of the other groups are not pinned.
+    let debug = files
+        .iter()
+        .filter(|(_, b)| String::from_utf8_lossy(b).contains("netboot.group=debug"))
+        .count();
+    assert!(debug > 0);
+    assert!(files.iter().all(|(_, b)| {
+        let t = String::from_utf8_lossy(b);
+        !t.lines()
+            .any(|l| l.contains("netboot.group=debug") && l.contains("image_id"))
+    }));
+}
