@@ -35,19 +35,21 @@ pub enum BuildError {
         path: PathBuf,
         package: &'static str,
     },
-    #[error("{what} {path}: {source}")]
+    /// The cause is in the message and deliberately not a `#[source]`: printed as a chain
+    /// (`{:#}`) it would otherwise appear twice.
+    #[error("{what} {path}: {err}")]
     Io {
         what: &'static str,
         path: PathBuf,
-        source: std::io::Error,
+        err: std::io::Error,
     },
     #[error("grub-mknetdir failed: {0}")]
     Grub(String),
     /// A value the file's syntax cannot hold (the model's checks should have refused it).
-    #[error("{path}: {source}")]
+    #[error("{path}: {err}")]
     Refused {
         path: String,
-        source: crate::escape::Refused,
+        err: crate::escape::Refused,
     },
     #[error("--out {0} exists and is not a directory: give a directory (it is replaced as a whole), nothing was written")]
     OutNotDirectory(PathBuf),
@@ -57,7 +59,7 @@ pub enum BuildError {
 
 fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> BuildError {
     let path = path.to_path_buf();
-    move |source| BuildError::Io { what, path, source }
+    move |err| BuildError::Io { what, path, err }
 }
 
 /// Where a file's bytes come from.
@@ -86,7 +88,7 @@ impl Tree {
                 self.files.insert(path, Source::Text(text));
                 Ok(())
             }
-            Err(source) => Err(BuildError::Refused { path, source }),
+            Err(err) => Err(BuildError::Refused { path, err }),
         }
     }
 }
@@ -259,7 +261,7 @@ fn check_out(out: &Path) -> Result<(), BuildError> {
         Err(e) => Err(BuildError::Io {
             what: "inspecting",
             path: out.to_path_buf(),
-            source: e,
+            err: e,
         }),
         Ok(m) if m.file_type().is_symlink() => Err(BuildError::OutSymlink(out.to_path_buf())),
         Ok(m) if !m.is_dir() => Err(BuildError::OutNotDirectory(out.to_path_buf())),
@@ -313,7 +315,7 @@ fn write_files(tree: &Tree, root: &Path) -> Result<(), BuildError> {
                     return Err(BuildError::Io {
                         what: "writing",
                         path: root.to_path_buf(),
-                        source: std::io::Error::other("writer thread panicked"),
+                        err: std::io::Error::other("writer thread panicked"),
                     })
                 }
             }
@@ -354,12 +356,12 @@ fn swap_into_place(stage: &Path, out: &Path) -> Result<(), BuildError> {
     let a = CString::new(stage.as_os_str().as_bytes()).map_err(|e| BuildError::Io {
         what: "naming",
         path: stage.to_path_buf(),
-        source: std::io::Error::other(e),
+        err: std::io::Error::other(e),
     })?;
     let b = CString::new(out.as_os_str().as_bytes()).map_err(|e| BuildError::Io {
         what: "naming",
         path: out.to_path_buf(),
-        source: std::io::Error::other(e),
+        err: std::io::Error::other(e),
     })?;
     // SAFETY: both paths are valid NUL-terminated strings for the duration of the call.
     let r = unsafe {
@@ -375,7 +377,7 @@ fn swap_into_place(stage: &Path, out: &Path) -> Result<(), BuildError> {
         return Err(BuildError::Io {
             what: "swapping the new tree into",
             path: out.to_path_buf(),
-            source: std::io::Error::last_os_error(),
+            err: std::io::Error::last_os_error(),
         });
     }
     // `stage` now holds the previous tree.

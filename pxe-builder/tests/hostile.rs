@@ -422,3 +422,16 @@ fn an_image_id_pin_reaches_every_boot_path_of_the_group() {
             .any(|l| l.contains("netboot.group=debug") && l.contains("image_id"))
     }));
 }
+
+#[test]
+fn an_io_error_prints_its_cause_once() {
+    let work = tempfile::tempdir().unwrap();
+    let c = write_cluster(work.path(), &example());
+    let file = work.path().join("notes.txt");
+    std::fs::write(&file, "mine").unwrap();
+    // --out below a regular file: ENOTDIR, which was printed twice.
+    let o = run(&["build", "--cluster"], &c, Some(&file.join("tree")));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert_eq!(err.matches("(os error 20)").count(), 1, "{err}");
+}
