@@ -11,9 +11,11 @@
 //! - [`source::ImageSource`] is where an image's files come from: a directory or HTTP
 //!   upstreams with failover; partition payloads are streamed ([`http`] reads the body
 //!   straight from the socket).
+//! - [`httpd::Server`] is the bounded HTTP server under [`serve`] and the agent's relay.
 //! - [`capture::capture`], [`restore::restore`], [`verify::verify`], [`diff::diff`] are the
 //!   operations; the `imgtool` binary only parses arguments and calls them.
 
+pub mod board;
 pub mod capture;
 pub mod chunk;
 pub mod diff;
@@ -22,6 +24,7 @@ pub mod error;
 pub mod fs;
 pub mod gpt;
 pub mod http;
+pub mod httpd;
 pub mod layout;
 pub mod manifest;
 pub mod mbr;
