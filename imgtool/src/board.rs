@@ -289,7 +289,10 @@ impl Board {
 /// again here: the server may be an older or a hostile one.
 pub fn fetch_status(url: &str) -> Result<BTreeMap<String, NodeStatus>, String> {
     let u = format!("{}/status", url.trim_end_matches('/'));
-    let r = ureq::get(&u).call().map_err(|e| format!("{u}: {e}"))?;
+    let r = ureq::get(&u)
+        .timeout(std::time::Duration::from_secs(60))
+        .call()
+        .map_err(|e| format!("{u}: {e}"))?;
     let mut s = Vec::new();
     r.into_reader()
         .take(MAX_BOARD_BYTES + 1)

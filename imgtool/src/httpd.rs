@@ -218,12 +218,13 @@ impl Server {
         loop {
             let (stream, peer) = match self.listener.accept() {
                 Ok(s) => s,
-                Err(e) if is_transient_accept_error(&e) => {
-                    // Out of descriptors or memory for a moment: let connections end.
+                Err(e) if is_broken_listener(&e) => return Err(e),
+                Err(_) => {
+                    // Out of descriptors or memory for a moment, or a connection that
+                    // died before it was accepted: let connections end, go on.
                     std::thread::sleep(Duration::from_millis(50));
                     continue;
                 }
-                Err(e) => return Err(e),
             };
             let Some(id) = admit(&slots, &stream, self.limits.max_connections) else {
                 refuse(stream);
@@ -262,11 +263,12 @@ impl Server {
     }
 }
 
-fn is_transient_accept_error(e: &io::Error) -> bool {
+/// An `accept` error that will not go away (every other one is waited out).
+fn is_broken_listener(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::ECONNABORTED)
-    ) || e.kind() == io::ErrorKind::Interrupted
+        Some(libc::EBADF | libc::EINVAL | libc::ENOTSOCK | libc::EOPNOTSUPP)
+    )
 }
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit; returns the soft limit in force.
