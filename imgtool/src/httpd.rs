@@ -51,6 +51,11 @@ pub const IO_TIMEOUT: Duration = Duration::from_secs(60);
 /// (all are busy answering), the new one is answered 503 and closed.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 
+/// After an error answer, how long and how much of what the client still sends is read
+/// and dropped before the connection is closed (see `Conn::error`).
+const LINGER: Duration = Duration::from_millis(500);
+const LINGER_BYTES: usize = 256 << 10;
+
 /// Largest piece of a response body written at once.
 const PIECE: usize = 1 << 20;
 
@@ -523,9 +528,28 @@ impl Conn {
         Ok(())
     }
 
-    /// Answers an error and leaves the connection to be closed.
+    /// Answers an error, then closes the connection gracefully: our side first, then
+    /// what the client still sends is read and dropped for a moment (at most
+    /// [`LINGER_BYTES`] or [`LINGER`]), so that its unread bytes do not make the kernel
+    /// reset the connection before the client has read the answer.
     fn error(&mut self, status: u16, msg: &str) {
-        let _ = self.respond(Response::text(status, msg), false, false);
+        if self
+            .respond(Response::text(status, msg), false, false)
+            .is_err()
+        {
+            return;
+        }
+        let _ = self.stream.shutdown(std::net::Shutdown::Write);
+        let _ = self.stream.set_read_timeout(Some(LINGER));
+        let deadline = Instant::now() + LINGER;
+        let mut left = LINGER_BYTES;
+        let mut sink = [0u8; 4096];
+        while left > 0 && Instant::now() < deadline {
+            match self.stream.read(&mut sink) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
     }
 
     /// Writes `resp`; true when the connection can take another request.
