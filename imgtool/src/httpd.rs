@@ -35,14 +35,15 @@ pub const MAX_HEADERS: usize = 64;
 
 /// How long a connection may take to deliver a complete request head — counted from the
 /// accept, or from the end of the previous response on a kept-alive connection. Then it
-/// is closed (408 if part of a head had come). This is also the keep-alive idle limit.
+/// is closed (408 if part of a head had come). This is also the keep-alive idle limit,
+/// and the time a request body (a few KiB at most) has to arrive.
 /// Agents post a status report every two seconds; ureq's pooled connections are reused
 /// well within it.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// The longest a socket read (of a request body) or write (of a response piece, up to
-/// 1 MiB) may block. A reader that takes no 1 MiB piece for a minute is gone or hostile;
-/// at 1 Mbit/s a piece takes 8 s.
+/// The longest the client may take to read one response piece (up to 1 MiB), in all —
+/// so at least about 17 KiB/s; a reader slower than that is gone or hostile (at 1 Mbit/s
+/// a piece takes 8 s). A request body must arrive within [`IDLE_TIMEOUT`].
 pub const IO_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Default bound on open connections of `imgtool serve`. Each costs a thread (512 KiB of
@@ -388,7 +389,6 @@ struct Head {
 impl Conn {
     fn serve(&mut self, peer: SocketAddr, handler: &Handler, slots: &Mutex<Slots>, id: u64) {
         let _ = self.stream.set_nodelay(true);
-        let _ = self.stream.set_write_timeout(Some(self.limits.io));
         loop {
             set_waiting(slots, id, true);
             let head = match self.read_head() {
@@ -441,10 +441,7 @@ impl Conn {
             });
             if expects_continue
                 && body_len > 0
-                && self
-                    .stream
-                    .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
-                    .is_err()
+                && self.send(b"HTTP/1.1 100 Continue\r\n\r\n").is_err()
             {
                 return;
             }
@@ -511,19 +508,64 @@ impl Conn {
         }
     }
 
-    /// Reads `n` body bytes (the rest of `buf` first) into `out`.
+    /// Reads `n` body bytes (the rest of `buf` first) into `out`, all within
+    /// [`Limits::idle`]: a body trickled in byte by byte cannot hold the connection (bodies
+    /// are at most [`Limits::max_body`], a few KiB).
     fn read_body(&mut self, n: u64, out: &mut dyn Write) -> io::Result<()> {
-        let _ = self.stream.set_read_timeout(Some(self.limits.io));
+        let deadline = Instant::now() + self.limits.idle;
         let from_buf = (n as usize).min(self.buf.len());
         out.write_all(&self.buf[..from_buf])?;
         self.buf.drain(..from_buf);
-        let rest = n - from_buf as u64;
-        let got = io::copy(&mut (&self.stream).take(rest), out)?;
-        if got < rest {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "request body shorter than its Content-Length",
-            ));
+        let mut rest = n - from_buf as u64;
+        let mut piece = [0u8; 4096];
+        while rest > 0 {
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "request body not received in time",
+                ));
+            }
+            self.stream.set_read_timeout(Some(deadline - now))?;
+            let want = piece.len().min(rest as usize);
+            match self.stream.read(&mut piece[..want]) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "request body shorter than its Content-Length",
+                    ))
+                }
+                Ok(k) => {
+                    out.write_all(&piece[..k])?;
+                    rest -= k as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes all of `buf` within [`Limits::io`] (a socket write timeout alone would let a
+    /// client that takes a byte a minute hold the connection for ever).
+    fn send(&mut self, buf: &[u8]) -> io::Result<()> {
+        let deadline = Instant::now() + self.limits.io;
+        let mut at = 0;
+        while at < buf.len() {
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the client took too long to read the response",
+                ));
+            }
+            self.stream.set_write_timeout(Some(deadline - now))?;
+            match self.stream.write(&buf[at..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(k) => at += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
         }
         Ok(())
     }
@@ -576,13 +618,13 @@ impl Conn {
             b"Connection: close\r\n\r\n"
         });
         if is_head {
-            self.stream.write_all(&out)?;
+            self.send(&out)?;
             return Ok(keep_alive);
         }
         match resp.body {
             Body::Bytes(b) => {
                 out.extend_from_slice(&b);
-                self.stream.write_all(&out)?;
+                self.send(&out)?;
                 Ok(keep_alive)
             }
             Body::Stream(mut reader, len) => {
@@ -592,7 +634,7 @@ impl Conn {
                 let mut left = len;
                 loop {
                     if left == 0 {
-                        self.stream.write_all(&out[..at])?;
+                        self.send(&out[..at])?;
                         return Ok(keep_alive);
                     }
                     let room = (out.len() - at).min(left.min(usize::MAX as u64) as usize);
@@ -604,11 +646,11 @@ impl Conn {
                     if n == 0 {
                         // The body ended early: send what there is; the short body tells
                         // the client (the connection cannot be reused).
-                        self.stream.write_all(&out[..at])?;
+                        self.send(&out[..at])?;
                         return Ok(false);
                     }
                     left -= n as u64;
-                    self.stream.write_all(&out[..at + n])?;
+                    self.send(&out[..at + n])?;
                     at = 0;
                 }
             }
@@ -682,6 +724,86 @@ fn reason(status: u16) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A server with one-second limits: `/big` streams 64 MiB, `POST /echo` answers the
+    /// length of its body, anything else a short text.
+    fn server() -> SocketAddr {
+        let limits = Limits {
+            max_connections: 8,
+            max_body: 1024,
+            idle: Duration::from_secs(1),
+            io: Duration::from_secs(1),
+        };
+        let s = Server::bind("127.0.0.1:0", limits).unwrap();
+        let addr = s.local_addr().unwrap();
+        s.spawn(Arc::new(|req: &mut Request| match req.path() {
+            "/big" => Response::stream(200, Box::new(io::repeat(7).take(64 << 20)), 64 << 20),
+            "/echo" => {
+                let n = req.body().map(|b| b.len()).unwrap_or(0);
+                Response::text(200, &n.to_string())
+            }
+            _ => Response::text(200, "hello"),
+        }))
+        .unwrap();
+        addr
+    }
+
+    /// Everything the server sends until it closes (or 10 s pass: then the test fails).
+    fn read_all(c: &mut TcpStream) -> Vec<u8> {
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut out = vec![];
+        let mut piece = [0u8; 65536];
+        loop {
+            match c.read(&mut piece) {
+                Ok(0) => return out,
+                Ok(n) => out.extend_from_slice(&piece[..n]),
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return out,
+                Err(e) => panic!("the server did not close the connection: {e}"),
+            }
+        }
+    }
+
+    #[test]
+    fn keep_alive_then_close_on_request() {
+        let mut c = TcpStream::connect(server()).unwrap();
+        c.write_all(b"GET / HTTP/1.1\r\n\r\nPOST /echo HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcGET / HTTP/1.1\r\nConnection: close\r\n\r\n").unwrap();
+        let all = String::from_utf8(read_all(&mut c)).unwrap();
+        assert_eq!(all.matches("HTTP/1.1 200 OK").count(), 3, "{all}");
+        assert!(
+            all.contains("\r\n\r\nhello") && all.contains("\r\n\r\n3"),
+            "{all}"
+        );
+        assert!(all.ends_with("Connection: close\r\n\r\nhello"), "{all}");
+    }
+
+    #[test]
+    fn a_trickled_body_does_not_hold_the_connection() {
+        let mut c = TcpStream::connect(server()).unwrap();
+        c.write_all(b"POST /echo HTTP/1.1\r\nContent-Length: 100\r\n\r\nab")
+            .unwrap();
+        // The server gives up on the body after its idle limit and closes.
+        assert!(read_all(&mut c).is_empty());
+    }
+
+    #[test]
+    fn a_reader_too_slow_is_dropped() {
+        let mut c = TcpStream::connect(server()).unwrap();
+        c.write_all(b"GET /big HTTP/1.1\r\n\r\n").unwrap();
+        // Read nothing for longer than the server's write limit.
+        std::thread::sleep(Duration::from_secs(3));
+        let got = read_all(&mut c).len();
+        assert!(got < 64 << 20, "the whole body came: {got}");
+    }
+
+    #[test]
+    fn oversized_heads_are_refused_with_431() {
+        let mut c = TcpStream::connect(server()).unwrap();
+        let mut head = b"GET / HTTP/1.1\r\nX: ".to_vec();
+        head.resize(MAX_HEAD_BYTES + 100, b'a');
+        let _ = c.write_all(&head);
+        let all = String::from_utf8_lossy(&read_all(&mut c)).into_owned();
+        assert!(all.starts_with("HTTP/1.1 431"), "{all}");
+    }
 
     #[test]
     fn head_ends_at_the_blank_line() {
