@@ -13,9 +13,11 @@
 //!   straight from the socket).
 //! - [`sign`] holds ed25519 keys and an image's `signature` file; [`sign::verify_image`]
 //!   is the check `verify`/`restore --trust` and the node agent make before writing.
+//! - [`httpd::Server`] is the bounded HTTP server under [`serve`] and the agent's relay.
 //! - [`capture::capture`], [`restore::restore`], [`verify::verify`], [`diff::diff`] are the
 //!   operations; the `imgtool` binary only parses arguments and calls them.
 
+pub mod board;
 pub mod capture;
 pub mod chunk;
 pub mod diff;
@@ -24,6 +26,7 @@ pub mod error;
 pub mod fs;
 pub mod gpt;
 pub mod http;
+pub mod httpd;
 pub mod layout;
 pub mod manifest;
 pub mod mark;

@@ -1,60 +1,38 @@
 //! `imgtool serve`: the primary image server. Serves files under one or more roots (the
 //! image root, then optionally the boot tree for `etc/bootopts/*` and `clone-plan.json`)
-//! with `Range` support, and keeps a status board that node agents `POST` to and
-//! `imgtool status` reads. Any static HTTP server holding the same files works as a
-//! pull-only primary; only the status board is specific to this one.
+//! with `Range` support, and keeps the status board ([`crate::board`]) that node agents
+//! `POST` to and `imgtool status` reads. Any static HTTP server holding the same files
+//! works as a pull-only primary; only the status board is specific to this one.
+//!
+//! Connections, limits and timeouts are [`crate::httpd`]'s. Files are served only from
+//! inside the roots: a path is resolved with its symbolic links and refused when the real
+//! file lies outside the (resolved) root it was found under, so a link to `/etc` serves
+//! nothing; a link from one place in a root to another in the same root still works.
 
-use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+pub use crate::board::{fetch_status, post_report, NodeStatus, Report};
+use crate::board::{Board, PlanAddresses, MAX_REPORT_BYTES};
+use crate::httpd::{Limits, Request, Response};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
-use tiny_http::{Header, Method, Request, Response, StatusCode};
+use std::time::{Instant, SystemTime};
 
-/// What an agent reports (also the body of `POST /status/<node>`).
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct Report {
-    /// `booting`, `network`, `layout`, `partitioning`, `restoring`, `growing`, `verifying`,
-    /// `done`, `failed`, …
-    pub phase: String,
-    #[serde(default)]
-    pub done: u64,
-    #[serde(default)]
-    pub total: u64,
-    #[serde(default)]
-    pub message: String,
-    /// Who the node pulls from (`primary` or a node name).
-    #[serde(default)]
-    pub upstream: String,
-    #[serde(default)]
-    pub image: String,
-}
-
-/// A node's entry on the board.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct NodeStatus {
-    pub node: String,
-    pub last: Report,
-    /// Seconds since the server started, at the last report.
-    pub at: f64,
-    /// Earlier phases and messages, oldest first (at most 50).
-    pub history: Vec<String>,
-}
-
-#[derive(Default)]
-struct Board {
-    nodes: BTreeMap<String, NodeStatus>,
-}
+/// Largest `clone-plan.json` read to learn the nodes' addresses (a plan of 100 000 nodes
+/// is about 30 MB).
+pub const MAX_PLAN_BYTES: u64 = 64 << 20;
 
 pub struct ServeOptions {
     pub roots: Vec<PathBuf>,
     pub listen: String,
-    pub threads: usize,
+    /// Open connections at most ([`crate::httpd::DEFAULT_MAX_CONNECTIONS`]).
+    pub max_connections: usize,
 }
 
 /// Resolves a URL path to a file under one of `roots`; `None` for anything outside them.
+/// The path is resolved with its symbolic links; a file whose real path is not inside
+/// the real path of the root it was found under is skipped, as are dot-files, `..`, and
+/// anything that is not a regular file.
 pub fn resolve(roots: &[PathBuf], url_path: &str) -> Option<PathBuf> {
     let path = url_path.split('?').next().unwrap_or("");
     let mut rel = PathBuf::new();
@@ -62,7 +40,7 @@ pub fn resolve(roots: &[PathBuf], url_path: &str) -> Option<PathBuf> {
         if part.is_empty() || part == "." {
             continue;
         }
-        if part == ".." || part.starts_with('.') || part.contains('\\') {
+        if part == ".." || part.starts_with('.') || part.contains('\\') || part.contains('\0') {
             return None;
         }
         rel.push(part);
@@ -70,7 +48,11 @@ pub fn resolve(roots: &[PathBuf], url_path: &str) -> Option<PathBuf> {
     if rel.as_os_str().is_empty() {
         return None;
     }
-    roots.iter().map(|r| r.join(&rel)).find(|p| p.is_file())
+    roots.iter().find_map(|root| {
+        let root = root.canonicalize().ok()?;
+        let real = root.join(&rel).canonicalize().ok()?;
+        (real.starts_with(&root) && real.is_file()).then_some(real)
+    })
 }
 
 /// A `Range` header that no byte of the file satisfies (answered with 416).
@@ -108,63 +90,33 @@ pub fn parse_range(h: &str, len: u64) -> Result<Option<(u64, u64)>, Unsatisfiabl
     Ok(Some((start, end)))
 }
 
-fn header(k: &str, v: &str) -> Header {
-    Header::from_bytes(k.as_bytes(), v.as_bytes()).unwrap_or_else(|_| {
-        Header::from_bytes(&b"X-Invalid"[..], &b"1"[..]).expect("static header")
-    })
-}
-
-fn text(code: u16, body: &str) -> Response<std::io::Cursor<Vec<u8>>> {
-    Response::from_string(body).with_status_code(StatusCode(code))
-}
-
-fn serve_file(req: Request, path: &Path) {
-    let head = *req.method() == Method::Head;
+fn serve_file(req: &Request, path: &Path) -> Response {
     let Ok(mut f) = File::open(path) else {
-        let _ = req.respond(text(404, "not found\n"));
-        return;
+        return Response::text(404, "not found\n");
     };
     let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-    let range = req
-        .headers()
-        .iter()
-        .find(|h| h.field.equiv("Range"))
-        .map(|h| parse_range(h.value.as_str(), len));
+    let range = req.header("Range").map(|h| parse_range(h, len));
     let (status, start, n) = match range {
         Some(Err(Unsatisfiable)) => {
-            let r = text(416, "range not satisfiable\n")
-                .with_header(header("Content-Range", &format!("bytes */{len}")));
-            let _ = req.respond(r);
-            return;
+            return Response::text(416, "range not satisfiable\n")
+                .with_header("Content-Range", &format!("bytes */{len}"));
         }
         Some(Ok(Some((s, e)))) => (206, s, e - s + 1),
         _ => (200, 0, len),
     };
     if f.seek(SeekFrom::Start(start)).is_err() {
-        let _ = req.respond(text(500, "seek failed\n"));
-        return;
+        return Response::text(500, "seek failed\n");
     }
-    let mut resp = Response::new(
-        StatusCode(status),
-        vec![
-            header("Accept-Ranges", "bytes"),
-            header("Content-Type", "application/octet-stream"),
-        ],
-        // Concrete BufReader: io::copy then sends 1 MiB per write instead of 8 KiB.
-        std::io::BufReader::with_capacity(1 << 20, f.take(if head { 0 } else { n })),
-        Some(n as usize),
-        None,
-    )
-    // Content-Length, not tiny_http's default chunked encoding over 32 KiB (8 KiB
-    // pieces, costly on both ends).
-    .with_chunked_threshold(usize::MAX);
+    let mut resp = Response::stream(status, Box::new(f.take(n)), n)
+        .with_header("Accept-Ranges", "bytes")
+        .with_header("Content-Type", "application/octet-stream");
     if status == 206 {
-        resp = resp.with_header(header(
+        resp = resp.with_header(
             "Content-Range",
             &format!("bytes {start}-{}/{len}", start + n - 1),
-        ));
+        );
     }
-    let _ = req.respond(resp);
+    resp
 }
 
 /// Runs the server until the process ends. Prints one line when ready.
@@ -174,158 +126,172 @@ pub fn serve(opts: ServeOptions) -> Result<(), String> {
 
 /// A bound server, not yet answering.
 pub struct Bound {
-    server: tiny_http::Server,
-    opts: ServeOptions,
+    server: crate::httpd::Server,
+    roots: Vec<PathBuf>,
 }
 
 impl Bound {
     /// The address it listens on (useful with port 0).
     pub fn addr(&self) -> Option<std::net::SocketAddr> {
-        self.server.server_addr().to_ip()
+        self.server.local_addr().ok()
     }
 
     /// Answers requests until the process ends.
     pub fn run(self) -> Result<(), String> {
-        run(self.server, self.opts)
+        let addr = self.addr();
+        let ctx = Arc::new(Ctx {
+            roots: self.roots,
+            board: Mutex::new(Board::default()),
+            plan: Mutex::new(PlanCache::default()),
+            started: Instant::now(),
+        });
+        eprintln!(
+            "imgtool serve: {} on http://{} (status board at /status; at most {} connections)",
+            ctx.roots
+                .iter()
+                .map(|r| r.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            addr.map(|a| a.to_string()).unwrap_or_default(),
+            self.server.limits().max_connections,
+        );
+        self.server
+            .run(Arc::new(move |req: &mut Request| handle(&ctx, req)))
+            .map_err(|e| format!("serving: {e}"))
     }
 }
 
-/// Binds the listening socket.
+/// Binds the listening socket. The roots are resolved (symbolic links) here, once.
 pub fn bind(opts: ServeOptions) -> Result<Bound, String> {
-    let server = tiny_http::Server::http(&opts.listen)
+    let roots = opts
+        .roots
+        .iter()
+        .map(|r| {
+            r.canonicalize()
+                .map_err(|e| format!("{}: {e}", r.display()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let limits = Limits {
+        max_connections: opts.max_connections,
+        max_body: MAX_REPORT_BYTES,
+        ..Limits::default()
+    };
+    let server = crate::httpd::Server::bind(&opts.listen, limits)
         .map_err(|e| format!("listening on {}: {e}", opts.listen))?;
-    Ok(Bound { server, opts })
+    Ok(Bound { server, roots })
 }
 
-fn run(server: tiny_http::Server, opts: ServeOptions) -> Result<(), String> {
-    let server = Arc::new(server);
-    let board = Arc::new(Mutex::new(Board::default()));
-    let started = Instant::now();
-    eprintln!(
-        "imgtool serve: {} on http://{} (status board at /status)",
-        opts.roots
-            .iter()
-            .map(|r| r.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", "),
-        server.server_addr()
-    );
-    let roots = Arc::new(opts.roots);
-    let mut handles = vec![];
-    for _ in 0..opts.threads.max(1) {
-        let (server, board, roots) = (server.clone(), board.clone(), roots.clone());
-        handles.push(std::thread::spawn(move || loop {
-            let Ok(mut req) = server.recv() else {
-                return;
-            };
-            let url = req.url().to_string();
-            match req.method() {
-                Method::Post if url.starts_with("/status/") => {
-                    let node = url
-                        .trim_start_matches("/status/")
-                        .split('?')
-                        .next()
-                        .unwrap_or("")
-                        .to_string();
-                    let mut body = String::new();
-                    let ok = req
-                        .as_reader()
-                        .take(64 << 10)
-                        .read_to_string(&mut body)
-                        .is_ok();
-                    let report: Option<Report> = serde_json::from_str(&body).ok().filter(|_| ok);
-                    match (node.is_empty() || node.contains('/'), report) {
-                        (false, Some(r)) => {
-                            if let Ok(mut b) = board.lock() {
-                                let at = started.elapsed().as_secs_f64();
-                                let e = b.nodes.entry(node.clone()).or_insert_with(|| NodeStatus {
-                                    node: node.clone(),
-                                    last: Report::default(),
-                                    at,
-                                    history: vec![],
-                                });
-                                if e.last.phase != r.phase
-                                    || !r.message.is_empty() && e.last.message != r.message
-                                {
-                                    e.history.push(
-                                        format!("{at:.1}s {} {}", r.phase, r.message)
-                                            .trim_end()
-                                            .to_string(),
-                                    );
-                                    if e.history.len() > 50 {
-                                        e.history.remove(0);
-                                    }
-                                }
-                                if r.phase == "failed" {
-                                    eprintln!("imgtool serve: node {node} failed: {}", r.message);
-                                }
-                                e.last = r;
-                                e.at = at;
-                            }
-                            let _ = req.respond(text(204, ""));
-                        }
-                        _ => {
-                            let _ = req.respond(text(
-                                400,
-                                "expected POST /status/<node> with a JSON report\n",
-                            ));
-                        }
-                    }
-                }
-                Method::Get if url == "/status" || url.starts_with("/status?") => {
-                    let body = board
-                        .lock()
-                        .map(|b| serde_json::to_string_pretty(&b.nodes).unwrap_or_default())
-                        .unwrap_or_default();
-                    let _ = req.respond(
-                        text(200, &body).with_header(header("Content-Type", "application/json")),
-                    );
-                }
-                Method::Get | Method::Head => match resolve(&roots, &url) {
-                    // A transfer gets its own thread: a node streaming a partition for
-                    // minutes must not hold one of the workers that answer everyone else
-                    // (64 nodes pulling at once would otherwise queue behind 16).
-                    Some(p) => {
-                        std::thread::spawn(move || serve_file(req, &p));
-                    }
-                    None => {
-                        let _ = req.respond(text(404, "not found\n"));
-                    }
-                },
-                _ => {
-                    let _ = req.respond(text(405, "method not allowed\n"));
-                }
+struct Ctx {
+    roots: Vec<PathBuf>,
+    board: Mutex<Board>,
+    plan: Mutex<PlanCache>,
+    started: Instant,
+}
+
+/// The served `clone-plan.json`'s node addresses, re-read when the file changes.
+#[derive(Default)]
+struct PlanCache {
+    stamp: Option<(PathBuf, SystemTime, u64)>,
+    addresses: Option<Result<PlanAddresses, String>>,
+}
+
+impl PlanCache {
+    fn refresh(&mut self, roots: &[PathBuf]) {
+        let Some(path) = resolve(roots, "/clone-plan.json") else {
+            self.stamp = None;
+            self.addresses = None;
+            return;
+        };
+        let meta = std::fs::metadata(&path);
+        let stamp = meta.as_ref().ok().map(|m| {
+            (
+                path.clone(),
+                m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                m.len(),
+            )
+        });
+        if stamp.is_some() && stamp == self.stamp {
+            return;
+        }
+        self.stamp = stamp;
+        let mut bytes = vec![];
+        let read = File::open(&path)
+            .and_then(|f| f.take(MAX_PLAN_BYTES + 1).read_to_end(&mut bytes))
+            .map_err(|e| format!("{}: {e}", path.display()));
+        self.addresses = Some(match read {
+            Err(e) => Err(e),
+            Ok(_) if bytes.len() as u64 > MAX_PLAN_BYTES => Err(format!(
+                "{}: larger than {} MiB",
+                path.display(),
+                MAX_PLAN_BYTES >> 20
+            )),
+            Ok(_) => {
+                crate::board::plan_addresses(&bytes).map_err(|e| format!("{}: {e}", path.display()))
             }
-        }));
+        });
+        if let Some(Err(e)) = &self.addresses {
+            eprintln!("imgtool serve: {e}; status reports are taken from this host only");
+        }
     }
-    for h in handles {
-        let _ = h.join();
-    }
-    Ok(())
 }
 
-/// Reads the status board of the server at `url`.
-pub fn fetch_status(url: &str) -> Result<BTreeMap<String, NodeStatus>, String> {
-    let u = format!("{}/status", url.trim_end_matches('/'));
-    let r = ureq::get(&u).call().map_err(|e| format!("{u}: {e}"))?;
-    let mut s = String::new();
-    r.into_reader()
-        .take(64 << 20)
-        .read_to_string(&mut s)
-        .map_err(|e| format!("{u}: {e}"))?;
-    serde_json::from_str(&s).map_err(|e| format!("{u}: not a status board: {e}"))
+fn handle(ctx: &Ctx, req: &mut Request) -> Response {
+    let path = req.path().to_string();
+    match req.method() {
+        "POST" => match path.strip_prefix("/status/") {
+            Some(node) => post_status(ctx, req, node),
+            None => Response::text(405, "method not allowed\n"),
+        },
+        "GET" | "HEAD" if path == "/status" => {
+            let body = ctx.board.lock().map(|b| b.to_json()).unwrap_or_default();
+            Response::bytes(200, body.into_bytes()).with_header("Content-Type", "application/json")
+        }
+        "GET" | "HEAD" => match resolve(&ctx.roots, &path) {
+            Some(p) => serve_file(req, &p),
+            None => Response::text(404, "not found\n"),
+        },
+        _ => Response::text(405, "method not allowed\n"),
+    }
 }
 
-/// Sends one report; best effort (errors are returned for logging, never fatal).
-pub fn post_report(server: &str, node: &str, r: &Report) -> Result<(), String> {
-    let u = format!("{}/status/{node}", server.trim_end_matches('/'));
-    let body = serde_json::to_string(r).map_err(|e| e.to_string())?;
-    ureq::post(&u)
-        .timeout(std::time::Duration::from_secs(3))
-        .set("Content-Type", "application/json")
-        .send_string(&body)
-        .map(|_| ())
-        .map_err(|e| format!("{u}: {e}"))
+fn post_status(ctx: &Ctx, req: &mut Request, node: &str) -> Response {
+    let bad = || Response::text(400, "expected POST /status/<node> with a JSON report\n");
+    let Ok(body) = req.body() else {
+        return bad();
+    };
+    let Ok(report) = serde_json::from_slice::<Report>(&body) else {
+        return bad();
+    };
+    let peer = req.peer().ip();
+    let at = ctx.started.elapsed().as_secs_f64();
+    let unavailable = || crate::board::Refused(500, "board unavailable".into());
+    // Lock order: plan, then board (GET /status takes the board only).
+    let posted = ctx
+        .plan
+        .lock()
+        .map_err(|_| unavailable())
+        .and_then(|mut plan| {
+            plan.refresh(&ctx.roots);
+            let mut board = ctx.board.lock().map_err(|_| unavailable())?;
+            board.post(node, peer, &report, at, plan.addresses.as_ref())
+        });
+    match posted {
+        Ok(()) => {
+            if report.phase == "failed" {
+                eprintln!(
+                    "imgtool serve: node {node} failed: {}",
+                    crate::board::sanitize(&report.message, crate::board::MAX_MESSAGE)
+                );
+            }
+            Response::bytes(204, vec![])
+        }
+        Err(crate::board::Refused(code, msg)) => {
+            if code == 403 {
+                eprintln!("imgtool serve: report refused: {msg}");
+            }
+            Response::text(code, &format!("{msg}\n"))
+        }
+    }
 }
 
 #[cfg(test)]

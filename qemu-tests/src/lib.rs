@@ -268,7 +268,7 @@ pub fn serve_in_background(roots: Vec<PathBuf>) -> u16 {
     let bound = imgtool::serve::bind(imgtool::serve::ServeOptions {
         roots,
         listen: "127.0.0.1:0".into(),
-        threads: 8,
+        max_connections: imgtool::httpd::DEFAULT_MAX_CONNECTIONS,
     })
     .expect("binding imgtool serve");
     let port = bound.addr().expect("server address").port();

@@ -138,9 +138,10 @@ enum Cmd {
         tree: Vec<PathBuf>,
         #[arg(long, default_value = "0.0.0.0:8080")]
         listen: String,
-        /// Threads answering requests (each file transfer also gets its own thread).
-        #[arg(long, default_value_t = 16)]
-        threads: usize,
+        /// Open connections at most (each has its own thread); at the bound the
+        /// longest-idle connection is closed, or the new one answered 503.
+        #[arg(long, default_value_t = imgtool::httpd::DEFAULT_MAX_CONNECTIONS)]
+        max_connections: usize,
     },
     /// Show the distribution tree from a running `imgtool serve`: who feeds whom (a node
     /// that is its upstream's only downstream continues its column, marked →), each
@@ -464,7 +465,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             image_root,
             tree,
             listen,
-            threads,
+            max_connections,
         } => {
             let mut roots = vec![image_root];
             roots.extend(tree);
@@ -476,7 +477,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             imgtool::serve::serve(imgtool::serve::ServeOptions {
                 roots,
                 listen,
-                threads,
+                max_connections,
             })
             .map_err(anyhow::Error::msg)?;
         }

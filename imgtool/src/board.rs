@@ -1,0 +1,454 @@
+//! The status board of `imgtool serve`: what node agents report (`POST /status/<node>`)
+//! and `imgtool status` shows. Everything on it came from the network, so it is bounded
+//! and cleaned: node names from a fixed character set, every text field cut to a
+//! documented length with control characters and escape sequences replaced (when stored
+//! and again when a client reads a board), at most [`MAX_NODES`] nodes, and a node's
+//! entry may only be written from that node's address (see [`Board::post`]).
+
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+use std::net::IpAddr;
+
+/// Nodes on one board at most. A post for a further node is refused (503). With the
+/// per-node bounds below a full board serialises to about 50 MB at worst (below
+/// [`MAX_BOARD_BYTES`]), typically 1 KB per node.
+pub const MAX_NODES: usize = 4096;
+
+/// Longest node name (bytes); the characters allowed are those of [`valid_node_name`].
+pub const MAX_NODE_NAME: usize = 64;
+
+/// Longest `message` kept (bytes; longer ones are cut, marked `…`). An agent's messages
+/// are one line: a phase detail or an error chain.
+pub const MAX_MESSAGE: usize = 512;
+
+/// Longest `phase` (bytes).
+pub const MAX_PHASE: usize = 32;
+
+/// Longest `image` (bytes).
+pub const MAX_IMAGE: usize = 128;
+
+/// Earlier phases and messages kept per node.
+pub const MAX_HISTORY: usize = 32;
+
+/// Longest history line (bytes).
+pub const MAX_HISTORY_LINE: usize = 160;
+
+/// Largest report body accepted (a report is a few hundred bytes).
+pub const MAX_REPORT_BYTES: u64 = 16 << 10;
+
+/// Largest board `imgtool status` reads: above the worst case of a full board (test
+/// `a_full_board_of_worst_case_entries_fits`).
+pub const MAX_BOARD_BYTES: u64 = 64 << 20;
+
+/// What an agent reports (also the body of `POST /status/<node>`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Report {
+    /// `booting`, `network`, `layout`, `partitioning`, `restoring`, `growing`, `verifying`,
+    /// `done`, `failed`, …
+    pub phase: String,
+    #[serde(default)]
+    pub done: u64,
+    #[serde(default)]
+    pub total: u64,
+    #[serde(default)]
+    pub message: String,
+    /// Who the node pulls from (`primary` or a node name).
+    #[serde(default)]
+    pub upstream: String,
+    #[serde(default)]
+    pub image: String,
+}
+
+impl Report {
+    /// The report with every text field cleaned and cut to its bound.
+    pub fn sanitized(&self) -> Report {
+        Report {
+            phase: sanitize(&self.phase, MAX_PHASE),
+            done: self.done,
+            total: self.total,
+            message: sanitize(&self.message, MAX_MESSAGE),
+            upstream: sanitize(&self.upstream, MAX_NODE_NAME),
+            image: sanitize(&self.image, MAX_IMAGE),
+        }
+    }
+}
+
+/// A node's entry on the board.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NodeStatus {
+    pub node: String,
+    pub last: Report,
+    /// Seconds since the server started, at the last report.
+    pub at: f64,
+    /// Earlier phases and messages, oldest first (at most [`MAX_HISTORY`]).
+    pub history: Vec<String>,
+}
+
+impl NodeStatus {
+    fn sanitized(&self) -> NodeStatus {
+        NodeStatus {
+            node: sanitize(&self.node, MAX_NODE_NAME),
+            last: self.last.sanitized(),
+            at: self.at,
+            history: self
+                .history
+                .iter()
+                .rev()
+                .take(MAX_HISTORY)
+                .rev()
+                .map(|h| sanitize(h, MAX_HISTORY_LINE))
+                .collect(),
+        }
+    }
+}
+
+/// A node name as the board takes it: 1 to [`MAX_NODE_NAME`] bytes of `A-Z a-z 0-9 . _ -`
+/// (the cluster's name character set) or `:` (an agent that knows no node name reports
+/// under its MAC address), not starting with `.` or `-`, and not `primary` (the root of
+/// the status tree).
+pub fn valid_node_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NODE_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':'))
+        && !name.starts_with(['.', '-'])
+        && name != "primary"
+}
+
+/// `s` safe to print on a terminal, at most `max` bytes: line breaks and tabs become
+/// spaces; other control characters (C0, DEL, C1 — hence every escape sequence's ESC or
+/// CSI) and bidirectional-text overrides become `�`; a longer text is cut at a character
+/// boundary and ends with `…`.
+pub fn sanitize(s: &str, max: usize) -> String {
+    let mut out = String::with_capacity(s.len().min(max));
+    for c in s.chars() {
+        let c = match c {
+            '\n' | '\r' | '\t' => ' ',
+            c if c.is_control() => '\u{FFFD}',
+            '\u{200E}'
+            | '\u{200F}'
+            | '\u{061C}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2066}'..='\u{2069}' => '\u{FFFD}',
+            c => c,
+        };
+        if out.len() + c.len_utf8() > max {
+            while !out.is_empty() && out.len() + '…'.len_utf8() > max {
+                out.pop();
+            }
+            if max >= '…'.len_utf8() {
+                out.push('…');
+            }
+            return out;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Who may post for which node: the addresses in the served `clone-plan.json`.
+pub type PlanAddresses = HashMap<String, IpAddr>;
+
+/// Parses the `addresses` of a clone plan (node name → IP).
+pub fn plan_addresses(json: &[u8]) -> Result<PlanAddresses, String> {
+    #[derive(Deserialize)]
+    struct Plan {
+        #[serde(default)]
+        addresses: BTreeMap<String, String>,
+    }
+    let p: Plan = serde_json::from_slice(json).map_err(|e| e.to_string())?;
+    Ok(p.addresses
+        .into_iter()
+        .filter_map(|(n, a)| {
+            let ip = a.split('/').next()?.trim().parse::<IpAddr>().ok()?;
+            Some((n, ip.to_canonical()))
+        })
+        .collect())
+}
+
+/// Why a post was refused: the HTTP status and a message naming the node and address.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refused(pub u16, pub String);
+
+/// The board itself.
+#[derive(Default)]
+pub struct Board {
+    nodes: BTreeMap<String, NodeStatus>,
+    /// Without a clone plan: the address each node first posted from.
+    owners: HashMap<String, IpAddr>,
+}
+
+impl Board {
+    /// Records `report` for `node`, posted from `peer` at `at` seconds, if `peer` may post
+    /// for it:
+    /// - from the server's own host (a loopback address): any node — the admin's own
+    ///   machine is trusted, and QEMU's user networking arrives from there;
+    /// - with a clone plan (`plan`: `Some(Ok)`): only from the node's address in it; a
+    ///   node not in the plan is refused; an unreadable plan (`Some(Err)`) refuses all;
+    /// - without a plan: from the address the node first posted from (since the server
+    ///   started).
+    pub fn post(
+        &mut self,
+        node: &str,
+        peer: IpAddr,
+        report: &Report,
+        at: f64,
+        plan: Option<&Result<PlanAddresses, String>>,
+    ) -> Result<(), Refused> {
+        if !valid_node_name(node) {
+            return Err(Refused(
+                400,
+                format!(
+                    "node name {:?} is not 1-{MAX_NODE_NAME} characters of A-Z a-z 0-9 . _ - :",
+                    sanitize(node, MAX_NODE_NAME)
+                ),
+            ));
+        }
+        let peer = peer.to_canonical();
+        let loopback = peer.is_loopback();
+        let mut claim = false;
+        if !loopback {
+            match plan {
+                Some(Ok(addrs)) => match addrs.get(node) {
+                    Some(a) if *a == peer => {}
+                    Some(a) => {
+                        return Err(Refused(
+                            403,
+                            format!("node {node} is at {a} in clone-plan.json; {peer} may not report for it"),
+                        ))
+                    }
+                    None => {
+                        return Err(Refused(
+                            403,
+                            format!("node {node} is not in clone-plan.json ({peer} reporting)"),
+                        ))
+                    }
+                },
+                Some(Err(e)) => {
+                    return Err(Refused(
+                        403,
+                        format!("clone-plan.json is unreadable ({e}): only the server's own host may report (node {node}, from {peer})"),
+                    ))
+                }
+                None => match self.owners.get(node) {
+                    Some(a) if *a == peer => {}
+                    Some(a) => {
+                        return Err(Refused(
+                            403,
+                            format!("node {node} first reported from {a}; {peer} may not report for it"),
+                        ))
+                    }
+                    None => claim = true,
+                },
+            }
+        }
+        if !self.nodes.contains_key(node) && self.nodes.len() >= MAX_NODES {
+            return Err(Refused(
+                503,
+                format!("the board is full ({MAX_NODES} nodes); node {node} not recorded"),
+            ));
+        }
+        if claim {
+            self.owners.insert(node.to_string(), peer);
+        }
+        let r = report.sanitized();
+        let e = self
+            .nodes
+            .entry(node.to_string())
+            .or_insert_with(|| NodeStatus {
+                node: node.to_string(),
+                last: Report::default(),
+                at,
+                history: vec![],
+            });
+        if e.last.phase != r.phase || !r.message.is_empty() && e.last.message != r.message {
+            let line = format!("{at:.1}s {} {}", r.phase, r.message);
+            e.history.push(sanitize(line.trim_end(), MAX_HISTORY_LINE));
+            if e.history.len() > MAX_HISTORY {
+                e.history.remove(0);
+            }
+        }
+        e.last = r;
+        e.at = at;
+        Ok(())
+    }
+
+    pub fn nodes(&self) -> &BTreeMap<String, NodeStatus> {
+        &self.nodes
+    }
+
+    /// The board as `GET /status` sends it.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(&self.nodes).unwrap_or_default()
+    }
+}
+
+/// Reads the status board of the server at `url` (at most [`MAX_BOARD_BYTES`]), cleaned
+/// again here: the server may be an older or a hostile one.
+pub fn fetch_status(url: &str) -> Result<BTreeMap<String, NodeStatus>, String> {
+    let u = format!("{}/status", url.trim_end_matches('/'));
+    let r = ureq::get(&u)
+        .timeout(std::time::Duration::from_secs(60))
+        .call()
+        .map_err(|e| format!("{u}: {e}"))?;
+    let mut s = Vec::new();
+    r.into_reader()
+        .take(MAX_BOARD_BYTES + 1)
+        .read_to_end(&mut s)
+        .map_err(|e| format!("{u}: {e}"))?;
+    if s.len() as u64 > MAX_BOARD_BYTES {
+        return Err(format!(
+            "{u}: the board is larger than {} MiB; not a board this version of imgtool serves",
+            MAX_BOARD_BYTES >> 20
+        ));
+    }
+    let board: BTreeMap<String, NodeStatus> =
+        serde_json::from_slice(&s).map_err(|e| format!("{u}: not a status board: {e}"))?;
+    Ok(board
+        .into_iter()
+        .map(|(k, v)| (sanitize(&k, MAX_NODE_NAME), v.sanitized()))
+        .collect())
+}
+
+/// Sends one report; best effort (errors are returned for logging, never fatal). A fresh
+/// connection each time (no pool): a kept-alive connection the server has since closed
+/// would lose the report, and reports are seconds apart.
+pub fn post_report(server: &str, node: &str, r: &Report) -> Result<(), String> {
+    let u = format!("{}/status/{node}", server.trim_end_matches('/'));
+    let body = serde_json::to_string(r).map_err(|e| e.to_string())?;
+    let agent = ureq::AgentBuilder::new()
+        .max_idle_connections(0)
+        .timeout(std::time::Duration::from_secs(3))
+        .build();
+    agent
+        .post(&u)
+        .set("Content-Type", "application/json")
+        .send_string(&body)
+        .map(|_| ())
+        .map_err(|e| format!("{u}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn report(phase: &str, message: &str) -> Report {
+        Report {
+            phase: phase.into(),
+            message: message.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn escape_sequences_never_reach_the_terminal() {
+        let evil = "ok\x1b]0;owned\x07\x1b[2J\u{9b}31m\r\nrm -rf /\u{202e}txt.exe";
+        let s = sanitize(evil, 200);
+        assert!(!s.chars().any(|c| c.is_control()), "{s:?}");
+        assert!(!s.contains('\u{202e}'));
+        assert!(s.starts_with("ok\u{FFFD}]0;owned"), "{s:?}");
+        let long = "é".repeat(1000);
+        let cut = sanitize(&long, MAX_MESSAGE);
+        assert!(
+            cut.len() <= MAX_MESSAGE && cut.ends_with('…'),
+            "{}",
+            cut.len()
+        );
+        assert_eq!(sanitize("plain", 5), "plain");
+    }
+
+    #[test]
+    fn node_names_are_checked() {
+        for ok in ["n07", "rack1-n2", "a.b_c", "52:54:00:00:00:07"] {
+            assert!(valid_node_name(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "a/b",
+            "a b",
+            "n\n",
+            "-x",
+            ".hidden",
+            "primary",
+            &"x".repeat(65),
+        ] {
+            assert!(!valid_node_name(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn with_a_plan_only_the_nodes_address_may_post() {
+        let plan = plan_addresses(br#"{"addresses":{"n1":"10.0.0.1","n2":"10.0.0.2"}}"#);
+        let plan = Some(&plan);
+        let mut b = Board::default();
+        let r = report("restoring", "");
+        assert_eq!(b.post("n1", ip("10.0.0.1"), &r, 1.0, plan), Ok(()));
+        let e = b.post("n1", ip("10.0.0.2"), &r, 1.0, plan).unwrap_err();
+        assert_eq!(e.0, 403);
+        assert!(e.1.contains("n1") && e.1.contains("10.0.0.2"), "{}", e.1);
+        let e = b.post("n9", ip("10.0.0.9"), &r, 1.0, plan).unwrap_err();
+        assert!(e.1.contains("not in clone-plan.json"), "{}", e.1);
+        // The server's own host may post for anyone (QEMU user networking comes from it).
+        assert_eq!(b.post("n2", ip("127.0.0.1"), &r, 1.0, plan), Ok(()));
+        assert_eq!(b.post("n2", ip("::ffff:10.0.0.2"), &r, 1.0, plan), Ok(()));
+        let bad = Err("expected value".to_string());
+        assert_eq!(
+            b.post("n1", ip("10.0.0.1"), &r, 1.0, Some(&bad))
+                .unwrap_err()
+                .0,
+            403
+        );
+        assert_eq!(b.nodes().len(), 2);
+    }
+
+    #[test]
+    fn without_a_plan_a_node_belongs_to_its_first_address() {
+        let mut b = Board::default();
+        let r = report("booting", "");
+        assert_eq!(b.post("n1", ip("10.0.0.1"), &r, 1.0, None), Ok(()));
+        assert_eq!(b.post("n1", ip("10.0.0.1"), &r, 2.0, None), Ok(()));
+        let e = b.post("n1", ip("10.0.0.66"), &report("done", "fake"), 3.0, None);
+        assert_eq!(e.unwrap_err().0, 403);
+        assert_eq!(b.nodes()["n1"].last.phase, "booting");
+    }
+
+    #[test]
+    fn the_board_is_bounded_in_nodes_and_bytes() {
+        // Worst-case entries: every text at its bound, every character needing a JSON
+        // escape, the history full.
+        let mut b = Board::default();
+        let worst = |i: usize| Report {
+            phase: format!("{i}{}", "\"".repeat(100)),
+            done: u64::MAX,
+            total: u64::MAX,
+            message: format!("{i}{}", "\\".repeat(10_000)),
+            upstream: "\"".repeat(100),
+            image: "\"".repeat(1000),
+        };
+        let name = |i: usize| format!("{i:0>64}");
+        for i in 0..MAX_HISTORY + 5 {
+            b.post(&name(0), ip("127.0.0.1"), &worst(i), 1e300, None)
+                .unwrap();
+        }
+        let entry = b.nodes[&name(0)].clone();
+        assert_eq!(entry.history.len(), MAX_HISTORY);
+        assert!(entry.last.message.len() <= MAX_MESSAGE);
+        for i in 1..MAX_NODES {
+            let mut e = entry.clone();
+            e.node = name(i);
+            b.nodes.insert(name(i), e);
+        }
+        let e = b
+            .post("one-more", ip("127.0.0.1"), &worst(0), 1.0, None)
+            .unwrap_err();
+        assert_eq!(e.0, 503);
+        let size = b.to_json().len() as u64;
+        assert!(size <= MAX_BOARD_BYTES, "{size} bytes");
+    }
+}

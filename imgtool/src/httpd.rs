@@ -1,0 +1,842 @@
+//! A small HTTP/1.1 server with hard limits, for `imgtool serve` and the agent's relay.
+//! It owns the connections (accept, timeouts, the request head, the response framing);
+//! what a request means is the handler's business ([`crate::serve`], the relay).
+//!
+//! Why not tiny_http 0.12 any more: it reads a request head line by line into a buffer
+//! without a limit (a 256 MiB header line was kept whole: 267 MB of memory), sets no
+//! read or write timeout on its sockets (an idle connection is kept forever), and starts
+//! a thread for every connection without a bound. None of that is configurable from
+//! outside the crate. So connections are accepted here with std's `TcpListener`, the head
+//! is read into a buffer of at most [`MAX_HEAD_BYTES`] and parsed by `httparse` (hyper's
+//! parser; nothing here parses HTTP by hand), and every connection is bounded in time
+//! ([`IDLE_TIMEOUT`], [`IO_TIMEOUT`]) and in number ([`Limits::max_connections`]).
+//!
+//! The data path keeps the properties the distribution benchmark relies on: a thread per
+//! connection (so a transfer never waits for a worker), identity transfer encoding with a
+//! `Content-Length`, and bodies written in pieces of up to 1 MiB — one `read` of the body
+//! (a file, or a relay's next verified frame) per `write`, the response head riding in the
+//! first one.
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The largest request head (request line and all header lines) accepted: 16 KiB, twice
+/// nginx's default for one header line. Our clients send a few hundred bytes. A larger
+/// head is answered 431 and the connection closed, so no request can make the server
+/// hold more than this per connection.
+pub const MAX_HEAD_BYTES: usize = 16 << 10;
+
+/// The most header fields in a request (httparse needs the array up front); our clients
+/// send five or six. More is answered 431.
+pub const MAX_HEADERS: usize = 64;
+
+/// How long a connection may take to deliver a complete request head — counted from the
+/// accept, or from the end of the previous response on a kept-alive connection. Then it
+/// is closed (408 if part of a head had come). This is also the keep-alive idle limit,
+/// and the time a request body (a few KiB at most) has to arrive.
+/// Agents post a status report every two seconds; ureq's pooled connections are reused
+/// well within it.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The longest the client may take to read one response piece (up to 1 MiB), in all —
+/// so at least about 17 KiB/s; a reader slower than that is gone or hostile (at 1 Mbit/s
+/// a piece takes 8 s). A request body must arrive within [`IDLE_TIMEOUT`].
+pub const IO_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Default bound on open connections of `imgtool serve`. Each costs a thread (512 KiB of
+/// address space, a few pages resident) and two descriptors. At the bound, the connection
+/// that has waited longest for a request is closed to make room; when none is waiting
+/// (all are busy answering), the new one is answered 503 and closed.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+
+/// After an error answer, how long and how much of what the client still sends is read
+/// and dropped before the connection is closed (see `Conn::error`).
+const LINGER: Duration = Duration::from_millis(500);
+const LINGER_BYTES: usize = 256 << 10;
+
+/// Largest piece of a response body written at once.
+const PIECE: usize = 1 << 20;
+
+/// Stack of a connection thread: handlers keep buffers on the heap.
+const STACK: usize = 512 << 10;
+
+/// The limits of one server.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Open connections at most (see [`DEFAULT_MAX_CONNECTIONS`]).
+    pub max_connections: usize,
+    /// Largest request body accepted (by `Content-Length`); larger is answered 413.
+    pub max_body: u64,
+    /// See [`IDLE_TIMEOUT`].
+    pub idle: Duration,
+    /// See [`IO_TIMEOUT`].
+    pub io: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_body: 16 << 10,
+            idle: IDLE_TIMEOUT,
+            io: IO_TIMEOUT,
+        }
+    }
+}
+
+/// A parsed request. The body (at most [`Limits::max_body`] bytes) is read on demand.
+pub struct Request<'c> {
+    method: String,
+    target: String,
+    headers: Vec<(String, String)>,
+    peer: SocketAddr,
+    body_left: u64,
+    conn: &'c mut Conn,
+}
+
+impl Request<'_> {
+    pub fn method(&self) -> &str {
+        &self.method
+    }
+
+    /// The request target as sent (path and query).
+    pub fn url(&self) -> &str {
+        &self.target
+    }
+
+    /// The request target without its query.
+    pub fn path(&self) -> &str {
+        self.target.split('?').next().unwrap_or("")
+    }
+
+    pub fn is_head(&self) -> bool {
+        self.method == "HEAD"
+    }
+
+    /// The first header field named `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Who sent it.
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// Reads the whole body (its length was checked against [`Limits::max_body`] before
+    /// the handler was called).
+    pub fn body(&mut self) -> io::Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(self.body_left as usize);
+        let n = self.body_left;
+        self.conn.read_body(n, &mut out)?;
+        self.body_left = 0;
+        Ok(out)
+    }
+}
+
+/// What a handler answers.
+pub struct Response {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Body,
+}
+
+enum Body {
+    Bytes(Vec<u8>),
+    /// Exactly `len` bytes from the reader (fewer: the connection is closed early, which
+    /// the client sees as a short body).
+    Stream(Box<dyn Read + Send>, u64),
+}
+
+impl Response {
+    pub fn bytes(status: u16, body: Vec<u8>) -> Response {
+        Response {
+            status,
+            headers: vec![],
+            body: Body::Bytes(body),
+        }
+    }
+
+    pub fn text(status: u16, body: &str) -> Response {
+        Self::bytes(status, body.as_bytes().to_vec())
+            .with_header("Content-Type", "text/plain; charset=utf-8")
+    }
+
+    /// `len` bytes read from `reader` as they come (to a `HEAD`: the head only, with this
+    /// `Content-Length`).
+    pub fn stream(status: u16, reader: Box<dyn Read + Send>, len: u64) -> Response {
+        Response {
+            status,
+            headers: vec![],
+            body: Body::Stream(reader, len),
+        }
+    }
+
+    pub fn with_header(mut self, k: &str, v: &str) -> Response {
+        self.headers.push((k.to_string(), v.to_string()));
+        self
+    }
+
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+}
+
+/// The function answering requests; it runs on the connection's own thread.
+pub type Handler = dyn Fn(&mut Request) -> Response + Send + Sync;
+
+/// A bound listening socket.
+pub struct Server {
+    listener: TcpListener,
+    limits: Limits,
+}
+
+impl Server {
+    /// Binds `addr`. Raises the soft descriptor limit to the hard one (each connection
+    /// takes two) and lowers `max_connections` to what the limit allows.
+    pub fn bind(addr: &str, mut limits: Limits) -> io::Result<Server> {
+        let listener = TcpListener::bind(addr)?;
+        let fds = raise_fd_limit();
+        // Two descriptors per connection, and room for files being served.
+        let allowed = (fds.saturating_sub(64) / 2).max(1) as usize;
+        limits.max_connections = limits.max_connections.clamp(1, allowed);
+        Ok(Server { listener, limits })
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Accepts connections until the listening socket fails; each connection gets a
+    /// thread that answers its requests with `handler`.
+    pub fn run(self, handler: Arc<Handler>) -> io::Result<()> {
+        let slots = Arc::new(Mutex::new(Slots::default()));
+        loop {
+            let (stream, peer) = match self.listener.accept() {
+                Ok(s) => s,
+                Err(e) if is_broken_listener(&e) => return Err(e),
+                Err(_) => {
+                    // Out of descriptors or memory for a moment, or a connection that
+                    // died before it was accepted: let connections end, go on.
+                    std::thread::sleep(Duration::from_millis(50));
+                    continue;
+                }
+            };
+            let Some(id) = admit(&slots, &stream, self.limits.max_connections) else {
+                refuse(stream);
+                continue;
+            };
+            let (slots2, handler, limits) = (slots.clone(), handler.clone(), self.limits.clone());
+            let spawned = std::thread::Builder::new()
+                .name("http-conn".into())
+                .stack_size(STACK)
+                .spawn(move || {
+                    let mut conn = Conn {
+                        stream,
+                        buf: Vec::new(),
+                        limits,
+                    };
+                    conn.serve(peer, &*handler, &slots2, id);
+                    if let Ok(mut s) = slots2.lock() {
+                        s.open.remove(&id);
+                    }
+                });
+            if spawned.is_err() {
+                if let Ok(mut s) = slots.lock() {
+                    s.open.remove(&id);
+                }
+            }
+        }
+    }
+
+    /// [`Server::run`] on a background thread.
+    pub fn spawn(self, handler: Arc<Handler>) -> io::Result<std::thread::JoinHandle<()>> {
+        std::thread::Builder::new()
+            .name("http-accept".into())
+            .spawn(move || {
+                let _ = self.run(handler);
+            })
+    }
+}
+
+/// An `accept` error that will not go away (every other one is waited out).
+fn is_broken_listener(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EBADF | libc::EINVAL | libc::ENOTSOCK | libc::EOPNOTSUPP)
+    )
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit; returns the soft limit in force.
+fn raise_fd_limit() -> u64 {
+    let mut l = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local rlimit.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) != 0 {
+            return 1024;
+        }
+        if l.rlim_cur < l.rlim_max {
+            let want = libc::rlimit {
+                rlim_cur: l.rlim_max,
+                rlim_max: l.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
+                l.rlim_cur = l.rlim_max;
+            }
+        }
+    }
+    l.rlim_cur
+}
+
+/// The open connections: for each, a handle to close it and since when it has been
+/// waiting for a request (None while a request is being answered).
+#[derive(Default)]
+struct Slots {
+    next: u64,
+    open: HashMap<u64, Slot>,
+}
+
+struct Slot {
+    stream: TcpStream,
+    waiting_since: Option<Instant>,
+}
+
+/// Registers a new connection, closing the longest-waiting idle one at the bound; `None`
+/// when every connection is busy.
+fn admit(slots: &Mutex<Slots>, stream: &TcpStream, max: usize) -> Option<u64> {
+    let handle = stream.try_clone().ok()?;
+    let mut s = slots.lock().ok()?;
+    if s.open.len() >= max {
+        let oldest = s
+            .open
+            .iter()
+            .filter_map(|(id, slot)| slot.waiting_since.map(|t| (t, *id)))
+            .min()?
+            .1;
+        if let Some(slot) = s.open.remove(&oldest) {
+            // Wakes its thread, whose read then sees the end of the stream.
+            let _ = slot.stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+    s.next += 1;
+    let id = s.next;
+    s.open.insert(
+        id,
+        Slot {
+            stream: handle,
+            waiting_since: Some(Instant::now()),
+        },
+    );
+    Some(id)
+}
+
+/// Answers a connection over the bound 503 and closes it (from the accept thread: a new
+/// socket's send buffer is empty, so this short write does not block).
+fn refuse(mut stream: TcpStream) {
+    let _ = stream.set_write_timeout(Some(Duration::from_millis(200)));
+    let _ = stream.write_all(
+        b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 12\r\nRetry-After: 1\r\nConnection: close\r\n\r\nserver busy\n",
+    );
+}
+
+fn set_waiting(slots: &Mutex<Slots>, id: u64, waiting: bool) {
+    if let Ok(mut s) = slots.lock() {
+        if let Some(slot) = s.open.get_mut(&id) {
+            slot.waiting_since = waiting.then(Instant::now);
+        }
+    }
+}
+
+/// One connection: its socket and the bytes read past the last request head.
+struct Conn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    limits: Limits,
+}
+
+/// Why no request head could be read.
+enum HeadError {
+    /// The peer closed, or went idle before sending anything: close quietly.
+    Gone,
+    /// Part of a head came, the rest not in time.
+    Timeout,
+    TooLarge,
+    Bad(String),
+}
+
+struct Head {
+    method: String,
+    target: String,
+    version: u8,
+    headers: Vec<(String, String)>,
+    /// Length of the head in `buf`.
+    len: usize,
+}
+
+impl Conn {
+    fn serve(&mut self, peer: SocketAddr, handler: &Handler, slots: &Mutex<Slots>, id: u64) {
+        let _ = self.stream.set_nodelay(true);
+        loop {
+            set_waiting(slots, id, true);
+            let head = match self.read_head() {
+                Ok(h) => h,
+                Err(HeadError::Gone) => return,
+                Err(HeadError::Timeout) => {
+                    return self.error(408, "request head not received in time\n")
+                }
+                Err(HeadError::TooLarge) => {
+                    return self.error(
+                        431,
+                        &format!(
+                        "request head larger than {MAX_HEAD_BYTES} bytes or {MAX_HEADERS} fields\n"
+                    ),
+                    )
+                }
+                Err(HeadError::Bad(why)) => return self.error(400, &format!("{why}\n")),
+            };
+            set_waiting(slots, id, false);
+            self.buf.drain(..head.len);
+            let close_asked = head.headers.iter().any(|(k, v)| {
+                k.eq_ignore_ascii_case("connection") && v.to_ascii_lowercase().contains("close")
+            });
+            let keep_alive = head.version == 1 && !close_asked;
+            if head
+                .headers
+                .iter()
+                .any(|(k, _)| k.eq_ignore_ascii_case("transfer-encoding"))
+            {
+                return self.error(501, "request bodies need a Content-Length\n");
+            }
+            let mut lengths = head
+                .headers
+                .iter()
+                .filter(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+                .map(|(_, v)| v.trim().parse::<u64>());
+            let body_len = match (lengths.next(), lengths.next()) {
+                (None, _) => 0,
+                (Some(Ok(n)), None) => n,
+                _ => return self.error(400, "bad Content-Length\n"),
+            };
+            if body_len > self.limits.max_body {
+                return self.error(
+                    413,
+                    &format!("request body larger than {} bytes\n", self.limits.max_body),
+                );
+            }
+            let expects_continue = head.headers.iter().any(|(k, v)| {
+                k.eq_ignore_ascii_case("expect") && v.eq_ignore_ascii_case("100-continue")
+            });
+            if expects_continue
+                && body_len > 0
+                && self.send(b"HTTP/1.1 100 Continue\r\n\r\n").is_err()
+            {
+                return;
+            }
+            let is_head = head.method == "HEAD";
+            let mut req = Request {
+                method: head.method,
+                target: head.target,
+                headers: head.headers,
+                peer,
+                body_left: body_len,
+                conn: self,
+            };
+            let resp = handler(&mut req);
+            let left = req.body_left;
+            // An unread body is skipped (it is small: bounded by max_body).
+            if left > 0 && self.read_body(left, &mut io::sink()).is_err() {
+                return;
+            }
+            match self.respond(resp, is_head, keep_alive) {
+                Ok(true) => {}
+                _ => return,
+            }
+        }
+    }
+
+    /// Reads until a complete head is in `buf` (at most [`MAX_HEAD_BYTES`], within
+    /// [`Limits::idle`]) and parses it.
+    fn read_head(&mut self) -> Result<Head, HeadError> {
+        let deadline = Instant::now() + self.limits.idle;
+        let mut scanned = 0;
+        loop {
+            if let Some(end) = head_end(&self.buf, scanned) {
+                return parse_head(&self.buf[..end]);
+            }
+            scanned = self.buf.len();
+            if self.buf.len() >= MAX_HEAD_BYTES {
+                return Err(HeadError::TooLarge);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(if self.buf.is_empty() {
+                    HeadError::Gone
+                } else {
+                    HeadError::Timeout
+                });
+            }
+            let _ = self.stream.set_read_timeout(Some(deadline - now));
+            let mut piece = [0u8; 4096];
+            let want = piece.len().min(MAX_HEAD_BYTES - self.buf.len());
+            match self.stream.read(&mut piece[..want]) {
+                Ok(0) => return Err(HeadError::Gone),
+                Ok(n) => self.buf.extend_from_slice(&piece[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    continue
+                }
+                Err(_) => return Err(HeadError::Gone),
+            }
+        }
+    }
+
+    /// Reads `n` body bytes (the rest of `buf` first) into `out`, all within
+    /// [`Limits::idle`]: a body trickled in byte by byte cannot hold the connection (bodies
+    /// are at most [`Limits::max_body`], a few KiB).
+    fn read_body(&mut self, n: u64, out: &mut dyn Write) -> io::Result<()> {
+        let deadline = Instant::now() + self.limits.idle;
+        let from_buf = (n as usize).min(self.buf.len());
+        out.write_all(&self.buf[..from_buf])?;
+        self.buf.drain(..from_buf);
+        let mut rest = n - from_buf as u64;
+        let mut piece = [0u8; 4096];
+        while rest > 0 {
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "request body not received in time",
+                ));
+            }
+            self.stream.set_read_timeout(Some(deadline - now))?;
+            let want = piece.len().min(rest as usize);
+            match self.stream.read(&mut piece[..want]) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "request body shorter than its Content-Length",
+                    ))
+                }
+                Ok(k) => {
+                    out.write_all(&piece[..k])?;
+                    rest -= k as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes all of `buf` within [`Limits::io`] (a socket write timeout alone would let a
+    /// client that takes a byte a minute hold the connection for ever).
+    fn send(&mut self, buf: &[u8]) -> io::Result<()> {
+        let deadline = Instant::now() + self.limits.io;
+        let mut at = 0;
+        while at < buf.len() {
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the client took too long to read the response",
+                ));
+            }
+            self.stream.set_write_timeout(Some(deadline - now))?;
+            match self.stream.write(&buf[at..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(k) => at += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Answers an error, then closes the connection gracefully: our side first, then
+    /// what the client still sends is read and dropped for a moment (at most
+    /// [`LINGER_BYTES`] or [`LINGER`]), so that its unread bytes do not make the kernel
+    /// reset the connection before the client has read the answer.
+    fn error(&mut self, status: u16, msg: &str) {
+        if self
+            .respond(Response::text(status, msg), false, false)
+            .is_err()
+        {
+            return;
+        }
+        let _ = self.stream.shutdown(std::net::Shutdown::Write);
+        let _ = self.stream.set_read_timeout(Some(LINGER));
+        let deadline = Instant::now() + LINGER;
+        let mut left = LINGER_BYTES;
+        let mut sink = [0u8; 4096];
+        while left > 0 && Instant::now() < deadline {
+            match self.stream.read(&mut sink) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    }
+
+    /// Writes `resp`; true when the connection can take another request.
+    fn respond(&mut self, resp: Response, is_head: bool, keep_alive: bool) -> io::Result<bool> {
+        let len = match &resp.body {
+            Body::Bytes(b) => b.len() as u64,
+            Body::Stream(_, n) => *n,
+        };
+        let mut out = Vec::with_capacity(256);
+        write!(out, "HTTP/1.1 {} {}\r\n", resp.status, reason(resp.status))?;
+        // A 204 has no body and must not announce one.
+        if resp.status != 204 {
+            write!(out, "Content-Length: {len}\r\n")?;
+        }
+        for (k, v) in &resp.headers {
+            // Header text comes from our own handlers; still, never let a line break
+            // through.
+            let clean = |s: &str| s.chars().filter(|c| !c.is_control()).collect::<String>();
+            write!(out, "{}: {}\r\n", clean(k), clean(v))?;
+        }
+        out.extend_from_slice(if keep_alive {
+            b"\r\n"
+        } else {
+            b"Connection: close\r\n\r\n"
+        });
+        if is_head {
+            self.send(&out)?;
+            return Ok(keep_alive);
+        }
+        match resp.body {
+            Body::Bytes(b) => {
+                out.extend_from_slice(&b);
+                self.send(&out)?;
+                Ok(keep_alive)
+            }
+            Body::Stream(mut reader, len) => {
+                let head_len = out.len();
+                out.resize(head_len + PIECE.min(len as usize), 0);
+                let mut at = head_len;
+                let mut left = len;
+                loop {
+                    if left == 0 {
+                        self.send(&out[..at])?;
+                        return Ok(keep_alive);
+                    }
+                    let room = (out.len() - at).min(left.min(usize::MAX as u64) as usize);
+                    let n = match reader.read(&mut out[at..at + room]) {
+                        Ok(n) => n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(_) => 0,
+                    };
+                    if n == 0 {
+                        // The body ended early: send what there is; the short body tells
+                        // the client (the connection cannot be reused).
+                        self.send(&out[..at])?;
+                        return Ok(false);
+                    }
+                    left -= n as u64;
+                    self.send(&out[..at + n])?;
+                    at = 0;
+                }
+            }
+        }
+    }
+}
+
+/// The end of the request head in `buf` (just past its empty line), scanning from about
+/// `from` on. Finding the blank line is all this does; `httparse` parses.
+fn head_end(buf: &[u8], from: usize) -> Option<usize> {
+    let start = from.saturating_sub(3);
+    (start..buf.len()).find_map(|i| {
+        if buf[i] != b'\n' {
+            return None;
+        }
+        match (buf.get(i + 1), buf.get(i + 2)) {
+            (Some(b'\n'), _) => Some(i + 2),
+            (Some(b'\r'), Some(b'\n')) => Some(i + 3),
+            _ => None,
+        }
+    })
+}
+
+fn parse_head(bytes: &[u8]) -> Result<Head, HeadError> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut fields);
+    match req.parse(bytes) {
+        Ok(httparse::Status::Complete(len)) => Ok(Head {
+            method: req.method.unwrap_or("").to_string(),
+            target: req.path.unwrap_or("").to_string(),
+            version: req.version.unwrap_or(0),
+            headers: req
+                .headers
+                .iter()
+                .map(|h| {
+                    (
+                        h.name.to_string(),
+                        String::from_utf8_lossy(h.value).into_owned(),
+                    )
+                })
+                .collect(),
+            len,
+        }),
+        Ok(httparse::Status::Partial) => Err(HeadError::Bad("incomplete request head".into())),
+        Err(httparse::Error::TooManyHeaders) => Err(HeadError::TooLarge),
+        Err(e) => Err(HeadError::Bad(format!("bad request head: {e}"))),
+    }
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        200 => "OK",
+        204 => "No Content",
+        206 => "Partial Content",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        413 => "Content Too Large",
+        416 => "Range Not Satisfiable",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        503 => "Service Unavailable",
+        _ => "",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server with one-second limits: `/big` streams 64 MiB, `POST /echo` answers the
+    /// length of its body, anything else a short text.
+    fn server() -> SocketAddr {
+        let limits = Limits {
+            max_connections: 8,
+            max_body: 1024,
+            idle: Duration::from_secs(1),
+            io: Duration::from_secs(1),
+        };
+        let s = Server::bind("127.0.0.1:0", limits).unwrap();
+        let addr = s.local_addr().unwrap();
+        s.spawn(Arc::new(|req: &mut Request| match req.path() {
+            "/big" => Response::stream(200, Box::new(io::repeat(7).take(64 << 20)), 64 << 20),
+            "/echo" => {
+                let n = req.body().map(|b| b.len()).unwrap_or(0);
+                Response::text(200, &n.to_string())
+            }
+            _ => Response::text(200, "hello"),
+        }))
+        .unwrap();
+        addr
+    }
+
+    /// Everything the server sends until it closes (or 10 s pass: then the test fails).
+    fn read_all(c: &mut TcpStream) -> Vec<u8> {
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut out = vec![];
+        let mut piece = [0u8; 65536];
+        loop {
+            match c.read(&mut piece) {
+                Ok(0) => return out,
+                Ok(n) => out.extend_from_slice(&piece[..n]),
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return out,
+                Err(e) => panic!("the server did not close the connection: {e}"),
+            }
+        }
+    }
+
+    #[test]
+    fn keep_alive_then_close_on_request() {
+        let mut c = TcpStream::connect(server()).unwrap();
+        c.write_all(b"GET / HTTP/1.1\r\n\r\nPOST /echo HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcGET / HTTP/1.1\r\nConnection: close\r\n\r\n").unwrap();
+        let all = String::from_utf8(read_all(&mut c)).unwrap();
+        assert_eq!(all.matches("HTTP/1.1 200 OK").count(), 3, "{all}");
+        assert!(
+            all.contains("\r\n\r\nhello") && all.contains("\r\n\r\n3"),
+            "{all}"
+        );
+        assert!(all.ends_with("Connection: close\r\n\r\nhello"), "{all}");
+    }
+
+    #[test]
+    fn a_trickled_body_does_not_hold_the_connection() {
+        let mut c = TcpStream::connect(server()).unwrap();
+        c.write_all(b"POST /echo HTTP/1.1\r\nContent-Length: 100\r\n\r\nab")
+            .unwrap();
+        // The server gives up on the body after its idle limit and closes.
+        assert!(read_all(&mut c).is_empty());
+    }
+
+    #[test]
+    fn a_reader_too_slow_is_dropped() {
+        let mut c = TcpStream::connect(server()).unwrap();
+        c.write_all(b"GET /big HTTP/1.1\r\n\r\n").unwrap();
+        // Read nothing for longer than the server's write limit.
+        std::thread::sleep(Duration::from_secs(3));
+        let got = read_all(&mut c).len();
+        assert!(got < 64 << 20, "the whole body came: {got}");
+    }
+
+    #[test]
+    fn oversized_heads_are_refused_with_431() {
+        let mut c = TcpStream::connect(server()).unwrap();
+        let mut head = b"GET / HTTP/1.1\r\nX: ".to_vec();
+        head.resize(MAX_HEAD_BYTES + 100, b'a');
+        let _ = c.write_all(&head);
+        let all = String::from_utf8_lossy(&read_all(&mut c)).into_owned();
+        assert!(all.starts_with("HTTP/1.1 431"), "{all}");
+    }
+
+    #[test]
+    fn head_ends_at_the_blank_line() {
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\nA: b\r\n\r\nbody", 0), Some(24));
+        assert_eq!(head_end(b"GET / HTTP/1.1\nA: b\n\nbody", 0), Some(21));
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\nA: b\r\n", 0), None);
+        // Found when the blank line straddles two reads.
+        let full = b"GET / HTTP/1.1\r\n\r\n";
+        assert_eq!(head_end(full, 16), Some(18));
+    }
+
+    #[test]
+    fn heads_parse_with_httparse() {
+        let Ok(h) = parse_head(b"POST /status/n1 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\n")
+        else {
+            panic!("not parsed")
+        };
+        assert_eq!(
+            (h.method.as_str(), h.target.as_str(), h.version),
+            ("POST", "/status/n1", 1)
+        );
+        assert_eq!(h.headers.len(), 2);
+        assert!(matches!(
+            parse_head(b"GET / HTTP/9\r\n\r\n"),
+            Err(HeadError::Bad(_))
+        ));
+        let many: String = (0..MAX_HEADERS + 1)
+            .map(|i| format!("X-{i}: y\r\n"))
+            .collect();
+        let req = format!("GET / HTTP/1.1\r\n{many}\r\n");
+        assert!(matches!(
+            parse_head(req.as_bytes()),
+            Err(HeadError::TooLarge)
+        ));
+    }
+}
