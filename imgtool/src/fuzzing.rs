@@ -47,8 +47,10 @@ pub fn gpt_mbr(data: &[u8]) {
     }
 }
 
-/// Largest partition an `ext_probe`/`fat_probe` input describes: 32 KiB << 13.
-pub const MAX_PART: u64 = 256 << 20;
+/// Largest partition an `ext_probe`/`fat_probe` input describes: 32 KiB << 11, room
+/// for a FAT32 of 512-byte clusters and for several groups of 4 KiB-block ext4, while
+/// each run stays short.
+pub const MAX_PART: u64 = 64 << 20;
 
 /// `[shift byte] partition head`: the partition is the head followed by zeros, and is
 /// `32 KiB << (shift & 15)` long (at most [`MAX_PART`]) or, for shift 0, exactly the
@@ -58,7 +60,7 @@ fn part_probe(data: &[u8], probe: impl Fn(&PartView) -> std::io::Result<()>) {
     let Some((&shift, head)) = data.split_first() else {
         return;
     };
-    let shift = (shift & 15).min(13);
+    let shift = (shift & 15).min(11);
     let size = if shift == 0 {
         head.len() as u64
     } else {

@@ -223,7 +223,7 @@ pub fn write(disk: &dyn BlockIo, layout: &Layout, boot_code: &[u8]) -> Result<()
             .map(|p| p.ebr.unwrap_or(p.start.saturating_sub(1)))
             .collect();
         let ext_end = ext_start.saturating_add(ext_size);
-        let end = |p: &Partition| p.start.checked_add(p.size).unwrap_or(u64::MAX);
+        let end = |p: &Partition| p.start.saturating_add(p.size);
         for (i, p) in logicals.iter().enumerate() {
             let ebr = ebrs[i];
             if ebr < ext_start || end(p) > ext_end || p.start <= ebr {
@@ -305,9 +305,12 @@ mod tests {
         assert_eq!(back, layout);
     }
 
-    /// A disk with one extended partition (sectors 2048..4096) and EBRs at the given
-    /// sectors: `(ebr, logical entry (start offset, size) or empty, link to sector)`.
-    fn ebr_disk(ebrs: &[(u64, Option<(u32, u32)>, Option<u64>)]) -> MemDisk {
+    /// One EBR: its sector, its logical entry (start offset, size) or none, the sector
+    /// it links to or none.
+    type Ebr = (u64, Option<(u32, u32)>, Option<u64>);
+
+    /// A disk with one extended partition (sectors 2048..4096) and the given EBRs.
+    fn ebr_disk(ebrs: &[Ebr]) -> MemDisk {
         let disk = MemDisk::new(4 << 20, 512);
         let mut lba0 = vec![0u8; 512];
         lba0[446 + 4] = 0x05;
