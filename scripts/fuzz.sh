@@ -6,6 +6,7 @@
 #
 #   FUZZ_SECONDS=20   seconds per target (default 20)
 #   FUZZ_TARGETS="…"  targets to run (default: all)
+#   FUZZ_TARGET_DIR   build directory (default: ~/.cache/netboot-fuzz-target)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -28,7 +29,10 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 
 cd fuzz
-flags=(--release --debug-assertions)
+# Outside the checkout, so a fresh clone on the same machine (CI) rebuilds only our
+# crates, not every dependency with sanitizer instrumentation.
+target_dir=${FUZZ_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/netboot-fuzz-target}
+flags=(--release --debug-assertions --target-dir "$target_dir")
 cargo fuzz build "${flags[@]}" >/dev/null
 
 failed=()
