@@ -11,3 +11,5 @@ cargo clippy --all-targets --quiet -- -D warnings
 NETBOOT_AGENT=$(scripts/build-agent.sh)
 export NETBOOT_AGENT
 cargo test --workspace --no-fail-fast
+# Every fuzz target for a short fixed budget; found inputs land in fuzz/regressions/.
+FUZZ_SECONDS="${FUZZ_SECONDS:-10}" scripts/fuzz.sh

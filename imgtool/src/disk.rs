@@ -608,6 +608,13 @@ impl MemDisk {
             sector_size,
         }
     }
+    /// A disk holding `data` (its size is `data.len()`).
+    pub fn from_vec(data: Vec<u8>, sector_size: u32) -> Self {
+        MemDisk {
+            data: std::sync::Mutex::new(data),
+            sector_size,
+        }
+    }
     pub fn bytes(&self) -> Vec<u8> {
         self.data.lock().map(|d| d.clone()).unwrap_or_default()
     }
@@ -616,20 +623,22 @@ impl MemDisk {
 impl BlockIo for MemDisk {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         let d = self.data.lock().map_err(|_| io::Error::other("poisoned"))?;
-        let o = offset as usize;
-        if o + buf.len() > d.len() {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        buf.copy_from_slice(&d[o..o + buf.len()]);
+        let range = usize::try_from(offset)
+            .ok()
+            .and_then(|o| Some(o..o.checked_add(buf.len())?))
+            .filter(|r| r.end <= d.len())
+            .ok_or(io::ErrorKind::UnexpectedEof)?;
+        buf.copy_from_slice(&d[range]);
         Ok(())
     }
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         let mut d = self.data.lock().map_err(|_| io::Error::other("poisoned"))?;
-        let o = offset as usize;
-        if o + buf.len() > d.len() {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "past end"));
-        }
-        d[o..o + buf.len()].copy_from_slice(buf);
+        let range = usize::try_from(offset)
+            .ok()
+            .and_then(|o| Some(o..o.checked_add(buf.len())?))
+            .filter(|r| r.end <= d.len())
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "past end"))?;
+        d[range].copy_from_slice(buf);
         Ok(())
     }
     fn size(&self) -> u64 {

@@ -60,48 +60,119 @@ pub fn guid_from_str(s: &str) -> Option<[u8; 16]> {
     Some(out)
 }
 
-fn read_header(disk: &dyn BlockIo, lba: u64) -> Option<(Vec<u8>, Vec<u8>)> {
+/// Partition entries in one table at most. Real tables hold 128 (the UEFI minimum
+/// array size is 16 KiB, i.e. 128 entries of 128 bytes) and tools rarely go beyond a few
+/// hundred; 4096 is what this reader always accepted, and with [`MAX_ENTRY_SIZE`] it
+/// bounds the entry array read into memory to 4 MiB.
+pub const MAX_ENTRIES: u32 = 4096;
+
+/// Largest partition entry size accepted. UEFI requires 128 × 2^n bytes; every known
+/// tool writes 128 (Linux refuses anything else) and this reader only uses the first 128.
+pub const MAX_ENTRY_SIZE: u32 = 1024;
+
+/// A header that carries the signature and a valid CRC, with its entry array.
+type HeaderCopy = (Vec<u8>, Vec<u8>);
+
+/// Reads the header at `lba`: `Ok(None)` when it is absent or fails its CRC (not a
+/// header, or a torn write: the other copy may be good), `Err(why)` when its CRC is valid
+/// but its contents are impossible (damaged by software, or hostile).
+fn read_header(disk: &dyn BlockIo, lba: u64) -> std::result::Result<Option<HeaderCopy>, String> {
     let ss = disk.sector_size() as u64;
+    let sectors = disk.size() / ss;
     let mut h = vec![0u8; ss as usize];
-    disk.read_exact_at(&mut h, lba * ss).ok()?;
-    if &h[0..8] != SIGNATURE {
-        return None;
+    let Some(at) = lba.checked_mul(ss) else {
+        return Ok(None);
+    };
+    if disk.read_exact_at(&mut h, at).is_err() || h.len() < 92 || &h[0..8] != SIGNATURE {
+        return Ok(None);
     }
     let hsize = le32(&h, 12) as usize;
     if !(92..=ss as usize).contains(&hsize) {
-        return None;
+        return Ok(None);
     }
     let want = le32(&h, 16);
     let mut hc = h[..hsize].to_vec();
     hc[16..20].fill(0);
-    if crc32fast::hash(&hc) != want || le64(&h, 24) != lba {
-        return None;
+    if crc32fast::hash(&hc) != want {
+        return Ok(None);
+    }
+    let my = le64(&h, 24);
+    if my != lba {
+        return Err(format!("it says it lies at LBA {my}"));
+    }
+    let (first, last) = (le64(&h, 40), le64(&h, 48));
+    if first > last || last >= sectors {
+        return Err(format!(
+            "usable sectors {first}..={last} do not fit the disk ({sectors} sectors)"
+        ));
     }
     let n = le32(&h, 80);
-    let esize = le32(&h, 84) as u64;
-    if esize < ENTRY_SIZE || n == 0 || n > 4096 {
-        return None;
+    let esize = le32(&h, 84);
+    if n == 0 || n > MAX_ENTRIES {
+        return Err(format!(
+            "{n} partition entries (at most {MAX_ENTRIES} accepted)"
+        ));
     }
-    let mut entries = vec![0u8; (n as u64 * esize) as usize];
-    disk.read_exact_at(&mut entries, le64(&h, 72) * ss).ok()?;
+    if esize < ENTRY_SIZE as u32 || esize > MAX_ENTRY_SIZE || !esize.is_power_of_two() {
+        return Err(format!(
+            "partition entry size {esize} (must be 128 × 2^n, at most {MAX_ENTRY_SIZE})"
+        ));
+    }
+    // Both bounded above: at most 4 MiB.
+    let bytes = n as u64 * esize as u64;
+    let entries_lba = le64(&h, 72);
+    let entries_end = entries_lba
+        .checked_mul(ss)
+        .and_then(|o| o.checked_add(bytes))
+        .filter(|e| *e <= disk.size());
+    let Some(_) = entries_end else {
+        return Err(format!(
+            "its entry array at LBA {entries_lba} ({bytes} bytes) lies past the disk end"
+        ));
+    };
+    let mut entries = vec![0u8; bytes as usize];
+    disk.read_exact_at(&mut entries, entries_lba * ss)
+        .map_err(|e| format!("reading its entry array at LBA {entries_lba}: {e}"))?;
     if crc32fast::hash(&entries) != le32(&h, 88) {
-        return None;
+        return Ok(None);
     }
-    Some((h, entries))
+    Ok(Some((h, entries)))
 }
 
-/// Reads the GPT of `disk`; `Ok(None)` when neither header is valid.
+/// Reads the GPT of `disk`; `Ok(None)` when neither header is valid, an error when a
+/// header with a valid CRC holds impossible values and the other copy does not help.
 pub fn read(disk: &dyn BlockIo) -> Result<Option<Layout>> {
     let ss = disk.sector_size() as u64;
-    let last = (disk.size() / ss).saturating_sub(1);
-    let Some((h, entries)) = read_header(disk, 1).or_else(|| read_header(disk, last)) else {
+    let sectors = disk.size() / ss;
+    let last = sectors.saturating_sub(1);
+    let primary = read_header(disk, 1);
+    let found = match primary {
+        Ok(Some(p)) => Some(p),
+        _ => match read_header(disk, last) {
+            Ok(Some(b)) => Some(b),
+            backup => {
+                let mut why = vec![];
+                if let Err(e) = &primary {
+                    why.push(format!("primary GPT header (LBA 1): {e}"));
+                }
+                if let Err(e) = &backup {
+                    why.push(format!("backup GPT header (LBA {last}): {e}"));
+                }
+                if !why.is_empty() {
+                    return Err(Error::Invalid(why.join("; ")));
+                }
+                None
+            }
+        },
+    };
+    let Some((h, entries)) = found else {
         return Ok(None);
     };
     let n = le32(&h, 80);
     let esize = le32(&h, 84) as usize;
+    let (first_usable, last_usable) = (le64(&h, 40), le64(&h, 48));
     let mut parts = vec![];
-    for i in 0..n as usize {
-        let e = &entries[i * esize..i * esize + ENTRY_SIZE as usize];
+    for (i, e) in entries.chunks_exact(esize).enumerate() {
         if e[0..16].iter().all(|b| *b == 0) {
             continue;
         }
@@ -113,6 +184,13 @@ pub fn read(disk: &dyn BlockIo) -> Result<Option<Layout>> {
                 i + 1
             )));
         }
+        if first < first_usable || last_lba > last_usable {
+            return Err(Error::Invalid(format!(
+                "GPT entry {}: sectors {first}..={last_lba} lie outside the usable area \
+                 {first_usable}..={last_usable} of the disk ({sectors} sectors)",
+                i + 1
+            )));
+        }
         let name: Vec<u16> = e[56..128]
             .chunks(2)
             .map(|c| u16::from_le_bytes([c[0], c[1]]))
@@ -121,6 +199,7 @@ pub fn read(disk: &dyn BlockIo) -> Result<Option<Layout>> {
         parts.push(Partition {
             number: i as u32 + 1,
             start: first,
+            // last_lba <= last_usable < sectors: no overflow.
             size: last_lba - first + 1,
             type_: guid_to_string(&e[0..16]),
             guid: Some(guid_to_string(&e[16..32])),
@@ -137,7 +216,7 @@ pub fn read(disk: &dyn BlockIo) -> Result<Option<Layout>> {
         sector_size: ss as u32,
         disk_size: disk.size(),
         disk_guid: Some(guid_to_string(&h[56..72])),
-        first_usable: Some(le64(&h, 40)),
+        first_usable: Some(first_usable),
         entries: Some(n),
         disk_signature: None,
         grow: None,
@@ -191,10 +270,19 @@ pub fn write(disk: &dyn BlockIo, layout: &Layout, boot_code: &[u8]) -> Result<()
     let ss = disk.sector_size() as u64;
     let sectors = disk.size() / ss;
     let n = layout.entries.unwrap_or(128);
+    let bad = |m: String| Error::Invalid(format!("GPT for {} sectors: {m}", sectors));
+    if n == 0 || n > MAX_ENTRIES {
+        return Err(bad(format!(
+            "{n} partition entries (1..={MAX_ENTRIES} supported)"
+        )));
+    }
     let es = entry_sectors(n, ss);
     let first_usable = layout.first_usable.unwrap_or(2 + es).max(2 + es);
-    let last_usable = sectors - 2 - es;
-    let bad = |m: String| Error::Invalid(format!("GPT for {} sectors: {m}", sectors));
+    // Protective MBR, two headers, two entry arrays and at least one usable sector.
+    let last_usable = sectors
+        .checked_sub(2 + es)
+        .filter(|l| *l >= first_usable && *l > 2 + es)
+        .ok_or_else(|| bad(format!("no room for {n} entries and a partition")))?;
     let mut entries = vec![0u8; (es * ss) as usize];
     for p in &layout.partitions {
         if p.number == 0 || p.number > n {
@@ -203,14 +291,18 @@ pub fn write(disk: &dyn BlockIo, layout: &Layout, boot_code: &[u8]) -> Result<()
                 p.number
             )));
         }
-        if p.start < first_usable || p.end() - 1 > last_usable {
+        let last_lba = p
+            .start
+            .checked_add(p.size)
+            .and_then(|e| e.checked_sub(1))
+            .filter(|_| p.size > 0);
+        let Some(last_lba) = last_lba.filter(|l| p.start >= first_usable && *l <= last_usable)
+        else {
             return Err(bad(format!(
-                "partition {} ({}..{}) outside usable {first_usable}..{last_usable}",
-                p.number,
-                p.start,
-                p.end() - 1
+                "partition {} (start {}, {} sectors) outside usable {first_usable}..={last_usable}",
+                p.number, p.start, p.size
             )));
-        }
+        };
         let e = &mut entries[(p.number as usize - 1) * 128..p.number as usize * 128];
         let t = guid_from_str(&p.type_)
             .ok_or_else(|| bad(format!("partition {}: bad type GUID {}", p.number, p.type_)))?;
@@ -222,7 +314,7 @@ pub fn write(disk: &dyn BlockIo, layout: &Layout, boot_code: &[u8]) -> Result<()
         e[0..16].copy_from_slice(&t);
         e[16..32].copy_from_slice(&g);
         e[32..40].copy_from_slice(&p.start.to_le_bytes());
-        e[40..48].copy_from_slice(&(p.end() - 1).to_le_bytes());
+        e[40..48].copy_from_slice(&last_lba.to_le_bytes());
         e[48..56].copy_from_slice(&p.attributes.to_le_bytes());
         if let Some(name) = &p.name {
             for (i, c) in name.encode_utf16().take(36).enumerate() {
@@ -326,5 +418,159 @@ mod tests {
             let back = read_layout(&disk).unwrap().unwrap();
             assert_eq!(back.partitions, layout.partitions);
         }
+    }
+
+    fn small_layout() -> Layout {
+        Layout {
+            table: TableKind::Gpt,
+            sector_size: 512,
+            disk_size: 4 << 20,
+            disk_guid: Some("11111111-2222-3333-4444-555555555555".into()),
+            first_usable: Some(34),
+            entries: Some(128),
+            disk_signature: None,
+            grow: None,
+            partitions: vec![Partition {
+                number: 1,
+                start: 2048,
+                size: 2048,
+                type_: "0FC63DAF-8483-4772-8E79-3D69D8477DE4".into(),
+                guid: Some("AAAAAAAA-BBBB-CCCC-DDDD-EEEEEEEEEEEE".into()),
+                name: Some("p1".into()),
+                attributes: 0,
+                role: None,
+                bootable: false,
+                ebr: None,
+                filesystem: None,
+            }],
+        }
+    }
+
+    /// Rewrites the header at `lba` with `f` applied and its CRC made valid again.
+    fn patch_header(disk: &MemDisk, lba: u64, f: impl Fn(&mut [u8])) {
+        let mut h = vec![0u8; 512];
+        disk.read_exact_at(&mut h, lba * 512).unwrap();
+        f(&mut h);
+        h[16..20].fill(0);
+        let crc = crc32fast::hash(&h[..92]);
+        h[16..20].copy_from_slice(&crc.to_le_bytes());
+        disk.write_all_at(&h, lba * 512).unwrap();
+    }
+
+    /// Rewrites entry 1 of the primary table with `f` applied; both CRCs valid again.
+    fn patch_entry1(disk: &MemDisk, f: impl Fn(&mut [u8])) {
+        let mut entries = vec![0u8; 128 * 128];
+        disk.read_exact_at(&mut entries, 2 * 512).unwrap();
+        f(&mut entries[..128]);
+        disk.write_all_at(&entries, 2 * 512).unwrap();
+        let crc = crc32fast::hash(&entries);
+        patch_header(disk, 1, |h| h[88..92].copy_from_slice(&crc.to_le_bytes()));
+    }
+
+    fn hostile_disk() -> (MemDisk, u64) {
+        let disk = MemDisk::new(4 << 20, 512);
+        write(&disk, &small_layout(), &[]).unwrap();
+        let last = (4 << 20) / 512 - 1;
+        // Only the primary is hostile: the backup is gone, so it cannot step in.
+        disk.write_all_at(&[0u8; 512], last * 512).unwrap();
+        (disk, last)
+    }
+
+    #[test]
+    fn huge_entry_array_is_refused_before_allocating() {
+        // D6: a valid CRC over 4096 entries of 0xFFFFFFFF bytes made the reader allocate
+        // 17.6 TB and abort (PID 1 reads the node's own disk: a kernel panic).
+        let (disk, last) = hostile_disk();
+        patch_header(&disk, 1, |h| {
+            h[80..84].copy_from_slice(&4096u32.to_le_bytes());
+            h[84..88].copy_from_slice(&u32::MAX.to_le_bytes());
+        });
+        let e = read_layout(&disk).unwrap_err().to_string();
+        assert!(
+            e.contains("primary GPT header (LBA 1)") && e.contains("entry size 4294967295"),
+            "{e}"
+        );
+        for (n, size, why) in [
+            (100_000u32, 128u32, "100000 partition entries"),
+            (0, 128, "0 partition entries"),
+            (128, 384, "entry size 384"),
+            (128, 2048, "entry size 2048"),
+            (128, 64, "entry size 64"),
+        ] {
+            patch_header(&disk, 1, |h| {
+                h[80..84].copy_from_slice(&n.to_le_bytes());
+                h[84..88].copy_from_slice(&size.to_le_bytes());
+            });
+            let e = read_layout(&disk).unwrap_err().to_string();
+            assert!(e.contains(why), "{n} × {size}: {e}");
+        }
+        // An entry array placed past the end of the disk.
+        patch_header(&disk, 1, |h| {
+            h[80..84].copy_from_slice(&128u32.to_le_bytes());
+            h[84..88].copy_from_slice(&128u32.to_le_bytes());
+            h[72..80].copy_from_slice(&(last - 1).to_le_bytes());
+        });
+        let e = read_layout(&disk).unwrap_err().to_string();
+        assert!(e.contains("past the disk end"), "{e}");
+    }
+
+    #[test]
+    fn entry_spanning_all_of_u64_is_refused_not_wrapped() {
+        // D12: first=0, last=2^64-1 made `last - first + 1` wrap to a size of 0.
+        let (disk, _) = hostile_disk();
+        patch_entry1(&disk, |e| {
+            e[32..40].copy_from_slice(&0u64.to_le_bytes());
+            e[40..48].copy_from_slice(&u64::MAX.to_le_bytes());
+        });
+        let e = read_layout(&disk).unwrap_err().to_string();
+        assert!(
+            e.contains("GPT entry 1: sectors 0..=18446744073709551615")
+                && e.contains("usable area 34..=8158"),
+            "{e}"
+        );
+        // Past the usable area, by one sector.
+        patch_entry1(&disk, |e| {
+            e[32..40].copy_from_slice(&2048u64.to_le_bytes());
+            e[40..48].copy_from_slice(&8159u64.to_le_bytes());
+        });
+        let e = read_layout(&disk).unwrap_err().to_string();
+        assert!(e.contains("GPT entry 1: sectors 2048..=8159"), "{e}");
+    }
+
+    #[test]
+    fn usable_area_past_the_disk_is_refused() {
+        let (disk, _) = hostile_disk();
+        patch_header(&disk, 1, |h| {
+            h[48..56].copy_from_slice(&u64::MAX.to_le_bytes());
+        });
+        let e = read_layout(&disk).unwrap_err().to_string();
+        assert!(e.contains("do not fit the disk (8192 sectors)"), "{e}");
+    }
+
+    #[test]
+    fn hostile_primary_with_a_good_backup_reads_the_backup() {
+        let disk = MemDisk::new(4 << 20, 512);
+        write(&disk, &small_layout(), &[]).unwrap();
+        patch_header(&disk, 1, |h| {
+            h[84..88].copy_from_slice(&u32::MAX.to_le_bytes());
+        });
+        let back = read_layout(&disk).unwrap().unwrap();
+        assert_eq!(back.partitions, small_layout().partitions);
+    }
+
+    #[test]
+    fn write_refuses_what_it_cannot_place() {
+        let disk = MemDisk::new(4 << 20, 512);
+        let mut l = small_layout();
+        l.partitions[0].size = u64::MAX;
+        let e = write(&disk, &l, &[]).unwrap_err().to_string();
+        assert!(e.contains("partition 1 (start 2048"), "{e}");
+        let mut l = small_layout();
+        l.entries = Some(u32::MAX);
+        let e = write(&disk, &l, &[]).unwrap_err().to_string();
+        assert!(e.contains("4294967295 partition entries"), "{e}");
+        let tiny = MemDisk::new(8 * 512, 512);
+        let e = write(&tiny, &small_layout(), &[]).unwrap_err().to_string();
+        assert!(e.contains("no room"), "{e}");
     }
 }

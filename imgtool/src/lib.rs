@@ -24,6 +24,7 @@ pub mod diff;
 pub mod disk;
 pub mod error;
 pub mod fs;
+pub mod fuzzing;
 pub mod gpt;
 pub mod http;
 pub mod httpd;

@@ -5,6 +5,17 @@ use crate::disk::BlockIo;
 use crate::error::{Error, Result};
 use crate::layout::{Layout, MbrRole, Partition, TableKind};
 
+/// Logical partitions (5, 6, ...) read from one EBR chain at most. Linux names at most
+/// 60 logical partitions of a disk (minors of the extended range); more means a damaged
+/// or hostile chain.
+pub const MAX_LOGICAL: u32 = 60;
+
+/// EBRs followed in one chain at most, empty ones included (a deleted logical partition
+/// leaves an empty EBR linking to the next). Twice [`MAX_LOGICAL`]: room for every
+/// logical partition and as many empty links, and the chain still ends after reading
+/// 120 sectors whatever the disk holds.
+pub const MAX_EBRS: usize = 2 * MAX_LOGICAL as usize;
+
 fn le32(b: &[u8], o: usize) -> u32 {
     u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
 }
@@ -50,21 +61,43 @@ pub fn read(disk: &dyn BlockIo, lba0: &[u8]) -> Result<Option<Layout>> {
         });
     }
     if let Some((ext_start, ext_size)) = ext {
+        // Both are u32 on disk: the sums below cannot overflow a u64.
+        let ext_end = ext_start + ext_size;
         let mut ebr = ext_start;
         let mut number = 5;
+        let mut visited: Vec<u64> = vec![];
         let mut sector = vec![0u8; ss as usize];
         loop {
-            if number > 64 {
-                return Err(Error::Invalid(
-                    "more than 60 logical partitions: EBR chain loops?".into(),
-                ));
-            }
-            if ebr < ext_start || ebr >= ext_start + ext_size {
+            // Every EBR visited counts, empty ones included: a self-linked or cyclic chain
+            // of empty EBRs would otherwise never end.
+            if visited.contains(&ebr) {
                 return Err(Error::Invalid(format!(
-                    "EBR at sector {ebr} lies outside the extended partition"
+                    "EBR chain loops: the EBR at sector {} links back to sector {ebr}",
+                    visited.last().copied().unwrap_or(ebr)
                 )));
             }
-            disk.read_exact_at(&mut sector, ebr * ss)
+            if visited.len() >= MAX_EBRS {
+                return Err(Error::Invalid(format!(
+                    "EBR chain longer than {MAX_EBRS} EBRs (the last read at sector {})",
+                    visited.last().copied().unwrap_or(ebr)
+                )));
+            }
+            if number > MAX_LOGICAL + 4 {
+                return Err(Error::Invalid(format!(
+                    "more than {MAX_LOGICAL} logical partitions (EBR at sector {ebr})"
+                )));
+            }
+            if ebr < ext_start || ebr >= ext_end {
+                return Err(Error::Invalid(format!(
+                    "EBR at sector {ebr} lies outside the extended partition \
+                     (sectors {ext_start}..{ext_end})"
+                )));
+            }
+            visited.push(ebr);
+            let at = ebr
+                .checked_mul(ss)
+                .ok_or_else(|| Error::Invalid(format!("EBR at sector {ebr}: offset overflows")))?;
+            disk.read_exact_at(&mut sector, at)
                 .map_err(|e| Error::Invalid(format!("reading EBR at sector {ebr}: {e}")))?;
             if sector[510] != 0x55 || sector[511] != 0xaa {
                 return Err(Error::Invalid(format!(
@@ -127,7 +160,7 @@ fn entry(e: &mut [u8], bootable: bool, t: u8, start: u64, size: u64) -> Result<(
     e[0] = if bootable { 0x80 } else { 0 };
     e[1..4].copy_from_slice(&chs(start));
     e[4] = t;
-    e[5..8].copy_from_slice(&chs(start + size - 1));
+    e[5..8].copy_from_slice(&chs(start.saturating_add(size).saturating_sub(1)));
     e[8..12].copy_from_slice(&fit(start)?.to_le_bytes());
     e[12..16].copy_from_slice(&fit(size)?.to_le_bytes());
     Ok(())
@@ -189,31 +222,38 @@ pub fn write(disk: &dyn BlockIo, layout: &Layout, boot_code: &[u8]) -> Result<()
             .iter()
             .map(|p| p.ebr.unwrap_or(p.start.saturating_sub(1)))
             .collect();
+        let ext_end = ext_start.saturating_add(ext_size);
+        let end = |p: &Partition| p.start.saturating_add(p.size);
         for (i, p) in logicals.iter().enumerate() {
             let ebr = ebrs[i];
-            if ebr < ext_start || p.end() > ext_start + ext_size || p.start <= ebr {
+            if ebr < ext_start || end(p) > ext_end || p.start <= ebr {
                 return Err(bad(format!(
                     "logical partition {} (EBR {ebr}, {}..{}) outside the extended partition",
                     p.number,
                     p.start,
-                    p.end()
+                    end(p)
                 )));
             }
             let mut s = vec![0u8; ss as usize];
             entry(&mut s[446..462], p.bootable, ty(p)?, p.start - ebr, p.size)?;
             if let Some(next) = logicals.get(i + 1) {
                 let nebr = ebrs[i + 1];
-                entry(
-                    &mut s[462..478],
-                    false,
-                    0x05,
-                    nebr - ext_start,
-                    next.end() - nebr,
-                )?;
+                let (Some(link_start), Some(link_size)) =
+                    (nebr.checked_sub(ext_start), end(next).checked_sub(nebr))
+                else {
+                    return Err(bad(format!(
+                        "logical partition {} (EBR {nebr}) outside the extended partition",
+                        next.number
+                    )));
+                };
+                entry(&mut s[462..478], false, 0x05, link_start, link_size)?;
             }
             s[510] = 0x55;
             s[511] = 0xaa;
-            disk.write_all_at(&s, ebr * ss)
+            let at = ebr
+                .checked_mul(ss)
+                .ok_or_else(|| bad(format!("EBR at sector {ebr}: offset overflows")))?;
+            disk.write_all_at(&s, at)
                 .map_err(|e| bad(format!("writing EBR at sector {ebr}: {e}")))?;
         }
     }
@@ -263,5 +303,85 @@ mod tests {
         write(&disk, &layout, &[0xfa; 440]).unwrap();
         let back = read_layout(&disk).unwrap().unwrap();
         assert_eq!(back, layout);
+    }
+
+    /// One EBR: its sector, its logical entry (start offset, size) or none, the sector
+    /// it links to or none.
+    type Ebr = (u64, Option<(u32, u32)>, Option<u64>);
+
+    /// A disk with one extended partition (sectors 2048..4096) and the given EBRs.
+    fn ebr_disk(ebrs: &[Ebr]) -> MemDisk {
+        let disk = MemDisk::new(4 << 20, 512);
+        let mut lba0 = vec![0u8; 512];
+        lba0[446 + 4] = 0x05;
+        lba0[446 + 8..446 + 12].copy_from_slice(&2048u32.to_le_bytes());
+        lba0[446 + 12..446 + 16].copy_from_slice(&2048u32.to_le_bytes());
+        lba0[510] = 0x55;
+        lba0[511] = 0xaa;
+        disk.write_all_at(&lba0, 0).unwrap();
+        for &(at, logical, link) in ebrs {
+            let mut s = vec![0u8; 512];
+            if let Some((start, size)) = logical {
+                s[446 + 4] = 0x83;
+                s[446 + 8..446 + 12].copy_from_slice(&start.to_le_bytes());
+                s[446 + 12..446 + 16].copy_from_slice(&size.to_le_bytes());
+            }
+            if let Some(next) = link {
+                s[462 + 4] = 0x05;
+                s[462 + 8..462 + 12].copy_from_slice(&((next - 2048) as u32).to_le_bytes());
+                s[462 + 12..462 + 16].copy_from_slice(&1u32.to_le_bytes());
+            }
+            s[510] = 0x55;
+            s[511] = 0xaa;
+            disk.write_all_at(&s, at * 512).unwrap();
+        }
+        disk
+    }
+
+    #[test]
+    fn self_linked_empty_ebr_is_refused_not_followed_forever() {
+        // D5: the second EBR is empty and links to itself. Counting only non-empty EBRs,
+        // the reader looped forever (restore --dry-run, capture, diff and the agent hung).
+        let disk = ebr_disk(&[(2048, Some((1, 100)), Some(2200)), (2200, None, Some(2200))]);
+        let e = read_layout(&disk).unwrap_err().to_string();
+        assert!(e.contains("loops") && e.contains("sector 2200"), "{e}");
+    }
+
+    #[test]
+    fn cycle_of_empty_ebrs_is_refused() {
+        let disk = ebr_disk(&[
+            (2048, None, Some(2100)),
+            (2100, None, Some(2200)),
+            (2200, None, Some(2100)),
+        ]);
+        let e = read_layout(&disk).unwrap_err().to_string();
+        assert!(e.contains("EBR chain loops"), "{e}");
+        assert!(e.contains("sector 2200 links back to sector 2100"), "{e}");
+    }
+
+    #[test]
+    fn long_chain_of_empty_ebrs_is_bounded() {
+        // Distinct EBRs, all empty: no revisit, but the chain is cut at MAX_EBRS.
+        let ebrs: Vec<_> = (0..200u64)
+            .map(|i| (2048 + i * 2, None, Some(2048 + (i + 1) * 2)))
+            .collect();
+        let disk = ebr_disk(&ebrs);
+        let e = read_layout(&disk).unwrap_err().to_string();
+        assert!(e.contains(&format!("longer than {MAX_EBRS} EBRs")), "{e}");
+    }
+
+    #[test]
+    fn empty_ebr_between_logicals_still_reads() {
+        // A deleted logical partition leaves an empty EBR: the chain goes on past it.
+        let disk = ebr_disk(&[
+            (2048, Some((1, 100)), Some(2200)),
+            (2200, None, Some(2400)),
+            (2400, Some((1, 100)), None),
+        ]);
+        let l = read_layout(&disk).unwrap().unwrap();
+        let logical: Vec<_> = l.partitions.iter().filter(|p| p.number >= 5).collect();
+        assert_eq!(logical.len(), 2);
+        assert_eq!((logical[0].number, logical[0].start), (5, 2049));
+        assert_eq!((logical[1].number, logical[1].start), (6, 2401));
     }
 }

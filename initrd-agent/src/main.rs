@@ -3,7 +3,7 @@
 //! clone flow (`clone.rs`).
 
 mod clone;
-mod config;
+use initrd_agent::config;
 mod net;
 mod pid1;
 mod relay;

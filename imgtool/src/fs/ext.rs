@@ -86,7 +86,23 @@ impl Sb {
     }
 }
 
+/// Largest group descriptor accepted on a 64-bit file system (the kernel's
+/// `EXT4_MAX_DESC_SIZE`); the smallest is 64 (`EXT4_MIN_DESC_SIZE_64BIT`).
+pub const MAX_DESC_SIZE: u64 = 1024;
+
+/// Block groups of one file system at most: ext4 counts them in 32 bits.
+pub const MAX_GROUPS: u64 = u32::MAX as u64;
+
+fn invalid(m: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, m)
+}
+
 /// Probes for ext2/3/4; `None` when the superblock magic is absent.
+///
+/// Every count the superblock gives is checked against the partition before anything is
+/// allocated: the file system must fit the partition, so the block bitmap kept here
+/// (one bit per block) and the descriptor table read (no larger than the file system)
+/// are bounded by the partition's size.
 pub fn probe(part: &PartView) -> io::Result<Option<FsInfo>> {
     if part.size < 2048 {
         return Ok(None);
@@ -96,7 +112,7 @@ pub fn probe(part: &PartView) -> io::Result<Option<FsInfo>> {
     if u16le(&s, 56) != MAGIC {
         return Ok(None);
     }
-    let bad = |m: &str| io::Error::new(io::ErrorKind::InvalidData, format!("ext superblock: {m}"));
+    let bad = |m: &str| invalid(format!("ext superblock: {m}"));
     let log = u32le(&s, 24);
     if log > 6 {
         return Err(bad("block size above 64 KiB"));
@@ -114,27 +130,59 @@ pub fn probe(part: &PartView) -> io::Result<Option<FsInfo>> {
     let block_size = 1024u64 << log;
     let bpg = u32le(&s, 32) as u64;
     let first_data_block = u32le(&s, 20) as u64;
-    if bpg == 0 || bpg > block_size * 8 || blocks <= first_data_block {
-        return Err(bad("inconsistent block counts"));
+    // mke2fs's own range for blocks per group; the kernel's for inodes per group and
+    // the inode size. They bound the work per group (an inode table has at most
+    // 8 × block size blocks) and the group count (at most one per 256 blocks).
+    if !(256..=block_size * 8).contains(&bpg) || blocks <= first_data_block {
+        return Err(bad(&format!(
+            "inconsistent block counts ({blocks} blocks, {bpg} per group, first data \
+             block {first_data_block})"
+        )));
     }
+    let ipg = u32le(&s, 40) as u64;
+    let rev = u32le(&s, 76);
+    let inode_size = if rev == 0 { 128 } else { u16le(&s, 88) as u64 };
+    if ipg > block_size * 8
+        || !(128..=block_size).contains(&inode_size)
+        || !inode_size.is_power_of_two()
+    {
+        return Err(bad(&format!(
+            "{ipg} inodes per group of {inode_size} bytes with {block_size}-byte blocks"
+        )));
+    }
+    let fs_size = blocks.checked_mul(block_size).filter(|b| *b <= part.size);
+    let Some(fs_size) = fs_size else {
+        return Err(invalid(format!(
+            "ext file system of {blocks} blocks of {block_size} bytes is larger than its \
+             partition ({} bytes)",
+            part.size
+        )));
+    };
     if ro_compat & RO_COMPAT_BIGALLOC != 0 {
         // Bitmaps count clusters, not blocks: not handled; store the non-zero blocks.
         return Ok(None);
     }
-    let rev = u32le(&s, 76);
+    let desc_size = if is64 { u16le(&s, 254) as u64 } else { 32 };
+    if is64 && (!(64..=MAX_DESC_SIZE).contains(&desc_size) || !desc_size.is_power_of_two()) {
+        return Err(bad(&format!(
+            "64-bit group descriptor size {desc_size} (must be a power of two in \
+             64..={MAX_DESC_SIZE})"
+        )));
+    }
+    if desc_size > block_size {
+        return Err(bad(&format!(
+            "group descriptor size {desc_size} above the block size {block_size}"
+        )));
+    }
     let sb = Sb {
         blocks,
         first_data_block,
         block_size,
         blocks_per_group: bpg,
-        inodes_per_group: u32le(&s, 40) as u64,
-        inode_size: if rev == 0 { 128 } else { u16le(&s, 88) as u64 },
+        inodes_per_group: ipg,
+        inode_size,
         groups: (blocks - first_data_block).div_ceil(bpg),
-        desc_size: if is64 {
-            (u16le(&s, 254) as u64).max(32)
-        } else {
-            32
-        },
+        desc_size,
         reserved_gdt: u16le(&s, 206) as u64,
         first_meta_bg: u32le(&s, 260) as u64,
         compat,
@@ -142,18 +190,13 @@ pub fn probe(part: &PartView) -> io::Result<Option<FsInfo>> {
         ro_compat,
         backup_bgs: [u32le(&s, 0x24c), u32le(&s, 0x250)],
     };
-    if sb.desc_size > sb.block_size || !sb.desc_size.is_power_of_two() {
-        return Err(bad("descriptor size"));
-    }
-    if sb.blocks * sb.block_size > part.size {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!(
-                "ext file system of {} bytes is larger than its partition ({} bytes)",
-                sb.blocks * sb.block_size,
-                part.size
-            ),
-        ));
+    // The descriptor table is part of the file system: it cannot have more blocks than
+    // the file system (this also bounds the group count by the partition's size).
+    if sb.groups > MAX_GROUPS || sb.gdt_blocks() > sb.blocks {
+        return Err(bad(&format!(
+            "{} block groups of {bpg} blocks do not fit {blocks} blocks",
+            sb.groups
+        )));
     }
     let kind =
         if incompat & INCOMPAT_EXTENTS != 0 || is64 || ro_compat & RO_COMPAT_METADATA_CSUM != 0 {
@@ -165,10 +208,16 @@ pub fn probe(part: &PartView) -> io::Result<Option<FsInfo>> {
         };
     let uninit_meaningful = ro_compat & (RO_COMPAT_GDT_CSUM | RO_COMPAT_METADATA_CSUM) != 0;
 
-    // Descriptors.
+    // Descriptors. `gdt_blocks <= blocks` and `blocks * block_size <= part.size`: the
+    // table is no larger than the partition, and each block is read inside it.
     let mut descs = vec![0u8; (sb.gdt_blocks() * sb.block_size) as usize];
     for i in 0..sb.gdt_blocks() {
         let b = sb.desc_block(i);
+        if b >= sb.blocks {
+            return Err(bad(&format!(
+                "group descriptor block {i} at block {b}, past the end ({blocks} blocks)"
+            )));
+        }
         let lo = (i * sb.block_size) as usize;
         part.read(
             &mut descs[lo..lo + sb.block_size as usize],
@@ -176,15 +225,10 @@ pub fn probe(part: &PartView) -> io::Result<Option<FsInfo>> {
         )?;
     }
 
-    let mut used = vec![false; sb.blocks as usize];
-    let mark = |b: u64, n: u64, used: &mut Vec<bool>| {
-        let end = (b + n).min(sb.blocks);
-        for x in b.min(end)..end {
-            used[x as usize] = true;
-        }
-    };
+    // One bit per block: an eighth of a byte per block of a file system that fits.
+    let mut used = Bits::new(sb.blocks);
     // Boot block(s) and the primary superblock.
-    mark(0, first_data_block + 1, &mut used);
+    used.mark(0, first_data_block + 1);
     let itable_blocks = (sb.inodes_per_group * sb.inode_size).div_ceil(sb.block_size);
     let mut bitmap = vec![0u8; sb.block_size as usize];
     for g in 0..sb.groups {
@@ -194,9 +238,9 @@ pub fn probe(part: &PartView) -> io::Result<Option<FsInfo>> {
         let ibm = u32le(d, 4) as u64 | hi(0x24);
         let itab = u32le(d, 8) as u64 | hi(0x28);
         let flags = u16le(d, 18);
-        mark(bbm, 1, &mut used);
-        mark(ibm, 1, &mut used);
-        mark(itab, itable_blocks, &mut used);
+        used.mark(bbm, 1);
+        used.mark(ibm, 1);
+        used.mark(itab, itable_blocks);
         let first = sb.group_first(g);
         if sb.has_super(g) {
             let n = if sb.meta_bg() {
@@ -204,14 +248,14 @@ pub fn probe(part: &PartView) -> io::Result<Option<FsInfo>> {
             } else {
                 1 + sb.gdt_blocks() + sb.reserved_gdt
             };
-            mark(first, n, &mut used);
+            used.mark(first, n);
         }
         if sb.meta_bg() {
             // Descriptor blocks of a meta group sit in its first, second and last group.
             let dpb = sb.descs_per_block();
             let gi = g % dpb;
             if g / dpb >= sb.first_meta_bg && (gi == 0 || gi == 1 || gi == dpb - 1) {
-                mark(first + u64::from(sb.has_super(g)), 1, &mut used);
+                used.mark(first + u64::from(sb.has_super(g)), 1);
             }
         }
         if uninit_meaningful && flags & BG_BLOCK_UNINIT != 0 {
@@ -224,16 +268,16 @@ pub fn probe(part: &PartView) -> io::Result<Option<FsInfo>> {
         let n = bpg.min(sb.blocks - first);
         for i in 0..n {
             if bitmap[(i / 8) as usize] & (1 << (i % 8)) != 0 {
-                used[(first + i) as usize] = true;
+                used.mark(first + i, 1);
             }
         }
     }
     let mut ranges = vec![];
     let mut b = 0u64;
     while b < sb.blocks {
-        if used[b as usize] {
+        if used.get(b) {
             let s = b;
-            while b < sb.blocks && used[b as usize] {
+            while b < sb.blocks && used.get(b) {
                 b += 1;
             }
             push_range(&mut ranges, s * sb.block_size, (b - s) * sb.block_size);
@@ -245,13 +289,14 @@ pub fn probe(part: &PartView) -> io::Result<Option<FsInfo>> {
         kind: kind.into(),
         uuid: Some(super::uuid_string(&s[104..120])),
         label: super::label_string(&s[120..136]),
-        fs_size: sb.blocks * sb.block_size,
+        fs_size,
         used: ranges,
         fill: Fill::Keep,
     }))
 }
 
-/// Block size and block count of an ext file system at the start of `part`.
+/// Block size and block count of an ext file system at the start of `part`; an error
+/// when the file system claims more bytes than the partition holds.
 pub fn geometry(part: &PartView) -> io::Result<Option<(u64, u64)>> {
     let mut s = vec![0u8; 1024];
     part.read(&mut s, 1024)?;
@@ -265,5 +310,163 @@ pub fn geometry(part: &PartView) -> io::Result<Option<(u64, u64)>> {
         } else {
             0
         };
-    Ok(Some((1024u64 << u32le(&s, 24).min(6), blocks)))
+    let block_size = 1024u64 << u32le(&s, 24).min(6);
+    if blocks.checked_mul(block_size).is_none_or(|b| b > part.size) {
+        return Err(invalid(format!(
+            "ext file system of {blocks} blocks of {block_size} bytes is larger than its \
+             partition ({} bytes)",
+            part.size
+        )));
+    }
+    Ok(Some((block_size, blocks)))
+}
+
+/// A bit per block.
+struct Bits {
+    words: Vec<u64>,
+    len: u64,
+}
+
+impl Bits {
+    fn new(len: u64) -> Bits {
+        Bits {
+            words: vec![0; len.div_ceil(64) as usize],
+            len,
+        }
+    }
+    /// Marks blocks `b..b+n`, clipped to the file system; a word at a time.
+    fn mark(&mut self, b: u64, n: u64) {
+        let end = b.saturating_add(n).min(self.len);
+        let mut x = b.min(end);
+        while x < end {
+            let bit = x % 64;
+            let take = (64 - bit).min(end - x);
+            let ones = if take == 64 {
+                u64::MAX
+            } else {
+                ((1u64 << take) - 1) << bit
+            };
+            self.words[(x / 64) as usize] |= ones;
+            x += take;
+        }
+    }
+    fn get(&self, b: u64) -> bool {
+        b < self.len && self.words[(b / 64) as usize] & (1 << (b % 64)) != 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::disk::{BlockIo, MemDisk};
+
+    /// A 64 KiB partition holding a 64-block (1 KiB blocks) ext4 superblock with the
+    /// 64-bit feature; `f` adjusts the superblock.
+    fn ext64(f: impl Fn(&mut [u8])) -> MemDisk {
+        let disk = MemDisk::new(64 << 10, 512);
+        let mut s = vec![0u8; 1024];
+        s[4..8].copy_from_slice(&64u32.to_le_bytes()); // blocks (low)
+        s[20..24].copy_from_slice(&1u32.to_le_bytes()); // first data block
+        s[32..36].copy_from_slice(&8192u32.to_le_bytes()); // blocks per group
+        s[40..44].copy_from_slice(&16u32.to_le_bytes()); // inodes per group
+        s[56..58].copy_from_slice(&MAGIC.to_le_bytes());
+        s[76..80].copy_from_slice(&1u32.to_le_bytes()); // revision
+        s[88..90].copy_from_slice(&256u16.to_le_bytes()); // inode size
+        s[96..100].copy_from_slice(&INCOMPAT_64BIT.to_le_bytes());
+        s[254..256].copy_from_slice(&64u16.to_le_bytes()); // descriptor size
+        f(&mut s);
+        disk.write_all_at(&s, 1024).unwrap();
+        // Group 0's descriptor (block 2): bitmaps at 3 and 4, inode table at 5.
+        let mut d = vec![0u8; 64];
+        d[0..4].copy_from_slice(&3u32.to_le_bytes());
+        d[4..8].copy_from_slice(&4u32.to_le_bytes());
+        d[8..12].copy_from_slice(&5u32.to_le_bytes());
+        disk.write_all_at(&d, 2048).unwrap();
+        disk.write_all_at(&[0xff], 3 * 1024).unwrap(); // blocks 1..=8 in use
+        disk
+    }
+
+    fn probe_of(disk: &MemDisk) -> io::Result<Option<FsInfo>> {
+        probe(&PartView {
+            disk,
+            start: 0,
+            size: disk.size(),
+        })
+    }
+
+    #[test]
+    fn well_formed_ext64_head_probes() {
+        let info = probe_of(&ext64(|_| {})).unwrap().unwrap();
+        assert_eq!(info.kind, "ext4");
+        assert_eq!(info.fs_size, 64 << 10);
+        // Boot block, superblock, descriptor, bitmaps, 4 inode-table blocks, bitmap bits.
+        assert_eq!(info.used, vec![(0, 9 << 10)]);
+    }
+
+    #[test]
+    fn zero_descriptor_size_on_64bit_is_refused_not_a_panic() {
+        // D12: s_desc_size 0 was taken as 32, then the 64-bit fields at 0x20.. were read
+        // past the 32-byte descriptor: index out of bounds.
+        for size in [0u16, 32, 48, 2048] {
+            let disk = ext64(|s| s[254..256].copy_from_slice(&size.to_le_bytes()));
+            let e = probe_of(&disk).unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("64-bit group descriptor size {size}")),
+                "{size}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn wrapping_block_count_is_refused_before_allocating() {
+        // D12: 2^54 + 64 blocks of 1 KiB wrap to 64 KiB, which "fits" the partition; the
+        // reader then allocated a descriptor table of 140 TB and aborted.
+        let disk = ext64(|s| s[0x150..0x154].copy_from_slice(&(1u32 << 22).to_le_bytes()));
+        let e = probe_of(&disk).unwrap_err().to_string();
+        assert!(
+            e.contains("18014398509482048 blocks of 1024 bytes is larger than its partition"),
+            "{e}"
+        );
+        let e = geometry(&PartView {
+            disk: &disk,
+            start: 0,
+            size: disk.size(),
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("larger than its partition (65536 bytes)"), "{e}");
+    }
+
+    #[test]
+    fn implausible_group_geometry_is_refused() {
+        for (what, f) in [
+            (
+                "blocks per group",
+                Box::new(|s: &mut [u8]| s[32..36].copy_from_slice(&8u32.to_le_bytes()))
+                    as Box<dyn Fn(&mut [u8])>,
+            ),
+            (
+                "inodes per group",
+                Box::new(|s: &mut [u8]| s[40..44].copy_from_slice(&u32::MAX.to_le_bytes())),
+            ),
+            (
+                "inode size",
+                Box::new(|s: &mut [u8]| s[88..90].copy_from_slice(&0u16.to_le_bytes())),
+            ),
+        ] {
+            let e = probe_of(&ext64(f)).unwrap_err().to_string();
+            assert!(e.contains("ext superblock"), "{what}: {e}");
+        }
+    }
+
+    #[test]
+    fn bits_mark_ranges_across_words() {
+        let mut b = Bits::new(200);
+        b.mark(60, 10);
+        b.mark(190, u64::MAX);
+        let set: Vec<u64> = (0..200).filter(|x| b.get(*x)).collect();
+        let want: Vec<u64> = (60..70).chain(190..200).collect();
+        assert_eq!(set, want);
+        assert!(!b.get(200));
+    }
 }

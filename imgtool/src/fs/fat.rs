@@ -11,6 +11,10 @@ fn u32le(b: &[u8], o: usize) -> u32 {
     u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
 }
 
+/// Bytes of a FAT16/32 table held in memory at once: the table is read a window at a
+/// time, so a FAT32 table of up to 1 GiB (2^28 clusters) never sits in memory whole.
+pub const FAT_WINDOW: u64 = 1 << 20;
+
 /// Probes for FAT; `None` when the boot sector is not a FAT BPB.
 pub fn probe(part: &PartView) -> io::Result<Option<FsInfo>> {
     if part.size < 4096 {
@@ -56,40 +60,6 @@ pub fn probe(part: &PartView) -> io::Result<Option<FsInfo>> {
         ("vfat", 32)
     };
     let (id_off, label_off) = if bits == 32 { (67, 71) } else { (39, 43) };
-    let mut fat = vec![0u8; (fat_size * bps) as usize];
-    part.read(&mut fat, reserved * bps)?;
-    let entry = |n: u64| -> u32 {
-        match bits {
-            12 => {
-                let o = (n * 3 / 2) as usize;
-                if o + 1 >= fat.len() {
-                    return 0;
-                }
-                let v = u16le(&fat, o) as u32;
-                if n.is_multiple_of(2) {
-                    v & 0xfff
-                } else {
-                    v >> 4
-                }
-            }
-            16 => {
-                let o = (n * 2) as usize;
-                if o + 1 >= fat.len() {
-                    0
-                } else {
-                    u16le(&fat, o) as u32
-                }
-            }
-            _ => {
-                let o = (n * 4) as usize;
-                if o + 3 >= fat.len() {
-                    0
-                } else {
-                    u32le(&fat, o) & 0x0fff_ffff
-                }
-            }
-        }
-    };
     let bad = match bits {
         12 => 0xff7,
         16 => 0xfff7,
@@ -98,10 +68,54 @@ pub fn probe(part: &PartView) -> io::Result<Option<FsInfo>> {
     let mut used = vec![];
     push_range(&mut used, 0, data_start * bps);
     let csize = spc * bps;
-    for c in 2..clusters + 2 {
-        let v = entry(c);
-        if v != 0 && v != bad {
+    // Only the entries of existing clusters (2..clusters+2) are read, and only from the
+    // first FAT: `clusters` is bounded by the partition size checked above.
+    let fat_bytes = fat_size * bps;
+    let need = ((clusters + 2) * bits).div_ceil(8).min(fat_bytes);
+    let fat_at = reserved * bps;
+    let mut on_cluster = |c: u64, v: u32| {
+        if (2..clusters + 2).contains(&c) && v != 0 && v != bad {
             push_range(&mut used, data_start * bps + (c - 2) * csize, csize);
+        }
+    };
+    if bits == 12 {
+        // At most 4085 clusters: about 6 KiB, read whole (entries straddle bytes).
+        let mut fat = vec![0u8; need as usize];
+        part.read(&mut fat, fat_at)?;
+        for c in 2..clusters + 2 {
+            let o = (c * 3 / 2) as usize;
+            if o + 1 >= fat.len() {
+                break;
+            }
+            let v = u16le(&fat, o) as u32;
+            on_cluster(
+                c,
+                if c.is_multiple_of(2) {
+                    v & 0xfff
+                } else {
+                    v >> 4
+                },
+            );
+        }
+    } else {
+        // FAT16/32 entries are 2 or 4 bytes, aligned: read the table a window at a time.
+        let width = bits / 8;
+        let mut window = vec![0u8; FAT_WINDOW.min(need) as usize];
+        let mut done = 0u64;
+        while done + width <= need {
+            let n = (need - done).min(window.len() as u64) as usize;
+            let n = n - n % width as usize;
+            part.read(&mut window[..n], fat_at + done)?;
+            for (i, e) in window[..n].chunks_exact(width as usize).enumerate() {
+                let c = done / width + i as u64;
+                let v = if width == 2 {
+                    u16le(e, 0) as u32
+                } else {
+                    u32le(e, 0) & 0x0fff_ffff
+                };
+                on_cluster(c, v);
+            }
+            done += n as u64;
         }
     }
     let id = u32le(&bs, id_off);

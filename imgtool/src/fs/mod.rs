@@ -24,13 +24,19 @@ pub struct PartView<'a> {
 
 impl PartView<'_> {
     pub fn read(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        if offset + buf.len() as u64 > self.size {
-            return Err(io::Error::new(
+        let end = offset.checked_add(buf.len() as u64);
+        let at = self.start.checked_add(offset);
+        match (end, at) {
+            (Some(end), Some(at)) if end <= self.size => self.disk.read_exact_at(buf, at),
+            _ => Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
-                format!("read at {offset} past the partition end ({})", self.size),
-            ));
+                format!(
+                    "read of {} bytes at {offset} past the partition end ({})",
+                    buf.len(),
+                    self.size
+                ),
+            )),
         }
-        self.disk.read_exact_at(buf, self.start + offset)
     }
 }
 

@@ -1,0 +1,3 @@
+#![no_main]
+//! See `initrd_agent::fuzzing::agent_config` and docs/FUZZING.md.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| initrd_agent::fuzzing::agent_config(data));

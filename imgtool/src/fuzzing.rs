@@ -1,0 +1,225 @@
+//! Fuzz target bodies: the functions `fuzz/fuzz_targets/*.rs` call with the fuzzer's
+//! input, and `tests/fuzz_regressions.rs` calls with every kept input (the corpus seeds
+//! and the crashes found), so a found input stays a regression test without the fuzzer.
+//!
+//! Each target must return for every input, without panicking, aborting or hanging:
+//! errors are fine, and are ignored here. See docs/FUZZING.md.
+
+use crate::disk::MemDisk;
+use crate::fs::PartView;
+use crate::manifest::{Image, ImageFiles, Manifest};
+use crate::source::{ImageSource, SourceError, Stream};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+
+/// Inputs longer than this are cut: every structure read here fits (a GPT with 128
+/// entries needs 34 sectors, an ext or FAT head a few KiB), and the fuzzers run with
+/// `-max_len` at this value.
+pub const MAX_INPUT: usize = 64 << 10;
+
+fn cut(data: &[u8]) -> &[u8] {
+    &data[..data.len().min(MAX_INPUT)]
+}
+
+/// A disk holding `data`; the first byte picks the sector size (odd: 4096, even: 512)
+/// and the disk is at least one sector long.
+fn disk_of(data: &[u8]) -> MemDisk {
+    let data = cut(data);
+    let ss: u32 = if data.first().is_some_and(|b| b & 1 == 1) {
+        4096
+    } else {
+        512
+    };
+    let mut v = data.to_vec();
+    if v.len() < ss as usize {
+        v.resize(ss as usize, 0);
+    }
+    MemDisk::from_vec(v, ss)
+}
+
+/// The partition table readers (`read_layout`: MBR and its EBR chain, GPT primary and
+/// backup) over a disk made of the input.
+pub fn gpt_mbr(data: &[u8]) {
+    let disk = disk_of(data);
+    if let Ok(Some(layout)) = crate::layout::read_layout(&disk) {
+        // A table that reads must also serialise (the image's `layout` file).
+        let _ = serde_json::to_string(&layout);
+    }
+}
+
+/// Largest partition an `ext_probe`/`fat_probe` input describes: 32 KiB << 11, room
+/// for a FAT32 of 512-byte clusters and for several groups of 4 KiB-block ext4, while
+/// each run stays short.
+pub const MAX_PART: u64 = 64 << 20;
+
+/// `[shift byte] partition head`: the partition is the head followed by zeros, and is
+/// `32 KiB << (shift & 15)` long (at most [`MAX_PART`]) or, for shift 0, exactly the
+/// head. So a 64 KiB input can be the head of a FAT32 or multi-group ext4 file system.
+fn part_probe(data: &[u8], probe: impl Fn(&PartView) -> std::io::Result<()>) {
+    let data = cut(data);
+    let Some((&shift, head)) = data.split_first() else {
+        return;
+    };
+    let shift = (shift & 15).min(11);
+    let size = if shift == 0 {
+        head.len() as u64
+    } else {
+        (head.len() as u64).max((32u64 << 10) << shift)
+    };
+    let disk = ZeroTail {
+        head: head.to_vec(),
+        size,
+    };
+    let part = PartView {
+        disk: &disk,
+        start: 0,
+        size,
+    };
+    let _ = probe(&part);
+}
+
+/// A disk of `size` bytes: `head`, then zeros.
+struct ZeroTail {
+    head: Vec<u8>,
+    size: u64,
+}
+
+impl crate::disk::BlockIo for ZeroTail {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        let end = offset
+            .checked_add(buf.len() as u64)
+            .filter(|e| *e <= self.size)
+            .ok_or(std::io::ErrorKind::UnexpectedEof)?;
+        buf.fill(0);
+        let head = self.head.len() as u64;
+        if offset < head {
+            let n = (end.min(head) - offset) as usize;
+            buf[..n].copy_from_slice(&self.head[offset as usize..offset as usize + n]);
+        }
+        Ok(())
+    }
+    fn write_all_at(&self, _buf: &[u8], _offset: u64) -> std::io::Result<()> {
+        Err(std::io::Error::other("read-only"))
+    }
+    fn size(&self) -> u64 {
+        self.size
+    }
+    fn sector_size(&self) -> u32 {
+        512
+    }
+}
+
+fn check_used(size: u64, used: &[(u64, u64)]) {
+    // The probes promise sorted, non-overlapping ranges within the partition.
+    let mut end = 0u64;
+    for &(o, l) in used {
+        assert!(o >= end, "used ranges overlap or are unsorted: {used:?}");
+        end = o.checked_add(l).expect("used range wraps");
+        assert!(
+            end <= size,
+            "used range {o}+{l} past the partition ({size})"
+        );
+    }
+}
+
+/// The ext2/3/4 probe and `geometry` over a partition made of the input.
+pub fn ext_probe(data: &[u8]) {
+    part_probe(data, |p| {
+        if let Some(info) = crate::fs::ext::probe(p)? {
+            check_used(p.size, &info.used);
+        }
+        crate::fs::ext::geometry(p)?;
+        Ok(())
+    });
+}
+
+/// The FAT and swap probes; for partitions of the input's own size, the whole probe
+/// chain (ext, FAT, swap, non-zero scan).
+pub fn fat_probe(data: &[u8]) {
+    part_probe(data, |p| {
+        if let Some(info) = crate::fs::fat::probe(p)? {
+            check_used(p.size, &info.used);
+        }
+        if let Some(info) = crate::fs::swap::probe(p)? {
+            check_used(p.size, &info.used);
+        }
+        if p.size <= MAX_INPUT as u64 {
+            let info = crate::fs::probe(p, false)?;
+            check_used(p.size, &info.used);
+        }
+        Ok(())
+    });
+}
+
+/// Separates the manifest from the layout in an `image_load` input (JSON has no NUL).
+pub const IMAGE_SEPARATOR: u8 = 0;
+
+/// Loads an image from `manifest NUL layout`: once as given, then with the manifest's
+/// layout hash and image id recomputed so the structural checks behind them run too.
+pub fn image_load(data: &[u8]) {
+    let data = cut(data);
+    let (manifest, layout) = match data.iter().position(|b| *b == IMAGE_SEPARATOR) {
+        Some(i) => (&data[..i], &data[i + 1..]),
+        None => (data, &[][..]),
+    };
+    let load = |manifest: Vec<u8>| {
+        let files = ImageFiles {
+            manifest,
+            layout: layout.to_vec(),
+        };
+        let source: Arc<dyn ImageSource> = Arc::new(MemSource {
+            files: ImageFiles {
+                manifest: files.manifest.clone(),
+                layout: files.layout.clone(),
+            },
+        });
+        let _ = Image::from_files(source, &files);
+    };
+    load(manifest.to_vec());
+    if let Ok(mut m) = serde_json::from_slice::<Manifest>(manifest) {
+        m.layout_sha256 = hex::encode(Sha256::digest(layout));
+        m.image_id = m.compute_id();
+        load(m.to_json().into_bytes());
+    }
+}
+
+/// An image whose `manifest` and `layout` files are in memory and whose payloads are
+/// absent.
+struct MemSource {
+    files: ImageFiles,
+}
+
+impl MemSource {
+    fn err(&self, name: &str, msg: &str) -> SourceError {
+        SourceError {
+            location: format!("mem:{name}"),
+            msg: msg.into(),
+            unreachable: false,
+        }
+    }
+}
+
+impl ImageSource for MemSource {
+    fn location(&self) -> String {
+        "mem:".into()
+    }
+    fn read_file(&self, name: &str) -> Result<Vec<u8>, SourceError> {
+        match name {
+            crate::manifest::MANIFEST_FILE => Ok(self.files.manifest.clone()),
+            crate::manifest::LAYOUT_FILE => Ok(self.files.layout.clone()),
+            _ => Err(self.err(name, "no such file")),
+        }
+    }
+    fn read_range(&self, name: &str, _offset: u64, _len: u64) -> Result<Vec<u8>, SourceError> {
+        Err(self.err(name, "no payloads in a fuzz input"))
+    }
+    fn open_range(&self, name: &str, _offset: u64, _len: u64) -> Result<Stream, SourceError> {
+        Err(self.err(name, "no payloads in a fuzz input"))
+    }
+    fn len(&self, _name: &str) -> Option<u64> {
+        None
+    }
+    fn is_local(&self) -> bool {
+        true
+    }
+}

@@ -1,0 +1,34 @@
+//! The agent's pure parts as a library, so fuzz targets and tests outside the binary can
+//! reach them: [`config`] (kernel command line and bootopts). Everything that touches the
+//! machine stays in the binary (`main.rs`).
+
+pub mod config;
+
+/// Fuzz target bodies (see docs/FUZZING.md): called by `fuzz/fuzz_targets/agent_config.rs`
+/// and replayed on every kept input by `tests/fuzz_regressions.rs`.
+pub mod fuzzing {
+    use crate::config::Config;
+    use pxe_builder::boot::BootOpts;
+
+    /// Inputs longer than this are cut (a kernel command line is at most a few KiB, a
+    /// bootopts file a few hundred lines).
+    pub const MAX_INPUT: usize = 64 << 10;
+
+    /// `cmdline NUL bootopts`: parses the command line, the bootopts file, and merges
+    /// them as the agent does at boot.
+    pub fn agent_config(data: &[u8]) {
+        let data = &data[..data.len().min(MAX_INPUT)];
+        let (cmdline, bootopts) = match data.iter().position(|b| *b == 0) {
+            Some(i) => (&data[..i], &data[i + 1..]),
+            None => (data, &[][..]),
+        };
+        let cmdline = String::from_utf8_lossy(cmdline);
+        let bootopts = String::from_utf8_lossy(bootopts);
+        let b = BootOpts::parse(&bootopts);
+        if let Ok(mut c) = Config::from_cmdline(&cmdline) {
+            c.merge_bootopts(&b);
+            let _ = c.image_name();
+        }
+        let _ = crate::config::normalize_mac(&cmdline);
+    }
+}
