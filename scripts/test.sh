@@ -10,6 +10,6 @@ cargo clippy --all-targets --quiet -- -D warnings
 # The static agent for the PXE clone test (QEMU boots it as PID 1).
 NETBOOT_AGENT=$(scripts/build-agent.sh)
 export NETBOOT_AGENT
-cargo test --workspace --no-fail-fast
 # Every fuzz target for a short fixed budget; found inputs land in fuzz/regressions/.
 FUZZ_SECONDS="${FUZZ_SECONDS:-10}" scripts/fuzz.sh
+cargo test --workspace --no-fail-fast
