@@ -30,18 +30,27 @@ fn capture_fails(disk: &Path, out: &Path) -> String {
 }
 
 #[test]
-fn a_partition_past_the_disk_end_is_named_and_nothing_is_left_behind() {
+fn a_table_past_the_disk_end_is_named_and_nothing_is_left_behind() {
     require_root();
     let work = tempfile::tempdir().unwrap();
-    let disk = work.path().join("truncated.img");
-    std::fs::copy(fixture("gpt"), &disk).unwrap();
-    // The table still describes 256 MiB; the file now ends inside partition 4.
-    run(Command::new("truncate").args(["-s", "200M"]).arg(&disk));
-    let err = capture_fails(&disk, &work.path().join("img"));
-    assert!(
-        err.contains("partition 4") && err.contains("past the end of the disk"),
-        "{err}"
-    );
+    // The tables still describe 256 MiB; the files now end inside the last partition.
+    for (kind, needles) in [
+        // GPT: the header's usable area already does not fit the disk.
+        (
+            "gpt",
+            ["GPT header", "do not fit the disk (409600 sectors)"],
+        ),
+        // MBR: only the partition says where it ends.
+        ("mbr", ["partition 6", "past the end of the disk"]),
+    ] {
+        let disk = work.path().join(format!("truncated-{kind}.img"));
+        std::fs::copy(fixture(kind), &disk).unwrap();
+        run(Command::new("truncate").args(["-s", "200M"]).arg(&disk));
+        let err = capture_fails(&disk, &work.path().join(format!("img-{kind}")));
+        for n in needles {
+            assert!(err.contains(n), "{kind}: {n:?} not in: {err}");
+        }
+    }
 }
 
 /// A tmpfs of a few MiB, unmounted on drop.

@@ -399,7 +399,7 @@ fn d2_over_http_is_refused_as_the_agent_would_load_it() {
         imgtool()
             .arg("serve")
             .arg(&s.dir)
-            .args(["--listen", &addr, "--threads", "2"])
+            .args(["--listen", &addr])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()

@@ -395,7 +395,23 @@ fn kill_mid_stream(c: &Cluster, victim: &str) -> usize {
     let victim = c.nodes.iter().position(|(n, _)| n == victim).unwrap();
     c.lan.limit(&c.nodes[victim].1, "24mbit");
     let (loops, mut procs, logs) = run_all(c);
-    std::thread::sleep(Duration::from_millis(2500));
+    // Killed a second after it starts restoring (and relaying: cut-through), measured on
+    // its own log rather than from when the test started them: the loop devices are
+    // attached one by one, and on a busy machine a fixed delay let the victim finish
+    // its whole (throttled) stream before it was killed.
+    let started = Instant::now();
+    while !std::fs::read_to_string(&logs[victim])
+        .unwrap_or_default()
+        .contains("restoring")
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "{} never started restoring",
+            c.nodes[victim].0
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(1000));
     let _ = procs[victim].0.kill();
     let _ = procs[victim].0.wait();
     for (i, p) in procs.iter_mut().enumerate() {
