@@ -4,6 +4,7 @@
 
 mod common;
 use common::*;
+use std::os::unix::fs::FileExt;
 
 #[test]
 fn diff_compares_chunks_of_a_clone_on_a_larger_disk() {
@@ -16,6 +17,19 @@ fn diff_compares_chunks_of_a_clone_on_a_larger_disk() {
     let size = std::fs::metadata(&master).unwrap().len() + (64 << 20);
     std::fs::File::create(&node).unwrap().set_len(size).unwrap();
     run(imgtool().args(["restore", "-q"]).arg(&image).arg(&node));
+    // One byte of p2's third chunk changes on the node: diff must find exactly that chunk.
+    let img = imgtool::manifest::Image::open(&image).unwrap();
+    let p2 = img.manifest.region("p2").unwrap();
+    let at = img.layout.partition(2).unwrap().start * 512 + p2.chunks[2].offset + 100;
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .read(true)
+        .open(&node)
+        .unwrap();
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, at).unwrap();
+    f.write_all_at(&[b[0] ^ 0x5a], at).unwrap();
+    drop(f);
 
     let out = imgtool()
         .args(["diff", "--json", "-q"])
@@ -30,13 +44,15 @@ fn diff_compares_chunks_of_a_clone_on_a_larger_disk() {
     let regions = rep["regions"].as_array().unwrap();
     let names: Vec<&str> = regions.iter().filter_map(|r| r["name"].as_str()).collect();
     assert_eq!(names, ["head", "p1", "p2", "p3", "p4"], "{rep}");
-    // The partitions that were not grown hold exactly the image's bytes.
+    // The partitions that were not grown hold exactly the image's bytes, but for the one
+    // changed chunk.
     for r in regions
         .iter()
-        .filter(|r| ["p1", "p2", "p3"].contains(&r["name"].as_str().unwrap()))
+        .filter(|r| ["p1", "p3"].contains(&r["name"].as_str().unwrap()))
     {
         assert_eq!(r["differing"].as_array().unwrap().len(), 0, "{r}");
     }
+    assert_eq!(regions[2]["differing"], serde_json::json!([2]), "{rep}");
     // The grown ext4 differs (resize2fs rewrote its metadata), so diff says "not the same".
     assert_eq!(out.status.code(), Some(1));
     let o = imgtool()
@@ -47,5 +63,5 @@ fn diff_compares_chunks_of_a_clone_on_a_larger_disk() {
         .unwrap();
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(text.contains("grown to this disk"), "{text}");
-    assert!(text.contains("p2    0 of"), "{text}");
+    assert!(text.contains("p2    1 of"), "{text}");
 }

@@ -460,3 +460,37 @@ fn oversized_manifest_over_http_is_refused_after_one_request() {
         "asked again for a file that was too long: {e}"
     );
 }
+
+#[test]
+fn extents_that_disagree_with_their_chunk_say_which_field() {
+    // Before, a chunk whose first extent did not start at its offset was reported as
+    // "extents add up to N bytes, the chunk says N" (the same N twice).
+    let s = setup();
+    let m: Manifest =
+        serde_json::from_slice(&std::fs::read(s.image.join("manifest")).unwrap()).unwrap();
+    let (name, i) = m
+        .regions
+        .iter()
+        .find_map(|r| {
+            let i = r.chunks.iter().position(|c| c.extents.len() > 1)?;
+            Some((r.name.clone(), i))
+        })
+        .expect("a chunk that gathers several ranges");
+    let img = edited(&s, "ext0", |m, _| {
+        let c = &mut region(m, &name).chunks[i];
+        c.offset += 512;
+    });
+    let t = master_copy(&s, "ext0.img");
+    all_refused(
+        &img,
+        &t,
+        &[],
+        &[&format!("chunk {i}"), "`extents[0]` starts at"],
+    );
+    let img = edited(&s, "ext1", |m, _| {
+        let c = &mut region(m, &name).chunks[i];
+        c.length -= 512;
+    });
+    let t = master_copy(&s, "ext1.img");
+    all_refused(&img, &t, &[], &["`extents` add up to", "`length` is"]);
+}
