@@ -8,17 +8,15 @@ use std::os::unix::fs::FileExt;
 
 #[test]
 fn diff_compares_chunks_of_a_clone_on_a_larger_disk() {
-    require_root();
-    let master = fixture("gpt");
-    let work = tempfile::tempdir().unwrap();
-    let image = work.path().join("img");
-    run(imgtool().args(["capture", "-q"]).arg(&master).arg(&image));
-    let node = work.path().join("node.img");
-    let size = std::fs::metadata(&master).unwrap().len() + (64 << 20);
+    let Captured {
+        dir, image, size, ..
+    } = &captured("gpt");
+    let node = dir.join("node.img");
+    let size = size + (64 << 20);
     std::fs::File::create(&node).unwrap().set_len(size).unwrap();
-    run(imgtool().args(["restore", "-q"]).arg(&image).arg(&node));
+    run(imgtool().args(["restore", "-q"]).arg(image).arg(&node));
     // One byte of p2's third chunk changes on the node: diff must find exactly that chunk.
-    let img = imgtool::manifest::Image::open(&image).unwrap();
+    let img = imgtool::manifest::Image::open(image).unwrap();
     let p2 = img.manifest.region("p2").unwrap();
     let at = img.layout.partition(2).unwrap().start * 512 + p2.chunks[2].offset + 100;
     let f = std::fs::OpenOptions::new()
@@ -33,7 +31,7 @@ fn diff_compares_chunks_of_a_clone_on_a_larger_disk() {
 
     let out = imgtool()
         .args(["diff", "--json", "-q"])
-        .arg(&image)
+        .arg(image)
         .arg(&node)
         .output()
         .unwrap();
@@ -57,7 +55,7 @@ fn diff_compares_chunks_of_a_clone_on_a_larger_disk() {
     assert_eq!(out.status.code(), Some(1));
     let o = imgtool()
         .args(["diff", "-q"])
-        .arg(&image)
+        .arg(image)
         .arg(&node)
         .output()
         .unwrap();

@@ -13,33 +13,10 @@ use std::process::Command;
 
 const MIB: u64 = 1 << 20;
 
-struct Setup {
-    _work: tempfile::TempDir,
-    dir: PathBuf,
-    image: PathBuf,
-    master: PathBuf,
-    size: u64,
-}
-
-fn setup() -> Setup {
-    require_root();
-    let master = fixture("gpt");
-    let work = tempfile::tempdir().unwrap();
-    let image = work.path().join("img");
-    run(imgtool().args(["capture", "-q"]).arg(&master).arg(&image));
-    Setup {
-        dir: work.path().to_path_buf(),
-        size: std::fs::metadata(&master).unwrap().len(),
-        image,
-        master,
-        _work: work,
-    }
-}
-
 /// A copy of the captured image whose manifest (and layout) `edit` changes; the image id
 /// and layout hash are recomputed, so the files are self-consistent.
 fn edited(
-    s: &Setup,
+    s: &Captured,
     name: &str,
     edit: impl FnOnce(&mut Manifest, &mut serde_json::Value),
 ) -> PathBuf {
@@ -113,7 +90,7 @@ fn all_refused(image: &Path, target: &Path, extra: &[&str], needles: &[&str]) {
 
 /// A disk equal to the master (its table is kept by a restore: the case where a region
 /// overrunning its partition lands in the neighbour).
-fn master_copy(s: &Setup, name: &str) -> PathBuf {
+fn master_copy(s: &Captured, name: &str) -> PathBuf {
     let t = s.dir.join(name);
     run(Command::new("cp")
         .arg("--sparse=always")
@@ -124,7 +101,7 @@ fn master_copy(s: &Setup, name: &str) -> PathBuf {
 
 /// A disk of the master's size with recognisable bytes everywhere and its own GPT (one
 /// partition over most of the disk), unlike the image's.
-fn other_disk(s: &Setup, name: &str) -> PathBuf {
+fn other_disk(s: &Captured, name: &str) -> PathBuf {
     let t = s.dir.join(name);
     let block: Vec<u8> = (0..MIB as u32)
         .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
@@ -152,7 +129,7 @@ fn bytes(path: &Path, start: u64, len: u64) -> Vec<u8> {
     b
 }
 
-fn p4_bytes(s: &Setup, t: &Path) -> Vec<u8> {
+fn p4_bytes(s: &Captured, t: &Path) -> Vec<u8> {
     let layout: serde_json::Value =
         serde_json::from_slice(&std::fs::read(s.image.join("layout")).unwrap()).unwrap();
     let p4 = layout["partitions"]
@@ -166,7 +143,7 @@ fn p4_bytes(s: &Setup, t: &Path) -> Vec<u8> {
 
 #[test]
 fn d1_region_larger_than_its_partition_is_refused() {
-    let s = setup();
+    let s = captured("gpt");
     // The swap region (16 MiB) claims 100 MiB, its header chunk moved to 16 MiB: the
     // first bytes of partition 4 (its ext4 superblock) if it were written.
     let img = edited(&s, "d1", |m, _| {
@@ -182,7 +159,7 @@ fn d1_region_larger_than_its_partition_is_refused() {
 
 #[test]
 fn d1_zero_fill_of_an_oversized_region_is_refused() {
-    let s = setup();
+    let s = captured("gpt");
     // `fill: zero` and a chunk far past the partition: the gap before it would be zeroed.
     let img = edited(&s, "d1z", |m, _| {
         let r = region(m, "p3");
@@ -198,7 +175,7 @@ fn d1_zero_fill_of_an_oversized_region_is_refused() {
 
 #[test]
 fn d2_chunk_offset_that_wraps_is_refused() {
-    let s = setup();
+    let s = captured("gpt");
     let img = edited(&s, "d2o", |m, _| {
         region(m, "p3").chunks[0].offset = u64::MAX - 2047;
     });
@@ -213,7 +190,7 @@ fn d2_chunk_offset_that_wraps_is_refused() {
 
 #[test]
 fn d2_compressed_length_of_2_pow_63_is_refused() {
-    let s = setup();
+    let s = captured("gpt");
     let img = edited(&s, "d2c", |m, _| {
         let c = &mut region(m, "p3").chunks[0];
         c.payload_offset = 1 << 63;
@@ -230,7 +207,7 @@ fn d2_compressed_length_of_2_pow_63_is_refused() {
 
 #[test]
 fn d2_compressed_length_of_1_tib_is_refused_without_allocating_it() {
-    let s = setup();
+    let s = captured("gpt");
     // payload_offset + compressed_length wraps to a small number that passes a naive
     // "inside the payload file" test; the reader would then allocate 1 TiB.
     let img = edited(&s, "d2t", |m, _| {
@@ -249,7 +226,7 @@ fn d2_compressed_length_of_1_tib_is_refused_without_allocating_it() {
 
 #[test]
 fn d3_unbounded_head_is_refused_and_the_other_table_stays() {
-    let s = setup();
+    let s = captured("gpt");
     let img = edited(&s, "d3", |m, _| {
         region(m, "head").size = 125 << 30;
     });
@@ -268,7 +245,7 @@ fn d3_unbounded_head_is_refused_and_the_other_table_stays() {
 
 #[test]
 fn d4_partition_inside_the_gpt_entries_is_refused() {
-    let s = setup();
+    let s = captured("gpt");
     let img = edited(&s, "d4a", |_, l| {
         partition(l, 1)["start"] = 10.into();
     });
@@ -283,7 +260,7 @@ fn d4_partition_inside_the_gpt_entries_is_refused() {
 
 #[test]
 fn d4_partition_number_beyond_the_entries_is_refused() {
-    let s = setup();
+    let s = captured("gpt");
     let img = edited(&s, "d4b", |m, l| {
         partition(l, 4)["number"] = 200.into();
         l["grow"] = 200.into();
@@ -302,7 +279,7 @@ fn d4_partition_number_beyond_the_entries_is_refused() {
 
 #[test]
 fn d4_overlapping_partitions_are_refused() {
-    let s = setup();
+    let s = captured("gpt");
     let img = edited(&s, "d4c", |_, l| {
         let p2_start = partition(l, 2)["start"].as_u64().unwrap();
         partition(l, 3)["start"] = (p2_start + 2048).into();
@@ -320,7 +297,7 @@ fn d4_overlapping_partitions_are_refused() {
 fn the_captured_image_itself_passes() {
     // The validation refuses nothing capture writes (GPT fixture; the MBR one with its
     // extended and logical partitions).
-    let s = setup();
+    let s = captured("gpt");
     run(imgtool().arg("verify").arg(&s.image));
     let mbr = fixture("mbr");
     let img = s.dir.join("mbr-img");
@@ -383,7 +360,7 @@ impl Drop for Server {
 #[test]
 fn d2_over_http_is_refused_as_the_agent_would_load_it() {
     // The node's path: manifest and layout fetched over HTTP, then the same validation.
-    let s = setup();
+    let s = captured("gpt");
     edited(&s, "d2h", |m, _| {
         let c = &mut region(m, "p4").chunks[0];
         c.compressed_length = 1 << 40;
@@ -465,7 +442,7 @@ fn oversized_manifest_over_http_is_refused_after_one_request() {
 fn extents_that_disagree_with_their_chunk_say_which_field() {
     // Before, a chunk whose first extent did not start at its offset was reported as
     // "extents add up to N bytes, the chunk says N" (the same N twice).
-    let s = setup();
+    let s = captured("gpt");
     let m: Manifest =
         serde_json::from_slice(&std::fs::read(s.image.join("manifest")).unwrap()).unwrap();
     let (name, i) = m

@@ -97,22 +97,20 @@ fn sector0_signature(p: &Path) -> [u8; 2] {
 
 #[test]
 fn an_interrupted_reclone_onto_a_kept_table_does_not_look_bootable() {
-    require_root();
-    let master = fixture("gpt");
-    let work = tempfile::tempdir().unwrap();
-    let image_dir = work.path().join("img");
-    run(imgtool()
-        .args(["capture", "-q"])
-        .arg(&master)
-        .arg(&image_dir));
+    let Captured {
+        dir,
+        image: image_dir,
+        master,
+        ..
+    } = &captured("gpt");
     // The node's disk already holds this layout (an earlier clone): the table is kept.
-    let target = work.path().join("node.img");
-    std::fs::copy(&master, &target).unwrap();
+    let target = dir.join("node.img");
+    std::fs::copy(master, &target).unwrap();
     let table_before = read_layout(&Disk::open_ro(&target).unwrap()).unwrap();
     assert!(table_before.is_some());
 
     // Break the stream of the region with the most chunks, half-way through it.
-    let img = Image::open(&image_dir).unwrap();
+    let img = Image::open(image_dir).unwrap();
     let r = img
         .manifest
         .regions
@@ -164,22 +162,20 @@ fn an_interrupted_reclone_onto_a_kept_table_does_not_look_bootable() {
         "the marked disk must get its table rewritten"
     );
     assert_eq!(sector0_signature(&target), [0x55, 0xaa]);
-    assert_restored(&master, &target, &[1, 2, 4]);
+    assert_restored(master, &target, &[1, 2, 4]);
 }
 
 #[test]
 fn a_completed_reclone_onto_a_kept_table_leaves_the_table_byte_identical() {
-    require_root();
-    let master = fixture("gpt");
-    let work = tempfile::tempdir().unwrap();
-    let image_dir = work.path().join("img");
-    run(imgtool()
-        .args(["capture", "-q"])
-        .arg(&master)
-        .arg(&image_dir));
-    let target = work.path().join("node.img");
-    std::fs::copy(&master, &target).unwrap();
-    let img = Image::open(&image_dir).unwrap();
+    let Captured {
+        dir,
+        image: image_dir,
+        master,
+        ..
+    } = &captured("gpt");
+    let target = dir.join("node.img");
+    std::fs::copy(master, &target).unwrap();
+    let img = Image::open(image_dir).unwrap();
     // While chunks are being written the table is marked; afterwards it is back.
     let target_in_hook = target.clone();
     let seen_marked = Arc::new(std::sync::atomic::AtomicBool::new(true));
@@ -204,7 +200,7 @@ fn a_completed_reclone_onto_a_kept_table_leaves_the_table_byte_identical() {
     );
     // The table structures are the master's, byte for byte (first 34 sectors, last 33).
     let (m, t) = (
-        std::fs::read(&master).unwrap(),
+        std::fs::read(master).unwrap(),
         std::fs::read(&target).unwrap(),
     );
     assert_eq!(m[..34 * 512], t[..34 * 512]);

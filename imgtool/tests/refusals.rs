@@ -6,27 +6,6 @@ use common::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-struct Setup {
-    _work: tempfile::TempDir,
-    dir: PathBuf,
-    image: PathBuf,
-    size: u64,
-}
-
-fn setup() -> Setup {
-    require_root();
-    let master = fixture("gpt");
-    let work = tempfile::tempdir().unwrap();
-    let image = work.path().join("img");
-    run(imgtool().args(["capture", "-q"]).arg(&master).arg(&image));
-    Setup {
-        dir: work.path().to_path_buf(),
-        size: std::fs::metadata(&master).unwrap().len(),
-        image,
-        _work: work,
-    }
-}
-
 /// A target with recognisable non-zero content everywhere.
 fn target(path: &Path, size: u64) {
     let block: Vec<u8> = (0..1 << 20)
@@ -40,7 +19,7 @@ fn target(path: &Path, size: u64) {
     std::fs::write(path, data).unwrap();
 }
 
-fn copy_image(s: &Setup, name: &str) -> PathBuf {
+fn copy_image(s: &Captured, name: &str) -> PathBuf {
     let dst = s.dir.join(name);
     run(Command::new("cp").arg("-a").arg(&s.image).arg(&dst));
     dst
@@ -73,7 +52,7 @@ fn refused(image: &Path, dev: &Path, file: &Path, needles: &[&str]) {
 
 #[test]
 fn too_small_disk() {
-    let s = setup();
+    let s = captured("gpt");
     let t = s.dir.join("small.img");
     target(&t, s.size / 2);
     refused(&s.image, &t, &t, &["too small"]);
@@ -81,7 +60,7 @@ fn too_small_disk() {
 
 #[test]
 fn sector_size_4096_target_for_512_image() {
-    let s = setup();
+    let s = captured("gpt");
     let t = s.dir.join("4k.img");
     target(&t, s.size * 2);
     let l = Loop::attach_with(&t, false, Some(4096));
@@ -95,7 +74,7 @@ fn sector_size_4096_target_for_512_image() {
 
 #[test]
 fn flipped_payload_byte() {
-    let s = setup();
+    let s = captured("gpt");
     let img = copy_image(&s, "flipped");
     let p = img.join("p4.zst");
     let mut b = std::fs::read(&p).unwrap();
@@ -109,7 +88,7 @@ fn flipped_payload_byte() {
 
 #[test]
 fn truncated_payload() {
-    let s = setup();
+    let s = captured("gpt");
     let img = copy_image(&s, "truncated");
     let p = img.join("p2.zst");
     let len = std::fs::metadata(&p).unwrap().len();
@@ -126,7 +105,7 @@ fn truncated_payload() {
 
 #[test]
 fn manifest_of_an_unknown_version() {
-    let s = setup();
+    let s = captured("gpt");
     let img = copy_image(&s, "v99");
     let m = std::fs::read_to_string(img.join("manifest")).unwrap();
     std::fs::write(
@@ -149,7 +128,7 @@ fn manifest_of_an_unknown_version() {
 
 #[test]
 fn mounted_target() {
-    let s = setup();
+    let s = captured("gpt");
     let t = s.dir.join("mounted.img");
     // A disk with the same content as the master, one partition mounted read-only.
     run(Command::new("cp")
@@ -186,7 +165,7 @@ fn mounted_target() {
 
 #[test]
 fn capture_refuses_a_source_mounted_read_write() {
-    let s = setup();
+    let s = captured("gpt");
     let src = s.dir.join("live.img");
     run(Command::new("cp")
         .arg("--sparse=always")

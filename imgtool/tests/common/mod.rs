@@ -6,3 +6,30 @@ pub use qemu_tests::disk::*;
 pub fn imgtool() -> std::process::Command {
     std::process::Command::new(env!("CARGO_BIN_EXE_imgtool"))
 }
+
+/// A fixture disk captured into a fresh temporary directory (removed on drop).
+pub struct Captured {
+    pub _work: tempfile::TempDir,
+    /// The temporary directory: put targets and edited images here.
+    pub dir: std::path::PathBuf,
+    pub image: std::path::PathBuf,
+    pub master: std::path::PathBuf,
+    /// The master disk's size in bytes.
+    pub size: u64,
+}
+
+/// Captures the `kind` fixture (`gpt` or `mbr`); needs root (the fixture is built once).
+pub fn captured(kind: &str) -> Captured {
+    require_root();
+    let master = fixture(kind);
+    let work = tempfile::tempdir().unwrap();
+    let image = work.path().join("img");
+    run(imgtool().args(["capture", "-q"]).arg(&master).arg(&image));
+    Captured {
+        dir: work.path().to_path_buf(),
+        size: std::fs::metadata(&master).unwrap().len(),
+        image,
+        master,
+        _work: work,
+    }
+}
