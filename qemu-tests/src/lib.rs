@@ -262,6 +262,80 @@ pub fn tail(console: &str, n: usize) -> String {
     console.chars().skip(skip).collect()
 }
 
+/// The guest address of the host's image server in the one-node clone tests
+/// ([`one_node_tree`], [`boot_bios_node`]): QEMU's `guestfwd` maps it to a local port.
+pub const IMAGE_SERVER: &str = "http://172.20.0.100:8080";
+
+/// Writes `work/cluster.toml` for one node (`node`, `mac`, 172.20.0.9) in entity `rack1`,
+/// group `compute`, served from [`IMAGE_SERVER`], booting `kernel` + `initrd` with a
+/// console on ttyS0 and power-off when done or failed; builds its tree into `work/tree`.
+pub fn one_node_tree(work: &Path, node: &str, mac: &str, kernel: &Path, initrd: &Path) -> PathBuf {
+    let toml = format!(
+        r#"[cluster]
+name = "{node}-test"
+image_server = "{IMAGE_SERVER}"
+server_ip = "172.20.0.2"
+kernel = "{}"
+initrd = "{}"
+kernel_args = "console=ttyS0 panic=-1 netboot.done=poweroff netboot.onerror=poweroff"
+
+[[entity]]
+name = "rack1"
+subnet = "172.20.0.0/27"
+default_group = "compute"
+
+[[group]]
+name = "compute"
+
+[[node]]
+name = "{node}"
+mac = "{mac}"
+ip = "172.20.0.9"
+entity = "rack1"
+groups = ["compute"]
+"#,
+        kernel.display(),
+        initrd.display()
+    );
+    let path = work.join("cluster.toml");
+    std::fs::write(&path, toml).expect("writing cluster.toml");
+    let cluster = pxe_builder::model::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let tree = work.join("tree");
+    pxe_builder::tree::build(&cluster, &tree).unwrap_or_else(|e| panic!("{e}"));
+    tree
+}
+
+/// Boots one BIOS node (SeaBIOS + iPXE ROM → pxelinux from `tree`) with MAC `mac` and
+/// `disk` as its NVMe disk (serial `serial`), reaching the image server on the host's
+/// `port` as [`IMAGE_SERVER`]; returns its console once it powered off (or `timeout`).
+pub fn boot_bios_node(
+    work: &Path,
+    tree: &Path,
+    port: u16,
+    disk: &Path,
+    mac: &str,
+    serial: &str,
+    timeout: std::time::Duration,
+) -> String {
+    let mut vm = Vm::start(&Boot {
+        firmware: Firmware::Bios,
+        tree,
+        mac,
+        ip: "172.20.0.9",
+        netdev_extra: format!(
+            ",guestfwd=tcp:172.20.0.100:8080-cmd:/bin/busybox nc 127.0.0.1 {port}"
+        ),
+        extra: vec![
+            "-drive".into(),
+            format!("file={},if=none,id=d0,format=raw", disk.display()),
+            "-device".into(),
+            format!("nvme,drive=d0,serial={serial}"),
+        ],
+        work,
+    });
+    vm.wait_exit(timeout)
+}
+
 /// An `imgtool serve` on 127.0.0.1 in a background thread of this test process; returns
 /// its port. It serves `roots` until the process ends.
 pub fn serve_in_background(roots: Vec<PathBuf>) -> u16 {

@@ -13,23 +13,15 @@ use std::time::Duration;
 const BOOT_TIMEOUT: Duration = Duration::from_secs(420);
 
 fn boot_node(work: &Path, tree: &Path, port: u16, disk: &Path) -> String {
-    let mut vm = Vm::start(&Boot {
-        firmware: Firmware::Bios,
-        tree,
-        mac: "52:54:00:00:00:21",
-        ip: "172.20.0.9",
-        netdev_extra: format!(
-            ",guestfwd=tcp:172.20.0.100:8080-cmd:/bin/busybox nc 127.0.0.1 {port}"
-        ),
-        extra: vec![
-            "-drive".into(),
-            format!("file={},if=none,id=d0,format=raw", disk.display()),
-            "-device".into(),
-            "nvme,drive=d0,serial=node21".into(),
-        ],
+    boot_bios_node(
         work,
-    });
-    vm.wait_exit(BOOT_TIMEOUT)
+        tree,
+        port,
+        disk,
+        "52:54:00:00:00:21",
+        "node21",
+        BOOT_TIMEOUT,
+    )
 }
 
 #[test]
@@ -44,38 +36,7 @@ fn a_blank_node_pxe_boots_and_clones_itself_then_reboots_without_repartitioning(
     let kernel = kernel();
     let initrd = w.join("initrd.img");
     std::fs::write(&initrd, agent_initrd(&kernel)).unwrap();
-    let toml = format!(
-        r#"[cluster]
-name = "e2e"
-image_server = "http://172.20.0.100:8080"
-server_ip = "172.20.0.2"
-kernel = "{}"
-initrd = "{}"
-kernel_args = "console=ttyS0 panic=-1 netboot.done=poweroff netboot.onerror=poweroff"
-
-[[entity]]
-name = "rack1"
-subnet = "172.20.0.0/27"
-default_group = "compute"
-
-[[group]]
-name = "compute"
-
-[[node]]
-name = "n21"
-mac = "52:54:00:00:00:21"
-ip = "172.20.0.9"
-entity = "rack1"
-groups = ["compute"]
-"#,
-        kernel.display(),
-        initrd.display()
-    );
-    std::fs::write(w.join("cluster.toml"), toml).unwrap();
-    let cluster =
-        pxe_builder::model::load(&w.join("cluster.toml")).unwrap_or_else(|e| panic!("{e}"));
-    let tree = w.join("tree");
-    pxe_builder::tree::build(&cluster, &tree).unwrap_or_else(|e| panic!("{e}"));
+    let tree = one_node_tree(w, "n21", "52:54:00:00:00:21", &kernel, &initrd);
     let port = serve_in_background(vec![images.clone(), tree.clone()]);
 
     // A blank NVMe disk, 1.5x the master: the last partition and its ext4 grow.

@@ -17,23 +17,7 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(420);
 const MAC: &str = "52:54:00:00:00:31";
 
 fn boot_node(work: &Path, tree: &Path, port: u16, disk: &Path) -> String {
-    let mut vm = Vm::start(&Boot {
-        firmware: Firmware::Bios,
-        tree,
-        mac: MAC,
-        ip: "172.20.0.9",
-        netdev_extra: format!(
-            ",guestfwd=tcp:172.20.0.100:8080-cmd:/bin/busybox nc 127.0.0.1 {port}"
-        ),
-        extra: vec![
-            "-drive".into(),
-            format!("file={},if=none,id=d0,format=raw", disk.display()),
-            "-device".into(),
-            "nvme,drive=d0,serial=node31".into(),
-        ],
-        work,
-    });
-    vm.wait_exit(BOOT_TIMEOUT)
+    boot_bios_node(work, tree, port, disk, MAC, "node31", BOOT_TIMEOUT)
 }
 
 /// Changes the manifest and recomputes its id (integrity checks pass); returns the id.
@@ -72,38 +56,7 @@ fn a_node_with_a_trusted_key_refuses_unsigned_and_tampered_images_and_clones_a_s
         agent_initrd_trusting(&kernel, &[imgtool::sign::public_path(&site)]),
     )
     .unwrap();
-    let toml = format!(
-        r#"[cluster]
-name = "signed"
-image_server = "http://172.20.0.100:8080"
-server_ip = "172.20.0.2"
-kernel = "{}"
-initrd = "{}"
-kernel_args = "console=ttyS0 panic=-1 netboot.done=poweroff netboot.onerror=poweroff"
-
-[[entity]]
-name = "rack1"
-subnet = "172.20.0.0/27"
-default_group = "compute"
-
-[[group]]
-name = "compute"
-
-[[node]]
-name = "n31"
-mac = "{MAC}"
-ip = "172.20.0.9"
-entity = "rack1"
-groups = ["compute"]
-"#,
-        kernel.display(),
-        initrd.display()
-    );
-    std::fs::write(w.join("cluster.toml"), toml).unwrap();
-    let cluster =
-        pxe_builder::model::load(&w.join("cluster.toml")).unwrap_or_else(|e| panic!("{e}"));
-    let tree = w.join("tree");
-    pxe_builder::tree::build(&cluster, &tree).unwrap_or_else(|e| panic!("{e}"));
+    let tree = one_node_tree(w, "n31", MAC, &kernel, &initrd);
     let port = serve_in_background(vec![images.clone(), tree.clone()]);
     let board = || imgtool::serve::fetch_status(&format!("http://127.0.0.1:{port}")).unwrap();
 
