@@ -482,28 +482,14 @@ impl Signatures {
 /// Reads the image's `signature` file (at most [`MAX_SIGNATURE_BYTES`]) from `source`.
 /// `Err` carries why it could not be read (missing, unreachable, too large).
 pub fn read_signature_file(source: &dyn ImageSource) -> Result<Vec<u8>, String> {
-    let limit = MAX_SIGNATURE_BYTES + 1;
-    if source.is_local() && source.len(SIGNATURE_FILE).is_none() {
-        return Err(format!(
+    match source.read_optional(SIGNATURE_FILE, MAX_SIGNATURE_BYTES) {
+        Ok(Some(bytes)) => Ok(bytes),
+        Ok(None) => Err(format!(
             "no `{SIGNATURE_FILE}` file in {}",
             source.location()
-        ));
+        )),
+        Err(e) => Err(format!("`{SIGNATURE_FILE}` could not be read: {e}")),
     }
-    let mut stream = source
-        .open_range(SIGNATURE_FILE, 0, limit)
-        .map_err(|e| format!("no `{SIGNATURE_FILE}` file could be read: {e}"))?;
-    let mut buf = vec![];
-    (&mut stream.reader)
-        .take(limit)
-        .read_to_end(&mut buf)
-        .map_err(|e| format!("reading {}/{SIGNATURE_FILE}: {e}", stream.from))?;
-    if buf.len() as u64 > MAX_SIGNATURE_BYTES {
-        return Err(format!(
-            "{}/{SIGNATURE_FILE} is larger than {MAX_SIGNATURE_BYTES} bytes",
-            stream.from
-        ));
-    }
-    Ok(buf)
 }
 
 /// `K1 (origin), K2 (origin)` for messages.

@@ -35,6 +35,23 @@ pub trait ImageSource: Send + Sync {
     fn stream_failed(&self, _from: &str, _why: &str) {}
     /// Length of file `name`, when the source can tell cheaply.
     fn len(&self, name: &str) -> Option<u64>;
+    /// A small file that an image may lack (`signature`): `Ok(None)` when the source says
+    /// it has none, an error when it is longer than `limit`. An HTTP source asks its
+    /// current upstream and never moves up its chain for it: an absent file is no sign of
+    /// a dead upstream (and relays pass the file on whenever their upstream has it).
+    fn read_optional(&self, name: &str, limit: u64) -> Result<Option<Vec<u8>>, SourceError> {
+        if self.is_local() && self.len(name).is_none() {
+            return Ok(None);
+        }
+        let mut stream = self.open_range(name, 0, limit.saturating_add(1))?;
+        read_limited(&mut stream.reader, limit)
+            .map(Some)
+            .map_err(|msg| SourceError {
+                location: format!("{}/{name}", stream.from),
+                msg,
+                unreachable: false,
+            })
+    }
     /// A local source can be read twice cheaply (restore checks every frame first).
     fn is_local(&self) -> bool;
     /// Payload bytes fetched so far (HTTP), for tests and reports.
@@ -115,6 +132,18 @@ fn read_small(r: impl Read) -> Result<Vec<u8>, SmallRead> {
         return Err(SmallRead::TooLong(format!(
             "longer than {max} bytes, the most a manifest or layout may have"
         )));
+    }
+    Ok(buf)
+}
+
+/// Reads at most `limit` bytes; more is an error (checked while reading).
+fn read_limited(r: &mut dyn Read, limit: u64) -> Result<Vec<u8>, String> {
+    let mut buf = vec![];
+    r.take(limit.saturating_add(1))
+        .read_to_end(&mut buf)
+        .map_err(|e| format!("reading: {e}"))?;
+    if buf.len() as u64 > limit {
+        return Err(format!("longer than {limit} bytes"));
     }
     Ok(buf)
 }
@@ -429,6 +458,37 @@ impl Read for Counted {
 impl ImageSource for HttpSource {
     fn location(&self) -> String {
         self.current()
+    }
+    fn read_optional(&self, name: &str, limit: u64) -> Result<Option<Vec<u8>>, SourceError> {
+        let url = format!("{}/{name}", self.current());
+        let err = |msg: String| SourceError {
+            location: url.clone(),
+            msg,
+            unreachable: false,
+        };
+        let mut last = String::new();
+        for attempt in 0..self.attempts.max(1) {
+            if attempt > 0 {
+                std::thread::sleep(Duration::from_millis(200 * (1 << attempt.min(4))));
+            }
+            match self.agent.get(&url).call() {
+                Ok(r) => {
+                    return read_limited(&mut r.into_reader(), limit)
+                        .map(Some)
+                        .map_err(err)
+                }
+                Err(ureq::Error::Status(404, _)) => return Ok(None),
+                // A relay that does not have the image's files yet says so; ask again.
+                Err(ureq::Error::Status(code, r)) => {
+                    last = format!("HTTP {code} {}", r.status_text())
+                }
+                Err(e) => last = e.to_string(),
+            }
+        }
+        Err(err(format!(
+            "{last} (after {} attempts)",
+            self.attempts.max(1)
+        )))
     }
     fn read_file(&self, name: &str) -> Result<Vec<u8>, SourceError> {
         self.get(name, None)

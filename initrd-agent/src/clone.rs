@@ -139,15 +139,17 @@ pub fn clone(
     let files = Image::fetch_files(source.as_ref())
         .map(Arc::new)
         .map_err(|e| anyhow::anyhow!("loading image {url}: {e}"))?;
-    // Only a node that checks signatures asks for one: an unsigned image's missing file
-    // would otherwise move its source up the chain.
-    let signature =
-        (!route.trusted.is_empty()).then(|| imgtool::sign::read_signature_file(source.as_ref()));
+    // A node that checks signatures reads the image's signature file, and so does every
+    // relay, whether it checks or not: its downstream nodes may (a missing file does not
+    // move the source up its chain, see `ImageSource::read_optional`).
+    let signature = (!route.trusted.is_empty() || relay.is_some())
+        .then(|| imgtool::sign::read_signature_file(source.as_ref()));
     if let Some(relay) = &relay {
         // Passed on as fetched: downstream nodes check it themselves.
         relay.set_signature(signature.as_ref().and_then(|s| s.as_ref().ok()).cloned());
         relay.set_files(files.clone());
     }
+    let signature = signature.filter(|_| !route.trusted.is_empty());
     let img = Image::from_files(source, &files)
         .map_err(|e| anyhow::anyhow!("loading image {url}: {e}"))?;
     check_trust(route, &img, signature, rep)?;

@@ -151,16 +151,14 @@ fn unsigned_tampered_and_unpinned_images_are_refused_before_any_write() {
     assert_restored(&s.master, &t, &[1, 2, 3, 4]);
 }
 
-#[test]
-fn a_relay_passes_the_signature_on() {
-    let s = setup();
-    sign_dir(&s.images.join("compute"), &s.key).unwrap();
-    // A two-node plan on loopback: a relays, b pulls from a.
+/// Runs node `a` (a relay, trusting no key) and node `b` (its downstream, trusting the site
+/// key) against the primary serving `s.images`; returns both outputs.
+fn relay_pair(s: &Setup, name: &str) -> (Output, Output) {
     let relay_port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .unwrap()
         .port();
-    let tree = s.dir.join("tree");
+    let tree = s.dir.join(format!("tree-{name}"));
     std::fs::create_dir_all(&tree).unwrap();
     std::fs::write(
         tree.join("clone-plan.json"),
@@ -178,36 +176,57 @@ fn a_relay_passes_the_signature_on() {
     let port = serve_in_background(vec![s.images.clone(), tree]);
     let server = format!("http://127.0.0.1:{port}");
     let size = std::fs::metadata(&s.master).unwrap().len();
-    let (ta, tb) = (s.dir.join("a.img"), s.dir.join("b.img"));
+    let (ta, tb) = (
+        s.dir.join(format!("{name}-a.img")),
+        s.dir.join(format!("{name}-b.img")),
+    );
     patterned(&ta, size);
     patterned(&tb, size);
     let trust = s.trusted.to_str().unwrap().to_string();
-    let run = |node: &str, t: &Path| {
-        Command::new(env!("CARGO_BIN_EXE_initrd-agent"))
-            .args(["clone", "--server", &server, "--group", "compute"])
+    let run = |node: &str, t: &Path, trusts: bool| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_initrd-agent"));
+        cmd.args(["clone", "--server", &server, "--group", "compute"])
             .arg("--target")
             .arg(t)
-            .args(["--node", node, "--plan", "--relay-idle", "3"])
-            .args(["--trust", &trust])
-            .output()
-            .unwrap()
+            .args(["--node", node, "--plan", "--relay-idle", "3"]);
+        if trusts {
+            cmd.args(["--trust", &trust]);
+        }
+        cmd.output().unwrap()
     };
-    let (oa, ob) = std::thread::scope(|sc| {
-        let a = sc.spawn(|| run("a", &ta));
+    std::thread::scope(|sc| {
+        let a = sc.spawn(|| run("a", &ta, false));
         // b starts second; its upstream waits for a's relay to come up.
         std::thread::sleep(std::time::Duration::from_millis(300));
-        let b = sc.spawn(|| run("b", &tb));
+        let b = sc.spawn(|| run("b", &tb, true));
         (a.join().unwrap(), b.join().unwrap())
-    });
+    })
+}
+
+#[test]
+fn a_relay_passes_the_signature_on_even_when_it_checks_none_itself() {
+    let s = setup();
+    // Unsigned: b refuses, and says so without leaving its relay for the primary (an
+    // absent signature file is not a dead upstream).
+    let (oa, ob) = relay_pair(&s, "unsigned");
     assert!(oa.status.success(), "a: {}", out(&oa));
-    let tb_out = out(&ob);
-    assert!(ob.status.success(), "b: {tb_out}");
-    assert!(tb_out.contains("upstreams: a -> primary"), "{tb_out}");
+    let b = out(&ob);
+    assert!(!ob.status.success(), "b cloned an unsigned image: {b}");
+    assert!(b.contains("is unsigned"), "{b}");
+    assert!(!b.contains("rerouted"), "{b}");
+
+    // Signed: a (no key of its own) passes the signature on, b checks and clones.
+    sign_dir(&s.images.join("compute"), &s.key).unwrap();
+    let (oa, ob) = relay_pair(&s, "signed");
+    assert!(oa.status.success(), "a: {}", out(&oa));
+    let b = out(&ob);
+    assert!(ob.status.success(), "b: {b}");
+    assert!(b.contains("upstreams: a -> primary"), "{b}");
     assert!(
-        tb_out.contains(&format!("signed by trusted key {}", s.key.id)),
-        "{tb_out}"
+        b.contains(&format!("signed by trusted key {}", s.key.id)),
+        "{b}"
     );
     // b got manifest, signature and payload from a: it never moved to the primary.
-    assert!(!tb_out.contains("rerouted"), "{tb_out}");
-    assert_restored(&s.master, &tb, &[1, 2, 3, 4]);
+    assert!(!b.contains("rerouted"), "{b}");
+    assert_restored(&s.master, &s.dir.join("signed-b.img"), &[1, 2, 3, 4]);
 }
