@@ -80,6 +80,8 @@ fn keygen_sign_and_verify_trust_accept_good_and_refuse_unsigned_and_tampered() {
     let t = text(&o);
     assert!(t.contains("unsigned") && t.contains(&id), "{t}");
     assert!(t.contains(&image.display().to_string()), "{t}");
+    let o = imgtool_out(&[os("inspect").as_os_str(), image.as_os_str()]);
+    assert!(text(&o).contains("signature  none"), "{}", text(&o));
     // Without --trust the same image verifies (integrity only).
     let o = imgtool_out(&[os("verify").as_os_str(), image.as_os_str()]);
     assert!(o.status.success(), "{}", text(&o));
@@ -98,6 +100,23 @@ fn keygen_sign_and_verify_trust_accept_good_and_refuse_unsigned_and_tampered() {
         text(&o).contains(&format!("signed by trusted key {id}")),
         "{}",
         text(&o)
+    );
+    // inspect lists who claims to have signed it (unchecked), for people and scripts.
+    let o = imgtool_out(&[os("inspect").as_os_str(), image.as_os_str()]);
+    assert!(
+        text(&o).contains(&format!("signature  key {id} (unchecked")),
+        "{}",
+        text(&o)
+    );
+    let o = imgtool_out(&[
+        os("--json").as_os_str(),
+        os("inspect").as_os_str(),
+        image.as_os_str(),
+    ]);
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        j["signatures"],
+        serde_json::json!([{"key_id": id, "this_image": true}])
     );
     // A secret key given as --trust is refused with advice.
     let o = verify(&image, &site);

@@ -494,9 +494,30 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Inspect { image_dir } => {
             let img = open_image(&image_dir)?;
             let m = &img.manifest;
+            // Who claims to have signed it (not checked here: `verify --trust KEY.pub` does).
+            let signers: Result<Vec<(String, bool)>, String> =
+                match imgtool::sign::read_signature_file(img.source.as_ref()) {
+                    Err(_) => Ok(vec![]),
+                    Ok(bytes) => imgtool::sign::Signatures::parse(&bytes, "signature")
+                        .map(|s| {
+                            s.lines
+                                .into_iter()
+                                .map(|l| (l.key_id, l.image_id == m.image_id))
+                                .collect()
+                        })
+                        .map_err(|e| e.to_string()),
+                };
             if cli.json {
+                let signatures = match &signers {
+                    Ok(v) => serde_json::json!(v
+                        .iter()
+                        .map(|(k, this)| serde_json::json!({"key_id": k, "this_image": this}))
+                        .collect::<Vec<_>>()),
+                    Err(e) => serde_json::json!({ "error": e }),
+                };
                 print_json(&serde_json::json!({
                     "image_id": m.image_id, "version": m.version, "chunk_size": m.chunk_size, "level": m.level,
+                    "signatures": signatures,
                     "layout": img.layout,
                     "regions": m.regions.iter().map(|r| serde_json::json!({
                         "name": r.name, "number": r.number, "filesystem": r.filesystem, "uuid": r.uuid,
@@ -507,6 +528,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 let l = &img.layout;
                 println!("image      {}", m.image_id);
+                match &signers {
+                    Ok(v) if v.is_empty() => println!("signature  none"),
+                    Ok(v) => println!(
+                        "signature  {} (unchecked: `imgtool verify --trust KEY.pub` checks them)",
+                        v.iter()
+                            .map(|(k, this)| if *this {
+                                format!("key {k}")
+                            } else {
+                                format!("key {k} (for another image id)")
+                            })
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    Err(e) => println!("signature  unreadable: {e}"),
+                }
                 println!(
                     "format     version {}, chunks up to {}, zstd level {}",
                     m.version,
