@@ -332,7 +332,13 @@ impl HttpSource {
                 )),
             };
         }
-        match self.agent.get(url).call() {
+        // Whole small files at the frames' pace (verify::MIN_FRAME_RATE): an upstream that
+        // dribbles a manifest holds a node for minutes, not forever.
+        let deadline = crate::verify::FRAME_GRACE
+            + Duration::from_secs(
+                crate::manifest::MAX_MANIFEST_BYTES / crate::verify::MIN_FRAME_RATE,
+            );
+        match self.agent.get(url).timeout(deadline).call() {
             Ok(r) => Ok(r.into_reader()),
             Err(ureq::Error::Status(code, _)) if code == 404 || code == 403 => Err(missing(code)),
             Err(ureq::Error::Status(code, r)) => Err(Attempt::Again(

@@ -10,6 +10,7 @@ use crate::progress::Progress;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::io::Read;
+use std::time::{Duration, Instant};
 
 /// Reads chunk `i`'s frame from the image's source.
 pub fn read_frame(image: &Image, r: &Region, i: usize) -> Result<Vec<u8>> {
@@ -36,10 +37,23 @@ pub struct FrameStream<'a> {
     r: &'a Region,
     next: usize,
     open: Option<crate::source::Stream>,
+    /// Each frame must arrive within `grace` + its length at `min_rate` bytes/s.
+    min_rate: u64,
+    grace: Duration,
 }
 
 /// Broken streams tolerated while reading one frame.
 const STREAM_RETRIES: u32 = 8;
+
+/// The slowest a frame may arrive, after [`FRAME_GRACE`]: an upstream that sends a byte
+/// now and then (a broken link, a compromised relay) would otherwise hold a node forever,
+/// since every single read is within the socket's stall timeout. Far below any real
+/// link: 64 nodes behind one saturated 1 Gbit/s uplink still get ~2 MB/s each.
+pub const MIN_FRAME_RATE: u64 = 64 << 10;
+
+/// Time a frame may take on top of [`MIN_FRAME_RATE`]: a relay waits up to 30 s for a
+/// chunk from its own upstream before it gives up, so a chain's frames can be that late.
+pub const FRAME_GRACE: Duration = Duration::from_secs(40);
 
 impl<'a> FrameStream<'a> {
     pub fn new(image: &'a Image, r: &'a Region) -> Self {
@@ -48,7 +62,16 @@ impl<'a> FrameStream<'a> {
             r,
             next: 0,
             open: None,
+            min_rate: MIN_FRAME_RATE,
+            grace: FRAME_GRACE,
         }
+    }
+
+    /// Another pace than [`MIN_FRAME_RATE`] and [`FRAME_GRACE`] (tests).
+    pub fn with_pace(mut self, min_rate: u64, grace: Duration) -> Self {
+        self.min_rate = min_rate.max(1);
+        self.grace = grace;
+        self
     }
 
     /// Frame `i` (cheapest when called for 0, 1, 2, … in order).
@@ -97,7 +120,14 @@ impl<'a> FrameStream<'a> {
                 }
             };
             let mut buf = Vec::with_capacity(len as usize);
-            let why = match (&mut stream.reader).take(len).read_to_end(&mut buf) {
+            let mut paced = Deadline {
+                inner: &mut stream.reader,
+                until: Instant::now()
+                    + self.grace
+                    + Duration::from_millis(len.saturating_mul(1000) / self.min_rate),
+                min_rate: self.min_rate,
+            };
+            let why = match (&mut paced).take(len).read_to_end(&mut buf) {
                 Ok(_) if buf.len() as u64 == len => {
                     self.next = i + 1;
                     return Ok(buf);
@@ -116,6 +146,29 @@ impl<'a> FrameStream<'a> {
                 ));
             }
         }
+    }
+}
+
+/// A reader that fails once its deadline has passed (checked before each read; a read
+/// itself is bounded by the socket's stall timeout).
+struct Deadline<'r> {
+    inner: &'r mut Box<dyn Read + Send>,
+    until: Instant,
+    min_rate: u64,
+}
+
+impl Read for Deadline<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if Instant::now() > self.until {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "the frame arrives slower than {} KiB/s",
+                    self.min_rate / 1024
+                ),
+            ));
+        }
+        self.inner.read(buf)
     }
 }
 
