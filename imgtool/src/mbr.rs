@@ -401,14 +401,7 @@ mod tests {
             ebr,
             filesystem: None,
         };
-        let mut partitions = vec![p(
-            1,
-            2048,
-            64 * n as u64,
-            "0x05",
-            MbrRole::Extended,
-            None,
-        )];
+        let mut partitions = vec![p(1, 2048, 64 * n as u64, "0x05", MbrRole::Extended, None)];
         for k in 0..n as u64 {
             let ebr = 2048 + 64 * k;
             partitions.push(p(
