@@ -48,8 +48,7 @@ fn in_memory_parse_reports_like_the_file_parse() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/cluster_toml");
     let text = std::fs::read_to_string(root.join("hostile-newline-in-entity-name")).unwrap();
     let e = pxe_builder::model::parse_in_memory(&text, "cluster.toml")
-        .err()
-        .expect("refused")
+        .expect_err("refused")
         .to_string();
     assert!(e.contains("cluster.toml:"), "{e}");
     assert!(e.contains("rack1"), "{e}");
