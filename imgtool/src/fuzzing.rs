@@ -154,39 +154,80 @@ pub fn fat_probe(data: &[u8]) {
 /// Separates the manifest from the layout in an `image_load` input (JSON has no NUL).
 pub const IMAGE_SEPARATOR: u8 = 0;
 
-/// Loads an image from `manifest NUL layout`: once as given, then with the manifest's
-/// layout hash and image id recomputed so the structural checks behind them run too.
+/// How the in-memory source of an `image_load` run answers for the payload files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Payloads {
+    /// A remote source that cannot tell a payload's length (HTTP): every chunk check
+    /// runs except the one against the payload's length.
+    Remote,
+    /// A local directory whose payloads are exactly as long as the manifest's frames
+    /// say (the sum of `compressed_length` over the regions that name the file), so a
+    /// consistent image loads completely and the length check runs too.
+    LocalAsManifest,
+}
+
+/// Loads the image `manifest`/`layout` from memory as [`image_load`] does; the payloads
+/// are absent, their lengths as `payloads` says. For the replay tests, which check
+/// that the seeds get past the structure checks.
+pub fn mem_image(
+    manifest: &[u8],
+    layout: &[u8],
+    payloads: Payloads,
+) -> crate::error::Result<Image> {
+    let files = ImageFiles {
+        manifest: manifest.to_vec(),
+        layout: layout.to_vec(),
+    };
+    let lens = match payloads {
+        Payloads::Remote => None,
+        Payloads::LocalAsManifest => {
+            let mut lens = std::collections::BTreeMap::<String, u64>::new();
+            if let Ok(m) = serde_json::from_slice::<Manifest>(manifest) {
+                for r in &m.regions {
+                    let n = lens.entry(r.payload.clone()).or_default();
+                    for c in &r.chunks {
+                        *n = n.saturating_add(c.compressed_length);
+                    }
+                }
+            }
+            Some(lens)
+        }
+    };
+    let source: Arc<dyn ImageSource> = Arc::new(MemSource {
+        files: ImageFiles {
+            manifest: files.manifest.clone(),
+            layout: files.layout.clone(),
+        },
+        lens,
+    });
+    Image::from_files(source, &files)
+}
+
+/// Loads an image from `manifest NUL layout`: once as given (from a remote source),
+/// then with the manifest's layout hash and image id recomputed so the structural
+/// checks behind them run too, from a local source whose payload lengths the manifest
+/// gives.
 pub fn image_load(data: &[u8]) {
     let data = cut(data);
     let (manifest, layout) = match data.iter().position(|b| *b == IMAGE_SEPARATOR) {
         Some(i) => (&data[..i], &data[i + 1..]),
         None => (data, &[][..]),
     };
-    let load = |manifest: Vec<u8>| {
-        let files = ImageFiles {
-            manifest,
-            layout: layout.to_vec(),
-        };
-        let source: Arc<dyn ImageSource> = Arc::new(MemSource {
-            files: ImageFiles {
-                manifest: files.manifest.clone(),
-                layout: files.layout.clone(),
-            },
-        });
-        let _ = Image::from_files(source, &files);
-    };
-    load(manifest.to_vec());
+    let _ = mem_image(manifest, layout, Payloads::Remote);
     if let Ok(mut m) = serde_json::from_slice::<Manifest>(manifest) {
         m.layout_sha256 = hex::encode(Sha256::digest(layout));
         m.image_id = m.compute_id();
-        load(m.to_json().into_bytes());
+        let _ = mem_image(m.to_json().as_bytes(), layout, Payloads::LocalAsManifest);
     }
 }
 
 /// An image whose `manifest` and `layout` files are in memory and whose payloads are
-/// absent.
+/// absent: `lens` says how long each payload is (a local directory), `None` that the
+/// source cannot tell (HTTP). A local source without lengths would stop every load at
+/// "payload file missing" before the chunk checks.
 struct MemSource {
     files: ImageFiles,
+    lens: Option<std::collections::BTreeMap<String, u64>>,
 }
 
 impl MemSource {
@@ -216,10 +257,10 @@ impl ImageSource for MemSource {
     fn open_range(&self, name: &str, _offset: u64, _len: u64) -> Result<Stream, SourceError> {
         Err(self.err(name, "no payloads in a fuzz input"))
     }
-    fn len(&self, _name: &str) -> Option<u64> {
-        None
+    fn len(&self, name: &str) -> Option<u64> {
+        self.lens.as_ref().and_then(|l| l.get(name).copied())
     }
     fn is_local(&self) -> bool {
-        true
+        self.lens.is_some()
     }
 }

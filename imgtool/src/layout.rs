@@ -153,10 +153,6 @@ pub const SECTOR_SIZES: [u32; 2] = [512, 4096];
 /// It bounds the entry array restore builds and the partition numbers it accepts.
 pub const MAX_GPT_ENTRIES: u32 = 4096;
 
-/// Most logical partitions of an MBR layout (numbers 5..=4+this): the length of the EBR
-/// chain the MBR reader follows, so a layout it could not have read is refused.
-pub const MAX_MBR_LOGICALS: u32 = 64;
-
 /// The largest `disk_size` a layout may declare: 2^63 bytes (8 EiB). Far beyond any disk;
 /// it keeps every sector count times the sector size inside `u64`.
 pub const MAX_DISK_BYTES: u64 = 1 << 63;
@@ -279,10 +275,14 @@ impl Layout {
                     }
                     match p.role {
                         Some(MbrRole::Logical) => {
-                            if !(5..=4 + MAX_MBR_LOGICALS).contains(&n) {
+                            // The MBR reader's own bound: a layout with more logical
+                            // partitions would be written, then refused by every later
+                            // read of the disk ("no table").
+                            if !(5..=4 + crate::mbr::MAX_LOGICAL).contains(&n) {
                                 return bad(format!(
-                                    "logical partition number outside 5..={}",
-                                    4 + MAX_MBR_LOGICALS
+                                    "logical partition number outside 5..={} (at most {} logical partitions, mbr::MAX_LOGICAL)",
+                                    4 + crate::mbr::MAX_LOGICAL,
+                                    crate::mbr::MAX_LOGICAL
                                 ));
                             }
                         }
@@ -792,7 +792,7 @@ mod tests {
         refused(
             mbr_layout(),
             |l| l.partitions[3].number = 70,
-            &["partition 70", "5..=68"],
+            &["partition 70", "5..=64"],
         );
         refused(
             mbr_layout(),

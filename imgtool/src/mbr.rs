@@ -384,4 +384,65 @@ mod tests {
         assert_eq!((logical[0].number, logical[0].start), (5, 2049));
         assert_eq!((logical[1].number, logical[1].start), (6, 2401));
     }
+
+    /// An extended partition at 2048 holding `n` logical partitions of 63 sectors, each
+    /// after its EBR, 64 sectors apart.
+    fn logicals_layout(n: u32) -> Layout {
+        let p = |number, start, size, t: &str, role, ebr| Partition {
+            number,
+            start,
+            size,
+            type_: t.into(),
+            guid: None,
+            name: None,
+            attributes: 0,
+            role: Some(role),
+            bootable: false,
+            ebr,
+            filesystem: None,
+        };
+        let mut partitions = vec![p(1, 2048, 64 * n as u64, "0x05", MbrRole::Extended, None)];
+        for k in 0..n as u64 {
+            let ebr = 2048 + 64 * k;
+            partitions.push(p(
+                5 + k as u32,
+                ebr + 1,
+                63,
+                "0x83",
+                MbrRole::Logical,
+                Some(ebr),
+            ));
+        }
+        Layout {
+            table: TableKind::Mbr,
+            sector_size: 512,
+            disk_size: 8 << 20,
+            disk_guid: None,
+            first_usable: None,
+            entries: None,
+            disk_signature: Some("0x0000abcd".into()),
+            grow: None,
+            partitions,
+        }
+    }
+
+    #[test]
+    fn validation_allows_exactly_the_logicals_the_reader_reads() {
+        // Validation allowed 64 logical partitions while this reader stops at 60: restore
+        // wrote a 61..64-logical layout, and every later read of the disk refused it.
+        let max = logicals_layout(MAX_LOGICAL);
+        max.validate().unwrap();
+        let disk = MemDisk::new(8 << 20, 512);
+        write(&disk, &max, &[0; 440]).unwrap();
+        assert_eq!(read_layout(&disk).unwrap().unwrap(), max);
+
+        let over = logicals_layout(MAX_LOGICAL + 1);
+        let e = over.validate().unwrap_err();
+        assert!(e.contains("partition 65") && e.contains("5..=64"), "{e}");
+        // And the reader indeed refuses what validation now refuses.
+        let disk = MemDisk::new(8 << 20, 512);
+        write(&disk, &over, &[0; 440]).unwrap();
+        let e = read_layout(&disk).unwrap_err().to_string();
+        assert!(e.contains("more than 60 logical partitions"), "{e}");
+    }
 }

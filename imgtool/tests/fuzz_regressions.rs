@@ -50,7 +50,51 @@ fn fat_probe_inputs() {
 
 #[test]
 fn image_load_inputs() {
-    assert!(replay("image_load", imgtool::fuzzing::image_load) >= 2);
+    assert!(replay("image_load", imgtool::fuzzing::image_load) >= 4);
+}
+
+/// The captured seeds load completely from the fuzz target's in-memory source, and a
+/// mutation of one chunk is caught by the chunk checks. Before, that source said it was
+/// local yet knew no payload length, so every load stopped at "payload file missing" on
+/// the first region and the fuzzer never reached the chunk arithmetic.
+#[test]
+fn image_load_seeds_reach_the_chunk_checks() {
+    use imgtool::fuzzing::{mem_image, Payloads};
+    use imgtool::manifest::Manifest;
+    for name in ["capture-d1", "capture-d2", "fixture-gpt", "fixture-mbr"] {
+        let data = file("corpus", "image_load", name);
+        let i = data.iter().position(|b| *b == 0).unwrap();
+        let (manifest, layout) = (&data[..i], &data[i + 1..]);
+        for how in [Payloads::Remote, Payloads::LocalAsManifest] {
+            let img = mem_image(manifest, layout, how)
+                .unwrap_or_else(|e| panic!("{name} ({how:?}): {e}"));
+            assert!(!img.manifest.regions.is_empty(), "{name}");
+        }
+    }
+    // The real capture's root file system: chunk 1 moved 4 KiB on, so it overlaps the
+    // next chunk's first extent; the error names the region and the chunk.
+    let data = file("corpus", "image_load", "fixture-gpt");
+    let i = data.iter().position(|b| *b == 0).unwrap();
+    let (manifest, layout) = (&data[..i], &data[i + 1..]);
+    let mut m: Manifest = serde_json::from_slice(manifest).unwrap();
+    let r = m.regions.iter_mut().find(|r| r.name == "p2").unwrap();
+    assert!(r.chunks.len() > 2, "the seed's p2 has several chunks");
+    let was = r.chunks[1].offset;
+    let moved = r.chunks[2].offset + 4096;
+    let c = &mut r.chunks[1];
+    c.offset = moved;
+    if let Some(e) = c.extents.first_mut() {
+        e[0] = moved;
+    }
+    m.image_id = m.compute_id();
+    for how in [Payloads::Remote, Payloads::LocalAsManifest] {
+        let e = mem_image(m.to_json().as_bytes(), layout, how)
+            .err()
+            .unwrap_or_else(|| panic!("chunk moved from {was}: accepted ({how:?})"))
+            .to_string();
+        assert!(!e.contains("payload file missing"), "{how:?}: {e}");
+        assert!(e.contains("p2") && e.contains("chunk 1"), "{how:?}: {e}");
+    }
 }
 
 fn file(kind: &str, target: &str, name: &str) -> Vec<u8> {

@@ -1,11 +1,14 @@
 //! The agent's pure parts as a library, so fuzz targets and tests outside the binary can
-//! reach them: [`config`] (kernel command line and bootopts). Everything that touches the
-//! machine stays in the binary (`main.rs`).
+//! reach them: [`config`] (kernel command line and bootopts), [`plan`] (this node's
+//! route in the clone plan). Everything that touches the machine stays in the binary
+//! (`main.rs`).
 
 pub mod config;
+pub mod plan;
 
 /// Fuzz target bodies (see docs/FUZZING.md): called by `fuzz/fuzz_targets/agent_config.rs`
-/// and replayed on every kept input by `tests/fuzz_regressions.rs`.
+/// and `fuzz/fuzz_targets/clone_plan.rs`, and replayed on every kept input by
+/// `tests/fuzz_regressions.rs`.
 pub mod fuzzing {
     use crate::config::Config;
     use pxe_builder::boot::BootOpts;
@@ -30,5 +33,21 @@ pub mod fuzzing {
             let _ = c.image_name();
         }
         let _ = crate::config::normalize_mac(&cmdline);
+    }
+
+    /// `node NUL clone-plan.json`: this node's route in the plan, as the agent reads it
+    /// after fetching the plan. Returns whether a route was found, for the replay test.
+    pub fn clone_plan(data: &[u8]) -> bool {
+        let data = &data[..data.len().min(MAX_INPUT)];
+        let (node, plan) = match data.iter().position(|b| *b == 0) {
+            Some(i) => (&data[..i], &data[i + 1..]),
+            None => (&b"n01"[..], data),
+        };
+        let node = String::from_utf8_lossy(node);
+        let plan = String::from_utf8_lossy(plan);
+        matches!(
+            crate::plan::route_from_plan(&plan, &node, "mem:clone-plan.json"),
+            Ok(Some(_))
+        )
     }
 }

@@ -161,37 +161,22 @@ pub(crate) fn plan_route(cfg: &Config, server: &str) -> anyhow::Result<clone::Ro
         return Ok(route);
     };
     let url = format!("{}/clone-plan.json", server.trim_end_matches('/'));
-    let plan: serde_json::Value = match ureq::get(&url).timeout(Duration::from_secs(10)).call() {
-        Ok(r) => serde_json::from_str(&r.into_string().unwrap_or_default())
-            .map_err(|e| anyhow::anyhow!("{url}: not a clone plan: {e}"))?,
+    let text = match ureq::get(&url).timeout(Duration::from_secs(10)).call() {
+        Ok(r) => r
+            .into_string()
+            .map_err(|e| anyhow::anyhow!("{url}: reading the clone plan: {e}"))?,
         Err(ureq::Error::Status(404, _)) => return Ok(route),
         Err(e) => anyhow::bail!("fetching the clone plan {url}: {e}"),
     };
-    let nodes = &plan["nodes"];
-    if nodes.get(node).is_none() {
+    let Some(p) =
+        initrd_agent::plan::route_from_plan(&text, node, &url).map_err(anyhow::Error::msg)?
+    else {
         return Ok(route);
-    }
-    let port = plan["relay_port"].as_u64().unwrap_or(8180);
-    let mut chain = vec![];
-    let mut cur = node.clone();
-    while let Some(up) = nodes[&cur]["upstream"].as_str() {
-        if up == "primary" || chain.len() > 4096 {
-            break;
-        }
-        let ip = plan["addresses"][up]
-            .as_str()
-            .ok_or_else(|| anyhow::anyhow!("{url}: no address for node {up}"))?;
-        chain.push((up.to_string(), format!("http://{ip}:{port}")));
-        cur = up.to_string();
-    }
+    };
+    let mut chain = p.upstreams;
     chain.push(("primary".into(), server.trim_end_matches('/').to_string()));
     route.upstreams = chain;
-    if nodes[node]["downstream"]
-        .as_array()
-        .is_some_and(|d| !d.is_empty())
-    {
-        route.relay_listen = Some(format!("0.0.0.0:{port}"));
-    }
+    route.relay_listen = p.relay_port.map(|port| format!("0.0.0.0:{port}"));
     Ok(route)
 }
 

@@ -9,12 +9,14 @@
 //! - [`boot`] renders each node's and each subnet's entry (pxelinux, GRUB, iPXE, bootopts);
 //! - [`dhcp`] renders dnsmasq and ISC dhcpd snippets; [`plan`] the clone plan;
 //! - [`tree`] assembles every file and writes the tree atomically; [`lookup`] explains
-//!   which file a client will load.
+//!   which file a client will load;
+//! - [`fuzzing`] the fuzz target body for cluster.toml (docs/FUZZING.md).
 
 pub mod boot;
 pub mod cpio;
 pub mod dhcp;
 pub mod escape;
+pub mod fuzzing;
 pub mod hex;
 pub mod initrd;
 pub mod lookup;

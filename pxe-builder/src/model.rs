@@ -484,6 +484,22 @@ pub fn load(path: &Path) -> Result<Cluster, Invalid> {
 /// Parses and validates `text` (named `file` in diagnostics; relative paths resolve
 /// against `base`).
 pub fn parse(text: &str, file: &str, base: &Path) -> Result<Cluster, Invalid> {
+    parse_with(text, file, base, &|p| p.is_file())
+}
+
+/// [`parse`] without touching the file system: the kernel, initrd and vSMP loader are
+/// taken as present (relative paths resolve against `/`). For the fuzzer
+/// (`pxe_builder::fuzzing`), which must not stat paths it made up.
+pub fn parse_in_memory(text: &str, file: &str) -> Result<Cluster, Invalid> {
+    parse_with(text, file, Path::new("/"), &|_| true)
+}
+
+fn parse_with(
+    text: &str,
+    file: &str,
+    base: &Path,
+    is_file: &dyn Fn(&Path) -> bool,
+) -> Result<Cluster, Invalid> {
     let mut cx = Ctx {
         file: file.to_string(),
         text,
@@ -532,7 +548,7 @@ pub fn parse(text: &str, file: &str, base: &Path) -> Result<Cluster, Invalid> {
     check_text(&mut cx, &f);
     let file_path = |s: &S<String>, what: &str, cx: &mut Ctx| {
         let p = base.join(s.get_ref());
-        if !p.is_file() {
+        if !is_file(&p) {
             cx.at(
                 s.span(),
                 format!(

@@ -93,6 +93,14 @@ pub const MAX_DESC_SIZE: u64 = 1024;
 /// Block groups of one file system at most: ext4 counts them in 32 bits.
 pub const MAX_GROUPS: u64 = u32::MAX as u64;
 
+/// Blocks of a file system the probe reads at most: 2^32, the largest ext file system
+/// without the `64bit` feature (16 TiB at 4 KiB blocks, 4 TiB at 1 KiB). The probe keeps
+/// one bit per block in memory, so this bounds that bitmap to 512 MiB whatever the
+/// superblock and the partition claim (a hostile superblock on a large partition made
+/// it a GiB per 8 TiB). A larger file system is refused with this limit named: capture
+/// it with `--raw`, or split it.
+pub const MAX_BLOCKS: u64 = 1 << 32;
+
 fn invalid(m: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, m)
 }
@@ -100,9 +108,9 @@ fn invalid(m: String) -> io::Error {
 /// Probes for ext2/3/4; `None` when the superblock magic is absent.
 ///
 /// Every count the superblock gives is checked against the partition before anything is
-/// allocated: the file system must fit the partition, so the block bitmap kept here
-/// (one bit per block) and the descriptor table read (no larger than the file system)
-/// are bounded by the partition's size.
+/// allocated: the file system must fit the partition and have at most [`MAX_BLOCKS`]
+/// blocks, which bounds the block bitmap kept here (one bit per block, 512 MiB at
+/// most); the group descriptors are read one block at a time.
 pub fn probe(part: &PartView) -> io::Result<Option<FsInfo>> {
     if part.size < 2048 {
         return Ok(None);
@@ -158,6 +166,12 @@ pub fn probe(part: &PartView) -> io::Result<Option<FsInfo>> {
             part.size
         )));
     };
+    if blocks > MAX_BLOCKS {
+        return Err(invalid(format!(
+            "ext file system of {blocks} blocks is larger than the {MAX_BLOCKS} blocks the \
+             probe reads (fs::ext::MAX_BLOCKS: one bit per block held in memory)"
+        )));
+    }
     if ro_compat & RO_COMPAT_BIGALLOC != 0 {
         // Bitmaps count clusters, not blocks: not handled; store the non-zero blocks.
         return Ok(None);
@@ -208,22 +222,11 @@ pub fn probe(part: &PartView) -> io::Result<Option<FsInfo>> {
         };
     let uninit_meaningful = ro_compat & (RO_COMPAT_GDT_CSUM | RO_COMPAT_METADATA_CSUM) != 0;
 
-    // Descriptors. `gdt_blocks <= blocks` and `blocks * block_size <= part.size`: the
-    // table is no larger than the partition, and each block is read inside it.
-    let mut descs = vec![0u8; (sb.gdt_blocks() * sb.block_size) as usize];
-    for i in 0..sb.gdt_blocks() {
-        let b = sb.desc_block(i);
-        if b >= sb.blocks {
-            return Err(bad(&format!(
-                "group descriptor block {i} at block {b}, past the end ({blocks} blocks)"
-            )));
-        }
-        let lo = (i * sb.block_size) as usize;
-        part.read(
-            &mut descs[lo..lo + sb.block_size as usize],
-            b * sb.block_size,
-        )?;
-    }
+    // Descriptors, one block at a time (groups are visited in order, so each descriptor
+    // block is read once): only a block is held, however large the table claims to be.
+    let mut desc_buf = vec![0u8; sb.block_size as usize];
+    let mut desc_loaded: Option<u64> = None;
+    let dpb = sb.descs_per_block();
 
     // One bit per block: an eighth of a byte per block of a file system that fits.
     let mut used = Bits::new(sb.blocks);
@@ -232,7 +235,19 @@ pub fn probe(part: &PartView) -> io::Result<Option<FsInfo>> {
     let itable_blocks = (sb.inodes_per_group * sb.inode_size).div_ceil(sb.block_size);
     let mut bitmap = vec![0u8; sb.block_size as usize];
     for g in 0..sb.groups {
-        let d = &descs[(g * sb.desc_size) as usize..((g + 1) * sb.desc_size) as usize];
+        let i = g / dpb;
+        if desc_loaded != Some(i) {
+            let b = sb.desc_block(i);
+            if b >= sb.blocks {
+                return Err(bad(&format!(
+                    "group descriptor block {i} at block {b}, past the end ({blocks} blocks)"
+                )));
+            }
+            part.read(&mut desc_buf, b * sb.block_size)?;
+            desc_loaded = Some(i);
+        }
+        let lo = ((g % dpb) * sb.desc_size) as usize;
+        let d = &desc_buf[lo..lo + sb.desc_size as usize];
         let hi = |o: usize| if is64 { (u32le(d, o) as u64) << 32 } else { 0 };
         let bbm = u32le(d, 0) as u64 | hi(0x20);
         let ibm = u32le(d, 4) as u64 | hi(0x24);
@@ -252,7 +267,6 @@ pub fn probe(part: &PartView) -> io::Result<Option<FsInfo>> {
         }
         if sb.meta_bg() {
             // Descriptor blocks of a meta group sit in its first, second and last group.
-            let dpb = sb.descs_per_block();
             let gi = g % dpb;
             if g / dpb >= sb.first_meta_bg && (gi == 0 || gi == 1 || gi == dpb - 1) {
                 used.mark(first + u64::from(sb.has_super(g)), 1);
@@ -457,6 +471,83 @@ mod tests {
             let e = probe_of(&ext64(f)).unwrap_err().to_string();
             assert!(e.contains("ext superblock"), "{what}: {e}");
         }
+    }
+
+    /// A partition of `size` bytes that holds `sb` at byte 1024 and zeros everywhere
+    /// else, without allocating the partition.
+    struct Huge {
+        size: u64,
+        sb: Vec<u8>,
+    }
+
+    impl BlockIo for Huge {
+        fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+            buf.fill(0);
+            for (k, b) in buf.iter_mut().enumerate() {
+                let at = offset + k as u64;
+                if (1024..2048).contains(&at) {
+                    *b = self.sb[(at - 1024) as usize];
+                }
+            }
+            Ok(())
+        }
+        fn write_all_at(&self, _: &[u8], _: u64) -> io::Result<()> {
+            Err(io::Error::other("read-only"))
+        }
+        fn size(&self) -> u64 {
+            self.size
+        }
+        fn sector_size(&self) -> u32 {
+            512
+        }
+    }
+
+    /// 64-bit ext4 of `blocks` 1 KiB blocks filling its partition, 256 blocks per group,
+    /// 1024-byte group descriptors: the largest descriptor table per byte of partition.
+    fn huge(blocks: u64) -> Huge {
+        let mut sb = vec![0u8; 1024];
+        sb[4..8].copy_from_slice(&(blocks as u32).to_le_bytes());
+        sb[0x150..0x154].copy_from_slice(&((blocks >> 32) as u32).to_le_bytes());
+        sb[20..24].copy_from_slice(&1u32.to_le_bytes()); // first data block
+        sb[32..36].copy_from_slice(&256u32.to_le_bytes()); // blocks per group
+        sb[40..44].copy_from_slice(&16u32.to_le_bytes()); // inodes per group
+        sb[56..58].copy_from_slice(&MAGIC.to_le_bytes());
+        sb[76..80].copy_from_slice(&1u32.to_le_bytes());
+        sb[88..90].copy_from_slice(&256u16.to_le_bytes());
+        sb[96..100].copy_from_slice(&INCOMPAT_64BIT.to_le_bytes());
+        sb[254..256].copy_from_slice(&1024u16.to_le_bytes());
+        Huge {
+            size: blocks << 10,
+            sb,
+        }
+    }
+
+    #[test]
+    fn hostile_superblock_on_a_huge_partition_is_refused_not_an_abort() {
+        // 8 TiB: 2^25 groups of 1024-byte descriptors. The probe allocated the whole
+        // descriptor table (32 GiB, bounded only by the partition's size) and capture
+        // aborted; the block bitmap alone would be 1 GiB. Now refused by MAX_BLOCKS.
+        let disk = huge(1 << 33);
+        let part = PartView {
+            disk: &disk,
+            start: 0,
+            size: disk.size,
+        };
+        let e = probe(&part).unwrap_err().to_string();
+        assert!(
+            e.contains("8589934592 blocks") && e.contains("MAX_BLOCKS"),
+            "{e}"
+        );
+        // 4 TiB, at the limit: the descriptors are read a block at a time (the table
+        // claims 16 GiB); group 0's all-zero descriptor is refused by name.
+        let disk = huge(MAX_BLOCKS);
+        let part = PartView {
+            disk: &disk,
+            start: 0,
+            size: disk.size,
+        };
+        let e = probe(&part).unwrap_err().to_string();
+        assert!(e.contains("group 0: block bitmap at block 0"), "{e}");
     }
 
     #[test]
