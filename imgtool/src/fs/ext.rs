@@ -6,7 +6,7 @@
 //! group's bitmap is read unless the group is flagged `BLOCK_UNINIT` (then its only used
 //! blocks are that metadata, possibly of other groups under flex_bg).
 
-use super::{push_range, Fill, FsInfo, PartView};
+use super::{Fill, FsInfo, PartView, UsedRanges};
 use std::io;
 
 const MAGIC: u16 = 0xef53;
@@ -286,7 +286,7 @@ pub fn probe(part: &PartView) -> io::Result<Option<FsInfo>> {
             }
         }
     }
-    let mut ranges = vec![];
+    let mut ranges = UsedRanges::default();
     let mut b = 0u64;
     while b < sb.blocks {
         if used.get(b) {
@@ -294,7 +294,7 @@ pub fn probe(part: &PartView) -> io::Result<Option<FsInfo>> {
             while b < sb.blocks && used.get(b) {
                 b += 1;
             }
-            push_range(&mut ranges, s * sb.block_size, (b - s) * sb.block_size);
+            ranges.push(s * sb.block_size, (b - s) * sb.block_size);
         } else {
             b += 1;
         }
@@ -304,7 +304,7 @@ pub fn probe(part: &PartView) -> io::Result<Option<FsInfo>> {
         uuid: Some(super::uuid_string(&s[104..120])),
         label: super::label_string(&s[120..136]),
         fs_size,
-        used: ranges,
+        used: ranges.into_vec(),
         fill: Fill::Keep,
     }))
 }

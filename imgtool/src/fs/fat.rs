@@ -1,7 +1,7 @@
 //! FAT12/16/32: the reserved area, the FATs, the FAT12/16 root directory and every
 //! allocated cluster (non-zero FAT entry other than "bad") are in use.
 
-use super::{push_range, Fill, FsInfo, PartView};
+use super::{Fill, FsInfo, PartView, UsedRanges};
 use std::io;
 
 fn u16le(b: &[u8], o: usize) -> u16 {
@@ -65,8 +65,8 @@ pub fn probe(part: &PartView) -> io::Result<Option<FsInfo>> {
         16 => 0xfff7,
         _ => 0x0fff_fff7,
     };
-    let mut used = vec![];
-    push_range(&mut used, 0, data_start * bps);
+    let mut used = UsedRanges::default();
+    used.push(0, data_start * bps);
     let csize = spc * bps;
     // Only the entries of existing clusters (2..clusters+2) are read, and only from the
     // first FAT: `clusters` is bounded by the partition size checked above.
@@ -75,7 +75,7 @@ pub fn probe(part: &PartView) -> io::Result<Option<FsInfo>> {
     let fat_at = reserved * bps;
     let mut on_cluster = |c: u64, v: u32| {
         if (2..clusters + 2).contains(&c) && v != 0 && v != bad {
-            push_range(&mut used, data_start * bps + (c - 2) * csize, csize);
+            used.push(data_start * bps + (c - 2) * csize, csize);
         }
     };
     if bits == 12 {
@@ -125,7 +125,7 @@ pub fn probe(part: &PartView) -> io::Result<Option<FsInfo>> {
         uuid: Some(format!("{:04X}-{:04X}", id >> 16, id & 0xffff)),
         label,
         fs_size: total * bps,
-        used,
+        used: used.into_vec(),
         fill: Fill::Keep,
     }))
 }

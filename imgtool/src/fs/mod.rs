@@ -91,7 +91,7 @@ pub fn probe(part: &PartView, raw: bool) -> io::Result<FsInfo> {
 }
 
 fn nonzero(part: &PartView) -> io::Result<FsInfo> {
-    let mut used = vec![];
+    let mut used = UsedRanges::default();
     let mut buf = vec![0u8; 4 << 20];
     let mut off = 0;
     while off < part.size {
@@ -99,7 +99,7 @@ fn nonzero(part: &PartView) -> io::Result<FsInfo> {
         part.read(&mut buf[..n], off)?;
         for (i, blk) in buf[..n].chunks(SCAN_BLOCK as usize).enumerate() {
             if blk.iter().any(|b| *b != 0) {
-                push_range(&mut used, off + i as u64 * SCAN_BLOCK, blk.len() as u64);
+                used.push(off + i as u64 * SCAN_BLOCK, blk.len() as u64);
             }
         }
         off += n as u64;
@@ -109,23 +109,75 @@ fn nonzero(part: &PartView) -> io::Result<FsInfo> {
         uuid: None,
         label: None,
         fs_size: part.size,
-        used,
+        used: used.into_vec(),
         fill: Fill::Zero,
     })
 }
 
-/// Appends a range, merging it with the last one when they touch.
-pub fn push_range(v: &mut Vec<(u64, u64)>, off: u64, len: u64) {
-    if len == 0 {
-        return;
-    }
-    if let Some(last) = v.last_mut() {
-        if last.0 + last.1 == off {
-            last.1 += len;
+/// The most used ranges a probe keeps (16 MiB of `(offset, length)` pairs). A real file
+/// system's used blocks, with gaps up to [`crate::chunk::MERGE_GAP`] merged as chunking
+/// merges them anyway, stay far below it; a hostile master whose bitmap alternates used
+/// and free blocks would otherwise make capture hold one entry per block (32 GiB for
+/// 16 TiB) and write a manifest no reader accepts.
+pub const MAX_RANGES: usize = 1 << 20;
+
+/// Used byte ranges in ascending order, bounded by [`MAX_RANGES`]: touching ranges are
+/// merged; when the list is full, ranges closer than a gap (starting at
+/// [`crate::chunk::MERGE_GAP`], where chunking merges anyway, then doubling) are merged
+/// and the gap between them is stored too. That only stores some free bytes more; the
+/// result depends only on the ranges pushed, so capture stays deterministic.
+#[derive(Debug, Default)]
+pub struct UsedRanges {
+    v: Vec<(u64, u64)>,
+    /// Gaps up to this many bytes are merged (0 until the list first fills up).
+    gap: u64,
+}
+
+impl UsedRanges {
+    /// Appends a range at or after the end of the last one.
+    pub fn push(&mut self, off: u64, len: u64) {
+        if len == 0 {
             return;
         }
+        loop {
+            if let Some(last) = self.v.last_mut() {
+                let end = last.0.saturating_add(last.1);
+                if off <= end.saturating_add(self.gap) {
+                    last.1 = off.saturating_add(len).max(end) - last.0;
+                    return;
+                }
+            }
+            if self.v.len() < MAX_RANGES {
+                self.v.push((off, len));
+                return;
+            }
+            self.coarsen();
+        }
     }
-    v.push((off, len));
+
+    /// Doubles the merge gap (first: `MERGE_GAP`) and merges the list with it.
+    fn coarsen(&mut self) {
+        self.gap = if self.gap == 0 {
+            crate::chunk::MERGE_GAP
+        } else {
+            self.gap.saturating_mul(2)
+        };
+        let gap = self.gap;
+        let mut out: Vec<(u64, u64)> = Vec::with_capacity(self.v.len());
+        for &(o, l) in &self.v {
+            match out.last_mut() {
+                Some(last) if o <= last.0.saturating_add(last.1).saturating_add(gap) => {
+                    last.1 = o.saturating_add(l).max(last.0 + last.1) - last.0;
+                }
+                _ => out.push((o, l)),
+            }
+        }
+        self.v = out;
+    }
+
+    pub fn into_vec(self) -> Vec<(u64, u64)> {
+        self.v
+    }
 }
 
 /// Formats 16 bytes as a lower-case RFC 4122 UUID string.
@@ -146,4 +198,55 @@ pub fn label_string(b: &[u8]) -> Option<String> {
     let s: Vec<u8> = b.iter().copied().take_while(|c| *c != 0).collect();
     let s = String::from_utf8_lossy(&s).trim_end().to_string();
     (!s.is_empty()).then_some(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chunk::MERGE_GAP;
+
+    #[test]
+    fn used_ranges_merge_touching_ranges_and_keep_the_rest_exact() {
+        let mut u = UsedRanges::default();
+        u.push(0, 4096);
+        u.push(4096, 4096);
+        u.push(65536, 4096);
+        u.push(65536 + 4096, 0);
+        assert_eq!(u.into_vec(), vec![(0, 8192), (65536, 4096)]);
+    }
+
+    #[test]
+    fn a_bitmap_of_alternating_blocks_stays_bounded_and_covers_every_used_block() {
+        // One used 4 KiB block every 24 KiB (gaps wider than MERGE_GAP): before, one entry
+        // per used block (32 GiB for a hostile 16 TiB file system).
+        let (step, n) = (24u64 << 10, 3 * MAX_RANGES as u64);
+        let mut u = UsedRanges::default();
+        for i in 0..n {
+            u.push(i * step, 4096);
+        }
+        let v = u.into_vec();
+        assert!(v.len() <= MAX_RANGES, "{} ranges", v.len());
+        // Sorted, disjoint, and every used block inside a range.
+        assert!(v.windows(2).all(|w| w[0].0 + w[0].1 < w[1].0));
+        let mut k = 0;
+        for i in 0..n {
+            let (o, e) = (i * step, i * step + 4096);
+            while v[k].0 + v[k].1 < e {
+                k += 1;
+            }
+            assert!(v[k].0 <= o, "block at {o} not covered");
+        }
+    }
+
+    #[test]
+    fn below_the_bound_the_list_is_exact() {
+        // Real file systems never reach MAX_RANGES: their used list, so their chunks and
+        // image ids, are what they were.
+        let exact: Vec<(u64, u64)> = (0..1000u64).map(|i| (i * 3 * MERGE_GAP, 4096)).collect();
+        let mut u = UsedRanges::default();
+        for &(o, l) in &exact {
+            u.push(o, l);
+        }
+        assert_eq!(u.into_vec(), exact);
+    }
 }
