@@ -357,3 +357,127 @@ fn at_the_connection_bound_idle_connections_make_room() {
     let mut buf = [0u8; 16];
     assert_eq!(c.read(&mut buf).unwrap_or(0), 0);
 }
+
+/// A connection to `addr` with a 4 KiB receive buffer (set before the connect, so the
+/// window stays small): a reader that stops reading leaves the server holding the rest of
+/// its response, not the kernel.
+fn small_window_connect(addr: SocketAddr) -> TcpStream {
+    use std::os::fd::FromRawFd;
+    let SocketAddr::V4(v4) = addr else {
+        panic!("{addr}: IPv4 expected")
+    };
+    // SAFETY: plain socket calls on a descriptor we own; sizes are those of the structs.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let stream = TcpStream::from_raw_fd(fd);
+        let small: libc::c_int = 4096;
+        assert_eq!(
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                &small as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            ),
+            0
+        );
+        let sa = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: v4.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(*v4.ip()).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        assert_eq!(
+            libc::connect(
+                fd,
+                &sa as *const libc::sockaddr_in as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            ),
+            0,
+            "connect: {}",
+            std::io::Error::last_os_error()
+        );
+        stream
+    }
+}
+
+#[test]
+fn slow_status_readers_share_one_board() {
+    const READERS: usize = 64;
+    allow_descriptors(4 * READERS as u64);
+    let root = tempfile::tempdir().unwrap();
+    image_root(root.path());
+    let s = Serve::start(&[root.path()], &[]);
+    // A large board: MAX_NODES entries whose every text is at its bound and needs a JSON
+    // escape for each character (posted from this host, which may post for any node).
+    let report = |i: usize| {
+        serde_json::json!({
+            "phase": "\"".repeat(40),
+            "message": format!("{i}{}", "\"".repeat(600)),
+            "image": "\"".repeat(200),
+            "upstream": "\"".repeat(100),
+        })
+        .to_string()
+    };
+    let pooled = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(20))
+        .build();
+    let post = |node: &str, i: usize| {
+        let r = pooled
+            .post(&format!("{}/status/{node}", s.url))
+            .send_string(&report(i))
+            .unwrap_or_else(|e| panic!("POST /status/{node}: {e}"));
+        assert_eq!(r.status(), 204);
+    };
+    for i in 0..imgtool::board::MAX_NODES {
+        post(&format!("n{i:04}"), i);
+    }
+    let (code, board) = get(&s, "/status", None);
+    assert_eq!(code, 200);
+    let board_kib = board.len() as u64 >> 10;
+    let (base, _) = memory_kib(s.pid());
+
+    // Readers that take the first bytes and then stop; a report before each, so that
+    // every reader asks for a new version of the board.
+    let mut readers = vec![];
+    for i in 0..READERS {
+        post("n0000", i + 1);
+        let mut c = small_window_connect(s.addr);
+        c.write_all(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut first = [0u8; 1024];
+        c.read_exact(&mut first).unwrap();
+        assert!(first.starts_with(b"HTTP/1.1 200"));
+        readers.push(c);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let (rss, hwm) = memory_kib(s.pid());
+    eprintln!(
+        "status: a board of {board_kib} KiB, {READERS} readers stalled: server RSS {base} KiB \
+         before, {rss} KiB with them, peak {hwm} KiB"
+    );
+    // The bound (MAX_STATUS_SNAPSHOT_BYTES and one board) plus 32 MiB for the
+    // connections and a board being serialised. Each reader holding its own copy would
+    // be READERS boards.
+    let bound =
+        base + (imgtool::board::MAX_STATUS_SNAPSHOT_BYTES >> 10) + 2 * board_kib + (32 << 10);
+    assert!(
+        hwm < bound,
+        "server memory grew from {base} KiB to a peak of {hwm} KiB (bound {bound} KiB)"
+    );
+    // The board still answers, and shows the latest report once the rebuild spacing
+    // (four times the last build's duration) has passed.
+    drop(readers);
+    post("n0001", 999_999);
+    let fresh = (0..100).any(|_| {
+        let (code, board) = get(&s, "/status", None);
+        assert_eq!(code, 200);
+        std::thread::sleep(Duration::from_millis(100));
+        String::from_utf8_lossy(&board).contains("999999")
+    });
+    assert!(fresh, "the board never showed the latest report");
+}
