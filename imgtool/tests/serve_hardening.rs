@@ -481,3 +481,71 @@ fn slow_status_readers_share_one_board() {
     });
     assert!(fresh, "the board never showed the latest report");
 }
+
+/// The reported hole, at the real thresholds: readers taking 64 KiB/s (above the old
+/// floor of 1 MiB per 60 s, below `MIN_RATE`) held their connection slots as long as
+/// they liked — with `--max-connections 3`, three of them kept every other request out
+/// (503). Now they are closed after `RATE_WINDOW` of waiting for them and a request gets
+/// in again. Bounded: the readers stop after 120 s, the polling after 100 s. (A reader's first
+/// window includes the few MiB the kernel takes at once, so it goes after 30-60 s.)
+#[test]
+fn readers_slower_than_the_minimum_rate_give_their_slots_back() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let root = tempfile::tempdir().unwrap();
+    image_root(root.path());
+    // A 256 MiB file (sparse: costs nothing to read).
+    std::fs::File::create(root.path().join("g/big"))
+        .unwrap()
+        .set_len(256 << 20)
+        .unwrap();
+    let s = Serve::start(&[root.path()], &["--max-connections", "3"]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..3)
+        .map(|_| {
+            let (addr, stop) = (s.addr, stop.clone());
+            std::thread::spawn(move || {
+                let mut c = small_window_connect(addr);
+                c.write_all(b"GET /g/big HTTP/1.1\r\nHost: x\r\n\r\n")
+                    .unwrap();
+                c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                let start = Instant::now();
+                let mut got = 0u64;
+                let mut piece = [0u8; 4096];
+                while !stop.load(Ordering::Relaxed) && start.elapsed() < Duration::from_secs(120) {
+                    match c.read(&mut piece) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => got += n as u64,
+                    }
+                    // 64 KiB/s.
+                    let due = Duration::from_secs_f64(got as f64 / (64 << 10) as f64);
+                    if let Some(wait) = due.checked_sub(start.elapsed()) {
+                        std::thread::sleep(wait);
+                    }
+                }
+                got
+            })
+        })
+        .collect();
+    // All three slots are taken.
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(get(&s, "/g/manifest", None).0, 503);
+    let t = Instant::now();
+    let mut answered = None;
+    while t.elapsed() < Duration::from_secs(100) {
+        std::thread::sleep(Duration::from_secs(1));
+        let code = get(&s, "/g/manifest", None).0;
+        if code == 200 {
+            answered = Some(t.elapsed());
+            break;
+        }
+        assert_eq!(code, 503);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let got: Vec<u64> = readers.into_iter().map(|r| r.join().unwrap()).collect();
+    eprintln!("slow readers: got {got:?} bytes; a request got in after {answered:?}");
+    assert!(
+        answered.is_some(),
+        "three readers at 64 KiB/s kept every slot for 100 s"
+    );
+}
