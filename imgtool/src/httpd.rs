@@ -21,6 +21,7 @@
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -65,8 +66,23 @@ pub const RATE_WINDOW: Duration = Duration::from_secs(30);
 /// Default bound on open connections of `imgtool serve`. Each costs a thread (512 KiB of
 /// address space, a few pages resident) and two descriptors. At the bound, the connection
 /// that has waited longest for a request is closed to make room; when none is waiting
-/// (all are busy answering), the new one is answered 503 and closed.
+/// (all are busy answering), the slowest reader is closed if one is slow enough (see
+/// [`EVICT_RATE_FACTOR`]); otherwise the new one is answered 503 and closed.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+
+/// At the connection bound with no idle connection, a busy one is closed for the new one
+/// when, in its current rate window, it has kept the server waiting for at least
+/// `rate_window / EVICT_WAIT_DIVISOR` (2 s by default) and its client took less than
+/// `EVICT_RATE_FACTOR × min_rate` per second of that waiting (512 KiB/s by default);
+/// the slowest such is chosen. Without this, clients that stall (costing them nothing)
+/// and reconnect every window would keep a full server answering 503. 512 KiB/s is
+/// still 3.7 times below a node on a congested 1 Gbit uplink shared by 64 (1.9 MiB/s); a
+/// connection whose handler is slow (a relay waiting for its upstream) keeps nobody
+/// waiting and is never chosen.
+pub const EVICT_RATE_FACTOR: u64 = 4;
+
+/// See [`EVICT_RATE_FACTOR`].
+pub const EVICT_WAIT_DIVISOR: u32 = 15;
 
 /// After an error answer, how long and how much of what the client still sends is read
 /// and dropped before the connection is closed (see `Conn::error`).
@@ -252,6 +268,7 @@ impl Server {
     /// thread that answers its requests with `handler`.
     pub fn run(self, handler: Arc<Handler>) -> io::Result<()> {
         let slots = Arc::new(Mutex::new(Slots::default()));
+        let epoch = Instant::now();
         loop {
             let (stream, peer) = match self.listener.accept() {
                 Ok(s) => s,
@@ -263,7 +280,8 @@ impl Server {
                     continue;
                 }
             };
-            let Some(id) = admit(&slots, &stream, self.limits.max_connections) else {
+            let progress = Arc::new(Progress::default());
+            let Some(id) = admit(&slots, &stream, &self.limits, epoch, progress.clone()) else {
                 refuse(stream);
                 continue;
             };
@@ -278,6 +296,8 @@ impl Server {
                         limits,
                         window_bytes: 0,
                         window_spent: Duration::ZERO,
+                        progress,
+                        epoch,
                     };
                     conn.serve(peer, &*handler, &slots2, id);
                     if let Ok(mut s) = slots2.lock() {
@@ -345,22 +365,72 @@ struct Slots {
 struct Slot {
     stream: TcpStream,
     waiting_since: Option<Instant>,
+    progress: Arc<Progress>,
 }
 
-/// Registers a new connection, closing the longest-waiting idle one at the bound; `None`
-/// when every connection is busy.
-fn admit(slots: &Mutex<Slots>, stream: &TcpStream, max: usize) -> Option<u64> {
+/// A connection's current rate window, as its thread last published it (read by the
+/// accept loop to pick a slow reader to close at the bound).
+#[derive(Default)]
+struct Progress {
+    /// Bytes the client took in the window.
+    bytes: AtomicU64,
+    /// Microseconds spent waiting for the client in the window, before the write now
+    /// in progress.
+    spent_us: AtomicU64,
+    /// When the write in progress started (microseconds since the server's epoch, plus
+    /// one), or 0.
+    blocked_since_us: AtomicU64,
+}
+
+impl Progress {
+    /// How long the client has kept the server waiting in this window and how many bytes
+    /// per second of it it took; `None` for less than `min_wait`.
+    fn rate(&self, now_us: u64, min_wait: Duration) -> Option<f64> {
+        let mut spent = self.spent_us.load(Ordering::Relaxed);
+        let since = self.blocked_since_us.load(Ordering::Relaxed);
+        if since != 0 {
+            spent = spent.saturating_add(now_us.saturating_sub(since - 1));
+        }
+        if spent < min_wait.as_micros() as u64 {
+            return None;
+        }
+        Some(self.bytes.load(Ordering::Relaxed) as f64 * 1e6 / spent as f64)
+    }
+}
+
+/// Registers a new connection. At the bound, closes the longest-waiting idle one, or
+/// else the slowest reader below the eviction rate ([`EVICT_RATE_FACTOR`]); `None` when
+/// there is neither.
+fn admit(
+    slots: &Mutex<Slots>,
+    stream: &TcpStream,
+    limits: &Limits,
+    epoch: Instant,
+    progress: Arc<Progress>,
+) -> Option<u64> {
     let handle = stream.try_clone().ok()?;
     let mut s = slots.lock().ok()?;
-    if s.open.len() >= max {
-        let oldest = s
+    if s.open.len() >= limits.max_connections {
+        let idle = s
             .open
             .iter()
             .filter_map(|(id, slot)| slot.waiting_since.map(|t| (t, *id)))
-            .min()?
-            .1;
-        if let Some(slot) = s.open.remove(&oldest) {
-            // Wakes its thread, whose read then sees the end of the stream.
+            .min()
+            .map(|(_, id)| id);
+        let slow = || {
+            let now_us = epoch.elapsed().as_micros() as u64;
+            let min_wait = limits.rate_window / EVICT_WAIT_DIVISOR;
+            let evict_rate = limits.min_rate.saturating_mul(EVICT_RATE_FACTOR) as f64;
+            s.open
+                .iter()
+                .filter_map(|(id, slot)| Some((slot.progress.rate(now_us, min_wait)?, *id)))
+                .filter(|(rate, _)| *rate < evict_rate)
+                .min_by(|a, b| a.0.total_cmp(&b.0))
+                .map(|(_, id)| id)
+        };
+        let victim = idle.or_else(slow)?;
+        if let Some(slot) = s.open.remove(&victim) {
+            // Wakes its thread, whose read (or write) then fails.
             let _ = slot.stream.shutdown(std::net::Shutdown::Both);
         }
     }
@@ -371,6 +441,7 @@ fn admit(slots: &Mutex<Slots>, stream: &TcpStream, max: usize) -> Option<u64> {
         Slot {
             stream: handle,
             waiting_since: Some(Instant::now()),
+            progress,
         },
     );
     Some(id)
@@ -401,6 +472,9 @@ struct Conn {
     limits: Limits,
     window_bytes: u64,
     window_spent: Duration,
+    /// The window as the accept loop sees it.
+    progress: Arc<Progress>,
+    epoch: Instant,
 }
 
 /// Why no request head could be read.
@@ -597,6 +671,9 @@ impl Conn {
                 .max(Duration::from_millis(1));
             self.stream.set_write_timeout(Some(left))?;
             let t = Instant::now();
+            let p = &self.progress;
+            let since = t.saturating_duration_since(self.epoch).as_micros() as u64;
+            p.blocked_since_us.store(since + 1, Ordering::Relaxed);
             let wrote = self.stream.write(&buf[at..]);
             self.window_spent += t.elapsed();
             match wrote {
@@ -616,6 +693,7 @@ impl Conn {
             }
             if self.window_spent >= window {
                 if self.window_bytes < need {
+                    p.blocked_since_us.store(0, Ordering::Relaxed);
                     return Err(io::Error::new(
                         io::ErrorKind::TimedOut,
                         format!(
@@ -627,6 +705,10 @@ impl Conn {
                 self.window_bytes = 0;
                 self.window_spent = Duration::ZERO;
             }
+            p.bytes.store(self.window_bytes, Ordering::Relaxed);
+            p.spent_us
+                .store(self.window_spent.as_micros() as u64, Ordering::Relaxed);
+            p.blocked_since_us.store(0, Ordering::Relaxed);
         }
         Ok(())
     }

@@ -485,9 +485,10 @@ fn slow_status_readers_share_one_board() {
 /// The reported hole, at the real thresholds: readers taking 64 KiB/s (above the old
 /// floor of 1 MiB per 60 s, below `MIN_RATE`) held their connection slots as long as
 /// they liked — with `--max-connections 3`, three of them kept every other request out
-/// (503). Now they are closed after `RATE_WINDOW` of waiting for them and a request gets
-/// in again. Bounded: the readers stop after 120 s, the polling after 100 s. (A reader's first
-/// window includes the few MiB the kernel takes at once, so it goes after 30-60 s.)
+/// (503). Now a request gets in again: the rate rule closes them after 30-60 s (a
+/// reader's first window includes the few MiB the kernel takes at once), and at the bound
+/// the slowest is closed for a new connection sooner. Bounded: the readers stop after
+/// 120 s, the polling after 100 s.
 #[test]
 fn readers_slower_than_the_minimum_rate_give_their_slots_back() {
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -548,4 +549,92 @@ fn readers_slower_than_the_minimum_rate_give_their_slots_back() {
         answered.is_some(),
         "three readers at 64 KiB/s kept every slot for 100 s"
     );
+}
+
+/// Readers that stall cost their client nothing, and the rate rule takes a window or two
+/// to close them: a client reconnecting stalled readers kept a full server answering 503.
+/// Now, at the bound with no idle connection, the slowest reader well below a real node's
+/// rate is closed for the new connection — and a reader at a real node's rate never is.
+#[test]
+fn at_the_bound_a_stalled_reader_makes_room_a_fast_one_does_not() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let root = tempfile::tempdir().unwrap();
+    image_root(root.path());
+    std::fs::File::create(root.path().join("g/big"))
+        .unwrap()
+        .set_len(1 << 30)
+        .unwrap();
+    let s = Serve::start(&[root.path()], &["--max-connections", "3"]);
+    // Two readers that take the start of the response and then nothing.
+    let stalled: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut c = small_window_connect(s.addr);
+            c.write_all(b"GET /g/big HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            let mut first = [0u8; 64];
+            c.read_exact(&mut first).unwrap();
+            c
+        })
+        .collect();
+    // One reading at 4 MiB/s (a node on a congested uplink takes about 1.9 MiB/s) until
+    // told to stop (at most 120 s): returns its bytes and whether the server closed it.
+    let stop = Arc::new(AtomicBool::new(false));
+    let fast = {
+        let (addr, stop) = (s.addr, stop.clone());
+        std::thread::spawn(move || {
+            let mut c = TcpStream::connect(addr).unwrap();
+            c.write_all(b"GET /g/big HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            let start = Instant::now();
+            let mut got = 0u64;
+            let mut piece = vec![0u8; 64 << 10];
+            while !stop.load(Ordering::Relaxed) && start.elapsed() < Duration::from_secs(120) {
+                match c.read(&mut piece) {
+                    Ok(0) | Err(_) => return (got, true),
+                    Ok(n) => got += n as u64,
+                }
+                let due = Duration::from_secs_f64(got as f64 / (4 << 20) as f64);
+                if let Some(wait) = due.checked_sub(start.elapsed()) {
+                    std::thread::sleep(wait);
+                }
+            }
+            (got, false)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    // Requests until one gets in (at most 25 s: less than one rate window, so only an
+    // eviction can make room).
+    let t = Instant::now();
+    let mut answered = None;
+    let mut refused = 0;
+    while t.elapsed() < Duration::from_secs(25) {
+        match get(&s, "/g/manifest", None).0 {
+            200 => {
+                answered = Some(t.elapsed());
+                break;
+            }
+            503 => refused += 1,
+            code => panic!("HTTP {code}"),
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (got, closed) = fast.join().unwrap();
+    eprintln!(
+        "eviction: {refused} requests refused, then one answered after {answered:?}; \
+         the fast reader got {} MiB",
+        got >> 20
+    );
+    assert!(
+        answered.is_some(),
+        "two stalled readers and a fast one kept the server full for 25 s"
+    );
+    assert!(
+        !closed,
+        "the reader at 4 MiB/s was closed after {got} bytes"
+    );
+    drop(stalled);
 }

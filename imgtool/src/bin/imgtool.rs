@@ -148,7 +148,8 @@ enum Cmd {
         #[arg(long, default_value = "0.0.0.0:8080")]
         listen: String,
         /// Open connections at most (each has its own thread); at the bound the
-        /// longest-idle connection is closed, or the new one answered 503.
+        /// longest-idle connection is closed, else the slowest reader taking under 512 KiB/s,
+        /// else the new one is answered 503.
         #[arg(long, default_value_t = imgtool::httpd::DEFAULT_MAX_CONNECTIONS)]
         max_connections: usize,
     },
