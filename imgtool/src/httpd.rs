@@ -974,9 +974,9 @@ mod tests {
 
     #[test]
     fn readers_below_the_minimum_rate_are_dropped_fast_ones_are_not() {
-        // The test server wants 1 MiB/s over windows of 1 s. Three readers at 256 KiB/s
-        // (under the old rule of "each 1 MiB piece within the I/O timeout" they would
-        // hold their connections as long as they liked), and one reading at full speed.
+        // The test server wants 1 MiB/s over windows of 1 s (the thresholds scaled down:
+        // serve_hardening.rs tests the real ones). Three readers at 256 KiB/s, a quarter
+        // of it, and one reading at full speed.
         let addr = server();
         let slow: Vec<_> = (0..3)
             .map(|_| std::thread::spawn(move || read_at(addr, 256 << 10, Duration::from_secs(20))))
