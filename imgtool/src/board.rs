@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::net::IpAddr;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
 /// Nodes on one board at most. A post for a further node is refused (503). With the
 /// per-node bounds below a full board serialises to about 50 MB at worst (below
@@ -40,6 +42,33 @@ pub const MAX_REPORT_BYTES: u64 = 16 << 10;
 /// Largest board `imgtool status` reads: above the worst case of a full board (test
 /// `a_full_board_of_worst_case_entries_fits`).
 pub const MAX_BOARD_BYTES: u64 = 64 << 20;
+
+/// Without a clone plan, how many node names one (non-loopback) address may own. An agent
+/// reports under one name per boot: its node name, or its MAC address when it knows no
+/// name; 4 leaves room for a node that booted once under its MAC and once under its name,
+/// and a name or two more (a renamed node), while one address can no longer claim every
+/// name on the board and lock the real nodes out (their posts would be refused 403).
+/// Beyond it a post for a new name is refused 429.
+pub const MAX_NAMES_PER_ADDRESS: usize = 4;
+
+/// Names a node may not report under, compared ignoring ASCII case — the same names
+/// `pxe-builder check` refuses for nodes (`pxe-builder/src/validate.rs`): `primary` is
+/// the root of the status tree (the image server in upstream chains); `infinite` and
+/// `ignore` are dnsmasq `dhcp-host` keywords.
+pub const RESERVED_NAMES: [&str; 3] = ["primary", "infinite", "ignore"];
+
+/// The most bytes the serialised boards that `GET /status` readers still hold may take
+/// together (every reader of one board version shares one copy). While the versions
+/// still being read take this much, a reader gets the newest existing snapshot (which may
+/// then be older than the latest report) instead of a new one, so the server's memory for
+/// status bodies stays below this plus one board ([`MAX_BOARD_BYTES`]) however many
+/// readers there are and however slowly they read.
+pub const MAX_STATUS_SNAPSHOT_BYTES: u64 = 128 << 20;
+
+/// A new snapshot is built at most once per this many times the last build took, so
+/// serialising a large board (tens of ms) takes at most a fifth of a core, whatever the
+/// rate of reads and reports; a small board is rebuilt for every read after a change.
+const REBUILD_SPACING: u32 = 4;
 
 /// What an agent reports (also the body of `POST /status/<node>`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -105,8 +134,8 @@ impl NodeStatus {
 
 /// A node name as the board takes it: 1 to [`MAX_NODE_NAME`] bytes of `A-Z a-z 0-9 . _ -`
 /// (the cluster's name character set) or `:` (an agent that knows no node name reports
-/// under its MAC address), not starting with `.` or `-`, and not `primary` (the root of
-/// the status tree).
+/// under its MAC address), not starting with `.` or `-`, and none of [`RESERVED_NAMES`]
+/// in any case.
 pub fn valid_node_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= MAX_NODE_NAME
@@ -114,7 +143,7 @@ pub fn valid_node_name(name: &str) -> bool {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':'))
         && !name.starts_with(['.', '-'])
-        && name != "primary"
+        && !RESERVED_NAMES.iter().any(|r| r.eq_ignore_ascii_case(name))
 }
 
 /// `s` safe to print on a terminal, at most `max` bytes: line breaks and tabs become
@@ -178,6 +207,16 @@ pub struct Board {
     nodes: BTreeMap<String, NodeStatus>,
     /// Without a clone plan: the address each node first posted from.
     owners: HashMap<String, IpAddr>,
+    /// How many names each address owns (see [`MAX_NAMES_PER_ADDRESS`]).
+    owned: HashMap<IpAddr, usize>,
+    /// The newest serialised board (see [`Board::snapshot`]), and whether the board
+    /// changed since.
+    current: Option<Arc<Vec<u8>>>,
+    changed: bool,
+    /// Every snapshot built that may still be held by a reader.
+    built: Vec<Weak<Vec<u8>>>,
+    /// When the last snapshot was built and how long that took.
+    last_build: Option<(Instant, Duration)>,
 }
 
 impl Board {
@@ -188,7 +227,7 @@ impl Board {
     /// - with a clone plan (`plan`: `Some(Ok)`): only from the node's address in it; a
     ///   node not in the plan is refused; an unreadable plan (`Some(Err)`) refuses all;
     /// - without a plan: from the address the node first posted from (since the server
-    ///   started).
+    ///   started); one address may own at most [`MAX_NAMES_PER_ADDRESS`] names (429).
     pub fn post(
         &mut self,
         node: &str,
@@ -201,8 +240,10 @@ impl Board {
             return Err(Refused(
                 400,
                 format!(
-                    "node name {:?} is not 1-{MAX_NODE_NAME} characters of A-Z a-z 0-9 . _ - :",
-                    sanitize(node, MAX_NODE_NAME)
+                    "node name {:?} is not 1-{MAX_NODE_NAME} characters of A-Z a-z 0-9 . _ - : \
+                     (not starting with . or -), or is reserved ({})",
+                    sanitize(node, MAX_NODE_NAME),
+                    RESERVED_NAMES.join(", ")
                 ),
             ));
         }
@@ -240,7 +281,27 @@ impl Board {
                             format!("node {node} first reported from {a}; {peer} may not report for it"),
                         ))
                     }
-                    None => claim = true,
+                    None => {
+                        let owned = self.owned.get(&peer).copied().unwrap_or(0);
+                        if owned >= MAX_NAMES_PER_ADDRESS {
+                            let mut names: Vec<&str> = self
+                                .owners
+                                .iter()
+                                .filter(|(_, a)| **a == peer)
+                                .map(|(n, _)| n.as_str())
+                                .collect();
+                            names.sort_unstable();
+                            return Err(Refused(
+                                429,
+                                format!(
+                                    "{peer} already reports for {owned} nodes ({}), the most one \
+                                     address may without a clone-plan.json; node {node} not recorded",
+                                    names.join(", ")
+                                ),
+                            ));
+                        }
+                        claim = true
+                    }
                 },
             }
         }
@@ -252,7 +313,9 @@ impl Board {
         }
         if claim {
             self.owners.insert(node.to_string(), peer);
+            *self.owned.entry(peer).or_insert(0) += 1;
         }
+        self.changed = true;
         let r = report.sanitized();
         let e = self
             .nodes
@@ -282,6 +345,38 @@ impl Board {
     /// The board as `GET /status` sends it.
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(&self.nodes).unwrap_or_default()
+    }
+
+    /// The board as `GET /status` sends it, shared by every reader of this version: built
+    /// again only when the board changed, and then only when the snapshots still held by
+    /// readers take less than [`MAX_STATUS_SNAPSHOT_BYTES`] and the last build is longer
+    /// ago than [`REBUILD_SPACING`] times its duration; otherwise the newest existing
+    /// snapshot is returned (a little older than the latest report).
+    pub fn snapshot(&mut self) -> Arc<Vec<u8>> {
+        if let Some(cur) = &self.current {
+            if !self.changed {
+                return cur.clone();
+            }
+            self.built.retain(|w| w.strong_count() > 0);
+            let held: u64 = self
+                .built
+                .iter()
+                .filter_map(|w| w.upgrade().map(|b| b.len() as u64))
+                .sum();
+            let too_soon = self
+                .last_build
+                .is_some_and(|(at, took)| at.elapsed() < took * REBUILD_SPACING);
+            if held >= MAX_STATUS_SNAPSHOT_BYTES || too_soon {
+                return cur.clone();
+            }
+        }
+        let start = Instant::now();
+        let snap = Arc::new(serde_json::to_vec_pretty(&self.nodes).unwrap_or_default());
+        self.last_build = Some((Instant::now(), start.elapsed()));
+        self.built.push(Arc::downgrade(&snap));
+        self.current = Some(snap.clone());
+        self.changed = false;
+        snap
     }
 }
 
@@ -376,6 +471,10 @@ mod tests {
             "-x",
             ".hidden",
             "primary",
+            "Primary",
+            "PRIMARY",
+            "infinite",
+            "Ignore",
             &"x".repeat(65),
         ] {
             assert!(!valid_node_name(bad), "{bad:?}");
@@ -416,6 +515,63 @@ mod tests {
         let e = b.post("n1", ip("10.0.0.66"), &report("done", "fake"), 3.0, None);
         assert_eq!(e.unwrap_err().0, 403);
         assert_eq!(b.nodes()["n1"].last.phase, "booting");
+    }
+
+    #[test]
+    fn without_a_plan_one_address_cannot_claim_every_name() {
+        let mut b = Board::default();
+        let r = report("booting", "");
+        let squatter = ip("10.0.0.66");
+        let mut refused = None;
+        for i in 0..MAX_NODES {
+            if let Err(e) = b.post(&format!("n{i}"), squatter, &r, 1.0, None) {
+                refused = Some((i, e));
+                break;
+            }
+        }
+        let (i, e) = refused.expect("one address claimed every name on the board");
+        assert_eq!((i, e.0), (MAX_NAMES_PER_ADDRESS, 429), "{}", e.1);
+        assert!(
+            e.1.contains("10.0.0.66") && e.1.contains("n0, n1, n2, n3") && e.1.contains("n4"),
+            "{}",
+            e.1
+        );
+        // The real n4 still reports; the squatter's own names keep working.
+        assert_eq!(b.post("n4", ip("10.0.0.4"), &r, 2.0, None), Ok(()));
+        assert_eq!(b.post("n0", squatter, &r, 2.0, None), Ok(()));
+        // The server's own host is not counted.
+        for i in 0..10 {
+            assert_eq!(
+                b.post(&format!("q{i}"), ip("127.0.0.1"), &r, 2.0, None),
+                Ok(())
+            );
+        }
+    }
+
+    #[test]
+    fn readers_of_one_board_version_share_one_snapshot() {
+        let mut b = Board::default();
+        let r = report("booting", "");
+        b.post("n1", ip("127.0.0.1"), &r, 1.0, None).unwrap();
+        let s1 = b.snapshot();
+        let s2 = b.snapshot();
+        assert!(Arc::ptr_eq(&s1, &s2));
+        assert_eq!(s1.as_slice(), b.to_json().as_bytes());
+        // A change gives a new snapshot (a small board is rebuilt at once)…
+        std::thread::sleep(Duration::from_millis(5));
+        b.post("n2", ip("127.0.0.1"), &r, 2.0, None).unwrap();
+        let s3 = b.snapshot();
+        assert!(!Arc::ptr_eq(&s1, &s3));
+        assert_eq!(s3.as_slice(), b.to_json().as_bytes());
+        // …unless the versions still held take the whole budget: then the newest one.
+        let big = Arc::new(vec![b' '; MAX_STATUS_SNAPSHOT_BYTES as usize]);
+        b.built.push(Arc::downgrade(&big));
+        b.post("n3", ip("127.0.0.1"), &r, 3.0, None).unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(Arc::ptr_eq(&b.snapshot(), &s3));
+        drop(big);
+        let s4 = b.snapshot();
+        assert!(String::from_utf8_lossy(&s4).contains("n3"));
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //! outside the crate. So connections are accepted here with std's `TcpListener`, the head
 //! is read into a buffer of at most [`MAX_HEAD_BYTES`] and parsed by `httparse` (hyper's
 //! parser; nothing here parses HTTP by hand), and every connection is bounded in time
-//! ([`IDLE_TIMEOUT`], [`IO_TIMEOUT`]) and in number ([`Limits::max_connections`]).
+//! ([`IDLE_TIMEOUT`], and a minimum transfer rate: [`MIN_RATE`] over [`RATE_WINDOW`]) and
+//! in number ([`Limits::max_connections`]).
 //!
 //! The data path keeps the properties the distribution benchmark relies on: a thread per
 //! connection (so a transfer never waits for a worker), identity transfer encoding with a
@@ -20,6 +21,7 @@
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -41,16 +43,46 @@ pub const MAX_HEADERS: usize = 64;
 /// well within it.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// The longest the client may take to read one response piece (up to 1 MiB), in all —
-/// so at least about 17 KiB/s; a reader slower than that is gone or hostile (at 1 Mbit/s
-/// a piece takes 8 s). A request body must arrive within [`IDLE_TIMEOUT`].
-pub const IO_TIMEOUT: Duration = Duration::from_secs(60);
+/// The slowest a client may take a response: a connection whose client took fewer than
+/// `MIN_RATE × RATE_WINDOW` bytes (3.75 MiB) during [`RATE_WINDOW`] of time spent waiting
+/// for it to take them is closed. Only time blocked on the client counts (not the time a
+/// handler takes to produce the body, e.g. a relay waiting for its upstream), in
+/// consecutive windows that carry over from one response to the next on a kept-alive
+/// connection.
+///
+/// Why 128 KiB/s: a real node is far faster — 64 nodes sharing one congested 1 Gbit
+/// uplink still take about 1.9 MiB/s each, 15 times this. And holding a connection slot
+/// costs a client this much bandwidth: to hold all 1024 of `imgtool serve`'s
+/// ([`DEFAULT_MAX_CONNECTIONS`]) a client must take 128 MiB/s, more than one node's
+/// 1 Gbit link carries. Before this, the limit was 60 s per 1 MiB piece (about
+/// 17 KiB/s): 1024 readers at 17 KiB/s (17 MiB/s in all) held the whole server.
+pub const MIN_RATE: u64 = 128 << 10;
+
+/// The window over which [`MIN_RATE`] is measured: long enough for a TCP connection to
+/// recover from losses and a client to stall for a few seconds (a disk flush), short
+/// enough that a client that stopped reading is gone in half a minute.
+pub const RATE_WINDOW: Duration = Duration::from_secs(30);
 
 /// Default bound on open connections of `imgtool serve`. Each costs a thread (512 KiB of
 /// address space, a few pages resident) and two descriptors. At the bound, the connection
 /// that has waited longest for a request is closed to make room; when none is waiting
-/// (all are busy answering), the new one is answered 503 and closed.
+/// (all are busy answering), the slowest reader is closed if one is slow enough (see
+/// [`EVICT_RATE_FACTOR`]); otherwise the new one is answered 503 and closed.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+
+/// At the connection bound with no idle connection, a busy one is closed for the new one
+/// when, in its current rate window, it has kept the server waiting for at least
+/// `rate_window / EVICT_WAIT_DIVISOR` (2 s by default) and its client took less than
+/// `EVICT_RATE_FACTOR × min_rate` per second of that waiting (512 KiB/s by default);
+/// the slowest such is chosen. Without this, clients that stall (costing them nothing)
+/// and reconnect every window would keep a full server answering 503. 512 KiB/s is
+/// still 3.7 times below a node on a congested 1 Gbit uplink shared by 64 (1.9 MiB/s); a
+/// connection whose handler is slow (a relay waiting for its upstream) keeps nobody
+/// waiting and is never chosen.
+pub const EVICT_RATE_FACTOR: u64 = 4;
+
+/// See [`EVICT_RATE_FACTOR`].
+pub const EVICT_WAIT_DIVISOR: u32 = 15;
 
 /// After an error answer, how long and how much of what the client still sends is read
 /// and dropped before the connection is closed (see `Conn::error`).
@@ -72,8 +104,10 @@ pub struct Limits {
     pub max_body: u64,
     /// See [`IDLE_TIMEOUT`].
     pub idle: Duration,
-    /// See [`IO_TIMEOUT`].
-    pub io: Duration,
+    /// Bytes per second a client must take, at least (see [`MIN_RATE`]).
+    pub min_rate: u64,
+    /// Over what time of waiting for the client (see [`RATE_WINDOW`]).
+    pub rate_window: Duration,
 }
 
 impl Default for Limits {
@@ -82,7 +116,8 @@ impl Default for Limits {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_body: 16 << 10,
             idle: IDLE_TIMEOUT,
-            io: IO_TIMEOUT,
+            min_rate: MIN_RATE,
+            rate_window: RATE_WINDOW,
         }
     }
 }
@@ -149,6 +184,9 @@ pub struct Response {
 
 enum Body {
     Bytes(Vec<u8>),
+    /// A body many responses share (the status board's snapshot): written straight from
+    /// the shared bytes, so a slow reader holds a reference, not a copy.
+    Shared(Arc<Vec<u8>>),
     /// Exactly `len` bytes from the reader (fewer: the connection is closed early, which
     /// the client sees as a short body).
     Stream(Box<dyn Read + Send>, u64),
@@ -166,6 +204,15 @@ impl Response {
     pub fn text(status: u16, body: &str) -> Response {
         Self::bytes(status, body.as_bytes().to_vec())
             .with_header("Content-Type", "text/plain; charset=utf-8")
+    }
+
+    /// `body`, shared with other responses (never copied per connection).
+    pub fn shared(status: u16, body: Arc<Vec<u8>>) -> Response {
+        Response {
+            status,
+            headers: vec![],
+            body: Body::Shared(body),
+        }
     }
 
     /// `len` bytes read from `reader` as they come (to a `HEAD`: the head only, with this
@@ -221,6 +268,7 @@ impl Server {
     /// thread that answers its requests with `handler`.
     pub fn run(self, handler: Arc<Handler>) -> io::Result<()> {
         let slots = Arc::new(Mutex::new(Slots::default()));
+        let epoch = Instant::now();
         loop {
             let (stream, peer) = match self.listener.accept() {
                 Ok(s) => s,
@@ -232,7 +280,8 @@ impl Server {
                     continue;
                 }
             };
-            let Some(id) = admit(&slots, &stream, self.limits.max_connections) else {
+            let progress = Arc::new(Progress::default());
+            let Some(id) = admit(&slots, &stream, &self.limits, epoch, progress.clone()) else {
                 refuse(stream);
                 continue;
             };
@@ -245,6 +294,10 @@ impl Server {
                         stream,
                         buf: Vec::new(),
                         limits,
+                        window_bytes: 0,
+                        window_spent: Duration::ZERO,
+                        progress,
+                        epoch,
                     };
                     conn.serve(peer, &*handler, &slots2, id);
                     if let Ok(mut s) = slots2.lock() {
@@ -312,22 +365,72 @@ struct Slots {
 struct Slot {
     stream: TcpStream,
     waiting_since: Option<Instant>,
+    progress: Arc<Progress>,
 }
 
-/// Registers a new connection, closing the longest-waiting idle one at the bound; `None`
-/// when every connection is busy.
-fn admit(slots: &Mutex<Slots>, stream: &TcpStream, max: usize) -> Option<u64> {
+/// A connection's current rate window, as its thread last published it (read by the
+/// accept loop to pick a slow reader to close at the bound).
+#[derive(Default)]
+struct Progress {
+    /// Bytes the client took in the window.
+    bytes: AtomicU64,
+    /// Microseconds spent waiting for the client in the window, before the write now
+    /// in progress.
+    spent_us: AtomicU64,
+    /// When the write in progress started (microseconds since the server's epoch, plus
+    /// one), or 0.
+    blocked_since_us: AtomicU64,
+}
+
+impl Progress {
+    /// How long the client has kept the server waiting in this window and how many bytes
+    /// per second of it it took; `None` for less than `min_wait`.
+    fn rate(&self, now_us: u64, min_wait: Duration) -> Option<f64> {
+        let mut spent = self.spent_us.load(Ordering::Relaxed);
+        let since = self.blocked_since_us.load(Ordering::Relaxed);
+        if since != 0 {
+            spent = spent.saturating_add(now_us.saturating_sub(since - 1));
+        }
+        if spent < min_wait.as_micros() as u64 {
+            return None;
+        }
+        Some(self.bytes.load(Ordering::Relaxed) as f64 * 1e6 / spent as f64)
+    }
+}
+
+/// Registers a new connection. At the bound, closes the longest-waiting idle one, or
+/// else the slowest reader below the eviction rate ([`EVICT_RATE_FACTOR`]); `None` when
+/// there is neither.
+fn admit(
+    slots: &Mutex<Slots>,
+    stream: &TcpStream,
+    limits: &Limits,
+    epoch: Instant,
+    progress: Arc<Progress>,
+) -> Option<u64> {
     let handle = stream.try_clone().ok()?;
     let mut s = slots.lock().ok()?;
-    if s.open.len() >= max {
-        let oldest = s
+    if s.open.len() >= limits.max_connections {
+        let idle = s
             .open
             .iter()
             .filter_map(|(id, slot)| slot.waiting_since.map(|t| (t, *id)))
-            .min()?
-            .1;
-        if let Some(slot) = s.open.remove(&oldest) {
-            // Wakes its thread, whose read then sees the end of the stream.
+            .min()
+            .map(|(_, id)| id);
+        let slow = || {
+            let now_us = epoch.elapsed().as_micros() as u64;
+            let min_wait = limits.rate_window / EVICT_WAIT_DIVISOR;
+            let evict_rate = limits.min_rate.saturating_mul(EVICT_RATE_FACTOR) as f64;
+            s.open
+                .iter()
+                .filter_map(|(id, slot)| Some((slot.progress.rate(now_us, min_wait)?, *id)))
+                .filter(|(rate, _)| *rate < evict_rate)
+                .min_by(|a, b| a.0.total_cmp(&b.0))
+                .map(|(_, id)| id)
+        };
+        let victim = idle.or_else(slow)?;
+        if let Some(slot) = s.open.remove(&victim) {
+            // Wakes its thread, whose read (or write) then fails.
             let _ = slot.stream.shutdown(std::net::Shutdown::Both);
         }
     }
@@ -338,6 +441,7 @@ fn admit(slots: &Mutex<Slots>, stream: &TcpStream, max: usize) -> Option<u64> {
         Slot {
             stream: handle,
             waiting_since: Some(Instant::now()),
+            progress,
         },
     );
     Some(id)
@@ -360,11 +464,17 @@ fn set_waiting(slots: &Mutex<Slots>, id: u64, waiting: bool) {
     }
 }
 
-/// One connection: its socket and the bytes read past the last request head.
+/// One connection: its socket, the bytes read past the last request head, and the
+/// current rate window (bytes the client took, time spent waiting for it).
 struct Conn {
     stream: TcpStream,
     buf: Vec<u8>,
     limits: Limits,
+    window_bytes: u64,
+    window_spent: Duration,
+    /// The window as the accept loop sees it.
+    progress: Arc<Progress>,
+    epoch: Instant,
 }
 
 /// Why no request head could be read.
@@ -546,26 +656,59 @@ impl Conn {
         Ok(())
     }
 
-    /// Writes all of `buf` within [`Limits::io`] (a socket write timeout alone would let a
-    /// client that takes a byte a minute hold the connection for ever).
+    /// Writes all of `buf`, as long as the client keeps up [`Limits::min_rate`]: the
+    /// time blocked in `write` is summed into windows of [`Limits::rate_window`]; a
+    /// window in which the client took fewer than `min_rate × rate_window` bytes closes
+    /// the connection. (A plain socket write timeout would let a client that takes a byte
+    /// a minute hold the connection for ever.)
     fn send(&mut self, buf: &[u8]) -> io::Result<()> {
-        let deadline = Instant::now() + self.limits.io;
+        let window = self.limits.rate_window;
+        let need = (self.limits.min_rate as f64 * window.as_secs_f64()) as u64;
         let mut at = 0;
         while at < buf.len() {
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "the client took too long to read the response",
-                ));
-            }
-            self.stream.set_write_timeout(Some(deadline - now))?;
-            match self.stream.write(&buf[at..]) {
+            let left = window
+                .saturating_sub(self.window_spent)
+                .max(Duration::from_millis(1));
+            self.stream.set_write_timeout(Some(left))?;
+            let t = Instant::now();
+            let p = &self.progress;
+            let since = t.saturating_duration_since(self.epoch).as_micros() as u64;
+            p.blocked_since_us.store(since + 1, Ordering::Relaxed);
+            let wrote = self.stream.write(&buf[at..]);
+            self.window_spent += t.elapsed();
+            match wrote {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(k) => at += k,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Ok(k) => {
+                    at += k;
+                    self.window_bytes = self.window_bytes.saturating_add(k as u64);
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::Interrupted
+                            | io::ErrorKind::WouldBlock
+                            | io::ErrorKind::TimedOut
+                    ) => {}
                 Err(e) => return Err(e),
             }
+            if self.window_spent >= window {
+                if self.window_bytes < need {
+                    p.blocked_since_us.store(0, Ordering::Relaxed);
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "the client took {} bytes in {:?}, less than {} bytes/s",
+                            self.window_bytes, self.window_spent, self.limits.min_rate
+                        ),
+                    ));
+                }
+                self.window_bytes = 0;
+                self.window_spent = Duration::ZERO;
+            }
+            p.bytes.store(self.window_bytes, Ordering::Relaxed);
+            p.spent_us
+                .store(self.window_spent.as_micros() as u64, Ordering::Relaxed);
+            p.blocked_since_us.store(0, Ordering::Relaxed);
         }
         Ok(())
     }
@@ -598,6 +741,7 @@ impl Conn {
     fn respond(&mut self, resp: Response, is_head: bool, keep_alive: bool) -> io::Result<bool> {
         let len = match &resp.body {
             Body::Bytes(b) => b.len() as u64,
+            Body::Shared(b) => b.len() as u64,
             Body::Stream(_, n) => *n,
         };
         let mut out = Vec::with_capacity(256);
@@ -625,6 +769,13 @@ impl Conn {
             Body::Bytes(b) => {
                 out.extend_from_slice(&b);
                 self.send(&out)?;
+                Ok(keep_alive)
+            }
+            Body::Shared(b) => {
+                self.send(&out)?;
+                for piece in b.chunks(PIECE) {
+                    self.send(piece)?;
+                }
                 Ok(keep_alive)
             }
             Body::Stream(mut reader, len) => {
@@ -732,7 +883,8 @@ mod tests {
             max_connections: 8,
             max_body: 1024,
             idle: Duration::from_secs(1),
-            io: Duration::from_secs(1),
+            min_rate: 1 << 20,
+            rate_window: Duration::from_secs(1),
         };
         let s = Server::bind("127.0.0.1:0", limits).unwrap();
         let addr = s.local_addr().unwrap();
@@ -793,6 +945,53 @@ mod tests {
         std::thread::sleep(Duration::from_secs(3));
         let got = read_all(&mut c).len();
         assert!(got < 64 << 20, "the whole body came: {got}");
+    }
+
+    /// Reads `GET /big` at about `rate` bytes/s (16 KiB at a time) for at most `limit`;
+    /// returns the body bytes it got and whether the server closed the connection.
+    fn read_at(addr: SocketAddr, rate: u64, limit: Duration) -> (u64, bool) {
+        let mut c = TcpStream::connect(addr).unwrap();
+        c.write_all(b"GET /big HTTP/1.1\r\n\r\n").unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let start = Instant::now();
+        let mut got = 0u64;
+        let mut piece = vec![0u8; 16 << 10];
+        while start.elapsed() < limit {
+            match c.read(&mut piece) {
+                Ok(0) | Err(_) => return (got, true),
+                Ok(n) => got += n as u64,
+            }
+            if rate > 0 {
+                // Sleep until `got` bytes are due at `rate`.
+                let due = Duration::from_secs_f64(got as f64 / rate as f64);
+                if let Some(wait) = due.checked_sub(start.elapsed()) {
+                    std::thread::sleep(wait);
+                }
+            }
+        }
+        (got, false)
+    }
+
+    #[test]
+    fn readers_below_the_minimum_rate_are_dropped_fast_ones_are_not() {
+        // The test server wants 1 MiB/s over windows of 1 s (the thresholds scaled down:
+        // serve_hardening.rs tests the real ones). Three readers at 256 KiB/s, a quarter
+        // of it, and one reading at full speed.
+        let addr = server();
+        let slow: Vec<_> = (0..3)
+            .map(|_| std::thread::spawn(move || read_at(addr, 256 << 10, Duration::from_secs(20))))
+            .collect();
+        let (fast, closed) = read_at(addr, 0, Duration::from_secs(60));
+        assert!(
+            closed && fast > 64 << 20,
+            "the fast reader got {fast} bytes"
+        );
+        for t in slow {
+            let (got, closed) = t.join().unwrap();
+            // Dropped after a window or two, with a few MiB of socket buffers at most.
+            assert!(closed, "a reader at 256 KiB/s kept its connection for 20 s");
+            assert!(got < 16 << 20, "{got}");
+        }
     }
 
     #[test]

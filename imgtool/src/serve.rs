@@ -243,8 +243,13 @@ fn handle(ctx: &Ctx, req: &mut Request) -> Response {
             None => Response::text(405, "method not allowed\n"),
         },
         "GET" | "HEAD" if path == "/status" => {
-            let body = ctx.board.lock().map(|b| b.to_json()).unwrap_or_default();
-            Response::bytes(200, body.into_bytes()).with_header("Content-Type", "application/json")
+            // One serialised board shared by all its readers (see Board::snapshot): a
+            // slow reader holds a reference, not its own copy of up to MAX_BOARD_BYTES.
+            let body = match ctx.board.lock() {
+                Ok(mut b) => b.snapshot(),
+                Err(_) => return Response::text(500, "board unavailable\n"),
+            };
+            Response::shared(200, body).with_header("Content-Type", "application/json")
         }
         "GET" | "HEAD" => match resolve(&ctx.roots, &path) {
             Some(p) => serve_file(req, &p),

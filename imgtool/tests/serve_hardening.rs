@@ -357,3 +357,284 @@ fn at_the_connection_bound_idle_connections_make_room() {
     let mut buf = [0u8; 16];
     assert_eq!(c.read(&mut buf).unwrap_or(0), 0);
 }
+
+/// A connection to `addr` with a 4 KiB receive buffer (set before the connect, so the
+/// window stays small): a reader that stops reading leaves the server holding the rest of
+/// its response, not the kernel.
+fn small_window_connect(addr: SocketAddr) -> TcpStream {
+    use std::os::fd::FromRawFd;
+    let SocketAddr::V4(v4) = addr else {
+        panic!("{addr}: IPv4 expected")
+    };
+    // SAFETY: plain socket calls on a descriptor we own; sizes are those of the structs.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let stream = TcpStream::from_raw_fd(fd);
+        let small: libc::c_int = 4096;
+        assert_eq!(
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                &small as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            ),
+            0
+        );
+        let sa = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: v4.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(*v4.ip()).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        assert_eq!(
+            libc::connect(
+                fd,
+                &sa as *const libc::sockaddr_in as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            ),
+            0,
+            "connect: {}",
+            std::io::Error::last_os_error()
+        );
+        stream
+    }
+}
+
+#[test]
+fn slow_status_readers_share_one_board() {
+    const READERS: usize = 64;
+    allow_descriptors(4 * READERS as u64);
+    let root = tempfile::tempdir().unwrap();
+    image_root(root.path());
+    let s = Serve::start(&[root.path()], &[]);
+    // A large board: MAX_NODES entries whose every text is at its bound and needs a JSON
+    // escape for each character (posted from this host, which may post for any node).
+    let report = |i: usize| {
+        serde_json::json!({
+            "phase": "\"".repeat(40),
+            "message": format!("{i}{}", "\"".repeat(600)),
+            "image": "\"".repeat(200),
+            "upstream": "\"".repeat(100),
+        })
+        .to_string()
+    };
+    let pooled = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(20))
+        .build();
+    let post = |node: &str, i: usize| {
+        let r = pooled
+            .post(&format!("{}/status/{node}", s.url))
+            .send_string(&report(i))
+            .unwrap_or_else(|e| panic!("POST /status/{node}: {e}"));
+        assert_eq!(r.status(), 204);
+    };
+    for i in 0..imgtool::board::MAX_NODES {
+        post(&format!("n{i:04}"), i);
+    }
+    let (code, board) = get(&s, "/status", None);
+    assert_eq!(code, 200);
+    let board_kib = board.len() as u64 >> 10;
+    let (base, _) = memory_kib(s.pid());
+
+    // Readers that take the first bytes and then stop; a report before each, so that
+    // every reader asks for a new version of the board.
+    let mut readers = vec![];
+    for i in 0..READERS {
+        post("n0000", i + 1);
+        let mut c = small_window_connect(s.addr);
+        c.write_all(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut first = [0u8; 1024];
+        c.read_exact(&mut first).unwrap();
+        assert!(first.starts_with(b"HTTP/1.1 200"));
+        readers.push(c);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let (rss, hwm) = memory_kib(s.pid());
+    eprintln!(
+        "status: a board of {board_kib} KiB, {READERS} readers stalled: server RSS {base} KiB \
+         before, {rss} KiB with them, peak {hwm} KiB"
+    );
+    // The bound (MAX_STATUS_SNAPSHOT_BYTES and one board) plus 32 MiB for the
+    // connections and a board being serialised. Each reader holding its own copy would
+    // be READERS boards.
+    let bound =
+        base + (imgtool::board::MAX_STATUS_SNAPSHOT_BYTES >> 10) + 2 * board_kib + (32 << 10);
+    assert!(
+        hwm < bound,
+        "server memory grew from {base} KiB to a peak of {hwm} KiB (bound {bound} KiB)"
+    );
+    // The board still answers, and shows the latest report once the rebuild spacing
+    // (four times the last build's duration) has passed.
+    drop(readers);
+    post("n0001", 999_999);
+    let fresh = (0..100).any(|_| {
+        let (code, board) = get(&s, "/status", None);
+        assert_eq!(code, 200);
+        std::thread::sleep(Duration::from_millis(100));
+        String::from_utf8_lossy(&board).contains("999999")
+    });
+    assert!(fresh, "the board never showed the latest report");
+}
+
+/// The reported hole, at the real thresholds: readers taking 64 KiB/s (above the old
+/// floor of 1 MiB per 60 s, below `MIN_RATE`) held their connection slots as long as
+/// they liked — with `--max-connections 3`, three of them kept every other request out
+/// (503). Now a request gets in again: the rate rule closes them after 30-60 s (a
+/// reader's first window includes the few MiB the kernel takes at once), and at the bound
+/// the slowest is closed for a new connection sooner. Bounded: the readers stop after
+/// 120 s, the polling after 100 s.
+#[test]
+fn readers_slower_than_the_minimum_rate_give_their_slots_back() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let root = tempfile::tempdir().unwrap();
+    image_root(root.path());
+    // A 256 MiB file (sparse: costs nothing to read).
+    std::fs::File::create(root.path().join("g/big"))
+        .unwrap()
+        .set_len(256 << 20)
+        .unwrap();
+    let s = Serve::start(&[root.path()], &["--max-connections", "3"]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..3)
+        .map(|_| {
+            let (addr, stop) = (s.addr, stop.clone());
+            std::thread::spawn(move || {
+                let mut c = small_window_connect(addr);
+                c.write_all(b"GET /g/big HTTP/1.1\r\nHost: x\r\n\r\n")
+                    .unwrap();
+                c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                let start = Instant::now();
+                let mut got = 0u64;
+                let mut piece = [0u8; 4096];
+                while !stop.load(Ordering::Relaxed) && start.elapsed() < Duration::from_secs(120) {
+                    match c.read(&mut piece) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => got += n as u64,
+                    }
+                    // 64 KiB/s.
+                    let due = Duration::from_secs_f64(got as f64 / (64 << 10) as f64);
+                    if let Some(wait) = due.checked_sub(start.elapsed()) {
+                        std::thread::sleep(wait);
+                    }
+                }
+                got
+            })
+        })
+        .collect();
+    // All three slots are taken.
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(get(&s, "/g/manifest", None).0, 503);
+    let t = Instant::now();
+    let mut answered = None;
+    while t.elapsed() < Duration::from_secs(100) {
+        std::thread::sleep(Duration::from_secs(1));
+        let code = get(&s, "/g/manifest", None).0;
+        if code == 200 {
+            answered = Some(t.elapsed());
+            break;
+        }
+        assert_eq!(code, 503);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let got: Vec<u64> = readers.into_iter().map(|r| r.join().unwrap()).collect();
+    eprintln!("slow readers: got {got:?} bytes; a request got in after {answered:?}");
+    assert!(
+        answered.is_some(),
+        "three readers at 64 KiB/s kept every slot for 100 s"
+    );
+}
+
+/// Readers that stall cost their client nothing, and the rate rule takes a window or two
+/// to close them: a client reconnecting stalled readers kept a full server answering 503.
+/// Now, at the bound with no idle connection, the slowest reader well below a real node's
+/// rate is closed for the new connection — and a reader at a real node's rate never is.
+#[test]
+fn at_the_bound_a_stalled_reader_makes_room_a_fast_one_does_not() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let root = tempfile::tempdir().unwrap();
+    image_root(root.path());
+    std::fs::File::create(root.path().join("g/big"))
+        .unwrap()
+        .set_len(1 << 30)
+        .unwrap();
+    let s = Serve::start(&[root.path()], &["--max-connections", "3"]);
+    // Two readers that take the start of the response and then nothing.
+    let stalled: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut c = small_window_connect(s.addr);
+            c.write_all(b"GET /g/big HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            let mut first = [0u8; 64];
+            c.read_exact(&mut first).unwrap();
+            c
+        })
+        .collect();
+    // One reading at 4 MiB/s (a node on a congested uplink takes about 1.9 MiB/s) until
+    // told to stop (at most 120 s): returns its bytes and whether the server closed it.
+    let stop = Arc::new(AtomicBool::new(false));
+    let fast = {
+        let (addr, stop) = (s.addr, stop.clone());
+        std::thread::spawn(move || {
+            let mut c = TcpStream::connect(addr).unwrap();
+            c.write_all(b"GET /g/big HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            let start = Instant::now();
+            let mut got = 0u64;
+            let mut piece = vec![0u8; 64 << 10];
+            while !stop.load(Ordering::Relaxed) && start.elapsed() < Duration::from_secs(120) {
+                match c.read(&mut piece) {
+                    Ok(0) | Err(_) => return (got, true),
+                    Ok(n) => got += n as u64,
+                }
+                let due = Duration::from_secs_f64(got as f64 / (4 << 20) as f64);
+                if let Some(wait) = due.checked_sub(start.elapsed()) {
+                    std::thread::sleep(wait);
+                }
+            }
+            (got, false)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    // Requests until one gets in (at most 25 s: less than one rate window, so only an
+    // eviction can make room).
+    let t = Instant::now();
+    let mut answered = None;
+    let mut refused = 0;
+    while t.elapsed() < Duration::from_secs(25) {
+        match get(&s, "/g/manifest", None).0 {
+            200 => {
+                answered = Some(t.elapsed());
+                break;
+            }
+            503 => refused += 1,
+            code => panic!("HTTP {code}"),
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (got, closed) = fast.join().unwrap();
+    eprintln!(
+        "eviction: {refused} requests refused, then one answered after {answered:?}; \
+         the fast reader got {} MiB",
+        got >> 20
+    );
+    assert!(
+        answered.is_some(),
+        "two stalled readers and a fast one kept the server full for 25 s"
+    );
+    assert!(
+        !closed,
+        "the reader at 4 MiB/s was closed after {got} bytes"
+    );
+    drop(stalled);
+}

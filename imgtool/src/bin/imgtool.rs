@@ -131,6 +131,15 @@ enum Cmd {
     /// etc/bootopts and clone-plan.json). Agents POST to /status/<node>; GET /status, or
     /// `imgtool status --server URL`, shows the board. nginx or any static server serving
     /// the same directories works as a pull-only primary.
+    ///
+    /// Limits (docs/DISTRIBUTION.md): only files whose real path is inside a root; request
+    /// heads 16 KiB / 64 fields (431); a head within 15 s of the accept or the previous
+    /// response, also the keep-alive idle limit; request bodies 16 KiB (413); a client
+    /// taking less than 128 KiB/s over 30 s of waiting for it is disconnected;
+    /// --max-connections. Status board: at most 4096 nodes; with a clone-plan.json a node
+    /// may report only from its address in it, without one an address may own 4 node
+    /// names; the server's own host (loopback) may report for any node. Anyone who can
+    /// reach the server can read every file under the roots and the board.
     Serve {
         image_root: PathBuf,
         /// Also serve this boot tree (repeatable).
@@ -139,7 +148,8 @@ enum Cmd {
         #[arg(long, default_value = "0.0.0.0:8080")]
         listen: String,
         /// Open connections at most (each has its own thread); at the bound the
-        /// longest-idle connection is closed, or the new one answered 503.
+        /// longest-idle connection is closed, else the slowest reader taking under 512 KiB/s,
+        /// else the new one is answered 503.
         #[arg(long, default_value_t = imgtool::httpd::DEFAULT_MAX_CONNECTIONS)]
         max_connections: usize,
     },
