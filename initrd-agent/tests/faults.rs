@@ -3,6 +3,8 @@
 //! disk not yet touched is left byte-for-byte unchanged, a touched one never looks
 //! bootable, and a dropped connection resumes at its chunk.
 
+mod common;
+use common::agent;
 use qemu_tests::disk::{
     assert_restored, capture_into, corrupt_chunk, fixture, payload_and_largest_frame, require_root,
     sha256_file,
@@ -38,17 +40,6 @@ fn setup() -> Setup {
 
 fn blank(path: &Path, size: u64) {
     std::fs::File::create(path).unwrap().set_len(size).unwrap();
-}
-
-fn agent(server: &str, target: &Path, extra: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_initrd-agent"))
-        .args([
-            "clone", "--server", server, "--group", "compute", "--target",
-        ])
-        .arg(target)
-        .args(extra)
-        .output()
-        .unwrap()
 }
 
 fn stderr(o: &Output) -> String {

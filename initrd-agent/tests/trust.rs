@@ -4,8 +4,12 @@
 //! sha256 is unchanged) and reported as failed on the status board; a correctly signed
 //! image clones, also through a relay, which passes the signature on.
 
+mod common;
+use common::agent;
 use imgtool::sign::{sign_dir, SecretKey};
-use qemu_tests::disk::{assert_restored, capture_into, fixture, require_root, sha256_file};
+use qemu_tests::disk::{
+    assert_restored, capture_into, fixture, require_root, sha256_file, tamper_and_rehash,
+};
 use qemu_tests::serve_in_background;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -53,34 +57,12 @@ fn patterned(path: &Path, size: u64) -> String {
     sha256_file(path)
 }
 
-fn agent(server: &str, target: &Path, extra: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_initrd-agent"))
-        .args([
-            "clone", "--server", server, "--group", "compute", "--target",
-        ])
-        .arg(target)
-        .args(extra)
-        .output()
-        .unwrap()
-}
-
 fn out(o: &Output) -> String {
     format!(
         "{}{}",
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
-}
-
-/// Changes the manifest and recomputes its id (integrity checks pass); returns the id.
-fn tamper_and_rehash(dir: &Path) -> String {
-    let p = dir.join("manifest");
-    let mut m: imgtool::manifest::Manifest =
-        serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
-    m.regions.last_mut().unwrap().label = Some("tampered".into());
-    m.image_id = m.compute_id();
-    std::fs::write(&p, m.to_json()).unwrap();
-    m.image_id
 }
 
 #[test]

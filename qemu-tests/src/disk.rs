@@ -361,3 +361,18 @@ pub fn capture_into(master: &Path, images: &Path, group: &str) {
     )
     .expect("capture");
 }
+
+/// Changes the manifest of the image in `dir` (the last region's label) and recomputes its
+/// id, so every integrity check passes and only a signature can tell; returns the new id.
+pub fn tamper_and_rehash(dir: &Path) -> String {
+    let p = dir.join("manifest");
+    let mut m: imgtool::manifest::Manifest =
+        serde_json::from_slice(&std::fs::read(&p).expect("reading the manifest"))
+            .expect("a manifest");
+    if let Some(r) = m.regions.last_mut() {
+        r.label = Some("tampered".into());
+    }
+    m.image_id = m.compute_id();
+    std::fs::write(&p, m.to_json()).expect("writing the manifest");
+    m.image_id
+}

@@ -8,7 +8,9 @@
 //!    reference tools.
 
 use imgtool::sign::{sign_dir, SecretKey};
-use qemu_tests::disk::{assert_restored, capture_into, fixture, require_root, sha256_file};
+use qemu_tests::disk::{
+    assert_restored, capture_into, fixture, require_root, sha256_file, tamper_and_rehash,
+};
 use qemu_tests::*;
 use std::path::Path;
 use std::time::Duration;
@@ -18,17 +20,6 @@ const MAC: &str = "52:54:00:00:00:31";
 
 fn boot_node(work: &Path, tree: &Path, port: u16, disk: &Path) -> String {
     boot_bios_node(work, tree, port, disk, MAC, "node31", BOOT_TIMEOUT)
-}
-
-/// Changes the manifest and recomputes its id (integrity checks pass); returns the id.
-fn tamper_and_rehash(dir: &Path) -> String {
-    let p = dir.join("manifest");
-    let mut m: imgtool::manifest::Manifest =
-        serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
-    m.regions.last_mut().unwrap().label = Some("tampered".into());
-    m.image_id = m.compute_id();
-    std::fs::write(&p, m.to_json()).unwrap();
-    m.image_id
 }
 
 #[test]
