@@ -69,6 +69,31 @@ fn is_zero(v: &u64) -> bool {
 }
 
 impl Partition {
+    /// An MBR partition as tests build them: no GPT fields, not bootable, no fs.
+    #[cfg(test)]
+    pub(crate) fn mbr(
+        number: u32,
+        start: u64,
+        size: u64,
+        type_: &str,
+        role: MbrRole,
+        ebr: Option<u64>,
+    ) -> Partition {
+        Partition {
+            number,
+            start,
+            size,
+            type_: type_.into(),
+            guid: None,
+            name: None,
+            attributes: 0,
+            role: Some(role),
+            bootable: false,
+            ebr,
+            filesystem: None,
+        }
+    }
+
     /// The first sector after the partition (saturating: a layout read from a hostile disk
     /// may hold any numbers; [`Layout::validate`] refuses those that do not fit).
     pub fn end(&self) -> u64 {
@@ -657,23 +682,13 @@ mod tests {
     }
 
     fn mbr_layout() -> Layout {
-        let p = |n, start, size, role, ebr| Partition {
-            number: n,
-            start,
-            size,
-            type_: if role == MbrRole::Extended {
+        let p = |n, start, size, role, ebr| {
+            let t = if role == MbrRole::Extended {
                 "0x05"
             } else {
                 "0x83"
-            }
-            .into(),
-            guid: None,
-            name: None,
-            attributes: 0,
-            role: Some(role),
-            bootable: false,
-            ebr,
-            filesystem: None,
+            };
+            Partition::mbr(n, start, size, t, role, ebr)
         };
         Layout {
             table: TableKind::Mbr,

@@ -272,17 +272,8 @@ mod tests {
     fn primary_extended_logical_round_trip() {
         let disk = MemDisk::new(64 << 20, 512);
         let p = |n, start, size, t: &str, role, ebr| Partition {
-            number: n,
-            start,
-            size,
-            type_: t.into(),
-            guid: None,
-            name: None,
-            attributes: 0,
-            role: Some(role),
             bootable: n == 1,
-            ebr,
-            filesystem: None,
+            ..Partition::mbr(n, start, size, t, role, ebr)
         };
         let layout = Layout {
             table: TableKind::Mbr,
@@ -388,19 +379,7 @@ mod tests {
     /// An extended partition at 2048 holding `n` logical partitions of 63 sectors, each
     /// after its EBR, 64 sectors apart.
     fn logicals_layout(n: u32) -> Layout {
-        let p = |number, start, size, t: &str, role, ebr| Partition {
-            number,
-            start,
-            size,
-            type_: t.into(),
-            guid: None,
-            name: None,
-            attributes: 0,
-            role: Some(role),
-            bootable: false,
-            ebr,
-            filesystem: None,
-        };
+        let p = Partition::mbr;
         let mut partitions = vec![p(1, 2048, 64 * n as u64, "0x05", MbrRole::Extended, None)];
         for k in 0..n as u64 {
             let ebr = 2048 + 64 * k;
