@@ -12,4 +12,11 @@ NETBOOT_AGENT=$(scripts/build-agent.sh)
 export NETBOOT_AGENT
 # Every fuzz target for a short fixed budget; found inputs land in fuzz/regressions/.
 FUZZ_SECONDS="${FUZZ_SECONDS:-10}" scripts/fuzz.sh
-cargo test --workspace --no-fail-fast
+log=$(mktemp)
+status=0
+cargo test --workspace --no-fail-fast 2>&1 | tee "$log" || status=$?
+# One closing line for the whole run (the last runner's own line is a doc-test binary
+# with nothing in it).
+awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+rm -f "$log"
+exit "$status"
