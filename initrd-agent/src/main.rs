@@ -177,6 +177,7 @@ pub(crate) fn plan_route(cfg: &Config, server: &str) -> anyhow::Result<clone::Ro
     chain.push(("primary".into(), server.trim_end_matches('/').to_string()));
     route.upstreams = chain;
     route.relay_listen = p.relay_port.map(|port| format!("0.0.0.0:{port}"));
+    route.downstream = p.downstream;
     Ok(route)
 }
 

@@ -24,6 +24,9 @@ pub struct PlanRoute {
     pub upstreams: Vec<(String, String)>,
     /// The port to relay on, when some node pulls from this one.
     pub relay_port: Option<u16>,
+    /// How many nodes the plan has pull from this one: a relay holds (before growing its
+    /// file systems and rebooting) until that many have fetched every chunk.
+    pub downstream: usize,
 }
 
 /// This node's route in the plan `text` (fetched from `url`); `None` when the plan
@@ -70,12 +73,13 @@ pub fn route_from_plan(text: &str, node: &str, url: &str) -> Result<Option<PlanR
         upstreams.push((up.to_string(), format!("http://{ip}:{port}")));
         cur = up.to_string();
     }
-    let relays = nodes[node]["downstream"]
+    let downstream = nodes[node]["downstream"]
         .as_array()
-        .is_some_and(|d| !d.is_empty());
+        .map_or(0, |d| d.iter().filter(|n| n.is_string()).count());
     Ok(Some(PlanRoute {
         upstreams,
-        relay_port: relays.then_some(port),
+        relay_port: (downstream > 0).then_some(port),
+        downstream,
     }))
 }
 
@@ -106,9 +110,12 @@ mod tests {
             ]
         );
         assert_eq!(r.relay_port, None);
+        assert_eq!(r.downstream, 0);
         let r = route_from_plan(&p, "a", URL).unwrap().unwrap();
         assert!(r.upstreams.is_empty());
         assert_eq!(r.relay_port, Some(8200));
+        // Issue 11: the relay's wait for its planned downstream was never used.
+        assert_eq!(r.downstream, 1);
         assert_eq!(route_from_plan(&p, "zz", URL).unwrap(), None);
     }
 

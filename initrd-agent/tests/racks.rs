@@ -280,6 +280,17 @@ fn twelve_nodes_in_three_racks_clone_through_relays() {
             .unwrap_or(0);
         assert!(served > 0, "secondary {} served nothing", name(r, 0));
     }
+    // Each relay held for the downstream nodes the plan gives it, not for the idle
+    // fallback alone (the plan's downstream count never reached the agent before).
+    let plan: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(c.images.join("clone-plan.json")).unwrap()).unwrap();
+    for r in 0..RACKS {
+        let n = name(r, 0);
+        let expected = plan["nodes"][&n]["downstream"].as_array().unwrap().len();
+        assert!(expected > 0, "{n} relays to nobody in the plan");
+        let want = format!("holding before growing until {expected} downstream node(s)");
+        assert!(log(&n).contains(&want), "{n}: no `{want}`:\n{}", log(&n));
+    }
     all_identical(&c, None);
 }
 
