@@ -207,6 +207,7 @@ impl Image {
 
     /// Loads the image at `url` (`http://server:port/<group>`).
     pub fn fetch(url: &str) -> Result<Image> {
+        crate::source::check_url(url).map_err(Error::Invalid)?;
         Self::load(Arc::new(HttpSource::new(url)))
     }
 

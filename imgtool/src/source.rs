@@ -207,6 +207,21 @@ pub struct HttpSource {
     on_switch: Option<SwitchHook>,
 }
 
+/// An image server URL this build can fetch from: `http://` only. No TLS is compiled
+/// in (a boot ramdisk has no CA certificates to check a server with anyway); origin comes
+/// from signed images (docs/TRUST.md). The error says so instead of a bare connect failure.
+pub fn check_url(url: &str) -> Result<(), String> {
+    if url.starts_with("https://") {
+        return Err(format!(
+            "{url}: https:// is not supported (no TLS in this build or the boot ramdisk); serve the images over http:// and sign them (docs/TRUST.md)"
+        ));
+    }
+    if !url.starts_with("http://") {
+        return Err(format!("{url}: not an http:// URL"));
+    }
+    Ok(())
+}
+
 impl HttpSource {
     pub fn new(base: &str) -> Self {
         Self::chain(vec![base.to_string()], Duration::from_secs(20))

@@ -471,3 +471,16 @@ fn extents_that_disagree_with_their_chunk_say_which_field() {
     let t = master_copy(&s, "ext1.img");
     all_refused(&img, &t, &[], &["`extents` add up to", "`length` is"]);
 }
+
+#[test]
+fn an_https_url_is_refused_with_the_reason_not_a_connect_failure() {
+    // No TLS is compiled in; before, https:// URLs were accepted and then failed as an
+    // unreachable server after 8 attempts (issue 11).
+    let e = imgtool::manifest::Image::fetch("https://127.0.0.1:9/img")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("https:// is not supported") && !e.contains("attempts"),
+        "{e}"
+    );
+}

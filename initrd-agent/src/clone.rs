@@ -113,6 +113,9 @@ pub fn clone(
         None => None,
     };
     rep.phase("layout", &format!("reading image {url}"));
+    for u in &urls {
+        imgtool::source::check_url(u).map_err(anyhow::Error::msg)?;
+    }
     let mut source = HttpSource::chain(urls.clone(), route.stall);
     source.attempts = route.attempts;
     {

@@ -157,14 +157,13 @@ fn url_err(s: &str, at: usize, why: &str) -> Result<(), (usize, String)> {
     Err((
         at,
         format!(
-            "image_server {} {why}; write it like http://172.20.0.100:8080 or https://images.example/root",
+            "image_server {} {why}; write it like http://172.20.0.100:8080 or http://images.example/root",
             escape::shown(s)
         ),
     ))
 }
 
-/// `image_server`: an absolute `http://` or `https://` URL of a host (DNS name, IPv4, or
-/// `[IPv6]`), an optional port 1–65535 and an optional path of letters, digits,
+/// `image_server`: an absolute `http://` URL of a host (DNS name, IPv4, or `[IPv6]`), an optional port 1–65535 and an optional path of letters, digits,
 /// `. _ ~ - /` and `%XX`; no user, query or fragment; at most [`MAX_URL`] bytes.
 pub fn image_server(s: &str) -> Result<(), (usize, String)> {
     if s.len() > MAX_URL {
@@ -181,12 +180,21 @@ pub fn image_server(s: &str) -> Result<(), (usize, String)> {
             },
         );
     }
-    let Some(rest_at) = ["http://", "https://"]
+    if s.starts_with("https://") {
+        // The agent has no TLS (a ramdisk without CA certificates could not check a
+        // server anyway): origin comes from signed images instead (docs/TRUST.md).
+        return url_err(
+            s,
+            0,
+            "is https://, which the node agent cannot speak (no TLS in the boot ramdisk); serve the images over http:// and sign them (docs/TRUST.md)",
+        );
+    }
+    let Some(rest_at) = ["http://"]
         .iter()
         .find(|p| s.starts_with(**p))
         .map(|p| p.len())
     else {
-        return url_err(s, 0, "is not an http:// or https:// URL");
+        return url_err(s, 0, "is not an http:// URL");
     };
     let rest = &s[rest_at..];
     let (authority, path) = match rest.find('/') {
@@ -491,7 +499,7 @@ mod tests {
     fn image_server_is_a_strict_http_url() {
         for ok in [
             "http://172.20.0.100:8080",
-            "https://images.example/root/",
+            "http://images.example/root/",
             "http://[fd00::1]:8080/img",
             "http://h/a%20b",
             "http://s",
@@ -522,6 +530,9 @@ mod tests {
             assert!(image_server(bad).is_err(), "{bad:?}");
         }
         assert!(image_server(&format!("http://h/{}", "a".repeat(300))).is_err());
+        // Accepted before, although no TLS is compiled into the agent (issue 11).
+        let (_, m) = image_server("https://images.example/root").unwrap_err();
+        assert!(m.contains("no TLS") && m.contains("sign them"), "{m}");
     }
 
     #[test]
