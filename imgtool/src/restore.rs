@@ -81,7 +81,7 @@ pub struct RegionReport {
 /// Plans without writing: reads the target's table and applies the layout rules.
 pub fn plan(image: &Image, target: &dyn BlockIo, target_path: &Path) -> Result<Plan> {
     let current = read_layout(target).unwrap_or(None);
-    plan_layout(
+    let plan = plan_layout(
         &image.layout,
         current.as_ref(),
         target.size(),
@@ -90,7 +90,17 @@ pub fn plan(image: &Image, target: &dyn BlockIo, target_path: &Path) -> Result<P
     .map_err(|reason| Error::Refused {
         device: target_path.to_path_buf(),
         reason,
-    })
+    })?;
+    // The table this restore will write (the image's, grown to this disk) passes the same
+    // rules as the image's own, before the first write, not only when the codec writes it
+    // at the very end.
+    if !plan.keep_table {
+        plan.layout.validate().map_err(|e| Error::Refused {
+            device: target_path.to_path_buf(),
+            reason: format!("the partition table planned for it is not valid: {e}"),
+        })?;
+    }
+    Ok(plan)
 }
 
 /// Restores `image` onto `target`.

@@ -631,13 +631,16 @@ pub fn sign_dir(dir: &Path, key: &SecretKey) -> crate::Result<(String, usize)> {
     let img = Image::open(dir)?;
     let id = img.id().to_string();
     let path = dir.join(SIGNATURE_FILE);
-    let mut sigs = if path.exists() {
-        let text = read_small(&path, MAX_SIGNATURE_BYTES)
-            .map_err(|e| crate::Error::Invalid(e.to_string()))?;
-        Signatures::parse(text.as_bytes(), &path.display().to_string())
-            .map_err(|e| crate::Error::Invalid(e.to_string()))?
-    } else {
-        Signatures::default()
+    // The same bounded reader nodes use; `parse` reports size and encoding problems as
+    // a signature file's (not a key file's).
+    let mut sigs = match img
+        .source
+        .read_optional(SIGNATURE_FILE, MAX_SIGNATURE_BYTES)
+    {
+        Ok(Some(bytes)) => Signatures::parse(&bytes, &path.display().to_string())
+            .map_err(|e| crate::Error::Invalid(e.to_string()))?,
+        Ok(None) => Signatures::default(),
+        Err(e) => return Err(crate::Error::Source(e)),
     };
     let dropped = sigs.add(key.sign(&id));
     let tmp = dir.join(format!(".{SIGNATURE_FILE}.tmp"));

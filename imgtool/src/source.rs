@@ -136,6 +136,14 @@ fn read_small(r: impl Read) -> Result<Vec<u8>, SmallRead> {
     Ok(buf)
 }
 
+/// How long a whole small file (`manifest`, `layout`, `signature`) may take: the frames'
+/// pace ([`crate::verify::MIN_FRAME_RATE`] after [`crate::verify::FRAME_GRACE`]) for the
+/// largest one, so an upstream that dribbles it holds a node for minutes, not forever.
+fn small_file_deadline() -> Duration {
+    crate::verify::FRAME_GRACE
+        + Duration::from_secs(crate::manifest::MAX_MANIFEST_BYTES / crate::verify::MIN_FRAME_RATE)
+}
+
 /// Reads at most `limit` bytes; more is an error (checked while reading).
 fn read_limited(r: &mut dyn Read, limit: u64) -> Result<Vec<u8>, String> {
     let mut buf = vec![];
@@ -347,13 +355,7 @@ impl HttpSource {
                 )),
             };
         }
-        // Whole small files at the frames' pace (verify::MIN_FRAME_RATE): an upstream that
-        // dribbles a manifest holds a node for minutes, not forever.
-        let deadline = crate::verify::FRAME_GRACE
-            + Duration::from_secs(
-                crate::manifest::MAX_MANIFEST_BYTES / crate::verify::MIN_FRAME_RATE,
-            );
-        match self.agent.get(url).timeout(deadline).call() {
+        match self.agent.get(url).timeout(small_file_deadline()).call() {
             Ok(r) => Ok(r.into_reader()),
             Err(ureq::Error::Status(code, _)) if code == 404 || code == 403 => Err(missing(code)),
             Err(ureq::Error::Status(code, r)) => Err(Attempt::Again(
@@ -492,7 +494,7 @@ impl ImageSource for HttpSource {
             if attempt > 0 {
                 std::thread::sleep(Duration::from_millis(200 * (1 << attempt.min(4))));
             }
-            match self.agent.get(&url).call() {
+            match self.agent.get(&url).timeout(small_file_deadline()).call() {
                 Ok(r) => {
                     return read_limited(&mut r.into_reader(), limit)
                         .map(Some)
