@@ -368,6 +368,39 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn every_key_the_entries_set_is_one_a_description_may_not_set() {
+        // A key pxe-builder writes but `validate::GENERATED_KEYS` lacks could be given a
+        // second time through `args`, and the agent reads the last (netboot.image_id was
+        // such a key: a bad value in `kernel_args` stopped every node at its console).
+        let mut c = cluster();
+        c.groups[0].image_id = Some("0".repeat(64));
+        c.groups[1].image_id = Some("1".repeat(64));
+        for e in [
+            node_entry(&c, 0),
+            node_entry(&c, 1),
+            entity_entry(&c, 0),
+            fallback_entry(&c),
+        ] {
+            for a in &e.args {
+                let Some((k, _)) = a.split_once('=') else {
+                    continue;
+                };
+                let ours = k.starts_with("netboot.") || k.starts_with("vsmp.") || k == "BOOTIF";
+                if ours && !["netboot.done", "netboot.onerror"].contains(&k) {
+                    assert!(
+                        crate::validate::GENERATED_KEYS.contains(&k),
+                        "{k} is written by pxe-builder but may also come from args"
+                    );
+                }
+            }
+        }
+        assert!(
+            crate::validate::kernel_args("k", &format!("netboot.image_id={}", "a".repeat(64)))
+                .is_err()
+        );
+    }
+
+    #[test]
     fn a_valid_cluster_renders_everywhere() {
         for r in all_outputs(&cluster()) {
             assert!(r.is_ok(), "{r:?}");

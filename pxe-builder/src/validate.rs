@@ -189,14 +189,10 @@ pub fn image_server(s: &str) -> Result<(), (usize, String)> {
             "is https://, which the node agent cannot speak (no TLS in the boot ramdisk); serve the images over http:// and sign them (docs/TRUST.md)",
         );
     }
-    let Some(rest_at) = ["http://"]
-        .iter()
-        .find(|p| s.starts_with(**p))
-        .map(|p| p.len())
-    else {
+    let Some(rest) = s.strip_prefix("http://") else {
         return url_err(s, 0, "is not an http:// URL");
     };
-    let rest = &s[rest_at..];
+    let rest_at = s.len() - rest.len();
     let (authority, path) = match rest.find('/') {
         Some(i) => rest.split_at(i),
         None => (rest, ""),
@@ -295,6 +291,7 @@ pub const GENERATED_KEYS: &[&str] = &[
     "netboot.group",
     "netboot.image",
     "netboot.mode",
+    "netboot.image_id",
     "netboot.mac",
     "netboot.ip",
     "vsmp.role",
@@ -335,9 +332,6 @@ pub fn kernel_args(key: &str, s: &str) -> Result<(), (usize, String)> {
     Ok(())
 }
 
-/// A path on this machine (kernel, initrd, vSMP loader, GRUB modules): it is only read
-/// and copied under a fixed name, never written into a boot file, so any path will do
-/// except one with control characters (which would garble the messages that name it).
 /// A group's `image_id` pin: the image id as `imgtool inspect` prints it, 64 lower-case
 /// hex digits (the sha256 of the canonical manifest).
 pub fn image_id(s: &str) -> Result<(), (usize, String)> {
@@ -356,6 +350,9 @@ pub fn image_id(s: &str) -> Result<(), (usize, String)> {
     Ok(())
 }
 
+/// A path on this machine (kernel, initrd, vSMP loader, GRUB modules): it is only read
+/// and copied under a fixed name, never written into a boot file, so any path will do
+/// except one with control characters (which would garble the messages that name it).
 pub fn local_path(key: &str, s: &str) -> Result<(), (usize, String)> {
     match s.char_indices().find(|(_, c)| c.is_control()) {
         Some((i, _)) => Err((
