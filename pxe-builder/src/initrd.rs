@@ -34,10 +34,6 @@ pub const DEFAULT_MODULES: &[&str] = &[
 /// Where the initrd holds trusted image-signing public keys, one `<key id>.pub` each. The
 /// agent refuses any image not signed by one of them when the directory has any.
 pub const TRUSTED_DIR: &str = "/etc/netboot/trusted";
-/// First word of a public key file (`imgtool keygen` writes it; `imgtool::sign` parses it).
-pub const PUBLIC_KEY_HEADER: &str = "netboot-ed25519-public-key";
-/// Largest key file taken (a key file is ~100 bytes).
-pub const MAX_KEY_FILE: u64 = 16 << 10;
 
 pub const TOOLS: &[&str] = &["/sbin/e2fsck", "/sbin/resize2fs", "/sbin/mke2fs"];
 
@@ -242,50 +238,6 @@ fn add_dirs(c: &mut Cpio, made: &mut BTreeSet<String>, path: &str) -> Result<(),
     Ok(())
 }
 
-/// The key id a public key file names in its header (`<header> v1 <id>`), after checking
-/// that the file is one: a secret key or anything else is refused here, at build time,
-/// rather than at a node's boot. The agent parses the key fully.
-pub fn public_key_id(path: &Path) -> Result<String, InitrdError> {
-    use std::io::Read;
-    let bad = |msg: &str| InitrdError::Other(format!("--trust {}: {msg}", path.display()));
-    let f = std::fs::File::open(path).map_err(|source| InitrdError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let mut buf = vec![];
-    f.take(MAX_KEY_FILE + 1)
-        .read_to_end(&mut buf)
-        .map_err(|source| InitrdError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-    if buf.len() as u64 > MAX_KEY_FILE {
-        return Err(bad("too large for a public key file"));
-    }
-    let text = String::from_utf8(buf).map_err(|_| bad("not a text file"))?;
-    let header = text
-        .lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty() && !l.starts_with('#'))
-        .unwrap_or("");
-    let words: Vec<&str> = header.split_whitespace().collect();
-    match words.as_slice() {
-        [h, "v1", id]
-            if *h == PUBLIC_KEY_HEADER
-                && id.len() == 16
-                && id.bytes().all(|b| b.is_ascii_hexdigit()) =>
-        {
-            Ok(id.to_string())
-        }
-        [h, ..] if h.ends_with("-secret-key") => Err(bad(
-            "this is a SECRET key: give its .pub file; the secret key must never be in an initrd",
-        )),
-        _ => Err(bad(&format!(
-            "not a public key file (expected `{PUBLIC_KEY_HEADER} v1 <key id>`, as `imgtool keygen` writes)"
-        ))),
-    }
-}
-
 /// Builds the compressed initrd.
 pub fn build(spec: &Spec) -> Result<(Vec<u8>, Summary), InitrdError> {
     let other = |e: std::io::Error| InitrdError::Other(e.to_string());
@@ -339,15 +291,15 @@ pub fn build(spec: &Spec) -> Result<(Vec<u8>, Summary), InitrdError> {
             .map_err(other)?;
         files.push(rel.trim_start_matches('/').to_string());
     }
-    let mut ids = BTreeSet::new();
-    for k in &spec.trusted {
-        let id = public_key_id(k)?;
-        if !ids.insert(id.clone()) {
-            continue;
-        }
-        let rel = format!("{}/{id}.pub", TRUSTED_DIR.trim_start_matches('/'));
+    // Loaded exactly as a node will load them (format, key id, count): a key the agent
+    // would refuse is refused here, at build time, not at every node's boot. A secret key
+    // is refused with advice; duplicates are dropped.
+    let keys = imgtool::sign::load_trusted(&spec.trusted)
+        .map_err(|e| InitrdError::Other(format!("--trust: {e}")))?;
+    for k in keys {
+        let rel = format!("{}/{}.pub", TRUSTED_DIR.trim_start_matches('/'), k.id);
         add_dirs(&mut c, &mut made, &rel)?;
-        c.file(&rel, 0o644, &read(k)?).map_err(other)?;
+        c.file(&rel, 0o644, k.to_text().as_bytes()).map_err(other)?;
         files.push(rel);
     }
     if let Some(bb) = &spec.busybox {
@@ -418,10 +370,9 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let agent = d.path().join("agent");
         std::fs::write(&agent, b"\x7fELF").unwrap();
-        let public = d.path().join("site.pub");
-        let key = "netboot-ed25519-public-key v1 0123456789abcdef\n\
-                   d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a\n";
-        std::fs::write(&public, key).unwrap();
+        let site = imgtool::sign::keygen(&d.path().join("site")).unwrap();
+        let public = imgtool::sign::public_path(&d.path().join("site"));
+        let key = std::fs::read_to_string(&public).unwrap();
         let spec = Spec {
             agent: agent.clone(),
             kernel_release: "none".into(),
@@ -433,7 +384,8 @@ mod tests {
             trusted: vec![public.clone(), public.clone()],
         };
         let (z, summary) = build(&spec).unwrap();
-        let path = "etc/netboot/trusted/0123456789abcdef.pub";
+        let id = site.public("").id;
+        let path = &format!("etc/netboot/trusted/{id}.pub");
         assert_eq!(
             summary.files.iter().filter(|f| *f == path).count(),
             1,
@@ -451,17 +403,25 @@ mod tests {
         );
 
         let secret = d.path().join("site");
-        std::fs::write(
-            &secret,
-            "netboot-ed25519-secret-key v1 0123456789abcdef\n00\n",
-        )
-        .unwrap();
-        for (bad, want) in [(&secret, "SECRET"), (&agent, "not a")] {
+        // A damaged key body, which the header check alone let through into the initrd
+        // (every node then refused to clone at boot).
+        let damaged = d.path().join("damaged.pub");
+        let mut lines: Vec<String> = key.lines().map(str::to_string).collect();
+        let body = lines.last_mut().unwrap();
+        let first = if body.starts_with('0') { "1" } else { "0" };
+        body.replace_range(0..1, first);
+        std::fs::write(&damaged, lines.join("\n") + "\n").unwrap();
+        for (bad, want) in [
+            (&secret, &["SECRET"][..]),
+            (&agent, &["not a"][..]),
+            // Either the bytes are no curve point, or they are another key than the id.
+            (&damaged, &["not a valid ed25519", "damaged or edited"][..]),
+        ] {
             let mut s = spec.clone();
             s.trusted = vec![bad.clone()];
             let e = build(&s).unwrap_err().to_string();
             assert!(
-                e.contains(want) && e.contains(&bad.display().to_string()),
+                want.iter().any(|w| e.contains(w)) && e.contains(&bad.display().to_string()),
                 "{e}"
             );
         }
