@@ -273,14 +273,12 @@ fn build_refuses_an_out_that_is_a_file_and_leaves_it_alone() {
 }
 
 /// Runs `prog args…`; None (with the reason printed) when the program is absent.
-fn real_check(prog: &str, args: &[String]) -> Option<Output> {
-    match Command::new(prog).args(args).output() {
-        Ok(o) => Some(o),
-        Err(e) => {
-            eprintln!("skipped: {prog} not runnable ({e}); scripts/setup.sh installs dnsmasq-base and isc-dhcp-server");
-            None
-        }
-    }
+fn real_check(prog: &str, args: &[String]) -> Output {
+    Command::new(prog).args(args).output().unwrap_or_else(|e| {
+        panic!(
+            "{prog} not runnable ({e}); scripts/setup.sh installs dnsmasq-base and isc-dhcp-server"
+        )
+    })
 }
 
 #[test]
@@ -300,21 +298,19 @@ fn the_widest_accepted_names_pass_dnsmasq_and_dhcpd() {
         .unwrap()
         .contains(&format!(",{long}\n")));
     let conf = format!("--conf-file={}", dnsmasq.display());
-    if let Some(o) = real_check("dnsmasq", &["--test".into(), conf]) {
-        assert!(
-            o.status.success(),
-            "dnsmasq --test: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    }
+    let o = real_check("dnsmasq", &["--test".into(), conf]);
+    assert!(
+        o.status.success(),
+        "dnsmasq --test: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let dhcpd = out.join("dhcp/dhcpd.conf").display().to_string();
-    if let Some(o) = real_check("dhcpd", &["-t".into(), "-4".into(), "-cf".into(), dhcpd]) {
-        assert!(
-            o.status.success(),
-            "dhcpd -t: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    }
+    let o = real_check("dhcpd", &["-t".into(), "-4".into(), "-cf".into(), dhcpd]);
+    assert!(
+        o.status.success(),
+        "dhcpd -t: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 #[test]
@@ -410,6 +406,16 @@ fn an_image_id_pin_reaches_every_boot_path_of_the_group() {
         bootopts.iter().any(|p| p.starts_with("etc/bootopts/")),
         "{bootopts:?}"
     );
+    // … and only those: every bootopts file with the pin names compute as its group.
+    for (p, b) in files.iter().filter(|(p, _)| p.starts_with("etc/bootopts/")) {
+        let t = String::from_utf8_lossy(b);
+        assert_eq!(
+            t.contains("\nimage_id="),
+            t.contains("\ngroup=compute\n"),
+            "{}: {t}",
+            p.display()
+        );
+    }
     // … and nodes of the other groups are not pinned.
     let debug = files
         .iter()
@@ -418,8 +424,11 @@ fn an_image_id_pin_reaches_every_boot_path_of_the_group() {
     assert!(debug > 0);
     assert!(files.iter().all(|(_, b)| {
         let t = String::from_utf8_lossy(b);
-        !t.lines()
-            .any(|l| l.contains("netboot.group=debug") && l.contains("image_id"))
+        !t.lines().any(|l| {
+            l.contains("netboot.group=")
+                && !l.contains("netboot.group=compute ")
+                && l.contains("image_id")
+        })
     }));
 }
 
