@@ -163,9 +163,8 @@ impl Config {
                 "netboot.target" => c.target = Some(v.into()),
                 "netboot.upstream" => c.upstream = Some(v.into()),
                 "netboot.image_id" => {
-                    if v.len() != 64 || !v.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-                        return Err(bad("image id (64 lower-case hex digits)"));
-                    }
+                    pxe_builder::validate::image_id(v)
+                        .map_err(|_| bad("image id (64 lower-case hex digits)"))?;
                     c.image_id = Some(v.into())
                 }
                 "netboot.done" => {
@@ -226,6 +225,29 @@ impl Config {
         }
     }
 
+    /// Checks what the command line and the (network-fetched) bootopts resolved to, by
+    /// the rules pxe-builder writes them with (docs/BOOT.md): node, entity, group and
+    /// image names go into URLs, status posts and the console; the pin must be an id.
+    pub fn validate(&self) -> Result<(), String> {
+        use pxe_builder::validate::{image_id, name, Kind};
+        for (kind, what, v) in [
+            (Kind::Node, "node", &self.node),
+            (Kind::Entity, "entity", &self.entity),
+            (Kind::Group, "group", &self.group),
+            (Kind::Image, "image", &self.image),
+        ] {
+            if let Some(v) = v {
+                name(kind, v).map_err(|(_, m)| {
+                    format!("boot configuration: {what} {}: {m}", v.escape_debug())
+                })?;
+            }
+        }
+        if let Some(id) = &self.image_id {
+            image_id(id).map_err(|(_, m)| format!("boot configuration: {m}"))?;
+        }
+        Ok(())
+    }
+
     /// The image directory name: `netboot.image`, else the group's name.
     pub fn image_name(&self) -> Option<&str> {
         self.image.as_deref().or(self.group.as_deref())
@@ -234,6 +256,22 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn names_from_the_network_are_checked_before_use() {
+        // A hostile bootopts: the image name would become a URL path, the node name a
+        // status URL and console text. Before, both were used as they came.
+        let mut c =
+            Config::from_cmdline("netboot.server=http://s BOOTIF=01-52-54-00-00-00-01").unwrap();
+        c.merge_bootopts(&BootOpts::parse("group=compute\nimage=../../etc\n"));
+        let e = c.validate().unwrap_err();
+        assert!(e.contains("image") && e.contains("../../etc"), "{e}");
+        let mut c = Config::from_cmdline("netboot.node=n1 netboot.group=compute").unwrap();
+        assert_eq!(c.validate(), Ok(()));
+        c.node = Some("n1\u{1b}[2J".into());
+        assert!(c.validate().unwrap_err().contains("node"));
+    }
+
     use super::*;
 
     #[test]

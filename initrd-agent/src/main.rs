@@ -141,6 +141,8 @@ pub(crate) fn resolve_config(cfg: &mut Config, rep: &Reporter) -> anyhow::Result
             }
         }
     }
+    // Bootopts came over the network: nothing of it is used before it is checked.
+    cfg.validate().map_err(anyhow::Error::msg)?;
     rep.say(&format!(
         "node {} entity {} group {} image {} mode {}",
         cfg.node.as_deref().unwrap_or("?"),
@@ -215,6 +217,14 @@ fn main() -> std::process::ExitCode {
                 }
             };
             let image = image.unwrap_or(group);
+            Config {
+                node: Some(name.clone()),
+                image: Some(image.clone()),
+                image_id: image_id.clone(),
+                ..Config::default()
+            }
+            .validate()
+            .map_err(anyhow::Error::msg)?;
             let mut route = if plan {
                 let cfg = Config {
                     node: Some(name.clone()),

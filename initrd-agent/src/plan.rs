@@ -54,6 +54,9 @@ pub fn route_from_plan(text: &str, node: &str, url: &str) -> Result<Option<PlanR
         if up == "primary" {
             break;
         }
+        // A name is printed on the console and in reports: pxe-builder's rules hold.
+        pxe_builder::validate::name(pxe_builder::validate::Kind::Node, up)
+            .map_err(|(_, m)| format!("{url}: upstream of node {cur}: {m}"))?;
         if !seen.insert(up.to_string()) {
             return Err(format!(
                 "{url}: the upstream chain of node {node} loops (node {cur} names {up} again)"
@@ -117,6 +120,17 @@ mod tests {
         // Issue 11: the relay's wait for its planned downstream was never used.
         assert_eq!(r.downstream, 1);
         assert_eq!(route_from_plan(&p, "zz", URL).unwrap(), None);
+    }
+
+    #[test]
+    fn an_upstream_name_outside_the_rules_is_refused() {
+        // Before, any string from the network became a console line ("upstreams: …").
+        let p = plan(
+            r#""a": {"upstream": "x\u001b[2Jy"}, "x\u001b[2Jy": {"upstream": "primary"}"#,
+            r#""x\u001b[2Jy": "10.0.0.1""#,
+        );
+        let e = route_from_plan(&p, "a", URL).unwrap_err();
+        assert!(e.contains("upstream of node a"), "{e}");
     }
 
     #[test]
