@@ -9,7 +9,7 @@ use crate::model::{mac_string, Cluster};
 pub const GRUB_EFI: &str = "boot/grub/x86_64-efi/core.efi";
 
 /// The dnsmasq tag set for x86-64 UEFI clients (an entity may not be named so).
-pub const EFI_TAG: &str = "efi-x86_64";
+pub use netboot_proto::names::EFI_TAG;
 
 /// dnsmasq snippet. Names go through [`escape::dnsmasq_hostname`] and
 /// [`escape::dnsmasq_tag`], comments through [`escape::comment`]: a newline in a name

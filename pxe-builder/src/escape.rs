@@ -27,6 +27,17 @@ pub struct Refused {
     pub why: &'static str,
 }
 
+/// The bootopts writer's refusals are this module's.
+impl From<netboot_proto::bootopts::Unwritable> for Refused {
+    fn from(u: netboot_proto::bootopts::Unwritable) -> Refused {
+        Refused {
+            syntax: u.syntax,
+            value: u.value,
+            why: u.why,
+        }
+    }
+}
+
 fn refuse<T>(syntax: &'static str, value: &str, why: &'static str) -> Result<T, Refused> {
     Err(Refused {
         syntax,
@@ -35,21 +46,9 @@ fn refuse<T>(syntax: &'static str, value: &str, why: &'static str) -> Result<T, 
     })
 }
 
-/// `s` quoted for a message: control characters, quotes and backslashes escaped (Rust's
-/// `escape_debug`), cut at 80 characters, so a hostile value cannot drive the terminal
-/// that shows the error.
-pub fn shown(s: &str) -> String {
-    let mut out = String::from("\"");
-    for (i, c) in s.chars().enumerate() {
-        if i == 80 {
-            out.push('…');
-            break;
-        }
-        out.extend(c.escape_debug());
-    }
-    out.push('"');
-    out
-}
+/// `s` quoted for a message (`escape_debug`, cut at 80 characters); the agent shows names
+/// the same way.
+pub use netboot_proto::names::shown;
 
 fn has_control(s: &str) -> bool {
     s.chars().any(char::is_control)
@@ -191,37 +190,17 @@ pub fn ipxe_word(s: &str) -> Result<&str, Refused> {
 }
 
 /// A `key=value` line of `etc/bootopts/<HEX>`: the reader splits lines and trims values,
-/// so a value holds no control character and no surrounding whitespace.
+/// so a value holds no control character and no surrounding whitespace (the rule is the
+/// format's: `netboot_proto::bootopts::check_value`).
 pub fn bootopts_value(s: &str) -> Result<&str, Refused> {
-    if has_control(s) {
-        return refuse(
-            "bootopts",
-            s,
-            "contains a control character (a newline would add a key)",
-        );
-    }
-    if s.trim() != s {
-        return refuse(
-            "bootopts",
-            s,
-            "starts or ends with whitespace (the reader trims it)",
-        );
-    }
-    Ok(s)
+    Ok(netboot_proto::bootopts::check_value(s)?)
 }
 
 /// One field of a bootopts `node=mac,ip,name,group` line: a [`bootopts_value`] without
-/// `,` (the field separator) and without whitespace.
+/// `,` (the field separator) and without whitespace
+/// (`netboot_proto::bootopts::check_field`).
 pub fn bootopts_field(s: &str) -> Result<&str, Refused> {
-    bootopts_value(s)?;
-    if s.is_empty() || s.contains(',') || s.chars().any(char::is_whitespace) {
-        return refuse(
-            "bootopts node= field",
-            s,
-            "is empty or contains `,` or whitespace",
-        );
-    }
-    Ok(s)
+    Ok(netboot_proto::bootopts::check_field(s)?)
 }
 
 /// A value in a dnsmasq option (`dhcp-host=`, `dhcp-range=`, `dhcp-boot=`): dnsmasq splits

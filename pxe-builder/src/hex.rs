@@ -1,14 +1,14 @@
 //! Hex-IP file names, as pxelinux and GRUB look them up: a client at 172.20.0.5 tries
 //! `AC140005`, `AC14000`, `AC1400`, … `A`. A name of k hex digits therefore matches the
 //! aligned block of 2^(32-4k) addresses that share those digits. [`hex_cover`] finds the
-//! fewest such names that match exactly a range of addresses, never one outside it.
+//! fewest such names that match exactly a range of addresses, never one outside it. The
+//! name of one address and the prefixes a client tries are the protocol's
+//! (`netboot_proto::hex`), as is the `01-<mac>` file name (`netboot_proto::net::mac_file`).
 
+use netboot_proto::hex::hex_prefixes;
+/// Re-exported for the tree writer.
+pub use netboot_proto::net::mac_file;
 use std::net::Ipv4Addr;
-
-/// Upper-case hex of an address, 8 digits.
-pub fn hex_ip(ip: Ipv4Addr) -> String {
-    format!("{:08X}", u32::from(ip))
-}
 
 /// The minimal set of hex prefixes (1 to 8 digits) whose address blocks are exactly
 /// `first..=last`. Greedy from the low end: at each address, the largest nibble-aligned
@@ -49,21 +49,10 @@ pub fn pxelinux_candidates(mac: Option<[u8; 6]>, ip: Option<Ipv4Addr>) -> Vec<St
         v.push(mac_file(m));
     }
     if let Some(ip) = ip {
-        let h = hex_ip(ip);
-        for k in (1..=8).rev() {
-            v.push(h[..k].to_string());
-        }
+        v.extend(hex_prefixes(ip));
     }
     v.push("default".to_string());
     v
-}
-
-/// `01-aa-bb-cc-dd-ee-ff`: the ARP-type-1 MAC file name of pxelinux and GRUB.
-pub fn mac_file(m: [u8; 6]) -> String {
-    format!(
-        "01-{:02x}-{:02x}-{:02x}-{:02x}-{:02x}-{:02x}",
-        m[0], m[1], m[2], m[3], m[4], m[5]
-    )
 }
 
 #[cfg(test)]

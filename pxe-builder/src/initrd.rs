@@ -33,7 +33,7 @@ pub const DEFAULT_MODULES: &[&str] = &[
 
 /// Where the initrd holds trusted image-signing public keys, one `<key id>.pub` each. The
 /// agent refuses any image not signed by one of them when the directory has any.
-pub const TRUSTED_DIR: &str = "/etc/netboot/trusted";
+pub use netboot_proto::initrd::TRUSTED_DIR;
 
 pub const TOOLS: &[&str] = &["/sbin/e2fsck", "/sbin/resize2fs", "/sbin/mke2fs"];
 

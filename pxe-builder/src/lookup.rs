@@ -1,7 +1,8 @@
 //! `lookup`: which file pxelinux (and GRUB) will load for a client, in the order they try
 //! them, which one exists, and what it boots; plus the bootopts file the agent will read.
 
-use crate::hex::{hex_ip, pxelinux_candidates};
+use crate::hex::pxelinux_candidates;
+use netboot_proto::{bootopts, hex::hex_prefixes};
 use serde::Serialize;
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -48,10 +49,9 @@ pub fn lookup(tree: &Path, mac: Option<[u8; 6]>, ip: Option<Ipv4Addr>) -> Lookup
         }
     }
     if let Some(ip) = ip {
-        let h = hex_ip(ip);
-        l.bootopts = (1..=8)
-            .rev()
-            .map(|k| format!("etc/bootopts/{}", &h[..k]))
+        l.bootopts = hex_prefixes(ip)
+            .into_iter()
+            .map(|h| format!("{}/{h}", bootopts::DIR))
             .find(|p| tree.join(p).is_file());
     }
     l

@@ -132,82 +132,17 @@ impl std::fmt::Display for Diagnostic {
 #[error("{} problem(s) in the cluster description:\n{}", .0.len(), .0.iter().map(|d| format!("  {d}")).collect::<Vec<_>>().join("\n"))]
 pub struct Invalid(pub Vec<Diagnostic>);
 
-/// An IPv4 network.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Net {
-    pub addr: Ipv4Addr,
-    pub prefix: u8,
-}
-
-impl Net {
-    pub fn first(&self) -> u32 {
-        u32::from(self.addr)
-    }
-    pub fn last(&self) -> u32 {
-        self.first() | (u32::MAX.checked_shr(self.prefix as u32).unwrap_or(0))
-    }
-    pub fn contains(&self, ip: Ipv4Addr) -> bool {
-        let i = u32::from(ip);
-        i >= self.first() && i <= self.last()
-    }
-    pub fn netmask(&self) -> Ipv4Addr {
-        Ipv4Addr::from(!(u32::MAX.checked_shr(self.prefix as u32).unwrap_or(0)))
-    }
-}
-
-impl std::fmt::Display for Net {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
-    }
-}
+/// Subnets and MACs are parsed as the agent parses them (`netboot_proto::net`).
+pub use netboot_proto::net::{mac_string, Net};
 
 /// Parses `a.b.c.d/p`; host bits must be zero.
 pub fn parse_cidr(s: &str) -> Result<Net, String> {
-    let (a, p) = s
-        .split_once('/')
-        .ok_or_else(|| format!("subnet `{s}` is not CIDR (like 172.20.0.0/24)"))?;
-    let addr: Ipv4Addr = a
-        .parse()
-        .map_err(|_| format!("subnet `{s}`: `{a}` is not an IPv4 address"))?;
-    let prefix: u8 = p
-        .parse()
-        .ok()
-        .filter(|p| *p <= 32)
-        .ok_or_else(|| format!("subnet `{s}`: prefix `{p}` is not 0-32"))?;
-    let net = Net { addr, prefix };
-    let host = u32::from(addr) & u32::MAX.checked_shr(prefix as u32).unwrap_or(0);
-    if host != 0 {
-        let base =
-            Ipv4Addr::from(u32::from(addr) & !u32::MAX.checked_shr(prefix as u32).unwrap_or(0));
-        return Err(format!(
-            "subnet `{s}` has host bits set; did you mean {base}/{prefix}?"
-        ));
-    }
-    Ok(net)
+    netboot_proto::net::parse_cidr(s).map_err(|e| e.to_string())
 }
 
 /// Parses `aa:bb:cc:dd:ee:ff` (or with dashes), any case.
 pub fn parse_mac(s: &str) -> Result<[u8; 6], String> {
-    let parts: Vec<&str> = s.split([':', '-']).collect();
-    let bad = || format!("MAC `{s}` is not six hex bytes like 52:54:00:12:34:56");
-    if parts.len() != 6 {
-        return Err(bad());
-    }
-    let mut m = [0u8; 6];
-    for (i, p) in parts.iter().enumerate() {
-        if p.len() != 2 {
-            return Err(bad());
-        }
-        m[i] = u8::from_str_radix(p, 16).map_err(|_| bad())?;
-    }
-    Ok(m)
-}
-
-pub fn mac_string(m: [u8; 6]) -> String {
-    format!(
-        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-        m[0], m[1], m[2], m[3], m[4], m[5]
-    )
+    netboot_proto::net::parse_mac(s).map_err(|e| e.to_string())
 }
 
 /// Cluster-wide settings.

@@ -1,164 +1,30 @@
-//! The clone plan (`clone-plan.json`): for every disk-based group, per entity the elected
-//! secondary, the pipeline order of the secondaries, and each node's upstream chain (who
-//! it pulls from, then who to fall back to, ending with the primary), in the shape
-//! `rack_shape` asks for ([`RackShape`]). Node agents read their role from it.
+//! Building the clone plan (`clone-plan.json`) from the cluster: for every disk-based
+//! group, per entity the elected secondary, the pipeline order of the secondaries, and
+//! each node's upstream and downstream, in the shape `rack_shape` asks for
+//! ([`RackShape`]). The document itself (its types, its upstream walk, how a node reads
+//! its route) is the protocol's: `netboot_proto::plan`.
 
-use crate::model::{Cluster, RackShape};
-use serde::Serialize;
-use std::collections::BTreeMap;
+use crate::model::{Cluster, Group, RackShape};
+use netboot_proto::plan::{
+    EntityPlan, GroupPlan, NodeRole, Plan, CHOSEN_CONFIGURED, CHOSEN_ELECTED, PRIMARY, ROLE_LEAF,
+    ROLE_RELAY, ROLE_SECONDARY, VERSION,
+};
+use std::collections::{BTreeMap, HashMap};
+use std::net::Ipv4Addr;
 
-/// The image server, as named in upstream chains.
-pub const PRIMARY: &str = "primary";
-
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct Plan {
-    pub version: u32,
-    pub primary: String,
-    /// Port on which relaying nodes serve the image.
-    pub relay_port: u16,
-    /// Address of every node that appears in the plan.
-    pub addresses: BTreeMap<String, String>,
-    pub groups: Vec<GroupPlan>,
-    /// Per node name: its role in the plan of its active group.
-    pub nodes: BTreeMap<String, NodeRole>,
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct GroupPlan {
-    pub group: String,
-    pub image: String,
-    /// Secondaries in pipeline order.
-    pub pipeline: Vec<String>,
-    pub entities: Vec<EntityPlan>,
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct EntityPlan {
-    pub entity: String,
-    pub secondary: String,
-    /// `configured` or `elected` (first active member of the group in the entity).
-    pub secondary_chosen: String,
-    /// Active members of the group in this entity, secondary first.
-    pub members: Vec<String>,
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct NodeRole {
-    pub group: String,
-    pub entity: String,
-    /// `secondary`, `relay` (a node of a rack chain that feeds the next) or `leaf`.
-    pub role: String,
-    /// Whom to pull from first: a node name, or `primary`. The fallback chain is this
-    /// node's upstream, then *its* upstream, … ending with `primary` ([`Plan::chain`]);
-    /// it is stored as links because written out per node it would grow with
-    /// nodes × entities (20 million names for 100 000 nodes in 400 racks).
-    pub upstream: String,
-    /// Nodes that pull from this one first.
-    pub downstream: Vec<String>,
-}
-
-impl Plan {
-    /// The fallback chain of `node`: its upstream, that one's upstream, … `primary`.
-    pub fn chain(&self, node: &str) -> Vec<String> {
-        let mut out = vec![];
-        let mut cur = node;
-        while let Some(r) = self.nodes.get(cur) {
-            if out.len() > self.nodes.len() {
-                break; // a loop cannot happen in a plan we made; never spin on a bad file
-            }
-            out.push(r.upstream.clone());
-            cur = &r.upstream;
-        }
-        if out.last().map(String::as_str) != Some(PRIMARY) {
-            out.push(PRIMARY.into());
-        }
-        out
-    }
-}
-
+/// The plan of cluster `c`: one [`GroupPlan`] per group that clones, every active member's
+/// [`NodeRole`], and the addresses of the nodes in it.
 pub fn clone_plan(c: &Cluster) -> Plan {
     let mut groups = vec![];
     let mut nodes = BTreeMap::new();
-    for g in &c.groups {
-        // Diskless groups have nothing to clone; vSMP boards boot the vSMP loader instead.
-        if g.diskless || g.is_vsmp(&c.settings.vsmp_prefix) || g.active.is_empty() {
-            continue;
-        }
-        let mut entities = vec![];
-        // Entities in the order their first active member appears.
-        let mut order: Vec<usize> = vec![];
-        for &n in &g.active {
-            let e = c.nodes[n].entity;
-            if !order.contains(&e) {
-                order.push(e);
-            }
-        }
-        for &e in &order {
-            let ent = &c.entities[e];
-            let in_entity: Vec<usize> = g
-                .active
-                .iter()
-                .copied()
-                .filter(|&n| c.nodes[n].entity == e)
-                .collect();
-            let (sec, chosen) = match ent.secondary {
-                Some(s) if in_entity.contains(&s) => (s, "configured"),
-                _ => (in_entity[0], "elected"),
-            };
-            let mut members = vec![c.nodes[sec].name.clone()];
-            members.extend(
-                in_entity
-                    .iter()
-                    .filter(|&&n| n != sec)
-                    .map(|&n| c.nodes[n].name.clone()),
-            );
-            entities.push(EntityPlan {
-                entity: ent.name.clone(),
-                secondary: c.nodes[sec].name.clone(),
-                secondary_chosen: chosen.into(),
-                members,
-            });
-        }
+    for g in c.groups.iter().filter(|g| clones(c, g)) {
+        let entities: Vec<EntityPlan> = entity_order(c, g)
+            .into_iter()
+            .map(|e| entity_plan(c, g, e))
+            .collect();
         let pipeline: Vec<String> = entities.iter().map(|e| e.secondary.clone()).collect();
-        let shape = c.settings.rack_shape;
-        // Each node's upstream, by the shape; downstream lists are derived from them.
-        let mut order = vec![];
-        for (k, ep) in entities.iter().enumerate() {
-            for (j, m) in ep.members.iter().enumerate() {
-                let upstream = match (j, shape) {
-                    (0, _) if k == 0 => PRIMARY.to_string(),
-                    // Serial: a secondary pulls from the previous rack's last node.
-                    (0, RackShape::Serial) => {
-                        entities[k - 1].members.last().cloned().unwrap_or_default()
-                    }
-                    (0, _) => pipeline[k - 1].clone(),
-                    (_, RackShape::Fanout) => ep.secondary.clone(),
-                    // A chain: each node pulls from the one before it.
-                    _ => ep.members[j - 1].clone(),
-                };
-                let role = if j == 0 { "secondary" } else { "leaf" };
-                order.push(m.clone());
-                nodes.insert(
-                    m.clone(),
-                    NodeRole {
-                        group: g.name.clone(),
-                        entity: ep.entity.clone(),
-                        role: role.into(),
-                        upstream,
-                        downstream: vec![],
-                    },
-                );
-            }
-        }
-        for m in &order {
-            let up = nodes[m].upstream.clone();
-            if let Some(u) = nodes.get_mut(&up) {
-                u.downstream.push(m.clone());
-                if u.role == "leaf" {
-                    u.role = "relay".into();
-                }
-            }
-        }
+        let order = assign_upstreams(g, &entities, &pipeline, c.settings.rack_shape, &mut nodes);
+        link_downstream(&order, &mut nodes);
         groups.push(GroupPlan {
             group: g.name.clone(),
             image: g.image.clone(),
@@ -166,22 +32,134 @@ pub fn clone_plan(c: &Cluster) -> Plan {
             entities,
         });
     }
-    // By name through a map: a search of the node list per plan node was quadratic
-    // (72 s of a 100 000-node build).
-    let ip_of: std::collections::HashMap<&str, std::net::Ipv4Addr> =
-        c.nodes.iter().map(|x| (x.name.as_str(), x.ip)).collect();
-    let addresses = nodes
-        .keys()
-        .filter_map(|n: &String| ip_of.get(n.as_str()).map(|ip| (n.clone(), ip.to_string())))
-        .collect();
     Plan {
-        version: 1,
+        version: VERSION,
         primary: c.settings.image_server.clone(),
         relay_port: c.settings.relay_port,
-        addresses,
+        addresses: addresses(c, &nodes),
         groups,
         nodes,
     }
+}
+
+/// Whether group `g` is cloned: diskless groups have nothing to clone, vSMP boards boot
+/// the vSMP loader instead, and a group without active members has nobody to clone.
+fn clones(c: &Cluster, g: &Group) -> bool {
+    !(g.diskless || g.is_vsmp(&c.settings.vsmp_prefix) || g.active.is_empty())
+}
+
+/// The entities of `g`'s active members, in the order their first active member appears.
+fn entity_order(c: &Cluster, g: &Group) -> Vec<usize> {
+    let mut order: Vec<usize> = vec![];
+    for &n in &g.active {
+        let e = c.nodes[n].entity;
+        if !order.contains(&e) {
+            order.push(e);
+        }
+    }
+    order
+}
+
+/// Entity `e`'s part of `g`'s plan: its secondary (the configured one when it is an active
+/// member of `g` here, else the first active member) and its members, secondary first.
+fn entity_plan(c: &Cluster, g: &Group, e: usize) -> EntityPlan {
+    let ent = &c.entities[e];
+    let in_entity: Vec<usize> = g
+        .active
+        .iter()
+        .copied()
+        .filter(|&n| c.nodes[n].entity == e)
+        .collect();
+    let (sec, chosen) = match ent.secondary {
+        Some(s) if in_entity.contains(&s) => (s, CHOSEN_CONFIGURED),
+        _ => (in_entity[0], CHOSEN_ELECTED),
+    };
+    let mut members = vec![c.nodes[sec].name.clone()];
+    members.extend(
+        in_entity
+            .iter()
+            .filter(|&&n| n != sec)
+            .map(|&n| c.nodes[n].name.clone()),
+    );
+    EntityPlan {
+        entity: ent.name.clone(),
+        secondary: c.nodes[sec].name.clone(),
+        secondary_chosen: chosen.into(),
+        members,
+    }
+}
+
+/// Whom member `j` of entity `k` pulls from first, by the shape.
+fn upstream_of(
+    shape: RackShape,
+    entities: &[EntityPlan],
+    pipeline: &[String],
+    k: usize,
+    j: usize,
+) -> String {
+    let ep = &entities[k];
+    match (j, shape) {
+        (0, _) if k == 0 => PRIMARY.to_string(),
+        // Serial: a secondary pulls from the previous rack's last node.
+        (0, RackShape::Serial) => entities[k - 1].members.last().cloned().unwrap_or_default(),
+        (0, _) => pipeline[k - 1].clone(),
+        (_, RackShape::Fanout) => ep.secondary.clone(),
+        // A chain: each node pulls from the one before it.
+        _ => ep.members[j - 1].clone(),
+    }
+}
+
+/// Enters every member of `g`'s plan into `nodes` with its upstream (downstream lists
+/// empty; secondaries as such, the others leaves). Returns the members in plan order.
+fn assign_upstreams(
+    g: &Group,
+    entities: &[EntityPlan],
+    pipeline: &[String],
+    shape: RackShape,
+    nodes: &mut BTreeMap<String, NodeRole>,
+) -> Vec<String> {
+    let mut order = vec![];
+    for (k, ep) in entities.iter().enumerate() {
+        for (j, m) in ep.members.iter().enumerate() {
+            let role = if j == 0 { ROLE_SECONDARY } else { ROLE_LEAF };
+            order.push(m.clone());
+            nodes.insert(
+                m.clone(),
+                NodeRole {
+                    group: g.name.clone(),
+                    entity: ep.entity.clone(),
+                    role: role.into(),
+                    upstream: upstream_of(shape, entities, pipeline, k, j),
+                    downstream: vec![],
+                },
+            );
+        }
+    }
+    order
+}
+
+/// Derives the downstream lists from the upstreams, in plan order; a leaf that feeds
+/// another node becomes a relay.
+fn link_downstream(order: &[String], nodes: &mut BTreeMap<String, NodeRole>) {
+    for m in order {
+        let up = nodes[m].upstream.clone();
+        if let Some(u) = nodes.get_mut(&up) {
+            u.downstream.push(m.clone());
+            if u.role == ROLE_LEAF {
+                u.role = ROLE_RELAY.into();
+            }
+        }
+    }
+}
+
+/// The address of every node in the plan. By name through a map: a search of the node
+/// list per plan node was quadratic (72 s of a 100 000-node build).
+fn addresses(c: &Cluster, nodes: &BTreeMap<String, NodeRole>) -> BTreeMap<String, String> {
+    let ip_of: HashMap<&str, Ipv4Addr> = c.nodes.iter().map(|x| (x.name.as_str(), x.ip)).collect();
+    nodes
+        .keys()
+        .filter_map(|n| ip_of.get(n.as_str()).map(|ip| (n.clone(), ip.to_string())))
+        .collect()
 }
 
 #[cfg(test)]
@@ -231,10 +209,13 @@ mod tests {
         assert_eq!(g.pipeline, ["r1n1", "r2n3", "r3n1"]);
         assert_eq!(g.entities[1].secondary_chosen, "configured");
         assert_eq!(g.entities[0].secondary_chosen, "elected");
-        assert_eq!(p.chain("r1n1"), ["primary"]);
-        assert_eq!(p.chain("r2n3"), ["r1n1", "primary"]);
-        assert_eq!(p.chain("r3n1"), ["r2n3", "r1n1", "primary"]);
-        assert_eq!(p.chain("r3n2"), ["r3n1", "r2n3", "r1n1", "primary"]);
+        assert_eq!(p.chain("r1n1").unwrap(), ["primary"]);
+        assert_eq!(p.chain("r2n3").unwrap(), ["r1n1", "primary"]);
+        assert_eq!(p.chain("r3n1").unwrap(), ["r2n3", "r1n1", "primary"]);
+        assert_eq!(
+            p.chain("r3n2").unwrap(),
+            ["r3n1", "r2n3", "r1n1", "primary"]
+        );
         assert_eq!(p.nodes["r3n2"].upstream, "r3n1");
         assert_eq!(p.nodes["r3n2"].role, "leaf");
         assert_eq!(p.nodes["r2n3"].downstream, ["r2n1", "r2n2", "r3n1"]);
@@ -263,7 +244,7 @@ mod tests {
         assert_eq!(p.nodes["r4n1"].downstream, Vec::<String>::new());
         let mut up: Vec<&str> = order[..8].iter().rev().copied().collect();
         up.push("primary");
-        assert_eq!(p.chain("r3n3"), up);
+        assert_eq!(p.chain("r3n3").unwrap(), up);
     }
 
     #[test]
@@ -273,6 +254,61 @@ mod tests {
         assert_eq!(p.nodes["r2n3"].downstream, ["r2n1", "r3n1"]);
         assert_eq!(p.nodes["r2n1"].downstream, ["r2n2"]);
         assert_eq!(p.nodes["r2n2"].role, "leaf");
-        assert_eq!(p.chain("r2n2"), ["r2n1", "r2n3", "r1n1", "primary"]);
+        assert_eq!(
+            p.chain("r2n2").unwrap(),
+            ["r2n1", "r2n3", "r1n1", "primary"]
+        );
+    }
+
+    /// 64 nodes in 8 racks, the third rack's secondary configured.
+    fn racks_of_8() -> String {
+        let mut body = String::new();
+        for r in 1..=8 {
+            body.push_str(&format!(
+                "[[entity]]\nname = \"rack{r}\"\nsubnet = \"10.{r}.0.0/24\"\n"
+            ));
+            if r == 3 {
+                body.push_str("secondary = \"r3n5\"\n");
+            }
+        }
+        body.push_str("[[group]]\nname = \"compute\"\n");
+        for r in 1..=8 {
+            for n in 1..=8 {
+                body.push_str(&format!(
+                    "[[node]]\nname = \"r{r}n{n}\"\nmac = \"52:54:00:00:{r:02x}:{n:02x}\"\nip = \"10.{r}.0.{}\"\nentity = \"rack{r}\"\ngroups = [\"compute\"]\n",
+                    n + 10
+                ));
+            }
+        }
+        body
+    }
+
+    #[test]
+    fn a_64_node_plan_reads_back_as_written_and_routes_every_node() {
+        for shape in ["serial", "chain", "fanout"] {
+            let p = clone_plan(&cluster(shape, &racks_of_8()));
+            assert_eq!(p.nodes.len(), 64, "{shape}");
+            let text = serde_json::to_string_pretty(&p).unwrap();
+            let back = Plan::from_json(text.as_bytes()).unwrap();
+            assert_eq!(back, p, "{shape}");
+            assert_eq!(
+                serde_json::to_string_pretty(&back).unwrap(),
+                text,
+                "{shape}"
+            );
+            for (name, role) in &p.nodes {
+                // What a node reads is what the plan says: its chain, and how many nodes
+                // it must serve (issue 11: this was never read).
+                let r = back.route(name).unwrap().unwrap();
+                assert_eq!(r.downstream, role.downstream.len(), "{shape} {name}");
+                let chain = back.chain(name).unwrap();
+                assert_eq!(chain.last().map(String::as_str), Some(PRIMARY));
+                let names: Vec<&str> = r.upstreams.iter().map(|(n, _)| n.as_str()).collect();
+                assert_eq!(names, chain[..chain.len() - 1], "{shape} {name}");
+                for (n, ip) in &r.upstreams {
+                    assert_eq!(p.addresses[n], ip.to_string());
+                }
+            }
+        }
     }
 }
