@@ -253,7 +253,8 @@ mod tests {
     #[test]
     fn written_files_read_back_as_written() {
         let mut w = Writer::new();
-        w.comment("boot options for entity r1 (10.0.0.0/24)").unwrap();
+        w.comment("boot options for entity r1 (10.0.0.0/24)")
+            .unwrap();
         w.value(SERVER, "http://10.0.0.100:8080").unwrap();
         w.value(ENTITY, "r1").unwrap();
         w.value(SECONDARY, "").unwrap();
@@ -271,7 +272,10 @@ mod tests {
         assert_eq!(b.get(SECONDARY), None, "empty reads as unset");
         assert_eq!(
             b.nodes,
-            [node("52:54:00:00:00:01", "n1"), node("52:54:00:00:00:02", "n2")]
+            [
+                node("52:54:00:00:00:01", "n1"),
+                node("52:54:00:00:00:02", "n2")
+            ]
         );
         assert_eq!(b.node_by_mac("52:54:00:00:00:02"), Some(("n2", "g")));
         assert_eq!(b.node_by_mac("52:54:00:00:00:03"), None);

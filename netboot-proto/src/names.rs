@@ -44,10 +44,7 @@ impl Kind {
                 ("ignore", "a dnsmasq dhcp-host keyword (ignore this host)"),
             ],
             Kind::Entity => &[
-                (
-                    EFI_TAG,
-                    "the dnsmasq tag pxe-builder sets for UEFI clients",
-                ),
+                (EFI_TAG, "the dnsmasq tag pxe-builder sets for UEFI clients"),
                 ("known", "a tag dnsmasq sets itself"),
                 ("known-othernet", "a tag dnsmasq sets itself"),
             ],

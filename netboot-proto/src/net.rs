@@ -155,7 +155,10 @@ mod tests {
             &"52:".repeat(100_000),
         ] {
             let e = parse_mac(bad).unwrap_err();
-            assert!(e.to_string().contains("is not six hex bytes"), "{bad:?}: {e}");
+            assert!(
+                e.to_string().contains("is not six hex bytes"),
+                "{bad:?}: {e}"
+            );
         }
     }
 

@@ -121,9 +121,7 @@ fn relay_port<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
     v.as_u64()
         .and_then(|p| u16::try_from(p).ok())
         .filter(|p| *p != 0)
-        .ok_or_else(|| {
-            serde::de::Error::custom(format!("relay_port {v} is not a port (1-65535)"))
-        })
+        .ok_or_else(|| serde::de::Error::custom(format!("relay_port {v} is not a port (1-65535)")))
 }
 
 /// Why a plan, or a node's route in it, cannot be used.
@@ -250,7 +248,12 @@ mod tests {
         NodeRole {
             group: "compute".into(),
             entity: "r1".into(),
-            role: if downstream.is_empty() { ROLE_LEAF } else { ROLE_RELAY }.into(),
+            role: if downstream.is_empty() {
+                ROLE_LEAF
+            } else {
+                ROLE_RELAY
+            }
+            .into(),
             upstream: upstream.into(),
             downstream: downstream.iter().map(|s| s.to_string()).collect(),
         }
@@ -336,7 +339,10 @@ mod tests {
         let mut p = abc();
         p.nodes.get_mut("a").unwrap().upstream = "c".into();
         let e = p.chain("c").unwrap_err().to_string();
-        assert_eq!(e, "the upstream chain of node c loops (node a names c again)");
+        assert_eq!(
+            e,
+            "the upstream chain of node c loops (node a names c again)"
+        );
         let e = p.route("b").unwrap_err().to_string();
         assert!(e.contains("loops (node c names b again)"), "{e}");
         // A node naming itself.
@@ -357,7 +363,10 @@ mod tests {
         p.addresses.insert("x".into(), "10.0.0.9".into());
         assert_eq!(p.route("c").unwrap().unwrap().upstreams.len(), 2);
         // An empty or missing upstream is the primary.
-        let p = Plan::from_json(br#"{"nodes": {"a": {}, "b": {"upstream": "a"}}, "addresses": {"a": "10.0.0.1"}}"#).unwrap();
+        let p = Plan::from_json(
+            br#"{"nodes": {"a": {}, "b": {"upstream": "a"}}, "addresses": {"a": "10.0.0.1"}}"#,
+        )
+        .unwrap();
         assert_eq!(p.chain("b").unwrap(), ["a", "primary"]);
         assert_eq!(p.relay_port, DEFAULT_RELAY_PORT);
     }
@@ -396,7 +405,10 @@ mod tests {
                 (Ok(p), Some(want)) => assert_eq!(p.relay_port, want, "{port}"),
                 (Err(e), None) => {
                     let e = e.to_string();
-                    assert!(e.contains(&format!("relay_port {port} is not a port")), "{e}")
+                    assert!(
+                        e.contains(&format!("relay_port {port} is not a port")),
+                        "{e}"
+                    )
                 }
                 (r, _) => panic!("relay_port {port}: {r:?}"),
             }
@@ -414,7 +426,8 @@ mod tests {
         }
         // Names and addresses on the route are checked before they are used.
         let mut p = abc();
-        p.addresses.insert("b".into(), "10.0.0.2@evil.example/x?".into());
+        p.addresses
+            .insert("b".into(), "10.0.0.2@evil.example/x?".into());
         let e = p.route("c").unwrap_err().to_string();
         assert!(e.contains("of node b is not an IPv4 address"), "{e}");
         let mut p = abc();

@@ -256,7 +256,10 @@ mod tests {
         for (p, w) in Phase::KNOWN.iter().zip(wire) {
             assert_eq!(p.as_str(), w);
             assert_eq!(serde_json::to_string(p).unwrap(), format!("\"{w}\""));
-            assert_eq!(serde_json::from_str::<Phase>(&format!("\"{w}\"")).unwrap(), *p);
+            assert_eq!(
+                serde_json::from_str::<Phase>(&format!("\"{w}\"")).unwrap(),
+                *p
+            );
         }
         assert!(Phase::Done.is_final() && Phase::Failed.is_final());
         assert!(!Phase::Rerouted.is_final() && !Phase::from("booting").is_final());
@@ -271,11 +274,9 @@ mod tests {
         // A known string always reads as its variant, never as Other.
         assert_eq!(Phase::from("failed".to_string()), Phase::Failed);
         // An escape sequence in a phase is cleaned and the phase cut to its bound.
-        let r: Report = serde_json::from_str(&format!(
-            r#"{{"phase":"x\u001b[2J{}"}}"#,
-            "y".repeat(100)
-        ))
-        .unwrap();
+        let r: Report =
+            serde_json::from_str(&format!(r#"{{"phase":"x\u001b[2J{}"}}"#, "y".repeat(100)))
+                .unwrap();
         let s = r.sanitized();
         assert!(s.phase.as_str().len() <= MAX_PHASE);
         assert!(!s.phase.as_str().chars().any(char::is_control));
