@@ -5,7 +5,12 @@
 //! and again when a client reads a board), at most [`MAX_NODES`] nodes, and a node's
 //! entry may only be written from that node's address (see [`Board::post`]).
 
-use serde::{Deserialize, Serialize};
+/// The report types and the bounds a board keeps are the protocol's (the agent posts
+/// them): `netboot_proto::status`.
+pub use netboot_proto::status::{
+    sanitize, NodeStatus, Phase, Report, MAX_HISTORY, MAX_HISTORY_LINE, MAX_IMAGE, MAX_MESSAGE,
+    MAX_NODE_NAME, MAX_PHASE,
+};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::net::IpAddr;
@@ -16,25 +21,6 @@ use std::time::{Duration, Instant};
 /// per-node bounds below a full board serialises to about 50 MB at worst (below
 /// [`MAX_BOARD_BYTES`]), typically 1 KB per node.
 pub const MAX_NODES: usize = 4096;
-
-/// Longest node name (bytes); the characters allowed are those of [`valid_node_name`].
-pub const MAX_NODE_NAME: usize = 64;
-
-/// Longest `message` kept (bytes; longer ones are cut, marked `…`). An agent's messages
-/// are one line: a phase detail or an error chain.
-pub const MAX_MESSAGE: usize = 512;
-
-/// Longest `phase` (bytes).
-pub const MAX_PHASE: usize = 32;
-
-/// Longest `image` (bytes).
-pub const MAX_IMAGE: usize = 128;
-
-/// Earlier phases and messages kept per node.
-pub const MAX_HISTORY: usize = 32;
-
-/// Longest history line (bytes).
-pub const MAX_HISTORY_LINE: usize = 160;
 
 /// Largest report body accepted (a report is a few hundred bytes).
 pub const MAX_REPORT_BYTES: u64 = 16 << 10;
@@ -70,68 +56,6 @@ pub const MAX_STATUS_SNAPSHOT_BYTES: u64 = 128 << 20;
 /// rate of reads and reports; a small board is rebuilt for every read after a change.
 const REBUILD_SPACING: u32 = 4;
 
-/// What an agent reports (also the body of `POST /status/<node>`).
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct Report {
-    /// `booting`, `network`, `layout`, `partitioning`, `restoring`, `growing`, `verifying`,
-    /// `done`, `failed`, …
-    pub phase: String,
-    #[serde(default)]
-    pub done: u64,
-    #[serde(default)]
-    pub total: u64,
-    #[serde(default)]
-    pub message: String,
-    /// Who the node pulls from (`primary` or a node name).
-    #[serde(default)]
-    pub upstream: String,
-    #[serde(default)]
-    pub image: String,
-}
-
-impl Report {
-    /// The report with every text field cleaned and cut to its bound.
-    pub fn sanitized(&self) -> Report {
-        Report {
-            phase: sanitize(&self.phase, MAX_PHASE),
-            done: self.done,
-            total: self.total,
-            message: sanitize(&self.message, MAX_MESSAGE),
-            upstream: sanitize(&self.upstream, MAX_NODE_NAME),
-            image: sanitize(&self.image, MAX_IMAGE),
-        }
-    }
-}
-
-/// A node's entry on the board.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct NodeStatus {
-    pub node: String,
-    pub last: Report,
-    /// Seconds since the server started, at the last report.
-    pub at: f64,
-    /// Earlier phases and messages, oldest first (at most [`MAX_HISTORY`]).
-    pub history: Vec<String>,
-}
-
-impl NodeStatus {
-    fn sanitized(&self) -> NodeStatus {
-        NodeStatus {
-            node: sanitize(&self.node, MAX_NODE_NAME),
-            last: self.last.sanitized(),
-            at: self.at,
-            history: self
-                .history
-                .iter()
-                .rev()
-                .take(MAX_HISTORY)
-                .rev()
-                .map(|h| sanitize(h, MAX_HISTORY_LINE))
-                .collect(),
-        }
-    }
-}
-
 /// A node name as the board takes it: 1 to [`MAX_NODE_NAME`] bytes of `A-Z a-z 0-9 . _ -`
 /// (the cluster's name character set) or `:` (an agent that knows no node name reports
 /// under its MAC address), not starting with `.` or `-`, and none of [`RESERVED_NAMES`]
@@ -146,48 +70,13 @@ pub fn valid_node_name(name: &str) -> bool {
         && !RESERVED_NAMES.iter().any(|r| r.eq_ignore_ascii_case(name))
 }
 
-/// `s` safe to print on a terminal, at most `max` bytes: line breaks and tabs become
-/// spaces; other control characters (C0, DEL, C1 — hence every escape sequence's ESC or
-/// CSI) and bidirectional-text overrides become `�`; a longer text is cut at a character
-/// boundary and ends with `…`.
-pub fn sanitize(s: &str, max: usize) -> String {
-    let mut out = String::with_capacity(s.len().min(max));
-    for c in s.chars() {
-        let c = match c {
-            '\n' | '\r' | '\t' => ' ',
-            c if c.is_control() => '\u{FFFD}',
-            '\u{200E}'
-            | '\u{200F}'
-            | '\u{061C}'
-            | '\u{202A}'..='\u{202E}'
-            | '\u{2066}'..='\u{2069}' => '\u{FFFD}',
-            c => c,
-        };
-        if out.len() + c.len_utf8() > max {
-            while !out.is_empty() && out.len() + '…'.len_utf8() > max {
-                out.pop();
-            }
-            if max >= '…'.len_utf8() {
-                out.push('…');
-            }
-            return out;
-        }
-        out.push(c);
-    }
-    out
-}
-
 /// Who may post for which node: the addresses in the served `clone-plan.json`.
 pub type PlanAddresses = HashMap<String, IpAddr>;
 
-/// Parses the `addresses` of a clone plan (node name → IP).
+/// The `addresses` of a clone plan (node name → IP), read as the agents read the plan
+/// (`netboot_proto::plan`); an address that is not an IP is left out.
 pub fn plan_addresses(json: &[u8]) -> Result<PlanAddresses, String> {
-    #[derive(Deserialize)]
-    struct Plan {
-        #[serde(default)]
-        addresses: BTreeMap<String, String>,
-    }
-    let p: Plan = serde_json::from_slice(json).map_err(|e| e.to_string())?;
+    let p = netboot_proto::plan::Plan::from_json(json).map_err(|e| e.to_string())?;
     Ok(p.addresses
         .into_iter()
         .filter_map(|(n, a)| {
@@ -459,6 +348,16 @@ mod tests {
     }
 
     #[test]
+    fn the_board_reserves_the_names_the_cluster_reserves_for_nodes() {
+        let cluster: Vec<&str> = netboot_proto::names::Kind::Node
+            .reserved()
+            .iter()
+            .map(|(n, _)| *n)
+            .collect();
+        assert_eq!(cluster, RESERVED_NAMES);
+    }
+
+    #[test]
     fn node_names_are_checked() {
         for ok in ["n07", "rack1-n2", "a.b_c", "52:54:00:00:00:07"] {
             assert!(valid_node_name(ok), "{ok}");
@@ -580,7 +479,7 @@ mod tests {
         // escape, the history full.
         let mut b = Board::default();
         let worst = |i: usize| Report {
-            phase: format!("{i}{}", "\"".repeat(100)),
+            phase: format!("{i}{}", "\"".repeat(100)).into(),
             done: u64::MAX,
             total: u64::MAX,
             message: format!("{i}{}", "\\".repeat(10_000)),

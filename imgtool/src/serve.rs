@@ -12,6 +12,9 @@
 pub use crate::board::{fetch_status, post_report, NodeStatus, Report};
 use crate::board::{Board, PlanAddresses, MAX_REPORT_BYTES};
 use crate::httpd::{Limits, Request, Response};
+/// `Range: bytes=` is read as the relays read it (`netboot_proto::range`).
+pub use netboot_proto::range::{parse_range, Unsatisfiable};
+use netboot_proto::status::Phase;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -53,41 +56,6 @@ pub fn resolve(roots: &[PathBuf], url_path: &str) -> Option<PathBuf> {
         let real = root.join(&rel).canonicalize().ok()?;
         (real.starts_with(&root) && real.is_file()).then_some(real)
     })
-}
-
-/// A `Range` header that no byte of the file satisfies (answered with 416).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Unsatisfiable;
-
-/// Parses a single-range `Range: bytes=…` header against a file of `len` bytes.
-/// `Ok(None)`: no usable range (serve everything).
-pub fn parse_range(h: &str, len: u64) -> Result<Option<(u64, u64)>, Unsatisfiable> {
-    let Some(spec) = h.trim().strip_prefix("bytes=") else {
-        return Ok(None);
-    };
-    if spec.contains(',') {
-        return Ok(None); // multiple ranges: answer with the whole file
-    }
-    let (a, b) = spec.split_once('-').ok_or(Unsatisfiable)?;
-    let (start, end) = match (a.trim(), b.trim()) {
-        ("", suffix) => {
-            let n: u64 = suffix.parse().map_err(|_| Unsatisfiable)?;
-            if n == 0 {
-                return Err(Unsatisfiable);
-            }
-            (len.saturating_sub(n), len.saturating_sub(1))
-        }
-        (s, "") => (s.parse().map_err(|_| Unsatisfiable)?, len.saturating_sub(1)),
-        (s, e) => {
-            let s: u64 = s.parse().map_err(|_| Unsatisfiable)?;
-            let e: u64 = e.parse().map_err(|_| Unsatisfiable)?;
-            (s, e.min(len.saturating_sub(1)))
-        }
-    };
-    if start >= len || end < start {
-        return Err(Unsatisfiable);
-    }
-    Ok(Some((start, end)))
 }
 
 fn serve_file(req: &Request, path: &Path) -> Response {
@@ -282,7 +250,7 @@ fn post_status(ctx: &Ctx, req: &mut Request, node: &str) -> Response {
         });
     match posted {
         Ok(()) => {
-            if report.phase == "failed" {
+            if report.phase == Phase::Failed {
                 eprintln!(
                     "imgtool serve: node {node} failed: {}",
                     crate::board::sanitize(&report.message, crate::board::MAX_MESSAGE)
@@ -302,18 +270,6 @@ fn post_status(ctx: &Ctx, req: &mut Request, node: &str) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ranges() {
-        assert_eq!(parse_range("bytes=0-99", 1000), Ok(Some((0, 99))));
-        assert_eq!(parse_range("bytes=900-", 1000), Ok(Some((900, 999))));
-        assert_eq!(parse_range("bytes=-10", 1000), Ok(Some((990, 999))));
-        assert_eq!(parse_range("bytes=990-2000", 1000), Ok(Some((990, 999))));
-        assert_eq!(parse_range("bytes=1000-", 1000), Err(Unsatisfiable));
-        assert_eq!(parse_range("bytes=5-1", 1000), Err(Unsatisfiable));
-        assert_eq!(parse_range("bytes=0-1,5-6", 1000), Ok(None));
-        assert_eq!(parse_range("items=0-1", 1000), Ok(None));
-    }
 
     #[test]
     fn paths_stay_inside_the_roots() {
