@@ -12,6 +12,7 @@ use imgtool::progress::Progress;
 use imgtool::restore::{restore, RestoreOptions, RestoreReport};
 use imgtool::sign::PublicKey;
 use imgtool::source::HttpSource;
+use netboot_proto::status::Phase;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -112,7 +113,7 @@ pub fn clone(
         }
         None => None,
     };
-    rep.phase("layout", &format!("reading image {url}"));
+    rep.phase(Phase::Layout, &format!("reading image {url}"));
     for u in &urls {
         imgtool::source::check_url(u).map_err(anyhow::Error::msg)?;
     }
@@ -129,7 +130,7 @@ pub fn clone(
             };
             rep.set_image("", &name(to));
             rep.phase(
-                "rerouted",
+                Phase::Rerouted,
                 &format!(
                     "upstream {} failed ({why}); now pulling from {}",
                     name(from),
@@ -167,7 +168,7 @@ pub fn clone(
     let plan = imgtool::restore::plan(&img, &disk, target).map_err(|e| anyhow::anyhow!("{e}"))?;
     if plan.keep_table {
         rep.phase(
-            "layout",
+            Phase::Layout,
             &format!(
                 "layout matches image {}: partition table kept, no repartitioning",
                 &img.id()[..12]
@@ -175,7 +176,7 @@ pub fn clone(
         );
     } else {
         rep.phase(
-            "partitioning",
+            Phase::Partitioning,
             &format!(
                 "layout differs ({}); repartitioning {}",
                 plan.reasons.join("; "),
@@ -233,7 +234,7 @@ pub fn clone(
         rep.say(&format!("relay served {} bytes", relay.served_bytes()));
     }
     rep.phase(
-        "done",
+        Phase::Done,
         &format!(
             "image {} on {} verified ({} payload bytes fetched)",
             &img.id()[..12],

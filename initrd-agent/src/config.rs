@@ -3,7 +3,9 @@
 //! `netboot.mac=`/`netboot.ip=`), then the subnet's `etc/bootopts/<HEX>` for whatever the
 //! command line left open. Pure parsing; fetching lives in `clone`.
 
-use pxe_builder::boot::BootOpts;
+use netboot_proto::bootopts::{self, BootOpts};
+use netboot_proto::names::{image_id, name, Kind};
+use netboot_proto::net::{mac_string, parse_cidr, parse_mac};
 use std::net::Ipv4Addr;
 
 /// What to do when the work is over, or failed.
@@ -109,9 +111,7 @@ pub fn normalize_mac(s: &str) -> Option<String> {
     } else {
         s
     };
-    pxe_builder::model::parse_mac(s)
-        .ok()
-        .map(pxe_builder::model::mac_string)
+    parse_mac(s).ok().map(mac_string)
 }
 
 /// Parses `ip=client:server:gw:netmask[:…]` (the kernel's nfsroot form, as pxelinux writes it).
@@ -163,8 +163,7 @@ impl Config {
                 "netboot.target" => c.target = Some(v.into()),
                 "netboot.upstream" => c.upstream = Some(v.into()),
                 "netboot.image_id" => {
-                    pxe_builder::validate::image_id(v)
-                        .map_err(|_| bad("image id (64 lower-case hex digits)"))?;
+                    image_id(v).map_err(|_| bad("image id (64 lower-case hex digits)"))?;
                     c.image_id = Some(v.into())
                 }
                 "netboot.done" => {
@@ -187,10 +186,10 @@ impl Config {
     /// Fills what the command line left open from the subnet's boot options.
     pub fn merge_bootopts(&mut self, b: &BootOpts) {
         if self.server.is_none() {
-            self.server = b.get("server").map(str::to_string);
+            self.server = b.get(bootopts::SERVER).map(str::to_string);
         }
         if self.entity.is_none() {
-            self.entity = b.get("entity").map(str::to_string);
+            self.entity = b.get(bootopts::ENTITY).map(str::to_string);
         }
         if let Some(mac) = &self.mac {
             if let Some((name, group)) = b.node_by_mac(mac) {
@@ -203,22 +202,22 @@ impl Config {
             }
         }
         if self.group.is_none() {
-            self.group = b.get("group").map(str::to_string);
+            self.group = b.get(bootopts::GROUP).map(str::to_string);
         }
-        if self.image.is_none() && self.group.as_deref() == b.get("group") {
-            self.image = b.get("image").map(str::to_string);
+        if self.image.is_none() && self.group.as_deref() == b.get(bootopts::GROUP) {
+            self.image = b.get(bootopts::IMAGE).map(str::to_string);
         }
-        if self.image_id.is_none() && self.group.as_deref() == b.get("group") {
-            self.image_id = b.get("image_id").map(str::to_string);
+        if self.image_id.is_none() && self.group.as_deref() == b.get(bootopts::GROUP) {
+            self.image_id = b.get(bootopts::IMAGE_ID).map(str::to_string);
         }
         if self.mode == "discover" {
-            if let Some(m) = b.get("mode") {
+            if let Some(m) = b.get(bootopts::MODE) {
                 self.mode = m.to_string();
             }
         }
-        if let (Some(a), Some(subnet)) = (&mut self.address, b.get("subnet")) {
+        if let (Some(a), Some(subnet)) = (&mut self.address, b.get(bootopts::SUBNET)) {
             if a.netmask.is_none() {
-                if let Ok(net) = pxe_builder::model::parse_cidr(subnet) {
+                if let Ok(net) = parse_cidr(subnet) {
                     a.netmask = Some(net.netmask());
                 }
             }
@@ -229,7 +228,6 @@ impl Config {
     /// the rules pxe-builder writes them with (docs/BOOT.md): node, entity, group and
     /// image names go into URLs, status posts and the console; the pin must be an id.
     pub fn validate(&self) -> Result<(), String> {
-        use pxe_builder::validate::{image_id, name, Kind};
         for (kind, what, v) in [
             (Kind::Node, "node", &self.node),
             (Kind::Entity, "entity", &self.entity),

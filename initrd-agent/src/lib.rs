@@ -11,7 +11,7 @@ pub mod plan;
 /// `tests/fuzz_regressions.rs`.
 pub mod fuzzing {
     use crate::config::Config;
-    use pxe_builder::boot::BootOpts;
+    use netboot_proto::bootopts::BootOpts;
 
     /// Inputs longer than this are cut (a kernel command line is at most a few KiB, a
     /// bootopts file a few hundred lines).

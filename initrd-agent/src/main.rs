@@ -121,13 +121,13 @@ pub(crate) fn resolve_config(cfg: &mut Config, rep: &Reporter) -> anyhow::Result
         .clone()
         .ok_or_else(|| anyhow::anyhow!("no netboot.server on the kernel command line: the boot entry must name the image server"))?;
     if let Some(a) = cfg.address {
-        let hex = pxe_builder::hex::hex_ip(a.ip);
+        let hex = netboot_proto::hex::hex_ip(a.ip);
         for k in (1..=8).rev() {
             let url = format!("{server}/etc/bootopts/{}", &hex[..k]);
             match ureq::get(&url).timeout(Duration::from_secs(5)).call() {
                 Ok(r) => {
                     let text = r.into_string().unwrap_or_default();
-                    cfg.merge_bootopts(&pxe_builder::boot::BootOpts::parse(&text));
+                    cfg.merge_bootopts(&netboot_proto::bootopts::BootOpts::parse(&text));
                     rep.say(&format!("boot options: {url}"));
                     break;
                 }

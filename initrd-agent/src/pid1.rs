@@ -100,7 +100,7 @@ fn finish(after: After, rep: &Reporter) -> ! {
 /// The initrd's trusted image-signing keys (`pxe-builder initrd --trust`). A key that
 /// cannot be read stops the clone: dropping it silently would turn the check off.
 fn trusted_keys(rep: &Reporter) -> anyhow::Result<Vec<imgtool::sign::PublicKey>> {
-    let dir = std::path::Path::new(pxe_builder::initrd::TRUSTED_DIR);
+    let dir = std::path::Path::new(netboot_proto::initrd::TRUSTED_DIR);
     if !dir.is_dir() {
         rep.say("no trusted keys in this initrd: images are checked for integrity, not origin");
         return Ok(vec![]);

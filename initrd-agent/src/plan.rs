@@ -1,20 +1,12 @@
 //! Reading this node's route from the clone plan (`clone-plan.json`, written by
 //! `pxe-builder build`, fetched from the image server): who it pulls the image from and
-//! whether it relays it on. The plan comes over the network, so everything in it is
-//! checked: the upstream chain is followed at most [`MAX_CHAIN`] hops and never twice
-//! through a node, addresses must be IPv4 addresses (they become URLs), the relay port
-//! a port.
+//! whether it relays it on. The plan is read as the typed document of
+//! `netboot_proto::plan`, with its bounds: the upstream chain is followed at most
+//! [`MAX_CHAIN`] hops and never twice through a node, upstream names must be node names,
+//! addresses IPv4 addresses (they become URLs), the relay port a port.
 
-use serde_json::Value;
-use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
-
-/// Relay port when the plan names none (pxe-builder's default `relay_port`).
-pub const DEFAULT_RELAY_PORT: u16 = 8180;
-
-/// Upstream hops followed at most before the primary: far more nodes than a cluster
-/// description lists in one chain, and each hop is a fallback the node may try.
-pub const MAX_CHAIN: usize = 4096;
+use netboot_proto::plan::Plan;
+pub use netboot_proto::plan::{DEFAULT_RELAY_PORT, MAX_CHAIN};
 
 /// This node's place in the plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,56 +25,17 @@ pub struct PlanRoute {
 /// does not list `node` (it then pulls from the primary). Errors name the URL and
 /// the node or field.
 pub fn route_from_plan(text: &str, node: &str, url: &str) -> Result<Option<PlanRoute>, String> {
-    let plan: Value =
-        serde_json::from_str(text).map_err(|e| format!("{url}: not a clone plan: {e}"))?;
-    let nodes = &plan["nodes"];
-    if nodes.get(node).is_none() {
-        return Ok(None);
-    }
-    let port = match plan.get("relay_port") {
-        None | Some(Value::Null) => DEFAULT_RELAY_PORT,
-        Some(v) => v
-            .as_u64()
-            .and_then(|p| u16::try_from(p).ok())
-            .filter(|p| *p != 0)
-            .ok_or_else(|| format!("{url}: relay_port {v} is not a port (1-65535)"))?,
-    };
-    let mut upstreams = vec![];
-    let mut seen = BTreeSet::from([node.to_string()]);
-    let mut cur = node.to_string();
-    while let Some(up) = nodes[&cur]["upstream"].as_str() {
-        if up == "primary" {
-            break;
-        }
-        // A name is printed on the console and in reports: pxe-builder's rules hold.
-        pxe_builder::validate::name(pxe_builder::validate::Kind::Node, up)
-            .map_err(|(_, m)| format!("{url}: upstream of node {cur}: {m}"))?;
-        if !seen.insert(up.to_string()) {
-            return Err(format!(
-                "{url}: the upstream chain of node {node} loops (node {cur} names {up} again)"
-            ));
-        }
-        if upstreams.len() >= MAX_CHAIN {
-            return Err(format!(
-                "{url}: the upstream chain of node {node} is longer than {MAX_CHAIN} nodes"
-            ));
-        }
-        let ip = plan["addresses"][up]
-            .as_str()
-            .ok_or_else(|| format!("{url}: no address for node {up}"))?;
-        let ip: Ipv4Addr = ip
-            .parse()
-            .map_err(|_| format!("{url}: address {ip:?} of node {up} is not an IPv4 address"))?;
-        upstreams.push((up.to_string(), format!("http://{ip}:{port}")));
-        cur = up.to_string();
-    }
-    let downstream = nodes[node]["downstream"]
-        .as_array()
-        .map_or(0, |d| d.iter().filter(|n| n.is_string()).count());
-    Ok(Some(PlanRoute {
-        upstreams,
-        relay_port: (downstream > 0).then_some(port),
-        downstream,
+    let route = Plan::from_json(text.as_bytes())
+        .and_then(|plan| plan.route(node))
+        .map_err(|e| format!("{url}: {e}"))?;
+    Ok(route.map(|r| PlanRoute {
+        upstreams: r
+            .upstreams
+            .into_iter()
+            .map(|(name, ip)| (name, format!("http://{ip}:{}", r.relay_port)))
+            .collect(),
+        relay_port: (r.downstream > 0).then_some(r.relay_port),
+        downstream: r.downstream,
     }))
 }
 

@@ -16,7 +16,7 @@
 
 use imgtool::httpd::{Limits, Request, Response};
 use imgtool::manifest::{Image, Region};
-use imgtool::serve::parse_range;
+use netboot_proto::range::parse_range;
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::Read;

@@ -5,7 +5,8 @@
 //! the board — except for the final `done` or `failed`, which is delivered before the
 //! node moves on.
 
-use imgtool::serve::{post_report, Report};
+use imgtool::serve::post_report;
+use netboot_proto::status::{Phase, Report};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -54,12 +55,14 @@ impl Reporter {
         );
     }
 
-    /// A new phase: printed and reported at once.
-    pub fn phase(&self, phase: &str, message: &str) {
+    /// A new phase: printed and reported at once. A final one ([`Phase::is_final`]) is
+    /// delivered (up to 10 s) before this returns.
+    pub fn phase(&self, phase: impl Into<Phase>, message: &str) {
+        let phase = phase.into();
         self.say(&format!("{phase}: {message}"));
         let r = {
             let Ok(mut s) = self.state.lock() else { return };
-            s.report.phase = phase.into();
+            s.report.phase = phase.clone();
             s.report.message = message.into();
             s.report.done = 0;
             s.report.total = 0;
@@ -67,7 +70,7 @@ impl Reporter {
             s.report.clone()
         };
         self.send(&r);
-        if phase == "done" || phase == "failed" {
+        if phase.is_final() {
             self.drain(Duration::from_secs(10));
         }
     }
@@ -79,7 +82,7 @@ impl Reporter {
         }
     }
 
-    /// Progress within a phase; throttled.
+    /// Progress within a phase (`what`: imgtool's progress name, `restoring`, …); throttled.
     pub fn progress(&self, what: &str, done: u64, total: u64) {
         let r = {
             let Ok(mut s) = self.state.lock() else { return };

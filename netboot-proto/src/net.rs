@@ -132,7 +132,7 @@ mod tests {
 
     #[test]
     fn macs_round_trip_in_every_written_form() {
-        let m = [0x52, 0x54, 0x00, 0xAa, 0xbb, 0x0c];
+        let m = [0x52, 0x54, 0x00, 0xaa, 0xbb, 0x0c];
         assert_eq!(parse_mac(&mac_string(m)), Ok(m));
         assert_eq!(parse_mac("52-54-00-AA-BB-0C"), Ok(m));
         assert_eq!(mac_string(m), "52:54:00:aa:bb:0c");
