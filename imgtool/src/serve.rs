@@ -165,7 +165,7 @@ struct PlanCache {
 
 impl PlanCache {
     fn refresh(&mut self, roots: &[PathBuf]) {
-        let Some(path) = resolve(roots, "/clone-plan.json") else {
+        let Some(path) = resolve(roots, &format!("/{}", netboot_proto::plan::FILE)) else {
             self.stamp = None;
             self.addresses = None;
             return;

@@ -57,7 +57,7 @@ impl Kind {
                 ("dhcp", "a directory of the boot tree"),
                 ("ipxe", "a directory of the boot tree"),
                 ("pxelinux.cfg", "a directory of the boot tree"),
-                ("clone-plan.json", "a file of the boot tree"),
+                (crate::plan::FILE, "a file of the boot tree"),
                 ("boot.ipxe", "a file of the boot tree"),
                 ("pxelinux.0", "a file of the boot tree"),
                 ("ldlinux.c32", "a file of the boot tree"),
