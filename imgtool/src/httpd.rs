@@ -235,6 +235,66 @@ impl Response {
     }
 }
 
+/// The part of a body of `total` bytes that a range answer covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    /// First byte.
+    pub start: u64,
+    /// Bytes from `start` on (at least 1 for a range; `total` for the whole body).
+    pub len: u64,
+    /// A range was asked for (answered 206), or the whole body (200).
+    pub partial: bool,
+}
+
+/// The one place where ranges are answered (`imgtool serve`'s files, the agent's relay):
+/// a body of `total` bytes, honouring a single `Range: bytes=…` (`range` is the header,
+/// when the request has one). The whole body is a 200, one range a 206 with
+/// `Content-Range: bytes S-E/TOTAL`, both with `Accept-Ranges: bytes`; a range no byte
+/// satisfies is a 416 with `Content-Range: bytes */TOTAL`. Several ranges, or another
+/// unit, are answered with the whole body (RFC 9110 lets a server ignore `Range`).
+/// `open` gives the body for the span — or an answer of its own, when the handler
+/// refuses that span (a relay serves whole frames only).
+pub fn serve_range(
+    range: Option<&str>,
+    total: u64,
+    open: impl FnOnce(Span) -> Result<Box<dyn Read + Send>, Response>,
+) -> Response {
+    let span = match range.map(|h| netboot_proto::range::parse_range(h, total)) {
+        Some(Err(netboot_proto::range::Unsatisfiable)) => {
+            return Response::text(416, "range not satisfiable\n")
+                .with_header("Content-Range", &format!("bytes */{total}"));
+        }
+        // parse_range gives start <= end < total: the length is at least 1, no overflow.
+        Some(Ok(Some((start, end)))) => Span {
+            start,
+            len: end - start + 1,
+            partial: true,
+        },
+        _ => Span {
+            start: 0,
+            len: total,
+            partial: false,
+        },
+    };
+    let body = match open(span) {
+        Ok(body) => body,
+        Err(answer) => return answer,
+    };
+    let status = if span.partial { 206 } else { 200 };
+    let resp = Response::stream(status, body, span.len)
+        .with_header("Accept-Ranges", "bytes")
+        .with_header("Content-Type", "application/octet-stream");
+    if span.partial {
+        let end = span.start + span.len - 1;
+        resp.with_header(
+            "Content-Range",
+            &format!("bytes {}-{end}/{total}", span.start),
+        )
+    } else {
+        resp
+    }
+}
+
 /// The function answering requests; it runs on the connection's own thread.
 pub type Handler = dyn Fn(&mut Request) -> Response + Send + Sync;
 
@@ -1037,5 +1097,56 @@ mod tests {
             parse_head(req.as_bytes()),
             Err(HeadError::TooLarge)
         ));
+    }
+
+    /// Status, headers and body of a range answer over the bytes 0..100.
+    fn ranged(range: Option<&str>) -> (u16, Vec<(String, String)>, Vec<u8>) {
+        let data: Vec<u8> = (0..100u8).collect();
+        let r = serve_range(range, 100, |span| {
+            let at = span.start as usize;
+            let piece = data[at..at + span.len as usize].to_vec();
+            Ok(Box::new(io::Cursor::new(piece)))
+        });
+        let body = match r.body {
+            Body::Bytes(b) => b,
+            Body::Shared(b) => b.to_vec(),
+            Body::Stream(rd, n) => {
+                let mut v = vec![];
+                rd.take(n).read_to_end(&mut v).unwrap();
+                v
+            }
+        };
+        (r.status, r.headers, body)
+    }
+
+    fn header<'a>(h: &'a [(String, String)], k: &str) -> Option<&'a str> {
+        h.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn ranges_are_answered_200_206_or_416_with_their_headers() {
+        let (st, h, body) = ranged(None);
+        assert_eq!((st, body.len()), (200, 100));
+        assert_eq!(header(&h, "Accept-Ranges"), Some("bytes"));
+        assert_eq!(header(&h, "Content-Range"), None);
+        let (st, h, body) = ranged(Some("bytes=10-19"));
+        assert_eq!((st, body), (206, (10..20u8).collect::<Vec<_>>()));
+        assert_eq!(header(&h, "Content-Range"), Some("bytes 10-19/100"));
+        assert_eq!(header(&h, "Accept-Ranges"), Some("bytes"));
+        let (st, h, _) = ranged(Some("bytes=-5"));
+        assert_eq!(
+            (st, header(&h, "Content-Range")),
+            (206, Some("bytes 95-99/100"))
+        );
+        let (st, h, _) = ranged(Some("bytes=100-"));
+        assert_eq!(
+            (st, header(&h, "Content-Range")),
+            (416, Some("bytes */100"))
+        );
+        // Several ranges: the whole body.
+        assert_eq!(ranged(Some("bytes=0-1,5-6")).0, 200);
+        // A handler may refuse a span with an answer of its own.
+        let r = serve_range(Some("bytes=0-9"), 100, |_| Err(Response::text(416, "no")));
+        assert_eq!(r.status, 416);
     }
 }

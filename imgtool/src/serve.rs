@@ -63,28 +63,12 @@ fn serve_file(req: &Request, path: &Path) -> Response {
         return Response::text(404, "not found\n");
     };
     let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-    let range = req.header("Range").map(|h| parse_range(h, len));
-    let (status, start, n) = match range {
-        Some(Err(Unsatisfiable)) => {
-            return Response::text(416, "range not satisfiable\n")
-                .with_header("Content-Range", &format!("bytes */{len}"));
+    crate::httpd::serve_range(req.header("Range"), len, |span| {
+        if f.seek(SeekFrom::Start(span.start)).is_err() {
+            return Err(Response::text(500, "seek failed\n"));
         }
-        Some(Ok(Some((s, e)))) => (206, s, e - s + 1),
-        _ => (200, 0, len),
-    };
-    if f.seek(SeekFrom::Start(start)).is_err() {
-        return Response::text(500, "seek failed\n");
-    }
-    let mut resp = Response::stream(status, Box::new(f.take(n)), n)
-        .with_header("Accept-Ranges", "bytes")
-        .with_header("Content-Type", "application/octet-stream");
-    if status == 206 {
-        resp = resp.with_header(
-            "Content-Range",
-            &format!("bytes {start}-{}/{len}", start + n - 1),
-        );
-    }
-    resp
+        Ok(Box::new(f.take(span.len)))
+    })
 }
 
 /// Runs the server until the process ends. Prints one line when ready.

@@ -3,56 +3,188 @@
 //! per-chunk sha256 (imgtool's restore: table rewritten only when it differs, table and
 //! first MiB last), read everything back, grow, report. With trusted keys (or a pinned
 //! image id) the image is checked right after it is loaded, before anything is written.
+//! A relay (when the route says so) listens from the start, is fed every verified chunk,
+//! and holds the grow and the exit for its downstream nodes.
+//!
+//! [`clone`] is the list of steps; each is a function below.
 
-use crate::relay::Relay;
+use crate::relay::{Relay, Released};
 use crate::report::Reporter;
+use crate::route::Route;
 use imgtool::disk::Disk;
+use imgtool::layout::Plan;
 use imgtool::manifest::Image;
 use imgtool::progress::Progress;
 use imgtool::restore::{restore, RestoreOptions, RestoreReport};
-use imgtool::sign::PublicKey;
-use imgtool::source::HttpSource;
+use imgtool::source::{HttpSource, ImageSource};
 use netboot_proto::status::Phase;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
-/// Where to pull from and whether to relay.
-#[derive(Debug, Clone)]
-pub struct Route {
-    /// Upstreams in fallback order: (name, base URL); the last is the primary.
-    pub upstreams: Vec<(String, String)>,
-    /// Serve the image to downstream nodes on this address (a secondary / relay).
-    pub relay_listen: Option<String>,
-    /// Downstream nodes the plan gives this relay: it holds its grow, and its exit, until
-    /// each of them has fetched every chunk (or, failing that, `relay_idle` of silence).
-    pub downstream: usize,
-    /// A relay's fallback: it stops waiting for downstream after this long without requests.
-    pub relay_idle: Duration,
-    /// How long a read may stall before the upstream counts as dead.
-    pub stall: Duration,
-    pub attempts: u32,
-    /// Keys one of which must have signed the image (from the initrd's
-    /// `/etc/netboot/trusted`, or `--trust`). Empty: integrity is checked, not origin.
-    pub trusted: Vec<PublicKey>,
-    /// The only image id this node accepts (`netboot.image_id=`), when set.
-    pub image_id: Option<String>,
+/// Memory a relay may keep frames in (older ones are re-read from the disk).
+pub const RELAY_CACHE_BYTES: usize = 64 << 20;
+
+/// The image's URL at each upstream, and the upstreams' names, in fallback order.
+struct Upstreams {
+    urls: Vec<String>,
+    names: Vec<String>,
 }
 
-impl Route {
-    /// Straight from the primary.
-    pub fn primary(server: &str, attempts: u32) -> Route {
-        Route {
-            upstreams: vec![("primary".into(), server.trim_end_matches('/').to_string())],
-            relay_listen: None,
-            downstream: 0,
-            relay_idle: Duration::from_secs(15),
-            stall: Duration::from_secs(20),
-            attempts,
-            trusted: vec![],
-            image_id: None,
+impl Upstreams {
+    fn new(route: &Route, image: &str) -> Upstreams {
+        Upstreams {
+            urls: route
+                .upstreams
+                .iter()
+                .map(|(_, b)| format!("{b}/{image}"))
+                .collect(),
+            names: route.upstreams.iter().map(|(n, _)| n.clone()).collect(),
         }
     }
+
+    /// The nearest upstream's URL (for messages).
+    fn first_url(&self) -> String {
+        self.urls.first().cloned().unwrap_or_default()
+    }
+
+    fn first_name(&self) -> &str {
+        self.names.first().map(String::as_str).unwrap_or("primary")
+    }
+}
+
+/// Clones `image` onto `target` along `route`.
+pub fn clone(
+    route: &Route,
+    image: &str,
+    target: &Path,
+    rep: &Arc<Reporter>,
+) -> anyhow::Result<RestoreReport> {
+    let up = Upstreams::new(route, image);
+    let url = up.first_url();
+    rep.set_image(image, up.first_name());
+    // A relay listens from the start, so downstream nodes that boot at the same time find
+    // it; their requests wait until it has the image.
+    let relay = start_relay(route, image, target, rep)?;
+    rep.phase(Phase::Layout, &format!("reading image {url}"));
+    let source = open_source(route, &up, rep)?;
+    let img = load_image(route, source, relay.as_ref(), &url, rep)?;
+    rep.set_image(image, up.first_name());
+    let disk =
+        Disk::open_rw_direct(target).map_err(|e| anyhow::anyhow!("opening target disk: {e}"))?;
+    let plan = plan_target(&img, &disk, target, rep)?;
+    if let Some(relay) = &relay {
+        give_relay_bases(relay, &img, &plan);
+    }
+    let opts = restore_options(route, relay.as_ref(), rep);
+    let progress = {
+        let rep = rep.clone();
+        Progress::callback(Arc::new(move |what, done, total| {
+            rep.progress(what, done, total)
+        }))
+    };
+    let report = restore(&img, &disk, &opts, &progress)
+        .map_err(|e| anyhow::anyhow!("restoring {url} onto {}: {e}", target.display()))?;
+    say_grown(&report, rep);
+    if let Some(relay) = &relay {
+        let why = relay.wait_downstream(route.downstream, route.relay_idle);
+        rep.say(&format!("relay served {} bytes", relay.served_bytes()));
+        rep.say(&released(why, route.downstream, route.relay_idle));
+    }
+    rep.phase(
+        Phase::Done,
+        &format!(
+            "image {} on {} verified ({} payload bytes fetched)",
+            &img.id()[..12],
+            target.display(),
+            img.source.bytes_fetched()
+        ),
+    );
+    Ok(report)
+}
+
+/// The relay, listening, when the route makes this node one.
+fn start_relay(
+    route: &Route,
+    image: &str,
+    target: &Path,
+    rep: &Reporter,
+) -> anyhow::Result<Option<Arc<Relay>>> {
+    let Some(listen) = &route.relay_listen else {
+        return Ok(None);
+    };
+    let relay = Relay::new(image, target, RELAY_CACHE_BYTES);
+    let addr = relay.serve(listen)?;
+    rep.say(&format!(
+        "relaying image {image} to downstream nodes on {addr}"
+    ));
+    Ok(Some(relay))
+}
+
+/// The image source over the upstream chain; a move up the chain is reported
+/// (`rerouted`) with the upstreams' names.
+fn open_source(
+    route: &Route,
+    up: &Upstreams,
+    rep: &Arc<Reporter>,
+) -> anyhow::Result<Arc<dyn ImageSource>> {
+    for u in &up.urls {
+        imgtool::source::check_url(u).map_err(anyhow::Error::msg)?;
+    }
+    let mut source = HttpSource::chain(up.urls.clone(), route.stall);
+    source.attempts = route.attempts;
+    let (rep, urls, names) = (rep.clone(), up.urls.clone(), up.names.clone());
+    source.on_switch(Box::new(move |from, to, why| {
+        let name = |u: &str| {
+            urls.iter()
+                .position(|x| x == u)
+                .and_then(|i| names.get(i).cloned())
+                .unwrap_or_else(|| u.to_string())
+        };
+        rep.set_image("", &name(to));
+        rep.phase(
+            Phase::Rerouted,
+            &format!(
+                "upstream {} failed ({why}); now pulling from {}",
+                name(from),
+                name(to)
+            ),
+        );
+    }));
+    Ok(Arc::new(source))
+}
+
+/// Fetches and parses the image, passing its files on to the relay as soon as they are
+/// here, and checks it against the pin and the trusted keys.
+fn load_image(
+    route: &Route,
+    source: Arc<dyn ImageSource>,
+    relay: Option<&Arc<Relay>>,
+    url: &str,
+    rep: &Reporter,
+) -> anyhow::Result<Image> {
+    let files = Image::fetch_files(source.as_ref())
+        .map(Arc::new)
+        .map_err(|e| anyhow::anyhow!("loading image {url}: {e}"))?;
+    // A node that checks signatures reads the image's signature file, and so does every
+    // relay, whether it checks or not: its downstream nodes may (a missing file does not
+    // move the source up its chain, see `ImageSource::read_optional`).
+    let signature = (!route.trusted.is_empty() || relay.is_some())
+        .then(|| imgtool::sign::read_signature_file(source.as_ref()));
+    if let Some(relay) = relay {
+        // Passed on as fetched: downstream nodes check it themselves.
+        relay.set_signature(signature.as_ref().and_then(|s| s.as_ref().ok()).cloned());
+        relay.set_files(files.clone());
+    }
+    let signature = signature.filter(|_| !route.trusted.is_empty());
+    let img = Image::from_files(source, &files)
+        .map_err(|e| anyhow::anyhow!("loading image {url}: {e}"))?;
+    check_trust(route, &img, signature, rep)?;
+    // Downstream nodes get manifest and layout at once: each step this node takes before
+    // would add to the lag of every node below it in the chain.
+    if let Some(relay) = relay {
+        relay.set_image(&img);
+    }
+    Ok(img)
 }
 
 /// The image must be the pinned one and signed by a trusted key, when the route says so;
@@ -82,90 +214,9 @@ fn check_trust(
     Ok(())
 }
 
-/// Clones `image` onto `target` along `route`.
-pub fn clone(
-    route: &Route,
-    image: &str,
-    target: &Path,
-    rep: &Arc<Reporter>,
-) -> anyhow::Result<RestoreReport> {
-    let urls: Vec<String> = route
-        .upstreams
-        .iter()
-        .map(|(_, b)| format!("{b}/{image}"))
-        .collect();
-    let names: Vec<String> = route.upstreams.iter().map(|(n, _)| n.clone()).collect();
-    let url = urls.first().cloned().unwrap_or_default();
-    rep.set_image(
-        image,
-        names.first().map(String::as_str).unwrap_or("primary"),
-    );
-    // A relay listens from the start, so downstream nodes that boot at the same time find
-    // it; their requests wait until it has the image.
-    let relay = match &route.relay_listen {
-        Some(listen) => {
-            let relay = Relay::new(image, target, 64 << 20);
-            let addr = relay.serve(listen)?;
-            rep.say(&format!(
-                "relaying image {image} to downstream nodes on {addr}"
-            ));
-            Some(relay)
-        }
-        None => None,
-    };
-    rep.phase(Phase::Layout, &format!("reading image {url}"));
-    for u in &urls {
-        imgtool::source::check_url(u).map_err(anyhow::Error::msg)?;
-    }
-    let mut source = HttpSource::chain(urls.clone(), route.stall);
-    source.attempts = route.attempts;
-    {
-        let (rep, urls, names) = (rep.clone(), urls.clone(), names.clone());
-        source.on_switch(Box::new(move |from, to, why| {
-            let name = |u: &str| {
-                urls.iter()
-                    .position(|x| x == u)
-                    .and_then(|i| names.get(i).cloned())
-                    .unwrap_or_else(|| u.to_string())
-            };
-            rep.set_image("", &name(to));
-            rep.phase(
-                Phase::Rerouted,
-                &format!(
-                    "upstream {} failed ({why}); now pulling from {}",
-                    name(from),
-                    name(to)
-                ),
-            );
-        }));
-    }
-    let source: Arc<dyn imgtool::source::ImageSource> = Arc::new(source);
-    let files = Image::fetch_files(source.as_ref())
-        .map(Arc::new)
-        .map_err(|e| anyhow::anyhow!("loading image {url}: {e}"))?;
-    // A node that checks signatures reads the image's signature file, and so does every
-    // relay, whether it checks or not: its downstream nodes may (a missing file does not
-    // move the source up its chain, see `ImageSource::read_optional`).
-    let signature = (!route.trusted.is_empty() || relay.is_some())
-        .then(|| imgtool::sign::read_signature_file(source.as_ref()));
-    if let Some(relay) = &relay {
-        // Passed on as fetched: downstream nodes check it themselves.
-        relay.set_signature(signature.as_ref().and_then(|s| s.as_ref().ok()).cloned());
-        relay.set_files(files.clone());
-    }
-    let signature = signature.filter(|_| !route.trusted.is_empty());
-    let img = Image::from_files(source, &files)
-        .map_err(|e| anyhow::anyhow!("loading image {url}: {e}"))?;
-    check_trust(route, &img, signature, rep)?;
-    rep.set_image(image, &names[0]);
-    // Downstream nodes get manifest and layout at once: each step this node takes before
-    // would add to the lag of every node below it in the chain.
-    if let Some(relay) = &relay {
-        relay.set_image(&img);
-    }
-    let disk =
-        Disk::open_rw_direct(target).map_err(|e| anyhow::anyhow!("opening target disk: {e}"))?;
-    let plan = imgtool::restore::plan(&img, &disk, target).map_err(|e| anyhow::anyhow!("{e}"))?;
+/// Compares the target's layout with the image's and says what will happen to it.
+fn plan_target(img: &Image, disk: &Disk, target: &Path, rep: &Reporter) -> anyhow::Result<Plan> {
+    let plan = imgtool::restore::plan(img, disk, target).map_err(|e| anyhow::anyhow!("{e}"))?;
     if plan.keep_table {
         rep.phase(
             Phase::Layout,
@@ -184,40 +235,63 @@ pub fn clone(
             ),
         );
     }
-    if let Some(relay) = &relay {
-        let ss = plan.layout.sector_size as u64;
-        for r in &img.manifest.regions {
-            let base = plan
-                .layout
-                .partition(r.number)
-                .map(|p| p.start * ss)
-                .unwrap_or(0);
-            relay.set_base(&r.name, base);
-        }
+    Ok(plan)
+}
+
+/// Tells the relay where each region lies on the local disk (to re-read evicted frames).
+fn give_relay_bases(relay: &Relay, img: &Image, plan: &Plan) {
+    let ss = plan.layout.sector_size as u64;
+    for r in &img.manifest.regions {
+        let base = plan
+            .layout
+            .partition(r.number)
+            .map(|p| p.start * ss)
+            .unwrap_or(0);
+        relay.set_base(&r.name, base);
     }
-    let r2 = rep.clone();
-    let progress = Progress::callback(Arc::new(move |what, done, total| {
-        r2.progress(what, done, total)
-    }));
+}
+
+/// Verify everything; a relay is fed every verified chunk and holds before growing.
+fn restore_options(
+    route: &Route,
+    relay: Option<&Arc<Relay>>,
+    rep: &Arc<Reporter>,
+) -> RestoreOptions {
     let mut opts = RestoreOptions {
         verify: true,
         ..Default::default()
     };
-    if let Some(relay) = &relay {
+    if let Some(relay) = relay {
         let (a, b) = (relay.clone(), relay.clone());
         let (idle, expected) = (route.relay_idle, route.downstream);
         opts.on_chunk = Some(Arc::new(move |r, i, frame| a.chunk_done(r, i, frame)));
-        let rep2 = rep.clone();
+        let rep = rep.clone();
         opts.before_grow = Some(Arc::new(move || {
-            rep2.say(&format!(
+            rep.say(&format!(
                 "holding before growing until {expected} downstream node(s) have every chunk ({}s idle fallback)",
                 idle.as_secs()
             ));
-            b.wait_downstream(expected, idle);
+            let why = b.wait_downstream(expected, idle);
+            rep.say(&released(why, expected, idle));
         }));
     }
-    let report = restore(&img, &disk, &opts, &progress)
-        .map_err(|e| anyhow::anyhow!("restoring {url} onto {}: {e}", target.display()))?;
+    opts
+}
+
+/// The console line saying why a relay stopped holding.
+fn released(why: Released, expected: usize, idle: std::time::Duration) -> String {
+    match why {
+        Released::AllServed => {
+            format!("relay released: all {expected} downstream node(s) have every chunk")
+        }
+        Released::Idle => format!(
+            "relay released: no request for {}s ({expected} downstream node(s) planned)",
+            idle.as_secs()
+        ),
+    }
+}
+
+fn say_grown(report: &RestoreReport, rep: &Reporter) {
     for r in &report.regions {
         if let Some((a, b)) = r.grown {
             rep.say(&format!(
@@ -229,18 +303,4 @@ pub fn clone(
             ));
         }
     }
-    if let Some(relay) = &relay {
-        relay.wait_downstream(route.downstream, route.relay_idle);
-        rep.say(&format!("relay served {} bytes", relay.served_bytes()));
-    }
-    rep.phase(
-        Phase::Done,
-        &format!(
-            "image {} on {} verified ({} payload bytes fetched)",
-            &img.id()[..12],
-            target.display(),
-            img.source.bytes_fetched()
-        ),
-    );
-    Ok(report)
 }

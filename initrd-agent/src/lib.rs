@@ -1,10 +1,33 @@
-//! The agent's pure parts as a library, so fuzz targets and tests outside the binary can
-//! reach them: [`config`] (kernel command line and bootopts), [`plan`] (this node's
-//! route in the clone plan). Everything that touches the machine stays in the binary
-//! (`main.rs`).
+//! initrd-agent as a library: PID 1 of the netboot ramdisk, and `initrd-agent clone`.
+//! The binary (`main.rs`) only parses arguments and calls [`pid1::run`] or
+//! [`command::clone`]; everything else is here, reachable by unit tests and fuzz targets.
+//!
+//! Brief overview, from the top:
+//! - [`pid1`]: life as PID 1 (mounts, modules, reaping, reboot), around [`boot`]: the boot
+//!   flow — [`net`] brings up the interface, [`resolve`] completes the [`config`] (kernel
+//!   command line + the subnet's bootopts), [`target`] picks the disk, [`route`] reads this
+//!   node's place in the clone [`plan`], and [`clone`] does the work.
+//! - [`command`]: `initrd-agent clone`, the same [`clone`] without booting.
+//! - [`clone`]: load the image, check trust, restore (imgtool), grow, report; with a
+//!   [`relay`] when the route makes this node one (its cache and completion logic are
+//!   plain types, its HTTP face is imgtool's server).
+//! - [`report`]: console lines and status posts; [`sys`]: the kernel calls no crate wraps.
+//!
+//! No module imports one that imports it back: the flow goes downwards in this list.
 
+pub mod boot;
+pub mod clone;
+pub mod command;
 pub mod config;
+pub mod net;
+pub mod pid1;
 pub mod plan;
+pub mod relay;
+pub mod report;
+pub mod resolve;
+pub mod route;
+pub mod sys;
+pub mod target;
 
 /// Fuzz target bodies (see docs/FUZZING.md): called by `fuzz/fuzz_targets/agent_config.rs`
 /// and `fuzz/fuzz_targets/clone_plan.rs`, and replayed on every kept input by

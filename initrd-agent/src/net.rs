@@ -1,12 +1,56 @@
-//! Bringing up the boot interface: find it by MAC in `/sys/class/net`, set the address,
-//! netmask and default route with the classic IPv4 ioctls (`SIOCSIFADDR`,
-//! `SIOCSIFNETMASK`, `SIOCSIFFLAGS`, `SIOCADDRT`), wait for carrier. Without an address on
-//! the command line, busybox's `udhcpc` (in the initrd) asks DHCP and we apply its answer.
+//! Bringing up the boot interface ([`bring_up`]): find it by MAC in `/sys/class/net`
+//! (BOOTIF / `netboot.mac`, else the first NIC), set the address, netmask and default
+//! route with the classic IPv4 ioctls (in [`crate::sys`]), wait for carrier. Without an
+//! address on the command line, busybox's `udhcpc` (in the initrd) asks DHCP and we
+//! apply its answer.
 
-use crate::config::Address;
+use crate::config::{Address, Config};
+use crate::report::Reporter;
+use crate::sys;
+use rustix::net::{socket, AddressFamily, SocketType};
 use std::net::Ipv4Addr;
+use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
+
+/// Brings up the boot interface (from BOOTIF / netboot.mac, else the first NIC) and
+/// completes `cfg` with what it learnt (the MAC, a DHCP lease).
+pub fn bring_up(cfg: &mut Config, rep: &Reporter) -> anyhow::Result<()> {
+    let t = Duration::from_secs(cfg.link_timeout);
+    let iface = match &cfg.mac {
+        Some(mac) => wait_iface(mac, t).map_err(anyhow::Error::msg)?,
+        None => {
+            std::thread::sleep(Duration::from_secs(2));
+            let (i, mac) = first_iface().ok_or_else(|| {
+                anyhow::anyhow!("no network interface found; is the NIC's driver in the initrd?")
+            })?;
+            cfg.mac = Some(mac);
+            i
+        }
+    };
+    up(&iface).map_err(anyhow::Error::msg)?;
+    wait_link(&iface, t).map_err(anyhow::Error::msg)?;
+    let addr = match cfg.address {
+        Some(a) => a,
+        None => {
+            rep.say(&format!(
+                "no ip= on the command line: asking DHCP on {iface}"
+            ));
+            let a = dhcp(&iface).map_err(anyhow::Error::msg)?;
+            cfg.address = Some(a);
+            a
+        }
+    };
+    configure(&iface, &addr).map_err(anyhow::Error::msg)?;
+    rep.say(&format!(
+        "network: {iface} ({}) {}/{} gateway {}",
+        cfg.mac.as_deref().unwrap_or("?"),
+        addr.ip,
+        addr.netmask.map(|m| m.to_string()).unwrap_or("-".into()),
+        addr.gateway.map(|g| g.to_string()).unwrap_or("-".into())
+    ));
+    Ok(())
+}
 
 /// The interface whose MAC is `mac`, waiting up to `timeout` for drivers to create it.
 pub fn wait_iface(mac: &str, timeout: Duration) -> Result<String, String> {
@@ -53,117 +97,38 @@ pub fn first_iface() -> Option<(String, String)> {
     v.into_iter().next()
 }
 
-struct Sock(libc::c_int);
-
-impl Sock {
-    fn new() -> Result<Sock, String> {
-        // SAFETY: plain syscall.
-        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) };
-        if fd < 0 {
-            return Err(format!("socket: {}", std::io::Error::last_os_error()));
-        }
-        Ok(Sock(fd))
-    }
-}
-
-impl Drop for Sock {
-    fn drop(&mut self) {
-        // SAFETY: closing our own fd.
-        unsafe { libc::close(self.0) };
-    }
-}
-
-fn ifreq(name: &str) -> Result<libc::ifreq, String> {
-    if name.len() >= libc::IFNAMSIZ {
-        return Err(format!("interface name {name} too long"));
-    }
-    // SAFETY: ifreq is plain old data; all-zero is a valid value.
-    let mut r: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (i, b) in name.bytes().enumerate() {
-        r.ifr_name[i] = b as libc::c_char;
-    }
-    Ok(r)
-}
-
-fn sockaddr(ip: Ipv4Addr) -> libc::sockaddr {
-    let sin = libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: 0,
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(ip).to_be(),
-        },
-        sin_zero: [0; 8],
-    };
-    // SAFETY: sockaddr_in and sockaddr have the same size; this is how the API is used.
-    unsafe { std::mem::transmute::<libc::sockaddr_in, libc::sockaddr>(sin) }
-}
-
-fn ioctl(s: &Sock, req: libc::c_ulong, arg: *mut libc::c_void, what: &str) -> Result<(), String> {
-    // SAFETY: `arg` points to a live struct of the type `req` expects.
-    if unsafe { libc::ioctl(s.0, req as _, arg) } < 0 {
-        return Err(format!("{what}: {}", std::io::Error::last_os_error()));
-    }
-    Ok(())
+/// A socket for the interface ioctls.
+fn sock() -> Result<OwnedFd, String> {
+    socket(AddressFamily::INET, SocketType::DGRAM, None)
+        .map_err(|e| format!("socket: {}", std::io::Error::from(e)))
 }
 
 /// Sets the interface up (no address).
 pub fn up(iface: &str) -> Result<(), String> {
-    let s = Sock::new()?;
-    let mut r = ifreq(iface)?;
-    ioctl(
+    let s = sock()?;
+    let flags = sys::if_flags(&s, iface).map_err(|e| format!("reading flags of {iface}: {e}"))?;
+    sys::set_if_flags(
         &s,
-        libc::SIOCGIFFLAGS,
-        &mut r as *mut _ as *mut _,
-        &format!("reading flags of {iface}"),
-    )?;
-    // SAFETY: the flags member of the union was just filled by SIOCGIFFLAGS.
-    unsafe { r.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short };
-    ioctl(
-        &s,
-        libc::SIOCSIFFLAGS,
-        &mut r as *mut _ as *mut _,
-        &format!("setting {iface} up"),
+        iface,
+        flags | (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short,
     )
+    .map_err(|e| format!("setting {iface} up: {e}"))
 }
 
 /// Assigns `a` to `iface`, brings it up, and adds the default route when there is one.
 pub fn configure(iface: &str, a: &Address) -> Result<(), String> {
     up("lo").ok();
-    let s = Sock::new()?;
-    let mut r = ifreq(iface)?;
-    r.ifr_ifru.ifru_addr = sockaddr(a.ip);
-    ioctl(
-        &s,
-        libc::SIOCSIFADDR,
-        &mut r as *mut _ as *mut _,
-        &format!("setting address {} on {iface}", a.ip),
-    )?;
+    let s = sock()?;
+    sys::set_if_addr(&s, iface, a.ip)
+        .map_err(|e| format!("setting address {} on {iface}: {e}", a.ip))?;
     if let Some(m) = a.netmask {
-        let mut r = ifreq(iface)?;
-        r.ifr_ifru.ifru_netmask = sockaddr(m);
-        ioctl(
-            &s,
-            libc::SIOCSIFNETMASK,
-            &mut r as *mut _ as *mut _,
-            &format!("setting netmask {m} on {iface}"),
-        )?;
+        sys::set_if_netmask(&s, iface, m)
+            .map_err(|e| format!("setting netmask {m} on {iface}: {e}"))?;
     }
     up(iface)?;
     if let Some(gw) = a.gateway {
-        // SAFETY: rtentry is plain old data; all-zero is valid.
-        let mut rt: libc::rtentry = unsafe { std::mem::zeroed() };
-        rt.rt_dst = sockaddr(Ipv4Addr::UNSPECIFIED);
-        rt.rt_genmask = sockaddr(Ipv4Addr::UNSPECIFIED);
-        rt.rt_gateway = sockaddr(gw);
-        rt.rt_flags = (libc::RTF_UP | libc::RTF_GATEWAY) as libc::c_ushort;
-        let dev = std::ffi::CString::new(iface).map_err(|e| e.to_string())?;
-        rt.rt_dev = dev.as_ptr() as *mut libc::c_char;
-        ioctl(
-            &s,
-            libc::SIOCADDRT,
-            &mut rt as *mut _ as *mut _,
-            &format!("adding default route via {gw}"),
-        )?;
+        sys::add_default_route(&s, iface, gw)
+            .map_err(|e| format!("adding default route via {gw}: {e}"))?;
     }
     Ok(())
 }

@@ -1,12 +1,18 @@
 //! Life as PID 1 of the boot ramdisk: mount the kernel file systems, load the modules the
-//! initrd lists (in dependency order, with `finit_module`), read the configuration, bring
-//! up the network, clone, and end with sync + reboot or poweroff. Never panics and never
+//! initrd lists (in dependency order, with `finit_module`), read the kernel command line,
+//! run the boot flow ([`crate::boot`]: network, bootopts, clone), reap orphans, and end
+//! with sync + reboot or poweroff. Never panics and never
 //! exits (PID 1 exiting panics the kernel): any error is printed with what to do, reported
 //! to the server, and the node then waits, reboots or powers off as configured.
 
 use crate::config::{After, Config};
 use crate::report::Reporter;
-use std::ffi::CString;
+use netboot_proto::status::Phase;
+use rustix::io::Errno;
+use rustix::mount::MountFlags;
+use rustix::process::WaitOptions;
+use rustix::system::RebootCommand;
+use std::ffi::CStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,19 +21,13 @@ pub const MODULE_LIST: &str = "/etc/netboot/modules";
 
 fn mount(src: &str, target: &str, fstype: &str) {
     let _ = std::fs::create_dir_all(target);
-    let (s, t, f) = (
-        CString::new(src),
-        CString::new(target),
-        CString::new(fstype),
-    );
-    if let (Ok(s), Ok(t), Ok(f)) = (s, t, f) {
-        // SAFETY: valid NUL-terminated strings; no data argument.
-        let r = unsafe { libc::mount(s.as_ptr(), t.as_ptr(), f.as_ptr(), 0, std::ptr::null()) };
-        if r != 0 {
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() != Some(libc::EBUSY) {
-                println!("netboot: mounting {fstype} on {target}: {e}");
-            }
+    let r = rustix::mount::mount(src, target, fstype, MountFlags::empty(), None::<&CStr>);
+    if let Err(e) = r {
+        if e != Errno::BUSY {
+            println!(
+                "netboot: mounting {fstype} on {target}: {}",
+                std::io::Error::from(e)
+            );
         }
     }
 }
@@ -45,14 +45,9 @@ fn load_modules(rep: &Reporter) {
             rep.say(&format!("module {path} missing from the initrd"));
             continue;
         };
-        use std::os::unix::io::AsRawFd;
-        let params = c"";
-        // SAFETY: finit_module(fd, params, flags) with a valid fd and NUL-terminated params.
-        let r = unsafe { libc::syscall(libc::SYS_finit_module, f.as_raw_fd(), params.as_ptr(), 0) };
-        if r != 0 {
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() != Some(libc::EEXIST) {
-                rep.say(&format!("loading {path}: {e}"));
+        if let Err(e) = rustix::system::finit_module(&f, c"", 0) {
+            if e != Errno::EXIST {
+                rep.say(&format!("loading {path}: {}", std::io::Error::from(e)));
             }
         }
     }
@@ -60,19 +55,12 @@ fn load_modules(rep: &Reporter) {
 
 /// Reaps orphaned children (PID 1's duty).
 fn reap() {
-    loop {
-        let mut status = 0;
-        // SAFETY: plain syscall.
-        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
-        if pid <= 0 {
-            return;
-        }
-    }
+    // wait(), not waitpid(None): any child (-1), not only those of our process group.
+    while let Ok(Some(_)) = rustix::process::wait(WaitOptions::NOHANG) {}
 }
 
 fn finish(after: After, rep: &Reporter) -> ! {
-    // SAFETY: plain syscall.
-    unsafe { libc::sync() };
+    rustix::fs::sync();
     match after {
         After::Wait => {
             rep.say("waiting (netboot.onerror=wait); fix the problem and power-cycle this node, or use the console");
@@ -83,13 +71,13 @@ fn finish(after: After, rep: &Reporter) -> ! {
         }
         After::Reboot | After::Poweroff => {
             let (cmd, what) = if after == After::Reboot {
-                (libc::RB_AUTOBOOT, "rebooting")
+                (RebootCommand::Restart, "rebooting")
             } else {
-                (libc::RB_POWER_OFF, "powering off")
+                (RebootCommand::PowerOff, "powering off")
             };
             rep.say(what);
-            // SAFETY: plain syscall; only returns on failure.
-            unsafe { libc::reboot(cmd) };
+            // Only returns on failure.
+            let _ = rustix::system::reboot(cmd);
             loop {
                 std::thread::sleep(Duration::from_secs(60));
             }
@@ -97,60 +85,9 @@ fn finish(after: After, rep: &Reporter) -> ! {
     }
 }
 
-/// The initrd's trusted image-signing keys (`pxe-builder initrd --trust`). A key that
-/// cannot be read stops the clone: dropping it silently would turn the check off.
-fn trusted_keys(rep: &Reporter) -> anyhow::Result<Vec<imgtool::sign::PublicKey>> {
-    let dir = std::path::Path::new(netboot_proto::initrd::TRUSTED_DIR);
-    if !dir.is_dir() {
-        rep.say("no trusted keys in this initrd: images are checked for integrity, not origin");
-        return Ok(vec![]);
-    }
-    let keys = imgtool::sign::load_trusted(&[dir.to_path_buf()])?;
-    if keys.is_empty() {
-        rep.say(&format!(
-            "{} holds no key: images are checked for integrity, not origin",
-            dir.display()
-        ));
-        return Ok(keys);
-    }
-    rep.say(&format!(
-        "trusted image-signing keys: {}",
-        keys.iter()
-            .map(|k| k.id.as_str())
-            .collect::<Vec<_>>()
-            .join(" ")
-    ));
-    Ok(keys)
-}
-
-fn work(cfg: &mut Config, rep: &mut Arc<Reporter>) -> anyhow::Result<()> {
-    crate::bring_up_network(cfg, rep)?;
-    crate::resolve_config(cfg, rep)?;
-    if let Some(r) = Arc::get_mut(rep) {
-        r.set_server(
-            cfg.server.clone(),
-            cfg.node
-                .clone()
-                .unwrap_or_else(|| cfg.mac.clone().unwrap_or_default()),
-        );
-    }
-    match cfg.mode.as_str() {
-        "clone" => {
-            let server = cfg.server.clone().ok_or_else(|| anyhow::anyhow!("no image server"))?;
-            let image = cfg.image_name().map(str::to_string).ok_or_else(|| anyhow::anyhow!("no group or image for this node"))?;
-            let cands = crate::target::list_disks(std::path::Path::new("/sys/block"));
-            let t = crate::target::select(&cands, cfg.target.as_deref()).map_err(anyhow::Error::msg)?;
-            rep.say(&format!("target disk: {t}"));
-            let mut route = crate::plan_route(cfg, &server)?;
-            route.trusted = trusted_keys(rep)?;
-            route.image_id = cfg.image_id.clone();
-            crate::clone::clone(&route, &image, &t.path, rep)?;
-            Ok(())
-        }
-        other => anyhow::bail!(
-            "netboot.mode={other} is not handled by this agent version (it clones disk-based groups); boot this node with a clone entry"
-        ),
-    }
+/// Whether this process is PID 1 (the kernel's init).
+pub fn is_pid1() -> bool {
+    rustix::process::getpid().is_init()
 }
 
 /// Runs as PID 1; never returns.
@@ -179,8 +116,9 @@ pub fn run() -> ! {
             finish(After::Wait, &rep);
         }
     };
-    let outcome =
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&mut cfg, &mut rep)));
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        crate::boot::run(&mut cfg, &mut rep)
+    }));
     reap();
     match outcome {
         Ok(Ok(())) => finish(cfg.on_done, &rep),
@@ -188,11 +126,11 @@ pub fn run() -> ! {
             println!("\n==================== netboot: CLONE FAILED ====================");
             println!("{e:#}");
             println!("================================================================\n");
-            rep.phase("failed", &format!("{e:#}"));
+            rep.phase(Phase::Failed, &format!("{e:#}"));
             finish(cfg.on_error, &rep)
         }
         Err(_) => {
-            rep.phase("failed", "internal error (see the console)");
+            rep.phase(Phase::Failed, "internal error (see the console)");
             finish(cfg.on_error, &rep)
         }
     }

@@ -290,6 +290,14 @@ fn twelve_nodes_in_three_racks_clone_through_relays() {
         assert!(expected > 0, "{n} relays to nobody in the plan");
         let want = format!("holding before growing until {expected} downstream node(s)");
         assert!(log(&n).contains(&want), "{n}: no `{want}`:\n{}", log(&n));
+        // ... and was released because they had, not by the idle fallback.
+        let released =
+            format!("relay released: all {expected} downstream node(s) have every chunk");
+        assert!(
+            log(&n).contains(&released),
+            "{n}: no `{released}`:\n{}",
+            log(&n)
+        );
     }
     all_identical(&c, None);
 }

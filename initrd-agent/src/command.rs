@@ -1,0 +1,117 @@
+//! `initrd-agent clone`: the PID 1 flow minus booting and networking, for tests and
+//! rescue. Its options ([`CloneArgs`]) become a [`Route`] (the primary, or the clone
+//! plan's route with `--plan`) and a target (a path, or chosen by hints), then
+//! [`crate::clone::clone`] runs exactly as at boot.
+
+use crate::config::Config;
+use crate::report::Reporter;
+use crate::route::Route;
+use anyhow::Context;
+use netboot_proto::status::Phase;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Clone the group's image from SERVER onto a disk (the PID 1 flow, minus booting).
+#[derive(clap::Args, Debug)]
+pub struct CloneArgs {
+    /// Image server URL (imgtool serve, nginx, …).
+    #[arg(long)]
+    pub server: String,
+    /// Logical group; its image is SERVER/<image or group>/.
+    #[arg(long)]
+    pub group: String,
+    /// Image directory name, when it differs from the group's.
+    #[arg(long)]
+    pub image: Option<String>,
+    /// Target block device or disk-image file.
+    #[arg(long, conflicts_with = "hint")]
+    pub target: Option<PathBuf>,
+    /// Pick the target by hints instead: serial=…,model=…,wwn=…,path=…,size>=…
+    #[arg(long)]
+    pub hint: Option<String>,
+    /// Name to report under (default: the group).
+    #[arg(long)]
+    pub node: Option<String>,
+    /// Tries per HTTP request before giving up (a dropped transfer resumes at its chunk).
+    #[arg(long, default_value_t = 8)]
+    pub attempts: u32,
+    /// Follow SERVER/clone-plan.json: pull from this node's upstream chain, and relay to
+    /// its downstream nodes when it has any (needs --node).
+    #[arg(long, requires = "node")]
+    pub plan: bool,
+    /// Seconds a read may stall before an upstream counts as dead.
+    #[arg(long, default_value_t = 20)]
+    pub stall: u64,
+    /// A relay keeps serving until no request came for this many seconds.
+    #[arg(long, default_value_t = 15)]
+    pub relay_idle: u64,
+    /// Refuse the image unless one of these public keys signed it (a KEY.pub file or a
+    /// directory of them; repeatable). As PID 1: the initrd's /etc/netboot/trusted.
+    #[arg(long, value_name = "KEY.pub")]
+    pub trust: Vec<PathBuf>,
+    /// Refuse any image whose id is not this one (as netboot.image_id=).
+    #[arg(long)]
+    pub image_id: Option<String>,
+}
+
+/// Runs `initrd-agent clone`; a failure is also reported to the server's board.
+pub fn clone(args: CloneArgs) -> anyhow::Result<()> {
+    run(args).context("clone failed")
+}
+
+fn run(args: CloneArgs) -> anyhow::Result<()> {
+    let name = args.node.clone().unwrap_or_else(|| args.group.clone());
+    let rep = Arc::new(Reporter::new(Some(args.server.clone()), name.clone()));
+    let target = match &args.target {
+        Some(t) => t.clone(),
+        None => {
+            let cands = crate::target::list_disks(Path::new("/sys/block"));
+            crate::target::select(&cands, args.hint.as_deref())
+                .map_err(anyhow::Error::msg)?
+                .path
+        }
+    };
+    let image = args.image.clone().unwrap_or_else(|| args.group.clone());
+    Config {
+        node: Some(name.clone()),
+        image: Some(image.clone()),
+        image_id: args.image_id.clone(),
+        ..Config::default()
+    }
+    .validate()
+    .map_err(anyhow::Error::msg)?;
+    let route = route(&args, &name)?;
+    rep.say(&route.describe());
+    crate::clone::clone(&route, &image, &target, &rep).map_err(|e| {
+        rep.phase(Phase::Failed, &format!("{e:#}"));
+        e
+    })?;
+    Ok(())
+}
+
+/// The route the options give: the plan's (with `--plan`) or the primary's, with the
+/// limits and the trust the options set.
+fn route(args: &CloneArgs, name: &str) -> anyhow::Result<Route> {
+    let mut route = if args.plan {
+        let cfg = Config {
+            node: Some(name.to_string()),
+            ..Config::default()
+        };
+        crate::route::plan_route(&cfg, &args.server)?
+    } else {
+        Route::primary(&args.server, args.attempts)
+    };
+    route.attempts = args.attempts;
+    route.stall = Duration::from_secs(args.stall);
+    route.relay_idle = Duration::from_secs(args.relay_idle);
+    route.trusted = imgtool::sign::load_trusted(&args.trust)?;
+    if !args.trust.is_empty() && route.trusted.is_empty() {
+        anyhow::bail!(
+            "--trust: no public key found in {}",
+            args.trust[0].display()
+        );
+    }
+    route.image_id = args.image_id.clone();
+    Ok(route)
+}
