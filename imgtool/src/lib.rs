@@ -6,6 +6,8 @@
 //! - [`layout::Layout`] is a partition table as captured (GPT via [`gpt`], MBR with
 //!   logical partitions via [`mbr`]); [`layout::plan_layout`] applies the layout rules.
 //! - [`fs::probe`] says which byte ranges of a partition are in use.
+//! - [`frame`] is the chunk codec: a chunk ⇄ an independent zstd frame, read one by one
+//!   or as a paced, reconnecting [`frame::FrameStream`].
 //! - [`manifest::Manifest`] lists the chunks of each region; [`manifest::Image`] is a
 //!   loaded, checked image directory.
 //! - [`source::ImageSource`] is where an image's files come from: a directory or HTTP
@@ -23,6 +25,7 @@ pub mod chunk;
 pub mod diff;
 pub mod disk;
 pub mod error;
+pub mod frame;
 pub mod fs;
 pub mod fuzzing;
 pub mod gpt;

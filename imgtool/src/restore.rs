@@ -19,13 +19,14 @@
 
 use crate::disk::{usage, BlockIo, Disk};
 use crate::error::{Error, Result};
+use crate::frame::{decode_frame, read_frame, FrameStream};
 use crate::fs::{swap, Fill};
 use crate::layout::{plan_layout, read_layout, table_ranges, Plan};
 use crate::manifest::{Image, Region};
 use crate::mark::InProgress;
 use crate::pool::run_pipeline;
 use crate::progress::Progress;
-use crate::verify::{check_frames, decode_frame, read_frame, FrameStream};
+use crate::verify::check_frames;
 use serde::Serialize;
 use std::path::Path;
 use std::process::Command;
@@ -685,7 +686,7 @@ mod tests {
         use crate::layout::{Layout, Partition, TableKind};
         use crate::manifest::Manifest;
         let raw = vec![0xabu8; 4096];
-        let frame = crate::capture::compress_chunk(&raw, 3, 4096).unwrap();
+        let frame = crate::frame::compress_chunk(&raw, 3, 4096).unwrap();
         std::fs::write(dir.join("p1.zst"), &frame).unwrap();
         let layout = Layout {
             table: TableKind::Gpt,
