@@ -118,10 +118,9 @@ impl Disk {
         } else if meta.file_type().is_file() {
             (meta.len(), 512)
         } else {
-            return Err(Error::Invalid(format!(
-                "{}: neither a block device nor a regular file",
-                path.display()
-            )));
+            return Err(Error::NotADisk {
+                path: path.to_path_buf(),
+            });
         };
         Ok(Disk {
             file,

@@ -20,6 +20,7 @@
 //!   operations; the `imgtool` binary only parses arguments and calls them.
 
 pub mod board;
+pub mod bytes;
 pub mod capture;
 pub mod chunk;
 pub mod diff;
@@ -29,6 +30,7 @@ pub mod frame;
 pub mod fs;
 pub mod fuzzing;
 pub mod gpt;
+pub mod grow;
 pub mod http;
 pub mod httpd;
 pub mod layout;
@@ -41,6 +43,7 @@ pub mod restore;
 pub mod serve;
 pub mod sign;
 pub mod source;
+pub mod table;
 pub mod verify;
 
 pub use error::{Error, Result};

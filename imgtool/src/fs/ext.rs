@@ -7,6 +7,7 @@
 //! blocks are that metadata, possibly of other groups under flex_bg).
 
 use super::{Fill, FsInfo, PartView, UsedRanges};
+use crate::bytes::{le16, le32};
 use std::io;
 
 const MAGIC: u16 = 0xef53;
@@ -20,13 +21,6 @@ const COMPAT_HAS_JOURNAL: u32 = 0x4;
 const COMPAT_SPARSE_SUPER2: u32 = 0x200;
 const INCOMPAT_EXTENTS: u32 = 0x40;
 const BG_BLOCK_UNINIT: u16 = 0x2;
-
-fn u16le(b: &[u8], o: usize) -> u16 {
-    u16::from_le_bytes([b[o], b[o + 1]])
-}
-fn u32le(b: &[u8], o: usize) -> u32 {
-    u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
-}
 
 struct Sb {
     blocks: u64,
@@ -117,27 +111,27 @@ pub fn probe(part: &PartView) -> io::Result<Option<FsInfo>> {
     }
     let mut s = vec![0u8; 1024];
     part.read(&mut s, 1024)?;
-    if u16le(&s, 56) != MAGIC {
+    if le16(&s, 56) != MAGIC {
         return Ok(None);
     }
     let bad = |m: &str| invalid(format!("ext superblock: {m}"));
-    let log = u32le(&s, 24);
+    let log = le32(&s, 24);
     if log > 6 {
         return Err(bad("block size above 64 KiB"));
     }
-    let incompat = u32le(&s, 96);
-    let ro_compat = u32le(&s, 100);
-    let compat = u32le(&s, 92);
+    let incompat = le32(&s, 96);
+    let ro_compat = le32(&s, 100);
+    let compat = le32(&s, 92);
     let is64 = incompat & INCOMPAT_64BIT != 0;
-    let blocks = u32le(&s, 4) as u64
+    let blocks = le32(&s, 4) as u64
         | if is64 {
-            (u32le(&s, 0x150) as u64) << 32
+            (le32(&s, 0x150) as u64) << 32
         } else {
             0
         };
     let block_size = 1024u64 << log;
-    let bpg = u32le(&s, 32) as u64;
-    let first_data_block = u32le(&s, 20) as u64;
+    let bpg = le32(&s, 32) as u64;
+    let first_data_block = le32(&s, 20) as u64;
     // mke2fs's own range for blocks per group; the kernel's for inodes per group and
     // the inode size. They bound the work per group (an inode table has at most
     // 8 × block size blocks) and the group count (at most one per 256 blocks).
@@ -147,9 +141,9 @@ pub fn probe(part: &PartView) -> io::Result<Option<FsInfo>> {
              block {first_data_block})"
         )));
     }
-    let ipg = u32le(&s, 40) as u64;
-    let rev = u32le(&s, 76);
-    let inode_size = if rev == 0 { 128 } else { u16le(&s, 88) as u64 };
+    let ipg = le32(&s, 40) as u64;
+    let rev = le32(&s, 76);
+    let inode_size = if rev == 0 { 128 } else { le16(&s, 88) as u64 };
     if ipg > block_size * 8
         || !(128..=block_size).contains(&inode_size)
         || !inode_size.is_power_of_two()
@@ -176,7 +170,7 @@ pub fn probe(part: &PartView) -> io::Result<Option<FsInfo>> {
         // Bitmaps count clusters, not blocks: not handled; store the non-zero blocks.
         return Ok(None);
     }
-    let desc_size = if is64 { u16le(&s, 254) as u64 } else { 32 };
+    let desc_size = if is64 { le16(&s, 254) as u64 } else { 32 };
     if is64 && (!(64..=MAX_DESC_SIZE).contains(&desc_size) || !desc_size.is_power_of_two()) {
         return Err(bad(&format!(
             "64-bit group descriptor size {desc_size} (must be a power of two in \
@@ -197,12 +191,12 @@ pub fn probe(part: &PartView) -> io::Result<Option<FsInfo>> {
         inode_size,
         groups: (blocks - first_data_block).div_ceil(bpg),
         desc_size,
-        reserved_gdt: u16le(&s, 206) as u64,
-        first_meta_bg: u32le(&s, 260) as u64,
+        reserved_gdt: le16(&s, 206) as u64,
+        first_meta_bg: le32(&s, 260) as u64,
         compat,
         incompat,
         ro_compat,
-        backup_bgs: [u32le(&s, 0x24c), u32le(&s, 0x250)],
+        backup_bgs: [le32(&s, 0x24c), le32(&s, 0x250)],
     };
     // The descriptor table is part of the file system: it cannot have more blocks than
     // the file system (this also bounds the group count by the partition's size).
@@ -248,11 +242,11 @@ pub fn probe(part: &PartView) -> io::Result<Option<FsInfo>> {
         }
         let lo = ((g % dpb) * sb.desc_size) as usize;
         let d = &desc_buf[lo..lo + sb.desc_size as usize];
-        let hi = |o: usize| if is64 { (u32le(d, o) as u64) << 32 } else { 0 };
-        let bbm = u32le(d, 0) as u64 | hi(0x20);
-        let ibm = u32le(d, 4) as u64 | hi(0x24);
-        let itab = u32le(d, 8) as u64 | hi(0x28);
-        let flags = u16le(d, 18);
+        let hi = |o: usize| if is64 { (le32(d, o) as u64) << 32 } else { 0 };
+        let bbm = le32(d, 0) as u64 | hi(0x20);
+        let ibm = le32(d, 4) as u64 | hi(0x24);
+        let itab = le32(d, 8) as u64 | hi(0x28);
+        let flags = le16(d, 18);
         used.mark(bbm, 1);
         used.mark(ibm, 1);
         used.mark(itab, itable_blocks);
@@ -314,17 +308,17 @@ pub fn probe(part: &PartView) -> io::Result<Option<FsInfo>> {
 pub fn geometry(part: &PartView) -> io::Result<Option<(u64, u64)>> {
     let mut s = vec![0u8; 1024];
     part.read(&mut s, 1024)?;
-    if u16le(&s, 56) != MAGIC {
+    if le16(&s, 56) != MAGIC {
         return Ok(None);
     }
-    let is64 = u32le(&s, 96) & INCOMPAT_64BIT != 0;
-    let blocks = u32le(&s, 4) as u64
+    let is64 = le32(&s, 96) & INCOMPAT_64BIT != 0;
+    let blocks = le32(&s, 4) as u64
         | if is64 {
-            (u32le(&s, 0x150) as u64) << 32
+            (le32(&s, 0x150) as u64) << 32
         } else {
             0
         };
-    let block_size = 1024u64 << u32le(&s, 24).min(6);
+    let block_size = 1024u64 << le32(&s, 24).min(6);
     if blocks.checked_mul(block_size).is_none_or(|b| b > part.size) {
         return Err(invalid(format!(
             "ext file system of {blocks} blocks of {block_size} bytes is larger than its \

@@ -2,14 +2,8 @@
 //! allocated cluster (non-zero FAT entry other than "bad") are in use.
 
 use super::{Fill, FsInfo, PartView, UsedRanges};
+use crate::bytes::{le16, le32};
 use std::io;
-
-fn u16le(b: &[u8], o: usize) -> u16 {
-    u16::from_le_bytes([b[o], b[o + 1]])
-}
-fn u32le(b: &[u8], o: usize) -> u32 {
-    u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
-}
 
 /// Bytes of a FAT16/32 table held in memory at once: the table is read a window at a
 /// time, so a FAT32 table of up to 1 GiB (2^28 clusters) never sits in memory whole.
@@ -22,15 +16,15 @@ pub fn probe(part: &PartView) -> io::Result<Option<FsInfo>> {
     }
     let mut bs = vec![0u8; 512];
     part.read(&mut bs, 0)?;
-    let bps = u16le(&bs, 11) as u64;
+    let bps = le16(&bs, 11) as u64;
     let spc = bs[13] as u64;
-    let reserved = u16le(&bs, 14) as u64;
+    let reserved = le16(&bs, 14) as u64;
     let nfats = bs[16] as u64;
-    let root_entries = u16le(&bs, 17) as u64;
-    let total16 = u16le(&bs, 19) as u64;
-    let fatsz16 = u16le(&bs, 22) as u64;
-    let total32 = u32le(&bs, 32) as u64;
-    let fatsz32 = u32le(&bs, 36) as u64;
+    let root_entries = le16(&bs, 17) as u64;
+    let total16 = le16(&bs, 19) as u64;
+    let fatsz16 = le16(&bs, 22) as u64;
+    let total32 = le32(&bs, 32) as u64;
+    let fatsz32 = le32(&bs, 36) as u64;
     let sig_ok = bs[510] == 0x55 && bs[511] == 0xaa;
     let jump_ok = bs[0] == 0xeb || bs[0] == 0xe9;
     if !sig_ok
@@ -87,7 +81,7 @@ pub fn probe(part: &PartView) -> io::Result<Option<FsInfo>> {
             if o + 1 >= fat.len() {
                 break;
             }
-            let v = u16le(&fat, o) as u32;
+            let v = le16(&fat, o) as u32;
             on_cluster(
                 c,
                 if c.is_multiple_of(2) {
@@ -109,16 +103,16 @@ pub fn probe(part: &PartView) -> io::Result<Option<FsInfo>> {
             for (i, e) in window[..n].chunks_exact(width as usize).enumerate() {
                 let c = done / width + i as u64;
                 let v = if width == 2 {
-                    u16le(e, 0) as u32
+                    le16(e, 0) as u32
                 } else {
-                    u32le(e, 0) & 0x0fff_ffff
+                    le32(e, 0) & 0x0fff_ffff
                 };
                 on_cluster(c, v);
             }
             done += n as u64;
         }
     }
-    let id = u32le(&bs, id_off);
+    let id = le32(&bs, id_off);
     let label = super::label_string(&bs[label_off..label_off + 11]).filter(|l| l != "NO NAME");
     Ok(Some(FsInfo {
         kind: kind.into(),
