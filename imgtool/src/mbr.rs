@@ -176,12 +176,8 @@ fn chs(lba: u64) -> [u8; 3] {
 }
 
 fn entry(e: &mut [u8], bootable: bool, t: u8, start: u64, size: u64) -> Result<()> {
-    let fit = |v: u64| {
-        u32::try_from(v).map_err(|_| Error::Unencodable {
-            table: "MBR".into(),
-            msg: format!("cannot address sector {v}"),
-        })
-    };
+    let fit =
+        |v: u64| u32::try_from(v).map_err(|_| unencodable(format!("cannot address sector {v}")));
     e[0] = if bootable { 0x80 } else { 0 };
     e[1..4].copy_from_slice(&chs(start));
     e[4] = t;
@@ -191,17 +187,46 @@ fn entry(e: &mut [u8], bootable: bool, t: u8, start: u64, size: u64) -> Result<(
     Ok(())
 }
 
-/// Writes the MBR (with `boot_code`) and the EBR chain.
+/// Writes the MBR (with `boot_code`) and the EBR chain: the EBRs first
+/// ([`write_ebr_chain`]), sector 0 ([`sector0`]) last.
 pub fn write(disk: &dyn BlockIo, layout: &Layout, boot_code: &[u8]) -> Result<()> {
     let ss = disk.sector_size() as u64;
-    let bad = |msg: String| Error::Unencodable {
+    let (lba0, ext) = sector0(layout, ss, boot_code)?;
+    let mut logicals: Vec<&Partition> = layout
+        .partitions
+        .iter()
+        .filter(|p| p.role == Some(MbrRole::Logical))
+        .collect();
+    logicals.sort_by_key(|p| p.number);
+    if !logicals.is_empty() {
+        let ext = ext.ok_or_else(|| {
+            unencodable("logical partitions without an extended partition".into())
+        })?;
+        write_ebr_chain(disk, ss, ext, &logicals)?;
+    }
+    disk.write_all_at(&lba0, 0).map_err(|err| Error::TableIo {
+        what: "MBR: writing sector 0".into(),
+        err,
+    })?;
+    Ok(())
+}
+
+fn unencodable(msg: String) -> Error {
+    Error::Unencodable {
         table: "MBR".into(),
         msg,
-    };
-    let ty = |p: &Partition| {
-        type_byte(&p.type_)
-            .ok_or_else(|| bad(format!("partition {}: bad type {}", p.number, p.type_)))
-    };
+    }
+}
+
+/// The partition's type byte.
+fn type_of(p: &Partition) -> Result<u8> {
+    type_byte(&p.type_)
+        .ok_or_else(|| unencodable(format!("partition {}: bad type {}", p.number, p.type_)))
+}
+
+/// Sector 0: boot code, disk signature, the primary and extended entries (numbers
+/// 1..=4), `55 AA`. Returns it with the extended partition's `(start, size)`.
+fn sector0(layout: &Layout, ss: u64, boot_code: &[u8]) -> Result<(Vec<u8>, Option<(u64, u64)>)> {
     let mut lba0 = vec![0u8; ss as usize];
     let bc = boot_code.len().min(440);
     lba0[..bc].copy_from_slice(&boot_code[..bc]);
@@ -218,7 +243,7 @@ pub fn write(disk: &dyn BlockIo, layout: &Layout, boot_code: &[u8]) -> Result<()
         .filter(|p| p.role != Some(MbrRole::Logical))
     {
         if !(1..=4).contains(&p.number) {
-            return Err(bad(format!(
+            return Err(unencodable(format!(
                 "primary partition number {} outside 1..=4",
                 p.number
             )));
@@ -227,7 +252,7 @@ pub fn write(disk: &dyn BlockIo, layout: &Layout, boot_code: &[u8]) -> Result<()
         entry(
             &mut lba0[446 + i * 16..462 + i * 16],
             p.bootable,
-            ty(p)?,
+            type_of(p)?,
             p.start,
             p.size,
         )?;
@@ -237,60 +262,63 @@ pub fn write(disk: &dyn BlockIo, layout: &Layout, boot_code: &[u8]) -> Result<()
     }
     lba0[510] = 0x55;
     lba0[511] = 0xaa;
-    let mut logicals: Vec<&Partition> = layout
-        .partitions
+    Ok((lba0, ext))
+}
+
+/// One EBR per logical partition (sorted by number), each inside the extended partition
+/// `(ext_start, ext_size)`, linking to the next.
+fn write_ebr_chain(
+    disk: &dyn BlockIo,
+    ss: u64,
+    (ext_start, ext_size): (u64, u64),
+    logicals: &[&Partition],
+) -> Result<()> {
+    let ebrs: Vec<u64> = logicals
         .iter()
-        .filter(|p| p.role == Some(MbrRole::Logical))
+        .map(|p| p.ebr.unwrap_or(p.start.saturating_sub(1)))
         .collect();
-    logicals.sort_by_key(|p| p.number);
-    if !logicals.is_empty() {
-        let (ext_start, ext_size) =
-            ext.ok_or_else(|| bad("logical partitions without an extended partition".into()))?;
-        let ebrs: Vec<u64> = logicals
-            .iter()
-            .map(|p| p.ebr.unwrap_or(p.start.saturating_sub(1)))
-            .collect();
-        let ext_end = ext_start.saturating_add(ext_size);
-        let end = |p: &Partition| p.start.saturating_add(p.size);
-        for (i, p) in logicals.iter().enumerate() {
-            let ebr = ebrs[i];
-            if ebr < ext_start || end(p) > ext_end || p.start <= ebr {
-                return Err(bad(format!(
-                    "logical partition {} (EBR {ebr}, {}..{}) outside the extended partition",
-                    p.number,
-                    p.start,
-                    end(p)
-                )));
-            }
-            let mut s = vec![0u8; ss as usize];
-            entry(&mut s[446..462], p.bootable, ty(p)?, p.start - ebr, p.size)?;
-            if let Some(next) = logicals.get(i + 1) {
-                let nebr = ebrs[i + 1];
-                let (Some(link_start), Some(link_size)) =
-                    (nebr.checked_sub(ext_start), end(next).checked_sub(nebr))
-                else {
-                    return Err(bad(format!(
-                        "logical partition {} (EBR {nebr}) outside the extended partition",
-                        next.number
-                    )));
-                };
-                entry(&mut s[462..478], false, 0x05, link_start, link_size)?;
-            }
-            s[510] = 0x55;
-            s[511] = 0xaa;
-            let at = ebr
-                .checked_mul(ss)
-                .ok_or_else(|| bad(format!("EBR at sector {ebr}: offset overflows")))?;
-            disk.write_all_at(&s, at).map_err(|err| Error::TableIo {
-                what: format!("MBR: writing EBR at sector {ebr}"),
-                err,
-            })?;
+    let ext_end = ext_start.saturating_add(ext_size);
+    let end = |p: &Partition| p.start.saturating_add(p.size);
+    for (i, p) in logicals.iter().enumerate() {
+        let ebr = ebrs[i];
+        if ebr < ext_start || end(p) > ext_end || p.start <= ebr {
+            return Err(unencodable(format!(
+                "logical partition {} (EBR {ebr}, {}..{}) outside the extended partition",
+                p.number,
+                p.start,
+                end(p)
+            )));
         }
+        let mut s = vec![0u8; ss as usize];
+        entry(
+            &mut s[446..462],
+            p.bootable,
+            type_of(p)?,
+            p.start - ebr,
+            p.size,
+        )?;
+        if let Some(next) = logicals.get(i + 1) {
+            let nebr = ebrs[i + 1];
+            let (Some(link_start), Some(link_size)) =
+                (nebr.checked_sub(ext_start), end(next).checked_sub(nebr))
+            else {
+                return Err(unencodable(format!(
+                    "logical partition {} (EBR {nebr}) outside the extended partition",
+                    next.number
+                )));
+            };
+            entry(&mut s[462..478], false, 0x05, link_start, link_size)?;
+        }
+        s[510] = 0x55;
+        s[511] = 0xaa;
+        let at = ebr
+            .checked_mul(ss)
+            .ok_or_else(|| unencodable(format!("EBR at sector {ebr}: offset overflows")))?;
+        disk.write_all_at(&s, at).map_err(|err| Error::TableIo {
+            what: format!("MBR: writing EBR at sector {ebr}"),
+            err,
+        })?;
     }
-    disk.write_all_at(&lba0, 0).map_err(|err| Error::TableIo {
-        what: "MBR: writing sector 0".into(),
-        err,
-    })?;
     Ok(())
 }
 
