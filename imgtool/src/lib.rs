@@ -43,6 +43,7 @@ pub mod restore;
 pub mod serve;
 pub mod sign;
 pub mod source;
+pub mod sys;
 pub mod table;
 pub mod verify;
 
