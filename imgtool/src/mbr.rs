@@ -17,6 +17,9 @@ pub const MAX_LOGICAL: u32 = 60;
 /// 120 sectors whatever the disk holds.
 pub const MAX_EBRS: usize = 2 * MAX_LOGICAL as usize;
 
+/// An extended partition's `(start, size)` in sectors: where its EBR chain lives.
+type Extended = (u64, u64);
+
 fn is_extended(t: u8) -> bool {
     matches!(t, 0x05 | 0x0f | 0x85)
 }
@@ -50,9 +53,9 @@ pub fn read(disk: &dyn BlockIo, lba0: &[u8]) -> Result<Option<Layout>> {
 
 /// The non-empty entries of sector 0 (partitions 1..=4), and the extended partition's
 /// `(start, size)` in sectors when there is one.
-fn primary_entries(lba0: &[u8]) -> (Vec<Partition>, Option<(u64, u64)>) {
+fn primary_entries(lba0: &[u8]) -> (Vec<Partition>, Option<Extended>) {
     let mut parts = vec![];
-    let mut ext: Option<(u64, u64)> = None;
+    let mut ext: Option<Extended> = None;
     for i in 0..4 {
         let e = &lba0[446 + i * 16..462 + i * 16];
         if e[4] == 0 || le32(e, 12) == 0 {
@@ -89,7 +92,7 @@ fn primary_entries(lba0: &[u8]) -> (Vec<Partition>, Option<(u64, u64)>) {
 fn read_ebr_chain(
     disk: &dyn BlockIo,
     ss: u64,
-    (ext_start, ext_size): (u64, u64),
+    (ext_start, ext_size): Extended,
 ) -> Result<Vec<Partition>> {
     let mut parts = vec![];
     // Both are u32 on disk: the sums below cannot overflow a u64.
@@ -226,7 +229,7 @@ fn type_of(p: &Partition) -> Result<u8> {
 
 /// Sector 0: boot code, disk signature, the primary and extended entries (numbers
 /// 1..=4), `55 AA`. Returns it with the extended partition's `(start, size)`.
-fn sector0(layout: &Layout, ss: u64, boot_code: &[u8]) -> Result<(Vec<u8>, Option<(u64, u64)>)> {
+fn sector0(layout: &Layout, ss: u64, boot_code: &[u8]) -> Result<(Vec<u8>, Option<Extended>)> {
     let mut lba0 = vec![0u8; ss as usize];
     let bc = boot_code.len().min(440);
     lba0[..bc].copy_from_slice(&boot_code[..bc]);
@@ -270,7 +273,7 @@ fn sector0(layout: &Layout, ss: u64, boot_code: &[u8]) -> Result<(Vec<u8>, Optio
 fn write_ebr_chain(
     disk: &dyn BlockIo,
     ss: u64,
-    (ext_start, ext_size): (u64, u64),
+    (ext_start, ext_size): Extended,
     logicals: &[&Partition],
 ) -> Result<()> {
     let ebrs: Vec<u64> = logicals

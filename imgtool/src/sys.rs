@@ -17,7 +17,12 @@ const BLOCK: u8 = 0x12;
 pub fn blkgetsize64(fd: impl AsFd) -> io::Result<u64> {
     // SAFETY: BLKGETSIZE64 is a getter that writes one size_t (u64 on Linux' 64-bit ABIs,
     // and the kernel writes a u64 on every ABI) through the pointer.
-    let size = unsafe { ioctl(fd, Getter::<{ opcode::read::<usize>(BLOCK, 114) }, u64>::new()) }?;
+    let size = unsafe {
+        ioctl(
+            fd,
+            Getter::<{ opcode::read::<usize>(BLOCK, 114) }, u64>::new(),
+        )
+    }?;
     Ok(size)
 }
 
@@ -41,7 +46,12 @@ pub fn blkrrpart(fd: impl AsFd) -> io::Result<()> {
 pub fn blkzeroout(fd: impl AsFd, offset: u64, len: u64) -> io::Result<()> {
     // SAFETY: BLKZEROOUT reads two u64 (start, length) through the pointer; Setter passes
     // a pointer to its owned array.
-    unsafe { ioctl(fd, Setter::<{ opcode::none(BLOCK, 127) }, [u64; 2]>::new([offset, len])) }?;
+    unsafe {
+        ioctl(
+            fd,
+            Setter::<{ opcode::none(BLOCK, 127) }, [u64; 2]>::new([offset, len]),
+        )
+    }?;
     Ok(())
 }
 
@@ -95,7 +105,12 @@ pub fn blkpg(fd: impl AsFd, op: BlkpgOp, pno: u32, start: u64, len: u64) -> io::
     };
     // SAFETY: arg is a valid blkpg_ioctl_arg whose data points to a blkpg_partition that
     // lives for the duration of the call; the kernel only reads both.
-    unsafe { ioctl(fd, Updater::<{ opcode::none(BLOCK, 105) }, BlkpgIoctlArg>::new(&mut arg)) }?;
+    unsafe {
+        ioctl(
+            fd,
+            Updater::<{ opcode::none(BLOCK, 105) }, BlkpgIoctlArg>::new(&mut arg),
+        )
+    }?;
     Ok(())
 }
 

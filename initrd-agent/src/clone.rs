@@ -141,7 +141,7 @@ pub fn clone(
     let source: Arc<dyn imgtool::source::ImageSource> = Arc::new(source);
     let files = Image::fetch_files(source.as_ref())
         .map(Arc::new)
-        .map_err(|e| anyhow::anyhow!("loading image {url}: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("loading image {url}: {}", e.chain()))?;
     // A node that checks signatures reads the image's signature file, and so does every
     // relay, whether it checks or not: its downstream nodes may (a missing file does not
     // move the source up its chain, see `ImageSource::read_optional`).
@@ -154,7 +154,7 @@ pub fn clone(
     }
     let signature = signature.filter(|_| !route.trusted.is_empty());
     let img = Image::from_files(source, &files)
-        .map_err(|e| anyhow::anyhow!("loading image {url}: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("loading image {url}: {}", e.chain()))?;
     check_trust(route, &img, signature, rep)?;
     rep.set_image(image, &names[0]);
     // Downstream nodes get manifest and layout at once: each step this node takes before
@@ -162,8 +162,8 @@ pub fn clone(
     if let Some(relay) = &relay {
         relay.set_image(&img);
     }
-    let disk =
-        Disk::open_rw_direct(target).map_err(|e| anyhow::anyhow!("opening target disk: {e}"))?;
+    let disk = Disk::open_rw_direct(target)
+        .map_err(|e| anyhow::anyhow!("opening target disk: {}", e.chain()))?;
     let plan = imgtool::restore::plan(&img, &disk, target).map_err(|e| anyhow::anyhow!("{e}"))?;
     if plan.keep_table {
         rep.phase(
@@ -216,7 +216,7 @@ pub fn clone(
         }));
     }
     let report = restore(&img, &disk, &opts, &progress)
-        .map_err(|e| anyhow::anyhow!("restoring {url} onto {}: {e}", target.display()))?;
+        .map_err(|e| anyhow::anyhow!("restoring {url} onto {}: {}", target.display(), e.chain()))?;
     for r in &report.regions {
         if let Some((a, b)) = r.grown {
             rep.say(&format!(
