@@ -434,6 +434,22 @@ mod tests {
     use crate::layout::read_layout;
 
     #[test]
+    fn geometry_reserves_the_tables_at_both_ends() {
+        // 128 entries: 32 sectors of 512 bytes, 4 of 4096.
+        let g = GptGeometry::new(128, 512);
+        assert_eq!(
+            (g.entry_sectors(), g.head_sectors(), g.tail_sectors()),
+            (32, 34, 33)
+        );
+        assert_eq!(g.last_usable(131072), Some(131072 - 34));
+        let g = GptGeometry::new(128, 4096);
+        assert_eq!((g.head_sectors(), g.tail_sectors()), (6, 5));
+        // A disk holding only the backup structures and sector 0 has no usable sector.
+        assert_eq!(GptGeometry::new(128, 512).last_usable(33), None);
+        assert_eq!(GptGeometry::new(128, 512).last_usable(34), Some(0));
+    }
+
+    #[test]
     fn guid_round_trip() {
         let s = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
         let b = guid_from_str(s).unwrap();
