@@ -51,10 +51,10 @@ pub use crate::frame::compress_chunk;
 
 /// Captures `disk` (named `disk_name` in messages) into `out`, which must not exist.
 ///
-/// Steps: read the table and check the selection ([`select_partitions`]) and that every
+/// Steps: read the table and check the selection (`select_partitions`) and that every
 /// rule an image must pass holds, before anything is written; plan every region's chunks
-/// ([`plan_regions`]); compress each region into its payload ([`write_region`]); write
-/// `layout` and `manifest` ([`write_manifest`]) and rename the directory into place.
+/// (`plan_regions`); compress each region into its payload (`write_region`); write
+/// `layout` and `manifest` (`write_manifest`) and rename the directory into place.
 pub fn capture(
     disk: &dyn BlockIo,
     disk_name: &Path,

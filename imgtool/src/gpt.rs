@@ -299,8 +299,8 @@ fn header(ss: u64, f: Header) -> Vec<u8> {
 }
 
 /// Writes protective MBR, primary GPT, and backup GPT at the end of `disk`: the entry
-/// array ([`entry_array`]), the two header copies ([`header`]) and the protective MBR
-/// ([`protective_mbr`]), backup first and primary last.
+/// array (`entry_array`), the two header copies (`header`) and the protective MBR
+/// (`protective_mbr`), backup first and primary last.
 pub fn write(disk: &dyn BlockIo, layout: &Layout, boot_code: &[u8]) -> Result<()> {
     let ss = disk.sector_size() as u64;
     let sectors = disk.size() / ss;

@@ -30,8 +30,8 @@ pub fn type_byte(s: &str) -> Option<u8> {
 }
 
 /// Reads the MBR in `lba0` and the EBR chain of `disk`: the four primary entries
-/// ([`primary_entries`]), then the logical partitions of the extended one
-/// ([`read_ebr_chain`]).
+/// (`primary_entries`), then the logical partitions of the extended one
+/// (`read_ebr_chain`).
 pub fn read(disk: &dyn BlockIo, lba0: &[u8]) -> Result<Option<Layout>> {
     let ss = disk.sector_size() as u64;
     let (mut parts, ext) = primary_entries(lba0);
@@ -191,7 +191,7 @@ fn entry(e: &mut [u8], bootable: bool, t: u8, start: u64, size: u64) -> Result<(
 }
 
 /// Writes the MBR (with `boot_code`) and the EBR chain: the EBRs first
-/// ([`write_ebr_chain`]), sector 0 ([`sector0`]) last.
+/// (`write_ebr_chain`), sector 0 (`sector0`) last.
 pub fn write(disk: &dyn BlockIo, layout: &Layout, boot_code: &[u8]) -> Result<()> {
     let ss = disk.sector_size() as u64;
     let (lba0, ext) = sector0(layout, ss, boot_code)?;

@@ -15,7 +15,7 @@
 //! 3. **stream** ([`stream_partitions`]): partitions, chunk by chunk (decompress, sha256
 //!    of the raw bytes, hand the frame to the relay hook, write; with `verify`, read it
 //!    back at once and compare); unknown file systems get their gaps zeroed
-//!    ([`zero_fill`]); swap gets its header fitted to the size.
+//!    (`zero_fill`); swap gets its header fitted to the size.
 //! 4. **grow** ([`grow_filesystems`], [`crate::grow`]): ext file systems that got a larger
 //!    partition are checked and grown through the whole-disk device (`e2fsck -fp`,
 //!    `resize2fs DEV?offset=N`).
@@ -524,7 +524,7 @@ fn zero_fill(target: &dyn BlockIo, tpath: &Path, part: &Part) -> Result<()> {
 
 /// Phase 4, **grow**: each ext file system that got a larger partition is grown to it
 /// ([`crate::grow::grow_ext`]); its report records the old and new sizes.
-fn grow_filesystems(
+pub fn grow_filesystems(
     target: &Disk,
     regions: &[&Region],
     reports: &mut [RegionReport],

@@ -102,10 +102,10 @@ fn invalid(m: String) -> io::Error {
 /// Probes for ext2/3/4; `None` when the superblock magic is absent.
 ///
 /// Every count the superblock gives is checked against the partition before anything is
-/// allocated ([`Sb::read`]): the file system must fit the partition and have at most
+/// allocated (`Sb::read`): the file system must fit the partition and have at most
 /// [`MAX_BLOCKS`] blocks, which bounds the block bitmap kept here (one bit per block,
 /// 512 MiB at most); the group descriptors are read one block at a time
-/// ([`used_blocks`]).
+/// (`used_blocks`).
 pub fn probe(part: &PartView) -> io::Result<Option<FsInfo>> {
     let Some((sb, s)) = Sb::read(part)? else {
         return Ok(None);
