@@ -14,6 +14,27 @@ pub use crate::table::{
     Layout, MbrRole, Partition, TableKind, MAX_DISK_BYTES, MAX_GPT_ENTRIES, SECTOR_SIZES,
 };
 
+/// Why a layout breaks a rule ([`Layout::validate`]) or cannot be laid out on a disk
+/// ([`plan_layout`]). The layout itself is the cause, so there is no source; the message
+/// names the partition and the field, as docs/FORMAT.md's rules do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LayoutError {
+    /// A rule of one partition's own fields (number, size, position, type, GUID, EBR).
+    #[error("partition {number}: {msg}")]
+    Partition { number: u32, msg: String },
+    /// The target disk's logical sector size is not the image's.
+    #[error("its logical sector size is {disk} bytes but the image was captured with {image} bytes; partition offsets would not match")]
+    SectorSize { disk: u32, image: u32 },
+    /// The target disk cannot hold the image's partitions.
+    #[error(
+        "the disk is too small: {disk} bytes, the image's partitions need at least {needed} bytes"
+    )]
+    TooSmall { disk: u64, needed: u64 },
+    /// Any other rule: geometry, entry count, logical chain, overlaps, the grow partition.
+    #[error("{0}")]
+    Rule(String),
+}
+
 /// A partition's sectors `start..end` and what to call it in a message, for the overlap
 /// check.
 type Span = (u64, u64, String);
@@ -32,29 +53,35 @@ impl Layout {
     /// The rule groups run in this order, each its own function: the disk's geometry and
     /// usable area, each partition's own fields, the MBR's logical chain, overlaps, the
     /// grow partition.
-    pub fn validate(&self) -> std::result::Result<(), String> {
-        let (lo, hi) = self.check_geometry()?;
+    pub fn validate(&self) -> std::result::Result<(), LayoutError> {
+        let (lo, hi) = self.check_geometry().map_err(LayoutError::Rule)?;
         let mut seen = std::collections::BTreeSet::new();
         let mut extended: Option<&Partition> = None;
         for p in &self.partitions {
             if !seen.insert(p.number) {
-                return Err(format!("partition number {} appears twice", p.number));
+                return Err(LayoutError::Rule(format!(
+                    "partition number {} appears twice",
+                    p.number
+                )));
             }
             self.check_partition(p, lo, hi)
-                .map_err(|msg| format!("partition {}: {msg}", p.number))?;
+                .map_err(|msg| LayoutError::Partition {
+                    number: p.number,
+                    msg,
+                })?;
             if p.is_extended() {
                 if extended.is_some() {
-                    return Err(format!(
-                        "partition {}: a second extended partition",
-                        p.number
-                    ));
+                    return Err(LayoutError::Partition {
+                        number: p.number,
+                        msg: "a second extended partition".into(),
+                    });
                 }
                 extended = Some(p);
             }
         }
-        let inner = self.check_logicals(extended)?;
-        self.check_overlaps(inner)?;
-        self.check_grow()
+        let inner = self.check_logicals(extended).map_err(LayoutError::Rule)?;
+        self.check_overlaps(inner).map_err(LayoutError::Rule)?;
+        self.check_grow().map_err(LayoutError::Rule)
     }
 
     /// Sector size, disk size and the usable area `lo..hi` (sectors, `hi` exclusive) of
@@ -371,12 +398,12 @@ pub fn plan_layout(
     current: Option<&Layout>,
     target_size: u64,
     target_sector: u32,
-) -> std::result::Result<Plan, String> {
+) -> std::result::Result<Plan, LayoutError> {
     if target_sector != image.sector_size {
-        return Err(format!(
-            "its logical sector size is {target_sector} bytes but the image was captured with {} bytes; partition offsets would not match",
-            image.sector_size
-        ));
+        return Err(LayoutError::SectorSize {
+            disk: target_sector,
+            image: image.sector_size,
+        });
     }
     if let Some(cur) = current {
         let why = differences(image, cur);
@@ -390,7 +417,7 @@ pub fn plan_layout(
     }
     let ss = image.sector_size as u64;
     if ss == 0 {
-        return Err("the image's sector size is 0".into());
+        return Err(LayoutError::Rule("the image's sector size is 0".into()));
     }
     let sectors = target_size / ss;
     let last_usable = match image.table {
@@ -406,10 +433,10 @@ pub fn plan_layout(
                 .saturating_add(GptGeometry::new(image.entries.unwrap_or(128), ss).tail_sectors()),
             TableKind::Mbr => needed_end,
         };
-        let needed_bytes = needed_sectors.saturating_mul(ss);
-        return Err(format!(
-            "the disk is too small: {target_size} bytes, the image's partitions need at least {needed_bytes} bytes"
-        ));
+        return Err(LayoutError::TooSmall {
+            disk: target_size,
+            needed: needed_sectors.saturating_mul(ss),
+        });
     }
     let mut layout = image.clone();
     layout.disk_size = target_size;
@@ -417,9 +444,9 @@ pub fn plan_layout(
         p.filesystem = image.partition(p.number).and_then(|q| q.filesystem.clone());
     }
     if let Some(g) = image.grow.or_else(|| image.default_grow()) {
-        let gp = image
-            .partition(g)
-            .ok_or_else(|| format!("the image's grow partition {g} does not exist"))?;
+        let gp = image.partition(g).ok_or_else(|| {
+            LayoutError::Rule(format!("the image's grow partition {g} does not exist"))
+        })?;
         // Grow only the partition that ends last; otherwise it would overlap its neighbour.
         let ends_last = image.data_partitions().all(|p| p.end() <= gp.end());
         if ends_last {
@@ -428,10 +455,10 @@ pub fn plan_layout(
             for p in &mut layout.partitions {
                 if p.number == g || (ebr_region && p.is_extended()) {
                     p.size = new_end.checked_sub(p.start).filter(|s| *s > 0).ok_or_else(|| {
-                        format!(
+                        LayoutError::Rule(format!(
                             "partition {} starts at sector {}, past the disk's last usable sector {last_usable}",
                             p.number, p.start
-                        )
+                        ))
                     })?;
                 }
             }
@@ -557,9 +584,13 @@ mod tests {
     #[test]
     fn refuses_small_disk_and_sector_mismatch() {
         let l = gpt_layout();
-        let e = plan_layout(&l, None, 30 << 20, 512).unwrap_err();
+        let e = plan_layout(&l, None, 30 << 20, 512)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("too small"), "{e}");
-        let e = plan_layout(&l, None, 64 << 20, 4096).unwrap_err();
+        let e = plan_layout(&l, None, 64 << 20, 4096)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("sector size"), "{e}");
     }
 
@@ -593,7 +624,7 @@ mod tests {
     /// `validate` of `l` after `edit` fails with a message holding every needle.
     fn refused(mut l: Layout, edit: impl FnOnce(&mut Layout), needles: &[&str]) {
         edit(&mut l);
-        let e = l.validate().expect_err("should be refused");
+        let e = l.validate().expect_err("should be refused").to_string();
         for n in needles {
             assert!(e.contains(n), "{n:?} not in {e:?}");
         }

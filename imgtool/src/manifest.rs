@@ -323,9 +323,9 @@ impl Image {
     pub fn check_structure(&self) -> Result<()> {
         let mpath = PathBuf::from(format!("{}/{MANIFEST_FILE}", self.location()));
         let lpath = PathBuf::from(format!("{}/{LAYOUT_FILE}", self.location()));
-        self.layout.validate().map_err(|msg| Error::Corrupt {
+        self.layout.validate().map_err(|e| Error::Corrupt {
             path: lpath.clone(),
-            msg,
+            msg: e.to_string(),
         })?;
         let corrupt = |msg: String| Error::Corrupt {
             path: mpath.clone(),

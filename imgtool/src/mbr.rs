@@ -479,7 +479,7 @@ mod tests {
         assert_eq!(read_layout(&disk).unwrap().unwrap(), max);
 
         let over = logicals_layout(MAX_LOGICAL + 1);
-        let e = over.validate().unwrap_err();
+        let e = over.validate().unwrap_err().to_string();
         assert!(e.contains("partition 65") && e.contains("5..=64"), "{e}");
         // And the reader indeed refuses what validation now refuses.
         let disk = MemDisk::new(8 << 20, 512);

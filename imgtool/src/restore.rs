@@ -96,9 +96,9 @@ pub fn plan(image: &Image, target: &dyn BlockIo, target_path: &Path) -> Result<P
         target.size(),
         target.sector_size(),
     )
-    .map_err(|reason| Error::Refused {
+    .map_err(|e| Error::Refused {
         device: target_path.to_path_buf(),
-        reason,
+        reason: e.to_string(),
     })?;
     // The table this restore will write (the image's, grown to this disk) passes the same
     // rules as the image's own, before the first write, not only when the codec writes it
