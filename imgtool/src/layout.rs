@@ -584,6 +584,17 @@ mod tests {
     #[test]
     fn refuses_small_disk_and_sector_mismatch() {
         let l = gpt_layout();
+        assert!(matches!(
+            plan_layout(&l, None, 30 << 20, 512),
+            Err(LayoutError::TooSmall { disk, .. }) if disk == 30 << 20
+        ));
+        assert_eq!(
+            plan_layout(&l, None, 64 << 20, 4096),
+            Err(LayoutError::SectorSize {
+                disk: 4096,
+                image: 512
+            })
+        );
         let e = plan_layout(&l, None, 30 << 20, 512)
             .unwrap_err()
             .to_string();
@@ -662,6 +673,15 @@ mod tests {
 
     #[test]
     fn validate_refuses_gpt_partitions_outside_or_overlapping() {
+        let mut l = gpt_layout();
+        l.partitions[1].size = 0;
+        assert_eq!(
+            l.validate(),
+            Err(LayoutError::Partition {
+                number: 2,
+                msg: "size is 0".into()
+            })
+        );
         refused(
             gpt_layout(),
             |l| l.partitions[0].start = 10,
