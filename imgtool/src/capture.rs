@@ -44,7 +44,7 @@ impl Default for CaptureOptions {
 }
 
 /// Bytes of the disk head kept in the image (boot code, table, boot-loader gap).
-pub const HEAD_MAX: u64 = 1 << 20;
+pub const HEAD_MAX: u64 = crate::table::MAX_HEAD;
 
 /// The frame codec moved to [`crate::frame`]; this path keeps working.
 pub use crate::frame::compress_chunk;

@@ -503,7 +503,7 @@ pub fn table_ranges(layout: &Layout) -> Vec<(u64, u64)> {
     let ss = layout.sector_size as u64;
     if ss == 0 {
         // Not a real disk: protect everything a head could cover after the boot code.
-        return vec![(440, crate::manifest::MAX_HEAD)];
+        return vec![(440, crate::table::MAX_HEAD)];
     }
     match layout.table {
         TableKind::Gpt => vec![(

@@ -5,8 +5,8 @@
 
 use crate::error::{Error, Result};
 use crate::fs::Fill;
-use crate::layout::Layout;
 use crate::source::{HttpSource, ImageSource, LocalDir};
+use crate::table::Layout;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -25,10 +25,9 @@ pub const LAYOUT_FILE: &str = "layout";
 /// allocates for an image's description before it can check anything.
 pub const MAX_MANIFEST_BYTES: u64 = 64 << 20;
 
-/// Largest disk head a manifest may declare: what capture stores at most (the boot code,
-/// the table and the boot-loader gap before the first partition, 1 MiB). Restore holds the
-/// head in memory until the end, and writes it over the start of the disk.
-pub const MAX_HEAD: u64 = crate::capture::HEAD_MAX;
+/// Largest disk head a manifest may declare (defined with the table's limits, see
+/// [`crate::table::MAX_HEAD`]; this path keeps working).
+pub use crate::table::MAX_HEAD;
 
 /// One independently compressed, independently verifiable piece of a region.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -177,6 +177,11 @@ pub const SECTOR_SIZES: [u32; 2] = [512, 4096];
 /// It bounds the entry array restore builds and the partition numbers it accepts.
 pub const MAX_GPT_ENTRIES: u32 = 4096;
 
+/// Largest disk head an image holds: what capture stores at most (the boot code, the table
+/// and the boot-loader gap before the first partition, 1 MiB). Restore holds the head in
+/// memory until the end, and writes it over the start of the disk.
+pub const MAX_HEAD: u64 = 1 << 20;
+
 /// The largest `disk_size` a layout may declare: 2^63 bytes (8 EiB). Far beyond any disk;
 /// it keeps every sector count times the sector size inside `u64`.
 pub const MAX_DISK_BYTES: u64 = 1 << 63;
