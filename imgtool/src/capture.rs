@@ -8,7 +8,7 @@ use crate::chunk::chunk_ranges;
 use crate::disk::{AlignedBuf, BlockIo};
 use crate::error::{Error, Result};
 use crate::fs::{probe, Fill, PartView};
-use crate::layout::read_layout;
+use crate::layout::{read_layout, Layout};
 use crate::manifest::{
     Chunk, Manifest, Region, FORMAT_NAME, FORMAT_VERSION, LAYOUT_FILE, MANIFEST_FILE,
 };
@@ -44,20 +44,17 @@ impl Default for CaptureOptions {
 }
 
 /// Bytes of the disk head kept in the image (boot code, table, boot-loader gap).
-pub const HEAD_MAX: u64 = 1 << 20;
+pub const HEAD_MAX: u64 = crate::table::MAX_HEAD;
 
-/// Compresses one chunk into an independent zstd frame whose window covers the whole
-/// chunk: measured on the test fixture's root fs, 8 MiB frames so made are 15 % smaller
-/// than one `zstd -3` stream of the same bytes (whose window is 2 MiB), at the same speed.
-pub fn compress_chunk(raw: &[u8], level: i32, chunk_size: u64) -> std::io::Result<Vec<u8>> {
-    let wlog = 64 - (chunk_size.max(1 << 10) - 1).leading_zeros();
-    let mut c = zstd::bulk::Compressor::new(level)?;
-    c.set_parameter(zstd::stream::raw::CParameter::WindowLog(wlog))?;
-    c.set_parameter(zstd::stream::raw::CParameter::ChecksumFlag(false))?;
-    c.compress(raw)
-}
+/// The frame codec moved to [`crate::frame`]; this path keeps working.
+pub use crate::frame::compress_chunk;
 
 /// Captures `disk` (named `disk_name` in messages) into `out`, which must not exist.
+///
+/// Steps: read the table and check the selection (`select_partitions`) and that every
+/// rule an image must pass holds, before anything is written; plan every region's chunks
+/// (`plan_regions`); compress each region into its payload (`write_region`); write
+/// `layout` and `manifest` (`write_manifest`) and rename the directory into place.
 pub fn capture(
     disk: &dyn BlockIo,
     disk_name: &Path,
@@ -66,31 +63,72 @@ pub fn capture(
     progress: &Progress,
 ) -> Result<Manifest> {
     if out.exists() {
-        return Err(Error::Invalid(format!(
-            "{} already exists: capture writes a new image directory; remove it or pick another name",
-            out.display()
-        )));
+        return Err(Error::Exists {
+            path: out.to_path_buf(),
+        });
     }
-    let mut layout = read_layout(disk)?.ok_or_else(|| {
-        Error::Invalid(format!(
-            "{}: no valid GPT or MBR partition table",
-            disk_name.display()
-        ))
+    let mut layout = read_layout(disk)?.ok_or_else(|| Error::Uncapturable {
+        device: disk_name.to_path_buf(),
+        reason: "no valid GPT or MBR partition table".into(),
     })?;
     layout.grow = layout.default_grow();
+    let selected = select_partitions(&layout, disk, disk_name, opts)?;
+    // The rules every image must pass (docs/FORMAT.md), checked now: a table that
+    // restore would refuse is reported here, not after a whole capture.
+    layout.validate().map_err(|e| Error::Uncapturable {
+        device: disk_name.to_path_buf(),
+        reason: format!("the partition table cannot be captured: {e}"),
+    })?;
+    let partial = PathBuf::from(format!("{}.partial", out.display()));
+    if partial.exists() {
+        std::fs::remove_dir_all(&partial).map_err(|e| Error::io("removing stale", &partial, e))?;
+    }
+    std::fs::create_dir_all(&partial).map_err(|e| Error::io("creating", &partial, e))?;
+    // Removed again on any error below; disarmed once renamed into place.
+    let mut cleanup = RemoveOnDrop(Some(partial.clone()));
+
+    // Plan every region first so progress knows the total.
+    let jobs = plan_regions(&mut layout, &selected, disk, disk_name, opts)?;
+    let total: u64 = jobs
+        .iter()
+        .flat_map(|j| j.ranges.iter().flatten().map(|r| r.1))
+        .sum();
+    progress.start(total, "capturing");
+    let mut regions = vec![];
+    for job in jobs {
+        regions.push(write_region(
+            job, disk, disk_name, &partial, opts, progress,
+        )?);
+    }
+    progress.finish();
+    let manifest = write_manifest(&partial, &layout, regions, opts)?;
+    std::fs::rename(&partial, out).map_err(|e| Error::io("renaming into place", out, e))?;
+    cleanup.0 = None;
+    Ok(manifest)
+}
+
+/// The partitions to capture: `opts.partitions` (each must exist and hold data, not be
+/// the extended container) or every data partition; each `--raw` one among them, and
+/// each inside the disk (a truncated disk-image file is named as such).
+fn select_partitions(
+    layout: &Layout,
+    disk: &dyn BlockIo,
+    disk_name: &Path,
+    opts: &CaptureOptions,
+) -> Result<Vec<u32>> {
     let selected: Vec<u32> = match &opts.partitions {
         Some(list) => {
             for n in list {
                 match layout.partition(*n) {
                     None => {
-                        return Err(Error::Invalid(format!(
+                        return Err(Error::Selection(format!(
                             "{}: partition {n} does not exist (it has {})",
                             disk_name.display(),
                             layout.partitions.iter().map(|p| p.number.to_string()).collect::<Vec<_>>().join(", ")
                         )))
                     }
                     Some(p) if p.is_extended() => {
-                        return Err(Error::Invalid(format!(
+                        return Err(Error::Selection(format!(
                             "{}: partition {n} is the extended container; select its logical partitions",
                             disk_name.display()
                         )))
@@ -104,7 +142,7 @@ pub fn capture(
     };
     for r in &opts.raw {
         if !selected.contains(r) {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Selection(format!(
                 "--raw {r}: partition {r} is not being captured"
             )));
         }
@@ -116,38 +154,39 @@ pub fn capture(
         };
         let end = p.start.checked_add(p.size).and_then(|e| e.checked_mul(ss));
         if end.is_none_or(|e| e > disk.size()) {
-            return Err(Error::Invalid(format!(
-                "{}: partition {n} (sectors {}..{}) ends past the end of the disk ({} bytes, {} sectors): the table describes a larger disk (a truncated disk-image file?)",
-                disk_name.display(),
-                p.start,
-                p.start.saturating_add(p.size),
-                disk.size(),
-                disk.size() / ss
-            )));
+            return Err(Error::Uncapturable {
+                device: disk_name.to_path_buf(),
+                reason: format!(
+                    "partition {n} (sectors {}..{}) ends past the end of the disk ({} bytes, {} sectors): the table describes a larger disk (a truncated disk-image file?)",
+                    p.start,
+                    p.start.saturating_add(p.size),
+                    disk.size(),
+                    disk.size() / ss
+                ),
+            });
         }
     }
-    // The rules every image must pass (docs/FORMAT.md), checked now: a table that
-    // restore would refuse is reported here, not after a whole capture.
-    layout.validate().map_err(|e| {
-        Error::Invalid(format!(
-            "{}: the partition table cannot be captured: {e}",
-            disk_name.display()
-        ))
-    })?;
-    let partial = PathBuf::from(format!("{}.partial", out.display()));
-    if partial.exists() {
-        std::fs::remove_dir_all(&partial).map_err(|e| Error::io("removing stale", &partial, e))?;
-    }
-    std::fs::create_dir_all(&partial).map_err(|e| Error::io("creating", &partial, e))?;
-    // Removed again on any error below; disarmed once renamed into place.
-    let mut cleanup = RemoveOnDrop(Some(partial.clone()));
+    Ok(selected)
+}
 
-    // Plan every region first so progress knows the total.
-    struct Job {
-        region: Region,
-        base: u64,
-        ranges: Vec<Vec<(u64, u64)>>,
-    }
+/// One region to capture: its manifest entry (chunks still empty), where it starts on
+/// the disk, and the byte ranges of each chunk.
+struct Job {
+    region: Region,
+    base: u64,
+    ranges: Vec<Vec<(u64, u64)>>,
+}
+
+/// The disk head and every selected partition as a [`Job`]: the file system of each is
+/// probed for its used ranges (and recorded in `layout`).
+fn plan_regions(
+    layout: &mut Layout,
+    selected: &[u32],
+    disk: &dyn BlockIo,
+    disk_name: &Path,
+    opts: &CaptureOptions,
+) -> Result<Vec<Job>> {
+    let ss = layout.sector_size as u64;
     let mut jobs = vec![];
     let head_len = (layout.first_used_sector() * ss)
         .min(HEAD_MAX)
@@ -169,7 +208,7 @@ pub fn capture(
         base: 0,
         ranges: chunk_ranges(&[(0, head_len)], opts.chunk_size),
     });
-    for n in &selected {
+    for n in selected {
         let Some(p) = layout.partitions.iter_mut().find(|p| p.number == *n) else {
             continue;
         };
@@ -178,11 +217,10 @@ pub fn capture(
             start: p.start * ss,
             size: p.size * ss,
         };
-        let info = probe(&view, opts.raw.contains(n)).map_err(|e| {
-            Error::Invalid(format!(
-                "{} partition {n}: probing the file system: {e}",
-                disk_name.display()
-            ))
+        let info = probe(&view, opts.raw.contains(n)).map_err(|err| Error::Probe {
+            device: disk_name.to_path_buf(),
+            partition: *n,
+            err,
         })?;
         p.filesystem = Some(info.kind.clone());
         jobs.push(Job {
@@ -203,82 +241,99 @@ pub fn capture(
             ranges: chunk_ranges(&info.used, opts.chunk_size),
         });
     }
-    let total: u64 = jobs
-        .iter()
-        .flat_map(|j| j.ranges.iter().flatten().map(|r| r.1))
-        .sum();
-    progress.start(total, "capturing");
-    let threads = crate::pool::threads(opts.threads);
-    let mut regions = vec![];
-    for job in jobs {
-        let mut region = job.region;
-        let ppath = partial.join(&region.payload);
-        let file = std::fs::File::create(&ppath).map_err(|e| Error::io("creating", &ppath, e))?;
-        let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
-        let mut payload_offset = 0u64;
-        let ranges = &job.ranges;
-        let name = region.name.clone();
-        run_pipeline(
-            ranges.len(),
-            threads,
-            |i| -> Result<AlignedBuf> {
-                let len: u64 = ranges[i].iter().map(|e| e.1).sum();
-                let mut buf = AlignedBuf::new(len as usize);
-                let mut at = 0usize;
-                for &(o, l) in &ranges[i] {
-                    disk.read_exact_at(&mut buf[at..at + l as usize], job.base + o)
-                        .map_err(|e| {
-                            Error::Invalid(format!(
-                                "{}: reading {name} at byte {o} (disk offset {}): {e}",
-                                disk_name.display(),
-                                job.base + o
-                            ))
-                        })?;
-                    at += l as usize;
-                }
-                Ok(buf)
-            },
-            |i, buf| -> Result<(Vec<u8>, String, String)> {
-                let raw_sum = hex::encode(Sha256::digest(&buf[..]));
-                let frame = compress_chunk(&buf, opts.level, opts.chunk_size).map_err(|e| {
-                    Error::Invalid(format!("zstd compressing {name} chunk {i}: {e}"))
-                })?;
-                let frame_sum = hex::encode(Sha256::digest(&frame));
-                Ok((frame, raw_sum, frame_sum))
-            },
-            |i, (frame, sha256, frame_sha256)| {
-                let offset = ranges[i][0].0;
-                let length: u64 = ranges[i].iter().map(|e| e.1).sum();
-                let extents = if ranges[i].len() > 1 {
-                    ranges[i].iter().map(|e| [e.0, e.1]).collect()
-                } else {
-                    vec![]
-                };
-                w.write_all(&frame)
-                    .map_err(|e| Error::io("writing", &ppath, e))?;
-                region.chunks.push(Chunk {
-                    offset,
-                    length,
-                    payload_offset,
-                    compressed_length: frame.len() as u64,
-                    sha256,
-                    frame_sha256,
-                    extents,
-                });
-                payload_offset += frame.len() as u64;
-                progress.inc(length);
-                Ok(())
-            },
-        )?;
-        let f = w
-            .into_inner()
-            .map_err(|e| Error::io("writing", &ppath, e.into_error()))?;
-        f.sync_all().map_err(|e| Error::io("syncing", &ppath, e))?;
-        region.used_bytes = region.chunks.iter().map(|c| c.length).sum();
-        regions.push(region);
-    }
-    progress.finish();
+    Ok(jobs)
+}
 
+/// Reads, compresses and appends every chunk of `job` to its payload file in `partial`
+/// (read, compress and write overlap in the pipeline; chunks stay in order), and returns
+/// the region with its chunks.
+fn write_region(
+    job: Job,
+    disk: &dyn BlockIo,
+    disk_name: &Path,
+    partial: &Path,
+    opts: &CaptureOptions,
+    progress: &Progress,
+) -> Result<Region> {
+    let threads = crate::pool::threads(opts.threads);
+    let mut region = job.region;
+    let ppath = partial.join(&region.payload);
+    let file = std::fs::File::create(&ppath).map_err(|e| Error::io("creating", &ppath, e))?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+    let mut payload_offset = 0u64;
+    let ranges = &job.ranges;
+    let name = region.name.clone();
+    run_pipeline(
+        ranges.len(),
+        threads,
+        |i| -> Result<AlignedBuf> {
+            let len: u64 = ranges[i].iter().map(|e| e.1).sum();
+            let mut buf = AlignedBuf::new(len as usize);
+            let mut at = 0usize;
+            for &(o, l) in &ranges[i] {
+                disk.read_exact_at(&mut buf[at..at + l as usize], job.base + o)
+                    .map_err(|err| Error::CaptureRead {
+                        device: disk_name.to_path_buf(),
+                        region: name.clone(),
+                        offset: o,
+                        disk_offset: job.base + o,
+                        err,
+                    })?;
+                at += l as usize;
+            }
+            Ok(buf)
+        },
+        |i, buf| -> Result<(Vec<u8>, String, String)> {
+            let raw_sum = hex::encode(Sha256::digest(&buf[..]));
+            let frame = compress_chunk(&buf, opts.level, opts.chunk_size).map_err(|err| {
+                Error::Compress {
+                    region: name.clone(),
+                    chunk: i,
+                    err,
+                }
+            })?;
+            let frame_sum = hex::encode(Sha256::digest(&frame));
+            Ok((frame, raw_sum, frame_sum))
+        },
+        |i, (frame, sha256, frame_sha256)| {
+            let offset = ranges[i][0].0;
+            let length: u64 = ranges[i].iter().map(|e| e.1).sum();
+            let extents = if ranges[i].len() > 1 {
+                ranges[i].iter().map(|e| [e.0, e.1]).collect()
+            } else {
+                vec![]
+            };
+            w.write_all(&frame)
+                .map_err(|e| Error::io("writing", &ppath, e))?;
+            region.chunks.push(Chunk {
+                offset,
+                length,
+                payload_offset,
+                compressed_length: frame.len() as u64,
+                sha256,
+                frame_sha256,
+                extents,
+            });
+            payload_offset += frame.len() as u64;
+            progress.inc(length);
+            Ok(())
+        },
+    )?;
+    let f = w
+        .into_inner()
+        .map_err(|e| Error::io("writing", &ppath, e.into_error()))?;
+    f.sync_all().map_err(|e| Error::io("syncing", &ppath, e))?;
+    region.used_bytes = region.chunks.iter().map(|c| c.length).sum();
+    Ok(region)
+}
+
+/// Writes `layout` and the `manifest` (whose sha256 is the image id) into `partial`.
+fn write_manifest(
+    partial: &Path,
+    layout: &Layout,
+    regions: Vec<Region>,
+    opts: &CaptureOptions,
+) -> Result<Manifest> {
     let layout_text = layout.to_json();
     let lpath = partial.join(LAYOUT_FILE);
     std::fs::write(&lpath, &layout_text).map_err(|e| Error::io("writing", &lpath, e))?;
@@ -294,8 +349,6 @@ pub fn capture(
     manifest.image_id = manifest.compute_id();
     let mpath = partial.join(MANIFEST_FILE);
     std::fs::write(&mpath, manifest.to_json()).map_err(|e| Error::io("writing", &mpath, e))?;
-    std::fs::rename(&partial, out).map_err(|e| Error::io("renaming into place", out, e))?;
-    cleanup.0 = None;
     Ok(manifest)
 }
 

@@ -1,13 +1,14 @@
 //! Device I/O: the [`BlockIo`] trait every layout, capture and restore routine reads and
 //! writes through, its [`Disk`] implementation over a regular file or a block device, and
 //! the kernel edges (size and sector-size ioctls, `BLKPG` partition add/delete with a
-//! `BLKRRPART` fallback, mount and swap checks). Nothing here knows about images.
+//! `BLKRRPART` fallback, mount and swap checks). The ioctls themselves are `rustix`'s or,
+//! where it has none, [`crate::sys`]'s. Nothing here knows about images.
 
 use crate::error::{Error, Result};
+use crate::sys::{self, BlkpgOp};
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
 /// Positional block I/O. Implemented by [`Disk`] and by an in-memory disk in tests.
@@ -46,13 +47,6 @@ pub struct Disk {
     sector_size: u32,
     block: bool,
 }
-
-const BLKSSZGET: libc::c_ulong = 0x1268; // _IO(0x12,104)
-const BLKRRPART: libc::c_ulong = 0x125f; // _IO(0x12,95)
-const BLKPG: libc::c_ulong = 0x1269; // _IO(0x12,105)
-const BLKGETSIZE64: libc::c_ulong = 0x80081272; // _IOR(0x12,114,size_t)
-const BLKFLSBUF: libc::c_ulong = 0x1261; // _IO(0x12,97)
-const BLKZEROOUT: libc::c_ulong = 0x127f; // _IO(0x12,127)
 
 impl Disk {
     /// Opens `path` read-only.
@@ -102,26 +96,16 @@ impl Disk {
         let meta = file.metadata().map_err(|e| Error::io("stat", path, e))?;
         let block = meta.file_type().is_block_device();
         let (size, sector_size) = if block {
-            let mut size: u64 = 0;
-            // SAFETY: BLKGETSIZE64 writes one u64 through the pointer.
-            let r = unsafe { libc::ioctl(file.as_raw_fd(), BLKGETSIZE64, &mut size) };
-            if r != 0 {
-                return Err(Error::io("BLKGETSIZE64", path, io::Error::last_os_error()));
-            }
-            let mut ss: libc::c_int = 0;
-            // SAFETY: BLKSSZGET writes one int through the pointer.
-            let r = unsafe { libc::ioctl(file.as_raw_fd(), BLKSSZGET, &mut ss) };
-            if r != 0 {
-                return Err(Error::io("BLKSSZGET", path, io::Error::last_os_error()));
-            }
-            (size, ss as u32)
+            let size = sys::blkgetsize64(&file).map_err(|e| Error::io("BLKGETSIZE64", path, e))?;
+            let ss = rustix::fs::ioctl_blksszget(&file)
+                .map_err(|e| Error::io("BLKSSZGET", path, e.into()))?;
+            (size, ss)
         } else if meta.file_type().is_file() {
             (meta.len(), 512)
         } else {
-            return Err(Error::Invalid(format!(
-                "{}: neither a block device nor a regular file",
-                path.display()
-            )));
+            return Err(Error::NotADisk {
+                path: path.to_path_buf(),
+            });
         };
         Ok(Disk {
             file,
@@ -171,11 +155,7 @@ impl Disk {
     /// Drops the kernel's cached pages of this device (after writes through another alias).
     pub fn flush_buffers(&self) -> io::Result<()> {
         if self.block {
-            // SAFETY: BLKFLSBUF takes no argument.
-            let r = unsafe { libc::ioctl(self.file.as_raw_fd(), BLKFLSBUF, 0) };
-            if r != 0 {
-                return Err(io::Error::last_os_error());
-            }
+            sys::blkflsbuf(&self.file)?;
         }
         Ok(())
     }
@@ -187,15 +167,13 @@ impl Disk {
         if !self.block {
             return Ok(());
         }
-        let fd = self.file.as_raw_fd();
+        let fd = &self.file;
         for n in 1..=128 {
-            let _ = blkpg(fd, BLKPG_DEL_PARTITION, n, 0, 0);
+            let _ = sys::blkpg(fd, BlkpgOp::Delete, n, 0, 0);
         }
         for &(n, start, len) in parts {
-            if let Err(e) = blkpg(fd, BLKPG_ADD_PARTITION, n, start, len) {
-                // SAFETY: BLKRRPART takes no argument.
-                let r = unsafe { libc::ioctl(fd, BLKRRPART, 0) };
-                if r != 0 {
+            if let Err(e) = sys::blkpg(fd, BlkpgOp::Add, n, start, len) {
+                if sys::blkrrpart(fd).is_err() {
                     return Err(io::Error::new(
                         e.kind(),
                         format!("BLKPG add partition {n}: {e}; BLKRRPART also failed"),
@@ -211,53 +189,10 @@ impl Disk {
     pub fn forget_partitions(&self) {
         if self.block {
             for n in 1..=128 {
-                let _ = blkpg(self.file.as_raw_fd(), BLKPG_DEL_PARTITION, n, 0, 0);
+                let _ = sys::blkpg(&self.file, BlkpgOp::Delete, n, 0, 0);
             }
         }
     }
-}
-
-const BLKPG_ADD_PARTITION: libc::c_int = 1;
-const BLKPG_DEL_PARTITION: libc::c_int = 2;
-
-#[repr(C)]
-struct BlkpgPartition {
-    start: libc::c_longlong,
-    length: libc::c_longlong,
-    pno: libc::c_int,
-    devname: [libc::c_char; 64],
-    volname: [libc::c_char; 64],
-}
-
-#[repr(C)]
-struct BlkpgIoctlArg {
-    op: libc::c_int,
-    flags: libc::c_int,
-    datalen: libc::c_int,
-    data: *mut libc::c_void,
-}
-
-fn blkpg(fd: libc::c_int, op: libc::c_int, pno: u32, start: u64, len: u64) -> io::Result<()> {
-    let mut part = BlkpgPartition {
-        start: start as libc::c_longlong,
-        length: len as libc::c_longlong,
-        pno: pno as libc::c_int,
-        devname: [0; 64],
-        volname: [0; 64],
-    };
-    let mut arg = BlkpgIoctlArg {
-        op,
-        flags: 0,
-        datalen: std::mem::size_of::<BlkpgPartition>() as libc::c_int,
-        data: &mut part as *mut BlkpgPartition as *mut libc::c_void,
-    };
-    // SAFETY: arg points to a valid blkpg_ioctl_arg whose data points to a blkpg_partition
-    // that lives for the duration of the call.
-    let r = unsafe { libc::ioctl(fd, BLKPG, &mut arg) };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// A [`Disk`] through the page cache only. A writer must not mix direct and buffered
@@ -317,24 +252,14 @@ impl BlockIo for Disk {
         if len == 0 {
             return Ok(());
         }
-        let fd = self.file.as_raw_fd();
         if self.block {
-            let range: [u64; 2] = [offset, len];
-            // SAFETY: BLKZEROOUT reads two u64 (start, length) through the pointer.
-            if unsafe { libc::ioctl(fd, BLKZEROOUT, &range) } == 0 {
+            if sys::blkzeroout(&self.file, offset, len).is_ok() {
                 return Ok(());
             }
         } else {
-            // SAFETY: plain syscall on an owned fd.
-            let r = unsafe {
-                libc::fallocate(
-                    fd,
-                    libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-                    offset as libc::off_t,
-                    len as libc::off_t,
-                )
-            };
-            if r == 0 {
+            use rustix::fs::FallocateFlags;
+            let punch = FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE;
+            if rustix::fs::fallocate(&self.file, punch, offset, len).is_ok() {
                 return Ok(());
             }
         }
@@ -349,15 +274,13 @@ impl BlockIo for Disk {
         Ok(())
     }
     fn prefetch(&self, offset: u64, len: u64) {
-        // SAFETY: plain syscall on an owned fd; failure only loses the hint.
-        unsafe {
-            libc::posix_fadvise(
-                self.file.as_raw_fd(),
-                offset as libc::off_t,
-                len as libc::off_t,
-                libc::POSIX_FADV_WILLNEED,
-            );
-        }
+        // Failure only loses the hint.
+        let _ = rustix::fs::fadvise(
+            &self.file,
+            offset,
+            std::num::NonZeroU64::new(len),
+            rustix::fs::Advice::WillNeed,
+        );
     }
     fn flush(&self) -> io::Result<()> {
         if let Some(d) = &self.direct {

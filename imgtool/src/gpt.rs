@@ -6,9 +6,10 @@
 //! count, the first usable LBA) on files, block devices and 4 KiB-sector disks alike, and
 //! the format is small enough to audit in one screen (UEFI 2.10, section 5.3).
 
+use crate::bytes::{le16, le32, le64};
 use crate::disk::BlockIo;
 use crate::error::{Error, Result};
-use crate::layout::{Layout, Partition, TableKind};
+use crate::table::{Layout, Partition, TableKind};
 
 const SIGNATURE: &[u8; 8] = b"EFI PART";
 const ENTRY_SIZE: u64 = 128;
@@ -18,13 +19,45 @@ pub fn entry_sectors(entries: u32, sector_size: u64) -> u64 {
     (entries as u64 * ENTRY_SIZE).div_ceil(sector_size)
 }
 
-fn le32(b: &[u8], o: usize) -> u32 {
-    u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
+/// Where a GPT of `entries` entries puts its structures, in sectors: the protective MBR,
+/// the primary header and its entry array at the start; the backup entry array and
+/// backup header at the end; the usable area in between. The one place this arithmetic
+/// lives (layout validation, planning, the writer and the kept-table ranges use it).
+#[derive(Debug, Clone, Copy)]
+pub struct GptGeometry {
+    entries: u32,
+    sector_size: u64,
 }
-fn le64(b: &[u8], o: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[o..o + 8]);
-    u64::from_le_bytes(a)
+
+impl GptGeometry {
+    pub fn new(entries: u32, sector_size: u64) -> Self {
+        GptGeometry {
+            entries,
+            sector_size,
+        }
+    }
+
+    /// Sectors of one entry array.
+    pub fn entry_sectors(&self) -> u64 {
+        entry_sectors(self.entries, self.sector_size)
+    }
+
+    /// Sectors `0..head_sectors()` hold the protective MBR, the primary header and the
+    /// primary entries: the lowest possible first usable sector.
+    pub fn head_sectors(&self) -> u64 {
+        2 + self.entry_sectors()
+    }
+
+    /// Sectors the backup entries and the backup header take at the end of the disk.
+    pub fn tail_sectors(&self) -> u64 {
+        1 + self.entry_sectors()
+    }
+
+    /// The last usable sector (inclusive) of a disk of `sectors` sectors; `None` when the
+    /// backup structures and sector 0 alone do not fit.
+    pub fn last_usable(&self, sectors: u64) -> Option<u64> {
+        sectors.checked_sub(self.tail_sectors() + 1)
+    }
 }
 
 /// Formats a GPT mixed-endian GUID as `XXXXXXXX-XXXX-XXXX-XXXX-XXXXXXXXXXXX`.
@@ -32,8 +65,8 @@ pub fn guid_to_string(b: &[u8]) -> String {
     format!(
         "{:08X}-{:04X}-{:04X}-{:02X}{:02X}-{:02X}{:02X}{:02X}{:02X}{:02X}{:02X}",
         le32(b, 0),
-        u16::from_le_bytes([b[4], b[5]]),
-        u16::from_le_bytes([b[6], b[7]]),
+        le16(b, 4),
+        le16(b, 6),
         b[8],
         b[9],
         b[10],
@@ -159,7 +192,7 @@ pub fn read(disk: &dyn BlockIo) -> Result<Option<Layout>> {
                     why.push(format!("backup GPT header (LBA {last}): {e}"));
                 }
                 if !why.is_empty() {
-                    return Err(Error::Invalid(why.join("; ")));
+                    return Err(Error::DamagedTable(why.join("; ")));
                 }
                 None
             }
@@ -179,13 +212,13 @@ pub fn read(disk: &dyn BlockIo) -> Result<Option<Layout>> {
         let first = le64(e, 32);
         let last_lba = le64(e, 40);
         if last_lba < first {
-            return Err(Error::Invalid(format!(
+            return Err(Error::DamagedTable(format!(
                 "GPT entry {} ends ({last_lba}) before it starts ({first})",
                 i + 1
             )));
         }
         if first < first_usable || last_lba > last_usable {
-            return Err(Error::Invalid(format!(
+            return Err(Error::DamagedTable(format!(
                 "GPT entry {}: sectors {first}..={last_lba} lie outside the usable area \
                  {first_usable}..={last_usable} of the disk ({sectors} sectors)",
                 i + 1
@@ -193,7 +226,7 @@ pub fn read(disk: &dyn BlockIo) -> Result<Option<Layout>> {
         }
         let name: Vec<u16> = e[56..128]
             .chunks(2)
-            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .map(|c| le16(c, 0))
             .take_while(|c| *c != 0)
             .collect();
         parts.push(Partition {
@@ -265,63 +298,31 @@ fn header(ss: u64, f: Header) -> Vec<u8> {
     h
 }
 
-/// Writes protective MBR, primary GPT, and backup GPT at the end of `disk`.
+/// Writes protective MBR, primary GPT, and backup GPT at the end of `disk`: the entry
+/// array (`entry_array`), the two header copies (`header`) and the protective MBR
+/// (`protective_mbr`), backup first and primary last.
 pub fn write(disk: &dyn BlockIo, layout: &Layout, boot_code: &[u8]) -> Result<()> {
     let ss = disk.sector_size() as u64;
     let sectors = disk.size() / ss;
     let n = layout.entries.unwrap_or(128);
-    let bad = |m: String| Error::Invalid(format!("GPT for {} sectors: {m}", sectors));
+    let bad = |msg: String| Error::Unencodable {
+        table: format!("GPT for {sectors} sectors"),
+        msg,
+    };
     if n == 0 || n > MAX_ENTRIES {
         return Err(bad(format!(
             "{n} partition entries (1..={MAX_ENTRIES} supported)"
         )));
     }
-    let es = entry_sectors(n, ss);
-    let first_usable = layout.first_usable.unwrap_or(2 + es).max(2 + es);
+    let geometry = GptGeometry::new(n, ss);
+    let (es, min_first) = (geometry.entry_sectors(), geometry.head_sectors());
+    let first_usable = layout.first_usable.unwrap_or(min_first).max(min_first);
     // Protective MBR, two headers, two entry arrays and at least one usable sector.
-    let last_usable = sectors
-        .checked_sub(2 + es)
-        .filter(|l| *l >= first_usable && *l > 2 + es)
+    let last_usable = geometry
+        .last_usable(sectors)
+        .filter(|l| *l >= first_usable && *l > min_first)
         .ok_or_else(|| bad(format!("no room for {n} entries and a partition")))?;
-    let mut entries = vec![0u8; (es * ss) as usize];
-    for p in &layout.partitions {
-        if p.number == 0 || p.number > n {
-            return Err(bad(format!(
-                "partition number {} outside 1..={n}",
-                p.number
-            )));
-        }
-        let last_lba = p
-            .start
-            .checked_add(p.size)
-            .and_then(|e| e.checked_sub(1))
-            .filter(|_| p.size > 0);
-        let Some(last_lba) = last_lba.filter(|l| p.start >= first_usable && *l <= last_usable)
-        else {
-            return Err(bad(format!(
-                "partition {} (start {}, {} sectors) outside usable {first_usable}..={last_usable}",
-                p.number, p.start, p.size
-            )));
-        };
-        let e = &mut entries[(p.number as usize - 1) * 128..p.number as usize * 128];
-        let t = guid_from_str(&p.type_)
-            .ok_or_else(|| bad(format!("partition {}: bad type GUID {}", p.number, p.type_)))?;
-        let g = match &p.guid {
-            Some(g) => guid_from_str(g)
-                .ok_or_else(|| bad(format!("partition {}: bad GUID {g}", p.number)))?,
-            None => [0u8; 16],
-        };
-        e[0..16].copy_from_slice(&t);
-        e[16..32].copy_from_slice(&g);
-        e[32..40].copy_from_slice(&p.start.to_le_bytes());
-        e[40..48].copy_from_slice(&last_lba.to_le_bytes());
-        e[48..56].copy_from_slice(&p.attributes.to_le_bytes());
-        if let Some(name) = &p.name {
-            for (i, c) in name.encode_utf16().take(36).enumerate() {
-                e[56 + i * 2..58 + i * 2].copy_from_slice(&c.to_le_bytes());
-            }
-        }
-    }
+    let entries = entry_array(layout, n, es * ss, (first_usable, last_usable)).map_err(bad)?;
     let table_bytes = &entries[..(n as u64 * ENTRY_SIZE) as usize];
     let ecrc = crc32fast::hash(table_bytes);
     let guid = layout
@@ -342,7 +343,76 @@ pub fn write(disk: &dyn BlockIo, layout: &Layout, boot_code: &[u8]) -> Result<()
     };
     let primary = header(ss, copy(1, last, 2));
     let backup = header(ss, copy(last, 1, last - es));
+    let mbr = protective_mbr(ss, sectors, boot_code);
 
+    let w = |buf: &[u8], lba: u64, what: &str| {
+        disk.write_all_at(buf, lba * ss)
+            .map_err(|err| Error::TableIo {
+                what: format!("writing {what} at sector {lba}"),
+                err,
+            })
+    };
+    // Backup first, primary last: a half-written table is never the one firmware trusts.
+    w(&entries, last - es, "backup GPT entries")?;
+    w(&backup, last, "backup GPT header")?;
+    w(&entries, 2, "GPT entries")?;
+    w(&primary, 1, "GPT header")?;
+    w(&mbr, 0, "protective MBR")?;
+    Ok(())
+}
+
+/// The entry array (`bytes` long, whole sectors) of `layout`'s partitions: each numbered
+/// `1..=n`, inside the usable sectors `first..=last`, with GUIDs that parse. The message
+/// names the partition.
+fn entry_array(
+    layout: &Layout,
+    n: u32,
+    bytes: u64,
+    (first_usable, last_usable): (u64, u64),
+) -> std::result::Result<Vec<u8>, String> {
+    let mut entries = vec![0u8; bytes as usize];
+    for p in &layout.partitions {
+        if p.number == 0 || p.number > n {
+            return Err(format!("partition number {} outside 1..={n}", p.number));
+        }
+        let last_lba = p
+            .start
+            .checked_add(p.size)
+            .and_then(|e| e.checked_sub(1))
+            .filter(|_| p.size > 0);
+        let Some(last_lba) = last_lba.filter(|l| p.start >= first_usable && *l <= last_usable)
+        else {
+            return Err(format!(
+                "partition {} (start {}, {} sectors) outside usable {first_usable}..={last_usable}",
+                p.number, p.start, p.size
+            ));
+        };
+        let e = &mut entries[(p.number as usize - 1) * 128..p.number as usize * 128];
+        let t = guid_from_str(&p.type_)
+            .ok_or_else(|| format!("partition {}: bad type GUID {}", p.number, p.type_))?;
+        let g = match &p.guid {
+            Some(g) => {
+                guid_from_str(g).ok_or_else(|| format!("partition {}: bad GUID {g}", p.number))?
+            }
+            None => [0u8; 16],
+        };
+        e[0..16].copy_from_slice(&t);
+        e[16..32].copy_from_slice(&g);
+        e[32..40].copy_from_slice(&p.start.to_le_bytes());
+        e[40..48].copy_from_slice(&last_lba.to_le_bytes());
+        e[48..56].copy_from_slice(&p.attributes.to_le_bytes());
+        if let Some(name) = &p.name {
+            for (i, c) in name.encode_utf16().take(36).enumerate() {
+                e[56 + i * 2..58 + i * 2].copy_from_slice(&c.to_le_bytes());
+            }
+        }
+    }
+    Ok(entries)
+}
+
+/// Sector 0 of a GPT disk: the captured boot code and one `0xEE` entry covering the disk
+/// (as far as 32 bits reach).
+fn protective_mbr(ss: u64, sectors: u64, boot_code: &[u8]) -> Vec<u8> {
     let mut mbr = vec![0u8; ss as usize];
     let bc = boot_code.len().min(440);
     mbr[..bc].copy_from_slice(&boot_code[..bc]);
@@ -354,18 +424,7 @@ pub fn write(disk: &dyn BlockIo, layout: &Layout, boot_code: &[u8]) -> Result<()
     e[12..16].copy_from_slice(&((sectors - 1).min(u32::MAX as u64) as u32).to_le_bytes());
     mbr[510] = 0x55;
     mbr[511] = 0xaa;
-
-    let w = |buf: &[u8], lba: u64, what: &str| {
-        disk.write_all_at(buf, lba * ss)
-            .map_err(|e| Error::Invalid(format!("writing {what} at sector {lba}: {e}")))
-    };
-    // Backup first, primary last: a half-written table is never the one firmware trusts.
-    w(&entries, last - es, "backup GPT entries")?;
-    w(&backup, last, "backup GPT header")?;
-    w(&entries, 2, "GPT entries")?;
-    w(&primary, 1, "GPT header")?;
-    w(&mbr, 0, "protective MBR")?;
-    Ok(())
+    mbr
 }
 
 #[cfg(test)]
@@ -373,6 +432,22 @@ mod tests {
     use super::*;
     use crate::disk::MemDisk;
     use crate::layout::read_layout;
+
+    #[test]
+    fn geometry_reserves_the_tables_at_both_ends() {
+        // 128 entries: 32 sectors of 512 bytes, 4 of 4096.
+        let g = GptGeometry::new(128, 512);
+        assert_eq!(
+            (g.entry_sectors(), g.head_sectors(), g.tail_sectors()),
+            (32, 34, 33)
+        );
+        assert_eq!(g.last_usable(131072), Some(131072 - 34));
+        let g = GptGeometry::new(128, 4096);
+        assert_eq!((g.head_sectors(), g.tail_sectors()), (6, 5));
+        // A disk holding only the backup structures and sector 0 has no usable sector.
+        assert_eq!(GptGeometry::new(128, 512).last_usable(33), None);
+        assert_eq!(GptGeometry::new(128, 512).last_usable(34), Some(0));
+    }
 
     #[test]
     fn guid_round_trip() {

@@ -1,186 +1,43 @@
-//! The disk layout: the partition table as captured (the image's `layout` file), reading it
-//! from a disk, comparing two layouts, and planning the layout for a target disk (fixed
-//! partitions as captured, the grow partition takes the rest). The byte-level codecs live
-//! in [`crate::gpt`] and [`crate::mbr`]; this module decides, they encode.
+//! The layout rules: validating a [`Layout`] (every rule of docs/FORMAT.md, "Validation
+//! and limits"), reading a disk's table, comparing two layouts, and planning the layout
+//! for a target disk (fixed partitions as captured, the grow partition takes the rest).
+//! The types live in [`crate::table`]; the byte-level codecs in [`crate::gpt`] and
+//! [`crate::mbr`]; this module decides, they encode.
 
 use crate::disk::BlockIo;
 use crate::error::{Error, Result};
-use serde::{Deserialize, Serialize};
+use crate::gpt::GptGeometry;
+use serde::Serialize;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TableKind {
-    Gpt,
-    Mbr,
+/// The types moved to [`crate::table`]; these paths keep working.
+pub use crate::table::{
+    Layout, MbrRole, Partition, TableKind, MAX_DISK_BYTES, MAX_GPT_ENTRIES, SECTOR_SIZES,
+};
+
+/// Why a layout breaks a rule ([`Layout::validate`]) or cannot be laid out on a disk
+/// ([`plan_layout`]). The layout itself is the cause, so there is no source; the message
+/// names the partition and the field, as docs/FORMAT.md's rules do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LayoutError {
+    /// A rule of one partition's own fields (number, size, position, type, GUID, EBR).
+    #[error("partition {number}: {msg}")]
+    Partition { number: u32, msg: String },
+    /// The target disk's logical sector size is not the image's.
+    #[error("its logical sector size is {disk} bytes but the image was captured with {image} bytes; partition offsets would not match")]
+    SectorSize { disk: u32, image: u32 },
+    /// The target disk cannot hold the image's partitions.
+    #[error(
+        "the disk is too small: {disk} bytes, the image's partitions need at least {needed} bytes"
+    )]
+    TooSmall { disk: u64, needed: u64 },
+    /// Any other rule: geometry, entry count, logical chain, overlaps, the grow partition.
+    #[error("{0}")]
+    Rule(String),
 }
 
-impl std::fmt::Display for TableKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            TableKind::Gpt => "GPT",
-            TableKind::Mbr => "MBR",
-        })
-    }
-}
-
-/// MBR partition role.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum MbrRole {
-    Primary,
-    Extended,
-    Logical,
-}
-
-/// One partition. Sectors are logical sectors of the layout's `sector_size`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Partition {
-    pub number: u32,
-    pub start: u64,
-    pub size: u64,
-    /// GPT: the type GUID (upper case); MBR: the type byte as `0x83`.
-    #[serde(rename = "type")]
-    pub type_: String,
-    /// GPT: the partition's unique GUID.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub guid: Option<String>,
-    /// GPT: the partition name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    /// GPT: the attribute bits.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub attributes: u64,
-    /// MBR: primary, extended or logical.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub role: Option<MbrRole>,
-    /// MBR: the active (boot) flag.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub bootable: bool,
-    /// MBR logical partitions: the sector of the EBR that describes this partition.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ebr: Option<u64>,
-    /// The file system found at capture (`ext4`, `vfat`, `swap`, `unknown`, ...).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub filesystem: Option<String>,
-}
-
-fn is_zero(v: &u64) -> bool {
-    *v == 0
-}
-
-impl Partition {
-    /// An MBR partition as tests build them: no GPT fields, not bootable, no fs.
-    #[cfg(test)]
-    pub(crate) fn mbr(
-        number: u32,
-        start: u64,
-        size: u64,
-        type_: &str,
-        role: MbrRole,
-        ebr: Option<u64>,
-    ) -> Partition {
-        Partition {
-            number,
-            start,
-            size,
-            type_: type_.into(),
-            guid: None,
-            name: None,
-            attributes: 0,
-            role: Some(role),
-            bootable: false,
-            ebr,
-            filesystem: None,
-        }
-    }
-
-    /// The first sector after the partition (saturating: a layout read from a hostile disk
-    /// may hold any numbers; [`Layout::validate`] refuses those that do not fit).
-    pub fn end(&self) -> u64 {
-        self.start.saturating_add(self.size)
-    }
-    pub fn is_extended(&self) -> bool {
-        self.role == Some(MbrRole::Extended)
-    }
-}
-
-/// A disk's partition table.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Layout {
-    pub table: TableKind,
-    pub sector_size: u32,
-    /// Size of the whole disk in bytes.
-    pub disk_size: u64,
-    /// GPT: the disk GUID.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub disk_guid: Option<String>,
-    /// GPT: first usable LBA.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub first_usable: Option<u64>,
-    /// GPT: number of partition entries in the table (usually 128).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub entries: Option<u32>,
-    /// MBR: the 32-bit disk signature, as `0x1234abcd`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub disk_signature: Option<String>,
-    /// Number of the partition that takes the rest of a larger disk.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub grow: Option<u32>,
-    pub partitions: Vec<Partition>,
-}
-
-impl Layout {
-    pub fn partition(&self, n: u32) -> Option<&Partition> {
-        self.partitions.iter().find(|p| p.number == n)
-    }
-
-    /// Sectors on the disk (0 for a sector size of 0, which [`Layout::validate`] refuses).
-    pub fn disk_sectors(&self) -> u64 {
-        self.disk_size
-            .checked_div(self.sector_size as u64)
-            .unwrap_or(0)
-    }
-
-    /// Partitions holding data (MBR extended containers excluded).
-    pub fn data_partitions(&self) -> impl Iterator<Item = &Partition> {
-        self.partitions.iter().filter(|p| !p.is_extended())
-    }
-
-    /// The default grow partition: the data partition that ends last.
-    pub fn default_grow(&self) -> Option<u32> {
-        self.data_partitions()
-            .max_by_key(|p| p.end())
-            .map(|p| p.number)
-    }
-
-    /// The lowest sector any partition (or EBR) occupies: where the disk head ends.
-    pub fn first_used_sector(&self) -> u64 {
-        self.partitions
-            .iter()
-            .map(|p| p.start.min(p.ebr.unwrap_or(u64::MAX)))
-            .min()
-            .unwrap_or(self.disk_sectors())
-    }
-
-    pub fn to_json(&self) -> String {
-        let mut s = serde_json::to_string_pretty(self).unwrap_or_default();
-        s.push('\n');
-        s
-    }
-}
-
-/// Logical sector sizes a layout may declare: the two that disks have. Every offset in the
-/// image is in these units, so anything else is a damaged or hostile file.
-pub const SECTOR_SIZES: [u32; 2] = [512, 4096];
-
-/// Most GPT partition entries a layout may declare: the bound the GPT reader applies
-/// (4096 entries of 128 bytes = 512 KiB), far above the 128 every partitioning tool writes.
-/// It bounds the entry array restore builds and the partition numbers it accepts.
-pub const MAX_GPT_ENTRIES: u32 = 4096;
-
-/// The largest `disk_size` a layout may declare: 2^63 bytes (8 EiB). Far beyond any disk;
-/// it keeps every sector count times the sector size inside `u64`.
-pub const MAX_DISK_BYTES: u64 = 1 << 63;
+/// A partition's sectors `start..end` and what to call it in a message, for the overlap
+/// check.
+type Span = (u64, u64, String);
 
 impl Layout {
     /// Checks that this layout describes a table restore can write without touching
@@ -192,7 +49,44 @@ impl Layout {
     /// partitions (or EBRs) overlapping; type and GUID strings the codecs can encode; the
     /// grow partition present. Every sum is checked. The message names the partition and
     /// the field. Limits and reasons: docs/FORMAT.md, "Validation and limits".
-    pub fn validate(&self) -> std::result::Result<(), String> {
+    ///
+    /// The rule groups run in this order, each its own function: the disk's geometry and
+    /// usable area, each partition's own fields, the MBR's logical chain, overlaps, the
+    /// grow partition.
+    pub fn validate(&self) -> std::result::Result<(), LayoutError> {
+        let (lo, hi) = self.check_geometry().map_err(LayoutError::Rule)?;
+        let mut seen = std::collections::BTreeSet::new();
+        let mut extended: Option<&Partition> = None;
+        for p in &self.partitions {
+            if !seen.insert(p.number) {
+                return Err(LayoutError::Rule(format!(
+                    "partition number {} appears twice",
+                    p.number
+                )));
+            }
+            self.check_partition(p, lo, hi)
+                .map_err(|msg| LayoutError::Partition {
+                    number: p.number,
+                    msg,
+                })?;
+            if p.is_extended() {
+                if extended.is_some() {
+                    return Err(LayoutError::Partition {
+                        number: p.number,
+                        msg: "a second extended partition".into(),
+                    });
+                }
+                extended = Some(p);
+            }
+        }
+        let inner = self.check_logicals(extended).map_err(LayoutError::Rule)?;
+        self.check_overlaps(inner).map_err(LayoutError::Rule)?;
+        self.check_grow().map_err(LayoutError::Rule)
+    }
+
+    /// Sector size, disk size and the usable area `lo..hi` (sectors, `hi` exclusive) of
+    /// the table kind, with the disk-wide identifiers (GPT disk GUID, MBR signature).
+    fn check_geometry(&self) -> std::result::Result<(u64, u64), String> {
         if !SECTOR_SIZES.contains(&self.sector_size) {
             return Err(format!(
                 "sector_size {} is not one of {SECTOR_SIZES:?}",
@@ -210,14 +104,14 @@ impl Layout {
             ));
         }
         let sectors = self.disk_sectors();
-        // The usable area, sectors lo..hi (hi exclusive).
-        let (lo, hi) = match self.table {
+        match self.table {
             TableKind::Gpt => {
                 let n = self.entries.unwrap_or(128);
                 if n == 0 || n > MAX_GPT_ENTRIES {
                     return Err(format!("entries {n} outside 1..={MAX_GPT_ENTRIES}"));
                 }
-                let min_first = 2 + crate::gpt::entry_sectors(n, ss);
+                let geometry = GptGeometry::new(n, ss);
+                let min_first = geometry.head_sectors();
                 let first = self.first_usable.unwrap_or(min_first);
                 if first < min_first {
                     return Err(format!(
@@ -225,8 +119,9 @@ impl Layout {
                     ));
                 }
                 // The backup entries and header take the last entry_sectors + 1 sectors.
-                let hi = sectors
-                    .checked_sub(min_first - 1)
+                let hi = geometry
+                    .last_usable(sectors)
+                    .map(|l| l + 1)
                     .filter(|h| *h > first)
                     .ok_or_else(|| {
                         format!(
@@ -239,7 +134,7 @@ impl Layout {
                         return Err(format!("disk_guid {g:?} is not a GUID"));
                     }
                 }
-                (first, hi)
+                Ok((first, hi))
             }
             TableKind::Mbr => {
                 if let Some(sig) = &self.disk_signature {
@@ -247,100 +142,67 @@ impl Layout {
                         return Err(format!("disk_signature {sig:?} is not a 32-bit hex number"));
                     }
                 }
-                (1, sectors)
-            }
-        };
-        let mut seen = std::collections::BTreeSet::new();
-        let mut extended: Option<&Partition> = None;
-        for p in &self.partitions {
-            let n = p.number;
-            let bad = |msg: String| Err(format!("partition {n}: {msg}"));
-            if !seen.insert(n) {
-                return Err(format!("partition number {n} appears twice"));
-            }
-            if p.size == 0 {
-                return bad("size is 0".into());
-            }
-            let Some(end) = p.start.checked_add(p.size) else {
-                return bad(format!("start {} + size {} overflows", p.start, p.size));
-            };
-            if p.start < lo || end > hi {
-                return bad(format!(
-                    "sectors {}..{end} (start {}, size {}) are outside the usable area {lo}..{hi} of this {} disk of {} bytes",
-                    p.start, p.start, p.size, self.table, self.disk_size
-                ));
-            }
-            match self.table {
-                TableKind::Gpt => {
-                    let entries = self.entries.unwrap_or(128);
-                    if n == 0 || n > entries {
-                        return bad(format!("number outside 1..={entries} (the GPT's entries)"));
-                    }
-                    if p.role.is_some() || p.ebr.is_some() || p.bootable {
-                        return bad("MBR fields (role, ebr, bootable) in a GPT layout".into());
-                    }
-                    if crate::gpt::guid_from_str(&p.type_).is_none() {
-                        return bad(format!("type {:?} is not a GUID", p.type_));
-                    }
-                    if let Some(g) = &p.guid {
-                        if crate::gpt::guid_from_str(g).is_none() {
-                            return bad(format!("guid {g:?} is not a GUID"));
-                        }
-                    }
-                }
-                TableKind::Mbr => {
-                    if crate::mbr::type_byte(&p.type_).is_none() {
-                        return bad(format!("type {:?} is not an MBR type byte", p.type_));
-                    }
-                    if p.start > u32::MAX as u64 || p.size > u32::MAX as u64 {
-                        return bad(format!(
-                            "start {} or size {} does not fit an MBR's 32-bit fields",
-                            p.start, p.size
-                        ));
-                    }
-                    match p.role {
-                        Some(MbrRole::Logical) => {
-                            // The MBR reader's own bound: a layout with more logical
-                            // partitions would be written, then refused by every later
-                            // read of the disk ("no table").
-                            if !(5..=4 + crate::mbr::MAX_LOGICAL).contains(&n) {
-                                return bad(format!(
-                                    "logical partition number outside 5..={} (at most {} logical partitions, mbr::MAX_LOGICAL)",
-                                    4 + crate::mbr::MAX_LOGICAL,
-                                    crate::mbr::MAX_LOGICAL
-                                ));
-                            }
-                        }
-                        _ => {
-                            if !(1..=4).contains(&n) {
-                                return bad(
-                                    "primary or extended partition number outside 1..=4".into()
-                                );
-                            }
-                            if p.ebr.is_some() {
-                                return bad("an EBR on a primary or extended partition".into());
-                            }
-                        }
-                    }
-                    if p.is_extended() {
-                        if extended.is_some() {
-                            return bad("a second extended partition".into());
-                        }
-                        extended = Some(p);
-                    }
-                }
+                Ok((1, sectors))
             }
         }
-        // Logical partitions: numbered 5, 6, … without gaps (as the MBR reader numbers
-        // them), inside the extended partition, each after its EBR, the first EBR at the
-        // extended partition's start (where the chain begins).
+    }
+
+    /// One partition's own fields: non-empty, inside the usable area `lo..hi`, and what
+    /// its table kind can encode. The caller prefixes the partition number.
+    fn check_partition(&self, p: &Partition, lo: u64, hi: u64) -> std::result::Result<(), String> {
+        if p.size == 0 {
+            return Err("size is 0".into());
+        }
+        let Some(end) = p.start.checked_add(p.size) else {
+            return Err(format!("start {} + size {} overflows", p.start, p.size));
+        };
+        if p.start < lo || end > hi {
+            return Err(format!(
+                "sectors {}..{end} (start {}, size {}) are outside the usable area {lo}..{hi} of this {} disk of {} bytes",
+                p.start, p.start, p.size, self.table, self.disk_size
+            ));
+        }
+        match self.table {
+            TableKind::Gpt => self.check_gpt_entry(p),
+            TableKind::Mbr => check_mbr_entry(p),
+        }
+    }
+
+    /// A GPT entry: its number fits the entry array, no MBR fields, GUIDs that parse.
+    fn check_gpt_entry(&self, p: &Partition) -> std::result::Result<(), String> {
+        let entries = self.entries.unwrap_or(128);
+        if p.number == 0 || p.number > entries {
+            return Err(format!("number outside 1..={entries} (the GPT's entries)"));
+        }
+        if p.role.is_some() || p.ebr.is_some() || p.bootable {
+            return Err("MBR fields (role, ebr, bootable) in a GPT layout".into());
+        }
+        if crate::gpt::guid_from_str(&p.type_).is_none() {
+            return Err(format!("type {:?} is not a GUID", p.type_));
+        }
+        if let Some(g) = &p.guid {
+            if crate::gpt::guid_from_str(g).is_none() {
+                return Err(format!("guid {g:?} is not a GUID"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Logical partitions: numbered 5, 6, … without gaps (as the MBR reader numbers
+    /// them), inside the extended partition, each after its EBR, the first EBR at the
+    /// extended partition's start (where the chain begins). Returns the spans inside the
+    /// extended container (each EBR and logical partition) for the overlap check.
+    fn check_logicals(
+        &self,
+        extended: Option<&Partition>,
+    ) -> std::result::Result<Vec<Span>, String> {
         let mut logicals: Vec<&Partition> = self
             .partitions
             .iter()
             .filter(|p| p.role == Some(MbrRole::Logical))
             .collect();
         logicals.sort_by_key(|p| p.number);
-        let mut inner: Vec<(u64, u64, String)> = vec![];
+        let mut inner: Vec<Span> = vec![];
         for (i, p) in logicals.iter().enumerate() {
             let Some(ext) = extended else {
                 return Err(format!(
@@ -375,9 +237,13 @@ impl Layout {
             inner.push((ebr, ebr + 1, format!("the EBR of partition {}", p.number)));
             inner.push((p.start, p.end(), format!("partition {}", p.number)));
         }
-        // No overlaps: top level (GPT partitions; MBR primaries and the extended container),
-        // and inside the extended container (logical partitions and their EBRs).
-        let outer: Vec<(u64, u64, String)> = self
+        Ok(inner)
+    }
+
+    /// No overlaps: top level (GPT partitions; MBR primaries and the extended container),
+    /// and inside the extended container (`inner`: logical partitions and their EBRs).
+    fn check_overlaps(&self, inner: Vec<Span>) -> std::result::Result<(), String> {
+        let outer: Vec<Span> = self
             .partitions
             .iter()
             .filter(|p| p.role != Some(MbrRole::Logical))
@@ -394,6 +260,11 @@ impl Layout {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// The grow partition exists and holds data (not the extended container).
+    fn check_grow(&self) -> std::result::Result<(), String> {
         if let Some(g) = self.grow {
             match self.partition(g) {
                 None => return Err(format!("grow names partition {g}, which the layout lacks")),
@@ -407,12 +278,51 @@ impl Layout {
     }
 }
 
+/// An MBR entry: a type byte, 32-bit fields, a number in the range of its role.
+fn check_mbr_entry(p: &Partition) -> std::result::Result<(), String> {
+    let n = p.number;
+    if crate::mbr::type_byte(&p.type_).is_none() {
+        return Err(format!("type {:?} is not an MBR type byte", p.type_));
+    }
+    if p.start > u32::MAX as u64 || p.size > u32::MAX as u64 {
+        return Err(format!(
+            "start {} or size {} does not fit an MBR's 32-bit fields",
+            p.start, p.size
+        ));
+    }
+    match p.role {
+        Some(MbrRole::Logical) => {
+            // The MBR reader's own bound: a layout with more logical partitions would be
+            // written, then refused by every later read of the disk ("no table").
+            if !(5..=4 + crate::mbr::MAX_LOGICAL).contains(&n) {
+                return Err(format!(
+                    "logical partition number outside 5..={} (at most {} logical partitions, mbr::MAX_LOGICAL)",
+                    4 + crate::mbr::MAX_LOGICAL,
+                    crate::mbr::MAX_LOGICAL
+                ));
+            }
+        }
+        _ => {
+            if !(1..=4).contains(&n) {
+                return Err("primary or extended partition number outside 1..=4".into());
+            }
+            if p.ebr.is_some() {
+                return Err("an EBR on a primary or extended partition".into());
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Reads the partition table of `disk`. `Ok(None)` when the disk has no valid table.
 pub fn read_layout(disk: &dyn BlockIo) -> Result<Option<Layout>> {
     let ss = disk.sector_size();
     let mut lba0 = vec![0u8; ss as usize];
     disk.read_exact_at(&mut lba0, 0)
-        .map_err(|e| Error::Invalid(format!("reading sector 0: {e}")))?;
+        .map_err(|err| Error::TableIo {
+            what: "reading sector 0".into(),
+            err,
+        })?;
     if lba0[510] != 0x55 || lba0[511] != 0xaa {
         // No MBR signature; a GPT without a protective MBR is still read.
         return crate::gpt::read(disk);
@@ -488,12 +398,12 @@ pub fn plan_layout(
     current: Option<&Layout>,
     target_size: u64,
     target_sector: u32,
-) -> std::result::Result<Plan, String> {
+) -> std::result::Result<Plan, LayoutError> {
     if target_sector != image.sector_size {
-        return Err(format!(
-            "its logical sector size is {target_sector} bytes but the image was captured with {} bytes; partition offsets would not match",
-            image.sector_size
-        ));
+        return Err(LayoutError::SectorSize {
+            disk: target_sector,
+            image: image.sector_size,
+        });
     }
     if let Some(cur) = current {
         let why = differences(image, cur);
@@ -507,28 +417,26 @@ pub fn plan_layout(
     }
     let ss = image.sector_size as u64;
     if ss == 0 {
-        return Err("the image's sector size is 0".into());
+        return Err(LayoutError::Rule("the image's sector size is 0".into()));
     }
     let sectors = target_size / ss;
     let last_usable = match image.table {
-        TableKind::Gpt => {
-            let entry_sectors = crate::gpt::entry_sectors(image.entries.unwrap_or(128), ss);
-            sectors.saturating_sub(2 + entry_sectors)
-        }
+        TableKind::Gpt => GptGeometry::new(image.entries.unwrap_or(128), ss)
+            .last_usable(sectors)
+            .unwrap_or(0),
         TableKind::Mbr => sectors.saturating_sub(1).min(u32::MAX as u64),
     };
     let needed_end = image.partitions.iter().map(|p| p.end()).max().unwrap_or(0);
     if needed_end > last_usable.saturating_add(1) {
         let needed_sectors = match image.table {
             TableKind::Gpt => needed_end
-                .saturating_add(1)
-                .saturating_add(crate::gpt::entry_sectors(image.entries.unwrap_or(128), ss)),
+                .saturating_add(GptGeometry::new(image.entries.unwrap_or(128), ss).tail_sectors()),
             TableKind::Mbr => needed_end,
         };
-        let needed_bytes = needed_sectors.saturating_mul(ss);
-        return Err(format!(
-            "the disk is too small: {target_size} bytes, the image's partitions need at least {needed_bytes} bytes"
-        ));
+        return Err(LayoutError::TooSmall {
+            disk: target_size,
+            needed: needed_sectors.saturating_mul(ss),
+        });
     }
     let mut layout = image.clone();
     layout.disk_size = target_size;
@@ -536,9 +444,9 @@ pub fn plan_layout(
         p.filesystem = image.partition(p.number).and_then(|q| q.filesystem.clone());
     }
     if let Some(g) = image.grow.or_else(|| image.default_grow()) {
-        let gp = image
-            .partition(g)
-            .ok_or_else(|| format!("the image's grow partition {g} does not exist"))?;
+        let gp = image.partition(g).ok_or_else(|| {
+            LayoutError::Rule(format!("the image's grow partition {g} does not exist"))
+        })?;
         // Grow only the partition that ends last; otherwise it would overlap its neighbour.
         let ends_last = image.data_partitions().all(|p| p.end() <= gp.end());
         if ends_last {
@@ -547,10 +455,10 @@ pub fn plan_layout(
             for p in &mut layout.partitions {
                 if p.number == g || (ebr_region && p.is_extended()) {
                     p.size = new_end.checked_sub(p.start).filter(|s| *s > 0).ok_or_else(|| {
-                        format!(
+                        LayoutError::Rule(format!(
                             "partition {} starts at sector {}, past the disk's last usable sector {last_usable}",
                             p.number, p.start
-                        )
+                        ))
                     })?;
                 }
             }
@@ -595,12 +503,13 @@ pub fn table_ranges(layout: &Layout) -> Vec<(u64, u64)> {
     let ss = layout.sector_size as u64;
     if ss == 0 {
         // Not a real disk: protect everything a head could cover after the boot code.
-        return vec![(440, crate::manifest::MAX_HEAD)];
+        return vec![(440, crate::table::MAX_HEAD)];
     }
     match layout.table {
         TableKind::Gpt => vec![(
             440,
-            (2 + crate::gpt::entry_sectors(layout.entries.unwrap_or(128), ss))
+            GptGeometry::new(layout.entries.unwrap_or(128), ss)
+                .head_sectors()
                 .saturating_mul(ss)
                 .saturating_sub(440),
         )],
@@ -675,9 +584,24 @@ mod tests {
     #[test]
     fn refuses_small_disk_and_sector_mismatch() {
         let l = gpt_layout();
-        let e = plan_layout(&l, None, 30 << 20, 512).unwrap_err();
+        assert!(matches!(
+            plan_layout(&l, None, 30 << 20, 512),
+            Err(LayoutError::TooSmall { disk, .. }) if disk == 30 << 20
+        ));
+        assert_eq!(
+            plan_layout(&l, None, 64 << 20, 4096),
+            Err(LayoutError::SectorSize {
+                disk: 4096,
+                image: 512
+            })
+        );
+        let e = plan_layout(&l, None, 30 << 20, 512)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("too small"), "{e}");
-        let e = plan_layout(&l, None, 64 << 20, 4096).unwrap_err();
+        let e = plan_layout(&l, None, 64 << 20, 4096)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("sector size"), "{e}");
     }
 
@@ -711,7 +635,7 @@ mod tests {
     /// `validate` of `l` after `edit` fails with a message holding every needle.
     fn refused(mut l: Layout, edit: impl FnOnce(&mut Layout), needles: &[&str]) {
         edit(&mut l);
-        let e = l.validate().expect_err("should be refused");
+        let e = l.validate().expect_err("should be refused").to_string();
         for n in needles {
             assert!(e.contains(n), "{n:?} not in {e:?}");
         }
@@ -749,6 +673,15 @@ mod tests {
 
     #[test]
     fn validate_refuses_gpt_partitions_outside_or_overlapping() {
+        let mut l = gpt_layout();
+        l.partitions[1].size = 0;
+        assert_eq!(
+            l.validate(),
+            Err(LayoutError::Partition {
+                number: 2,
+                msg: "size is 0".into()
+            })
+        );
         refused(
             gpt_layout(),
             |l| l.partitions[0].start = 10,

@@ -2,10 +2,16 @@
 //!
 //! Brief overview of the types and how they connect:
 //! - [`disk::BlockIo`] is positional block I/O; [`disk::Disk`] implements it over a file
-//!   or a block device and owns the kernel edges (sizes, `BLKPG`, mount checks).
-//! - [`layout::Layout`] is a partition table as captured (GPT via [`gpt`], MBR with
-//!   logical partitions via [`mbr`]); [`layout::plan_layout`] applies the layout rules.
+//!   or a block device and owns the kernel edges (sizes, `BLKPG`, mount checks), through
+//!   `rustix` and the few block ioctls of [`sys`].
+//! - [`table::Layout`] is a partition table as captured (plain data, also reachable as
+//!   `layout::Layout`); the codecs below it read and write it (GPT via [`gpt`], MBR with
+//!   logical partitions via [`mbr`], little-endian fields via [`bytes`]); above them,
+//!   [`layout`] validates it, reads a disk's table and [`layout::plan_layout`] applies the
+//!   layout rules. Imports go one way: `layout` → `gpt`/`mbr` → `table`.
 //! - [`fs::probe`] says which byte ranges of a partition are in use.
+//! - [`frame`] is the chunk codec: a chunk ⇄ an independent zstd frame, read one by one
+//!   or as a paced, reconnecting [`frame::FrameStream`].
 //! - [`manifest::Manifest`] lists the chunks of each region; [`manifest::Image`] is a
 //!   loaded, checked image directory.
 //! - [`source::ImageSource`] is where an image's files come from: a directory or HTTP
@@ -15,17 +21,23 @@
 //!   is the check `verify`/`restore --trust` and the node agent make before writing.
 //! - [`httpd::Server`] is the bounded HTTP server under [`serve`] and the agent's relay.
 //! - [`capture::capture`], [`restore::restore`], [`verify::verify`], [`diff::diff`] are the
-//!   operations; the `imgtool` binary only parses arguments and calls them.
+//!   operations; the `imgtool` binary only parses arguments and calls them. Restore runs
+//!   as named phases (plan → head → stream → grow → finalize, see [`restore`]); growing
+//!   file systems with e2fsprogs is [`grow`]'s.
+//! - [`error::Error`] is the library's error: context in fields, the cause as `source`.
 
 pub mod board;
+pub mod bytes;
 pub mod capture;
 pub mod chunk;
 pub mod diff;
 pub mod disk;
 pub mod error;
+pub mod frame;
 pub mod fs;
 pub mod fuzzing;
 pub mod gpt;
+pub mod grow;
 pub mod http;
 pub mod httpd;
 pub mod layout;
@@ -38,6 +50,8 @@ pub mod restore;
 pub mod serve;
 pub mod sign;
 pub mod source;
+pub mod sys;
+pub mod table;
 pub mod verify;
 
 pub use error::{Error, Result};

@@ -5,8 +5,8 @@
 
 use crate::error::{Error, Result};
 use crate::fs::Fill;
-use crate::layout::Layout;
 use crate::source::{HttpSource, ImageSource, LocalDir};
+use crate::table::Layout;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -25,10 +25,9 @@ pub const LAYOUT_FILE: &str = "layout";
 /// allocates for an image's description before it can check anything.
 pub const MAX_MANIFEST_BYTES: u64 = 64 << 20;
 
-/// Largest disk head a manifest may declare: what capture stores at most (the boot code,
-/// the table and the boot-loader gap before the first partition, 1 MiB). Restore holds the
-/// head in memory until the end, and writes it over the start of the disk.
-pub const MAX_HEAD: u64 = crate::capture::HEAD_MAX;
+/// Largest disk head a manifest may declare (defined with the table's limits, see
+/// [`crate::table::MAX_HEAD`]; this path keeps working).
+pub use crate::table::MAX_HEAD;
 
 /// One independently compressed, independently verifiable piece of a region.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -207,7 +206,10 @@ impl Image {
 
     /// Loads the image at `url` (`http://server:port/<group>`).
     pub fn fetch(url: &str) -> Result<Image> {
-        crate::source::check_url(url).map_err(Error::Invalid)?;
+        crate::source::check_url(url).map_err(|reason| Error::BadUrl {
+            url: url.to_string(),
+            reason,
+        })?;
         Self::load(Arc::new(HttpSource::new(url)))
     }
 
@@ -320,9 +322,9 @@ impl Image {
     pub fn check_structure(&self) -> Result<()> {
         let mpath = PathBuf::from(format!("{}/{MANIFEST_FILE}", self.location()));
         let lpath = PathBuf::from(format!("{}/{LAYOUT_FILE}", self.location()));
-        self.layout.validate().map_err(|msg| Error::Corrupt {
+        self.layout.validate().map_err(|e| Error::Corrupt {
             path: lpath.clone(),
-            msg,
+            msg: e.to_string(),
         })?;
         let corrupt = |msg: String| Error::Corrupt {
             path: mpath.clone(),
@@ -336,204 +338,244 @@ impl Image {
                 crate::chunk::MAX_CHUNK
             )));
         }
-        let max_frame = crate::chunk::frame_bound(m.chunk_size);
-        let ss = self.layout.sector_size as u64;
         let mut names = std::collections::BTreeSet::new();
         for r in &m.regions {
             let rbad = |msg: String| corrupt(format!("region {}: {msg}", r.name));
             if !names.insert(r.name.as_str()) {
                 return Err(rbad("appears twice".into()));
             }
-            if r.payload.is_empty()
-                || r.payload.contains('/')
-                || r.payload.contains('\0')
-                || r.payload.starts_with('.')
-            {
+            self.check_region(r).map_err(rbad)?;
+            let used = self.check_chunks(r, &mpath)?;
+            if used.bytes != r.used_bytes {
                 return Err(rbad(format!(
-                    "payload name `{}` is not a plain file name",
-                    r.payload
+                    "used_bytes {} is not the sum of its chunks' lengths ({})",
+                    r.used_bytes, used.bytes
                 )));
             }
-            if r.number == 0 || r.name == "head" {
-                if r.number != 0 || r.name != "head" {
-                    return Err(rbad(format!(
-                        "number {}: only the region `head` has number 0",
-                        r.number
-                    )));
-                }
-                let first_used = self
-                    .layout
-                    .first_used_sector()
-                    .saturating_mul(ss)
-                    .min(self.layout.disk_size);
-                let limit = first_used.min(MAX_HEAD);
-                if r.size > limit {
-                    return Err(rbad(format!(
-                        "size {} is larger than the disk head ({limit} bytes: before the first partition at byte {first_used}, at most {MAX_HEAD})",
-                        r.size
-                    )));
-                }
-            } else {
-                if r.name != format!("p{}", r.number) {
-                    return Err(rbad(format!(
-                        "number {} does not match the name (expected `p{}`)",
-                        r.number, r.number
-                    )));
-                }
-                let p = self.layout.partition(r.number).ok_or_else(|| {
-                    rbad(format!(
-                        "names partition {} which the layout lacks",
-                        r.number
-                    ))
-                })?;
-                if p.is_extended() {
-                    return Err(rbad(format!(
-                        "partition {} is the extended container, which holds no data",
-                        r.number
-                    )));
-                }
-                let psize = p
-                    .size
-                    .checked_mul(ss)
-                    .ok_or_else(|| rbad(format!("partition {} size overflows", r.number)))?;
-                if r.size != psize {
-                    return Err(rbad(format!(
-                        "size {} is not partition {}'s size in the layout ({} sectors of {ss} = {psize} bytes)",
-                        r.size, r.number, p.size
-                    )));
-                }
-            }
-            if r.fs_size > r.size {
+            if r.number == 0 && (used.covered != r.size || used.bytes != r.size) {
                 return Err(rbad(format!(
-                    "fs_size {} is larger than the region ({} bytes)",
-                    r.fs_size, r.size
-                )));
-            }
-            let plen = self.source.len(&r.payload);
-            if plen.is_none() && self.source.is_local() {
-                return Err(Error::Invalid(format!(
-                    "{}/{}: payload file missing",
-                    self.location(),
-                    r.payload
-                )));
-            }
-            // Region bytes covered so far (chunks in order, never overlapping), and where
-            // the next frame starts (frames back to back, in manifest order).
-            let mut covered = 0u64;
-            let mut frames_end = 0u64;
-            let mut used = 0u64;
-            for (i, c) in r.chunks.iter().enumerate() {
-                let bad = |msg: String| r.chunk_error(i, format!("{msg} (in {})", mpath.display()));
-                if c.length == 0 || c.length > m.chunk_size {
-                    return Err(bad(format!(
-                        "`length` {} outside 1..={} (chunk_size)",
-                        c.length, m.chunk_size
-                    )));
-                }
-                for (field, v) in [("sha256", &c.sha256), ("frame_sha256", &c.frame_sha256)] {
-                    if v.len() != 64
-                        || !v
-                            .bytes()
-                            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-                    {
-                        return Err(bad(format!("`{field}` is not 64 lower-case hex digits")));
-                    }
-                }
-                if c.compressed_length == 0 || c.compressed_length > max_frame {
-                    return Err(bad(format!(
-                        "`compressed_length` {} outside 1..={max_frame} (the largest zstd frame of a {}-byte chunk)",
-                        c.compressed_length, m.chunk_size
-                    )));
-                }
-                if c.payload_offset != frames_end {
-                    return Err(bad(format!(
-                        "`payload_offset` {} is not where the previous frame ends ({frames_end}): frames are stored back to back in manifest order",
-                        c.payload_offset
-                    )));
-                }
-                frames_end = c
-                    .payload_offset
-                    .checked_add(c.compressed_length)
-                    .ok_or_else(|| {
-                        bad(format!(
-                            "`payload_offset` {} + `compressed_length` {} overflows",
-                            c.payload_offset, c.compressed_length
-                        ))
-                    })?;
-                if c.extents.len() == 1 {
-                    return Err(bad(
-                        "`extents` lists a single range (capture leaves it out then)".into(),
-                    ));
-                }
-                let mut sum = 0u64;
-                for (k, (o, l)) in c.ranges().into_iter().enumerate() {
-                    let which = if c.extents.is_empty() {
-                        "`offset`+`length`".to_string()
-                    } else {
-                        format!("`extents[{k}]`")
-                    };
-                    if l == 0 {
-                        return Err(bad(format!("{which} is empty")));
-                    }
-                    let end = o
-                        .checked_add(l)
-                        .ok_or_else(|| bad(format!("{which} {o}+{l} overflows")))?;
-                    if o < covered {
-                        return Err(bad(format!(
-                            "{which} starts at {o}, before the end of the previous range ({covered}): ranges must be in order and not overlap"
-                        )));
-                    }
-                    if end > r.size {
-                        return Err(bad(format!(
-                            "{which} {o}+{l} does not fit the region ({} bytes)",
-                            r.size
-                        )));
-                    }
-                    covered = end;
-                    sum = sum.saturating_add(l);
-                }
-                if !c.extents.is_empty() {
-                    if c.extents[0][0] != c.offset {
-                        return Err(bad(format!(
-                            "`extents[0]` starts at {}, the chunk's `offset` is {}",
-                            c.extents[0][0], c.offset
-                        )));
-                    }
-                    if sum != c.length {
-                        return Err(bad(format!(
-                            "`extents` add up to {sum} bytes, `length` is {}",
-                            c.length
-                        )));
-                    }
-                }
-                if let Some(plen) = plen {
-                    if frames_end > plen {
-                        return Err(r.chunk_error(i, format!(
-                            "payload is truncated: the chunk needs bytes up to {frames_end} but {}/{} has {plen}",
-                            self.location(),
-                            r.payload
-                        )));
-                    }
-                }
-                used = used.saturating_add(c.length);
-            }
-            if used != r.used_bytes {
-                return Err(rbad(format!(
-                    "used_bytes {} is not the sum of its chunks' lengths ({used})",
-                    r.used_bytes
-                )));
-            }
-            if r.number == 0 && (covered != r.size || used != r.size) {
-                return Err(rbad(format!(
-                    "the disk head's chunks cover {used} bytes up to {covered}, not the whole head (0..{}) in one contiguous range",
-                    r.size
+                    "the disk head's chunks cover {} bytes up to {}, not the whole head (0..{}) in one contiguous range",
+                    used.bytes, used.covered, r.size
                 )));
             }
         }
         Ok(())
     }
 
+    /// A region's own fields: a plain payload file name; the head is `head` (number 0)
+    /// and fits the disk head; a partition's region is `pN`, names a data partition of
+    /// the layout and is exactly its size; the file system fits the region.
+    fn check_region(&self, r: &Region) -> std::result::Result<(), String> {
+        let ss = self.layout.sector_size as u64;
+        if r.payload.is_empty()
+            || r.payload.contains('/')
+            || r.payload.contains('\0')
+            || r.payload.starts_with('.')
+        {
+            return Err(format!(
+                "payload name `{}` is not a plain file name",
+                r.payload
+            ));
+        }
+        if r.number == 0 || r.name == "head" {
+            if r.number != 0 || r.name != "head" {
+                return Err(format!(
+                    "number {}: only the region `head` has number 0",
+                    r.number
+                ));
+            }
+            let first_used = self
+                .layout
+                .first_used_sector()
+                .saturating_mul(ss)
+                .min(self.layout.disk_size);
+            let limit = first_used.min(MAX_HEAD);
+            if r.size > limit {
+                return Err(format!(
+                    "size {} is larger than the disk head ({limit} bytes: before the first partition at byte {first_used}, at most {MAX_HEAD})",
+                    r.size
+                ));
+            }
+        } else {
+            if r.name != format!("p{}", r.number) {
+                return Err(format!(
+                    "number {} does not match the name (expected `p{}`)",
+                    r.number, r.number
+                ));
+            }
+            let p = self
+                .layout
+                .partition(r.number)
+                .ok_or_else(|| format!("names partition {} which the layout lacks", r.number))?;
+            if p.is_extended() {
+                return Err(format!(
+                    "partition {} is the extended container, which holds no data",
+                    r.number
+                ));
+            }
+            let psize = p
+                .size
+                .checked_mul(ss)
+                .ok_or_else(|| format!("partition {} size overflows", r.number))?;
+            if r.size != psize {
+                return Err(format!(
+                    "size {} is not partition {}'s size in the layout ({} sectors of {ss} = {psize} bytes)",
+                    r.size, r.number, p.size
+                ));
+            }
+        }
+        if r.fs_size > r.size {
+            return Err(format!(
+                "fs_size {} is larger than the region ({} bytes)",
+                r.fs_size, r.size
+            ));
+        }
+        Ok(())
+    }
+
+    /// A region's chunks, in order: each bounded, inside the region, after the previous
+    /// one, its frame right after the previous frame and inside the payload file where
+    /// the source can tell. Returns what they cover.
+    fn check_chunks(&self, r: &Region, mpath: &Path) -> Result<Covered> {
+        let plen = self.source.len(&r.payload);
+        if plen.is_none() && self.source.is_local() {
+            return Err(Error::Corrupt {
+                path: PathBuf::from(format!("{}/{}", self.location(), r.payload)),
+                msg: "payload file missing".into(),
+            });
+        }
+        let mut at = Covered::default();
+        for (i, c) in r.chunks.iter().enumerate() {
+            self.check_chunk(r, i, c, mpath, &mut at)?;
+            if let Some(plen) = plen {
+                if at.frames_end > plen {
+                    return Err(r.chunk_error(
+                        i,
+                        format!(
+                        "payload is truncated: the chunk needs bytes up to {} but {}/{} has {plen}",
+                        at.frames_end,
+                        self.location(),
+                        r.payload
+                    ),
+                    ));
+                }
+            }
+            at.bytes = at.bytes.saturating_add(c.length);
+        }
+        Ok(at)
+    }
+
+    /// Chunk `i` of `r`: length, hashes, frame size and position, ranges. Moves `at` on
+    /// past it (region bytes covered, where the next frame starts).
+    fn check_chunk(
+        &self,
+        r: &Region,
+        i: usize,
+        c: &Chunk,
+        mpath: &Path,
+        at: &mut Covered,
+    ) -> Result<()> {
+        let m = &self.manifest;
+        let max_frame = crate::chunk::frame_bound(m.chunk_size);
+        let bad = |msg: String| r.chunk_error(i, format!("{msg} (in {})", mpath.display()));
+        let (mut covered, mut frames_end) = (at.covered, at.frames_end);
+        if c.length == 0 || c.length > m.chunk_size {
+            return Err(bad(format!(
+                "`length` {} outside 1..={} (chunk_size)",
+                c.length, m.chunk_size
+            )));
+        }
+        for (field, v) in [("sha256", &c.sha256), ("frame_sha256", &c.frame_sha256)] {
+            if v.len() != 64
+                || !v
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            {
+                return Err(bad(format!("`{field}` is not 64 lower-case hex digits")));
+            }
+        }
+        if c.compressed_length == 0 || c.compressed_length > max_frame {
+            return Err(bad(format!(
+                "`compressed_length` {} outside 1..={max_frame} (the largest zstd frame of a {}-byte chunk)",
+                c.compressed_length, m.chunk_size
+            )));
+        }
+        if c.payload_offset != frames_end {
+            return Err(bad(format!(
+                "`payload_offset` {} is not where the previous frame ends ({frames_end}): frames are stored back to back in manifest order",
+                c.payload_offset
+            )));
+        }
+        frames_end = c
+            .payload_offset
+            .checked_add(c.compressed_length)
+            .ok_or_else(|| {
+                bad(format!(
+                    "`payload_offset` {} + `compressed_length` {} overflows",
+                    c.payload_offset, c.compressed_length
+                ))
+            })?;
+        if c.extents.len() == 1 {
+            return Err(bad(
+                "`extents` lists a single range (capture leaves it out then)".into(),
+            ));
+        }
+        let mut sum = 0u64;
+        for (k, (o, l)) in c.ranges().into_iter().enumerate() {
+            let which = if c.extents.is_empty() {
+                "`offset`+`length`".to_string()
+            } else {
+                format!("`extents[{k}]`")
+            };
+            if l == 0 {
+                return Err(bad(format!("{which} is empty")));
+            }
+            let end = o
+                .checked_add(l)
+                .ok_or_else(|| bad(format!("{which} {o}+{l} overflows")))?;
+            if o < covered {
+                return Err(bad(format!(
+                    "{which} starts at {o}, before the end of the previous range ({covered}): ranges must be in order and not overlap"
+                )));
+            }
+            if end > r.size {
+                return Err(bad(format!(
+                    "{which} {o}+{l} does not fit the region ({} bytes)",
+                    r.size
+                )));
+            }
+            covered = end;
+            sum = sum.saturating_add(l);
+        }
+        if !c.extents.is_empty() {
+            if c.extents[0][0] != c.offset {
+                return Err(bad(format!(
+                    "`extents[0]` starts at {}, the chunk's `offset` is {}",
+                    c.extents[0][0], c.offset
+                )));
+            }
+            if sum != c.length {
+                return Err(bad(format!(
+                    "`extents` add up to {sum} bytes, `length` is {}",
+                    c.length
+                )));
+            }
+        }
+        (at.covered, at.frames_end) = (covered, frames_end);
+        Ok(())
+    }
+
     pub fn id(&self) -> &str {
         &self.manifest.image_id
     }
+}
+
+/// How far a region's chunks reach, while and after [`Image::check_structure`] walks
+/// them: region bytes covered (chunks in order, never overlapping), where the next frame
+/// starts (frames back to back, in manifest order), and the raw bytes of the chunks.
+#[derive(Debug, Default)]
+struct Covered {
+    covered: u64,
+    frames_end: u64,
+    bytes: u64,
 }

@@ -41,9 +41,7 @@ impl InProgress {
             let mut h = vec![0u8; ss as usize];
             disk.read_exact_at(&mut h, ss)?;
             if &h[..8] == GPT_SIGNATURE {
-                let mut alt = [0u8; 8];
-                alt.copy_from_slice(&h[32..40]);
-                let alt = u64::from_le_bytes(alt);
+                let alt = crate::bytes::le64(&h, 32);
                 if alt > 1 && alt < sectors {
                     lbas.push(alt);
                 }

@@ -1,9 +1,10 @@
 //! MBR codec: the four primary entries, the extended partition and its chain of EBRs
 //! (logical partitions 5, 6, ...), read and written byte for byte.
 
+use crate::bytes::le32;
 use crate::disk::BlockIo;
 use crate::error::{Error, Result};
-use crate::layout::{Layout, MbrRole, Partition, TableKind};
+use crate::table::{Layout, MbrRole, Partition, TableKind};
 
 /// Logical partitions (5, 6, ...) read from one EBR chain at most. Linux names at most
 /// 60 logical partitions of a disk (minors of the extended range); more means a damaged
@@ -16,9 +17,8 @@ pub const MAX_LOGICAL: u32 = 60;
 /// 120 sectors whatever the disk holds.
 pub const MAX_EBRS: usize = 2 * MAX_LOGICAL as usize;
 
-fn le32(b: &[u8], o: usize) -> u32 {
-    u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
-}
+/// An extended partition's `(start, size)` in sectors: where its EBR chain lives.
+type Extended = (u64, u64);
 
 fn is_extended(t: u8) -> bool {
     matches!(t, 0x05 | 0x0f | 0x85)
@@ -29,11 +29,33 @@ pub fn type_byte(s: &str) -> Option<u8> {
     u8::from_str_radix(s.trim_start_matches("0x"), 16).ok()
 }
 
-/// Reads the MBR in `lba0` and the EBR chain of `disk`.
+/// Reads the MBR in `lba0` and the EBR chain of `disk`: the four primary entries
+/// (`primary_entries`), then the logical partitions of the extended one
+/// (`read_ebr_chain`).
 pub fn read(disk: &dyn BlockIo, lba0: &[u8]) -> Result<Option<Layout>> {
     let ss = disk.sector_size() as u64;
+    let (mut parts, ext) = primary_entries(lba0);
+    if let Some(ext) = ext {
+        parts.extend(read_ebr_chain(disk, ss, ext)?);
+    }
+    Ok(Some(Layout {
+        table: TableKind::Mbr,
+        sector_size: ss as u32,
+        disk_size: disk.size(),
+        disk_guid: None,
+        first_usable: None,
+        entries: None,
+        disk_signature: Some(format!("0x{:08x}", le32(lba0, 440))),
+        grow: None,
+        partitions: parts,
+    }))
+}
+
+/// The non-empty entries of sector 0 (partitions 1..=4), and the extended partition's
+/// `(start, size)` in sectors when there is one.
+fn primary_entries(lba0: &[u8]) -> (Vec<Partition>, Option<Extended>) {
     let mut parts = vec![];
-    let mut ext: Option<(u64, u64)> = None;
+    let mut ext: Option<Extended> = None;
     for i in 0..4 {
         let e = &lba0[446 + i * 16..462 + i * 16];
         if e[4] == 0 || le32(e, 12) == 0 {
@@ -60,85 +82,88 @@ pub fn read(disk: &dyn BlockIo, lba0: &[u8]) -> Result<Option<Layout>> {
             filesystem: None,
         });
     }
-    if let Some((ext_start, ext_size)) = ext {
-        // Both are u32 on disk: the sums below cannot overflow a u64.
-        let ext_end = ext_start + ext_size;
-        let mut ebr = ext_start;
-        let mut number = 5;
-        let mut visited: Vec<u64> = vec![];
-        let mut sector = vec![0u8; ss as usize];
-        loop {
-            // Every EBR visited counts, empty ones included: a self-linked or cyclic chain
-            // of empty EBRs would otherwise never end.
-            if visited.contains(&ebr) {
-                return Err(Error::Invalid(format!(
-                    "EBR chain loops: the EBR at sector {} links back to sector {ebr}",
-                    visited.last().copied().unwrap_or(ebr)
-                )));
-            }
-            if visited.len() >= MAX_EBRS {
-                return Err(Error::Invalid(format!(
-                    "EBR chain longer than {MAX_EBRS} EBRs (the last read at sector {})",
-                    visited.last().copied().unwrap_or(ebr)
-                )));
-            }
-            if number > MAX_LOGICAL + 4 {
-                return Err(Error::Invalid(format!(
-                    "more than {MAX_LOGICAL} logical partitions (EBR at sector {ebr})"
-                )));
-            }
-            if ebr < ext_start || ebr >= ext_end {
-                return Err(Error::Invalid(format!(
-                    "EBR at sector {ebr} lies outside the extended partition \
-                     (sectors {ext_start}..{ext_end})"
-                )));
-            }
-            visited.push(ebr);
-            let at = ebr
-                .checked_mul(ss)
-                .ok_or_else(|| Error::Invalid(format!("EBR at sector {ebr}: offset overflows")))?;
-            disk.read_exact_at(&mut sector, at)
-                .map_err(|e| Error::Invalid(format!("reading EBR at sector {ebr}: {e}")))?;
-            if sector[510] != 0x55 || sector[511] != 0xaa {
-                return Err(Error::Invalid(format!(
-                    "EBR at sector {ebr} has no 0x55AA signature"
-                )));
-            }
-            let e = &sector[446..462];
-            if e[4] != 0 && le32(e, 12) != 0 {
-                parts.push(Partition {
-                    number,
-                    start: ebr + le32(e, 8) as u64,
-                    size: le32(e, 12) as u64,
-                    type_: format!("0x{:02x}", e[4]),
-                    guid: None,
-                    name: None,
-                    attributes: 0,
-                    role: Some(MbrRole::Logical),
-                    bootable: e[0] == 0x80,
-                    ebr: Some(ebr),
-                    filesystem: None,
-                });
-                number += 1;
-            }
-            let link = &sector[462..478];
-            if !is_extended(link[4]) || le32(link, 8) == 0 {
-                break;
-            }
-            ebr = ext_start + le32(link, 8) as u64;
+    (parts, ext)
+}
+
+/// The logical partitions (5, 6, …) of the EBR chain that starts at the extended
+/// partition `(ext_start, ext_size)`. Bounded: a chain that loops, runs longer than
+/// [`MAX_EBRS`], holds more than [`MAX_LOGICAL`] partitions or leaves the extended
+/// partition is refused with the EBR's sector.
+fn read_ebr_chain(
+    disk: &dyn BlockIo,
+    ss: u64,
+    (ext_start, ext_size): Extended,
+) -> Result<Vec<Partition>> {
+    let mut parts = vec![];
+    // Both are u32 on disk: the sums below cannot overflow a u64.
+    let ext_end = ext_start + ext_size;
+    let mut ebr = ext_start;
+    let mut number = 5;
+    let mut visited: Vec<u64> = vec![];
+    let mut sector = vec![0u8; ss as usize];
+    loop {
+        // Every EBR visited counts, empty ones included: a self-linked or cyclic chain
+        // of empty EBRs would otherwise never end.
+        if visited.contains(&ebr) {
+            return Err(Error::DamagedTable(format!(
+                "EBR chain loops: the EBR at sector {} links back to sector {ebr}",
+                visited.last().copied().unwrap_or(ebr)
+            )));
         }
+        if visited.len() >= MAX_EBRS {
+            return Err(Error::DamagedTable(format!(
+                "EBR chain longer than {MAX_EBRS} EBRs (the last read at sector {})",
+                visited.last().copied().unwrap_or(ebr)
+            )));
+        }
+        if number > MAX_LOGICAL + 4 {
+            return Err(Error::DamagedTable(format!(
+                "more than {MAX_LOGICAL} logical partitions (EBR at sector {ebr})"
+            )));
+        }
+        if ebr < ext_start || ebr >= ext_end {
+            return Err(Error::DamagedTable(format!(
+                "EBR at sector {ebr} lies outside the extended partition \
+                 (sectors {ext_start}..{ext_end})"
+            )));
+        }
+        visited.push(ebr);
+        let at = ebr
+            .checked_mul(ss)
+            .ok_or_else(|| Error::DamagedTable(format!("EBR at sector {ebr}: offset overflows")))?;
+        disk.read_exact_at(&mut sector, at)
+            .map_err(|err| Error::TableIo {
+                what: format!("reading EBR at sector {ebr}"),
+                err,
+            })?;
+        if sector[510] != 0x55 || sector[511] != 0xaa {
+            return Err(Error::DamagedTable(format!(
+                "EBR at sector {ebr} has no 0x55AA signature"
+            )));
+        }
+        let e = &sector[446..462];
+        if e[4] != 0 && le32(e, 12) != 0 {
+            parts.push(Partition {
+                number,
+                start: ebr + le32(e, 8) as u64,
+                size: le32(e, 12) as u64,
+                type_: format!("0x{:02x}", e[4]),
+                guid: None,
+                name: None,
+                attributes: 0,
+                role: Some(MbrRole::Logical),
+                bootable: e[0] == 0x80,
+                ebr: Some(ebr),
+                filesystem: None,
+            });
+            number += 1;
+        }
+        let link = &sector[462..478];
+        if !is_extended(link[4]) || le32(link, 8) == 0 {
+            return Ok(parts);
+        }
+        ebr = ext_start + le32(link, 8) as u64;
     }
-    Ok(Some(Layout {
-        table: TableKind::Mbr,
-        sector_size: ss as u32,
-        disk_size: disk.size(),
-        disk_guid: None,
-        first_usable: None,
-        entries: None,
-        disk_signature: Some(format!("0x{:08x}", le32(lba0, 440))),
-        grow: None,
-        partitions: parts,
-    }))
 }
 
 /// CHS address for LBA with the conventional 255 heads / 63 sectors geometry.
@@ -154,9 +179,8 @@ fn chs(lba: u64) -> [u8; 3] {
 }
 
 fn entry(e: &mut [u8], bootable: bool, t: u8, start: u64, size: u64) -> Result<()> {
-    let fit = |v: u64| {
-        u32::try_from(v).map_err(|_| Error::Invalid(format!("MBR cannot address sector {v}")))
-    };
+    let fit =
+        |v: u64| u32::try_from(v).map_err(|_| unencodable(format!("cannot address sector {v}")));
     e[0] = if bootable { 0x80 } else { 0 };
     e[1..4].copy_from_slice(&chs(start));
     e[4] = t;
@@ -166,14 +190,46 @@ fn entry(e: &mut [u8], bootable: bool, t: u8, start: u64, size: u64) -> Result<(
     Ok(())
 }
 
-/// Writes the MBR (with `boot_code`) and the EBR chain.
+/// Writes the MBR (with `boot_code`) and the EBR chain: the EBRs first
+/// (`write_ebr_chain`), sector 0 (`sector0`) last.
 pub fn write(disk: &dyn BlockIo, layout: &Layout, boot_code: &[u8]) -> Result<()> {
     let ss = disk.sector_size() as u64;
-    let bad = |m: String| Error::Invalid(format!("MBR: {m}"));
-    let ty = |p: &Partition| {
-        type_byte(&p.type_)
-            .ok_or_else(|| bad(format!("partition {}: bad type {}", p.number, p.type_)))
-    };
+    let (lba0, ext) = sector0(layout, ss, boot_code)?;
+    let mut logicals: Vec<&Partition> = layout
+        .partitions
+        .iter()
+        .filter(|p| p.role == Some(MbrRole::Logical))
+        .collect();
+    logicals.sort_by_key(|p| p.number);
+    if !logicals.is_empty() {
+        let ext = ext.ok_or_else(|| {
+            unencodable("logical partitions without an extended partition".into())
+        })?;
+        write_ebr_chain(disk, ss, ext, &logicals)?;
+    }
+    disk.write_all_at(&lba0, 0).map_err(|err| Error::TableIo {
+        what: "MBR: writing sector 0".into(),
+        err,
+    })?;
+    Ok(())
+}
+
+fn unencodable(msg: String) -> Error {
+    Error::Unencodable {
+        table: "MBR".into(),
+        msg,
+    }
+}
+
+/// The partition's type byte.
+fn type_of(p: &Partition) -> Result<u8> {
+    type_byte(&p.type_)
+        .ok_or_else(|| unencodable(format!("partition {}: bad type {}", p.number, p.type_)))
+}
+
+/// Sector 0: boot code, disk signature, the primary and extended entries (numbers
+/// 1..=4), `55 AA`. Returns it with the extended partition's `(start, size)`.
+fn sector0(layout: &Layout, ss: u64, boot_code: &[u8]) -> Result<(Vec<u8>, Option<Extended>)> {
     let mut lba0 = vec![0u8; ss as usize];
     let bc = boot_code.len().min(440);
     lba0[..bc].copy_from_slice(&boot_code[..bc]);
@@ -190,7 +246,7 @@ pub fn write(disk: &dyn BlockIo, layout: &Layout, boot_code: &[u8]) -> Result<()
         .filter(|p| p.role != Some(MbrRole::Logical))
     {
         if !(1..=4).contains(&p.number) {
-            return Err(bad(format!(
+            return Err(unencodable(format!(
                 "primary partition number {} outside 1..=4",
                 p.number
             )));
@@ -199,7 +255,7 @@ pub fn write(disk: &dyn BlockIo, layout: &Layout, boot_code: &[u8]) -> Result<()
         entry(
             &mut lba0[446 + i * 16..462 + i * 16],
             p.bootable,
-            ty(p)?,
+            type_of(p)?,
             p.start,
             p.size,
         )?;
@@ -209,56 +265,63 @@ pub fn write(disk: &dyn BlockIo, layout: &Layout, boot_code: &[u8]) -> Result<()
     }
     lba0[510] = 0x55;
     lba0[511] = 0xaa;
-    let mut logicals: Vec<&Partition> = layout
-        .partitions
+    Ok((lba0, ext))
+}
+
+/// One EBR per logical partition (sorted by number), each inside the extended partition
+/// `(ext_start, ext_size)`, linking to the next.
+fn write_ebr_chain(
+    disk: &dyn BlockIo,
+    ss: u64,
+    (ext_start, ext_size): Extended,
+    logicals: &[&Partition],
+) -> Result<()> {
+    let ebrs: Vec<u64> = logicals
         .iter()
-        .filter(|p| p.role == Some(MbrRole::Logical))
+        .map(|p| p.ebr.unwrap_or(p.start.saturating_sub(1)))
         .collect();
-    logicals.sort_by_key(|p| p.number);
-    if !logicals.is_empty() {
-        let (ext_start, ext_size) =
-            ext.ok_or_else(|| bad("logical partitions without an extended partition".into()))?;
-        let ebrs: Vec<u64> = logicals
-            .iter()
-            .map(|p| p.ebr.unwrap_or(p.start.saturating_sub(1)))
-            .collect();
-        let ext_end = ext_start.saturating_add(ext_size);
-        let end = |p: &Partition| p.start.saturating_add(p.size);
-        for (i, p) in logicals.iter().enumerate() {
-            let ebr = ebrs[i];
-            if ebr < ext_start || end(p) > ext_end || p.start <= ebr {
-                return Err(bad(format!(
-                    "logical partition {} (EBR {ebr}, {}..{}) outside the extended partition",
-                    p.number,
-                    p.start,
-                    end(p)
-                )));
-            }
-            let mut s = vec![0u8; ss as usize];
-            entry(&mut s[446..462], p.bootable, ty(p)?, p.start - ebr, p.size)?;
-            if let Some(next) = logicals.get(i + 1) {
-                let nebr = ebrs[i + 1];
-                let (Some(link_start), Some(link_size)) =
-                    (nebr.checked_sub(ext_start), end(next).checked_sub(nebr))
-                else {
-                    return Err(bad(format!(
-                        "logical partition {} (EBR {nebr}) outside the extended partition",
-                        next.number
-                    )));
-                };
-                entry(&mut s[462..478], false, 0x05, link_start, link_size)?;
-            }
-            s[510] = 0x55;
-            s[511] = 0xaa;
-            let at = ebr
-                .checked_mul(ss)
-                .ok_or_else(|| bad(format!("EBR at sector {ebr}: offset overflows")))?;
-            disk.write_all_at(&s, at)
-                .map_err(|e| bad(format!("writing EBR at sector {ebr}: {e}")))?;
+    let ext_end = ext_start.saturating_add(ext_size);
+    let end = |p: &Partition| p.start.saturating_add(p.size);
+    for (i, p) in logicals.iter().enumerate() {
+        let ebr = ebrs[i];
+        if ebr < ext_start || end(p) > ext_end || p.start <= ebr {
+            return Err(unencodable(format!(
+                "logical partition {} (EBR {ebr}, {}..{}) outside the extended partition",
+                p.number,
+                p.start,
+                end(p)
+            )));
         }
+        let mut s = vec![0u8; ss as usize];
+        entry(
+            &mut s[446..462],
+            p.bootable,
+            type_of(p)?,
+            p.start - ebr,
+            p.size,
+        )?;
+        if let Some(next) = logicals.get(i + 1) {
+            let nebr = ebrs[i + 1];
+            let (Some(link_start), Some(link_size)) =
+                (nebr.checked_sub(ext_start), end(next).checked_sub(nebr))
+            else {
+                return Err(unencodable(format!(
+                    "logical partition {} (EBR {nebr}) outside the extended partition",
+                    next.number
+                )));
+            };
+            entry(&mut s[462..478], false, 0x05, link_start, link_size)?;
+        }
+        s[510] = 0x55;
+        s[511] = 0xaa;
+        let at = ebr
+            .checked_mul(ss)
+            .ok_or_else(|| unencodable(format!("EBR at sector {ebr}: offset overflows")))?;
+        disk.write_all_at(&s, at).map_err(|err| Error::TableIo {
+            what: format!("MBR: writing EBR at sector {ebr}"),
+            err,
+        })?;
     }
-    disk.write_all_at(&lba0, 0)
-        .map_err(|e| bad(format!("writing sector 0: {e}")))?;
     Ok(())
 }
 
@@ -416,7 +479,7 @@ mod tests {
         assert_eq!(read_layout(&disk).unwrap().unwrap(), max);
 
         let over = logicals_layout(MAX_LOGICAL + 1);
-        let e = over.validate().unwrap_err();
+        let e = over.validate().unwrap_err().to_string();
         assert!(e.contains("partition 65") && e.contains("5..=64"), "{e}");
         // And the reader indeed refuses what validation now refuses.
         let disk = MemDisk::new(8 << 20, 512);

@@ -1,34 +1,43 @@
 //! Restore: the layout rules of DESIGN.md, applied to one target disk.
 //!
-//! Order of work, chosen so that bad input destroys nothing and an interrupted restore
-//! never looks bootable:
-//! 1. checks that write nothing: target not mounted/swapped-on, layout plan (sector size,
-//!    disk size), every selected chunk's frame sha256 (catches flipped or truncated
-//!    payloads);
-//! 2. when the table changes: the old table is wiped (sector 0, the GPT headers); when it
-//!    is kept: its signatures are cleared ([`crate::mark`]);
-//! 3. partitions, chunk by chunk (decompress, sha256 of the raw bytes, hand the frame to
-//!    the relay hook, write; with `verify`, read it back at once and compare); unknown
-//!    file systems get their gaps zeroed; swap gets its header fitted to the size;
-//! 4. ext file systems that got a larger partition are checked and grown through the
-//!    whole-disk device (`e2fsck -fp`, `resize2fs DEV?offset=N`);
-//! 5. last, the disk head (boot code, boot-loader gap) and the partition table; a kept
-//!    table is marked in progress (signatures cleared) from before the first data write
-//!    until this point, so an interrupted re-clone never looks bootable either;
-//! 6. the kernel is told the partitions (`BLKPG`, `BLKRRPART` fallback).
+//! [`restore`] runs five named phases, chosen so that bad input destroys nothing and an
+//! interrupted restore never looks bootable:
+//! 1. **plan** ([`plan_restore`]): checks that write nothing. The target is not
+//!    mounted/swapped-on; the layout plan (sector size, disk size, the planned table
+//!    valid); the selected regions, each placed inside its partition of the target; the
+//!    disk head one contiguous range; with a local image, every selected chunk's frame
+//!    sha256 (catches flipped or truncated payloads). The whole plan is validated before
+//!    the first write (docs/TRUST.md).
+//! 2. **head** ([`prepare_table`], [`fetch_head`]): when the table changes the old one is
+//!    wiped (sector 0, the GPT headers); when it is kept its signatures are cleared
+//!    ([`crate::mark`]) from before the first data write until the last write. Then the
+//!    disk head is fetched and verified (written only in *finalize*).
+//! 3. **stream** ([`stream_partitions`]): partitions, chunk by chunk (decompress, sha256
+//!    of the raw bytes, hand the frame to the relay hook, write; with `verify`, read it
+//!    back at once and compare); unknown file systems get their gaps zeroed
+//!    (`zero_fill`); swap gets its header fitted to the size.
+//! 4. **grow** ([`grow_filesystems`], [`crate::grow`]): ext file systems that got a larger
+//!    partition are checked and grown through the whole-disk device (`e2fsck -fp`,
+//!    `resize2fs DEV?offset=N`).
+//! 5. **finalize** ([`finalize`]): last, the disk head (boot code, boot-loader gap) and
+//!    the partition table; the kept table's mark is cleared; the kernel is told the
+//!    partitions (`BLKPG`, `BLKRRPART` fallback).
 
 use crate::disk::{usage, BlockIo, Disk};
 use crate::error::{Error, Result};
+use crate::frame::{decode_frame, read_frame, FrameStream};
 use crate::fs::{swap, Fill};
 use crate::layout::{plan_layout, read_layout, table_ranges, Plan};
 use crate::manifest::{Image, Region};
 use crate::mark::InProgress;
 use crate::pool::run_pipeline;
 use crate::progress::Progress;
-use crate::verify::{check_frames, decode_frame, read_frame, FrameStream};
+use crate::verify::check_frames;
 use serde::Serialize;
 use std::path::Path;
-use std::process::Command;
+
+/// Moved to [`crate::grow`]; this path keeps working.
+pub use crate::grow::run_tool;
 
 /// Called as soon as chunk `i` of a region was verified (raw sha256), before it is
 /// written, with its compressed frame: a relay serves it from then on (cut-through; the
@@ -87,9 +96,9 @@ pub fn plan(image: &Image, target: &dyn BlockIo, target_path: &Path) -> Result<P
         target.size(),
         target.sector_size(),
     )
-    .map_err(|reason| Error::Refused {
+    .map_err(|e| Error::Refused {
         device: target_path.to_path_buf(),
-        reason,
+        reason: e.to_string(),
     })?;
     // The table this restore will write (the image's, grown to this disk) passes the same
     // rules as the image's own, before the first write, not only when the codec writes it
@@ -103,40 +112,92 @@ pub fn plan(image: &Image, target: &dyn BlockIo, target_path: &Path) -> Result<P
     Ok(plan)
 }
 
-/// Restores `image` onto `target`.
+/// Restores `image` onto `target`: the phases of the module doc, in order.
 pub fn restore(
     image: &Image,
     target: &Disk,
     opts: &RestoreOptions,
     progress: &Progress,
 ) -> Result<RestoreReport> {
-    let tpath = target.path().to_path_buf();
-    let use_ = usage(&tpath);
+    let (regions, mut report) = plan_restore(image, target, opts, progress)?;
+    if opts.dry_run {
+        return Ok(report);
+    }
+    let plan = &report.plan;
+    let mark = prepare_table(target, plan)?;
+    let head = fetch_head(image, opts)?;
+    let parts: Vec<Part> = regions
+        .iter()
+        .zip(report.regions.iter())
+        .filter(|(r, _)| r.number != 0)
+        .map(|(r, rep)| Part::new(r, rep))
+        .collect();
+    stream_partitions(image, target, &parts, opts, progress)?;
+    if let Some(hold) = &opts.before_grow {
+        hold();
+    }
+    grow_filesystems(target, &regions, &mut report.regions)?;
+    finalize(image, target, &report.plan, head, mark)?;
+    Ok(report)
+}
+
+/// Phase 1, **plan**: everything restore checks before its first write. Returns the
+/// regions to write (the disk head first when the image has one) and the report with
+/// where each lands; nothing is written, whatever the outcome.
+pub fn plan_restore<'a>(
+    image: &'a Image,
+    target: &Disk,
+    opts: &RestoreOptions,
+    progress: &Progress,
+) -> Result<(Vec<&'a Region>, RestoreReport)> {
+    let tpath = target.path();
+    let use_ = usage(tpath);
     if use_.in_use() {
         return Err(Error::Refused {
-            device: tpath,
+            device: tpath.to_path_buf(),
             reason: format!("it is in use: {}", use_.describe()),
         });
     }
-    let plan = plan(image, target, &tpath)?;
-    let ss = plan.layout.sector_size as u64;
-
-    // The regions to write.
-    let mut regions: Vec<&Region> = vec![];
-    for r in &image.manifest.regions {
-        let wanted = r.number == 0
-            || opts
-                .partitions
-                .as_ref()
-                .is_none_or(|l| l.contains(&r.number));
-        if wanted {
-            regions.push(r);
-        }
+    let plan = plan(image, target, tpath)?;
+    let regions = select_regions(image, opts)?;
+    let mut reports = vec![];
+    for r in &regions {
+        let (disk_offset, target_size) = place_region(r, &plan, target.size(), tpath)?;
+        reports.push(RegionReport {
+            name: r.name.clone(),
+            filesystem: r.filesystem.clone(),
+            bytes: r.used_bytes,
+            disk_offset,
+            target_size,
+            grown: None,
+        });
     }
+    if let Some(head) = regions.iter().find(|r| r.name == "head") {
+        check_head_contiguous(image, head)?;
+    }
+    // Whole-image integrity before the first write, where the image can be read twice
+    // cheaply. Streamed from a server, each chunk is checked before it is written and the
+    // table goes last, so an interrupted or refused clone never looks bootable.
+    if image.source.is_local() {
+        check_frames(image, &regions, opts.threads, progress)?;
+    }
+    let report = RestoreReport {
+        target: tpath.display().to_string(),
+        image_id: image.id().to_string(),
+        dry_run: opts.dry_run,
+        plan,
+        regions: reports,
+    };
+    Ok((regions, report))
+}
+
+/// The regions `opts` selects (the disk head always), in the image's order; a selected
+/// partition the image does not hold is an error that names what it holds.
+fn select_regions<'a>(image: &'a Image, opts: &RestoreOptions) -> Result<Vec<&'a Region>> {
     if let Some(list) = &opts.partitions {
         for n in list {
             if image.manifest.region(&format!("p{n}")).is_none() {
-                return Err(Error::Invalid(format!(
+                return Err(Error::Selection(format!(
                     "partition {n} is not in image {} (it holds {})",
                     image.location(),
                     image
@@ -151,149 +212,176 @@ pub fn restore(
             }
         }
     }
-    let mut reports = vec![];
-    for r in &regions {
-        let refuse = |reason: String| Error::Refused {
-            device: tpath.clone(),
-            reason,
-        };
-        let (disk_offset, target_size) = if r.number == 0 {
-            if r.size > crate::manifest::MAX_HEAD {
-                return Err(refuse(format!(
-                    "the image's disk head is {} bytes, more than {}",
-                    r.size,
-                    crate::manifest::MAX_HEAD
-                )));
-            }
-            (0, r.size)
-        } else {
-            let p = plan.layout.partition(r.number).ok_or_else(|| {
-                refuse(format!("the planned layout has no partition {}", r.number))
-            })?;
-            let span = p
-                .start
-                .checked_mul(ss)
-                .zip(p.size.checked_mul(ss))
-                .filter(|(o, l)| o.checked_add(*l).is_some_and(|e| e <= target.size()));
-            let Some(span) = span else {
-                return Err(refuse(format!(
-                    "partition {} (sectors {}+{}) is not inside the disk ({} bytes)",
-                    p.number,
-                    p.start,
-                    p.size,
-                    target.size()
-                )));
-            };
-            span
-        };
-        // Checked when the image was loaded (a region is its partition); again here,
-        // against the partition this restore writes: nothing may land past its end.
-        if r.number != 0 && r.size > target_size {
+    Ok(image
+        .manifest
+        .regions
+        .iter()
+        .filter(|r| {
+            r.number == 0
+                || opts
+                    .partitions
+                    .as_ref()
+                    .is_none_or(|l| l.contains(&r.number))
+        })
+        .collect())
+}
+
+/// Where region `r` lands on a target of `disk_size` bytes under `plan`: `(disk byte
+/// offset, partition size)`. Refuses a head larger than [`crate::manifest::MAX_HEAD`], a
+/// partition the plan lacks or that leaves the disk, and a region or file system larger
+/// than its partition here.
+fn place_region(r: &Region, plan: &Plan, disk_size: u64, tpath: &Path) -> Result<(u64, u64)> {
+    let refuse = |reason: String| Error::Refused {
+        device: tpath.to_path_buf(),
+        reason,
+    };
+    let ss = plan.layout.sector_size as u64;
+    let (disk_offset, target_size) = if r.number == 0 {
+        if r.size > crate::manifest::MAX_HEAD {
             return Err(refuse(format!(
-                "the image's region {} is {} bytes, partition {} here is {target_size}",
-                r.name, r.size, r.number
+                "the image's disk head is {} bytes, more than {}",
+                r.size,
+                crate::manifest::MAX_HEAD
             )));
         }
-        if target_size < r.fs_size.min(r.size) {
-            return Err(Error::Refused {
-                device: tpath.clone(),
-                reason: format!(
-                    "partition {} is {target_size} bytes, the image's {} needs {}",
-                    r.number, r.filesystem, r.fs_size
-                ),
-            });
-        }
-        reports.push(RegionReport {
-            name: r.name.clone(),
-            filesystem: r.filesystem.clone(),
-            bytes: r.used_bytes,
-            disk_offset,
-            target_size,
-            grown: None,
-        });
-    }
-
-    // Whole-image integrity before the first write, where the image can be read twice
-    // cheaply. Streamed from a server, each chunk is checked before it is written and the
-    // table goes last, so an interrupted or refused clone never looks bootable.
-    if image.source.is_local() {
-        check_frames(image, &regions, opts.threads, progress)?;
-    }
-
-    let mut report = RestoreReport {
-        target: tpath.display().to_string(),
-        image_id: image.id().to_string(),
-        dry_run: opts.dry_run,
-        plan,
-        regions: reports,
-    };
-    if opts.dry_run {
-        return Ok(report);
-    }
-    let plan = &report.plan;
-    let werr = |what: String, e: std::io::Error| {
-        Error::Invalid(format!("{}: {what}: {e}", tpath.display()))
-    };
-
-    // An equal table is kept, so it is marked in progress (its signatures cleared) until
-    // the last write: an interrupted re-clone must not look bootable either (see `mark`).
-    let mark = if plan.keep_table {
-        Some(InProgress::set(target).map_err(|e| werr("marking the table in progress".into(), e))?)
+        (0, r.size)
     } else {
-        None
+        let p = plan
+            .layout
+            .partition(r.number)
+            .ok_or_else(|| refuse(format!("the planned layout has no partition {}", r.number)))?;
+        let span = p
+            .start
+            .checked_mul(ss)
+            .zip(p.size.checked_mul(ss))
+            .filter(|(o, l)| o.checked_add(*l).is_some_and(|e| e <= disk_size));
+        let Some(span) = span else {
+            return Err(refuse(format!(
+                "partition {} (sectors {}+{}) is not inside the disk ({disk_size} bytes)",
+                p.number, p.start, p.size,
+            )));
+        };
+        span
     };
-    if !plan.keep_table {
-        // Nothing on the disk may look like a valid table while data is half written.
-        let head_wipe = (34 * ss).min(target.size());
-        target
-            .zero_range(0, head_wipe)
-            .map_err(|e| werr("wiping the old table".into(), e))?;
-        let tail = (34 * ss).min(target.size());
-        target
-            .zero_range(target.size() - tail, tail)
-            .map_err(|e| werr("wiping the old backup GPT".into(), e))?;
+    // Checked when the image was loaded (a region is its partition); again here,
+    // against the partition this restore writes: nothing may land past its end.
+    if r.number != 0 && r.size > target_size {
+        return Err(refuse(format!(
+            "the image's region {} is {} bytes, partition {} here is {target_size}",
+            r.name, r.size, r.number
+        )));
     }
+    if target_size < r.fs_size.min(r.size) {
+        return Err(refuse(format!(
+            "partition {} is {target_size} bytes, the image's {} needs {}",
+            r.number, r.filesystem, r.fs_size
+        )));
+    }
+    Ok((disk_offset, target_size))
+}
 
-    let total: u64 = regions
-        .iter()
-        .filter(|r| r.number != 0)
-        .map(|r| r.used_bytes)
-        .sum();
-    // O_DIRECT only when no two concurrent writes can share a page (see Disk::buffered),
-    // decided per partition.
-    let aligned = |r: &Region, rep: &RegionReport| {
-        r.chunks.iter().flat_map(|c| c.ranges()).all(|(o, l)| {
-            (rep.disk_offset + o).is_multiple_of(crate::disk::DIRECT_ALIGN as u64)
-                && l.is_multiple_of(crate::disk::DIRECT_ALIGN as u64)
-        })
-    };
-    // The disk head (at most 1 MiB) first: it is written last, but fetched and verified
-    // now, so a streamed restore does not depend on its upstream still being there at
-    // the end, and a relay can pass it on at once.
-    let mut head_bytes = None;
-    if let Some(head) = image.manifest.region("head") {
-        let mut expect = 0u64;
-        let contiguous = head.chunks.iter().flat_map(|c| c.ranges()).all(|(o, l)| {
-            let ok = o == expect;
-            expect = o.saturating_add(l);
-            ok
+/// The disk head must be one contiguous range from byte 0 (it is written as one block).
+fn check_head_contiguous(image: &Image, head: &Region) -> Result<()> {
+    let mut expect = 0u64;
+    let contiguous = head.chunks.iter().flat_map(|c| c.ranges()).all(|(o, l)| {
+        let ok = o == expect;
+        expect = o.saturating_add(l);
+        ok
+    });
+    if !contiguous || expect != head.size {
+        return Err(Error::Corrupt {
+            path: std::path::PathBuf::from(format!("{}/{}", image.location(), head.payload)),
+            msg: "the disk head is not one contiguous range from byte 0".into(),
         });
-        if !contiguous || expect != head.size {
-            return Err(Error::Corrupt {
-                path: std::path::PathBuf::from(format!("{}/{}", image.location(), head.payload)),
-                msg: "the disk head is not one contiguous range from byte 0".into(),
-            });
-        }
-        let mut bytes = Vec::with_capacity(head.size.min(crate::manifest::MAX_HEAD) as usize);
-        for i in 0..head.chunks.len() {
-            let frame = read_frame(image, head, i)?;
-            bytes.extend_from_slice(&decode_frame(&frame, head, i)?);
-            if let Some(hook) = &opts.on_chunk {
-                hook(head, i, frame);
-            }
-        }
-        head_bytes = Some(bytes);
     }
+    Ok(())
+}
+
+/// Phase 2, **head** (first half): the first writes. An equal table is kept, so it is
+/// marked in progress (its signatures cleared) until the last write: an interrupted
+/// re-clone must not look bootable either (see [`crate::mark`]); the mark is returned for
+/// [`finalize`] to clear. A table that changes is wiped (the first 34 and last 34
+/// sectors): nothing on the disk may look like a valid table while data is half written.
+pub fn prepare_table(target: &Disk, plan: &Plan) -> Result<Option<InProgress>> {
+    let dev = target.path();
+    if plan.keep_table {
+        let mark = InProgress::set(target)
+            .map_err(|e| Error::device(dev, "marking the table in progress", e))?;
+        return Ok(Some(mark));
+    }
+    let ss = plan.layout.sector_size as u64;
+    let head_wipe = (34 * ss).min(target.size());
+    target
+        .zero_range(0, head_wipe)
+        .map_err(|e| Error::device(dev, "wiping the old table", e))?;
+    let tail = (34 * ss).min(target.size());
+    target
+        .zero_range(target.size() - tail, tail)
+        .map_err(|e| Error::device(dev, "wiping the old backup GPT", e))?;
+    Ok(None)
+}
+
+/// Phase 2, **head** (second half): the disk head (at most 1 MiB), fetched and verified
+/// now although it is written last, so a streamed restore does not depend on its upstream
+/// still being there at the end, and a relay can pass it on at once.
+pub fn fetch_head(image: &Image, opts: &RestoreOptions) -> Result<Option<Vec<u8>>> {
+    let Some(head) = image.manifest.region("head") else {
+        return Ok(None);
+    };
+    check_head_contiguous(image, head)?;
+    let mut bytes = Vec::with_capacity(head.size.min(crate::manifest::MAX_HEAD) as usize);
+    for i in 0..head.chunks.len() {
+        let frame = read_frame(image, head, i)?;
+        bytes.extend_from_slice(&decode_frame(&frame, head, i)?);
+        if let Some(hook) = &opts.on_chunk {
+            hook(head, i, frame);
+        }
+    }
+    Ok(Some(bytes))
+}
+
+/// A partition being restored: its region, where it starts on the target, how big it is
+/// there, and whether its chunks may be written with `O_DIRECT`.
+pub struct Part<'a> {
+    r: &'a Region,
+    base: u64,
+    target_size: u64,
+    direct: bool,
+}
+
+impl<'a> Part<'a> {
+    /// O_DIRECT only when no two concurrent writes can share a page (see
+    /// [`Disk::buffered`]), decided per partition.
+    fn new(r: &'a Region, rep: &RegionReport) -> Self {
+        let align = crate::disk::DIRECT_ALIGN as u64;
+        let direct =
+            r.chunks.iter().flat_map(|c| c.ranges()).all(|(o, l)| {
+                (rep.disk_offset + o).is_multiple_of(align) && l.is_multiple_of(align)
+            });
+        Part {
+            r,
+            base: rep.disk_offset,
+            target_size: rep.target_size,
+            direct,
+        }
+    }
+}
+
+/// Phase 3, **stream**: every chunk of every partition in one pipeline, then the zero
+/// fill of partitions that ask for it, then a flush.
+///
+/// All partitions' chunks are read as one stream per partition by one reader that moves
+/// on to the next partition at once: a relay chain then never waits for a node to drain
+/// its writes at a partition boundary (each wait would add to the lag of every node below
+/// it).
+pub fn stream_partitions(
+    image: &Image,
+    target: &Disk,
+    parts: &[Part],
+    opts: &RestoreOptions,
+    progress: &Progress,
+) -> Result<()> {
+    let total: u64 = parts.iter().map(|p| p.r.used_bytes).sum();
     progress.start(total, "restoring");
     // Twice the cores: while one worker waits for its direct write, another decompresses.
     let threads = if opts.threads > 0 {
@@ -301,21 +389,6 @@ pub fn restore(
     } else {
         2 * crate::pool::threads(0)
     };
-    // All partitions' chunks in one pipeline, read as one stream per partition by one
-    // reader that moves on to the next partition at once: a relay chain then never
-    // waits for a node to drain its writes at a partition boundary (each wait would add
-    // to the lag of every node below it).
-    let parts: Vec<Part> = regions
-        .iter()
-        .zip(report.regions.iter())
-        .filter(|(r, _)| r.number != 0)
-        .map(|(r, rep)| Part {
-            r,
-            base: rep.disk_offset,
-            target_size: rep.target_size,
-            direct: aligned(r, rep),
-        })
-        .collect();
     let jobs: Vec<(usize, usize)> = parts
         .iter()
         .enumerate()
@@ -328,9 +401,7 @@ pub fn restore(
         threads,
         |j| {
             let (p, i) = jobs[j];
-            let mut f = frames
-                .lock()
-                .map_err(|_| Error::Invalid("frame reader poisoned".into()))?;
+            let mut f = frames.lock().map_err(|_| Error::Poisoned("frame reader"))?;
             match &mut *f {
                 Some((at, stream)) if *at == p => stream.frame(i),
                 _ => f
@@ -341,49 +412,11 @@ pub fn restore(
         },
         |j, frame| -> Result<u64> {
             let (p, i) = jobs[j];
-            let Part { r, base, .. } = parts[p];
             // A direct partition's writes are all 4 KiB-aligned, so none shares a page
             // with another partition's; inside an unaligned one every write goes through
             // the page cache.
             let io: &dyn BlockIo = if parts[p].direct { target } else { &buffered };
-            let c = &r.chunks[i];
-            let mut raw = decode_frame(&frame, r, i)?;
-            // Verified: a relay may pass the frame on while this node writes it.
-            if let Some(hook) = &opts.on_chunk {
-                hook(r, i, frame);
-            }
-            if r.filesystem == "swap" && c.offset == 0 {
-                swap::fit_header(&mut raw, parts[p].target_size);
-            }
-            let mut at = 0usize;
-            for (o, l) in c.ranges() {
-                // Validated at load; checked again where it matters: never a byte past
-                // the partition's end, whatever the arithmetic of a hostile manifest.
-                let to = at.checked_add(l as usize).filter(|t| *t <= raw.len());
-                let inside = o.checked_add(l).is_some_and(|e| e <= parts[p].target_size);
-                let (Some(to), true) = (to, inside) else {
-                    return Err(r.chunk_error(
-                        i,
-                        format!(
-                            "range {o}+{l} does not fit partition {} ({} bytes) or the chunk; not written",
-                            r.number, parts[p].target_size
-                        ),
-                    ));
-                };
-                io.write_all_at(&raw[at..to], base + o).map_err(|e| {
-                    Error::Invalid(format!(
-                        "{}: writing partition {} chunk {i} at partition byte {o} (disk byte {}): {e}",
-                        tpath.display(),
-                        r.number,
-                        base + o
-                    ))
-                })?;
-                at = to;
-            }
-            if opts.verify {
-                read_back(io, r, i, base, &raw, &tpath)?;
-            }
-            Ok(c.length)
+            write_chunk(io, target.path(), &parts[p], i, frame, opts)
         },
         |_, n| {
             progress.inc(n);
@@ -391,101 +424,138 @@ pub fn restore(
         },
     )?;
     for part in parts.iter().filter(|p| p.r.fill == Fill::Zero) {
-        let (r, base) = (part.r, part.base);
-        // The gaps between the stored ranges, clamped to the target partition: a zero
-        // fill never reaches past its end whatever the ranges say.
-        let mut pos = 0u64;
-        let stored = r.chunks.iter().flat_map(|c| c.ranges());
-        for (o, l) in stored.chain(std::iter::once((part.target_size, 0))) {
-            let o = o.min(part.target_size);
-            if o > pos {
-                target
-                    .zero_range(base + pos, o - pos)
-                    .map_err(|e| werr(format!("zeroing partition {} at {pos}", r.number), e))?;
-            }
-            pos = pos.max(o.saturating_add(l)).min(part.target_size);
-        }
+        zero_fill(target, target.path(), part)?;
     }
     progress.finish();
-    target.flush().map_err(|e| werr("flushing".into(), e))?;
+    target
+        .flush()
+        .map_err(|e| Error::device(target.path(), "flushing", e))
+}
 
-    if let Some(hold) = &opts.before_grow {
-        hold();
+/// One chunk of a partition: decode and verify its frame, hand the frame to the relay
+/// hook, fit a swap header, write each range (never a byte past the partition's end),
+/// and with `verify` read it back. Returns the raw bytes written.
+fn write_chunk(
+    io: &dyn BlockIo,
+    tpath: &Path,
+    part: &Part,
+    i: usize,
+    frame: Vec<u8>,
+    opts: &RestoreOptions,
+) -> Result<u64> {
+    let Part {
+        r,
+        base,
+        target_size,
+        ..
+    } = *part;
+    let c = &r.chunks[i];
+    let mut raw = decode_frame(&frame, r, i)?;
+    // Verified: a relay may pass the frame on while this node writes it.
+    if let Some(hook) = &opts.on_chunk {
+        hook(r, i, frame);
     }
+    if r.filesystem == "swap" && c.offset == 0 {
+        swap::fit_header(&mut raw, target_size);
+    }
+    let mut at = 0usize;
+    for (o, l) in c.ranges() {
+        // Validated at load; checked again where it matters: never a byte past the
+        // partition's end, whatever the arithmetic of a hostile manifest.
+        let to = at.checked_add(l as usize).filter(|t| *t <= raw.len());
+        let inside = o.checked_add(l).is_some_and(|e| e <= target_size);
+        let (Some(to), true) = (to, inside) else {
+            return Err(r.chunk_error(
+                i,
+                format!(
+                    "range {o}+{l} does not fit partition {} ({target_size} bytes) or the chunk; not written",
+                    r.number
+                ),
+            ));
+        };
+        io.write_all_at(&raw[at..to], base + o)
+            .map_err(|err| Error::ChunkIo {
+                device: tpath.to_path_buf(),
+                action: "writing",
+                partition: r.number,
+                chunk: i,
+                at: format!("partition byte {o} (disk byte {})", base + o),
+                err,
+            })?;
+        at = to;
+    }
+    if opts.verify {
+        read_back(io, r, i, base, &raw, tpath)?;
+    }
+    Ok(c.length)
+}
 
-    // Grow ext file systems to their partition, before the table is written.
-    for (r, rep) in regions.iter().zip(report.regions.iter_mut()) {
-        if r.filesystem.starts_with("ext") && rep.target_size >= r.fs_size + 1024 * 1024 {
-            let what = format!("partition {} of {}", r.number, tpath.display());
-            let access = PartitionAccess::new(target, rep.disk_offset, rep.target_size, &what)?;
-            let dev = access.path();
-            run_tool("e2fsck", &["-f", "-p", &dev], &[0, 1], &what)?;
-            run_tool(
-                "resize2fs",
-                &[&dev, &format!("{}K", rep.target_size / 1024)],
-                &[0],
-                &what,
-            )?;
-            drop(access);
-            let view = crate::fs::PartView {
-                disk: target,
-                start: rep.disk_offset,
-                size: rep.target_size,
-            };
-            let new = crate::fs::ext::geometry(&view)
-                .ok()
-                .flatten()
-                .map(|(bs, n)| bs * n)
-                .unwrap_or(0);
-            rep.grown = Some((r.fs_size, new));
+/// The gaps between a partition's stored ranges, clamped to the partition's
+/// `target_size`: a zero fill never reaches past its end, whatever the ranges say.
+/// `(partition byte offset, length)` pairs, in order.
+pub fn fill_gaps(stored: impl Iterator<Item = (u64, u64)>, target_size: u64) -> Vec<(u64, u64)> {
+    let mut gaps = vec![];
+    let mut pos = 0u64;
+    for (o, l) in stored.chain(std::iter::once((target_size, 0))) {
+        let o = o.min(target_size);
+        if o > pos {
+            gaps.push((pos, o - pos));
+        }
+        pos = pos.max(o.saturating_add(l)).min(target_size);
+    }
+    gaps
+}
+
+/// Zeroes the gaps of a partition whose file system is unknown ([`Fill::Zero`]): a
+/// target's old bytes there would otherwise show through.
+fn zero_fill(target: &dyn BlockIo, tpath: &Path, part: &Part) -> Result<()> {
+    let stored = part.r.chunks.iter().flat_map(|c| c.ranges());
+    for (pos, len) in fill_gaps(stored, part.target_size) {
+        target.zero_range(part.base + pos, len).map_err(|e| {
+            Error::device(
+                tpath,
+                format!("zeroing partition {} at {pos}", part.r.number),
+                e,
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// Phase 4, **grow**: each ext file system that got a larger partition is grown to it
+/// ([`crate::grow::grow_ext`]); its report records the old and new sizes.
+pub fn grow_filesystems(
+    target: &Disk,
+    regions: &[&Region],
+    reports: &mut [RegionReport],
+) -> Result<()> {
+    for (r, rep) in regions.iter().zip(reports.iter_mut()) {
+        if let Some(grown) = crate::grow::grow_ext(target, r, rep.disk_offset, rep.target_size)? {
+            rep.grown = Some(grown);
         }
     }
+    Ok(())
+}
 
-    // Last: the disk head and the table.
-    if let Some(bytes) = head_bytes {
-        let head_end = bytes
-            .len()
-            .min((plan.layout.first_used_sector() * ss) as usize);
-        if plan.keep_table {
-            // Boot code and boot-loader gap only; the table bytes stay as they are.
-            let mut pos = 0usize;
-            for (o, l) in table_ranges(&plan.layout) {
-                let o = (o as usize).min(head_end);
-                if o > pos {
-                    target
-                        .write_all_at(&bytes[pos..o], pos as u64)
-                        .map_err(|e| werr("writing the disk head".into(), e))?;
-                }
-                pos = pos.max(o + l as usize);
-            }
-            if head_end > pos {
-                target
-                    .write_all_at(&bytes[pos..head_end], pos as u64)
-                    .map_err(|e| werr("writing the disk head".into(), e))?;
-            }
-        } else {
-            target
-                .write_all_at(&bytes[..head_end], 0)
-                .map_err(|e| werr("writing the disk head".into(), e))?;
-            crate::layout::write_table(target, &plan.layout, &bytes[..bytes.len().min(440)])?;
-            if plan.layout.disk_size == image.layout.disk_size
-                && crate::layout::differences(&image.layout, &plan.layout).is_empty()
-            {
-                // Same disk as the master: the captured sectors are the table, byte for byte
-                // (including fields our writer computes differently, like CHS addresses).
-                target
-                    .write_all_at(&bytes[..head_end], 0)
-                    .map_err(|e| werr("writing the disk head".into(), e))?;
-            }
-        }
-    } else if !plan.keep_table {
-        crate::layout::write_table(target, &plan.layout, &[])?;
-    }
-    target.flush().map_err(|e| werr("flushing".into(), e))?;
+/// Phase 5, **finalize**: the disk head and the partition table (the last writes), a
+/// flush, the kept table's mark cleared, and the kernel told the partitions.
+pub fn finalize(
+    image: &Image,
+    target: &Disk,
+    plan: &Plan,
+    head: Option<Vec<u8>>,
+    mark: Option<InProgress>,
+) -> Result<()> {
+    let dev = target.path();
+    write_head_and_table(image, target, plan, head)?;
+    target
+        .flush()
+        .map_err(|e| Error::device(dev, "flushing", e))?;
     if let Some(mark) = mark {
         mark.clear(target)
-            .map_err(|e| werr("restoring the kept table's signatures".into(), e))?;
+            .map_err(|e| Error::device(dev, "restoring the kept table's signatures", e))?;
     }
+    let ss = plan.layout.sector_size as u64;
     let parts: Vec<(u32, u64, u64)> = plan
         .layout
         .partitions
@@ -504,82 +574,57 @@ pub fn restore(
         .collect();
     target
         .announce_partitions(&parts)
-        .map_err(|e| werr("telling the kernel the new partitions".into(), e))?;
-    Ok(report)
+        .map_err(|e| Error::device(dev, "telling the kernel the new partitions", e))
 }
 
-/// A path e2fsprogs can open for one partition of the target, before the partition table
-/// exists. On a block device: `DEV?offset=N` (e2fsprogs' own I/O option). On a disk-image
-/// file: a loop device over exactly the partition's bytes, because resize2fs truncates a
-/// regular file to the new file-system size and ignores `?offset=` when doing so (seen with
-/// e2fsprogs 1.47.0: the tail of the grown file system was cut off).
-enum PartitionAccess {
-    Offset(String),
-    Loop(String),
-}
-
-impl PartitionAccess {
-    fn new(target: &Disk, offset: u64, size: u64, what: &str) -> Result<Self> {
-        if target.is_block_device() {
-            return Ok(PartitionAccess::Offset(format!(
-                "{}?offset={offset}",
-                target.path().display()
-            )));
+/// The disk head up to the first partition, and the table: a kept table's bytes stay as
+/// they are (boot code and boot-loader gap only); a new table is written by the codec,
+/// then, on a disk of the master's size and layout, the captured sectors go over it byte
+/// for byte (including fields our writer computes differently, like CHS addresses).
+fn write_head_and_table(
+    image: &Image,
+    target: &Disk,
+    plan: &Plan,
+    head: Option<Vec<u8>>,
+) -> Result<()> {
+    let dev = target.path();
+    let ss = plan.layout.sector_size as u64;
+    let whead = |bytes: &[u8], at: usize| {
+        target
+            .write_all_at(bytes, at as u64)
+            .map_err(|e| Error::device(dev, "writing the disk head", e))
+    };
+    let Some(bytes) = head else {
+        if !plan.keep_table {
+            crate::layout::write_table(target, &plan.layout, &[])?;
         }
-        let out = Command::new("losetup")
-            .args([
-                "--find",
-                "--show",
-                "--offset",
-                &offset.to_string(),
-                "--sizelimit",
-                &size.to_string(),
-            ])
-            .arg(target.path())
-            .output()
-            .map_err(|e| Error::External {
-                program: "losetup".into(),
-                target: what.into(),
-                msg: format!("cannot run it ({e})"),
-            })?;
-        if !out.status.success() {
-            return Err(Error::External {
-                program: "losetup".into(),
-                target: what.into(),
-                msg: format!(
-                    "{}; growing ext4 inside a disk-image file needs a loop device (run as root), or keep the master's disk size",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ),
-            });
+        return Ok(());
+    };
+    let head_end = bytes
+        .len()
+        .min((plan.layout.first_used_sector() * ss) as usize);
+    if plan.keep_table {
+        let mut pos = 0usize;
+        for (o, l) in table_ranges(&plan.layout) {
+            let o = (o as usize).min(head_end);
+            if o > pos {
+                whead(&bytes[pos..o], pos)?;
+            }
+            pos = pos.max(o + l as usize);
         }
-        Ok(PartitionAccess::Loop(
-            String::from_utf8_lossy(&out.stdout).trim().to_string(),
-        ))
+        if head_end > pos {
+            whead(&bytes[pos..head_end], pos)?;
+        }
+        return Ok(());
     }
-
-    fn path(&self) -> String {
-        match self {
-            PartitionAccess::Offset(p) | PartitionAccess::Loop(p) => p.clone(),
-        }
+    whead(&bytes[..head_end], 0)?;
+    crate::layout::write_table(target, &plan.layout, &bytes[..bytes.len().min(440)])?;
+    if plan.layout.disk_size == image.layout.disk_size
+        && crate::layout::differences(&image.layout, &plan.layout).is_empty()
+    {
+        whead(&bytes[..head_end], 0)?;
     }
-}
-
-impl Drop for PartitionAccess {
-    fn drop(&mut self) {
-        if let PartitionAccess::Loop(dev) = self {
-            let _ = Command::new("losetup").arg("-d").arg(dev.as_str()).output();
-        }
-    }
-}
-
-/// Runs an external program, accepting the given exit codes.
-/// A partition being restored: its region, where it starts on the target, how big it is
-/// there, and whether its chunks may be written with `O_DIRECT`.
-struct Part<'a> {
-    r: &'a Region,
-    base: u64,
-    target_size: u64,
-    direct: bool,
+    Ok(())
 }
 
 /// Reads chunk `i` back from the disk (region at byte `base`) and compares it with the
@@ -594,13 +639,13 @@ fn read_back(
     tpath: &Path,
 ) -> Result<()> {
     let c = &r.chunks[i];
-    let back = c.read_from(target, base).map_err(|e| {
-        Error::Invalid(format!(
-            "{}: reading back partition {} chunk {i} at disk byte {}: {e}",
-            tpath.display(),
-            r.number,
-            base + c.offset
-        ))
+    let back = c.read_from(target, base).map_err(|err| Error::ChunkIo {
+        device: tpath.to_path_buf(),
+        action: "reading back",
+        partition: r.number,
+        chunk: i,
+        at: format!("disk byte {}", base + c.offset),
+        err,
     })?;
     if back[..] == *written {
         return Ok(());
@@ -617,30 +662,6 @@ fn read_back(
             base + c.offset
         ),
     })
-}
-
-pub fn run_tool(program: &str, args: &[&str], ok: &[i32], target: &str) -> Result<()> {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .map_err(|e| Error::External {
-            program: program.into(),
-            target: target.into(),
-            msg: format!("cannot run it ({e}); install e2fsprogs"),
-        })?;
-    let code = out.status.code().unwrap_or(-1);
-    if !ok.contains(&code) {
-        return Err(Error::External {
-            program: format!("{program} {}", args.join(" ")),
-            target: target.into(),
-            msg: format!(
-                "exit {code}: {}{}",
-                String::from_utf8_lossy(&out.stderr).trim(),
-                String::from_utf8_lossy(&out.stdout).trim()
-            ),
-        });
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -685,7 +706,7 @@ mod tests {
         use crate::layout::{Layout, Partition, TableKind};
         use crate::manifest::Manifest;
         let raw = vec![0xabu8; 4096];
-        let frame = crate::capture::compress_chunk(&raw, 3, 4096).unwrap();
+        let frame = crate::frame::compress_chunk(&raw, 3, 4096).unwrap();
         std::fs::write(dir.join("p1.zst"), &frame).unwrap();
         let layout = Layout {
             table: TableKind::Gpt,
@@ -793,6 +814,52 @@ mod tests {
     fn write(disk: &MemDisk, bytes: &[u8]) {
         disk.write_all_at(&bytes[..4096], 8192 + 4096).unwrap();
         disk.write_all_at(&bytes[4096..], 8192 + 16384).unwrap();
+    }
+
+    #[test]
+    fn zero_fill_covers_the_gaps_and_stops_at_the_partition_end() {
+        // Gaps before, between and after the stored ranges.
+        let gaps = fill_gaps([(4096, 4096), (16384, 4096)].into_iter(), 65536);
+        assert_eq!(gaps, vec![(0, 4096), (8192, 8192), (20480, 45056)]);
+        // Ranges reaching past the end (a hostile manifest): nothing past 65536, and a
+        // range starting past the end fills nothing after it.
+        let gaps = fill_gaps([(60000, 10000), (70000, 4096)].into_iter(), 65536);
+        assert_eq!(gaps, vec![(0, 60000)]);
+        assert!(gaps.iter().all(|(o, l)| o + l <= 65536));
+        // Overlapping or out-of-order ranges never move the fill backwards.
+        let gaps = fill_gaps(
+            [(8192, 8192), (4096, 1024), (20000, 100)].into_iter(),
+            32768,
+        );
+        assert_eq!(gaps, vec![(0, 8192), (16384, 3616), (20100, 12668)]);
+        // Nothing stored: the whole partition; an empty partition: nothing.
+        assert_eq!(fill_gaps(std::iter::empty(), 4096), vec![(0, 4096)]);
+        assert!(fill_gaps([(0, 10)].into_iter(), 0).is_empty());
+    }
+
+    #[test]
+    fn zero_fill_writes_only_inside_its_partition() {
+        let disk = MemDisk::from_vec(vec![0xffu8; 1 << 17], 512);
+        let mut r = region(&raw());
+        r.fill = Fill::Zero;
+        // The chunk's second range claims to reach past the partition's 16 KiB end.
+        r.chunks[0].extents = vec![[4096, 4096], [12288, 8192]];
+        let part = Part {
+            r: &r,
+            base: 8192,
+            target_size: 16384,
+            direct: false,
+        };
+        zero_fill(&disk, Path::new("d"), &part).unwrap();
+        let b = disk.bytes();
+        assert!(b[..8192].iter().all(|x| *x == 0xff), "before the partition");
+        assert!(b[8192..12288].iter().all(|x| *x == 0), "gap at 0");
+        assert!(
+            b[12288..16384].iter().all(|x| *x == 0xff),
+            "stored range kept"
+        );
+        assert!(b[16384..20480].iter().all(|x| *x == 0), "gap at 8192");
+        assert!(b[20480..].iter().all(|x| *x == 0xff), "after the partition");
     }
 
     #[test]

@@ -637,8 +637,9 @@ pub fn sign_dir(dir: &Path, key: &SecretKey) -> crate::Result<(String, usize)> {
         .source
         .read_optional(SIGNATURE_FILE, MAX_SIGNATURE_BYTES)
     {
-        Ok(Some(bytes)) => Signatures::parse(&bytes, &path.display().to_string())
-            .map_err(|e| crate::Error::Invalid(e.to_string()))?,
+        Ok(Some(bytes)) => {
+            Signatures::parse(&bytes, &path.display().to_string()).map_err(crate::Error::Trust)?
+        }
         Ok(None) => Signatures::default(),
         Err(e) => return Err(crate::Error::Source(e)),
     };

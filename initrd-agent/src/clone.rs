@@ -11,6 +11,7 @@
 use crate::relay::{Relay, Released};
 use crate::report::Reporter;
 use crate::route::Route;
+use anyhow::Context;
 use imgtool::disk::Disk;
 use imgtool::layout::Plan;
 use imgtool::manifest::Image;
@@ -69,8 +70,7 @@ pub fn clone(
     let source = open_source(route, &up, rep)?;
     let img = load_image(route, source, relay.as_ref(), &url, rep)?;
     rep.set_image(image, up.first_name());
-    let disk =
-        Disk::open_rw_direct(target).map_err(|e| anyhow::anyhow!("opening target disk: {e}"))?;
+    let disk = Disk::open_rw_direct(target).context("opening target disk")?;
     let plan = plan_target(&img, &disk, target, rep)?;
     if let Some(relay) = &relay {
         give_relay_bases(relay, &img, &plan);
@@ -83,7 +83,7 @@ pub fn clone(
         }))
     };
     let report = restore(&img, &disk, &opts, &progress)
-        .map_err(|e| anyhow::anyhow!("restoring {url} onto {}: {e}", target.display()))?;
+        .with_context(|| format!("restoring {url} onto {}", target.display()))?;
     say_grown(&report, rep);
     if let Some(relay) = &relay {
         let why = relay.wait_downstream(route.downstream, route.relay_idle);
@@ -164,7 +164,7 @@ fn load_image(
 ) -> anyhow::Result<Image> {
     let files = Image::fetch_files(source.as_ref())
         .map(Arc::new)
-        .map_err(|e| anyhow::anyhow!("loading image {url}: {e}"))?;
+        .with_context(|| format!("loading image {url}"))?;
     // A node that checks signatures reads the image's signature file, and so does every
     // relay, whether it checks or not: its downstream nodes may (a missing file does not
     // move the source up its chain, see `ImageSource::read_optional`).
@@ -176,8 +176,7 @@ fn load_image(
         relay.set_files(files.clone());
     }
     let signature = signature.filter(|_| !route.trusted.is_empty());
-    let img = Image::from_files(source, &files)
-        .map_err(|e| anyhow::anyhow!("loading image {url}: {e}"))?;
+    let img = Image::from_files(source, &files).with_context(|| format!("loading image {url}"))?;
     check_trust(route, &img, signature, rep)?;
     // Downstream nodes get manifest and layout at once: each step this node takes before
     // would add to the lag of every node below it in the chain.
@@ -216,7 +215,7 @@ fn check_trust(
 
 /// Compares the target's layout with the image's and says what will happen to it.
 fn plan_target(img: &Image, disk: &Disk, target: &Path, rep: &Reporter) -> anyhow::Result<Plan> {
-    let plan = imgtool::restore::plan(img, disk, target).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let plan = imgtool::restore::plan(img, disk, target)?;
     if plan.keep_table {
         rep.phase(
             Phase::Layout,

@@ -323,7 +323,7 @@ impl Relay {
             .get(&r.name)
             .copied()
             .ok_or(format!("no disk offset for {}", r.name))?;
-        let disk = imgtool::disk::Disk::open_ro(&self.target).map_err(|e| e.to_string())?;
+        let disk = imgtool::disk::Disk::open_ro(&self.target).map_err(|e| e.chain())?;
         let raw = c.read_from(&disk, base).map_err(|e| e.to_string())?;
         let frame = imgtool::capture::compress_chunk(&raw, info.level, info.chunk_size)
             .map_err(|e| e.to_string())?;

@@ -7,6 +7,7 @@
 //! blocks are that metadata, possibly of other groups under flex_bg).
 
 use super::{Fill, FsInfo, PartView, UsedRanges};
+use crate::bytes::{le16, le32};
 use std::io;
 
 const MAGIC: u16 = 0xef53;
@@ -20,13 +21,6 @@ const COMPAT_HAS_JOURNAL: u32 = 0x4;
 const COMPAT_SPARSE_SUPER2: u32 = 0x200;
 const INCOMPAT_EXTENTS: u32 = 0x40;
 const BG_BLOCK_UNINIT: u16 = 0x2;
-
-fn u16le(b: &[u8], o: usize) -> u16 {
-    u16::from_le_bytes([b[o], b[o + 1]])
-}
-fn u32le(b: &[u8], o: usize) -> u32 {
-    u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
-}
 
 struct Sb {
     blocks: u64,
@@ -108,120 +102,173 @@ fn invalid(m: String) -> io::Error {
 /// Probes for ext2/3/4; `None` when the superblock magic is absent.
 ///
 /// Every count the superblock gives is checked against the partition before anything is
-/// allocated: the file system must fit the partition and have at most [`MAX_BLOCKS`]
-/// blocks, which bounds the block bitmap kept here (one bit per block, 512 MiB at
-/// most); the group descriptors are read one block at a time.
+/// allocated (`Sb::read`): the file system must fit the partition and have at most
+/// [`MAX_BLOCKS`] blocks, which bounds the block bitmap kept here (one bit per block,
+/// 512 MiB at most); the group descriptors are read one block at a time
+/// (`used_blocks`).
 pub fn probe(part: &PartView) -> io::Result<Option<FsInfo>> {
-    if part.size < 2048 {
+    let Some((sb, s)) = Sb::read(part)? else {
         return Ok(None);
-    }
-    let mut s = vec![0u8; 1024];
-    part.read(&mut s, 1024)?;
-    if u16le(&s, 56) != MAGIC {
-        return Ok(None);
-    }
-    let bad = |m: &str| invalid(format!("ext superblock: {m}"));
-    let log = u32le(&s, 24);
-    if log > 6 {
-        return Err(bad("block size above 64 KiB"));
-    }
-    let incompat = u32le(&s, 96);
-    let ro_compat = u32le(&s, 100);
-    let compat = u32le(&s, 92);
-    let is64 = incompat & INCOMPAT_64BIT != 0;
-    let blocks = u32le(&s, 4) as u64
-        | if is64 {
-            (u32le(&s, 0x150) as u64) << 32
+    };
+    let used = used_blocks(part, &sb)?;
+    let mut ranges = UsedRanges::default();
+    let mut b = 0u64;
+    while b < sb.blocks {
+        if used.get(b) {
+            let s = b;
+            while b < sb.blocks && used.get(b) {
+                b += 1;
+            }
+            ranges.push(s * sb.block_size, (b - s) * sb.block_size);
         } else {
-            0
+            b += 1;
+        }
+    }
+    Ok(Some(FsInfo {
+        kind: sb.kind().into(),
+        uuid: Some(super::uuid_string(&s[104..120])),
+        label: super::label_string(&s[120..136]),
+        fs_size: sb.blocks * sb.block_size,
+        used: ranges.into_vec(),
+        fill: Fill::Keep,
+    }))
+}
+
+fn bad(m: &str) -> io::Error {
+    invalid(format!("ext superblock: {m}"))
+}
+
+impl Sb {
+    /// Reads and checks the primary superblock of `part`: `None` when it is not ext (no
+    /// magic, a partition under 2 KiB) or uses bigalloc (bitmaps count clusters; the
+    /// caller then stores the non-zero blocks). Returns the superblock's bytes too.
+    fn read(part: &PartView) -> io::Result<Option<(Sb, Vec<u8>)>> {
+        if part.size < 2048 {
+            return Ok(None);
+        }
+        let mut s = vec![0u8; 1024];
+        part.read(&mut s, 1024)?;
+        if le16(&s, 56) != MAGIC {
+            return Ok(None);
+        }
+        let log = le32(&s, 24);
+        if log > 6 {
+            return Err(bad("block size above 64 KiB"));
+        }
+        let incompat = le32(&s, 96);
+        let ro_compat = le32(&s, 100);
+        let compat = le32(&s, 92);
+        let is64 = incompat & INCOMPAT_64BIT != 0;
+        let blocks = le32(&s, 4) as u64
+            | if is64 {
+                (le32(&s, 0x150) as u64) << 32
+            } else {
+                0
+            };
+        let block_size = 1024u64 << log;
+        let bpg = le32(&s, 32) as u64;
+        let first_data_block = le32(&s, 20) as u64;
+        // mke2fs's own range for blocks per group; the kernel's for inodes per group and
+        // the inode size. They bound the work per group (an inode table has at most
+        // 8 × block size blocks) and the group count (at most one per 256 blocks).
+        if !(256..=block_size * 8).contains(&bpg) || blocks <= first_data_block {
+            return Err(bad(&format!(
+                "inconsistent block counts ({blocks} blocks, {bpg} per group, first data \
+                 block {first_data_block})"
+            )));
+        }
+        let ipg = le32(&s, 40) as u64;
+        let rev = le32(&s, 76);
+        let inode_size = if rev == 0 { 128 } else { le16(&s, 88) as u64 };
+        if ipg > block_size * 8
+            || !(128..=block_size).contains(&inode_size)
+            || !inode_size.is_power_of_two()
+        {
+            return Err(bad(&format!(
+                "{ipg} inodes per group of {inode_size} bytes with {block_size}-byte blocks"
+            )));
+        }
+        if blocks.checked_mul(block_size).is_none_or(|b| b > part.size) {
+            return Err(invalid(format!(
+                "ext file system of {blocks} blocks of {block_size} bytes is larger than its \
+                 partition ({} bytes)",
+                part.size
+            )));
+        }
+        if blocks > MAX_BLOCKS {
+            return Err(invalid(format!(
+                "ext file system of {blocks} blocks is larger than the {MAX_BLOCKS} blocks the \
+                 probe reads (fs::ext::MAX_BLOCKS: one bit per block held in memory)"
+            )));
+        }
+        if ro_compat & RO_COMPAT_BIGALLOC != 0 {
+            return Ok(None);
+        }
+        let desc_size = if is64 { le16(&s, 254) as u64 } else { 32 };
+        if is64 && (!(64..=MAX_DESC_SIZE).contains(&desc_size) || !desc_size.is_power_of_two()) {
+            return Err(bad(&format!(
+                "64-bit group descriptor size {desc_size} (must be a power of two in \
+                 64..={MAX_DESC_SIZE})"
+            )));
+        }
+        if desc_size > block_size {
+            return Err(bad(&format!(
+                "group descriptor size {desc_size} above the block size {block_size}"
+            )));
+        }
+        let sb = Sb {
+            blocks,
+            first_data_block,
+            block_size,
+            blocks_per_group: bpg,
+            inodes_per_group: ipg,
+            inode_size,
+            groups: (blocks - first_data_block).div_ceil(bpg),
+            desc_size,
+            reserved_gdt: le16(&s, 206) as u64,
+            first_meta_bg: le32(&s, 260) as u64,
+            compat,
+            incompat,
+            ro_compat,
+            backup_bgs: [le32(&s, 0x24c), le32(&s, 0x250)],
         };
-    let block_size = 1024u64 << log;
-    let bpg = u32le(&s, 32) as u64;
-    let first_data_block = u32le(&s, 20) as u64;
-    // mke2fs's own range for blocks per group; the kernel's for inodes per group and
-    // the inode size. They bound the work per group (an inode table has at most
-    // 8 × block size blocks) and the group count (at most one per 256 blocks).
-    if !(256..=block_size * 8).contains(&bpg) || blocks <= first_data_block {
-        return Err(bad(&format!(
-            "inconsistent block counts ({blocks} blocks, {bpg} per group, first data \
-             block {first_data_block})"
-        )));
+        // The descriptor table is part of the file system: it cannot have more blocks
+        // than the file system (this also bounds the group count by the partition's size).
+        if sb.groups > MAX_GROUPS || sb.gdt_blocks() > sb.blocks {
+            return Err(bad(&format!(
+                "{} block groups of {bpg} blocks do not fit {blocks} blocks",
+                sb.groups
+            )));
+        }
+        Ok(Some((sb, s)))
     }
-    let ipg = u32le(&s, 40) as u64;
-    let rev = u32le(&s, 76);
-    let inode_size = if rev == 0 { 128 } else { u16le(&s, 88) as u64 };
-    if ipg > block_size * 8
-        || !(128..=block_size).contains(&inode_size)
-        || !inode_size.is_power_of_two()
-    {
-        return Err(bad(&format!(
-            "{ipg} inodes per group of {inode_size} bytes with {block_size}-byte blocks"
-        )));
+
+    fn is64(&self) -> bool {
+        self.incompat & INCOMPAT_64BIT != 0
     }
-    let fs_size = blocks.checked_mul(block_size).filter(|b| *b <= part.size);
-    let Some(fs_size) = fs_size else {
-        return Err(invalid(format!(
-            "ext file system of {blocks} blocks of {block_size} bytes is larger than its \
-             partition ({} bytes)",
-            part.size
-        )));
-    };
-    if blocks > MAX_BLOCKS {
-        return Err(invalid(format!(
-            "ext file system of {blocks} blocks is larger than the {MAX_BLOCKS} blocks the \
-             probe reads (fs::ext::MAX_BLOCKS: one bit per block held in memory)"
-        )));
-    }
-    if ro_compat & RO_COMPAT_BIGALLOC != 0 {
-        // Bitmaps count clusters, not blocks: not handled; store the non-zero blocks.
-        return Ok(None);
-    }
-    let desc_size = if is64 { u16le(&s, 254) as u64 } else { 32 };
-    if is64 && (!(64..=MAX_DESC_SIZE).contains(&desc_size) || !desc_size.is_power_of_two()) {
-        return Err(bad(&format!(
-            "64-bit group descriptor size {desc_size} (must be a power of two in \
-             64..={MAX_DESC_SIZE})"
-        )));
-    }
-    if desc_size > block_size {
-        return Err(bad(&format!(
-            "group descriptor size {desc_size} above the block size {block_size}"
-        )));
-    }
-    let sb = Sb {
-        blocks,
-        first_data_block,
-        block_size,
-        blocks_per_group: bpg,
-        inodes_per_group: ipg,
-        inode_size,
-        groups: (blocks - first_data_block).div_ceil(bpg),
-        desc_size,
-        reserved_gdt: u16le(&s, 206) as u64,
-        first_meta_bg: u32le(&s, 260) as u64,
-        compat,
-        incompat,
-        ro_compat,
-        backup_bgs: [u32le(&s, 0x24c), u32le(&s, 0x250)],
-    };
-    // The descriptor table is part of the file system: it cannot have more blocks than
-    // the file system (this also bounds the group count by the partition's size).
-    if sb.groups > MAX_GROUPS || sb.gdt_blocks() > sb.blocks {
-        return Err(bad(&format!(
-            "{} block groups of {bpg} blocks do not fit {blocks} blocks",
-            sb.groups
-        )));
-    }
-    let kind =
-        if incompat & INCOMPAT_EXTENTS != 0 || is64 || ro_compat & RO_COMPAT_METADATA_CSUM != 0 {
+
+    /// `ext4` (extents, 64-bit or metadata checksums), `ext3` (a journal) or `ext2`.
+    fn kind(&self) -> &'static str {
+        if self.incompat & INCOMPAT_EXTENTS != 0
+            || self.is64()
+            || self.ro_compat & RO_COMPAT_METADATA_CSUM != 0
+        {
             "ext4"
-        } else if compat & COMPAT_HAS_JOURNAL != 0 {
+        } else if self.compat & COMPAT_HAS_JOURNAL != 0 {
             "ext3"
         } else {
             "ext2"
-        };
-    let uninit_meaningful = ro_compat & (RO_COMPAT_GDT_CSUM | RO_COMPAT_METADATA_CSUM) != 0;
+        }
+    }
+}
 
+/// Every block in use: the boot block(s) and primary superblock, each group's metadata
+/// (superblock backup, descriptor and reserved descriptor blocks, bitmaps, inode table)
+/// and the blocks its bitmap marks, unless the group is `BLOCK_UNINIT` (and checksums
+/// make that flag meaningful).
+fn used_blocks(part: &PartView, sb: &Sb) -> io::Result<Bits> {
+    let is64 = sb.is64();
+    let uninit_meaningful = sb.ro_compat & (RO_COMPAT_GDT_CSUM | RO_COMPAT_METADATA_CSUM) != 0;
     // Descriptors, one block at a time (groups are visited in order, so each descriptor
     // block is read once): only a block is held, however large the table claims to be.
     let mut desc_buf = vec![0u8; sb.block_size as usize];
@@ -231,7 +278,7 @@ pub fn probe(part: &PartView) -> io::Result<Option<FsInfo>> {
     // One bit per block: an eighth of a byte per block of a file system that fits.
     let mut used = Bits::new(sb.blocks);
     // Boot block(s) and the primary superblock.
-    used.mark(0, first_data_block + 1);
+    used.mark(0, sb.first_data_block + 1);
     let itable_blocks = (sb.inodes_per_group * sb.inode_size).div_ceil(sb.block_size);
     let mut bitmap = vec![0u8; sb.block_size as usize];
     for g in 0..sb.groups {
@@ -240,7 +287,8 @@ pub fn probe(part: &PartView) -> io::Result<Option<FsInfo>> {
             let b = sb.desc_block(i);
             if b >= sb.blocks {
                 return Err(bad(&format!(
-                    "group descriptor block {i} at block {b}, past the end ({blocks} blocks)"
+                    "group descriptor block {i} at block {b}, past the end ({} blocks)",
+                    sb.blocks
                 )));
             }
             part.read(&mut desc_buf, b * sb.block_size)?;
@@ -248,11 +296,11 @@ pub fn probe(part: &PartView) -> io::Result<Option<FsInfo>> {
         }
         let lo = ((g % dpb) * sb.desc_size) as usize;
         let d = &desc_buf[lo..lo + sb.desc_size as usize];
-        let hi = |o: usize| if is64 { (u32le(d, o) as u64) << 32 } else { 0 };
-        let bbm = u32le(d, 0) as u64 | hi(0x20);
-        let ibm = u32le(d, 4) as u64 | hi(0x24);
-        let itab = u32le(d, 8) as u64 | hi(0x28);
-        let flags = u16le(d, 18);
+        let hi = |o: usize| if is64 { (le32(d, o) as u64) << 32 } else { 0 };
+        let bbm = le32(d, 0) as u64 | hi(0x20);
+        let ibm = le32(d, 4) as u64 | hi(0x24);
+        let itab = le32(d, 8) as u64 | hi(0x28);
+        let flags = le16(d, 18);
         used.mark(bbm, 1);
         used.mark(ibm, 1);
         used.mark(itab, itable_blocks);
@@ -279,34 +327,14 @@ pub fn probe(part: &PartView) -> io::Result<Option<FsInfo>> {
             return Err(bad(&format!("group {g}: block bitmap at block {bbm}")));
         }
         part.read(&mut bitmap, bbm * sb.block_size)?;
-        let n = bpg.min(sb.blocks - first);
+        let n = sb.blocks_per_group.min(sb.blocks - first);
         for i in 0..n {
             if bitmap[(i / 8) as usize] & (1 << (i % 8)) != 0 {
                 used.mark(first + i, 1);
             }
         }
     }
-    let mut ranges = UsedRanges::default();
-    let mut b = 0u64;
-    while b < sb.blocks {
-        if used.get(b) {
-            let s = b;
-            while b < sb.blocks && used.get(b) {
-                b += 1;
-            }
-            ranges.push(s * sb.block_size, (b - s) * sb.block_size);
-        } else {
-            b += 1;
-        }
-    }
-    Ok(Some(FsInfo {
-        kind: kind.into(),
-        uuid: Some(super::uuid_string(&s[104..120])),
-        label: super::label_string(&s[120..136]),
-        fs_size,
-        used: ranges.into_vec(),
-        fill: Fill::Keep,
-    }))
+    Ok(used)
 }
 
 /// Block size and block count of an ext file system at the start of `part`; an error
@@ -314,17 +342,17 @@ pub fn probe(part: &PartView) -> io::Result<Option<FsInfo>> {
 pub fn geometry(part: &PartView) -> io::Result<Option<(u64, u64)>> {
     let mut s = vec![0u8; 1024];
     part.read(&mut s, 1024)?;
-    if u16le(&s, 56) != MAGIC {
+    if le16(&s, 56) != MAGIC {
         return Ok(None);
     }
-    let is64 = u32le(&s, 96) & INCOMPAT_64BIT != 0;
-    let blocks = u32le(&s, 4) as u64
+    let is64 = le32(&s, 96) & INCOMPAT_64BIT != 0;
+    let blocks = le32(&s, 4) as u64
         | if is64 {
-            (u32le(&s, 0x150) as u64) << 32
+            (le32(&s, 0x150) as u64) << 32
         } else {
             0
         };
-    let block_size = 1024u64 << u32le(&s, 24).min(6);
+    let block_size = 1024u64 << le32(&s, 24).min(6);
     if blocks.checked_mul(block_size).is_none_or(|b| b > part.size) {
         return Err(invalid(format!(
             "ext file system of {blocks} blocks of {block_size} bytes is larger than its \
