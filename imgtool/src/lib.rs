@@ -9,8 +9,8 @@
 //! - [`manifest::Manifest`] lists the chunks of each region; [`manifest::Image`] is a
 //!   loaded, checked image directory.
 //! - [`source::ImageSource`] is where an image's files come from: a directory or HTTP
-//!   upstreams with failover; partition payloads are streamed ([`http`] reads the body
-//!   straight from the socket).
+//!   upstreams with failover (one ureq agent per source); partition payloads are
+//!   streamed, each answer's range checked and its body bounded to what was asked.
 //! - [`sign`] holds ed25519 keys and an image's `signature` file; [`sign::verify_image`]
 //!   is the check `verify`/`restore --trust` and the node agent make before writing.
 //! - [`httpd::Server`] is the bounded HTTP server under [`serve`] and the agent's relay.
@@ -26,7 +26,6 @@ pub mod error;
 pub mod fs;
 pub mod fuzzing;
 pub mod gpt;
-pub mod http;
 pub mod httpd;
 pub mod layout;
 pub mod manifest;
