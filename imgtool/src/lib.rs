@@ -15,7 +15,8 @@
 //!   is the check `verify`/`restore --trust` and the node agent make before writing.
 //! - [`httpd::Server`] is the bounded HTTP server under [`serve`] and the agent's relay.
 //! - [`capture::capture`], [`restore::restore`], [`verify::verify`], [`diff::diff`] are the
-//!   operations; the `imgtool` binary only parses arguments and calls them.
+//!   operations; the `imgtool` binary only parses arguments and calls them, and prints
+//!   what [`render`] makes of their reports.
 
 pub mod board;
 pub mod capture;
@@ -33,6 +34,7 @@ pub mod mark;
 pub mod mbr;
 pub mod pool;
 pub mod progress;
+pub mod render;
 pub mod restore;
 pub mod serve;
 pub mod sign;

@@ -348,7 +348,10 @@ impl HttpSource {
         let (req, expect) = match range {
             Some((o, l)) => {
                 let last = o.saturating_add(l.max(1) - 1);
-                let req = self.agent.get(url).set("Range", &format!("bytes={o}-{last}"));
+                let req = self
+                    .agent
+                    .get(url)
+                    .set("Range", &format!("bytes={o}-{last}"));
                 (req, " to a Range request (expected 206)")
             }
             None => (self.agent.get(url).timeout(small_file_deadline()), ""),
@@ -369,7 +372,10 @@ impl HttpSource {
                     t.kind(),
                     ureq::ErrorKind::Dns | ureq::ErrorKind::ConnectionFailed
                 );
-                return Err(Attempt::Again(t.to_string(), unreachable || range.is_none()));
+                return Err(Attempt::Again(
+                    t.to_string(),
+                    unreachable || range.is_none(),
+                ));
             }
         };
         let Some((o, l)) = range else {
@@ -516,7 +522,10 @@ struct RangeReply {
 fn range_reply(r: &RangeReply, o: u64, l: u64) -> Result<u64, String> {
     let l = l.max(1);
     if !(r.status == 206 || r.status == 200 && o == 0) {
-        return Err(format!("HTTP {} to a Range request (expected 206)", r.status));
+        return Err(format!(
+            "HTTP {} to a Range request (expected 206)",
+            r.status
+        ));
     }
     if let Some(te) = r.transfer_encoding.as_deref() {
         if !te.trim().eq_ignore_ascii_case("identity") {

@@ -96,7 +96,10 @@ fn source(bases: Vec<String>) -> HttpSource {
 fn a_range_is_asked_for_and_its_bytes_come_back() {
     let (base, seen) = upstream(Arc::new(good));
     let src = source(vec![base]);
-    assert_eq!(src.read_range("p2.zst", 100, 20).unwrap(), &file()[100..120]);
+    assert_eq!(
+        src.read_range("p2.zst", 100, 20).unwrap(),
+        &file()[100..120]
+    );
     let head = seen.lock().unwrap()[0].clone();
     assert!(head.starts_with("GET /img/p2.zst HTTP/1.1\r\n"), "{head}");
     assert_eq!(range_of(&head), Some((100, 119)), "{head}");
@@ -119,14 +122,17 @@ fn an_answer_longer_than_asked_is_refused() {
         .read_range("p2.zst", 100, 20)
         .unwrap_err();
     assert!(
-        e.msg.contains("does not match the range asked for (bytes 100-119)")
+        e.msg
+            .contains("does not match the range asked for (bytes 100-119)")
             && e.msg.contains("after 2 attempts")
             && !e.unreachable,
         "{e}"
     );
     // A stream of it is refused too, instead of handing on the 20 extra bytes.
     let src = source(vec![base]);
-    assert!(src.open_range("p2.zst", 100, 20).is_err_and(|e| !e.unreachable));
+    assert!(src
+        .open_range("p2.zst", 100, 20)
+        .is_err_and(|e| !e.unreachable));
     assert_eq!(src.bytes_fetched(), 0);
 }
 
@@ -135,7 +141,9 @@ fn a_content_length_that_disagrees_with_the_range_is_refused() {
     let (base, _) = upstream(Arc::new(|_: &str, s: &mut TcpStream| {
         partial(s, "bytes 100-119/500", &file()[100..140])
     }));
-    let e = source(vec![base]).read_range("p2.zst", 100, 20).unwrap_err();
+    let e = source(vec![base])
+        .read_range("p2.zst", 100, 20)
+        .unwrap_err();
     assert!(e.msg.contains("Content-Length 40 does not match"), "{e}");
 }
 
@@ -156,7 +164,9 @@ fn a_wrong_content_range_is_refused() {
         );
         let _ = s.write_all(&file()[100..120]);
     }));
-    let e = source(vec![base]).read_range("p2.zst", 100, 20).unwrap_err();
+    let e = source(vec![base])
+        .read_range("p2.zst", 100, 20)
+        .unwrap_err();
     assert!(e.msg.contains("Content-Range \"\" in a 206 answer"), "{e}");
 }
 
@@ -183,7 +193,9 @@ fn a_chunked_body_is_refused() {
         let _ = s.write_all(&file()[100..120]);
         let _ = s.write_all(b"\r\n0\r\n\r\n");
     }));
-    let e = source(vec![base]).read_range("p2.zst", 100, 20).unwrap_err();
+    let e = source(vec![base])
+        .read_range("p2.zst", 100, 20)
+        .unwrap_err();
     assert!(e.msg.contains("transfer encoding \"chunked\""), "{e}");
 }
 
@@ -199,7 +211,9 @@ fn a_stall_in_the_middle_of_a_body_is_an_error() {
     let src = source(vec![base]);
     let e = src.read_range("p2.zst", 100, 20).unwrap_err();
     assert!(
-        e.msg.contains("connection lost after 10 of 20 bytes at 100") && !e.unreachable,
+        e.msg
+            .contains("connection lost after 10 of 20 bytes at 100")
+            && !e.unreachable,
         "{e}"
     );
     // A stream gives the 10 bytes, then an error (never a short success).
@@ -213,14 +227,18 @@ fn a_short_body_is_an_error_not_a_short_success() {
     let (base, _) = upstream(Arc::new(|_: &str, s: &mut TcpStream| {
         let _ = s.write_all(b"HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 100-119/500\r\nContent-Length: 20\r\nConnection: close\r\n\r\n0123456789");
     }));
-    let e = source(vec![base]).read_range("p2.zst", 100, 20).unwrap_err();
+    let e = source(vec![base])
+        .read_range("p2.zst", 100, 20)
+        .unwrap_err();
     assert!(e.msg.contains("after 10 of 20 bytes at 100"), "{e}");
 }
 
 #[test]
 fn a_5xx_moves_the_source_to_the_next_upstream() {
     let (broken, broken_seen) = upstream(Arc::new(|_: &str, s: &mut TcpStream| {
-        let _ = s.write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        let _ = s.write_all(
+            b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        );
     }));
     let (primary, _) = upstream(Arc::new(good));
     let mut src = source(vec![broken.clone(), primary.clone()]);
@@ -231,7 +249,10 @@ fn a_5xx_moves_the_source_to_the_next_upstream() {
             .unwrap()
             .push((from.to_string(), to.to_string(), why.to_string()))
     }));
-    assert_eq!(src.read_range("p2.zst", 100, 20).unwrap(), &file()[100..120]);
+    assert_eq!(
+        src.read_range("p2.zst", 100, 20).unwrap(),
+        &file()[100..120]
+    );
     assert_eq!(src.current(), primary);
     let switched = switched.lock().unwrap();
     assert_eq!(switched.len(), 1);
@@ -246,18 +267,23 @@ fn a_5xx_moves_the_source_to_the_next_upstream() {
 fn statuses_are_told_apart() {
     // 404: the file is not there, asked once, never retried.
     let (base, seen) = upstream(Arc::new(|_: &str, s: &mut TcpStream| {
-        let _ = s.write_all(
-            b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-        );
+        let _ = s
+            .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
     }));
-    let e = source(vec![base]).read_range("p2.zst", 100, 20).unwrap_err();
+    let e = source(vec![base])
+        .read_range("p2.zst", 100, 20)
+        .unwrap_err();
     assert!(e.msg.contains("HTTP 404: no such file"), "{e}");
     assert_eq!(seen.lock().unwrap().len(), 1);
     // 416: asked again, then given up.
     let (base, seen) = upstream(Arc::new(|_: &str, s: &mut TcpStream| {
-        let _ = s.write_all(b"HTTP/1.1 416 Range Not Satisfiable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        let _ = s.write_all(
+            b"HTTP/1.1 416 Range Not Satisfiable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        );
     }));
-    let e = source(vec![base]).read_range("p2.zst", 100, 20).unwrap_err();
+    let e = source(vec![base])
+        .read_range("p2.zst", 100, 20)
+        .unwrap_err();
     assert!(
         e.msg
             .contains("HTTP 416 Range Not Satisfiable to a Range request (expected 206)")
@@ -278,7 +304,9 @@ fn no_server_is_unreachable_and_https_is_refused_up_front() {
     let src = source(vec![format!("http://127.0.0.1:{port}/img")]);
     let e = src.read_range("p2.zst", 100, 20).unwrap_err();
     assert!(e.unreachable, "{e}");
-    assert!(src.open_range("p2.zst", 100, 20).is_err_and(|e| e.unreachable));
+    assert!(src
+        .open_range("p2.zst", 100, 20)
+        .is_err_and(|e| e.unreachable));
     let e = check_url("https://images.example/img").unwrap_err();
     assert!(
         e.contains("https:// is not supported") && e.contains("docs/TRUST.md"),
