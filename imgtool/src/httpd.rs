@@ -330,28 +330,22 @@ fn is_broken_listener(e: &io::Error) -> bool {
     )
 }
 
-/// Raises the soft `RLIMIT_NOFILE` to the hard limit; returns the soft limit in force.
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit; returns the soft limit in force
+/// (`u64::MAX` for unlimited).
 fn raise_fd_limit() -> u64 {
-    let mut l = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit with a valid pointer to a local rlimit.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) != 0 {
-            return 1024;
-        }
-        if l.rlim_cur < l.rlim_max {
-            let want = libc::rlimit {
-                rlim_cur: l.rlim_max,
-                rlim_max: l.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
-                l.rlim_cur = l.rlim_max;
-            }
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let l = getrlimit(Resource::Nofile);
+    let unlimited = |v: Option<u64>| v.unwrap_or(u64::MAX);
+    if unlimited(l.current) < unlimited(l.maximum) {
+        let want = Rlimit {
+            current: l.maximum,
+            maximum: l.maximum,
+        };
+        if setrlimit(Resource::Nofile, want).is_ok() {
+            return unlimited(l.maximum);
         }
     }
-    l.rlim_cur
+    unlimited(l.current)
 }
 
 /// The open connections: for each, a handle to close it and since when it has been
