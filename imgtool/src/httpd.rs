@@ -65,10 +65,11 @@ pub const RATE_WINDOW: Duration = Duration::from_secs(30);
 
 /// Default bound on open connections of `imgtool serve`. Each costs a thread (512 KiB of
 /// address space, a few pages resident), two descriptors and, once it has streamed a
-/// body, its piece buffer (1 MiB and a response head, kept for its next response). At the bound, the connection
-/// that has waited longest for a request is closed to make room; when none is waiting
-/// (all are busy answering), the slowest reader is closed if one is slow enough (see
-/// [`EVICT_RATE_FACTOR`]); otherwise the new one is answered 503 and closed.
+/// body, its piece buffer (1 MiB and a response head, kept for its next response). At
+/// the bound, the connection that has waited longest for a request is closed to make
+/// room; when none is waiting (all are busy answering), the slowest reader is closed if
+/// one is slow enough (see [`EVICT_RATE_FACTOR`]); otherwise the new one is answered 503
+/// and closed.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 
 /// At the connection bound with no idle connection, a busy one is closed for the new one
