@@ -366,8 +366,10 @@ impl HttpSource {
                 ))
             }
             Err(ureq::Error::Transport(t)) => {
-                // No connection at all (name, refused, connect timeout) tells failover
-                // the upstream is unreachable; anything later is a bad answer.
+                // For a range, only no connection at all (name, refused, connect
+                // timeout) makes the upstream unreachable (the caller then reports the
+                // source, not a chunk); anything later is a bad answer. Whole files
+                // count every transport error as unreachable.
                 let unreachable = matches!(
                     t.kind(),
                     ureq::ErrorKind::Dns | ureq::ErrorKind::ConnectionFailed
