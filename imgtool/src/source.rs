@@ -4,6 +4,11 @@
 //! open a range as a stream (the rest of a region's payload: a relay sends each frame as
 //! soon as it has verified it, so a chain of relays runs as one pipe). A broken stream is
 //! reopened at the first frame not yet read — a transfer never restarts from zero.
+//!
+//! HTTP is ureq's, through one agent per [`HttpSource`] (connections pooled): the only
+//! HTTP client in the workspace. An answer to a range is checked against what was asked
+//! (`range_reply`: `Content-Range`, `Content-Length`, no chunked body) and its body
+//! read no further; docs/DISTRIBUTION.md lists the rules and why there is one client.
 
 use std::io::Read;
 use std::os::unix::fs::FileExt;
