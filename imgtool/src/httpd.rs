@@ -64,10 +64,12 @@ pub const MIN_RATE: u64 = 128 << 10;
 pub const RATE_WINDOW: Duration = Duration::from_secs(30);
 
 /// Default bound on open connections of `imgtool serve`. Each costs a thread (512 KiB of
-/// address space, a few pages resident) and two descriptors. At the bound, the connection
-/// that has waited longest for a request is closed to make room; when none is waiting
-/// (all are busy answering), the slowest reader is closed if one is slow enough (see
-/// [`EVICT_RATE_FACTOR`]); otherwise the new one is answered 503 and closed.
+/// address space, a few pages resident), two descriptors and, once it has streamed a
+/// body, its piece buffer (1 MiB and a response head, kept for its next response). At
+/// the bound, the connection that has waited longest for a request is closed to make
+/// room; when none is waiting (all are busy answering), the slowest reader is closed if
+/// one is slow enough (see [`EVICT_RATE_FACTOR`]); otherwise the new one is answered 503
+/// and closed.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 
 /// At the connection bound with no idle connection, a busy one is closed for the new one
@@ -353,6 +355,7 @@ impl Server {
                     let mut conn = Conn {
                         stream,
                         buf: Vec::new(),
+                        piece: Vec::new(),
                         limits,
                         window_bytes: 0,
                         window_spent: Duration::ZERO,
@@ -390,28 +393,22 @@ fn is_broken_listener(e: &io::Error) -> bool {
     )
 }
 
-/// Raises the soft `RLIMIT_NOFILE` to the hard limit; returns the soft limit in force.
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit; returns the soft limit in force
+/// (`u64::MAX` for unlimited).
 fn raise_fd_limit() -> u64 {
-    let mut l = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit with a valid pointer to a local rlimit.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) != 0 {
-            return 1024;
-        }
-        if l.rlim_cur < l.rlim_max {
-            let want = libc::rlimit {
-                rlim_cur: l.rlim_max,
-                rlim_max: l.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
-                l.rlim_cur = l.rlim_max;
-            }
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let l = getrlimit(Resource::Nofile);
+    let unlimited = |v: Option<u64>| v.unwrap_or(u64::MAX);
+    if unlimited(l.current) < unlimited(l.maximum) {
+        let want = Rlimit {
+            current: l.maximum,
+            maximum: l.maximum,
+        };
+        if setrlimit(Resource::Nofile, want).is_ok() {
+            return unlimited(l.maximum);
         }
     }
-    l.rlim_cur
+    unlimited(l.current)
 }
 
 /// The open connections: for each, a handle to close it and since when it has been
@@ -529,6 +526,9 @@ fn set_waiting(slots: &Mutex<Slots>, id: u64, waiting: bool) {
 struct Conn {
     stream: TcpStream,
     buf: Vec<u8>,
+    /// Where a streamed body is read into before it is written (up to [`PIECE`] and a
+    /// response head), reused by every response on the connection.
+    piece: Vec<u8>,
     limits: Limits,
     window_bytes: u64,
     window_spent: Duration,
@@ -838,39 +838,64 @@ impl Conn {
                 }
                 Ok(keep_alive)
             }
-            Body::Stream(mut reader, len) => {
-                let head_len = out.len();
-                out.resize(head_len + PIECE.min(len as usize), 0);
-                let mut at = head_len;
-                let mut left = len;
-                loop {
-                    if left == 0 {
-                        self.send(&out[..at])?;
-                        return Ok(keep_alive);
-                    }
-                    let room = (out.len() - at).min(left.min(usize::MAX as u64) as usize);
-                    let n = match reader.read(&mut out[at..at + room]) {
-                        Ok(n) => n,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(_) => 0,
-                    };
-                    if n == 0 {
-                        // The body ended early: send what there is; the short body tells
-                        // the client (the connection cannot be reused).
-                        self.send(&out[..at])?;
-                        return Ok(false);
-                    }
-                    left -= n as u64;
-                    self.send(&out[..at + n])?;
-                    at = 0;
-                }
+            Body::Stream(reader, len) => {
+                // The connection's piece buffer, kept between responses: zeroed once
+                // when it grows, not for every response.
+                let mut piece = std::mem::take(&mut self.piece);
+                let sent = self.stream_body(&mut piece, &out, reader, len);
+                self.piece = piece;
+                Ok(sent? && keep_alive)
             }
+        }
+    }
+
+    /// Sends `head`, then `len` bytes of `reader` in pieces of up to [`PIECE`] (the head
+    /// riding in the first), read into `piece`. False when the body ended early: what
+    /// there was is sent, and the short body tells the client (the connection cannot be
+    /// reused).
+    fn stream_body(
+        &mut self,
+        piece: &mut Vec<u8>,
+        head: &[u8],
+        mut reader: Box<dyn Read + Send>,
+        len: u64,
+    ) -> io::Result<bool> {
+        let want = head.len() + PIECE.min(usize::try_from(len).unwrap_or(usize::MAX));
+        if piece.len() < want {
+            piece.resize(want, 0);
+        }
+        piece[..head.len()].copy_from_slice(head);
+        let mut at = head.len();
+        let mut left = len;
+        loop {
+            if left == 0 {
+                self.send(&piece[..at])?;
+                return Ok(true);
+            }
+            let room = (piece.len() - at)
+                .min(PIECE)
+                .min(usize::try_from(left).unwrap_or(usize::MAX));
+            let n = match reader.read(&mut piece[at..at + room]) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => 0,
+            };
+            if n == 0 {
+                self.send(&piece[..at])?;
+                return Ok(false);
+            }
+            left -= n as u64;
+            self.send(&piece[..at + n])?;
+            at = 0;
         }
     }
 }
 
 /// The end of the request head in `buf` (just past its empty line), scanning from about
-/// `from` on. Finding the blank line is all this does; `httparse` parses.
+/// `from` on. Finding the blank line is all this does; `httparse` parses. It stays beside
+/// httparse because it is incremental: each read scans only its new bytes, where asking
+/// httparse after every read re-parses the whole head — a client trickling a 16 KiB head
+/// a byte at a time would cost 16 Ki parses of up to 16 KiB each.
 fn head_end(buf: &[u8], from: usize) -> Option<usize> {
     let start = from.saturating_sub(3);
     (start..buf.len()).find_map(|i| {

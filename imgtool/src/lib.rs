@@ -15,15 +15,16 @@
 //! - [`manifest::Manifest`] lists the chunks of each region; [`manifest::Image`] is a
 //!   loaded, checked image directory.
 //! - [`source::ImageSource`] is where an image's files come from: a directory or HTTP
-//!   upstreams with failover; partition payloads are streamed ([`http`] reads the body
-//!   straight from the socket).
+//!   upstreams with failover (one ureq agent per source); partition payloads are
+//!   streamed, each answer's range checked and its body bounded to what was asked.
 //! - [`sign`] holds ed25519 keys and an image's `signature` file; [`sign::verify_image`]
 //!   is the check `verify`/`restore --trust` and the node agent make before writing.
 //! - [`httpd::Server`] is the bounded HTTP server under [`serve`] and the agent's relay.
 //! - [`capture::capture`], [`restore::restore`], [`verify::verify`], [`diff::diff`] are the
-//!   operations; the `imgtool` binary only parses arguments and calls them. Restore runs
-//!   as named phases (plan → head → stream → grow → finalize, see [`restore`]); growing
-//!   file systems with e2fsprogs is [`grow`]'s.
+//!   operations; the `imgtool` binary only parses arguments and calls them, and prints
+//!   what [`render`] makes of their reports. Restore runs as named phases (plan → head →
+//!   stream → grow → finalize, see [`restore`]); growing file systems with e2fsprogs is
+//!   [`grow`]'s.
 //! - [`error::Error`] is the library's error: context in fields, the cause as `source`.
 
 pub mod board;
@@ -38,7 +39,6 @@ pub mod fs;
 pub mod fuzzing;
 pub mod gpt;
 pub mod grow;
-pub mod http;
 pub mod httpd;
 pub mod layout;
 pub mod manifest;
@@ -46,6 +46,7 @@ pub mod mark;
 pub mod mbr;
 pub mod pool;
 pub mod progress;
+pub mod render;
 pub mod restore;
 pub mod serve;
 pub mod sign;

@@ -34,8 +34,9 @@ pub struct ServeOptions {
 
 /// Resolves a URL path to a file under one of `roots`; `None` for anything outside them.
 /// The path is resolved with its symbolic links; a file whose real path is not inside
-/// the real path of the root it was found under is skipped, as are dot-files, `..`, and
-/// anything that is not a regular file.
+/// the root it was found under is skipped, as are dot-files, `..`, and anything that is
+/// not a regular file. The roots must be real paths already ([`bind`] resolves them
+/// once, not per request); a root that is not serves nothing.
 pub fn resolve(roots: &[PathBuf], url_path: &str) -> Option<PathBuf> {
     let path = url_path.split('?').next().unwrap_or("");
     let mut rel = PathBuf::new();
@@ -52,9 +53,8 @@ pub fn resolve(roots: &[PathBuf], url_path: &str) -> Option<PathBuf> {
         return None;
     }
     roots.iter().find_map(|root| {
-        let root = root.canonicalize().ok()?;
         let real = root.join(&rel).canonicalize().ok()?;
-        (real.starts_with(&root) && real.is_file()).then_some(real)
+        (real.starts_with(root) && real.is_file()).then_some(real)
     })
 }
 
@@ -260,7 +260,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(d.path().join("g")).unwrap();
         std::fs::write(d.path().join("g/manifest"), "x").unwrap();
-        let roots = vec![d.path().to_path_buf()];
+        let roots = vec![d.path().canonicalize().unwrap()];
         assert!(resolve(&roots, "/g/manifest").is_some());
         assert!(resolve(&roots, "/g/../g/manifest").is_none());
         assert!(resolve(&roots, "/../etc/passwd").is_none());

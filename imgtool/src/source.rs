@@ -4,6 +4,11 @@
 //! open a range as a stream (the rest of a region's payload: a relay sends each frame as
 //! soon as it has verified it, so a chain of relays runs as one pipe). A broken stream is
 //! reopened at the first frame not yet read — a transfer never restarts from zero.
+//!
+//! HTTP is ureq's, through one agent per [`HttpSource`] (connections pooled): the only
+//! HTTP client in the workspace. An answer to a range is checked against what was asked
+//! (`range_reply`: `Content-Range`, `Content-Length`, no chunked body) and its body
+//! read no further; docs/DISTRIBUTION.md lists the rules and why there is one client.
 
 use std::io::Read;
 use std::os::unix::fs::FileExt;
@@ -183,6 +188,9 @@ fn check_range(offset: u64, len: u64) -> Result<(), String> {
     Ok(())
 }
 
+/// How long a connection to an upstream may take to open.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Called when a source gives up on one upstream and moves to the next: (from, to, why).
 pub type SwitchHook = Box<dyn Fn(&str, &str, &str) + Send + Sync>;
 
@@ -206,8 +214,6 @@ pub struct HttpSource {
     /// adds to the lag of all nodes below it.
     pub grace: Duration,
     created: std::time::Instant,
-    /// How long a read may wait for data.
-    stall: Duration,
     answered: Vec<std::sync::atomic::AtomicBool>,
     /// Broken streams per upstream ([`ImageSource::stream_failed`]).
     strikes: Vec<AtomicUsize>,
@@ -238,9 +244,12 @@ impl HttpSource {
     /// A chain of upstream bases, first preferred; `stall` is how long a read may wait
     /// for data before the upstream counts as dead.
     pub fn chain(bases: Vec<String>, stall: Duration) -> Self {
+        // One agent for every request of this source: its pool keeps a connection per
+        // upstream open between requests (a frame stream, then the next region's).
         let agent = ureq::AgentBuilder::new()
-            .timeout_connect(Duration::from_secs(3))
+            .timeout_connect(CONNECT_TIMEOUT)
             .timeout_read(stall)
+            .timeout_write(stall)
             .build();
         HttpSource {
             answered: bases
@@ -258,7 +267,6 @@ impl HttpSource {
             failover_attempts: 2,
             grace: Duration::from_secs(10),
             created: std::time::Instant::now(),
-            stall,
             fetched: Default::default(),
             on_switch: None,
         }
@@ -326,9 +334,10 @@ impl HttpSource {
             .map(|(v, _)| v)
     }
 
-    /// One request: the body's reader once the status is right, or whether to try again.
-    /// Ranges (payloads) are read straight from the socket ([`crate::http`]); whole small
-    /// files go through ureq.
+    /// One request: the body's reader once the status and framing are right, or whether
+    /// to try again. Ranges and whole files go through the same ureq agent (one client
+    /// stack, pooled connections); a range's answer is checked by [`range_reply`] and its
+    /// body bounded to what was asked.
     fn request(
         &self,
         url: &str,
@@ -341,29 +350,64 @@ impl HttpSource {
                 unreachable: false,
             })
         };
-        if let Some((o, l)) = range {
-            let r = crate::http::get_range(url, o, l, Duration::from_secs(3), self.stall)
-                .map_err(|e| Attempt::Again(e.msg, !e.connected))?;
-            return match r.status {
-                // Payload bytes are counted as they arrive, broken transfers included.
-                206 => Ok(Box::new(Counted(r.body, self.fetched.clone()))),
-                200 if o == 0 => Ok(Box::new(Counted(r.body, self.fetched.clone()))),
-                code @ (404 | 403) => Err(missing(code)),
-                code => Err(Attempt::Again(
-                    format!("HTTP {code} {} to a Range request (expected 206)", r.reason),
+        let (req, expect) = match range {
+            Some((o, l)) => {
+                let last = o.saturating_add(l.max(1) - 1);
+                let req = self
+                    .agent
+                    .get(url)
+                    .set("Range", &format!("bytes={o}-{last}"));
+                (req, " to a Range request (expected 206)")
+            }
+            None => (self.agent.get(url).timeout(small_file_deadline()), ""),
+        };
+        let resp = match req.call() {
+            Ok(r) => r,
+            Err(ureq::Error::Status(code @ (404 | 403), _)) => return Err(missing(code)),
+            Err(ureq::Error::Status(code, r)) => {
+                return Err(Attempt::Again(
+                    format!("HTTP {code} {}{expect}", r.status_text()),
                     false,
-                )),
+                ))
+            }
+            Err(ureq::Error::Transport(t)) => {
+                // For a range, only no connection at all (name, refused, connect
+                // timeout) makes the upstream unreachable (the caller then reports the
+                // source, not a chunk); anything later is a bad answer. Whole files
+                // count every transport error as unreachable.
+                let unreachable = matches!(
+                    t.kind(),
+                    ureq::ErrorKind::Dns | ureq::ErrorKind::ConnectionFailed
+                );
+                return Err(Attempt::Again(
+                    t.to_string(),
+                    unreachable || range.is_none(),
+                ));
+            }
+        };
+        let Some((o, l)) = range else {
+            return Ok(resp.into_reader());
+        };
+        let header = |name| resp.header(name).map(str::to_string);
+        let reply = RangeReply {
+            status: resp.status(),
+            content_length: header("Content-Length"),
+            content_range: header("Content-Range"),
+            transfer_encoding: header("Transfer-Encoding"),
+        };
+        let n = range_reply(&reply, o, l).map_err(|msg| {
+            let msg = if reply.status == 206 || reply.status == 200 && o == 0 {
+                msg
+            } else {
+                format!("HTTP {} {}{expect}", reply.status, resp.status_text())
             };
-        }
-        match self.agent.get(url).timeout(small_file_deadline()).call() {
-            Ok(r) => Ok(r.into_reader()),
-            Err(ureq::Error::Status(code, _)) if code == 404 || code == 403 => Err(missing(code)),
-            Err(ureq::Error::Status(code, r)) => Err(Attempt::Again(
-                format!("HTTP {code} {}", r.status_text()),
-                false,
-            )),
-            Err(e) => Err(Attempt::Again(e.to_string(), true)),
-        }
+            Attempt::Again(msg, false)
+        })?;
+        // Payload bytes are counted as they arrive, broken transfers included.
+        Ok(Box::new(Counted(
+            Box::new(resp.into_reader().take(n)),
+            self.fetched.clone(),
+        )))
     }
 
     /// Requests to one upstream until one succeeds or `tries` are used up; `read` takes
@@ -465,6 +509,72 @@ enum Attempt {
     Fatal(SourceError),
     /// Try again (message, whether the server could not be reached at all).
     Again(String, bool),
+}
+
+/// The framing headers of an answer to `Range: bytes=o-(o+l-1)`.
+struct RangeReply {
+    status: u16,
+    content_length: Option<String>,
+    content_range: Option<String>,
+    transfer_encoding: Option<String>,
+}
+
+/// How many body bytes of an answer to a request for `l` bytes at `o` to read, or why the
+/// answer is refused. A `206` must carry a `Content-Range` starting at `o`, no longer
+/// than asked (shorter is a file that ends sooner: `read_optional` asks for one byte
+/// more than it accepts) and a `Content-Length` equal to it; a `200` (a server that
+/// ignores `Range`) is only taken for `o = 0`, and only its first `l` bytes. Bodies must
+/// have a `Content-Length`: a chunked or close-delimited body could not be bounded
+/// before it is read.
+fn range_reply(r: &RangeReply, o: u64, l: u64) -> Result<u64, String> {
+    let l = l.max(1);
+    if !(r.status == 206 || r.status == 200 && o == 0) {
+        return Err(format!(
+            "HTTP {} to a Range request (expected 206)",
+            r.status
+        ));
+    }
+    if let Some(te) = r.transfer_encoding.as_deref() {
+        if !te.trim().eq_ignore_ascii_case("identity") {
+            return Err(format!(
+                "transfer encoding {te:?} where a Content-Length was expected"
+            ));
+        }
+    }
+    let Some(cl) = r.content_length.as_deref() else {
+        return Err("no Content-Length in the response".into());
+    };
+    let n: u64 = cl
+        .trim()
+        .parse()
+        .map_err(|_| format!("bad Content-Length {cl:?}"))?;
+    if r.status == 200 {
+        return Ok(n.min(l));
+    }
+    let asked = format!("bytes {o}-{}", o.saturating_add(l - 1));
+    let cr = r.content_range.as_deref().unwrap_or("");
+    let (start, end) = parse_content_range(cr)
+        .ok_or_else(|| format!("Content-Range {cr:?} in a 206 answer to {asked}"))?;
+    if start != o || end - start >= l || end - start + 1 != n {
+        return Err(format!(
+            "Content-Range {cr:?} with Content-Length {n} does not match the range asked for ({asked})"
+        ));
+    }
+    Ok(n)
+}
+
+/// `bytes a-b/total` (total may be `*`) → (a, b) with a ≤ b.
+fn parse_content_range(v: &str) -> Option<(u64, u64)> {
+    let (range, total) = v.trim().strip_prefix("bytes ")?.split_once('/')?;
+    let (a, b) = range.split_once('-')?;
+    let (a, b): (u64, u64) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+    if total.trim() != "*" {
+        let total: u64 = total.trim().parse().ok()?;
+        if b >= total {
+            return None;
+        }
+    }
+    (a <= b).then_some((a, b))
 }
 
 /// A body reader that adds what it reads to a counter.

@@ -9,7 +9,7 @@
 //! - [`boot`] renders each node's and each subnet's entry (pxelinux, GRUB, iPXE, bootopts);
 //! - [`dhcp`] renders dnsmasq and ISC dhcpd snippets; [`plan`] the clone plan;
 //! - [`tree`] assembles every file and writes the tree atomically; [`lookup`] explains
-//!   which file a client will load;
+//!   which file a client will load; [`render`] is what the command prints;
 //! - [`fuzzing`] the fuzz target body for cluster.toml (docs/FUZZING.md).
 
 pub mod boot;
@@ -22,5 +22,6 @@ pub mod initrd;
 pub mod lookup;
 pub mod model;
 pub mod plan;
+pub mod render;
 pub mod tree;
 pub mod validate;

@@ -429,6 +429,9 @@ pub fn parse_in_memory(text: &str, file: &str) -> Result<Cluster, Invalid> {
     parse_with(text, file, Path::new("/"), &|_| true)
 }
 
+/// Validation in the order of the file's sections: the toml itself, `[cluster]`, every
+/// free-text value, the names and their duplicates, entities, nodes, groups. Every step
+/// reports into `cx` and goes on with a placeholder, so one run names every problem.
 fn parse_with(
     text: &str,
     file: &str,
@@ -440,34 +443,63 @@ fn parse_with(
         text,
         diags: vec![],
     };
-    let f: File = match toml::from_str(text) {
-        Ok(f) => f,
-        Err(e) => {
-            let mut span = e.span().unwrap_or(0..0);
-            // serde reports an unknown key at its table; point at the key itself.
-            if let Some(key) = e
-                .message()
-                .strip_prefix("unknown field `")
-                .and_then(|m| m.split('`').next())
-            {
-                let from = span.start.min(text.len());
-                let mut pos = from;
-                for line in text[from..].split_inclusive('\n') {
-                    let t = line.trim_start();
-                    if t.starts_with(key) && t[key.len()..].trim_start().starts_with('=') {
-                        pos += line.len() - t.len();
-                        span = pos..pos + key.len();
-                        break;
-                    }
-                    pos += line.len();
-                }
-            }
-            cx.at(span, e.message().to_string());
-            return Err(Invalid(cx.diags));
-        }
+    let Some(f) = parse_toml(&mut cx, text) else {
+        return Err(Invalid(cx.diags));
     };
-    let c = &f.cluster;
-    let server_ip = match c.server_ip.get_ref().parse::<Ipv4Addr>() {
+    let server_ip = server_ip(&mut cx, &f.cluster);
+    check_text(&mut cx, &f);
+    let settings = settings(&mut cx, &f.cluster, server_ip, base, is_file);
+    let names = Names::index(&mut cx, &f);
+    let entities = entities(&mut cx, &f.entities, &names);
+    check_overlaps(&mut cx, &entities);
+    let nodes = nodes(&mut cx, &f.nodes, &names, &entities);
+    check_secondaries(&mut cx, &entities, &nodes, &names);
+    let groups = groups(&mut cx, &f.cluster, &names, &nodes, &settings.vsmp_prefix);
+    if !cx.diags.is_empty() {
+        let mut d = cx.diags;
+        d.sort_by_key(|d| (d.line, d.column));
+        return Err(Invalid(d));
+    }
+    Ok(Cluster {
+        settings,
+        entities: entities.into_iter().map(|e| e.entity).collect(),
+        groups,
+        nodes,
+    })
+}
+
+/// The toml document; a syntax error or an unknown key is reported (at the key itself,
+/// where serde points at its table) and ends the validation.
+fn parse_toml(cx: &mut Ctx, text: &str) -> Option<File> {
+    let e = match toml::from_str(text) {
+        Ok(f) => return Some(f),
+        Err(e) => e,
+    };
+    let mut span = e.span().unwrap_or(0..0);
+    if let Some(key) = e
+        .message()
+        .strip_prefix("unknown field `")
+        .and_then(|m| m.split('`').next())
+    {
+        let from = span.start.min(text.len());
+        let mut pos = from;
+        for line in text[from..].split_inclusive('\n') {
+            let t = line.trim_start();
+            if t.starts_with(key) && t[key.len()..].trim_start().starts_with('=') {
+                pos += line.len() - t.len();
+                span = pos..pos + key.len();
+                break;
+            }
+            pos += line.len();
+        }
+    }
+    cx.at(span, e.message().to_string());
+    None
+}
+
+/// `[cluster] server_ip`, or the unspecified address when it is not one (reported).
+fn server_ip(cx: &mut Ctx, c: &ClusterDef) -> Ipv4Addr {
+    match c.server_ip.get_ref().parse::<Ipv4Addr>() {
         Ok(ip) => ip,
         Err(_) => {
             cx.at(
@@ -479,8 +511,17 @@ fn parse_with(
             );
             Ipv4Addr::UNSPECIFIED
         }
-    };
-    check_text(&mut cx, &f);
+    }
+}
+
+/// The rest of `[cluster]`: the word settings and the files it names (which must exist).
+fn settings(
+    cx: &mut Ctx,
+    c: &ClusterDef,
+    server_ip: Ipv4Addr,
+    base: &Path,
+    is_file: &dyn Fn(&Path) -> bool,
+) -> Settings {
     let file_path = |s: &S<String>, what: &str, cx: &mut Ctx| {
         let p = base.join(s.get_ref());
         if !is_file(&p) {
@@ -496,13 +537,13 @@ fn parse_with(
         p
     };
     let all_node_files = choose(
-        &mut cx,
+        cx,
         "node_files",
         c.node_files.as_ref(),
         &[("differing", false), ("all", true)],
     );
     let rack_shape = choose(
-        &mut cx,
+        cx,
         "rack_shape",
         c.rack_shape.as_ref(),
         &[
@@ -511,57 +552,110 @@ fn parse_with(
             ("fanout", RackShape::Fanout),
         ],
     );
-    let kernel = file_path(&c.kernel, "kernel", &mut cx);
-    let initrd = file_path(&c.initrd, "initrd", &mut cx);
+    let kernel = file_path(&c.kernel, "kernel", cx);
+    let initrd = file_path(&c.initrd, "initrd", cx);
     let vsmp_loader = c
         .vsmp_loader
         .as_ref()
-        .map(|s| file_path(s, "vsmp_loader", &mut cx));
+        .map(|s| file_path(s, "vsmp_loader", cx));
+    Settings {
+        name: c.name.get_ref().clone(),
+        image_server: c.image_server.get_ref().trim_end_matches('/').to_string(),
+        server_ip,
+        kernel,
+        initrd,
+        kernel_args: text_of(&c.kernel_args),
+        vsmp_prefix: c
+            .vsmp_prefix
+            .as_ref()
+            .map(|p| p.get_ref().clone())
+            .unwrap_or_else(|| DEFAULT_VSMP_PREFIX.into()),
+        vsmp_loader,
+        vsmp_args: text_of(&c.vsmp_args),
+        all_node_files,
+        relay_port: c.relay_port,
+        rack_shape,
+        grub_dir: PathBuf::from(
+            c.grub_dir
+                .as_ref()
+                .map(|d| d.get_ref().clone())
+                .unwrap_or_else(|| "/usr/lib/grub/x86_64-efi".into()),
+        ),
+    }
+}
 
-    // Names.
-    let mut entity_ix = HashMap::new();
-    for (i, e) in f.entities.iter().enumerate() {
-        if entity_ix.insert(e.name.get_ref().clone(), i).is_some() {
-            cx.at(
-                e.name.span(),
-                format!("duplicate entity name `{}`", e.name.get_ref()),
-            );
-        }
-    }
-    let mut group_defs: Vec<(String, Option<&GroupDef>)> = vec![];
-    let mut group_ix = HashMap::new();
-    for g in &f.groups {
-        if group_ix.contains_key(g.name.get_ref()) {
-            cx.at(
-                g.name.span(),
-                format!("duplicate group name `{}`", g.name.get_ref()),
-            );
-            continue;
-        }
-        group_ix.insert(g.name.get_ref().clone(), group_defs.len());
-        group_defs.push((g.name.get_ref().clone(), Some(g)));
-    }
-    if !group_ix.contains_key("default") {
-        group_ix.insert("default".into(), group_defs.len());
-        group_defs.push(("default".into(), None));
-    }
-    let default_group = group_ix["default"];
-    let mut node_ix = HashMap::new();
-    let mut macs: HashMap<[u8; 6], String> = HashMap::new();
-    let mut ips: HashMap<Ipv4Addr, String> = HashMap::new();
-    for (i, n) in f.nodes.iter().enumerate() {
-        if let Some(prev) = node_ix.insert(n.name.get_ref().clone(), i) {
-            let _ = prev;
-            cx.at(
-                n.name.span(),
-                format!("duplicate node name `{}`", n.name.get_ref()),
-            );
-        }
-    }
+/// The defined names and their indexes (duplicates reported; the first one counts).
+struct Names<'f> {
+    entity: HashMap<String, usize>,
+    /// Every group, `default` added when the file defines none.
+    group_defs: Vec<(String, Option<&'f GroupDef>)>,
+    group: HashMap<String, usize>,
+    default_group: usize,
+    node: HashMap<String, usize>,
+}
 
-    // Entities.
-    let mut entities = vec![];
-    for e in &f.entities {
+impl<'f> Names<'f> {
+    fn index(cx: &mut Ctx, f: &'f File) -> Names<'f> {
+        let mut entity = HashMap::new();
+        for (i, e) in f.entities.iter().enumerate() {
+            if entity.insert(e.name.get_ref().clone(), i).is_some() {
+                cx.at(
+                    e.name.span(),
+                    format!("duplicate entity name `{}`", e.name.get_ref()),
+                );
+            }
+        }
+        let mut group_defs: Vec<(String, Option<&GroupDef>)> = vec![];
+        let mut group = HashMap::new();
+        for g in &f.groups {
+            if group.contains_key(g.name.get_ref()) {
+                cx.at(
+                    g.name.span(),
+                    format!("duplicate group name `{}`", g.name.get_ref()),
+                );
+                continue;
+            }
+            group.insert(g.name.get_ref().clone(), group_defs.len());
+            group_defs.push((g.name.get_ref().clone(), Some(g)));
+        }
+        let default_group = match group.get("default") {
+            Some(&g) => g,
+            None => {
+                group.insert("default".into(), group_defs.len());
+                group_defs.push(("default".into(), None));
+                group_defs.len() - 1
+            }
+        };
+        let mut node = HashMap::new();
+        for (i, n) in f.nodes.iter().enumerate() {
+            if node.insert(n.name.get_ref().clone(), i).is_some() {
+                cx.at(
+                    n.name.span(),
+                    format!("duplicate node name `{}`", n.name.get_ref()),
+                );
+            }
+        }
+        Names {
+            entity,
+            group_defs,
+            group,
+            default_group,
+            node,
+        }
+    }
+}
+
+/// An entity being validated, with its definition and whether its subnet parsed.
+struct EntityDraft<'f> {
+    def: &'f EntityDef,
+    entity: Entity,
+    net_ok: bool,
+}
+
+/// `[[entity]]`: subnet (at most a /8), secondary node, default group.
+fn entities<'f>(cx: &mut Ctx, defs: &'f [EntityDef], names: &Names) -> Vec<EntityDraft<'f>> {
+    let mut out = vec![];
+    for e in defs {
         let net = match parse_cidr(e.subnet.get_ref()) {
             Ok(n) => Some(n),
             Err(m) => {
@@ -582,7 +676,7 @@ fn parse_with(
         let secondary = e
             .secondary
             .as_ref()
-            .and_then(|s| match node_ix.get(s.get_ref()) {
+            .and_then(|s| match names.node.get(s.get_ref()) {
                 Some(&i) => Some(i),
                 None => {
                     cx.at(
@@ -592,165 +686,64 @@ fn parse_with(
                     None
                 }
             });
-        let dg = match &e.default_group {
-            None => default_group,
-            Some(s) => match group_ix.get(s.get_ref()) {
+        let default_group = match &e.default_group {
+            None => names.default_group,
+            Some(s) => match names.group.get(s.get_ref()) {
                 Some(&g) => g,
                 None => {
                     cx.at(
                         s.span(),
                         format!("default_group `{}` is not a group", s.get_ref()),
                     );
-                    default_group
+                    names.default_group
                 }
             },
         };
-        entities.push((
-            e,
-            Entity {
+        out.push(EntityDraft {
+            def: e,
+            entity: Entity {
                 name: e.name.get_ref().clone(),
                 net: net.unwrap_or(Net {
                     addr: Ipv4Addr::UNSPECIFIED,
                     prefix: 32,
                 }),
                 secondary,
-                default_group: dg,
+                default_group,
                 args: text_of(&e.args),
             },
-            net.is_some(),
-        ));
+            net_ok: net.is_some(),
+        });
     }
+    out
+}
+
+/// No two entities' subnets overlap (reported at the later one).
+fn check_overlaps(cx: &mut Ctx, entities: &[EntityDraft]) {
     for i in 0..entities.len() {
         for j in 0..i {
             let (a, b) = (&entities[i], &entities[j]);
-            if a.2 && b.2 && a.1.net.first() <= b.1.net.last() && b.1.net.first() <= a.1.net.last()
-            {
+            let (an, bn) = (&a.entity.net, &b.entity.net);
+            if a.net_ok && b.net_ok && an.first() <= bn.last() && bn.first() <= an.last() {
                 let msg = format!(
-                    "subnet {} of entity `{}` overlaps subnet {} of entity `{}`",
-                    a.1.net, a.1.name, b.1.net, b.1.name
+                    "subnet {an} of entity `{}` overlaps subnet {bn} of entity `{}`",
+                    a.entity.name, b.entity.name
                 );
-                cx.at(a.0.subnet.span(), msg);
+                cx.at(a.def.subnet.span(), msg);
             }
         }
     }
+}
 
-    // Nodes.
+/// `[[node]]`: address, entity, groups, in that order for each node.
+fn nodes(cx: &mut Ctx, defs: &[NodeDef], names: &Names, entities: &[EntityDraft]) -> Vec<Node> {
+    let mut macs: HashMap<[u8; 6], String> = HashMap::new();
+    let mut ips: HashMap<Ipv4Addr, String> = HashMap::new();
     let mut nodes = vec![];
-    for n in &f.nodes {
-        let mac = match parse_mac(n.mac.get_ref()) {
-            Ok(m) => {
-                if let Some(other) = macs.insert(m, n.name.get_ref().clone()) {
-                    cx.at(
-                        n.mac.span(),
-                        format!(
-                            "MAC {} of node `{}` is also node `{other}`'s",
-                            mac_string(m),
-                            n.name.get_ref()
-                        ),
-                    );
-                }
-                m
-            }
-            Err(msg) => {
-                cx.at(n.mac.span(), msg);
-                [0; 6]
-            }
-        };
-        let ip = match n.ip.get_ref().parse::<Ipv4Addr>() {
-            Ok(ip) => {
-                if let Some(other) = ips.insert(ip, n.name.get_ref().clone()) {
-                    cx.at(
-                        n.ip.span(),
-                        format!(
-                            "IP {ip} of node `{}` is also node `{other}`'s",
-                            n.name.get_ref()
-                        ),
-                    );
-                }
-                ip
-            }
-            Err(_) => {
-                cx.at(
-                    n.ip.span(),
-                    format!("IP `{}` is not an IPv4 address", n.ip.get_ref()),
-                );
-                Ipv4Addr::UNSPECIFIED
-            }
-        };
-        let entity = match entity_ix.get(n.entity.get_ref()) {
-            Some(&e) => {
-                let (_, ent, ok) = &entities[e];
-                if *ok && ip != Ipv4Addr::UNSPECIFIED && !ent.net.contains(ip) {
-                    cx.at(
-                        n.ip.span(),
-                        format!(
-                            "IP {ip} of node `{}` is outside subnet {} of its entity `{}`",
-                            n.name.get_ref(),
-                            ent.net,
-                            ent.name
-                        ),
-                    );
-                }
-                e
-            }
-            None => {
-                cx.at(
-                    n.entity.span(),
-                    format!(
-                        "entity `{}` of node `{}` is not defined",
-                        n.entity.get_ref(),
-                        n.name.get_ref()
-                    ),
-                );
-                usize::MAX
-            }
-        };
-        let mut groups = vec![];
-        for g in &n.groups {
-            match group_ix.get(g.get_ref()) {
-                Some(&gi) => groups.push(gi),
-                None => cx.at(
-                    g.span(),
-                    format!(
-                        "group `{}` of node `{}` is not defined",
-                        g.get_ref(),
-                        n.name.get_ref()
-                    ),
-                ),
-            }
-        }
-        if groups.is_empty() && n.groups.is_empty() {
-            groups.push(default_group);
-        }
-        let active_group = match &n.active_group {
-            None => groups.first().copied().unwrap_or(default_group),
-            Some(a) => match group_ix.get(a.get_ref()) {
-                Some(&gi) => {
-                    if !groups.contains(&gi) {
-                        cx.at(
-                            a.span(),
-                            format!(
-                                "active_group `{}` of node `{}` is not one of its groups",
-                                a.get_ref(),
-                                n.name.get_ref()
-                            ),
-                        );
-                    }
-                    gi
-                }
-                None => {
-                    cx.at(
-                        a.span(),
-                        format!(
-                            "active_group `{}` of node `{}` is not defined",
-                            a.get_ref(),
-                            n.name.get_ref()
-                        ),
-                    );
-                    default_group
-                }
-            },
-        };
+    for n in defs {
+        let mac = node_mac(cx, n, &mut macs);
+        let ip = node_ip(cx, n, &mut ips);
+        let entity = node_entity(cx, n, ip, names, entities);
+        let (groups, active_group) = node_groups(cx, n, names);
         nodes.push(Node {
             name: n.name.get_ref().clone(),
             mac,
@@ -760,10 +753,149 @@ fn parse_with(
             active_group,
         });
     }
-    // Secondaries belong to their entity.
-    for (e, ent, _) in &entities {
-        if let (Some(s), Some(def)) = (ent.secondary, &e.secondary) {
-            if nodes[s].entity != entity_ix[ent.name.as_str()] {
+    nodes
+}
+
+/// A node's MAC, unique among the nodes so far.
+fn node_mac(cx: &mut Ctx, n: &NodeDef, macs: &mut HashMap<[u8; 6], String>) -> [u8; 6] {
+    match parse_mac(n.mac.get_ref()) {
+        Ok(m) => {
+            if let Some(other) = macs.insert(m, n.name.get_ref().clone()) {
+                cx.at(
+                    n.mac.span(),
+                    format!(
+                        "MAC {} of node `{}` is also node `{other}`'s",
+                        mac_string(m),
+                        n.name.get_ref()
+                    ),
+                );
+            }
+            m
+        }
+        Err(msg) => {
+            cx.at(n.mac.span(), msg);
+            [0; 6]
+        }
+    }
+}
+
+/// A node's IPv4 address, unique among the nodes so far.
+fn node_ip(cx: &mut Ctx, n: &NodeDef, ips: &mut HashMap<Ipv4Addr, String>) -> Ipv4Addr {
+    match n.ip.get_ref().parse::<Ipv4Addr>() {
+        Ok(ip) => {
+            if let Some(other) = ips.insert(ip, n.name.get_ref().clone()) {
+                cx.at(
+                    n.ip.span(),
+                    format!(
+                        "IP {ip} of node `{}` is also node `{other}`'s",
+                        n.name.get_ref()
+                    ),
+                );
+            }
+            ip
+        }
+        Err(_) => {
+            cx.at(
+                n.ip.span(),
+                format!("IP `{}` is not an IPv4 address", n.ip.get_ref()),
+            );
+            Ipv4Addr::UNSPECIFIED
+        }
+    }
+}
+
+/// A node's entity (index), which must hold its address; `usize::MAX` when undefined.
+fn node_entity(
+    cx: &mut Ctx,
+    n: &NodeDef,
+    ip: Ipv4Addr,
+    names: &Names,
+    entities: &[EntityDraft],
+) -> usize {
+    let Some(&e) = names.entity.get(n.entity.get_ref()) else {
+        cx.at(
+            n.entity.span(),
+            format!(
+                "entity `{}` of node `{}` is not defined",
+                n.entity.get_ref(),
+                n.name.get_ref()
+            ),
+        );
+        return usize::MAX;
+    };
+    let d = &entities[e];
+    let ent = &d.entity;
+    if d.net_ok && ip != Ipv4Addr::UNSPECIFIED && !ent.net.contains(ip) {
+        cx.at(
+            n.ip.span(),
+            format!(
+                "IP {ip} of node `{}` is outside subnet {} of its entity `{}`",
+                n.name.get_ref(),
+                ent.net,
+                ent.name
+            ),
+        );
+    }
+    e
+}
+
+/// A node's groups (`default` when it names none) and its active group, one of them.
+fn node_groups(cx: &mut Ctx, n: &NodeDef, names: &Names) -> (Vec<usize>, usize) {
+    let mut groups = vec![];
+    for g in &n.groups {
+        match names.group.get(g.get_ref()) {
+            Some(&gi) => groups.push(gi),
+            None => cx.at(
+                g.span(),
+                format!(
+                    "group `{}` of node `{}` is not defined",
+                    g.get_ref(),
+                    n.name.get_ref()
+                ),
+            ),
+        }
+    }
+    if groups.is_empty() && n.groups.is_empty() {
+        groups.push(names.default_group);
+    }
+    let active_group = match &n.active_group {
+        None => groups.first().copied().unwrap_or(names.default_group),
+        Some(a) => match names.group.get(a.get_ref()) {
+            Some(&gi) => {
+                if !groups.contains(&gi) {
+                    cx.at(
+                        a.span(),
+                        format!(
+                            "active_group `{}` of node `{}` is not one of its groups",
+                            a.get_ref(),
+                            n.name.get_ref()
+                        ),
+                    );
+                }
+                gi
+            }
+            None => {
+                cx.at(
+                    a.span(),
+                    format!(
+                        "active_group `{}` of node `{}` is not defined",
+                        a.get_ref(),
+                        n.name.get_ref()
+                    ),
+                );
+                names.default_group
+            }
+        },
+    };
+    (groups, active_group)
+}
+
+/// Secondaries belong to their entity.
+fn check_secondaries(cx: &mut Ctx, entities: &[EntityDraft], nodes: &[Node], names: &Names) {
+    for d in entities {
+        let ent = &d.entity;
+        if let (Some(s), Some(def)) = (ent.secondary, &d.def.secondary) {
+            if nodes[s].entity != names.entity[ent.name.as_str()] {
                 cx.at(
                     def.span(),
                     format!(
@@ -774,68 +906,32 @@ fn parse_with(
             }
         }
     }
+}
 
-    // Groups and their active members.
-    let vsmp_prefix = c
-        .vsmp_prefix
-        .as_ref()
-        .map(|p| p.get_ref().clone())
-        .unwrap_or_else(|| DEFAULT_VSMP_PREFIX.into());
+/// `[[group]]` (and the implicit `default`): members, active members in order, and what
+/// a vSMP group needs.
+fn groups(
+    cx: &mut Ctx,
+    c: &ClusterDef,
+    names: &Names,
+    nodes: &[Node],
+    vsmp_prefix: &str,
+) -> Vec<Group> {
     let mut groups = vec![];
-    for (gi, (name, def)) in group_defs.iter().enumerate() {
+    for (gi, (name, def)) in names.group_defs.iter().enumerate() {
         let members: Vec<usize> = (0..nodes.len())
             .filter(|&n| nodes[n].groups.contains(&gi))
             .collect();
-        let mut active = vec![];
-        let mut listed = vec![false; nodes.len()];
-        if let Some(d) = def {
-            for a in &d.active {
-                match node_ix.get(a.get_ref()) {
-                    None => cx.at(
-                        a.span(),
-                        format!(
-                            "active member `{}` of group `{name}` is not a node",
-                            a.get_ref()
-                        ),
-                    ),
-                    Some(&n) if nodes[n].active_group != gi => cx.at(
-                        a.span(),
-                        format!(
-                            "`{}` is listed active in group `{name}` but its active group is `{}`",
-                            a.get_ref(),
-                            group_defs[nodes[n].active_group].0
-                        ),
-                    ),
-                    Some(&n) => {
-                        if listed[n] {
-                            cx.at(
-                                a.span(),
-                                format!("`{}` is listed twice in group `{name}`", a.get_ref()),
-                            );
-                        } else {
-                            listed[n] = true;
-                            active.push(n);
-                        }
-                    }
-                }
-            }
-        }
-        for (n, node) in nodes.iter().enumerate() {
-            if node.active_group == gi && !listed[n] {
-                active.push(n);
-            }
-        }
-        let is_vsmp = !vsmp_prefix.is_empty() && name.starts_with(&vsmp_prefix);
-        if is_vsmp && active.is_empty() {
-            if let Some(d) = def {
+        let active = active_members(cx, gi, name, *def, names, nodes);
+        let is_vsmp = !vsmp_prefix.is_empty() && name.starts_with(vsmp_prefix);
+        if let (true, Some(d)) = (is_vsmp, def) {
+            if active.is_empty() {
                 cx.at(
                     d.name.span(),
                     format!("vSMP group `{name}` has no active member: it needs a primary board"),
                 );
             }
-        }
-        if is_vsmp && c.vsmp_loader.is_none() && !active.is_empty() {
-            if let Some(d) = def {
+            if c.vsmp_loader.is_none() && !active.is_empty() {
                 cx.at(
                     d.name.span(),
                     format!("vSMP group `{name}` needs `vsmp_loader` in [cluster]"),
@@ -854,34 +950,52 @@ fn parse_with(
             image_id: def.and_then(|d| d.image_id.as_ref().map(|i| i.get_ref().clone())),
         });
     }
-    if !cx.diags.is_empty() {
-        let mut d = cx.diags;
-        d.sort_by_key(|d| (d.line, d.column));
-        return Err(Invalid(d));
-    }
-    Ok(Cluster {
-        settings: Settings {
-            name: c.name.get_ref().clone(),
-            image_server: c.image_server.get_ref().trim_end_matches('/').to_string(),
-            server_ip,
-            kernel,
-            initrd,
-            kernel_args: text_of(&c.kernel_args),
-            vsmp_prefix,
-            vsmp_loader,
-            vsmp_args: text_of(&c.vsmp_args),
-            all_node_files,
-            relay_port: c.relay_port,
-            rack_shape,
-            grub_dir: PathBuf::from(
-                c.grub_dir
-                    .as_ref()
-                    .map(|d| d.get_ref().clone())
-                    .unwrap_or_else(|| "/usr/lib/grub/x86_64-efi".into()),
+    groups
+}
+
+/// Group `gi`'s active members: those its `active` list names (each a node whose active
+/// group this is, listed once), in that order, then the other nodes active in it.
+fn active_members(
+    cx: &mut Ctx,
+    gi: usize,
+    name: &str,
+    def: Option<&GroupDef>,
+    names: &Names,
+    nodes: &[Node],
+) -> Vec<usize> {
+    let mut active = vec![];
+    let mut listed = vec![false; nodes.len()];
+    for a in def.map(|d| d.active.as_slice()).unwrap_or(&[]) {
+        match names.node.get(a.get_ref()) {
+            None => cx.at(
+                a.span(),
+                format!(
+                    "active member `{}` of group `{name}` is not a node",
+                    a.get_ref()
+                ),
             ),
-        },
-        entities: entities.into_iter().map(|e| e.1).collect(),
-        groups,
-        nodes,
-    })
+            Some(&n) if nodes[n].active_group != gi => cx.at(
+                a.span(),
+                format!(
+                    "`{}` is listed active in group `{name}` but its active group is `{}`",
+                    a.get_ref(),
+                    names.group_defs[nodes[n].active_group].0
+                ),
+            ),
+            Some(&n) if listed[n] => cx.at(
+                a.span(),
+                format!("`{}` is listed twice in group `{name}`", a.get_ref()),
+            ),
+            Some(&n) => {
+                listed[n] = true;
+                active.push(n);
+            }
+        }
+    }
+    for (n, node) in nodes.iter().enumerate() {
+        if node.active_group == gi && !listed[n] {
+            active.push(n);
+        }
+    }
+    active
 }

@@ -351,35 +351,12 @@ fn swap_into_place(stage: &Path, out: &Path) -> Result<(), BuildError> {
     if !out.exists() {
         return std::fs::rename(stage, out).map_err(io("renaming into place", out));
     }
-    use std::ffi::CString;
-    use std::os::unix::ffi::OsStrExt;
-    let a = CString::new(stage.as_os_str().as_bytes()).map_err(|e| BuildError::Io {
-        what: "naming",
-        path: stage.to_path_buf(),
-        err: std::io::Error::other(e),
-    })?;
-    let b = CString::new(out.as_os_str().as_bytes()).map_err(|e| BuildError::Io {
-        what: "naming",
+    use rustix::fs::{renameat_with, RenameFlags, CWD};
+    renameat_with(CWD, stage, CWD, out, RenameFlags::EXCHANGE).map_err(|e| BuildError::Io {
+        what: "swapping the new tree into",
         path: out.to_path_buf(),
-        err: std::io::Error::other(e),
+        err: e.into(),
     })?;
-    // SAFETY: both paths are valid NUL-terminated strings for the duration of the call.
-    let r = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            a.as_ptr(),
-            libc::AT_FDCWD,
-            b.as_ptr(),
-            libc::RENAME_EXCHANGE,
-        )
-    };
-    if r != 0 {
-        return Err(BuildError::Io {
-            what: "swapping the new tree into",
-            path: out.to_path_buf(),
-            err: std::io::Error::last_os_error(),
-        });
-    }
     // `stage` now holds the previous tree.
     std::fs::remove_dir_all(stage).map_err(io("removing the previous tree", stage))
 }

@@ -32,7 +32,7 @@ pub fn vsmp_prefix(s: &str) -> Result<(), (usize, String)> {
     Ok(())
 }
 
-fn url_err(s: &str, at: usize, why: &str) -> Result<(), (usize, String)> {
+fn url_err<T>(s: &str, at: usize, why: &str) -> Result<T, (usize, String)> {
     Err((
         at,
         format!(
@@ -44,7 +44,40 @@ fn url_err(s: &str, at: usize, why: &str) -> Result<(), (usize, String)> {
 
 /// `image_server`: an absolute `http://` URL of a host (DNS name, IPv4, or `[IPv6]`), an optional port 1–65535 and an optional path of letters, digits,
 /// `. _ ~ - /` and `%XX`; no user, query or fragment; at most [`MAX_URL`] bytes.
+/// Each rule is one step below, checked in this order; the first broken one is reported.
 pub fn image_server(s: &str) -> Result<(), (usize, String)> {
+    url_text(s)?;
+    let rest = url_scheme(s)?;
+    let rest_at = s.len() - rest.len();
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    if let Some(i) = authority.find('@') {
+        return url_err(
+            s,
+            rest_at + i,
+            "has a user part (it would be on every kernel command line)",
+        );
+    }
+    let (host, port) = url_authority(s, authority, rest_at)?;
+    if !authority.starts_with('[') {
+        url_host_name(s, host, rest_at)?;
+    }
+    if let Some((p, at)) = port {
+        if p.is_empty()
+            || p.len() > 5
+            || !p.bytes().all(|b| b.is_ascii_digit())
+            || !matches!(p.parse::<u32>(), Ok(1..=65535))
+        {
+            return url_err(s, at, "has a port that is not 1-65535");
+        }
+    }
+    url_path(s, path, rest_at + authority.len())
+}
+
+/// The URL's length and characters: printable ASCII, at most [`MAX_URL`] bytes.
+fn url_text(s: &str) -> Result<(), (usize, String)> {
     if s.len() > MAX_URL {
         return url_err(s, MAX_URL, "is longer than 255 bytes");
     }
@@ -59,6 +92,11 @@ pub fn image_server(s: &str) -> Result<(), (usize, String)> {
             },
         );
     }
+    Ok(())
+}
+
+/// `http://` and what follows it; `https://` is refused with why.
+fn url_scheme(s: &str) -> Result<&str, (usize, String)> {
     if s.starts_with("https://") {
         // The agent has no TLS (a ramdisk without CA certificates could not check a
         // server anyway): origin comes from signed images instead (docs/TRUST.md).
@@ -68,70 +106,67 @@ pub fn image_server(s: &str) -> Result<(), (usize, String)> {
             "is https://, which the node agent cannot speak (no TLS in the boot ramdisk); serve the images over http:// and sign them (docs/TRUST.md)",
         );
     }
-    let Some(rest) = s.strip_prefix("http://") else {
-        return url_err(s, 0, "is not an http:// URL");
+    match s.strip_prefix("http://") {
+        Some(rest) => Ok(rest),
+        None => url_err(s, 0, "is not an http:// URL"),
+    }
+}
+
+/// A host, and its port with the port's position in the URL.
+type HostPort<'a> = (&'a str, Option<(&'a str, usize)>);
+
+/// The host and port the authority (at `rest_at` in `s`) is made of; a bracketed host
+/// must be an IPv6 address.
+fn url_authority<'a>(
+    s: &str,
+    authority: &'a str,
+    rest_at: usize,
+) -> Result<HostPort<'a>, (usize, String)> {
+    let Some(v6) = authority.strip_prefix('[') else {
+        return Ok(match authority.split_once(':') {
+            Some((h, p)) => (h, Some((p, rest_at + h.len() + 1))),
+            None => (authority, None),
+        });
     };
-    let rest_at = s.len() - rest.len();
-    let (authority, path) = match rest.find('/') {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
+    let Some(end) = v6.find(']') else {
+        return url_err(s, rest_at, "has `[` without `]`");
     };
-    if let Some(i) = authority.find('@') {
+    let h = &v6[..end];
+    if h.is_empty() || h.parse::<std::net::Ipv6Addr>().is_err() {
+        return url_err(s, rest_at + 1, "has a bracketed host that is not IPv6");
+    }
+    let after = &v6[end + 1..];
+    match after.strip_prefix(':') {
+        Some(p) => Ok((h, Some((p, rest_at + end + 3)))),
+        None if after.is_empty() => Ok((h, None)),
+        None => url_err(s, rest_at + end + 2, "has text after `]`"),
+    }
+}
+
+/// A DNS name or IPv4 address: letters, digits, `.` and `-`, well formed.
+fn url_host_name(s: &str, host: &str, rest_at: usize) -> Result<(), (usize, String)> {
+    if host.is_empty() {
+        return url_err(s, rest_at, "has no host");
+    }
+    if let Some(i) = host
+        .char_indices()
+        .find(|&(_, c)| !(c.is_ascii_alphanumeric() || c == '.' || c == '-'))
+        .map(|(i, _)| i)
+    {
         return url_err(
             s,
             rest_at + i,
-            "has a user part (it would be on every kernel command line)",
+            "has a host with a character other than letters, digits, `.` and `-`",
         );
     }
-    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-        let Some(end) = v6.find(']') else {
-            return url_err(s, rest_at, "has `[` without `]`");
-        };
-        let h = &v6[..end];
-        if h.is_empty() || h.parse::<std::net::Ipv6Addr>().is_err() {
-            return url_err(s, rest_at + 1, "has a bracketed host that is not IPv6");
-        }
-        let after = &v6[end + 1..];
-        match after.strip_prefix(':') {
-            Some(p) => (h, Some((p, rest_at + end + 3))),
-            None if after.is_empty() => (h, None),
-            None => return url_err(s, rest_at + end + 2, "has text after `]`"),
-        }
-    } else {
-        match authority.split_once(':') {
-            Some((h, p)) => (h, Some((p, rest_at + h.len() + 1))),
-            None => (authority, None),
-        }
-    };
-    if !authority.starts_with('[') {
-        if host.is_empty() {
-            return url_err(s, rest_at, "has no host");
-        }
-        if let Some(i) = host
-            .char_indices()
-            .find(|&(_, c)| !(c.is_ascii_alphanumeric() || c == '.' || c == '-'))
-            .map(|(i, _)| i)
-        {
-            return url_err(
-                s,
-                rest_at + i,
-                "has a host with a character other than letters, digits, `.` and `-`",
-            );
-        }
-        if host.starts_with(['.', '-']) || host.ends_with(['.', '-']) || host.contains("..") {
-            return url_err(s, rest_at, "has a malformed host name");
-        }
+    if host.starts_with(['.', '-']) || host.ends_with(['.', '-']) || host.contains("..") {
+        return url_err(s, rest_at, "has a malformed host name");
     }
-    if let Some((p, at)) = port {
-        if p.is_empty()
-            || p.len() > 5
-            || !p.bytes().all(|b| b.is_ascii_digit())
-            || !matches!(p.parse::<u32>(), Ok(1..=65535))
-        {
-            return url_err(s, at, "has a port that is not 1-65535");
-        }
-    }
-    let path_at = rest_at + authority.len();
+    Ok(())
+}
+
+/// The path (at `path_at` in `s`): letters, digits, `. _ ~ - /` and `%XX`, no `..`.
+fn url_path(s: &str, path: &str, path_at: usize) -> Result<(), (usize, String)> {
     let b = path.as_bytes();
     let mut i = 0;
     while i < b.len() {

@@ -1,11 +1,13 @@
-//! `imgtool`: parses arguments and calls the library. Errors become exit codes here.
+//! `imgtool`: parses arguments, calls the library (one function per subcommand) and
+//! prints what [`imgtool::render`] makes of the result. Errors become exit codes here.
 
 use anyhow::{bail, Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use imgtool::capture::{capture, CaptureOptions};
 use imgtool::disk::{usage, Disk};
 use imgtool::manifest::Image;
 use imgtool::progress::Progress;
+use imgtool::render;
 use imgtool::restore::{restore, RestoreOptions};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -45,29 +47,7 @@ enum Cmd {
     /// used blocks: ext2/3/4 from their block bitmaps, FAT from its allocation table, swap as
     /// its header (UUID and label); other contents as their non-zero 64 KiB blocks. Same
     /// disk, same options => same bytes and same image id.
-    Capture {
-        disk: PathBuf,
-        image_dir: PathBuf,
-        /// Only these partitions, e.g. `1,2,4` (default: all).
-        #[arg(long, value_delimiter = ',')]
-        partitions: Option<Vec<u32>>,
-        /// zstd level (1-19).
-        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
-        level: i32,
-        /// Compression threads (default: all cores).
-        #[arg(long, default_value_t = 0)]
-        threads: usize,
-        /// Store partition N whole, ignoring its file system (repeatable).
-        #[arg(long)]
-        raw: Vec<u32>,
-        /// Raw bytes per chunk, a power of two from 64K to 64M. Smaller chunks compress a
-        /// little worse but cut the per-hop latency of relayed distribution.
-        #[arg(long, default_value = "8M", value_parser = parse_chunk_size)]
-        chunk_size: u64,
-        /// Capture even though a partition is mounted read-write (the copy may be inconsistent).
-        #[arg(long)]
-        force: bool,
-    },
+    Capture(CaptureArgs),
     /// Restore IMAGE_DIR onto TARGET (block device or disk-image file).
     ///
     /// An equal partition table (same kind, sector size, starts, sizes, types) is kept;
@@ -75,56 +55,21 @@ enum Cmd {
     /// takes the rest of the disk, its ext4 grown to fit. Refuses, before writing anything,
     /// a mounted target, a too-small disk, a different logical sector size, and an image
     /// whose payload does not match its manifest. The table and the first MiB go last.
-    Restore {
-        image_dir: PathBuf,
-        target: PathBuf,
-        /// Only these partitions (default: all in the image).
-        #[arg(long, value_delimiter = ',')]
-        partitions: Option<Vec<u32>>,
-        /// Print the plan and write nothing.
-        #[arg(long)]
-        dry_run: bool,
-        /// Read every chunk back after writing and check its sha256.
-        #[arg(long)]
-        verify: bool,
-        #[arg(long, default_value_t = 0)]
-        threads: usize,
-        /// Refuse the image unless one of these public keys signed it (a KEY.pub file or a
-        /// directory of them; repeatable). Checked before anything is written.
-        #[arg(long, value_name = "KEY.pub")]
-        trust: Vec<PathBuf>,
-    },
+    Restore(RestoreArgs),
     /// Show an image's layout, partitions, sizes and id.
-    Inspect { image_dir: PathBuf },
+    Inspect(InspectArgs),
     /// Decompress every chunk and check its sha256; names the first bad chunk.
-    Verify {
-        image_dir: PathBuf,
-        #[arg(long, default_value_t = 0)]
-        threads: usize,
-        /// Also require a signature by one of these public keys (a KEY.pub file or a
-        /// directory of them; repeatable).
-        #[arg(long, value_name = "KEY.pub")]
-        trust: Vec<PathBuf>,
-    },
+    Verify(VerifyArgs),
     /// Make a new ed25519 signing key: KEY (secret, mode 0600, for `sign`) and KEY.pub
     /// (public, for `verify --trust` and `pxe-builder initrd --trust`). Never overwrites.
-    Keygen { key: PathBuf },
+    Keygen(KeygenArgs),
     /// Sign IMAGE_DIR with KEY: adds this key's line to IMAGE_DIR/signature. The signature
     /// covers the image id, so manifest, layout and every chunk. Several keys may sign one
     /// image (key rotation); run `imgtool verify` first.
-    Sign {
-        image_dir: PathBuf,
-        #[arg(long, value_name = "KEY")]
-        key: PathBuf,
-    },
+    Sign(SignArgs),
     /// Compare an image with a disk: layout equal or not (and why); for an equal layout,
     /// which chunks differ. Exit 0 when identical, 1 when different, 2 on error.
-    Diff {
-        image_dir: PathBuf,
-        disk: PathBuf,
-        #[arg(long, default_value_t = 0)]
-        threads: usize,
-    },
+    Diff(DiffArgs),
     /// Serve images over HTTP (Range requests) and collect node status reports.
     ///
     /// Files are looked up under IMAGE_ROOT, then under each --tree (a pxe-builder tree, for
@@ -140,37 +85,128 @@ enum Cmd {
     /// may report only from its address in it, without one an address may own 4 node
     /// names; the server's own host (loopback) may report for any node. Anyone who can
     /// reach the server can read every file under the roots and the board.
-    Serve {
-        image_root: PathBuf,
-        /// Also serve this boot tree (repeatable).
-        #[arg(long)]
-        tree: Vec<PathBuf>,
-        #[arg(long, default_value = "0.0.0.0:8080")]
-        listen: String,
-        /// Open connections at most (each has its own thread); at the bound the
-        /// longest-idle connection is closed, else the slowest reader taking under 512 KiB/s,
-        /// else the new one is answered 503.
-        #[arg(long, default_value_t = imgtool::httpd::DEFAULT_MAX_CONNECTIONS)]
-        max_connections: usize,
-    },
+    Serve(ServeArgs),
     /// Show the distribution tree from a running `imgtool serve`: who feeds whom (a node
     /// that is its upstream's only downstream continues its column, marked →), each
     /// node's phase, progress and errors; failed and re-routed nodes are marked.
     /// `--json` prints the raw board.
-    Status {
-        #[arg(long)]
-        server: String,
-    },
+    Status(StatusArgs),
     /// Write a sparse raw disk file for a VM (`qemu -drive file=OUT,format=raw`).
-    Export {
-        image_dir: PathBuf,
-        out: PathBuf,
-        /// Disk size, e.g. `20G` (default: the master's size). Larger grows the last partition.
-        #[arg(long, value_parser = parse_size)]
-        size: Option<u64>,
-        #[arg(long, default_value_t = 0)]
-        threads: usize,
-    },
+    Export(ExportArgs),
+}
+
+#[derive(Args)]
+struct CaptureArgs {
+    disk: PathBuf,
+    image_dir: PathBuf,
+    /// Only these partitions, e.g. `1,2,4` (default: all).
+    #[arg(long, value_delimiter = ',')]
+    partitions: Option<Vec<u32>>,
+    /// zstd level (1-19).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
+    level: i32,
+    /// Compression threads (default: all cores).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Store partition N whole, ignoring its file system (repeatable).
+    #[arg(long)]
+    raw: Vec<u32>,
+    /// Raw bytes per chunk, a power of two from 64K to 64M. Smaller chunks compress a
+    /// little worse but cut the per-hop latency of relayed distribution.
+    #[arg(long, default_value = "8M", value_parser = parse_chunk_size)]
+    chunk_size: u64,
+    /// Capture even though a partition is mounted read-write (the copy may be inconsistent).
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Args)]
+struct RestoreArgs {
+    image_dir: PathBuf,
+    target: PathBuf,
+    /// Only these partitions (default: all in the image).
+    #[arg(long, value_delimiter = ',')]
+    partitions: Option<Vec<u32>>,
+    /// Print the plan and write nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Read every chunk back after writing and check its sha256.
+    #[arg(long)]
+    verify: bool,
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Refuse the image unless one of these public keys signed it (a KEY.pub file or a
+    /// directory of them; repeatable). Checked before anything is written.
+    #[arg(long, value_name = "KEY.pub")]
+    trust: Vec<PathBuf>,
+}
+
+#[derive(Args)]
+struct InspectArgs {
+    image_dir: PathBuf,
+}
+
+#[derive(Args)]
+struct VerifyArgs {
+    image_dir: PathBuf,
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Also require a signature by one of these public keys (a KEY.pub file or a
+    /// directory of them; repeatable).
+    #[arg(long, value_name = "KEY.pub")]
+    trust: Vec<PathBuf>,
+}
+
+#[derive(Args)]
+struct KeygenArgs {
+    key: PathBuf,
+}
+
+#[derive(Args)]
+struct SignArgs {
+    image_dir: PathBuf,
+    #[arg(long, value_name = "KEY")]
+    key: PathBuf,
+}
+
+#[derive(Args)]
+struct DiffArgs {
+    image_dir: PathBuf,
+    disk: PathBuf,
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    image_root: PathBuf,
+    /// Also serve this boot tree (repeatable).
+    #[arg(long)]
+    tree: Vec<PathBuf>,
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    listen: String,
+    /// Open connections at most (each has its own thread); at the bound the
+    /// longest-idle connection is closed, else the slowest reader taking under 512 KiB/s,
+    /// else the new one is answered 503.
+    #[arg(long, default_value_t = imgtool::httpd::DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
+}
+
+#[derive(Args)]
+struct StatusArgs {
+    #[arg(long)]
+    server: String,
+}
+
+#[derive(Args)]
+struct ExportArgs {
+    image_dir: PathBuf,
+    out: PathBuf,
+    /// Disk size, e.g. `20G` (default: the master's size). Larger grows the last partition.
+    #[arg(long, value_parser = parse_size)]
+    size: Option<u64>,
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
 }
 
 /// An image directory, or an `http://` URL of one on any HTTP server.
@@ -249,510 +285,246 @@ fn parse_size(s: &str) -> std::result::Result<u64, String> {
     }
 }
 
-fn human(n: u64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < units.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", units[u])
-    }
+/// How a subcommand prints: JSON documents or text, and its progress bars.
+struct Out {
+    json: bool,
+    progress: Progress,
 }
 
-fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
-    Ok(())
-}
-
-fn print_plan(report: &imgtool::restore::RestoreReport) {
-    let plan = &report.plan;
-    if plan.keep_table {
-        println!(
-            "table: kept (the disk's {} table equals the image's)",
-            plan.layout.table
-        );
-    } else {
-        println!("table: rewritten as {} because:", plan.layout.table);
-        for r in &plan.reasons {
-            println!("  - {r}");
-        }
-    }
-    let ss = plan.layout.sector_size as u64;
-    for p in &plan.layout.partitions {
-        println!(
-            "  {:>3}  start {:>10}  size {:>10}  {:>10}  type {}",
-            p.number,
-            p.start,
-            p.size,
-            human(p.size * ss),
-            p.type_
-        );
-    }
-    for r in &report.regions {
-        let grown = match r.grown {
-            Some((a, b)) => format!(", grown {} -> {}", human(a), human(b)),
-            None => String::new(),
-        };
-        println!(
-            "  {:<5} {:<8} {} of data{grown}",
-            r.name,
-            r.filesystem,
-            human(r.bytes)
-        );
-    }
-}
-
-/// The status board as the distribution tree: who feeds whom, then each node's progress;
-/// failed nodes and re-routings are marked. A node that is its upstream's only downstream
-/// is printed under it at the same depth, marked `→` (a 64-node chain stays one column).
-fn print_status_tree(board: &std::collections::BTreeMap<String, imgtool::serve::NodeStatus>) {
-    use std::collections::BTreeMap;
-    let mut children: BTreeMap<String, Vec<&imgtool::serve::NodeStatus>> = BTreeMap::new();
-    for n in board.values() {
-        let up = if n.last.upstream.is_empty() {
-            "primary"
+impl Out {
+    /// Prints `value` as pretty JSON with `--json`, else the text `render` makes.
+    fn print<T: serde::Serialize>(&self, value: &T, render: impl FnOnce() -> String) -> Result<()> {
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(value)?);
         } else {
-            n.last.upstream.as_str()
-        };
-        let up = if up != "primary" && !board.contains_key(up) {
-            "primary"
-        } else {
-            up
-        };
-        children.entry(up.to_string()).or_default().push(n);
-    }
-    fn line(n: &imgtool::serve::NodeStatus, depth: usize, fed: bool) -> String {
-        let pct = if n.last.total > 0 {
-            format!("{:.0}%", 100.0 * n.last.done as f64 / n.last.total as f64)
-        } else {
-            String::new()
-        };
-        let mark = match n.last.phase.as_str() {
-            "failed" => "FAILED ",
-            _ if n.history.iter().any(|h| h.contains("rerouted")) => "rerouted ",
-            _ => "",
-        };
-        format!(
-            "{:indent$}{}{} [{}{} {}] {}",
-            "",
-            if fed { "→ " } else { "" },
-            n.node,
-            mark,
-            n.last.phase,
-            pct,
-            n.last.message,
-            indent = depth * 2
-        )
-    }
-    fn walk(
-        name: &str,
-        depth: usize,
-        children: &std::collections::BTreeMap<String, Vec<&imgtool::serve::NodeStatus>>,
-        seen: &mut std::collections::BTreeSet<String>,
-    ) {
-        let kids = children.get(name).map(|v| v.as_slice()).unwrap_or(&[]);
-        // An only child continues its upstream's column.
-        let fed = kids.len() == 1 && name != "primary";
-        let at = if fed { depth - 1 } else { depth };
-        for n in kids {
-            if seen.insert(n.node.clone()) {
-                println!("{}", line(n, at, fed));
-                walk(&n.node, at + 1, children, seen);
-            }
+            print!("{}", render());
         }
-    }
-    println!("primary");
-    let mut seen = std::collections::BTreeSet::new();
-    walk("primary", 1, &children, &mut seen);
-    for n in board.values() {
-        if !seen.contains(&n.node) {
-            println!("{}", line(n, 1, false));
-        }
+        Ok(())
     }
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
-    let progress = Progress::auto(cli.quiet || cli.json);
+    let out = Out {
+        json: cli.json,
+        progress: Progress::auto(cli.quiet || cli.json),
+    };
     match cli.cmd {
-        Cmd::Capture {
-            disk,
-            image_dir,
-            partitions,
-            level,
-            threads,
-            raw,
-            force,
-            chunk_size,
-        } => {
-            let u = usage(&disk);
-            if u.mounted_rw() && !force {
-                bail!(
-                    "refusing to capture {}: {}. Unmount it (or remount read-only), or pass --force to copy a live file system",
-                    disk.display(),
-                    u.describe()
-                );
-            }
-            let dev = Disk::open_ro_direct(&disk)?;
-            let opts = CaptureOptions {
-                partitions,
-                raw,
-                level,
-                threads,
-                chunk_size,
-            };
-            let m = capture(&dev, &disk, &image_dir, &opts, &progress).with_context(|| {
-                format!("capturing {} into {}", disk.display(), image_dir.display())
-            })?;
-            if cli.json {
-                print_json(&serde_json::json!({
-                    "image_dir": image_dir, "image_id": m.image_id,
-                    "regions": m.regions.iter().map(|r| serde_json::json!({
-                        "name": r.name, "filesystem": r.filesystem, "uuid": r.uuid, "label": r.label,
-                        "used_bytes": r.used_bytes, "compressed_bytes": r.compressed_bytes(), "chunks": r.chunks.len()
-                    })).collect::<Vec<_>>()
-                }))?;
-            } else {
-                for r in &m.regions {
-                    println!(
-                        "{:<5} {:<8} {:>10} used -> {:>10} ({} chunks)",
-                        r.name,
-                        r.filesystem,
-                        human(r.used_bytes),
-                        human(r.compressed_bytes()),
-                        r.chunks.len()
-                    );
-                }
-                println!("image {} written to {}", m.image_id, image_dir.display());
-            }
-        }
-        Cmd::Restore {
-            image_dir,
-            target,
-            partitions,
-            dry_run,
-            verify,
-            threads,
-            trust,
-        } => {
-            let img = open_image(&image_dir)?;
-            check_trust(&img, &trust, cli.json)?;
-            let dev = if dry_run {
-                Disk::open_ro(&target)?
-            } else {
-                Disk::open_rw_direct(&target)?
-            };
-            let opts = RestoreOptions {
-                partitions,
-                dry_run,
-                threads,
-                verify,
-                ..Default::default()
-            };
-            let rep = restore(&img, &dev, &opts, &progress).with_context(|| {
-                format!(
-                    "restoring {} onto {}",
-                    image_dir.display(),
-                    target.display()
-                )
-            })?;
-            if cli.json {
-                print_json(&rep)?;
-            } else {
-                print_plan(&rep);
-                if dry_run {
-                    println!("dry run: nothing was written to {}", target.display());
-                } else {
-                    println!("restored image {} onto {}", rep.image_id, target.display());
-                }
-            }
-        }
-        Cmd::Serve {
-            image_root,
-            tree,
-            listen,
-            max_connections,
-        } => {
-            let mut roots = vec![image_root];
-            roots.extend(tree);
-            for r in &roots {
-                if !r.is_dir() {
-                    bail!("{} is not a directory", r.display());
-                }
-            }
-            imgtool::serve::serve(imgtool::serve::ServeOptions {
-                roots,
-                listen,
-                max_connections,
-            })
-            .map_err(anyhow::Error::msg)?;
-        }
-        Cmd::Status { server } => {
-            let board = imgtool::serve::fetch_status(&server).map_err(anyhow::Error::msg)?;
-            if cli.json {
-                print_json(&board)?;
-            } else if board.is_empty() {
-                println!("no node has reported to {server} yet");
-            } else {
-                print_status_tree(&board);
-            }
-        }
-        Cmd::Inspect { image_dir } => {
-            let img = open_image(&image_dir)?;
-            let m = &img.manifest;
-            // Who claims to have signed it (not checked here: `verify --trust KEY.pub` does).
-            let signers: Result<Vec<(String, bool)>, String> =
-                match imgtool::sign::read_signature_file(img.source.as_ref()) {
-                    Err(_) => Ok(vec![]),
-                    Ok(bytes) => imgtool::sign::Signatures::parse(&bytes, "signature")
-                        .map(|s| {
-                            s.lines
-                                .into_iter()
-                                .map(|l| (l.key_id, l.image_id == m.image_id))
-                                .collect()
-                        })
-                        .map_err(|e| e.to_string()),
-                };
-            if cli.json {
-                let signatures = match &signers {
-                    Ok(v) => serde_json::json!(v
-                        .iter()
-                        .map(|(k, this)| serde_json::json!({"key_id": k, "this_image": this}))
-                        .collect::<Vec<_>>()),
-                    Err(e) => serde_json::json!({ "error": e }),
-                };
-                print_json(&serde_json::json!({
-                    "image_id": m.image_id, "version": m.version, "chunk_size": m.chunk_size, "level": m.level,
-                    "signatures": signatures,
-                    "layout": img.layout,
-                    "regions": m.regions.iter().map(|r| serde_json::json!({
-                        "name": r.name, "number": r.number, "filesystem": r.filesystem, "uuid": r.uuid,
-                        "label": r.label, "size": r.size, "fs_size": r.fs_size, "used_bytes": r.used_bytes,
-                        "compressed_bytes": r.compressed_bytes(), "chunks": r.chunks.len(), "payload": r.payload
-                    })).collect::<Vec<_>>()
-                }))?;
-            } else {
-                let l = &img.layout;
-                println!("image      {}", m.image_id);
-                match &signers {
-                    Ok(v) if v.is_empty() => println!("signature  none"),
-                    Ok(v) => println!(
-                        "signature  {} (unchecked: `imgtool verify --trust KEY.pub` checks them)",
-                        v.iter()
-                            .map(|(k, this)| if *this {
-                                format!("key {k}")
-                            } else {
-                                format!("key {k} (for another image id)")
-                            })
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                    Err(e) => println!("signature  unreadable: {e}"),
-                }
-                println!(
-                    "format     version {}, chunks up to {}, zstd level {}",
-                    m.version,
-                    human(m.chunk_size),
-                    m.level
-                );
-                println!(
-                    "layout     {} table, {}-byte sectors, disk {} ({} bytes), grow partition {}",
-                    l.table,
-                    l.sector_size,
-                    human(l.disk_size),
-                    l.disk_size,
-                    l.grow.map(|g| g.to_string()).unwrap_or("-".into())
-                );
-                println!("  #  start        size         bytes      type                                   fs");
-                for p in &l.partitions {
-                    println!(
-                        "{:>3}  {:<12} {:<12} {:>10} {:<38} {}",
-                        p.number,
-                        p.start,
-                        p.size,
-                        human(p.size * l.sector_size as u64),
-                        p.type_,
-                        p.filesystem.as_deref().unwrap_or(if p.is_extended() {
-                            "(extended)"
-                        } else {
-                            "(not captured)"
-                        })
-                    );
-                }
-                println!("region fs       uuid                                 label        used       stored     chunks");
-                for r in &m.regions {
-                    println!(
-                        "{:<6} {:<8} {:<36} {:<12} {:>10} {:>10} {:>6}",
-                        r.name,
-                        r.filesystem,
-                        r.uuid.as_deref().unwrap_or("-"),
-                        r.label.as_deref().unwrap_or("-"),
-                        human(r.used_bytes),
-                        human(r.compressed_bytes()),
-                        r.chunks.len()
-                    );
-                }
-            }
-        }
-        Cmd::Verify {
-            image_dir,
-            threads,
-            trust,
-        } => {
-            let img = open_image(&image_dir)?;
-            check_trust(&img, &trust, cli.json)?;
-            let rep = imgtool::verify::verify(&img, threads, &progress)
-                .with_context(|| format!("verifying {}", image_dir.display()))?;
-            if cli.json {
-                print_json(&rep)?;
-            } else {
-                println!(
-                    "image {} OK: {} chunks in {} regions, {} raw, {} stored",
-                    rep.image_id,
-                    rep.chunks,
-                    rep.regions,
-                    human(rep.raw_bytes),
-                    human(rep.compressed_bytes)
-                );
-            }
-        }
-        Cmd::Keygen { key } => {
-            let k = imgtool::sign::keygen(&key)?;
-            let public = imgtool::sign::public_path(&key);
-            if cli.json {
-                print_json(&serde_json::json!({
-                    "key_id": k.id, "secret": key, "public": public,
-                }))?;
-            } else {
-                println!(
-                    "key {} written: {} (secret, keep it off the nodes) and {} (public)",
-                    k.id,
-                    key.display(),
-                    public.display()
-                );
-            }
-        }
-        Cmd::Sign { image_dir, key } => {
-            let k = imgtool::sign::SecretKey::load(&key)?;
-            let (id, stale) = imgtool::sign::sign_dir(&image_dir, &k)
-                .with_context(|| format!("signing {}", image_dir.display()))?;
-            if cli.json {
-                print_json(&serde_json::json!({
-                    "image_id": id, "key_id": k.id, "stale_dropped": stale,
-                }))?;
-            } else {
-                if stale > 0 {
-                    println!("dropped {stale} signature(s) of an earlier image id");
-                }
-                println!(
-                    "image {id} signed by key {} ({})",
-                    k.id,
-                    image_dir.join(imgtool::sign::SIGNATURE_FILE).display()
-                );
-            }
-        }
-        Cmd::Diff {
-            image_dir,
-            disk,
-            threads,
-        } => {
-            let img = open_image(&image_dir)?;
-            let dev = Disk::open_ro(&disk)?;
-            let rep = imgtool::diff::diff(&img, &dev, threads, &progress)?;
-            let same = rep.layout_kept && rep.regions.iter().all(|r| r.differing.is_empty());
-            if cli.json {
-                print_json(&rep)?;
-            } else {
-                if rep.layout_equal {
-                    println!("layout: equal");
-                } else if rep.layout_kept {
-                    println!("layout: the image's, grown to this disk (restore keeps it)");
-                    for d in &rep.layout_differences {
-                        println!("  - {d}");
-                    }
-                } else {
-                    println!("layout: different");
-                    for d in &rep.layout_differences {
-                        println!("  - {d}");
-                    }
-                }
-                for r in &rep.regions {
-                    println!(
-                        "{:<5} {} of {} chunks differ ({})",
-                        r.name,
-                        r.differing.len(),
-                        r.chunks,
-                        human(r.differing_bytes)
-                    );
-                }
-            }
-            return Ok(if same {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            });
-        }
-        Cmd::Export {
-            image_dir,
-            out,
-            size,
-            threads,
-        } => {
-            let img = open_image(&image_dir)?;
-            let size = size.unwrap_or(img.layout.disk_size);
-            if out.exists() {
-                bail!("{} already exists; export writes a new file", out.display());
-            }
-            let f = std::fs::File::create_new(&out)
-                .with_context(|| format!("creating {}", out.display()))?;
-            f.set_len(size)
-                .with_context(|| format!("sizing {} to {size} bytes", out.display()))?;
-            drop(f);
-            let res = (|| -> Result<_> {
-                let dev = Disk::open_rw_direct(&out)?;
-                Ok(restore(
-                    &img,
-                    &dev,
-                    &RestoreOptions {
-                        partitions: None,
-                        dry_run: false,
-                        threads,
-                        verify: false,
-                        ..Default::default()
-                    },
-                    &progress,
-                )?)
-            })();
-            match res {
-                Ok(rep) => {
-                    if cli.json {
-                        print_json(&rep)?;
-                    } else {
-                        print_plan(&rep);
-                        println!(
-                            "exported image {} to {} ({} sparse)",
-                            rep.image_id,
-                            out.display(),
-                            human(size)
-                        );
-                    }
-                }
-                Err(e) => {
-                    let _ = std::fs::remove_file(&out);
-                    return Err(e.context(format!(
-                        "exporting {} to {}",
-                        image_dir.display(),
-                        out.display()
-                    )));
-                }
-            }
-        }
+        Cmd::Capture(a) => capture_cmd(a, &out)?,
+        Cmd::Restore(a) => restore_cmd(a, &out)?,
+        Cmd::Serve(a) => serve_cmd(a)?,
+        Cmd::Status(a) => status_cmd(a, &out)?,
+        Cmd::Inspect(a) => inspect_cmd(a, &out)?,
+        Cmd::Verify(a) => verify_cmd(a, &out)?,
+        Cmd::Keygen(a) => keygen_cmd(a, &out)?,
+        Cmd::Sign(a) => sign_cmd(a, &out)?,
+        Cmd::Diff(a) => return diff_cmd(a, &out),
+        Cmd::Export(a) => export_cmd(a, &out)?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn capture_cmd(a: CaptureArgs, out: &Out) -> Result<()> {
+    let u = usage(&a.disk);
+    if u.mounted_rw() && !a.force {
+        bail!(
+            "refusing to capture {}: {}. Unmount it (or remount read-only), or pass --force to copy a live file system",
+            a.disk.display(),
+            u.describe()
+        );
+    }
+    let dev = Disk::open_ro_direct(&a.disk)?;
+    let opts = CaptureOptions {
+        partitions: a.partitions,
+        raw: a.raw,
+        level: a.level,
+        threads: a.threads,
+        chunk_size: a.chunk_size,
+    };
+    let m = capture(&dev, &a.disk, &a.image_dir, &opts, &out.progress).with_context(|| {
+        format!(
+            "capturing {} into {}",
+            a.disk.display(),
+            a.image_dir.display()
+        )
+    })?;
+    out.print(&render::capture_json(&m, &a.image_dir), || {
+        render::capture(&m, &a.image_dir)
+    })
+}
+
+fn restore_cmd(a: RestoreArgs, out: &Out) -> Result<()> {
+    let img = open_image(&a.image_dir)?;
+    check_trust(&img, &a.trust, out.json)?;
+    let dev = if a.dry_run {
+        Disk::open_ro(&a.target)?
+    } else {
+        Disk::open_rw_direct(&a.target)?
+    };
+    let opts = RestoreOptions {
+        partitions: a.partitions,
+        dry_run: a.dry_run,
+        threads: a.threads,
+        verify: a.verify,
+        ..Default::default()
+    };
+    let rep = restore(&img, &dev, &opts, &out.progress).with_context(|| {
+        format!(
+            "restoring {} onto {}",
+            a.image_dir.display(),
+            a.target.display()
+        )
+    })?;
+    out.print(&rep, || {
+        let done = if a.dry_run {
+            format!("dry run: nothing was written to {}\n", a.target.display())
+        } else {
+            format!(
+                "restored image {} onto {}\n",
+                rep.image_id,
+                a.target.display()
+            )
+        };
+        render::restore_plan(&rep) + &done
+    })
+}
+
+fn serve_cmd(a: ServeArgs) -> Result<()> {
+    let mut roots = vec![a.image_root];
+    roots.extend(a.tree);
+    for r in &roots {
+        if !r.is_dir() {
+            bail!("{} is not a directory", r.display());
+        }
+    }
+    imgtool::serve::serve(imgtool::serve::ServeOptions {
+        roots,
+        listen: a.listen,
+        max_connections: a.max_connections,
+    })
+    .map_err(anyhow::Error::msg)
+}
+
+fn status_cmd(a: StatusArgs, out: &Out) -> Result<()> {
+    let board = imgtool::serve::fetch_status(&a.server).map_err(anyhow::Error::msg)?;
+    out.print(&board, || {
+        if board.is_empty() {
+            format!("no node has reported to {} yet\n", a.server)
+        } else {
+            render::status_tree(&board)
+        }
+    })
+}
+
+fn inspect_cmd(a: InspectArgs, out: &Out) -> Result<()> {
+    let img = open_image(&a.image_dir)?;
+    let signers = render::signers(&img);
+    out.print(&render::inspect_json(&img, &signers), || {
+        render::inspect(&img, &signers)
+    })
+}
+
+fn verify_cmd(a: VerifyArgs, out: &Out) -> Result<()> {
+    let img = open_image(&a.image_dir)?;
+    check_trust(&img, &a.trust, out.json)?;
+    let rep = imgtool::verify::verify(&img, a.threads, &out.progress)
+        .with_context(|| format!("verifying {}", a.image_dir.display()))?;
+    out.print(&rep, || render::verify(&rep))
+}
+
+fn keygen_cmd(a: KeygenArgs, out: &Out) -> Result<()> {
+    let k = imgtool::sign::keygen(&a.key)?;
+    let public = imgtool::sign::public_path(&a.key);
+    let doc = serde_json::json!({ "key_id": k.id, "secret": a.key, "public": public });
+    out.print(&doc, || {
+        format!(
+            "key {} written: {} (secret, keep it off the nodes) and {} (public)\n",
+            k.id,
+            a.key.display(),
+            public.display()
+        )
+    })
+}
+
+fn sign_cmd(a: SignArgs, out: &Out) -> Result<()> {
+    let k = imgtool::sign::SecretKey::load(&a.key)?;
+    let (id, stale) = imgtool::sign::sign_dir(&a.image_dir, &k)
+        .with_context(|| format!("signing {}", a.image_dir.display()))?;
+    let doc = serde_json::json!({ "image_id": id, "key_id": k.id, "stale_dropped": stale });
+    out.print(&doc, || {
+        let dropped = if stale > 0 {
+            format!("dropped {stale} signature(s) of an earlier image id\n")
+        } else {
+            String::new()
+        };
+        let file = a.image_dir.join(imgtool::sign::SIGNATURE_FILE);
+        format!(
+            "{dropped}image {id} signed by key {} ({})\n",
+            k.id,
+            file.display()
+        )
+    })
+}
+
+/// Exit 0 when the disk holds the image, 1 when it differs.
+fn diff_cmd(a: DiffArgs, out: &Out) -> Result<ExitCode> {
+    let img = open_image(&a.image_dir)?;
+    let dev = Disk::open_ro(&a.disk)?;
+    let rep = imgtool::diff::diff(&img, &dev, a.threads, &out.progress)?;
+    let same = rep.layout_kept && rep.regions.iter().all(|r| r.differing.is_empty());
+    out.print(&rep, || render::diff(&rep))?;
+    Ok(if same {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// Restores into a new sparse file; the file is removed again when that fails.
+fn export_cmd(a: ExportArgs, out: &Out) -> Result<()> {
+    let img = open_image(&a.image_dir)?;
+    let size = a.size.unwrap_or(img.layout.disk_size);
+    if a.out.exists() {
+        bail!(
+            "{} already exists; export writes a new file",
+            a.out.display()
+        );
+    }
+    let f = std::fs::File::create_new(&a.out)
+        .with_context(|| format!("creating {}", a.out.display()))?;
+    f.set_len(size)
+        .with_context(|| format!("sizing {} to {size} bytes", a.out.display()))?;
+    drop(f);
+    let res = (|| -> Result<_> {
+        let dev = Disk::open_rw_direct(&a.out)?;
+        let opts = RestoreOptions {
+            partitions: None,
+            dry_run: false,
+            threads: a.threads,
+            verify: false,
+            ..Default::default()
+        };
+        Ok(restore(&img, &dev, &opts, &out.progress)?)
+    })();
+    let rep = match res {
+        Ok(rep) => rep,
+        Err(e) => {
+            let _ = std::fs::remove_file(&a.out);
+            return Err(e.context(format!(
+                "exporting {} to {}",
+                a.image_dir.display(),
+                a.out.display()
+            )));
+        }
+    };
+    out.print(&rep, || {
+        format!(
+            "{}exported image {} to {} ({} sparse)\n",
+            render::restore_plan(&rep),
+            rep.image_id,
+            a.out.display(),
+            render::human(size)
+        )
+    })
 }
 
 fn main() -> ExitCode {

@@ -1,8 +1,9 @@
-//! `pxe-builder`: parses arguments and calls the library.
+//! `pxe-builder`: parses arguments, calls the library and prints what
+//! [`pxe_builder::render`] makes of the result.
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use pxe_builder::{lookup, model, tree};
+use pxe_builder::{lookup, model, render, tree};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -73,39 +74,20 @@ enum Cmd {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    match cli.cmd {
+    let text = match cli.cmd {
         Cmd::Check { cluster } => {
             let c = model::load(&cluster)?;
             tree::render(&c)?;
             if cli.json {
-                println!(
-                    "{}",
-                    serde_json::json!({"ok": true, "nodes": c.nodes.len(), "entities": c.entities.len(), "groups": c.groups.len()})
-                );
+                format!("{}\n", render::check_json(&c))
             } else {
-                println!(
-                    "{}: ok ({} nodes, {} entities, {} groups)",
-                    cluster.display(),
-                    c.nodes.len(),
-                    c.entities.len(),
-                    c.groups.len()
-                );
+                render::check(&cluster, &c)
             }
         }
         Cmd::Build { cluster, out } => {
             let c = model::load(&cluster)?;
             let s = tree::build(&c, &out).with_context(|| format!("building {}", out.display()))?;
-            if cli.json {
-                println!("{}", serde_json::to_string_pretty(&s)?);
-            } else {
-                println!(
-                    "wrote {} files for {} nodes in {} entities to {}",
-                    s.files, s.nodes, s.entities, s.out
-                );
-                for (h, e) in &s.hex_files {
-                    println!("  pxelinux.cfg/{h:<8}  etc/bootopts/{h:<8}  entity {e}");
-                }
-            }
+            json_or(cli.json, &s, || render::build(&s))?
         }
         Cmd::Initrd {
             agent,
@@ -120,40 +102,7 @@ fn run(cli: Cli) -> Result<()> {
             spec.trusted = trust;
             let (bytes, summary) = pxe_builder::initrd::build(&spec)?;
             std::fs::write(&out, &bytes).with_context(|| format!("writing {}", out.display()))?;
-            if cli.json {
-                println!("{}", serde_json::to_string_pretty(&summary)?);
-            } else {
-                println!(
-                    "{}: {:.1} MB ({:.1} MB uncompressed), modules: {}",
-                    out.display(),
-                    summary.bytes as f64 / 1e6,
-                    summary.uncompressed as f64 / 1e6,
-                    summary.modules.join(" ")
-                );
-                if !summary.builtin.is_empty() {
-                    println!("built into the kernel: {}", summary.builtin.join(" "));
-                }
-                if !summary.skipped.is_empty() {
-                    println!(
-                        "not in this kernel (skipped): {}",
-                        summary.skipped.join(" ")
-                    );
-                }
-                let keys: Vec<&str> = summary
-                    .files
-                    .iter()
-                    .filter_map(|f| {
-                        f.rsplit('/')
-                            .next()
-                            .filter(|_| f.starts_with("etc/netboot/trusted/"))
-                    })
-                    .collect();
-                if keys.is_empty() {
-                    println!("no trusted key: nodes check image integrity, not who made the image");
-                } else {
-                    println!("trusted image-signing keys: {}", keys.join(" "));
-                }
-            }
+            json_or(cli.json, &summary, || render::initrd(&out, &summary))?
         }
         Cmd::Lookup { tree, ip, mac } => {
             if ip.is_none() && mac.is_none() {
@@ -164,34 +113,24 @@ fn run(cli: Cli) -> Result<()> {
                 .transpose()
                 .map_err(anyhow::Error::msg)?;
             let l = lookup::lookup(&tree, mac, ip);
-            if cli.json {
-                println!("{}", serde_json::to_string_pretty(&l)?);
-            } else {
-                for (f, exists) in &l.tried {
-                    let mark = if Some(f) == l.chosen.as_ref() {
-                        "=> loads"
-                    } else if *exists {
-                        "   exists"
-                    } else {
-                        "   -"
-                    };
-                    println!("{mark:<9} {f}");
-                }
-                match &l.chosen {
-                    None => println!("no file matches: pxelinux will fail to boot this client"),
-                    Some(_) => {
-                        println!("kernel:   {}", l.kernel.as_deref().unwrap_or("?"));
-                        println!("initrd:   {}", l.initrd.as_deref().unwrap_or("-"));
-                        println!("append:   {}", l.append.as_deref().unwrap_or(""));
-                    }
-                }
-                if let Some(b) = &l.bootopts {
-                    println!("bootopts: {b}");
-                }
-            }
+            json_or(cli.json, &l, || render::lookup(&l))?
         }
-    }
+    };
+    print!("{text}");
     Ok(())
+}
+
+/// `value` as pretty JSON with `--json`, else the text `render` makes.
+fn json_or<T: serde::Serialize>(
+    json: bool,
+    value: &T,
+    render: impl FnOnce() -> String,
+) -> Result<String> {
+    Ok(if json {
+        serde_json::to_string_pretty(value)? + "\n"
+    } else {
+        render()
+    })
 }
 
 fn main() -> ExitCode {
