@@ -52,6 +52,7 @@ fn refused(image: &Path, dev: &Path, file: &Path, needles: &[&str]) {
 
 #[test]
 fn too_small_disk() {
+    skip_unless_root!("the fixture disk is built through loop devices");
     let s = captured("gpt");
     let t = s.dir.join("small.img");
     target(&t, s.size / 2);
@@ -60,6 +61,7 @@ fn too_small_disk() {
 
 #[test]
 fn sector_size_4096_target_for_512_image() {
+    skip_unless_root!("loop devices");
     let s = captured("gpt");
     let t = s.dir.join("4k.img");
     target(&t, s.size * 2);
@@ -74,6 +76,7 @@ fn sector_size_4096_target_for_512_image() {
 
 #[test]
 fn flipped_payload_byte() {
+    skip_unless_root!("the fixture disk is built through loop devices");
     let s = captured("gpt");
     let img = copy_image(&s, "flipped");
     let p = img.join("p4.zst");
@@ -88,6 +91,7 @@ fn flipped_payload_byte() {
 
 #[test]
 fn truncated_payload() {
+    skip_unless_root!("the fixture disk is built through loop devices");
     let s = captured("gpt");
     let img = copy_image(&s, "truncated");
     let p = img.join("p2.zst");
@@ -105,6 +109,7 @@ fn truncated_payload() {
 
 #[test]
 fn manifest_of_an_unknown_version() {
+    skip_unless_root!("the fixture disk is built through loop devices");
     let s = captured("gpt");
     let img = copy_image(&s, "v99");
     let m = std::fs::read_to_string(img.join("manifest")).unwrap();
@@ -128,6 +133,7 @@ fn manifest_of_an_unknown_version() {
 
 #[test]
 fn mounted_target() {
+    skip_unless_root!("loop devices");
     let s = captured("gpt");
     let t = s.dir.join("mounted.img");
     // A disk with the same content as the master, one partition mounted read-only.
@@ -165,6 +171,7 @@ fn mounted_target() {
 
 #[test]
 fn capture_refuses_a_source_mounted_read_write() {
+    skip_unless_root!("loop devices");
     let s = captured("gpt");
     let src = s.dir.join("live.img");
     run(Command::new("cp")

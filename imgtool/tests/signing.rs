@@ -44,7 +44,7 @@ fn cp_r(from: &Path, to: &Path) {
 
 #[test]
 fn keygen_sign_and_verify_trust_accept_good_and_refuse_unsigned_and_tampered() {
-    require_root();
+    skip_unless_root!("loop devices");
     let master = fixture("gpt");
     let work = tempfile::tempdir().unwrap();
     let w = work.path();
