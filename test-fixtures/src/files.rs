@@ -353,6 +353,7 @@ pub fn gpt_master(dir: &Path) -> (FileDisk, BTreeMap<&'static str, PathBuf>) {
         .take(1 << 20)
         .collect();
     std::fs::write(data.join("results.csv"), csv).expect("write");
+    std::fs::write(data.join("hostname"), "master\n").expect("write");
     let ext = |label: &str, uuid: &str, tree: &Path| Fs::Ext4 {
         label: label.into(),
         uuid: uuid.into(),
