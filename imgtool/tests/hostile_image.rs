@@ -143,8 +143,7 @@ fn p4_bytes(s: &Captured, t: &Path) -> Vec<u8> {
 
 #[test]
 fn d1_region_larger_than_its_partition_is_refused() {
-    skip_unless_root!("the fixture disk is built through loop devices");
-    let s = captured("gpt");
+    let s = captured_files();
     // The swap region (16 MiB) claims 100 MiB, its header chunk moved to 16 MiB: the
     // first bytes of partition 4 (its ext4 superblock) if it were written.
     let img = edited(&s, "d1", |m, _| {
@@ -160,8 +159,7 @@ fn d1_region_larger_than_its_partition_is_refused() {
 
 #[test]
 fn d1_zero_fill_of_an_oversized_region_is_refused() {
-    skip_unless_root!("the fixture disk is built through loop devices");
-    let s = captured("gpt");
+    let s = captured_files();
     // `fill: zero` and a chunk far past the partition: the gap before it would be zeroed.
     let img = edited(&s, "d1z", |m, _| {
         let r = region(m, "p3");
@@ -177,8 +175,7 @@ fn d1_zero_fill_of_an_oversized_region_is_refused() {
 
 #[test]
 fn d2_chunk_offset_that_wraps_is_refused() {
-    skip_unless_root!("the fixture disk is built through loop devices");
-    let s = captured("gpt");
+    let s = captured_files();
     let img = edited(&s, "d2o", |m, _| {
         region(m, "p3").chunks[0].offset = u64::MAX - 2047;
     });
@@ -193,8 +190,7 @@ fn d2_chunk_offset_that_wraps_is_refused() {
 
 #[test]
 fn d2_compressed_length_of_2_pow_63_is_refused() {
-    skip_unless_root!("the fixture disk is built through loop devices");
-    let s = captured("gpt");
+    let s = captured_files();
     let img = edited(&s, "d2c", |m, _| {
         let c = &mut region(m, "p3").chunks[0];
         c.payload_offset = 1 << 63;
@@ -211,8 +207,7 @@ fn d2_compressed_length_of_2_pow_63_is_refused() {
 
 #[test]
 fn d2_compressed_length_of_1_tib_is_refused_without_allocating_it() {
-    skip_unless_root!("the fixture disk is built through loop devices");
-    let s = captured("gpt");
+    let s = captured_files();
     // payload_offset + compressed_length wraps to a small number that passes a naive
     // "inside the payload file" test; the reader would then allocate 1 TiB.
     let img = edited(&s, "d2t", |m, _| {

@@ -37,3 +37,23 @@ pub fn captured(kind: &str) -> Captured {
         _work: work,
     }
 }
+
+/// The file-built GPT master of `test_fixtures::files::gpt_master` (same layout, labels
+/// and UUIDs as the `gpt` fixture, smaller, no root needed), captured into a fresh
+/// temporary directory.
+pub fn captured_files() -> Captured {
+    let work = tempfile::tempdir().unwrap();
+    let (disk, _) = test_fixtures::files::gpt_master(work.path());
+    let image = work.path().join("img");
+    run(imgtool()
+        .args(["capture", "-q"])
+        .arg(&disk.path)
+        .arg(&image));
+    Captured {
+        dir: work.path().to_path_buf(),
+        size: std::fs::metadata(&disk.path).unwrap().len(),
+        image,
+        master: disk.path,
+        _work: work,
+    }
+}
