@@ -54,4 +54,5 @@ runuser -u "$user" -- env -i \
 awk '/^test result:/ { p += $4; f += $6 } /skipped: needs root/ { s++ }
      END { printf "rootless: %d passed, %d failed, %d skipped (needs root)\n", p - s, f, s }' "$log"
 rm -f "$log"
+[ "$status" = 0 ] || echo "rootless: FAILED (cargo test exited $status; see above)"
 exit "$status"
