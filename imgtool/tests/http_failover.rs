@@ -131,13 +131,16 @@ fn dead_base() -> String {
     format!("http://{}/img", l.local_addr().unwrap())
 }
 
+/// The switches a source made: (from, to, why).
+type Switches = Arc<Mutex<Vec<(String, String, String)>>>;
+
 /// A source over `bases` that gives up quickly; the switches it made are recorded.
-fn source(bases: Vec<String>) -> (HttpSource, Arc<Mutex<Vec<(String, String, String)>>>) {
+fn source(bases: Vec<String>) -> (HttpSource, Switches) {
     let mut s = HttpSource::chain(bases, Duration::from_secs(5));
     s.attempts = 2;
     s.failover_attempts = 2;
     s.grace = Duration::ZERO;
-    let switches: Arc<Mutex<Vec<(String, String, String)>>> = Default::default();
+    let switches: Switches = Default::default();
     let log = switches.clone();
     s.on_switch(Box::new(move |from, to, why| {
         log.lock()
