@@ -21,7 +21,7 @@ cargo test --workspace --no-fail-fast 2>&1 | tee "$log" || status=$?
 # with nothing in it).
 awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
 rm -f "$log"
-# The rootless pass (warm: ~TIME_WARM on 2 cores); ROOTLESS=0 leaves it out.
+# The rootless pass (warm: ~1 min on 2 cores; the first run builds the workspace in the user's target dir); ROOTLESS=0 leaves it out.
 if [ "${ROOTLESS:-1}" != 0 ]; then
   scripts/test-rootless.sh || status=$?
 fi
