@@ -52,8 +52,7 @@ fn refused(image: &Path, dev: &Path, file: &Path, needles: &[&str]) {
 
 #[test]
 fn too_small_disk() {
-    skip_unless_root!("the fixture disk is built through loop devices");
-    let s = captured("gpt");
+    let s = captured_files();
     let t = s.dir.join("small.img");
     target(&t, s.size / 2);
     refused(&s.image, &t, &t, &["too small"]);
@@ -76,8 +75,7 @@ fn sector_size_4096_target_for_512_image() {
 
 #[test]
 fn flipped_payload_byte() {
-    skip_unless_root!("the fixture disk is built through loop devices");
-    let s = captured("gpt");
+    let s = captured_files();
     let img = copy_image(&s, "flipped");
     let p = img.join("p4.zst");
     let mut b = std::fs::read(&p).unwrap();
@@ -91,8 +89,7 @@ fn flipped_payload_byte() {
 
 #[test]
 fn truncated_payload() {
-    skip_unless_root!("the fixture disk is built through loop devices");
-    let s = captured("gpt");
+    let s = captured_files();
     let img = copy_image(&s, "truncated");
     let p = img.join("p2.zst");
     let len = std::fs::metadata(&p).unwrap().len();
@@ -109,8 +106,7 @@ fn truncated_payload() {
 
 #[test]
 fn manifest_of_an_unknown_version() {
-    skip_unless_root!("the fixture disk is built through loop devices");
-    let s = captured("gpt");
+    let s = captured_files();
     let img = copy_image(&s, "v99");
     let m = std::fs::read_to_string(img.join("manifest")).unwrap();
     std::fs::write(
