@@ -31,7 +31,7 @@ fn capture_fails(disk: &Path, out: &Path) -> String {
 
 #[test]
 fn a_table_past_the_disk_end_is_named_and_nothing_is_left_behind() {
-    require_root();
+    skip_unless_root!("loop devices");
     let work = tempfile::tempdir().unwrap();
     // The tables still describe 256 MiB; the files now end inside the last partition.
     for (kind, needles) in [
@@ -64,7 +64,7 @@ impl Drop for SmallFs {
 
 #[test]
 fn a_full_disk_is_reported_once_and_nothing_is_left_behind() {
-    require_root();
+    skip_unless_root!("loop devices");
     let work = tempfile::tempdir().unwrap();
     let mnt = work.path().join("small");
     std::fs::create_dir(&mnt).unwrap();
@@ -84,7 +84,7 @@ fn a_full_disk_is_reported_once_and_nothing_is_left_behind() {
 
 #[test]
 fn a_table_that_restore_would_refuse_is_refused_at_capture() {
-    require_root();
+    skip_unless_root!("loop devices");
     let work = tempfile::tempdir().unwrap();
     let disk = work.path().join("overlap.img");
     std::fs::File::create(&disk)

@@ -143,7 +143,7 @@ fn p4_bytes(s: &Captured, t: &Path) -> Vec<u8> {
 
 #[test]
 fn d1_region_larger_than_its_partition_is_refused() {
-    let s = captured("gpt");
+    let s = captured_files();
     // The swap region (16 MiB) claims 100 MiB, its header chunk moved to 16 MiB: the
     // first bytes of partition 4 (its ext4 superblock) if it were written.
     let img = edited(&s, "d1", |m, _| {
@@ -159,7 +159,7 @@ fn d1_region_larger_than_its_partition_is_refused() {
 
 #[test]
 fn d1_zero_fill_of_an_oversized_region_is_refused() {
-    let s = captured("gpt");
+    let s = captured_files();
     // `fill: zero` and a chunk far past the partition: the gap before it would be zeroed.
     let img = edited(&s, "d1z", |m, _| {
         let r = region(m, "p3");
@@ -175,7 +175,7 @@ fn d1_zero_fill_of_an_oversized_region_is_refused() {
 
 #[test]
 fn d2_chunk_offset_that_wraps_is_refused() {
-    let s = captured("gpt");
+    let s = captured_files();
     let img = edited(&s, "d2o", |m, _| {
         region(m, "p3").chunks[0].offset = u64::MAX - 2047;
     });
@@ -190,7 +190,7 @@ fn d2_chunk_offset_that_wraps_is_refused() {
 
 #[test]
 fn d2_compressed_length_of_2_pow_63_is_refused() {
-    let s = captured("gpt");
+    let s = captured_files();
     let img = edited(&s, "d2c", |m, _| {
         let c = &mut region(m, "p3").chunks[0];
         c.payload_offset = 1 << 63;
@@ -207,7 +207,7 @@ fn d2_compressed_length_of_2_pow_63_is_refused() {
 
 #[test]
 fn d2_compressed_length_of_1_tib_is_refused_without_allocating_it() {
-    let s = captured("gpt");
+    let s = captured_files();
     // payload_offset + compressed_length wraps to a small number that passes a naive
     // "inside the payload file" test; the reader would then allocate 1 TiB.
     let img = edited(&s, "d2t", |m, _| {
@@ -226,6 +226,7 @@ fn d2_compressed_length_of_1_tib_is_refused_without_allocating_it() {
 
 #[test]
 fn d3_unbounded_head_is_refused_and_the_other_table_stays() {
+    skip_unless_root!("the fixture disk is built through loop devices");
     let s = captured("gpt");
     let img = edited(&s, "d3", |m, _| {
         region(m, "head").size = 125 << 30;
@@ -245,6 +246,7 @@ fn d3_unbounded_head_is_refused_and_the_other_table_stays() {
 
 #[test]
 fn d4_partition_inside_the_gpt_entries_is_refused() {
+    skip_unless_root!("the fixture disk is built through loop devices");
     let s = captured("gpt");
     let img = edited(&s, "d4a", |_, l| {
         partition(l, 1)["start"] = 10.into();
@@ -260,6 +262,7 @@ fn d4_partition_inside_the_gpt_entries_is_refused() {
 
 #[test]
 fn d4_partition_number_beyond_the_entries_is_refused() {
+    skip_unless_root!("the fixture disk is built through loop devices");
     let s = captured("gpt");
     let img = edited(&s, "d4b", |m, l| {
         partition(l, 4)["number"] = 200.into();
@@ -279,6 +282,7 @@ fn d4_partition_number_beyond_the_entries_is_refused() {
 
 #[test]
 fn d4_overlapping_partitions_are_refused() {
+    skip_unless_root!("the fixture disk is built through loop devices");
     let s = captured("gpt");
     let img = edited(&s, "d4c", |_, l| {
         let p2_start = partition(l, 2)["start"].as_u64().unwrap();
@@ -295,6 +299,7 @@ fn d4_overlapping_partitions_are_refused() {
 
 #[test]
 fn the_captured_image_itself_passes() {
+    skip_unless_root!("the fixture disk is built through loop devices");
     // The validation refuses nothing capture writes (GPT fixture; the MBR one with its
     // extended and logical partitions).
     let s = captured("gpt");
@@ -359,6 +364,7 @@ impl Drop for Server {
 
 #[test]
 fn d2_over_http_is_refused_as_the_agent_would_load_it() {
+    skip_unless_root!("the fixture disk is built through loop devices");
     // The node's path: manifest and layout fetched over HTTP, then the same validation.
     let s = captured("gpt");
     edited(&s, "d2h", |m, _| {
@@ -440,6 +446,7 @@ fn oversized_manifest_over_http_is_refused_after_one_request() {
 
 #[test]
 fn extents_that_disagree_with_their_chunk_say_which_field() {
+    skip_unless_root!("the fixture disk is built through loop devices");
     // Before, a chunk whose first extent did not start at its offset was reported as
     // "extents add up to N bytes, the chunk says N" (the same N twice).
     let s = captured("gpt");

@@ -20,7 +20,7 @@ fn ext_used_bytes(dev: &Path) -> u64 {
 
 #[test]
 fn garbage_in_free_blocks_is_not_in_the_image() {
-    require_root();
+    skip_unless_root!("loop devices");
     let master = fixture("gpt");
     let work = tempfile::tempdir().unwrap();
     let image = work.path().join("img");
@@ -80,7 +80,7 @@ fn garbage_in_free_blocks_is_not_in_the_image() {
 
 #[test]
 fn two_captures_have_the_same_id_and_bytes() {
-    require_root();
+    skip_unless_root!("loop devices");
     let master = fixture("gpt");
     let work = tempfile::tempdir().unwrap();
     let (a, b) = (work.path().join("a"), work.path().join("b"));
@@ -113,7 +113,7 @@ fn two_captures_have_the_same_id_and_bytes() {
 
 #[test]
 fn verify_names_the_damaged_chunk() {
-    require_root();
+    skip_unless_root!("loop devices");
     let master = fixture("gpt");
     let work = tempfile::tempdir().unwrap();
     let image = work.path().join("img");

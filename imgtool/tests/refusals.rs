@@ -52,7 +52,7 @@ fn refused(image: &Path, dev: &Path, file: &Path, needles: &[&str]) {
 
 #[test]
 fn too_small_disk() {
-    let s = captured("gpt");
+    let s = captured_files();
     let t = s.dir.join("small.img");
     target(&t, s.size / 2);
     refused(&s.image, &t, &t, &["too small"]);
@@ -60,6 +60,7 @@ fn too_small_disk() {
 
 #[test]
 fn sector_size_4096_target_for_512_image() {
+    skip_unless_root!("loop devices");
     let s = captured("gpt");
     let t = s.dir.join("4k.img");
     target(&t, s.size * 2);
@@ -74,7 +75,7 @@ fn sector_size_4096_target_for_512_image() {
 
 #[test]
 fn flipped_payload_byte() {
-    let s = captured("gpt");
+    let s = captured_files();
     let img = copy_image(&s, "flipped");
     let p = img.join("p4.zst");
     let mut b = std::fs::read(&p).unwrap();
@@ -88,7 +89,7 @@ fn flipped_payload_byte() {
 
 #[test]
 fn truncated_payload() {
-    let s = captured("gpt");
+    let s = captured_files();
     let img = copy_image(&s, "truncated");
     let p = img.join("p2.zst");
     let len = std::fs::metadata(&p).unwrap().len();
@@ -105,7 +106,7 @@ fn truncated_payload() {
 
 #[test]
 fn manifest_of_an_unknown_version() {
-    let s = captured("gpt");
+    let s = captured_files();
     let img = copy_image(&s, "v99");
     let m = std::fs::read_to_string(img.join("manifest")).unwrap();
     std::fs::write(
@@ -128,6 +129,7 @@ fn manifest_of_an_unknown_version() {
 
 #[test]
 fn mounted_target() {
+    skip_unless_root!("loop devices");
     let s = captured("gpt");
     let t = s.dir.join("mounted.img");
     // A disk with the same content as the master, one partition mounted read-only.
@@ -165,6 +167,7 @@ fn mounted_target() {
 
 #[test]
 fn capture_refuses_a_source_mounted_read_write() {
+    skip_unless_root!("loop devices");
     let s = captured("gpt");
     let src = s.dir.join("live.img");
     run(Command::new("cp")

@@ -22,33 +22,34 @@ fn blank(path: &Path, size: u64) {
 }
 
 #[test]
-fn gpt_round_trip_same_size_larger_and_equal_table() {
-    require_root();
-    let master = fixture("gpt");
-    let size = std::fs::metadata(&master).unwrap().len();
-    let work = tempfile::tempdir().unwrap();
-    let image = work.path().join("img");
-    capture(&master, &image);
-    run(imgtool().arg("verify").arg(&image));
-
-    // 1. Blank disk of the same size, restored through a loop device as an admin would.
-    let same = work.path().join("same.img");
-    blank(&same, size);
+fn gpt_onto_a_blank_disk_of_the_same_size_through_a_loop_device() {
+    skip_unless_root!("loop devices");
+    let Captured {
+        dir,
+        image,
+        master,
+        size,
+        ..
+    } = &captured("gpt");
+    run(imgtool().arg("verify").arg(image));
+    // Restored through a loop device as an admin would.
+    let same = dir.join("same.img");
+    blank(&same, *size);
     {
         let l = Loop::attach(&same, false);
-        let rep = restore_json(&image, &l.dev);
+        let rep = restore_json(image, &l.dev);
         assert_eq!(rep["plan"]["keep_table"], false);
     }
-    assert_restored(&master, &same, &[1, 2, 3, 4]);
+    assert_restored(master, &same, &[1, 2, 3, 4]);
     // Same size and layout: the disk head (boot code + table) is the master's, byte for byte.
     let head = |p: &Path| std::fs::read(p).unwrap()[..1 << 20].to_vec();
     assert!(
-        head(&master) == head(&same),
+        head(master) == head(&same),
         "first MiB differs from the master"
     );
     let d = Command::new(env!("CARGO_BIN_EXE_imgtool"))
         .args(["diff", "--json"])
-        .arg(&image)
+        .arg(image)
         .arg(&same)
         .output()
         .unwrap();
@@ -58,11 +59,32 @@ fn gpt_round_trip_same_size_larger_and_equal_table() {
         "diff after restore: {}",
         String::from_utf8_lossy(&d.stdout)
     );
+}
 
-    // 2. A 1.5x larger disk: partition 4 and its ext4 grow to the end.
-    let big = work.path().join("big.img");
+/// The block count `dumpe2fs -h` reads from partition `n` of disk file `disk`.
+fn ext_block_count(disk: &Path, n: u32) -> u64 {
+    let l = Loop::attach(disk, true);
+    let info = stdout(Command::new("dumpe2fs").arg("-h").arg(l.part(n)));
+    info.lines()
+        .find_map(|l| l.strip_prefix("Block count:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("block count")
+}
+
+#[test]
+fn gpt_onto_a_larger_disk_grows_the_last_partition_and_a_reclone_keeps_the_table() {
+    skip_unless_root!("loop devices");
+    let Captured {
+        dir,
+        image,
+        master,
+        size,
+        ..
+    } = &captured("gpt");
+    // A 1.5x larger disk: partition 4 and its ext4 grow to the end.
+    let big = dir.join("big.img");
     blank(&big, size * 3 / 2);
-    let rep = restore_json(&image, &big);
+    let rep = restore_json(image, &big);
     assert_eq!(rep["plan"]["keep_table"], false);
     let p4 = rep["plan"]["layout"]["partitions"]
         .as_array()
@@ -77,26 +99,18 @@ fn gpt_round_trip_same_size_larger_and_equal_table() {
         size * 3 / 2 / 512 - 33,
         "partition 4 does not reach the end of the disk"
     );
-    assert_restored(&master, &big, &[1, 2, 3, 4]);
-    {
-        let l = Loop::attach(&big, true);
-        let info = stdout(Command::new("dumpe2fs").arg("-h").arg(l.part(4)));
-        let blocks: u64 = info
-            .lines()
-            .find_map(|l| l.strip_prefix("Block count:"))
-            .and_then(|v| v.trim().parse().ok())
-            .expect("block count");
-        let part_bytes = p4["size"].as_u64().unwrap() * 512;
-        assert!(
-            blocks * 4096 > part_bytes - (1 << 20),
-            "ext4 not grown: {blocks} blocks for {part_bytes} bytes"
-        );
-    }
+    assert_restored(master, &big, &[1, 2, 3, 4]);
+    let blocks = ext_block_count(&big, 4);
+    let part_bytes = p4["size"].as_u64().unwrap() * 512;
+    assert!(
+        blocks * 4096 > part_bytes - (1 << 20),
+        "ext4 not grown: {blocks} blocks for {part_bytes} bytes"
+    );
 
-    // 2b. Cloning the grown disk again: its table is what we would write, so it is kept,
-    //     and the data partition is grown again after its contents are rewritten.
+    // Cloning the grown disk again: its table is what we would write, so it is kept,
+    // and the data partition is grown again after its contents are rewritten.
     let before = std::fs::read(&big).unwrap()[512..17408].to_vec();
-    let rep = restore_json(&image, &big);
+    let rep = restore_json(image, &big);
     assert_eq!(
         rep["plan"]["keep_table"], true,
         "re-clone rewrote the table: {rep}"
@@ -106,19 +120,30 @@ fn gpt_round_trip_same_size_larger_and_equal_table() {
         std::fs::read(&big).unwrap()[512..17408].to_vec(),
         "GPT header/entries changed"
     );
-    assert_restored(&master, &big, &[1, 2, 3, 4]);
+    assert_restored(master, &big, &[1, 2, 3, 4]);
+}
 
-    // 3. A disk whose table is already equal but whose disk GUID differs (table fields the
-    //    comparison ignores): the table is kept, proven by the GUID surviving the restore.
-    let eq = work.path().join("equal.img");
-    blank(&eq, size);
-    let bak = work.path().join("table.bak");
-    run(Command::new("sgdisk").arg("-b").arg(&bak).arg(&master));
+#[test]
+fn gpt_onto_a_disk_whose_table_is_already_equal_keeps_it() {
+    skip_unless_root!("loop devices");
+    let Captured {
+        dir,
+        image,
+        master,
+        size,
+        ..
+    } = &captured("gpt");
+    // A disk whose table is already equal but whose disk GUID differs (table fields the
+    // comparison ignores): the table is kept, proven by the GUID surviving the restore.
+    let eq = dir.join("equal.img");
+    blank(&eq, *size);
+    let bak = dir.join("table.bak");
+    run(Command::new("sgdisk").arg("-b").arg(&bak).arg(master));
     run(Command::new("sgdisk").arg("-l").arg(&bak).arg(&eq));
     run(Command::new("sgdisk")
         .args(["-U", "01234567-89AB-CDEF-0123-456789ABCDEF"])
         .arg(&eq));
-    let rep = restore_json(&image, &eq);
+    let rep = restore_json(image, &eq);
     assert_eq!(
         rep["plan"]["keep_table"], true,
         "equal table was not kept: {rep}"
@@ -128,12 +153,12 @@ fn gpt_round_trip_same_size_larger_and_equal_table() {
         p.contains("01234567-89AB-CDEF-0123-456789ABCDEF"),
         "disk GUID changed, table was rewritten: {p}"
     );
-    assert_restored(&master, &eq, &[1, 2, 3, 4]);
+    assert_restored(master, &eq, &[1, 2, 3, 4]);
 }
 
 #[test]
 fn mbr_round_trip_with_logical_partitions() {
-    require_root();
+    skip_unless_root!("loop devices");
     let master = fixture("mbr");
     let size = std::fs::metadata(&master).unwrap().len();
     let work = tempfile::tempdir().unwrap();
@@ -189,7 +214,7 @@ fn sfdisk_dump(p: &Path) -> String {
 
 #[test]
 fn export_writes_a_sparse_disk_that_verifies() {
-    require_root();
+    skip_unless_root!("loop devices");
     let master = fixture("gpt");
     let work = tempfile::tempdir().unwrap();
     let image = work.path().join("img");

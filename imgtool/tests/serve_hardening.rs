@@ -172,12 +172,19 @@ fn symbolic_links_never_lead_out_of_the_root() {
     assert_eq!(get(&s, "/self/g/manifest", None).0, 200);
 }
 
-#[test]
-fn the_status_board_takes_bounded_clean_reports() {
+/// A fresh `imgtool serve` over an image-like root (the root is removed on drop).
+fn board_server() -> (tempfile::TempDir, Serve) {
     let root = tempfile::tempdir().unwrap();
     image_root(root.path());
     let s = Serve::start(&[root.path()], &[]);
+    (root, s)
+}
 
+const REPORT: &str = r#"{"phase":"restoring"}"#;
+
+#[test]
+fn the_status_board_strips_escape_sequences_from_reports() {
+    let (_root, s) = board_server();
     // Escape sequences are replaced when stored, so neither GET /status nor
     // `imgtool status` passes them to a terminal.
     let evil = r#"{"phase":"failed","message":"disk \u001b]0;pwned\u0007\u001b[2J\u009b31mgone\r\nfake line"}"#;
@@ -198,16 +205,24 @@ fn the_status_board_takes_bounded_clean_reports() {
         !text.bytes().any(|b| b == 0x1b || b == 0x07 || b == b'\r'),
         "{text:?}"
     );
+}
 
-    // Node names from a fixed set; bodies and messages bounded.
-    let ok = r#"{"phase":"restoring"}"#;
+#[test]
+fn the_status_board_takes_node_names_from_a_fixed_set() {
+    let (_root, s) = board_server();
     for bad in ["a$b", "primary", "..", "x%0Ay"] {
-        let (code, msg) = post(&s, bad, ok);
+        let (code, msg) = post(&s, bad, REPORT);
         assert!(
             code == 400 || code == 404 || code == 405,
             "{bad}: {code} {msg}"
         );
     }
+    assert_eq!(post(&s, "n1", REPORT).0, 204, "a good name is taken");
+}
+
+#[test]
+fn the_status_board_bounds_bodies_and_messages() {
+    let (_root, s) = board_server();
     // A body over the limit is refused on its Content-Length, before it is read.
     let mut c = TcpStream::connect(s.addr).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
@@ -222,19 +237,22 @@ fn the_status_board_takes_bounded_clean_reports() {
     let b: serde_json::Value = serde_json::from_slice(&board).unwrap();
     let kept = b["n2"]["last"]["message"].as_str().unwrap().len();
     assert!(kept <= imgtool::board::MAX_MESSAGE, "{kept} bytes kept");
+}
 
-    // At most MAX_NODES nodes (bounded loop: MAX_NODES + 1 posts on one machine).
+#[test]
+fn the_status_board_holds_at_most_max_nodes() {
+    let (_root, s) = board_server();
+    // Bounded loop: MAX_NODES + 1 posts on one machine.
     let mut refused = None;
     for i in 0..=imgtool::board::MAX_NODES {
-        let (code, msg) = post(&s, &format!("m{i}"), ok);
+        let (code, msg) = post(&s, &format!("m{i}"), REPORT);
         if code != 204 {
             refused = Some((i, code, msg));
             break;
         }
     }
     let (i, code, msg) = refused.expect("a board without a node limit");
-    // n1 and n2 are on the board already.
-    assert_eq!((i + 2, code), (imgtool::board::MAX_NODES, 503), "{msg}");
+    assert_eq!((i, code), (imgtool::board::MAX_NODES, 503), "{msg}");
     assert!(msg.contains("full"), "{msg}");
     let (code, board) = get(&s, "/status", None);
     assert_eq!(code, 200);

@@ -49,7 +49,7 @@ impl ImageSource for Dribble {
 
 #[test]
 fn a_dribbling_upstream_counts_as_broken_instead_of_holding_the_node() {
-    let c = captured("gpt");
+    let c = captured_files();
     let fast = Image::open(&c.image).unwrap();
     let slow = Image::load(Arc::new(Dribble(LocalDir(c.image.clone())))).unwrap();
     // The smallest frame of more than 8 KiB, so the test is quick at a strict pace

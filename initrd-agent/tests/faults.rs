@@ -5,17 +5,17 @@
 
 mod common;
 use common::agent;
-use qemu_tests::disk::{
-    assert_restored, capture_into, corrupt_chunk, fixture, payload_and_largest_frame, require_root,
-    sha256_file,
-};
-use qemu_tests::serve_in_background;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
+use test_fixtures::disk::{assert_restored, fixture, sha256_file};
+use test_fixtures::image::{capture_into, corrupt_chunk, payload_and_largest_frame};
+use test_fixtures::servers::serve_in_background;
+use test_fixtures::servers::Nginx;
+use test_fixtures::skip_unless_root;
 
 struct Setup {
     _work: tempfile::TempDir,
@@ -25,7 +25,6 @@ struct Setup {
 }
 
 fn setup() -> Setup {
-    require_root();
     let work = tempfile::tempdir().unwrap();
     let images = work.path().join("images");
     let master = fixture("gpt");
@@ -48,6 +47,7 @@ fn stderr(o: &Output) -> String {
 
 #[test]
 fn clones_a_file_disk_from_the_server() {
+    skip_unless_root!("loop devices");
     let s = setup();
     let port = serve_in_background(vec![s.images.clone()]);
     let t = s.dir.join("node.img");
@@ -59,8 +59,9 @@ fn clones_a_file_disk_from_the_server() {
 
 #[test]
 fn clones_from_a_stock_nginx_without_a_status_board() {
+    skip_unless_root!("loop devices");
     let s = setup();
-    let nginx = qemu_tests::Nginx::start(&s.images);
+    let nginx = Nginx::start(&s.images);
     let t = s.dir.join("node.img");
     blank(&t, std::fs::metadata(&s.master).unwrap().len() * 3 / 2);
     let o = agent(&format!("http://127.0.0.1:{}", nginx.port), &t, &[]);
@@ -76,6 +77,7 @@ fn clones_from_a_stock_nginx_without_a_status_board() {
 
 #[test]
 fn server_unreachable_leaves_the_disk_unchanged() {
+    skip_unless_root!("loop devices");
     let s = setup();
     let t = s.dir.join("node.img");
     blank(&t, 256 << 20);
@@ -100,6 +102,7 @@ fn server_unreachable_leaves_the_disk_unchanged() {
 
 #[test]
 fn disk_too_small_is_refused_before_any_write() {
+    skip_unless_root!("loop devices");
     let s = setup();
     let port = serve_in_background(vec![s.images.clone()]);
     let t = s.dir.join("small.img");
@@ -136,6 +139,7 @@ fn no_disk_matching_the_hints_lists_the_candidates() {
 
 #[test]
 fn a_corrupted_chunk_is_named_and_the_disk_never_looks_bootable() {
+    skip_unless_root!("loop devices");
     let s = setup();
     let bad = s.dir.join("bad");
     let out = Command::new("cp")
@@ -233,6 +237,7 @@ fn flaky_proxy(upstream: u16, cut_after: u64, cuts: u32) -> (u16, Arc<AtomicU32>
 
 #[test]
 fn a_dropped_connection_resumes_at_its_chunk() {
+    skip_unless_root!("loop devices");
     let s = setup();
     let port = serve_in_background(vec![s.images.clone()]);
     let (proxy, cut) = flaky_proxy(port, 1_500_000, 2);

@@ -4,13 +4,14 @@
 //! rack secondaries relay cut-through (secondary k pulls from k-1), the other nodes pull
 //! from their rack's secondary. Every disk must end verified-identical to the master.
 
-use qemu_tests::disk::{
-    assert_restored, capture_into, fixture, payload_and_largest_frame, require_root, Loop,
-};
-use qemu_tests::netns::Lan;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
+use test_fixtures::disk::{assert_restored, fixture, Loop};
+use test_fixtures::image::{capture_into, payload_and_largest_frame};
+use test_fixtures::netns::Lan;
+use test_fixtures::servers::Nginx;
+use test_fixtures::skip_unless_root;
 
 const RACKS: usize = 3;
 const PER_RACK: usize = 4;
@@ -40,7 +41,7 @@ impl Drop for Proc {
 #[allow(dead_code)]
 enum Primary {
     Serve(Proc),
-    Nginx(qemu_tests::Nginx),
+    Nginx(Nginx),
     Stopped,
 }
 
@@ -61,7 +62,6 @@ fn name(r: usize, n: usize) -> String {
 }
 
 fn setup(tag: &str, nginx: bool, shape: &str) -> Cluster {
-    require_root();
     let work = tempfile::tempdir().unwrap();
     let dir = work.path().to_path_buf();
     let master = fixture("gpt");
@@ -108,7 +108,7 @@ fn setup(tag: &str, nginx: bool, shape: &str) -> Cluster {
         }
     }
     let primary = if nginx {
-        Primary::Nginx(qemu_tests::Nginx::start_in(
+        Primary::Nginx(Nginx::start_in(
             Some(&primary_ns),
             "10.77.0.1",
             8080,
@@ -255,6 +255,7 @@ fn fetched(c: &Cluster, node: &str) -> u64 {
 
 #[test]
 fn twelve_nodes_in_three_racks_clone_through_relays() {
+    skip_unless_root!("network namespaces, loop devices");
     let c = setup("a", false, "chain");
     let (loops, mut procs, logs) = run_all(&c);
     all_succeed(&c, &mut procs, &logs, None);
@@ -304,6 +305,7 @@ fn twelve_nodes_in_three_racks_clone_through_relays() {
 
 #[test]
 fn nginx_as_a_pull_only_primary() {
+    skip_unless_root!("network namespaces, loop devices");
     let c = setup("n", true, "serial");
     let (loops, mut procs, logs) = run_all(&c);
     all_succeed(&c, &mut procs, &logs, None);
@@ -313,6 +315,7 @@ fn nginx_as_a_pull_only_primary() {
 
 #[test]
 fn the_primary_killed_and_restarted_mid_stream_resumes_every_node() {
+    skip_unless_root!("network namespaces, loop devices");
     let mut c = setup("r", false, "serial");
     c.attempts = 8;
     // Slow the primary so that the first secondary is mid-transfer when it dies.
@@ -342,6 +345,7 @@ fn the_primary_killed_and_restarted_mid_stream_resumes_every_node() {
 
 #[test]
 fn killing_a_secondary_mid_stream_reroutes_its_rack() {
+    skip_unless_root!("network namespaces, loop devices");
     let c = setup("b", false, "fanout");
     let victim = kill_mid_stream(&c, "r2n1");
     let log = |n: &str| std::fs::read_to_string(c.dir.join(format!("{n}.log"))).unwrap();
@@ -381,6 +385,7 @@ fn killing_a_secondary_mid_stream_reroutes_its_rack() {
 
 #[test]
 fn killing_a_secondary_of_the_serial_chain_reroutes_the_nodes_below() {
+    skip_unless_root!("network namespaces, loop devices");
     // serial: r1n1 … r1n4 → r2n1 (secondary) → r2n2 … r2n4 → r3n1 … r3n4.
     let c = setup("s", false, "serial");
     let victim = kill_mid_stream(&c, "r2n1");

@@ -7,12 +7,12 @@
 mod common;
 use common::agent;
 use imgtool::sign::{sign_dir, SecretKey};
-use qemu_tests::disk::{
-    assert_restored, capture_into, fixture, require_root, sha256_file, tamper_and_rehash,
-};
-use qemu_tests::serve_in_background;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use test_fixtures::disk::{assert_restored, fixture, sha256_file};
+use test_fixtures::image::{capture_into, tamper_and_rehash};
+use test_fixtures::servers::serve_in_background;
+use test_fixtures::skip_unless_root;
 
 struct Setup {
     _work: tempfile::TempDir,
@@ -25,7 +25,6 @@ struct Setup {
 }
 
 fn setup() -> Setup {
-    require_root();
     let work = tempfile::tempdir().unwrap();
     let dir = work.path().to_path_buf();
     let images = dir.join("images");
@@ -67,6 +66,7 @@ fn out(o: &Output) -> String {
 
 #[test]
 fn unsigned_tampered_and_unpinned_images_are_refused_before_any_write() {
+    skip_unless_root!("loop devices");
     let s = setup();
     let port = serve_in_background(vec![s.images.clone()]);
     let server = format!("http://127.0.0.1:{port}");
@@ -187,6 +187,7 @@ fn relay_pair(s: &Setup, name: &str) -> (Output, Output) {
 
 #[test]
 fn a_relay_passes_the_signature_on_even_when_it_checks_none_itself() {
+    skip_unless_root!("loop devices");
     let s = setup();
     // Unsigned: b refuses, and says so without leaving its relay for the primary (an
     // absent signature file is not a dead upstream).

@@ -1,21 +1,9 @@
 //! `pxe-builder` as a user runs it: validation errors with locations, nothing written on
 //! error, byte-identical output, DHCP snippets accepted by the real servers, lookup.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_pxe-builder"))
-}
-
-fn write_cluster(dir: &Path, body: &str) -> PathBuf {
-    for f in ["vmlinuz", "initrd.img", "vsmp-loader"] {
-        std::fs::write(dir.join(f), f).unwrap();
-    }
-    let p = dir.join("cluster.toml");
-    std::fs::write(&p, body).unwrap();
-    p
-}
+mod common;
+use common::*;
+use std::path::PathBuf;
 
 const HEADER: &str = r#"[cluster]
 name = "t"
@@ -26,39 +14,10 @@ initrd = "initrd.img"
 vsmp_loader = "vsmp-loader"
 "#;
 
-fn good() -> String {
-    std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/examples/cluster.toml"
-    ))
-    .unwrap()
-}
-
-/// Every file under `dir` with its bytes.
-fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut out = vec![];
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push((
-                    p.strip_prefix(dir).unwrap().to_path_buf(),
-                    std::fs::read(&p).unwrap(),
-                ));
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 #[test]
 fn the_example_builds_twice_to_identical_bytes() {
     let work = tempfile::tempdir().unwrap();
-    let c = write_cluster(work.path(), &good());
+    let c = write_cluster(work.path(), &example());
     let (a, b) = (work.path().join("a"), work.path().join("b"));
     for out in [&a, &b] {
         let o = bin()
@@ -214,7 +173,7 @@ fn syntax_errors_and_unknown_keys_are_located() {
 /// Builds the example cluster; returns the temp dir (keep it alive) and the tree.
 fn build_example() -> (tempfile::TempDir, PathBuf) {
     let work = tempfile::tempdir().unwrap();
-    let c = write_cluster(work.path(), &good());
+    let c = write_cluster(work.path(), &example());
     let out = work.path().join("tree");
     let o = bin()
         .args(["build", "--cluster"])
@@ -227,26 +186,12 @@ fn build_example() -> (tempfile::TempDir, PathBuf) {
     (work, out)
 }
 
-/// The output of `cmd`, whose program `scripts/setup.sh` installs (the real DHCP servers'
-/// own checks must run: a missing one is a failure, not a skip).
-pub fn run_required(cmd: &mut Command) -> std::process::Output {
-    cmd.output().unwrap_or_else(|e| {
-        panic!(
-            "{:?} not runnable ({e}); scripts/setup.sh installs dnsmasq-base and isc-dhcp-server",
-            cmd.get_program()
-        )
-    })
-}
-
 #[test]
 fn dhcp_snippets_pass_the_real_servers_checks() {
     let (_work, out) = build_example();
     let dnsmasq = out.join("dhcp/dnsmasq.conf");
-    let o = run_required(
-        Command::new("dnsmasq")
-            .arg("--test")
-            .arg(format!("--conf-file={}", dnsmasq.display())),
-    );
+    let conf = format!("--conf-file={}", dnsmasq.display());
+    let o = real_check("dnsmasq", &["--test".as_ref(), conf.as_ref()]);
     assert!(
         o.status.success(),
         "dnsmasq --test: {}",
@@ -256,7 +201,18 @@ fn dhcp_snippets_pass_the_real_servers_checks() {
     assert!(text.contains("dhcp-host=52:54:00:12:34:01,172.20.0.5,n01"));
     assert!(text.contains("dhcp-boot=tag:efi-x86_64,boot/grub/x86_64-efi/core.efi,,172.20.0.2"));
     let dhcpd = out.join("dhcp/dhcpd.conf");
-    let o = run_required(Command::new("dhcpd").args(["-t", "-4", "-cf"]).arg(&dhcpd));
+    let dhcpd_check = || {
+        real_check(
+            "dhcpd",
+            &[
+                "-t".as_ref(),
+                "-4".as_ref(),
+                "-cf".as_ref(),
+                dhcpd.as_os_str(),
+            ],
+        )
+    };
+    let o = dhcpd_check();
     assert!(
         o.status.success(),
         "dhcpd -t: {}{}",
@@ -265,13 +221,7 @@ fn dhcp_snippets_pass_the_real_servers_checks() {
     );
     // A broken snippet is caught by the same check (the check can fail).
     std::fs::write(&dhcpd, "subnet 172.20.0.0 netmask { }\n").unwrap();
-    assert!(!Command::new("dhcpd")
-        .args(["-t", "-4", "-cf"])
-        .arg(&dhcpd)
-        .output()
-        .unwrap()
-        .status
-        .success());
+    assert!(!dhcpd_check().status.success());
 }
 
 #[test]

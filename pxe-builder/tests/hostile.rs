@@ -3,53 +3,10 @@
 //! nothing is written to `--out`. Plus: `--out` naming an existing file is refused, the
 //! file untouched; the widest names the rules accept pass the real DHCP servers' checks.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_pxe-builder"))
-}
-
-fn example() -> String {
-    std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/examples/cluster.toml"
-    ))
-    .unwrap()
-}
-
-fn write_cluster(dir: &Path, body: &str) -> PathBuf {
-    for f in ["vmlinuz", "initrd.img", "vsmp-loader"] {
-        std::fs::write(dir.join(f), f).unwrap();
-    }
-    let p = dir.join("cluster.toml");
-    std::fs::write(&p, body).unwrap();
-    p
-}
-
-/// Every file under `dir` with its bytes (empty when `dir` does not exist).
-fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut out = vec![];
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push((
-                    p.strip_prefix(dir).unwrap().to_path_buf(),
-                    std::fs::read(&p).unwrap(),
-                ));
-            }
-        }
-    }
-    out.sort();
-    out
-}
+mod common;
+use common::*;
+use std::path::Path;
+use std::process::Output;
 
 /// 1-based line and column (in characters) of byte `at` of `text`.
 fn line_col(text: &str, at: usize) -> (usize, usize) {
@@ -272,15 +229,6 @@ fn build_refuses_an_out_that_is_a_file_and_leaves_it_alone() {
     assert_eq!(std::fs::read(dir.join("keep")).unwrap(), b"x");
 }
 
-/// Runs `prog args…`; None (with the reason printed) when the program is absent.
-fn real_check(prog: &str, args: &[String]) -> Output {
-    Command::new(prog).args(args).output().unwrap_or_else(|e| {
-        panic!(
-            "{prog} not runnable ({e}); scripts/setup.sh installs dnsmasq-base and isc-dhcp-server"
-        )
-    })
-}
-
 #[test]
 fn the_widest_accepted_names_pass_dnsmasq_and_dhcpd() {
     let long = format!("n{}", "x".repeat(62));
@@ -298,14 +246,22 @@ fn the_widest_accepted_names_pass_dnsmasq_and_dhcpd() {
         .unwrap()
         .contains(&format!(",{long}\n")));
     let conf = format!("--conf-file={}", dnsmasq.display());
-    let o = real_check("dnsmasq", &["--test".into(), conf]);
+    let o = real_check("dnsmasq", &["--test".as_ref(), conf.as_ref()]);
     assert!(
         o.status.success(),
         "dnsmasq --test: {}",
         String::from_utf8_lossy(&o.stderr)
     );
-    let dhcpd = out.join("dhcp/dhcpd.conf").display().to_string();
-    let o = real_check("dhcpd", &["-t".into(), "-4".into(), "-cf".into(), dhcpd]);
+    let dhcpd = out.join("dhcp/dhcpd.conf");
+    let o = real_check(
+        "dhcpd",
+        &[
+            "-t".as_ref(),
+            "-4".as_ref(),
+            "-cf".as_ref(),
+            dhcpd.as_os_str(),
+        ],
+    );
     assert!(
         o.status.success(),
         "dhcpd -t: {}",

@@ -10,8 +10,11 @@
 //!
 //! TCG is the default; set `NETBOOT_QEMU_ACCEL=kvm` to opt in to KVM where it works.
 
-pub mod disk;
-pub mod netns;
+// The image server and nginx are test fixtures, not QEMU: the agent's tests use them too.
+pub use test_fixtures::servers::{serve_in_background, Nginx};
+// A boot takes minutes under TCG and reads the boot kernel: the QEMU tests belong to the
+// root pass (scripts/test.sh) and skip in the rootless one.
+pub use test_fixtures::skip_unless_root;
 
 use std::fs::File;
 use std::io::Read;
@@ -234,7 +237,7 @@ pub fn agent() -> PathBuf {
     if let Some(p) = std::env::var_os("NETBOOT_AGENT") {
         return PathBuf::from(p);
     }
-    let out = Command::new(disk::repo_root().join("scripts/build-agent.sh"))
+    let out = Command::new(test_fixtures::disk::repo_root().join("scripts/build-agent.sh"))
         .output()
         .expect("running scripts/build-agent.sh");
     assert!(
@@ -357,101 +360,4 @@ pub fn boot_bios_node(
         work,
     });
     vm.wait_exit(timeout)
-}
-
-/// An `imgtool serve` on 127.0.0.1 in a background thread of this test process; returns
-/// its port. It serves `roots` until the process ends.
-pub fn serve_in_background(roots: Vec<PathBuf>) -> u16 {
-    let bound = imgtool::serve::bind(imgtool::serve::ServeOptions {
-        roots,
-        listen: "127.0.0.1:0".into(),
-        max_connections: imgtool::httpd::DEFAULT_MAX_CONNECTIONS,
-    })
-    .expect("binding imgtool serve");
-    let port = bound.addr().expect("server address").port();
-    std::thread::spawn(move || bound.run());
-    port
-}
-
-/// A stock nginx serving `root` on 127.0.0.1 (a pull-only primary: no status board).
-/// Runs in the foreground as one process, stopped by its PID in `Drop`.
-pub struct Nginx {
-    child: Child,
-    pub port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Nginx {
-    pub fn start(root: &Path) -> Nginx {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        Self::start_in(None, "127.0.0.1", port, root)
-    }
-
-    /// nginx inside network namespace `ns` (when given), listening on `addr:port`.
-    pub fn start_in(ns: Option<&str>, addr: &str, port: u16, root: &Path) -> Nginx {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let d = dir.path().display();
-        let conf = format!(
-            "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\nhttp {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  server {{\n    listen {addr}:{port};\n    root {};\n  }}\n}}\n",
-            root.display()
-        );
-        let conf_path = dir.path().join("nginx.conf");
-        std::fs::write(&conf_path, conf).expect("nginx.conf");
-        let mut cmd = match ns {
-            Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns, "nginx"]);
-                c
-            }
-            None => Command::new("nginx"),
-        };
-        let child = cmd
-            .arg("-c")
-            .arg(&conf_path)
-            .arg("-p")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nginx: install the Debian package nginx (scripts/setup.sh does)");
-        // Built first, so that `Drop` stops nginx even if it never comes up.
-        let nginx = Nginx {
-            child,
-            port,
-            _dir: dir,
-        };
-        let error_log = nginx._dir.path().join("error.log");
-        let start = Instant::now();
-        loop {
-            let up = match ns {
-                None => std::net::TcpStream::connect((addr, port)).is_ok(),
-                Some(ns) => Command::new("ip")
-                    .args(["netns", "exec", ns, "bash", "-c"])
-                    .arg(format!("exec 3<>/dev/tcp/{addr}/{port}"))
-                    .stderr(Stdio::null())
-                    .status()
-                    .map(|s| s.success())
-                    .unwrap_or(false),
-            };
-            if up {
-                return nginx;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "nginx did not start on {addr}:{port}: {}",
-                std::fs::read_to_string(&error_log).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }

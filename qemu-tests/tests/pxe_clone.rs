@@ -5,10 +5,12 @@
 //! host then checks the disk with the reference tools. The same node boots again: the
 //! layout matches, nothing is repartitioned, and the disk is still identical.
 
-use qemu_tests::disk::{assert_restored, capture_into, fixture, require_root};
 use qemu_tests::*;
 use std::path::Path;
 use std::time::Duration;
+use test_fixtures::disk::{assert_restored, fixture};
+use test_fixtures::image::capture_into;
+use test_fixtures::skip_unless_root;
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(420);
 
@@ -26,7 +28,7 @@ fn boot_node(work: &Path, tree: &Path, port: u16, disk: &Path) -> String {
 
 #[test]
 fn a_blank_node_pxe_boots_and_clones_itself_then_reboots_without_repartitioning() {
-    require_root();
+    skip_unless_root!("QEMU boots; scripts/test.sh runs them");
     let work = tempfile::tempdir().unwrap();
     let w = work.path();
     let master = fixture("gpt");

@@ -99,6 +99,7 @@ fn boot(firmware: Firmware, mac: &str, ip: &str) -> String {
 
 #[test]
 fn bios_node_with_its_own_file_boots_that_entry() {
+    skip_unless_root!("QEMU boots; scripts/test.sh runs them");
     let cmd = boot(Firmware::Bios, "52:54:00:00:00:01", "172.20.0.5");
     assert!(cmd.contains("netboot.node=n01"), "{cmd}");
     assert!(
@@ -112,6 +113,7 @@ fn bios_node_with_its_own_file_boots_that_entry() {
 
 #[test]
 fn bios_unlisted_node_in_a_27_boots_its_entity_hex_file() {
+    skip_unless_root!("QEMU boots; scripts/test.sh runs them");
     let cmd = boot(Firmware::Bios, "52:54:00:00:00:99", "172.20.0.9");
     assert!(
         cmd.contains("netboot.entity=rack1 netboot.group=compute"),
@@ -126,6 +128,7 @@ fn bios_unlisted_node_in_a_27_boots_its_entity_hex_file() {
 
 #[test]
 fn bios_vsmp_boards_get_their_roles() {
+    skip_unless_root!("QEMU boots; scripts/test.sh runs them");
     let p = boot(Firmware::Bios, "52:54:00:00:00:11", "172.20.0.6");
     assert!(
         p.contains("vsmp.role=primary vsmp.board=1 vsmp.boards=p1,s1"),
@@ -141,6 +144,7 @@ fn bios_vsmp_boards_get_their_roles() {
 
 #[test]
 fn uefi_grub_boots_the_entity_file_and_passes_mac_and_address() {
+    skip_unless_root!("QEMU boots; scripts/test.sh runs them");
     let cmd = boot(Firmware::Uefi, "52:54:00:aa:bb:cc", "172.20.0.9");
     assert!(
         cmd.contains("netboot.entity=rack1 netboot.group=compute"),

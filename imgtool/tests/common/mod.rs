@@ -1,7 +1,11 @@
-//! imgtool's integration tests use the shared disk helpers of the qemu-tests harness.
+//! imgtool's integration tests stand on the workspace's test fixtures (disks, images,
+//! the root check).
 #![allow(dead_code, unused_imports)]
 
-pub use qemu_tests::disk::*;
+pub use test_fixtures::disk::*;
+pub use test_fixtures::image::*;
+pub use test_fixtures::root::tool;
+pub use test_fixtures::skip_unless_root;
 
 pub fn imgtool() -> std::process::Command {
     std::process::Command::new(env!("CARGO_BIN_EXE_imgtool"))
@@ -18,9 +22,9 @@ pub struct Captured {
     pub size: u64,
 }
 
-/// Captures the `kind` fixture (`gpt` or `mbr`); needs root (the fixture is built once).
+/// Captures the `kind` fixture (`gpt` or `mbr`); needs root (the fixture is built once
+/// through loop devices): call it after `skip_unless_root!`.
 pub fn captured(kind: &str) -> Captured {
-    require_root();
     let master = fixture(kind);
     let work = tempfile::tempdir().unwrap();
     let image = work.path().join("img");
@@ -30,6 +34,26 @@ pub fn captured(kind: &str) -> Captured {
         size: std::fs::metadata(&master).unwrap().len(),
         image,
         master,
+        _work: work,
+    }
+}
+
+/// The file-built GPT master of `test_fixtures::files::gpt_master` (same layout, labels
+/// and UUIDs as the `gpt` fixture, smaller, no root needed), captured into a fresh
+/// temporary directory.
+pub fn captured_files() -> Captured {
+    let work = tempfile::tempdir().unwrap();
+    let (disk, _) = test_fixtures::files::gpt_master(work.path());
+    let image = work.path().join("img");
+    run(imgtool()
+        .args(["capture", "-q"])
+        .arg(&disk.path)
+        .arg(&image));
+    Captured {
+        dir: work.path().to_path_buf(),
+        size: std::fs::metadata(&disk.path).unwrap().len(),
+        image,
+        master: disk.path,
         _work: work,
     }
 }

@@ -1,9 +1,11 @@
-//! Disk-side test helpers shared by imgtool's and the QEMU tests: fixture disks built by
-//! `scripts/make-fixture.sh` (cached per script hash), loop devices and mounts that clean
-//! up in `Drop` (partitions deleted before detach), file-tree snapshots, and
-//! [`assert_restored`], which checks a cloned disk against its master with the reference
-//! tools.
+//! Disks for tests: fixture disks built by `scripts/make-fixture.sh` (cached per script
+//! hash; building one needs root), loop devices and mounts that clean up in `Drop`
+//! (partitions deleted before detach), file-tree snapshots, and [`assert_restored`], which
+//! checks a cloned disk against its master with the reference tools (through loop devices
+//! and mounts: root). Disks built on plain files, without root, are in [`crate::files`];
+//! images (capture, damage, tamper) in [`crate::image`].
 
+use crate::root::tool;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -21,30 +23,7 @@ pub fn target_tmp() -> PathBuf {
         .unwrap_or_else(|| repo_root().join("target/tmp"))
 }
 
-pub fn require_root() {
-    // SAFETY: geteuid has no preconditions.
-    let uid = unsafe { libc::geteuid() };
-    assert_eq!(
-        uid, 0,
-        "these tests need root (loop devices, mount); run them with sudo or as root"
-    );
-}
-
 /// Runs a command, panicking with its output when it fails.
-/// An image's payload bytes and its largest frame: the bounds of "nothing restarted
-/// from zero" (bytes fetched ≤ payload + one frame per interruption).
-pub fn payload_and_largest_frame(image_dir: &Path) -> (u64, u64) {
-    let img = imgtool::manifest::Image::open(image_dir).expect("loading the image");
-    let frames = || {
-        img.manifest
-            .regions
-            .iter()
-            .flat_map(|r| r.chunks.iter())
-            .map(|c| c.compressed_length)
-    };
-    (frames().sum(), frames().max().unwrap_or(0))
-}
-
 pub fn run(cmd: &mut Command) -> Output {
     let out = cmd
         .output()
@@ -76,6 +55,10 @@ pub fn fixture(kind: &str) -> PathBuf {
     lock.lock().expect("lock fixture");
     let img = dir.join(format!("{kind}-{tag}.img"));
     if !img.exists() {
+        assert!(
+            crate::root::is_root(),
+            "building the {kind} fixture needs root (loop devices, mount): start the test with skip_unless_root!, or use test_fixtures::files"
+        );
         run(Command::new("bash").arg(&script).arg(kind).arg(&img));
     }
     img
@@ -100,7 +83,7 @@ impl Loop {
     }
 
     pub fn attach_with(file: &Path, read_only: bool, sector_size: Option<u32>) -> Loop {
-        let mut c = Command::new("losetup");
+        let mut c = tool("losetup");
         c.args(["-f", "--show"]);
         if read_only {
             c.arg("-r");
@@ -114,7 +97,7 @@ impl Loop {
             mounts: vec![],
         };
         // partx fails on a disk without a table; that is fine for blank targets.
-        let _ = Command::new("partx").arg("-a").arg(&l.dev).output();
+        let _ = tool("partx").arg("-a").arg(&l.dev).output();
         l
     }
 
@@ -165,8 +148,8 @@ impl Drop for Loop {
             }
             let _ = std::fs::remove_dir(&m);
         }
-        let _ = Command::new("partx").arg("-d").arg(&self.dev).output();
-        let _ = Command::new("losetup").arg("-d").arg(&self.dev).output();
+        let _ = tool("partx").arg("-d").arg(&self.dev).output();
+        let _ = tool("losetup").arg("-d").arg(&self.dev).output();
     }
 }
 
@@ -236,7 +219,7 @@ fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
 
 /// `TYPE`, `UUID`, `LABEL` of a device, probed from its contents.
 pub fn blkid(dev: &Path) -> BTreeMap<String, String> {
-    let out = Command::new("blkid")
+    let out = tool("blkid")
         .args(["-p", "-o", "export"])
         .arg(dev)
         .output()
@@ -269,19 +252,19 @@ pub fn fat_files(dev: &Path) -> BTreeMap<String, String> {
 /// tree, FAT checked and equal, identical UUIDs and labels, swap identity kept.
 pub fn assert_restored(master: &Path, target: &Path, partitions: &[u32]) {
     let table = stdout(
-        Command::new("blkid")
+        tool("blkid")
             .args(["-p", "-o", "value", "-s", "PTTYPE"])
             .arg(target),
     );
     if table.trim() == "gpt" {
-        let v = stdout(Command::new("sgdisk").arg("-v").arg(target));
+        let v = stdout(tool("sgdisk").arg("-v").arg(target));
         assert!(
             v.contains("No problems found"),
             "sgdisk -v {}: {v}",
             target.display()
         );
     } else {
-        let v = stdout(Command::new("sfdisk").arg("-V").arg(target));
+        let v = stdout(tool("sfdisk").arg("-V").arg(target));
         assert!(
             v.contains("No errors detected"),
             "sfdisk -V {}: {v}",
@@ -296,7 +279,7 @@ pub fn assert_restored(master: &Path, target: &Path, partitions: &[u32]) {
         assert_eq!(mid, tid, "partition {n}: identity differs");
         match mid.get("TYPE").map(String::as_str) {
             Some(fs @ ("ext4" | "ext3" | "ext2")) => {
-                run(Command::new("e2fsck").arg("-fn").arg(&tp));
+                run(tool("e2fsck").arg("-fn").arg(&tp));
                 let md = m.mount(n, fs);
                 let td = t.mount(n, fs);
                 let (a, b) = (snapshot(&md), snapshot(&td));
@@ -315,7 +298,7 @@ pub fn assert_restored(master: &Path, target: &Path, partitions: &[u32]) {
                 }
             }
             Some("vfat") => {
-                run(Command::new("fsck.vfat").arg("-n").arg(&tp));
+                run(tool("fsck.vfat").arg("-n").arg(&tp));
                 let (a, b) = (fat_files(&mp), fat_files(&tp));
                 assert!(!a.is_empty());
                 assert_eq!(a, b, "partition {n}: FAT files differ");
@@ -324,55 +307,4 @@ pub fn assert_restored(master: &Path, target: &Path, partitions: &[u32]) {
             other => panic!("partition {n}: unexpected type {other:?}"),
         }
     }
-}
-
-/// Flips one bit in the middle of chunk `chunk`'s frame of region `region` (`p2`, …) of
-/// the image in `image_dir`; returns the chunk's manifest entry.
-pub fn corrupt_chunk(image_dir: &Path, region: &str, chunk: usize) -> serde_json::Value {
-    let m: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(image_dir.join("manifest")).expect("manifest"),
-    )
-    .expect("manifest JSON");
-    let r = m["regions"]
-        .as_array()
-        .and_then(|v| v.iter().find(|r| r["name"] == region))
-        .unwrap_or_else(|| panic!("no region {region}"))
-        .clone();
-    let c = r["chunks"][chunk].clone();
-    let pos = c["payload_offset"].as_u64().expect("payload_offset")
-        + c["compressed_length"].as_u64().expect("compressed_length") / 2;
-    let path = image_dir.join(r["payload"].as_str().expect("payload"));
-    let mut bytes = std::fs::read(&path).expect("payload");
-    bytes[pos as usize] ^= 0x10;
-    std::fs::write(&path, bytes).expect("payload");
-    c
-}
-
-/// Captures `master` into `images/<group>` (an image root, as `imgtool serve` serves it).
-pub fn capture_into(master: &Path, images: &Path, group: &str) {
-    std::fs::create_dir_all(images).expect("image root");
-    let disk = imgtool::disk::Disk::open_ro(master).expect("opening the master");
-    imgtool::capture::capture(
-        &disk,
-        master,
-        &images.join(group),
-        &Default::default(),
-        &imgtool::progress::Progress::hidden(),
-    )
-    .expect("capture");
-}
-
-/// Changes the manifest of the image in `dir` (the last region's label) and recomputes its
-/// id, so every integrity check passes and only a signature can tell; returns the new id.
-pub fn tamper_and_rehash(dir: &Path) -> String {
-    let p = dir.join("manifest");
-    let mut m: imgtool::manifest::Manifest =
-        serde_json::from_slice(&std::fs::read(&p).expect("reading the manifest"))
-            .expect("a manifest");
-    if let Some(r) = m.regions.last_mut() {
-        r.label = Some("tampered".into());
-    }
-    m.image_id = m.compute_id();
-    std::fs::write(&p, m.to_json()).expect("writing the manifest");
-    m.image_id
 }
