@@ -127,7 +127,7 @@ fn relay_port<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
 /// Why a plan, or a node's route in it, cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
-    #[error("not a clone plan: {0}")]
+    #[error("not a clone plan")]
     Json(#[from] serde_json::Error),
     #[error("the upstream chain of node {node} loops (node {at} names {again} again)")]
     Loop {
