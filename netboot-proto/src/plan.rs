@@ -404,7 +404,8 @@ mod tests {
             match (Plan::from_json(text.as_bytes()), ok) {
                 (Ok(p), Some(want)) => assert_eq!(p.relay_port, want, "{port}"),
                 (Err(e), None) => {
-                    let e = e.to_string();
+                    // The message is the context; the JSON parser's reason is the source.
+                    let e = format!("{e}: {}", std::error::Error::source(&e).unwrap());
                     assert!(
                         e.contains(&format!("relay_port {port} is not a port")),
                         "{e}"
