@@ -5,6 +5,7 @@
 //! and again when a client reads a board), at most [`MAX_NODES`] nodes, and a node's
 //! entry may only be written from that node's address (see [`Board::post`]).
 
+use netboot_proto::plan::PlanError;
 /// The report types and the bounds a board keeps are the protocol's (the agent posts
 /// them): `netboot_proto::status`.
 pub use netboot_proto::status::{
@@ -12,7 +13,8 @@ pub use netboot_proto::status::{
     MAX_NODE_NAME, MAX_PHASE,
 };
 use std::collections::{BTreeMap, HashMap};
-use std::io::Read;
+use std::fmt;
+use std::io::{self, Read};
 use std::net::IpAddr;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -70,13 +72,71 @@ pub fn valid_node_name(name: &str) -> bool {
         && !RESERVED_NAMES.iter().any(|r| r.eq_ignore_ascii_case(name))
 }
 
+/// Why a report could not be posted or a board read. A variant's message names the URL;
+/// the cause (ureq's error, the body's read or parse error) is its `#[source]` and follows
+/// when printed as a chain (`{:#}` through anyhow): `http://s/status: reading: …`.
+#[derive(Debug, thiserror::Error)]
+pub enum BoardError {
+    /// The request failed: no connection, a timeout, an error status.
+    #[error("{url}")]
+    Http {
+        url: String,
+        #[source]
+        err: HttpFailure,
+    },
+    /// The answer's body broke off.
+    #[error("{url}")]
+    Read {
+        url: String,
+        #[source]
+        err: io::Error,
+    },
+    #[error("{url}: the board is larger than {} MiB; not a board this version of imgtool serves", MAX_BOARD_BYTES >> 20)]
+    TooLarge { url: String },
+    #[error("{url}: not a status board")]
+    NotABoard {
+        url: String,
+        #[source]
+        err: serde_json::Error,
+    },
+    /// Serialising a report (cannot fail for the report types; kept for the type).
+    #[error("encoding the report")]
+    Encode(#[source] serde_json::Error),
+}
+
+/// A failed ureq request, kept whole. ureq's message already carries its cause (the
+/// connect or read error below it), so this error ends the chain instead of listing that
+/// cause a second time; [`HttpFailure::ureq`] gives the ureq error, and its own `source`.
+#[derive(Debug)]
+pub struct HttpFailure(Box<ureq::Error>);
+
+impl HttpFailure {
+    pub fn ureq(&self) -> &ureq::Error {
+        &self.0
+    }
+}
+
+impl fmt::Display for HttpFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for HttpFailure {}
+
+impl From<ureq::Error> for HttpFailure {
+    fn from(e: ureq::Error) -> Self {
+        HttpFailure(Box::new(e))
+    }
+}
+
 /// Who may post for which node: the addresses in the served `clone-plan.json`.
 pub type PlanAddresses = HashMap<String, IpAddr>;
 
 /// The `addresses` of a clone plan (node name → IP), read as the agents read the plan
 /// (`netboot_proto::plan`); an address that is not an IP is left out.
-pub fn plan_addresses(json: &[u8]) -> Result<PlanAddresses, String> {
-    let p = netboot_proto::plan::Plan::from_json(json).map_err(|e| e.to_string())?;
+pub fn plan_addresses(json: &[u8]) -> Result<PlanAddresses, PlanError> {
+    let p = netboot_proto::plan::Plan::from_json(json)?;
     Ok(p.addresses
         .into_iter()
         .filter_map(|(n, a)| {
@@ -271,25 +331,28 @@ impl Board {
 
 /// Reads the status board of the server at `url` (at most [`MAX_BOARD_BYTES`]), cleaned
 /// again here: the server may be an older or a hostile one.
-pub fn fetch_status(url: &str) -> Result<BTreeMap<String, NodeStatus>, String> {
+pub fn fetch_status(url: &str) -> Result<BTreeMap<String, NodeStatus>, BoardError> {
     let u = format!("{}/status", url.trim_end_matches('/'));
     let r = ureq::get(&u)
         .timeout(std::time::Duration::from_secs(60))
         .call()
-        .map_err(|e| format!("{u}: {e}"))?;
+        .map_err(|e| BoardError::Http {
+            url: u.clone(),
+            err: e.into(),
+        })?;
     let mut s = Vec::new();
     r.into_reader()
         .take(MAX_BOARD_BYTES + 1)
         .read_to_end(&mut s)
-        .map_err(|e| format!("{u}: {e}"))?;
+        .map_err(|err| BoardError::Read {
+            url: u.clone(),
+            err,
+        })?;
     if s.len() as u64 > MAX_BOARD_BYTES {
-        return Err(format!(
-            "{u}: the board is larger than {} MiB; not a board this version of imgtool serves",
-            MAX_BOARD_BYTES >> 20
-        ));
+        return Err(BoardError::TooLarge { url: u });
     }
     let board: BTreeMap<String, NodeStatus> =
-        serde_json::from_slice(&s).map_err(|e| format!("{u}: not a status board: {e}"))?;
+        serde_json::from_slice(&s).map_err(|err| BoardError::NotABoard { url: u, err })?;
     Ok(board
         .into_iter()
         .map(|(k, v)| (sanitize(&k, MAX_NODE_NAME), v.sanitized()))
@@ -299,9 +362,9 @@ pub fn fetch_status(url: &str) -> Result<BTreeMap<String, NodeStatus>, String> {
 /// Sends one report; best effort (errors are returned for logging, never fatal). A fresh
 /// connection each time (no pool): a kept-alive connection the server has since closed
 /// would lose the report, and reports are seconds apart.
-pub fn post_report(server: &str, node: &str, r: &Report) -> Result<(), String> {
+pub fn post_report(server: &str, node: &str, r: &Report) -> Result<(), BoardError> {
     let u = format!("{}/status/{node}", server.trim_end_matches('/'));
-    let body = serde_json::to_string(r).map_err(|e| e.to_string())?;
+    let body = serde_json::to_string(r).map_err(BoardError::Encode)?;
     let agent = ureq::AgentBuilder::new()
         .max_idle_connections(0)
         .timeout(std::time::Duration::from_secs(3))
@@ -311,12 +374,45 @@ pub fn post_report(server: &str, node: &str, r: &Report) -> Result<(), String> {
         .set("Content-Type", "application/json")
         .send_string(&body)
         .map(|_| ())
-        .map_err(|e| format!("{u}: {e}"))
+        .map_err(|e| BoardError::Http {
+            url: u,
+            err: e.into(),
+        })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_post_names_the_url_and_keeps_ureqs_error() {
+        // A port nothing listens on: the connection is refused.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let server = format!("http://127.0.0.1:{port}");
+        let e = post_report(&server, "n1", &report("restoring", "")).unwrap_err();
+        let url = format!("{server}/status/n1");
+        assert!(
+            matches!(&e, BoardError::Http { url: u, .. } if *u == url),
+            "{e:?}"
+        );
+        let kept = std::error::Error::source(&e)
+            .and_then(|s| s.downcast_ref::<HttpFailure>())
+            .map(|f| f.ureq().kind());
+        assert_eq!(kept, Some(ureq::ErrorKind::ConnectionFailed), "{e:?}");
+        // As the agent logs it: the URL, then ureq's message (with its cause), once.
+        let shown = crate::error::chain(&e);
+        assert!(shown.starts_with(&format!("{url}: ")), "{shown}");
+        assert_eq!(shown.matches("os error").count(), 1, "{shown}");
+        let e = fetch_status(&server).unwrap_err();
+        assert!(
+            crate::error::chain(&e).starts_with(&format!("{server}/status: ")),
+            "{e}"
+        );
+    }
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
@@ -382,7 +478,8 @@ mod tests {
 
     #[test]
     fn with_a_plan_only_the_nodes_address_may_post() {
-        let plan = plan_addresses(br#"{"addresses":{"n1":"10.0.0.1","n2":"10.0.0.2"}}"#);
+        let plan = plan_addresses(br#"{"addresses":{"n1":"10.0.0.1","n2":"10.0.0.2"}}"#)
+            .map_err(|e| e.to_string());
         let plan = Some(&plan);
         let mut b = Board::default();
         let r = report("restoring", "");

@@ -158,15 +158,21 @@ impl Error {
     /// The message with every cause after it (`context: cause: cause`), for code that
     /// puts an error into a string (a status report, a `Result<_, String>`).
     pub fn chain(&self) -> String {
-        let mut s = self.to_string();
-        let mut cause = std::error::Error::source(self);
-        while let Some(c) = cause {
-            s.push_str(": ");
-            s.push_str(&c.to_string());
-            cause = c.source();
-        }
-        s
+        chain(self)
     }
+}
+
+/// Any error's message with every cause after it (`context: cause: cause`), as
+/// [`Error::chain`] for the other error types of the library (`ServeError`, …).
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    s
 }
 
 #[cfg(test)]

@@ -206,9 +206,9 @@ impl Image {
 
     /// Loads the image at `url` (`http://server:port/<group>`).
     pub fn fetch(url: &str) -> Result<Image> {
-        crate::source::check_url(url).map_err(|reason| Error::BadUrl {
+        crate::source::check_url(url).map_err(|e| Error::BadUrl {
             url: url.to_string(),
-            reason,
+            reason: e.to_string(),
         })?;
         Self::load(Arc::new(HttpSource::new(url)))
     }

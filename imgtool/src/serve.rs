@@ -8,6 +8,8 @@
 //! inside the roots: a path is resolved with its symbolic links and refused when the real
 //! file lies outside the (resolved) root it was found under, so a link to `/etc` serves
 //! nothing; a link from one place in a root to another in the same root still works.
+//! Failing to start or to keep serving is a [`ServeError`] naming the root or address,
+//! with the `io::Error` as its source.
 
 pub use crate::board::{fetch_status, post_report, NodeStatus, Report};
 use crate::board::{Board, PlanAddresses, MAX_REPORT_BYTES};
@@ -16,7 +18,7 @@ use crate::httpd::{Limits, Request, Response};
 pub use netboot_proto::range::{parse_range, Unsatisfiable};
 use netboot_proto::status::Phase;
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
@@ -24,6 +26,33 @@ use std::time::{Instant, SystemTime};
 /// Largest `clone-plan.json` read to learn the nodes' addresses (a plan of 100 000 nodes
 /// is about 30 MB).
 pub const MAX_PLAN_BYTES: u64 = 64 << 20;
+
+/// Why the server did not start, or stopped. The message names the root or the address;
+/// the `io::Error` is the `#[source]` and follows when printed as a chain (`{:#}`):
+/// `listening on 0.0.0.0:8080: Address in use (os error 98)`.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A root that cannot be resolved (missing, unreadable).
+    #[error("{}", root.display())]
+    Root {
+        root: PathBuf,
+        #[source]
+        err: io::Error,
+    },
+    #[error("listening on {listen}")]
+    Listen {
+        listen: String,
+        #[source]
+        err: io::Error,
+    },
+    /// The accept loop failed.
+    #[error("serving")]
+    Serve {
+        addr: Option<std::net::SocketAddr>,
+        #[source]
+        err: io::Error,
+    },
+}
 
 pub struct ServeOptions {
     pub roots: Vec<PathBuf>,
@@ -72,7 +101,7 @@ fn serve_file(req: &Request, path: &Path) -> Response {
 }
 
 /// Runs the server until the process ends. Prints one line when ready.
-pub fn serve(opts: ServeOptions) -> Result<(), String> {
+pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     bind(opts)?.run()
 }
 
@@ -89,7 +118,7 @@ impl Bound {
     }
 
     /// Answers requests until the process ends.
-    pub fn run(self) -> Result<(), String> {
+    pub fn run(self) -> Result<(), ServeError> {
         let addr = self.addr();
         let ctx = Arc::new(Ctx {
             roots: self.roots,
@@ -109,18 +138,20 @@ impl Bound {
         );
         self.server
             .run(Arc::new(move |req: &mut Request| handle(&ctx, req)))
-            .map_err(|e| format!("serving: {e}"))
+            .map_err(|err| ServeError::Serve { addr, err })
     }
 }
 
 /// Binds the listening socket. The roots are resolved (symbolic links) here, once.
-pub fn bind(opts: ServeOptions) -> Result<Bound, String> {
+pub fn bind(opts: ServeOptions) -> Result<Bound, ServeError> {
     let roots = opts
         .roots
         .iter()
         .map(|r| {
-            r.canonicalize()
-                .map_err(|e| format!("{}: {e}", r.display()))
+            r.canonicalize().map_err(|err| ServeError::Root {
+                root: r.clone(),
+                err,
+            })
         })
         .collect::<Result<Vec<_>, _>>()?;
     let limits = Limits {
@@ -128,8 +159,11 @@ pub fn bind(opts: ServeOptions) -> Result<Bound, String> {
         max_body: MAX_REPORT_BYTES,
         ..Limits::default()
     };
-    let server = crate::httpd::Server::bind(&opts.listen, limits)
-        .map_err(|e| format!("listening on {}: {e}", opts.listen))?;
+    let server =
+        crate::httpd::Server::bind(&opts.listen, limits).map_err(|err| ServeError::Listen {
+            listen: opts.listen.clone(),
+            err,
+        })?;
     Ok(Bound { server, roots })
 }
 
@@ -177,9 +211,8 @@ impl PlanCache {
                 path.display(),
                 MAX_PLAN_BYTES >> 20
             )),
-            Ok(_) => {
-                crate::board::plan_addresses(&bytes).map_err(|e| format!("{}: {e}", path.display()))
-            }
+            Ok(_) => crate::board::plan_addresses(&bytes)
+                .map_err(|e| format!("{}: {}", path.display(), crate::error::chain(&e))),
         });
         if let Some(Err(e)) = &self.addresses {
             eprintln!("imgtool serve: {e}; status reports are taken from this host only");
@@ -266,5 +299,59 @@ mod tests {
         assert!(resolve(&roots, "/../etc/passwd").is_none());
         assert!(resolve(&roots, "/g/.hidden").is_none());
         assert!(resolve(&roots, "/").is_none());
+    }
+
+    fn opts(roots: Vec<PathBuf>, listen: &str) -> ServeOptions {
+        ServeOptions {
+            roots,
+            listen: listen.into(),
+            max_connections: 4,
+        }
+    }
+
+    #[test]
+    fn a_taken_port_names_the_address_and_keeps_the_io_error() {
+        let d = tempfile::tempdir().unwrap();
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let listen = taken.local_addr().unwrap().to_string();
+        let Err(e) = bind(opts(vec![d.path().into()], &listen)) else {
+            panic!("bound {listen} twice");
+        };
+        assert!(
+            matches!(&e, ServeError::Listen { listen: l, .. } if *l == listen),
+            "{e:?}"
+        );
+        let kind = std::error::Error::source(&e)
+            .and_then(|s| s.downcast_ref::<io::Error>())
+            .map(io::Error::kind);
+        assert_eq!(kind, Some(io::ErrorKind::AddrInUse), "{e:?}");
+        // Printed as the CLI prints it: the address, then the cause, once.
+        let shown = crate::error::chain(&e);
+        assert!(
+            shown.starts_with(&format!("listening on {listen}: ")),
+            "{shown}"
+        );
+        assert_eq!(shown.matches("in use").count(), 1, "{shown}");
+    }
+
+    #[test]
+    fn a_missing_root_is_named_with_the_io_error() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("no-such-root");
+        let Err(e) = bind(opts(vec![root.clone()], "127.0.0.1:0")) else {
+            panic!("served a missing root");
+        };
+        assert!(
+            matches!(&e, ServeError::Root { root: r, .. } if *r == root),
+            "{e:?}"
+        );
+        let kind = std::error::Error::source(&e)
+            .and_then(|s| s.downcast_ref::<io::Error>())
+            .map(io::Error::kind);
+        assert_eq!(kind, Some(io::ErrorKind::NotFound));
+        assert!(
+            crate::error::chain(&e).starts_with(&format!("{}: ", root.display())),
+            "{e}"
+        );
     }
 }

@@ -9,7 +9,12 @@
 //! HTTP client in the workspace. An answer to a range is checked against what was asked
 //! (`range_reply`: `Content-Range`, `Content-Length`, no chunked body) and its body
 //! read no further; docs/DISTRIBUTION.md lists the rules and why there is one client.
+//! Those checks, and which URLs are fetched at all, are the pure functions of [`check`].
 
+mod check;
+
+use check::{check_range, range_reply, RangeReply};
+pub use check::{check_url, RangeError, UrlError};
 use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
@@ -94,7 +99,7 @@ impl ImageSource for LocalDir {
         read_small(f).map_err(|e| self.err(name, e.into()))
     }
     fn read_range(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>, SourceError> {
-        check_range(offset, len).map_err(|e| self.err(name, e))?;
+        check_range(offset, len).map_err(|e| self.err(name, e.to_string()))?;
         let f =
             std::fs::File::open(self.0.join(name)).map_err(|e| self.err(name, e.to_string()))?;
         let mut buf = vec![0u8; len as usize];
@@ -176,18 +181,6 @@ impl From<SmallRead> for String {
     }
 }
 
-/// A range read allocates what it is asked for: at most one frame
-/// ([`crate::chunk::MAX_FRAME`]), and `offset + len` must not overflow.
-fn check_range(offset: u64, len: u64) -> Result<(), String> {
-    if len > crate::chunk::MAX_FRAME || offset.checked_add(len).is_none() {
-        return Err(format!(
-            "refusing to read {len} bytes at {offset}: more than one frame ({} bytes at most) or past 2^64",
-            crate::chunk::MAX_FRAME
-        ));
-    }
-    Ok(())
-}
-
 /// How long a connection to an upstream may take to open.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -219,21 +212,6 @@ pub struct HttpSource {
     strikes: Vec<AtomicUsize>,
     fetched: std::sync::Arc<AtomicU64>,
     on_switch: Option<SwitchHook>,
-}
-
-/// An image server URL this build can fetch from: `http://` only. No TLS is compiled
-/// in (a boot ramdisk has no CA certificates to check a server with anyway); origin comes
-/// from signed images (docs/TRUST.md). The error says so instead of a bare connect failure.
-pub fn check_url(url: &str) -> Result<(), String> {
-    if url.starts_with("https://") {
-        return Err(format!(
-            "{url}: https:// is not supported (no TLS in this build or the boot ramdisk); serve the images over http:// and sign them (docs/TRUST.md)"
-        ));
-    }
-    if !url.starts_with("http://") {
-        return Err(format!("{url}: not an http:// URL"));
-    }
-    Ok(())
 }
 
 impl HttpSource {
@@ -395,9 +373,9 @@ impl HttpSource {
             content_range: header("Content-Range"),
             transfer_encoding: header("Transfer-Encoding"),
         };
-        let n = range_reply(&reply, o, l).map_err(|msg| {
+        let n = range_reply(&reply, o, l).map_err(|e| {
             let msg = if reply.status == 206 || reply.status == 200 && o == 0 {
-                msg
+                e.to_string()
             } else {
                 format!("HTTP {} {}{expect}", reply.status, resp.status_text())
             };
@@ -511,72 +489,6 @@ enum Attempt {
     Again(String, bool),
 }
 
-/// The framing headers of an answer to `Range: bytes=o-(o+l-1)`.
-struct RangeReply {
-    status: u16,
-    content_length: Option<String>,
-    content_range: Option<String>,
-    transfer_encoding: Option<String>,
-}
-
-/// How many body bytes of an answer to a request for `l` bytes at `o` to read, or why the
-/// answer is refused. A `206` must carry a `Content-Range` starting at `o`, no longer
-/// than asked (shorter is a file that ends sooner: `read_optional` asks for one byte
-/// more than it accepts) and a `Content-Length` equal to it; a `200` (a server that
-/// ignores `Range`) is only taken for `o = 0`, and only its first `l` bytes. Bodies must
-/// have a `Content-Length`: a chunked or close-delimited body could not be bounded
-/// before it is read.
-fn range_reply(r: &RangeReply, o: u64, l: u64) -> Result<u64, String> {
-    let l = l.max(1);
-    if !(r.status == 206 || r.status == 200 && o == 0) {
-        return Err(format!(
-            "HTTP {} to a Range request (expected 206)",
-            r.status
-        ));
-    }
-    if let Some(te) = r.transfer_encoding.as_deref() {
-        if !te.trim().eq_ignore_ascii_case("identity") {
-            return Err(format!(
-                "transfer encoding {te:?} where a Content-Length was expected"
-            ));
-        }
-    }
-    let Some(cl) = r.content_length.as_deref() else {
-        return Err("no Content-Length in the response".into());
-    };
-    let n: u64 = cl
-        .trim()
-        .parse()
-        .map_err(|_| format!("bad Content-Length {cl:?}"))?;
-    if r.status == 200 {
-        return Ok(n.min(l));
-    }
-    let asked = format!("bytes {o}-{}", o.saturating_add(l - 1));
-    let cr = r.content_range.as_deref().unwrap_or("");
-    let (start, end) = parse_content_range(cr)
-        .ok_or_else(|| format!("Content-Range {cr:?} in a 206 answer to {asked}"))?;
-    if start != o || end - start >= l || end - start + 1 != n {
-        return Err(format!(
-            "Content-Range {cr:?} with Content-Length {n} does not match the range asked for ({asked})"
-        ));
-    }
-    Ok(n)
-}
-
-/// `bytes a-b/total` (total may be `*`) → (a, b) with a ≤ b.
-fn parse_content_range(v: &str) -> Option<(u64, u64)> {
-    let (range, total) = v.trim().strip_prefix("bytes ")?.split_once('/')?;
-    let (a, b) = range.split_once('-')?;
-    let (a, b): (u64, u64) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
-    if total.trim() != "*" {
-        let total: u64 = total.trim().parse().ok()?;
-        if b >= total {
-            return None;
-        }
-    }
-    (a <= b).then_some((a, b))
-}
-
 /// A body reader that adds what it reads to a counter.
 struct Counted(Box<dyn Read + Send>, std::sync::Arc<AtomicU64>);
 
@@ -630,9 +542,9 @@ impl ImageSource for HttpSource {
         if len == 0 {
             return Ok(vec![]);
         }
-        check_range(offset, len).map_err(|msg| SourceError {
+        check_range(offset, len).map_err(|e| SourceError {
             location: format!("{}/{name}", self.current()),
-            msg,
+            msg: e.to_string(),
             unreachable: false,
         })?;
         self.get(name, Some((offset, len)))

@@ -307,7 +307,9 @@ fn no_server_is_unreachable_and_https_is_refused_up_front() {
     assert!(src
         .open_range("p2.zst", 100, 20)
         .is_err_and(|e| e.unreachable));
-    let e = check_url("https://images.example/img").unwrap_err();
+    let e = check_url("https://images.example/img")
+        .unwrap_err()
+        .to_string();
     assert!(
         e.contains("https:// is not supported") && e.contains("docs/TRUST.md"),
         "{e}"

@@ -40,7 +40,7 @@ fn clone(cfg: &Config, rep: &Arc<Reporter>) -> anyhow::Result<()> {
         .map(str::to_string)
         .ok_or_else(|| anyhow::anyhow!("no group or image for this node"))?;
     let cands = crate::target::list_disks(std::path::Path::new("/sys/block"));
-    let t = crate::target::select(&cands, cfg.target.as_deref()).map_err(anyhow::Error::msg)?;
+    let t = crate::target::select(&cands, cfg.target.as_deref())?;
     rep.say(&format!("target disk: {t}"));
     let mut route = crate::route::plan_route(cfg, &server)?;
     route.trusted = trusted_keys(rep)?;

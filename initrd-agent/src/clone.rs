@@ -128,7 +128,7 @@ fn open_source(
     rep: &Arc<Reporter>,
 ) -> anyhow::Result<Arc<dyn ImageSource>> {
     for u in &up.urls {
-        imgtool::source::check_url(u).map_err(anyhow::Error::msg)?;
+        imgtool::source::check_url(u)?;
     }
     let mut source = HttpSource::chain(up.urls.clone(), route.stall);
     source.attempts = route.attempts;

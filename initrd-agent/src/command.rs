@@ -67,9 +67,7 @@ fn run(args: CloneArgs) -> anyhow::Result<()> {
         Some(t) => t.clone(),
         None => {
             let cands = crate::target::list_disks(Path::new("/sys/block"));
-            crate::target::select(&cands, args.hint.as_deref())
-                .map_err(anyhow::Error::msg)?
-                .path
+            crate::target::select(&cands, args.hint.as_deref())?.path
         }
     };
     let image = args.image.clone().unwrap_or_else(|| args.group.clone());
@@ -79,8 +77,7 @@ fn run(args: CloneArgs) -> anyhow::Result<()> {
         image_id: args.image_id.clone(),
         ..Config::default()
     }
-    .validate()
-    .map_err(anyhow::Error::msg)?;
+    .validate()?;
     let route = route(&args, &name)?;
     rep.say(&route.describe());
     crate::clone::clone(&route, &image, &target, &rep).map_err(|e| {

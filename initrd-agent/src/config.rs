@@ -1,12 +1,35 @@
 //! The agent's configuration: the kernel command line first (`BOOTIF=`, `ip=` from
 //! pxelinux's IPAPPEND 3; `netboot.*` keys from our boot entries, GRUB's and iPXE's
 //! `netboot.mac=`/`netboot.ip=`), then the subnet's `etc/bootopts/<HEX>` for whatever the
-//! command line left open. Pure parsing; fetching lives in `clone`.
+//! command line left open. Pure parsing; fetching lives in `clone`. A value that breaks
+//! the rules is a [`ConfigError`] naming the key and value.
 
 use netboot_proto::bootopts::{self, BootOpts};
 use netboot_proto::names::{image_id, name, Kind};
 use netboot_proto::net::{mac_string, parse_cidr, parse_mac};
 use std::net::Ipv4Addr;
+
+/// A command-line word or a resolved name that is not what its key needs. The messages
+/// name the word (`BOOTIF=01-zz`) or the name and the rule it breaks; they carry no
+/// source (the parsers say what is wrong, not why a system call failed).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A `key=value` word of the kernel command line; `what` is the kind of value the key
+    /// takes (`MAC`, `IPv4 address`, `action (reboot, poweroff, wait)`, …).
+    #[error("kernel command line: `{word}` is not a valid {what}")]
+    BadWord { word: String, what: &'static str },
+    /// A node, entity, group or image name (from the command line or the network's
+    /// bootopts) outside the naming rules.
+    #[error("boot configuration: {what} {}: {why}", .value.escape_debug())]
+    BadName {
+        what: &'static str,
+        value: String,
+        why: String,
+    },
+    /// An image id pin that is not 64 lower-case hex digits.
+    #[error("boot configuration: {why}")]
+    BadImageId { value: String, why: String },
+}
 
 /// What to do when the work is over, or failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,11 +155,14 @@ fn parse_ip_arg(v: &str) -> Option<Address> {
 
 impl Config {
     /// Reads the kernel command line. Later keys win over earlier ones.
-    pub fn from_cmdline(cmdline: &str) -> Result<Config, String> {
+    pub fn from_cmdline(cmdline: &str) -> Result<Config, ConfigError> {
         let mut c = Config::default();
         for w in words(cmdline) {
             let (k, v) = w.split_once('=').unwrap_or((w.as_str(), ""));
-            let bad = |what: &str| format!("kernel command line: `{w}` is not a valid {what}");
+            let bad = |what: &'static str| ConfigError::BadWord {
+                word: w.clone(),
+                what,
+            };
             match k {
                 "BOOTIF" | "netboot.mac" => {
                     c.mac = Some(normalize_mac(v).ok_or_else(|| bad("MAC"))?)
@@ -227,7 +253,7 @@ impl Config {
     /// Checks what the command line and the (network-fetched) bootopts resolved to, by
     /// the rules pxe-builder writes them with (docs/BOOT.md): node, entity, group and
     /// image names go into URLs, status posts and the console; the pin must be an id.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         for (kind, what, v) in [
             (Kind::Node, "node", &self.node),
             (Kind::Entity, "entity", &self.entity),
@@ -235,13 +261,18 @@ impl Config {
             (Kind::Image, "image", &self.image),
         ] {
             if let Some(v) = v {
-                name(kind, v).map_err(|(_, m)| {
-                    format!("boot configuration: {what} {}: {m}", v.escape_debug())
+                name(kind, v).map_err(|(_, why)| ConfigError::BadName {
+                    what,
+                    value: v.clone(),
+                    why,
                 })?;
             }
         }
         if let Some(id) = &self.image_id {
-            image_id(id).map_err(|(_, m)| format!("boot configuration: {m}"))?;
+            image_id(id).map_err(|(_, why)| ConfigError::BadImageId {
+                value: id.clone(),
+                why,
+            })?;
         }
         Ok(())
     }
@@ -263,11 +294,16 @@ mod tests {
             Config::from_cmdline("netboot.server=http://s BOOTIF=01-52-54-00-00-00-01").unwrap();
         c.merge_bootopts(&BootOpts::parse("group=compute\nimage=../../etc\n"));
         let e = c.validate().unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::BadName { what: "image", value, .. } if value == "../../etc"),
+            "{e:?}"
+        );
+        let e = e.to_string();
         assert!(e.contains("image") && e.contains("../../etc"), "{e}");
         let mut c = Config::from_cmdline("netboot.node=n1 netboot.group=compute").unwrap();
         assert_eq!(c.validate(), Ok(()));
         c.node = Some("n1\u{1b}[2J".into());
-        assert!(c.validate().unwrap_err().contains("node"));
+        assert!(c.validate().unwrap_err().to_string().contains("node"));
     }
 
     use super::*;
@@ -311,14 +347,52 @@ mod tests {
 
     #[test]
     fn bad_values_are_named() {
-        let e = Config::from_cmdline("BOOTIF=01-zz").unwrap_err();
+        let e = Config::from_cmdline("BOOTIF=01-zz")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("BOOTIF=01-zz"), "{e}");
         assert!(Config::from_cmdline("netboot.done=explode").is_err());
-        let e = Config::from_cmdline("netboot.image_id=abc").unwrap_err();
+        let e = Config::from_cmdline("netboot.image_id=abc")
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("netboot.image_id=abc") && e.contains("64"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_bad_ip_word_is_named_with_its_value() {
+        // The message the console shows (pid1 prints it and waits) is today's text.
+        let e = Config::from_cmdline(
+            "console=ttyS0 ip=172.20.0.999:1.2.3.4 BOOTIF=01-52-54-00-00-00-01",
+        )
+        .unwrap_err();
+        assert_eq!(
+            e,
+            ConfigError::BadWord {
+                word: "ip=172.20.0.999:1.2.3.4".into(),
+                what: "ip=client:server:gw:mask",
+            }
+        );
+        assert_eq!(
+            e.to_string(),
+            "kernel command line: `ip=172.20.0.999:1.2.3.4` is not a valid ip=client:server:gw:mask"
+        );
+        let e = Config::from_cmdline("netboot.image_id=ABC").unwrap_err();
+        assert!(
+            matches!(e, ConfigError::BadWord { ref word, .. } if word == "netboot.image_id=ABC")
+        );
+        let c = Config {
+            image_id: Some("ab".into()),
+            ..Config::default()
+        };
+        let e = c.validate().unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::BadImageId { value, .. } if value == "ab"),
+            "{e:?}"
+        );
+        assert!(e.to_string().starts_with("boot configuration: "), "{e}");
     }
 
     #[test]

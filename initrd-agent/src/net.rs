@@ -2,23 +2,94 @@
 //! (BOOTIF / `netboot.mac`, else the first NIC), set the address, netmask and default
 //! route with the classic IPv4 ioctls (in [`crate::sys`]), wait for carrier. Without an
 //! address on the command line, busybox's `udhcpc` (in the initrd) asks DHCP and we
-//! apply its answer.
+//! apply its answer. Failures are [`NetError`]s naming the interface, with the kernel's
+//! error as their source.
 
 use crate::config::{Address, Config};
 use crate::report::Reporter;
 use crate::sys;
 use rustix::net::{socket, AddressFamily, SocketType};
+use std::io;
 use std::net::Ipv4Addr;
 use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
+
+/// Why the boot interface could not be brought up. A variant's message is the context;
+/// the kernel's or the program's error is its `#[source]` and follows when printed as a
+/// chain (`{:#}` through anyhow): `setting eth0 up: Operation not permitted (os error 1)`.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("no network interface has MAC {mac} (BOOTIF) after {secs}s; interfaces: {seen}. Is the NIC's driver in the initrd?")]
+    NoInterface {
+        mac: String,
+        secs: u64,
+        /// `name (mac)` of every interface seen, or `none`.
+        seen: String,
+    },
+    #[error("socket")]
+    Socket(#[source] io::Error),
+    #[error("reading flags of {iface}")]
+    ReadFlags {
+        iface: String,
+        #[source]
+        err: io::Error,
+    },
+    #[error("setting {iface} up")]
+    SetUp {
+        iface: String,
+        #[source]
+        err: io::Error,
+    },
+    #[error("setting address {ip} on {iface}")]
+    SetAddress {
+        iface: String,
+        ip: Ipv4Addr,
+        #[source]
+        err: io::Error,
+    },
+    #[error("setting netmask {mask} on {iface}")]
+    SetNetmask {
+        iface: String,
+        mask: Ipv4Addr,
+        #[source]
+        err: io::Error,
+    },
+    #[error("adding default route via {gateway}")]
+    AddRoute {
+        iface: String,
+        gateway: Ipv4Addr,
+        #[source]
+        err: io::Error,
+    },
+    #[error("no link on {iface} after {secs}s: check the cable and the switch port")]
+    NoLink { iface: String, secs: u64 },
+    #[error("no ip= on the kernel command line and no busybox for DHCP in the initrd")]
+    NoBusybox,
+    #[error("writing {script}")]
+    DhcpScript {
+        script: &'static str,
+        #[source]
+        err: io::Error,
+    },
+    #[error("running udhcpc")]
+    Udhcpc {
+        iface: String,
+        #[source]
+        err: io::Error,
+    },
+    #[error("DHCP on {iface} got no lease: {stderr}")]
+    NoLease { iface: String, stderr: String },
+    #[error("DHCP lease without an address: {lease}")]
+    LeaseWithoutAddress { iface: String, lease: String },
+}
 
 /// Brings up the boot interface (from BOOTIF / netboot.mac, else the first NIC) and
 /// completes `cfg` with what it learnt (the MAC, a DHCP lease).
 pub fn bring_up(cfg: &mut Config, rep: &Reporter) -> anyhow::Result<()> {
     let t = Duration::from_secs(cfg.link_timeout);
     let iface = match &cfg.mac {
-        Some(mac) => wait_iface(mac, t).map_err(anyhow::Error::msg)?,
+        Some(mac) => wait_iface(mac, t)?,
         None => {
             std::thread::sleep(Duration::from_secs(2));
             let (i, mac) = first_iface().ok_or_else(|| {
@@ -28,20 +99,20 @@ pub fn bring_up(cfg: &mut Config, rep: &Reporter) -> anyhow::Result<()> {
             i
         }
     };
-    up(&iface).map_err(anyhow::Error::msg)?;
-    wait_link(&iface, t).map_err(anyhow::Error::msg)?;
+    up(&iface)?;
+    wait_link(&iface, t)?;
     let addr = match cfg.address {
         Some(a) => a,
         None => {
             rep.say(&format!(
                 "no ip= on the command line: asking DHCP on {iface}"
             ));
-            let a = dhcp(&iface).map_err(anyhow::Error::msg)?;
+            let a = dhcp(&iface)?;
             cfg.address = Some(a);
             a
         }
     };
-    configure(&iface, &addr).map_err(anyhow::Error::msg)?;
+    configure(&iface, &addr)?;
     rep.say(&format!(
         "network: {iface} ({}) {}/{} gateway {}",
         cfg.mac.as_deref().unwrap_or("?"),
@@ -53,7 +124,7 @@ pub fn bring_up(cfg: &mut Config, rep: &Reporter) -> anyhow::Result<()> {
 }
 
 /// The interface whose MAC is `mac`, waiting up to `timeout` for drivers to create it.
-pub fn wait_iface(mac: &str, timeout: Duration) -> Result<String, String> {
+pub fn wait_iface(mac: &str, timeout: Duration) -> Result<String, NetError> {
     let start = Instant::now();
     loop {
         let mut seen = vec![];
@@ -69,11 +140,15 @@ pub fn wait_iface(mac: &str, timeout: Duration) -> Result<String, String> {
         }
         if start.elapsed() > timeout {
             seen.sort();
-            return Err(format!(
-                "no network interface has MAC {mac} (BOOTIF) after {}s; interfaces: {}. Is the NIC's driver in the initrd?",
-                timeout.as_secs(),
-                if seen.is_empty() { "none".into() } else { seen.join(", ") }
-            ));
+            return Err(NetError::NoInterface {
+                mac: mac.to_string(),
+                secs: timeout.as_secs(),
+                seen: if seen.is_empty() {
+                    "none".into()
+                } else {
+                    seen.join(", ")
+                },
+            });
         }
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -98,43 +173,57 @@ pub fn first_iface() -> Option<(String, String)> {
 }
 
 /// A socket for the interface ioctls.
-fn sock() -> Result<OwnedFd, String> {
-    socket(AddressFamily::INET, SocketType::DGRAM, None)
-        .map_err(|e| format!("socket: {}", std::io::Error::from(e)))
+fn sock() -> Result<OwnedFd, NetError> {
+    socket(AddressFamily::INET, SocketType::DGRAM, None).map_err(|e| NetError::Socket(e.into()))
 }
 
 /// Sets the interface up (no address).
-pub fn up(iface: &str) -> Result<(), String> {
+pub fn up(iface: &str) -> Result<(), NetError> {
     let s = sock()?;
-    let flags = sys::if_flags(&s, iface).map_err(|e| format!("reading flags of {iface}: {e}"))?;
+    let flags = sys::if_flags(&s, iface).map_err(|err| NetError::ReadFlags {
+        iface: iface.into(),
+        err,
+    })?;
     sys::set_if_flags(
         &s,
         iface,
         flags | (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short,
     )
-    .map_err(|e| format!("setting {iface} up: {e}"))
+    .map_err(|err| NetError::SetUp {
+        iface: iface.into(),
+        err,
+    })
 }
 
 /// Assigns `a` to `iface`, brings it up, and adds the default route when there is one.
-pub fn configure(iface: &str, a: &Address) -> Result<(), String> {
+pub fn configure(iface: &str, a: &Address) -> Result<(), NetError> {
     up("lo").ok();
     let s = sock()?;
-    sys::set_if_addr(&s, iface, a.ip)
-        .map_err(|e| format!("setting address {} on {iface}: {e}", a.ip))?;
-    if let Some(m) = a.netmask {
-        sys::set_if_netmask(&s, iface, m)
-            .map_err(|e| format!("setting netmask {m} on {iface}: {e}"))?;
+    sys::set_if_addr(&s, iface, a.ip).map_err(|err| NetError::SetAddress {
+        iface: iface.into(),
+        ip: a.ip,
+        err,
+    })?;
+    if let Some(mask) = a.netmask {
+        sys::set_if_netmask(&s, iface, mask).map_err(|err| NetError::SetNetmask {
+            iface: iface.into(),
+            mask,
+            err,
+        })?;
     }
     up(iface)?;
-    if let Some(gw) = a.gateway {
-        sys::add_default_route(&s, iface, gw)
-            .map_err(|e| format!("adding default route via {gw}: {e}"))?;
+    if let Some(gateway) = a.gateway {
+        sys::add_default_route(&s, iface, gateway).map_err(|err| NetError::AddRoute {
+            iface: iface.into(),
+            gateway,
+            err,
+        })?;
     }
     Ok(())
 }
 
 /// Waits for carrier on `iface`.
-pub fn wait_link(iface: &str, timeout: Duration) -> Result<(), String> {
+pub fn wait_link(iface: &str, timeout: Duration) -> Result<(), NetError> {
     let start = Instant::now();
     let path = format!("/sys/class/net/{iface}/carrier");
     while start.elapsed() < timeout {
@@ -146,41 +235,40 @@ pub fn wait_link(iface: &str, timeout: Duration) -> Result<(), String> {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    Err(format!(
-        "no link on {iface} after {}s: check the cable and the switch port",
-        timeout.as_secs()
-    ))
+    Err(NetError::NoLink {
+        iface: iface.into(),
+        secs: timeout.as_secs(),
+    })
 }
 
 /// DHCP through busybox `udhcpc` (the initrd carries it); returns the lease.
-pub fn dhcp(iface: &str) -> Result<Address, String> {
+pub fn dhcp(iface: &str) -> Result<Address, NetError> {
     let busybox = ["/bin/busybox", "/usr/bin/busybox"]
         .into_iter()
         .find(|p| Path::new(p).exists());
     let Some(bb) = busybox else {
-        return Err(
-            "no ip= on the kernel command line and no busybox for DHCP in the initrd".into(),
-        );
+        return Err(NetError::NoBusybox);
     };
     let script = "/run/netboot-udhcpc.sh";
     std::fs::write(script, "#!/bin/busybox sh\n[ \"$1\" = bound ] && echo \"LEASE $ip ${subnet:-0.0.0.0} ${router%% *}\"\nexit 0\n")
-        .map_err(|e| format!("writing {script}: {e}"))?;
+        .map_err(|err| NetError::DhcpScript { script, err })?;
     let _ = std::fs::set_permissions(script, std::os::unix::fs::PermissionsExt::from_mode(0o755));
     let out = std::process::Command::new(bb)
         .args([
             "udhcpc", "-i", iface, "-f", "-q", "-n", "-t", "6", "-T", "2", "-s", script,
         ])
         .output()
-        .map_err(|e| format!("running udhcpc: {e}"))?;
+        .map_err(|err| NetError::Udhcpc {
+            iface: iface.into(),
+            err,
+        })?;
     let text = String::from_utf8_lossy(&out.stdout);
     let lease = text
         .lines()
         .find_map(|l| l.strip_prefix("LEASE "))
-        .ok_or_else(|| {
-            format!(
-                "DHCP on {iface} got no lease: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            )
+        .ok_or_else(|| NetError::NoLease {
+            iface: iface.into(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
         })?;
     let f: Vec<&str> = lease.split_whitespace().collect();
     let parse = |i: usize| {
@@ -189,8 +277,47 @@ pub fn dhcp(iface: &str) -> Result<Address, String> {
             .filter(|a| !a.is_unspecified())
     };
     Ok(Address {
-        ip: parse(0).ok_or_else(|| format!("DHCP lease without an address: {lease}"))?,
+        ip: parse(0).ok_or_else(|| NetError::LeaseWithoutAddress {
+            iface: iface.into(),
+            lease: lease.to_string(),
+        })?,
         netmask: parse(1),
         gateway: parse(2),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ioctl_failure_names_the_interface_and_keeps_the_kernels_error() {
+        // No root needed: the kernel answers ENODEV for an interface that does not exist
+        // before it looks at permissions.
+        let e = up("nbtest-none0").unwrap_err();
+        assert!(
+            matches!(&e, NetError::ReadFlags { iface, .. } if iface == "nbtest-none0"),
+            "{e:?}"
+        );
+        assert_eq!(e.to_string(), "reading flags of nbtest-none0");
+        let src = std::error::Error::source(&e)
+            .and_then(|s| s.downcast_ref::<io::Error>())
+            .map(io::Error::raw_os_error);
+        assert_eq!(src, Some(Some(libc::ENODEV)), "{e:?}");
+        // As the console prints it: the context, then the cause, once.
+        let shown = format!("{:#}", anyhow::Error::new(e));
+        assert!(
+            shown.starts_with("reading flags of nbtest-none0: ") && shown.contains("os error"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn no_link_names_the_interface_and_the_wait() {
+        let e = wait_link("nbtest-none0", Duration::ZERO).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "no link on nbtest-none0 after 0s: check the cable and the switch port"
+        );
+    }
 }

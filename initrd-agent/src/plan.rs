@@ -5,8 +5,19 @@
 //! [`MAX_CHAIN`] hops and never twice through a node, upstream names must be node names,
 //! addresses IPv4 addresses (they become URLs), the relay port a port.
 
-use netboot_proto::plan::Plan;
+use netboot_proto::plan::{Plan, PlanError};
 pub use netboot_proto::plan::{DEFAULT_RELAY_PORT, MAX_CHAIN};
+
+/// A clone plan this node cannot follow: the URL it came from, with the plan's own error
+/// (which node or field, why) as the source; printed as a chain it reads
+/// `http://…/clone-plan.json: the upstream chain of node a loops (…)`.
+#[derive(Debug, thiserror::Error)]
+#[error("{url}")]
+pub struct PlanRouteError {
+    pub url: String,
+    #[source]
+    pub err: PlanError,
+}
 
 /// This node's place in the plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,10 +35,17 @@ pub struct PlanRoute {
 /// This node's route in the plan `text` (fetched from `url`); `None` when the plan
 /// does not list `node` (it then pulls from the primary). Errors name the URL and
 /// the node or field.
-pub fn route_from_plan(text: &str, node: &str, url: &str) -> Result<Option<PlanRoute>, String> {
+pub fn route_from_plan(
+    text: &str,
+    node: &str,
+    url: &str,
+) -> Result<Option<PlanRoute>, PlanRouteError> {
     let route = Plan::from_json(text.as_bytes())
         .and_then(|plan| plan.route(node))
-        .map_err(|e| format!("{url}: {e}"))?;
+        .map_err(|err| PlanRouteError {
+            url: url.into(),
+            err,
+        })?;
     Ok(route.map(|r| PlanRoute {
         upstreams: r
             .upstreams
@@ -44,6 +62,11 @@ mod tests {
     use super::*;
 
     const URL: &str = "http://s/clone-plan.json";
+
+    /// The error as the agent prints it: the URL, then the plan's reason.
+    fn shown(e: PlanRouteError) -> String {
+        format!("{:#}", anyhow::Error::new(e))
+    }
 
     fn plan(nodes: &str, addresses: &str) -> String {
         format!(r#"{{"relay_port": 8200, "nodes": {{{nodes}}}, "addresses": {{{addresses}}}}}"#)
@@ -82,7 +105,7 @@ mod tests {
             r#""a": {"upstream": "x\u001b[2Jy"}, "x\u001b[2Jy": {"upstream": "primary"}"#,
             r#""x\u001b[2Jy": "10.0.0.1""#,
         );
-        let e = route_from_plan(&p, "a", URL).unwrap_err();
+        let e = shown(route_from_plan(&p, "a", URL).unwrap_err());
         assert!(e.contains("upstream of node a"), "{e}");
     }
 
@@ -94,6 +117,10 @@ mod tests {
             r#""a": "10.0.0.1", "b": "10.0.0.2""#,
         );
         let e = route_from_plan(&p, "a", URL).unwrap_err();
+        // The plan's typed error is kept as the source, with the URL around it.
+        assert_eq!(e.url, URL);
+        assert!(matches!(e.err, PlanError::Loop { .. }), "{e:?}");
+        let e = shown(e);
         assert!(e.contains("loops (node b names a again)"), "{e}");
     }
 
@@ -104,12 +131,16 @@ mod tests {
             r#""a": {"upstream": "b"}, "b": {"upstream": "primary"}"#,
             r#""b": "10.0.0.2@evil.example/x?""#,
         );
-        let e = route_from_plan(&p, "a", URL).unwrap_err();
+        let e = shown(route_from_plan(&p, "a", URL).unwrap_err());
         assert!(e.contains("of node b is not an IPv4 address"), "{e}");
         let p = r#"{"relay_port": 1099511627776, "nodes": {"a": {"upstream": "primary"}}}"#;
-        let e = route_from_plan(p, "a", URL).unwrap_err();
+        let e = shown(route_from_plan(p, "a", URL).unwrap_err());
         assert!(e.contains("relay_port 1099511627776 is not a port"), "{e}");
-        let e = route_from_plan("{", "a", URL).unwrap_err();
-        assert!(e.starts_with(URL) && e.contains("not a clone plan"), "{e}");
+        let e = shown(route_from_plan("{", "a", URL).unwrap_err());
+        // The JSON parser's reason follows, once.
+        assert!(
+            e.starts_with(&format!("{URL}: not a clone plan: ")) && e.matches("EOF").count() == 1,
+            "{e}"
+        );
     }
 }

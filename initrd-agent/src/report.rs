@@ -169,7 +169,7 @@ fn post_loop(outbox: &Outbox, server: &str, node: &str, warn: impl Fn(String)) {
             if let Err(e) = post_report(server, node, &r) {
                 if !warned {
                     warned = true;
-                    warn(e);
+                    warn(imgtool::error::chain(&e));
                 }
             }
         }

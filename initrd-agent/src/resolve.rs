@@ -63,7 +63,7 @@ pub fn resolve_with(
         }
     }
     // Bootopts came over the network: nothing of it is used before it is checked.
-    cfg.validate().map_err(anyhow::Error::msg)?;
+    cfg.validate()?;
     rep.say(&format!(
         "node {} entity {} group {} image {} mode {}",
         cfg.node.as_deref().unwrap_or("?"),

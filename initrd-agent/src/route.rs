@@ -94,7 +94,7 @@ pub fn plan_route(cfg: &Config, server: &str) -> anyhow::Result<Route> {
         Err(ureq::Error::Status(404, _)) => return Ok(Route::primary(server, 8)),
         Err(e) => anyhow::bail!("fetching the clone plan {url}: {e}"),
     };
-    let p = crate::plan::route_from_plan(&text, node, &url).map_err(anyhow::Error::msg)?;
+    let p = crate::plan::route_from_plan(&text, node, &url)?;
     Ok(Route::from_plan(server, p))
 }
 

@@ -1,7 +1,8 @@
 //! Choosing the disk to clone onto: every whole disk in `/sys/block` (not loop, ram,
 //! zram, optical, device-mapper or md devices), filtered by hints
 //! `serial=…,model=…,wwn=…,path=…,size>=…`; without hints, the first non-removable disk.
-//! A hint that matches nothing, or more than one disk, is refused with the candidates.
+//! A hint that matches nothing, or more than one disk, is refused with the candidates
+//! ([`SelectError`]).
 
 use std::path::{Path, PathBuf};
 
@@ -31,6 +32,40 @@ impl std::fmt::Display for Candidate {
             },
             if self.removable { ", removable" } else { "" }
         )
+    }
+}
+
+/// Why no target disk was chosen. The messages list the disks seen (one per line), so
+/// the console says which hint to write.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SelectError {
+    #[error("no non-removable disk to clone onto; disks seen:\n{}", list(.seen))]
+    NoDisk { seen: Vec<Candidate> },
+    #[error("target hint `{hint}` is not key=value (serial=, model=, wwn=, path=, size>=)")]
+    NotKeyValue { hint: String },
+    #[error("unknown target hint `{key}` (serial=, model=, wwn=, path=, size>=)")]
+    UnknownHint { key: String },
+    #[error("no disk matches the target hints `{hints}`; candidates:\n{}", list(.candidates))]
+    NoMatch {
+        hints: String,
+        candidates: Vec<Candidate>,
+    },
+    #[error("the target hints `{hints}` match {} disks; refusing to guess. Make them unique (serial= is best):\n{}", .matching.len(), list(.matching))]
+    Ambiguous {
+        hints: String,
+        matching: Vec<Candidate>,
+    },
+}
+
+/// Disks one per line, indented, for [`SelectError`]'s messages.
+fn list(v: &[Candidate]) -> String {
+    if v.is_empty() {
+        "  (no disks found)".to_string()
+    } else {
+        v.iter()
+            .map(|c| format!("  {c}"))
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }
 
@@ -93,24 +128,15 @@ fn parse_size(s: &str) -> Option<u64> {
 }
 
 /// Picks the target among `cands` by `hints`.
-pub fn select(cands: &[Candidate], hints: Option<&str>) -> Result<Candidate, String> {
-    let list = |v: &[Candidate]| {
-        if v.is_empty() {
-            "  (no disks found)".to_string()
-        } else {
-            v.iter()
-                .map(|c| format!("  {c}"))
-                .collect::<Vec<_>>()
-                .join("\n")
-        }
-    };
+pub fn select(cands: &[Candidate], hints: Option<&str>) -> Result<Candidate, SelectError> {
     let Some(hints) = hints.filter(|h| !h.trim().is_empty()) else {
-        return cands.iter().find(|c| !c.removable).cloned().ok_or_else(|| {
-            format!(
-                "no non-removable disk to clone onto; disks seen:\n{}",
-                list(cands)
-            )
-        });
+        return cands
+            .iter()
+            .find(|c| !c.removable)
+            .cloned()
+            .ok_or_else(|| SelectError::NoDisk {
+                seen: cands.to_vec(),
+            });
     };
     let mut matching: Vec<Candidate> = cands.to_vec();
     for h in hints.split(',').map(str::trim).filter(|h| !h.is_empty()) {
@@ -119,9 +145,7 @@ pub fn select(cands: &[Candidate], hints: Option<&str>) -> Result<Candidate, Str
         } else if let Some((k, v)) = h.split_once('=') {
             (k.trim(), "=", v.trim())
         } else {
-            return Err(format!(
-                "target hint `{h}` is not key=value (serial=, model=, wwn=, path=, size>=)"
-            ));
+            return Err(SelectError::NotKeyValue { hint: h.into() });
         };
         matching.retain(|c| match (key, op) {
             ("serial", "=") => c.serial == val,
@@ -135,19 +159,19 @@ pub fn select(cands: &[Candidate], hints: Option<&str>) -> Result<Candidate, Str
             _ => false,
         });
         if !["serial", "model", "wwn", "path", "size"].contains(&key) {
-            return Err(format!(
-                "unknown target hint `{key}` (serial=, model=, wwn=, path=, size>=)"
-            ));
+            return Err(SelectError::UnknownHint { key: key.into() });
         }
     }
     match matching.len() {
         1 => Ok(matching.remove(0)),
-        0 => Err(format!("no disk matches the target hints `{hints}`; candidates:\n{}", list(cands))),
-        _ => Err(format!(
-            "the target hints `{hints}` match {} disks; refusing to guess. Make them unique (serial= is best):\n{}",
-            matching.len(),
-            list(&matching)
-        )),
+        0 => Err(SelectError::NoMatch {
+            hints: hints.into(),
+            candidates: cands.to_vec(),
+        }),
+        _ => Err(SelectError::Ambiguous {
+            hints: hints.into(),
+            matching,
+        }),
     }
 }
 
@@ -182,12 +206,12 @@ mod tests {
             select(&d, Some("serial=S2")).unwrap().path,
             PathBuf::from("/dev/nvme1n1")
         );
-        let e = select(&d, Some("model=samsung")).unwrap_err();
+        let e = select(&d, Some("model=samsung")).unwrap_err().to_string();
         assert!(
             e.contains("match 2 disks") && e.contains("/dev/nvme1n1"),
             "{e}"
         );
-        let e = select(&d, Some("serial=nope")).unwrap_err();
+        let e = select(&d, Some("serial=nope")).unwrap_err().to_string();
         assert!(
             e.contains("no disk matches") && e.contains("/dev/sda"),
             "{e}"
@@ -196,6 +220,21 @@ mod tests {
             select(&d, Some("size>=100G,serial=S1")).unwrap().serial,
             "S1"
         );
-        assert!(select(&d, Some("color=red")).is_err());
+        assert_eq!(
+            select(&d, Some("color=red")),
+            Err(SelectError::UnknownHint {
+                key: "color".into()
+            })
+        );
+        assert_eq!(
+            select(&d[2..], None),
+            Err(SelectError::NoDisk {
+                seen: d[2..].to_vec()
+            })
+        );
+        assert_eq!(
+            select(&[], Some("serial=S1")).unwrap_err().to_string(),
+            "no disk matches the target hints `serial=S1`; candidates:\n  (no disks found)"
+        );
     }
 }

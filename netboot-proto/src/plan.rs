@@ -127,7 +127,7 @@ fn relay_port<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
 /// Why a plan, or a node's route in it, cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
-    #[error("not a clone plan: {0}")]
+    #[error("not a clone plan")]
     Json(#[from] serde_json::Error),
     #[error("the upstream chain of node {node} loops (node {at} names {again} again)")]
     Loop {
@@ -404,7 +404,8 @@ mod tests {
             match (Plan::from_json(text.as_bytes()), ok) {
                 (Ok(p), Some(want)) => assert_eq!(p.relay_port, want, "{port}"),
                 (Err(e), None) => {
-                    let e = e.to_string();
+                    // The message is the context; the JSON parser's reason is the source.
+                    let e = format!("{e}: {}", std::error::Error::source(&e).unwrap());
                     assert!(
                         e.contains(&format!("relay_port {port} is not a port")),
                         "{e}"

@@ -132,18 +132,9 @@ impl std::fmt::Display for Diagnostic {
 #[error("{} problem(s) in the cluster description:\n{}", .0.len(), .0.iter().map(|d| format!("  {d}")).collect::<Vec<_>>().join("\n"))]
 pub struct Invalid(pub Vec<Diagnostic>);
 
-/// Subnets and MACs are parsed as the agent parses them (`netboot_proto::net`).
-pub use netboot_proto::net::{mac_string, Net};
-
-/// Parses `a.b.c.d/p`; host bits must be zero.
-pub fn parse_cidr(s: &str) -> Result<Net, String> {
-    netboot_proto::net::parse_cidr(s).map_err(|e| e.to_string())
-}
-
-/// Parses `aa:bb:cc:dd:ee:ff` (or with dashes), any case.
-pub fn parse_mac(s: &str) -> Result<[u8; 6], String> {
-    netboot_proto::net::parse_mac(s).map_err(|e| e.to_string())
-}
+/// Subnets and MACs are parsed as the agent parses them (`netboot_proto::net`), with its
+/// typed errors ([`BadCidr`], [`BadMac`]); a diagnostic takes their message.
+pub use netboot_proto::net::{mac_string, parse_cidr, parse_mac, BadCidr, BadMac, Net};
 
 /// Cluster-wide settings.
 #[derive(Debug, Clone)]
@@ -659,7 +650,7 @@ fn entities<'f>(cx: &mut Ctx, defs: &'f [EntityDef], names: &Names) -> Vec<Entit
         let net = match parse_cidr(e.subnet.get_ref()) {
             Ok(n) => Some(n),
             Err(m) => {
-                cx.at(e.subnet.span(), m);
+                cx.at(e.subnet.span(), m.to_string());
                 None
             }
         };
@@ -773,7 +764,7 @@ fn node_mac(cx: &mut Ctx, n: &NodeDef, macs: &mut HashMap<[u8; 6], String>) -> [
             m
         }
         Err(msg) => {
-            cx.at(n.mac.span(), msg);
+            cx.at(n.mac.span(), msg.to_string());
             [0; 6]
         }
     }

@@ -400,12 +400,12 @@ fn serve_cmd(a: ServeArgs) -> Result<()> {
         roots,
         listen: a.listen,
         max_connections: a.max_connections,
-    })
-    .map_err(anyhow::Error::msg)
+    })?;
+    Ok(())
 }
 
 fn status_cmd(a: StatusArgs, out: &Out) -> Result<()> {
-    let board = imgtool::serve::fetch_status(&a.server).map_err(anyhow::Error::msg)?;
+    let board = imgtool::serve::fetch_status(&a.server)?;
     out.print(&board, || {
         if board.is_empty() {
             format!("no node has reported to {} yet\n", a.server)

@@ -108,10 +108,7 @@ fn run(cli: Cli) -> Result<()> {
             if ip.is_none() && mac.is_none() {
                 bail!("give --ip, --mac or both");
             }
-            let mac = mac
-                .map(|m| model::parse_mac(&m))
-                .transpose()
-                .map_err(anyhow::Error::msg)?;
+            let mac = mac.map(|m| model::parse_mac(&m)).transpose()?;
             let l = lookup::lookup(&tree, mac, ip);
             json_or(cli.json, &l, || render::lookup(&l))?
         }
