@@ -85,10 +85,11 @@ pub fn clone(
     let report = restore(&img, &disk, &opts, &progress)
         .with_context(|| format!("restoring {url} onto {}", target.display()))?;
     say_grown(&report, rep);
+    // The relay held (and said why it stopped) before growing, in `restore_options`'s
+    // hook, which restore always calls after the last chunk: waiting here again would
+    // only repeat that line.
     if let Some(relay) = &relay {
-        let why = relay.wait_downstream(route.downstream, route.relay_idle);
         rep.say(&format!("relay served {} bytes", relay.served_bytes()));
-        rep.say(&released(why, route.downstream, route.relay_idle));
     }
     rep.phase(
         Phase::Done,
