@@ -1,6 +1,8 @@
 //! The library's error type: every variant names what a user needs to find the problem
 //! (device, partition, chunk, byte offset, file) in its fields, and keeps the error that
-//! caused it (an `io::Error`, a source or trust error) as its `#[source]`.
+//! caused it (an `io::Error`, a source or trust error) as its `#[source]`. It also defines
+//! [`SourceError`] and [`TrustError`] (re-exported by `source` and `sign`), so that this
+//! module is a leaf every other module may use without an import circle.
 //!
 //! A variant's message is the context only; the cause follows when the error is printed
 //! as a chain, the way the binaries print (`anyhow`'s `{:#}`: `writing partition 2 chunk
@@ -10,6 +12,53 @@
 
 use std::io;
 use std::path::PathBuf;
+
+/// A failed read, with what was being read.
+#[derive(Debug, thiserror::Error)]
+#[error("{location}: {msg}")]
+pub struct SourceError {
+    pub location: String,
+    pub msg: String,
+    /// The source cannot be reached at all (as opposed to a bad answer).
+    pub unreachable: bool,
+}
+
+/// Why an image is not trusted, or a key or signature file could not be used. Every
+/// message names the image (location and id) or the file, and the keys tried.
+#[derive(Debug, thiserror::Error)]
+pub enum TrustError {
+    #[error("image {location} (id {image_id}) is unsigned: {why}; refused because this node trusts {keys}")]
+    Unsigned {
+        location: String,
+        image_id: String,
+        why: String,
+        keys: String,
+    },
+    #[error(
+        "image {location} (id {image_id}) is not signed by a trusted key: {found}; trusted: {keys}"
+    )]
+    Untrusted {
+        location: String,
+        image_id: String,
+        /// What the signature file held (`signed by unknown key X`, `bad signature by key Y`, …).
+        found: String,
+        keys: String,
+    },
+    #[error("image {location} is pinned to id {expected} (netboot.image_id), but the server offers id {found}: refused")]
+    Pinned {
+        location: String,
+        expected: String,
+        found: String,
+    },
+    #[error("{path}:{line}: {msg}")]
+    Malformed {
+        path: String,
+        line: usize,
+        msg: String,
+    },
+    #[error("{path}: {msg}")]
+    File { path: String, msg: String },
+}
 
 /// Errors of the imgtool library. Binaries wrap them with `anyhow` context.
 #[derive(Debug, thiserror::Error)]
@@ -124,9 +173,9 @@ pub enum Error {
     #[error("{0} poisoned")]
     Poisoned(&'static str),
     #[error(transparent)]
-    Source(#[from] crate::source::SourceError),
+    Source(#[from] SourceError),
     #[error(transparent)]
-    Trust(#[from] crate::sign::TrustError),
+    Trust(#[from] TrustError),
     #[error("{program} failed on {target}: {msg}")]
     External {
         program: String,

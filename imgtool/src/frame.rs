@@ -57,15 +57,7 @@ pub struct FrameStream<'a> {
 /// Broken streams tolerated while reading one frame.
 const STREAM_RETRIES: u32 = 8;
 
-/// The slowest a frame may arrive, after [`FRAME_GRACE`]: an upstream that sends a byte
-/// now and then (a broken link, a compromised relay) would otherwise hold a node forever,
-/// since every single read is within the socket's stall timeout. Far below any real
-/// link: 64 nodes behind one saturated 1 Gbit/s uplink still get ~2 MB/s each.
-pub const MIN_FRAME_RATE: u64 = 64 << 10;
-
-/// Time a frame may take on top of [`MIN_FRAME_RATE`]: a relay waits up to 30 s for a
-/// chunk from its own upstream before it gives up, so a chain's frames can be that late.
-pub const FRAME_GRACE: Duration = Duration::from_secs(40);
+pub use crate::limits::{FRAME_GRACE, MIN_FRAME_RATE};
 
 impl<'a> FrameStream<'a> {
     pub fn new(image: &'a Image, r: &'a Region) -> Self {

@@ -41,6 +41,7 @@ pub mod gpt;
 pub mod grow;
 pub mod httpd;
 pub mod layout;
+pub mod limits;
 pub mod manifest;
 pub mod mark;
 pub mod mbr;

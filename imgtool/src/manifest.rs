@@ -19,11 +19,7 @@ pub const FORMAT_NAME: &str = "netboot-logical-group-image";
 pub const MANIFEST_FILE: &str = "manifest";
 pub const LAYOUT_FILE: &str = "layout";
 
-/// Largest `manifest` or `layout` file a reader accepts (64 MiB), checked while reading.
-/// A manifest line per chunk is about 400 bytes, so this holds ~160 000 chunks: 1.3 TB of
-/// used data at the default 8 MiB chunk size. It bounds what a node (PID 1 in a ramdisk)
-/// allocates for an image's description before it can check anything.
-pub const MAX_MANIFEST_BYTES: u64 = 64 << 20;
+pub use crate::limits::MAX_MANIFEST_BYTES;
 
 /// Largest disk head a manifest may declare (defined with the table's limits, see
 /// [`crate::table::MAX_HEAD`]; this path keeps working).

@@ -54,42 +54,7 @@ pub const MAX_KEY_BYTES: u64 = 16 << 10;
 /// Most trusted public keys a node or a command takes (a directory of keys is read whole).
 pub const MAX_TRUSTED_KEYS: usize = 64;
 
-/// Why an image is not trusted, or a key or signature file could not be used. Every
-/// message names the image (location and id) or the file, and the keys tried.
-#[derive(Debug, thiserror::Error)]
-pub enum TrustError {
-    #[error("image {location} (id {image_id}) is unsigned: {why}; refused because this node trusts {keys}")]
-    Unsigned {
-        location: String,
-        image_id: String,
-        why: String,
-        keys: String,
-    },
-    #[error(
-        "image {location} (id {image_id}) is not signed by a trusted key: {found}; trusted: {keys}"
-    )]
-    Untrusted {
-        location: String,
-        image_id: String,
-        /// What the signature file held (`signed by unknown key X`, `bad signature by key Y`, …).
-        found: String,
-        keys: String,
-    },
-    #[error("image {location} is pinned to id {expected} (netboot.image_id), but the server offers id {found}: refused")]
-    Pinned {
-        location: String,
-        expected: String,
-        found: String,
-    },
-    #[error("{path}:{line}: {msg}")]
-    Malformed {
-        path: String,
-        line: usize,
-        msg: String,
-    },
-    #[error("{path}: {msg}")]
-    File { path: String, msg: String },
-}
+pub use crate::error::TrustError;
 
 /// A key id: first 8 bytes of sha256(public key), hex.
 pub fn key_id(public: &VerifyingKey) -> String {

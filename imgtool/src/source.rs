@@ -21,15 +21,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-/// A failed read, with what was being read.
-#[derive(Debug, thiserror::Error)]
-#[error("{location}: {msg}")]
-pub struct SourceError {
-    pub location: String,
-    pub msg: String,
-    /// The source cannot be reached at all (as opposed to a bad answer).
-    pub unreachable: bool,
-}
+pub use crate::error::SourceError;
 
 pub trait ImageSource: Send + Sync {
     /// Human-readable location (`/srv/images/compute`, `http://…/compute`).
@@ -131,9 +123,9 @@ impl ImageSource for LocalDir {
 }
 
 /// Reads a whole small file (`manifest`, `layout`), refusing one longer than
-/// [`crate::manifest::MAX_MANIFEST_BYTES`] while reading, before it is all in memory.
+/// [`crate::limits::MAX_MANIFEST_BYTES`] while reading, before it is all in memory.
 fn read_small(r: impl Read) -> Result<Vec<u8>, SmallRead> {
-    let max = crate::manifest::MAX_MANIFEST_BYTES;
+    let max = crate::limits::MAX_MANIFEST_BYTES;
     let mut buf = vec![];
     r.take(max + 1)
         .read_to_end(&mut buf)
@@ -147,11 +139,11 @@ fn read_small(r: impl Read) -> Result<Vec<u8>, SmallRead> {
 }
 
 /// How long a whole small file (`manifest`, `layout`, `signature`) may take: the frames'
-/// pace ([`crate::verify::MIN_FRAME_RATE`] after [`crate::verify::FRAME_GRACE`]) for the
+/// pace ([`crate::limits::MIN_FRAME_RATE`] after [`crate::limits::FRAME_GRACE`]) for the
 /// largest one, so an upstream that dribbles it holds a node for minutes, not forever.
 fn small_file_deadline() -> Duration {
-    crate::verify::FRAME_GRACE
-        + Duration::from_secs(crate::manifest::MAX_MANIFEST_BYTES / crate::verify::MIN_FRAME_RATE)
+    crate::limits::FRAME_GRACE
+        + Duration::from_secs(crate::limits::MAX_MANIFEST_BYTES / crate::limits::MIN_FRAME_RATE)
 }
 
 /// Reads at most `limit` bytes; more is an error (checked while reading).

@@ -12,6 +12,13 @@ pub const EFI_TAG: &str = "efi-x86_64";
 pub const MAX_NAME: usize = 63;
 
 /// What a name names; each kind has its own reserved words.
+/// The image server, as named in the clone plan's upstream chains: no node may take it.
+pub const PRIMARY: &str = "primary";
+
+/// The clone plan's file name, in the boot tree and under the image server's URL: no
+/// image may take it. (`plan::FILE` re-exports it.)
+pub const PLAN_FILE: &str = "clone-plan.json";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Cluster,
@@ -36,10 +43,7 @@ impl Kind {
     pub fn reserved(self) -> &'static [(&'static str, &'static str)] {
         match self {
             Kind::Node => &[
-                (
-                    crate::plan::PRIMARY,
-                    "the clone plan's name for the image server",
-                ),
+                (PRIMARY, "the clone plan's name for the image server"),
                 ("infinite", "a dnsmasq dhcp-host keyword (lease time)"),
                 ("ignore", "a dnsmasq dhcp-host keyword (ignore this host)"),
             ],
@@ -57,7 +61,7 @@ impl Kind {
                 ("dhcp", "a directory of the boot tree"),
                 ("ipxe", "a directory of the boot tree"),
                 ("pxelinux.cfg", "a directory of the boot tree"),
-                (crate::plan::FILE, "a file of the boot tree"),
+                (PLAN_FILE, "a file of the boot tree"),
                 ("boot.ipxe", "a file of the boot tree"),
                 ("pxelinux.0", "a file of the boot tree"),
                 ("ldlinux.c32", "a file of the boot tree"),

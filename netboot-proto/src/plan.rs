@@ -16,14 +16,14 @@ use serde::{Deserialize, Deserializer, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
-/// The plan's file name, in the boot tree and under the image server's URL.
-pub const FILE: &str = "clone-plan.json";
+/// The plan's file name (a reserved image name, so it lives in [`crate::names`]).
+pub use crate::names::PLAN_FILE as FILE;
 
 /// The version pxe-builder writes.
 pub const VERSION: u32 = 1;
 
-/// The image server, as named in upstream chains.
-pub const PRIMARY: &str = "primary";
+/// The image server, as named in upstream chains (a reserved node name).
+pub use crate::names::PRIMARY;
 
 /// Relay port when the plan names none (pxe-builder's default `relay_port`).
 pub const DEFAULT_RELAY_PORT: u16 = 8180;
