@@ -216,7 +216,11 @@ impl HttpSource {
     pub fn chain(bases: Vec<String>, stall: Duration) -> Self {
         // One agent for every request of this source: its pool keeps a connection per
         // upstream open between requests (a frame stream, then the next region's).
+        // No redirects: a node's upstreams are the plan's (each checked by `check_url`); an
+        // upstream may not send it to another host (the hand-written client before ureq
+        // never followed one either). A 3xx is a bad answer like any other.
         let agent = ureq::AgentBuilder::new()
+            .redirects(0)
             .timeout_connect(CONNECT_TIMEOUT)
             .timeout_read(stall)
             .timeout_write(stall)
@@ -356,6 +360,17 @@ impl HttpSource {
             }
         };
         let Some((o, l)) = range else {
+            // A whole file is a 200 and nothing else (ureq hands 1xx–3xx back as answers).
+            if resp.status() != 200 {
+                return Err(Attempt::Again(
+                    format!(
+                        "HTTP {} {} (expected 200)",
+                        resp.status(),
+                        resp.status_text()
+                    ),
+                    false,
+                ));
+            }
             return Ok(resp.into_reader());
         };
         let header = |name| resp.header(name).map(str::to_string);
@@ -509,6 +524,9 @@ impl ImageSource for HttpSource {
                 std::thread::sleep(Duration::from_millis(200 * (1 << attempt.min(4))));
             }
             match self.agent.get(&url).timeout(small_file_deadline()).call() {
+                Ok(r) if r.status() != 200 => {
+                    last = format!("HTTP {} {} (expected 200)", r.status(), r.status_text())
+                }
                 Ok(r) => {
                     return read_limited(&mut r.into_reader(), limit)
                         .map(Some)

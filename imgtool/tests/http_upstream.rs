@@ -316,3 +316,27 @@ fn no_server_is_unreachable_and_https_is_refused_up_front() {
     );
     assert!(check_url("http://images.example/img").is_ok());
 }
+
+#[test]
+fn a_redirect_is_not_followed_but_counts_as_a_bad_answer() {
+    // Where the redirect points: a good upstream that must never be asked. A node's
+    // upstreams are the plan's; an upstream may not send the node somewhere else.
+    let (elsewhere, elsewhere_seen) = upstream(Arc::new(good));
+    let target = format!("{elsewhere}/p2.zst");
+    let (base, seen) = upstream(Arc::new(move |_: &str, s: &mut TcpStream| {
+        let _ = write!(
+            s,
+            "HTTP/1.1 302 Found\r\nLocation: {target}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+    }));
+    let src = source(vec![base]);
+    let e = src.read_range("p2.zst", 100, 20).unwrap_err();
+    assert!(e.msg.contains("HTTP 302"), "{e}");
+    assert!(src.read_file("manifest").is_err());
+    assert!(src.read_optional("signature", 1024).is_err());
+    assert!(!seen.lock().unwrap().is_empty());
+    assert!(
+        elsewhere_seen.lock().unwrap().is_empty(),
+        "the redirect was followed"
+    );
+}
