@@ -85,10 +85,19 @@ pub fn clone(
     let report = restore(&img, &disk, &opts, &progress)
         .with_context(|| format!("restoring {url} onto {}", target.display()))?;
     say_grown(&report, rep);
-    // The relay held (and said why it stopped) before growing, in `restore_options`'s
-    // hook, which restore always calls after the last chunk: waiting here again would
-    // only repeat that line.
+    // The relay held (and said why) before growing, in `restore_options`'s hook. It holds
+    // again before this node reports done and reboots: a downstream node that came or
+    // retried while the file systems grew (minutes for a large e2fsck) is served to the
+    // end rather than cut off. Usually this returns at once; only a real wait is said.
     if let Some(relay) = &relay {
+        let start = std::time::Instant::now();
+        let why = relay.wait_downstream(route.downstream, route.relay_idle);
+        if start.elapsed() >= std::time::Duration::from_millis(100) {
+            rep.say(&format!(
+                "after growing, {}",
+                released(why, route.downstream, route.relay_idle)
+            ));
+        }
         rep.say(&format!("relay served {} bytes", relay.served_bytes()));
     }
     rep.phase(
