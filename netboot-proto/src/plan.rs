@@ -107,9 +107,22 @@ pub struct NodeRole {
     /// ending with `primary` ([`Plan::chain`]); it is stored as links because written out
     /// per node it would grow with nodes × entities (20 million names for 100 000 nodes
     /// in 400 racks).
+    #[serde(deserialize_with = "null_is_default")]
     pub upstream: String,
     /// Nodes that pull from this one first.
+    #[serde(deserialize_with = "null_is_default")]
     pub downstream: Vec<String>,
+}
+
+/// A `null` where a node's `upstream` or `downstream` belongs reads as the field's
+/// default (the primary; no downstream), as the untyped reader before this crate took
+/// it: a plan tool that writes `null` for "none" must not stop every node of the cluster.
+fn null_is_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 /// `relay_port`: a port, with the old reader's message for anything else.
@@ -332,6 +345,19 @@ mod tests {
         assert!(r.upstreams.is_empty());
         assert_eq!(r.downstream, 1, "issue 11: a relay knows its downstream");
         assert!(p.route("zz").unwrap().is_none());
+    }
+
+    #[test]
+    fn a_null_upstream_or_downstream_reads_as_none() {
+        let text = br#"{"addresses": {"a": "10.0.0.1"},
+            "nodes": {"a": {"upstream": null, "downstream": null},
+                      "b": {"upstream": "a", "downstream": null}}}"#;
+        let p = Plan::from_json(text).unwrap();
+        assert_eq!(p.chain("a").unwrap(), ["primary"]);
+        assert_eq!(p.chain("b").unwrap(), ["a", "primary"]);
+        let r = p.route("a").unwrap().unwrap();
+        assert!(r.upstreams.is_empty());
+        assert_eq!(r.downstream, 0);
     }
 
     #[test]
