@@ -7,9 +7,9 @@
 
 mod common;
 use common::*;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use test_fixtures::files::{
-    assert_restored_files, contents, ext_tree, extents, extract, gpt_master,
+    assert_restored_files, contents, ext_tree, extents, extract, gpt_master, FileDisk,
 };
 
 fn restore(image: &Path, target: &Path) -> serde_json::Value {
@@ -19,6 +19,23 @@ fn restore(image: &Path, target: &Path) -> serde_json::Value {
 
 fn payload_bytes(image: &Path) -> u64 {
     payload_and_largest_frame(image).0
+}
+
+/// A file master captured into `dir/img`, and a byte copy of the master (a clone that is
+/// already there) as `dir/target.img`.
+fn captured_with_a_copy(dir: &Path) -> (FileDisk, PathBuf, PathBuf) {
+    let (master, _) = gpt_master(dir);
+    let image = dir.join("img");
+    run(imgtool()
+        .args(["capture", "-q"])
+        .arg(&master.path)
+        .arg(&image));
+    let target = dir.join("target.img");
+    run(std::process::Command::new("cp")
+        .arg("--sparse=always")
+        .arg(&master.path)
+        .arg(&target));
+    (master, image, target)
 }
 
 #[test]
@@ -56,17 +73,7 @@ fn a_file_disk_captures_restores_onto_a_blank_file_and_compares_equal() {
 #[test]
 fn restoring_onto_its_own_clone_keeps_the_table_and_diff_finds_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let (master, _) = gpt_master(dir.path());
-    let image = dir.path().join("img");
-    run(imgtool()
-        .args(["capture", "-q"])
-        .arg(&master.path)
-        .arg(&image));
-    let target = dir.path().join("target.img");
-    run(std::process::Command::new("cp")
-        .arg("--sparse=always")
-        .arg(&master.path)
-        .arg(&target));
+    let (master, image, target) = captured_with_a_copy(dir.path());
     let head = |p: &Path| std::fs::read(p).unwrap()[..1 << 20].to_vec();
     let before = head(&target);
     restore(&image, &target);
@@ -89,17 +96,7 @@ fn restoring_onto_its_own_clone_keeps_the_table_and_diff_finds_nothing() {
 #[test]
 fn a_damaged_file_system_on_the_target_is_found_by_diff() {
     let dir = tempfile::tempdir().unwrap();
-    let (master, _) = gpt_master(dir.path());
-    let image = dir.path().join("img");
-    run(imgtool()
-        .args(["capture", "-q"])
-        .arg(&master.path)
-        .arg(&image));
-    let target = dir.path().join("target.img");
-    run(std::process::Command::new("cp")
-        .arg("--sparse=always")
-        .arg(&master.path)
-        .arg(&target));
+    let (_master, image, target) = captured_with_a_copy(dir.path());
     // One byte of the root file system's used area (its superblock's volume name).
     let root = extents(&target)[1];
     let f = std::fs::OpenOptions::new()

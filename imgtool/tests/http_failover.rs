@@ -7,7 +7,7 @@
 
 mod common;
 use common::*;
-use imgtool::manifest::Image;
+use imgtool::manifest::{Image, Region};
 use imgtool::source::{HttpSource, ImageSource, LocalDir};
 use imgtool::verify::{read_frame, FrameStream};
 use std::io::{BufRead, BufReader, Write};
@@ -159,6 +159,19 @@ fn files(dir: &Path) -> PathBuf {
     root
 }
 
+/// Streams every frame of region `r` from `remote` and checks each against `local`.
+fn assert_streams_every_frame(remote: &Image, local: &Image, r: &Region) {
+    let region = remote.manifest.region(&r.name).unwrap();
+    let mut stream = FrameStream::new(remote, region);
+    for i in 0..r.chunks.len() {
+        assert_eq!(
+            stream.frame(i).unwrap(),
+            read_frame(local, r, i).unwrap(),
+            "frame {i}"
+        );
+    }
+}
+
 #[test]
 fn an_upstream_that_answers_404_hands_the_request_to_the_next() {
     let dir = tempfile::tempdir().unwrap();
@@ -297,15 +310,7 @@ fn a_stream_cut_mid_frame_resumes_at_that_frame() {
     });
     let (s, _) = source(vec![up.base.clone()]);
     let remote = Image::load(Arc::new(s)).unwrap();
-    let region = remote.manifest.region(&r.name).unwrap();
-    let mut stream = FrameStream::new(&remote, region);
-    for i in 0..c.len() {
-        assert_eq!(
-            stream.frame(i).unwrap(),
-            read_frame(&local, &r, i).unwrap(),
-            "frame {i}"
-        );
-    }
+    assert_streams_every_frame(&remote, &local, &r);
     // One stream to the cut, then one from frame 3's first byte to the end.
     assert_eq!(range_starts(&up, &payload), vec![0, c[3].payload_offset]);
 }
@@ -328,15 +333,7 @@ fn a_stream_that_keeps_breaking_moves_to_the_next_upstream_at_the_same_frame() {
     let primary = Fake::start(&img, |_, _| Answer::Serve);
     let (s, switches) = source(vec![relay.base.clone(), primary.base.clone()]);
     let remote = Image::load(Arc::new(s)).unwrap();
-    let region = remote.manifest.region(&r.name).unwrap();
-    let mut stream = FrameStream::new(&remote, region);
-    for i in 0..c.len() {
-        assert_eq!(
-            stream.frame(i).unwrap(),
-            read_frame(&local, &r, i).unwrap(),
-            "frame {i}"
-        );
-    }
+    assert_streams_every_frame(&remote, &local, &r);
     let sw = switches.lock().unwrap().clone();
     assert_eq!(sw.len(), 1, "{sw:?}");
     assert_eq!(sw[0].1, primary.base);

@@ -11,10 +11,10 @@ use imgtool::fs::{ext, fat, swap, FsInfo, PartView};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::process::Command;
-use test_fixtures::disk::run;
+use test_fixtures::disk::{fat_files, run};
 use test_fixtures::files::{
-    contents, e2fsck_clean, esp_tree, ext_tree, fat_tree, fsck_vfat_clean, garbage, make_fs,
-    sample_tree, zeros, Fs,
+    contents, e2fsck_clean, esp_tree, ext_tree, fsck_vfat_clean, garbage, make_fs, sample_tree,
+    zeros, Fs,
 };
 
 const MIB: u64 = 1 << 20;
@@ -227,7 +227,7 @@ fn fat16_used_ranges_hold_every_file_and_no_freed_cluster() {
     let copy = dir.path().join("used-only.img");
     only_used(&bytes, &info.used, &copy);
     fsck_vfat_clean(&copy);
-    let (a, b) = (fat_tree(&file), fat_tree(&copy));
+    let (a, b) = (fat_files(&file), fat_files(&copy));
     assert!(a.len() > 30, "{a:?}");
     assert_eq!(a, b, "the used ranges lose FAT data");
 }

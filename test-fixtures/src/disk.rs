@@ -232,7 +232,8 @@ pub fn blkid(dev: &Path) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// The files of a FAT file system, extracted with mtools (the host kernel has no vfat).
+/// The files of a FAT file system on a device or in a file, extracted with mtools (the
+/// host kernel has no vfat): per file its type, size and content hash.
 pub fn fat_files(dev: &Path) -> BTreeMap<String, String> {
     let dir = tempfile::tempdir().expect("tempdir");
     run(Command::new("mcopy")

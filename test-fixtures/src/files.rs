@@ -8,7 +8,7 @@
 //! system hold garbage (the partition file is filled before `mke2fs -E nodiscard`), which
 //! a capture must not store.
 
-use crate::disk::{run, snapshot};
+use crate::disk::{fat_files, run, snapshot};
 use crate::root::tool;
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -232,21 +232,6 @@ pub fn ext_tree(file: &Path) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// The files of a FAT file system in a file, copied out with mtools: type, size, hash.
-pub fn fat_tree(file: &Path) -> BTreeMap<String, String> {
-    let out = tempfile::tempdir().expect("tempdir");
-    run(Command::new("mcopy")
-        .env("MTOOLS_SKIP_CHECK", "1")
-        .args(["-s", "-n", "-i"])
-        .arg(file)
-        .arg("::/")
-        .arg(out.path()));
-    contents(out.path())
-        .into_iter()
-        .map(|(k, v)| (k, v.split(" perm=").next().unwrap_or_default().to_string()))
-        .collect()
-}
-
 /// What a tree holds, whoever owns it: per entry its type, size and content hash (files),
 /// link target (symlinks), and permission bits. FIFOs and devices are left out (rdump
 /// skips them).
@@ -440,7 +425,7 @@ pub fn assert_restored_files(master: &Path, target: &Path) {
             }
             Some("vfat") => {
                 fsck_vfat_clean(&tf);
-                let (a, b) = (fat_tree(&mf), fat_tree(&tf));
+                let (a, b) = (fat_files(&mf), fat_files(&tf));
                 assert!(!a.is_empty(), "master partition {n} looks empty");
                 assert_eq!(a, b, "partition {n}: FAT files differ");
             }

@@ -8,8 +8,7 @@ use std::process::Command;
 
 /// True when the effective user is root.
 pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
+    rustix::process::geteuid().is_root()
 }
 
 /// The line a skipped test prints on stderr (`cargo test` shows it with `--nocapture`;
