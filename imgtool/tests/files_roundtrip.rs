@@ -21,6 +21,16 @@ fn payload_bytes(image: &Path) -> u64 {
     payload_and_largest_frame(image).0
 }
 
+/// `imgtool diff IMAGE TARGET`, whatever its exit status.
+fn diff(image: &Path, target: &Path) -> std::process::Output {
+    imgtool()
+        .arg("diff")
+        .arg(image)
+        .arg(target)
+        .output()
+        .unwrap()
+}
+
 /// A file master captured into `dir/img`, and a byte copy of the master (a clone that is
 /// already there) as `dir/target.img`.
 fn captured_with_a_copy(dir: &Path) -> (FileDisk, PathBuf, PathBuf) {
@@ -79,12 +89,7 @@ fn restoring_onto_its_own_clone_keeps_the_table_and_diff_finds_nothing() {
     restore(&image, &target);
     assert_eq!(before, head(&target), "an equal table was rewritten");
     assert_restored_files(&master.path, &target);
-    let diff = imgtool()
-        .arg("diff")
-        .arg(&image)
-        .arg(&target)
-        .output()
-        .unwrap();
+    let diff = diff(&image, &target);
     assert_eq!(
         diff.status.code(),
         Some(0),
@@ -104,12 +109,7 @@ fn a_damaged_file_system_on_the_target_is_found_by_diff() {
         .open(&target)
         .unwrap();
     std::os::unix::fs::FileExt::write_all_at(&f, b"X", root.start + 1024 + 120).unwrap();
-    let diff = imgtool()
-        .arg("diff")
-        .arg(&image)
-        .arg(&target)
-        .output()
-        .unwrap();
+    let diff = diff(&image, &target);
     let out =
         String::from_utf8_lossy(&diff.stdout).to_string() + &String::from_utf8_lossy(&diff.stderr);
     assert_eq!(diff.status.code(), Some(1), "{out}");
