@@ -8,7 +8,9 @@ mod common;
 use common::*;
 use netboot_proto::bootopts::BootOpts;
 use std::net::Ipv4Addr;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use test_fixtures::netns::Lan;
 
 /// Builds `body` as a cluster; returns the temp dir (keep it alive) and the tree.
 fn build(body: &str) -> (tempfile::TempDir, PathBuf) {
@@ -283,4 +285,147 @@ fn ip_is_ours_on_every_kernel_line() {
         "ip=",
         "`ip=` is set by pxe-builder",
     );
+}
+
+/// The one non-loopback interface of namespace `ns`.
+fn iface(ns: &str) -> String {
+    let o = std::process::Command::new("ip")
+        .args(["-n", ns, "-o", "link", "show"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n).to_string())
+        .find(|n| n != "lo")
+        .unwrap_or_else(|| panic!("no interface in {ns}"))
+}
+
+/// A process started by the test, stopped by its PID even when the test fails.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// What busybox `udhcpc` leased to a client with `mac`, from the real dhcpd serving
+/// `conf` on a namespace LAN whose server address is `server`: `ip`, `mask`, `router`,
+/// `siaddr` (next-server), `boot_file`.
+fn lease(work: &Path, tag: &str, conf: &Path, server: &str, mac: &str) -> Vec<(String, String)> {
+    let mut lan = Lan::new(tag);
+    let srv = lan.host("d", server);
+    let cli = lan.host("c", "192.0.2.1/32");
+    let (srv_if, cli_if) = (iface(&srv), iface(&cli));
+    let set_mac = std::process::Command::new("ip")
+        .args(["-n", &cli, "link", "set", &cli_if, "address", mac])
+        .status()
+        .unwrap();
+    assert!(set_mac.success());
+    let leases = work.join(format!("{tag}.leases"));
+    std::fs::write(&leases, "").unwrap();
+    let log = work.join(format!("{tag}.dhcpd.log"));
+    let dhcpd = ["/usr/sbin/dhcpd", "/sbin/dhcpd"]
+        .into_iter()
+        .find(|p| Path::new(p).is_file())
+        .unwrap_or("dhcpd");
+    let _dhcpd = Running(
+        Lan::cmd(&srv, dhcpd)
+            .args(["-4", "-f", "-d", "-cf"])
+            .arg(conf)
+            .arg("-lf")
+            .arg(&leases)
+            .arg("-pf")
+            .arg(work.join(format!("{tag}.pid")))
+            .arg(&srv_if)
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::create(work.join(format!("{tag}.err"))).unwrap())
+            .spawn()
+            .expect("dhcpd (isc-dhcp-server)"),
+    );
+    let script = work.join("udhcpc.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\n[ \"$1\" = bound ] && echo \"LEASE ip=$ip mask=$subnet router=$router siaddr=$siaddr boot_file=$boot_file\"\nexit 0\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // udhcpc asks up to 20 times, a second apart: dhcpd needs a moment to start.
+    let o = Lan::cmd(&cli, "busybox")
+        .args([
+            "udhcpc", "-q", "-n", "-f", "-t", "20", "-T", "1", "-i", &cli_if, "-s",
+        ])
+        .arg(&script)
+        .output()
+        .expect("busybox");
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    let line = out
+        .lines()
+        .find_map(|l| l.strip_prefix("LEASE "))
+        .unwrap_or_else(|| {
+            panic!(
+                "no lease for {mac}: {out}{}\ndhcpd said:\n{}",
+                String::from_utf8_lossy(&o.stderr),
+                std::fs::read_to_string(work.join(format!("{tag}.err"))).unwrap_or_default()
+            )
+        });
+    line.split(' ')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn field<'a>(lease: &'a [(String, String)], k: &str) -> &'a str {
+    lease
+        .iter()
+        .find(|(key, _)| key == k)
+        .map(|(_, v)| v.as_str())
+        .unwrap_or_else(|| panic!("no {k} in {lease:?}"))
+}
+
+/// The real dhcpd serving a site's dhcpd.conf (its own subnets and routers) with the
+/// snippet included: the node of a rack with `gateway` gets that router, a node of the
+/// rack without gets the site's, and both get our next-server and boot file.
+#[test]
+fn dhcpd_hands_out_a_racks_gateway_and_else_the_sites_router() {
+    test_fixtures::skip_unless_root!("network namespaces");
+    // rack1 holds both servers and has no gateway; rack2 is routed (gateway 172.20.1.1).
+    let body = example()
+        .replacen(
+            "image_server = \"http://172.20.0.100:8080\"",
+            "image_server = \"http://172.20.0.3:8080\"",
+            1,
+        )
+        .replacen("gateway = \"172.20.0.1\"\n", "", 1);
+    let (work, tree) = build(&body);
+    let conf = site_conf(work.path(), &[&tree.join("dhcp/dhcpd.conf")]);
+    let n04 = lease(
+        work.path(),
+        "gw2",
+        &conf,
+        "172.20.1.2/24",
+        "52:54:00:12:34:04",
+    );
+    assert_eq!(field(&n04, "ip"), "172.20.1.7");
+    assert_eq!(field(&n04, "router"), "172.20.1.1", "the site's router won");
+    assert_eq!(field(&n04, "mask"), "255.255.255.0");
+    assert_eq!(field(&n04, "siaddr"), "172.20.0.2");
+    assert_eq!(field(&n04, "boot_file"), "pxelinux.0");
+    let n01 = lease(
+        work.path(),
+        "gw1",
+        &conf,
+        "172.20.0.2/27",
+        "52:54:00:12:34:01",
+    );
+    assert_eq!(field(&n01, "ip"), "172.20.0.5");
+    assert_eq!(
+        field(&n01, "router"),
+        "172.20.0.30",
+        "the site's router was lost"
+    );
+    assert_eq!(field(&n01, "mask"), "255.255.255.224");
+    assert_eq!(field(&n01, "siaddr"), "172.20.0.2");
 }
