@@ -153,6 +153,32 @@ mod tests {
     }
 
     #[test]
+    fn the_dhcpd_snippet_declares_groups_with_the_router_and_no_subnet() {
+        let mut c = cluster();
+        let t = dhcpd(&c).unwrap();
+        assert!(!t.lines().any(|l| l.starts_with("subnet")), "{t}");
+        assert!(
+            t.contains("group {\n  next-server 10.0.0.1;\n  if option arch"),
+            "{t}"
+        );
+        assert!(!dnsmasq(&c).unwrap().contains("dhcp-option="));
+        c.entities[0].gateway = Some("10.0.0.254".parse().unwrap());
+        let t = dhcpd(&c).unwrap();
+        assert!(
+            t.contains("  next-server 10.0.0.1;\n  option routers 10.0.0.254;\n"),
+            "{t}"
+        );
+        assert!(dnsmasq(&c).unwrap().contains(
+            "dhcp-range=set:r1,10.0.0.0,static,255.255.255.0\ndhcp-option=tag:r1,3,10.0.0.254\n"
+        ));
+        let s = dhcpd_subnets(&c).unwrap();
+        assert!(
+            s.contains("\nsubnet 10.0.0.0 netmask 255.255.255.0 {\n}\n"),
+            "{s}"
+        );
+    }
+
+    #[test]
     fn hostile_names_that_bypassed_the_model_are_refused() {
         for name in [
             "n1\ndhcp-script=/tmp/x",
