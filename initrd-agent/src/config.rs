@@ -181,22 +181,23 @@ const IP_GATEWAY: &str =
 const IP_MASK: &str = "ip=client:server:gw:mask (mask: a contiguous dotted netmask like 255.255.255.0, or a prefix length 1-32)";
 
 /// A netmask as `ip=` may give it: dotted and contiguous (`255.255.255.0`), or a prefix
-/// length (`24`). `Ok(None)` for empty and `0.0.0.0` (none given).
-pub fn parse_netmask(s: &str) -> Result<Option<Ipv4Addr>, ()> {
+/// length (`24`). `Ok(None)` for empty and `0.0.0.0` (none given); the error is what
+/// [`ConfigError::BadWord`] says the mask must be.
+fn parse_netmask(s: &str) -> Result<Option<Ipv4Addr>, &'static str> {
     if s.is_empty() {
         return Ok(None);
     }
     if s.len() <= 2 && s.bytes().all(|b| b.is_ascii_digit()) {
-        let p: u32 = s.parse().map_err(|_| ())?;
+        let p: u32 = s.parse().map_err(|_| IP_MASK)?;
         if !(1..=32).contains(&p) {
-            return Err(());
+            return Err(IP_MASK);
         }
         return Ok(Some(Ipv4Addr::from(u32::MAX << (32 - p))));
     }
-    let m: Ipv4Addr = s.parse().map_err(|_| ())?;
+    let m: Ipv4Addr = s.parse().map_err(|_| IP_MASK)?;
     let bits = u32::from(m);
     if bits.leading_ones() + bits.trailing_zeros() != 32 {
-        return Err(());
+        return Err(IP_MASK);
     }
     Ok(Some(m).filter(|m| !m.is_unspecified()))
 }
@@ -218,7 +219,7 @@ fn parse_ip_arg(v: &str) -> Result<Address, &'static str> {
         "" => None,
         g => Some(g.parse::<Ipv4Addr>().map_err(|_| IP_GATEWAY)?),
     };
-    let netmask = parse_netmask(f.next().unwrap_or("")).map_err(|_| IP_MASK)?;
+    let netmask = parse_netmask(f.next().unwrap_or(""))?;
     Ok(Address {
         ip,
         netmask,
