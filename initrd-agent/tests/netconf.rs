@@ -133,3 +133,62 @@ fn a_flat_subnet_gets_its_gateway_from_bootopts() {
     );
     assert_eq!(cfg.address.and_then(|a| a.gateway), link.settings.gateway);
 }
+
+/// dnsmasq in the namespace, serving DHCP on `v1`; killed by its PID when dropped.
+struct Dnsmasq(std::process::Child);
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn netboot_ip_alone_takes_mask_and_router_from_a_real_dhcp_server() {
+    skip_unless_root!("makes a network namespace and runs dnsmasq in it");
+    let ns = Ns::new("d");
+    let dir = tempfile::tempdir().unwrap();
+    ip(&["-n", &ns.0, "addr", "add", "172.20.1.2/24", "dev", "v1"]);
+    let leases = dir.path().join("leases");
+    let _dnsmasq = Dnsmasq(
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns.0,
+                "dnsmasq",
+                "--no-daemon",
+                "-C",
+                "/dev/null",
+            ])
+            .args(["--port=0", "--interface=v1", "--bind-interfaces"])
+            .args(["--dhcp-range=172.20.1.50,172.20.1.99,255.255.255.0"])
+            .args(["--dhcp-option=3,172.20.1.1", "--dhcp-authoritative"])
+            .arg(format!("--dhcp-leasefile={}", leases.display()))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("dnsmasq"),
+    );
+    // GRUB's entry before issue 17: the address only.
+    let cfg = Config::from_cmdline("netboot.ip=172.20.1.60").unwrap();
+    let script = dir.path().join("udhcpc.sh");
+    let settings = ns
+        .run(|| {
+            net::up("v0")?;
+            let s = ipconf::initial("v0", cfg.address, |request| {
+                net::dhcp_via("v0", request, &script).map_err(Into::into)
+            })?;
+            net::configure("v0", &s)?;
+            anyhow::Ok(s)
+        })
+        .unwrap();
+    assert_eq!(
+        settings.line("v0", "m"),
+        "network: v0 (m) 172.20.1.60/24 gateway 172.20.1.1 (address from netboot.ip=, mask and gateway from DHCP)"
+    );
+    assert!(ns.addr().contains("inet 172.20.1.60/24 "), "{}", ns.addr());
+    let routes = ns.routes();
+    assert!(routes.contains("default via 172.20.1.1 dev v0"), "{routes}");
+}
