@@ -78,7 +78,7 @@ run() { # scheme N -> prints seconds
     printf '[cluster]\nname = "bench"\nimage_server = "http://10.78.0.1:8080"\nserver_ip = "10.78.0.1"\n'
     printf 'kernel = "vmlinuz"\ninitrd = "initrd.img"\nrack_shape = "%s"\n\n[[group]]\nname = "compute"\n\n' "$shape"
     for r in $(seq 1 $(( (n + PER_RACK - 1) / PER_RACK ))); do
-      printf '[[entity]]\nname = "rack%s"\nsubnet = "10.78.%s.0/24"\ndefault_group = "compute"\n\n' "$r" "$r"
+      printf '[[entity]]\nname = "rack%s"\nsubnet = "10.78.%s.0/24"\ngateway = "10.78.%s.1"\ndefault_group = "compute"\n\n' "$r" "$r" "$r"
     done
     for i in $(seq 0 $((n - 1))); do
       printf '[[node]]\nname = "%s"\nmac = "52:54:00:78:%02x:%02x"\nip = "%s"\nentity = "rack%s"\ngroups = ["compute"]\n\n' \

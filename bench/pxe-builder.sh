@@ -27,7 +27,7 @@ for k in range(10):
         vsmp[b] = f"vSMP_{k}"
 for e in range(400):
     a, b = divmod(e, 256)
-    out.write(f'[[entity]]\nname = "rack{e}"\nsubnet = "10.{a}.{b}.0/24"\ndefault_group = "g{e % 4}"\n\n')
+    out.write(f'[[entity]]\nname = "rack{e}"\nsubnet = "10.{a}.{b}.0/24"\ngateway = "10.{a}.{b}.254"\ndefault_group = "g{e % 4}"\n\n')
 n = 0
 for e in range(400):
     a, b = divmod(e, 256)

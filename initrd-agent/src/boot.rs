@@ -1,6 +1,7 @@
 //! The boot flow of a node, once PID 1 has the machine ready ([`crate::pid1`]): bring up
 //! the network ([`crate::net::bring_up`]), complete the configuration from the subnet's
-//! bootopts ([`crate::resolve`]), then do what the mode says — `clone`: pick the target
+//! bootopts ([`crate::resolve`]) and add the network settings they complete (a gateway:
+//! [`crate::net::apply_bootopts`]), then do what the mode says — `clone`: pick the target
 //! disk ([`crate::target`]), find the route in the clone plan ([`crate::route`]), load the
 //! initrd's trusted keys, and clone ([`crate::clone`]).
 
@@ -11,8 +12,9 @@ use std::sync::Arc;
 /// Runs the boot flow on `cfg` (from the kernel command line); the reporter learns the
 /// server and the node's name once they are known.
 pub fn run(cfg: &mut Config, rep: &mut Arc<Reporter>) -> anyhow::Result<()> {
-    crate::net::bring_up(cfg, rep)?;
+    let mut link = crate::net::bring_up(cfg, rep)?;
     crate::resolve::resolve(cfg, rep)?;
+    crate::net::apply_bootopts(&mut link, cfg, rep)?;
     if let Some(r) = Arc::get_mut(rep) {
         r.set_server(
             cfg.server.clone(),

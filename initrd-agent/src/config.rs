@@ -6,7 +6,7 @@
 
 use netboot_proto::bootopts::{self, BootOpts};
 use netboot_proto::names::{image_id, name, Kind};
-use netboot_proto::net::{mac_string, parse_cidr, parse_mac};
+use netboot_proto::net::{mac_string, parse_cidr, parse_mac, Net};
 use std::net::Ipv4Addr;
 
 /// A command-line word or a resolved name that is not what its key needs. The messages
@@ -51,12 +51,38 @@ impl After {
     }
 }
 
-/// The node's address as the boot loader told it.
+/// Where a network setting came from, as the console names it (`… from ip=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// `ip=client:server:gw:mask` (pxelinux's `IPAPPEND`, our GRUB and iPXE entries).
+    IpArg,
+    /// `netboot.ip=`: an address only.
+    NetbootIp,
+    /// busybox `udhcpc`'s lease (options 1 and 3).
+    Dhcp,
+    /// The subnet's `etc/bootopts/<HEX>` (`subnet=`, `gateway=`).
+    BootOpts,
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Origin::IpArg => "ip=",
+            Origin::NetbootIp => "netboot.ip=",
+            Origin::Dhcp => "DHCP",
+            Origin::BootOpts => "bootopts",
+        })
+    }
+}
+
+/// The node's address as one source told it; what is missing is `None` (a netmask or
+/// gateway of `0.0.0.0` reads as missing, as the kernel's `ip=` takes it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Address {
     pub ip: Ipv4Addr,
     pub netmask: Option<Ipv4Addr>,
     pub gateway: Option<Ipv4Addr>,
+    pub from: Origin,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,7 +96,12 @@ pub struct Config {
     pub mode: String,
     /// Boot interface MAC, lower-case colon form.
     pub mac: Option<String>,
+    /// From the command line; after [`crate::net::bring_up`], what the interface has.
     pub address: Option<Address>,
+    /// The subnet's bootopts `subnet=` and `gateway=` ([`crate::ipconf::with_bootopts`]
+    /// applies them once they are fetched); `None` when absent or malformed.
+    pub bootopts_subnet: Option<Net>,
+    pub bootopts_gateway: Option<Ipv4Addr>,
     /// Target disk hints (`serial=…,model=…,size>=…,path=…,wwn=…`).
     pub target: Option<String>,
     pub on_done: After,
@@ -94,6 +125,8 @@ impl Default for Config {
             mode: "discover".into(),
             mac: None,
             address: None,
+            bootopts_subnet: None,
+            bootopts_gateway: None,
             target: None,
             on_done: After::Reboot,
             on_error: After::Wait,
@@ -137,19 +170,61 @@ pub fn normalize_mac(s: &str) -> Option<String> {
     parse_mac(s).ok().map(mac_string)
 }
 
-/// Parses `ip=client:server:gw:netmask[:…]` (the kernel's nfsroot form, as pxelinux writes it).
-fn parse_ip_arg(v: &str) -> Option<Address> {
-    let f: Vec<&str> = v.split(':').collect();
-    let ip: Ipv4Addr = f.first()?.parse().ok()?;
-    let opt = |i: usize| -> Option<Ipv4Addr> {
-        f.get(i)
-            .and_then(|s| s.parse::<Ipv4Addr>().ok())
-            .filter(|a| !a.is_unspecified())
+/// What `ip=` names when its value is no address but one of the kernel's own
+/// autoconfiguration words: the agent then asks DHCP itself, as without `ip=`.
+const IP_KEYWORDS: [&str; 8] = ["", "dhcp", "on", "any", "bootp", "rarp", "both", "off"];
+
+/// The kinds of value a bad `ip=` word lacks, as [`ConfigError::BadWord`] names them.
+const IP_FORM: &str = "ip=client:server:gw:mask";
+const IP_GATEWAY: &str =
+    "ip=client:server:gw:mask (gw: an IPv4 address, or empty or 0.0.0.0 for none)";
+const IP_MASK: &str = "ip=client:server:gw:mask (mask: a contiguous dotted netmask like 255.255.255.0, or a prefix length 1-32)";
+
+/// A netmask as `ip=` may give it: dotted and contiguous (`255.255.255.0`), or a prefix
+/// length (`24`). `Ok(None)` for empty and `0.0.0.0` (none given); the error is what
+/// [`ConfigError::BadWord`] says the mask must be.
+fn parse_netmask(s: &str) -> Result<Option<Ipv4Addr>, &'static str> {
+    if s.is_empty() {
+        return Ok(None);
+    }
+    if s.len() <= 2 && s.bytes().all(|b| b.is_ascii_digit()) {
+        let p: u32 = s.parse().map_err(|_| IP_MASK)?;
+        if !(1..=32).contains(&p) {
+            return Err(IP_MASK);
+        }
+        return Ok(Some(Ipv4Addr::from(u32::MAX << (32 - p))));
+    }
+    let m: Ipv4Addr = s.parse().map_err(|_| IP_MASK)?;
+    let bits = u32::from(m);
+    if bits.leading_ones() + bits.trailing_zeros() != 32 {
+        return Err(IP_MASK);
+    }
+    Ok(Some(m).filter(|m| !m.is_unspecified()))
+}
+
+/// Parses `ip=client:server:gw:netmask[:…]`, the kernel's nfsroot form: pxelinux writes
+/// all four (gw `0.0.0.0` when DHCP gave none), our GRUB and iPXE entries leave the
+/// server empty (`ip=172.20.1.9::172.20.1.1:255.255.255.0`). Empty fields are missing;
+/// the server field is not used (the image server is `netboot.server`). The error is
+/// the kind of value that is wrong, for [`ConfigError::BadWord`].
+fn parse_ip_arg(v: &str) -> Result<Address, &'static str> {
+    let mut f = v.split(':');
+    let ip: Ipv4Addr = f
+        .next()
+        .and_then(|s| s.parse().ok())
+        .filter(|a: &Ipv4Addr| !a.is_unspecified())
+        .ok_or(IP_FORM)?;
+    let _server = f.next();
+    let gateway = match f.next().unwrap_or("") {
+        "" => None,
+        g => Some(g.parse::<Ipv4Addr>().map_err(|_| IP_GATEWAY)?),
     };
-    Some(Address {
+    let netmask = parse_netmask(f.next().unwrap_or(""))?;
+    Ok(Address {
         ip,
-        netmask: opt(3),
-        gateway: opt(2),
+        netmask,
+        gateway: gateway.filter(|g| !g.is_unspecified()),
+        from: Origin::IpArg,
     })
 }
 
@@ -167,9 +242,8 @@ impl Config {
                 "BOOTIF" | "netboot.mac" => {
                     c.mac = Some(normalize_mac(v).ok_or_else(|| bad("MAC"))?)
                 }
-                "ip" if v != "dhcp" && !v.is_empty() => {
-                    c.address =
-                        Some(parse_ip_arg(v).ok_or_else(|| bad("ip=client:server:gw:mask"))?)
+                "ip" if !IP_KEYWORDS.contains(&v) => {
+                    c.address = Some(parse_ip_arg(v).map_err(bad)?)
                 }
                 "netboot.ip" => {
                     let ip = v.parse().map_err(|_| bad("IPv4 address"))?;
@@ -178,6 +252,7 @@ impl Config {
                         ip,
                         netmask: None,
                         gateway: None,
+                        from: Origin::NetbootIp,
                     }));
                 }
                 "netboot.server" => c.server = Some(v.trim_end_matches('/').to_string()),
@@ -241,13 +316,8 @@ impl Config {
                 self.mode = m.to_string();
             }
         }
-        if let (Some(a), Some(subnet)) = (&mut self.address, b.get(bootopts::SUBNET)) {
-            if a.netmask.is_none() {
-                if let Ok(net) = parse_cidr(subnet) {
-                    a.netmask = Some(net.netmask());
-                }
-            }
-        }
+        self.bootopts_subnet = b.get(bootopts::SUBNET).and_then(|s| parse_cidr(s).ok());
+        self.bootopts_gateway = b.gateway();
     }
 
     /// Checks what the command line and the (network-fetched) bootopts resolved to, by
@@ -339,10 +409,14 @@ mod tests {
         assert_eq!(c.group.as_deref(), Some("compute"));
         assert_eq!(c.image_name(), Some("compute-img"));
         assert_eq!(c.mode, "clone");
+        // The subnet's mask and gateway are kept for the network step (ipconf), which
+        // applies what the boot path left open; the command line's address is as given.
         assert_eq!(
-            c.address.unwrap().netmask,
+            c.bootopts_subnet.map(|n| n.netmask()),
             Some(Ipv4Addr::new(255, 255, 255, 224))
         );
+        assert_eq!(c.bootopts_gateway, None);
+        assert_eq!(c.address.unwrap().netmask, None);
     }
 
     #[test]
@@ -393,6 +467,111 @@ mod tests {
             "{e:?}"
         );
         assert!(e.to_string().starts_with("boot configuration: "), "{e}");
+    }
+
+    fn addr(cmdline: &str) -> Address {
+        Config::from_cmdline(cmdline).unwrap().address.unwrap()
+    }
+
+    #[test]
+    fn every_boot_paths_ip_form_is_read() {
+        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        let mask = Some(ip("255.255.255.0"));
+        // pxelinux (IPAPPEND 1): client:server:gw:mask.
+        let a = addr("ip=172.20.1.9:172.20.0.2:172.20.1.1:255.255.255.0");
+        assert_eq!(
+            a,
+            Address {
+                ip: ip("172.20.1.9"),
+                netmask: mask,
+                gateway: Some(ip("172.20.1.1")),
+                from: Origin::IpArg,
+            }
+        );
+        // GRUB and iPXE (pxe-builder): the server field empty.
+        assert_eq!(addr("ip=172.20.1.9::172.20.1.1:255.255.255.0"), a);
+        // A prefix length for the mask.
+        assert_eq!(addr("ip=172.20.1.9::172.20.1.1:24"), a);
+        // No gateway: 0.0.0.0 (pxelinux when DHCP gave none) or empty.
+        for w in [
+            "ip=172.20.0.9::0.0.0.0:255.255.255.0",
+            "ip=172.20.0.9:::255.255.255.0",
+            "ip=172.20.0.9:172.20.0.2:0.0.0.0:255.255.255.0:node9:eth0:off",
+        ] {
+            let a = addr(w);
+            assert_eq!(
+                (a.ip, a.netmask, a.gateway),
+                (ip("172.20.0.9"), mask, None),
+                "{w}"
+            );
+        }
+        // No mask (empty, 0.0.0.0, or no field): the address alone, for DHCP to complete.
+        for w in [
+            "ip=172.20.0.9::172.20.0.1:",
+            "ip=172.20.0.9::172.20.0.1:0.0.0.0",
+            "ip=172.20.0.9",
+        ] {
+            assert_eq!(addr(w).netmask, None, "{w}");
+        }
+        // netboot.ip= alone says where it came from, and no mask.
+        let a = addr("netboot.ip=172.20.1.9");
+        assert_eq!(
+            (a.from, a.netmask, a.gateway),
+            (Origin::NetbootIp, None, None)
+        );
+        // The kernel's own autoconfiguration words mean: no address here.
+        for w in ["ip=dhcp", "ip=off", "ip=on", "ip="] {
+            assert_eq!(Config::from_cmdline(w).unwrap().address, None, "{w}");
+        }
+    }
+
+    #[test]
+    fn bad_masks_and_gateways_in_ip_are_named() {
+        for (w, part) in [
+            ("ip=172.20.1.9::172.20.1.1:255.0.255.0", "mask"),
+            ("ip=172.20.1.9::172.20.1.1:255.255.255.256", "mask"),
+            ("ip=172.20.1.9::172.20.1.1:33", "mask"),
+            ("ip=172.20.1.9::172.20.1.1:0", "mask"),
+            ("ip=172.20.1.9::172.20.1.1:/24", "mask"),
+            ("ip=172.20.1.9::router:24", "gw"),
+            ("ip=0.0.0.0::172.20.1.1:24", "client"),
+            ("ip=node9", "client"),
+        ] {
+            let e = Config::from_cmdline(w).unwrap_err();
+            assert!(
+                matches!(&e, ConfigError::BadWord { word, .. } if word == w),
+                "{w}: {e:?}"
+            );
+            let shown = e.to_string();
+            assert!(
+                shown.contains(&format!("`{w}`")) && shown.contains(part),
+                "{shown}"
+            );
+        }
+        assert_eq!(
+            parse_netmask("255.255.255.252"),
+            Ok(Some(Ipv4Addr::new(255, 255, 255, 252)))
+        );
+        assert_eq!(parse_netmask("32"), Ok(Some(Ipv4Addr::BROADCAST)));
+        assert_eq!(parse_netmask("1"), Ok(Some(Ipv4Addr::new(128, 0, 0, 0))));
+        assert_eq!(parse_netmask("0.0.0.0"), Ok(None));
+    }
+
+    #[test]
+    fn bootopts_subnet_and_gateway_are_kept_for_the_network_step() {
+        let mut c = Config::from_cmdline("netboot.ip=172.20.1.9").unwrap();
+        c.merge_bootopts(&BootOpts::parse(
+            "subnet=172.20.1.0/24\ngateway=172.20.1.1\n",
+        ));
+        assert_eq!(
+            c.bootopts_subnet.map(|n| n.to_string()),
+            Some("172.20.1.0/24".into())
+        );
+        assert_eq!(c.bootopts_gateway, Some(Ipv4Addr::new(172, 20, 1, 1)));
+        // Malformed values are not taken.
+        let mut c = Config::default();
+        c.merge_bootopts(&BootOpts::parse("subnet=172.20.1.9/24\ngateway=router\n"));
+        assert_eq!((c.bootopts_subnet, c.bootopts_gateway), (None, None));
     }
 
     #[test]

@@ -4,8 +4,9 @@
 //!
 //! Brief overview, from the top:
 //! - [`pid1`]: life as PID 1 (mounts, modules, reaping, reboot), around [`boot`]: the boot
-//!   flow — [`net`] brings up the interface, [`resolve`] completes the [`config`] (kernel
-//!   command line + the subnet's bootopts), [`target`] picks the disk, [`route`] reads this
+//!   flow — [`net`] brings up the interface with the address, mask and gateway [`ipconf`]
+//!   decides, [`resolve`] completes the [`config`] (kernel command line + the subnet's
+//!   bootopts), [`target`] picks the disk, [`route`] reads this
 //!   node's place in the clone [`plan`], and [`clone`] does the work.
 //! - [`command`]: `initrd-agent clone`, the same [`clone`] without booting.
 //! - [`clone`]: load the image, check trust, restore (imgtool), grow, report; with a
@@ -19,6 +20,7 @@ pub mod boot;
 pub mod clone;
 pub mod command;
 pub mod config;
+pub mod ipconf;
 pub mod net;
 pub mod pid1;
 pub mod plan;

@@ -1,11 +1,13 @@
 //! Bringing up the boot interface ([`bring_up`]): find it by MAC in `/sys/class/net`
-//! (BOOTIF / `netboot.mac`, else the first NIC), set the address, netmask and default
-//! route with the classic IPv4 ioctls (in [`crate::sys`]), wait for carrier. Without an
-//! address on the command line, busybox's `udhcpc` (in the initrd) asks DHCP and we
-//! apply its answer. Failures are [`NetError`]s naming the interface, with the kernel's
-//! error as their source.
+//! (BOOTIF / `netboot.mac`, else the first NIC), wait for carrier, set the address,
+//! netmask and default route with the classic IPv4 ioctls (in [`crate::sys`]) as
+//! [`crate::ipconf`] decides them — asking DHCP through busybox's `udhcpc` (in the
+//! initrd) for what the command line lacks — and later add what the subnet's bootopts
+//! complete ([`apply_bootopts`]). Failures are [`NetError`]s naming the interface, with
+//! the kernel's error as their source, or [`crate::ipconf::AddressError`]s.
 
-use crate::config::{Address, Config};
+use crate::config::{Address, Config, Origin};
+use crate::ipconf::{self, Settings};
 use crate::report::Reporter;
 use crate::sys;
 use rustix::net::{socket, AddressFamily, SocketType};
@@ -55,7 +57,7 @@ pub enum NetError {
         #[source]
         err: io::Error,
     },
-    #[error("adding default route via {gateway}")]
+    #[error("adding the default route via {gateway} on {iface}")]
     AddRoute {
         iface: String,
         gateway: Ipv4Addr,
@@ -84,42 +86,85 @@ pub enum NetError {
     LeaseWithoutAddress { iface: String, lease: String },
 }
 
-/// Brings up the boot interface (from BOOTIF / netboot.mac, else the first NIC) and
-/// completes `cfg` with what it learnt (the MAC, a DHCP lease).
-pub fn bring_up(cfg: &mut Config, rep: &Reporter) -> anyhow::Result<()> {
+/// The boot interface once it is up: its name, its MAC and what it is configured with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    pub iface: String,
+    pub mac: String,
+    pub settings: Settings,
+}
+
+/// Brings up the boot interface (from BOOTIF / netboot.mac, else the first NIC) with an
+/// address, its netmask and the default route ([`crate::ipconf::initial`]: `ip=`, else
+/// DHCP for what the command line lacks), says so on the console, and completes `cfg`
+/// with what it learnt (the MAC, the address).
+pub fn bring_up(cfg: &mut Config, rep: &Reporter) -> anyhow::Result<Link> {
     let t = Duration::from_secs(cfg.link_timeout);
-    let iface = match &cfg.mac {
-        Some(mac) => wait_iface(mac, t)?,
+    let (iface, mac) = match &cfg.mac {
+        Some(mac) => (wait_iface(mac, t)?, mac.clone()),
         None => {
             std::thread::sleep(Duration::from_secs(2));
-            let (i, mac) = first_iface().ok_or_else(|| {
+            first_iface().ok_or_else(|| {
                 anyhow::anyhow!("no network interface found; is the NIC's driver in the initrd?")
-            })?;
-            cfg.mac = Some(mac);
-            i
+            })?
         }
     };
+    cfg.mac = Some(mac.clone());
     up(&iface)?;
     wait_link(&iface, t)?;
-    let addr = match cfg.address {
-        Some(a) => a,
-        None => {
-            rep.say(&format!(
-                "no ip= on the command line: asking DHCP on {iface}"
-            ));
-            let a = dhcp(&iface)?;
-            cfg.address = Some(a);
-            a
-        }
-    };
-    configure(&iface, &addr)?;
-    rep.say(&format!(
-        "network: {iface} ({}) {}/{} gateway {}",
-        cfg.mac.as_deref().unwrap_or("?"),
-        addr.ip,
-        addr.netmask.map(|m| m.to_string()).unwrap_or("-".into()),
-        addr.gateway.map(|g| g.to_string()).unwrap_or("-".into())
-    ));
+    let settings = ipconf::initial(&iface, cfg.address, |request| {
+        rep.say(&match cfg.address {
+            Some(a) => format!(
+                "{} gave {} without a netmask: asking DHCP on {iface} for mask and router",
+                a.from, a.ip
+            ),
+            None => format!("no ip= on the command line: asking DHCP on {iface}"),
+        });
+        dhcp(&iface, request).map_err(Into::into)
+    })?;
+    configure(&iface, &settings)?;
+    cfg.address = Some(settings.address());
+    rep.say(&settings.line(&iface, &mac));
+    if let Some(server) = cfg
+        .server
+        .as_deref()
+        .and_then(|s| ipconf::unreachable_server(&settings, s).map(|ip| (s, ip)))
+    {
+        rep.say(&format!(
+            "warning: the image server {} ({}) is outside {} and {iface} has no gateway: give the entity a gateway (cluster.toml), or DHCP option 3",
+            server.1,
+            server.0,
+            settings.net()
+        ));
+    }
+    Ok(Link {
+        iface,
+        mac,
+        settings,
+    })
+}
+
+/// Applies what the subnet's bootopts (in `cfg`, after [`crate::resolve`]) add to the
+/// link's settings ([`crate::ipconf::with_bootopts`]: a missing gateway), says what it
+/// did not take, and prints the network line again when anything changed.
+pub fn apply_bootopts(link: &mut Link, cfg: &mut Config, rep: &Reporter) -> Result<(), NetError> {
+    let u = ipconf::with_bootopts(&link.settings, cfg.bootopts_subnet, cfg.bootopts_gateway);
+    for note in &u.notes {
+        rep.say(&format!("network: {note}"));
+    }
+    if u.settings == link.settings {
+        return Ok(());
+    }
+    let s = sock()?;
+    if let Some(mask) = u.set_mask {
+        set_netmask(&s, &link.iface, mask)?;
+    }
+    if let Some(gateway) = u.add_gateway {
+        add_default_route(&s, &link.iface, gateway)?;
+    }
+    link.settings = u.settings;
+    cfg.address = Some(link.settings.address());
+    rep.say(&link.settings.line(&link.iface, &link.mac));
     Ok(())
 }
 
@@ -195,31 +240,38 @@ pub fn up(iface: &str) -> Result<(), NetError> {
     })
 }
 
-/// Assigns `a` to `iface`, brings it up, and adds the default route when there is one.
-pub fn configure(iface: &str, a: &Address) -> Result<(), NetError> {
+/// Assigns the address and netmask of `s` to `iface`, brings it up, and adds the default
+/// route when there is a gateway.
+pub fn configure(iface: &str, s: &Settings) -> Result<(), NetError> {
     up("lo").ok();
-    let s = sock()?;
-    sys::set_if_addr(&s, iface, a.ip).map_err(|err| NetError::SetAddress {
+    let sock = sock()?;
+    sys::set_if_addr(&sock, iface, s.ip).map_err(|err| NetError::SetAddress {
         iface: iface.into(),
-        ip: a.ip,
+        ip: s.ip,
         err,
     })?;
-    if let Some(mask) = a.netmask {
-        sys::set_if_netmask(&s, iface, mask).map_err(|err| NetError::SetNetmask {
-            iface: iface.into(),
-            mask,
-            err,
-        })?;
-    }
+    set_netmask(&sock, iface, s.mask)?;
     up(iface)?;
-    if let Some(gateway) = a.gateway {
-        sys::add_default_route(&s, iface, gateway).map_err(|err| NetError::AddRoute {
-            iface: iface.into(),
-            gateway,
-            err,
-        })?;
+    if let Some(gateway) = s.gateway {
+        add_default_route(&sock, iface, gateway)?;
     }
     Ok(())
+}
+
+fn set_netmask(sock: &OwnedFd, iface: &str, mask: Ipv4Addr) -> Result<(), NetError> {
+    sys::set_if_netmask(sock, iface, mask).map_err(|err| NetError::SetNetmask {
+        iface: iface.into(),
+        mask,
+        err,
+    })
+}
+
+fn add_default_route(sock: &OwnedFd, iface: &str, gateway: Ipv4Addr) -> Result<(), NetError> {
+    sys::add_default_route(sock, iface, gateway).map_err(|err| NetError::AddRoute {
+        iface: iface.into(),
+        gateway,
+        err,
+    })
 }
 
 /// Waits for carrier on `iface`.
@@ -241,8 +293,9 @@ pub fn wait_link(iface: &str, timeout: Duration) -> Result<(), NetError> {
     })
 }
 
-/// DHCP through busybox `udhcpc` (the initrd carries it); returns the lease.
-pub fn dhcp(iface: &str) -> Result<Address, NetError> {
+/// DHCP through busybox `udhcpc` (the initrd carries it), asking for `request` when the
+/// address is known; returns the lease (address, subnet mask, first router).
+pub fn dhcp(iface: &str, request: Option<Ipv4Addr>) -> Result<Address, NetError> {
     let busybox = ["/bin/busybox", "/usr/bin/busybox"]
         .into_iter()
         .find(|p| Path::new(p).exists());
@@ -253,15 +306,17 @@ pub fn dhcp(iface: &str) -> Result<Address, NetError> {
     std::fs::write(script, "#!/bin/busybox sh\n[ \"$1\" = bound ] && echo \"LEASE $ip ${subnet:-0.0.0.0} ${router%% *}\"\nexit 0\n")
         .map_err(|err| NetError::DhcpScript { script, err })?;
     let _ = std::fs::set_permissions(script, std::os::unix::fs::PermissionsExt::from_mode(0o755));
-    let out = std::process::Command::new(bb)
-        .args([
-            "udhcpc", "-i", iface, "-f", "-q", "-n", "-t", "6", "-T", "2", "-s", script,
-        ])
-        .output()
-        .map_err(|err| NetError::Udhcpc {
-            iface: iface.into(),
-            err,
-        })?;
+    let mut cmd = std::process::Command::new(bb);
+    cmd.args([
+        "udhcpc", "-i", iface, "-f", "-q", "-n", "-t", "6", "-T", "2", "-s", script,
+    ]);
+    if let Some(ip) = request {
+        cmd.args(["-r", &ip.to_string()]);
+    }
+    let out = cmd.output().map_err(|err| NetError::Udhcpc {
+        iface: iface.into(),
+        err,
+    })?;
     let text = String::from_utf8_lossy(&out.stdout);
     let lease = text
         .lines()
@@ -283,6 +338,7 @@ pub fn dhcp(iface: &str) -> Result<Address, NetError> {
         })?,
         netmask: parse(1),
         gateway: parse(2),
+        from: Origin::Dhcp,
     })
 }
 

@@ -86,7 +86,7 @@ fn http_get(url: &str) -> Fetched {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Address;
+    use crate::config::{Address, Origin};
 
     fn cfg() -> Config {
         Config {
@@ -96,6 +96,7 @@ mod tests {
                 ip: Ipv4Addr::new(172, 20, 0, 5),
                 netmask: None,
                 gateway: None,
+                from: Origin::NetbootIp,
             }),
             ..Config::default()
         }
@@ -126,7 +127,7 @@ mod tests {
         assert_eq!(c.node.as_deref(), Some("n5"));
         assert_eq!(c.group.as_deref(), Some("compute"));
         assert_eq!(
-            c.address.unwrap().netmask,
+            c.bootopts_subnet.map(|n| n.netmask()),
             Some(Ipv4Addr::new(255, 255, 0, 0))
         );
     }

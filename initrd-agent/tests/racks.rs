@@ -77,7 +77,7 @@ fn setup(tag: &str, nginx: bool, shape: &str) -> Cluster {
     );
     let mut toml = toml.replace("SHAPE", shape);
     for r in 0..RACKS {
-        toml.push_str(&format!("[[entity]]\nname = \"rack{}\"\nsubnet = \"10.77.{}.0/24\"\ndefault_group = \"compute\"\n\n", r + 1, r + 1));
+        toml.push_str(&format!("[[entity]]\nname = \"rack{}\"\nsubnet = \"10.77.{}.0/24\"\ngateway = \"10.77.{}.1\"\ndefault_group = \"compute\"\n\n", r + 1, r + 1, r + 1));
         for n in 0..PER_RACK {
             toml.push_str(&format!(
                 "[[node]]\nname = \"{}\"\nmac = \"52:54:00:77:{:02x}:{:02x}\"\nip = \"10.77.{}.{}\"\nentity = \"rack{}\"\ngroups = [\"compute\"]\n\n",

@@ -11,6 +11,7 @@
 
 use crate::names::shown;
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
 
 /// Directory of the bootopts files in the boot tree (and under the image server's URL).
 pub const DIR: &str = "etc/bootopts";
@@ -21,6 +22,9 @@ pub const SERVER: &str = "server";
 pub const ENTITY: &str = "entity";
 /// The entity's subnet, CIDR (the agent takes its netmask when `ip=` gave none).
 pub const SUBNET: &str = "subnet";
+/// The entity's default gateway (its `gateway` in cluster.toml), an IPv4 address inside
+/// [`SUBNET`]; absent when the entity has none (the image server is on its subnet).
+pub const GATEWAY: &str = "gateway";
 /// The entity's default group.
 pub const GROUP: &str = "group";
 /// That group's image directory.
@@ -106,6 +110,12 @@ impl BootOpts {
             .get(k)
             .map(String::as_str)
             .filter(|v| !v.is_empty())
+    }
+
+    /// [`GATEWAY`] as an address: none when absent, empty, given twice with different
+    /// values ([`BootOpts::get`]) or not a dotted IPv4 address.
+    pub fn gateway(&self) -> Option<Ipv4Addr> {
+        self.get(GATEWAY)?.parse().ok()
     }
 
     /// The node with this MAC (any case, colon form): (name, group); none when two
@@ -308,6 +318,25 @@ mod tests {
         let b = BootOpts::parse("server=http://good\nnode=52:54:00:00:00:01,10.0.0.1,n1,g\n");
         assert_eq!(b.get("server"), Some("http://good"));
         assert_eq!(b.node_by_mac("52:54:00:00:00:01"), Some(("n1", "g")));
+    }
+
+    #[test]
+    fn the_gateway_reads_as_an_address_or_not_at_all() {
+        let mut w = Writer::new();
+        w.value(SUBNET, "172.20.1.0/24").unwrap();
+        w.value(GATEWAY, "172.20.1.1").unwrap();
+        let b = BootOpts::parse(&w.finish());
+        assert_eq!(b.get(GATEWAY), Some("172.20.1.1"));
+        assert_eq!(b.gateway(), Some(Ipv4Addr::new(172, 20, 1, 1)));
+        for text in [
+            "subnet=172.20.1.0/24\n",
+            "gateway=\n",
+            "gateway=172.20.1.1/24\n",
+            "gateway=router\n",
+            "gateway=172.20.1.1\ngateway=172.20.1.254\n",
+        ] {
+            assert_eq!(BootOpts::parse(text).gateway(), None, "{text:?}");
+        }
     }
 
     #[test]

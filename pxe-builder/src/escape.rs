@@ -12,7 +12,8 @@ use std::borrow::Cow;
 /// Longest kernel command line a boot entry may carry, in bytes. Linux on x86 keeps 2047
 /// bytes (`COMMAND_LINE_SIZE` 2048 with the NUL) and drops the rest silently, and the
 /// loaders add their own words after ours (pxelinux `BOOT_IMAGE=`, `initrd=`, `ip=` and
-/// `BOOTIF=`, about 140 bytes; GRUB `BOOT_IMAGE=` and our `netboot.mac=`/`netboot.ip=`):
+/// `BOOTIF=`, about 140 bytes; GRUB `BOOT_IMAGE=` and our `netboot.mac=`/`netboot.ip=`/`ip=`,
+/// at most about 140 too):
 /// 1792 leaves 255 bytes for them, so our `netboot.*` keys at the end are never cut off.
 pub const MAX_CMDLINE: usize = 1792;
 

@@ -76,6 +76,8 @@ struct EntityDef {
     default_group: Option<S<String>>,
     #[serde(default)]
     args: Option<S<String>>,
+    #[serde(default)]
+    gateway: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -183,6 +185,10 @@ pub struct Entity {
     /// Group booted by nodes of this subnet that have no file of their own.
     pub default_group: usize,
     pub args: String,
+    /// The subnet's router (`gateway`): the nodes' default route, which every output
+    /// hands out (DHCP option 3, `ip=` on GRUB and iPXE lines, bootopts). Required when a
+    /// server the entries point at lies outside the subnet ([`check_routes`]).
+    pub gateway: Option<Ipv4Addr>,
 }
 
 #[derive(Debug, Clone)]
@@ -443,6 +449,7 @@ fn parse_with(
     let names = Names::index(&mut cx, &f);
     let entities = entities(&mut cx, &f.entities, &names);
     check_overlaps(&mut cx, &entities);
+    check_routes(&mut cx, &entities, &settings);
     let nodes = nodes(&mut cx, &f.nodes, &names, &entities);
     check_secondaries(&mut cx, &entities, &nodes, &names);
     let groups = groups(&mut cx, &f.cluster, &names, &nodes, &settings.vsmp_prefix);
@@ -643,7 +650,7 @@ struct EntityDraft<'f> {
     net_ok: bool,
 }
 
-/// `[[entity]]`: subnet (at most a /8), secondary node, default group.
+/// `[[entity]]`: subnet (at most a /8), secondary node, default group, gateway.
 fn entities<'f>(cx: &mut Ctx, defs: &'f [EntityDef], names: &Names) -> Vec<EntityDraft<'f>> {
     let mut out = vec![];
     for e in defs {
@@ -701,11 +708,68 @@ fn entities<'f>(cx: &mut Ctx, defs: &'f [EntityDef], names: &Names) -> Vec<Entit
                 secondary,
                 default_group,
                 args: text_of(&e.args),
+                gateway: entity_gateway(cx, e, net),
             },
             net_ok: net.is_some(),
         });
     }
     out
+}
+
+/// An entity's `gateway`: an IPv4 address inside its subnet (when that parsed), neither
+/// its network nor its broadcast address ([`validate::gateway`]).
+fn entity_gateway(cx: &mut Ctx, e: &EntityDef, net: Option<Net>) -> Option<Ipv4Addr> {
+    let g = e.gateway.as_ref()?;
+    let Ok(gw) = g.get_ref().parse::<Ipv4Addr>() else {
+        cx.at(
+            g.span(),
+            format!(
+                "gateway `{}` of entity `{}` is not an IPv4 address",
+                g.get_ref(),
+                e.name.get_ref()
+            ),
+        );
+        return None;
+    };
+    if let Some(Err(why)) = net.map(|n| validate::gateway(&n, gw)) {
+        cx.at(
+            g.span(),
+            format!("gateway {gw} of entity `{}` {why}", e.name.get_ref()),
+        );
+        return None;
+    }
+    Some(gw)
+}
+
+/// An entity whose nodes must reach a server outside its subnet (`server_ip`, the TFTP
+/// next-server; `image_server` when its host is an IPv4 address) needs a `gateway`:
+/// without one the nodes get no route to it (reported at the entity's name).
+fn check_routes(cx: &mut Ctx, entities: &[EntityDraft], s: &Settings) {
+    let mut servers = vec![];
+    if !s.server_ip.is_unspecified() {
+        servers.push(("server_ip", s.server_ip));
+    }
+    let ipv4_host = validate::image_server(&s.image_server)
+        .ok()
+        .and_then(|()| validate::image_server_ipv4(&s.image_server));
+    if let Some(ip) = ipv4_host {
+        servers.push(("image_server", ip));
+    }
+    for d in entities {
+        let ent = &d.entity;
+        if !d.net_ok || ent.gateway.is_some() || d.def.gateway.is_some() {
+            continue;
+        }
+        if let Some((key, ip)) = servers.iter().find(|(_, ip)| !ent.net.contains(*ip)) {
+            cx.at(
+                d.def.name.span(),
+                format!(
+                    "entity `{}` has no `gateway`, but its nodes must reach {key} {ip} outside its subnet {}: add `gateway = \"<its router's address>\"` to this [[entity]]",
+                    ent.name, ent.net
+                ),
+            );
+        }
+    }
 }
 
 /// No two entities' subnets overlap (reported at the later one).

@@ -184,7 +184,10 @@ mod tests {
             ("r2", "10.2.0.0/24"),
             ("r3", "10.3.0.0/24"),
         ] {
-            body.push_str(&format!("[[entity]]\nname = \"{e}\"\nsubnet = \"{net}\"\n"));
+            body.push_str(&format!(
+                "[[entity]]\nname = \"{e}\"\nsubnet = \"{net}\"\ngateway = \"{}\"\n",
+                net.replace(".0/24", ".254")
+            ));
             if e == "r2" {
                 body.push_str("secondary = \"r2n3\"\n");
             }
@@ -228,7 +231,7 @@ mod tests {
         // A fourth rack with a single node: its secondary feeds nobody in its rack.
         let p = clone_plan(&cluster(
             "serial",
-            &racks("[[entity]]\nname = \"r4\"\nsubnet = \"10.4.0.0/24\"\n[[node]]\nname = \"r4n1\"\nmac = \"52:54:00:00:04:01\"\nip = \"10.4.0.1\"\nentity = \"r4\"\ngroups = [\"compute\"]\n"),
+            &racks("[[entity]]\nname = \"r4\"\nsubnet = \"10.4.0.0/24\"\ngateway = \"10.4.0.254\"\n[[node]]\nname = \"r4n1\"\nmac = \"52:54:00:00:04:01\"\nip = \"10.4.0.1\"\nentity = \"r4\"\ngroups = [\"compute\"]\n"),
         ));
         let order = [
             "r1n1", "r1n2", "r1n3", "r2n3", "r2n1", "r2n2", "r3n1", "r3n2", "r3n3", "r4n1",
@@ -265,7 +268,7 @@ mod tests {
         let mut body = String::new();
         for r in 1..=8 {
             body.push_str(&format!(
-                "[[entity]]\nname = \"rack{r}\"\nsubnet = \"10.{r}.0.0/24\"\n"
+                "[[entity]]\nname = \"rack{r}\"\nsubnet = \"10.{r}.0.0/24\"\ngateway = \"10.{r}.0.254\"\n"
             ));
             if r == 3 {
                 body.push_str("secondary = \"r3n5\"\n");

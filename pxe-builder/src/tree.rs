@@ -11,7 +11,8 @@
 //! boot/grub/x86_64-efi/core.efi ...  GRUB's network image (grub-mknetdir)
 //! boot/grub/grub.cfg-01-<mac>, grub.cfg-<HEX>, grub.cfg
 //! boot.ipxe, ipxe/01-<mac>.ipxe, ipxe/default.ipxe
-//! dhcp/dnsmasq.conf, dhcp/dhcpd.conf
+//! dhcp/dnsmasq.conf, dhcp/dhcpd.conf    snippets to include in a site's DHCP server config
+//! dhcp/dhcpd-subnets.conf              dhcpd subnet declarations, for a site that has none
 //! clone-plan.json
 //! ```
 
@@ -178,6 +179,10 @@ pub fn render(c: &Cluster) -> Result<Tree, BuildError> {
     t.text("boot.ipxe".into(), Ok(boot::ipxe_dispatch()))?;
     t.text("dhcp/dnsmasq.conf".into(), crate::dhcp::dnsmasq(c))?;
     t.text("dhcp/dhcpd.conf".into(), crate::dhcp::dhcpd(c))?;
+    t.text(
+        "dhcp/dhcpd-subnets.conf".into(),
+        crate::dhcp::dhcpd_subnets(c),
+    )?;
     // JSON: serde_json escapes every string it writes.
     let mut pj = serde_json::to_string_pretty(&plan).unwrap_or_default();
     pj.push('\n');

@@ -1,5 +1,5 @@
 //! What `cluster.toml` may say, as pure checks: the character set of names, the reserved
-//! names, the image server URL and kernel arguments. [`crate::model`] calls these at parse
+//! names, the image server URL, kernel arguments and an entity's gateway. [`crate::model`] calls these at parse
 //! time and turns each refusal into a file:line:column diagnostic; the writers escape or
 //! refuse again on their own ([`crate::escape`]). The rules and the reasons are in
 //! `docs/BOOT.md` ("What cluster.toml accepts").
@@ -7,6 +7,8 @@
 use crate::escape;
 /// The naming rules are the protocol's: the agent checks what it reads by the same ones.
 pub use netboot_proto::names::{image_id, name, Kind, MAX_NAME};
+use netboot_proto::net::Net;
+use std::net::Ipv4Addr;
 
 /// Longest `image_server` URL: it is on every kernel command line and in every bootopts.
 pub const MAX_URL: usize = 255;
@@ -208,6 +210,9 @@ pub const GENERATED_KEYS: &[&str] = &[
     "netboot.image_id",
     "netboot.mac",
     "netboot.ip",
+    // pxelinux appends the DHCP lease's (IPAPPEND 3), GRUB and iPXE entries ours with the
+    // entity's netmask and gateway; a description's would be dead or contradict them.
+    "ip",
     "vsmp.role",
     "vsmp.board",
     "vsmp.boards",
@@ -242,6 +247,38 @@ pub fn kernel_args(key: &str, s: &str) -> Result<(), (usize, String)> {
                 format!("{key}: `{k}=` is set by pxe-builder for each entry; remove it"),
             ));
         }
+    }
+    Ok(())
+}
+
+/// The IPv4 address `image_server` names as its host, if it names one (a DNS name or an
+/// IPv6 host gives none: where it lies cannot be known here). Call on a URL that passed
+/// [`image_server`].
+pub fn image_server_ipv4(s: &str) -> Option<Ipv4Addr> {
+    let rest = s.strip_prefix("http://")?;
+    let authority = rest.split('/').next()?;
+    if authority.starts_with('[') {
+        return None;
+    }
+    authority.split(':').next()?.parse().ok()
+}
+
+/// An entity's `gateway`: an address of its subnet `net` that is neither the network's
+/// nor (below /31, which has none, RFC 3021) its broadcast address. Returns why not.
+pub fn gateway(net: &Net, gw: Ipv4Addr) -> Result<(), String> {
+    if !net.contains(gw) {
+        return Err(format!("is outside the entity's subnet {net}"));
+    }
+    let ends = net.prefix < 31 && (u32::from(gw) == net.first() || u32::from(gw) == net.last());
+    if ends {
+        let which = if u32::from(gw) == net.first() {
+            "network"
+        } else {
+            "broadcast"
+        };
+        return Err(format!(
+            "is the {which} address of subnet {net}, not a router's"
+        ));
     }
     Ok(())
 }
@@ -391,6 +428,40 @@ mod tests {
     }
 
     #[test]
+    fn a_gateway_is_a_host_address_of_its_subnet() {
+        let net = netboot_proto::net::parse_cidr("172.20.1.0/24").unwrap();
+        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        assert_eq!(gateway(&net, ip("172.20.1.1")), Ok(()));
+        assert_eq!(gateway(&net, ip("172.20.1.254")), Ok(()));
+        for (bad, why) in [
+            ("172.20.2.1", "outside"),
+            ("172.20.1.0", "network address"),
+            ("172.20.1.255", "broadcast address"),
+        ] {
+            let e = gateway(&net, ip(bad)).unwrap_err();
+            assert!(e.contains(why) && e.contains("172.20.1.0/24"), "{bad}: {e}");
+        }
+        let p2p = netboot_proto::net::parse_cidr("10.0.0.0/31").unwrap();
+        assert_eq!(
+            gateway(&p2p, ip("10.0.0.0")),
+            Ok(()),
+            "a /31 has no broadcast"
+        );
+    }
+
+    #[test]
+    fn the_image_servers_ipv4_host() {
+        let ip = |s: &str| s.parse::<Ipv4Addr>().ok();
+        assert_eq!(
+            image_server_ipv4("http://172.20.0.100:8080/root"),
+            ip("172.20.0.100")
+        );
+        assert_eq!(image_server_ipv4("http://172.20.0.100"), ip("172.20.0.100"));
+        assert_eq!(image_server_ipv4("http://images.example:8080"), None);
+        assert_eq!(image_server_ipv4("http://[fd00::1]:8080"), None);
+    }
+
+    #[test]
     fn kernel_args_are_words_and_not_ours() {
         assert_eq!(
             kernel_args(
@@ -407,5 +478,7 @@ mod tests {
         );
         assert!(kernel_args("k", "a\nb").is_err());
         assert!(kernel_args("k", "BOOTIF=01-00").is_err());
+        assert!(kernel_args("k", "ip=dhcp").is_err());
+        assert_eq!(kernel_args("k", "ipv6.disable=1 ipx=1"), Ok(()));
     }
 }

@@ -331,6 +331,7 @@ kernel_args = "console=ttyS0 panic=-1 netboot.done=poweroff netboot.onerror=powe
 [[entity]]
 name = "rack1"
 subnet = "172.20.0.0/27"
+gateway = "172.20.0.2"
 default_group = "compute"
 
 [[group]]

@@ -30,6 +30,7 @@ vsmp_loader = "{k}"
 [[entity]]
 name = "rack1"
 subnet = "172.20.0.0/27"
+gateway = "172.20.0.2"
 default_group = "compute"
 
 [[group]]
