@@ -103,6 +103,15 @@ fn logs(servers: &[&Daemon]) -> String {
         .join("\n----\n")
 }
 
+/// The agent's line saying how it configured the network (address/prefix, gateway, and
+/// where each came from); empty when it never said.
+fn network_line(console: &str) -> &str {
+    console
+        .lines()
+        .find(|l| l.contains("netboot: network: eth"))
+        .unwrap_or("")
+}
+
 /// The clone finished, repartitioned and grew, and the disk equals the master.
 fn assert_cloned(w: &Work, node: &str, console: &str, servers: &[&Daemon]) {
     for want in [
@@ -150,6 +159,11 @@ fn dnsmasq_bios_flat_subnet_node_clones_itself() {
     assert!(
         log.contains("sent") && log.contains("pxelinux.0 to 172.20.0.9"),
         "dnsmasq's TFTP did not send pxelinux.0:\n{log}"
+    );
+    assert!(
+        network_line(&console).contains("172.20.0.9/24 gateway"),
+        "the node came up with {:?}, want its subnet's mask (172.20.0.9/24)",
+        network_line(&console)
     );
     let board = realnet::status_board(&net.srv);
     assert_eq!(board[spec.node].last.phase, "done", "{board:?}");
@@ -229,9 +243,14 @@ fn isc_dhcpd_relay_bios_routed_rack_node_clones_itself_with_the_sites_router() {
             && log.contains("via 172.20.1.1"),
         "dhcpd did not lease 172.20.1.9 to the node through the relay:\n{log}"
     );
+    // pxelinux passes the lease's router on (IPAPPEND 3); the site's must win over the
+    // snippet's.
+    let want = format!("172.20.1.9/24 gateway {SITE_ROUTER} ");
     assert!(
-        console.contains(&format!("172.20.1.9/255.255.255.0 gateway {SITE_ROUTER}")),
-        "the node did not come up with the site's router and mask:\n{console}"
+        network_line(&console).contains(&want),
+        "the node came up with {:?}, want {want:?}: the router of the site's own subnet \
+         declaration (the included snippet must not override it)",
+        network_line(&console)
     );
     let board = realnet::status_board(&net.srv);
     assert_eq!(board[spec.node].last.phase, "done", "{board:?}");
@@ -263,12 +282,11 @@ fn grub_uefi_routed_rack_node_clones_itself() {
 
     let console = w.boot(Firmware::Uefi, &spec, &tree, net.node_ns());
     assert_cloned(&w, spec.node, &console, &[&dnsmasq, &relay]);
+    let want = format!("172.20.1.19/24 gateway {} ", realnet::RACK_GATEWAY);
     assert!(
-        console.contains(&format!(
-            "172.20.1.19/255.255.255.0 gateway {}",
-            realnet::RACK_GATEWAY
-        )),
-        "the node did not come up with the rack's mask and gateway:\n{console}"
+        network_line(&console).contains(&want),
+        "the node came up with {:?}, want {want:?} (the rack's mask and gateway)",
+        network_line(&console)
     );
     let board = realnet::status_board(&net.srv);
     assert_eq!(board[spec.node].last.phase, "done", "{board:?}");
