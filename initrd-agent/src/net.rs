@@ -68,9 +68,9 @@ pub enum NetError {
     NoLink { iface: String, secs: u64 },
     #[error("no ip= on the kernel command line and no busybox for DHCP in the initrd")]
     NoBusybox,
-    #[error("writing {script}")]
+    #[error("writing {}", .script.display())]
     DhcpScript {
-        script: &'static str,
+        script: std::path::PathBuf,
         #[source]
         err: io::Error,
     },
@@ -296,20 +296,33 @@ pub fn wait_link(iface: &str, timeout: Duration) -> Result<(), NetError> {
 /// DHCP through busybox `udhcpc` (the initrd carries it), asking for `request` when the
 /// address is known; returns the lease (address, subnet mask, first router).
 pub fn dhcp(iface: &str, request: Option<Ipv4Addr>) -> Result<Address, NetError> {
+    dhcp_via(iface, request, Path::new("/run/netboot-udhcpc.sh"))
+}
+
+/// [`dhcp`] with udhcpc's event script written to `script` (tests keep it in their own
+/// directory).
+pub fn dhcp_via(
+    iface: &str,
+    request: Option<Ipv4Addr>,
+    script: &Path,
+) -> Result<Address, NetError> {
     let busybox = ["/bin/busybox", "/usr/bin/busybox"]
         .into_iter()
         .find(|p| Path::new(p).exists());
     let Some(bb) = busybox else {
         return Err(NetError::NoBusybox);
     };
-    let script = "/run/netboot-udhcpc.sh";
     std::fs::write(script, "#!/bin/busybox sh\n[ \"$1\" = bound ] && echo \"LEASE $ip ${subnet:-0.0.0.0} ${router%% *}\"\nexit 0\n")
-        .map_err(|err| NetError::DhcpScript { script, err })?;
+        .map_err(|err| NetError::DhcpScript {
+            script: script.into(),
+            err,
+        })?;
     let _ = std::fs::set_permissions(script, std::os::unix::fs::PermissionsExt::from_mode(0o755));
     let mut cmd = std::process::Command::new(bb);
     cmd.args([
-        "udhcpc", "-i", iface, "-f", "-q", "-n", "-t", "6", "-T", "2", "-s", script,
+        "udhcpc", "-i", iface, "-f", "-q", "-n", "-t", "6", "-T", "2", "-s",
     ]);
+    cmd.arg(script);
     if let Some(ip) = request {
         cmd.args(["-r", &ip.to_string()]);
     }

@@ -382,6 +382,33 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn grub_and_ipxe_pass_the_entitys_mask_and_gateway_as_a_reserved_ip() {
+        let mut c = cluster();
+        c.entities[0].gateway = Some(Ipv4Addr::new(10, 0, 0, 254));
+        let g = grub(&entity_entry(&c, 0)).unwrap();
+        assert!(
+            g.contains(" ip=${net_default_ip}::10.0.0.254:255.255.255.0\n"),
+            "{g}"
+        );
+        let i = ipxe(&node_entry(&c, 0)).unwrap();
+        assert!(i.contains(" ip=${ip}::10.0.0.254:255.255.255.0\n"), "{i}");
+        let b = bootopts(&c, 0, &[0], None, "0A0000", 1).unwrap();
+        assert!(
+            b.contains("\nsubnet=10.0.0.0/24\ngateway=10.0.0.254\n"),
+            "{b}"
+        );
+        // Without a gateway: the mask, an empty gateway field, no bootopts key.
+        c.entities[0].gateway = None;
+        let g = grub(&entity_entry(&c, 0)).unwrap();
+        assert!(g.contains(" ip=${net_default_ip}:::255.255.255.0\n"), "{g}");
+        let b = bootopts(&c, 0, &[0], None, "0A0000", 1).unwrap();
+        assert!(!b.contains("gateway="), "{b}");
+        // The writers add `ip=` after the description's words: a second one from `args`
+        // would contradict it, so the model refuses it there.
+        assert!(crate::validate::GENERATED_KEYS.contains(&"ip"));
+    }
+
+    #[test]
     fn a_valid_cluster_renders_everywhere() {
         for r in all_outputs(&cluster()) {
             assert!(r.is_ok(), "{r:?}");
