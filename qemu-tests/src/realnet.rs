@@ -212,7 +212,9 @@ pub fn dhcrelay(ns: &str, down: &str, up: &str, server: &str, work: &Path) -> Da
 }
 
 /// `imgtool serve` (in a thread of this test process) bound to [`IMAGE_URL`]'s address
-/// inside namespace `ns`, serving `roots` until the process ends.
+/// inside namespace `ns`, serving `roots` until the process ends. Its listening socket
+/// keeps the namespace alive (unnamed, unreachable) after the test deletes it, until the
+/// test process exits, like [`crate::serve_in_background`]'s thread.
 pub fn serve_in(ns: &str, roots: Vec<PathBuf>) {
     netns::in_namespace(ns, move || {
         let bound = imgtool::serve::bind(imgtool::serve::ServeOptions {
