@@ -7,6 +7,13 @@ need=(e2fsprogs dosfstools mtools gdisk fdisk util-linux mount attr zstd coreuti
 need+=(qemu-system-x86 qemu-system-data ipxe-qemu seabios qemu-utils pxelinux syslinux-common
        linux-image-cloud-amd64 busybox-static cpio ovmf grub-efi-amd64-bin grub-common
        dnsmasq-base isc-dhcp-server nginx)
+# The real-server boots (qemu-tests' realnet): ISC dhcrelay in a router namespace, tftpd-hpa
+# beside ISC dhcpd, sysctl for the router's forwarding.
+need+=(isc-dhcp-relay tftpd-hpa procps)
+# Of these, the packages that ship a system service. The tests run their own copies, in the
+# foreground, inside network namespaces they create; the distro's would answer DHCP, TFTP or
+# HTTP on this machine's own network (and take ports 67, 69, 80).
+services=(isc-dhcp-server isc-dhcp-relay tftpd-hpa nginx)
 if [ "${WITH_BENCH:-0}" = 1 ]; then need+=(partclone bmap-tools jq); fi
 missing=()
 for p in "${need[@]}"; do
@@ -16,13 +23,25 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  # Packages like isc-dhcp-server would start a system service; tests start their own.
+  # Installing isc-dhcp-server, isc-dhcp-relay, tftpd-hpa or nginx would start its service
+  # at once: policy-rc.d's "101" (action forbidden) makes invoke-rc.d skip that start.
   blocker=/usr/sbin/policy-rc.d
   if [ ! -e "$blocker" ]; then
     printf '#!/bin/sh\nexit 101\n' > "$blocker"; chmod +x "$blocker"
     trap 'rm -f "$blocker"' EXIT
   fi
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  # policy-rc.d only stops the start during installation; under systemd the units are still
+  # enabled and would start at the next boot. Disable (and stop, should one run) the services
+  # of the packages installed here, and only those: a service the machine had before is the
+  # admin's business.
+  if [ -d /run/systemd/system ]; then
+    for p in "${missing[@]}"; do
+      case " ${services[*]} " in
+        *" $p "*) systemctl disable --now "$p.service" >/dev/null 2>&1 || true ;;
+      esac
+    done
+  fi
   # qemu-system-x86 can pull in an older qemu-utils; keep the newest (see QEMU.md).
   apt-get install -y -qq --no-install-recommends qemu-utils >/dev/null
 fi

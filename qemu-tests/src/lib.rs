@@ -7,8 +7,13 @@
 //!   kills the process (by its PID, only ours) in `Drop`, even when a test fails.
 //! - [`kernel`] finds the boot kernel; [`cmdline_initrd`] builds a tiny initrd that prints
 //!   the kernel command line and powers off — proof of what the boot entry set.
+//! - [`realnet`]: the other networking mode — the node's NIC on a tap in network
+//!   namespaces the test creates, with real dnsmasq, ISC dhcpd + tftpd-hpa and a router
+//!   running ISC dhcrelay ([`Vm::start_on_tap`]).
 //!
 //! TCG is the default; set `NETBOOT_QEMU_ACCEL=kvm` to opt in to KVM where it works.
+
+pub mod realnet;
 
 // The image server and nginx are test fixtures, not QEMU: the agent's tests use them too.
 pub use test_fixtures::servers::{serve_in_background, Nginx};
@@ -98,12 +103,35 @@ pub struct Vm {
 }
 
 impl Vm {
+    /// Boots `b` on QEMU user networking (`restrict=on`, QEMU's own DHCP hands out `b.ip`,
+    /// its TFTP serves `b.tree`).
     pub fn start(b: &Boot) -> Vm {
-        let accel = std::env::var("NETBOOT_QEMU_ACCEL").unwrap_or_else(|_| "tcg".into());
         let bootfile = match b.firmware {
             Firmware::Bios => "pxelinux.0",
             Firmware::Uefi => pxe_builder::dhcp::GRUB_EFI,
         };
+        let netdev = format!(
+            "user,id=n0,net=172.20.0.0/24,dhcpstart={},restrict=on,tftp={},bootfile={bootfile}{}",
+            b.ip,
+            b.tree.display(),
+            b.netdev_extra
+        );
+        Self::spawn(Command::new("qemu-system-x86_64"), b, netdev)
+    }
+
+    /// Boots `b` with its NIC on the existing tap `tap` of network namespace `ns` (QEMU
+    /// runs inside `ns`); the servers on that network decide the address and boot files,
+    /// so `b.ip`, `b.tree` and `b.netdev_extra` are not used.
+    pub fn start_on_tap(b: &Boot, ns: &str, tap: &str) -> Vm {
+        let mut cmd = Command::new("ip");
+        // `ip netns exec` execs QEMU itself: the child's PID is QEMU's.
+        cmd.args(["netns", "exec", ns, "qemu-system-x86_64"]);
+        let netdev = format!("tap,id=n0,ifname={tap},script=no,downscript=no");
+        Self::spawn(cmd, b, netdev)
+    }
+
+    fn spawn(mut cmd: Command, b: &Boot, netdev: String) -> Vm {
+        let accel = std::env::var("NETBOOT_QEMU_ACCEL").unwrap_or_else(|_| "tcg".into());
         let mut args: Vec<String> = vec![
             "-accel".into(),
             accel,
@@ -112,12 +140,7 @@ impl Vm {
             "-nographic".into(),
             "-no-reboot".into(),
             "-netdev".into(),
-            format!(
-                "user,id=n0,net=172.20.0.0/24,dhcpstart={},restrict=on,tftp={},bootfile={bootfile}{}",
-                b.ip,
-                b.tree.display(),
-                b.netdev_extra
-            ),
+            netdev,
         ];
         match b.firmware {
             Firmware::Bios => {
@@ -149,7 +172,7 @@ impl Vm {
             .join(format!("console-{}.log", b.mac.replace(':', "")));
         let out = File::create(&log).expect("console log");
         let err = out.try_clone().expect("console log");
-        let child = Command::new("qemu-system-x86_64")
+        let child = cmd
             .args(&args)
             .stdin(Stdio::null())
             .stdout(out)
