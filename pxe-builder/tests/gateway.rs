@@ -114,20 +114,28 @@ fn the_standalone_pair_passes_dhcpd_and_groups_each_entitys_hosts() {
     let subnets = read(&tree, "dhcp/dhcpd-subnets.conf");
     assert!(subnets.contains("subnet 172.20.0.0 netmask 255.255.255.224 {"));
     assert!(subnets.contains("subnet 172.20.1.0 netmask 255.255.255.0 {"));
-    assert!(
-        !subnets
-            .lines()
-            .any(|l| l.trim_start().starts_with("option ")),
-        "the subnets file sets an option:\n{subnets}"
+    // The only option it sets: the router of the entity with a `gateway` (rack1's
+    // gateway 172.20.0.1, rack2's 172.20.1.1 in the example).
+    let options: Vec<&str> = subnets
+        .lines()
+        .map(str::trim_start)
+        .filter(|l| l.starts_with("option "))
+        .collect();
+    assert_eq!(
+        options,
+        ["option routers 172.20.0.1;", "option routers 172.20.1.1;"],
+        "{subnets}"
     );
-    // rack2's group: its router, then its one host (n04), and no host of rack1.
+    // rack2's group: next-server, no router (a site's own subnet declaration keeps
+    // its router), then its one host (n04), and no host of rack1.
     let text = read(&tree, "dhcp/dhcpd.conf");
     let rack2 = text
         .split("# entity rack2 (172.20.1.0/24)\ngroup {\n")
         .nth(1)
         .unwrap_or_else(|| panic!("no group for rack2:\n{text}"));
     let rack2 = &rack2[..rack2.find("\n}\n").unwrap()];
-    assert!(rack2.contains("  next-server 172.20.0.2;\n  option routers 172.20.1.1;\n"));
+    assert!(rack2.contains("  next-server 172.20.0.2;\n  if option arch"));
+    assert!(!text.contains("routers"), "{text}");
     assert!(rack2.contains("if option arch = 00:07 or option arch = 00:09 {"));
     assert!(rack2
         .contains("  host n04 { hardware ethernet 52:54:00:12:34:04; fixed-address 172.20.1.7; }"));
@@ -386,10 +394,12 @@ fn field<'a>(lease: &'a [(String, String)], k: &str) -> &'a str {
 }
 
 /// The real dhcpd serving a site's dhcpd.conf (its own subnets and routers) with the
-/// snippet included: the node of a rack with `gateway` gets that router, a node of the
-/// rack without gets the site's, and both get our next-server and boot file.
+/// snippet included: every node keeps the site's router (the site's declaration of its
+/// subnet is the authority, issue 17's acceptance), and gets our next-server and boot
+/// file; with the standalone pair (no site declarations) a rack's node gets the rack's
+/// `gateway`.
 #[test]
-fn dhcpd_hands_out_a_racks_gateway_and_else_the_sites_router() {
+fn dhcpd_keeps_the_sites_router_and_the_standalone_pair_hands_out_the_gateway() {
     test_fixtures::skip_unless_root!("network namespaces");
     // rack1 holds both servers and has no gateway; rack2 is routed (gateway 172.20.1.1).
     let body = example()
@@ -409,7 +419,11 @@ fn dhcpd_hands_out_a_racks_gateway_and_else_the_sites_router() {
         "52:54:00:12:34:04",
     );
     assert_eq!(field(&n04, "ip"), "172.20.1.7");
-    assert_eq!(field(&n04, "router"), "172.20.1.1", "the site's router won");
+    assert_eq!(
+        field(&n04, "router"),
+        "172.20.1.254",
+        "the snippet overrode the site's router"
+    );
     assert_eq!(field(&n04, "mask"), "255.255.255.0");
     assert_eq!(field(&n04, "siaddr"), "172.20.0.2");
     assert_eq!(field(&n04, "boot_file"), "pxelinux.0");
@@ -428,4 +442,25 @@ fn dhcpd_hands_out_a_racks_gateway_and_else_the_sites_router() {
     );
     assert_eq!(field(&n01, "mask"), "255.255.255.224");
     assert_eq!(field(&n01, "siaddr"), "172.20.0.2");
+    // No site declarations: the standalone pair declares the subnets, with rack2's router.
+    let standalone = work.path().join("standalone.conf");
+    std::fs::write(
+        &standalone,
+        format!(
+            "include \"{}\";\ninclude \"{}\";\n",
+            tree.join("dhcp/dhcpd-subnets.conf").display(),
+            tree.join("dhcp/dhcpd.conf").display()
+        ),
+    )
+    .unwrap();
+    let n04 = lease(
+        work.path(),
+        "gw3",
+        &standalone,
+        "172.20.1.2/24",
+        "52:54:00:12:34:04",
+    );
+    assert_eq!(field(&n04, "ip"), "172.20.1.7");
+    assert_eq!(field(&n04, "router"), "172.20.1.1", "the rack's gateway");
+    assert_eq!(field(&n04, "boot_file"), "pxelinux.0");
 }
