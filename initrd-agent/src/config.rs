@@ -242,7 +242,8 @@ impl Config {
                 "BOOTIF" | "netboot.mac" => {
                     c.mac = Some(normalize_mac(v).ok_or_else(|| bad("MAC"))?)
                 }
-                "ip" if !IP_KEYWORDS.contains(&v) => {
+                // An empty client field is the kernel's "autoconfigure" too.
+                "ip" if !IP_KEYWORDS.contains(&v) && !v.starts_with(':') => {
                     c.address = Some(parse_ip_arg(v).map_err(bad)?)
                 }
                 "netboot.ip" => {
@@ -520,7 +521,13 @@ mod tests {
             (Origin::NetbootIp, None, None)
         );
         // The kernel's own autoconfiguration words mean: no address here.
-        for w in ["ip=dhcp", "ip=off", "ip=on", "ip="] {
+        for w in [
+            "ip=dhcp",
+            "ip=off",
+            "ip=on",
+            "ip=",
+            "ip=::172.20.1.1:255.255.255.0",
+        ] {
             assert_eq!(Config::from_cmdline(w).unwrap().address, None, "{w}");
         }
     }

@@ -125,15 +125,10 @@ pub fn bring_up(cfg: &mut Config, rep: &Reporter) -> anyhow::Result<Link> {
     configure(&iface, &settings)?;
     cfg.address = Some(settings.address());
     rep.say(&settings.line(&iface, &mac));
-    if let Some(server) = cfg
-        .server
-        .as_deref()
-        .and_then(|s| ipconf::unreachable_server(&settings, s).map(|ip| (s, ip)))
-    {
+    let server = cfg.server.as_deref().unwrap_or_default();
+    if let Some(ip) = ipconf::unreachable_server(&settings, server) {
         rep.say(&format!(
-            "warning: the image server {} ({}) is outside {} and {iface} has no gateway: give the entity a gateway (cluster.toml), or DHCP option 3",
-            server.1,
-            server.0,
+            "warning: the image server {ip} ({server}) is outside {} and {iface} has no gateway: give the entity a gateway (cluster.toml), or DHCP option 3",
             settings.net()
         ));
     }
