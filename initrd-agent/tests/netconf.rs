@@ -18,19 +18,7 @@ use test_fixtures::skip_unless_root;
 /// up, so `v0` gets carrier); deleted when dropped.
 struct Ns(String);
 
-fn ip(args: &[&str]) -> String {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .expect("ip (iproute2)");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use test_fixtures::netns::ip;
 
 impl Ns {
     fn new(tag: &str) -> Ns {

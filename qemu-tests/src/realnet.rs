@@ -77,9 +77,27 @@ impl Daemon {
 
     /// Waits until the log contains `needle` (the server says it is ready); panics with the
     /// log when the server exits or does not say so within a few seconds.
-    pub fn wait_for(mut self, needle: &str) -> Daemon {
+    pub fn wait_for(self, needle: &str) -> Daemon {
+        self.wait_until(&format!("log {needle:?}"), |d| d.log().contains(needle))
+    }
+
+    /// Waits until a UDP socket of this server's namespace `ns` listens on `port` (for
+    /// servers that log nothing when ready).
+    pub fn wait_for_udp(self, ns: &str, port: u16) -> Daemon {
+        self.wait_until(&format!("listen on UDP port {port}"), |_| {
+            let out = Lan::cmd(ns, "ss")
+                .args(["-Hlun", &format!("sport = :{port}")])
+                .output()
+                .expect("ss (iproute2)");
+            !String::from_utf8_lossy(&out.stdout).trim().is_empty()
+        })
+    }
+
+    /// Polls `ready` every 100 ms until it holds; panics with the server's log if the
+    /// server exits first or `START_TIMEOUT` passes (`what` says what it did not do).
+    fn wait_until(mut self, what: &str, mut ready: impl FnMut(&Daemon) -> bool) -> Daemon {
         let start = Instant::now();
-        while !self.log().contains(needle) {
+        while !ready(&self) {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!(
                     "{} exited ({status}) before it was ready:\n{}",
@@ -89,42 +107,13 @@ impl Daemon {
             }
             assert!(
                 start.elapsed() < START_TIMEOUT,
-                "{} did not log {needle:?} within {START_TIMEOUT:?}:\n{}",
+                "{} did not {what} within {START_TIMEOUT:?}:\n{}",
                 self.name,
                 self.log()
             );
             std::thread::sleep(Duration::from_millis(100));
         }
         self
-    }
-
-    /// Waits until a UDP socket of this server's namespace `ns` listens on `port` (for
-    /// servers that log nothing when ready).
-    pub fn wait_for_udp(mut self, ns: &str, port: u16) -> Daemon {
-        let start = Instant::now();
-        loop {
-            let out = Lan::cmd(ns, "ss")
-                .args(["-Hlun", &format!("sport = :{port}")])
-                .output()
-                .expect("ss (iproute2)");
-            if !String::from_utf8_lossy(&out.stdout).trim().is_empty() {
-                return self;
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "{} exited ({status}) before it was ready:\n{}",
-                    self.name,
-                    self.log()
-                );
-            }
-            assert!(
-                start.elapsed() < START_TIMEOUT,
-                "{} did not listen on UDP port {port} within {START_TIMEOUT:?}:\n{}",
-                self.name,
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
     }
 }
 
@@ -291,16 +280,7 @@ impl RoutedNet {
         let router = rack.host("rtr", &format!("{RACK_GATEWAY}/24"));
         // `host` names the router's rack leg h1; give it the name the relay is told.
         let ip = |args: &[&str]| {
-            let out = std::process::Command::new("ip")
-                .args(args)
-                .output()
-                .expect("ip (iproute2)");
-            assert!(
-                out.status.success(),
-                "ip {}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr)
-            );
+            test_fixtures::netns::ip(args);
         };
         ip(&["-n", &router, "link", "set", "h1", "down"]);
         ip(&["-n", &router, "link", "set", "h1", "name", ROUTER_DOWN]);

@@ -11,7 +11,8 @@
 use std::os::fd::AsFd;
 use std::process::{Command, Stdio};
 
-fn ip(args: &[&str]) {
+/// Runs `ip ARGS` (iproute2) and returns its stdout; panics with its stderr if it fails.
+pub fn ip(args: &[&str]) -> String {
     let out = Command::new("ip")
         .args(args)
         .output()
@@ -22,6 +23,7 @@ fn ip(args: &[&str]) {
         args.join(" "),
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// A bridge in its own namespace, and the hosts plugged into it.
