@@ -57,12 +57,13 @@ pub fn dnsmasq(c: &Cluster) -> Result<String, Refused> {
 }
 
 /// The ISC dhcpd snippet (`dhcp/dhcpd.conf`): per entity one `group` with the
-/// next-server, the boot file by architecture, and its nodes' `host` declarations. No
-/// `subnet` declaration and no router: a site that declares the entity's subnet itself
-/// (with its own `option routers`, ranges, …) includes this beside it and keeps its
-/// router — dhcpd applies a host's group over its subnet's scope, so a router here would
-/// override the site's. The entity's `gateway` goes into [`dhcpd_subnets`], the
-/// declarations for sites that have none.
+/// next-server, `default routers GW;` when the entity has a `gateway`, the boot file by
+/// architecture, and its nodes' `host` declarations. No `subnet` declaration: a site that
+/// declares the entity's subnet itself (with its own `option routers`, ranges, …)
+/// includes this beside it. `default` (not `option`) sets the router only where no scope
+/// did: a host's group is consulted before its subnet, so `option routers` here would
+/// override the router the site declared for its subnet; with `default` the site's stays,
+/// and a subnet declared without one gets the entity's `gateway`.
 /// Host names go through [`escape::dhcpd_host`] (dhcpd takes no quoted name there), file
 /// names through [`escape::dhcpd_string`].
 pub fn dhcpd(c: &Cluster) -> Result<String, Refused> {
@@ -98,6 +99,9 @@ fn dhcpd_group(c: &Cluster, e: &Entity, members: &[usize]) -> Result<String, Ref
         e.net,
         c.settings.server_ip
     );
+    if let Some(gw) = e.gateway {
+        t.push_str(&format!("  default routers {gw};\n"));
+    }
     t.push_str(&format!(
         "  if option arch = 00:07 or option arch = 00:09 {{\n    filename {efi};\n  }} else {{\n    filename {bios};\n  }}\n"
     ));
@@ -167,10 +171,13 @@ mod tests {
         );
         assert!(!dnsmasq(&c).unwrap().contains("dhcp-option="));
         c.entities[0].gateway = Some("10.0.0.254".parse().unwrap());
-        // The router goes only where pxe-builder declares the subnet: a site's own
-        // declaration keeps its router.
+        // `default`, not `option`: a site's own declaration of the subnet keeps its router.
         let t = dhcpd(&c).unwrap();
-        assert!(!t.contains("routers"), "{t}");
+        assert!(
+            t.contains("  next-server 10.0.0.1;\n  default routers 10.0.0.254;\n"),
+            "{t}"
+        );
+        assert!(!t.contains("option routers"), "{t}");
         assert!(dnsmasq(&c).unwrap().contains(
             "dhcp-range=set:r1,10.0.0.0,static,255.255.255.0\ndhcp-option=tag:r1,3,10.0.0.254\n"
         ));

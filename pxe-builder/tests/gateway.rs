@@ -1,6 +1,6 @@
 //! Racks behind routers (issue 17): an entity's `gateway` is checked where it is written
 //! and required where the servers lie beyond the subnet; every output carries it (dhcpd
-//! `option routers`, dnsmasq option 3, bootopts, `ip=` on GRUB and iPXE lines); and the
+//! `default routers` and the subnets file's `option routers`, dnsmasq option 3, bootopts, `ip=` on GRUB and iPXE lines); and the
 //! dhcpd snippet merges into a site's dhcpd.conf that declares the same subnets, as the
 //! real `dhcpd -t` and `dnsmasq --test` judge it.
 
@@ -126,16 +126,16 @@ fn the_standalone_pair_passes_dhcpd_and_groups_each_entitys_hosts() {
         ["option routers 172.20.0.1;", "option routers 172.20.1.1;"],
         "{subnets}"
     );
-    // rack2's group: next-server, no router (a site's own subnet declaration keeps
-    // its router), then its one host (n04), and no host of rack1.
+    // rack2's group: next-server, its router as a `default` (a site's own subnet
+    // declaration keeps its router), then its one host (n04), and no host of rack1.
     let text = read(&tree, "dhcp/dhcpd.conf");
     let rack2 = text
         .split("# entity rack2 (172.20.1.0/24)\ngroup {\n")
         .nth(1)
         .unwrap_or_else(|| panic!("no group for rack2:\n{text}"));
     let rack2 = &rack2[..rack2.find("\n}\n").unwrap()];
-    assert!(rack2.contains("  next-server 172.20.0.2;\n  if option arch"));
-    assert!(!text.contains("routers"), "{text}");
+    assert!(rack2.contains("  next-server 172.20.0.2;\n  default routers 172.20.1.1;\n"));
+    assert!(!text.contains("option routers"), "{text}");
     assert!(rack2.contains("if option arch = 00:07 or option arch = 00:09 {"));
     assert!(rack2
         .contains("  host n04 { hardware ethernet 52:54:00:12:34:04; fixed-address 172.20.1.7; }"));
@@ -396,8 +396,8 @@ fn field<'a>(lease: &'a [(String, String)], k: &str) -> &'a str {
 /// The real dhcpd serving a site's dhcpd.conf (its own subnets and routers) with the
 /// snippet included: every node keeps the site's router (the site's declaration of its
 /// subnet is the authority, issue 17's acceptance), and gets our next-server and boot
-/// file; with the standalone pair (no site declarations) a rack's node gets the rack's
-/// `gateway`.
+/// file; where the site declares the subnet without a router, or not at all (the
+/// standalone pair), a rack's node gets the rack's `gateway`.
 #[test]
 fn dhcpd_keeps_the_sites_router_and_the_standalone_pair_hands_out_the_gateway() {
     test_fixtures::skip_unless_root!("network namespaces");
@@ -442,6 +442,28 @@ fn dhcpd_keeps_the_sites_router_and_the_standalone_pair_hands_out_the_gateway() 
     );
     assert_eq!(field(&n01, "mask"), "255.255.255.224");
     assert_eq!(field(&n01, "siaddr"), "172.20.0.2");
+    // A site that declares rack2's subnet without a router: the rack's gateway fills it.
+    let bare = work.path().join("bare-site.conf");
+    std::fs::write(
+        &bare,
+        format!(
+            "authoritative;\nsubnet 172.20.1.0 netmask 255.255.255.0 {{\n  range 172.20.1.100 172.20.1.200;\n}}\ninclude \"{}\";\n",
+            tree.join("dhcp/dhcpd.conf").display()
+        ),
+    )
+    .unwrap();
+    let n04 = lease(
+        work.path(),
+        "gw4",
+        &bare,
+        "172.20.1.2/24",
+        "52:54:00:12:34:04",
+    );
+    assert_eq!(
+        field(&n04, "router"),
+        "172.20.1.1",
+        "a site subnet without a router got none"
+    );
     // No site declarations: the standalone pair declares the subnets, with rack2's router.
     let standalone = work.path().join("standalone.conf");
     std::fs::write(
