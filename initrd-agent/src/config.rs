@@ -246,6 +246,9 @@ impl Config {
                 "ip" if !IP_KEYWORDS.contains(&v) && !v.starts_with(':') => {
                     c.address = Some(parse_ip_arg(v).map_err(bad)?)
                 }
+                // Empty: GRUB's or iPXE's address variable was unset (as `ip=::GW:MASK`
+                // on the same line): no address, so DHCP, as for an empty `ip=` client.
+                "netboot.ip" if v.is_empty() => {}
                 "netboot.ip" => {
                     let ip = v.parse().map_err(|_| bad("IPv4 address"))?;
                     let keep = c.address.filter(|a| a.ip == ip);
@@ -378,6 +381,17 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn an_empty_address_variable_on_a_grub_line_means_dhcp() {
+        // GRUB's ${net_default_ip} empty: both words carry nothing.
+        let c = Config::from_cmdline(
+            "netboot.server=http://s netboot.mac=52:54:00:00:00:07 netboot.ip= ip=::172.20.1.1:255.255.255.0",
+        )
+        .unwrap();
+        assert_eq!(c.address, None);
+        assert_eq!(c.mac.as_deref(), Some("52:54:00:00:00:07"));
+    }
 
     #[test]
     fn pxelinux_command_line() {

@@ -163,7 +163,9 @@ fn on_link(
     gateway: Ipv4Addr,
     from: Origin,
 ) -> Result<(), AddressError> {
-    if net.contains(gateway) && gateway != ip {
+    // Inside the subnet, not this node, and not the subnet's network or broadcast address
+    // (pxe-builder's rule for `gateway`; a /31 has neither, a /32 no router at all).
+    if net.is_host_address(gateway) && gateway != ip {
         Ok(())
     } else {
         Err(AddressError::GatewayOffLink {
@@ -512,6 +514,9 @@ mod tests {
         for cmdline in [
             "ip=172.20.1.9::172.20.0.1:255.255.255.0",
             "ip=172.20.1.9::172.20.1.9:24",
+            // The subnet's network and broadcast addresses are no router's.
+            "ip=172.20.1.9::172.20.1.0:24",
+            "ip=172.20.1.9::172.20.1.255:255.255.255.0",
         ] {
             let e = from_cmdline(cmdline, no_dhcp).unwrap_err();
             assert!(

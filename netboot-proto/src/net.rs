@@ -87,6 +87,12 @@ impl Net {
         let i = u32::from(ip);
         i >= self.first() && i <= self.last()
     }
+    /// An address a host or router of this subnet may take: inside it and, below /31
+    /// (which has none, RFC 3021), neither its network nor its broadcast address.
+    pub fn is_host_address(&self, ip: Ipv4Addr) -> bool {
+        let i = u32::from(ip);
+        self.contains(ip) && (self.prefix >= 31 || (i != self.first() && i != self.last()))
+    }
     pub fn netmask(&self) -> Ipv4Addr {
         Ipv4Addr::from(!(u32::MAX.checked_shr(self.prefix as u32).unwrap_or(0)))
     }

@@ -269,8 +269,7 @@ pub fn gateway(net: &Net, gw: Ipv4Addr) -> Result<(), String> {
     if !net.contains(gw) {
         return Err(format!("is outside the entity's subnet {net}"));
     }
-    let ends = net.prefix < 31 && (u32::from(gw) == net.first() || u32::from(gw) == net.last());
-    if ends {
+    if !net.is_host_address(gw) {
         let which = if u32::from(gw) == net.first() {
             "network"
         } else {
