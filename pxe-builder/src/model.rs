@@ -891,6 +891,16 @@ fn node_entity(
             ),
         );
     }
+    if ent.gateway == Some(ip) {
+        cx.at(
+            n.ip.span(),
+            format!(
+                "IP {ip} of node `{}` is the `gateway` of its entity `{}`: the router's address is no node's (its nodes would refuse a default route through themselves at every boot)",
+                n.name.get_ref(),
+                ent.name
+            ),
+        );
+    }
     e
 }
 

@@ -286,6 +286,16 @@ fn a_gateway_must_be_a_host_address_of_its_subnet() {
 }
 
 #[test]
+fn a_node_on_its_entitys_gateway_address_is_refused_at_its_ip() {
+    refused(
+        "ip = \"172.20.1.7\"",
+        "ip = \"172.20.1.1\"",
+        "\"",
+        "IP 172.20.1.1 of node `n04` is the `gateway` of its entity `rack2`",
+    );
+}
+
+#[test]
 fn ip_is_ours_on_every_kernel_line() {
     refused(
         "\nargs = \"\"\n",
