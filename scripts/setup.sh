@@ -14,6 +14,8 @@ need+=(isc-dhcp-relay tftpd-hpa procps)
 # foreground, inside network namespaces they create; the distro's would answer DHCP, TFTP or
 # HTTP on this machine's own network (and take ports 67, 69, 80).
 services=(isc-dhcp-server isc-dhcp-relay tftpd-hpa nginx)
+# The service packages this script installed (so that only those are disabled, on every run).
+ours=/var/lib/netboot-setup/service-packages
 if [ "${WITH_BENCH:-0}" = 1 ]; then need+=(partclone bmap-tools jq); fi
 missing=()
 for p in "${need[@]}"; do
@@ -30,20 +32,32 @@ if [ ${#missing[@]} -gt 0 ]; then
     printf '#!/bin/sh\nexit 101\n' > "$blocker"; chmod +x "$blocker"
     trap 'rm -f "$blocker"' EXIT
   fi
+  # Remember, before installing, which service packages this script installs: a run that
+  # dies after apt-get (or an older setup.sh that did not disable them) is mended by the next.
+  mkdir -p "$(dirname "$ours")"
+  for p in "${missing[@]}"; do
+    case " ${services[*]} " in
+      *" $p "*) grep -qx "$p" "$ours" 2>/dev/null || echo "$p" >> "$ours" ;;
+    esac
+  done
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
-  # policy-rc.d only stops the start during installation; under systemd the units are still
-  # enabled and would start at the next boot. Disable (and stop, should one run) the services
-  # of the packages installed here, and only those: a service the machine had before is the
-  # admin's business.
-  if [ -d /run/systemd/system ]; then
-    for p in "${missing[@]}"; do
-      case " ${services[*]} " in
-        *" $p "*) systemctl disable --now "$p.service" >/dev/null 2>&1 || true ;;
-      esac
-    done
-  fi
   # qemu-system-x86 can pull in an older qemu-utils; keep the newest (see QEMU.md).
   apt-get install -y -qq --no-install-recommends qemu-utils >/dev/null
+fi
+# policy-rc.d only stops the start during installation; the services are still enabled and
+# would start at the next boot. On every run, disable (and stop, should one run) the services
+# of the packages this script installed (listed in $ours), and only those: a service the
+# machine had before is the admin's business. systemd or sysvinit links alike.
+if [ -f "$ours" ]; then
+  while read -r p; do
+    [ -n "$p" ] || continue
+    if [ -d /run/systemd/system ]; then
+      systemctl disable --now "$p.service" >/dev/null 2>&1 || true
+    elif [ -x "/etc/init.d/$p" ]; then
+      "/etc/init.d/$p" stop >/dev/null 2>&1 || true
+      update-rc.d "$p" disable >/dev/null 2>&1 || true
+    fi
+  done < "$ours"
 fi
 if ! command -v cargo >/dev/null 2>&1; then
   echo "setup: cargo not found; installing Rust with rustup" >&2
