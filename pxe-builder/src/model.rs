@@ -449,10 +449,11 @@ fn parse_with(
     let names = Names::index(&mut cx, &f);
     let entities = entities(&mut cx, &f.entities, &names);
     check_overlaps(&mut cx, &entities);
-    check_routes(&mut cx, &entities, &settings);
+    let no_route = check_routes(&mut cx, &entities, &settings);
     let nodes = nodes(&mut cx, &f.nodes, &names, &entities);
     check_secondaries(&mut cx, &entities, &nodes, &names);
     let groups = groups(&mut cx, &f.cluster, &names, &nodes, &settings.vsmp_prefix);
+    check_relay_routes(&mut cx, &entities, &nodes, &groups, &settings, no_route);
     if !cx.diags.is_empty() {
         let mut d = cx.diags;
         d.sort_by_key(|d| (d.line, d.column));
@@ -743,8 +744,10 @@ fn entity_gateway(cx: &mut Ctx, e: &EntityDef, net: Option<Net>) -> Option<Ipv4A
 
 /// An entity whose nodes must reach a server outside its subnet (`server_ip`, the TFTP
 /// next-server; `image_server` when its host is an IPv4 address) needs a `gateway`:
-/// without one the nodes get no route to it (reported at the entity's name).
-fn check_routes(cx: &mut Ctx, entities: &[EntityDraft], s: &Settings) {
+/// without one the nodes get no route to it (reported at the entity's name). Returns
+/// which entities were reported.
+fn check_routes(cx: &mut Ctx, entities: &[EntityDraft], s: &Settings) -> Vec<bool> {
+    let mut reported = vec![false; entities.len()];
     let mut servers = vec![];
     if !s.server_ip.is_unspecified() {
         servers.push(("server_ip", s.server_ip));
@@ -755,7 +758,7 @@ fn check_routes(cx: &mut Ctx, entities: &[EntityDraft], s: &Settings) {
     if let Some(ip) = ipv4_host {
         servers.push(("image_server", ip));
     }
-    for d in entities {
+    for (i, d) in entities.iter().enumerate() {
         let ent = &d.entity;
         if !d.net_ok || ent.gateway.is_some() || d.def.gateway.is_some() {
             continue;
@@ -766,6 +769,57 @@ fn check_routes(cx: &mut Ctx, entities: &[EntityDraft], s: &Settings) {
                 format!(
                     "entity `{}` has no `gateway`, but its nodes must reach {key} {ip} outside its subnet {}: add `gateway = \"<its router's address>\"` to this [[entity]]",
                     ent.name, ent.net
+                ),
+            );
+            reported[i] = true;
+        }
+    }
+    reported
+}
+
+/// An entity whose nodes relay a group's image to, or pull it from, another entity's
+/// (the clone plan chains a group's racks: each secondary pulls from the previous rack, in
+/// every `rack_shape`) talks to another subnet, so it needs a `gateway` even when the
+/// servers are local: without one the relay's answers have no route back (reported at the
+/// entity's name, once, naming the group and the other entity; not again where
+/// [`check_routes`] already asked for the `gateway`).
+fn check_relay_routes(
+    cx: &mut Ctx,
+    entities: &[EntityDraft],
+    nodes: &[Node],
+    groups: &[Group],
+    s: &Settings,
+    mut reported: Vec<bool>,
+) {
+    for g in groups {
+        if g.diskless || g.is_vsmp(&s.vsmp_prefix) {
+            continue;
+        }
+        let mut spanned: Vec<usize> = vec![];
+        for n in g.active.iter().filter_map(|&i| nodes.get(i)) {
+            if n.entity < entities.len() && !spanned.contains(&n.entity) {
+                spanned.push(n.entity);
+            }
+        }
+        if spanned.len() < 2 {
+            continue;
+        }
+        for &e in &spanned {
+            let d = &entities[e];
+            let has = d.entity.gateway.is_some() || d.def.gateway.is_some();
+            if reported[e] || !d.net_ok || has {
+                continue;
+            }
+            reported[e] = true;
+            let other = spanned
+                .iter()
+                .find(|&&o| o != e)
+                .map_or("", |&o| entities[o].entity.name.as_str());
+            cx.at(
+                d.def.name.span(),
+                format!(
+                    "entity `{}` has no `gateway`, but group `{}` is cloned across it and entity `{other}` (another subnet: the clone plan relays between their nodes): add `gateway = \"<its router's address>\"` to this [[entity]]",
+                    d.entity.name, g.name
                 ),
             );
         }

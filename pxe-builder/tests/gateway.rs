@@ -257,6 +257,36 @@ fn a_routed_entity_without_a_gateway_is_refused_at_its_name() {
 }
 
 #[test]
+fn an_entity_relaying_a_group_to_another_subnet_needs_a_gateway_too() {
+    // rack1 holds both servers (no gateway needed to reach them), but group `compute` now
+    // has n04 in rack2: the plan chains rack2's secondary to rack1's nodes, whose answers
+    // need a route back to 172.20.1.0/24.
+    let local = example()
+        .replacen(
+            "image_server = \"http://172.20.0.100:8080\"",
+            "image_server = \"http://172.20.0.3:8080\"",
+            1,
+        )
+        .replacen("gateway = \"172.20.0.1\"\n", "", 1);
+    let (_work, _tree) = build(&local); // rack1 without gateway is fine on its own
+    let body = local.replacen("groups = [\"vSMP_big\"]", "groups = [\"compute\"]", 1);
+    let work = tempfile::tempdir().unwrap();
+    let c = write_cluster(work.path(), &body);
+    let o = run(&["check"], &c, None);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    let at = body.find("name = \"rack1\"").unwrap() + "name = ".len();
+    let (line, col) = line_col(&body, at);
+    assert!(
+        err.contains(&format!(
+            "cluster.toml:{line}:{col}: entity `rack1` has no `gateway`, but group `compute` is cloned across it and entity `rack2`"
+        )),
+        "{err}"
+    );
+    assert_eq!(err.matches("has no `gateway`").count(), 1, "{err}");
+}
+
+#[test]
 fn a_gateway_must_be_a_host_address_of_its_subnet() {
     for (gw, frag) in [
         (
