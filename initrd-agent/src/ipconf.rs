@@ -277,8 +277,6 @@ fn mask_from_dhcp(
 pub struct Update {
     /// The settings afterwards.
     pub settings: Settings,
-    /// A mask to set (none today: the boot path always gave one, and it wins).
-    pub set_mask: Option<Ipv4Addr>,
     /// A default route to add.
     pub add_gateway: Option<Ipv4Addr>,
     /// Console lines about what was not taken, and why.
@@ -291,7 +289,6 @@ pub struct Update {
 pub fn with_bootopts(cur: &Settings, subnet: Option<Net>, gateway: Option<Ipv4Addr>) -> Update {
     let mut u = Update {
         settings: *cur,
-        set_mask: None,
         add_gateway: None,
         notes: vec![],
     };
@@ -307,7 +304,7 @@ pub fn with_bootopts(cur: &Settings, subnet: Option<Net>, gateway: Option<Ipv4Ad
         _ => {}
     }
     match (gateway, cur.gateway) {
-        (Some(g), None) if cur.net().contains(g) && g != cur.ip => {
+        (Some(g), None) if cur.net().is_host_address(g) && g != cur.ip => {
             u.settings.gateway = Some(g);
             u.settings.gateway_from = Some(Origin::BootOpts);
             u.add_gateway = Some(g);
@@ -542,7 +539,7 @@ mod tests {
         let flat = settings("ip=172.20.1.9:172.20.0.2:0.0.0.0:255.255.255.0");
         let net = |s: &str| netboot_proto::net::parse_cidr(s).unwrap();
         let u = with_bootopts(&flat, Some(net("172.20.1.0/24")), Some(ip("172.20.1.1")));
-        assert_eq!((u.add_gateway, u.set_mask), (Some(ip("172.20.1.1")), None));
+        assert_eq!(u.add_gateway, Some(ip("172.20.1.1")));
         assert!(u.notes.is_empty(), "{:?}", u.notes);
         assert_eq!(
             u.settings.line("eth0", "m"),
@@ -561,10 +558,7 @@ mod tests {
             Some(net("172.20.0.0/16")),
             Some(ip("172.20.1.254")),
         );
-        assert_eq!(
-            (u.settings, u.add_gateway, u.set_mask),
-            (routed, None, None)
-        );
+        assert_eq!((u.settings, u.add_gateway), (routed, None));
         assert_eq!(
             u.notes,
             [
@@ -572,6 +566,10 @@ mod tests {
                 "bootopts gateway 172.20.1.254 disagrees with 172.20.1.1 (from bootopts): keeping 172.20.1.1",
             ]
         );
+        // The subnet's network address is no router: ignored, said.
+        let u = with_bootopts(&flat, None, Some(ip("172.20.1.0")));
+        assert_eq!((u.settings, u.add_gateway), (flat, None));
+        assert_eq!(u.notes.len(), 1, "{:?}", u.notes);
         // Another subnet's file, an off-link gateway: ignored, said.
         let u = with_bootopts(&flat, Some(net("10.0.0.0/8")), Some(ip("172.20.0.1")));
         assert_eq!((u.settings, u.add_gateway), (flat, None));

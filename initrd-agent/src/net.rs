@@ -151,9 +151,6 @@ pub fn apply_bootopts(link: &mut Link, cfg: &mut Config, rep: &Reporter) -> Resu
         return Ok(());
     }
     let s = sock()?;
-    if let Some(mask) = u.set_mask {
-        set_netmask(&s, &link.iface, mask)?;
-    }
     if let Some(gateway) = u.add_gateway {
         add_default_route(&s, &link.iface, gateway)?;
     }
