@@ -342,6 +342,16 @@ impl Config {
                 })?;
             }
         }
+        // The mode is printed (console, the failed report) and compared: a word of
+        // lower-case letters and `-` (`clone`, `discover`, `vsmp-diskless`, …).
+        let m = &self.mode;
+        if m.is_empty() || m.len() > 32 || !m.bytes().all(|b| b.is_ascii_lowercase() || b == b'-') {
+            return Err(ConfigError::BadName {
+                what: "mode",
+                value: m.clone(),
+                why: "not a boot mode (1-32 lower-case letters and `-`)".into(),
+            });
+        }
         if let Some(id) = &self.image_id {
             image_id(id).map_err(|(_, why)| ConfigError::BadImageId {
                 value: id.clone(),
@@ -378,6 +388,15 @@ mod tests {
         assert_eq!(c.validate(), Ok(()));
         c.node = Some("n1\u{1b}[2J".into());
         assert!(c.validate().unwrap_err().to_string().contains("node"));
+        // A mode from the network's bootopts drives the console as it is printed.
+        let mut c = Config::from_cmdline("netboot.group=compute").unwrap();
+        c.merge_bootopts(&BootOpts::parse("mode=clone\u{1b}[2J\n"));
+        let e = c.validate().unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::BadName { what: "mode", .. }),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("\\u{1b}"), "{e}");
     }
 
     use super::*;

@@ -304,7 +304,7 @@ pub fn with_bootopts(cur: &Settings, subnet: Option<Net>, gateway: Option<Ipv4Ad
         _ => {}
     }
     match (gateway, cur.gateway) {
-        (Some(g), None) if cur.net().is_host_address(g) && g != cur.ip => {
+        (Some(g), None) if on_link("", cur.ip, cur.net(), g, Origin::BootOpts).is_ok() => {
             u.settings.gateway = Some(g);
             u.settings.gateway_from = Some(Origin::BootOpts);
             u.add_gateway = Some(g);

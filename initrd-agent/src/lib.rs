@@ -39,8 +39,8 @@ pub mod fuzzing {
     use netboot_proto::bootopts::BootOpts;
 
     /// Inputs longer than this are cut (a kernel command line is at most a few KiB, a
-    /// bootopts file a few hundred lines).
-    pub const MAX_INPUT: usize = 64 << 10;
+    /// bootopts file a few hundred lines): the one bound every target uses.
+    pub use imgtool::fuzzing::MAX_INPUT;
 
     /// `cmdline NUL bootopts`: parses the command line, the bootopts file, and merges
     /// them as the agent does at boot.

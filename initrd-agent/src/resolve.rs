@@ -22,10 +22,9 @@ pub enum Fetched {
 
 /// The boot-options URLs to try for `ip`, longest hex prefix first.
 pub fn bootopts_urls(server: &str, ip: Ipv4Addr) -> Vec<String> {
-    let hex = netboot_proto::hex::hex_ip(ip);
-    (1..=hex.len().min(8))
-        .rev()
-        .map(|k| format!("{server}/etc/bootopts/{}", &hex[..k]))
+    netboot_proto::hex::hex_prefixes(ip)
+        .into_iter()
+        .map(|h| format!("{server}/{}/{h}", netboot_proto::bootopts::DIR))
         .collect()
 }
 
@@ -77,7 +76,11 @@ pub fn resolve_with(
 
 fn http_get(url: &str) -> Fetched {
     match ureq::get(url).timeout(Duration::from_secs(5)).call() {
-        Ok(r) => Fetched::Text(r.into_string().unwrap_or_default()),
+        // A body that cannot be read (cut, not UTF-8, over ureq's cap) is no boot options.
+        Ok(r) => match r.into_string() {
+            Ok(text) => Fetched::Text(text),
+            Err(e) => Fetched::Failed(format!("{url}: reading the body: {e}")),
+        },
         Err(ureq::Error::Status(404, _)) => Fetched::Missing,
         Err(e) => Fetched::Failed(e.to_string()),
     }

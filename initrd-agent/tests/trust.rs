@@ -10,7 +10,7 @@ use imgtool::sign::{sign_dir, SecretKey};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use test_fixtures::disk::{assert_restored, fixture, sha256_file};
-use test_fixtures::image::{capture_into, tamper_and_rehash};
+use test_fixtures::image::{capture_into, payload_and_largest_frame, tamper_and_rehash};
 use test_fixtures::servers::serve_in_background;
 use test_fixtures::skip_unless_root;
 
@@ -191,12 +191,23 @@ fn a_relay_passes_the_signature_on_even_when_it_checks_none_itself() {
     let s = setup();
     // Unsigned: b refuses, and says so without leaving its relay for the primary (an
     // absent signature file is not a dead upstream).
+    let b_before = {
+        // relay_pair lays the same pattern on b's disk: its hash before the run.
+        let size = std::fs::metadata(&s.master).unwrap().len();
+        let probe = s.dir.join("pattern-probe.img");
+        patterned(&probe, size)
+    };
     let (oa, ob) = relay_pair(&s, "unsigned");
     assert!(oa.status.success(), "a: {}", out(&oa));
     let b = out(&ob);
     assert!(!ob.status.success(), "b cloned an unsigned image: {b}");
     assert!(b.contains("is unsigned"), "{b}");
     assert!(!b.contains("rerouted"), "{b}");
+    assert_eq!(
+        sha256_file(&s.dir.join("unsigned-b.img")),
+        b_before,
+        "b wrote to its disk before refusing an unsigned image"
+    );
 
     // Signed: a (no key of its own) passes the signature on, b checks and clones.
     sign_dir(&s.images.join("compute"), &s.key).unwrap();
@@ -209,7 +220,20 @@ fn a_relay_passes_the_signature_on_even_when_it_checks_none_itself() {
         b.contains(&format!("signed by trusted key {}", s.key.id)),
         "{b}"
     );
-    // b got manifest, signature and payload from a: it never moved to the primary.
+    // b got manifest, signature and payload from a: it never moved to the primary, and
+    // a served it at least the whole payload.
     assert!(!b.contains("rerouted"), "{b}");
+    let a_log = out(&oa);
+    let served: u64 = a_log
+        .lines()
+        .find_map(|l| l.split("relay served ").nth(1))
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("a says nothing of what it served: {a_log}"));
+    let (payload, _) = payload_and_largest_frame(&s.images.join("compute"));
+    assert!(
+        served >= payload,
+        "a served {served} of {payload} payload bytes"
+    );
     assert_restored(&s.master, &s.dir.join("signed-b.img"), &[1, 2, 3, 4]);
 }
