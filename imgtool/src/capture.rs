@@ -136,6 +136,14 @@ fn select_partitions(
                     _ => {}
                 }
             }
+            // A partition named twice would be captured twice into one payload file.
+            let mut seen = std::collections::BTreeSet::new();
+            if let Some(n) = list.iter().find(|n| !seen.insert(**n)) {
+                return Err(Error::Selection(format!(
+                    "{}: partition {n} is selected twice",
+                    disk_name.display()
+                )));
+            }
             list.clone()
         }
         None => layout.data_partitions().map(|p| p.number).collect(),

@@ -93,11 +93,9 @@ pub fn guid_from_str(s: &str) -> Option<[u8; 16]> {
     Some(out)
 }
 
-/// Partition entries in one table at most. Real tables hold 128 (the UEFI minimum
-/// array size is 16 KiB, i.e. 128 entries of 128 bytes) and tools rarely go beyond a few
-/// hundred; 4096 is what this reader always accepted, and with [`MAX_ENTRY_SIZE`] it
-/// bounds the entry array read into memory to 4 MiB.
-pub const MAX_ENTRIES: u32 = 4096;
+/// Partition entries in one table at most: the shared limit ([`crate::table::MAX_GPT_ENTRIES`];
+/// with [`MAX_ENTRY_SIZE`] it bounds the entry array read into memory to 4 MiB).
+pub use crate::table::MAX_GPT_ENTRIES as MAX_ENTRIES;
 
 /// Largest partition entry size accepted. UEFI requires 128 × 2^n bytes; every known
 /// tool writes 128 (Linux refuses anything else) and this reader only uses the first 128.

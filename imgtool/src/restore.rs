@@ -36,9 +36,6 @@ use crate::verify::check_frames;
 use serde::Serialize;
 use std::path::Path;
 
-/// Moved to [`crate::grow`]; this path keeps working.
-pub use crate::grow::run_tool;
-
 /// Called as soon as chunk `i` of a region was verified (raw sha256), before it is
 /// written, with its compressed frame: a relay serves it from then on (cut-through; the
 /// disk write and read-back of this node are not on the chain's critical path).

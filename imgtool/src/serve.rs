@@ -15,7 +15,6 @@ pub use crate::board::{fetch_status, post_report, NodeStatus, Report};
 use crate::board::{Board, PlanAddresses, MAX_REPORT_BYTES};
 use crate::httpd::{Limits, Request, Response};
 /// `Range: bytes=` is read as the relays read it (`netboot_proto::range`).
-pub use netboot_proto::range::{parse_range, Unsatisfiable};
 use netboot_proto::status::Phase;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};

@@ -118,3 +118,26 @@ fn a_damaged_file_system_on_the_target_is_found_by_diff() {
         "diff does not name the partition: {out}"
     );
 }
+
+#[test]
+fn a_partition_selected_twice_is_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let (master, _) = gpt_master(dir.path());
+    let image = dir.path().join("img");
+    let o = imgtool()
+        .args(["capture", "-q", "--partitions", "2,1,2"])
+        .arg(&master.path)
+        .arg(&image)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("partition 2 is selected twice"), "{err}");
+    assert!(!image.exists(), "capture left {}", image.display());
+    let partial: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains("img."))
+        .collect();
+    assert!(partial.is_empty(), "{partial:?}");
+}

@@ -3,9 +3,9 @@
 //! seeds and fuzz/regressions/cluster_toml finds). It must return for every input: an
 //! error is fine, a panic, abort or hang is a bug. See docs/FUZZING.md.
 
-/// Inputs longer than this are cut: a cluster.toml of a few hundred nodes is a few
-/// tens of KiB, and the fuzzer runs with `-max_len` at this value.
-pub const MAX_INPUT: usize = 64 << 10;
+/// Inputs longer than this are cut (a cluster.toml of a few hundred nodes is a few tens
+/// of KiB): the one bound every target uses, `scripts/fuzz.sh`'s `-max_len`.
+pub use imgtool::fuzzing::MAX_INPUT;
 
 /// Parses and validates the input as a cluster.toml (no file-system access: the
 /// kernel, initrd and loader are taken as present), and renders every text file of

@@ -136,7 +136,7 @@ pub struct Invalid(pub Vec<Diagnostic>);
 
 /// Subnets and MACs are parsed as the agent parses them (`netboot_proto::net`), with its
 /// typed errors ([`BadCidr`], [`BadMac`]); a diagnostic takes their message.
-pub use netboot_proto::net::{mac_string, parse_cidr, parse_mac, BadCidr, BadMac, Net};
+pub use netboot_proto::net::{mac_string, parse_cidr, parse_mac, Net};
 
 /// Cluster-wide settings.
 #[derive(Debug, Clone)]
@@ -208,6 +208,27 @@ pub struct Group {
 impl Group {
     pub fn is_vsmp(&self, prefix: &str) -> bool {
         !prefix.is_empty() && self.name.starts_with(prefix)
+    }
+
+    /// Whether the group is cloned: diskless groups have nothing to clone, vSMP boards
+    /// boot the vSMP loader instead, and a group without active members has nobody to
+    /// clone.
+    pub fn clones(&self, vsmp_prefix: &str) -> bool {
+        !(self.diskless || self.is_vsmp(vsmp_prefix) || self.active.is_empty())
+    }
+
+    /// The entities of the active members (indexes below `entities`), in the order their
+    /// first active member appears: the clone plan's rack order. Linear in members.
+    pub fn entity_order(&self, nodes: &[Node], entities: usize) -> Vec<usize> {
+        let mut seen = vec![false; entities];
+        let mut order = vec![];
+        for n in self.active.iter().filter_map(|&i| nodes.get(i)) {
+            if let Some(s) = seen.get_mut(n.entity).filter(|s| !**s) {
+                *s = true;
+                order.push(n.entity);
+            }
+        }
+        order
     }
 }
 
@@ -760,7 +781,7 @@ fn check_routes(cx: &mut Ctx, entities: &[EntityDraft], s: &Settings) -> Vec<boo
     }
     for (i, d) in entities.iter().enumerate() {
         let ent = &d.entity;
-        if !d.net_ok || ent.gateway.is_some() || d.def.gateway.is_some() {
+        if !d.net_ok || d.def.gateway.is_some() {
             continue;
         }
         if let Some((key, ip)) = servers.iter().find(|(_, ip)| !ent.net.contains(*ip)) {
@@ -791,35 +812,28 @@ fn check_relay_routes(
     s: &Settings,
     mut reported: Vec<bool>,
 ) {
-    for g in groups {
-        if g.diskless || g.is_vsmp(&s.vsmp_prefix) {
-            continue;
-        }
-        let mut spanned: Vec<usize> = vec![];
-        for n in g.active.iter().filter_map(|&i| nodes.get(i)) {
-            if n.entity < entities.len() && !spanned.contains(&n.entity) {
-                spanned.push(n.entity);
-            }
-        }
-        if spanned.len() < 2 {
-            continue;
-        }
-        for &e in &spanned {
+    for g in groups.iter().filter(|g| g.clones(&s.vsmp_prefix)) {
+        let order = g.entity_order(nodes, entities.len());
+        for (k, &e) in order.iter().enumerate() {
+            // The neighbour in the plan's rack chain: the rack it pulls from, or for the
+            // first rack the one that pulls from it.
+            let Some(&other) = (if k == 0 {
+                order.get(1)
+            } else {
+                order.get(k - 1)
+            }) else {
+                continue;
+            };
             let d = &entities[e];
-            let has = d.entity.gateway.is_some() || d.def.gateway.is_some();
-            if reported[e] || !d.net_ok || has {
+            if reported[e] || !d.net_ok || d.def.gateway.is_some() {
                 continue;
             }
             reported[e] = true;
-            let other = spanned
-                .iter()
-                .find(|&&o| o != e)
-                .map_or("", |&o| entities[o].entity.name.as_str());
             cx.at(
                 d.def.name.span(),
                 format!(
-                    "entity `{}` has no `gateway`, but group `{}` is cloned across it and entity `{other}` (another subnet: the clone plan relays between their nodes): add `gateway = \"<its router's address>\"` to this [[entity]]",
-                    d.entity.name, g.name
+                    "entity `{}` has no `gateway`, but group `{}` is cloned across it and entity `{}` (another subnet: the clone plan relays between their nodes): add `gateway = \"<its router's address>\"` to this [[entity]]",
+                    d.entity.name, g.name, entities[other].entity.name
                 ),
             );
         }

@@ -17,8 +17,13 @@ use std::net::Ipv4Addr;
 pub fn clone_plan(c: &Cluster) -> Plan {
     let mut groups = vec![];
     let mut nodes = BTreeMap::new();
-    for g in c.groups.iter().filter(|g| clones(c, g)) {
-        let entities: Vec<EntityPlan> = entity_order(c, g)
+    for g in c
+        .groups
+        .iter()
+        .filter(|g| g.clones(&c.settings.vsmp_prefix))
+    {
+        let entities: Vec<EntityPlan> = g
+            .entity_order(&c.nodes, c.entities.len())
             .into_iter()
             .map(|e| entity_plan(c, g, e))
             .collect();
@@ -40,24 +45,6 @@ pub fn clone_plan(c: &Cluster) -> Plan {
         groups,
         nodes,
     }
-}
-
-/// Whether group `g` is cloned: diskless groups have nothing to clone, vSMP boards boot
-/// the vSMP loader instead, and a group without active members has nobody to clone.
-fn clones(c: &Cluster, g: &Group) -> bool {
-    !(g.diskless || g.is_vsmp(&c.settings.vsmp_prefix) || g.active.is_empty())
-}
-
-/// The entities of `g`'s active members, in the order their first active member appears.
-fn entity_order(c: &Cluster, g: &Group) -> Vec<usize> {
-    let mut order: Vec<usize> = vec![];
-    for &n in &g.active {
-        let e = c.nodes[n].entity;
-        if !order.contains(&e) {
-            order.push(e);
-        }
-    }
-    order
 }
 
 /// Entity `e`'s part of `g`'s plan: its secondary (the configured one when it is an active

@@ -272,18 +272,25 @@ fn an_entity_relaying_a_group_to_another_subnet_needs_a_gateway_too() {
     let body = local.replacen("groups = [\"vSMP_big\"]", "groups = [\"compute\"]", 1);
     let work = tempfile::tempdir().unwrap();
     let c = write_cluster(work.path(), &body);
-    let o = run(&["check"], &c, None);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{err}");
     let at = body.find("name = \"rack1\"").unwrap() + "name = ".len();
     let (line, col) = line_col(&body, at);
-    assert!(
-        err.contains(&format!(
-            "cluster.toml:{line}:{col}: entity `rack1` has no `gateway`, but group `compute` is cloned across it and entity `rack2`"
-        )),
-        "{err}"
-    );
-    assert_eq!(err.matches("has no `gateway`").count(), 1, "{err}");
+    let tree = work.path().join("tree");
+    for (args, out) in [
+        (vec!["check"], None),
+        (vec!["build", "--cluster"], Some(tree.as_path())),
+    ] {
+        let o = run(&args, &c, out);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains(&format!(
+                "cluster.toml:{line}:{col}: entity `rack1` has no `gateway`, but group `compute` is cloned across it and entity `rack2`"
+            )),
+            "{err}"
+        );
+        assert_eq!(err.matches("has no `gateway`").count(), 1, "{err}");
+    }
+    assert!(!tree.exists(), "build wrote a tree for a refused cluster");
 }
 
 #[test]
