@@ -69,7 +69,6 @@ pub fn clone(
     rep.phase(Phase::Layout, &format!("reading image {url}"));
     let source = open_source(route, &up, rep)?;
     let img = load_image(route, source, relay.as_ref(), &url, rep)?;
-    rep.set_image(image, up.first_name());
     let disk = Disk::open_rw_direct(target).context("opening target disk")?;
     let plan = plan_target(&img, &disk, target, rep)?;
     if let Some(relay) = &relay {
@@ -150,7 +149,7 @@ fn open_source(
                 .and_then(|i| names.get(i).cloned())
                 .unwrap_or_else(|| u.to_string())
         };
-        rep.set_image("", &name(to));
+        rep.set_upstream(&name(to));
         rep.phase(
             Phase::Rerouted,
             &format!(

@@ -75,6 +75,13 @@ impl Reporter {
         }
     }
 
+    /// The upstream it pulls from now (after a reroute); the image stays.
+    pub fn set_upstream(&self, upstream: &str) {
+        if let Ok(mut s) = self.state.lock() {
+            s.report.upstream = upstream.into();
+        }
+    }
+
     pub fn set_image(&self, image: &str, upstream: &str) {
         if let Ok(mut s) = self.state.lock() {
             s.report.image = image.into();
