@@ -141,7 +141,7 @@ pub fn restore(
 /// Phase 1, **plan**: everything restore checks before its first write. Returns the
 /// regions to write (the disk head first when the image has one) and the report with
 /// where each lands; nothing is written, whatever the outcome.
-pub fn plan_restore<'a>(
+pub(crate) fn plan_restore<'a>(
     image: &'a Image,
     target: &Disk,
     opts: &RestoreOptions,
@@ -299,7 +299,7 @@ fn check_head_contiguous(image: &Image, head: &Region) -> Result<()> {
 /// re-clone must not look bootable either (see [`crate::mark`]); the mark is returned for
 /// [`finalize`] to clear. A table that changes is wiped (the first 34 and last 34
 /// sectors): nothing on the disk may look like a valid table while data is half written.
-pub fn prepare_table(target: &Disk, plan: &Plan) -> Result<Option<InProgress>> {
+pub(crate) fn prepare_table(target: &Disk, plan: &Plan) -> Result<Option<InProgress>> {
     let dev = target.path();
     if plan.keep_table {
         let mark = InProgress::set(target)
@@ -321,7 +321,7 @@ pub fn prepare_table(target: &Disk, plan: &Plan) -> Result<Option<InProgress>> {
 /// Phase 2, **head** (second half): the disk head (at most 1 MiB), fetched and verified
 /// now although it is written last, so a streamed restore does not depend on its upstream
 /// still being there at the end, and a relay can pass it on at once.
-pub fn fetch_head(image: &Image, opts: &RestoreOptions) -> Result<Option<Vec<u8>>> {
+pub(crate) fn fetch_head(image: &Image, opts: &RestoreOptions) -> Result<Option<Vec<u8>>> {
     let Some(head) = image.manifest.region("head") else {
         return Ok(None);
     };
@@ -371,7 +371,7 @@ impl<'a> Part<'a> {
 /// on to the next partition at once: a relay chain then never waits for a node to drain
 /// its writes at a partition boundary (each wait would add to the lag of every node below
 /// it).
-pub fn stream_partitions(
+pub(crate) fn stream_partitions(
     image: &Image,
     target: &Disk,
     parts: &[Part],
@@ -521,7 +521,7 @@ fn zero_fill(target: &dyn BlockIo, tpath: &Path, part: &Part) -> Result<()> {
 
 /// Phase 4, **grow**: each ext file system that got a larger partition is grown to it
 /// ([`crate::grow::grow_ext`]); its report records the old and new sizes.
-pub fn grow_filesystems(
+pub(crate) fn grow_filesystems(
     target: &Disk,
     regions: &[&Region],
     reports: &mut [RegionReport],
@@ -536,7 +536,7 @@ pub fn grow_filesystems(
 
 /// Phase 5, **finalize**: the disk head and the partition table (the last writes), a
 /// flush, the kept table's mark cleared, and the kernel told the partitions.
-pub fn finalize(
+pub(crate) fn finalize(
     image: &Image,
     target: &Disk,
     plan: &Plan,
