@@ -10,6 +10,10 @@ need+=(qemu-system-x86 qemu-system-data ipxe-qemu seabios qemu-utils pxelinux sy
 # The real-server boots (qemu-tests' realnet): ISC dhcrelay in a router namespace, tftpd-hpa
 # beside ISC dhcpd, sysctl for the router's forwarding.
 need+=(isc-dhcp-relay tftpd-hpa procps)
+# Real-world disks (issue 12): the file systems and volume manager real clusters run, their
+# checkers for the restore tests, LUKS signatures for the wipe tests, and the real-OS master
+# (debootstrap, GRUB for BIOS; GRUB for UEFI is above).
+need+=(xfsprogs btrfs-progs lvm2 cryptsetup-bin debootstrap grub-pc-bin)
 # Of these, the packages that ship a system service. The tests run their own copies, in the
 # foreground, inside network namespaces they create; the distro's would answer DHCP, TFTP or
 # HTTP on this machine's own network (and take ports 67, 69, 80).
