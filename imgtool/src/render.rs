@@ -101,9 +101,20 @@ pub fn restore_plan(report: &RestoreReport) -> String {
                 Some((a, b)) => format!(", grown {} -> {}", human(a), human(b)),
                 None => String::new(),
             };
+            let mut free = String::new();
+            if r.wiped_bytes > 0 {
+                free += &format!(
+                    ", old signatures cleared: {} in {} range(s)",
+                    human(r.wiped_bytes),
+                    r.wipe.len()
+                );
+            }
+            if r.zeroed_bytes > 0 {
+                free += &format!(", free space zeroed: {}", human(r.zeroed_bytes));
+            }
             writeln!(
                 o,
-                "  {:<5} {:<8} {} of data{grown}",
+                "  {:<5} {:<8} {} of data{grown}{free}",
                 r.name,
                 r.filesystem,
                 human(r.bytes)

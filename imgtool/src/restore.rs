@@ -12,10 +12,14 @@
 //!    wiped (sector 0, the GPT headers); when it is kept its signatures are cleared
 //!    ([`crate::mark`]) from before the first data write until the last write. Then the
 //!    disk head is fetched and verified (written only in *finalize*).
-//! 3. **stream** ([`stream_partitions`]): partitions, chunk by chunk (decompress, sha256
-//!    of the raw bytes, hand the frame to the relay hook, write; with `verify`, read it
-//!    back at once and compare); unknown file systems get their gaps zeroed
-//!    (`zero_fill`); swap gets its header fitted to the size.
+//! 3. **stream** ([`stream_partitions`]): first, partitions whose free space is kept
+//!    (parsed file systems) get the foreign-signature areas the image does not cover
+//!    cleared ([`crate::wipe`]: first and last MiB, btrfs mirrors), so no old btrfs, XFS,
+//!    LVM or LUKS header survives beside the restored one; then partitions, chunk by chunk
+//!    (decompress, sha256 of the raw bytes, hand the frame to the relay hook, write; with
+//!    `verify`, read it back at once and compare); unknown file systems get their gaps
+//!    zeroed (`zero_fill`); swap gets its header fitted to the size. A parsed file
+//!    system's free space, a grown tail included, is never zeroed.
 //! 4. **grow** ([`grow_filesystems`], [`crate::grow`]): ext file systems that got a larger
 //!    partition are checked and grown through the whole-disk device (`e2fsck -fp`,
 //!    `resize2fs DEV?offset=N`).
@@ -82,6 +86,14 @@ pub struct RegionReport {
     pub target_size: u64,
     /// `Some((old, new))` file-system byte sizes when it was grown.
     pub grown: Option<(u64, u64)>,
+    /// Foreign-signature areas cleared (partition byte offset, length): a partition whose
+    /// free space is kept ([`Fill::Keep`]) gets its first and last MiB and the btrfs
+    /// mirrors cleared, except what the image writes ([`crate::wipe`]).
+    pub wipe: Vec<(u64, u64)>,
+    /// Bytes of `wipe`.
+    pub wiped_bytes: u64,
+    /// Bytes of free space zeroed (only for unknown contents, [`Fill::Zero`]).
+    pub zeroed_bytes: u64,
 }
 
 /// Plans without writing: reads the target's table and applies the layout rules.
@@ -160,6 +172,7 @@ pub(crate) fn plan_restore<'a>(
     let mut reports = vec![];
     for r in &regions {
         let (disk_offset, target_size) = place_region(r, &plan, target.size(), tpath)?;
+        let (wipe, zeroed_bytes) = free_space_plan(r, target_size);
         reports.push(RegionReport {
             name: r.name.clone(),
             filesystem: r.filesystem.clone(),
@@ -167,6 +180,9 @@ pub(crate) fn plan_restore<'a>(
             disk_offset,
             target_size,
             grown: None,
+            wiped_bytes: crate::wipe::total(&wipe),
+            wipe,
+            zeroed_bytes,
         });
     }
     if let Some(head) = regions.iter().find(|r| r.name == "head") {
@@ -186,6 +202,19 @@ pub(crate) fn plan_restore<'a>(
         regions: reports,
     };
     Ok((regions, report))
+}
+
+/// What happens to the bytes of partition region `r` (of `target_size` bytes here) that
+/// the image does not hold: `(signature ranges to clear, bytes zeroed)`. Free space of a
+/// parsed file system is left alone but for the foreign-signature areas; unknown contents
+/// get every gap zeroed; the disk head neither.
+fn free_space_plan(r: &Region, target_size: u64) -> (Vec<(u64, u64)>, u64) {
+    let stored = r.chunks.iter().flat_map(|c| c.ranges());
+    match (r.number, r.fill) {
+        (0, _) => (vec![], 0),
+        (_, Fill::Keep) => (crate::wipe::wipe_ranges(target_size, stored), 0),
+        (_, Fill::Zero) => (vec![], crate::wipe::total(&fill_gaps(stored, target_size))),
+    }
 }
 
 /// The regions `opts` selects (the disk head always), in the image's order; a selected
@@ -344,12 +373,14 @@ pub struct Part<'a> {
     base: u64,
     target_size: u64,
     direct: bool,
+    /// Foreign-signature ranges to clear (partition byte offsets).
+    wipe: &'a [(u64, u64)],
 }
 
 impl<'a> Part<'a> {
     /// O_DIRECT only when no two concurrent writes can share a page (see
     /// [`Disk::buffered`]), decided per partition.
-    fn new(r: &'a Region, rep: &RegionReport) -> Self {
+    fn new(r: &'a Region, rep: &'a RegionReport) -> Self {
         let align = crate::disk::DIRECT_ALIGN as u64;
         let direct =
             r.chunks.iter().flat_map(|c| c.ranges()).all(|(o, l)| {
@@ -360,12 +391,15 @@ impl<'a> Part<'a> {
             base: rep.disk_offset,
             target_size: rep.target_size,
             direct,
+            wipe: &rep.wipe,
         }
     }
 }
 
-/// Phase 3, **stream**: every chunk of every partition in one pipeline, then the zero
-/// fill of partitions that ask for it, then a flush.
+/// Phase 3, **stream**: the foreign signatures of partitions whose free space is kept
+/// are cleared first (so a range the image also writes could only be overwritten by the
+/// image, never the other way round), then every chunk of every partition in one
+/// pipeline, then the zero fill of partitions that ask for it, then a flush.
 ///
 /// All partitions' chunks are read as one stream per partition by one reader that moves
 /// on to the next partition at once: a relay chain then never waits for a node to drain
@@ -378,6 +412,9 @@ pub(crate) fn stream_partitions(
     opts: &RestoreOptions,
     progress: &Progress,
 ) -> Result<()> {
+    for part in parts {
+        wipe_signatures(target, target.path(), part)?;
+    }
     let total: u64 = parts.iter().map(|p| p.r.used_bytes).sum();
     progress.start(total, "restoring");
     // Twice the cores: while one worker waits for its direct write, another decompresses.
@@ -512,6 +549,33 @@ fn zero_fill(target: &dyn BlockIo, tpath: &Path, part: &Part) -> Result<()> {
             Error::device(
                 tpath,
                 format!("zeroing partition {} at {pos}", part.r.number),
+                e,
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// Clears the foreign-signature ranges of a partition ([`crate::wipe`]), the way
+/// `wipefs`/`mkswap` do: an old btrfs, XFS, LVM or LUKS header must not survive beside
+/// the restored file system in the free space restore leaves alone.
+fn wipe_signatures(target: &dyn BlockIo, tpath: &Path, part: &Part) -> Result<()> {
+    for &(pos, len) in part.wipe {
+        // Computed inside the partition; checked again where it is written.
+        if pos.checked_add(len).is_none_or(|e| e > part.target_size) {
+            return Err(Error::device(
+                tpath,
+                format!("wiping partition {} at {pos}", part.r.number),
+                std::io::Error::other("range outside the partition"),
+            ));
+        }
+        target.zero_range(part.base + pos, len).map_err(|e| {
+            Error::device(
+                tpath,
+                format!(
+                    "clearing old signatures of partition {} at {pos}+{len}",
+                    part.r.number
+                ),
                 e,
             )
         })?;
@@ -846,6 +910,7 @@ mod tests {
             base: 8192,
             target_size: 16384,
             direct: false,
+            wipe: &[],
         };
         zero_fill(&disk, Path::new("d"), &part).unwrap();
         let b = disk.bytes();
