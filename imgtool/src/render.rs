@@ -84,6 +84,13 @@ pub fn restore_plan(report: &RestoreReport) -> String {
                 writeln!(o, "  - {r}")?;
             }
         }
+        if let Some(beyond) = plan.mbr_capped {
+            writeln!(
+                o,
+                "  MBR reaches 2^32 sectors: the grow partition is capped there, {} at the end of the disk unused",
+                human(beyond)
+            )?;
+        }
         let ss = plan.layout.sector_size as u64;
         for p in &plan.layout.partitions {
             writeln!(

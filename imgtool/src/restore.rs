@@ -62,6 +62,10 @@ pub struct RestoreOptions {
     pub verify: bool,
     pub on_chunk: Option<ChunkHook>,
     pub before_grow: Option<Hold>,
+    /// Accept an MBR table whose grow partition is capped at the last sector MBR can
+    /// address (2^32 sectors: 2 TiB at 512 bytes) on a larger disk, leaving the rest of
+    /// the disk unused. Without it such a restore is refused before any write.
+    pub mbr_cap: bool,
 }
 
 /// What restore did (or, with `--dry-run`, would do).
@@ -168,6 +172,7 @@ pub(crate) fn plan_restore<'a>(
         });
     }
     let plan = plan(image, target, tpath)?;
+    check_mbr_cap(&plan, target.size(), opts.mbr_cap, tpath)?;
     let regions = select_regions(image, opts)?;
     let mut reports = vec![];
     for r in &regions {
@@ -202,6 +207,35 @@ pub(crate) fn plan_restore<'a>(
         regions: reports,
     };
     Ok((regions, report))
+}
+
+/// An MBR table this restore would write that cannot reach the end of the disk (its grow
+/// partition capped at 2^32 sectors) is refused, naming the limit, the disk's size and the
+/// ways out, unless `accept` (`--mbr-cap`). A kept table is what the disk already has.
+fn check_mbr_cap(plan: &Plan, disk_size: u64, accept: bool, tpath: &Path) -> Result<()> {
+    let Some(beyond) = plan.mbr_capped else {
+        return Ok(());
+    };
+    if accept || plan.keep_table {
+        return Ok(());
+    }
+    let ss = plan.layout.sector_size as u64;
+    let limit = (1u64 << 32).saturating_mul(ss);
+    Err(Error::Refused {
+        device: tpath.to_path_buf(),
+        reason: format!(
+            "the image's partition table is MBR, which addresses at most 2^32 sectors of {ss} bytes ({}); this disk is {} ({disk_size} bytes), so its grow partition would be capped and {} at the end left unused. Capture the master with a GPT table, or restore onto a disk of at most {}, or pass --mbr-cap to accept the capped size",
+            tib(limit),
+            tib(disk_size),
+            tib(beyond),
+            tib(limit),
+        ),
+    })
+}
+
+/// `n` bytes in TiB, one decimal (the 2 TiB message's unit).
+fn tib(n: u64) -> String {
+    format!("{:.1} TiB", n as f64 / (1u64 << 40) as f64)
 }
 
 /// What happens to the bytes of partition region `r` (of `target_size` bytes here) that
