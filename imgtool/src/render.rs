@@ -6,7 +6,7 @@
 //! on purpose.
 
 use crate::board::NodeStatus;
-use crate::diff::DiffReport;
+use crate::diff::{DiffReport, Placement};
 use crate::manifest::{Image, Manifest};
 use crate::restore::RestoreReport;
 use crate::verify::VerifyReport;
@@ -290,15 +290,27 @@ pub fn diff(rep: &DiffReport) -> String {
                 writeln!(o, "  - {d}")?;
             }
         } else {
-            writeln!(o, "layout: different")?;
+            writeln!(
+                o,
+                "layout: different (restore would rewrite the table); partitions still where the image puts them are compared"
+            )?;
             for d in &rep.layout_differences {
                 writeln!(o, "  - {d}")?;
             }
         }
         for r in &rep.regions {
+            let how = match r.placement {
+                Placement::Equal => "",
+                Placement::Grown => " (partition grown on the disk)",
+                Placement::NotCompared => {
+                    let why = r.reason.as_deref().unwrap_or("not placed as restore would");
+                    writeln!(o, "{:<5} not compared: {why}", r.name)?;
+                    continue;
+                }
+            };
             writeln!(
                 o,
-                "{:<5} {} of {} chunks differ ({})",
+                "{:<5} {} of {} chunks differ ({}){how}",
                 r.name,
                 r.differing.len(),
                 r.chunks,

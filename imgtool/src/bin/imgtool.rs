@@ -475,7 +475,7 @@ fn diff_cmd(a: DiffArgs, out: &Out) -> Result<ExitCode> {
     let img = open_image(&a.image_dir)?;
     let dev = Disk::open_ro(&a.disk)?;
     let rep = imgtool::diff::diff(&img, &dev, a.threads, &out.progress)?;
-    let same = rep.layout_kept && rep.regions.iter().all(|r| r.differing.is_empty());
+    let same = rep.same();
     out.print(&rep, || render::diff(&rep))?;
     Ok(if same {
         ExitCode::SUCCESS
