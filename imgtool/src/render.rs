@@ -109,15 +109,21 @@ pub fn restore_plan(report: &RestoreReport) -> String {
                 None => String::new(),
             };
             let mut free = String::new();
+            let done = if report.dry_run {
+                "to clear"
+            } else {
+                "cleared"
+            };
             if r.wiped_bytes > 0 {
                 free += &format!(
-                    ", old signatures cleared: {} in {} range(s)",
+                    ", old signature areas {done}: {} in {} range(s)",
                     human(r.wiped_bytes),
                     r.wipe.len()
                 );
             }
             if r.zeroed_bytes > 0 {
-                free += &format!(", free space zeroed: {}", human(r.zeroed_bytes));
+                let done = if report.dry_run { "to zero" } else { "zeroed" };
+                free += &format!(", free space {done}: {}", human(r.zeroed_bytes));
             }
             writeln!(
                 o,

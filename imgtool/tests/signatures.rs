@@ -108,6 +108,18 @@ fn restore_clears_foreign_signatures_on_an_equal_layout() {
     dirty_target(&c.master, &target, c.size, foreign);
     let rep = {
         let l = Loop::attach(&target, false);
+        // --dry-run names what it would clear, and clears nothing.
+        let text = stdout(
+            imgtool()
+                .args(["restore", "--dry-run"])
+                .arg(&c.image)
+                .arg(&l.dev),
+        );
+        assert!(text.contains("old signature areas to clear"), "{text}");
+        assert!(
+            probe(&l.part(3)).blkid == Ok("btrfs".into()),
+            "dry run wrote"
+        );
         restore_json(&c.image, &l.dev)
     };
     assert_eq!(rep["plan"]["keep_table"], true, "{rep}");
