@@ -192,6 +192,80 @@ mod tests {
         assert!(wipe_ranges(s, [(0, s)].into_iter()).is_empty());
     }
 
+    /// Invariants over many pseudo-random partitions and stored-range lists (hostile
+    /// ones too): every byte of the result is inside the partition and in an area, none is
+    /// stored, and every area byte that is not stored is in the result.
+    #[test]
+    fn wipe_ranges_is_exactly_areas_minus_stored() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..2000 {
+            let size = match next() % 4 {
+                0 => next() % (4 * MIB),
+                1 => next() % (200 * MIB),
+                2 => (64 * MIB) + next() % 8192,
+                _ => next(),
+            };
+            let n = (next() % 12) as usize;
+            let stored: Vec<(u64, u64)> = (0..n)
+                .map(|_| {
+                    let o = match next() % 3 {
+                        0 => next() % (2 * MIB),
+                        1 => size.saturating_sub(next() % (2 * MIB)),
+                        _ => next(),
+                    };
+                    let l = match next() % 3 {
+                        0 => next() % 65536,
+                        1 => next() % (2 * MIB),
+                        _ => next(),
+                    };
+                    (o, l)
+                })
+                .collect();
+            let w = wipe_ranges(size, stored.iter().copied());
+            let areas = signature_areas(size);
+            let in_any = |v: &[(u64, u64)], p: u64| v.iter().any(|&(o, l)| p >= o && p - o < l);
+            let is_stored = |p: u64| stored.iter().any(|&(o, l)| p >= o && p - o < l);
+            for pair in w.windows(2) {
+                assert!(
+                    pair[0].0 + pair[0].1 <= pair[1].0,
+                    "sorted, disjoint: {w:?}"
+                );
+            }
+            // Probe points: every range edge and a few inside.
+            let mut probes = vec![];
+            for &(o, l) in w.iter().chain(&areas).chain(&stored) {
+                for p in [
+                    o,
+                    o.saturating_add(l / 2),
+                    o.saturating_add(l).saturating_sub(1),
+                    o.saturating_add(l),
+                ] {
+                    probes.push(p);
+                }
+            }
+            for p in probes {
+                let wiped = in_any(&w, p);
+                if wiped {
+                    assert!(
+                        p < size && in_any(&areas, p) && !is_stored(p),
+                        "{size} {stored:?} {p}"
+                    );
+                } else if p < size && in_any(&areas, p) {
+                    assert!(
+                        is_stored(p),
+                        "area byte {p} neither stored nor wiped: {size} {stored:?} {w:?}"
+                    );
+                }
+            }
+        }
+    }
+
     /// What restore does with the ranges, on a disk: a partition at 1 MiB of 8 MiB whose
     /// image stores two ranges in its first MiB; before and after it another partition's
     /// bytes (0xee).
