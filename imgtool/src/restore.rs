@@ -902,6 +902,56 @@ mod tests {
         assert!(after[end..tail].iter().all(|b| *b == 0x11));
     }
 
+    /// The image's one region moved to partition 2, the grow partition: on the 8 MiB
+    /// target it spans sectors 6144 to the last usable one (5 MiB, larger than the
+    /// image's 2 MiB), so its tail is a grown tail.
+    fn grown_region_restore(fill: Fill) -> (Vec<u8>, RegionReport) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut img = unchecked_image(dir.path(), 2 << 20, 0);
+        let r = &mut img.manifest.regions[0];
+        (r.name, r.number, r.fill) = ("p2".into(), 2, fill);
+        img.check_structure().unwrap();
+        let t = target(dir.path());
+        let disk = Disk::open_rw(&t).unwrap();
+        let rep = restore(&img, &disk, &RestoreOptions::default(), &Progress::hidden()).unwrap();
+        (std::fs::read(&t).unwrap(), rep.regions[0].clone())
+    }
+
+    #[test]
+    fn a_kept_free_space_is_not_zeroed_but_its_signature_areas_are() {
+        let (b, rep) = grown_region_restore(Fill::Keep);
+        let (base, size) = (6144 * 512, rep.target_size as usize);
+        assert!(size > 4 << 20, "grown: {rep:?}");
+        let p = &b[base..base + size];
+        let mib = 1 << 20;
+        assert!(p[..4096].iter().all(|x| *x == 0xab), "the chunk");
+        assert!(p[4096..mib].iter().all(|x| *x == 0), "first MiB cleared");
+        assert!(
+            p[mib..size - mib].iter().all(|x| *x == 0x11),
+            "free space and grown tail kept"
+        );
+        assert!(p[size - mib..].iter().all(|x| *x == 0), "last MiB cleared");
+        assert_eq!(
+            (rep.wiped_bytes, rep.zeroed_bytes),
+            (2 * mib as u64 - 4096, 0)
+        );
+        assert_eq!(
+            rep.wipe,
+            vec![(4096, mib as u64 - 4096), ((size - mib) as u64, mib as u64)]
+        );
+    }
+
+    #[test]
+    fn unknown_contents_read_back_as_zeros_to_the_end_of_a_grown_partition() {
+        let (b, rep) = grown_region_restore(Fill::Zero);
+        let (base, size) = (6144 * 512, rep.target_size as usize);
+        let p = &b[base..base + size];
+        assert!(p[..4096].iter().all(|x| *x == 0xab), "the chunk");
+        assert!(p[4096..].iter().all(|x| *x == 0), "every gap zeroed");
+        assert_eq!((rep.wiped_bytes, rep.zeroed_bytes), (0, size as u64 - 4096));
+        assert!(rep.wipe.is_empty());
+    }
+
     fn raw() -> Vec<u8> {
         (0..8192u32).map(|i| (i * 7 % 251) as u8).collect()
     }
