@@ -10,13 +10,15 @@
 //!   `debugfs rdump`, `mcopy`);
 //! - [`image`]: capture into an image root, damage a chunk, tamper with a manifest;
 //! - [`servers`]: `imgtool serve` in a thread, a stock nginx;
-//! - [`netns`]: a bridge and hosts in network namespaces a test creates (root).
+//! - [`netns`]: a bridge and hosts in network namespaces a test creates (root);
+//! - [`lvm`]: an LVM master disk and the host's lvm2 on one device at a time (root).
 //!
 //! The QEMU harness (firmware, boot trees, VMs) stays in `qemu-tests`.
 
 pub mod disk;
 pub mod files;
 pub mod image;
+pub mod lvm;
 pub mod netns;
 pub mod root;
 pub mod servers;
