@@ -178,3 +178,55 @@ fn an_lvm_master_is_captured_by_its_used_blocks_and_restored_with_pvresize() {
     eprintln!("restore report: {}", rep["regions"]);
     assert!(!grown(&rep).is_null(), "{rep}");
 }
+
+/// A PV head made by the host's lvm2 (`fuzz/corpus/lvm_metadata/`: the shift byte, then
+/// the first 64 KiB of a 64 MiB PV) on an in-memory disk of `size` bytes.
+fn real_pv(seed: &str, size: usize) -> imgtool::disk::MemDisk {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/lvm_metadata").join(seed);
+    let mut d = std::fs::read(p).unwrap().split_off(1);
+    d.resize(size, 0);
+    imgtool::disk::MemDisk::from_vec(d, 512)
+}
+
+#[test]
+fn a_pv_made_by_lvm2_reads_with_its_crcs_and_maps_its_lvs() {
+    // pvcreate --metadatasize 32k --dataalignment 16k; vgcreate -s 1m vgseed; an 8 MiB
+    // LV `swap` (mkswap) at extent 0 and a 4 MiB LV `data` (empty) at extent 8.
+    let disk = real_pv("pv-swap-lv-64m", 64 << 20);
+    let part = imgtool::fs::PartView {
+        disk: &disk,
+        start: 0,
+        size: 64 << 20,
+    };
+    let pv = imgtool::fs::lvm::read_pv(&part).unwrap().expect("a PV");
+    let (_, vg) = pv.vg.as_ref().expect("in a VG");
+    assert_eq!(vg.name, "vgseed");
+    let info = imgtool::fs::lvm::probe(&part).unwrap().expect("lvm2");
+    assert_eq!(info.kind, "lvm2");
+    // The head up to pe_start (48 KiB), the swap LV's header page right after it (one
+    // range), and nothing of the empty LV; that LV was scanned, so restore zero-fills.
+    assert_eq!(info.used, vec![(0, 49152 + 4096)]);
+    assert_eq!(info.fill, imgtool::fs::Fill::Zero);
+}
+
+#[test]
+fn pvresize_on_a_pv_made_by_lvm2_and_a_pv_with_two_metadata_areas() {
+    use imgtool::fs::lvm::resize::{resize, Outcome};
+    let disk = real_pv("pv-swap-lv-64m", 96 << 20);
+    // 63 extents of 1 MiB from 48 KiB; 95 on 96 MiB.
+    let out = resize(&disk, 0, 96 << 20).unwrap();
+    assert_eq!(out, Outcome::Grown(49152 + (63 << 20), 49152 + (95 << 20)));
+    let part = imgtool::fs::PartView {
+        disk: &disk,
+        start: 0,
+        size: 96 << 20,
+    };
+    let pv = imgtool::fs::lvm::read_pv(&part).unwrap().unwrap();
+    let (_, vg) = pv.vg.as_ref().unwrap();
+    assert_eq!(vg.pv(&pv.label.uuid).unwrap().pe_count, 95);
+    // The second metadata area sits at the PV's old end: not moved, the size is kept.
+    let two = real_pv("pv-two-mdas-64m", 96 << 20);
+    let before = two.bytes();
+    assert!(matches!(resize(&two, 0, 96 << 20).unwrap(), Outcome::Kept(m) if m.contains("second metadata area")));
+    assert_eq!(two.bytes(), before);
+}
