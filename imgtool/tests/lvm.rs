@@ -20,10 +20,21 @@ fn fields(cmd: &str, dev: &Path, fields: &str, name: &str) -> Vec<u64> {
     lvm_ok(
         cmd,
         dev,
-        &["--noheadings", "--units", "b", "--nosuffix", "-o", fields, name],
+        &[
+            "--noheadings",
+            "--units",
+            "b",
+            "--nosuffix",
+            "-o",
+            fields,
+            name,
+        ],
     )
     .split_whitespace()
-    .map(|v| v.parse().unwrap_or_else(|_| panic!("{cmd} {fields}: {v:?}")))
+    .map(|v| {
+        v.parse()
+            .unwrap_or_else(|_| panic!("{cmd} {fields}: {v:?}"))
+    })
     .collect()
 }
 
@@ -146,7 +157,10 @@ fn an_lvm_master_is_captured_by_its_used_blocks_and_restored_with_pvresize() {
         "lvm master: used {used} B (ext4 {}), stored {stored} B, payload {payload} B, bound {bound} B",
         m.root_used
     );
-    assert!(stored <= bound && payload <= bound, "{stored} / {payload} > {bound}");
+    assert!(
+        stored <= bound && payload <= bound,
+        "{stored} / {payload} > {bound}"
+    );
     // The 48 MiB of garbage in the free extents and 20 MiB deleted inside ext4 stay out.
     assert!(stored < 40 * MIB, "stored {stored}");
 
@@ -156,8 +170,20 @@ fn an_lvm_master_is_captured_by_its_used_blocks_and_restored_with_pvresize() {
     assert!(grown(&rep).is_null(), "{rep}");
     let got = check_clone(&same, &m);
     assert_eq!(
-        (got.pv_size, got.pv_free, got.pe_count, got.vg_free, got.seqno),
-        (master.pv_size, master.pv_free, master.pe_count, master.vg_free, master.seqno)
+        (
+            got.pv_size,
+            got.pv_free,
+            got.pe_count,
+            got.vg_free,
+            got.seqno
+        ),
+        (
+            master.pv_size,
+            master.pv_free,
+            master.pe_count,
+            master.vg_free,
+            master.seqno
+        )
     );
     std::fs::remove_file(&same).unwrap();
 
@@ -172,7 +198,11 @@ fn an_lvm_master_is_captured_by_its_used_blocks_and_restored_with_pvresize() {
     assert_eq!(got.pe_count, new_count);
     assert_eq!(got.pv_size, new_count * 4 * MIB);
     let added = (new_count - master.pe_count) * 4 * MIB;
-    assert_eq!(got.pv_free, master.pv_free + added, "PFree grew by the new extents");
+    assert_eq!(
+        got.pv_free,
+        master.pv_free + added,
+        "PFree grew by the new extents"
+    );
     assert_eq!(got.vg_free, master.vg_free + added);
     assert_eq!(got.seqno, master.seqno + 1);
     eprintln!("restore report: {}", rep["regions"]);
@@ -182,7 +212,9 @@ fn an_lvm_master_is_captured_by_its_used_blocks_and_restored_with_pvresize() {
 /// A PV head made by the host's lvm2 (`fuzz/corpus/lvm_metadata/`: the shift byte, then
 /// the first 64 KiB of a 64 MiB PV) on an in-memory disk of `size` bytes.
 fn real_pv(seed: &str, size: usize) -> imgtool::disk::MemDisk {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/lvm_metadata").join(seed);
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/corpus/lvm_metadata")
+        .join(seed);
     let mut d = std::fs::read(p).unwrap().split_off(1);
     d.resize(size, 0);
     imgtool::disk::MemDisk::from_vec(d, 512)
@@ -227,6 +259,8 @@ fn pvresize_on_a_pv_made_by_lvm2_and_a_pv_with_two_metadata_areas() {
     // The second metadata area sits at the PV's old end: not moved, the size is kept.
     let two = real_pv("pv-two-mdas-64m", 96 << 20);
     let before = two.bytes();
-    assert!(matches!(resize(&two, 0, 96 << 20).unwrap(), Outcome::Kept(m) if m.contains("second metadata area")));
+    assert!(
+        matches!(resize(&two, 0, 96 << 20).unwrap(), Outcome::Kept(m) if m.contains("second metadata area"))
+    );
     assert_eq!(two.bytes(), before);
 }

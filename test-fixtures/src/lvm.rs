@@ -59,7 +59,11 @@ impl OffsetLoop {
 impl Drop for OffsetLoop {
     fn drop(&mut self) {
         if let Some(m) = self.mount.take() {
-            if !Command::new("umount").arg(&m).status().is_ok_and(|s| s.success()) {
+            if !Command::new("umount")
+                .arg(&m)
+                .status()
+                .is_ok_and(|s| s.success())
+            {
                 let _ = Command::new("umount").arg("-l").arg(&m).output();
             }
             let _ = std::fs::remove_dir(&m);
@@ -96,8 +100,22 @@ pub fn lvm_ok(cmd: &str, dev: &Path, args: &[&str]) -> String {
 /// `(byte offset in the PV, byte length)` of each extent range of LV `lv`, from `lvs`.
 pub fn lv_extents(pv: &Path, vg: &str, lv: &str) -> Vec<(u64, u64)> {
     let num = |cmd: &str, field: &str, name: &str| -> u64 {
-        let s = lvm_ok(cmd, pv, &["--noheadings", "--units", "b", "--nosuffix", "-o", field, name]);
-        s.trim().parse().unwrap_or_else(|_| panic!("{field}: {s:?}"))
+        let s = lvm_ok(
+            cmd,
+            pv,
+            &[
+                "--noheadings",
+                "--units",
+                "b",
+                "--nosuffix",
+                "-o",
+                field,
+                name,
+            ],
+        );
+        s.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{field}: {s:?}"))
     };
     let pe_start = num("pvs", "pe_start", &pv.display().to_string());
     let extent = num("vgs", "vg_extent_size", vg);
@@ -139,7 +157,9 @@ pub struct LvmMaster {
 pub fn lvm_master(dir: &Path, vg: &str, part_mib: u64) -> LvmMaster {
     let path = dir.join("master.img");
     let size = (part_mib + 2) * MIB;
-    run(Command::new("truncate").args(["-s", &size.to_string()]).arg(&path));
+    run(Command::new("truncate")
+        .args(["-s", &size.to_string()])
+        .arg(&path));
     run(tool("sgdisk")
         .args(["-o", "-n", &format!("1:2048:+{part_mib}M"), "-t", "1:8e00"])
         .arg(&path));
@@ -150,7 +170,21 @@ pub fn lvm_master(dir: &Path, vg: &str, part_mib: u64) -> LvmMaster {
     lvm_ok("vgcreate", d, &["-s", "4m", vg, &d.display().to_string()]);
     for (lv, mib) in [("root", 64), ("swap", 16), ("tmp", 48)] {
         let size = format!("{mib}m");
-        lvm_ok("lvcreate", d, &["--driverloaded", "n", "-an", "-Zn", "-L", &size, "-n", lv, vg]);
+        lvm_ok(
+            "lvcreate",
+            d,
+            &[
+                "--driverloaded",
+                "n",
+                "-an",
+                "-Zn",
+                "-L",
+                &size,
+                "-n",
+                lv,
+                vg,
+            ],
+        );
     }
     let lv = |name: &str| -> OffsetLoop {
         let e = lv_extents(d, vg, name);
@@ -167,11 +201,17 @@ pub fn lvm_master(dir: &Path, vg: &str, part_mib: u64) -> LvmMaster {
             .args(["bs=1M", "oflag=direct", "status=none"]));
         std::fs::remove_file(&junk).expect("rm junk");
     }
-    lvm_ok("lvremove", d, &["--driverloaded", "n", "-f", &format!("{vg}/tmp")]);
+    lvm_ok(
+        "lvremove",
+        d,
+        &["--driverloaded", "n", "-f", &format!("{vg}/tmp")],
+    );
     let swap_uuid = "5a1e2c3d-0000-4000-8000-00000000beef".to_string();
     {
         let swap = lv("swap");
-        run(tool("mkswap").args(["-L", "lvswap", "-U", &swap_uuid]).arg(&swap.dev));
+        run(tool("mkswap")
+            .args(["-L", "lvswap", "-U", &swap_uuid])
+            .arg(&swap.dev));
     }
     let (root_tree, root_used) = make_root(dir, lv("root"));
     drop(pv);
@@ -187,7 +227,10 @@ pub fn lvm_master(dir: &Path, vg: &str, part_mib: u64) -> LvmMaster {
 
 /// ext4 on the root LV (its free blocks first filled with garbage), the tree copied in,
 /// a garbage file written and deleted; returns the tree and the used bytes.
-fn make_root(dir: &Path, mut root: OffsetLoop) -> (std::collections::BTreeMap<String, String>, u64) {
+fn make_root(
+    dir: &Path,
+    mut root: OffsetLoop,
+) -> (std::collections::BTreeMap<String, String>, u64) {
     run(Command::new("dd")
         .arg("if=/dev/urandom")
         .arg(format!("of={}", root.dev.display()))
@@ -198,8 +241,13 @@ fn make_root(dir: &Path, mut root: OffsetLoop) -> (std::collections::BTreeMap<St
     let tree = dir.join("tree");
     crate::files::sample_tree(&tree);
     let m = root.mount("rw");
-    run(Command::new("cp").arg("-a").arg(format!("{}/.", tree.display())).arg(&m));
-    run(Command::new("chown").args(["-R", "1234:5678"]).arg(m.join("home/alice")));
+    run(Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", tree.display()))
+        .arg(&m));
+    run(Command::new("chown")
+        .args(["-R", "1234:5678"])
+        .arg(m.join("home/alice")));
     run(Command::new("chmod").arg("4755").arg(m.join("srv/empty")));
     run(Command::new("setfattr")
         .args(["-n", "user.role", "-v", "master"])

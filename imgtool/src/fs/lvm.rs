@@ -120,7 +120,11 @@ pub fn probe(part: &PartView) -> io::Result<Option<FsInfo>> {
         .max(map.as_ref().map_or(0, |m| m.pe_start))
         .min(part.size);
     used.add([(0, head_end)]);
-    let areas = pv.label.metadata_areas.iter().chain(&pv.label.bootloader_areas);
+    let areas = pv
+        .label
+        .metadata_areas
+        .iter()
+        .chain(&pv.label.bootloader_areas);
     used.add(areas.map(|a| (a.offset, a.size)));
     let mut fill = Fill::Keep;
     let mut fs_size = head_end;

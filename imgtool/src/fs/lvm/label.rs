@@ -71,7 +71,8 @@ pub fn read_label(part: &PartView) -> Result<Option<PvLabel>, LvmError> {
     }
     let mut head = vec![0u8; (LABEL_SCAN_SECTORS * SECTOR) as usize];
     part.read(&mut head, 0)?;
-    let Some(s) = (0..LABEL_SCAN_SECTORS as usize).find(|s| &head[s * 512..s * 512 + 8] == b"LABELONE")
+    let Some(s) =
+        (0..LABEL_SCAN_SECTORS as usize).find(|s| &head[s * 512..s * 512 + 8] == b"LABELONE")
     else {
         return Ok(None);
     };
@@ -343,7 +344,10 @@ mod tests {
         assert_eq!(calc_crc(INITIAL_CRC, b""), INITIAL_CRC);
         let data = b"vg0 {\nseqno = 1\n}\n";
         let whole = calc_crc(INITIAL_CRC, data);
-        assert_eq!(calc_crc(calc_crc(INITIAL_CRC, &data[..7]), &data[7..]), whole);
+        assert_eq!(
+            calc_crc(calc_crc(INITIAL_CRC, &data[..7]), &data[7..]),
+            whole
+        );
     }
 
     #[test]

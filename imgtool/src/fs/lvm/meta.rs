@@ -157,7 +157,9 @@ fn read_lv(name: &str, s: &Section) -> Result<Lv, LvmError> {
             continue;
         }
         if segs.len() >= MAX_SEGMENTS {
-            return Err(meta(format!("LV {name}: more than {MAX_SEGMENTS} segments")));
+            return Err(meta(format!(
+                "LV {name}: more than {MAX_SEGMENTS} segments"
+            )));
         }
         segs.push(read_seg(name, seg)?);
     }
@@ -183,7 +185,8 @@ fn read_seg(lv: &str, s: &Section) -> Result<Seg, LvmError> {
             Value::Array(a, _) => {
                 for pair in a.chunks(2) {
                     if let [Value::Str(n, _), Value::Int(e, _)] = pair {
-                        let e = u64::try_from(*e).map_err(|_| meta(format!("{what}: extent < 0")))?;
+                        let e =
+                            u64::try_from(*e).map_err(|_| meta(format!("{what}: extent < 0")))?;
                         areas.push((n.clone(), e));
                     }
                 }
@@ -197,7 +200,12 @@ fn read_seg(lv: &str, s: &Section) -> Result<Seg, LvmError> {
     }
     let stripes = if striped {
         let n = s.int("stripe_count").unwrap_or(1);
-        Some(u64::try_from(n).ok().filter(|n| *n >= 1).ok_or_else(|| meta(format!("{what}: stripe_count < 1")))?)
+        Some(
+            u64::try_from(n)
+                .ok()
+                .filter(|n| *n >= 1)
+                .ok_or_else(|| meta(format!("{what}: stripe_count < 1")))?,
+        )
     } else {
         None
     };
@@ -265,7 +273,11 @@ pub fn map_pv(vg: &Vg, pv: &Pv, part_size: u64) -> Result<PvMap, LvmError> {
     let used_by_others: std::collections::HashSet<&str> = vg
         .lvs
         .iter()
-        .flat_map(|l| l.segs.iter().flat_map(|s| s.strings.iter().map(|x| x.as_str())))
+        .flat_map(|l| {
+            l.segs
+                .iter()
+                .flat_map(|s| s.strings.iter().map(|x| x.as_str()))
+        })
         .collect();
     let mut map = PvMap {
         extent_bytes: eb,
@@ -293,7 +305,10 @@ pub fn map_pv(vg: &Vg, pv: &Pv, part_size: u64) -> Result<PvMap, LvmError> {
             continue;
         }
         let plain = lv.visible && !used_by_others.contains(lv.name.as_str());
-        match plain.then(|| plain_segments(lv, &pv.key, eb, pe_start)).flatten() {
+        match plain
+            .then(|| plain_segments(lv, &pv.key, eb, pe_start))
+            .flatten()
+        {
             Some(segs) => map.lvs.push(LvMap {
                 name: lv.name.clone(),
                 segs,

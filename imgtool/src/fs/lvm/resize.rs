@@ -75,9 +75,8 @@ pub fn resize(disk: &dyn BlockIo, base: u64, size: u64) -> std::result::Result<O
     let Some(map) = pv.map(size)? else {
         return Ok(Outcome::Kept("it belongs to no volume group".into()));
     };
-    let new_count = (size / SECTOR)
-        .saturating_sub(map.pe_start / SECTOR)
-        / (map.extent_bytes / SECTOR);
+    let new_count =
+        (size / SECTOR).saturating_sub(map.pe_start / SECTOR) / (map.extent_bytes / SECTOR);
     if new_count <= map.pe_count {
         return Ok(Outcome::Same);
     }
@@ -108,7 +107,12 @@ pub fn resize(disk: &dyn BlockIo, base: u64, size: u64) -> std::result::Result<O
 }
 
 /// The text with this PV's `pe_count` and `dev_size` and the VG's `seqno` replaced.
-fn resized_text(text: &[u8], pv: &Pv, pe_count: u64, dev_sectors: u64) -> std::result::Result<Vec<u8>, LvmError> {
+fn resized_text(
+    text: &[u8],
+    pv: &Pv,
+    pe_count: u64,
+    dev_sectors: u64,
+) -> std::result::Result<Vec<u8>, LvmError> {
     let Some((_, vg)) = &pv.vg else {
         return Err(LvmError::Meta("no volume group".into()));
     };

@@ -121,7 +121,10 @@ fn a_pv_stores_its_head_and_the_used_blocks_of_its_lvs() {
     d[(8 * MIB + 5) as usize] = 0xaa; // free extent: not stored
     let info = probe_bytes(d).unwrap();
     assert_eq!(info.kind, "lvm2");
-    assert_eq!(info.uuid.as_deref(), Some("L7TGP0-4qC0-q4sS-2tqH-XNFX-K4LI-IGsMs3"));
+    assert_eq!(
+        info.uuid.as_deref(),
+        Some("L7TGP0-4qC0-q4sS-2tqH-XNFX-K4LI-IGsMs3")
+    );
     assert_eq!(info.label.as_deref(), Some("vg0"));
     assert_eq!(info.fs_size, 9 * MIB);
     // The LV without a file system is scanned: the region needs zero fill.
@@ -200,16 +203,25 @@ fn resize_writes_a_new_metadata_copy_lvm_reads_back() {
     assert_eq!(me.dev_size.unwrap().0, 13 * 2048);
     // The new copy follows the old one, 512-aligned; the rest of the text is unchanged.
     let old = vg_text(8, &linear("swap", 2, 2));
-    assert_eq!(pv.mda.locns[0].offset, (512 + old.len() as u64 + 1).next_multiple_of(512));
+    assert_eq!(
+        pv.mda.locns[0].offset,
+        (512 + old.len() as u64 + 1).next_multiple_of(512)
+    );
     let new = String::from_utf8_lossy(&t[..t.len() - 1]).to_string();
     let expect = old
         .replace("seqno = 5", "seqno = 6")
         .replace("pe_count = 8", "pe_count = 12")
-        .replace(&format!("dev_size = {}", 9 * 2048), &format!("dev_size = {}", 13 * 2048));
+        .replace(
+            &format!("dev_size = {}", 9 * 2048),
+            &format!("dev_size = {}", 13 * 2048),
+        );
     assert_eq!(new, expect);
     // Growing again on the same size does nothing; a partition smaller than the PV's
     // extents (restore refuses it before writing) is an error, not a shrink.
-    assert_eq!(resize::resize(&disk, 0, 13 * MIB).unwrap(), resize::Outcome::Same);
+    assert_eq!(
+        resize::resize(&disk, 0, 13 * MIB).unwrap(),
+        resize::Outcome::Same
+    );
     assert!(resize::resize(&disk, 0, 12 * MIB).is_err());
 }
 
@@ -252,6 +264,9 @@ fn the_wrapped_text_of_a_circular_buffer_reads_back() {
         start: 0,
         size: 4 * MIB,
     };
-    let back = MdaHeader::read(&part, MDA).unwrap().read_text(&part).unwrap();
+    let back = MdaHeader::read(&part, MDA)
+        .unwrap()
+        .read_text(&part)
+        .unwrap();
     assert_eq!(back, Some(text));
 }

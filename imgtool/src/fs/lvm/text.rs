@@ -337,7 +337,11 @@ creation_time = 1795936433	# Sun
             v => panic!("{v:?}"),
         }
         assert!(matches!(vg.value("flags"), Some(Value::Array(a, _)) if a.is_empty()));
-        let pv = vg.section("physical_volumes").unwrap().section("pv0").unwrap();
+        let pv = vg
+            .section("physical_volumes")
+            .unwrap()
+            .section("pv0")
+            .unwrap();
         assert_eq!(pv.int("pe_count"), Some(49));
         assert_eq!(root.str("description"), Some(r#"say "hi" \ there"#));
         // The span of an integer is its digits, for in-place edits.
