@@ -183,7 +183,7 @@ fn lv_ranges(part: &PartView, map: &PvMap, used: &mut Collected) -> io::Result<F
 /// The non-zero [`SCAN_BLOCK`]s of PV bytes `[off, off + len)`.
 fn nonzero(part: &PartView, off: u64, len: u64) -> io::Result<Vec<(u64, u64)>> {
     let mut out = UsedRanges::default();
-    let mut buf = vec![0u8; 4 << 20];
+    let mut buf = vec![0u8; len.min(4 << 20) as usize];
     let end = off.saturating_add(len).min(part.size);
     let mut pos = off;
     while pos < end {

@@ -234,7 +234,9 @@ pub struct PvMap {
     pub pe_count: u64,
     /// LVs whose file systems are probed.
     pub lvs: Vec<LvMap>,
-    /// Other allocated extents: scanned for non-zero blocks. Sorted, may overlap.
+    /// Other allocated extents: scanned for non-zero blocks. Sorted and disjoint (the
+    /// guessed lengths of unknown types may overlap; merged, so each byte of the PV is
+    /// scanned once at most, however many segments name it).
     pub scan: Vec<(u64, u64)>,
 }
 
@@ -327,8 +329,21 @@ pub fn map_pv(vg: &Vg, pv: &Pv, part_size: u64) -> Result<PvMap, LvmError> {
     if exact.windows(2).any(|w| w[0].0 + w[0].1 > w[1].0) {
         return Err(meta("two allocations share extents of this PV"));
     }
-    map.scan.sort_unstable();
+    map.scan = merged(map.scan);
     Ok(map)
+}
+
+/// `ranges` sorted, overlapping and touching ones merged.
+fn merged(mut ranges: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+    ranges.sort_unstable();
+    let mut out: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
+    for (o, l) in ranges {
+        match out.last_mut() {
+            Some(last) if o <= last.0 + last.1 => last.1 = (o + l).max(last.0 + last.1) - last.0,
+            _ => out.push((o, l)),
+        }
+    }
+    out
 }
 
 /// The extents of this PV (`key`) an LV's segments allocate.
@@ -453,6 +468,8 @@ snap {{ {VIS}
 segment1 {{ start_extent = 0 extent_count = 1 type = "snapshot" origin = "origin" cow_store = "hidden" }} }}
 pvmove0 {{ status = ["LOCKED"]
 segment1 {{ start_extent = 0 extent_count = 3 type = "mirror" mirror_count = 2 mirrors = ["pv0", 97, "pv1", 0] }} }}
+pvmove1 {{ status = ["LOCKED"]
+segment1 {{ start_extent = 0 extent_count = 2 type = "mirror" mirrors = ["pv0", 96, "pv0", 98] }} }}
 "#
         ))
         .unwrap();
@@ -466,8 +483,9 @@ segment1 {{ start_extent = 0 extent_count = 3 type = "mirror" mirror_count = 2 m
                 (at(30), eb),
                 (at(40), eb),
                 (at(50), eb),
-                // An unknown type's area: the segment's length, clamped at pe_count.
-                (at(97), 3 * eb)
+                // Unknown types' areas: the segment's length, clamped at pe_count, and
+                // overlapping ones merged (96..98, 97..100, 98..100).
+                (at(96), 4 * eb)
             ]
         );
     }
