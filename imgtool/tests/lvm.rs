@@ -264,3 +264,105 @@ fn pvresize_on_a_pv_made_by_lvm2_and_a_pv_with_two_metadata_areas() {
     );
     assert_eq!(two.bytes(), before);
 }
+
+/// `len` bytes at `offset` of `file`.
+fn bytes_at(file: &Path, offset: u64, len: u64) -> Vec<u8> {
+    use std::os::unix::fs::FileExt;
+    let mut b = vec![0u8; len as usize];
+    std::fs::File::open(file)
+        .unwrap()
+        .read_exact_at(&mut b, offset)
+        .unwrap();
+    b
+}
+
+#[test]
+fn an_lv_without_a_known_file_system_is_restored_exactly_and_two_metadata_areas_keep_the_size() {
+    skip_unless_root!("loop devices, lvm2");
+    let work = tempfile::tempdir_in(test_fixtures::disk::target_tmp()).unwrap();
+    let dir = work.path();
+    let master = dir.join("master.img");
+    run(std::process::Command::new("truncate")
+        .args(["-s", "66M"])
+        .arg(&master));
+    run(tool("sgdisk")
+        .args(["-o", "-n", "1:2048:+64M", "-t", "1:8e00"])
+        .arg(&master));
+    let (raw_at, raw_len) = {
+        let pv = OffsetLoop::attach(&master, MIB, 64 * MIB, false);
+        let d = &pv.dev;
+        let name = d.display().to_string();
+        lvm_ok("pvcreate", d, &["--metadatacopies", "2", &name]);
+        lvm_ok("vgcreate", d, &["-s", "4m", "vgraw", &name]);
+        lvm_ok(
+            "lvcreate",
+            d,
+            &[
+                "--driverloaded",
+                "n",
+                "-an",
+                "-Zn",
+                "-L",
+                "16m",
+                "-n",
+                "raw",
+                "vgraw",
+            ],
+        );
+        let e = lv_extents(d, "vgraw", "raw");
+        (MIB + e[0].0, e[0].1)
+    };
+    // The LV: zeros, with non-zero 1 MiB stretches at 0 and 9 MiB and one byte at 13 MiB.
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&master)
+            .unwrap();
+        f.write_all_at(&vec![0u8; raw_len as usize], raw_at)
+            .unwrap();
+        let junk: Vec<u8> = (0..MIB as u32).map(|i| (i * 31 % 251 + 1) as u8).collect();
+        f.write_all_at(&junk, raw_at).unwrap();
+        f.write_all_at(&junk, raw_at + 9 * MIB).unwrap();
+        f.write_all_at(&[7], raw_at + 13 * MIB + 5).unwrap();
+    }
+    let image = dir.join("img");
+    run(imgtool().args(["capture", "-q"]).arg(&master).arg(&image));
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(image.join("manifest")).unwrap()).unwrap();
+    let r = &manifest["regions"][1];
+    assert_eq!(
+        (r["name"].as_str(), r["filesystem"].as_str()),
+        (Some("p1"), Some("lvm2"))
+    );
+    // The LV was scanned: only non-zero blocks stored, and the gaps must read as zeros.
+    assert_eq!(r["fill"], "zero");
+    assert!(r["used_bytes"].as_u64().unwrap() < 8 * MIB, "{r}");
+
+    // A 1.5× target full of old bytes.
+    let target = dir.join("target.img");
+    std::fs::write(&target, vec![0xa5u8; 99 * MIB as usize]).unwrap();
+    let out = imgtool()
+        .args(["restore", "--json"])
+        .arg(&image)
+        .arg(&target)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("keeps its size") && err.contains("second metadata area"),
+        "{err}"
+    );
+    assert_eq!(
+        bytes_at(&target, raw_at, raw_len),
+        bytes_at(&master, raw_at, raw_len),
+        "the LV's bytes"
+    );
+    let p = extents(&target)[0];
+    let pv = OffsetLoop::attach(&target, p.start, p.size, true);
+    clean("pvck", &pv.dev, &[&pv.dev.display().to_string()]);
+    clean("vgck", &pv.dev, &["vgraw"]);
+    let f = facts(&pv.dev, "vgraw");
+    assert_eq!(f.pe_count, 15, "not grown");
+}
