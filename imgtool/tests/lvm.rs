@@ -207,6 +207,12 @@ fn an_lvm_master_is_captured_by_its_used_blocks_and_restored_with_pvresize() {
     assert_eq!(got.seqno, master.seqno + 1);
     eprintln!("restore report: {}", rep["regions"]);
     assert!(!grown(&rep).is_null(), "{rep}");
+    // lvm2's own pvresize finds nothing left to do, and writes a metadata copy after ours.
+    let pv = OffsetLoop::attach(&big, part.start, part.size, false);
+    lvm_ok("pvresize", &pv.dev, &[&pv.dev.display().to_string()]);
+    let after = facts(&pv.dev, &m.vg);
+    assert_eq!((after.pe_count, after.seqno), (new_count, got.seqno + 1));
+    clean("vgck", &pv.dev, &[&m.vg]);
 }
 
 /// A PV head made by the host's lvm2 (`fuzz/corpus/lvm_metadata/`: the shift byte, then
