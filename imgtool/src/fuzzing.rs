@@ -151,6 +151,39 @@ pub fn fat_probe(data: &[u8]) {
     });
 }
 
+/// LVM2 (`fs::lvm`): the metadata text parser and the VG's extent map with the input
+/// as a text; then, with the input as `[shift] head` (as `ext_probe`), the whole PV probe
+/// (label, pv_header, mda_header, text, LV views and the probes inside them) and the
+/// pvresize of restore's grow step on a 4 MiB disk made of the head (an image's bytes
+/// reach it on a node).
+pub fn lvm_metadata(data: &[u8]) {
+    use crate::fs::lvm;
+    let data = cut(data);
+    let vg = lvm::text::parse(data)
+        .ok()
+        .and_then(|root| lvm::meta::Vg::from_root(&root).ok());
+    if let Some(vg) = vg {
+        for pv in &vg.pvs {
+            if let Ok(map) = lvm::meta::map_pv(&vg, pv, MAX_PART) {
+                assert!(map.data_end() <= MAX_PART);
+            }
+        }
+    }
+    part_probe(data, |p| {
+        if let Some(info) = lvm::probe(p)? {
+            check_used(p.size, &info.used);
+        }
+        Ok(())
+    });
+    // Only inputs with a label reach the resize (its 4 MiB disk costs every run).
+    let labelled = data.windows(8).any(|w| w == b"LABELONE");
+    if let Some((_, head)) = data.split_first().filter(|_| labelled) {
+        let mut v = head.to_vec();
+        v.resize(4 << 20, 0);
+        let _ = lvm::resize::resize(&MemDisk::from_vec(v, 512), 0, 4 << 20);
+    }
+}
+
 /// Separates the manifest from the layout in an `image_load` input (JSON has no NUL).
 pub const IMAGE_SEPARATOR: u8 = 0;
 

@@ -628,6 +628,15 @@ pub(crate) fn grow_filesystems(
         if let Some(grown) = crate::grow::grow_ext(target, r, rep.disk_offset, rep.target_size)? {
             rep.grown = Some(grown);
         }
+        if let Some(grown) = crate::fs::lvm::resize::grow_pv(
+            target,
+            target.path(),
+            r,
+            rep.disk_offset,
+            rep.target_size,
+        )? {
+            rep.grown = Some(grown);
+        }
     }
     Ok(())
 }

@@ -49,6 +49,11 @@ fn fat_probe_inputs() {
 }
 
 #[test]
+fn lvm_metadata_inputs() {
+    assert!(replay("lvm_metadata", imgtool::fuzzing::lvm_metadata) >= 3);
+}
+
+#[test]
 fn image_load_inputs() {
     assert!(replay("image_load", imgtool::fuzzing::image_load) >= 4);
 }

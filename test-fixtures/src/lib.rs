@@ -13,12 +13,14 @@
 //! - [`netns`]: a bridge and hosts in network namespaces a test creates (root);
 //! - [`signatures`]: btrfs, XFS, LVM2 and LUKS headers planted on a partition by their
 //!   own tools, and what `blkid -p`/`wipefs -n` see there (root).
+//! - [`lvm`]: an LVM master disk and the host's lvm2 on one device at a time (root).
 //!
 //! The QEMU harness (firmware, boot trees, VMs) stays in `qemu-tests`.
 
 pub mod disk;
 pub mod files;
 pub mod image;
+pub mod lvm;
 pub mod netns;
 pub mod root;
 pub mod servers;

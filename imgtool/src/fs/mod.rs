@@ -5,10 +5,13 @@
 //!   flex_bg, meta_bg, 64-bit descriptors);
 //! - [`fat`]: FAT12/16/32 from the boot sector and the allocation table;
 //! - [`swap`]: the header page only (restore rewrites it for the partition's size);
+//! - [`lvm`]: an LVM2 PV: its label and metadata areas, and inside each plain LV the
+//!   used ranges of the file systems above (free extents are not stored);
 //! - anything else: the non-zero 64 KiB blocks, and restore zeroes the rest.
 
 pub mod ext;
 pub mod fat;
+pub mod lvm;
 pub mod swap;
 
 use crate::disk::BlockIo;
@@ -78,16 +81,25 @@ pub fn probe(part: &PartView, raw: bool) -> io::Result<FsInfo> {
             fill: Fill::Zero,
         });
     }
-    if let Some(i) = ext::probe(part)? {
+    if let Some(i) = probe_known(part)? {
         return Ok(i);
     }
-    if let Some(i) = fat::probe(part)? {
-        return Ok(i);
-    }
-    if let Some(i) = swap::probe(part)? {
+    if let Some(i) = lvm::probe(part)? {
         return Ok(i);
     }
     nonzero(part)
+}
+
+/// The file-system probes (not LVM, not the non-zero scan): what [`probe`] tries first,
+/// and what [`lvm`] runs inside each logical volume.
+pub fn probe_known(part: &PartView) -> io::Result<Option<FsInfo>> {
+    if let Some(i) = ext::probe(part)? {
+        return Ok(Some(i));
+    }
+    if let Some(i) = fat::probe(part)? {
+        return Ok(Some(i));
+    }
+    swap::probe(part)
 }
 
 fn nonzero(part: &PartView) -> io::Result<FsInfo> {

@@ -1,0 +1,231 @@
+//! LVM2 physical volumes: which bytes of a PV are in use, from its label, metadata area
+//! and the file systems inside its logical volumes; and pvresize on restore.
+//!
+//! - [`label`]: the label, pv_header, mda_header and the metadata text (CRCs checked);
+//! - [`text`]: LVM's text configuration format (bounded parser);
+//! - [`meta`]: the VG's extent size, this PV, each LV's extents on it;
+//! - [`view`]: an LV as a [`crate::disk::BlockIo`], so the ordinary probes run inside it;
+//! - [`resize`]: restore's grow step for a PV (pvresize semantics).
+//!
+//! Stored ([`probe`]): everything from byte 0 to `pe_start` (label, first metadata area,
+//! boot-loader area), every metadata area (a second one at the end), and the used ranges
+//! of the file systems of plain LVs (ext, FAT, swap … whatever [`super::probe_known`]
+//! recognises), mapped back to PV offsets. Extents of LVs not understood (thin, RAID,
+//! mirror, snapshot, cache, striped over several PVs, hidden sub-LVs, an LV without a
+//! known file system) are stored as their non-zero 64 KiB blocks, and then the region is
+//! [`Fill::Zero`] so restore zeroes what was not stored; otherwise [`Fill::Keep`]. Free
+//! extents are not stored. Damaged or hostile metadata makes the probe answer "not
+//! LVM", and capture falls back to the non-zero scan of the whole partition.
+
+pub mod label;
+pub mod meta;
+pub mod resize;
+pub mod text;
+pub mod view;
+
+use super::{Fill, FsInfo, PartView, UsedRanges, MAX_RANGES, SCAN_BLOCK};
+use label::{MdaHeader, PvLabel};
+use meta::{PvMap, Vg};
+use std::io;
+use thiserror::Error;
+
+/// Why a PV's heads or metadata were not accepted.
+#[derive(Debug, Error)]
+pub enum LvmError {
+    /// Reading the PV failed.
+    #[error("reading the LVM PV: {0}")]
+    Io(#[from] io::Error),
+    /// The label or pv_header is damaged.
+    #[error("LVM label: {0}")]
+    Label(&'static str),
+    /// A metadata area's header or text is damaged.
+    #[error("LVM metadata area at byte {at}: {what}")]
+    Mda { at: u64, what: &'static str },
+    /// The metadata text does not parse.
+    #[error(transparent)]
+    Text(#[from] text::TextError),
+    /// The metadata parses but does not describe this PV consistently.
+    #[error("LVM metadata: {0}")]
+    Meta(String),
+}
+
+/// A PV as read from its partition.
+pub struct Pv {
+    pub label: PvLabel,
+    /// The metadata area the text was read from.
+    pub mda: MdaHeader,
+    /// The text (with its trailing NUL) and what it says; `None` for a PV in no VG.
+    pub vg: Option<(Vec<u8>, Vg)>,
+}
+
+/// Reads a PV: `None` when there is no LVM label; an error when something is damaged.
+pub fn read_pv(part: &PartView) -> Result<Option<Pv>, LvmError> {
+    let Some(label) = label::read_label(part)? else {
+        return Ok(None);
+    };
+    let mut first_err = None;
+    for area in &label.metadata_areas {
+        let got = MdaHeader::read(part, *area).and_then(|mda| {
+            let vg = match mda.read_text(part)? {
+                Some(t) => {
+                    let vg = Vg::from_root(&text::parse(&t)?)?;
+                    Some((t, vg))
+                }
+                None => None,
+            };
+            Ok((mda, vg))
+        });
+        match got {
+            Ok((mda, vg)) => return Ok(Some(Pv { label, mda, vg })),
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    Err(first_err.unwrap_or(LvmError::Label("no metadata area")))
+}
+
+impl Pv {
+    /// This PV's extent map; `None` for a PV in no VG.
+    pub fn map(&self, part_size: u64) -> Result<Option<PvMap>, LvmError> {
+        let Some((_, vg)) = &self.vg else {
+            return Ok(None);
+        };
+        let pv = vg
+            .pv(&self.label.uuid)
+            .ok_or_else(|| LvmError::Meta("the VG does not list this PV".into()))?;
+        meta::map_pv(vg, pv, part_size).map(Some)
+    }
+}
+
+/// Probes for an LVM2 PV; `None` when there is no label or the PV is damaged (the caller
+/// then scans for non-zero blocks). Only I/O errors of the disk itself are errors.
+pub fn probe(part: &PartView) -> io::Result<Option<FsInfo>> {
+    let read = read_pv(part).and_then(|pv| match pv {
+        Some(pv) => {
+            let map = pv.map(part.size)?;
+            Ok(Some((pv, map)))
+        }
+        None => Ok(None),
+    });
+    let (pv, map) = match read {
+        Ok(Some(x)) => x,
+        Ok(None) => return Ok(None),
+        Err(LvmError::Io(e)) if e.kind() != io::ErrorKind::UnexpectedEof => return Err(e),
+        Err(_) => return Ok(None),
+    };
+    let mut used = Collected::default();
+    let head_end = pv.label.data_areas[0]
+        .offset
+        .max(map.as_ref().map_or(0, |m| m.pe_start))
+        .min(part.size);
+    used.add([(0, head_end)]);
+    let areas = pv
+        .label
+        .metadata_areas
+        .iter()
+        .chain(&pv.label.bootloader_areas);
+    used.add(areas.map(|a| (a.offset, a.size)));
+    let mut fill = Fill::Keep;
+    let mut fs_size = head_end;
+    if let Some(map) = &map {
+        fill = lv_ranges(part, map, &mut used)?;
+        fs_size = fs_size.max(map.data_end());
+    }
+    for a in &pv.label.metadata_areas {
+        fs_size = fs_size.max(a.offset + a.size);
+    }
+    Ok(Some(FsInfo {
+        kind: "lvm2".into(),
+        uuid: Some(pv.label.uuid_dashed()),
+        label: pv.vg.as_ref().map(|(_, vg)| vg.name.clone()),
+        fs_size: fs_size.min(part.size),
+        used: used.finish(),
+        fill,
+    }))
+}
+
+/// Adds the used ranges of every LV on the PV: probed file systems' used blocks, the
+/// non-zero blocks of everything else. Returns the fill the region needs.
+fn lv_ranges(part: &PartView, map: &PvMap, used: &mut Collected) -> io::Result<Fill> {
+    let mut fill = Fill::Keep;
+    for lv in &map.lvs {
+        let view = view::LvView::new(part, lv);
+        let lv_part = PartView {
+            disk: &view,
+            start: 0,
+            size: crate::disk::BlockIo::size(&view),
+        };
+        match super::probe_known(&lv_part) {
+            Ok(Some(info)) if info.fill == Fill::Keep => {
+                let mut v = vec![];
+                for (o, l) in info.used {
+                    view.to_pv(o, l, &mut v);
+                }
+                used.add(v);
+            }
+            // No file system known here, or a damaged one: its bytes as they are.
+            _ => {
+                fill = Fill::Zero;
+                for &(_, po, l) in &lv.segs {
+                    used.add(nonzero(part, po, l)?);
+                }
+            }
+        }
+    }
+    for &(o, l) in &map.scan {
+        fill = Fill::Zero;
+        used.add(nonzero(part, o, l)?);
+    }
+    Ok(fill)
+}
+
+/// The non-zero [`SCAN_BLOCK`]s of PV bytes `[off, off + len)`.
+fn nonzero(part: &PartView, off: u64, len: u64) -> io::Result<Vec<(u64, u64)>> {
+    let mut out = UsedRanges::default();
+    let mut buf = vec![0u8; len.min(4 << 20) as usize];
+    let end = off.saturating_add(len).min(part.size);
+    let mut pos = off;
+    while pos < end {
+        let n = (end - pos).min(buf.len() as u64) as usize;
+        part.read(&mut buf[..n], pos)?;
+        for (i, blk) in buf[..n].chunks(SCAN_BLOCK as usize).enumerate() {
+            if blk.iter().any(|b| *b != 0) {
+                out.push(pos + i as u64 * SCAN_BLOCK, blk.len() as u64);
+            }
+        }
+        pos += n as u64;
+    }
+    Ok(out.into_vec())
+}
+
+/// Used ranges gathered from several sources in any order, kept bounded: merged through
+/// [`UsedRanges`] whenever more than twice [`MAX_RANGES`] are pending.
+#[derive(Default)]
+struct Collected {
+    v: Vec<(u64, u64)>,
+}
+
+impl Collected {
+    fn add(&mut self, r: impl IntoIterator<Item = (u64, u64)>) {
+        self.v.extend(r.into_iter().filter(|(_, l)| *l > 0));
+        if self.v.len() > 2 * MAX_RANGES {
+            self.merge();
+        }
+    }
+    fn merge(&mut self) {
+        self.v.sort_unstable();
+        let mut u = UsedRanges::default();
+        for &(o, l) in &self.v {
+            u.push(o, l);
+        }
+        self.v = u.into_vec();
+    }
+    fn finish(mut self) -> Vec<(u64, u64)> {
+        self.merge();
+        self.v
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests;
