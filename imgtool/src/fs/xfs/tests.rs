@@ -353,6 +353,19 @@ fn not_xfs_is_none_and_a_short_partition_is_no_panic() {
     assert_eq!(info.kind, KIND_UNPARSED);
 }
 
+#[test]
+fn the_fuzz_seeds_reach_the_tree_walk() {
+    // As the xfs_probe target reads them: shift byte 1, a 64 KiB partition, the tail zero.
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/xfs_probe");
+    for name in ["synthetic-v5-two-level", "synthetic-v4"] {
+        let seed = std::fs::read(dir.join(name)).unwrap();
+        assert_eq!(seed[0], 1, "{name}");
+        let mut d = seed[1..].to_vec();
+        d.resize(64 << 10, 0);
+        assert_eq!(probe_of(d).kind, KIND, "{name}");
+    }
+}
+
 /// Writes the fuzz seeds (`cargo test -p imgtool --lib write_xfs_fuzz_seeds -- --ignored`).
 #[test]
 #[ignore]
