@@ -144,3 +144,22 @@ fn xfs_master_captures_used_blocks_restores_clean_and_grows_on_a_larger_disk() {
         drop(l);
     }
 }
+
+#[test]
+fn with_mounted_refuses_a_range_past_the_disk_before_touching_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("disk.img");
+    std::fs::File::create(&path).unwrap().set_len(4 * MIB).unwrap();
+    let disk = Disk::open_rw(&path).unwrap();
+    for (off, size) in [(MIB, 4 * MIB), (u64::MAX, 2), (0, 0)] {
+        let mut ran = false;
+        let e = imgtool::mount::with_mounted(&disk, off, size, "xfs", "partition 1", |_| {
+            ran = true;
+            Ok(())
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(!ran);
+        assert!(e.contains("are not on the disk"), "{e}");
+    }
+}
