@@ -149,7 +149,10 @@ fn xfs_master_captures_used_blocks_restores_clean_and_grows_on_a_larger_disk() {
 fn with_mounted_refuses_a_range_past_the_disk_before_touching_anything() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("disk.img");
-    std::fs::File::create(&path).unwrap().set_len(4 * MIB).unwrap();
+    std::fs::File::create(&path)
+        .unwrap()
+        .set_len(4 * MIB)
+        .unwrap();
     let disk = Disk::open_rw(&path).unwrap();
     for (off, size) in [(MIB, 4 * MIB), (u64::MAX, 2), (0, 0)] {
         let mut ran = false;
@@ -162,4 +165,35 @@ fn with_mounted_refuses_a_range_past_the_disk_before_touching_anything() {
         assert!(!ran);
         assert!(e.contains("are not on the disk"), "{e}");
     }
+}
+
+#[test]
+fn xfs_restored_onto_a_larger_block_device_is_grown_and_clean() {
+    // The agent's case: the target is a whole block device, not a file; the grow's loop
+    // device sits over a byte range of it.
+    skip_unless_root!("loop devices, mount");
+    let work = tempfile::tempdir_in(target_tmp()).unwrap();
+    let master = xfs_master(&work.path().join("master.img"), 320, 8, 16);
+    let image = work.path().join("img");
+    run(imgtool()
+        .args(["capture", "-q"])
+        .arg(&master.path)
+        .arg(&image));
+    let size = std::fs::metadata(&master.path).unwrap().len();
+    let file = work.path().join("node.img");
+    std::fs::File::create(&file)
+        .unwrap()
+        .set_len(size * 2)
+        .unwrap();
+    let mut node = Loop::attach(&file, false);
+    run(imgtool().args(["restore", "-q"]).arg(&image).arg(&node.dev));
+    let part = node.part(1);
+    assert_repair_clean(&part);
+    let g = geometry(&part);
+    assert!(
+        g["dblocks"] * g["blocksize"] > size + size / 2,
+        "not grown: {g:?}"
+    );
+    let m = node.mount_opts(1, "xfs", "ro,nouuid");
+    assert_eq!(snapshot(&m), master.tree);
 }
