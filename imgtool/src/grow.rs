@@ -80,7 +80,10 @@ fn grow_mounted_xfs(dir: &std::path::Path, target_size: u64, what: &str) -> Resu
             .map_err(|e| fail(&format!("XFS_IOC_FSGROWFSDATA to {newblocks} blocks"), e))?;
     }
     let after = crate::sys::xfs_fsgeometry(&d).map_err(|e| fail("XFS_IOC_FSGEOMETRY", e))?;
-    Ok((g.datablocks * bs, after.datablocks.saturating_mul(bs)))
+    Ok((
+        g.datablocks.saturating_mul(bs),
+        after.datablocks.saturating_mul(bs),
+    ))
 }
 
 /// Grows region `r`'s ext file system, restored at disk byte `disk_offset`, to its

@@ -7,16 +7,15 @@
 //! `agblocks`/`agcount`/`dblocks` consistent and inside the partition, CRC on v5). What
 //! this reader does not trust yields the **fallback**: an XFS with an external log or a
 //! realtime section, a damaged superblock, an AGF or tree block that fails its checks
-//! ([`bnobt`]), or free space that would cover a block that must be used. The partition
-//! is then stored as its non-zero blocks with `Fill::Zero`, as `xfs-unparsed` (restored
-//! byte-exact, never mounted or grown). [`free_space`] says why.
-//!
-//! Not handled: a dirty log. The trees on disk are the last checkpoint; capture an XFS
-//! that was unmounted cleanly (capture refuses a read-write mounted one already).
-//! Layouts: "XFS Algorithms & Data Structures" (xfs-documentation), xfsprogs'
+//! ([`bnobt`]), free space that would cover a block that must be used, or a log that is
+//! not provably clean ([`log`]: after a crash the trees on disk are only the last
+//! checkpoint). The partition is then stored as its non-zero blocks with `Fill::Zero`,
+//! as `xfs-unparsed` (restored byte-exact, never mounted or grown). [`free_space`] says
+//! why. Layouts: "XFS Algorithms & Data Structures" (xfs-documentation), xfsprogs'
 //! `xfs_format.h`; all fields big-endian.
 
 mod bnobt;
+mod log;
 
 use super::{label_string, uuid_string, Fill, FsInfo, PartView, UsedRanges};
 use std::io;
@@ -92,6 +91,8 @@ pub enum Unparsed {
     },
     #[error("AG {ag}: the tree lists {tree} free blocks, the AGF {agf}")]
     FreeCount { ag: u64, tree: u64, agf: u64 },
+    #[error("the log is not clean: {0}")]
+    DirtyLog(String),
     #[error("reading")]
     Io(#[from] io::Error),
 }
@@ -117,6 +118,7 @@ pub fn probe(part: &PartView) -> io::Result<Option<FsInfo>> {
 /// disjoint), or why they cannot be trusted.
 pub fn free_space(part: &PartView) -> Result<(Super, Vec<(u64, u64)>), Unparsed> {
     let sb = read_super(part)?;
+    log::check_clean(part, &sb)?;
     let mut free = Vec::new();
     let mut nodes = 0usize;
     for ag in 0..sb.agcount {

@@ -69,6 +69,7 @@ impl Mkfs {
             }
         }
         self.superblock(&mut d);
+        self.clean_log(&mut d);
         for ag in 0..AGCOUNT {
             self.ag(&mut d, ag);
         }
@@ -106,6 +107,23 @@ impl Mkfs {
         s[120] = BLOCK.trailing_zeros() as u8;
         s[121] = 9;
         s[124] = AGBLOCKS.trailing_zeros() as u8;
+    }
+
+    /// A log as mkfs leaves it: an unmount record (header and one operation, cycle 1)
+    /// in its first two BBs, zeros (cycle 0) after.
+    fn clean_log(&self, d: &mut [u8]) {
+        let at = byte(0, self.log.0);
+        let log = &mut d[at..at + self.log.1 as usize * BLOCK];
+        log.fill(0);
+        put32(log, 0, 0xFEED_BABE);
+        put32(log, 4, 1);
+        put32(log, 8, 2);
+        put32(log, 12, 512);
+        put32(log, 40, 1);
+        put32(log, 320, 32768);
+        put32(log, 512, 1);
+        log[512 + 8] = 0xaa;
+        log[512 + 9] = 0x20;
     }
 
     fn ag(&self, d: &mut [u8], ag: u64) {
@@ -335,6 +353,29 @@ fn external_log_realtime_and_bad_geometry_fall_back() {
     let mut d = Mkfs::default().build(|_| {});
     d[300] ^= 1;
     assert_fallback(d, "superblock: CRC mismatch");
+}
+
+#[test]
+fn a_log_not_provably_clean_falls_back() {
+    let log = byte(0, 16);
+    // Two operations in the last record: a transaction, not an unmount.
+    let d = Mkfs::default().build(|d| put32(d, log + 40, 2));
+    assert_fallback(
+        d,
+        "the log is not clean: the last record (block 0: 2 operations",
+    );
+    // One operation, but not an unmount.
+    let d = Mkfs::default().build(|d| d[log + 512 + 9] = 0x02);
+    assert_fallback(d, "not an unmount record (flags 0x02)");
+    // A record written after the unmount record: the head moved past it.
+    let d = Mkfs::default().build(|d| put32(d, log + 1024, 1));
+    assert_fallback(d, "the log is not clean");
+    // Torn writes: a block of the current cycle after the head.
+    let d = Mkfs::default().build(|d| put32(d, log + 5 * 512, 1));
+    assert_fallback(d, "torn or mixed writes");
+    // Never written (cycle 0 everywhere) or all one cycle: no head.
+    let d = Mkfs::default().build(|d| d[log..log + 8 * BLOCK].fill(0));
+    assert_fallback(d, "no head found");
 }
 
 #[test]
