@@ -171,6 +171,11 @@ pub fn lvm_metadata(data: &[u8]) {
     }
     part_probe(data, |p| {
         if let Some(info) = lvm::probe(p)? {
+/// The XFS probe (superblock, AGFs, free-space trees; the non-zero fallback) over a
+/// partition made of the input, as `ext_probe`.
+pub fn xfs_probe(data: &[u8]) {
+    part_probe(data, |p| {
+        if let Some(info) = crate::fs::xfs::probe(p)? {
             check_used(p.size, &info.used);
         }
         Ok(())

@@ -23,8 +23,10 @@
 //! - [`capture::capture`], [`restore::restore`], [`verify::verify`], [`diff::diff`] are the
 //!   operations; the `imgtool` binary only parses arguments and calls them, and prints
 //!   what [`render`] makes of their reports. Restore runs as named phases (plan → head →
-//!   stream → grow → finalize, see [`restore`]); growing file systems with e2fsprogs is
-//!   [`grow`]'s; the foreign signature areas restore clears are [`wipe`]'s.
+//!   stream → grow → finalize, see [`restore`]); growing file systems is [`grow`]'s
+//!   (e2fsprogs for ext; XFS mounted through [`mount`], a loop device over the
+//!   partition's bytes, and grown by ioctl; an LVM PV's metadata edited as pvresize
+//!   does); the foreign signature areas restore clears are [`wipe`]'s.
 //! - [`error::Error`] is the library's error: context in fields, the cause as `source`.
 
 pub mod board;
@@ -45,6 +47,7 @@ pub mod limits;
 pub mod manifest;
 pub mod mark;
 pub mod mbr;
+pub mod mount;
 pub mod pool;
 pub mod progress;
 pub mod render;

@@ -14,6 +14,7 @@
 //! - [`signatures`]: btrfs, XFS, LVM2 and LUKS headers planted on a partition by their
 //!   own tools, and what `blkid -p`/`wipefs -n` see there (root).
 //! - [`lvm`]: an LVM master disk and the host's lvm2 on one device at a time (root).
+//! - [`xfs`]: an XFS master disk with deleted data, `xfs_repair -n`, `xfs_db` geometry (root).
 //!
 //! The QEMU harness (firmware, boot trees, VMs) stays in `qemu-tests`.
 
@@ -25,3 +26,4 @@ pub mod netns;
 pub mod root;
 pub mod servers;
 pub mod signatures;
+pub mod xfs;
