@@ -151,6 +151,17 @@ pub fn fat_probe(data: &[u8]) {
     });
 }
 
+/// The XFS probe (superblock, AGFs, free-space trees; the non-zero fallback) over a
+/// partition made of the input, as `ext_probe`.
+pub fn xfs_probe(data: &[u8]) {
+    part_probe(data, |p| {
+        if let Some(info) = crate::fs::xfs::probe(p)? {
+            check_used(p.size, &info.used);
+        }
+        Ok(())
+    });
+}
+
 /// LVM2 (`fs::lvm`): the metadata text parser and the VG's extent map with the input
 /// as a text; then, with the input as `[shift] head` (as `ext_probe`), the whole PV probe
 /// (label, pv_header, mda_header, text, LV views and the probes inside them) and the
@@ -171,11 +182,6 @@ pub fn lvm_metadata(data: &[u8]) {
     }
     part_probe(data, |p| {
         if let Some(info) = lvm::probe(p)? {
-/// The XFS probe (superblock, AGFs, free-space trees; the non-zero fallback) over a
-/// partition made of the input, as `ext_probe`.
-pub fn xfs_probe(data: &[u8]) {
-    part_probe(data, |p| {
-        if let Some(info) = crate::fs::xfs::probe(p)? {
             check_used(p.size, &info.used);
         }
         Ok(())

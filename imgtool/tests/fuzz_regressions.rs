@@ -49,10 +49,13 @@ fn fat_probe_inputs() {
 }
 
 #[test]
-fn lvm_metadata_inputs() {
-    assert!(replay("lvm_metadata", imgtool::fuzzing::lvm_metadata) >= 3);
 fn xfs_probe_inputs() {
     assert!(replay("xfs_probe", imgtool::fuzzing::xfs_probe) >= 2);
+}
+
+#[test]
+fn lvm_metadata_inputs() {
+    assert!(replay("lvm_metadata", imgtool::fuzzing::lvm_metadata) >= 3);
 }
 
 #[test]

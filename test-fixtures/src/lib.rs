@@ -12,8 +12,8 @@
 //! - [`servers`]: `imgtool serve` in a thread, a stock nginx;
 //! - [`netns`]: a bridge and hosts in network namespaces a test creates (root);
 //! - [`signatures`]: btrfs, XFS, LVM2 and LUKS headers planted on a partition by their
-//!   own tools, and what `blkid -p`/`wipefs -n` see there (root).
-//! - [`lvm`]: an LVM master disk and the host's lvm2 on one device at a time (root).
+//!   own tools, and what `blkid -p`/`wipefs -n` see there (root);
+//! - [`lvm`]: an LVM master disk and the host's lvm2 on one device at a time (root);
 //! - [`xfs`]: an XFS master disk with deleted data, `xfs_repair -n`, `xfs_db` geometry (root).
 //!
 //! The QEMU harness (firmware, boot trees, VMs) stays in `qemu-tests`.
