@@ -457,6 +457,7 @@ fn check_text(cx: &mut Ctx, f: &File) {
     // Node names are DHCP host names, which compare without case.
     let mut seen: HashMap<String, &str> = HashMap::new();
     for n in &f.nodes {
+        crate::work::tick(1);
         if cx.name(Kind::Node, &n.name) {
             let lower = n.name.get_ref().to_ascii_lowercase();
             match seen.get(&lower) {
@@ -1029,6 +1030,7 @@ fn nodes(cx: &mut Ctx, defs: &[NodeDef], names: &Names, entities: &[EntityDraft]
     let mut ips: HashMap<Ipv4Addr, String> = HashMap::new();
     let mut nodes = vec![];
     for n in defs {
+        crate::work::tick(1 + n.groups.len());
         let mac = node_mac(cx, n, &mut macs);
         let ip = node_ip(cx, n, &mut ips);
         let entity = node_entity(cx, n, ip, names, entities);
