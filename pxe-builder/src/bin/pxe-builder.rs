@@ -32,6 +32,7 @@ struct Cli {
 enum Cmd {
     /// Validate cluster.toml; report every problem with file:line:column, then render the
     /// boot files in memory (a value an output cannot hold is reported with its file).
+    /// Prints each cloning group's distribution shape, its depth and its longest chain.
     Check { cluster: PathBuf },
     /// Write the boot tree to OUT (built beside it, then swapped in: on error OUT is unchanged).
     Build {
@@ -76,12 +77,20 @@ enum Cmd {
 fn run(cli: Cli) -> Result<()> {
     let text = match cli.cmd {
         Cmd::Check { cluster } => {
+            let t0 = std::time::Instant::now();
+            let timing = std::env::var_os("PXE_BUILDER_TIMING").is_some();
             let c = model::load(&cluster)?;
-            tree::render(&c)?;
+            if timing {
+                eprintln!("model: {:?}", t0.elapsed());
+            }
+            let t = tree::check(&c)?;
+            if timing {
+                eprintln!("render: {:?}", t0.elapsed());
+            }
             if cli.json {
-                format!("{}\n", render::check_json(&c))
+                format!("{}\n", render::check_json(&c, &t.shapes))
             } else {
-                render::check(&cluster, &c)
+                render::check(&cluster, &c, &t.shapes)
             }
         }
         Cmd::Build { cluster, out } => {
