@@ -5,8 +5,10 @@
 //!   flex_bg, meta_bg, 64-bit descriptors);
 //! - [`fat`]: FAT12/16/32 from the boot sector and the allocation table;
 //! - [`swap`]: the header page only (restore rewrites it for the partition's size);
+//! - [`btrfs`]: single-device btrfs from the chunk tree and the extent tree;
 //! - anything else: the non-zero 64 KiB blocks, and restore zeroes the rest.
 
+pub mod btrfs;
 pub mod ext;
 pub mod fat;
 pub mod swap;
@@ -85,6 +87,9 @@ pub fn probe(part: &PartView, raw: bool) -> io::Result<FsInfo> {
         return Ok(i);
     }
     if let Some(i) = swap::probe(part)? {
+        return Ok(i);
+    }
+    if let Some(i) = btrfs::probe(part)? {
         return Ok(i);
     }
     nonzero(part)
