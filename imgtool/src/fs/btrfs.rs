@@ -2,20 +2,23 @@
 //! the extent tree.
 //!
 //! Used = the first MiB (btrfs never allocates it; boot loaders may live there) + the
-//! superblock copies inside the device + every SYSTEM and METADATA chunk whole (small,
-//! and a safe superset of every tree block, the log tree's included) + every extent the
-//! extent tree records in DATA chunks and in mixed DATA|METADATA chunks (small file
-//! systems), mapped to each copy (single or DUP) + every tree node the probe read. The
-//! free-space cache v1 lives in data extents and the free-space tree in metadata, so both
-//! are kept.
+//! superblock copies inside the device + every extent the extent tree records — data
+//! extents and tree blocks alike, in DATA, METADATA, SYSTEM and mixed chunks — mapped to
+//! each copy (single or DUP) + every tree node the probe read. Metadata chunks are not
+//! kept whole: a fresh 512 MiB file system has 64 MiB of DUP metadata chunk for well under
+//! 1 MiB of tree blocks. Instead the extent tree must account for every node the probe
+//! read (chunk, root and extent trees), else nothing it says is trusted. The free-space
+//! cache v1 lives in data extents and the free-space tree in tree blocks, so both are
+//! kept.
 //!
 //! A superblock with a bad checksum is not btrfs (a stale signature): `None`. Anything
 //! the probe does not read (several devices, RAID profiles, checksums other than crc32c
 //! and sha256, zoned, extent tree v2, …) or finds inconsistent (a node checksum, a chunk
-//! past the device, a loop, keys out of order, an extent outside every chunk) makes it
-//! fall back to the non-zero 64 KiB blocks with [`Fill::Zero`], and say why on stderr: it
-//! never reports less than the file system uses. A log tree (not cleanly unmounted) keeps
-//! every allocated chunk whole: its data extents are not in the extent tree yet.
+//! past the device, a loop, keys out of order, an extent outside every chunk, a node the
+//! extent tree does not record) makes it fall back to the non-zero 64 KiB blocks with
+//! [`Fill::Zero`], and say why on stderr: it never reports less than the file system
+//! uses. A log tree (not cleanly unmounted: its blocks and the data it logged are not in
+//! the extent tree yet) keeps every allocated chunk whole.
 
 mod chunks;
 mod csum;
@@ -160,21 +163,33 @@ pub fn used(part: &PartView, sb: &Super) -> Result<Used, Bad> {
         }
     }
     let mut out = Collector::default();
-    fixed_ranges(sb, &map, &mut out);
+    out.push(0, (1u64 << 20).min(sb.dev_bytes));
+    for m in sb::MIRRORS {
+        if m + sb::SIZE as u64 <= sb.dev_bytes {
+            out.push(m, sb::SIZE as u64);
+        }
+    }
     let chunk_level = if sb.log_root != 0 {
-        Some("a log tree is present (not cleanly unmounted)".to_string())
-    } else {
-        None
-    };
-    if chunk_level.is_some() {
-        for c in map.chunks().filter(|c| !c.metadata_only()) {
+        // The log tree's blocks and the data it logged are not in the extent tree yet.
+        for c in map.chunks() {
             for &s in &c.stripes {
                 out.push(s, c.length);
             }
         }
+        Some("a log tree is present (not cleanly unmounted)".to_string())
     } else {
-        data_extents(&mut walker, sb, &map, &mut out)?;
-    }
+        let tree_blocks = extents(&mut walker, sb, &map, &mut out)?;
+        // Every node read must be a tree block the extent tree records: else it does not
+        // account for the metadata, and nothing it says can be trusted.
+        for n in walker.nodes() {
+            if tree_blocks.binary_search(&n).is_err() {
+                return Err(Bad::inconsistent(format!(
+                    "tree node at {n} is not in the extent tree"
+                )));
+            }
+        }
+        None
+    };
     for n in walker.nodes() {
         for phys in map.map(n, sb.nodesize).map(|m| m.1).unwrap_or_default() {
             out.push(phys, sb.nodesize);
@@ -186,29 +201,21 @@ pub fn used(part: &PartView, sb: &Super) -> Result<Used, Bad> {
     })
 }
 
-/// The first MiB, the superblock copies inside the device, metadata and system chunks.
-fn fixed_ranges(sb: &Super, map: &ChunkMap, out: &mut Collector) {
-    out.push(0, (1u64 << 20).min(sb.dev_bytes));
-    for m in sb::MIRRORS {
-        if m + sb::SIZE as u64 <= sb.dev_bytes {
-            out.push(m, sb::SIZE as u64);
-        }
-    }
-    for c in map.chunks().filter(|c| c.metadata_only()) {
-        for &s in &c.stripes {
-            out.push(s, c.length);
-        }
-    }
-}
+/// Tree blocks the extent tree may record at most (128 GiB of 16 KiB nodes; 64 MiB of
+/// addresses kept to check the nodes read against): a larger file system falls back.
+pub const MAX_TREE_BLOCKS: usize = 1 << 23;
+/// `BTRFS_EXTENT_FLAG_TREE_BLOCK` in an extent item's flags (offset 16).
+const FLAG_TREE_BLOCK: u64 = 2;
 
-/// Walks the root tree for the extent tree, then the extent tree: every extent in a
-/// chunk holding data goes to `out`, at each of its copies.
-fn data_extents(
+/// Walks the root tree for the extent tree, then the extent tree: every extent (data and
+/// tree blocks, in any chunk) goes to `out` at each of its copies. Returns the logical
+/// addresses of the tree blocks it records, ascending.
+fn extents(
     walker: &mut Walker,
     sb: &Super,
     map: &ChunkMap,
     out: &mut Collector,
-) -> Result<(), Bad> {
+) -> Result<Vec<u64>, Bad> {
     let mut extent_root = None;
     walker.walk(map, sb.root, sb.root_level, &mut |k, d| {
         if k.objectid == EXTENT_TREE_OBJECTID && k.kind == ROOT_ITEM {
@@ -221,25 +228,35 @@ fn data_extents(
     })?;
     let (root, level) =
         extent_root.ok_or_else(|| Bad::inconsistent("the root tree names no extent tree"))?;
-    walker.walk(map, root, level, &mut |k, _| {
-        let len = match k.kind {
-            EXTENT_ITEM => k.offset,
-            METADATA_ITEM if k.offset <= sb::MAX_LEVEL as u64 => sb.nodesize,
+    let mut tree_blocks = vec![];
+    walker.walk(map, root, level, &mut |k, d| {
+        let (len, tree_block) = match k.kind {
+            EXTENT_ITEM => (
+                k.offset,
+                d.len() >= 24 && le64(d, 16) & FLAG_TREE_BLOCK != 0,
+            ),
+            METADATA_ITEM if k.offset <= sb::MAX_LEVEL as u64 => (sb.nodesize, true),
             METADATA_ITEM => return Err(Bad::inconsistent(format!("metadata item {k:?}"))),
             _ => return Ok(()),
         };
         if len == 0 || !k.objectid.is_multiple_of(sb.sectorsize) {
             return Err(Bad::inconsistent(format!("extent item {k:?}")));
         }
-        let (chunk, copies) = map.map(k.objectid, len)?;
-        if !chunk.metadata_only() {
-            for phys in copies {
-                out.push(phys, len);
+        if tree_block {
+            if tree_blocks.len() >= MAX_TREE_BLOCKS {
+                return Err(Bad::Unsupported(format!(
+                    "more than {MAX_TREE_BLOCKS} tree blocks (btrfs::MAX_TREE_BLOCKS)"
+                )));
             }
+            tree_blocks.push(k.objectid);
+        }
+        for phys in map.map(k.objectid, len)?.1 {
+            out.push(phys, len);
         }
         out.compact_if_full();
         Ok(())
-    })
+    })?;
+    Ok(tree_blocks)
 }
 
 /// Physical ranges in any order, bounded: past `2 × MAX_RANGES` entries they are sorted

@@ -28,13 +28,6 @@ pub struct Chunk {
     pub stripes: Vec<u64>,
 }
 
-impl Chunk {
-    /// A metadata or system chunk that holds no data: kept whole by the probe.
-    pub fn metadata_only(&self) -> bool {
-        self.flags & DATA == 0
-    }
-}
-
 #[derive(Debug, Default)]
 pub struct ChunkMap {
     by_start: BTreeMap<u64, Chunk>,

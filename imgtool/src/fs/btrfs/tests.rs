@@ -222,3 +222,15 @@ fn mixed_chunks_keep_only_their_extents() {
     synth::reseal(&mut b);
     assert_eq!(run(b).used, synth::USED.to_vec());
 }
+
+#[test]
+fn a_tree_node_the_extent_tree_does_not_record_falls_back() {
+    // The chunk tree's leaf loses its metadata item: the extent tree no longer accounts
+    // for every tree block, so neither metadata nor data extents are trusted.
+    let mut b = synth::image();
+    let mut items = synth::extent_items();
+    items.remove(0);
+    b[EXTENT_LEAF..EXTENT_LEAF + NODE].copy_from_slice(&synth::leaf((2 << 20) + 4096, 2, &items));
+    synth::reseal(&mut b);
+    assert_fallback_for(b, "not in the extent tree");
+}
