@@ -151,6 +151,17 @@ pub fn fat_probe(data: &[u8]) {
     });
 }
 
+/// The XFS probe (superblock, AGFs, free-space trees; the non-zero fallback) over a
+/// partition made of the input, as `ext_probe`.
+pub fn xfs_probe(data: &[u8]) {
+    part_probe(data, |p| {
+        if let Some(info) = crate::fs::xfs::probe(p)? {
+            check_used(p.size, &info.used);
+        }
+        Ok(())
+    });
+}
+
 /// Separates the manifest from the layout in an `image_load` input (JSON has no NUL).
 pub const IMAGE_SEPARATOR: u8 = 0;
 

@@ -1,12 +1,87 @@
-//! Growing restored file systems to their partition (restore's **grow** phase): ext2/3/4
-//! checked and grown with e2fsprogs (`e2fsck -fp`, `resize2fs`) through a path that
-//! reaches the partition before its table exists ([`PartitionAccess`]), and running those
-//! external programs ([`run_tool`]). Nothing here decides what to restore.
+//! Growing restored file systems to their partition (restore's **grow** phase):
+//! [`grow_fs`] picks the way by file-system kind. ext2/3/4 are checked and grown with
+//! e2fsprogs (`e2fsck -fp`, `resize2fs`) through a path that reaches the partition before
+//! its table exists ([`PartitionAccess`]), running those external programs with
+//! [`run_tool`]; XFS grows only while mounted, so [`grow_xfs`] mounts the partition's
+//! bytes ([`crate::mount::with_mounted_opts`]) and grows it with XFS's own ioctls (no
+//! `xfs_growfs` binary: the agent's ramdisk has none). Nothing here decides what to
+//! restore.
 
 use crate::disk::Disk;
 use crate::error::{Error, Result};
 use crate::manifest::Region;
 use std::process::Command;
+
+/// The least growth worth a grow: a partition at least this much larger than the captured
+/// file system.
+const MIN_GROWTH: u64 = 1024 * 1024;
+
+/// Grows region `r`'s file system, restored at disk byte `disk_offset`, to its partition
+/// of `target_size` bytes, the way its kind needs (ext: [`grow_ext`], XFS: [`grow_xfs`]):
+/// `Some((old, new))` file-system byte sizes, `None` when nothing grew (a kind that does
+/// not grow, or less than 1 MiB to gain). Runs after every chunk is written and before
+/// the table is written.
+pub fn grow_fs(
+    target: &Disk,
+    r: &Region,
+    disk_offset: u64,
+    target_size: u64,
+) -> Result<Option<(u64, u64)>> {
+    match r.filesystem.as_str() {
+        k if k.starts_with("ext") => grow_ext(target, r, disk_offset, target_size),
+        "xfs" => grow_xfs(target, r, disk_offset, target_size),
+        _ => Ok(None),
+    }
+}
+
+/// Grows region `r`'s XFS (at disk byte `disk_offset`) to `target_size` bytes when that
+/// is at least 1 MiB more than the captured file system: mounted (with `nouuid`, so a
+/// host that has the master's file system mounted can restore its image too), then
+/// `XFS_IOC_FSGROWFSDATA` to the partition's whole blocks, as `xfs_growfs -d` does.
+/// Returns the old and new data-section sizes in bytes, read from the mounted geometry.
+pub fn grow_xfs(
+    target: &Disk,
+    r: &Region,
+    disk_offset: u64,
+    target_size: u64,
+) -> Result<Option<(u64, u64)>> {
+    if r.filesystem != "xfs" || target_size < r.fs_size.saturating_add(MIN_GROWTH) {
+        return Ok(None);
+    }
+    let what = format!("partition {} of {}", r.number, target.path().display());
+    let grown = crate::mount::with_mounted_opts(
+        target,
+        disk_offset,
+        target_size,
+        "xfs",
+        "nouuid",
+        &what,
+        |dir| grow_mounted_xfs(dir, target_size, &what),
+    )?;
+    Ok(Some(grown))
+}
+
+/// The ioctl half of [`grow_xfs`], on the mount point `dir`.
+fn grow_mounted_xfs(dir: &std::path::Path, target_size: u64, what: &str) -> Result<(u64, u64)> {
+    let fail = |step: &str, err: std::io::Error| Error::Device {
+        device: dir.to_path_buf(),
+        what: format!("{step} of {what}"),
+        err,
+    };
+    let d = std::fs::File::open(dir).map_err(|e| fail("opening the mount point", e))?;
+    let g = crate::sys::xfs_fsgeometry(&d).map_err(|e| fail("XFS_IOC_FSGEOMETRY", e))?;
+    let bs = u64::from(g.blocksize);
+    if bs == 0 {
+        return Err(fail("XFS geometry", std::io::Error::other("block size 0")));
+    }
+    let newblocks = target_size / bs;
+    if newblocks > g.datablocks {
+        crate::sys::xfs_growfs_data(&d, newblocks, g.imaxpct)
+            .map_err(|e| fail(&format!("XFS_IOC_FSGROWFSDATA to {newblocks} blocks"), e))?;
+    }
+    let after = crate::sys::xfs_fsgeometry(&d).map_err(|e| fail("XFS_IOC_FSGEOMETRY", e))?;
+    Ok((g.datablocks * bs, after.datablocks.saturating_mul(bs)))
+}
 
 /// Grows region `r`'s ext file system, restored at disk byte `disk_offset`, to its
 /// partition of `target_size` bytes when that is at least 1 MiB larger than the captured
@@ -18,7 +93,7 @@ pub fn grow_ext(
     disk_offset: u64,
     target_size: u64,
 ) -> Result<Option<(u64, u64)>> {
-    if !(r.filesystem.starts_with("ext") && target_size >= r.fs_size + 1024 * 1024) {
+    if !(r.filesystem.starts_with("ext") && target_size >= r.fs_size.saturating_add(MIN_GROWTH)) {
         return Ok(None);
     }
     let what = format!("partition {} of {}", r.number, target.path().display());

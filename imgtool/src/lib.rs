@@ -45,6 +45,7 @@ pub mod limits;
 pub mod manifest;
 pub mod mark;
 pub mod mbr;
+pub mod mount;
 pub mod pool;
 pub mod progress;
 pub mod render;

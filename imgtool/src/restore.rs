@@ -18,7 +18,8 @@
 //!    (`zero_fill`); swap gets its header fitted to the size.
 //! 4. **grow** ([`grow_filesystems`], [`crate::grow`]): ext file systems that got a larger
 //!    partition are checked and grown through the whole-disk device (`e2fsck -fp`,
-//!    `resize2fs DEV?offset=N`).
+//!    `resize2fs DEV?offset=N`); XFS is mounted from a loop device over the partition's
+//!    bytes and grown with its ioctls.
 //! 5. **finalize** ([`finalize`]): last, the disk head (boot code, boot-loader gap) and
 //!    the partition table; the kept table's mark is cleared; the kernel is told the
 //!    partitions (`BLKPG`, `BLKRRPART` fallback).
@@ -519,15 +520,15 @@ fn zero_fill(target: &dyn BlockIo, tpath: &Path, part: &Part) -> Result<()> {
     Ok(())
 }
 
-/// Phase 4, **grow**: each ext file system that got a larger partition is grown to it
-/// ([`crate::grow::grow_ext`]); its report records the old and new sizes.
+/// Phase 4, **grow**: each file system that got a larger partition is grown to it the way
+/// its kind needs ([`crate::grow::grow_fs`]); its report records the old and new sizes.
 pub(crate) fn grow_filesystems(
     target: &Disk,
     regions: &[&Region],
     reports: &mut [RegionReport],
 ) -> Result<()> {
     for (r, rep) in regions.iter().zip(reports.iter_mut()) {
-        if let Some(grown) = crate::grow::grow_ext(target, r, rep.disk_offset, rep.target_size)? {
+        if let Some(grown) = crate::grow::grow_fs(target, r, rep.disk_offset, rep.target_size)? {
             rep.grown = Some(grown);
         }
     }

@@ -49,6 +49,11 @@ fn fat_probe_inputs() {
 }
 
 #[test]
+fn xfs_probe_inputs() {
+    assert!(replay("xfs_probe", imgtool::fuzzing::xfs_probe) >= 2);
+}
+
+#[test]
 fn image_load_inputs() {
     assert!(replay("image_load", imgtool::fuzzing::image_load) >= 4);
 }

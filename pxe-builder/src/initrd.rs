@@ -29,6 +29,12 @@ pub const DEFAULT_MODULES: &[&str] = &[
     "nvme",
     "ahci",
     "sd_mod",
+    // Restore grows XFS and btrfs while mounted, from a loop device over the partition's
+    // bytes (imgtool's `mount`): the node has no other way to reach them before the
+    // partition table is written.
+    "loop",
+    "xfs",
+    "btrfs",
 ];
 
 /// Where the initrd holds trusted image-signing public keys, one `<key id>.pub` each. The

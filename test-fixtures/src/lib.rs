@@ -10,7 +10,8 @@
 //!   `debugfs rdump`, `mcopy`);
 //! - [`image`]: capture into an image root, damage a chunk, tamper with a manifest;
 //! - [`servers`]: `imgtool serve` in a thread, a stock nginx;
-//! - [`netns`]: a bridge and hosts in network namespaces a test creates (root).
+//! - [`netns`]: a bridge and hosts in network namespaces a test creates (root);
+//! - [`xfs`]: an XFS master disk with deleted data, `xfs_repair -n`, `xfs_db` geometry (root).
 //!
 //! The QEMU harness (firmware, boot trees, VMs) stays in `qemu-tests`.
 
@@ -20,3 +21,4 @@ pub mod image;
 pub mod netns;
 pub mod root;
 pub mod servers;
+pub mod xfs;

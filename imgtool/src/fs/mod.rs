@@ -5,13 +5,20 @@
 //!   flex_bg, meta_bg, 64-bit descriptors);
 //! - [`fat`]: FAT12/16/32 from the boot sector and the allocation table;
 //! - [`swap`]: the header page only (restore rewrites it for the partition's size);
+//! - [`xfs`]: XFS from each allocation group's free-space B+tree (everything not free is
+//!   kept); one it cannot trust (external log, realtime section, damage) is stored as
+//!   `xfs-unparsed`, its non-zero blocks;
 //! - [`btrfs`]: single-device btrfs from the chunk tree and the extent tree;
 //! - anything else: the non-zero 64 KiB blocks, and restore zeroes the rest.
+//!
+//! [`crc32c`] is the metadata checksum of XFS v5.
 
 pub mod btrfs;
+pub mod crc32c;
 pub mod ext;
 pub mod fat;
 pub mod swap;
+pub mod xfs;
 
 use crate::disk::BlockIo;
 use serde::{Deserialize, Serialize};
@@ -83,6 +90,9 @@ pub fn probe(part: &PartView, raw: bool) -> io::Result<FsInfo> {
     if let Some(i) = ext::probe(part)? {
         return Ok(i);
     }
+    if let Some(i) = xfs::probe(part)? {
+        return Ok(i);
+    }
     if let Some(i) = fat::probe(part)? {
         return Ok(i);
     }
@@ -95,7 +105,9 @@ pub fn probe(part: &PartView, raw: bool) -> io::Result<FsInfo> {
     nonzero(part)
 }
 
-fn nonzero(part: &PartView) -> io::Result<FsInfo> {
+/// The non-zero [`SCAN_BLOCK`]s of the partition, to be restored with [`Fill::Zero`]
+/// (also the fallback of a probe that cannot trust what it read).
+pub(crate) fn nonzero(part: &PartView) -> io::Result<FsInfo> {
     let mut used = UsedRanges::default();
     let mut buf = vec![0u8; 4 << 20];
     let mut off = 0;

@@ -8,34 +8,9 @@ use sha2::{Digest, Sha256};
 pub const CRC32C: u16 = 0;
 pub const SHA256: u16 = 2;
 
-/// The Castagnoli CRC table (reflected polynomial 0x82F63B78).
-const TABLE: [u32; 256] = {
-    let mut t = [0u32; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut c = i as u32;
-        let mut k = 0;
-        while k < 8 {
-            c = if c & 1 != 0 {
-                (c >> 1) ^ 0x82f6_3b78
-            } else {
-                c >> 1
-            };
-            k += 1;
-        }
-        t[i] = c;
-        i += 1;
-    }
-    t
-};
-
-/// crc32c of `data` (initial value and final xor `!0`, as the kernel's `crc32c()`).
+/// crc32c of `data` (the shared [`crate::fs::crc32c`], as the kernel's `crc32c()`).
 pub fn crc32c(data: &[u8]) -> u32 {
-    let mut c = !0u32;
-    for &b in data {
-        c = TABLE[((c ^ b as u32) & 0xff) as usize] ^ (c >> 8);
-    }
-    !c
+    crate::fs::crc32c::checksum(data)
 }
 
 /// Whether the probe can check checksums of this type.
