@@ -16,7 +16,7 @@ use imgtool::disk::Disk;
 use imgtool::fs::{btrfs, Fill, FsInfo, PartView};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::process::Command;
+use test_fixtures::btrfs::{assert_check_clean, btrfs_master, super_field};
 use test_fixtures::files::{contents, garbage, sample_tree, zeros};
 
 const MIB: u64 = 1 << 20;
@@ -56,37 +56,6 @@ fn only_used(src: &Path, used: &[(u64, u64)], out: &Path) {
     }
 }
 
-/// `btrfs check --readonly` passes on `dev` (a file or a device).
-pub fn btrfs_check(dev: &Path) {
-    let out = tool("btrfs")
-        .args(["check", "--readonly"])
-        .arg(dev)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "btrfs check {}: {}{}",
-        dev.display(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A superblock field of `dump-super`, as a number.
-fn super_field(dev: &Path, name: &str) -> u64 {
-    let out = stdout(
-        tool("btrfs")
-            .args(["inspect-internal", "dump-super"])
-            .arg(dev),
-    );
-    out.lines()
-        .find_map(|l| {
-            let mut w = l.split_whitespace();
-            (w.next() == Some(name)).then(|| w.next()?.parse().ok())?
-        })
-        .unwrap_or_else(|| panic!("no {name} in dump-super of {}", dev.display()))
-}
-
 fn rootless_roundtrip(mkfs_args: &[&str]) {
     let dir = tempfile::tempdir_in(target_tmp()).unwrap();
     let tree = dir.path().join("tree");
@@ -121,7 +90,7 @@ fn rootless_roundtrip(mkfs_args: &[&str]) {
     );
     let copy = dir.path().join("copy.img");
     only_used(&file, &info.used, &copy);
-    btrfs_check(&copy);
+    assert_check_clean(&copy);
     let out = dir.path().join("restored");
     std::fs::create_dir(&out).unwrap();
     run(tool("btrfs")
@@ -144,4 +113,103 @@ fn the_probe_of_a_btrfs_with_dup_metadata_holds_its_tree_and_leaves_garbage_out(
 #[test]
 fn the_probe_of_a_btrfs_with_single_metadata_holds_its_tree_and_leaves_garbage_out() {
     rootless_roundtrip(&["-m", "single", "-d", "single"]);
+}
+
+/// `used_bytes` and `filesystem` of region `p1` in the image's manifest.
+fn region_p1(image: &Path) -> (u64, String) {
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(image.join("manifest")).unwrap()).unwrap();
+    let r = m["regions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "p1")
+        .unwrap()
+        .clone();
+    (
+        r["used_bytes"].as_u64().unwrap(),
+        r["filesystem"].as_str().unwrap().to_string(),
+    )
+}
+
+/// The acceptance on a master made with `mkfs_args`: capture within 1.15 × used
+/// + 16 MiB; restore onto an equal and a 1.5× disk, `btrfs check` clean, trees equal
+/// inode by inode, the larger one grown to its partition.
+fn master_roundtrip(mkfs_args: &[&str]) {
+    let work = tempfile::tempdir_in(target_tmp()).unwrap();
+    let master = btrfs_master(&work.path().join("master.img"), 512, mkfs_args, 80, 120);
+    let image = work.path().join("img");
+    let out = imgtool()
+        .args(["capture", "-q"])
+        .arg(&master.path)
+        .arg(&image)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "capture: {stderr}");
+    // The probe read the file system: no fallback, no whole chunks.
+    assert!(!stderr.contains("btrfs at"), "{mkfs_args:?}: {stderr}");
+    let (stored, fs) = region_p1(&image);
+    assert_eq!(fs, "btrfs");
+    let (payload, _) = payload_and_largest_frame(&image);
+    eprintln!(
+        "btrfs master {mkfs_args:?}: usage Used {} MiB, image used_bytes {} MiB, payloads {} MiB",
+        master.used / MIB,
+        stored / MIB,
+        payload / MIB
+    );
+    let bound = master.used + master.used * 15 / 100 + 16 * MIB;
+    assert!(
+        stored <= bound,
+        "image stores {stored} bytes, bound {bound}"
+    );
+    assert!(stored >= 80 * MIB, "{stored}: less than the data kept");
+
+    let size = std::fs::metadata(&master.path).unwrap().len();
+    for (name, target_size) in [("equal", size), ("larger", size / 2 * 3)] {
+        let target = work.path().join(format!("{name}.img"));
+        std::fs::File::create(&target)
+            .unwrap()
+            .set_len(target_size)
+            .unwrap();
+        run(imgtool().args(["restore", "-q"]).arg(&image).arg(&target));
+        let mut l = Loop::attach(&target, false);
+        let part = l.part(1);
+        assert_check_clean(&part);
+        let fs_size = super_field(&part, "total_bytes");
+        let part_size: u64 = stdout(tool("blockdev").arg("--getsize64").arg(&part))
+            .trim()
+            .parse()
+            .unwrap();
+        if name == "equal" {
+            assert_eq!(fs_size, master.fs_size, "{name}");
+        } else {
+            assert!(fs_size > master.fs_size, "{name}: not grown ({fs_size})");
+            assert!(
+                fs_size + MIB > part_size,
+                "{name}: {fs_size} of {part_size}"
+            );
+            let show = stdout(
+                tool("btrfs")
+                    .args(["filesystem", "show", "--raw"])
+                    .arg(&part),
+            );
+            assert!(show.contains(&format!("size {fs_size}")), "{show}");
+        }
+        let m = l.mount_opts(1, "btrfs", "ro");
+        assert_eq!(snapshot(&m), master.tree, "{name}: trees differ");
+        drop(l);
+    }
+}
+
+#[test]
+fn a_mixed_btrfs_master_captures_its_used_bytes_restores_clean_and_grows() {
+    skip_unless_root!("loop devices, mount");
+    master_roundtrip(&["--mixed"]);
+}
+
+#[test]
+fn a_btrfs_master_with_dup_metadata_captures_its_used_bytes_restores_clean_and_grows() {
+    skip_unless_root!("loop devices, mount");
+    master_roundtrip(&[]);
 }

@@ -11,11 +11,13 @@
 //! - [`image`]: capture into an image root, damage a chunk, tamper with a manifest;
 //! - [`servers`]: `imgtool serve` in a thread, a stock nginx;
 //! - [`netns`]: a bridge and hosts in network namespaces a test creates (root);
-//! - [`xfs`]: an XFS master disk with deleted data, `xfs_repair -n`, `xfs_db` geometry (root).
+//! - [`xfs`]: an XFS master disk with deleted data, `xfs_repair -n`, `xfs_db` geometry (root);
+//! - [`btrfs`]: a btrfs master disk with deleted data, `btrfs check`, superblock fields (root).
 //!
 //! The QEMU harness (firmware, boot trees, VMs) stays in `qemu-tests`.
 
 pub mod disk;
+pub mod btrfs;
 pub mod files;
 pub mod image;
 pub mod netns;
