@@ -162,6 +162,41 @@ pub fn xfs_probe(data: &[u8]) {
     });
 }
 
+/// The btrfs probe over a partition made of the input: `[shift] body`, where the body
+/// starts at the superblock (64 KiB; the first 64 KiB are zeros) and the partition is
+/// `32 KiB << shift` long as for `ext_probe` (at least the body). The checksums of the
+/// superblock and of every node carrying its fsid are recomputed first
+/// ([`crate::fs::btrfs::synth::reseal`]), so mutations reach the checks behind them.
+/// Returns what the probe said (for the seed tests).
+pub fn btrfs_probe_info(data: &[u8]) -> Option<crate::fs::FsInfo> {
+    let data = cut(data);
+    let (&shift, body) = data.split_first()?;
+    let mut head = vec![0u8; crate::fs::btrfs::synth::SB_AT];
+    head.extend_from_slice(body);
+    crate::fs::btrfs::synth::reseal(&mut head);
+    let shift = (shift & 15).min(11);
+    let size = if shift == 0 {
+        head.len() as u64
+    } else {
+        (head.len() as u64).max((32u64 << 10) << shift)
+    };
+    let disk = ZeroTail { head, size };
+    let part = PartView {
+        disk: &disk,
+        start: 0,
+        size,
+    };
+    let _ = crate::fs::btrfs::device(&part);
+    let info = crate::fs::btrfs::probe(&part).ok()??;
+    check_used(part.size, &info.used);
+    Some(info)
+}
+
+/// See [`btrfs_probe_info`].
+pub fn btrfs_probe(data: &[u8]) {
+    let _ = btrfs_probe_info(data);
+}
+
 /// Separates the manifest from the layout in an `image_load` input (JSON has no NUL).
 pub const IMAGE_SEPARATOR: u8 = 0;
 

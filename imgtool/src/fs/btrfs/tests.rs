@@ -234,3 +234,38 @@ fn a_tree_node_the_extent_tree_does_not_record_falls_back() {
     synth::reseal(&mut b);
     assert_fallback_for(b, "not in the extent tree");
 }
+
+/// Writes the `btrfs_probe` fuzz seeds (run once with `--ignored`; they are committed):
+/// the synthetic image from its superblock on, as is and with a log tree.
+#[test]
+#[ignore]
+fn write_fuzz_seeds() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/btrfs_probe");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut log = synth::image();
+    set_u64(&mut log, SB_AT + 0x60, 2 << 20);
+    synth::reseal(&mut log);
+    for (name, img) in [("synthetic", synth::image()), ("synthetic-log-tree", log)] {
+        // Shift 7: a 4 MiB partition, the synthetic file system's size.
+        let mut seed = vec![7u8];
+        seed.extend_from_slice(&img[SB_AT..SB_AT + crate::fuzzing::MAX_INPUT - 1]);
+        std::fs::write(dir.join(name), seed).unwrap();
+    }
+}
+
+#[test]
+fn the_fuzz_seeds_reach_the_extent_tree() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/btrfs_probe");
+    let seed = std::fs::read(dir.join("synthetic")).unwrap();
+    let info = crate::fuzzing::btrfs_probe_info(&seed).unwrap();
+    // Without the data (beyond the input) the extents are still there.
+    assert_eq!(
+        (info.fill, info.used.clone()),
+        (Fill::Keep, synth::USED.to_vec())
+    );
+    let seed = std::fs::read(dir.join("synthetic-log-tree")).unwrap();
+    assert_eq!(
+        crate::fuzzing::btrfs_probe_info(&seed).unwrap().fill,
+        Fill::Keep
+    );
+}
