@@ -97,3 +97,7 @@ Fixture: ext4 root of $(gb "$(( $(blockdev --getsize64 "$P2") ))"), $(gb "$used"
 | limit | sha256 one core (OpenSSL via Python) | | $sha GB/s | |
 | limit | raw write to the target (dd oflag=direct, 1 GiB) | | $wr | |
 TABLE
+
+# XFS: imgtool vs partclone.xfs | zstd on an XFS master, in the same run (bench/xfs.sh).
+echo
+bench/xfs.sh

@@ -268,7 +268,7 @@ fn geometry(s: &[u8], part: &PartView, block: u64, sect: u64, v5: bool) -> Resul
             "{dblocks} blocks in {agcount} AGs of {agblocks}"
         )));
     }
-    if !dblocks.checked_mul(block).is_some_and(|b| b <= part.size) {
+    if dblocks.checked_mul(block).is_none_or(|b| b > part.size) {
         return Err(bad(format!(
             "{dblocks} blocks of {block} bytes are more than the partition ({} bytes)",
             part.size
@@ -297,9 +297,9 @@ fn geometry(s: &[u8], part: &PartView, block: u64, sect: u64, v5: bool) -> Resul
         log: (log_ag, log_bno, logblocks),
     };
     if log_ag >= agcount
-        || !log_bno
+        || log_bno
             .checked_add(logblocks)
-            .is_some_and(|e| e <= sb.ag_len(log_ag))
+            .is_none_or(|e| e > sb.ag_len(log_ag))
         || logblocks == 0
     {
         return Err(bad(format!(
