@@ -239,7 +239,7 @@ fn a_tree_node_the_extent_tree_does_not_record_falls_back() {
 /// the synthetic image from its superblock on, as is and with a log tree.
 #[test]
 #[ignore]
-fn write_fuzz_seeds() {
+fn write_btrfs_fuzz_seeds() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/btrfs_probe");
     std::fs::create_dir_all(&dir).unwrap();
     let mut log = synth::image();
