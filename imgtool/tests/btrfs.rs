@@ -115,6 +115,26 @@ fn the_probe_of_a_btrfs_with_single_metadata_holds_its_tree_and_leaves_garbage_o
     rootless_roundtrip(&["-m", "single", "-d", "single"]);
 }
 
+#[test]
+fn xxhash64_and_sha256_checksums_are_read() {
+    rootless_roundtrip(&["--csum", "xxhash"]);
+    rootless_roundtrip(&["--csum", "sha256"]);
+}
+
+#[test]
+fn a_blake2b_btrfs_falls_back_to_its_non_zero_blocks() {
+    let dir = tempfile::tempdir_in(target_tmp()).unwrap();
+    let file = dir.path().join("fs.img");
+    zeros(&file, 128 * MIB);
+    run(tool("mkfs.btrfs")
+        .args(["-q", "-f", "-K", "--csum", "blake2", "-U", UUID])
+        .arg(&file));
+    let info = probe_file(&file);
+    assert_eq!((info.kind.as_str(), info.fill), ("btrfs", Fill::Zero));
+    assert_eq!(info.uuid.as_deref(), Some(UUID));
+    assert!(!info.used.is_empty());
+}
+
 /// `used_bytes` and `filesystem` of region `p1` in the image's manifest.
 fn region_p1(image: &Path) -> (u64, String) {
     let m: serde_json::Value =

@@ -82,7 +82,7 @@ pub fn read(part: &crate::fs::PartView) -> std::io::Result<Option<(Ident, Result
     };
     let csum_type = le16(&s, 0xc4);
     if !csum::supported(csum_type) {
-        let why = format!("checksum type {csum_type} (only crc32c and sha256 are checked)");
+        let why = format!("checksum type {csum_type} (crc32c, xxhash64 and sha256 are checked)");
         return Ok(Some((ident, Err(Bad::Unsupported(why)))));
     }
     if !csum::matches(csum_type, &s) {
