@@ -13,8 +13,9 @@
 //!
 //! A superblock with a bad checksum is not btrfs (a stale signature): `None`. Anything
 //! the probe does not read (several devices, RAID profiles, blake2b checksums, zoned,
-//! extent tree v2, …) or finds inconsistent (a node checksum, a chunk past the device, a loop, keys out of order, an extent outside every chunk, a node the
-//! extent tree does not record) makes it fall back to the non-zero 64 KiB blocks with
+//! extent tree v2, …) or finds inconsistent (a node checksum, a chunk past the device,
+//! a loop, keys out of order, an extent outside every chunk, a node the extent tree does
+//! not record) makes it fall back to the non-zero 64 KiB blocks with
 //! [`Fill::Zero`], and say why on stderr: it never reports less than the file system
 //! uses. A log tree (not cleanly unmounted: its blocks and the data it logged are not in
 //! the extent tree yet) keeps every allocated chunk whole.
