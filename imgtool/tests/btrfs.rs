@@ -152,8 +152,8 @@ fn region_p1(image: &Path) -> (u64, String) {
     )
 }
 
-/// The acceptance on a master made with `mkfs_args`: capture within 1.15 × used
-/// + 16 MiB; restore onto an equal and a 1.5× disk, `btrfs check` clean, trees equal
+/// The acceptance on a master made with `mkfs_args`: capture within
+/// 1.15 × used plus 16 MiB; restore onto an equal and a 1.5× disk, `btrfs check` clean, trees equal
 /// inode by inode, the larger one grown to its partition.
 fn master_roundtrip(mkfs_args: &[&str]) {
     let work = tempfile::tempdir_in(target_tmp()).unwrap();

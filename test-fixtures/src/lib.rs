@@ -16,8 +16,8 @@
 //!
 //! The QEMU harness (firmware, boot trees, VMs) stays in `qemu-tests`.
 
-pub mod disk;
 pub mod btrfs;
+pub mod disk;
 pub mod files;
 pub mod image;
 pub mod netns;
