@@ -27,12 +27,13 @@ pub struct BtrfsMaster {
 }
 
 /// Builds the master at `path`: one btrfs partition of `part_mib` MiB at 1 MiB made with
-/// `mkfs_args` added, `deleted_mib` MiB written, synced and deleted, then `keep_mib` MiB
+/// `mkfs_args` added and mounted with `mount_opts` added to `rw,nodiscard`, `deleted_mib` MiB written, synced and deleted, then `keep_mib` MiB
 /// of data (half random, half text) and the sample tree with owners, xattrs and times.
 pub fn btrfs_master(
     path: &Path,
     part_mib: u64,
     mkfs_args: &[&str],
+    mount_opts: &str,
     keep_mib: u64,
     deleted_mib: u64,
 ) -> BtrfsMaster {
@@ -49,7 +50,8 @@ pub fn btrfs_master(
         .args(["-q", "-f", "-K", "-L", "btrfsroot"])
         .args(mkfs_args)
         .arg(&part));
-    let m = l.mount_opts(1, "btrfs", "rw,nodiscard");
+    let opts = ["rw,nodiscard", mount_opts].join(",");
+    let m = l.mount_opts(1, "btrfs", opts.trim_end_matches(','));
     write_bulk(&m.join("deleted"), deleted_mib, true);
     run(Command::new("sync").arg("-f").arg(&m));
     std::fs::remove_dir_all(m.join("deleted")).expect("deleting the bulk data");
