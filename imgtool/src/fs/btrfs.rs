@@ -143,7 +143,7 @@ pub fn device(part: &PartView) -> io::Result<Option<(u64, u64)>> {
 }
 
 /// The used byte ranges of the checked file system `sb` (see the module doc).
-pub fn used(part: &PartView, sb: &Super) -> Result<Used, Bad> {
+fn used(part: &PartView, sb: &Super) -> Result<Used, Bad> {
     let sys = ChunkMap::from_sys_array(sb)?;
     let mut walker = Walker::new(part, sb);
     let mut map = ChunkMap::default();

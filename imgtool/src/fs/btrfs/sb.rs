@@ -22,7 +22,6 @@ const SYS_ARRAY_AT: usize = 0x32b;
 /// uuid, raid1c34 (flag only). Others (zoned, extent tree v2, raid stripe tree, …) move
 /// data in ways the extent tree alone does not describe: fallback.
 const INCOMPAT_KNOWN: u64 = 0xfff;
-pub const INCOMPAT_MIXED_GROUPS: u64 = 0x4;
 const INCOMPAT_METADATA_UUID: u64 = 0x400;
 /// compat_ro: free space tree (+ valid), verity, block group tree.
 const COMPAT_RO_KNOWN: u64 = 0xf;
@@ -43,7 +42,6 @@ pub struct Super {
     pub total_bytes: u64,
     pub sectorsize: u64,
     pub nodesize: u64,
-    pub incompat: u64,
     pub csum_type: u16,
     /// The fsid tree nodes carry (the metadata uuid when that feature is on).
     pub node_fsid: [u8; 16],
@@ -159,17 +157,10 @@ fn parse(s: &[u8], part_size: u64) -> Result<Super, Bad> {
         total_bytes,
         sectorsize,
         nodesize,
-        incompat,
         csum_type: le16(s, 0xc4),
         node_fsid,
         devid: le64(s, 0xc9),
         dev_bytes,
         sys_array: s[SYS_ARRAY_AT..SYS_ARRAY_AT + sys_len].to_vec(),
     })
-}
-
-impl Super {
-    pub fn mixed(&self) -> bool {
-        self.incompat & INCOMPAT_MIXED_GROUPS != 0
-    }
 }
