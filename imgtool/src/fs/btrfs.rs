@@ -99,7 +99,7 @@ pub struct Used {
 
 /// Probes for btrfs; `None` when no valid superblock is at 64 KiB.
 pub fn probe(part: &PartView) -> io::Result<Option<FsInfo>> {
-    let Some((ident, sb)) = sb::read(part)? else {
+    let Some((ident, used)) = read_all(part)? else {
         return Ok(None);
     };
     let mut info = FsInfo {
@@ -110,7 +110,7 @@ pub fn probe(part: &PartView) -> io::Result<Option<FsInfo>> {
         used: vec![],
         fill: Fill::Keep,
     };
-    match sb.and_then(|sb| used(part, &sb)) {
+    match used {
         Ok(u) => {
             if let Some(why) = u.chunk_level {
                 eprintln!(
@@ -131,6 +131,19 @@ pub fn probe(part: &PartView) -> io::Result<Option<FsInfo>> {
         }
     }
     Ok(Some(info))
+}
+
+/// The probe without its fallback scan: `None` when no btrfs, else the used ranges or
+/// why the probe does not trust them (what the `btrfs_probe` fuzz target runs).
+pub fn read(part: &PartView) -> io::Result<Option<Result<Used, Bad>>> {
+    Ok(read_all(part)?.map(|(_, r)| r))
+}
+
+fn read_all(part: &PartView) -> io::Result<Option<(sb::Ident, Result<Used, Bad>)>> {
+    let Some((ident, sb)) = sb::read(part)? else {
+        return Ok(None);
+    };
+    Ok(Some((ident, sb.and_then(|sb| used(part, &sb)))))
 }
 
 /// The device id and size of the btrfs in `part` when the probe can read it (single
