@@ -270,3 +270,60 @@ fn a_btrfs_master_with_the_v1_space_cache_captures_restores_clean_and_grows() {
         "the master has no v1 space cache"
     );
 }
+
+/// A file system copied while mounted right after an fsync has a log tree: the blocks it
+/// logged are not in the extent tree yet. The probe keeps every allocated chunk whole,
+/// and the copy of only its ranges replays the log on mount and holds the fsynced file.
+#[test]
+fn a_btrfs_with_a_log_tree_keeps_whole_chunks_and_the_logged_file() {
+    skip_unless_root!("loop devices, mount");
+    let dir = tempfile::tempdir_in(target_tmp()).unwrap();
+    let live = dir.path().join("live.img");
+    garbage(&live, 300 * MIB);
+    run(tool("mkfs.btrfs").args(["-q", "-f", "-K"]).arg(&live));
+    let crashed = dir.path().join("crashed.img");
+    let logged: Vec<u8> = (0..5 * MIB as u32)
+        .map(|i| (i * 7 + i / 4093) as u8)
+        .collect();
+    let disk = Disk::open_rw(&live).unwrap();
+    // No full commit for 300 s: the fsync below goes to the log tree only.
+    imgtool::mount::with_mounted_opts(
+        &disk,
+        0,
+        300 * MIB,
+        "btrfs",
+        "nodiscard,commit=300",
+        "live",
+        |m| {
+            std::fs::write(m.join("base"), b"committed before the log\n").unwrap();
+            run(tool("btrfs").args(["filesystem", "sync"]).arg(m));
+            let mut f = std::fs::File::create(m.join("logged")).unwrap();
+            std::io::Write::write_all(&mut f, &logged).unwrap();
+            f.sync_all().unwrap();
+            std::fs::copy(&live, &crashed).unwrap();
+            Ok(())
+        },
+    )
+    .unwrap();
+    assert_ne!(
+        super_field(&crashed, "log_root"),
+        0,
+        "no log tree in the copy"
+    );
+    let info = probe_file(&crashed);
+    assert_eq!((info.kind.as_str(), info.fill), ("btrfs", Fill::Keep));
+    let copy = dir.path().join("copy.img");
+    only_used(&crashed, &info.used, &copy);
+    let disk = Disk::open_rw(&copy).unwrap();
+    let (a, b) = imgtool::mount::with_mounted(&disk, 0, 300 * MIB, "btrfs", "copy", |m| {
+        Ok((
+            std::fs::read(m.join("logged")).unwrap(),
+            std::fs::read(m.join("base")).unwrap(),
+        ))
+    })
+    .unwrap();
+    assert!(a == logged, "the fsynced file differs after log replay");
+    assert_eq!(b, b"committed before the log\n");
+    drop(disk);
+    assert_check_clean(&copy);
+}
