@@ -195,6 +195,48 @@ pub fn lvm_metadata(data: &[u8]) {
     }
 }
 
+/// The btrfs probe over a partition made of the input: `[shift] body`, where the body
+/// starts at the superblock (64 KiB; the first 64 KiB are zeros) and the partition is
+/// `32 KiB << shift` long as for `ext_probe` (at least the body), at most 4 MiB. The
+/// checksums of the superblock and of every node carrying its fsid are recomputed first
+/// ([`crate::fs::btrfs::synth::reseal`]), so mutations reach the checks behind them. Runs
+/// [`crate::fs::btrfs::read`], the probe without its fallback (the non-zero scan, which
+/// `fat_probe` covers, took most of each run), and returns what it said.
+pub fn btrfs_probe_info(
+    data: &[u8],
+) -> Option<Result<crate::fs::btrfs::Used, crate::fs::btrfs::Bad>> {
+    let data = cut(data);
+    let (&shift, body) = data.split_first()?;
+    let mut head = vec![0u8; crate::fs::btrfs::synth::SB_AT];
+    head.extend_from_slice(body);
+    crate::fs::btrfs::synth::reseal(&mut head);
+    // At most 4 MiB, the synthetic file system's size: a larger partition only moves
+    // the superblock's size check.
+    let shift = (shift & 15).min(7);
+    let size = if shift == 0 {
+        head.len() as u64
+    } else {
+        (head.len() as u64).max((32u64 << 10) << shift)
+    };
+    let disk = ZeroTail { head, size };
+    let part = PartView {
+        disk: &disk,
+        start: 0,
+        size,
+    };
+    let _ = crate::fs::btrfs::device(&part);
+    let r = crate::fs::btrfs::read(&part).ok()??;
+    if let Ok(u) = &r {
+        check_used(part.size, &u.ranges);
+    }
+    Some(r)
+}
+
+/// See [`btrfs_probe_info`].
+pub fn btrfs_probe(data: &[u8]) {
+    let _ = btrfs_probe_info(data);
+}
+
 /// Separates the manifest from the layout in an `image_load` input (JSON has no NUL).
 pub const IMAGE_SEPARATOR: u8 = 0;
 

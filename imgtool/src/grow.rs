@@ -4,8 +4,8 @@
 //! its table exists ([`PartitionAccess`]), running those external programs with
 //! [`run_tool`]; XFS grows only while mounted, so [`grow_xfs`] mounts the partition's
 //! bytes ([`crate::mount::with_mounted_opts`]) and grows it with XFS's own ioctls (no
-//! `xfs_growfs` binary: the agent's ramdisk has none). Nothing here decides what to
-//! restore.
+//! `xfs_growfs` binary: the agent's ramdisk has none); btrfs likewise, [`grow_btrfs`]
+//! with `BTRFS_IOC_RESIZE`. Nothing here decides what to restore.
 
 use crate::disk::Disk;
 use crate::error::{Error, Result};
@@ -18,7 +18,8 @@ const MIN_GROWTH: u64 = 1024 * 1024;
 
 /// Grows region `r`'s file system, restored at disk byte `disk_offset`, to its partition
 /// of `target_size` bytes, the way its kind needs (ext: [`grow_ext`], XFS: [`grow_xfs`],
-/// an LVM2 PV: pvresize's edit, [`crate::fs::lvm::resize::grow_pv`]):
+/// an LVM2 PV: pvresize's edit, [`crate::fs::lvm::resize::grow_pv`],
+/// btrfs: [`grow_btrfs`]):
 /// `Some((old, new))` file-system byte sizes, `None` when nothing grew (a kind that does
 /// not grow, or less than 1 MiB to gain). Runs after every chunk is written and before
 /// the table is written.
@@ -31,6 +32,7 @@ pub fn grow_fs(
     match r.filesystem.as_str() {
         k if k.starts_with("ext") => grow_ext(target, r, disk_offset, target_size),
         "xfs" => grow_xfs(target, r, disk_offset, target_size),
+        "btrfs" => grow_btrfs(target, r, disk_offset, target_size),
         "lvm2" => crate::fs::lvm::resize::grow_pv(
             target,
             target.path(),
@@ -67,6 +69,53 @@ pub fn grow_xfs(
         |dir| grow_mounted_xfs(dir, target_size, &what),
     )?;
     Ok(Some(grown))
+}
+
+/// Grows region `r`'s btrfs (at disk byte `disk_offset`) to its partition of
+/// `target_size` bytes when that is at least 1 MiB more than the captured file system:
+/// mounted, then `BTRFS_IOC_RESIZE` with `"<devid>:max"` (the device id from the
+/// restored superblock), as `btrfs filesystem resize` does; no `btrfs` binary (the
+/// agent's ramdisk has none). Skipped (`None`) when the probe cannot read the restored
+/// superblock as a single-device btrfs (a file system stored as its non-zero blocks for
+/// that reason would not mount alone). Returns the old and new sizes in bytes, the new
+/// one read back from the superblock after unmounting.
+pub fn grow_btrfs(
+    target: &Disk,
+    r: &Region,
+    disk_offset: u64,
+    target_size: u64,
+) -> Result<Option<(u64, u64)>> {
+    if r.filesystem != "btrfs" || target_size < r.fs_size.saturating_add(MIN_GROWTH) {
+        return Ok(None);
+    }
+    let what = format!("partition {} of {}", r.number, target.path().display());
+    let view = crate::fs::PartView {
+        disk: target,
+        start: disk_offset,
+        size: target_size,
+    };
+    let read_fail = |err: std::io::Error| Error::Device {
+        device: target.path().to_path_buf(),
+        what: format!("reading the btrfs superblock of {what}"),
+        err,
+    };
+    let Some((devid, _)) = crate::fs::btrfs::device(&view).map_err(read_fail)? else {
+        return Ok(None);
+    };
+    crate::mount::with_mounted(target, disk_offset, target_size, "btrfs", &what, |dir| {
+        let fail = |step: String, err: std::io::Error| Error::Device {
+            device: dir.to_path_buf(),
+            what: format!("{step} of {what}"),
+            err,
+        };
+        let d = std::fs::File::open(dir).map_err(|e| fail("opening the mount point".into(), e))?;
+        crate::sys::btrfs_resize(&d, &format!("{devid}:max"))
+            .map_err(|e| fail(format!("BTRFS_IOC_RESIZE {devid}:max"), e))
+    })?;
+    let new = crate::fs::btrfs::device(&view)
+        .map_err(read_fail)?
+        .map_or(0, |(_, bytes)| bytes);
+    Ok(Some((r.fs_size, new)))
 }
 
 /// The ioctl half of [`grow_xfs`], on the mount point `dir`.

@@ -4,7 +4,8 @@
 //! ioctls (`LOOP_CTL_GET_FREE`, `LOOP_CONFIGURE`, `LOOP_CLR_FD`, `<linux/loop.h>`) that
 //! [`crate::mount`] attaches a partition with; and XFS's geometry and grow ioctls
 //! (`XFS_IOC_FSGEOMETRY`, `XFS_IOC_FSGROWFSDATA`, `<xfs/xfs_fs.h>`) that
-//! [`crate::grow`] grows a mounted XFS with. Opcodes are built
+//! [`crate::grow`] grows a mounted XFS with; btrfs's resize (`BTRFS_IOC_RESIZE`,
+//! `<linux/btrfs.h>`) for a mounted btrfs. Opcodes are built
 //! with `rustix::ioctl::opcode` from the kernel's `_IO`/`_IOR` definitions in
 //! `<linux/fs.h>` (group `0x12`), not typed in as numbers. What `rustix` does offer
 //! (`BLKSSZGET`, `fallocate`, `fadvise`) [`crate::disk`] calls directly. Nothing here
@@ -304,6 +305,58 @@ pub fn xfs_growfs_data(fd: impl AsFd, newblocks: u64, imaxpct: u32) -> io::Resul
         )
     }?;
     Ok(())
+}
+
+// btrfs (the btrfs grow's block): `BTRFS_IOC_RESIZE`, `<linux/btrfs.h>`.
+const BTRFS: u8 = 0x94;
+
+/// `struct btrfs_ioctl_vol_args`: an fd (unused by resize) and a NUL-terminated name
+/// (`BTRFS_PATH_NAME_MAX` 4087 + 1 bytes).
+#[repr(C)]
+struct BtrfsVolArgs {
+    fd: i64,
+    name: [u8; 4088],
+}
+
+/// `BTRFS_IOC_RESIZE` (`_IOW(0x94, 3, struct btrfs_ioctl_vol_args)`) on the mount point
+/// of a btrfs: resize one device as `spec` says (`"1:max"`: device 1 to its whole size),
+/// what `btrfs filesystem resize` does.
+pub fn btrfs_resize(fd: impl AsFd, spec: &str) -> io::Result<()> {
+    let mut args = BtrfsVolArgs {
+        fd: 0,
+        name: [0; 4088],
+    };
+    if spec.len() >= args.name.len() || spec.as_bytes().contains(&0) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "resize spec too long",
+        ));
+    }
+    args.name[..spec.len()].copy_from_slice(spec.as_bytes());
+    // SAFETY: the kernel reads one btrfs_ioctl_vol_args (4096 bytes, the size in the
+    // opcode) through the pointer; Setter passes a pointer to its owned value.
+    unsafe {
+        ioctl(
+            fd,
+            Setter::<{ opcode::write::<BtrfsVolArgs>(BTRFS, 3) }, BtrfsVolArgs>::new(args),
+        )
+    }?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod btrfs_tests {
+    use super::*;
+
+    /// `<linux/btrfs.h>`: BTRFS_IOC_RESIZE is 0x50009403, its argument 4096 bytes.
+    #[test]
+    fn btrfs_resize_is_the_kernels() {
+        assert_eq!(std::mem::size_of::<BtrfsVolArgs>(), 4096);
+        assert_eq!(opcode::write::<BtrfsVolArgs>(BTRFS, 3) as u64, 0x5000_9403);
+        let f = tempfile::tempfile().unwrap();
+        assert!(btrfs_resize(&f, "1:max").is_err());
+        assert!(btrfs_resize(&f, &"9".repeat(5000)).is_err());
+    }
 }
 
 #[cfg(test)]

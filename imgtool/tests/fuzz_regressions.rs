@@ -59,6 +59,11 @@ fn lvm_metadata_inputs() {
 }
 
 #[test]
+fn btrfs_probe_inputs() {
+    assert!(replay("btrfs_probe", imgtool::fuzzing::btrfs_probe) >= 2);
+}
+
+#[test]
 fn image_load_inputs() {
     assert!(replay("image_load", imgtool::fuzzing::image_load) >= 4);
 }

@@ -14,10 +14,12 @@
 //! - [`signatures`]: btrfs, XFS, LVM2 and LUKS headers planted on a partition by their
 //!   own tools, and what `blkid -p`/`wipefs -n` see there (root);
 //! - [`lvm`]: an LVM master disk and the host's lvm2 on one device at a time (root);
-//! - [`xfs`]: an XFS master disk with deleted data, `xfs_repair -n`, `xfs_db` geometry (root).
+//! - [`xfs`]: an XFS master disk with deleted data, `xfs_repair -n`, `xfs_db` geometry (root);
+//! - [`btrfs`]: a btrfs master disk with deleted data, `btrfs check`, superblock fields (root).
 //!
 //! The QEMU harness (firmware, boot trees, VMs) stays in `qemu-tests`.
 
+pub mod btrfs;
 pub mod disk;
 pub mod files;
 pub mod image;

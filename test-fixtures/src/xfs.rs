@@ -74,7 +74,7 @@ pub fn xfs_master(path: &Path, part_mib: u64, keep_mib: u64, deleted_mib: u64) -
 }
 
 /// `mib` MiB in 4 MiB files under `dir`: random bytes, or repeated text.
-fn write_bulk(dir: &Path, mib: u64, random: bool) {
+pub(crate) fn write_bulk(dir: &Path, mib: u64, random: bool) {
     std::fs::create_dir_all(dir).expect("mkdir");
     let mut rnd = std::fs::File::open("/dev/urandom").expect("/dev/urandom");
     let text: Vec<u8> = b"xfs master line of text for the compressor\n"
@@ -109,7 +109,7 @@ impl<R: std::io::Read> TakeMib for R {}
 
 /// Owners, xattrs and nanosecond times on parts of the tree (times last, directories
 /// after their contents).
-fn identities(m: &Path) {
+pub(crate) fn identities(m: &Path) {
     use std::os::unix::fs::{chown, lchown};
     chown(m.join("home/alice"), Some(1000), Some(1000)).expect("chown");
     chown(m.join("home/alice/note.txt"), Some(1000), Some(100)).expect("chown");

@@ -8,12 +8,14 @@
 //! - [`xfs`]: XFS from each allocation group's free-space B+tree (everything not free is
 //!   kept); one it cannot trust (external log, realtime section, damage) is stored as
 //!   `xfs-unparsed`, its non-zero blocks;
+//! - [`btrfs`]: single-device btrfs from the chunk tree and the extent tree;
 //! - [`lvm`]: an LVM2 PV: its label and metadata areas, and inside each plain LV the
 //!   used ranges of the file systems above (ext, FAT, swap, XFS) (free extents are not stored);
 //! - anything else: the non-zero 64 KiB blocks, and restore zeroes the rest.
 //!
 //! [`crc32c`] is the metadata checksum of XFS v5.
 
+pub mod btrfs;
 pub mod crc32c;
 pub mod ext;
 pub mod fat;
@@ -92,6 +94,9 @@ pub fn probe(part: &PartView, raw: bool) -> io::Result<FsInfo> {
         return Ok(i);
     }
     if let Some(i) = lvm::probe(part)? {
+        return Ok(i);
+    }
+    if let Some(i) = btrfs::probe(part)? {
         return Ok(i);
     }
     nonzero(part)
