@@ -1,11 +1,13 @@
-//! Diff: compares an image with a disk. Layouts first (equal or not, and why); for a
-//! layout restore would keep (equal, or the image's grown to a larger disk by an earlier
-//! clone), which chunks of each partition hold different bytes on the disk (the
-//! set a delta re-clone would fetch).
+//! Diff: compares an image with a disk. Layouts first (equal or not, and why; whether
+//! restore would keep the disk's table); then, for every partition the disk holds where
+//! restore places it (same number, start and type; the same size, or larger: grown by a
+//! clone onto a bigger disk), which chunks hold different bytes on the disk (the set a
+//! delta re-clone would fetch). A partition moved, retyped, shrunk or missing is named,
+//! with why, and not compared. Nothing here writes.
 
 use crate::disk::BlockIo;
 use crate::error::Result;
-use crate::layout::{differences, plan_layout, read_layout};
+use crate::layout::{differences, plan_layout, read_layout, Layout};
 use crate::manifest::{Image, Region};
 use crate::pool::run_ordered;
 use crate::progress::Progress;
@@ -23,9 +25,40 @@ pub struct DiffReport {
     pub regions: Vec<RegionDiff>,
 }
 
+impl DiffReport {
+    /// The disk holds the image: a table restore keeps, every region compared, no chunk
+    /// differing.
+    pub fn same(&self) -> bool {
+        self.layout_kept
+            && self
+                .regions
+                .iter()
+                .all(|r| r.placement != Placement::NotCompared && r.differing.is_empty())
+    }
+}
+
+/// How a region of the image sits on the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Placement {
+    /// The disk's partition has the image's start, size and type (the disk head: the
+    /// same table kind and sector size).
+    Equal,
+    /// The same start and type, larger: grown by a clone onto a bigger disk. Its chunks
+    /// are compared where the image put them; a grown file system's rewritten metadata
+    /// shows as differing chunks.
+    Grown,
+    /// Not where restore would put it (see `reason`); its chunks were not compared.
+    NotCompared,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct RegionDiff {
     pub name: String,
+    pub placement: Placement,
+    /// Why the region was not compared.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     pub chunks: usize,
     /// Indexes of chunks whose bytes differ on the disk.
     pub differing: Vec<usize>,
@@ -75,6 +108,62 @@ pub fn region_differences(
     Ok(differing)
 }
 
+/// Where region `r` of `image` lies on a disk whose table is `disk`: `(byte offset,
+/// placement)`, or why it is not compared. The placement rule of restore for a kept or
+/// grown table: the partition keeps its number, start and type; it may only be larger.
+pub fn place(
+    r: &Region,
+    image: &Layout,
+    disk: &Layout,
+) -> std::result::Result<(u64, Placement), String> {
+    if image.sector_size != disk.sector_size {
+        return Err(format!(
+            "logical sector size: image {} vs disk {}",
+            image.sector_size, disk.sector_size
+        ));
+    }
+    if r.number == 0 {
+        if image.table != disk.table {
+            return Err(format!(
+                "table kind: image {} vs disk {}",
+                image.table, disk.table
+            ));
+        }
+        return Ok((0, Placement::Equal));
+    }
+    let (Some(p), Some(q)) = (image.partition(r.number), disk.partition(r.number)) else {
+        return Err(format!("partition {} is not on the disk", r.number));
+    };
+    if p.start != q.start {
+        return Err(format!(
+            "partition {} starts at sector {} on the disk, {} in the image",
+            r.number, q.start, p.start
+        ));
+    }
+    if !p.type_.eq_ignore_ascii_case(&q.type_) {
+        return Err(format!(
+            "partition {} has type {} on the disk, {} in the image",
+            r.number, q.type_, p.type_
+        ));
+    }
+    let placement = match q.size.cmp(&p.size) {
+        std::cmp::Ordering::Less => {
+            return Err(format!(
+                "partition {} is {} sectors on the disk, smaller than the image's {}",
+                r.number, q.size, p.size
+            ))
+        }
+        std::cmp::Ordering::Equal => Placement::Equal,
+        std::cmp::Ordering::Greater => Placement::Grown,
+    };
+    // The disk's own table (possibly hostile) may put it past 2^64 bytes.
+    let base = q
+        .start
+        .checked_mul(disk.sector_size as u64)
+        .ok_or_else(|| format!("partition {} starts past 2^64 bytes", r.number))?;
+    Ok((base, placement))
+}
+
 pub fn diff(
     image: &Image,
     disk: &dyn BlockIo,
@@ -102,24 +191,32 @@ pub fn diff(
         )
         .is_ok_and(|p| p.keep_table);
     let mut regions = vec![];
-    if let (true, Some(cur)) = (layout_kept, current) {
-        let ss = cur.sector_size as u64;
-        let total: u64 = image.manifest.regions.iter().map(|r| r.used_bytes).sum();
+    if let Some(cur) = current {
+        let placed: Vec<_> = image
+            .manifest
+            .regions
+            .iter()
+            .map(|r| (r, place(r, &image.layout, &cur)))
+            .collect();
+        let total: u64 = placed
+            .iter()
+            .filter(|(_, p)| p.is_ok())
+            .map(|(r, _)| r.used_bytes)
+            .sum();
         progress.start(total, "comparing");
-        for r in &image.manifest.regions {
-            let base = if r.number == 0 {
-                0
-            } else {
-                match cur.partition(r.number).map(|p| p.start.checked_mul(ss)) {
-                    Some(Some(b)) => b,
-                    // The disk's own table (possibly hostile) puts it past 2^64 bytes.
-                    Some(None) => u64::MAX,
-                    None => 0,
-                }
+        for (r, p) in placed {
+            let (placement, reason, differing) = match p {
+                Ok((base, placement)) => (
+                    placement,
+                    None,
+                    region_differences(r, disk, base, threads, progress)?,
+                ),
+                Err(why) => (Placement::NotCompared, Some(why), vec![]),
             };
-            let differing = region_differences(r, disk, base, threads, progress)?;
             regions.push(RegionDiff {
                 name: r.name.clone(),
+                placement,
+                reason,
                 chunks: r.chunks.len(),
                 differing_bytes: differing.iter().map(|&i| r.chunks[i].length).sum(),
                 differing,
@@ -133,4 +230,111 @@ pub fn diff(
         layout_differences,
         regions,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fs::Fill;
+    use crate::layout::{Partition, TableKind};
+
+    fn layout(parts: &[(u32, u64, u64, &str)]) -> Layout {
+        Layout {
+            table: TableKind::Gpt,
+            sector_size: 512,
+            disk_size: 64 << 20,
+            disk_guid: None,
+            first_usable: Some(34),
+            entries: Some(128),
+            disk_signature: None,
+            grow: None,
+            partitions: parts
+                .iter()
+                .map(|&(number, start, size, t)| Partition {
+                    number,
+                    start,
+                    size,
+                    type_: t.into(),
+                    guid: None,
+                    name: None,
+                    attributes: 0,
+                    role: None,
+                    bootable: false,
+                    ebr: None,
+                    filesystem: None,
+                })
+                .collect(),
+        }
+    }
+
+    fn region(number: u32) -> Region {
+        Region {
+            name: if number == 0 {
+                "head".into()
+            } else {
+                format!("p{number}")
+            },
+            number,
+            size: 4096,
+            filesystem: "ext4".into(),
+            uuid: None,
+            label: None,
+            fs_size: 4096,
+            used_bytes: 0,
+            fill: Fill::Keep,
+            payload: String::new(),
+            chunks: vec![],
+        }
+    }
+
+    const L: &str = "0FC63DAF-8483-4772-8E79-3D69D8477DE4";
+    const S: &str = "0657FD6D-A4AB-43C4-84E5-0933C84B4F4F";
+
+    #[test]
+    fn partitions_are_placed_as_restore_places_them() {
+        let img = layout(&[(1, 2048, 4096, L), (2, 6144, 4096, S), (3, 10240, 8192, L)]);
+        // p1 equal, p2 retyped, p3 grown; p4 only on the disk.
+        let disk = layout(&[
+            (1, 2048, 4096, L),
+            (2, 6144, 4096, L),
+            (3, 10240, 50000, L),
+            (4, 60240, 100, L),
+        ]);
+        assert_eq!(place(&region(0), &img, &disk), Ok((0, Placement::Equal)));
+        assert_eq!(
+            place(&region(1), &img, &disk),
+            Ok((2048 * 512, Placement::Equal))
+        );
+        assert!(place(&region(2), &img, &disk).unwrap_err().contains("type"));
+        assert_eq!(
+            place(&region(3), &img, &disk),
+            Ok((10240 * 512, Placement::Grown))
+        );
+        // Moved, shrunk, missing, another sector size or table kind: not compared.
+        let moved = layout(&[(1, 4096, 4096, L), (3, 10240, 4096, L)]);
+        assert!(place(&region(1), &img, &moved)
+            .unwrap_err()
+            .contains("starts at sector 4096"));
+        assert!(place(&region(3), &img, &moved)
+            .unwrap_err()
+            .contains("smaller"));
+        assert!(place(&region(2), &img, &moved)
+            .unwrap_err()
+            .contains("not on the disk"));
+        let mut big = disk.clone();
+        big.sector_size = 4096;
+        assert!(place(&region(1), &img, &big).is_err());
+        let mut mbr = disk.clone();
+        mbr.table = TableKind::Mbr;
+        assert!(place(&region(0), &img, &mbr)
+            .unwrap_err()
+            .contains("table kind"));
+        // A hostile disk table putting a partition past 2^64 bytes.
+        let far = layout(&[(1, 2048, 4096, L)]);
+        let mut hostile = far.clone();
+        hostile.partitions[0].start = u64::MAX;
+        let mut img_far = far.clone();
+        img_far.partitions[0].start = u64::MAX;
+        assert!(place(&region(1), &img_far, &hostile).is_err());
+    }
 }

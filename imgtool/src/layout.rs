@@ -389,6 +389,11 @@ pub struct Plan {
     pub reasons: Vec<String>,
     /// The layout the disk ends with.
     pub layout: Layout,
+    /// An MBR table cannot address this whole disk (more than 2^32 sectors: 2 TiB at 512
+    /// bytes): `Some(bytes past the last addressable sector)`, and the grow partition ends
+    /// there. Restore refuses to write such a table unless asked to accept the cap.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mbr_capped: Option<u64>,
 }
 
 /// Plans the target layout. Refuses (before anything is written) a sector-size mismatch
@@ -412,6 +417,7 @@ pub fn plan_layout(
                 keep_table: true,
                 reasons: vec![],
                 layout: cur.clone(),
+                mbr_capped: None,
             });
         }
     }
@@ -440,6 +446,7 @@ pub fn plan_layout(
     }
     let mut layout = image.clone();
     layout.disk_size = target_size;
+    let mut mbr_capped = None;
     for p in &mut layout.partitions {
         p.filesystem = image.partition(p.number).and_then(|q| q.filesystem.clone());
     }
@@ -451,6 +458,10 @@ pub fn plan_layout(
         let ends_last = image.data_partitions().all(|p| p.end() <= gp.end());
         if ends_last {
             let new_end = last_usable.saturating_add(1);
+            let reach = new_end.saturating_mul(ss);
+            if image.table == TableKind::Mbr && target_size > reach {
+                mbr_capped = Some(target_size - reach);
+            }
             let ebr_region = gp.role == Some(MbrRole::Logical);
             for p in &mut layout.partitions {
                 if p.number == g || (ebr_region && p.is_extended()) {
@@ -475,6 +486,7 @@ pub fn plan_layout(
                     keep_table: true,
                     reasons: vec![],
                     layout: cur.clone(),
+                    mbr_capped,
                 });
             }
             why
@@ -484,6 +496,7 @@ pub fn plan_layout(
         keep_table: false,
         reasons,
         layout,
+        mbr_capped,
     })
 }
 
@@ -780,6 +793,53 @@ mod tests {
             &["partition 1", "usable area 1.."],
         );
         refused(mbr_layout(), |l| l.grow = Some(2), &["grow", "extended"]);
+    }
+
+    /// An MBR image's grow partition ends at 2^32 sectors on a larger disk; the plan says
+    /// how much of the disk lies past that (restore refuses unless told otherwise).
+    #[test]
+    fn mbr_plan_on_a_disk_past_2_tib_reports_the_cap() {
+        let l = mbr_layout();
+        let tib = 1u64 << 40;
+        let plan = plan_layout(&l, None, 3 * tib, 512).unwrap();
+        assert_eq!(plan.mbr_capped, Some(tib));
+        let last = plan
+            .layout
+            .partitions
+            .iter()
+            .map(|p| p.end())
+            .max()
+            .unwrap();
+        assert_eq!(
+            last,
+            1 << 32,
+            "the grow partition ends at the last MBR sector"
+        );
+        plan.layout.validate().unwrap();
+        // Exactly 2 TiB (2^32 sectors): sector 0 holds the table, so everything up to
+        // the end is addressable; not capped.
+        assert_eq!(
+            plan_layout(&l, None, 2 * tib, 512).unwrap().mbr_capped,
+            None
+        );
+        assert_eq!(
+            plan_layout(&l, None, 2 * tib + 512, 512)
+                .unwrap()
+                .mbr_capped,
+            Some(512)
+        );
+        // GPT has no cap.
+        assert_eq!(
+            plan_layout(&gpt_layout(), None, 3 * tib, 512)
+                .unwrap()
+                .mbr_capped,
+            None
+        );
+        // A table kept as it is (the same disk cloned before, capped): the cap is still
+        // reported, so the summary can say so.
+        let again = plan_layout(&l, Some(&plan.layout), 3 * tib, 512).unwrap();
+        assert!(again.keep_table);
+        assert_eq!(again.mbr_capped, Some(tib));
     }
 
     #[test]

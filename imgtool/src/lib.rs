@@ -24,7 +24,7 @@
 //!   operations; the `imgtool` binary only parses arguments and calls them, and prints
 //!   what [`render`] makes of their reports. Restore runs as named phases (plan → head →
 //!   stream → grow → finalize, see [`restore`]); growing file systems with e2fsprogs is
-//!   [`grow`]'s.
+//!   [`grow`]'s; the foreign signature areas restore clears are [`wipe`]'s.
 //! - [`error::Error`] is the library's error: context in fields, the cause as `source`.
 
 pub mod board;
@@ -55,5 +55,6 @@ pub mod source;
 pub mod sys;
 pub mod table;
 pub mod verify;
+pub mod wipe;
 
 pub use error::{Error, Result};

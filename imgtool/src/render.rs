@@ -6,7 +6,7 @@
 //! on purpose.
 
 use crate::board::NodeStatus;
-use crate::diff::DiffReport;
+use crate::diff::{DiffReport, Placement};
 use crate::manifest::{Image, Manifest};
 use crate::restore::RestoreReport;
 use crate::verify::VerifyReport;
@@ -84,6 +84,13 @@ pub fn restore_plan(report: &RestoreReport) -> String {
                 writeln!(o, "  - {r}")?;
             }
         }
+        if let Some(beyond) = plan.mbr_capped {
+            writeln!(
+                o,
+                "  MBR reaches 2^32 sectors: the grow partition is capped there, {} at the end of the disk unused",
+                human(beyond)
+            )?;
+        }
         let ss = plan.layout.sector_size as u64;
         for p in &plan.layout.partitions {
             writeln!(
@@ -101,9 +108,26 @@ pub fn restore_plan(report: &RestoreReport) -> String {
                 Some((a, b)) => format!(", grown {} -> {}", human(a), human(b)),
                 None => String::new(),
             };
+            let mut free = String::new();
+            let done = if report.dry_run {
+                "to clear"
+            } else {
+                "cleared"
+            };
+            if r.wiped_bytes > 0 {
+                free += &format!(
+                    ", old signature areas {done}: {} in {} range(s)",
+                    human(r.wiped_bytes),
+                    r.wipe.len()
+                );
+            }
+            if r.zeroed_bytes > 0 {
+                let done = if report.dry_run { "to zero" } else { "zeroed" };
+                free += &format!(", free space {done}: {}", human(r.zeroed_bytes));
+            }
             writeln!(
                 o,
-                "  {:<5} {:<8} {} of data{grown}",
+                "  {:<5} {:<8} {} of data{grown}{free}",
                 r.name,
                 r.filesystem,
                 human(r.bytes)
@@ -272,15 +296,27 @@ pub fn diff(rep: &DiffReport) -> String {
                 writeln!(o, "  - {d}")?;
             }
         } else {
-            writeln!(o, "layout: different")?;
+            writeln!(
+                o,
+                "layout: different (restore would rewrite the table); partitions still where the image puts them are compared"
+            )?;
             for d in &rep.layout_differences {
                 writeln!(o, "  - {d}")?;
             }
         }
         for r in &rep.regions {
+            let how = match r.placement {
+                Placement::Equal => "",
+                Placement::Grown => " (partition grown on the disk)",
+                Placement::NotCompared => {
+                    let why = r.reason.as_deref().unwrap_or("not placed as restore would");
+                    writeln!(o, "{:<5} not compared: {why}", r.name)?;
+                    continue;
+                }
+            };
             writeln!(
                 o,
-                "{:<5} {} of {} chunks differ ({})",
+                "{:<5} {} of {} chunks differ ({}){how}",
                 r.name,
                 r.differing.len(),
                 r.chunks,

@@ -12,10 +12,14 @@
 //!    wiped (sector 0, the GPT headers); when it is kept its signatures are cleared
 //!    ([`crate::mark`]) from before the first data write until the last write. Then the
 //!    disk head is fetched and verified (written only in *finalize*).
-//! 3. **stream** ([`stream_partitions`]): partitions, chunk by chunk (decompress, sha256
-//!    of the raw bytes, hand the frame to the relay hook, write; with `verify`, read it
-//!    back at once and compare); unknown file systems get their gaps zeroed
-//!    (`zero_fill`); swap gets its header fitted to the size.
+//! 3. **stream** ([`stream_partitions`]): first, partitions whose free space is kept
+//!    (parsed file systems) get the foreign-signature areas the image does not cover
+//!    cleared ([`crate::wipe`]: first and last MiB, btrfs mirrors), so no old btrfs, XFS,
+//!    LVM or LUKS header survives beside the restored one; then partitions, chunk by chunk
+//!    (decompress, sha256 of the raw bytes, hand the frame to the relay hook, write; with
+//!    `verify`, read it back at once and compare); unknown file systems get their gaps
+//!    zeroed (`zero_fill`); swap gets its header fitted to the size. A parsed file
+//!    system's free space, a grown tail included, is never zeroed.
 //! 4. **grow** ([`grow_filesystems`], [`crate::grow`]): ext file systems that got a larger
 //!    partition are checked and grown through the whole-disk device (`e2fsck -fp`,
 //!    `resize2fs DEV?offset=N`).
@@ -58,6 +62,10 @@ pub struct RestoreOptions {
     pub verify: bool,
     pub on_chunk: Option<ChunkHook>,
     pub before_grow: Option<Hold>,
+    /// Accept an MBR table whose grow partition is capped at the last sector MBR can
+    /// address (2^32 sectors: 2 TiB at 512 bytes) on a larger disk, leaving the rest of
+    /// the disk unused. Without it such a restore is refused before any write.
+    pub mbr_cap: bool,
 }
 
 /// What restore did (or, with `--dry-run`, would do).
@@ -82,6 +90,14 @@ pub struct RegionReport {
     pub target_size: u64,
     /// `Some((old, new))` file-system byte sizes when it was grown.
     pub grown: Option<(u64, u64)>,
+    /// Foreign-signature areas cleared (partition byte offset, length): a partition whose
+    /// free space is kept ([`Fill::Keep`]) gets its first and last MiB and the btrfs
+    /// mirrors cleared, except what the image writes ([`crate::wipe`]).
+    pub wipe: Vec<(u64, u64)>,
+    /// Bytes of `wipe`.
+    pub wiped_bytes: u64,
+    /// Bytes of free space zeroed (only for unknown contents, [`Fill::Zero`]).
+    pub zeroed_bytes: u64,
 }
 
 /// Plans without writing: reads the target's table and applies the layout rules.
@@ -156,10 +172,12 @@ pub(crate) fn plan_restore<'a>(
         });
     }
     let plan = plan(image, target, tpath)?;
+    check_mbr_cap(&plan, target.size(), opts.mbr_cap, tpath)?;
     let regions = select_regions(image, opts)?;
     let mut reports = vec![];
     for r in &regions {
         let (disk_offset, target_size) = place_region(r, &plan, target.size(), tpath)?;
+        let (wipe, zeroed_bytes) = free_space_plan(r, target_size);
         reports.push(RegionReport {
             name: r.name.clone(),
             filesystem: r.filesystem.clone(),
@@ -167,6 +185,9 @@ pub(crate) fn plan_restore<'a>(
             disk_offset,
             target_size,
             grown: None,
+            wiped_bytes: crate::wipe::total(&wipe),
+            wipe,
+            zeroed_bytes,
         });
     }
     if let Some(head) = regions.iter().find(|r| r.name == "head") {
@@ -186,6 +207,48 @@ pub(crate) fn plan_restore<'a>(
         regions: reports,
     };
     Ok((regions, report))
+}
+
+/// An MBR table this restore would write that cannot reach the end of the disk (its grow
+/// partition capped at 2^32 sectors) is refused, naming the limit, the disk's size and the
+/// ways out, unless `accept` (`--mbr-cap`). A kept table is what the disk already has.
+fn check_mbr_cap(plan: &Plan, disk_size: u64, accept: bool, tpath: &Path) -> Result<()> {
+    let Some(beyond) = plan.mbr_capped else {
+        return Ok(());
+    };
+    if accept || plan.keep_table {
+        return Ok(());
+    }
+    let ss = plan.layout.sector_size as u64;
+    let limit = (1u64 << 32).saturating_mul(ss);
+    Err(Error::Refused {
+        device: tpath.to_path_buf(),
+        reason: format!(
+            "the image's partition table is MBR, which addresses at most 2^32 sectors of {ss} bytes ({}); this disk is {} ({disk_size} bytes), so its grow partition would be capped and {} at the end left unused. Capture the master with a GPT table, or restore onto a disk of at most {}, or pass --mbr-cap to accept the capped size",
+            tib(limit),
+            tib(disk_size),
+            tib(beyond),
+            tib(limit),
+        ),
+    })
+}
+
+/// `n` bytes in TiB, one decimal (the 2 TiB message's unit).
+fn tib(n: u64) -> String {
+    format!("{:.1} TiB", n as f64 / (1u64 << 40) as f64)
+}
+
+/// What happens to the bytes of partition region `r` (of `target_size` bytes here) that
+/// the image does not hold: `(signature ranges to clear, bytes zeroed)`. Free space of a
+/// parsed file system is left alone but for the foreign-signature areas; unknown contents
+/// get every gap zeroed; the disk head neither.
+fn free_space_plan(r: &Region, target_size: u64) -> (Vec<(u64, u64)>, u64) {
+    let stored = r.chunks.iter().flat_map(|c| c.ranges());
+    match (r.number, r.fill) {
+        (0, _) => (vec![], 0),
+        (_, Fill::Keep) => (crate::wipe::wipe_ranges(target_size, stored), 0),
+        (_, Fill::Zero) => (vec![], crate::wipe::total(&fill_gaps(stored, target_size))),
+    }
 }
 
 /// The regions `opts` selects (the disk head always), in the image's order; a selected
@@ -344,12 +407,14 @@ pub struct Part<'a> {
     base: u64,
     target_size: u64,
     direct: bool,
+    /// Foreign-signature ranges to clear (partition byte offsets).
+    wipe: &'a [(u64, u64)],
 }
 
 impl<'a> Part<'a> {
     /// O_DIRECT only when no two concurrent writes can share a page (see
     /// [`Disk::buffered`]), decided per partition.
-    fn new(r: &'a Region, rep: &RegionReport) -> Self {
+    fn new(r: &'a Region, rep: &'a RegionReport) -> Self {
         let align = crate::disk::DIRECT_ALIGN as u64;
         let direct =
             r.chunks.iter().flat_map(|c| c.ranges()).all(|(o, l)| {
@@ -360,12 +425,15 @@ impl<'a> Part<'a> {
             base: rep.disk_offset,
             target_size: rep.target_size,
             direct,
+            wipe: &rep.wipe,
         }
     }
 }
 
-/// Phase 3, **stream**: every chunk of every partition in one pipeline, then the zero
-/// fill of partitions that ask for it, then a flush.
+/// Phase 3, **stream**: the foreign signatures of partitions whose free space is kept
+/// are cleared first (so a range the image also writes could only be overwritten by the
+/// image, never the other way round), then every chunk of every partition in one
+/// pipeline, then the zero fill of partitions that ask for it, then a flush.
 ///
 /// All partitions' chunks are read as one stream per partition by one reader that moves
 /// on to the next partition at once: a relay chain then never waits for a node to drain
@@ -378,6 +446,9 @@ pub(crate) fn stream_partitions(
     opts: &RestoreOptions,
     progress: &Progress,
 ) -> Result<()> {
+    for part in parts {
+        wipe_signatures(target, target.path(), part)?;
+    }
     let total: u64 = parts.iter().map(|p| p.r.used_bytes).sum();
     progress.start(total, "restoring");
     // Twice the cores: while one worker waits for its direct write, another decompresses.
@@ -512,6 +583,33 @@ fn zero_fill(target: &dyn BlockIo, tpath: &Path, part: &Part) -> Result<()> {
             Error::device(
                 tpath,
                 format!("zeroing partition {} at {pos}", part.r.number),
+                e,
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// Clears the foreign-signature ranges of a partition ([`crate::wipe`]), the way
+/// `wipefs`/`mkswap` do: an old btrfs, XFS, LVM or LUKS header must not survive beside
+/// the restored file system in the free space restore leaves alone.
+fn wipe_signatures(target: &dyn BlockIo, tpath: &Path, part: &Part) -> Result<()> {
+    for &(pos, len) in part.wipe {
+        // Computed inside the partition; checked again where it is written.
+        if pos.checked_add(len).is_none_or(|e| e > part.target_size) {
+            return Err(Error::device(
+                tpath,
+                format!("wiping partition {} at {pos}", part.r.number),
+                std::io::Error::other("range outside the partition"),
+            ));
+        }
+        target.zero_range(part.base + pos, len).map_err(|e| {
+            Error::device(
+                tpath,
+                format!(
+                    "clearing old signatures of partition {} at {pos}+{len}",
+                    part.r.number
+                ),
                 e,
             )
         })?;
@@ -804,6 +902,56 @@ mod tests {
         assert!(after[end..tail].iter().all(|b| *b == 0x11));
     }
 
+    /// The image's one region moved to partition 2, the grow partition: on the 8 MiB
+    /// target it spans sectors 6144 to the last usable one (5 MiB, larger than the
+    /// image's 2 MiB), so its tail is a grown tail.
+    fn grown_region_restore(fill: Fill) -> (Vec<u8>, RegionReport) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut img = unchecked_image(dir.path(), 2 << 20, 0);
+        let r = &mut img.manifest.regions[0];
+        (r.name, r.number, r.fill) = ("p2".into(), 2, fill);
+        img.check_structure().unwrap();
+        let t = target(dir.path());
+        let disk = Disk::open_rw(&t).unwrap();
+        let rep = restore(&img, &disk, &RestoreOptions::default(), &Progress::hidden()).unwrap();
+        (std::fs::read(&t).unwrap(), rep.regions[0].clone())
+    }
+
+    #[test]
+    fn a_kept_free_space_is_not_zeroed_but_its_signature_areas_are() {
+        let (b, rep) = grown_region_restore(Fill::Keep);
+        let (base, size) = (6144 * 512, rep.target_size as usize);
+        assert!(size > 4 << 20, "grown: {rep:?}");
+        let p = &b[base..base + size];
+        let mib = 1 << 20;
+        assert!(p[..4096].iter().all(|x| *x == 0xab), "the chunk");
+        assert!(p[4096..mib].iter().all(|x| *x == 0), "first MiB cleared");
+        assert!(
+            p[mib..size - mib].iter().all(|x| *x == 0x11),
+            "free space and grown tail kept"
+        );
+        assert!(p[size - mib..].iter().all(|x| *x == 0), "last MiB cleared");
+        assert_eq!(
+            (rep.wiped_bytes, rep.zeroed_bytes),
+            (2 * mib as u64 - 4096, 0)
+        );
+        assert_eq!(
+            rep.wipe,
+            vec![(4096, mib as u64 - 4096), ((size - mib) as u64, mib as u64)]
+        );
+    }
+
+    #[test]
+    fn unknown_contents_read_back_as_zeros_to_the_end_of_a_grown_partition() {
+        let (b, rep) = grown_region_restore(Fill::Zero);
+        let (base, size) = (6144 * 512, rep.target_size as usize);
+        let p = &b[base..base + size];
+        assert!(p[..4096].iter().all(|x| *x == 0xab), "the chunk");
+        assert!(p[4096..].iter().all(|x| *x == 0), "every gap zeroed");
+        assert_eq!((rep.wiped_bytes, rep.zeroed_bytes), (0, size as u64 - 4096));
+        assert!(rep.wipe.is_empty());
+    }
+
     fn raw() -> Vec<u8> {
         (0..8192u32).map(|i| (i * 7 % 251) as u8).collect()
     }
@@ -846,6 +994,7 @@ mod tests {
             base: 8192,
             target_size: 16384,
             direct: false,
+            wipe: &[],
         };
         zero_fill(&disk, Path::new("d"), &part).unwrap();
         let b = disk.bytes();

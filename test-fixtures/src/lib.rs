@@ -10,7 +10,9 @@
 //!   `debugfs rdump`, `mcopy`);
 //! - [`image`]: capture into an image root, damage a chunk, tamper with a manifest;
 //! - [`servers`]: `imgtool serve` in a thread, a stock nginx;
-//! - [`netns`]: a bridge and hosts in network namespaces a test creates (root).
+//! - [`netns`]: a bridge and hosts in network namespaces a test creates (root);
+//! - [`signatures`]: btrfs, XFS, LVM2 and LUKS headers planted on a partition by their
+//!   own tools, and what `blkid -p`/`wipefs -n` see there (root).
 //!
 //! The QEMU harness (firmware, boot trees, VMs) stays in `qemu-tests`.
 
@@ -20,3 +22,4 @@ pub mod image;
 pub mod netns;
 pub mod root;
 pub mod servers;
+pub mod signatures;

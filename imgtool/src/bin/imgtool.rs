@@ -133,6 +133,10 @@ struct RestoreArgs {
     /// Read every chunk back after writing and check its sha256.
     #[arg(long)]
     verify: bool,
+    /// An MBR image on a disk past 2 TiB (2^32 sectors): accept the grow partition capped
+    /// at MBR's last sector, the rest of the disk unused (refused without it).
+    #[arg(long)]
+    mbr_cap: bool,
     #[arg(long, default_value_t = 0)]
     threads: usize,
     /// Refuse the image unless one of these public keys signed it (a KEY.pub file or a
@@ -365,6 +369,7 @@ fn restore_cmd(a: RestoreArgs, out: &Out) -> Result<()> {
         dry_run: a.dry_run,
         threads: a.threads,
         verify: a.verify,
+        mbr_cap: a.mbr_cap,
         ..Default::default()
     };
     let rep = restore(&img, &dev, &opts, &out.progress).with_context(|| {
@@ -470,7 +475,7 @@ fn diff_cmd(a: DiffArgs, out: &Out) -> Result<ExitCode> {
     let img = open_image(&a.image_dir)?;
     let dev = Disk::open_ro(&a.disk)?;
     let rep = imgtool::diff::diff(&img, &dev, a.threads, &out.progress)?;
-    let same = rep.layout_kept && rep.regions.iter().all(|r| r.differing.is_empty());
+    let same = rep.same();
     out.print(&rep, || render::diff(&rep))?;
     Ok(if same {
         ExitCode::SUCCESS
