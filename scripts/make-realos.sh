@@ -19,7 +19,8 @@
 # Cache (under target/realos/, so `cargo clean` drops it):
 #   rootfs-<key>.tar   the debootstrapped tree; key = the suite, mirror, packages and the
 #                      function that builds it (editing the rest of this script re-uses it)
-#   <hash>/<variant>.img  the disk; hash = this script + the variant. A re-run is instant.
+#   <hash>/<variant>.img  the disk; hash = this script + the variant. A re-run is instant;
+#                      a build removes the variant's disks of older script versions.
 # OUT, when given, is a hard link to the cached disk (a sparse copy across file systems).
 # Prints the disk's path on stdout (the last line).
 #
@@ -297,6 +298,10 @@ main() {
     mkdir -p "$cache/$hash"
     build_disk "$tarball" "$disk"
     echo "make-realos.sh: $variant disk built in $(($(date +%s) - start)) s" >&2
+    # Older versions of this variant's disk (other script hashes) only take space.
+    for old in "$cache"/*/"$variant.img"; do
+      [ "$old" = "$disk" ] || { rm -f "$old"; rmdir "$(dirname "$old")" 2>/dev/null || true; }
+    done
   fi
   if [ -n "$out" ]; then
     rm -f "$out"

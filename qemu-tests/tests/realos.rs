@@ -39,6 +39,10 @@ struct Case {
     types: [Option<&'static str>; 4],
     /// What the marker must say.
     marker: &'static str,
+    /// The agent must report the root file system grown onto the larger disk. Only ext4
+    /// so far: XFS and an LVM PV are stored as non-zero blocks until their readers land
+    /// (issue 12, items 1–2); their partition grows, their file system stays as captured.
+    root_grows: bool,
 }
 
 fn clone_and_boot(case: &Case) {
@@ -86,7 +90,7 @@ fn clone_and_boot(case: &Case) {
         tail(&clone, 4000)
     );
     assert!(
-        clone.contains("grown from"),
+        !case.root_grows || clone.contains("grown from"),
         "the root was not grown onto the 1.25x disk (log {})",
         log.display()
     );
@@ -155,6 +159,7 @@ fn a_real_debian_cloned_over_a_disk_with_old_file_systems_boots_from_it_with_swa
         mac: "52:54:00:00:12:01",
         types: [None, Some("vfat"), Some("swap"), Some("ext4")],
         marker: "swap=1 root=ext4",
+        root_grows: true,
     });
 }
 
@@ -178,6 +183,7 @@ fn slow_uefi_a_real_debian_cloned_through_grub_boots_from_its_esp() {
         mac: "52:54:00:00:12:02",
         types: [None, Some("vfat"), Some("swap"), Some("ext4")],
         marker: "swap=1 root=ext4",
+        root_grows: true,
     });
 }
 
@@ -194,6 +200,7 @@ fn slow_xfs_root_debian_clones_and_boots() {
         mac: "52:54:00:00:12:03",
         types: [None, Some("vfat"), Some("swap"), Some("xfs")],
         marker: "swap=1 root=xfs",
+        root_grows: false,
     });
 }
 
@@ -210,5 +217,6 @@ fn slow_lvm_root_and_swap_lvs_debian_clones_and_boots() {
         mac: "52:54:00:00:12:04",
         types: [None, Some("vfat"), Some("swap"), Some("LVM2_member")],
         marker: "swap=2 root=ext4",
+        root_grows: false,
     });
 }
