@@ -187,8 +187,14 @@ make_esp() { # $1 = esp image, $2 = grub x86_64-efi image
 
 # GRUB for BIOS and UEFI: a core image with the root's UUID in its embedded config, modules
 # and the one grub.cfg on the root under /boot/grub.
-install_grub() { # $1 = root mount, $2 = root fs uuid, $3 = kernel cmdline root=, $4 = disk image
+# $5, when given, is the GRUB device of the root, set instead of a search by UUID: GRUB
+# 2.06's search by UUID does not find an LV when a device read fails during its scan
+# (QEMU's empty floppy drive: "failure reading sector 0x0 from fd0"), while the LV itself
+# is readable (grub-mkconfig, too, sets root to the LV before any search).
+install_grub() { # $1 = root mount, $2 = root fs uuid, $3 = kernel cmdline root=, $4 = disk image, [$5]
   local rootmnt=$1 uuid=$2 rootarg=$3 img=$4 kver modules
+  local findroot="search --no-floppy --fs-uuid --set=root $uuid"
+  [ -z "${5:-}" ] || findroot="set root=$5"
   kver=$(basename "$(ls "$rootmnt"/boot/vmlinuz-* | sort -V | tail -n1)"); kver=${kver#vmlinuz-}
   mkdir -p "$rootmnt/boot/grub"
   cp -r /usr/lib/grub/i386-pc "$rootmnt/boot/grub/"
@@ -202,14 +208,14 @@ terminal_input serial console
 terminal_output serial console
 menuentry "Debian GNU/Linux (netboot real-OS master)" {
   insmod gzio
-  search --no-floppy --fs-uuid --set=root $uuid
+  $findroot
   echo "Loading Linux $kver ..."
   linux /boot/vmlinuz-$kver root=$rootarg ro console=ttyS0,115200 panic=-1
   initrd /boot/initrd.img-$kver
 }
 EOF
   cat > "$scratch/embed.cfg" <<EOF
-search --no-floppy --fs-uuid --set=root $uuid
+$findroot
 set prefix=(\$root)/boot/grub
 EOF
   modules="part_gpt ext2 xfs lvm search search_fs_uuid normal configfile linux echo test gzio serial terminal"
@@ -240,7 +246,7 @@ write_fstab() { # $1 = root mount, $2 = root fstype, $3 = extra swap line (or em
 }
 
 build_disk() { # $1 = rootfs tarball, $2 = output disk
-  local img=$2.tmp rootdev fstype rootarg lvswap=""
+  local img=$2.tmp rootdev fstype rootarg lvswap="" grubroot=""
   tmpdisk=$img   # removed by cleanup unless finished
   scratch=$(mktemp -d "$cache/scratch.XXXXXX")
   rm -f "$img"
@@ -260,7 +266,7 @@ build_disk() { # $1 = rootfs tarball, $2 = output disk
     xfs) rootdev=$(part 4); fstype=xfs; rootarg=UUID=$ROOT_UUID ;;
     lvm)
       make_lvm "$img"
-      rootdev=${lvloops[0]}; fstype=ext4; rootarg=/dev/mapper/$VG-root
+      rootdev=${lvloops[0]}; fstype=ext4; rootarg=/dev/mapper/$VG-root; grubroot=lvm/$VG-root
       mkswap -L lvswap -U "$LVSWAP_UUID" "${lvloops[1]}" >/dev/null
       lvswap="UUID=$LVSWAP_UUID none swap sw 0 0" ;;
   esac
@@ -272,7 +278,7 @@ build_disk() { # $1 = rootfs tarball, $2 = output disk
   mount "$rootdev" "$mnt"
   tar --numeric-owner --xattrs --xattrs-include='*' --acls -C "$mnt" -xf "$1"
   write_fstab "$mnt" "$fstype" "$lvswap"
-  install_grub "$mnt" "$ROOT_UUID" "$rootarg" "$img"
+  install_grub "$mnt" "$ROOT_UUID" "$rootarg" "$img" "$grubroot"
   sync -f "$mnt"
   umount "$mnt"; rmdir "$mnt"; mnt=""
   tmpdisk=""
