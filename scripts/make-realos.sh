@@ -78,6 +78,11 @@ umount_under() { # unmounts every mount at or below $1, deepest first
 cleanup() {
   set +e
   umount_under "$chroot_dir"
+  # A half-built tree goes too, but only once nothing is mounted in it (a bind of /dev
+  # still there would take the host's device nodes with it).
+  if [ -n "$chroot_dir" ] && ! findmnt -rn -o TARGET | grep -q "^$chroot_dir"; then
+    rm -rf "$chroot_dir"
+  fi
   umount_under "$mnt"
   for l in "${lvloops[@]}"; do losetup -d "$l" 2>/dev/null; done
   if [ -n "$loop" ]; then partx -d "$loop" 2>/dev/null; losetup -d "$loop" 2>/dev/null; fi
