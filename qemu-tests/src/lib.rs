@@ -14,6 +14,7 @@
 //! TCG is the default; set `NETBOOT_QEMU_ACCEL=kvm` to opt in to KVM where it works.
 
 pub mod realnet;
+pub mod realos;
 
 // The image server and nginx are test fixtures, not QEMU: the agent's tests use them too.
 pub use test_fixtures::servers::{serve_in_background, Nginx};
