@@ -39,9 +39,9 @@ struct Case {
     types: [Option<&'static str>; 4],
     /// What the marker must say.
     marker: &'static str,
-    /// The agent must report the root file system grown onto the larger disk. Only ext4
-    /// so far: XFS and an LVM PV are stored as non-zero blocks until their readers land
-    /// (issue 12, items 1–2); their partition grows, their file system stays as captured.
+    /// The agent must report the root partition's contents grown onto the larger disk
+    /// (ext4 by resize2fs, XFS mounted and grown by ioctl inside the initrd, an LVM PV by
+    /// pvresize's metadata edit).
     root_grows: bool,
 }
 
@@ -200,7 +200,7 @@ fn slow_xfs_root_debian_clones_and_boots() {
         mac: "52:54:00:00:12:03",
         types: [None, Some("vfat"), Some("swap"), Some("xfs")],
         marker: "swap=1 root=xfs",
-        root_grows: false,
+        root_grows: true,
     });
 }
 
@@ -217,6 +217,6 @@ fn slow_lvm_root_and_swap_lvs_debian_clones_and_boots() {
         mac: "52:54:00:00:12:04",
         types: [None, Some("vfat"), Some("swap"), Some("LVM2_member")],
         marker: "swap=2 root=ext4",
-        root_grows: false,
+        root_grows: true,
     });
 }
