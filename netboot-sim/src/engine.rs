@@ -472,10 +472,16 @@ impl<'a> Sim<'a> {
         self.ready[d] = now;
         for c in std::mem::take(&mut self.waiters[d]) {
             let c = c as usize;
-            if self.state[c] == State::Waiting && self.flow[c].src == Up::Node(d as u32) {
-                let t = self.t_blk[d * self.nblocks as usize + self.have[c] as usize];
-                self.schedule(c, t);
+            if self.state[c] != State::Waiting || self.flow[c].src != Up::Node(d as u32) {
+                continue;
             }
+            if self.have[c] > j {
+                // Ahead of this upstream (it moved here from a faster one): still waiting.
+                self.waiters[d].push(c as u32);
+                continue;
+            }
+            let t = self.t_blk[d * self.nblocks as usize + self.have[c] as usize];
+            self.schedule(c, t);
         }
         self.request(d, now);
     }
@@ -696,6 +702,42 @@ mod tests {
         // Nobody finishes before its own start plus one node's time.
         let single = p.image_bytes / 100e6;
         assert!(out.iter().all(|o| o.done.unwrap() >= o.start + single));
+    }
+
+    #[test]
+    fn a_node_that_moves_to_a_slower_upstream_waits_for_it() {
+        // Skew and fast failover: nodes move to upstreams that booted later and are
+        // behind them; they used to be woken for a block their upstream did not have
+        // and finished at infinity.
+        let p = Params {
+            skew: 30.0,
+            fail_share: 0.05,
+            stall: 1.0,
+            connect_timeout: 0.2,
+            down_candidate_cost: 0.2,
+            ..plain()
+        };
+        for seed in 1..20 {
+            let p = Params { seed, ..p.clone() };
+            let out = run(
+                &generate(
+                    200,
+                    50,
+                    Shape::Tree {
+                        roots: 2,
+                        fanout: 1,
+                    },
+                ),
+                &p,
+            )
+            .unwrap();
+            for o in &out {
+                assert!(
+                    o.died.is_some() || o.done.is_some_and(f64::is_finite),
+                    "{o:?}"
+                );
+            }
+        }
     }
 
     #[test]
