@@ -17,8 +17,9 @@ pub enum Shape {
     Chain,
     /// Secondaries in a pipeline, each rack's nodes from its secondary (`"fanout"`).
     Fanout,
-    /// Rack chains whose heads form a tree: the primary feeds `roots` heads, every head
-    /// feeds its own rack chain and up to `fanout` further heads (breadth first).
+    /// Rack chains in a tree: the primary feeds `roots` rack secondaries; further racks
+    /// hang `fanout` under each rack, each from a different member of its chain (breadth
+    /// first), so every node feeds at most two.
     Tree { roots: u32, fanout: u32 },
     /// `count` parallel serial chains from the primary, each through a contiguous run
     /// of racks.
@@ -118,10 +119,15 @@ pub fn generate(n: usize, per_rack: usize, shape: Shape) -> Net {
             }
         }
         Shape::Tree { roots, fanout } => {
+            // pxe-builder's rule (branch scale, 1de1709): rack k >= roots hangs under rack
+            // p = (k - roots) / fanout, its secondary pulling from member (k - roots) % fanout
+            // of p's chain; so no node feeds more than two.
             rack_chains(&mut net);
             let (roots, fanout) = (roots.max(1) as usize, fanout.max(1) as usize);
             for r in roots..racks {
-                net.upstream[head(r) as usize] = Some(head((r - roots) / fanout));
+                let p = (r - roots) / fanout;
+                let member = (head(p) as usize + (r - roots) % fanout).min(last(p) as usize);
+                net.upstream[head(r) as usize] = Some(member as u32);
             }
         }
         Shape::Chains { count } => {
@@ -162,7 +168,8 @@ mod tests {
         );
         let m = generate(6, 3, Shape::Cmu);
         assert_eq!(m.gate, [None, Some(3), Some(3), Some(0), Some(3), Some(3)]);
-        // 5 racks of 2: heads 0,2,4,6,8; one root (rack 0) with fan-out 2.
+        // 5 racks of 2: heads 0,2,4,6,8; one root (rack 0) with fan-out 2: racks 1 and 2
+        // hang under rack 0's members 0 and 1, racks 3 and 4 under rack 1's.
         let t = generate(
             10,
             2,
@@ -172,10 +179,10 @@ mod tests {
             },
         );
         assert_eq!(t.upstream[2], Some(0));
-        assert_eq!(t.upstream[4], Some(0));
+        assert_eq!(t.upstream[4], Some(1));
         assert_eq!(t.upstream[6], Some(2));
-        assert_eq!(t.upstream[8], Some(2));
-        assert_eq!(t.depth_and_fanout(), (4, 3));
+        assert_eq!(t.upstream[8], Some(3));
+        assert_eq!(t.depth_and_fanout(), (5, 2));
         let p = generate(8, 2, Shape::Chains { count: 2 });
         assert_eq!(
             p.upstream,
