@@ -5,7 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
-cargo build --release -q -p pxe-builder
+# PXE_BUILDER_BIN: a binary to measure instead of building this tree's (e.g. a copy of an
+# older build, to compare before and after in the same run).
+if [ -z "${PXE_BUILDER_BIN:-}" ]; then cargo build --release -q -p pxe-builder; fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 echo k > "$work/vmlinuz"; echo i > "$work/initrd.img"
@@ -43,7 +45,7 @@ for e in range(400):
         n += 1
 PY
 }
-bin=$PWD/target/release/pxe-builder
+bin=${PXE_BUILDER_BIN:-$PWD/target/release/pxe-builder}
 echo "### pxe-builder, 100 000 nodes / 400 entities — $(date -u +%Y-%m-%d), $(nproc) cores"
 echo
 echo "| cluster | step | files | wall (s) | peak RSS (MB) |"

@@ -60,8 +60,9 @@ pub mod fuzzing {
         let _ = crate::config::normalize_mac(&cmdline);
     }
 
-    /// `node NUL clone-plan.json`: this node's route in the plan, as the agent reads it
-    /// after fetching the plan. Returns whether a route was found, for the replay test.
+    /// `node NUL plan`: this node's route in the plan read as `clone-plan.json` and as
+    /// its node plan (`etc/plan/<node>.json`), as the agent reads them after fetching
+    /// them. Returns whether either gave a route, for the replay test.
     pub fn clone_plan(data: &[u8]) -> bool {
         let data = &data[..data.len().min(MAX_INPUT)];
         let (node, plan) = match data.iter().position(|b| *b == 0) {
@@ -70,9 +71,10 @@ pub mod fuzzing {
         };
         let node = String::from_utf8_lossy(node);
         let plan = String::from_utf8_lossy(plan);
+        let own = crate::plan::route_from_node_plan(plan.as_bytes(), &node, "mem:plan.json");
         matches!(
             crate::plan::route_from_plan(&plan, &node, "mem:clone-plan.json"),
             Ok(Some(_))
-        )
+        ) || own.is_ok()
     }
 }

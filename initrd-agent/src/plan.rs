@@ -1,12 +1,14 @@
-//! Reading this node's route from the clone plan (`clone-plan.json`, written by
-//! `pxe-builder build`, fetched from the image server): who it pulls the image from and
-//! whether it relays it on. The plan is read as the typed document of
-//! `netboot_proto::plan`, with its bounds: the upstream chain is followed at most
-//! [`MAX_CHAIN`] hops and never twice through a node, upstream names must be node names,
-//! addresses IPv4 addresses (they become URLs), the relay port a port.
+//! Reading this node's route from its node plan (`etc/plan/<node>.json`) or, for a tree
+//! written before those existed, from the whole clone plan (`clone-plan.json`); both are
+//! written by `pxe-builder build` and fetched from the image server: who the node pulls
+//! the image from and whether it relays it on. Both are read as the typed documents of
+//! `netboot_proto::plan`, with their bounds: at most [`MAX_CANDIDATES`] upstreams (the
+//! failover walks those, then the primary — never thousands of hops), never twice
+//! through a node, upstream names must be node names, addresses IPv4 addresses (they
+//! become URLs), the relay port a port.
 
-use netboot_proto::plan::{Plan, PlanError};
-pub use netboot_proto::plan::{DEFAULT_RELAY_PORT, MAX_CHAIN};
+use netboot_proto::plan::{NodePlan, Plan, PlanError, Route};
+pub use netboot_proto::plan::{DEFAULT_RELAY_PORT, MAX_CANDIDATES, MAX_NODE_PLAN_BYTES};
 
 /// A clone plan this node cannot follow: the URL it came from, with the plan's own error
 /// (which node or field, why) as the source; printed as a chain it reads
@@ -46,7 +48,28 @@ pub fn route_from_plan(
             url: url.into(),
             err,
         })?;
-    Ok(route.map(|r| PlanRoute {
+    Ok(route.map(plan_route))
+}
+
+/// This node's route in its node plan `text` (fetched from `url`): the plan must be
+/// `node`'s. Errors name the URL and the node or field.
+pub fn route_from_node_plan(
+    text: &[u8],
+    node: &str,
+    url: &str,
+) -> Result<PlanRoute, PlanRouteError> {
+    NodePlan::from_json(text)
+        .and_then(|plan| plan.route(node))
+        .map(plan_route)
+        .map_err(|err| PlanRouteError {
+            url: url.into(),
+            err,
+        })
+}
+
+/// The agent's form of a route: relay URLs, and the port only when it relays.
+fn plan_route(r: Route) -> PlanRoute {
+    PlanRoute {
         upstreams: r
             .upstreams
             .into_iter()
@@ -54,7 +77,7 @@ pub fn route_from_plan(
             .collect(),
         relay_port: (r.downstream > 0).then_some(r.relay_port),
         downstream: r.downstream,
-    }))
+    }
 }
 
 #[cfg(test)]
@@ -142,5 +165,47 @@ mod tests {
             e.starts_with(&format!("{URL}: not a clone plan: ")) && e.matches("EOF").count() == 1,
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_node_plan_gives_its_candidates_then_nothing_more() {
+        let np = br#"{"version": 1, "node": "c", "relay_port": 8200, "downstream": 1,
+            "upstreams": [{"node": "b", "address": "10.0.0.2"}, {"node": "a", "address": "10.0.0.1"}]}"#;
+        let r = route_from_node_plan(np, "c", URL).unwrap();
+        assert_eq!(
+            r.upstreams,
+            [
+                ("b".to_string(), "http://10.0.0.2:8200".to_string()),
+                ("a".to_string(), "http://10.0.0.1:8200".to_string())
+            ]
+        );
+        assert_eq!((r.relay_port, r.downstream), (Some(8200), 1));
+        // Another node's plan (a misplaced file) is not followed.
+        let e = shown(route_from_node_plan(np, "d", URL).unwrap_err());
+        assert!(e.contains("is for node \"c\", not d"), "{e}");
+        let e = shown(route_from_node_plan(b"{", "c", URL).unwrap_err());
+        assert!(e.starts_with(&format!("{URL}: not a clone plan")), "{e}");
+    }
+
+    #[test]
+    fn the_whole_plan_gives_a_deep_node_its_nearest_candidates_only() {
+        // A serial chain of 5000 (was refused past 4096 hops, and the failover would have
+        // walked all of them): the node takes its nearest eight.
+        let mut nodes = vec![];
+        let mut addresses = vec![];
+        for i in 0..5000 {
+            let up = if i == 0 {
+                "primary".to_string()
+            } else {
+                format!("n{}", i - 1)
+            };
+            nodes.push(format!(r#""n{i}": {{"upstream": "{up}"}}"#));
+            addresses.push(format!(r#""n{i}": "10.1.{}.{}""#, i / 200, i % 200 + 1));
+        }
+        let p = plan(&nodes.join(","), &addresses.join(","));
+        let r = route_from_plan(&p, "n4999", URL).unwrap().unwrap();
+        assert_eq!(r.upstreams.len(), MAX_CANDIDATES);
+        assert_eq!(r.upstreams[0].0, "n4998");
+        assert_eq!(r.upstreams[7].0, "n4991");
     }
 }

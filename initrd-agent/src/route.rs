@@ -1,12 +1,19 @@
 //! Where this node pulls the image from and whether it relays it: a [`Route`]. Without a
 //! clone plan, or when the plan does not list this node, straight from the primary;
-//! otherwise the plan's upstream chain (nearest first, the primary last), its relay port
-//! and its number of downstream nodes (which the relay holds for). The plan is read by
-//! [`crate::plan`]; this module fetches it and turns it into a route.
+//! otherwise the plan's nearest upstreams (at most
+//! [`MAX_CANDIDATES`](crate::plan::MAX_CANDIDATES), the primary last: the failover walks
+//! exactly these), its relay port and its number of downstream nodes (which the relay
+//! holds for). The node's own plan (`etc/plan/<node>.json`, a few hundred bytes) is
+//! fetched first; the whole `clone-plan.json` only from a tree written before those
+//! existed. The plans are read by [`crate::plan`]; this module fetches them and turns
+//! them into a route.
 
 use crate::config::Config;
-use crate::plan::PlanRoute;
+use crate::plan::{PlanRoute, MAX_NODE_PLAN_BYTES};
 use imgtool::sign::PublicKey;
+use netboot_proto::names::{self, Kind};
+use netboot_proto::plan::NodePlan;
+use std::io::Read;
 use std::time::Duration;
 
 /// Where to pull from and whether to relay.
@@ -79,14 +86,24 @@ impl Route {
     }
 }
 
-/// This node's route from the clone plan at `server/clone-plan.json`: its upstream chain
-/// (nearest first, the primary last) and whether it relays. Without a plan, or when the
-/// node is not in it, straight from the primary.
+/// This node's route from its node plan at `server/etc/plan/<node>.json`, or (a tree
+/// without node plans) from the clone plan at `server/clone-plan.json`: its nearest
+/// upstreams (the primary last) and whether it relays. Without a plan, or when the node
+/// is not in it, straight from the primary.
 pub fn plan_route(cfg: &Config, server: &str) -> anyhow::Result<Route> {
     let Some(node) = &cfg.node else {
         return Ok(Route::primary(server, 8));
     };
-    let url = format!("{}/clone-plan.json", server.trim_end_matches('/'));
+    let base = server.trim_end_matches('/');
+    // A name outside the rules is never put into a URL (the whole plan is read instead).
+    if names::name(Kind::Node, node).is_ok() {
+        let url = format!("{base}/{}", NodePlan::path(node));
+        if let Some(text) = fetch_node_plan(&url)? {
+            let p = crate::plan::route_from_node_plan(&text, node, &url)?;
+            return Ok(Route::from_plan(server, Some(p)));
+        }
+    }
+    let url = format!("{base}/clone-plan.json");
     let text = match ureq::get(&url).timeout(Duration::from_secs(10)).call() {
         Ok(r) => r
             .into_string()
@@ -96,6 +113,25 @@ pub fn plan_route(cfg: &Config, server: &str) -> anyhow::Result<Route> {
     };
     let p = crate::plan::route_from_plan(&text, node, &url)?;
     Ok(Route::from_plan(server, p))
+}
+
+/// The node plan at `url`, read up to [`MAX_NODE_PLAN_BYTES`]; `None` when the server has
+/// none (`404`: a tree written before node plans, or no boot tree served).
+fn fetch_node_plan(url: &str) -> anyhow::Result<Option<Vec<u8>>> {
+    let r = match ureq::get(url).timeout(Duration::from_secs(10)).call() {
+        Ok(r) => r,
+        Err(ureq::Error::Status(404, _)) => return Ok(None),
+        Err(e) => anyhow::bail!("fetching the node plan {url}: {e}"),
+    };
+    let mut text = vec![];
+    r.into_reader()
+        .take(MAX_NODE_PLAN_BYTES + 1)
+        .read_to_end(&mut text)
+        .map_err(|e| anyhow::anyhow!("{url}: reading the node plan: {e}"))?;
+    if text.len() as u64 > MAX_NODE_PLAN_BYTES {
+        anyhow::bail!("{url}: the node plan is larger than {MAX_NODE_PLAN_BYTES} bytes");
+    }
+    Ok(Some(text))
 }
 
 #[cfg(test)]
@@ -125,5 +161,88 @@ mod tests {
         assert_eq!((b.downstream, b.relay_listen), (0, None));
         let z = route("z");
         assert_eq!(z.describe(), "upstreams: primary");
+    }
+
+    /// A directory served over HTTP on `ip` (port chosen), holding `img/manifest` with
+    /// `body`; returns the port.
+    fn serve_on(ip: &str, root: &std::path::Path, body: &str) -> u16 {
+        std::fs::create_dir_all(root.join("img")).unwrap();
+        std::fs::write(root.join("img/manifest"), body).unwrap();
+        let bound = imgtool::serve::bind(imgtool::serve::ServeOptions {
+            roots: vec![root.to_path_buf()],
+            listen: format!("{ip}:0"),
+            max_connections: 16,
+        })
+        .unwrap();
+        let port = bound.addr().unwrap().port();
+        std::thread::spawn(move || bound.run());
+        port
+    }
+
+    /// The route a node plan with `candidates` (addresses, relays on `port`) gives, and
+    /// which upstream the agent's source ends up reading `manifest` from.
+    fn pull(candidates: &[&str], port: u16, primary: &str) -> (Route, String, Vec<u8>) {
+        let ups: Vec<String> = candidates
+            .iter()
+            .enumerate()
+            .map(|(i, a)| format!(r#"{{"node": "u{i}", "address": "{a}"}}"#))
+            .collect();
+        let np = format!(
+            r#"{{"node": "me", "relay_port": {port}, "upstreams": [{}]}}"#,
+            ups.join(",")
+        );
+        let p = crate::plan::route_from_node_plan(np.as_bytes(), "me", "mem:plan").unwrap();
+        let route = Route::from_plan(primary, Some(p));
+        // The source the agent builds from the route (clone.rs: one URL per upstream).
+        let urls = route
+            .upstreams
+            .iter()
+            .map(|(_, b)| format!("{b}/img"))
+            .collect();
+        let mut source = imgtool::source::HttpSource::chain(urls, Duration::from_secs(5));
+        // Not booting: an upstream that refuses is dead at once (the boot grace is 10 s).
+        source.grace = Duration::ZERO;
+        source.attempts = 1;
+        let got = imgtool::source::ImageSource::read_file(&source, "manifest").unwrap();
+        (route.clone(), source.current(), got)
+    }
+
+    #[test]
+    fn a_dead_first_upstream_is_passed_for_the_next_candidate() {
+        let dir = tempfile::tempdir().unwrap();
+        // The second candidate serves; nothing listens on the first's address.
+        let port = serve_on("127.0.0.3", &dir.path().join("u1"), "from u1");
+        let primary = serve_on("127.0.0.1", &dir.path().join("p"), "from primary");
+        let primary = format!("http://127.0.0.1:{primary}");
+        let (route, current, got) = pull(&["127.0.0.2", "127.0.0.3"], port, &primary);
+        assert_eq!(route.describe(), "upstreams: u0 -> u1 -> primary");
+        assert_eq!(current, format!("http://127.0.0.3:{port}/img"));
+        assert_eq!(got, b"from u1");
+    }
+
+    #[test]
+    fn all_candidates_dead_the_node_pulls_from_the_primary() {
+        let dir = tempfile::tempdir().unwrap();
+        let primary = serve_on("127.0.0.1", &dir.path().join("p"), "from primary");
+        let primary = format!("http://127.0.0.1:{primary}");
+        // Eight candidates (the most a node plan may list), none alive; the relay port is
+        // one nothing listens on at their addresses.
+        let dead: Vec<String> = (0..8).map(|i| format!("127.0.1.{}", i + 1)).collect();
+        let dead: Vec<&str> = dead.iter().map(String::as_str).collect();
+        let (route, current, got) = pull(&dead, 9, &primary);
+        assert_eq!(
+            route.upstreams.len(),
+            9,
+            "eight candidates, then the primary"
+        );
+        assert_eq!(current, format!("{primary}/img"));
+        assert_eq!(got, b"from primary");
+        // A ninth candidate is refused, not walked.
+        let nine: Vec<String> = (0..9)
+            .map(|i| format!(r#"{{"node": "u{i}", "address": "127.0.1.{}"}}"#, i + 1))
+            .collect();
+        let np = format!(r#"{{"node": "me", "upstreams": [{}]}}"#, nine.join(","));
+        let e = crate::plan::route_from_node_plan(np.as_bytes(), "me", "mem:plan").unwrap_err();
+        assert!(e.err.to_string().contains("at most 8"), "{}", e.err);
     }
 }

@@ -5,11 +5,17 @@
 //! route from it ([`Plan::route`]) and `imgtool serve` the nodes' addresses (who may
 //! report for a node).
 //!
+//! Beside it, each node's own bounded part ([`NodePlan`], `etc/plan/<node>.json`): its
+//! first [`MAX_CANDIDATES`] upstreams with their addresses, its downstream count and the
+//! relay port — what a node needs, a few hundred bytes, where the whole plan of 100 000
+//! nodes is tens of MB (and every node fetching it a boot storm on the primary).
+//!
 //! A plan read by a node came over the network, so reading it is bounded: fields left out
 //! take their defaults and unknown fields are ignored (as the untyped reader did), but a
 //! field of the wrong type refuses the plan; the upstream walk stops at [`MAX_CHAIN`] hops
-//! and never passes a node twice ([`PlanError`]); the names and addresses a route uses are
-//! checked (they become console lines and URLs).
+//! and never passes a node twice ([`PlanError`]); a node's route takes at most
+//! [`MAX_CANDIDATES`] upstreams (then the primary); the names and addresses a route uses
+//! are checked (they become console lines and URLs).
 
 use crate::names::{self, Kind};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -31,6 +37,22 @@ pub const DEFAULT_RELAY_PORT: u16 = 8180;
 /// Upstream hops followed at most before the primary: far more nodes than a cluster
 /// description lists in one chain, and each hop is a fallback the node may try.
 pub const MAX_CHAIN: usize = 4096;
+
+/// Upstreams a node's route holds at most, nearest first; after them it pulls from the
+/// primary. A node fails over to the next one only when its current upstream stopped
+/// (dead, or not booted within the grace), so eight in a row failing is already far
+/// beyond a 1 % failure rate (1e-16), and walking further is only time lost.
+pub const MAX_CANDIDATES: usize = 8;
+
+/// The directory of the node plans in the boot tree (`etc/plan/<node>.json`, served by
+/// `imgtool serve` with the rest of `etc/`). Keyed by node name, as the plan is: a node
+/// knows its name on every path (`netboot.node=`, bootopts, `clone --node`), and node
+/// names are safe file names (a letter, then `[A-Za-z0-9._-]`, no `..`).
+pub const NODE_PLAN_DIR: &str = "etc/plan";
+
+/// The most a node reads of its node plan: eight candidates of 63-byte names and their
+/// addresses are under 2 KiB.
+pub const MAX_NODE_PLAN_BYTES: u64 = 64 * 1024;
 
 /// [`NodeRole::role`] of an entity's secondary (it pulls from another entity).
 pub const ROLE_SECONDARY: &str = "secondary";
@@ -156,12 +178,127 @@ pub enum PlanError {
     NoAddress { node: String },
     #[error("address {address:?} of node {node} is not an IPv4 address")]
     BadAddress { node: String, address: String },
+    #[error("the node plan is for node {found:?}, not {node}")]
+    WrongNode { node: String, found: String },
+    #[error("the node plan of {node} lists {count} upstreams; at most {MAX_CANDIDATES} are read")]
+    TooManyCandidates { node: String, count: usize },
+    #[error("the node plan of {node} lists {again} twice (or itself) as an upstream")]
+    Repeated { node: String, again: String },
+}
+
+/// One upstream candidate of a [`NodePlan`].
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct Candidate {
+    pub node: String,
+    /// Its IPv4 address (it becomes the relay's URL).
+    pub address: String,
+}
+
+/// `etc/plan/<node>.json`: one node's part of the plan, bounded ([`MAX_CANDIDATES`]).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct NodePlan {
+    pub version: u32,
+    pub node: String,
+    pub group: String,
+    pub image: String,
+    pub entity: String,
+    /// As [`NodeRole::role`] (informative).
+    pub role: String,
+    /// Whom to pull from, nearest first: the node's upstream, that one's upstream, … at
+    /// most [`MAX_CANDIDATES`]; the primary is not listed (it is always the last).
+    pub upstreams: Vec<Candidate>,
+    /// How many nodes pull from this one first (the relay holds for them).
+    pub downstream: usize,
+    #[serde(deserialize_with = "relay_port")]
+    pub relay_port: u16,
+}
+
+impl Default for NodePlan {
+    fn default() -> NodePlan {
+        NodePlan {
+            version: VERSION,
+            node: String::new(),
+            group: String::new(),
+            image: String::new(),
+            entity: String::new(),
+            role: String::new(),
+            upstreams: vec![],
+            downstream: 0,
+            relay_port: DEFAULT_RELAY_PORT,
+        }
+    }
+}
+
+impl NodePlan {
+    /// Where node `node`'s plan lives, relative to the boot tree (or the server).
+    pub fn path(node: &str) -> String {
+        format!("{NODE_PLAN_DIR}/{node}.json")
+    }
+
+    /// Reads a node plan (at most [`MAX_NODE_PLAN_BYTES`] is the caller's to enforce).
+    pub fn from_json(text: &[u8]) -> Result<NodePlan, PlanError> {
+        Ok(serde_json::from_slice(text)?)
+    }
+
+    /// The route this plan gives `node`: the plan must be `node`'s, list at most
+    /// [`MAX_CANDIDATES`] upstreams, none twice nor `node` itself, each a node name with
+    /// an IPv4 address.
+    pub fn route(&self, node: &str) -> Result<Route, PlanError> {
+        if self.node != node {
+            return Err(PlanError::WrongNode {
+                node: node.into(),
+                found: self.node.chars().take(64).collect(),
+            });
+        }
+        if self.upstreams.len() > MAX_CANDIDATES {
+            return Err(PlanError::TooManyCandidates {
+                node: node.into(),
+                count: self.upstreams.len(),
+            });
+        }
+        let mut seen = BTreeSet::from([node]);
+        let mut upstreams = Vec::with_capacity(self.upstreams.len());
+        let mut from = node;
+        for c in &self.upstreams {
+            let ip = checked_upstream(from, &c.node, Some(&c.address))?;
+            if !seen.insert(&c.node) {
+                return Err(PlanError::Repeated {
+                    node: node.into(),
+                    again: c.node.clone(),
+                });
+            }
+            upstreams.push((c.node.clone(), ip));
+            from = &c.node;
+        }
+        Ok(Route {
+            upstreams,
+            relay_port: self.relay_port,
+            downstream: self.downstream,
+        })
+    }
+}
+
+/// Upstream `up` (named by `from`) as a route may use it: a node name by [`names::name`]
+/// (it is printed on the console and in reports), with an IPv4 address.
+fn checked_upstream(from: &str, up: &str, address: Option<&String>) -> Result<Ipv4Addr, PlanError> {
+    names::name(Kind::Node, up).map_err(|(_, message)| PlanError::Name {
+        node: from.into(),
+        message,
+    })?;
+    let address = address.ok_or_else(|| PlanError::NoAddress { node: up.into() })?;
+    address.parse().map_err(|_| PlanError::BadAddress {
+        node: up.into(),
+        address: address.clone(),
+    })
 }
 
 /// A node's route in the plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
-    /// Upstream relays, nearest first, with their addresses; the primary is not included.
+    /// Upstream relays, nearest first, with their addresses, at most [`MAX_CANDIDATES`];
+    /// the primary is not included.
     pub upstreams: Vec<(String, Ipv4Addr)>,
     /// The port relays serve on (this node's own, when it relays).
     pub relay_port: u16,
@@ -218,30 +355,46 @@ impl Plan {
         Ok(out)
     }
 
-    /// `node`'s route: its upstream relays with their (IPv4) addresses, nearest first, and
-    /// how many nodes pull from it. `None` when the plan does not list `node` (it then
-    /// pulls from the primary). Each upstream's name must be a node name by
-    /// [`names::name`]: it is printed on the console and in reports.
+    /// The first [`MAX_CANDIDATES`] upstreams of `node`, nearest first (its
+    /// [`Plan::upstreams`] cut there; a loop within them is refused by name, one further
+    /// up is never reached).
+    pub fn candidates(&self, node: &str) -> Result<Vec<&str>, PlanError> {
+        let mut out = vec![];
+        let mut seen = BTreeSet::from([node]);
+        let mut cur = node;
+        while let Some(r) = self.nodes.get(cur) {
+            let up = r.upstream.as_str();
+            if up.is_empty() || up == PRIMARY || out.len() == MAX_CANDIDATES {
+                break;
+            }
+            if !seen.insert(up) {
+                return Err(PlanError::Loop {
+                    node: node.into(),
+                    at: cur.into(),
+                    again: up.into(),
+                });
+            }
+            out.push(up);
+            cur = up;
+        }
+        Ok(out)
+    }
+
+    /// `node`'s route: its first [`MAX_CANDIDATES`] upstream relays with their (IPv4)
+    /// addresses, nearest first ([`Plan::candidates`]; the primary follows them), and how
+    /// many nodes pull from it. `None` when the plan does not list `node` (it then pulls
+    /// from the primary). Each upstream's name must be a node name by [`names::name`]: it
+    /// is printed on the console and in reports. The same route as the node's
+    /// [`NodePlan`] gives.
     pub fn route(&self, node: &str) -> Result<Option<Route>, PlanError> {
         let Some(role) = self.nodes.get(node) else {
             return Ok(None);
         };
-        let chain = self.upstreams(node)?;
+        let chain = self.candidates(node)?;
         let mut upstreams = Vec::with_capacity(chain.len());
         let mut from = node;
         for up in chain {
-            names::name(Kind::Node, up).map_err(|(_, message)| PlanError::Name {
-                node: from.into(),
-                message,
-            })?;
-            let address = self
-                .addresses
-                .get(up)
-                .ok_or_else(|| PlanError::NoAddress { node: up.into() })?;
-            let ip: Ipv4Addr = address.parse().map_err(|_| PlanError::BadAddress {
-                node: up.into(),
-                address: address.clone(),
-            })?;
+            let ip = checked_upstream(from, up, self.addresses.get(up))?;
             upstreams.push((up.to_string(), ip));
             from = up;
         }
@@ -463,5 +616,118 @@ mod tests {
         let e = p.route("c").unwrap_err().to_string();
         assert!(e.starts_with("upstream of node c:"), "{e}");
         assert!(!e.chars().any(char::is_control), "{e:?}");
+    }
+
+    /// `n0` ← `n1` ← … ← `n{len-1}`, `n0` pulling from the primary, each with an address.
+    fn line_of(len: usize) -> Plan {
+        let mut p = Plan::default();
+        for i in 0..len {
+            let up = if i == 0 {
+                PRIMARY.to_string()
+            } else {
+                format!("n{}", i - 1)
+            };
+            p.nodes.insert(format!("n{i}"), role(&up, &[]));
+            p.addresses
+                .insert(format!("n{i}"), format!("10.0.{}.{}", i / 200, i % 200 + 1));
+        }
+        p
+    }
+
+    #[test]
+    fn a_route_holds_at_most_max_candidates_upstreams_however_deep_the_node() {
+        // 100 000 nodes in one serial chain: the whole chain was walked (and refused
+        // beyond 4096 hops); now a node takes its nearest eight, then the primary.
+        let p = line_of(6000);
+        let r = p.route("n5999").unwrap().unwrap();
+        let names: Vec<&str> = r.upstreams.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            ["n5998", "n5997", "n5996", "n5995", "n5994", "n5993", "n5992", "n5991"]
+        );
+        assert_eq!(p.candidates("n3").unwrap(), ["n2", "n1", "n0"]);
+        assert!(p.chain("n5999").is_err(), "the whole walk keeps its bound");
+        // A loop within the candidates is still refused by name.
+        let mut p = line_of(4);
+        p.nodes.get_mut("n0").unwrap().upstream = "n2".into();
+        let e = p.route("n2").unwrap_err().to_string();
+        assert!(e.contains("loops (node n0 names n2 again)"), "{e}");
+    }
+
+    fn node_plan(upstreams: &[(&str, &str)]) -> NodePlan {
+        NodePlan {
+            node: "c".into(),
+            group: "compute".into(),
+            image: "compute".into(),
+            entity: "r1".into(),
+            role: ROLE_LEAF.into(),
+            upstreams: upstreams
+                .iter()
+                .map(|(n, a)| Candidate {
+                    node: n.to_string(),
+                    address: a.to_string(),
+                })
+                .collect(),
+            downstream: 2,
+            relay_port: 8200,
+            ..NodePlan::default()
+        }
+    }
+
+    #[test]
+    fn a_node_plan_round_trips_and_gives_the_route_the_whole_plan_gives() {
+        let np = node_plan(&[("b", "10.0.0.2"), ("a", "10.0.0.1")]);
+        let text = serde_json::to_string_pretty(&np).unwrap();
+        let back = NodePlan::from_json(text.as_bytes()).unwrap();
+        assert_eq!(back, np);
+        let r = back.route("c").unwrap();
+        assert_eq!(r.upstreams, abc().route("c").unwrap().unwrap().upstreams);
+        assert_eq!((r.relay_port, r.downstream), (8200, 2));
+        assert_eq!(NodePlan::path("c"), "etc/plan/c.json");
+        // Fields left out take their defaults, as in the whole plan.
+        let r = NodePlan::from_json(br#"{"node": "c"}"#)
+            .unwrap()
+            .route("c")
+            .unwrap();
+        assert!(r.upstreams.is_empty());
+        assert_eq!((r.relay_port, r.downstream), (DEFAULT_RELAY_PORT, 0));
+    }
+
+    #[test]
+    fn hostile_node_plans_are_refused_by_name() {
+        let e = node_plan(&[]).route("d").unwrap_err().to_string();
+        assert_eq!(e, "the node plan is for node \"c\", not d");
+        let nine: Vec<(String, String)> = (0..9)
+            .map(|i| (format!("u{i}"), format!("10.0.1.{i}")))
+            .collect();
+        let nine: Vec<(&str, &str)> = nine.iter().map(|(n, a)| (n.as_str(), a.as_str())).collect();
+        let e = node_plan(&nine).route("c").unwrap_err().to_string();
+        assert!(e.contains("lists 9 upstreams; at most 8"), "{e}");
+        assert!(node_plan(&nine[..8]).route("c").is_ok());
+        for bad in [
+            &[("b", "10.0.0.2"), ("b", "10.0.0.2")][..],
+            &[("c", "10.0.0.3")][..],
+        ] {
+            let e = node_plan(bad).route("c").unwrap_err().to_string();
+            assert!(e.contains("twice (or itself)"), "{e}");
+        }
+        let e = node_plan(&[("b", "10.0.0.2@evil.example/x?")])
+            .route("c")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("of node b is not an IPv4 address"), "{e}");
+        let e = node_plan(&[("x\u{1b}[2Jy", "10.0.0.2")])
+            .route("c")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("upstream of node c:") && !e.chars().any(char::is_control));
+        for bad in [
+            r#"{"upstreams": {}}"#,
+            r#"{"upstreams": [{"node": 1}]}"#,
+            r#"{"downstream": -1}"#,
+            r#"{"relay_port": 0}"#,
+        ] {
+            assert!(NodePlan::from_json(bad.as_bytes()).is_err(), "{bad}");
+        }
     }
 }

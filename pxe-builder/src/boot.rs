@@ -104,20 +104,16 @@ pub fn node_entry(c: &Cluster, n: usize) -> Entry {
     let ent = &c.entities[node.entity];
     let g = &c.groups[node.active_group];
     if g.is_vsmp(&s.vsmp_prefix) {
-        let board = g
-            .active
-            .iter()
-            .position(|&a| a == n)
-            .map(|p| p + 1)
-            .unwrap_or(0);
+        // Found by index, not by a search of the boards per board.
+        let board = node.active_index + 1;
         let role = if board == 1 { "primary" } else { "secondary" };
-        let boards: Vec<&str> = g.active.iter().map(|&a| c.nodes[a].name.as_str()).collect();
+        let boards = board_list(c, g);
         let mode = if g.diskless { "vsmp-diskless" } else { "vsmp" };
         let mut args = words(&[&s.vsmp_args]);
         args.extend([
             format!("vsmp.role={role}"),
             format!("vsmp.board={board}"),
-            format!("vsmp.boards={}", boards.join(",")),
+            format!("vsmp.boards={boards}"),
             format!("vsmp.group={}", g.name),
         ]);
         args.extend(entry_args(c, ent, g, Some(&node.name), mode));
@@ -127,7 +123,7 @@ pub fn node_entry(c: &Cluster, n: usize) -> Entry {
                 node.name,
                 ent.name,
                 g.name,
-                boards.len()
+                g.active.len()
             ),
             kernel: VSMP.into(),
             initrd: INITRD.into(),
@@ -144,6 +140,25 @@ pub fn node_entry(c: &Cluster, n: usize) -> Entry {
         local_alternative: false,
         net: EntryNet::of(ent),
     }
+}
+
+/// `a,b,c`: the names of vSMP group `g`'s boards, in order. It goes on every board's
+/// command line, which may hold at most [`escape::MAX_CMDLINE`] bytes: the list stops
+/// once it is longer than that (such an entry is refused anyway), so a group of many
+/// boards costs each board at most that much, not the whole list (boards²).
+fn board_list(c: &Cluster, g: &Group) -> String {
+    let mut out = String::new();
+    for &a in &g.active {
+        crate::work::tick(1);
+        if !out.is_empty() {
+            out.push(',');
+        }
+        out.push_str(&c.nodes[a].name);
+        if out.len() > escape::MAX_CMDLINE {
+            break;
+        }
+    }
+    out
 }
 
 /// The entry for nodes of entity `e` that have no file of their own.

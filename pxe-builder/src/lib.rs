@@ -10,6 +10,7 @@
 //! - [`dhcp`] renders dnsmasq and ISC dhcpd snippets; [`plan`] the clone plan;
 //! - [`tree`] assembles every file and writes the tree atomically; [`lookup`] explains
 //!   which file a client will load; [`render`] is what the command prints;
+//! - [`work`] counts the steps of check and build (the linear-growth test);
 //! - [`fuzzing`] the fuzz target body for cluster.toml (docs/FUZZING.md).
 
 pub mod boot;
@@ -25,3 +26,4 @@ pub mod plan;
 pub mod render;
 pub mod tree;
 pub mod validate;
+pub mod work;

@@ -51,6 +51,18 @@ struct ClusterDef {
     relay_port: u16,
     #[serde(default)]
     rack_shape: Option<S<String>>,
+    /// `tree`: how many racks hang under each rack (docs/DISTRIBUTION.md).
+    #[serde(default)]
+    tree_fanout: Option<S<i64>>,
+    /// Link rates in Gbit/s (docs/DISTRIBUTION.md): they size the `tree` shape.
+    #[serde(default)]
+    node_link_gbps: Option<S<f64>>,
+    #[serde(default)]
+    rack_uplink_gbps: Option<S<f64>>,
+    #[serde(default)]
+    spine_gbps: Option<S<f64>>,
+    #[serde(default)]
+    primary_uplink_gbps: Option<S<f64>>,
 }
 
 fn default_relay_port() -> u16 {
@@ -160,20 +172,85 @@ pub struct Settings {
     pub relay_port: u16,
     /// Who pulls from whom (docs/DISTRIBUTION.md).
     pub rack_shape: RackShape,
+    /// `tree`: racks hung under each rack ([`DEFAULT_TREE_FANOUT`]).
+    pub tree_fanout: usize,
+    /// The link rates the `tree` shape is sized by.
+    pub links: Links,
 }
+
+/// Link rates in Gbit/s (`[cluster]` `node_link_gbps`, `rack_uplink_gbps`, `spine_gbps`,
+/// `primary_uplink_gbps`). They decide how many racks pull from the primary at once in
+/// the `tree` shape (`crate::plan::tree_roots`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Links {
+    /// A node's own link (each direction).
+    pub node: f64,
+    /// A rack's uplink into the spine.
+    pub rack_uplink: f64,
+    /// What the spine carries between any two racks (a non-blocking spine: per rack).
+    pub spine: f64,
+    /// The primary's (the image server's) uplink.
+    pub primary: f64,
+}
+
+impl Default for Links {
+    fn default() -> Links {
+        Links {
+            node: 10.0,
+            rack_uplink: 100.0,
+            spine: 100.0,
+            primary: 100.0,
+        }
+    }
+}
+
+/// `tree_fanout` when the description gives none. Provisional, from the arithmetic in
+/// docs/DISTRIBUTION.md (every node feeds at most two, so F only trades depth: F·log_F(racks)
+/// is smallest near F = 2..3), until the simulator's table says otherwise.
+pub const DEFAULT_TREE_FANOUT: usize = 2;
+
+/// Largest `tree_fanout` accepted.
+pub const MAX_TREE_FANOUT: usize = 64;
+
+/// `auto` picks `serial` for a group of at most this many cloning nodes, `tree` above.
+/// Provisional: a serial chain lags one frame per hop, so 1024 hops of 1 MiB frames add a
+/// quarter of the time a 4 GiB image takes at the link rate (≤ 1.25×), while the tree
+/// runs at half the link rate (2×) — see docs/DISTRIBUTION.md.
+pub const AUTO_SERIAL_MAX_NODES: usize = 1024;
 
 /// The shape of the distribution tree (`rack_shape`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RackShape {
+    /// `serial` for a group of at most [`AUTO_SERIAL_MAX_NODES`] cloning nodes, `tree`
+    /// for a larger one (the default; `crate::plan::resolve_shape`).
+    Auto,
     /// One chain through every rack: a rack's secondary, its nodes one after another,
     /// then the next rack's secondary. Every node feeds at most one other, so every link
-    /// runs at full rate (the default, from the benchmark).
+    /// runs at full rate; its depth is the group's size.
     Serial,
     /// Secondaries in a pipeline (secondary k pulls from k-1), and behind each a chain of
     /// its rack's nodes: a secondary feeds two, each at half its uplink.
     Chain,
     /// Secondaries in a pipeline, every rack node pulls from its secondary.
     Fanout,
+    /// A chain inside each rack, entered at its secondary; the racks in a tree: the first
+    /// P racks pull from the primary (P from the link rates), rack k ≥ P hangs under rack
+    /// (k−P)/F, its secondary pulling from member (k−P) mod F of that rack's chain. Every
+    /// node feeds at most two others; depth ≤ rack size + F·log_F(racks).
+    Tree,
+}
+
+impl RackShape {
+    /// The word `rack_shape` takes for it.
+    pub fn word(self) -> &'static str {
+        match self {
+            RackShape::Auto => "auto",
+            RackShape::Serial => "serial",
+            RackShape::Chain => "chain",
+            RackShape::Fanout => "fanout",
+            RackShape::Tree => "tree",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -218,13 +295,14 @@ impl Group {
     }
 
     /// The entities of the active members (indexes below `entities`), in the order their
-    /// first active member appears: the clone plan's rack order. Linear in members.
+    /// first active member appears: the clone plan's rack order. Linear in members (not
+    /// in entities: a set of those seen, not a mark per entity for every group).
     pub fn entity_order(&self, nodes: &[Node], entities: usize) -> Vec<usize> {
-        let mut seen = vec![false; entities];
+        let mut seen = std::collections::HashSet::new();
         let mut order = vec![];
         for n in self.active.iter().filter_map(|&i| nodes.get(i)) {
-            if let Some(s) = seen.get_mut(n.entity).filter(|s| !**s) {
-                *s = true;
+            crate::work::tick(1);
+            if n.entity < entities && seen.insert(n.entity) {
                 order.push(n.entity);
             }
         }
@@ -240,6 +318,9 @@ pub struct Node {
     pub entity: usize,
     pub groups: Vec<usize>,
     pub active_group: usize,
+    /// This node's place in its active group's `active` list (0: a vSMP group's primary
+    /// board), so an entry finds its board number without searching the list.
+    pub active_index: usize,
 }
 
 /// A validated cluster.
@@ -471,9 +552,14 @@ fn parse_with(
     let entities = entities(&mut cx, &f.entities, &names);
     check_overlaps(&mut cx, &entities);
     let no_route = check_routes(&mut cx, &entities, &settings);
-    let nodes = nodes(&mut cx, &f.nodes, &names, &entities);
+    let mut nodes = nodes(&mut cx, &f.nodes, &names, &entities);
     check_secondaries(&mut cx, &entities, &nodes, &names);
     let groups = groups(&mut cx, &f.cluster, &names, &nodes, &settings.vsmp_prefix);
+    for g in &groups {
+        for (i, &n) in g.active.iter().enumerate() {
+            nodes[n].active_index = i;
+        }
+    }
     check_relay_routes(&mut cx, &entities, &nodes, &groups, &settings, no_route);
     if !cx.diags.is_empty() {
         let mut d = cx.diags;
@@ -567,11 +653,15 @@ fn settings(
         "rack_shape",
         c.rack_shape.as_ref(),
         &[
+            ("auto", RackShape::Auto),
             ("serial", RackShape::Serial),
             ("chain", RackShape::Chain),
             ("fanout", RackShape::Fanout),
+            ("tree", RackShape::Tree),
         ],
     );
+    let tree_fanout = tree_fanout(cx, c.tree_fanout.as_ref());
+    let links = links(cx, c);
     let kernel = file_path(&c.kernel, "kernel", cx);
     let initrd = file_path(&c.initrd, "initrd", cx);
     let vsmp_loader = c
@@ -595,6 +685,8 @@ fn settings(
         all_node_files,
         relay_port: c.relay_port,
         rack_shape,
+        tree_fanout,
+        links,
         grub_dir: PathBuf::from(
             c.grub_dir
                 .as_ref()
@@ -602,6 +694,54 @@ fn settings(
                 .unwrap_or_else(|| "/usr/lib/grub/x86_64-efi".into()),
         ),
     }
+}
+
+/// `tree_fanout`: 1 to [`MAX_TREE_FANOUT`] (reported otherwise; the default is used).
+fn tree_fanout(cx: &mut Ctx, v: Option<&S<i64>>) -> usize {
+    let Some(v) = v else {
+        return DEFAULT_TREE_FANOUT;
+    };
+    match usize::try_from(*v.get_ref()) {
+        Ok(f) if (1..=MAX_TREE_FANOUT).contains(&f) => f,
+        _ => {
+            cx.at(
+                v.span(),
+                format!(
+                    "tree_fanout = {}: use 1 to {MAX_TREE_FANOUT} racks under each rack",
+                    v.get_ref()
+                ),
+            );
+            DEFAULT_TREE_FANOUT
+        }
+    }
+}
+
+/// The link rates of `[cluster]`: each above 0 and at most 1 000 000 Gbit/s (reported
+/// otherwise; the default is used).
+fn links(cx: &mut Ctx, c: &ClusterDef) -> Links {
+    let mut l = Links::default();
+    for (key, v, slot) in [
+        ("node_link_gbps", &c.node_link_gbps, &mut l.node),
+        ("rack_uplink_gbps", &c.rack_uplink_gbps, &mut l.rack_uplink),
+        ("spine_gbps", &c.spine_gbps, &mut l.spine),
+        (
+            "primary_uplink_gbps",
+            &c.primary_uplink_gbps,
+            &mut l.primary,
+        ),
+    ] {
+        let Some(v) = v else { continue };
+        let g = *v.get_ref();
+        if g.is_finite() && g > 0.0 && g <= 1e6 {
+            *slot = g;
+        } else {
+            cx.at(
+                v.span(),
+                format!("{key} = {g}: a link rate in Gbit/s, above 0 and at most 1000000"),
+            );
+        }
+    }
+    l
 }
 
 /// The defined names and their indexes (duplicates reported; the first one counts).
@@ -840,20 +980,40 @@ fn check_relay_routes(
     }
 }
 
-/// No two entities' subnets overlap (reported at the later one).
+/// No two entities' subnets overlap (reported at the later one in the file, naming the
+/// other). Two CIDR subnets overlap only when one holds the other, so a sweep in address
+/// order with a stack of the subnets holding the current one finds every overlap in
+/// O(E log E) (the pairwise check was E²): nested subnets are reported pair by pair
+/// (at most 32 deep); of several entities with the same subnet, each is reported once,
+/// against the first of them.
 fn check_overlaps(cx: &mut Ctx, entities: &[EntityDraft]) {
-    for i in 0..entities.len() {
-        for j in 0..i {
-            let (a, b) = (&entities[i], &entities[j]);
-            let (an, bn) = (&a.entity.net, &b.entity.net);
-            if a.net_ok && b.net_ok && an.first() <= bn.last() && bn.first() <= an.last() {
-                let msg = format!(
-                    "subnet {an} of entity `{}` overlaps subnet {bn} of entity `{}`",
-                    a.entity.name, b.entity.name
-                );
-                cx.at(a.def.subnet.span(), msg);
-            }
+    let mut order: Vec<usize> = (0..entities.len())
+        .filter(|&i| entities[i].net_ok)
+        .collect();
+    let net = |i: usize| &entities[i].entity.net;
+    order.sort_by_key(|&i| (net(i).first(), net(i).prefix, i));
+    let mut holding: Vec<usize> = vec![];
+    for i in order {
+        crate::work::tick(1 + holding.len());
+        while holding
+            .last()
+            .is_some_and(|&h| net(h).last() < net(i).first())
+        {
+            holding.pop();
         }
+        for &h in &holding {
+            let (later, other) = if h < i { (i, h) } else { (h, i) };
+            let (a, b) = (&entities[later], &entities[other]);
+            let msg = format!(
+                "subnet {} of entity `{}` overlaps subnet {} of entity `{}`",
+                a.entity.net, a.entity.name, b.entity.net, b.entity.name
+            );
+            cx.at(a.def.subnet.span(), msg);
+        }
+        if holding.last().is_some_and(|&h| net(h) == net(i)) {
+            continue;
+        }
+        holding.push(i);
     }
 }
 
@@ -874,6 +1034,7 @@ fn nodes(cx: &mut Ctx, defs: &[NodeDef], names: &Names, entities: &[EntityDraft]
             entity,
             groups,
             active_group,
+            active_index: 0,
         });
     }
     nodes
@@ -1051,11 +1212,35 @@ fn groups(
     vsmp_prefix: &str,
 ) -> Vec<Group> {
     let mut groups = vec![];
+    // Members and active members of every group, in node order, in one pass over the
+    // nodes (a scan of all nodes per group was groups × nodes).
+    let mut members_of: Vec<Vec<usize>> = vec![vec![]; names.group_defs.len()];
+    let mut active_of: Vec<Vec<usize>> = vec![vec![]; names.group_defs.len()];
+    for (n, node) in nodes.iter().enumerate() {
+        crate::work::tick(1 + node.groups.len());
+        for &g in &node.groups {
+            // A node listing a group twice is a member once.
+            if let Some(m) = members_of.get_mut(g).filter(|m| m.last() != Some(&n)) {
+                m.push(n);
+            }
+        }
+        if let Some(a) = active_of.get_mut(node.active_group) {
+            a.push(n);
+        }
+    }
+    let mut listed = vec![false; nodes.len()];
     for (gi, (name, def)) in names.group_defs.iter().enumerate() {
-        let members: Vec<usize> = (0..nodes.len())
-            .filter(|&n| nodes[n].groups.contains(&gi))
-            .collect();
-        let active = active_members(cx, gi, name, *def, names, nodes);
+        let members = std::mem::take(&mut members_of[gi]);
+        let active = active_members(
+            cx,
+            gi,
+            name,
+            *def,
+            names,
+            nodes,
+            &active_of[gi],
+            &mut listed,
+        );
         let is_vsmp = !vsmp_prefix.is_empty() && name.starts_with(vsmp_prefix);
         if let (true, Some(d)) = (is_vsmp, def) {
             if active.is_empty() {
@@ -1087,7 +1272,10 @@ fn groups(
 }
 
 /// Group `gi`'s active members: those its `active` list names (each a node whose active
-/// group this is, listed once), in that order, then the other nodes active in it.
+/// group this is, listed once), in that order, then the other nodes active in it
+/// (`active_here`, in node order). `listed` is shared by all groups: a node can be listed
+/// only in its own active group, so no group sees another's marks.
+#[allow(clippy::too_many_arguments)]
 fn active_members(
     cx: &mut Ctx,
     gi: usize,
@@ -1095,10 +1283,12 @@ fn active_members(
     def: Option<&GroupDef>,
     names: &Names,
     nodes: &[Node],
+    active_here: &[usize],
+    listed: &mut [bool],
 ) -> Vec<usize> {
     let mut active = vec![];
-    let mut listed = vec![false; nodes.len()];
     for a in def.map(|d| d.active.as_slice()).unwrap_or(&[]) {
+        crate::work::tick(1);
         match names.node.get(a.get_ref()) {
             None => cx.at(
                 a.span(),
@@ -1125,10 +1315,7 @@ fn active_members(
             }
         }
     }
-    for (n, node) in nodes.iter().enumerate() {
-        if node.active_group == gi && !listed[n] {
-            active.push(n);
-        }
-    }
+    crate::work::tick(active_here.len());
+    active.extend(active_here.iter().copied().filter(|&n| !listed[n]));
     active
 }

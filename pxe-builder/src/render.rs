@@ -3,7 +3,8 @@
 //! documents are the summaries' own serialisation (and [`check_json`]). The output is an
 //! interface (scripts and tests read it): change it only on purpose.
 
-use crate::model::Cluster;
+use crate::model::{Cluster, AUTO_SERIAL_MAX_NODES};
+use crate::plan::GroupShape;
 use serde_json::{json, Value};
 use std::fmt::Write;
 use std::path::Path;
@@ -15,20 +16,45 @@ fn text(write: impl FnOnce(&mut String) -> std::fmt::Result) -> String {
     out
 }
 
-/// `pxe-builder check`: one line.
-pub fn check(cluster: &Path, c: &Cluster) -> String {
-    format!(
-        "{}: ok ({} nodes, {} entities, {} groups)\n",
-        cluster.display(),
-        c.nodes.len(),
-        c.entities.len(),
-        c.groups.len()
-    )
+/// `pxe-builder check`: one line, then a line per cloning group: the distribution
+/// shape chosen (and why, for `auto`), its depth and its longest chain.
+pub fn check(cluster: &Path, c: &Cluster, shapes: &[GroupShape]) -> String {
+    text(|o| {
+        writeln!(
+            o,
+            "{}: ok ({} nodes, {} entities, {} groups)",
+            cluster.display(),
+            c.nodes.len(),
+            c.entities.len(),
+            c.groups.len()
+        )?;
+        for s in shapes {
+            let why = if s.configured == "auto" {
+                format!(
+                    " (auto: {} nodes {} {AUTO_SERIAL_MAX_NODES})",
+                    s.nodes,
+                    if s.shape == "serial" { "<=" } else { ">" }
+                )
+            } else {
+                String::new()
+            };
+            let tree = match (s.roots, s.fanout) {
+                (Some(r), Some(f)) => format!(", {r} from the primary, {f} under each rack"),
+                _ => String::new(),
+            };
+            writeln!(
+                o,
+                "  group {}: {}{why}, {} nodes in {} racks{tree}: depth {}, longest chain {}",
+                s.group, s.shape, s.nodes, s.racks, s.depth, s.max_chain
+            )?;
+        }
+        Ok(())
+    })
 }
 
 /// `pxe-builder check --json` (one line, not pretty-printed).
-pub fn check_json(c: &Cluster) -> Value {
-    json!({"ok": true, "nodes": c.nodes.len(), "entities": c.entities.len(), "groups": c.groups.len()})
+pub fn check_json(c: &Cluster, shapes: &[GroupShape]) -> Value {
+    json!({"ok": true, "nodes": c.nodes.len(), "entities": c.entities.len(), "groups": c.groups.len(), "plan": shapes})
 }
 
 /// `pxe-builder build`: the count, then each hex-IP file and its entity.

@@ -13,15 +13,18 @@
 //! boot.ipxe, ipxe/01-<mac>.ipxe, ipxe/default.ipxe
 //! dhcp/dnsmasq.conf, dhcp/dhcpd.conf    snippets to include in a site's DHCP server config
 //! dhcp/dhcpd-subnets.conf              dhcpd subnet declarations, for a site that has none
-//! clone-plan.json
+//! clone-plan.json                      the whole clone plan
+//! etc/plan/<node>.json                 each planned node's bounded part of it
 //! ```
 
 use crate::boot::{self, Entry};
 use crate::hex::{hex_cover, mac_file};
 use crate::model::Cluster;
-use crate::plan::clone_plan;
+use crate::plan::{layout, node_plans, plan_of, shapes, GroupShape};
+use netboot_proto::plan::NodePlan;
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -75,6 +78,8 @@ pub enum Source {
 pub struct Tree {
     pub files: BTreeMap<String, Source>,
     pub hex_files: Vec<(String, String)>,
+    /// Each cloning group's shape, depth and longest chain (what `check` prints).
+    pub shapes: Vec<GroupShape>,
 }
 
 impl Tree {
@@ -137,8 +142,10 @@ pub fn assemble(c: &Cluster) -> Result<Tree, BuildError> {
 /// value a writer refuses (an overlong command line) is reported before any build.
 pub fn render(c: &Cluster) -> Result<Tree, BuildError> {
     let mut t = Tree::default();
-    let plan = clone_plan(c);
+    let l = layout(c);
+    let plan = plan_of(c, &l);
     for (i, n) in c.nodes.iter().enumerate() {
+        crate::work::tick(1);
         if !needs_own_file(c, i) {
             continue;
         }
@@ -150,17 +157,26 @@ pub fn render(c: &Cluster) -> Result<Tree, BuildError> {
     }
     let mut by_entity: Vec<Vec<usize>> = vec![vec![]; c.entities.len()];
     for (i, n) in c.nodes.iter().enumerate() {
+        crate::work::tick(1);
         by_entity[n.entity].push(i);
     }
+    // (group, entity) → its secondary in the plan, looked up per entity (a search of
+    // the plan's groups and their entities per entity was quadratic in entities).
+    let mut secondaries: HashMap<(usize, usize), usize> = HashMap::new();
+    for gl in &l.groups {
+        for r in &gl.racks {
+            crate::work::tick(1);
+            secondaries.insert((gl.group, r.entity), r.members[0]);
+        }
+    }
     for (i, ent) in c.entities.iter().enumerate() {
+        crate::work::tick(1);
         let e: Entry = boot::entity_entry(c, i);
-        let secondary = plan
-            .groups
-            .iter()
-            .find(|g| g.group == c.groups[ent.default_group].name)
-            .and_then(|g| g.entities.iter().find(|x| x.entity == ent.name))
-            .map(|x| x.secondary.clone())
-            .or_else(|| ent.secondary.map(|s| c.nodes[s].name.clone()));
+        let secondary = secondaries
+            .get(&(ent.default_group, i))
+            .copied()
+            .or(ent.secondary)
+            .map(|s| c.nodes[s].name.clone());
         let cover = hex_cover(ent.net.first(), ent.net.last());
         for h in &cover {
             t.text(format!("pxelinux.cfg/{h}"), boot::pxelinux(&e))?;
@@ -187,6 +203,13 @@ pub fn render(c: &Cluster) -> Result<Tree, BuildError> {
     let mut pj = serde_json::to_string_pretty(&plan).unwrap_or_default();
     pj.push('\n');
     t.text("clone-plan.json".into(), Ok(pj))?;
+    for np in node_plans(c, &l) {
+        crate::work::tick(1);
+        let mut text = serde_json::to_string_pretty(&np).unwrap_or_default();
+        text.push('\n');
+        t.text(NodePlan::path(&np.node), Ok(text))?;
+    }
+    t.shapes = shapes(c, &l);
     Ok(t)
 }
 

@@ -32,6 +32,7 @@ struct Cli {
 enum Cmd {
     /// Validate cluster.toml; report every problem with file:line:column, then render the
     /// boot files in memory (a value an output cannot hold is reported with its file).
+    /// Prints each cloning group's distribution shape, its depth and its longest chain.
     Check { cluster: PathBuf },
     /// Write the boot tree to OUT (built beside it, then swapped in: on error OUT is unchanged).
     Build {
@@ -77,11 +78,11 @@ fn run(cli: Cli) -> Result<()> {
     let text = match cli.cmd {
         Cmd::Check { cluster } => {
             let c = model::load(&cluster)?;
-            tree::render(&c)?;
+            let t = tree::render(&c)?;
             if cli.json {
-                format!("{}\n", render::check_json(&c))
+                format!("{}\n", render::check_json(&c, &t.shapes))
             } else {
-                render::check(&cluster, &c)
+                render::check(&cluster, &c, &t.shapes)
             }
         }
         Cmd::Build { cluster, out } => {
