@@ -60,8 +60,8 @@ pub struct Params {
     /// Cost of trying a candidate that is not up (dead, or not booted after the grace):
     /// a connect timeout on real hardware; 0 where a reset comes back (netns).
     pub down_candidate_cost: f64,
-    /// Upstream candidates a node walks before the primary (the agent's `MAX_CHAIN`,
-    /// or the per-node plan's bound).
+    /// Upstream candidates a node walks before the primary (the node plan's bound,
+    /// `netboot_proto::plan::MAX_CANDIDATES`).
     pub max_candidates: usize,
     pub seed: u64,
 }
@@ -95,7 +95,7 @@ impl Default for Params {
             failover_attempts: 2,
             grace: 10.0,
             down_candidate_cost: 3.0,
-            max_candidates: 4096,
+            max_candidates: netboot_proto::plan::MAX_CANDIDATES,
             seed: 1,
         }
     }
