@@ -5,9 +5,11 @@
 #          the previous one, complete before the next starts), then every rack's nodes
 #          from their secondary;
 #   ours   everything at once, cut-through, in the plan's default shape (rack_shape =
-#          "serial": one chain through the racks, each rack entered at its secondary);
-#          also "ours-chain" (secondaries in a pipeline, a chain behind each) and
-#          "ours-fanout" (secondaries in a pipeline, racks fan out).
+#          "auto": "serial" — one chain through the racks, each rack entered at its
+#          secondary — up to 1024 nodes, "tree" beyond); also "ours-serial", "ours-chain"
+#          (secondaries in a pipeline, a chain behind each), "ours-fanout" (secondaries in
+#          a pipeline, racks fan out) and "ours-tree" (rack chains, racks in a tree of
+#          fan-out 2 under one rack fed by the primary, whose uplink is a node's link).
 # Every host's egress (the primary's uplink too) is limited to RATE with tc tbf, in
 # network namespaces this script creates; racks hold up to 16 nodes. Runs every N of a
 # scheme, then the next scheme, and prints one table at the end: wall time per scheme and
@@ -68,15 +70,17 @@ node_name() { echo "n$(($1 + 1))"; }
 node_ip() { echo "10.78.$(($1 / PER_RACK + 1)).$(($1 % PER_RACK + 10))"; }
 
 run() { # scheme N -> prints seconds
-  local scheme=$1 n=$2 shape=serial
-  case $scheme in ours-fanout | cmu) shape=fanout ;; ours-chain) shape=chain ;; esac
+  local scheme=$1 n=$2 shape=auto
+  case $scheme in ours-fanout | cmu) shape=fanout ;; ours-chain) shape=chain ;; ours-serial) shape=serial ;; ours-tree) shape=tree ;; esac
   : > "$work/pids"; : > "$work/loops"
   rm -f "$work"/log[0-9]*
   ip netns add "$tag-sw"; ip -n "$tag-sw" link add br0 type bridge; ip -n "$tag-sw" link set br0 up
   host p 10.78.0.1/16
   {
     printf '[cluster]\nname = "bench"\nimage_server = "http://10.78.0.1:8080"\nserver_ip = "10.78.0.1"\n'
-    printf 'kernel = "vmlinuz"\ninitrd = "initrd.img"\nrack_shape = "%s"\n\n[[group]]\nname = "compute"\n\n' "$shape"
+    printf 'kernel = "vmlinuz"\ninitrd = "initrd.img"\nrack_shape = "%s"\n' "$shape"
+    # Every link (the primary's too) is RATE: the tree takes one stream from the primary.
+    printf 'node_link_gbps = 1\nprimary_uplink_gbps = 1\ntree_fanout = 2\n\n[[group]]\nname = "compute"\n\n'
     for r in $(seq 1 $(( (n + PER_RACK - 1) / PER_RACK ))); do
       printf '[[entity]]\nname = "rack%s"\nsubnet = "10.78.%s.0/24"\ngateway = "10.78.%s.1"\ndefault_group = "compute"\n\n' "$r" "$r" "$r"
     done
@@ -88,6 +92,8 @@ run() { # scheme N -> prints seconds
   rm -rf "$work/tree"
   "$bin/pxe-builder" build --cluster "$work/cluster.toml" --out "$work/tree" >/dev/null
   cp "$work/tree/clone-plan.json" "$work/images/clone-plan.json"
+  # The node plans the agents read first (etc/plan/<node>.json).
+  rm -rf "$work/images/etc"; mkdir -p "$work/images/etc"; cp -r "$work/tree/etc/plan" "$work/images/etc/"
   ip netns exec "$tag-p" "$bin/imgtool" serve "$work/images" --listen 10.78.0.1:8080 2>/dev/null &
   echo $! >> "$work/pids"
   for i in $(seq 0 $((n - 1))); do

@@ -62,6 +62,11 @@ fn name(r: usize, n: usize) -> String {
 }
 
 fn setup(tag: &str, nginx: bool, shape: &str) -> Cluster {
+    setup_with(tag, nginx, shape, "")
+}
+
+/// [`setup`] with `extra` lines in `[cluster]` (link rates, `tree_fanout`).
+fn setup_with(tag: &str, nginx: bool, shape: &str, extra: &str) -> Cluster {
     let work = tempfile::tempdir().unwrap();
     let dir = work.path().to_path_buf();
     let master = fixture("gpt");
@@ -75,7 +80,9 @@ fn setup(tag: &str, nginx: bool, shape: &str) -> Cluster {
     let toml = String::from(
         "[cluster]\nname = \"racks\"\nimage_server = \"http://10.77.0.1:8080\"\nserver_ip = \"10.77.0.1\"\nkernel = \"vmlinuz\"\ninitrd = \"initrd.img\"\nrack_shape = \"SHAPE\"\n\n[[group]]\nname = \"compute\"\n\n",
     );
-    let mut toml = toml.replace("SHAPE", shape);
+    let mut toml = toml
+        .replace("SHAPE", shape)
+        .replacen("\n\n", &format!("\n{extra}\n"), 1);
     for r in 0..RACKS {
         toml.push_str(&format!("[[entity]]\nname = \"rack{}\"\nsubnet = \"10.77.{}.0/24\"\ngateway = \"10.77.{}.1\"\ndefault_group = \"compute\"\n\n", r + 1, r + 1, r + 1));
         for n in 0..PER_RACK {
@@ -97,6 +104,13 @@ fn setup(tag: &str, nginx: bool, shape: &str) -> Cluster {
     let mut pj = serde_json::to_string_pretty(&plan).unwrap();
     pj.push('\n');
     std::fs::write(images.join("clone-plan.json"), pj).unwrap();
+    // Each node's own plan, as `pxe-builder build` writes it (the agents read these).
+    let layout = pxe_builder::plan::layout(&cluster);
+    for np in pxe_builder::plan::node_plans(&cluster, &layout) {
+        let path = images.join(netboot_proto::plan::NodePlan::path(&np.node));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, serde_json::to_string_pretty(&np).unwrap()).unwrap();
+    }
 
     let mut lan = Lan::new(tag);
     let primary_ns = lan.host("p", "10.77.0.1/16");
@@ -306,11 +320,41 @@ fn twelve_nodes_in_three_racks_clone_through_relays() {
 #[test]
 fn nginx_as_a_pull_only_primary() {
     skip_unless_root!("network namespaces, loop devices");
-    let c = setup("n", true, "serial");
+    // The default shape (`auto`: serial for a group this small).
+    let c = setup("n", true, "auto");
     let (loops, mut procs, logs) = run_all(&c);
     all_succeed(&c, &mut procs, &logs, None);
     drop(loops);
     all_identical(&c, None);
+}
+
+#[test]
+fn a_tree_of_racks_clones_through_node_plans() {
+    skip_unless_root!("network namespaces, loop devices");
+    // One full-rate stream from the primary (its uplink is a node's link): rack 1 pulls
+    // from it, racks 2 and 3 hang under rack 1's first and second node (tree_fanout 2).
+    let c = setup_with(
+        "t",
+        false,
+        "tree",
+        "node_link_gbps = 10\nprimary_uplink_gbps = 10\ntree_fanout = 2\n",
+    );
+    let (loops, mut procs, logs) = run_all(&c);
+    all_succeed(&c, &mut procs, &logs, None);
+    drop(loops);
+    all_identical(&c, None);
+    let log = |n: &str| std::fs::read_to_string(c.dir.join(format!("{n}.log"))).unwrap();
+    for (n, route) in [
+        ("r1n1", "upstreams: primary (relaying)"),
+        ("r2n1", "upstreams: r1n1 -> primary (relaying)"),
+        ("r3n1", "upstreams: r1n2 -> r1n1 -> primary (relaying)"),
+        (
+            "r3n4",
+            "upstreams: r3n3 -> r3n2 -> r3n1 -> r1n2 -> r1n1 -> primary",
+        ),
+    ] {
+        assert!(log(n).contains(route), "{n}: {}", log(n));
+    }
 }
 
 #[test]

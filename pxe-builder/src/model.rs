@@ -204,25 +204,31 @@ impl Default for Links {
     }
 }
 
-/// `tree_fanout` when the description gives none. Provisional, from the arithmetic in
-/// docs/DISTRIBUTION.md (every node feeds at most two, so F only trades depth: F·log_F(racks)
-/// is smallest near F = 2..3), until the simulator's table says otherwise.
-pub const DEFAULT_TREE_FANOUT: usize = 2;
+/// `tree_fanout` when the description gives none: 1, pipelines of rack heads under each
+/// of the primary's streams. From the simulator (docs/DISTRIBUTION.md): at 100 000
+/// nodes, F = 1 and F = 2 both run at half the link rate (every node feeds at most two),
+/// F = 2 is ~25 hops shallower, but with F = 1 only a rack's secondary feeds another
+/// rack, so a late or dead ordinary node delays only its own rack's tail.
+pub const DEFAULT_TREE_FANOUT: usize = 1;
 
 /// Largest `tree_fanout` accepted.
 pub const MAX_TREE_FANOUT: usize = 64;
 
-/// `auto` picks `serial` for a group of at most this many cloning nodes, `tree` above.
-/// Provisional: a serial chain lags one frame per hop, so 1024 hops of 1 MiB frames add a
-/// quarter of the time a 4 GiB image takes at the link rate (≤ 1.25×), while the tree
-/// runs at half the link rate (2×) — see docs/DISTRIBUTION.md.
+/// `auto` picks `serial` for a group of at most this many cloning nodes when the primary
+/// feeds one node at full rate, `tree` otherwise (`crate::plan::resolve_shape`). A
+/// serial chain lags one frame per hop, so 1024 hops of 1 MiB frames add a quarter of
+/// the time a 4 GiB image takes at the link rate (≤ 1.25×), while the tree's pipelines
+/// run at half the link rate (2×); beyond ~1000 hops one failure also delays too many
+/// nodes (simulated, 10 000 nodes, 1 % dead: serial 471 s, tree 163 s) — see
+/// docs/DISTRIBUTION.md.
 pub const AUTO_SERIAL_MAX_NODES: usize = 1024;
 
 /// The shape of the distribution tree (`rack_shape`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RackShape {
-    /// `serial` for a group of at most [`AUTO_SERIAL_MAX_NODES`] cloning nodes, `tree`
-    /// for a larger one (the default; `crate::plan::resolve_shape`).
+    /// `serial` for a group of at most [`AUTO_SERIAL_MAX_NODES`] cloning nodes when the
+    /// primary feeds only one node at full rate, `tree` otherwise (the default;
+    /// `crate::plan::resolve_shape`).
     Auto,
     /// One chain through every rack: a rack's secondary, its nodes one after another,
     /// then the next rack's secondary. Every node feeds at most one other, so every link

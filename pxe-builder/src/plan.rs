@@ -58,28 +58,35 @@ pub struct Layout {
 }
 
 /// The shape group `g` is cloned in: `rack_shape`, with `auto` resolved by the group's
-/// size — `serial` up to [`AUTO_SERIAL_MAX_NODES`] cloning nodes (a single chain at the
-/// full link rate, its lag of one frame per hop still small), `tree` beyond (bounded
-/// depth at half the link rate). docs/DISTRIBUTION.md has the numbers.
-pub fn resolve_shape(shape: RackShape, nodes: usize) -> RackShape {
+/// size and the primary's full-rate streams ([`primary_streams`]): `serial` when the
+/// primary can feed only one node at its full rate and the group has at most
+/// [`AUTO_SERIAL_MAX_NODES`] cloning nodes (a single chain at the full link rate, its lag
+/// of one frame per hop still small), `tree` otherwise (several rack chains straight
+/// from the primary, the other racks in pipelines under them: bounded depth).
+/// docs/DISTRIBUTION.md has the numbers (from the simulator).
+pub fn resolve_shape(shape: RackShape, nodes: usize, streams: usize) -> RackShape {
     match shape {
-        RackShape::Auto if nodes <= AUTO_SERIAL_MAX_NODES => RackShape::Serial,
+        RackShape::Auto if streams <= 1 && nodes <= AUTO_SERIAL_MAX_NODES => RackShape::Serial,
         RackShape::Auto => RackShape::Tree,
         s => s,
     }
 }
 
-/// `tree`: how many racks pull from the primary at once — as many full-rate streams as
-/// the primary's uplink and the spine carry at the node link's rate (100/10 = 10), at
-/// least 1, at most `racks`.
-pub fn tree_roots(links: &Links, racks: usize) -> usize {
+/// How many nodes the primary feeds at a node link's full rate: as many streams as its
+/// uplink and the spine carry (⌊min(primary, spine) / node⌋: 100/10 = 10), at least 1.
+pub fn primary_streams(links: &Links) -> usize {
     let streams = (links.primary.min(links.spine) / links.node).floor();
-    let streams = if streams.is_finite() && streams >= 1.0 {
+    if streams.is_finite() && streams >= 1.0 {
         streams.min(usize::MAX as f64) as usize
     } else {
         1
-    };
-    streams.clamp(1, racks.max(1))
+    }
+}
+
+/// `tree`: how many racks pull from the primary at once — [`primary_streams`], at most
+/// `racks`.
+pub fn tree_roots(links: &Links, racks: usize) -> usize {
+    primary_streams(links).clamp(1, racks.max(1))
 }
 
 /// `tree`: racks under each rack — `tree_fanout`, but no more child streams (each at half
@@ -111,7 +118,11 @@ pub fn layout(c: &Cluster) -> Layout {
             continue;
         }
         let racks = racks(c, gi);
-        let shape = resolve_shape(c.settings.rack_shape, g.active.len());
+        let shape = resolve_shape(
+            c.settings.rack_shape,
+            g.active.len(),
+            primary_streams(&c.settings.links),
+        );
         let gl = GroupLayout {
             group: gi,
             shape,
@@ -267,6 +278,8 @@ pub struct GroupShape {
     pub configured: &'static str,
     pub nodes: usize,
     pub racks: usize,
+    /// Nodes the primary feeds at full rate ([`primary_streams`]).
+    pub streams: usize,
     /// `tree`: racks pulling from the primary, and racks under each rack.
     pub roots: Option<usize>,
     pub fanout: Option<usize>,
@@ -289,6 +302,7 @@ pub fn shapes(c: &Cluster, l: &Layout) -> Vec<GroupShape> {
                 configured: c.settings.rack_shape.word(),
                 nodes: gl.racks.iter().map(|r| r.members.len()).sum(),
                 racks: gl.racks.len(),
+                streams: primary_streams(&c.settings.links),
                 roots: tree.then_some(gl.roots),
                 fanout: tree.then_some(gl.fanout),
                 depth,
@@ -622,15 +636,26 @@ mod tests {
         assert_eq!(s.len(), 4);
         for g in &s {
             assert_eq!((g.shape, g.configured), ("tree", "auto"), "{g:?}");
-            assert_eq!((g.roots, g.fanout), (Some(10), Some(2)), "{g:?}");
-            // 10 racks from the primary (100 G / 10 G), the other 6 under them: a rack's
-            // chain of up to 250, plus at most one level of F = 2 positions.
-            assert!(g.depth <= 250 + 2 && g.max_chain <= 250, "{g:?}");
+            assert_eq!((g.roots, g.fanout), (Some(10), Some(1)), "{g:?}");
+            // 10 racks from the primary (100 G / 10 G), the other 6 each under one of
+            // them, at its secondary: a rack's chain of up to 250, plus one.
+            assert!(g.depth <= 250 + 1 && g.max_chain <= 250, "{g:?}");
         }
-        let c = crate::model::parse_in_memory(&generated(2000, "auto"), "big.toml").unwrap();
+        // The primary's uplink no faster than a node's: one stream, so serial up to 1024
+        // nodes (the netns bench's case), a tree beyond.
+        let one = |n| {
+            generated(n, "auto").replacen("[[group]]", "primary_uplink_gbps = 10\n[[group]]", 1)
+        };
+        let c = crate::model::parse_in_memory(&one(2000), "big.toml").unwrap();
         for g in shapes(&c, &layout(&c)) {
-            assert_eq!(g.shape, "serial", "{g:?}");
+            assert_eq!((g.shape, g.streams), ("serial", 1), "{g:?}");
             assert_eq!(g.depth, g.nodes, "{g:?}");
+        }
+        let c = crate::model::parse_in_memory(&one(8000), "big.toml").unwrap();
+        for g in shapes(&c, &layout(&c)) {
+            assert_eq!((g.shape, g.roots), ("tree", Some(1)), "{g:?}");
+            // One pipeline of 16 rack heads, each rack a chain behind its head.
+            assert!(g.depth <= 250 + 15, "{g:?}");
         }
     }
 

@@ -29,14 +29,17 @@ pub fn check(cluster: &Path, c: &Cluster, shapes: &[GroupShape]) -> String {
             c.groups.len()
         )?;
         for s in shapes {
-            let why = if s.configured == "auto" {
-                format!(
-                    " (auto: {} nodes {} {AUTO_SERIAL_MAX_NODES})",
-                    s.nodes,
-                    if s.shape == "serial" { "<=" } else { ">" }
-                )
-            } else {
-                String::new()
+            let why = match (s.configured, s.shape) {
+                ("auto", "serial") => format!(
+                    " (auto: 1 full-rate stream from the primary, {} nodes <= {AUTO_SERIAL_MAX_NODES})",
+                    s.nodes
+                ),
+                ("auto", _) if s.streams > 1 => format!(
+                    " (auto: {} full-rate streams from the primary)",
+                    s.streams
+                ),
+                ("auto", _) => format!(" (auto: {} nodes > {AUTO_SERIAL_MAX_NODES})", s.nodes),
+                _ => String::new(),
             };
             let tree = match (s.roots, s.fanout) {
                 (Some(r), Some(f)) => format!(", {r} from the primary, {f} under each rack"),

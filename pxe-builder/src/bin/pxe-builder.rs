@@ -77,8 +77,16 @@ enum Cmd {
 fn run(cli: Cli) -> Result<()> {
     let text = match cli.cmd {
         Cmd::Check { cluster } => {
+            let t0 = std::time::Instant::now();
+            let timing = std::env::var_os("PXE_BUILDER_TIMING").is_some();
             let c = model::load(&cluster)?;
-            let t = tree::render(&c)?;
+            if timing {
+                eprintln!("model: {:?}", t0.elapsed());
+            }
+            let t = tree::check(&c)?;
+            if timing {
+                eprintln!("render: {:?}", t0.elapsed());
+            }
             if cli.json {
                 format!("{}\n", render::check_json(&c, &t.shapes))
             } else {
