@@ -10,6 +10,7 @@
 #
 # SHAPES: naive and cmu are schemes over the plan (everyone from the primary; CMU's two
 # store-and-forward phases along the plan's secondaries); the others are rack_shape values.
+# TREE_FANOUT: tree_fanout in the cluster (bench/distribution.sh's ours-tree uses 2).
 # CONDITIONS: clean (no skew), skew (boots within SKEW s), fail (FAIL_SHARE of the nodes die
 # mid-stream), both. SIM_ARGS: extra netboot-sim arguments (e.g. "--set stall=2").
 set -euo pipefail
@@ -57,13 +58,14 @@ mkdir -p "$work"
 echo k > "$work/vmlinuz"; echo i > "$work/initrd.img"
 
 gen() { # N SHAPE OUT: one group, racks of PER_RACK nodes (a /24 each), the link rates
-python3 - "$1" "$2" "$3" "$PER_RACK" "$NODE_GBPS" "$UPLINK_GBPS" <<'PY'
+python3 - "$1" "$2" "$3" "$PER_RACK" "$NODE_GBPS" "$UPLINK_GBPS" "${TREE_FANOUT:-}" <<'PY'
 import sys
 n, shape, path, per, node, up = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5], sys.argv[6]
+fanout = f"tree_fanout = {sys.argv[7]}\n" if sys.argv[7] else ""
 out = open(path, "w")
 out.write('[cluster]\nname = "sim"\nimage_server = "http://10.255.0.1:8080"\nserver_ip = "10.255.0.1"\n'
           f'kernel = "vmlinuz"\ninitrd = "initrd.img"\nrack_shape = "{shape}"\n'
-          f'node_link_gbps = {node}\nrack_uplink_gbps = {up}\nspine_gbps = {up}\nprimary_uplink_gbps = {up}\n\n'
+          f'node_link_gbps = {node}\nrack_uplink_gbps = {up}\nspine_gbps = {up}\nprimary_uplink_gbps = {up}\n{fanout}\n'
           '[[group]]\nname = "compute"\n\n')
 racks = (n + per - 1) // per
 for e in range(racks):
