@@ -4,6 +4,7 @@
 use anyhow::{bail, Context};
 use clap::Parser;
 use netboot_proto::plan::Plan;
+use netboot_sim::engine::NodeOutcome;
 use netboot_sim::net::{Net, Scheme};
 use netboot_sim::params::Params;
 use netboot_sim::shapes::{generate, Shape};
@@ -42,6 +43,10 @@ struct Args {
     /// Print JSON lines instead of a table.
     #[arg(long)]
     json: bool,
+    /// Write every node's outcome (name, start, done, died, reroutes) as CSV here (the
+    /// last run's, with several shapes or sizes).
+    #[arg(long, value_name = "FILE")]
+    per_node: Option<PathBuf>,
 }
 
 fn params(args: &Args) -> anyhow::Result<Params> {
@@ -81,8 +86,33 @@ fn read_plan(path: &PathBuf) -> anyhow::Result<Plan> {
     Plan::from_json(&text).with_context(|| format!("{}", path.display()))
 }
 
-fn report(label: &str, net: &Net, p: &Params, single: f64, json: bool) -> anyhow::Result<()> {
+fn write_per_node(path: &PathBuf, net: &Net, out: &[NodeOutcome]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut f = std::io::BufWriter::new(
+        std::fs::File::create(path).with_context(|| format!("{}", path.display()))?,
+    );
+    writeln!(f, "node,start,done,died,reroutes")?;
+    let opt = |v: Option<f64>| v.map_or(String::new(), |t| format!("{t:.4}"));
+    for (name, o) in net.names.iter().zip(out) {
+        writeln!(
+            f,
+            "{name},{:.4},{},{},{}",
+            o.start,
+            opt(o.done),
+            opt(o.died),
+            o.reroutes
+        )?;
+    }
+    f.flush()?;
+    Ok(())
+}
+
+fn report(label: &str, net: &Net, p: &Params, single: f64, args: &Args) -> anyhow::Result<()> {
+    let json = args.json;
     let (out, clean) = netboot_sim::run_with_baseline(net, p)?;
+    if let Some(path) = &args.per_node {
+        write_per_node(path, net, &out)?;
+    }
     let s = summarize(&out);
     let d = clean.map(|c| delays(&out, &c));
     let (depth, fan) = net.depth_and_fanout();
@@ -123,7 +153,7 @@ fn main() -> anyhow::Result<()> {
             s => bail!("unknown scheme {s} (plan, naive, cmu)"),
         };
         let net = Net::from_plan(&read_plan(path)?, scheme)?;
-        return report(&args.scheme, &net, &p, single, args.json);
+        return report(&args.scheme, &net, &p, single, &args);
     }
     if args.shape.is_empty() {
         bail!("give --plan FILE or --shape SHAPE");
@@ -132,7 +162,7 @@ fn main() -> anyhow::Result<()> {
         for s in &args.shape {
             let shape = Shape::parse(s).map_err(anyhow::Error::msg)?;
             let net = generate(*n, args.per_rack, shape);
-            report(&shape.to_string(), &net, &p, single, args.json)?;
+            report(&shape.to_string(), &net, &p, single, &args)?;
         }
     }
     Ok(())
