@@ -40,6 +40,10 @@ use std::collections::BinaryHeap;
 /// Events processed at most (a safety net; a run takes about 4 per node and block).
 const MAX_EVENTS: u64 = 2_000_000_000;
 
+/// Block completion times kept at most (nodes × blocks, 8 bytes each: 2 GiB): frame-level
+/// runs are for small clusters.
+pub const MAX_BLOCK_TIMES: u64 = 1 << 28;
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Kind {
     Start,
@@ -113,6 +117,10 @@ pub enum SimError {
     Net(#[from] crate::net::NetError),
     #[error("more than {MAX_EVENTS} events")]
     Runaway,
+    #[error(
+        "{nodes} nodes × {blocks} blocks is more than {MAX_BLOCK_TIMES} block times: fewer blocks"
+    )]
+    TooManyBlocks { nodes: usize, blocks: u64 },
 }
 
 struct Flow {
@@ -127,6 +135,13 @@ struct Flow {
 pub fn run(net: &Net, p: &Params) -> Result<Vec<NodeOutcome>, SimError> {
     p.check().map_err(SimError::Params)?;
     net.check()?;
+    let blocks = p.frames().div_ceil(p.block_frames());
+    if (net.len() as u64).saturating_mul(blocks) > MAX_BLOCK_TIMES {
+        return Err(SimError::TooManyBlocks {
+            nodes: net.len(),
+            blocks,
+        });
+    }
     let mut s = Sim::new(net, p);
     s.run()?;
     Ok(s.outcomes())
@@ -738,6 +753,16 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn frame_level_runs_of_huge_clusters_are_refused_not_allocated() {
+        let p = Params {
+            blocks: u32::MAX,
+            ..Params::default()
+        };
+        let e = run(&generate(100_000, 250, Shape::Serial), &p).unwrap_err();
+        assert!(e.to_string().contains("fewer blocks"), "{e}");
     }
 
     #[test]
