@@ -18,6 +18,7 @@ mod bnobt;
 mod log;
 
 use super::{label_string, uuid_string, Fill, FsInfo, PartView, UsedRanges};
+use crate::bytes::{be16, be32, be64};
 use std::io;
 
 pub use bnobt::{MAX_FREE_EXTENTS, MAX_LEVELS, MAX_NODES};
@@ -165,20 +166,6 @@ fn fallback(part: &PartView, s: &[u8; 512]) -> io::Result<FsInfo> {
     Ok(info)
 }
 
-fn be16(b: &[u8], at: usize) -> u64 {
-    u64::from(u16::from_be_bytes([b[at], b[at + 1]]))
-}
-
-fn be32(b: &[u8], at: usize) -> u64 {
-    u64::from(u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]))
-}
-
-fn be64(b: &[u8], at: usize) -> u64 {
-    let mut v = [0u8; 8];
-    v.copy_from_slice(&b[at..at + 8]);
-    u64::from_be_bytes(v)
-}
-
 /// A power of two in `[lo, hi]`.
 fn pow2_in(v: u64, lo: u64, hi: u64) -> bool {
     v.is_power_of_two() && (lo..=hi).contains(&v)
@@ -199,7 +186,7 @@ pub fn read_super(part: &PartView) -> Result<Super, Unparsed> {
     if &s[0..4] != SB_MAGIC {
         return Err(bad("no XFSB magic".into()));
     }
-    let (block, sect) = (be32(&s, 4), be16(&s, 102));
+    let (block, sect) = (u64::from(be32(&s, 4)), u64::from(be16(&s, 102)));
     if !pow2_in(block, 512, 65536) || u64::from(s[120]) != u64::from(block.trailing_zeros()) {
         return Err(bad(format!("block size {block}")));
     }
@@ -209,7 +196,7 @@ pub fn read_super(part: &PartView) -> Result<Super, Unparsed> {
     {
         return Err(bad(format!("sector size {sect}")));
     }
-    let version = be16(&s, 100) & VERSION_MASK;
+    let version = u64::from(be16(&s, 100)) & VERSION_MASK;
     if version != 4 && version != 5 {
         return Err(bad(format!("version {version}")));
     }
@@ -253,7 +240,7 @@ pub(crate) fn crc_ok(buf: &mut [u8], at: usize) -> bool {
 /// The AG geometry and log position, checked against each other and the partition.
 fn geometry(s: &[u8], part: &PartView, block: u64, sect: u64, v5: bool) -> Result<Super, Unparsed> {
     let bad = |m: String| Unparsed::Super(m);
-    let (dblocks, agblocks, agcount) = (be64(s, 8), be32(s, 84), be32(s, 88));
+    let (dblocks, agblocks, agcount) = (be64(s, 8), u64::from(be32(s, 84)), u64::from(be32(s, 88)));
     let agblklog = u32::from(s[124]);
     if agblocks < 16 || agcount == 0 {
         return Err(bad(format!("{agcount} AGs of {agblocks} blocks")));
@@ -276,7 +263,7 @@ fn geometry(s: &[u8], part: &PartView, block: u64, sect: u64, v5: bool) -> Resul
             part.size
         )));
     }
-    let (logstart, logblocks) = (be64(s, 48), be32(s, 96));
+    let (logstart, logblocks) = (be64(s, 48), u64::from(be32(s, 96)));
     if logstart == 0 {
         return Err(Unparsed::ExternalLog);
     }
@@ -290,7 +277,7 @@ fn geometry(s: &[u8], part: &PartView, block: u64, sect: u64, v5: bool) -> Resul
         dblocks,
         v5,
         uuid: s[32..48].try_into().unwrap_or_default(),
-        meta_uuid: if v5 && be32(s, 216) & INCOMPAT_META_UUID != 0 {
+        meta_uuid: if v5 && u64::from(be32(s, 216)) & INCOMPAT_META_UUID != 0 {
             s[248..264].try_into().unwrap_or_default()
         } else {
             s[32..48].try_into().unwrap_or_default()
