@@ -110,7 +110,9 @@ pub fn probe(part: &PartView) -> io::Result<Option<FsInfo>> {
     }
     match free_space(part) {
         Ok((sb, free)) => Ok(Some(used_info(&sb, &free))),
-        Err(Unparsed::Io(e)) => Err(e),
+        // A read past the partition's end is damage (every read is meant to be inside
+        // the checked geometry); other read errors are the disk's and end the capture.
+        Err(Unparsed::Io(e)) if e.kind() != io::ErrorKind::UnexpectedEof => Err(e),
         Err(_) => fallback(part, &s).map(Some),
     }
 }
@@ -195,6 +197,14 @@ pub fn read_super(part: &PartView) -> Result<Super, Unparsed> {
         || u64::from(s[121]) != u64::from(sect.trailing_zeros())
     {
         return Err(bad(format!("sector size {sect}")));
+    }
+    // Before the CRC check reads a whole sector: a stale superblock on a partition
+    // shorter than its sector is the fallback, not a read past the end.
+    if sect > part.size {
+        return Err(bad(format!(
+            "sector size {sect} is more than the partition ({} bytes)",
+            part.size
+        )));
     }
     let version = u64::from(be16(&s, 100)) & VERSION_MASK;
     if version != 4 && version != 5 {

@@ -429,3 +429,28 @@ fn write_xfs_fuzz_seeds() {
         std::fs::write(dir.join(name), seed).unwrap();
     }
 }
+
+/// A stale XFS superblock on a partition shorter than its sector size: before, the v5
+/// CRC check read a whole sector past the partition's end, the probe returned an error
+/// and the whole capture failed. It is the fallback, like any superblock that does not
+/// fit.
+#[test]
+fn a_partition_shorter_than_the_superblocks_sector_falls_back() {
+    // 64 KiB blocks, 32 KiB sectors, on a 16 KiB partition.
+    let d = Mkfs::default().build(|d| {
+        put32(d, 4, 65536);
+        d[120] = 16;
+        put16(d, 102, 32768);
+        d[121] = 15;
+    });
+    let d = d[..16 << 10].to_vec();
+    assert!(
+        why(d.clone()).contains("superblock: sector size 32768"),
+        "{}",
+        why(d.clone())
+    );
+    let info = probe_of(d);
+    assert_eq!(info.kind, KIND_UNPARSED);
+    assert_eq!(info.fill, Fill::Zero);
+    assert_eq!(info.used, vec![(0, 16 << 10)]);
+}
