@@ -4,12 +4,13 @@
 //! B+tree, the internal log and file data are kept whole — a safe superset.
 //!
 //! The superblock is checked before anything else is read (block and sector size,
-//! `agblocks`/`agcount`/`dblocks` consistent and inside the partition, CRC on v5). What
-//! this reader does not trust yields the **fallback**: an XFS with an external log or a
-//! realtime section, a damaged superblock, an AGF or tree block that fails its checks
-//! ([`bnobt`]), free space that would cover a block that must be used, or a log that is
-//! not provably clean ([`log`]: after a crash the trees on disk are only the last
-//! checkpoint). The partition is then stored as its non-zero blocks with `Fill::Zero`,
+//! `agblocks`/`agcount`/`dblocks` consistent and inside the partition, CRC and
+//! incompatible features on v5). What this reader does not trust yields the
+//! **fallback**: an XFS with an external log or a realtime section, a damaged
+//! superblock, one flagged NEEDSREPAIR or with an incompatible feature this reader does
+//! not know, an AGF or tree block that fails its checks ([`bnobt`]), free space that
+//! would cover a block that must be used, or a log that is not provably clean ([`log`]:
+//! after a crash the trees on disk are only the last checkpoint). The partition is then stored as its non-zero blocks with `Fill::Zero`,
 //! as `xfs-unparsed` (restored byte-exact, never mounted or grown). [`free_space`] says
 //! why. Layouts: "XFS Algorithms & Data Structures" (xfs-documentation), xfsprogs'
 //! `xfs_format.h`; all fields big-endian.
@@ -175,8 +176,18 @@ fn pow2_in(v: u64, lo: u64, hi: u64) -> bool {
 
 /// `XFS_SB_VERSION_NUMBITS`: the version is the low 4 bits of `sb_versionnum`.
 const VERSION_MASK: u64 = 0xf;
+/// Where `sb_features_incompat` is (v5).
+const SB_INCOMPAT: usize = 216;
 /// `XFS_SB_FEAT_INCOMPAT_META_UUID`.
 const INCOMPAT_META_UUID: u64 = 1 << 2;
+/// `XFS_SB_FEAT_INCOMPAT_NEEDSREPAIR`: `xfs_repair` did not finish; the kernel refuses to
+/// mount such a file system.
+const INCOMPAT_NEEDSREPAIR: u64 = 1 << 4;
+/// The incompatible features this reader knows leave the AG headers, the free-space
+/// trees and the log as it reads them: FTYPE (0), SPINODES (1), META_UUID (2), BIGTIME
+/// (3), NREXT64 (5), EXCHRANGE (6), PARENT (7). Anything else (METADIR, 8, changes the
+/// superblock's layout; later bits are unknown) and NEEDSREPAIR mean the fallback.
+const INCOMPAT_KNOWN: u64 = 0b1110_1111;
 /// Where `sb_crc` is (v5).
 const SB_CRC: usize = 224;
 
@@ -214,6 +225,9 @@ pub fn read_super(part: &PartView) -> Result<Super, Unparsed> {
     if v5 {
         check_super_crc(part, sect)?;
     }
+    if v5 {
+        check_incompat(u64::from(be32(&s, SB_INCOMPAT)))?;
+    }
     let sb = geometry(&s, part, block, sect, v5)?;
     if s[126] != 0 {
         return Err(bad("mkfs did not finish (sb_inprogress)".into()));
@@ -222,6 +236,20 @@ pub fn read_super(part: &PartView) -> Result<Super, Unparsed> {
         return Err(Unparsed::Realtime);
     }
     Ok(sb)
+}
+
+/// A v5 `sb_features_incompat` this reader can trust.
+fn check_incompat(incompat: u64) -> Result<(), Unparsed> {
+    if incompat & INCOMPAT_NEEDSREPAIR != 0 {
+        return Err(Unparsed::Super("flagged as needing xfs_repair".into()));
+    }
+    let unknown = incompat & !INCOMPAT_KNOWN;
+    if unknown != 0 {
+        return Err(Unparsed::Super(format!(
+            "unknown incompatible features {unknown:#x}"
+        )));
+    }
+    Ok(())
 }
 
 fn check_super_crc(part: &PartView, sect: u64) -> Result<(), Unparsed> {
@@ -287,7 +315,7 @@ fn geometry(s: &[u8], part: &PartView, block: u64, sect: u64, v5: bool) -> Resul
         dblocks,
         v5,
         uuid: s[32..48].try_into().unwrap_or_default(),
-        meta_uuid: if v5 && u64::from(be32(s, 216)) & INCOMPAT_META_UUID != 0 {
+        meta_uuid: if v5 && u64::from(be32(s, SB_INCOMPAT)) & INCOMPAT_META_UUID != 0 {
             s[248..264].try_into().unwrap_or_default()
         } else {
             s[32..48].try_into().unwrap_or_default()

@@ -454,3 +454,42 @@ fn a_partition_shorter_than_the_superblocks_sector_falls_back() {
     assert_eq!(info.fill, Fill::Zero);
     assert_eq!(info.used, vec![(0, 16 << 10)]);
 }
+
+/// `sb_features_incompat` (v5): a file system flagged NEEDSREPAIR (xfs_repair was
+/// interrupted: the kernel refuses to mount it) or with a feature this reader does not
+/// know is not read by its trees. Before, both were parsed as if clean.
+#[test]
+fn needsrepair_or_an_unknown_incompat_feature_falls_back() {
+    let d = Mkfs::default().build(|d| put32(d, 216, 1 << 4));
+    assert_fallback(d, "superblock: flagged as needing xfs_repair");
+    for bit in [8, 9, 12, 31] {
+        let d = Mkfs::default().build(|d| put32(d, 216, 1 << bit));
+        assert_fallback(
+            d,
+            &format!(
+                "superblock: unknown incompatible features {:#x}",
+                1u64 << bit
+            ),
+        );
+    }
+}
+
+#[test]
+fn the_known_incompat_features_parse() {
+    // FTYPE, SPINODES, META_UUID (its UUID where the trees carry it), BIGTIME, NREXT64,
+    // EXCHRANGE, PARENT: none changes the AG headers, the free-space trees or the log.
+    let m = Mkfs::default();
+    let d = m.build(|d| {
+        put32(d, 216, 0xef);
+        d[248..264].copy_from_slice(&UUID);
+    });
+    let info = probe_of(d);
+    assert_eq!(info.kind, KIND);
+    assert_eq!(info.used, expected_used(&m));
+    // v4 has no feature fields: whatever is there is ignored.
+    let m = Mkfs {
+        v5: false,
+        ..Mkfs::default()
+    };
+    assert_eq!(probe_of(m.build(|d| put32(d, 216, 1 << 4))).kind, KIND);
+}
