@@ -926,19 +926,30 @@ mod tests {
         let p = &b[base..base + size];
         let mib = 1 << 20;
         assert!(p[..4096].iter().all(|x| *x == 0xab), "the chunk");
-        assert!(p[4096..mib].iter().all(|x| *x == 0), "first MiB cleared");
+        // The first MiB and the LUKS2 header at 1 MiB, the one at 2 MiB, the last MiB
+        // (the partition is just under 5 MiB: the LUKS2 header at 4 MiB lies in it).
         assert!(
-            p[mib..size - mib].iter().all(|x| *x == 0x11),
+            p[4096..mib + 4096].iter().all(|x| *x == 0),
+            "first MiB cleared"
+        );
+        assert!(p[2 * mib..2 * mib + 4096].iter().all(|x| *x == 0), "2 MiB");
+        assert!(
+            p[mib + 4096..2 * mib]
+                .iter()
+                .chain(&p[2 * mib + 4096..size - mib])
+                .all(|x| *x == 0x11),
             "free space and grown tail kept"
         );
         assert!(p[size - mib..].iter().all(|x| *x == 0), "last MiB cleared");
+        assert!(size - mib < 4 * mib && 4 * mib + 4096 <= size);
         assert_eq!(
             (rep.wiped_bytes, rep.zeroed_bytes),
-            (2 * mib as u64 - 4096, 0)
+            (2 * mib as u64 + 4096, 0)
         );
+        let mib = mib as u64;
         assert_eq!(
             rep.wipe,
-            vec![(4096, mib as u64 - 4096), ((size - mib) as u64, mib as u64)]
+            vec![(4096, mib), (2 * mib, 4096), (size as u64 - mib, mib)]
         );
     }
 
