@@ -14,8 +14,9 @@
 //!    disk head is fetched and verified (written only in *finalize*).
 //! 3. **stream** ([`stream_partitions`]): first, partitions whose free space is kept
 //!    (parsed file systems) get the foreign-signature areas the image does not cover
-//!    cleared ([`crate::wipe`]: first and last MiB, btrfs mirrors), so no old btrfs, XFS,
-//!    LVM or LUKS header survives beside the restored one; then partitions, chunk by chunk
+//!    cleared ([`crate::wipe`]: first and last MiB, LUKS2's second headers, btrfs
+//!    mirrors; [`free_space`]), so no old btrfs, XFS, LVM or LUKS header survives beside
+//!    the restored one; then partitions, chunk by chunk
 //!    (decompress, sha256 of the raw bytes, hand the frame to the relay hook, write; with
 //!    `verify`, read it back at once and compare); unknown file systems get their gaps
 //!    zeroed (`zero_fill`); swap gets its header fitted to the size. A parsed file
