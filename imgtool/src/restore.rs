@@ -15,11 +15,11 @@
 //! 3. **stream** ([`stream_partitions`]): first, partitions whose free space is kept
 //!    (parsed file systems) get the foreign-signature areas the image does not cover
 //!    cleared ([`crate::wipe`]: first and last MiB, LUKS2's second headers, btrfs
-//!    mirrors; [`free_space`]), so no old btrfs, XFS, LVM or LUKS header survives beside
-//!    the restored one; then partitions, chunk by chunk
-//!    (decompress, sha256 of the raw bytes, hand the frame to the relay hook, write; with
-//!    `verify`, read it back at once and compare); unknown file systems get their gaps
-//!    zeroed (`zero_fill`); swap gets its header fitted to the size. A parsed file
+//!    mirrors; `restore/free_space.rs`), so no old btrfs, XFS, LVM or LUKS header
+//!    survives beside the restored one; then partitions, chunk by chunk (decompress,
+//!    sha256 of the raw bytes, hand the frame to the relay hook, write; with `verify`,
+//!    read it back at once and compare); unknown file systems get their gaps zeroed
+//!    (`zero_fill`); swap gets its header fitted to the size. A parsed file
 //!    system's free space, a grown tail included, is never zeroed.
 //! 4. **grow** ([`grow_filesystems`], [`crate::grow`]): ext file systems that got a larger
 //!    partition are checked and grown through the whole-disk device (`e2fsck -fp`,
