@@ -421,60 +421,13 @@ pub fn plan_layout(
             });
         }
     }
-    let ss = image.sector_size as u64;
-    if ss == 0 {
-        return Err(LayoutError::Rule("the image's sector size is 0".into()));
-    }
-    let sectors = target_size / ss;
-    let last_usable = match image.table {
-        TableKind::Gpt => GptGeometry::new(image.entries.unwrap_or(128), ss)
-            .last_usable(sectors)
-            .unwrap_or(0),
-        TableKind::Mbr => sectors.saturating_sub(1).min(u32::MAX as u64),
-    };
-    let needed_end = image.partitions.iter().map(|p| p.end()).max().unwrap_or(0);
-    if needed_end > last_usable.saturating_add(1) {
-        let needed_sectors = match image.table {
-            TableKind::Gpt => needed_end
-                .saturating_add(GptGeometry::new(image.entries.unwrap_or(128), ss).tail_sectors()),
-            TableKind::Mbr => needed_end,
-        };
-        return Err(LayoutError::TooSmall {
-            disk: target_size,
-            needed: needed_sectors.saturating_mul(ss),
-        });
-    }
+    let last_usable = last_usable_sector(image, target_size)?;
     let mut layout = image.clone();
     layout.disk_size = target_size;
-    let mut mbr_capped = None;
     for p in &mut layout.partitions {
         p.filesystem = image.partition(p.number).and_then(|q| q.filesystem.clone());
     }
-    if let Some(g) = image.grow.or_else(|| image.default_grow()) {
-        let gp = image.partition(g).ok_or_else(|| {
-            LayoutError::Rule(format!("the image's grow partition {g} does not exist"))
-        })?;
-        // Grow only the partition that ends last; otherwise it would overlap its neighbour.
-        let ends_last = image.data_partitions().all(|p| p.end() <= gp.end());
-        if ends_last {
-            let new_end = last_usable.saturating_add(1);
-            let reach = new_end.saturating_mul(ss);
-            if image.table == TableKind::Mbr && target_size > reach {
-                mbr_capped = Some(target_size - reach);
-            }
-            let ebr_region = gp.role == Some(MbrRole::Logical);
-            for p in &mut layout.partitions {
-                if p.number == g || (ebr_region && p.is_extended()) {
-                    p.size = new_end.checked_sub(p.start).filter(|s| *s > 0).ok_or_else(|| {
-                        LayoutError::Rule(format!(
-                            "partition {} starts at sector {}, past the disk's last usable sector {last_usable}",
-                            p.number, p.start
-                        ))
-                    })?;
-                }
-            }
-        }
-    }
+    let mbr_capped = grow_to_disk(image, &mut layout, last_usable, target_size)?;
     let reasons = match current {
         None => vec!["the disk has no partition table".to_string()],
         Some(cur) => {
@@ -498,6 +451,75 @@ pub fn plan_layout(
         layout,
         mbr_capped,
     })
+}
+
+/// The last sector of a `target_size`-byte disk a partition of `image`'s table kind may
+/// use (GPT: before the backup table; MBR: the last sector, at most 2^32 − 1). Refuses a
+/// disk too small for where the image's partitions end.
+fn last_usable_sector(image: &Layout, target_size: u64) -> std::result::Result<u64, LayoutError> {
+    let ss = image.sector_size as u64;
+    if ss == 0 {
+        return Err(LayoutError::Rule("the image's sector size is 0".into()));
+    }
+    let sectors = target_size / ss;
+    let last_usable = match image.table {
+        TableKind::Gpt => GptGeometry::new(image.entries.unwrap_or(128), ss)
+            .last_usable(sectors)
+            .unwrap_or(0),
+        TableKind::Mbr => sectors.saturating_sub(1).min(u32::MAX as u64),
+    };
+    let needed_end = image.partitions.iter().map(|p| p.end()).max().unwrap_or(0);
+    if needed_end > last_usable.saturating_add(1) {
+        let needed_sectors = match image.table {
+            TableKind::Gpt => needed_end
+                .saturating_add(GptGeometry::new(image.entries.unwrap_or(128), ss).tail_sectors()),
+            TableKind::Mbr => needed_end,
+        };
+        return Err(LayoutError::TooSmall {
+            disk: target_size,
+            needed: needed_sectors.saturating_mul(ss),
+        });
+    }
+    Ok(last_usable)
+}
+
+/// Extends `layout`'s grow partition (and, for a logical one, its extended partition) to
+/// `last_usable`, when it is the partition that ends last (otherwise it would overlap its
+/// neighbour). Returns [`Plan::mbr_capped`]: the bytes of the disk an MBR table cannot
+/// reach.
+fn grow_to_disk(
+    image: &Layout,
+    layout: &mut Layout,
+    last_usable: u64,
+    target_size: u64,
+) -> std::result::Result<Option<u64>, LayoutError> {
+    let Some(g) = image.grow.or_else(|| image.default_grow()) else {
+        return Ok(None);
+    };
+    let gp = image.partition(g).ok_or_else(|| {
+        LayoutError::Rule(format!("the image's grow partition {g} does not exist"))
+    })?;
+    if !image.data_partitions().all(|p| p.end() <= gp.end()) {
+        return Ok(None);
+    }
+    let new_end = last_usable.saturating_add(1);
+    let reach = new_end.saturating_mul(image.sector_size as u64);
+    let mut mbr_capped = None;
+    if image.table == TableKind::Mbr && target_size > reach {
+        mbr_capped = Some(target_size - reach);
+    }
+    let ebr_region = gp.role == Some(MbrRole::Logical);
+    for p in &mut layout.partitions {
+        if p.number == g || (ebr_region && p.is_extended()) {
+            p.size = new_end.checked_sub(p.start).filter(|s| *s > 0).ok_or_else(|| {
+                LayoutError::Rule(format!(
+                    "partition {} starts at sector {}, past the disk's last usable sector {last_usable}",
+                    p.number, p.start
+                ))
+            })?;
+        }
+    }
+    Ok(mbr_capped)
 }
 
 /// Writes `layout` as the disk's partition table (GPT: protective MBR, primary and backup

@@ -14,11 +14,12 @@
 //!    disk head is fetched and verified (written only in *finalize*).
 //! 3. **stream** ([`stream_partitions`]): first, partitions whose free space is kept
 //!    (parsed file systems) get the foreign-signature areas the image does not cover
-//!    cleared ([`crate::wipe`]: first and last MiB, btrfs mirrors), so no old btrfs, XFS,
-//!    LVM or LUKS header survives beside the restored one; then partitions, chunk by chunk
-//!    (decompress, sha256 of the raw bytes, hand the frame to the relay hook, write; with
-//!    `verify`, read it back at once and compare); unknown file systems get their gaps
-//!    zeroed (`zero_fill`); swap gets its header fitted to the size. A parsed file
+//!    cleared ([`crate::wipe`]: first and last MiB, LUKS2's second headers, btrfs
+//!    mirrors; `restore/free_space.rs`), so no old btrfs, XFS, LVM or LUKS header
+//!    survives beside the restored one; then partitions, chunk by chunk (decompress,
+//!    sha256 of the raw bytes, hand the frame to the relay hook, write; with `verify`,
+//!    read it back at once and compare); unknown file systems get their gaps zeroed
+//!    (`zero_fill`); swap gets its header fitted to the size. A parsed file
 //!    system's free space, a grown tail included, is never zeroed.
 //! 4. **grow** ([`grow_filesystems`], [`crate::grow`]): ext file systems that got a larger
 //!    partition are checked and grown through the whole-disk device (`e2fsck -fp`,
@@ -40,6 +41,13 @@ use crate::progress::Progress;
 use crate::verify::check_frames;
 use serde::Serialize;
 use std::path::Path;
+
+mod free_space;
+mod mbr_cap;
+
+pub use free_space::fill_gaps;
+use free_space::{free_space_plan, wipe_signatures, zero_fill};
+use mbr_cap::check_mbr_cap;
 
 /// Called as soon as chunk `i` of a region was verified (raw sha256), before it is
 /// written, with its compressed frame: a relay serves it from then on (cut-through; the
@@ -208,48 +216,6 @@ pub(crate) fn plan_restore<'a>(
         regions: reports,
     };
     Ok((regions, report))
-}
-
-/// An MBR table this restore would write that cannot reach the end of the disk (its grow
-/// partition capped at 2^32 sectors) is refused, naming the limit, the disk's size and the
-/// ways out, unless `accept` (`--mbr-cap`). A kept table is what the disk already has.
-fn check_mbr_cap(plan: &Plan, disk_size: u64, accept: bool, tpath: &Path) -> Result<()> {
-    let Some(beyond) = plan.mbr_capped else {
-        return Ok(());
-    };
-    if accept || plan.keep_table {
-        return Ok(());
-    }
-    let ss = plan.layout.sector_size as u64;
-    let limit = (1u64 << 32).saturating_mul(ss);
-    Err(Error::Refused {
-        device: tpath.to_path_buf(),
-        reason: format!(
-            "the image's partition table is MBR, which addresses at most 2^32 sectors of {ss} bytes ({}); this disk is {} ({disk_size} bytes), so its grow partition would be capped and {} at the end left unused. Capture the master with a GPT table, or restore onto a disk of at most {}, or pass --mbr-cap to accept the capped size",
-            tib(limit),
-            tib(disk_size),
-            tib(beyond),
-            tib(limit),
-        ),
-    })
-}
-
-/// `n` bytes in TiB, one decimal (the 2 TiB message's unit).
-fn tib(n: u64) -> String {
-    format!("{:.1} TiB", n as f64 / (1u64 << 40) as f64)
-}
-
-/// What happens to the bytes of partition region `r` (of `target_size` bytes here) that
-/// the image does not hold: `(signature ranges to clear, bytes zeroed)`. Free space of a
-/// parsed file system is left alone but for the foreign-signature areas; unknown contents
-/// get every gap zeroed; the disk head neither.
-fn free_space_plan(r: &Region, target_size: u64) -> (Vec<(u64, u64)>, u64) {
-    let stored = r.chunks.iter().flat_map(|c| c.ranges());
-    match (r.number, r.fill) {
-        (0, _) => (vec![], 0),
-        (_, Fill::Keep) => (crate::wipe::wipe_ranges(target_size, stored), 0),
-        (_, Fill::Zero) => (vec![], crate::wipe::total(&fill_gaps(stored, target_size))),
-    }
 }
 
 /// The regions `opts` selects (the disk head always), in the image's order; a selected
@@ -557,65 +523,6 @@ fn write_chunk(
         read_back(io, r, i, base, &raw, tpath)?;
     }
     Ok(c.length)
-}
-
-/// The gaps between a partition's stored ranges, clamped to the partition's
-/// `target_size`: a zero fill never reaches past its end, whatever the ranges say.
-/// `(partition byte offset, length)` pairs, in order.
-pub fn fill_gaps(stored: impl Iterator<Item = (u64, u64)>, target_size: u64) -> Vec<(u64, u64)> {
-    let mut gaps = vec![];
-    let mut pos = 0u64;
-    for (o, l) in stored.chain(std::iter::once((target_size, 0))) {
-        let o = o.min(target_size);
-        if o > pos {
-            gaps.push((pos, o - pos));
-        }
-        pos = pos.max(o.saturating_add(l)).min(target_size);
-    }
-    gaps
-}
-
-/// Zeroes the gaps of a partition whose file system is unknown ([`Fill::Zero`]): a
-/// target's old bytes there would otherwise show through.
-fn zero_fill(target: &dyn BlockIo, tpath: &Path, part: &Part) -> Result<()> {
-    let stored = part.r.chunks.iter().flat_map(|c| c.ranges());
-    for (pos, len) in fill_gaps(stored, part.target_size) {
-        target.zero_range(part.base + pos, len).map_err(|e| {
-            Error::device(
-                tpath,
-                format!("zeroing partition {} at {pos}", part.r.number),
-                e,
-            )
-        })?;
-    }
-    Ok(())
-}
-
-/// Clears the foreign-signature ranges of a partition ([`crate::wipe`]), the way
-/// `wipefs`/`mkswap` do: an old btrfs, XFS, LVM or LUKS header must not survive beside
-/// the restored file system in the free space restore leaves alone.
-fn wipe_signatures(target: &dyn BlockIo, tpath: &Path, part: &Part) -> Result<()> {
-    for &(pos, len) in part.wipe {
-        // Computed inside the partition; checked again where it is written.
-        if pos.checked_add(len).is_none_or(|e| e > part.target_size) {
-            return Err(Error::device(
-                tpath,
-                format!("wiping partition {} at {pos}", part.r.number),
-                std::io::Error::other("range outside the partition"),
-            ));
-        }
-        target.zero_range(part.base + pos, len).map_err(|e| {
-            Error::device(
-                tpath,
-                format!(
-                    "clearing old signatures of partition {} at {pos}+{len}",
-                    part.r.number
-                ),
-                e,
-            )
-        })?;
-    }
-    Ok(())
 }
 
 /// Phase 4, **grow**: each file system that got a larger partition is grown to it the way
@@ -926,19 +833,30 @@ mod tests {
         let p = &b[base..base + size];
         let mib = 1 << 20;
         assert!(p[..4096].iter().all(|x| *x == 0xab), "the chunk");
-        assert!(p[4096..mib].iter().all(|x| *x == 0), "first MiB cleared");
+        // The first MiB and the LUKS2 header at 1 MiB, the one at 2 MiB, the last MiB
+        // (the partition is just under 5 MiB: the LUKS2 header at 4 MiB lies in it).
         assert!(
-            p[mib..size - mib].iter().all(|x| *x == 0x11),
+            p[4096..mib + 4096].iter().all(|x| *x == 0),
+            "first MiB cleared"
+        );
+        assert!(p[2 * mib..2 * mib + 4096].iter().all(|x| *x == 0), "2 MiB");
+        assert!(
+            p[mib + 4096..2 * mib]
+                .iter()
+                .chain(&p[2 * mib + 4096..size - mib])
+                .all(|x| *x == 0x11),
             "free space and grown tail kept"
         );
         assert!(p[size - mib..].iter().all(|x| *x == 0), "last MiB cleared");
+        assert!(size - mib < 4 * mib && 4 * mib + 4096 <= size);
         assert_eq!(
             (rep.wiped_bytes, rep.zeroed_bytes),
-            (2 * mib as u64 - 4096, 0)
+            (2 * mib as u64 + 4096, 0)
         );
+        let mib = mib as u64;
         assert_eq!(
             rep.wipe,
-            vec![(4096, mib as u64 - 4096), ((size - mib) as u64, mib as u64)]
+            vec![(4096, mib), (2 * mib, 4096), (size as u64 - mib, mib)]
         );
     }
 

@@ -11,15 +11,22 @@
 //! the image writes anyway.
 //!
 //! The areas ([`signature_areas`]):
-//! - the first MiB: XFS (0), LUKS 1/2 (0, second LUKS2 header at 16 KiB and up), LVM2
-//!   label (sectors 0–3), MD-RAID 1.1/1.2 (0, 4 KiB), bcache (4 KiB), swap (the last
-//!   bytes of the first page, up to 64 KiB pages), ISO9660 (32 KiB), btrfs (64 KiB),
-//!   ZFS labels L0/L1 (0, 256 KiB), ext, FAT, NTFS, ReiserFS (64 KiB), …;
+//! - the first MiB: XFS (0), LUKS 1/2 (0), LVM2 label (sectors 0–3), MD-RAID 1.1/1.2
+//!   (0, 4 KiB), bcache (4 KiB), swap (the last bytes of the first page, up to 64 KiB
+//!   pages), ISO9660 (32 KiB), btrfs (64 KiB), ZFS labels L0/L1 (0, 256 KiB), ext, FAT,
+//!   NTFS, ReiserFS (64 KiB), LUKS2's second header for metadata areas of 16–512 KiB
+//!   (it sits at the metadata size), …;
 //! - the last MiB: MD-RAID 0.90/1.0 (64 KiB-aligned, the last 128 KiB), ZFS labels L2/L3
 //!   (the last 512 KiB of the 256 KiB-aligned size), the GPT backup of a nested table,
 //!   DDF/Intel IMSM RAID metadata (the last sectors);
-//! - btrfs superblock mirrors at 64 MiB, 256 GiB and 1 PiB (4 KiB each) where they fall
-//!   inside the partition.
+//! - LUKS2's second header for the larger metadata areas `cryptsetup
+//!   --luks2-metadata-size` allows (1, 2 and 4 MiB): 4 KiB at each of those offsets. With
+//!   the primary gone, `blkid` still reports `crypto_LUKS` from any of them (libblkid
+//!   probes every offset from 16 KiB to 4 MiB);
+//! - btrfs superblock mirrors at 64 MiB, 256 GiB and 1 PiB (4 KiB each).
+//!
+//! The spots past the first MiB are cleared only where they fall wholly inside the
+//! partition.
 //!
 //! Nothing here writes; [`crate::restore`] writes the ranges in its stream phase, before
 //! the chunks and long before the table.
@@ -33,14 +40,25 @@ pub const BTRFS_MIRRORS: [u64; 3] = [64 << 20, 256 << 30, 1 << 50];
 /// Size of a btrfs superblock (what is cleared at each mirror).
 pub const BTRFS_SUPER: u64 = 4096;
 
+/// Offsets of LUKS2's second header past the first MiB: it sits at the metadata area's
+/// size, and the sizes above 512 KiB are 1, 2 and 4 MiB.
+pub const LUKS2_HDR2: [u64; 3] = [1 << 20, 2 << 20, 4 << 20];
+
+/// Size of LUKS2's binary header (its magic and checksum; the JSON area follows).
+pub const LUKS2_HDR: u64 = 4096;
+
 /// The signature areas of a partition of `size` bytes: `(partition byte offset, length)`,
 /// sorted, non-overlapping, every byte inside `[0, size)`.
 pub fn signature_areas(size: u64) -> Vec<(u64, u64)> {
     let edge = EDGE.min(size);
     let mut areas = vec![(0, edge)];
-    for m in BTRFS_MIRRORS {
-        if m.checked_add(BTRFS_SUPER).is_some_and(|e| e <= size) {
-            areas.push((m, BTRFS_SUPER));
+    let spots = LUKS2_HDR2
+        .map(|o| (o, LUKS2_HDR))
+        .into_iter()
+        .chain(BTRFS_MIRRORS.map(|o| (o, BTRFS_SUPER)));
+    for (o, l) in spots {
+        if o.checked_add(l).is_some_and(|e| e <= size) {
+            areas.push((o, l));
         }
     }
     // `size - edge` cannot underflow: edge ≤ size.
@@ -122,29 +140,47 @@ mod tests {
     const MIB: u64 = 1 << 20;
 
     #[test]
-    fn areas_are_both_ends_and_the_btrfs_mirrors_inside() {
-        assert_eq!(signature_areas(16 * MIB), vec![(0, MIB), (15 * MIB, MIB)]);
+    fn areas_are_both_ends_and_the_spots_inside() {
+        // The LUKS2 header at 1 MiB touches the first MiB: merged with it.
+        let head = (0, MIB + 4096);
+        let luks = [(2 * MIB, 4096), (4 * MIB, 4096)];
+        assert_eq!(
+            signature_areas(16 * MIB),
+            vec![head, luks[0], luks[1], (15 * MIB, MIB)]
+        );
         // 64 MiB + 4 KiB exactly holds the first mirror; one byte less does not.
         let s = 64 * MIB + 4096;
         assert_eq!(
             signature_areas(s),
-            vec![(0, MIB), (s - MIB, MIB)],
+            vec![head, luks[0], luks[1], (s - MIB, MIB)],
             "the mirror lies in the last MiB: merged"
         );
         let s = 300 * MIB;
         assert_eq!(
             signature_areas(s),
-            vec![(0, MIB), (64 * MIB, 4096), (s - MIB, MIB)]
+            vec![head, luks[0], luks[1], (64 * MIB, 4096), (s - MIB, MIB)]
         );
         let s = 1 << 40;
         assert_eq!(
             signature_areas(s),
             vec![
-                (0, MIB),
+                head,
+                luks[0],
+                luks[1],
                 (64 * MIB, 4096),
                 (256 << 30, 4096),
                 (s - MIB, MIB)
             ]
+        );
+        // A LUKS2 spot only where it fits whole: 4 MiB + 4 KiB holds the one at 4 MiB
+        // (inside the last MiB then), 4 MiB + 4095 bytes does not reach past its end.
+        assert_eq!(
+            signature_areas(4 * MIB + 4096),
+            vec![head, (2 * MIB, 4096), (3 * MIB + 4096, MIB)]
+        );
+        assert_eq!(
+            signature_areas(4 * MIB + 4095),
+            vec![head, (2 * MIB, 4096), (3 * MIB + 4095, MIB)]
         );
         // Smaller than two MiB: the whole partition, once.
         assert_eq!(signature_areas(1536 << 10), vec![(0, 1536 << 10)]);
@@ -153,7 +189,25 @@ mod tests {
         // The largest partition: nothing overflows, nothing leaves it.
         let a = signature_areas(u64::MAX);
         assert!(a.iter().all(|&(o, l)| o.checked_add(l).is_some()));
-        assert_eq!(a.len(), 5);
+        assert_eq!(a.len(), 7);
+    }
+
+    /// Where libblkid looks for LUKS2's second header (`secondary_offsets` in
+    /// libblkid/src/superblocks/luks.c): the metadata sizes cryptsetup allows, 16 KiB to
+    /// 4 MiB. Each header's 4 KiB must be in an area of a partition that holds it; before,
+    /// the ones at 1, 2 and 4 MiB were left and `blkid` still said `crypto_LUKS`.
+    #[test]
+    fn every_luks2_second_header_offset_is_an_area() {
+        let offsets = (14..=22).map(|b| 1u64 << b);
+        for size in [5 * MIB, 16 * MIB, 300 * MIB, 1 << 40] {
+            let areas = signature_areas(size);
+            for o in offsets.clone() {
+                assert!(
+                    areas.iter().any(|&(a, l)| a <= o && o + 4096 <= a + l),
+                    "{size}: LUKS2 header at {o} not cleared: {areas:?}"
+                );
+            }
+        }
     }
 
     #[test]
@@ -171,9 +225,18 @@ mod tests {
         let w = wipe_ranges(s, stored.into_iter());
         assert_eq!(
             w,
-            vec![(4096, 4096), (16384, MIB - 16384), (s - MIB, MIB - 4096)]
+            vec![
+                (4096, 4096),
+                (16384, MIB + 4096 - 16384),
+                (2 * MIB, 4096),
+                (4 * MIB, 4096),
+                (s - MIB, MIB - 4096)
+            ]
         );
-        assert_eq!(total(&w), 4096 + MIB - 16384 + MIB - 4096);
+        assert_eq!(
+            total(&w),
+            4096 + (MIB + 4096 - 16384) + 2 * 4096 + (MIB - 4096)
+        );
     }
 
     #[test]
@@ -187,7 +250,10 @@ mod tests {
             (s + 4096, 4096),
         ];
         let w = wipe_ranges(s, stored.into_iter());
-        assert_eq!(w, vec![(0, MIB), (s - MIB, MIB - 512)]);
+        assert_eq!(
+            w,
+            vec![(0, MIB + 4096), (2 * MIB, 4096), (s - MIB, MIB - 512)]
+        );
         // Everything stored: nothing to wipe.
         assert!(wipe_ranges(s, [(0, s)].into_iter()).is_empty());
     }
@@ -295,6 +361,12 @@ mod tests {
         }
         assert!((4096..65536).chain(69632..MIB).all(|i| at(i) == 0));
         assert!((size - MIB..size).all(|i| at(i) == 0), "last MiB");
-        assert!((MIB..size - MIB).all(|i| at(i) == 0xee), "free space kept");
+        let luks = [MIB, 2 * MIB, 4 * MIB];
+        for o in luks {
+            assert!((o..o + 4096).all(|i| at(i) == 0), "LUKS2 header at {o}");
+        }
+        let free =
+            (MIB + 4096..size - MIB).filter(|i| !luks.iter().any(|o| (*o..o + 4096).contains(i)));
+        assert!(free.into_iter().all(|i| at(i) == 0xee), "free space kept");
     }
 }

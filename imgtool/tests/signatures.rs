@@ -97,15 +97,43 @@ fn restore_json(image: &Path, target: &Path) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("restore --json")
 }
 
-/// Equal layout, restored onto the loop device itself (block device: `BLKZEROOUT`): swap
-/// over btrfs, the ESP over LUKS, ext4 over XFS and over an LVM PV.
+/// The foreign kinds, rotated `k` places: over `k` = 0..4 every partition (the swap one
+/// too) sits once over each of them.
+fn rotation(k: usize) -> [Foreign; 4] {
+    const KINDS: [Foreign; 4] = [Foreign::Luks, Foreign::Xfs, Foreign::Btrfs, Foreign::Lvm];
+    std::array::from_fn(|i| KINDS[(i + k) % 4])
+}
+
+#[test]
+fn the_rotations_put_swap_over_every_foreign_kind() {
+    let mut under_swap: Vec<_> = (0..4).map(|k| rotation(k)[2].blkid_type()).collect();
+    under_swap.sort();
+    assert_eq!(
+        under_swap,
+        ["LVM2_member", "btrfs", "crypto_LUKS", "xfs"],
+        "swap is partition 3"
+    );
+}
+
+/// Equal layout, restored onto the loop device itself (block device: `BLKZEROOUT`), once
+/// per [`rotation`]: swap, the ESP and both ext4 over each of LUKS (a second header at
+/// 4 MiB), XFS, btrfs and an LVM PV.
 #[test]
 fn restore_clears_foreign_signatures_on_an_equal_layout() {
     skip_unless_root!("loop devices, mkfs.btrfs/xfs, pvcreate, cryptsetup");
     let c = captured("gpt");
+    for k in 0..4 {
+        let foreign = rotation(k);
+        eprintln!("equal layout over {foreign:?}");
+        restore_over_equal_layout(&c, foreign);
+    }
+}
+
+fn restore_over_equal_layout(c: &Captured, foreign: [Foreign; 4]) {
     let target = c.dir.join("node.img");
-    let foreign = [Foreign::Luks, Foreign::Xfs, Foreign::Btrfs, Foreign::Lvm];
     dirty_target(&c.master, &target, c.size, foreign);
+    // The partition over btrfs: the dry run must leave it btrfs.
+    let btrfs = foreign.iter().position(|f| *f == Foreign::Btrfs).unwrap() as u32 + 1;
     let rep = {
         let l = Loop::attach(&target, false);
         // --dry-run names what it would clear, and clears nothing.
@@ -117,7 +145,7 @@ fn restore_clears_foreign_signatures_on_an_equal_layout() {
         );
         assert!(text.contains("old signature areas to clear"), "{text}");
         assert!(
-            probe(&l.part(3)).blkid == Ok("btrfs".into()),
+            probe(&l.part(btrfs)).blkid == Ok("btrfs".into()),
             "dry run wrote"
         );
         restore_json(&c.image, &l.dev)
@@ -129,7 +157,9 @@ fn restore_clears_foreign_signatures_on_an_equal_layout() {
         if r["name"] == "head" {
             assert_eq!(wiped, 0, "{r}");
         } else {
-            assert!(wiped > 0 && wiped <= 2 << 20, "{r}");
+            // Both ends and the LUKS2 spots at 2 and 4 MiB (the one at 1 MiB touches the
+            // first MiB).
+            assert!(wiped > 0 && wiped <= (2 << 20) + 3 * 4096, "{r}");
             assert_eq!(r["zeroed_bytes"], 0, "{r}");
         }
     }
@@ -138,16 +168,22 @@ fn restore_clears_foreign_signatures_on_an_equal_layout() {
 }
 
 /// A 1.5× disk whose last partition spans the disk (an earlier, larger layout) over other
-/// signatures, restored as a file: the table is rewritten, the last partition's file
-/// system grows to it, and the
-/// old signatures under every partition, the grown one's included (its last MiB is now
-/// far past the image's), are gone.
+/// signatures, restored as a file once per [`rotation`]: the table is rewritten, the last
+/// partition's file system grows to it, and the old signatures under every partition,
+/// the grown one's included (its last MiB is now far past the image's), are gone.
 #[test]
 fn restore_clears_foreign_signatures_on_a_grown_layout() {
     skip_unless_root!("loop devices, mkfs.btrfs/xfs, pvcreate, cryptsetup");
     let c = captured("gpt");
+    for k in 0..4 {
+        let foreign = rotation(k);
+        eprintln!("grown layout over {foreign:?}");
+        restore_over_grown_layout(&c, foreign);
+    }
+}
+
+fn restore_over_grown_layout(c: &Captured, foreign: [Foreign; 4]) {
     let target = c.dir.join("node.img");
-    let foreign = [Foreign::Lvm, Foreign::Luks, Foreign::Btrfs, Foreign::Xfs];
     dirty_target(&c.master, &target, c.size / 2 * 3, foreign);
     let rep = restore_json(&c.image, &target);
     // sfdisk ends the last partition on a MiB boundary, restore at the last usable

@@ -1,6 +1,8 @@
 //! XFS on real file systems (root: loop devices, mounts): the shared mount helper, and a
 //! master with deleted data captured to its used blocks, restored onto an equal and a
 //! 1.5× disk (`xfs_repair -n` clean, trees equal inode by inode, grown on the larger).
+//! Every restore target is full of old bytes (0xa5) first: a zeroed target would hide
+//! bytes the image should hold but restore leaves unwritten.
 
 mod common;
 use common::*;
@@ -72,6 +74,21 @@ fn with_mounted_mounts_a_byte_range_of_a_file_and_cleans_up() {
     assert!(losetup.trim().is_empty(), "loop devices left: {losetup}");
 }
 
+/// A target disk file of `size` bytes full of old bytes (0xa5), not zeros: what a
+/// restore leaves unwritten must not read as the zeros a fresh file would give.
+fn old_disk(path: &Path, size: u64) {
+    use std::io::Write;
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let block = vec![0xa5u8; MIB as usize];
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(MIB);
+        f.write_all(&block[..n as usize]).unwrap();
+        left -= n;
+    }
+    f.flush().unwrap();
+}
+
 /// `used_bytes` and `filesystem` of region `p1` in the image's manifest.
 fn region_p1(image: &Path) -> (u64, String) {
     let m: serde_json::Value =
@@ -116,10 +133,7 @@ fn xfs_master_captures_used_blocks_restores_clean_and_grows_on_a_larger_disk() {
     let size = std::fs::metadata(&master.path).unwrap().len();
     for (name, target_size) in [("equal", size), ("larger", size / 2 * 3)] {
         let target = work.path().join(format!("{name}.img"));
-        std::fs::File::create(&target)
-            .unwrap()
-            .set_len(target_size)
-            .unwrap();
+        old_disk(&target, target_size);
         run(imgtool().args(["restore", "-q"]).arg(&image).arg(&target));
         let mut l = Loop::attach(&target, false);
         let part = l.part(1);
@@ -181,10 +195,7 @@ fn xfs_restored_onto_a_larger_block_device_is_grown_and_clean() {
         .arg(&image));
     let size = std::fs::metadata(&master.path).unwrap().len();
     let file = work.path().join("node.img");
-    std::fs::File::create(&file)
-        .unwrap()
-        .set_len(size * 2)
-        .unwrap();
+    old_disk(&file, size * 2);
     let mut node = Loop::attach(&file, false);
     run(imgtool().args(["restore", "-q"]).arg(&image).arg(&node.dev));
     let part = node.part(1);
@@ -225,10 +236,7 @@ fn an_xfs_with_a_dirty_log_is_stored_whole_and_restored_byte_exact() {
     let (_, fs) = region_p1(&image);
     assert_eq!(fs, "xfs-unparsed");
     let target = work.path().join("target.img");
-    std::fs::File::create(&target)
-        .unwrap()
-        .set_len(322 * MIB)
-        .unwrap();
+    old_disk(&target, 322 * MIB);
     run(imgtool().args(["restore", "-q"]).arg(&image).arg(&target));
     let part = |p: &Path| {
         let mut b = vec![0u8; 320 * MIB as usize];

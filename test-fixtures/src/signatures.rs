@@ -18,7 +18,9 @@ pub enum Foreign {
     /// `pvcreate`: an LVM2 physical volume.
     Lvm,
     /// `cryptsetup luksFormat --type luks2` with a key file (fast PBKDF: the header is
-    /// what counts, not its strength).
+    /// what counts, not its strength) and a 4 MiB metadata area: the secondary header then
+    /// sits at 4 MiB, outside the first MiB, where `blkid` still finds it when the primary
+    /// is gone (a 1 MiB keyslot area keeps the header, 9 MiB, inside a 16 MiB partition).
     Luks,
 }
 
@@ -74,6 +76,7 @@ pub fn plant(kind: Foreign, dev: &Path) {
             run(tool("cryptsetup")
                 .args(["luksFormat", "--batch-mode", "--type", "luks2"])
                 .args(["--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"])
+                .args(["--luks2-metadata-size", "4m", "--luks2-keyslots-size", "1m"])
                 .arg("--key-file")
                 .arg(key.path())
                 .arg(dev));

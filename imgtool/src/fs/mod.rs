@@ -10,10 +10,13 @@
 //!   `xfs-unparsed`, its non-zero blocks;
 //! - [`btrfs`]: single-device btrfs from the chunk tree and the extent tree;
 //! - [`lvm`]: an LVM2 PV: its label and metadata areas, and inside each plain LV the
-//!   used ranges of the file systems above (ext, FAT, swap, XFS) (free extents are not stored);
+//!   used ranges of the file systems above ([`probe_known`]: ext, XFS, FAT, swap, btrfs;
+//!   free extents are not stored);
 //! - anything else: the non-zero 64 KiB blocks, and restore zeroes the rest.
 //!
-//! [`crc32c`] is the metadata checksum of XFS v5.
+//! A whole partition is tried as ext, XFS, FAT, swap, then LVM, then btrfs (the order
+//! before btrfs could sit in an LV: a partition is never read as btrfs before LVM had
+//! its say). [`crc32c`] is the metadata checksum of XFS v5 and of btrfs (its default).
 
 pub mod btrfs;
 pub mod crc32c;
@@ -90,7 +93,7 @@ pub fn probe(part: &PartView, raw: bool) -> io::Result<FsInfo> {
             fill: Fill::Zero,
         });
     }
-    if let Some(i) = probe_known(part)? {
+    if let Some(i) = probe_plain(part)? {
         return Ok(i);
     }
     if let Some(i) = lvm::probe(part)? {
@@ -102,9 +105,18 @@ pub fn probe(part: &PartView, raw: bool) -> io::Result<FsInfo> {
     nonzero(part)
 }
 
-/// The file-system probes (not LVM, not the non-zero scan): what [`probe`] tries first,
-/// and what [`lvm`] runs inside each logical volume.
+/// The file-system probes (not LVM, not the non-zero scan): what [`lvm`] runs inside
+/// each logical volume. Every one needs only the [`PartView`], so an LV's view (its
+/// extents mapped, [`lvm::view`]) serves as well as a partition.
 pub fn probe_known(part: &PartView) -> io::Result<Option<FsInfo>> {
+    if let Some(i) = probe_plain(part)? {
+        return Ok(Some(i));
+    }
+    btrfs::probe(part)
+}
+
+/// ext, XFS, FAT and swap: what [`probe`] tries before LVM.
+fn probe_plain(part: &PartView) -> io::Result<Option<FsInfo>> {
     if let Some(i) = ext::probe(part)? {
         return Ok(Some(i));
     }
@@ -265,6 +277,22 @@ mod tests {
             }
             assert!(v[k].0 <= o, "block at {o} not covered");
         }
+    }
+
+    /// An LV holding btrfs (SUSE's layout on LVM): before, [`probe_known`] did not try
+    /// btrfs, so the LVM probe stored the LV as its non-zero blocks and zero-filled the PV.
+    #[test]
+    fn probe_known_reads_btrfs_too() {
+        let disk = crate::disk::MemDisk::from_vec(btrfs::synth::image(), 512);
+        let part = PartView {
+            disk: &disk,
+            start: 0,
+            size: crate::disk::BlockIo::size(&disk),
+        };
+        let info = probe_known(&part).unwrap().expect("btrfs found");
+        assert_eq!(info.kind, "btrfs");
+        assert_eq!(info.fill, Fill::Keep);
+        assert_eq!(info.used, btrfs::synth::USED.to_vec());
     }
 
     #[test]

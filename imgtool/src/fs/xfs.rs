@@ -4,12 +4,13 @@
 //! B+tree, the internal log and file data are kept whole — a safe superset.
 //!
 //! The superblock is checked before anything else is read (block and sector size,
-//! `agblocks`/`agcount`/`dblocks` consistent and inside the partition, CRC on v5). What
-//! this reader does not trust yields the **fallback**: an XFS with an external log or a
-//! realtime section, a damaged superblock, an AGF or tree block that fails its checks
-//! ([`bnobt`]), free space that would cover a block that must be used, or a log that is
-//! not provably clean ([`log`]: after a crash the trees on disk are only the last
-//! checkpoint). The partition is then stored as its non-zero blocks with `Fill::Zero`,
+//! `agblocks`/`agcount`/`dblocks` consistent and inside the partition, CRC and
+//! incompatible features on v5). What this reader does not trust yields the
+//! **fallback**: an XFS with an external log or a realtime section, a damaged
+//! superblock, one flagged NEEDSREPAIR or with an incompatible feature this reader does
+//! not know, an AGF or tree block that fails its checks ([`bnobt`]), free space that
+//! would cover a block that must be used, or a log that is not provably clean ([`log`]:
+//! after a crash the trees on disk are only the last checkpoint). The partition is then stored as its non-zero blocks with `Fill::Zero`,
 //! as `xfs-unparsed` (restored byte-exact, never mounted or grown). [`free_space`] says
 //! why. Layouts: "XFS Algorithms & Data Structures" (xfs-documentation), xfsprogs'
 //! `xfs_format.h`; all fields big-endian.
@@ -18,6 +19,7 @@ mod bnobt;
 mod log;
 
 use super::{label_string, uuid_string, Fill, FsInfo, PartView, UsedRanges};
+use crate::bytes::{be16, be32, be64};
 use std::io;
 
 pub use bnobt::{MAX_FREE_EXTENTS, MAX_LEVELS, MAX_NODES};
@@ -109,7 +111,9 @@ pub fn probe(part: &PartView) -> io::Result<Option<FsInfo>> {
     }
     match free_space(part) {
         Ok((sb, free)) => Ok(Some(used_info(&sb, &free))),
-        Err(Unparsed::Io(e)) => Err(e),
+        // A read past the partition's end is damage (every read is meant to be inside
+        // the checked geometry); other read errors are the disk's and end the capture.
+        Err(Unparsed::Io(e)) if e.kind() != io::ErrorKind::UnexpectedEof => Err(e),
         Err(_) => fallback(part, &s).map(Some),
     }
 }
@@ -165,20 +169,6 @@ fn fallback(part: &PartView, s: &[u8; 512]) -> io::Result<FsInfo> {
     Ok(info)
 }
 
-fn be16(b: &[u8], at: usize) -> u64 {
-    u64::from(u16::from_be_bytes([b[at], b[at + 1]]))
-}
-
-fn be32(b: &[u8], at: usize) -> u64 {
-    u64::from(u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]))
-}
-
-fn be64(b: &[u8], at: usize) -> u64 {
-    let mut v = [0u8; 8];
-    v.copy_from_slice(&b[at..at + 8]);
-    u64::from_be_bytes(v)
-}
-
 /// A power of two in `[lo, hi]`.
 fn pow2_in(v: u64, lo: u64, hi: u64) -> bool {
     v.is_power_of_two() && (lo..=hi).contains(&v)
@@ -186,8 +176,18 @@ fn pow2_in(v: u64, lo: u64, hi: u64) -> bool {
 
 /// `XFS_SB_VERSION_NUMBITS`: the version is the low 4 bits of `sb_versionnum`.
 const VERSION_MASK: u64 = 0xf;
+/// Where `sb_features_incompat` is (v5).
+const SB_INCOMPAT: usize = 216;
 /// `XFS_SB_FEAT_INCOMPAT_META_UUID`.
 const INCOMPAT_META_UUID: u64 = 1 << 2;
+/// `XFS_SB_FEAT_INCOMPAT_NEEDSREPAIR`: `xfs_repair` did not finish; the kernel refuses to
+/// mount such a file system.
+const INCOMPAT_NEEDSREPAIR: u64 = 1 << 4;
+/// The incompatible features this reader knows leave the AG headers, the free-space
+/// trees and the log as it reads them: FTYPE (0), SPINODES (1), META_UUID (2), BIGTIME
+/// (3), NREXT64 (5), EXCHRANGE (6), PARENT (7). Anything else (METADIR, 8, changes the
+/// superblock's layout; later bits are unknown) and NEEDSREPAIR mean the fallback.
+const INCOMPAT_KNOWN: u64 = 0b1110_1111;
 /// Where `sb_crc` is (v5).
 const SB_CRC: usize = 224;
 
@@ -199,7 +199,7 @@ pub fn read_super(part: &PartView) -> Result<Super, Unparsed> {
     if &s[0..4] != SB_MAGIC {
         return Err(bad("no XFSB magic".into()));
     }
-    let (block, sect) = (be32(&s, 4), be16(&s, 102));
+    let (block, sect) = (u64::from(be32(&s, 4)), u64::from(be16(&s, 102)));
     if !pow2_in(block, 512, 65536) || u64::from(s[120]) != u64::from(block.trailing_zeros()) {
         return Err(bad(format!("block size {block}")));
     }
@@ -209,13 +209,24 @@ pub fn read_super(part: &PartView) -> Result<Super, Unparsed> {
     {
         return Err(bad(format!("sector size {sect}")));
     }
-    let version = be16(&s, 100) & VERSION_MASK;
+    // Before the CRC check reads a whole sector: a stale superblock on a partition
+    // shorter than its sector is the fallback, not a read past the end.
+    if sect > part.size {
+        return Err(bad(format!(
+            "sector size {sect} is more than the partition ({} bytes)",
+            part.size
+        )));
+    }
+    let version = u64::from(be16(&s, 100)) & VERSION_MASK;
     if version != 4 && version != 5 {
         return Err(bad(format!("version {version}")));
     }
     let v5 = version == 5;
     if v5 {
         check_super_crc(part, sect)?;
+    }
+    if v5 {
+        check_incompat(u64::from(be32(&s, SB_INCOMPAT)))?;
     }
     let sb = geometry(&s, part, block, sect, v5)?;
     if s[126] != 0 {
@@ -225,6 +236,20 @@ pub fn read_super(part: &PartView) -> Result<Super, Unparsed> {
         return Err(Unparsed::Realtime);
     }
     Ok(sb)
+}
+
+/// A v5 `sb_features_incompat` this reader can trust.
+fn check_incompat(incompat: u64) -> Result<(), Unparsed> {
+    if incompat & INCOMPAT_NEEDSREPAIR != 0 {
+        return Err(Unparsed::Super("flagged as needing xfs_repair".into()));
+    }
+    let unknown = incompat & !INCOMPAT_KNOWN;
+    if unknown != 0 {
+        return Err(Unparsed::Super(format!(
+            "unknown incompatible features {unknown:#x}"
+        )));
+    }
+    Ok(())
 }
 
 fn check_super_crc(part: &PartView, sect: u64) -> Result<(), Unparsed> {
@@ -253,7 +278,7 @@ pub(crate) fn crc_ok(buf: &mut [u8], at: usize) -> bool {
 /// The AG geometry and log position, checked against each other and the partition.
 fn geometry(s: &[u8], part: &PartView, block: u64, sect: u64, v5: bool) -> Result<Super, Unparsed> {
     let bad = |m: String| Unparsed::Super(m);
-    let (dblocks, agblocks, agcount) = (be64(s, 8), be32(s, 84), be32(s, 88));
+    let (dblocks, agblocks, agcount) = (be64(s, 8), u64::from(be32(s, 84)), u64::from(be32(s, 88)));
     let agblklog = u32::from(s[124]);
     if agblocks < 16 || agcount == 0 {
         return Err(bad(format!("{agcount} AGs of {agblocks} blocks")));
@@ -276,7 +301,7 @@ fn geometry(s: &[u8], part: &PartView, block: u64, sect: u64, v5: bool) -> Resul
             part.size
         )));
     }
-    let (logstart, logblocks) = (be64(s, 48), be32(s, 96));
+    let (logstart, logblocks) = (be64(s, 48), u64::from(be32(s, 96)));
     if logstart == 0 {
         return Err(Unparsed::ExternalLog);
     }
@@ -290,7 +315,7 @@ fn geometry(s: &[u8], part: &PartView, block: u64, sect: u64, v5: bool) -> Resul
         dblocks,
         v5,
         uuid: s[32..48].try_into().unwrap_or_default(),
-        meta_uuid: if v5 && be32(s, 216) & INCOMPAT_META_UUID != 0 {
+        meta_uuid: if v5 && u64::from(be32(s, SB_INCOMPAT)) & INCOMPAT_META_UUID != 0 {
             s[248..264].try_into().unwrap_or_default()
         } else {
             s[32..48].try_into().unwrap_or_default()

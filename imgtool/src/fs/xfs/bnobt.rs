@@ -6,7 +6,8 @@
 //! be sorted, disjoint, inside the AG, sum to the AGF's `freeblks` and spare the tree's
 //! own blocks; anything else is an [`Unparsed`] error, never a guess.
 
-use super::{be16, be32, be64, crc_ok, overlapping, Super, Unparsed};
+use super::{crc_ok, overlapping, Super, Unparsed};
+use crate::bytes::{be16, be32, be64};
 use crate::fs::PartView;
 use std::collections::HashSet;
 
@@ -93,14 +94,22 @@ fn read_agf(part: &PartView, sb: &Super, ag: u64) -> Result<Agf, Unparsed> {
     if sb.v5 && a[64..80] != sb.meta_uuid {
         return Err(bad("UUID is not the file system's".into()));
     }
-    let (version, seqno, length) = (be32(&a, 4), be32(&a, 8), be32(&a, 12));
+    let (version, seqno, length) = (
+        u64::from(be32(&a, 4)),
+        u64::from(be32(&a, 8)),
+        u64::from(be32(&a, 12)),
+    );
     if version != 1 || seqno != ag || length != sb.ag_len(ag) {
         return Err(bad(format!(
             "version {version}, AG number {seqno}, {length} blocks (expected 1, {ag}, {})",
             sb.ag_len(ag)
         )));
     }
-    let (root, levels, freeblks) = (be32(&a, 16), be32(&a, 28), be32(&a, 52));
+    let (root, levels, freeblks) = (
+        u64::from(be32(&a, 16)),
+        u64::from(be32(&a, 28)),
+        u64::from(be32(&a, 52)),
+    );
     if !(1..=MAX_LEVELS).contains(&levels) || root == 0 || root >= length || freeblks > length {
         return Err(bad(format!(
             "free-space tree root {root}, {levels} levels, {freeblks} free blocks"
@@ -151,7 +160,7 @@ impl Walk<'_, '_> {
         let mut b = vec![0u8; self.sb.block as usize];
         self.part.read(&mut b, self.sb.byte(self.ag, agbno))?;
         let hdr = self.check_header(&mut b, agbno, level)?;
-        let n = be16(&b, 6) as usize;
+        let n = usize::from(be16(&b, 6));
         let cap = (b.len() - hdr) / if level == 0 { 8 } else { 12 };
         if n > cap || (n == 0 && !(root && level == 0)) {
             return Err(self.bad(agbno, format!("{n} records (at most {cap})")));
@@ -161,7 +170,7 @@ impl Walk<'_, '_> {
         }
         let ptrs = hdr + cap * 8;
         for i in 0..n {
-            self.node(be32(&b, ptrs + 4 * i), level - 1, false)?;
+            self.node(u64::from(be32(&b, ptrs + 4 * i)), level - 1, false)?;
         }
         Ok(())
     }
@@ -180,7 +189,7 @@ impl Walk<'_, '_> {
                 format!("magic {:02x?} is not {magic:02x?}", &b[0..4]),
             ));
         }
-        if be16(b, 4) != level {
+        if u64::from(be16(b, 4)) != level {
             return Err(self.bad(agbno, format!("level {} (expected {level})", be16(b, 4))));
         }
         if self.sb.v5 {
@@ -188,7 +197,10 @@ impl Walk<'_, '_> {
             if !crc_ok(b, NODE_CRC) {
                 return Err(self.bad(agbno, "CRC mismatch".into()));
             }
-            if be64(b, 16) != daddr || be32(b, 48) != self.ag || b[32..48] != self.sb.meta_uuid {
+            if be64(b, 16) != daddr
+                || u64::from(be32(b, 48)) != self.ag
+                || b[32..48] != self.sb.meta_uuid
+            {
                 return Err(self.bad(
                     agbno,
                     "not this AG's block (block number, owner or UUID)".into(),
@@ -200,7 +212,7 @@ impl Walk<'_, '_> {
 
     fn leaf(&mut self, recs: &[u8]) -> Result<(), Unparsed> {
         for r in recs.chunks_exact(8) {
-            let (start, len) = (be32(r, 0), be32(r, 4));
+            let (start, len) = (u64::from(be32(r, 0)), u64::from(be32(r, 4)));
             let why = if len == 0 {
                 "is empty"
             } else if start < self.end {

@@ -11,7 +11,8 @@
 //! word). The head is where the cycle drops: found by binary search, then checked over a
 //! window on both sides ([`WINDOW`]), so only a few MiB of the log are read.
 
-use super::{be32, Super, Unparsed};
+use super::{Super, Unparsed};
+use crate::bytes::be32;
 use crate::fs::PartView;
 
 /// `XLOG_HEADER_MAGIC_NUM`.
@@ -46,10 +47,10 @@ impl Log<'_, '_> {
     /// The cycle stamped in BB `i`, and whether it is a record header.
     fn cycle(&self, i: u64) -> Result<(u64, bool), Unparsed> {
         let b = self.bb(i)?;
-        Ok(if be32(&b, 0) == MAGIC {
-            (be32(&b, 4), true)
+        Ok(if u64::from(be32(&b, 0)) == MAGIC {
+            (u64::from(be32(&b, 4)), true)
         } else {
-            (be32(&b, 0), false)
+            (u64::from(be32(&b, 0)), false)
         })
     }
 }
@@ -124,7 +125,12 @@ fn last_record_is_unmount(log: &Log, head: u64, c0: u64) -> Result<(), Unparsed>
         return Err(dirty(format!("no record header before the head ({head})")));
     }
     let h = log.bb(r)?;
-    let (version, len, ops, size) = (be32(&h, 8), be32(&h, 12), be32(&h, 40), be32(&h, 320));
+    let (version, len, ops, size) = (
+        u64::from(be32(&h, 8)),
+        u64::from(be32(&h, 12)),
+        u64::from(be32(&h, 40)),
+        u64::from(be32(&h, 320)),
+    );
     let hblks = if version == 2 && size > HEADER_CYCLE_SIZE {
         size.div_ceil(HEADER_CYCLE_SIZE)
     } else {

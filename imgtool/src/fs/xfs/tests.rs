@@ -429,3 +429,67 @@ fn write_xfs_fuzz_seeds() {
         std::fs::write(dir.join(name), seed).unwrap();
     }
 }
+
+/// A stale XFS superblock on a partition shorter than its sector size: before, the v5
+/// CRC check read a whole sector past the partition's end, the probe returned an error
+/// and the whole capture failed. It is the fallback, like any superblock that does not
+/// fit.
+#[test]
+fn a_partition_shorter_than_the_superblocks_sector_falls_back() {
+    // 64 KiB blocks, 32 KiB sectors, on a 16 KiB partition.
+    let d = Mkfs::default().build(|d| {
+        put32(d, 4, 65536);
+        d[120] = 16;
+        put16(d, 102, 32768);
+        d[121] = 15;
+    });
+    let d = d[..16 << 10].to_vec();
+    assert!(
+        why(d.clone()).contains("superblock: sector size 32768"),
+        "{}",
+        why(d.clone())
+    );
+    let info = probe_of(d);
+    assert_eq!(info.kind, KIND_UNPARSED);
+    assert_eq!(info.fill, Fill::Zero);
+    assert_eq!(info.used, vec![(0, 16 << 10)]);
+}
+
+/// `sb_features_incompat` (v5): a file system flagged NEEDSREPAIR (xfs_repair was
+/// interrupted: the kernel refuses to mount it) or with a feature this reader does not
+/// know is not read by its trees. Before, both were parsed as if clean.
+#[test]
+fn needsrepair_or_an_unknown_incompat_feature_falls_back() {
+    let d = Mkfs::default().build(|d| put32(d, 216, 1 << 4));
+    assert_fallback(d, "superblock: flagged as needing xfs_repair");
+    for bit in [8, 9, 12, 31] {
+        let d = Mkfs::default().build(|d| put32(d, 216, 1 << bit));
+        assert_fallback(
+            d,
+            &format!(
+                "superblock: unknown incompatible features {:#x}",
+                1u64 << bit
+            ),
+        );
+    }
+}
+
+#[test]
+fn the_known_incompat_features_parse() {
+    // FTYPE, SPINODES, META_UUID (its UUID where the trees carry it), BIGTIME, NREXT64,
+    // EXCHRANGE, PARENT: none changes the AG headers, the free-space trees or the log.
+    let m = Mkfs::default();
+    let d = m.build(|d| {
+        put32(d, 216, 0xef);
+        d[248..264].copy_from_slice(&UUID);
+    });
+    let info = probe_of(d);
+    assert_eq!(info.kind, KIND);
+    assert_eq!(info.used, expected_used(&m));
+    // v4 has no feature fields: whatever is there is ignored.
+    let m = Mkfs {
+        v5: false,
+        ..Mkfs::default()
+    };
+    assert_eq!(probe_of(m.build(|d| put32(d, 216, 1 << 4))).kind, KIND);
+}
