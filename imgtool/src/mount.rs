@@ -25,6 +25,10 @@ use std::time::Duration;
 /// `LOOP_CTL_GET_FREE` named before this one configured it (`EBUSY`).
 const LOOP_RETRIES: u32 = 16;
 
+/// How many mount-point names are tried before giving up (each taken one was made by
+/// someone else since: a name holds this process's id and the time).
+const MKDIR_ATTEMPTS: u32 = 64;
+
 /// How often a busy unmount is retried (100 ms apart) before it is detached lazily.
 const UNMOUNT_RETRIES: u32 = 20;
 
@@ -138,25 +142,38 @@ struct MountPoint {
 }
 
 impl MountPoint {
+    /// A new directory under the temp dir, named by process, time and attempt, created
+    /// with `mkdir` (which fails on any existing name, a planted symlink included: the
+    /// next name is tried). Not from `getrandom`: in the node agent (PID 1 of a ramdisk)
+    /// the kernel's random pool may not be initialised yet, and `getrandom` would block
+    /// the clone forever (seen under QEMU TCG: no `crng init done` in minutes).
     fn create(what: &str) -> Result<MountPoint> {
-        let mut rnd = [0u8; 8];
-        getrandom::fill(&mut rnd).map_err(|e| Error::Device {
-            device: std::env::temp_dir(),
-            what: format!("choosing a mount point for {what}"),
-            err: io::Error::other(e.to_string()),
-        })?;
-        let dir = std::env::temp_dir().join(format!(
-            "imgtool-mount-{}-{}",
-            std::process::id(),
-            hex::encode(rnd)
-        ));
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&dir)
-            .map_err(|e| Error::io("creating the mount point", &dir, e))?;
-        Ok(MountPoint {
-            dir,
-            mounted: false,
+        let base = std::env::temp_dir();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let mut last = None;
+        for attempt in 0..MKDIR_ATTEMPTS {
+            let dir = base.join(format!(
+                "imgtool-mount-{}-{nanos:x}-{attempt}",
+                std::process::id()
+            ));
+            match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+                Ok(()) => {
+                    return Ok(MountPoint {
+                        dir,
+                        mounted: false,
+                    })
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some(e),
+                Err(e) => return Err(Error::io("creating the mount point", &dir, e)),
+            }
+        }
+        Err(Error::Device {
+            device: base,
+            what: format!("choosing a mount point for {what}: {MKDIR_ATTEMPTS} names taken"),
+            err: last.unwrap_or_else(|| io::Error::from(io::ErrorKind::AlreadyExists)),
         })
     }
 
