@@ -24,7 +24,7 @@ pub mod text;
 pub mod view;
 
 use super::{Fill, FsInfo, PartView, UsedRanges, MAX_RANGES, SCAN_BLOCK};
-use label::{MdaHeader, PvLabel};
+use label::{MdaHeader, MdaText, PvLabel};
 use meta::{PvMap, Vg};
 use std::io;
 use thiserror::Error;
@@ -59,30 +59,77 @@ pub struct Pv {
 }
 
 /// Reads a PV: `None` when there is no LVM label; an error when something is damaged.
+///
+/// Of the metadata areas that hold a current text (not flagged ignored), the one with the
+/// highest `seqno` is used, as lvm2 does. An orphan PV (in no VG) is one whose every area
+/// is readable and lists no text at all; an ignored copy is not that (its VG keeps the
+/// text on other PVs), so a PV with no current copy is an error and capture falls back
+/// to the non-zero scan rather than dropping its LVs.
 pub fn read_pv(part: &PartView) -> Result<Option<Pv>, LvmError> {
     let Some(label) = label::read_label(part)? else {
         return Ok(None);
     };
+    let mut best: Option<(MdaHeader, Vec<u8>, Vg)> = None;
+    let mut orphan = None;
+    let mut ignored = false;
     let mut first_err = None;
     for area in &label.metadata_areas {
-        let got = MdaHeader::read(part, *area).and_then(|mda| {
-            let vg = match mda.read_text(part)? {
-                Some(t) => {
-                    let vg = Vg::from_root(&text::parse(&t)?)?;
-                    Some((t, vg))
+        match read_area(part, *area) {
+            Ok(Copy::Text(mda, text, vg)) => {
+                if best.as_ref().map_or(true, |b| vg.seqno.0 > b.2.seqno.0) {
+                    best = Some((mda, text, vg));
                 }
-                None => None,
-            };
-            Ok((mda, vg))
-        });
-        match got {
-            Ok((mda, vg)) => return Ok(Some(Pv { label, mda, vg })),
+            }
+            Ok(Copy::Orphan(mda)) => {
+                orphan.get_or_insert(mda);
+            }
+            Ok(Copy::Ignored) => ignored = true,
             Err(e) => {
                 first_err.get_or_insert(e);
             }
         }
     }
-    Err(first_err.unwrap_or(LvmError::Label("no metadata area")))
+    if let Some((mda, text, vg)) = best {
+        return Ok(Some(Pv {
+            label,
+            mda,
+            vg: Some((text, vg)),
+        }));
+    }
+    match (orphan, first_err) {
+        (_, Some(e)) => Err(e),
+        (Some(mda), None) if !ignored => Ok(Some(Pv {
+            label,
+            mda,
+            vg: None,
+        })),
+        (Some(_), None) => Err(LvmError::Meta(
+            "no metadata area holds a current copy of the text".into(),
+        )),
+        (None, None) if ignored => Err(LvmError::Meta(
+            "every metadata copy on this PV is flagged ignored".into(),
+        )),
+        (None, None) => Err(LvmError::Label("no metadata area")),
+    }
+}
+
+/// One metadata area as [`read_pv`] sees it.
+enum Copy {
+    Text(MdaHeader, Vec<u8>, Vg),
+    Orphan(MdaHeader),
+    Ignored,
+}
+
+fn read_area(part: &PartView, area: label::Area) -> Result<Copy, LvmError> {
+    let mda = MdaHeader::read(part, area)?;
+    Ok(match mda.read_text(part)? {
+        MdaText::Text(t) => {
+            let vg = Vg::from_root(&text::parse(&t)?)?;
+            Copy::Text(mda, t, vg)
+        }
+        MdaText::Orphan => Copy::Orphan(mda),
+        MdaText::Ignored => Copy::Ignored,
+    })
 }
 
 impl Pv {
