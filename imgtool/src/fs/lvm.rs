@@ -10,12 +10,16 @@
 //! Stored ([`probe`]): everything from byte 0 to `pe_start` (label, first metadata area,
 //! boot-loader area), every metadata area (a second one at the end), and the used ranges
 //! of the file systems of plain LVs (ext, FAT, swap … whatever [`super::probe_known`]
-//! recognises), mapped back to PV offsets. Extents of LVs not understood (thin, RAID,
-//! mirror, snapshot, cache, striped over several PVs, hidden sub-LVs, an LV without a
-//! known file system) are stored as their non-zero 64 KiB blocks, and then the region is
-//! [`Fill::Zero`] so restore zeroes what was not stored; otherwise [`Fill::Keep`]. Free
-//! extents are not stored. Damaged or hostile metadata makes the probe answer "not
-//! LVM", and capture falls back to the non-zero scan of the whole partition.
+//! recognises) with each such LV's signature areas ([`crate::wipe::signature_areas`]:
+//! its first and last MiB, btrfs mirrors), mapped back to PV offsets; restore writes
+//! those, so no foreign signature of the target's past survives inside an LV. Extents of
+//! LVs not understood (thin, RAID, mirror, snapshot, cache, striped over several PVs,
+//! hidden sub-LVs, an LV without a known file system) are stored as their non-zero
+//! 64 KiB blocks, and then the region is [`Fill::Zero`] so restore zeroes what was not
+//! stored; otherwise [`Fill::Keep`]. Free extents are not stored. Damaged or hostile
+//! metadata makes the probe answer "not LVM", and capture falls back to the non-zero
+//! scan of the whole partition. A PV whose metadata copies are all flagged ignored (its
+//! VG keeps the text on other PVs) is such a fallback too ([`read_pv`]).
 
 pub mod label;
 pub mod meta;
@@ -192,8 +196,8 @@ pub fn probe(part: &PartView) -> io::Result<Option<FsInfo>> {
     }))
 }
 
-/// Adds the used ranges of every LV on the PV: probed file systems' used blocks, the
-/// non-zero blocks of everything else. Returns the fill the region needs.
+/// Adds the used ranges of every LV on the PV: probed file systems' used blocks and the
+/// LV's [`crate::wipe::signature_areas`], the non-zero blocks of everything else. Returns the fill the region needs.
 fn lv_ranges(part: &PartView, map: &PvMap, used: &mut Collected) -> io::Result<Fill> {
     let mut fill = Fill::Keep;
     for lv in &map.lvs {
@@ -205,8 +209,13 @@ fn lv_ranges(part: &PartView, map: &PvMap, used: &mut Collected) -> io::Result<F
         };
         match super::probe_known(&lv_part) {
             Ok(Some(info)) if info.fill == Fill::Keep => {
+                // Restore clears old signatures only at the PV partition's edges; an LV's
+                // free space is kept too, so its own signature areas are stored (mostly
+                // zeros, compressing to nothing) and an old btrfs or XFS inside never
+                // survives beside the LV's file system.
                 let mut v = vec![];
-                for (o, l) in info.used {
+                let wipe = crate::wipe::signature_areas(lv_part.size);
+                for (o, l) in info.used.into_iter().chain(wipe) {
                     view.to_pv(o, l, &mut v);
                 }
                 used.add(v);

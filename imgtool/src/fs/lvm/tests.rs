@@ -145,7 +145,7 @@ fn a_pv_stores_its_head_and_the_used_blocks_of_its_lvs() {
     assert_eq!(info.fill, Fill::Zero);
     assert_eq!(
         info.used,
-        vec![(0, MIB), (3 * MIB, 4096), (6 * MIB + 65536, 65536)]
+        vec![(0, MIB), (3 * MIB, 2 * MIB), (6 * MIB + 65536, 65536)]
     );
 }
 
@@ -155,7 +155,21 @@ fn a_pv_whose_lvs_all_hold_known_file_systems_keeps_free_space() {
     swap_at(&mut d, (3 * MIB) as usize);
     let info = probe_bytes(d).unwrap();
     assert_eq!(info.fill, Fill::Keep);
-    assert_eq!(info.used, vec![(0, MIB), (3 * MIB, 4096)]);
+    // The 2 MiB LV is all signature area (first and last MiB).
+    assert_eq!(info.used, vec![(0, MIB), (3 * MIB, 2 * MIB)]);
+}
+
+#[test]
+fn the_signature_areas_of_a_kept_lv_are_stored() {
+    // Review finding 2: restore wipes old signatures only at the PV partition's edges; an
+    // LV starts at pe_start, so an old btrfs superblock at a swap LV's 64 KiB survived next
+    // to the swap header ("ambivalent", the node boots without swap). The LV's own
+    // signature areas (first and last MiB) are now stored, so restore writes them.
+    let mut d = build_pv(9 * MIB, &vg_text(8, &linear("swap", 2, 4)));
+    swap_at(&mut d, (3 * MIB) as usize);
+    let info = probe_bytes(d).unwrap();
+    assert_eq!(info.fill, Fill::Keep);
+    assert_eq!(info.used, vec![(0, MIB), (3 * MIB, MIB), (6 * MIB, MIB)]);
 }
 
 #[test]
