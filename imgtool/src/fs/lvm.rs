@@ -80,7 +80,11 @@ pub fn read_pv(part: &PartView) -> Result<Option<Pv>, LvmError> {
     for area in &label.metadata_areas {
         match read_area(part, *area) {
             Ok(Copy::Text(mda, text, vg)) => {
-                if best.as_ref().map_or(true, |b| vg.seqno.0 > b.2.seqno.0) {
+                let newer = match &best {
+                    Some(b) => vg.seqno.0 > b.2.seqno.0,
+                    None => true,
+                };
+                if newer {
                     best = Some((mda, text, vg));
                 }
             }
