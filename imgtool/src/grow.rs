@@ -18,7 +18,7 @@ const MIN_GROWTH: u64 = 1024 * 1024;
 
 /// Grows region `r`'s file system, restored at disk byte `disk_offset`, to its partition
 /// of `target_size` bytes, the way its kind needs (ext: [`grow_ext`], XFS: [`grow_xfs`],
-/// an LVM2 PV: pvresize's edit, [`crate::fs::lvm::resize::grow_pv`],
+/// an LVM2 PV: pvresize's edit, [`grow_lvm`],
 /// btrfs: [`grow_btrfs`]):
 /// `Some((old, new))` file-system byte sizes, `None` when nothing grew (a kind that does
 /// not grow, or less than 1 MiB to gain). Runs after every chunk is written and before
@@ -33,14 +33,42 @@ pub fn grow_fs(
         k if k.starts_with("ext") => grow_ext(target, r, disk_offset, target_size),
         "xfs" => grow_xfs(target, r, disk_offset, target_size),
         "btrfs" => grow_btrfs(target, r, disk_offset, target_size),
-        "lvm2" => crate::fs::lvm::resize::grow_pv(
-            target,
-            target.path(),
-            r,
-            disk_offset,
-            target_size,
-        ),
+        "lvm2" => grow_lvm(target, r, disk_offset, target_size),
         _ => Ok(None),
+    }
+}
+
+/// Grows region `r` (an `lvm2` PV restored at disk byte `disk_offset`) to a partition of
+/// `target_size` bytes with [`crate::fs::lvm::resize::resize`]: `Some((old, new))`
+/// extent-area ends when it grew. A PV that keeps its size is reported on stderr (the
+/// agent's console) and is not an error.
+pub fn grow_lvm(
+    target: &Disk,
+    r: &Region,
+    disk_offset: u64,
+    target_size: u64,
+) -> Result<Option<(u64, u64)>> {
+    use crate::fs::lvm::resize::{resize, Outcome};
+    if r.filesystem != "lvm2" {
+        return Ok(None);
+    }
+    let tpath = target.path();
+    match resize(target, disk_offset, target_size) {
+        Ok(Outcome::Grown(old, new)) => Ok(Some((old, new))),
+        Ok(Outcome::Same) => Ok(None),
+        Ok(Outcome::Kept(why)) => {
+            eprintln!(
+                "imgtool: partition {} of {}: the LVM PV keeps its size ({why}); run `pvresize` on the node to use the rest",
+                r.number,
+                tpath.display()
+            );
+            Ok(None)
+        }
+        Err(e) => Err(Error::Device {
+            device: tpath.to_path_buf(),
+            what: format!("resizing the LVM PV of partition {}", r.number),
+            err: std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
+        }),
     }
 }
 
