@@ -27,7 +27,7 @@ pub mod resize;
 pub mod text;
 pub mod view;
 
-use super::{Fill, FsInfo, PartView, UsedRanges, MAX_RANGES, SCAN_BLOCK};
+use super::{Fill, FsInfo, PartView, UsedRanges, MAX_RANGES};
 use label::{MdaHeader, MdaText, PvLabel};
 use meta::{PvMap, Vg};
 use std::io;
@@ -228,35 +228,16 @@ fn lv_ranges(part: &PartView, map: &PvMap, used: &mut Collected) -> io::Result<F
             _ => {
                 fill = Fill::Zero;
                 for &(_, po, l) in &lv.segs {
-                    used.add(nonzero(part, po, l)?);
+                    used.add(super::nonzero_range(part, po, l)?);
                 }
             }
         }
     }
     for &(o, l) in &map.scan {
         fill = Fill::Zero;
-        used.add(nonzero(part, o, l)?);
+        used.add(super::nonzero_range(part, o, l)?);
     }
     Ok(fill)
-}
-
-/// The non-zero [`SCAN_BLOCK`]s of PV bytes `[off, off + len)`.
-fn nonzero(part: &PartView, off: u64, len: u64) -> io::Result<Vec<(u64, u64)>> {
-    let mut out = UsedRanges::default();
-    let mut buf = vec![0u8; len.min(4 << 20) as usize];
-    let end = off.saturating_add(len).min(part.size);
-    let mut pos = off;
-    while pos < end {
-        let n = (end - pos).min(buf.len() as u64) as usize;
-        part.read(&mut buf[..n], pos)?;
-        for (i, blk) in buf[..n].chunks(SCAN_BLOCK as usize).enumerate() {
-            if blk.iter().any(|b| *b != 0) {
-                out.push(pos + i as u64 * SCAN_BLOCK, blk.len() as u64);
-            }
-        }
-        pos += n as u64;
-    }
-    Ok(out.into_vec())
 }
 
 /// Used ranges gathered from several sources in any order, kept bounded: merged through
@@ -274,17 +255,24 @@ impl Collected {
         }
     }
     fn merge(&mut self) {
-        self.v.sort_unstable();
-        let mut u = UsedRanges::default();
-        for &(o, l) in &self.v {
-            u.push(o, l);
-        }
-        self.v = u.into_vec();
+        self.v = merged(std::mem::take(&mut self.v));
     }
     fn finish(mut self) -> Vec<(u64, u64)> {
         self.merge();
         self.v
     }
+}
+
+/// `ranges` in any order, sorted and merged where they overlap or touch, through
+/// [`UsedRanges`] (so bounded by [`MAX_RANGES`] like every probe's list): the one merge
+/// of this module and [`meta`].
+fn merged(mut ranges: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+    ranges.sort_unstable();
+    let mut u = UsedRanges::default();
+    for (o, l) in ranges {
+        u.push(o, l);
+    }
+    u.into_vec()
 }
 
 #[cfg(test)]

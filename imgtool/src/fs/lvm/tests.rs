@@ -355,3 +355,30 @@ fn the_wrapped_text_of_a_circular_buffer_reads_back() {
         .unwrap();
     assert_eq!(back, label::MdaText::Text(text));
 }
+
+#[test]
+fn nonzero_range_scans_blocks_from_its_start_clipped_to_the_partition() {
+    let mut d = vec![0u8; (4 * MIB) as usize];
+    d[100] = 1;
+    d[(3 * MIB + 10) as usize] = 1;
+    d[(4 * MIB - 1) as usize] = 1;
+    let disk = MemDisk::from_vec(d, 512);
+    let part = PartView {
+        disk: &disk,
+        start: 0,
+        size: 4 * MIB,
+    };
+    let scan = |o, l| crate::fs::nonzero_range(&part, o, l).unwrap();
+    assert_eq!(
+        scan(3 * MIB, 10 * MIB),
+        vec![(3 * MIB, 65536), (4 * MIB - 65536, 65536)]
+    );
+    assert_eq!(scan(0, 4096), vec![(0, 4096)]);
+    assert_eq!(scan(96, 4096), vec![(96, 4096)]);
+    assert!(scan(5 * MIB, 1).is_empty());
+    assert!(scan(u64::MAX, u64::MAX).is_empty());
+    assert_eq!(
+        crate::fs::nonzero(&part).unwrap().used,
+        vec![(0, 65536), (3 * MIB, 65536), (4 * MIB - 65536, 65536)]
+    );
+}
