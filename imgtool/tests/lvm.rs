@@ -4,6 +4,9 @@
 //! with only its used blocks, and restored onto a disk of the same size and onto one
 //! 1.5× larger, where the PV gets the new extents as free space (pvresize semantics).
 //!
+//! The restores write onto targets that look used (0xa5, an old btrfs where the swap LV
+//! lies). Also: a VG of two PVs whose second metadata copy lvm2 flags ignored.
+//!
 //! No device-mapper in this kernel: LVs are read through loop devices over their
 //! extents (`test_fixtures::lvm`), and every lvm2 command sees one device only.
 
@@ -407,4 +410,131 @@ fn an_lv_without_a_known_file_system_is_restored_exactly_and_two_metadata_areas_
     clean("vgck", &pv.dev, &["vgraw"]);
     let f = facts(&pv.dev, "vgraw");
     assert_eq!(f.pe_count, 15, "not grown");
+}
+
+/// An lvm2 command that sees exactly the devices `devs`; panics with its output on failure.
+fn lvm_on(cmd: &str, devs: &[&Path], args: &[&str]) -> String {
+    let mut c = tool(cmd);
+    c.env("LVM_SUPPRESS_FD_WARNINGS", "1");
+    for d in devs {
+        c.arg("--devices").arg(d);
+    }
+    let out = c.args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into()
+}
+
+#[test]
+fn a_vg_member_whose_metadata_copy_lvm2_ignores_keeps_its_lvs() {
+    // Review finding 1 with lvm2 itself: `vgcreate --vgmetadatacopies 1` over two PVs
+    // flags one PV's copy ignored (a stale text stays there). That PV was probed as an
+    // orphan: its head stored, `fill: keep`, its LV's bytes lost.
+    skip_unless_root!("loop devices, lvm2");
+    let work = tempfile::tempdir_in(test_fixtures::disk::target_tmp()).unwrap();
+    let files = [work.path().join("a.pv"), work.path().join("b.pv")];
+    for f in &files {
+        std::fs::File::create(f).unwrap().set_len(64 * MIB).unwrap();
+    }
+    let pe_start = {
+        let a = OffsetLoop::attach(&files[0], 0, 64 * MIB, false);
+        let b = OffsetLoop::attach(&files[1], 0, 64 * MIB, false);
+        let devs = [a.dev.as_path(), b.dev.as_path()];
+        let names: Vec<String> = devs.iter().map(|d| d.display().to_string()).collect();
+        lvm_on("pvcreate", &devs, &[&names[0], &names[1]]);
+        lvm_on(
+            "vgcreate",
+            &devs,
+            &[
+                "--vgmetadatacopies",
+                "1",
+                "-s",
+                "4m",
+                "vgm",
+                &names[0],
+                &names[1],
+            ],
+        );
+        for (lv, dev) in [("la", &names[0]), ("lb", &names[1])] {
+            let on = format!("{dev}:0-1");
+            lvm_on(
+                "lvcreate",
+                &devs,
+                &[
+                    "--driverloaded",
+                    "n",
+                    "-an",
+                    "-Zn",
+                    "-l",
+                    "2",
+                    "-n",
+                    lv,
+                    "vgm",
+                    &on,
+                ],
+            );
+        }
+        let used = lvm_on(
+            "pvs",
+            &devs,
+            &[
+                "--noheadings",
+                "-o",
+                "pv_mda_used_count",
+                &names[0],
+                &names[1],
+            ],
+        );
+        let mut used: Vec<&str> = used.split_whitespace().collect();
+        used.sort();
+        assert_eq!(used, ["0", "1"], "one PV's copy is ignored");
+        let s = lvm_on(
+            "pvs",
+            &devs,
+            &[
+                "--noheadings",
+                "--units",
+                "b",
+                "--nosuffix",
+                "-o",
+                "pe_start",
+                &names[0],
+            ],
+        );
+        s.trim().parse::<u64>().unwrap()
+    };
+    // Each LV (extents 0-1 of its PV) holds data: 1 MiB of junk 2 MiB in.
+    let junk: Vec<u8> = (0..MIB as u32).map(|i| (i * 7 % 251 + 1) as u8).collect();
+    let at = pe_start + 2 * MIB;
+    for f in &files {
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::OpenOptions::new().write(true).open(f).unwrap();
+        file.write_all_at(&junk, at).unwrap();
+    }
+    let mut kinds = vec![];
+    for f in &files {
+        let disk = imgtool::disk::MemDisk::from_vec(std::fs::read(f).unwrap(), 512);
+        let part = imgtool::fs::PartView {
+            disk: &disk,
+            start: 0,
+            size: 64 * MIB,
+        };
+        let info = imgtool::fs::probe(&part, false).unwrap();
+        let covered = info.used.iter().any(|&(o, l)| o <= at && at + MIB <= o + l);
+        assert!(
+            covered,
+            "{}: the LV's data is not stored: {info:?}",
+            f.display()
+        );
+        assert_eq!(info.fill, imgtool::fs::Fill::Zero, "{info:?}");
+        kinds.push(info.kind);
+    }
+    // The PV with the current copy is read as LVM (its LV scanned: no file system); the
+    // other one, with no current copy of its own, is not understood: non-zero blocks.
+    kinds.sort();
+    assert_eq!(kinds, ["lvm2", "unknown"]);
 }
