@@ -18,7 +18,7 @@ const MIN_GROWTH: u64 = 1024 * 1024;
 
 /// Grows region `r`'s file system, restored at disk byte `disk_offset`, to its partition
 /// of `target_size` bytes, the way its kind needs (ext: [`grow_ext`], XFS: [`grow_xfs`],
-/// an LVM2 PV: pvresize's edit, [`crate::fs::lvm::resize::grow_pv`],
+/// an LVM2 PV: pvresize's edit, [`grow_lvm`],
 /// btrfs: [`grow_btrfs`]):
 /// `Some((old, new))` file-system byte sizes, `None` when nothing grew (a kind that does
 /// not grow, or less than 1 MiB to gain). Runs after every chunk is written and before
@@ -33,14 +33,42 @@ pub fn grow_fs(
         k if k.starts_with("ext") => grow_ext(target, r, disk_offset, target_size),
         "xfs" => grow_xfs(target, r, disk_offset, target_size),
         "btrfs" => grow_btrfs(target, r, disk_offset, target_size),
-        "lvm2" => crate::fs::lvm::resize::grow_pv(
-            target,
-            target.path(),
-            r,
-            disk_offset,
-            target_size,
-        ),
+        "lvm2" => grow_lvm(target, r, disk_offset, target_size),
         _ => Ok(None),
+    }
+}
+
+/// Grows region `r` (an `lvm2` PV restored at disk byte `disk_offset`) to a partition of
+/// `target_size` bytes with [`crate::fs::lvm::resize::resize`]: `Some((old, new))`
+/// extent-area ends when it grew. A PV that keeps its size is reported on stderr (the
+/// agent's console) and is not an error.
+pub fn grow_lvm(
+    target: &Disk,
+    r: &Region,
+    disk_offset: u64,
+    target_size: u64,
+) -> Result<Option<(u64, u64)>> {
+    use crate::fs::lvm::resize::{resize, Outcome};
+    if r.filesystem != "lvm2" {
+        return Ok(None);
+    }
+    let tpath = target.path();
+    match resize(target, disk_offset, target_size) {
+        Ok(Outcome::Grown(old, new)) => Ok(Some((old, new))),
+        Ok(Outcome::Same) => Ok(None),
+        Ok(Outcome::Kept(why)) => {
+            eprintln!(
+                "imgtool: partition {} of {}: the LVM PV keeps its size ({why}); run `pvresize` on the node to use the rest",
+                r.number,
+                tpath.display()
+            );
+            Ok(None)
+        }
+        Err(e) => Err(Error::Device {
+            device: tpath.to_path_buf(),
+            what: format!("resizing the LVM PV of partition {}", r.number),
+            err: std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
+        }),
     }
 }
 
@@ -75,9 +103,10 @@ pub fn grow_xfs(
 /// `target_size` bytes when that is at least 1 MiB more than the captured file system:
 /// mounted, then `BTRFS_IOC_RESIZE` with `"<devid>:max"` (the device id from the
 /// restored superblock), as `btrfs filesystem resize` does; no `btrfs` binary (the
-/// agent's ramdisk has none). Skipped (`None`) when the probe cannot read the restored
-/// superblock as a single-device btrfs (a file system stored as its non-zero blocks for
-/// that reason would not mount alone). Returns the old and new sizes in bytes, the new
+/// agent's ramdisk has none). Not grown (`None`, a warning) when the kernel refuses the
+/// mount for a duplicate fsid ([`btrfs_mount_refused`]). Skipped (`None`) when the probe
+/// cannot read the restored superblock as a single-device btrfs (a file system stored as
+/// its non-zero blocks for that reason would not mount alone). Returns the old and new sizes in bytes, the new
 /// one read back from the superblock after unmounting.
 pub fn grow_btrfs(
     target: &Disk,
@@ -102,20 +131,45 @@ pub fn grow_btrfs(
     let Some((devid, _)) = crate::fs::btrfs::device(&view).map_err(read_fail)? else {
         return Ok(None);
     };
-    crate::mount::with_mounted(target, disk_offset, target_size, "btrfs", &what, |dir| {
-        let fail = |step: String, err: std::io::Error| Error::Device {
-            device: dir.to_path_buf(),
-            what: format!("{step} of {what}"),
-            err,
-        };
-        let d = std::fs::File::open(dir).map_err(|e| fail("opening the mount point".into(), e))?;
-        crate::sys::btrfs_resize(&d, &format!("{devid}:max"))
-            .map_err(|e| fail(format!("BTRFS_IOC_RESIZE {devid}:max"), e))
-    })?;
+    let mounted = std::cell::Cell::new(false);
+    let grown =
+        crate::mount::with_mounted(target, disk_offset, target_size, "btrfs", &what, |dir| {
+            mounted.set(true);
+            let fail = |step: String, err: std::io::Error| Error::Device {
+                device: dir.to_path_buf(),
+                what: format!("{step} of {what}"),
+                err,
+            };
+            let d =
+                std::fs::File::open(dir).map_err(|e| fail("opening the mount point".into(), e))?;
+            crate::sys::btrfs_resize(&d, &format!("{devid}:max"))
+                .map_err(|e| fail(format!("BTRFS_IOC_RESIZE {devid}:max"), e))
+        });
+    if let Err(e) = grown {
+        return btrfs_mount_refused(e, mounted.get(), &what).map(|()| None);
+    }
     let new = crate::fs::btrfs::device(&view)
         .map_err(read_fail)?
         .map_or(0, |(_, bytes)| bytes);
     Ok(Some((r.fs_size, new)))
+}
+
+/// Whether a failed btrfs grow is only "not grown": the kernel refused the mount itself
+/// (`!mounted`) with `EEXIST` or `EBUSY`, as Linux before 6.7 does when a btrfs with the
+/// same fsid is mounted already (a host that has the master's btrfs mounted restores its
+/// image). Every byte is written by then and a btrfs that keeps its size is valid, so
+/// that is a warning on stderr (`Ok`), like an LVM PV that keeps its size; any other
+/// failure, or one after the mount succeeded, stays an error.
+fn btrfs_mount_refused(e: Error, mounted: bool, what: &str) -> Result<()> {
+    if let Error::Device { err, .. } = &e {
+        if !mounted && matches!(err.raw_os_error(), Some(libc::EEXIST | libc::EBUSY)) {
+            eprintln!(
+                "imgtool: {what}: btrfs not grown: the kernel refused to mount it ({err}; a btrfs with the same fsid is mounted here?); run `btrfs filesystem resize max /` on the node"
+            );
+            return Ok(());
+        }
+    }
+    Err(e)
 }
 
 /// The ioctl half of [`grow_xfs`], on the mount point `dir`.
@@ -268,4 +322,27 @@ pub fn run_tool(program: &str, args: &[&str], ok: &[i32], target: &str) -> Resul
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_btrfs_whose_mount_is_refused_for_its_fsid_is_not_grown_but_restored() {
+        // Review finding 6: before, any mount failure failed the whole restore after all
+        // data was written (EEXIST on kernels < 6.7 with the master's btrfs mounted).
+        let dev = |errno| Error::Device {
+            device: "/dev/loop9".into(),
+            what: "mounting partition 2 of t.img as btrfs".into(),
+            err: std::io::Error::from_raw_os_error(errno),
+        };
+        for errno in [libc::EEXIST, libc::EBUSY] {
+            assert!(btrfs_mount_refused(dev(errno), false, "p2").is_ok());
+            // Once mounted, EBUSY (an unmount that fails) is a real error.
+            assert!(btrfs_mount_refused(dev(errno), true, "p2").is_err());
+        }
+        assert!(btrfs_mount_refused(dev(libc::EIO), false, "p2").is_err());
+        assert!(btrfs_mount_refused(Error::Poisoned("x"), false, "p2").is_err());
+    }
 }

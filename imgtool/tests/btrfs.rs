@@ -130,7 +130,10 @@ fn a_blake2b_btrfs_falls_back_to_its_non_zero_blocks() {
         .args(["-q", "-f", "-K", "--csum", "blake2", "-U", UUID])
         .arg(&file));
     let info = probe_file(&file);
-    assert_eq!((info.kind.as_str(), info.fill), ("btrfs-unparsed", Fill::Zero));
+    assert_eq!(
+        (info.kind.as_str(), info.fill),
+        ("btrfs-unparsed", Fill::Zero)
+    );
     assert_eq!(info.uuid.as_deref(), Some(UUID));
     assert!(!info.used.is_empty());
 }

@@ -4,6 +4,9 @@
 //! with only its used blocks, and restored onto a disk of the same size and onto one
 //! 1.5× larger, where the PV gets the new extents as free space (pvresize semantics).
 //!
+//! The restores write onto targets that look used (0xa5, an old btrfs where the swap LV
+//! lies). Also: a VG of two PVs whose second metadata copy lvm2 flags ignored.
+//!
 //! No device-mapper in this kernel: LVs are read through loop devices over their
 //! extents (`test_fixtures::lvm`), and every lvm2 command sees one device only.
 
@@ -12,6 +15,7 @@ use common::*;
 use std::path::Path;
 use test_fixtures::files::extents;
 use test_fixtures::lvm::{lv_extents, lvm, lvm_master, lvm_ok, LvmMaster, OffsetLoop};
+use test_fixtures::signatures::{plant, Foreign};
 
 const MIB: u64 = 1 << 20;
 
@@ -97,6 +101,10 @@ fn check_clone(target: &Path, m: &LvmMaster) -> PvFacts {
     let id = blkid(&sl.dev);
     assert_eq!(id.get("TYPE").map(String::as_str), Some("swap"), "{id:?}");
     assert_eq!(id.get("UUID"), Some(&m.swap_uuid));
+    // The old btrfs the target held there ([`used_target`]) is gone: one type only.
+    let seen = test_fixtures::signatures::probe(&sl.dev);
+    assert_eq!(seen.blkid, Ok("swap".to_string()), "{seen:?}");
+    assert_eq!(seen.wipefs, ["swap"], "{seen:?}");
     facts(d, &m.vg)
 }
 
@@ -106,11 +114,31 @@ fn grown(rep: &serde_json::Value) -> &serde_json::Value {
     &regions.iter().find(|r| r["name"] == "p1").expect("p1")["grown"]
 }
 
-fn restore(image: &Path, target: &Path, size: u64) -> serde_json::Value {
-    let f = std::fs::File::create(target).unwrap();
-    f.set_len(size).unwrap();
+/// Restores `image` onto a new `size`-byte `target` that looks used ([`used_target`]).
+fn restore(image: &Path, target: &Path, size: u64, old_btrfs: (u64, u64)) -> serde_json::Value {
+    used_target(target, size, old_btrfs);
     let out = stdout(imgtool().args(["restore", "--json"]).arg(image).arg(target));
     serde_json::from_str(&out).expect("restore --json")
+}
+
+/// A `size`-byte disk file as a used disk leaves it: every byte 0xa5 (so a byte the
+/// restore forgets does not read as the zero it happens to need), and an old btrfs made
+/// by mkfs.btrfs on the disk bytes `(offset, length)` where the master's swap LV lies (an
+/// LV's own signature areas must be cleared: review finding 2).
+fn used_target(target: &Path, size: u64, old_btrfs: (u64, u64)) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::create(target).unwrap();
+    f.set_len(size).unwrap();
+    let block = vec![0xa5u8; (4 * MIB) as usize];
+    let mut pos = 0;
+    while pos < size {
+        let n = (size - pos).min(block.len() as u64) as usize;
+        f.write_all_at(&block[..n], pos).unwrap();
+        pos += n as u64;
+    }
+    drop(f);
+    let l = OffsetLoop::attach(target, old_btrfs.0, old_btrfs.1, false);
+    plant(Foreign::Btrfs, &l.dev);
 }
 
 #[test]
@@ -122,10 +150,15 @@ fn an_lvm_master_is_captured_by_its_used_blocks_and_restored_with_pvresize() {
     });
     let dir = work.path();
     let m = lvm_master(dir, "vgclone", 160);
-    let (master, pv_uuid) = {
+    let (master, pv_uuid, swap) = {
         let pv = OffsetLoop::attach(&m.path, m.part.0, m.part.1, true);
         let uuid = lvm_ok("pvs", &pv.dev, &["--noheadings", "-o", "pv_uuid"]);
-        (facts(&pv.dev, &m.vg), uuid.trim().to_string())
+        let swap = lv_extents(&pv.dev, &m.vg, "swap")[0];
+        (
+            facts(&pv.dev, &m.vg),
+            uuid.trim().to_string(),
+            (m.part.0 + swap.0, swap.1),
+        )
     };
     // 160 MiB, 4 MiB extents, 1 MiB before the first: 39 extents, 20 of them allocated
     // (root 16 + swap 4) and 12 free ones holding the removed LV's garbage.
@@ -166,7 +199,12 @@ fn an_lvm_master_is_captured_by_its_used_blocks_and_restored_with_pvresize() {
 
     // Equal disk: byte-exact PV, same facts.
     let same = dir.join("same.img");
-    let rep = restore(&image, &same, std::fs::metadata(&m.path).unwrap().len());
+    let rep = restore(
+        &image,
+        &same,
+        std::fs::metadata(&m.path).unwrap().len(),
+        swap,
+    );
     assert!(grown(&rep).is_null(), "{rep}");
     let got = check_clone(&same, &m);
     assert_eq!(
@@ -190,7 +228,7 @@ fn an_lvm_master_is_captured_by_its_used_blocks_and_restored_with_pvresize() {
     // 1.5× disk: the partition grows to the disk's end, the PV gets the new extents free.
     let big = dir.join("big.img");
     let size = std::fs::metadata(&m.path).unwrap().len() * 3 / 2;
-    let rep = restore(&image, &big, size);
+    let rep = restore(&image, &big, size, swap);
     let part = extents(&big)[0];
     let new_count = (part.size - MIB) / (4 * MIB);
     assert!(new_count > master.pe_count + 10, "{new_count}");
@@ -241,9 +279,10 @@ fn a_pv_made_by_lvm2_reads_with_its_crcs_and_maps_its_lvs() {
     assert_eq!(vg.name, "vgseed");
     let info = imgtool::fs::lvm::probe(&part).unwrap().expect("lvm2");
     assert_eq!(info.kind, "lvm2");
-    // The head up to pe_start (48 KiB), the swap LV's header page right after it (one
-    // range), and nothing of the empty LV; that LV was scanned, so restore zero-fills.
-    assert_eq!(info.used, vec![(0, 49152 + 4096)]);
+    // The head up to pe_start (48 KiB), the swap LV's header page and first MiB right
+    // after it (one range) and its last MiB (its signature areas), and nothing of the
+    // empty LV; that LV was scanned, so restore zero-fills.
+    assert_eq!(info.used, vec![(0, 49152 + MIB), (49152 + 7 * MIB, MIB)]);
     assert_eq!(info.fill, imgtool::fs::Fill::Zero);
 }
 
@@ -371,4 +410,131 @@ fn an_lv_without_a_known_file_system_is_restored_exactly_and_two_metadata_areas_
     clean("vgck", &pv.dev, &["vgraw"]);
     let f = facts(&pv.dev, "vgraw");
     assert_eq!(f.pe_count, 15, "not grown");
+}
+
+/// An lvm2 command that sees exactly the devices `devs`; panics with its output on failure.
+fn lvm_on(cmd: &str, devs: &[&Path], args: &[&str]) -> String {
+    let mut c = tool(cmd);
+    c.env("LVM_SUPPRESS_FD_WARNINGS", "1");
+    for d in devs {
+        c.arg("--devices").arg(d);
+    }
+    let out = c.args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into()
+}
+
+#[test]
+fn a_vg_member_whose_metadata_copy_lvm2_ignores_keeps_its_lvs() {
+    // Review finding 1 with lvm2 itself: `vgcreate --vgmetadatacopies 1` over two PVs
+    // flags one PV's copy ignored (a stale text stays there). That PV was probed as an
+    // orphan: its head stored, `fill: keep`, its LV's bytes lost.
+    skip_unless_root!("loop devices, lvm2");
+    let work = tempfile::tempdir_in(test_fixtures::disk::target_tmp()).unwrap();
+    let files = [work.path().join("a.pv"), work.path().join("b.pv")];
+    for f in &files {
+        std::fs::File::create(f).unwrap().set_len(64 * MIB).unwrap();
+    }
+    let pe_start = {
+        let a = OffsetLoop::attach(&files[0], 0, 64 * MIB, false);
+        let b = OffsetLoop::attach(&files[1], 0, 64 * MIB, false);
+        let devs = [a.dev.as_path(), b.dev.as_path()];
+        let names: Vec<String> = devs.iter().map(|d| d.display().to_string()).collect();
+        lvm_on("pvcreate", &devs, &[&names[0], &names[1]]);
+        lvm_on(
+            "vgcreate",
+            &devs,
+            &[
+                "--vgmetadatacopies",
+                "1",
+                "-s",
+                "4m",
+                "vgm",
+                &names[0],
+                &names[1],
+            ],
+        );
+        for (lv, dev) in [("la", &names[0]), ("lb", &names[1])] {
+            let on = format!("{dev}:0-1");
+            lvm_on(
+                "lvcreate",
+                &devs,
+                &[
+                    "--driverloaded",
+                    "n",
+                    "-an",
+                    "-Zn",
+                    "-l",
+                    "2",
+                    "-n",
+                    lv,
+                    "vgm",
+                    &on,
+                ],
+            );
+        }
+        let used = lvm_on(
+            "pvs",
+            &devs,
+            &[
+                "--noheadings",
+                "-o",
+                "pv_mda_used_count",
+                &names[0],
+                &names[1],
+            ],
+        );
+        let mut used: Vec<&str> = used.split_whitespace().collect();
+        used.sort();
+        assert_eq!(used, ["0", "1"], "one PV's copy is ignored");
+        let s = lvm_on(
+            "pvs",
+            &devs,
+            &[
+                "--noheadings",
+                "--units",
+                "b",
+                "--nosuffix",
+                "-o",
+                "pe_start",
+                &names[0],
+            ],
+        );
+        s.trim().parse::<u64>().unwrap()
+    };
+    // Each LV (extents 0-1 of its PV) holds data: 1 MiB of junk 2 MiB in.
+    let junk: Vec<u8> = (0..MIB as u32).map(|i| (i * 7 % 251 + 1) as u8).collect();
+    let at = pe_start + 2 * MIB;
+    for f in &files {
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::OpenOptions::new().write(true).open(f).unwrap();
+        file.write_all_at(&junk, at).unwrap();
+    }
+    let mut kinds = vec![];
+    for f in &files {
+        let disk = imgtool::disk::MemDisk::from_vec(std::fs::read(f).unwrap(), 512);
+        let part = imgtool::fs::PartView {
+            disk: &disk,
+            start: 0,
+            size: 64 * MIB,
+        };
+        let info = imgtool::fs::probe(&part, false).unwrap();
+        let covered = info.used.iter().any(|&(o, l)| o <= at && at + MIB <= o + l);
+        assert!(
+            covered,
+            "{}: the LV's data is not stored: {info:?}",
+            f.display()
+        );
+        assert_eq!(info.fill, imgtool::fs::Fill::Zero, "{info:?}");
+        kinds.push(info.kind);
+    }
+    // The PV with the current copy is read as LVM (its LV scanned: no file system); the
+    // other one, with no current copy of its own, is not understood: non-zero blocks.
+    kinds.sort();
+    assert_eq!(kinds, ["lvm2", "unknown"]);
 }

@@ -10,12 +10,16 @@
 //! Stored ([`probe`]): everything from byte 0 to `pe_start` (label, first metadata area,
 //! boot-loader area), every metadata area (a second one at the end), and the used ranges
 //! of the file systems of plain LVs (ext, FAT, swap … whatever [`super::probe_known`]
-//! recognises), mapped back to PV offsets. Extents of LVs not understood (thin, RAID,
-//! mirror, snapshot, cache, striped over several PVs, hidden sub-LVs, an LV without a
-//! known file system) are stored as their non-zero 64 KiB blocks, and then the region is
-//! [`Fill::Zero`] so restore zeroes what was not stored; otherwise [`Fill::Keep`]. Free
-//! extents are not stored. Damaged or hostile metadata makes the probe answer "not
-//! LVM", and capture falls back to the non-zero scan of the whole partition.
+//! recognises) with each such LV's signature areas ([`crate::wipe::signature_areas`]:
+//! its first and last MiB, btrfs mirrors), mapped back to PV offsets; restore writes
+//! those, so no foreign signature of the target's past survives inside an LV. Extents of
+//! LVs not understood (thin, RAID, mirror, snapshot, cache, striped over several PVs,
+//! hidden sub-LVs, an LV without a known file system) are stored as their non-zero
+//! 64 KiB blocks, and then the region is [`Fill::Zero`] so restore zeroes what was not
+//! stored; otherwise [`Fill::Keep`]. Free extents are not stored. Damaged or hostile
+//! metadata makes the probe answer "not LVM", and capture falls back to the non-zero
+//! scan of the whole partition. A PV whose metadata copies are all flagged ignored (its
+//! VG keeps the text on other PVs) is such a fallback too ([`read_pv`]).
 
 pub mod label;
 pub mod meta;
@@ -23,8 +27,8 @@ pub mod resize;
 pub mod text;
 pub mod view;
 
-use super::{Fill, FsInfo, PartView, UsedRanges, MAX_RANGES, SCAN_BLOCK};
-use label::{MdaHeader, PvLabel};
+use super::{Fill, FsInfo, PartView, UsedRanges, MAX_RANGES};
+use label::{MdaHeader, MdaText, PvLabel};
 use meta::{PvMap, Vg};
 use std::io;
 use thiserror::Error;
@@ -59,30 +63,81 @@ pub struct Pv {
 }
 
 /// Reads a PV: `None` when there is no LVM label; an error when something is damaged.
+///
+/// Of the metadata areas that hold a current text (not flagged ignored), the one with the
+/// highest `seqno` is used, as lvm2 does. An orphan PV (in no VG) is one whose every area
+/// is readable and lists no text at all; an ignored copy is not that (its VG keeps the
+/// text on other PVs), so a PV with no current copy is an error and capture falls back
+/// to the non-zero scan rather than dropping its LVs.
 pub fn read_pv(part: &PartView) -> Result<Option<Pv>, LvmError> {
     let Some(label) = label::read_label(part)? else {
         return Ok(None);
     };
+    let mut best: Option<(MdaHeader, Vec<u8>, Vg)> = None;
+    let mut orphan = None;
+    let mut ignored = false;
     let mut first_err = None;
     for area in &label.metadata_areas {
-        let got = MdaHeader::read(part, *area).and_then(|mda| {
-            let vg = match mda.read_text(part)? {
-                Some(t) => {
-                    let vg = Vg::from_root(&text::parse(&t)?)?;
-                    Some((t, vg))
+        match read_area(part, *area) {
+            Ok(Copy::Text(mda, text, vg)) => {
+                let newer = match &best {
+                    Some(b) => vg.seqno.0 > b.2.seqno.0,
+                    None => true,
+                };
+                if newer {
+                    best = Some((mda, text, vg));
                 }
-                None => None,
-            };
-            Ok((mda, vg))
-        });
-        match got {
-            Ok((mda, vg)) => return Ok(Some(Pv { label, mda, vg })),
+            }
+            Ok(Copy::Orphan(mda)) => {
+                orphan.get_or_insert(mda);
+            }
+            Ok(Copy::Ignored) => ignored = true,
             Err(e) => {
                 first_err.get_or_insert(e);
             }
         }
     }
-    Err(first_err.unwrap_or(LvmError::Label("no metadata area")))
+    if let Some((mda, text, vg)) = best {
+        return Ok(Some(Pv {
+            label,
+            mda,
+            vg: Some((text, vg)),
+        }));
+    }
+    match (orphan, first_err) {
+        (_, Some(e)) => Err(e),
+        (Some(mda), None) if !ignored => Ok(Some(Pv {
+            label,
+            mda,
+            vg: None,
+        })),
+        (Some(_), None) => Err(LvmError::Meta(
+            "no metadata area holds a current copy of the text".into(),
+        )),
+        (None, None) if ignored => Err(LvmError::Meta(
+            "every metadata copy on this PV is flagged ignored".into(),
+        )),
+        (None, None) => Err(LvmError::Label("no metadata area")),
+    }
+}
+
+/// One metadata area as [`read_pv`] sees it.
+enum Copy {
+    Text(MdaHeader, Vec<u8>, Vg),
+    Orphan(MdaHeader),
+    Ignored,
+}
+
+fn read_area(part: &PartView, area: label::Area) -> Result<Copy, LvmError> {
+    let mda = MdaHeader::read(part, area)?;
+    Ok(match mda.read_text(part)? {
+        MdaText::Text(t) => {
+            let vg = Vg::from_root(&text::parse(&t)?)?;
+            Copy::Text(mda, t, vg)
+        }
+        MdaText::Orphan => Copy::Orphan(mda),
+        MdaText::Ignored => Copy::Ignored,
+    })
 }
 
 impl Pv {
@@ -145,8 +200,8 @@ pub fn probe(part: &PartView) -> io::Result<Option<FsInfo>> {
     }))
 }
 
-/// Adds the used ranges of every LV on the PV: probed file systems' used blocks, the
-/// non-zero blocks of everything else. Returns the fill the region needs.
+/// Adds the used ranges of every LV on the PV: probed file systems' used blocks and the
+/// LV's [`crate::wipe::signature_areas`], the non-zero blocks of everything else. Returns the fill the region needs.
 fn lv_ranges(part: &PartView, map: &PvMap, used: &mut Collected) -> io::Result<Fill> {
     let mut fill = Fill::Keep;
     for lv in &map.lvs {
@@ -158,8 +213,13 @@ fn lv_ranges(part: &PartView, map: &PvMap, used: &mut Collected) -> io::Result<F
         };
         match super::probe_known(&lv_part) {
             Ok(Some(info)) if info.fill == Fill::Keep => {
+                // Restore clears old signatures only at the PV partition's edges; an LV's
+                // free space is kept too, so its own signature areas are stored (mostly
+                // zeros, compressing to nothing) and an old btrfs or XFS inside never
+                // survives beside the LV's file system.
                 let mut v = vec![];
-                for (o, l) in info.used {
+                let wipe = crate::wipe::signature_areas(lv_part.size);
+                for (o, l) in info.used.into_iter().chain(wipe) {
                     view.to_pv(o, l, &mut v);
                 }
                 used.add(v);
@@ -168,35 +228,16 @@ fn lv_ranges(part: &PartView, map: &PvMap, used: &mut Collected) -> io::Result<F
             _ => {
                 fill = Fill::Zero;
                 for &(_, po, l) in &lv.segs {
-                    used.add(nonzero(part, po, l)?);
+                    used.add(super::nonzero_range(part, po, l)?);
                 }
             }
         }
     }
     for &(o, l) in &map.scan {
         fill = Fill::Zero;
-        used.add(nonzero(part, o, l)?);
+        used.add(super::nonzero_range(part, o, l)?);
     }
     Ok(fill)
-}
-
-/// The non-zero [`SCAN_BLOCK`]s of PV bytes `[off, off + len)`.
-fn nonzero(part: &PartView, off: u64, len: u64) -> io::Result<Vec<(u64, u64)>> {
-    let mut out = UsedRanges::default();
-    let mut buf = vec![0u8; len.min(4 << 20) as usize];
-    let end = off.saturating_add(len).min(part.size);
-    let mut pos = off;
-    while pos < end {
-        let n = (end - pos).min(buf.len() as u64) as usize;
-        part.read(&mut buf[..n], pos)?;
-        for (i, blk) in buf[..n].chunks(SCAN_BLOCK as usize).enumerate() {
-            if blk.iter().any(|b| *b != 0) {
-                out.push(pos + i as u64 * SCAN_BLOCK, blk.len() as u64);
-            }
-        }
-        pos += n as u64;
-    }
-    Ok(out.into_vec())
 }
 
 /// Used ranges gathered from several sources in any order, kept bounded: merged through
@@ -214,17 +255,24 @@ impl Collected {
         }
     }
     fn merge(&mut self) {
-        self.v.sort_unstable();
-        let mut u = UsedRanges::default();
-        for &(o, l) in &self.v {
-            u.push(o, l);
-        }
-        self.v = u.into_vec();
+        self.v = merged(std::mem::take(&mut self.v));
     }
     fn finish(mut self) -> Vec<(u64, u64)> {
         self.merge();
         self.v
     }
+}
+
+/// `ranges` in any order, sorted and merged where they overlap or touch, through
+/// [`UsedRanges`] (so bounded by [`MAX_RANGES`] like every probe's list): the one merge
+/// of this module and [`meta`].
+fn merged(mut ranges: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+    ranges.sort_unstable();
+    let mut u = UsedRanges::default();
+    for (o, l) in ranges {
+        u.push(o, l);
+    }
+    u.into_vec()
 }
 
 #[cfg(test)]

@@ -132,27 +132,35 @@ fn probe_plain(part: &PartView) -> io::Result<Option<FsInfo>> {
 /// The non-zero [`SCAN_BLOCK`]s of the partition, to be restored with [`Fill::Zero`]
 /// (also the fallback of a probe that cannot trust what it read).
 pub(crate) fn nonzero(part: &PartView) -> io::Result<FsInfo> {
-    let mut used = UsedRanges::default();
-    let mut buf = vec![0u8; 4 << 20];
-    let mut off = 0;
-    while off < part.size {
-        let n = (part.size - off).min(buf.len() as u64) as usize;
-        part.read(&mut buf[..n], off)?;
-        for (i, blk) in buf[..n].chunks(SCAN_BLOCK as usize).enumerate() {
-            if blk.iter().any(|b| *b != 0) {
-                used.push(off + i as u64 * SCAN_BLOCK, blk.len() as u64);
-            }
-        }
-        off += n as u64;
-    }
     Ok(FsInfo {
         kind: "unknown".into(),
         uuid: None,
         label: None,
         fs_size: part.size,
-        used: used.into_vec(),
+        used: nonzero_range(part, 0, part.size)?,
         fill: Fill::Zero,
     })
+}
+
+/// The non-zero [`SCAN_BLOCK`]s (counted from `off`) of partition bytes
+/// `[off, off + len)`, clipped to the partition: [`nonzero`]'s scan of a part of it (an
+/// LVM extent range, [`lvm`]). Reads 4 MiB at a time whatever `len` is.
+pub(crate) fn nonzero_range(part: &PartView, off: u64, len: u64) -> io::Result<Vec<(u64, u64)>> {
+    let mut used = UsedRanges::default();
+    let end = off.saturating_add(len).min(part.size);
+    let mut buf = vec![0u8; end.saturating_sub(off).min(4 << 20) as usize];
+    let mut pos = off;
+    while pos < end {
+        let n = (end - pos).min(buf.len() as u64) as usize;
+        part.read(&mut buf[..n], pos)?;
+        for (i, blk) in buf[..n].chunks(SCAN_BLOCK as usize).enumerate() {
+            if blk.iter().any(|b| *b != 0) {
+                used.push(pos + i as u64 * SCAN_BLOCK, blk.len() as u64);
+            }
+        }
+        pos += n as u64;
+    }
+    Ok(used.into_vec())
 }
 
 /// The most used ranges a probe keeps (16 MiB of `(offset, length)` pairs). A real file

@@ -197,6 +197,18 @@ pub struct RawLocn {
     pub flags: u32,
 }
 
+/// What a metadata area holds for [`MdaHeader::read_text`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MdaText {
+    /// No `raw_locn`: no text was ever committed here since `pvcreate`/`vgremove`.
+    Orphan,
+    /// A `raw_locn` flagged `RAW_LOCN_IGNORED` (or empty): whatever text it points at is
+    /// not kept up to date (`--vgmetadatacopies`, `pvchange --metadataignore y`).
+    Ignored,
+    /// The committed text, its trailing NUL included.
+    Text(Vec<u8>),
+}
+
 /// A metadata area's header.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MdaHeader {
@@ -264,18 +276,19 @@ impl MdaHeader {
         h
     }
 
-    /// The committed metadata text (`raw_locn` 0), CRC checked: `None` when the area
-    /// holds none (an orphan PV) or its copy is flagged ignored.
-    pub fn read_text(&self, part: &PartView) -> Result<Option<Vec<u8>>, LvmError> {
+    /// The committed metadata text (`raw_locn` 0), CRC checked: [`MdaText::Orphan`] when
+    /// the header lists no text at all (a PV in no VG), [`MdaText::Ignored`] when its copy
+    /// is flagged ignored or empty (stale: lvm2 keeps the VG's text elsewhere).
+    pub fn read_text(&self, part: &PartView) -> Result<MdaText, LvmError> {
         let e = |what| LvmError::Mda {
             at: self.area.offset,
             what,
         };
         let Some(l) = self.locns.first() else {
-            return Ok(None);
+            return Ok(MdaText::Orphan);
         };
         if l.flags & RAW_LOCN_IGNORED != 0 || l.size == 0 {
-            return Ok(None);
+            return Ok(MdaText::Ignored);
         }
         let buffer = self.area.size - SECTOR;
         if l.offset < SECTOR || l.offset >= self.area.size {
@@ -293,7 +306,7 @@ impl MdaHeader {
         if calc_crc(INITIAL_CRC, &text) != l.checksum {
             return Err(e("metadata text CRC mismatch"));
         }
-        Ok(Some(text))
+        Ok(MdaText::Text(text))
     }
 
     /// Where LVM puts the next copy of the text after `raw_locn` 0: right after it,

@@ -329,21 +329,8 @@ pub fn map_pv(vg: &Vg, pv: &Pv, part_size: u64) -> Result<PvMap, LvmError> {
     if exact.windows(2).any(|w| w[0].0 + w[0].1 > w[1].0) {
         return Err(meta("two allocations share extents of this PV"));
     }
-    map.scan = merged(map.scan);
+    map.scan = super::merged(map.scan);
     Ok(map)
-}
-
-/// `ranges` sorted, overlapping and touching ones merged.
-fn merged(mut ranges: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
-    ranges.sort_unstable();
-    let mut out: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
-    for (o, l) in ranges {
-        match out.last_mut() {
-            Some(last) if o <= last.0 + last.1 => last.1 = (o + l).max(last.0 + last.1) - last.0,
-            _ => out.push((o, l)),
-        }
-    }
-    out
 }
 
 /// The extents of this PV (`key`) an LV's segments allocate.

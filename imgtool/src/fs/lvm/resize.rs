@@ -8,19 +8,18 @@
 //! CRC, then the pv_header's device size and the label CRC. LVs are untouched; the new
 //! extents are free.
 //!
-//! Not grown (the PV keeps its size, which is valid; a message says why and that
-//! `pvresize` on the node finishes the job): a PV with a second metadata area (at its old
-//! end: moving it is pvresize's business), a VG of several PVs (their metadata copies
-//! would disagree), a metadata area too small for two copies of the text.
+//! Not grown ([`Outcome::Kept`]: the PV keeps its size, which is valid; restore's
+//! [`crate::grow::grow_lvm`] says why and that `pvresize` on the node finishes the job): a
+//! PV with a second metadata area (at its old end: moving it is pvresize's business), a
+//! VG of several PVs (their metadata copies would disagree), a metadata area too small
+//! for two copies of the text. This module knows nothing of images or regions: it edits
+//! a PV on a disk.
 
 use super::label::{label_with_size, write_text, RawLocn, SECTOR};
 use super::text::Span;
 use super::{read_pv, LvmError, Pv};
 use crate::disk::BlockIo;
-use crate::error::{Error, Result};
 use crate::fs::PartView;
-use crate::manifest::Region;
-use std::path::Path;
 
 /// What growing a PV did or why it did not.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,39 +32,8 @@ pub enum Outcome {
     Kept(String),
 }
 
-/// Grows region `r` (an `lvm2` PV restored at disk byte `disk_offset`) to a partition of
-/// `target_size` bytes: `Some((old, new))` extent-area ends when it grew. A PV that keeps
-/// its size is reported on stderr (the agent's console) and is not an error.
-pub fn grow_pv(
-    target: &dyn BlockIo,
-    tpath: &Path,
-    r: &Region,
-    disk_offset: u64,
-    target_size: u64,
-) -> Result<Option<(u64, u64)>> {
-    if r.filesystem != "lvm2" {
-        return Ok(None);
-    }
-    let what = format!("partition {} of {}", r.number, tpath.display());
-    match resize(target, disk_offset, target_size) {
-        Ok(Outcome::Grown(old, new)) => Ok(Some((old, new))),
-        Ok(Outcome::Same) => Ok(None),
-        Ok(Outcome::Kept(why)) => {
-            eprintln!(
-                "imgtool: {what}: the LVM PV keeps its size ({why}); run `pvresize` on the node to use the rest"
-            );
-            Ok(None)
-        }
-        Err(e) => Err(Error::Device {
-            device: tpath.to_path_buf(),
-            what: format!("resizing the LVM PV of partition {}", r.number),
-            err: std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
-        }),
-    }
-}
-
 /// The resize itself, on the PV at byte `base` of `disk`, for a partition of `size`.
-pub fn resize(disk: &dyn BlockIo, base: u64, size: u64) -> std::result::Result<Outcome, LvmError> {
+pub fn resize(disk: &dyn BlockIo, base: u64, size: u64) -> Result<Outcome, LvmError> {
     let part = PartView {
         disk,
         start: base,
@@ -112,7 +80,7 @@ fn resized_text(
     pv: &Pv,
     pe_count: u64,
     dev_sectors: u64,
-) -> std::result::Result<Vec<u8>, LvmError> {
+) -> Result<Vec<u8>, LvmError> {
     let Some((_, vg)) = &pv.vg else {
         return Err(LvmError::Meta("no volume group".into()));
     };
@@ -151,7 +119,7 @@ fn commit(
     at: u64,
     text: &[u8],
     size: u64,
-) -> std::result::Result<(), LvmError> {
+) -> Result<(), LvmError> {
     let area = pv.mda.area;
     write_text(disk, base, area, at, text)?;
     let mut hdr = pv.mda.clone();

@@ -15,6 +15,12 @@ const MDA: Area = Area {
 
 /// A PV of `size` bytes whose metadata text is `text`, extents of 1 MiB from 1 MiB.
 pub fn build_pv(size: u64, text: &str) -> Vec<u8> {
+    build_pv_areas(size, &[(MDA, text, 0)])
+}
+
+/// A PV of `size` bytes with one metadata area per `(area, text, raw_locn flags)`, in that
+/// order in the pv_header; extents of 1 MiB from 1 MiB.
+pub fn build_pv_areas(size: u64, areas: &[(Area, &str, u32)]) -> Vec<u8> {
     let mut d = vec![0u8; size as usize];
     let s = &mut d[512..1024];
     s[..8].copy_from_slice(b"LABELONE");
@@ -25,25 +31,33 @@ pub fn build_pv(size: u64, text: &str) -> Vec<u8> {
     h[..32].copy_from_slice(UUID.as_bytes());
     h[32..40].copy_from_slice(&size.to_le_bytes());
     h[40..48].copy_from_slice(&MIB.to_le_bytes()); // data area, size 0
-    h[72..80].copy_from_slice(&MDA.offset.to_le_bytes());
-    h[80..88].copy_from_slice(&MDA.size.to_le_bytes());
-    h[104..108].copy_from_slice(&2u32.to_le_bytes()); // extension version 2
-    h[108..112].copy_from_slice(&1u32.to_le_bytes());
+    let mut at = 72;
+    for (a, _, _) in areas {
+        h[at..at + 8].copy_from_slice(&a.offset.to_le_bytes());
+        h[at + 8..at + 16].copy_from_slice(&a.size.to_le_bytes());
+        at += 16;
+    }
+    at += 16; // the list's terminator
+    h[at..at + 4].copy_from_slice(&2u32.to_le_bytes()); // extension version 2
+    h[at + 4..at + 8].copy_from_slice(&1u32.to_le_bytes());
     let crc = calc_crc(INITIAL_CRC, &s[20..]);
     s[16..20].copy_from_slice(&crc.to_le_bytes());
-    let mut t = text.as_bytes().to_vec();
-    t.push(0);
-    let hdr = MdaHeader {
-        area: MDA,
-        locns: vec![RawLocn {
-            offset: 512,
-            size: t.len() as u64,
-            checksum: calc_crc(INITIAL_CRC, &t),
-            flags: 0,
-        }],
-    };
-    d[4096..4608].copy_from_slice(&hdr.to_bytes());
-    d[4608..4608 + t.len()].copy_from_slice(&t);
+    for &(area, text, flags) in areas {
+        let mut t = text.as_bytes().to_vec();
+        t.push(0);
+        let hdr = MdaHeader {
+            area,
+            locns: vec![RawLocn {
+                offset: 512,
+                size: t.len() as u64,
+                checksum: calc_crc(INITIAL_CRC, &t),
+                flags,
+            }],
+        };
+        let o = area.offset as usize;
+        d[o..o + 512].copy_from_slice(&hdr.to_bytes());
+        d[o + 512..o + 512 + t.len()].copy_from_slice(&t);
+    }
     d
 }
 
@@ -131,7 +145,7 @@ fn a_pv_stores_its_head_and_the_used_blocks_of_its_lvs() {
     assert_eq!(info.fill, Fill::Zero);
     assert_eq!(
         info.used,
-        vec![(0, MIB), (3 * MIB, 4096), (6 * MIB + 65536, 65536)]
+        vec![(0, MIB), (3 * MIB, 2 * MIB), (6 * MIB + 65536, 65536)]
     );
 }
 
@@ -141,7 +155,21 @@ fn a_pv_whose_lvs_all_hold_known_file_systems_keeps_free_space() {
     swap_at(&mut d, (3 * MIB) as usize);
     let info = probe_bytes(d).unwrap();
     assert_eq!(info.fill, Fill::Keep);
-    assert_eq!(info.used, vec![(0, MIB), (3 * MIB, 4096)]);
+    // The 2 MiB LV is all signature area (first and last MiB).
+    assert_eq!(info.used, vec![(0, MIB), (3 * MIB, 2 * MIB)]);
+}
+
+#[test]
+fn the_signature_areas_of_a_kept_lv_are_stored() {
+    // Review finding 2: restore wipes old signatures only at the PV partition's edges; an
+    // LV starts at pe_start, so an old btrfs superblock at a swap LV's 64 KiB survived next
+    // to the swap header ("ambivalent", the node boots without swap). The LV's own
+    // signature areas (first and last MiB) are now stored, so restore writes them.
+    let mut d = build_pv(9 * MIB, &vg_text(8, &linear("swap", 2, 4)));
+    swap_at(&mut d, (3 * MIB) as usize);
+    let info = probe_bytes(d).unwrap();
+    assert_eq!(info.fill, Fill::Keep);
+    assert_eq!(info.used, vec![(0, MIB), (3 * MIB, MIB), (6 * MIB, MIB)]);
 }
 
 #[test]
@@ -180,6 +208,63 @@ fn an_orphan_pv_stores_its_head_only() {
     let info = probe_bytes(d).unwrap();
     assert_eq!(info.label, None);
     assert_eq!(info.used, vec![(0, MIB)]);
+}
+
+#[test]
+fn an_ignored_metadata_copy_is_not_an_orphan_pv() {
+    // Review finding 1: the copy of a PV whose metadata area lvm2 flags "ignored" (a VG
+    // member with `--vgmetadatacopies`, `pvchange --metadataignore y`) is stale or absent;
+    // it was read as an orphan PV and only the head stored, Fill::Keep: every LV lost.
+    let text = vg_text(8, &linear("data", 0, 2));
+    let mut d = build_pv_areas(9 * MIB, &[(MDA, &text, 1)]);
+    d[(MIB + 70000) as usize] = 1;
+    let orphan = FsInfo {
+        kind: "lvm2".into(),
+        uuid: Some("L7TGP0-4qC0-q4sS-2tqH-XNFX-K4LI-IGsMs3".into()),
+        label: None,
+        fs_size: MIB,
+        used: vec![(0, MIB)],
+        fill: Fill::Keep,
+    };
+    let got = probe_bytes(d);
+    assert_ne!(got.as_ref(), Some(&orphan));
+    // No current copy on this PV: not understood, capture scans the partition.
+    assert_eq!(got, None);
+}
+
+#[test]
+fn the_newest_current_metadata_copy_is_used() {
+    // Two areas (the second at the PV's end, as `--pvmetadatacopies 2` puts it): the first
+    // ignored and stale (no LV yet), or current but older; the second has the LV.
+    let end = Area {
+        offset: 9 * MIB,
+        size: MIB,
+    };
+    let old = vg_text(8, "");
+    let new = vg_text(8, &linear("data", 0, 2)).replace("seqno = 5", "seqno = 6");
+    for (first_flags, first_text) in [(1, &old), (0, &old)] {
+        let mut d = build_pv_areas(10 * MIB, &[(MDA, first_text, first_flags), (end, &new, 0)]);
+        d[(MIB + 70000) as usize] = 1;
+        let info = probe_bytes(d).expect("lvm2");
+        assert_eq!(info.label.as_deref(), Some("vg0"));
+        assert_eq!(
+            info.used,
+            vec![(0, MIB), (MIB + 65536, 65536), (9 * MIB, MIB)],
+            "flags {first_flags}"
+        );
+        assert_eq!(info.fill, Fill::Zero);
+    }
+    // The newer copy first: still the newer one.
+    let d = build_pv_areas(10 * MIB, &[(MDA, &new, 0), (end, &old, 0)]);
+    let part_disk = MemDisk::from_vec(d, 512);
+    let part = PartView {
+        disk: &part_disk,
+        start: 0,
+        size: 10 * MIB,
+    };
+    let pv = read_pv(&part).unwrap().unwrap();
+    assert_eq!(pv.vg.as_ref().unwrap().1.seqno.0, 6);
+    assert_eq!(pv.mda.area, MDA);
 }
 
 #[test]
@@ -268,5 +353,32 @@ fn the_wrapped_text_of_a_circular_buffer_reads_back() {
         .unwrap()
         .read_text(&part)
         .unwrap();
-    assert_eq!(back, Some(text));
+    assert_eq!(back, label::MdaText::Text(text));
+}
+
+#[test]
+fn nonzero_range_scans_blocks_from_its_start_clipped_to_the_partition() {
+    let mut d = vec![0u8; (4 * MIB) as usize];
+    d[100] = 1;
+    d[(3 * MIB + 10) as usize] = 1;
+    d[(4 * MIB - 1) as usize] = 1;
+    let disk = MemDisk::from_vec(d, 512);
+    let part = PartView {
+        disk: &disk,
+        start: 0,
+        size: 4 * MIB,
+    };
+    let scan = |o, l| crate::fs::nonzero_range(&part, o, l).unwrap();
+    assert_eq!(
+        scan(3 * MIB, 10 * MIB),
+        vec![(3 * MIB, 65536), (4 * MIB - 65536, 65536)]
+    );
+    assert_eq!(scan(0, 4096), vec![(0, 4096)]);
+    assert_eq!(scan(96, 4096), vec![(96, 4096)]);
+    assert!(scan(5 * MIB, 1).is_empty());
+    assert!(scan(u64::MAX, u64::MAX).is_empty());
+    assert_eq!(
+        crate::fs::nonzero(&part).unwrap().used,
+        vec![(0, 65536), (3 * MIB, 65536), (4 * MIB - 65536, 65536)]
+    );
 }
