@@ -678,7 +678,10 @@ mod tests {
     /// no O_DIRECT, then the test covers the buffered path twice).
     #[test]
     fn write_zeros_covers_exactly_the_range() {
-        let base = concat!(env!("CARGO_MANIFEST_DIR"), "/../target");
+        // The target dir the tests run from (an ordinary user's is its own), not /tmp.
+        let base = std::env::var_os("CARGO_TARGET_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| concat!(env!("CARGO_MANIFEST_DIR"), "/../target").into());
         let d = tempfile::tempdir_in(base).unwrap();
         let path = d.path().join("disk");
         let size = 24u64 << 20;

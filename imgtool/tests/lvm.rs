@@ -280,9 +280,19 @@ fn a_pv_made_by_lvm2_reads_with_its_crcs_and_maps_its_lvs() {
     let info = imgtool::fs::lvm::probe(&part).unwrap().expect("lvm2");
     assert_eq!(info.kind, "lvm2");
     // The head up to pe_start (48 KiB), the swap LV's header page and first MiB right
-    // after it (one range) and its last MiB (its signature areas), and nothing of the
+    // after it (one range, with LUKS2's second-header spot at 1 MiB into the LV), the
+    // spots at 2 and 4 MiB and its last MiB (its signature areas), and nothing of the
     // empty LV; that LV was scanned, so restore zero-fills.
-    assert_eq!(info.used, vec![(0, 49152 + MIB), (49152 + 7 * MIB, MIB)]);
+    let (head, k4) = (49152, 4096);
+    assert_eq!(
+        info.used,
+        vec![
+            (0, head + MIB + k4),
+            (head + 2 * MIB, k4),
+            (head + 4 * MIB, k4),
+            (head + 7 * MIB, MIB)
+        ]
+    );
     assert_eq!(info.fill, imgtool::fs::Fill::Zero);
 }
 

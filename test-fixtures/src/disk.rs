@@ -16,11 +16,17 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// Scratch space under the workspace's target directory.
+/// Scratch space under the target directory the tests were built into: `CARGO_TARGET_TMPDIR`
+/// when set, else `$CARGO_TARGET_DIR/tmp` (an ordinary user's run builds into its own
+/// target dir: the checkout's `target/` may be root's), else the workspace's `target/tmp`.
+/// Created when missing.
 pub fn target_tmp() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_TMPDIR")
+    let dir = std::env::var_os("CARGO_TARGET_TMPDIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("target/tmp"))
+        .or_else(|| std::env::var_os("CARGO_TARGET_DIR").map(|d| PathBuf::from(d).join("tmp")))
+        .unwrap_or_else(|| repo_root().join("target/tmp"));
+    let _ = std::fs::create_dir_all(&dir);
+    dir
 }
 
 /// Runs a command, panicking with its output when it fails.

@@ -169,7 +169,13 @@ fn the_signature_areas_of_a_kept_lv_are_stored() {
     swap_at(&mut d, (3 * MIB) as usize);
     let info = probe_bytes(d).unwrap();
     assert_eq!(info.fill, Fill::Keep);
-    assert_eq!(info.used, vec![(0, MIB), (3 * MIB, MIB), (6 * MIB, MIB)]);
+    // The LV (3..7 MiB): its first MiB, LUKS2's second-header spots at 1 and 2 MiB into it
+    // (4 KiB each; the first one touches the first MiB) and its last MiB.
+    let k4 = 4096;
+    assert_eq!(
+        info.used,
+        vec![(0, MIB), (3 * MIB, MIB + k4), (5 * MIB, k4), (6 * MIB, MIB)]
+    );
 }
 
 #[test]
