@@ -19,6 +19,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use test_fixtures::btrfs::{assert_check_clean, btrfs_master, super_field};
 use test_fixtures::files::{contents, garbage, sample_tree, zeros};
+use test_fixtures::image::region_used;
 
 const MIB: u64 = 1 << 20;
 const UUID: &str = "b7f5a8e2-1c3d-4e5f-8a9b-0c1d2e3f4a5b";
@@ -155,23 +156,6 @@ fn a_blake2b_btrfs_falls_back_to_its_non_zero_blocks() {
     assert!(!info.used.is_empty());
 }
 
-/// `used_bytes` and `filesystem` of region `p1` in the image's manifest.
-fn region_p1(image: &Path) -> (u64, String) {
-    let m: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(image.join("manifest")).unwrap()).unwrap();
-    let r = m["regions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["name"] == "p1")
-        .unwrap()
-        .clone();
-    (
-        r["used_bytes"].as_u64().unwrap(),
-        r["filesystem"].as_str().unwrap().to_string(),
-    )
-}
-
 /// The acceptance on a master made with `mkfs_args`: capture within
 /// 1.15 × used plus 16 MiB; restore onto an equal and a 1.5× disk, `btrfs check` clean, trees equal
 /// inode by inode, the larger one grown to its partition.
@@ -204,7 +188,7 @@ fn master_roundtrip(part_mib: u64, mkfs_args: &[&str], mount_opts: &str) -> Vec<
     assert!(out.status.success(), "capture: {stderr}");
     // The probe read the file system: no fallback, no whole chunks.
     assert!(!stderr.contains("btrfs at"), "{mkfs_args:?}: {stderr}");
-    let (stored, fs) = region_p1(&image);
+    let (stored, fs) = region_used(&image, "p1");
     assert_eq!(fs, "btrfs");
     let (payload, _) = payload_and_largest_frame(&image);
     eprintln!(

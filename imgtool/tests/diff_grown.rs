@@ -32,14 +32,7 @@ fn diff_compares_chunks_of_a_clone_on_a_larger_disk() {
     f.write_all_at(&[b[0] ^ 0x5a], at).unwrap();
     drop(f);
 
-    let out = imgtool()
-        .args(["diff", "--json", "-q"])
-        .arg(image)
-        .arg(&node)
-        .output()
-        .unwrap();
-    let rep: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let (rep, code) = diff_json(image, &node);
     assert_eq!(rep["layout_equal"], false, "{rep}");
     assert_eq!(rep["layout_kept"], true, "{rep}");
     assert_placements(&rep);
@@ -56,7 +49,7 @@ fn diff_compares_chunks_of_a_clone_on_a_larger_disk() {
     }
     assert_eq!(regions[2]["differing"], serde_json::json!([2]), "{rep}");
     // The grown ext4 differs (resize2fs rewrote its metadata), so diff says "not the same".
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(code, Some(1));
     let o = imgtool()
         .args(["diff", "-q"])
         .arg(image)
@@ -73,14 +66,7 @@ fn diff_compares_chunks_of_a_clone_on_a_larger_disk() {
     let f = std::fs::OpenOptions::new().write(true).open(&node).unwrap();
     f.set_len(size + (32 << 20)).unwrap();
     drop(f);
-    let out = imgtool()
-        .args(["diff", "--json", "-q"])
-        .arg(image)
-        .arg(&node)
-        .output()
-        .unwrap();
-    let rep: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let (rep, code) = diff_json(image, &node);
     assert_eq!(rep["layout_kept"], false, "{rep}");
     assert_placements(&rep);
     assert_eq!(
@@ -88,7 +74,7 @@ fn diff_compares_chunks_of_a_clone_on_a_larger_disk() {
         serde_json::json!([2]),
         "{rep}"
     );
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(code, Some(1));
     let o = imgtool()
         .args(["diff", "-q"])
         .arg(image)
@@ -133,4 +119,18 @@ fn assert_placements(rep: &serde_json::Value) {
             assert_eq!(r["differing"], serde_json::json!([]), "{r}");
         }
     }
+}
+
+/// `imgtool diff --json` of `image` against `node`: the report (its stderr in the panic)
+/// and the exit code.
+fn diff_json(image: &std::path::Path, node: &std::path::Path) -> (serde_json::Value, Option<i32>) {
+    let out = imgtool()
+        .args(["diff", "--json", "-q"])
+        .arg(image)
+        .arg(node)
+        .output()
+        .unwrap();
+    let rep = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    (rep, out.status.code())
 }

@@ -9,6 +9,7 @@ use common::*;
 use imgtool::disk::Disk;
 use std::path::Path;
 use std::process::Command;
+use test_fixtures::image::region_used;
 use test_fixtures::xfs::{assert_repair_clean, geometry, xfs_master};
 
 const MIB: u64 = 1 << 20;
@@ -89,23 +90,6 @@ fn old_disk(path: &Path, size: u64) {
     f.flush().unwrap();
 }
 
-/// `used_bytes` and `filesystem` of region `p1` in the image's manifest.
-fn region_p1(image: &Path) -> (u64, String) {
-    let m: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(image.join("manifest")).unwrap()).unwrap();
-    let r = m["regions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["name"] == "p1")
-        .unwrap()
-        .clone();
-    (
-        r["used_bytes"].as_u64().unwrap(),
-        r["filesystem"].as_str().unwrap().to_string(),
-    )
-}
-
 #[test]
 fn xfs_master_captures_used_blocks_restores_clean_and_grows_on_a_larger_disk() {
     skip_unless_root!("loop devices, mount");
@@ -116,7 +100,7 @@ fn xfs_master_captures_used_blocks_restores_clean_and_grows_on_a_larger_disk() {
         .args(["capture", "-q"])
         .arg(&master.path)
         .arg(&image));
-    let (used, fs) = region_p1(&image);
+    let (used, fs) = region_used(&image, "p1");
     assert_eq!(fs, "xfs");
     eprintln!(
         "xfs master: df used {} MiB, XFS used (with the log) {} MiB, image used_bytes {} MiB",
@@ -233,7 +217,7 @@ fn an_xfs_with_a_dirty_log_is_stored_whole_and_restored_byte_exact() {
     }
     let image = work.path().join("img");
     run(imgtool().args(["capture", "-q"]).arg(&path).arg(&image));
-    let (_, fs) = region_p1(&image);
+    let (_, fs) = region_used(&image, "p1");
     assert_eq!(fs, "xfs-unparsed");
     let target = work.path().join("target.img");
     old_disk(&target, 322 * MIB);

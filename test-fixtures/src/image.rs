@@ -4,6 +4,19 @@
 
 use std::path::Path;
 
+/// Region `name` of the image in `image_dir` as its manifest records it (loaded and
+/// checked by imgtool itself): its `used_bytes` and `filesystem`.
+pub fn region_used(image_dir: &Path, name: &str) -> (u64, String) {
+    let img = imgtool::manifest::Image::open(image_dir).expect("loading the image");
+    let r = img
+        .manifest
+        .regions
+        .iter()
+        .find(|r| r.name == name)
+        .unwrap_or_else(|| panic!("no region {name} in {}", image_dir.display()));
+    (r.used_bytes, r.filesystem.clone())
+}
+
 /// An image's payload bytes and its largest frame: the bounds of "nothing restarted
 /// from zero" (bytes fetched ≤ payload + one frame per interruption).
 pub fn payload_and_largest_frame(image_dir: &Path) -> (u64, u64) {
