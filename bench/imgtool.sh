@@ -22,18 +22,8 @@ if [ ! -f "$master" ]; then
   SIZE_MB=4096 ROOT_MB=3072 TREE_MB=1800 GARBAGE_MB=512 TREE_SRC="/usr" scripts/make-fixture.sh gpt "$master" >/dev/null
 fi
 
-# attach runs in $(...) subshells, so the loop devices are recorded in a file.
-loopfile=$(mktemp)
-cleanup() {
-  while read -r l; do partx -d "$l" 2>/dev/null || true; losetup -d "$l" 2>/dev/null || true; done < "$loopfile"
-  rm -f "$loopfile"
-}
-trap cleanup EXIT
-attach() { local l; l=$(losetup -f --show --direct-io=on "$@"); echo "$l" >> "$loopfile"; partx -a "$l" 2>/dev/null || true; echo "$l"; }
-drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
-now() { date +%s.%N; }
-secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
-size() { stat -c %s "$1"; }
+. bench/lib.sh
+trap detach_all EXIT
 fresh_target() { # a blank 4 GiB disk with the master's table (so partition tools have a p2)
   rm -f "$work/target.img"; truncate -s 4G "$work/target.img"
   sgdisk -b "$work/table.bak" "$master" >/dev/null; sgdisk -l "$work/table.bak" "$work/target.img" >/dev/null

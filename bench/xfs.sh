@@ -18,19 +18,10 @@ mkdir -p "$work"
 master=$work/xfs-master.img
 tree=${TREE_SRC:-/usr/share}
 
-loopfile=$(mktemp)
+. bench/lib.sh
 mnt=$(mktemp -d)
-cleanup() {
-  umount "$mnt" 2>/dev/null || true; rmdir "$mnt" 2>/dev/null || true
-  while read -r l; do partx -d "$l" 2>/dev/null || true; losetup -d "$l" 2>/dev/null || true; done < "$loopfile"
-  rm -f "$loopfile"
-}
+cleanup() { umount "$mnt" 2>/dev/null || true; rmdir "$mnt" 2>/dev/null || true; detach_all; }
 trap cleanup EXIT
-attach() { local l; l=$(losetup -f --show --direct-io=on "$@"); echo "$l" >> "$loopfile"; partx -a "$l" 2>/dev/null || true; echo "$l"; }
-drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
-now() { date +%s.%N; }
-secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
-size() { stat -c %s "$1"; }
 blank() { rm -f "$1"; truncate -s "$(size "$master")" "$1"; sgdisk -b "$work/xfs-table.bak" "$master" >/dev/null; sgdisk -l "$work/xfs-table.bak" "$1" >/dev/null; }
 
 if [ ! -f "$master" ]; then

@@ -1,0 +1,13 @@
+# Shared by the bench scripts (sourced, not run): loop devices recorded in a file (attach
+# runs in $(...) subshells) and detached with their partitions on exit, cold-cache drops
+# and timing. A script calls `detach_all` from its own EXIT trap.
+loopfile=$(mktemp)
+detach_all() {
+  while read -r l; do partx -d "$l" 2>/dev/null || true; losetup -d "$l" 2>/dev/null || true; done < "$loopfile"
+  rm -f "$loopfile"
+}
+attach() { local l; l=$(losetup -f --show --direct-io=on "$@"); echo "$l" >> "$loopfile"; partx -a "$l" 2>/dev/null || true; echo "$l"; }
+drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+now() { date +%s.%N; }
+secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
+size() { stat -c %s "$1"; }
