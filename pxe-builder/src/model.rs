@@ -740,12 +740,12 @@ fn links(cx: &mut Ctx, c: &ClusterDef) -> Links {
     ] {
         let Some(v) = v else { continue };
         let g = *v.get_ref();
-        if g.is_finite() && g > 0.0 && g <= 1e6 {
+        if g.is_finite() && (0.001..=1e6).contains(&g) {
             *slot = g;
         } else {
             cx.at(
                 v.span(),
-                format!("{key} = {g}: a link rate in Gbit/s, above 0 and at most 1000000"),
+                format!("{key} = {g}: a link rate in Gbit/s, from 0.001 (1 Mbit/s) to 1000000"),
             );
         }
     }

@@ -127,7 +127,11 @@ pub fn layout(c: &Cluster) -> Layout {
             group: gi,
             shape,
             roots: tree_roots(&c.settings.links, racks.len()),
-            fanout: tree_fanout(c.settings.tree_fanout, &c.settings.links),
+            // A rack of fewer members than the fan-out would hang the extra child racks
+            // all on its last node; no more children per rack than its smallest has members.
+            fanout: tree_fanout(c.settings.tree_fanout, &c.settings.links)
+                .min(racks.iter().map(|r| r.members.len()).min().unwrap_or(1))
+                .max(1),
             racks,
         };
         let k = l.groups.len();
@@ -659,23 +663,44 @@ mod tests {
         }
     }
 
+    /// One group over `racks` racks of `per_rack` nodes; 3 racks from the primary (30 G
+    /// over 10 G node links) and `tree_fanout = fanout`.
+    fn tree_racks(racks: usize, per_rack: usize, fanout: usize) -> String {
+        let mut body = String::from("[[group]]\nname = \"compute\"\n");
+        for r in 0..racks {
+            body.push_str(&format!("[[entity]]\nname = \"rack{r}\"\nsubnet = \"10.{r}.0.0/24\"\ngateway = \"10.{r}.0.254\"\n"));
+            for n in 0..per_rack {
+                body.push_str(&format!("[[node]]\nname = \"r{r}n{n}\"\nmac = \"52:54:00:00:{r:02x}:{n:02x}\"\nip = \"10.{r}.0.{}\"\nentity = \"rack{r}\"\ngroups = [\"compute\"]\n", n + 1));
+            }
+        }
+        body.replacen(
+            "[[group]]",
+            &format!("primary_uplink_gbps = 30\ntree_fanout = {fanout}\n[[group]]"),
+            1,
+        )
+    }
+
+    #[test]
+    fn a_tree_over_racks_smaller_than_its_fanout_still_feeds_each_node_at_most_two() {
+        // Review: racks of one node with tree_fanout = 4 hung every child rack of a parent
+        // on its only node (it fed up to four racks, each at a quarter of its link).
+        let c = cluster("tree", &tree_racks(30, 1, 4));
+        let p = clone_plan(&c);
+        for (n, role) in &p.nodes {
+            assert!(
+                role.downstream.len() <= 2,
+                "{n} feeds {:?}",
+                role.downstream
+            );
+        }
+        assert_eq!(shapes(&c, &layout(&c))[0].fanout, Some(1));
+    }
+
     #[test]
     fn tree_feeds_each_node_at_most_two_and_hangs_racks_under_early_members() {
         // 40 racks of 10 in one group; links: primary 30 G / node 10 G = 3 racks from the
         // primary; fan-out 2.
-        let mut body = String::from("[[group]]\nname = \"compute\"\n");
-        for r in 0..40 {
-            body.push_str(&format!("[[entity]]\nname = \"rack{r}\"\nsubnet = \"10.{r}.0.0/24\"\ngateway = \"10.{r}.0.254\"\n"));
-            for n in 0..10 {
-                body.push_str(&format!("[[node]]\nname = \"r{r}n{n}\"\nmac = \"52:54:00:00:{r:02x}:{n:02x}\"\nip = \"10.{r}.0.{}\"\nentity = \"rack{r}\"\ngroups = [\"compute\"]\n", n + 1));
-            }
-        }
-        let text = body.replacen(
-            "[[group]]",
-            "primary_uplink_gbps = 30\ntree_fanout = 2\n[[group]]",
-            1,
-        );
-        let c = cluster("tree", &text);
+        let c = cluster("tree", &tree_racks(40, 10, 2));
         let p = clone_plan(&c);
         for r in 0..3 {
             assert_eq!(p.nodes[&format!("r{r}n0")].upstream, PRIMARY);
