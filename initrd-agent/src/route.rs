@@ -11,9 +11,9 @@
 use crate::config::Config;
 use crate::plan::{PlanRoute, MAX_NODE_PLAN_BYTES};
 use imgtool::sign::PublicKey;
+use imgtool::source::{HttpSource, ImageSource};
 use netboot_proto::names::{self, Kind};
 use netboot_proto::plan::NodePlan;
-use std::io::Read;
 use std::time::Duration;
 
 /// Where to pull from and whether to relay.
@@ -97,8 +97,13 @@ pub fn plan_route(cfg: &Config, server: &str) -> anyhow::Result<Route> {
     let base = server.trim_end_matches('/');
     // A name outside the rules is never put into a URL (the whole plan is read instead).
     if names::name(Kind::Node, node).is_ok() {
-        let url = format!("{base}/{}", NodePlan::path(node));
-        if let Some(text) = fetch_node_plan(&url)? {
+        // The one HTTP client's small-file read: bounded, retried, 404 = none.
+        let name = NodePlan::path(node);
+        let url = format!("{base}/{name}");
+        let text = HttpSource::new(base)
+            .read_optional(&name, MAX_NODE_PLAN_BYTES)
+            .map_err(|e| anyhow::anyhow!("fetching the node plan: {e}"))?;
+        if let Some(text) = text {
             let p = crate::plan::route_from_node_plan(&text, node, &url)?;
             return Ok(Route::from_plan(server, Some(p)));
         }
@@ -113,25 +118,6 @@ pub fn plan_route(cfg: &Config, server: &str) -> anyhow::Result<Route> {
     };
     let p = crate::plan::route_from_plan(&text, node, &url)?;
     Ok(Route::from_plan(server, p))
-}
-
-/// The node plan at `url`, read up to [`MAX_NODE_PLAN_BYTES`]; `None` when the server has
-/// none (`404`: a tree written before node plans, or no boot tree served).
-fn fetch_node_plan(url: &str) -> anyhow::Result<Option<Vec<u8>>> {
-    let r = match ureq::get(url).timeout(Duration::from_secs(10)).call() {
-        Ok(r) => r,
-        Err(ureq::Error::Status(404, _)) => return Ok(None),
-        Err(e) => anyhow::bail!("fetching the node plan {url}: {e}"),
-    };
-    let mut text = vec![];
-    r.into_reader()
-        .take(MAX_NODE_PLAN_BYTES + 1)
-        .read_to_end(&mut text)
-        .map_err(|e| anyhow::anyhow!("{url}: reading the node plan: {e}"))?;
-    if text.len() as u64 > MAX_NODE_PLAN_BYTES {
-        anyhow::bail!("{url}: the node plan is larger than {MAX_NODE_PLAN_BYTES} bytes");
-    }
-    Ok(Some(text))
 }
 
 #[cfg(test)]
@@ -205,6 +191,40 @@ mod tests {
         source.attempts = 1;
         let got = imgtool::source::ImageSource::read_file(&source, "manifest").unwrap();
         (route.clone(), source.current(), got)
+    }
+
+    #[test]
+    fn the_route_comes_from_the_served_node_plan_and_an_oversized_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("p");
+        let port = serve_on("127.0.0.1", &root, "m");
+        let server = format!("http://127.0.0.1:{port}");
+        let cfg = Config {
+            node: Some("me".into()),
+            ..Config::default()
+        };
+        // No node plan and no clone-plan.json: straight from the primary.
+        assert_eq!(
+            plan_route(&cfg, &server).unwrap().describe(),
+            "upstreams: primary"
+        );
+        // Only the node plan is served (no clone-plan.json to fall back on).
+        let path = root.join(NodePlan::path("me"));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(
+            &path,
+            r#"{"node": "me", "relay_port": 8200, "downstream": 1,
+                "upstreams": [{"node": "up", "address": "127.0.0.9"}]}"#,
+        )
+        .unwrap();
+        let route = plan_route(&cfg, &server).unwrap();
+        assert_eq!(route.describe(), "upstreams: up -> primary (relaying)");
+        // A node plan past the bound is an error, not a truncated read.
+        let mut big = vec![b' '; MAX_NODE_PLAN_BYTES as usize + 1];
+        big[0] = b'{';
+        std::fs::write(&path, big).unwrap();
+        let e = plan_route(&cfg, &server).unwrap_err().to_string();
+        assert!(e.contains("node plan"), "{e}");
     }
 
     #[test]
