@@ -135,7 +135,7 @@ struct Flow {
 pub fn run(net: &Net, p: &Params) -> Result<Vec<NodeOutcome>, SimError> {
     p.check().map_err(SimError::Params)?;
     net.check()?;
-    let blocks = p.frames().div_ceil(p.block_frames());
+    let blocks = p.nblocks();
     if (net.len() as u64).saturating_mul(blocks) > MAX_BLOCK_TIMES {
         return Err(SimError::TooManyBlocks {
             nodes: net.len(),
@@ -203,7 +203,8 @@ impl<'a> Sim<'a> {
         let n = net.len();
         let bf = p.block_frames();
         let block_bytes = bf as f64 * p.frame_bytes;
-        let nblocks = (p.image_bytes / block_bytes).ceil().max(1.0) as u32;
+        // `run` bounded nodes × blocks (≤ 2^28) before this.
+        let nblocks = u32::try_from(p.nblocks()).unwrap_or(u32::MAX);
         let mut rng = Rng::new(p.seed);
         let boot: Vec<f64> = (0..n).map(|_| rng.unit() * p.skew).collect();
         let death_block = pick(&mut Rng::new(p.seed ^ 0xDEAD), n, p.fail_share, nblocks);

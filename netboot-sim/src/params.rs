@@ -101,6 +101,10 @@ impl Default for Params {
     }
 }
 
+/// The most connection attempts per upstream a parameter file may ask for (the agent
+/// makes 2; a larger value only stretches [`Params::detect`]'s sum).
+pub const MAX_FAILOVER_ATTEMPTS: u32 = 64;
+
 impl Params {
     /// Frames in the image (the last one may be short).
     pub fn frames(&self) -> u64 {
@@ -110,6 +114,12 @@ impl Params {
     /// Frames per simulated block.
     pub fn block_frames(&self) -> u64 {
         self.frames().div_ceil(u64::from(self.blocks.max(1)))
+    }
+
+    /// Simulated blocks in the image (the last one may be short): the one count both the
+    /// engine's size check and its tables use.
+    pub fn nblocks(&self) -> u64 {
+        self.frames().div_ceil(self.block_frames())
     }
 
     /// From the moment a silent upstream dies until its downstream pulls from the next
@@ -174,6 +184,13 @@ impl Params {
         if self.frames() > 1 << 32 {
             return Err("more than 2^32 frames".into());
         }
+        // `detect` sums one back-off per attempt on every death and reroute.
+        if self.failover_attempts > MAX_FAILOVER_ATTEMPTS {
+            return Err(format!(
+                "failover_attempts must be at most {MAX_FAILOVER_ATTEMPTS}, not {}",
+                self.failover_attempts
+            ));
+        }
         Ok(())
     }
 }
@@ -181,6 +198,16 @@ impl Params {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failover_attempts_past_the_bound_are_refused() {
+        let p = Params {
+            failover_attempts: u32::MAX,
+            ..Params::default()
+        };
+        assert!(p.check().unwrap_err().contains("failover_attempts"));
+        assert!(Params::default().check().is_ok());
+    }
 
     #[test]
     fn the_agents_failover_time_and_block_sizes() {

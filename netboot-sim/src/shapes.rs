@@ -68,6 +68,16 @@ impl std::fmt::Display for Shape {
 
 /// `n` nodes (`n0`, `n1`, …) in racks of `per_rack`, linked as `shape` says.
 pub fn generate(n: usize, per_rack: usize, shape: Shape) -> Net {
+    if n == 0 {
+        // No nodes, no racks (`last(racks - 1)` below would underflow); the engine
+        // refuses an empty net.
+        return Net {
+            names: vec![],
+            rack: vec![],
+            upstream: vec![],
+            gate: vec![],
+        };
+    }
     let per_rack = per_rack.max(1);
     let racks = n.div_ceil(per_rack);
     let mut net = Net {
@@ -148,6 +158,19 @@ pub fn generate(n: usize, per_rack: usize, shape: Shape) -> Net {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_nodes_is_an_empty_net_in_every_shape() {
+        for shape in [
+            Shape::Naive,
+            Shape::Cmu,
+            Shape::Serial,
+            Shape::Chain,
+            Shape::Fanout,
+        ] {
+            assert_eq!(generate(0, 250, shape).names.len(), 0);
+        }
+    }
 
     #[test]
     fn shapes_link_as_documented() {
