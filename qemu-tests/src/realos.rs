@@ -20,7 +20,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use test_fixtures::disk::{repo_root, run, stdout, Loop};
+use test_fixtures::lvm::OffsetLoop;
 use test_fixtures::root::tool;
+use test_fixtures::signatures::{plant, Foreign};
 
 /// The line the master's `netboot-marker.service` prints on ttyS0 before powering off.
 pub const MARKER: &str = "NETBOOT-REALOS-MARKER";
@@ -86,33 +88,12 @@ pub fn partitions(disk: &Path) -> Vec<Extent> {
         .collect()
 }
 
-/// A loop device over `[offset, offset + size)` of a file, detached in `Drop`.
-struct OffsetLoop(PathBuf);
-
-impl OffsetLoop {
-    fn attach(file: &Path, offset: u64, size: u64) -> OffsetLoop {
-        let dev = stdout(
-            tool("losetup")
-                .args(["-f", "--show", "-o", &offset.to_string()])
-                .args(["--sizelimit", &size.to_string()])
-                .arg(file),
-        );
-        OffsetLoop(PathBuf::from(dev.trim()))
-    }
-}
-
-impl Drop for OffsetLoop {
-    fn drop(&mut self) {
-        let _ = tool("losetup").arg("-d").arg(&self.0).output();
-    }
-}
-
 /// Makes `disk` (`size` bytes) a disk that held other file systems: for the partitions of
 /// `master` (1 BIOS boot, 2 ESP, 3 swap, 4 root), an LVM2 PV label at partition 1's start,
 /// LUKS2 over the ESP's range, btrfs over the swap's and XFS over the root's, under an old
 /// GPT of those three (left in place: the agent sees a foreign layout and repartitions).
 /// Returns what it wrote, for messages.
-pub fn dirty_disk(disk: &Path, master: &Path, size: u64, work: &Path) -> String {
+pub fn dirty_disk(disk: &Path, master: &Path, size: u64) -> String {
     let p = partitions(master);
     let by = |n: u32| {
         *p.iter()
@@ -125,13 +106,12 @@ pub fn dirty_disk(disk: &Path, master: &Path, size: u64, work: &Path) -> String 
         .expect("node disk");
     // The PV runs from partition 1's start into the ESP's range; LUKS then takes the ESP's
     // range, so the PV label (sector 1) stays where the BIOS boot partition will be.
-    {
-        let pv = OffsetLoop::attach(disk, bios.start, 4 << 20);
-        run(tool("lvm")
-            .args(["pvcreate", "-ff", "-y", "--devices"])
-            .arg(&pv.0)
-            .arg(&pv.0));
-    }
+    // Each planted by its own tool and checked to be seen (`plant`): a disk whose old
+    // signatures did not land would test nothing.
+    plant(
+        Foreign::Lvm,
+        &OffsetLoop::attach(disk, bios.start, 4 << 20, false).dev,
+    );
     let range =
         |n: u32, e: Extent| format!("{n}:{}:{}", e.start / 512, (e.start + e.size) / 512 - 1);
     run(tool("sgdisk")
@@ -140,16 +120,9 @@ pub fn dirty_disk(disk: &Path, master: &Path, size: u64, work: &Path) -> String 
         .args(["-n", &range(3, root), "-t", "3:8300"])
         .arg(disk));
     let l = Loop::attach(disk, false);
-    let key = work.join("luks.key");
-    std::fs::write(&key, b"old disk").expect("key file");
-    run(tool("cryptsetup")
-        .args(["luksFormat", "--type", "luks2", "--batch-mode"])
-        .args(["--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"])
-        .arg("--key-file")
-        .arg(&key)
-        .arg(l.part(1)));
-    run(tool("mkfs.btrfs").args(["-q", "-f"]).arg(l.part(2)));
-    run(tool("mkfs.xfs").args(["-q", "-f"]).arg(l.part(3)));
+    plant(Foreign::Luks, &l.part(1));
+    plant(Foreign::Btrfs, &l.part(2));
+    plant(Foreign::Xfs, &l.part(3));
     let found: Vec<String> = [(1, "ESP"), (2, "swap"), (3, "root")]
         .iter()
         .map(|(n, what)| format!("{what}: {:?}", signatures(&l.part(*n))))

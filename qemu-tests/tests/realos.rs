@@ -68,7 +68,7 @@ fn clone_and_boot(case: &Case) {
 
     let disk = w.join("node.img");
     let size = (std::fs::metadata(&master).unwrap().len() * 5 / 4) >> 20 << 20;
-    let before = dirty_disk(&disk, &master, size, w);
+    let before = dirty_disk(&disk, &master, size);
     eprintln!("{}: the node's disk before: {before}", case.name);
 
     let t = Instant::now();
