@@ -31,7 +31,8 @@ pub struct PlanRoute {
     pub relay_port: Option<u16>,
     /// How many nodes the plan has pull from this one: a relay holds (before growing its
     /// file systems and rebooting) until that many have fetched every chunk.
-    pub downstream: usize,
+    pub downstream: usize,    /// Serve the tree's boot files to the entity's nodes (it is the entity's secondary).
+    pub boot_files: bool,
 }
 
 /// This node's route in the plan `text` (fetched from `url`); `None` when the plan
@@ -77,6 +78,7 @@ fn plan_route(r: Route) -> PlanRoute {
             .collect(),
         relay_port: (r.downstream > 0).then_some(r.relay_port),
         downstream: r.downstream,
+        boot_files: r.boot_files,
     }
 }
 

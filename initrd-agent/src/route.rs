@@ -35,7 +35,9 @@ pub struct Route {
     /// `/etc/netboot/trusted`, or `--trust`). Empty: integrity is checked, not origin.
     pub trusted: Vec<PublicKey>,
     /// The only image id this node accepts (`netboot.image_id=`), when set.
-    pub image_id: Option<String>,
+    pub image_id: Option<String>,    /// Fetch the tree's boot files from the primary into RAM and serve them on the relay
+    /// (this node is its entity's secondary; `crate::relay::bootfiles`).
+    pub boot_files: bool,
 }
 
 impl Route {
@@ -50,6 +52,7 @@ impl Route {
             attempts,
             trusted: vec![],
             image_id: None,
+            boot_files: false,
         }
     }
 
@@ -65,6 +68,7 @@ impl Route {
         route.upstreams = chain;
         route.relay_listen = p.relay_port.map(|port| format!("0.0.0.0:{port}"));
         route.downstream = p.downstream;
+        route.boot_files = p.boot_files;
         route
     }
 

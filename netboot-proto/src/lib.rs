@@ -18,10 +18,13 @@
 //! - [`range`]: the HTTP `Range: bytes=` header;
 //! - [`names`]: the naming rules both sides check (node, entity, group, image names;
 //!   image ids);
+//! - [`bootfiles`]: the boot files' manifest (`etc/bootfiles.json`) a rack's secondary
+//!   fetches the kernel and initrd by, bounded;
 //! - [`initrd`]: where in the boot initrd the agent finds what `pxe-builder initrd` put.
 //!
 //! The formats are described for people in `docs/PROTOCOL.md`.
 
+pub mod bootfiles;
 pub mod bootopts;
 pub mod hex;
 pub mod initrd;

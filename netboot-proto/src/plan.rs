@@ -213,6 +213,10 @@ pub struct NodePlan {
     pub downstream: usize,
     #[serde(deserialize_with = "relay_port")]
     pub relay_port: u16,
+    /// This node is its entity's secondary: it fetches the tree's boot files
+    /// ([`crate::bootfiles`]) once from the primary and serves them to its entity's nodes
+    /// on its relay (their iPXE scripts try it first). Missing: `false`.
+    pub boot_files: bool,
 }
 
 impl Default for NodePlan {
@@ -227,6 +231,7 @@ impl Default for NodePlan {
             upstreams: vec![],
             downstream: 0,
             relay_port: DEFAULT_RELAY_PORT,
+            boot_files: false,
         }
     }
 }
@@ -276,6 +281,7 @@ impl NodePlan {
             upstreams,
             relay_port: self.relay_port,
             downstream: self.downstream,
+            boot_files: self.boot_files,
         })
     }
 }
@@ -305,6 +311,9 @@ pub struct Route {
     /// How many nodes pull from this one first: a relay holds (before growing its file
     /// systems and rebooting) until that many have fetched every chunk.
     pub downstream: usize,
+    /// Serve the tree's boot files to the entity's nodes ([`NodePlan::boot_files`]; from
+    /// `clone-plan.json`: the node is an entity's secondary, [`ROLE_SECONDARY`]).
+    pub boot_files: bool,
 }
 
 impl Plan {
@@ -402,6 +411,7 @@ impl Plan {
             upstreams,
             relay_port: self.relay_port,
             downstream: role.downstream.len(),
+            boot_files: role.role == ROLE_SECONDARY,
         }))
     }
 }

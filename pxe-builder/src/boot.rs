@@ -12,15 +12,22 @@
 
 use crate::escape::{self, Refused};
 use crate::model::{Cluster, Entity, Group};
+use crate::plan::Layout;
 use netboot_proto::bootopts::{self, NodeLine};
 use netboot_proto::hex::hex_ip;
 use netboot_proto::net::mac_string;
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
-/// Tree paths of the files every entry refers to.
-pub const KERNEL: &str = "boot/vmlinuz";
-pub const INITRD: &str = "boot/initrd.img";
-pub const VSMP: &str = "boot/vsmp";
+/// Tree paths of the files every entry refers to (the same paths on a rack secondary).
+pub const KERNEL: &str = netboot_proto::bootfiles::KERNEL;
+pub const INITRD: &str = netboot_proto::bootfiles::INITRD;
+pub const VSMP: &str = netboot_proto::bootfiles::VSMP;
+
+/// iPXE's download progress timeout (ms) for the kernel and initrd from the rack's
+/// secondary: a secondary that is down (no ARP answer) or stalls costs a node this much
+/// before it fetches from the primary; one that is up but not ready answers at once.
+pub const RACK_TIMEOUT_MS: u32 = 3000;
 
 /// One boot entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +43,58 @@ pub struct Entry {
     /// The entity's network, for the `ip=` word of GRUB and iPXE lines; none for the
     /// fallback entry, which is for any client.
     pub net: Option<EntryNet>,
+    /// iPXE only: try the kernel and initrd from the entity's secondary first.
+    pub rack: Option<RackBoot>,
+}
+
+/// Where an iPXE entry fetches its kernel and initrd first: the secondary of its node's
+/// entity (in the clone plan of the node's group), which serves the tree's boot files on
+/// its relay port while it lives (docs/BOOT.md, "Boot files from the rack").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RackBoot {
+    /// The secondary's node name (for the script's comment).
+    pub secondary: String,
+    pub ip: Ipv4Addr,
+    pub port: u16,
+}
+
+impl Entry {
+    /// This entry with its kernel and initrd tried from `rack` first (iPXE).
+    pub fn with_rack(mut self, rack: Option<RackBoot>) -> Entry {
+        self.rack = rack;
+        self
+    }
+}
+
+/// (group, entity) → the node index of its secondary in the clone plan `l`.
+pub fn rack_secondaries(l: &Layout) -> HashMap<(usize, usize), usize> {
+    let mut m = HashMap::new();
+    for gl in &l.groups {
+        for r in &gl.racks {
+            crate::work::tick(1);
+            if let Some(&s) = r.members.first() {
+                m.insert((gl.group, r.entity), s);
+            }
+        }
+    }
+    m
+}
+
+/// Node `n`'s rack source: the secondary of its entity in its active group's plan
+/// (`secondaries` from [`rack_secondaries`]); none for the secondary itself, nor for a
+/// node whose group is not planned (vSMP boards).
+pub fn rack_boot(
+    c: &Cluster,
+    secondaries: &HashMap<(usize, usize), usize>,
+    n: usize,
+) -> Option<RackBoot> {
+    let node = &c.nodes[n];
+    let s = *secondaries.get(&(node.active_group, node.entity))?;
+    (s != n).then(|| RackBoot {
+        secondary: c.nodes[s].name.clone(),
+        ip: c.nodes[s].ip,
+        port: c.settings.relay_port,
+    })
 }
 
 /// What a node's kernel needs to reach a server beyond its subnet: its entity's netmask
@@ -130,6 +189,7 @@ pub fn node_entry(c: &Cluster, n: usize) -> Entry {
             args,
             local_alternative: !g.diskless,
             net: EntryNet::of(ent),
+            rack: None,
         };
     }
     Entry {
@@ -139,6 +199,7 @@ pub fn node_entry(c: &Cluster, n: usize) -> Entry {
         args: entry_args(c, ent, g, Some(&node.name), group_mode(g)),
         local_alternative: false,
         net: EntryNet::of(ent),
+        rack: None,
     }
 }
 
@@ -175,6 +236,7 @@ pub fn entity_entry(c: &Cluster, e: usize) -> Entry {
         args: entry_args(c, ent, g, None, group_mode(g)),
         local_alternative: false,
         net: EntryNet::of(ent),
+        rack: None,
     }
 }
 
@@ -227,7 +289,11 @@ pub fn grub(e: &Entry) -> Result<String, Refused> {
 
 /// iPXE script text. iPXE cannot quote: every word is checked ([`escape::ipxe_word`]).
 /// The kernel line ends with `ip=` holding the entity's netmask and gateway; the fallback,
-/// which knows no entity, passes iPXE's own DHCP `${gateway}` and `${netmask}`.
+/// which knows no entity, passes iPXE's own DHCP `${gateway}` and `${netmask}`. With a
+/// [`RackBoot`], kernel and initrd are fetched from the rack's secondary first (each with
+/// a [`RACK_TIMEOUT_MS`] progress timeout); any failure there — download or boot — goes
+/// to `:primary`, which frees what was fetched and loads both from the primary, as an
+/// entry without a rack does. Both kernel lines carry the same arguments.
 pub fn ipxe(e: &Entry) -> Result<String, Refused> {
     escape::kernel_cmdline(&e.args)?;
     let args = e
@@ -240,12 +306,23 @@ pub fn ipxe(e: &Entry) -> Result<String, Refused> {
         Some(n) => n.ip_word("${ip}"),
         None => "ip=${ip}::${gateway}:${netmask}".into(),
     };
-    Ok(format!(
-        "#!ipxe\n# {}\nkernel /{} {args} netboot.mac=${{mac}} netboot.ip=${{ip}} {ip}\ninitrd /{}\nboot\n",
-        escape::comment(&e.title)?,
-        escape::ipxe_word(&e.kernel)?,
-        escape::ipxe_word(&e.initrd)?
-    ))
+    let tail = format!("{args} netboot.mac=${{mac}} netboot.ip=${{ip}} {ip}");
+    let (kernel, initrd) = (escape::ipxe_word(&e.kernel)?, escape::ipxe_word(&e.initrd)?);
+    let mut t = format!("#!ipxe\n# {}\n", escape::comment(&e.title)?);
+    if let Some(r) = &e.rack {
+        let base = format!("http://{}:{}", r.ip, r.port);
+        let url = |path: &str| escape::ipxe_word(&format!("{base}/{path}")).map(str::to_string);
+        t.push_str(&format!(
+            "# kernel and initrd from the rack: secondary {} first, else the primary\nkernel --timeout {RACK_TIMEOUT_MS} {} {tail} || goto primary\ninitrd --timeout {RACK_TIMEOUT_MS} {} || goto primary\nboot || goto primary\n:primary\nimgfree\n",
+            escape::comment(&r.secondary)?,
+            url(kernel)?,
+            url(initrd)?,
+        ));
+    }
+    t.push_str(&format!(
+        "kernel /{kernel} {tail}\ninitrd /{initrd}\nboot\n"
+    ));
+    Ok(t)
 }
 
 /// The top iPXE script: per-MAC script, else the fallback (the agent then finds its
@@ -267,6 +344,7 @@ pub fn fallback_entry(c: &Cluster) -> Entry {
         args,
         local_alternative: false,
         net: None,
+        rack: None,
     }
 }
 
@@ -486,6 +564,105 @@ pub(crate) mod tests {
             .join(" ");
         let e = pxelinux(&entity_entry(&c, 0)).unwrap_err();
         assert!(e.why.contains("1792"), "{e}");
+    }
+
+    /// Three compute nodes in rack r1 (n1 its secondary) and a vSMP board, every node
+    /// with files of its own.
+    fn rack_cluster() -> Cluster {
+        let text = "[cluster]\nname = \"t\"\nimage_server = \"http://10.0.0.1:8080\"\nserver_ip = \"10.0.0.1\"\nkernel = \"/bin/sh\"\ninitrd = \"/bin/sh\"\nvsmp_loader = \"/bin/sh\"\nnode_files = \"all\"\nrelay_port = 8200\n\n[[entity]]\nname = \"r1\"\nsubnet = \"10.0.0.0/24\"\ndefault_group = \"compute\"\n\n[[group]]\nname = \"compute\"\n\n[[group]]\nname = \"vSMP_g\"\n\n[[node]]\nname = \"n1\"\nmac = \"52:54:00:00:00:01\"\nip = \"10.0.0.11\"\nentity = \"r1\"\ngroups = [\"compute\"]\n\n[[node]]\nname = \"n2\"\nmac = \"52:54:00:00:00:02\"\nip = \"10.0.0.12\"\nentity = \"r1\"\ngroups = [\"compute\"]\n\n[[node]]\nname = \"n3\"\nmac = \"52:54:00:00:00:03\"\nip = \"10.0.0.13\"\nentity = \"r1\"\ngroups = [\"compute\"]\n\n[[node]]\nname = \"v1\"\nmac = \"52:54:00:00:00:04\"\nip = \"10.0.0.14\"\nentity = \"r1\"\ngroups = [\"vSMP_g\"]\n";
+        crate::model::parse(text, "t.toml", std::path::Path::new("/"))
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn rack_entry(c: &Cluster, n: usize) -> Entry {
+        let racks = rack_secondaries(&crate::plan::layout(c));
+        node_entry(c, n).with_rack(rack_boot(c, &racks, n))
+    }
+
+    #[test]
+    fn ipxe_tries_the_racks_secondary_then_the_primary() {
+        let c = rack_cluster();
+        let t = ipxe(&rack_entry(&c, 1)).unwrap();
+        let lines: Vec<&str> = t.lines().collect();
+        let at = |prefix: &str| {
+            lines
+                .iter()
+                .position(|l| l.starts_with(prefix))
+                .unwrap_or_else(|| panic!("no `{prefix}` in:\n{t}"))
+        };
+        // The secondary's files first, each with a short progress timeout; every failure
+        // (download or boot) goes to the primary's, which come after the label.
+        let rk = at("kernel --timeout 3000 http://10.0.0.11:8200/boot/vmlinuz ");
+        let ri = at("initrd --timeout 3000 http://10.0.0.11:8200/boot/initrd.img || goto primary");
+        let rb = at("boot || goto primary");
+        let label = at(":primary");
+        let free = at("imgfree");
+        let pk = at("kernel /boot/vmlinuz ");
+        let pi = at("initrd /boot/initrd.img");
+        assert!(rk < ri && ri < rb && rb < label && label < free && free < pk && pk < pi);
+        assert!(lines[rk].ends_with(" || goto primary"), "{t}");
+        assert_eq!(lines.last(), Some(&"boot"));
+        // Both kernel lines pass the same command line.
+        let rack_args = lines[rk]
+            .strip_prefix("kernel --timeout 3000 http://10.0.0.11:8200/boot/vmlinuz ")
+            .and_then(|l| l.strip_suffix(" || goto primary"));
+        let primary_args = lines[pk].strip_prefix("kernel /boot/vmlinuz ");
+        assert_eq!(rack_args, primary_args);
+        assert!(
+            t.contains("# kernel and initrd from the rack: secondary n1 first"),
+            "{t}"
+        );
+        // Without a rack the script is the primary's part alone.
+        let plain = ipxe(&node_entry(&c, 1)).unwrap();
+        assert!(t.ends_with(&plain[plain.find("kernel ").unwrap()..]), "{t}");
+    }
+
+    #[test]
+    fn the_secondary_itself_and_unplanned_boards_boot_from_the_primary() {
+        let c = rack_cluster();
+        let racks = rack_secondaries(&crate::plan::layout(&c));
+        assert_eq!(rack_boot(&c, &racks, 0), None, "n1 is the secondary");
+        assert_eq!(rack_boot(&c, &racks, 3), None, "v1 is a vSMP board");
+        assert_eq!(
+            rack_boot(&c, &racks, 2).map(|r| r.secondary),
+            Some("n1".into())
+        );
+        for n in [0, 3] {
+            let t = ipxe(&rack_entry(&c, n)).unwrap();
+            assert!(!t.contains("--timeout") && !t.contains("goto"), "{t}");
+        }
+        // The rendered tree: n2's own script tries n1; n1's node plan says it serves the
+        // boot files, n2's does not.
+        let tree = crate::tree::render(&c).unwrap();
+        let text = |p: &str| match tree.files.get(p) {
+            Some(crate::tree::Source::Text(t)) => t.clone(),
+            other => panic!("{p}: {other:?}"),
+        };
+        assert!(
+            text("ipxe/01-52-54-00-00-00-02.ipxe").contains("http://10.0.0.11:8200/boot/vmlinuz")
+        );
+        assert!(!text("ipxe/01-52-54-00-00-00-01.ipxe").contains("goto primary"));
+        let plan = |n: &str| {
+            netboot_proto::plan::NodePlan::from_json(
+                text(&netboot_proto::plan::NodePlan::path(n)).as_bytes(),
+            )
+            .unwrap()
+        };
+        assert!(plan("n1").boot_files);
+        assert!(!plan("n2").boot_files);
+    }
+
+    #[test]
+    fn a_hostile_secondary_name_is_refused_in_the_rack_comment() {
+        let mut c = rack_cluster();
+        c.nodes[0].name = "n1\nchain http://evil/x".into();
+        let e = rack_entry(&c, 1);
+        assert!(ipxe(&e).is_err());
+        // A clean one renders; the URL is made of typed parts only.
+        let mut e = rack_entry(&rack_cluster(), 1);
+        assert!(ipxe(&e).is_ok());
+        e.kernel = "boot/vmlinuz ${evil}".into();
+        assert!(ipxe(&e).is_err());
     }
 
     #[test]

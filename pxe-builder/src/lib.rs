@@ -7,6 +7,8 @@
 //! - [`escape`] quotes or refuses each value for each output syntax (second wall);
 //! - [`hex`] computes the hex-IP file names pxelinux and GRUB look up (exact minimal cover);
 //! - [`boot`] renders each node's and each subnet's entry (pxelinux, GRUB, iPXE, bootopts);
+//! - [`bootfiles`] hashes the boot files into `etc/bootfiles.json` (what a rack's
+//!   secondary checks before serving them);
 //! - [`dhcp`] renders dnsmasq and ISC dhcpd snippets; [`plan`] the clone plan;
 //! - [`tree`] assembles every file and writes the tree atomically; [`lookup`] explains
 //!   which file a client will load; [`render`] is what the command prints;
@@ -14,6 +16,7 @@
 //! - [`fuzzing`] the fuzz target body for cluster.toml (docs/FUZZING.md).
 
 pub mod boot;
+pub mod bootfiles;
 pub mod cpio;
 pub mod dhcp;
 pub mod escape;

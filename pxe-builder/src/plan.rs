@@ -402,6 +402,8 @@ pub fn node_plans(c: &Cluster, l: &Layout) -> Vec<NodePlan> {
                     .collect(),
                 downstream: l.down[m].len(),
                 relay_port: c.settings.relay_port,
+                // An entity's secondary serves the boot files to its rack (docs/BOOT.md).
+                boot_files: l.role[m] == ROLE_SECONDARY,
             }
         })
         .collect()

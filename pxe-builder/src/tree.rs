@@ -8,6 +8,7 @@
 //! boot/vsmp                          the vSMP loader, when configured
 //! pxelinux.cfg/01-<mac>              per node; pxelinux.cfg/<HEX> per entity subnet; default
 //! etc/bootopts/<HEX>                 per entity subnet: key=value boot options
+//! etc/bootfiles.json                 size and sha256 of each boot file (rack secondaries check)
 //! boot/grub/x86_64-efi/core.efi ...  GRUB's network image (grub-mknetdir)
 //! boot/grub/grub.cfg-01-<mac>, grub.cfg-<HEX>, grub.cfg
 //! boot.ipxe, ipxe/01-<mac>.ipxe, ipxe/default.ipxe
@@ -135,6 +136,10 @@ pub fn assemble(c: &Cluster) -> Result<Tree, BuildError> {
     if let Some(l) = &c.settings.vsmp_loader {
         t.files.insert(boot::VSMP.into(), Source::Copy(l.clone()));
     }
+    t.text(
+        netboot_proto::bootfiles::FILE.into(),
+        Ok(crate::bootfiles::manifest(c)?),
+    )?;
     Ok(t)
 }
 
@@ -154,12 +159,13 @@ pub fn check(c: &Cluster) -> Result<Tree, BuildError> {
 fn render_with(c: &Cluster, json: bool) -> Result<Tree, BuildError> {
     let mut t = Tree::default();
     let l = layout(c);
+    let racks = boot::rack_secondaries(&l);
     for (i, n) in c.nodes.iter().enumerate() {
         crate::work::tick(1);
         if !needs_own_file(c, i) {
             continue;
         }
-        let e = boot::node_entry(c, i);
+        let e = boot::node_entry(c, i).with_rack(boot::rack_boot(c, &racks, i));
         let mf = mac_file(n.mac);
         t.text(format!("pxelinux.cfg/{mf}"), boot::pxelinux(&e))?;
         t.text(format!("boot/grub/grub.cfg-{mf}"), boot::grub(&e))?;
