@@ -116,7 +116,7 @@ fn start_relay(
     route: &Route,
     image: &str,
     target: &Path,
-    rep: &Reporter,
+    rep: &Arc<Reporter>,
 ) -> anyhow::Result<Option<Arc<Relay>>> {
     let Some(listen) = &route.relay_listen else {
         return Ok(None);
@@ -126,6 +126,12 @@ fn start_relay(
     rep.say(&format!(
         "relaying image {image} to downstream nodes on {addr}"
     ));
+    // An entity's secondary also serves the boot files to its rack, from the primary
+    // (the route's last upstream), for as long as the relay lives (docs/BOOT.md).
+    if let (true, Some((_, primary))) = (route.boot_files, route.upstreams.last()) {
+        let rep = rep.clone();
+        relay.serve_boot_files(primary, Box::new(move |line| rep.say(line)));
+    }
     Ok(Some(relay))
 }
 

@@ -8,7 +8,8 @@
 //!   decides, [`resolve`] completes the [`config`] (kernel command line + the subnet's
 //!   bootopts), [`target`] picks the disk, [`route`] reads this
 //!   node's place in the clone [`plan`], and [`clone`] does the work.
-//! - [`command`]: `initrd-agent clone`, the same [`clone`] without booting.
+//! - [`command`]: `initrd-agent clone`, the same [`clone`] without booting;
+//!   [`rackboot`]: `initrd-agent boot-files`, a rack's boot files served without cloning.
 //! - [`clone`]: load the image, check trust, restore (imgtool), grow, report; with a
 //!   [`relay`] when the route makes this node one (its cache and completion logic are
 //!   plain types, its HTTP face is imgtool's server).
@@ -24,6 +25,7 @@ pub mod ipconf;
 pub mod net;
 pub mod pid1;
 pub mod plan;
+pub mod rackboot;
 pub mod relay;
 pub mod report;
 pub mod resolve;

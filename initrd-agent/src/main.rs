@@ -22,6 +22,8 @@ struct Cli {
 enum Cmd {
     /// Clone the group's image from SERVER onto a disk (the PID 1 flow, minus booting).
     Clone(CloneArgs),
+    /// Serve the boot tree's kernel and initrd to a rack from RAM (fetched once, checked).
+    BootFiles(initrd_agent::rackboot::BootFilesArgs),
 }
 
 fn main() -> ExitCode {
@@ -31,6 +33,7 @@ fn main() -> ExitCode {
     }
     let result = match Cli::parse().cmd {
         Cmd::Clone(args) => initrd_agent::command::clone(args),
+        Cmd::BootFiles(args) => initrd_agent::rackboot::boot_files(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

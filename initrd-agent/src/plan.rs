@@ -31,7 +31,8 @@ pub struct PlanRoute {
     pub relay_port: Option<u16>,
     /// How many nodes the plan has pull from this one: a relay holds (before growing its
     /// file systems and rebooting) until that many have fetched every chunk.
-    pub downstream: usize,    /// Serve the tree's boot files to the entity's nodes (it is the entity's secondary).
+    pub downstream: usize,
+    /// Serve the tree's boot files to the entity's nodes (it is the entity's secondary).
     pub boot_files: bool,
 }
 

@@ -11,7 +11,8 @@
 //! three plain types tested without sockets or threads — [`cache::FrameCache`] (which
 //! chunks are here, which frames are in memory), [`downstream::Downstream`] (who was
 //! served what; when the relay may stop holding) and [`waiting::WaitingPlaces`] (who may
-//! wait) — and `http` answers requests with them.
+//! wait) — and `http` answers requests with them. [`bootfiles`] is the rack's boot files
+//! (kernel, initrd) an entity's secondary serves beside the image, under `/boot/`.
 //!
 //! Waiting is bounded: a request for something not here yet (the image's files, the next
 //! chunk of a stream) takes one of [`MAX_WAITING`] waiting places, at most
@@ -20,6 +21,7 @@
 //! moves up its chain. So a few clients asking for chunks that are not here cannot hold
 //! the relay. Connections, head and time limits are [`imgtool::httpd`]'s.
 
+pub mod bootfiles;
 mod cache;
 mod downstream;
 mod http;
@@ -91,6 +93,8 @@ pub struct Relay {
     ledger: Mutex<Ledger>,
     /// Signalled when a chunk arrives or a request ends.
     ledger_changed: Condvar,
+    /// The boot files it serves to its rack, when it is its entity's secondary.
+    boot: bootfiles::BootStore,
 }
 
 impl Relay {
@@ -108,6 +112,7 @@ impl Relay {
                 waiting: WaitingPlaces::default(),
             }),
             ledger_changed: Condvar::new(),
+            boot: bootfiles::BootStore::default(),
         })
     }
 

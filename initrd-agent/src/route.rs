@@ -35,7 +35,8 @@ pub struct Route {
     /// `/etc/netboot/trusted`, or `--trust`). Empty: integrity is checked, not origin.
     pub trusted: Vec<PublicKey>,
     /// The only image id this node accepts (`netboot.image_id=`), when set.
-    pub image_id: Option<String>,    /// Fetch the tree's boot files from the primary into RAM and serve them on the relay
+    pub image_id: Option<String>,
+    /// Fetch the tree's boot files from the primary into RAM and serve them on the relay
     /// (this node is its entity's secondary; `crate::relay::bootfiles`).
     pub boot_files: bool,
 }

@@ -1,5 +1,6 @@
 //! The relay's HTTP face: answers `GET`/`HEAD` for `/<image>/manifest`, `layout`,
-//! `signature` and payload ranges from the [`Relay`]'s state, through
+//! `signature` and payload ranges from the [`Relay`]'s state, and `/boot/…` (the rack's
+//! boot files, [`super::bootfiles`]), through
 //! [`imgtool::httpd`] (connections, limits) and its one range helper
 //! ([`imgtool::httpd::serve_range`]). Every answer goes through [`small`] or carries a
 //! [`FrameFeed`], and either way its body holds the request's in-flight guard: a request
@@ -39,6 +40,15 @@ fn answer(relay: &Arc<Relay>, req: &mut Request) -> Response {
     let client = req.peer().ip().to_canonical();
     if !matches!(req.method(), "GET" | "HEAD") {
         return small(405, b"relay serves GET only\n", guard);
+    }
+    // The rack's boot files (`boot` is a reserved image name: no image's URL space).
+    if let Some(path) = req
+        .path()
+        .strip_prefix('/')
+        .filter(|p| p.starts_with("boot/"))
+    {
+        let path = path.to_string();
+        return super::bootfiles::answer(relay, req, &path, guard);
     }
     let prefix = format!("/{}/", relay.image_name);
     let Some(name) = req.path().strip_prefix(&prefix).map(str::to_string) else {
