@@ -33,8 +33,8 @@ pub mod route;
 pub mod sys;
 pub mod target;
 
-/// Fuzz target bodies (see docs/FUZZING.md): called by `fuzz/fuzz_targets/agent_config.rs`
-/// and `fuzz/fuzz_targets/clone_plan.rs`, and replayed on every kept input by
+/// Fuzz target bodies (see docs/FUZZING.md): called by `fuzz/fuzz_targets/agent_config.rs`,
+/// `fuzz/fuzz_targets/clone_plan.rs` and `fuzz/fuzz_targets/boot_files.rs`, and replayed on every kept input by
 /// `tests/fuzz_regressions.rs`.
 pub mod fuzzing {
     use crate::config::Config;
@@ -78,5 +78,21 @@ pub mod fuzzing {
             crate::plan::route_from_plan(&plan, &node, "mem:clone-plan.json"),
             Ok(Some(_))
         ) || own.is_ok()
+    }
+
+    /// `etc/bootfiles.json` as a rack's secondary reads it before fetching anything
+    /// (`netboot_proto::bootfiles::BootFiles::from_json`). Returns whether it was
+    /// accepted, for the replay test; an accepted manifest is within the RAM bounds.
+    pub fn boot_files(data: &[u8]) -> bool {
+        use netboot_proto::bootfiles::{BootFiles, MAX_TOTAL_BYTES};
+        let data = &data[..data.len().min(MAX_INPUT)];
+        match BootFiles::from_json(data) {
+            Ok(b) => {
+                let total: u64 = b.files.iter().map(|f| f.size).sum();
+                assert!(total <= MAX_TOTAL_BYTES && b.files.len() <= 3);
+                true
+            }
+            Err(_) => false,
+        }
     }
 }

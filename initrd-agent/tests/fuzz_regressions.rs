@@ -53,3 +53,31 @@ fn clone_plan_inputs() {
         "only {n} inputs: fuzz/corpus/clone_plan is missing?"
     );
 }
+
+/// Replays every kept `boot_files` input; the seeds say in their names whether the
+/// manifest is accepted (`accepted-…`) or refused.
+#[test]
+fn boot_files_inputs() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
+    let mut n = 0;
+    for kind in ["corpus", "regressions"] {
+        let Ok(dir) = std::fs::read_dir(root.join(kind).join("boot_files")) else {
+            continue;
+        };
+        for p in dir.filter_map(|e| e.ok().map(|e| e.path())) {
+            if !p.is_file() || p.ends_with("README.md") {
+                continue;
+            }
+            let ok = initrd_agent::fuzzing::boot_files(&std::fs::read(&p).unwrap());
+            let name = p.file_name().unwrap().to_string_lossy().to_string();
+            if kind == "corpus" {
+                assert_eq!(ok, name.starts_with("accepted-"), "{name}");
+            }
+            n += 1;
+        }
+    }
+    assert!(
+        n >= 4,
+        "only {n} inputs: fuzz/corpus/boot_files is missing?"
+    );
+}
