@@ -1,0 +1,179 @@
+//! Boot files from the rack with a real iPXE: SeaBIOS + the NIC's iPXE ROM run the node's
+//! own script from pxe-builder's tree (`ipxe/01-<mac>.ipxe`, the DHCP boot file), which
+//! tries the kernel and initrd from its rack's secondary — a relay serving the boot files
+//! in this process (`initrd_agent::relay`, fetched from `imgtool serve` and checked),
+//! reached through QEMU's `guestfwd` at the secondary's address — then the primary (QEMU's
+//! TFTP). The initrd prints the kernel command line and powers off.
+
+use qemu_tests::*;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
+const MAC: &str = "52:54:00:00:00:02";
+const SECONDARY: &str = "172.20.0.11";
+
+/// QEMU, stopped by its PID when dropped.
+struct Qemu(Child);
+
+impl Drop for Qemu {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A rack of two compute nodes: n1 (172.20.0.11) its secondary, n2 (172.20.0.12) a node
+/// with its own iPXE script.
+fn build_tree(work: &Path) -> std::path::PathBuf {
+    let initrd = work.join("cmdline-initrd.img");
+    std::fs::write(&initrd, cmdline_initrd()).unwrap();
+    let toml = format!(
+        r#"
+[cluster]
+name = "rack"
+image_server = "http://172.20.0.100:8080"
+server_ip = "172.20.0.2"
+kernel = "{k}"
+initrd = "{i}"
+kernel_args = "console=ttyS0 panic=-1"
+node_files = "all"
+
+[[entity]]
+name = "rack1"
+subnet = "172.20.0.0/27"
+gateway = "172.20.0.2"
+default_group = "compute"
+
+[[group]]
+name = "compute"
+
+[[node]]
+name = "n1"
+mac = "52:54:00:00:00:01"
+ip = "{SECONDARY}"
+entity = "rack1"
+groups = ["compute"]
+
+[[node]]
+name = "n2"
+mac = "{MAC}"
+ip = "172.20.0.12"
+entity = "rack1"
+groups = ["compute"]
+"#,
+        k = kernel().display(),
+        i = initrd.display()
+    );
+    let path = work.join("cluster.toml");
+    std::fs::write(&path, toml).unwrap();
+    let cluster = pxe_builder::model::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let tree = work.join("tree");
+    pxe_builder::tree::build(&cluster, &tree).unwrap_or_else(|e| panic!("{e}"));
+    tree
+}
+
+/// Boots n2 with the iPXE ROM on its own script from `tftp`, the secondary's relay port
+/// forwarded to the host's `port`; its console once it powered off.
+fn boot_n2(work: &Path, tftp: &Path, port: u16) -> String {
+    let log = work.join(format!("console-{port}.log"));
+    let out = std::fs::File::create(&log).unwrap();
+    let netdev = format!(
+        "user,id=n0,net=172.20.0.0/24,dhcpstart=172.20.0.12,restrict=on,tftp={},bootfile=ipxe/01-52-54-00-00-00-02.ipxe,guestfwd=tcp:{SECONDARY}:8180-cmd:/bin/busybox nc 127.0.0.1 {port}",
+        tftp.display()
+    );
+    let accel = std::env::var("NETBOOT_QEMU_ACCEL").unwrap_or_else(|_| "tcg".into());
+    let mut q = Qemu(
+        Command::new("qemu-system-x86_64")
+            .args(["-accel", &accel, "-m", "512", "-nographic", "-no-reboot"])
+            .args(["-netdev", &netdev, "-device"])
+            .arg(format!("virtio-net-pci,netdev=n0,mac={MAC}"))
+            .args(["-boot", "n"])
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("qemu-system-x86_64"),
+    );
+    let start = Instant::now();
+    loop {
+        let console = std::fs::read_to_string(&log).unwrap_or_default();
+        if printed_cmdline(&console).is_some() || matches!(q.0.try_wait(), Ok(Some(_))) {
+            return std::fs::read_to_string(&log).unwrap_or_default();
+        }
+        assert!(
+            start.elapsed() < BOOT_TIMEOUT,
+            "no boot within {BOOT_TIMEOUT:?}; console tail:\n{}",
+            tail(&console, 3000)
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[test]
+fn real_ipxe_boots_from_the_racks_secondary_and_falls_back_to_the_primary() {
+    skip_unless_root!("QEMU boots; scripts/test.sh runs them");
+    let work = tempfile::tempdir().unwrap();
+    let tree = build_tree(work.path());
+    // The primary (HTTP) holds the whole tree; the secondary fetches from it.
+    let primary = serve_in_background(vec![tree.clone()]);
+    let relay = initrd_agent::relay::Relay::new("", Path::new("/dev/null"), 0);
+    let addr = relay.serve("127.0.0.1:0").unwrap();
+    relay
+        .serve_boot_files(
+            &format!("http://127.0.0.1:{primary}"),
+            Box::new(|l| eprintln!("secondary: {l}")),
+        )
+        .join()
+        .unwrap();
+
+    // TFTP without the boot files: the node can only have them from its secondary.
+    let bare = work.path().join("bare");
+    std::fs::create_dir_all(bare.join("ipxe")).unwrap();
+    std::fs::copy(
+        tree.join("ipxe/01-52-54-00-00-00-02.ipxe"),
+        bare.join("ipxe/01-52-54-00-00-00-02.ipxe"),
+    )
+    .unwrap();
+    let console = boot_n2(work.path(), &bare, addr.port());
+    let cmdline = printed_cmdline(&console)
+        .unwrap_or_else(|| panic!("no command line; console:\n{}", tail(&console, 3000)));
+    assert!(cmdline.contains("netboot.node=n2"), "{cmdline}");
+    for f in ["boot/vmlinuz", "boot/initrd.img"] {
+        let url = format!("http://{SECONDARY}:8180/{f}");
+        assert!(
+            console
+                .lines()
+                .any(|l| l.starts_with(&url) && l.contains("ok")),
+            "{}",
+            tail(&console, 3000)
+        );
+    }
+
+    // The secondary down (nothing listens where its port is forwarded): from the primary.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_port = dead.local_addr().unwrap().port();
+    drop(dead);
+    let console = boot_n2(work.path(), &tree, dead_port);
+    let cmdline = printed_cmdline(&console)
+        .unwrap_or_else(|| panic!("no command line; console:\n{}", tail(&console, 3000)));
+    assert!(cmdline.contains("netboot.node=n2"), "{cmdline}");
+    // iPXE tried the secondary (an error), then loaded both from the primary (relative to
+    // the script: QEMU's TFTP). Its lines read `http://…/boot/vmlinuz... Error 0x…` and
+    // `/boot/vmlinuz... ok`.
+    let lines: Vec<&str> = console.lines().filter(|l| l.contains("/boot/")).collect();
+    let secondary = format!("http://{SECONDARY}:8180/boot/vmlinuz");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with(&secondary) && l.contains("Error")),
+        "{lines:?}"
+    );
+    for f in ["/boot/vmlinuz", "/boot/initrd.img"] {
+        assert!(
+            lines.iter().any(|l| l.starts_with(f) && l.contains("ok")),
+            "{lines:?}"
+        );
+    }
+}
