@@ -585,6 +585,11 @@ fn parse_with(
 /// The toml document; a syntax error or an unknown key is reported (at the key itself,
 /// where serde points at its table) and ends the validation.
 fn parse_toml(cx: &mut Ctx, text: &str) -> Option<File> {
+    // Plain files (every generated one) the fast way; the `toml` crate reads the rest
+    // and words every error (crate::plain_toml).
+    if let Some(f) = crate::plain_toml::from_str(text) {
+        return Some(f);
+    }
     let e = match toml::from_str(text) {
         Ok(f) => return Some(f),
         Err(e) => e,
@@ -609,6 +614,18 @@ fn parse_toml(cx: &mut Ctx, text: &str) -> Option<File> {
     }
     cx.at(span, e.message().to_string());
     None
+}
+
+/// The document as [`crate::plain_toml`] and as the `toml` crate read it (`Debug`, every
+/// span included; `None` for a refusal), for the fuzz target that checks they agree
+/// (`crate::fuzzing::plain_toml`).
+pub fn read_both(text: &str) -> (Option<String>, Option<String>) {
+    let plain: Option<File> = crate::plain_toml::from_str(text);
+    let full: Option<File> = toml::from_str(text).ok();
+    (
+        plain.map(|f| format!("{f:?}")),
+        full.map(|f| format!("{f:?}")),
+    )
 }
 
 /// `[cluster] server_ip`, or the unspecified address when it is not one (reported).
