@@ -6,7 +6,8 @@
 //!
 //! Why: at 100 000 nodes the `toml` crate spends ~0.4 s and ~200 MB on the 10.6 MB file
 //! (a token vector, then a spanned tree of the whole document, then serde); this reader
-//! borrows every string from the text and takes a tenth of that (docs/BENCH.md).
+//! keeps three flat vectors (keys, array elements, the top level), borrows every string
+//! from the text, and takes a fraction of that (docs/BENCH.md).
 //!
 //! It is an optimisation only, never the authority: anything outside the subset or
 //! anything TOML forbids (a duplicate key or table, a control character, a `\r`, a
@@ -33,12 +34,16 @@ pub const MAX_ROOT: usize = 16;
 /// Reads `text` into `T` when it is plain TOML that `T` accepts; `None` otherwise (then
 /// parse with `toml::from_str`, which says what is wrong).
 pub fn from_str<'a, T: serde::Deserialize<'a>>(text: &'a str) -> Option<T> {
-    let root = parse(text)?;
-    let item = Item {
+    let doc = parse(text)?;
+    let root = Item {
         span: 0..text.len(),
-        value: Value::Table(root),
+        value: Value::Root,
     };
-    T::deserialize(item).ok()
+    T::deserialize(De {
+        doc: &doc,
+        item: &root,
+    })
+    .ok()
 }
 
 #[derive(Debug)]
@@ -47,10 +52,15 @@ enum Value<'a> {
     Int(i64),
     Float(f64),
     Bool(bool),
-    Array(Vec<Item<'a>>),
-    Table(Table<'a>),
-    /// An array of tables, made by `[[name]]` headers only.
+    /// Elements `Doc::items[range]`.
+    Array(Range<usize>),
+    /// Keys `Doc::entries[range]`: a table's keys are one run (its lines follow its
+    /// header, and no table is opened twice).
+    Table(Range<usize>),
+    /// An array of tables (each a `Table`), made by `[[name]]` headers only.
     Tables(Vec<Item<'a>>),
+    /// The top level, `Doc::root`.
+    Root,
 }
 
 /// A value and its bytes in the text (for a string, with its quotes).
@@ -60,15 +70,57 @@ struct Item<'a> {
     value: Value<'a>,
 }
 
+/// The whole document in three flat vectors.
 #[derive(Debug, Default)]
-struct Table<'a> {
+struct Doc<'a> {
+    /// Top-level keys and tables.
+    root: Vec<(&'a str, Item<'a>)>,
+    /// Every table's keys, table after table.
     entries: Vec<(&'a str, Item<'a>)>,
+    /// Every array's elements, array after array.
+    items: Vec<Item<'a>>,
 }
 
-impl<'a> Table<'a> {
-    /// Adds `key`; `None` when it is there already (TOML forbids it) or the table is full.
-    fn insert(&mut self, key: &'a str, item: Item<'a>) -> Option<()> {
-        if self.entries.len() >= MAX_KEYS || self.entries.iter().any(|(k, _)| *k == key) {
+impl<'a> Doc<'a> {
+    /// The key run of the table `key = value` lines go to (`None`: the top level).
+    fn current(&mut self, cursor: Option<usize>) -> Option<Option<&mut Range<usize>>> {
+        let Some(i) = cursor else {
+            return Some(None);
+        };
+        let item = &mut self.root.get_mut(i)?.1;
+        let value = match &mut item.value {
+            Value::Tables(ts) => &mut ts.last_mut()?.value,
+            v => v,
+        };
+        match value {
+            Value::Table(r) => Some(Some(r)),
+            _ => None,
+        }
+    }
+
+    /// Adds `key = item` where `cursor` points; `None` when the key is there already
+    /// (TOML forbids it) or the table is full.
+    fn insert(&mut self, cursor: Option<usize>, key: &'a str, item: Item<'a>) -> Option<()> {
+        let run = match self.current(cursor)? {
+            Some(r) => {
+                r.end += 1;
+                r.start..r.end - 1
+            }
+            None => {
+                let keys = self.root.iter().map(|(k, _)| *k);
+                if self.root.len() >= MAX_ROOT || keys.clone().any(|k| k == key) {
+                    return None;
+                }
+                self.root.push((key, item));
+                return Some(());
+            }
+        };
+        // The run is the last one: its new key goes at the end of `entries`.
+        let keys = self.entries.get(run.clone())?;
+        if run.end != self.entries.len() || keys.len() >= MAX_KEYS {
+            return None;
+        }
+        if keys.iter().any(|(k, _)| *k == key) {
             return None;
         }
         self.entries.push((key, item));
@@ -76,15 +128,8 @@ impl<'a> Table<'a> {
     }
 }
 
-/// Where `key = value` lines go: the root, a `[table]`, or the last `[[array]]` table.
-#[derive(Clone, Copy)]
-enum Cursor {
-    Root,
-    Entry(usize),
-}
-
 /// Parses the whole text; `None` at the first thing outside the subset.
-fn parse(text: &str) -> Option<Table<'_>> {
+fn parse(text: &str) -> Option<Doc<'_>> {
     // Control characters other than tab and newline: refused by TOML in comments and
     // strings, and `\r` (CRLF files) is left to the `toml` crate.
     if text
@@ -94,8 +139,10 @@ fn parse(text: &str) -> Option<Table<'_>> {
         return None;
     }
     let mut p = Parser { text, pos: 0 };
-    let mut root = Table::default();
-    let mut cursor = Cursor::Root;
+    let mut doc = Doc::default();
+    // Where keys go: the top level, or the table (or last table of the array) at this
+    // index of `doc.root`.
+    let mut cursor = None;
     while let Some(c) = p.skip_ws() {
         match c {
             b'\n' => {
@@ -103,34 +150,19 @@ fn parse(text: &str) -> Option<Table<'_>> {
                 continue;
             }
             b'#' => {}
-            b'[' => cursor = p.header(&mut root)?,
+            b'[' => cursor = Some(p.header(&mut doc)?),
             _ => {
                 let key = p.bare_key()?;
                 p.skip_ws();
                 p.expect(b'=')?;
                 p.skip_ws();
-                let item = p.value()?;
-                current(&mut root, cursor)?.insert(key, item)?;
+                let item = p.value(&mut doc.items)?;
+                doc.insert(cursor, key, item)?;
             }
         }
         p.end_line()?;
     }
-    Some(root)
-}
-
-/// The table `key = value` lines go to.
-fn current<'t, 'a>(root: &'t mut Table<'a>, cursor: Cursor) -> Option<&'t mut Table<'a>> {
-    let Cursor::Entry(i) = cursor else {
-        return Some(root);
-    };
-    match &mut root.entries.get_mut(i)?.1.value {
-        Value::Table(t) => Some(t),
-        Value::Tables(ts) => match &mut ts.last_mut()?.value {
-            Value::Table(t) => Some(t),
-            _ => None,
-        },
-        _ => None,
-    }
+    Some(doc)
 }
 
 struct Parser<'a> {
@@ -185,8 +217,9 @@ impl<'a> Parser<'a> {
     }
 
     /// `[name]` or `[[name]]` (no blanks inside, no dotted names): defines the table, or
-    /// adds one to the array, and returns where the following keys go.
-    fn header(&mut self, root: &mut Table<'a>) -> Option<Cursor> {
+    /// adds one to the array, and returns its index in `doc.root` (where the following
+    /// keys go). Its keys start at the end of `doc.entries`.
+    fn header(&mut self, doc: &mut Doc<'a>) -> Option<usize> {
         let start = self.pos;
         let array = self.starts_with("[[");
         self.pos += if array { 2 } else { 1 };
@@ -196,37 +229,42 @@ impl<'a> Parser<'a> {
             self.expect(b']')?;
         }
         let span = start..self.pos;
+        let at = doc.entries.len();
         let table = || Item {
             span: span.clone(),
-            value: Value::Table(Table::default()),
+            value: Value::Table(at..at),
         };
-        if let Some(i) = root.entries.iter().position(|(k, _)| *k == key) {
+        if let Some(i) = doc.root.iter().position(|(k, _)| *k == key) {
             // Only another `[[name]]` may name it again.
-            match (&mut root.entries[i].1.value, array) {
+            match (&mut doc.root[i].1.value, array) {
                 (Value::Tables(ts), true) => ts.push(table()),
                 _ => return None,
             }
-            return Some(Cursor::Entry(i));
+            return Some(i);
         }
-        if root.entries.len() >= MAX_ROOT {
+        if doc.root.len() >= MAX_ROOT {
             return None;
         }
-        let value = if array {
-            Value::Tables(vec![table()])
+        let item = if array {
+            Item {
+                span: span.clone(),
+                value: Value::Tables(vec![table()]),
+            }
         } else {
-            Value::Table(Table::default())
+            table()
         };
-        root.entries.push((key, Item { span, value }));
-        Some(Cursor::Entry(root.entries.len() - 1))
+        doc.root.push((key, item));
+        Some(doc.root.len() - 1)
     }
 
-    /// One value; after it must come a blank, a comment, a newline, `,`, `]` or the end.
-    fn value(&mut self) -> Option<Item<'a>> {
+    /// One value (an array's elements go to `items`); after it must come a blank, a
+    /// comment, a newline, `,`, `]` or the end.
+    fn value(&mut self, items: &mut Vec<Item<'a>>) -> Option<Item<'a>> {
         let start = self.pos;
         let value = match self.peek()? {
             b'"' => Value::Str(self.string(b'"')?),
             b'\'' => Value::Str(self.string(b'\'')?),
-            b'[' => return self.array(),
+            b'[' => return self.array(items),
             b't' if self.starts_with("true") => {
                 self.pos += 4;
                 Value::Bool(true)
@@ -293,16 +331,20 @@ impl<'a> Parser<'a> {
         (self.pos > start).then(|| &self.text[start..self.pos])
     }
 
-    /// `[a, b, …]` on one line, of strings, numbers and booleans (a trailing comma allowed).
-    fn array(&mut self) -> Option<Item<'a>> {
+    /// `[a, b, …]` on one line, of strings, numbers and booleans (a trailing comma
+    /// allowed); its elements are the run it adds to `items` (no array nests in one).
+    fn array(&mut self, items: &mut Vec<Item<'a>>) -> Option<Item<'a>> {
         let start = self.pos;
+        let first = items.len();
         self.pos += 1;
-        let mut items = vec![];
         loop {
             match self.skip_ws()? {
                 b']' => break,
                 b'[' => return None,
-                _ => items.push(self.value()?),
+                _ => {
+                    let item = self.value(items)?;
+                    items.push(item);
+                }
             }
             match self.skip_ws()? {
                 b',' => self.pos += 1,
@@ -313,7 +355,7 @@ impl<'a> Parser<'a> {
         self.pos += 1;
         Some(Item {
             span: start..self.pos,
-            value: Value::Array(items),
+            value: Value::Array(first..items.len()),
         })
     }
 }
@@ -336,43 +378,42 @@ impl de::Error for Bail {
     }
 }
 
-impl<'de> IntoDeserializer<'de, Bail> for Item<'de> {
+/// The serde view of one item of the document.
+#[derive(Clone, Copy)]
+struct De<'t, 'a> {
+    doc: &'t Doc<'a>,
+    item: &'t Item<'a>,
+}
+
+impl<'t, 'a> IntoDeserializer<'a, Bail> for De<'t, 'a> {
     type Deserializer = Self;
     fn into_deserializer(self) -> Self {
         self
     }
 }
 
-impl<'de> de::Deserializer<'de> for Item<'de> {
+impl<'t, 'a> de::Deserializer<'a> for De<'t, 'a> {
     type Error = Bail;
 
-    fn deserialize_any<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Bail> {
-        match self.value {
+    fn deserialize_any<V: Visitor<'a>>(self, v: V) -> Result<V::Value, Bail> {
+        let doc = self.doc;
+        match &self.item.value {
             Value::Str(s) => v.visit_borrowed_str(s),
-            Value::Int(i) => v.visit_i64(i),
-            Value::Float(f) => v.visit_f64(f),
-            Value::Bool(b) => v.visit_bool(b),
-            Value::Array(items) | Value::Tables(items) => {
-                let mut seq = Seq(items.into_iter());
-                let out = v.visit_seq(&mut seq)?;
-                seq.0.next().map_or(Ok(out), |_| Err(Bail))
-            }
-            Value::Table(t) => {
-                let mut map = Map {
-                    entries: t.entries.into_iter(),
-                    value: None,
-                };
-                let out = v.visit_map(&mut map)?;
-                map.entries.next().map_or(Ok(out), |_| Err(Bail))
-            }
+            Value::Int(i) => v.visit_i64(*i),
+            Value::Float(f) => v.visit_f64(*f),
+            Value::Bool(b) => v.visit_bool(*b),
+            Value::Array(r) => seq(doc, doc.items.get(r.clone()).ok_or(Bail)?, v),
+            Value::Tables(tables) => seq(doc, tables, v),
+            Value::Table(r) => map(doc, doc.entries.get(r.clone()).ok_or(Bail)?, v),
+            Value::Root => map(doc, &doc.root, v),
         }
     }
 
-    fn deserialize_option<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Bail> {
+    fn deserialize_option<V: Visitor<'a>>(self, v: V) -> Result<V::Value, Bail> {
         v.visit_some(self)
     }
 
-    fn deserialize_newtype_struct<V: Visitor<'de>>(
+    fn deserialize_newtype_struct<V: Visitor<'a>>(
         self,
         _: &'static str,
         v: V,
@@ -380,21 +421,20 @@ impl<'de> de::Deserializer<'de> for Item<'de> {
         v.visit_newtype_struct(self)
     }
 
-    fn deserialize_struct<V: Visitor<'de>>(
+    fn deserialize_struct<V: Visitor<'a>>(
         self,
         name: &'static str,
         _: &'static [&'static str],
         v: V,
     ) -> Result<V::Value, Bail> {
         if serde_spanned::de::is_spanned(name) {
-            let span = self.span.clone();
-            return v.visit_map(SpannedDeserializer::new(self, span));
+            return v.visit_map(SpannedDeserializer::new(self, self.item.span.clone()));
         }
         self.deserialize_any(v)
     }
 
     /// Enums (none in a cluster file today) are left to the `toml` crate.
-    fn deserialize_enum<V: Visitor<'de>>(
+    fn deserialize_enum<V: Visitor<'a>>(
         self,
         _: &'static str,
         _: &'static [&'static str],
@@ -404,40 +444,75 @@ impl<'de> de::Deserializer<'de> for Item<'de> {
     }
 
     serde::forward_to_deserialize_any! {
+        <W: Visitor<'a>>
         bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
         byte_buf unit unit_struct seq tuple tuple_struct map identifier ignored_any
     }
 }
 
-struct Seq<'de>(std::vec::IntoIter<Item<'de>>);
+/// `items` to `v` as a sequence, every one taken.
+fn seq<'t, 'a, V: Visitor<'a>>(
+    doc: &'t Doc<'a>,
+    items: &'t [Item<'a>],
+    v: V,
+) -> Result<V::Value, Bail> {
+    let mut s = Seq {
+        doc,
+        items: items.iter(),
+    };
+    let out = v.visit_seq(&mut s)?;
+    s.items.next().map_or(Ok(out), |_| Err(Bail))
+}
 
-impl<'de> SeqAccess<'de> for Seq<'de> {
+/// `entries` to `v` as a map, every one taken.
+fn map<'t, 'a, V: Visitor<'a>>(
+    doc: &'t Doc<'a>,
+    entries: &'t [(&'a str, Item<'a>)],
+    v: V,
+) -> Result<V::Value, Bail> {
+    let mut m = Map {
+        doc,
+        entries: entries.iter(),
+        value: None,
+    };
+    let out = v.visit_map(&mut m)?;
+    m.entries.next().map_or(Ok(out), |_| Err(Bail))
+}
+
+struct Seq<'t, 'a> {
+    doc: &'t Doc<'a>,
+    items: std::slice::Iter<'t, Item<'a>>,
+}
+
+impl<'t, 'a> SeqAccess<'a> for Seq<'t, 'a> {
     type Error = Bail;
 
-    fn next_element_seed<T: DeserializeSeed<'de>>(
+    fn next_element_seed<T: DeserializeSeed<'a>>(
         &mut self,
         seed: T,
     ) -> Result<Option<T::Value>, Bail> {
-        self.0.next().map(|i| seed.deserialize(i)).transpose()
+        let doc = self.doc;
+        self.items
+            .next()
+            .map(|item| seed.deserialize(De { doc, item }))
+            .transpose()
     }
 
     fn size_hint(&self) -> Option<usize> {
-        Some(self.0.len())
+        Some(self.items.len())
     }
 }
 
-struct Map<'de> {
-    entries: std::vec::IntoIter<(&'de str, Item<'de>)>,
-    value: Option<Item<'de>>,
+struct Map<'t, 'a> {
+    doc: &'t Doc<'a>,
+    entries: std::slice::Iter<'t, (&'a str, Item<'a>)>,
+    value: Option<&'t Item<'a>>,
 }
 
-impl<'de> MapAccess<'de> for Map<'de> {
+impl<'t, 'a> MapAccess<'a> for Map<'t, 'a> {
     type Error = Bail;
 
-    fn next_key_seed<K: DeserializeSeed<'de>>(
-        &mut self,
-        seed: K,
-    ) -> Result<Option<K::Value>, Bail> {
+    fn next_key_seed<K: DeserializeSeed<'a>>(&mut self, seed: K) -> Result<Option<K::Value>, Bail> {
         let Some((key, item)) = self.entries.next() else {
             return Ok(None);
         };
@@ -446,8 +521,12 @@ impl<'de> MapAccess<'de> for Map<'de> {
             .map(Some)
     }
 
-    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, Bail> {
-        seed.deserialize(self.value.take().ok_or(Bail)?)
+    fn next_value_seed<V: DeserializeSeed<'a>>(&mut self, seed: V) -> Result<V::Value, Bail> {
+        let item = self.value.take().ok_or(Bail)?;
+        seed.deserialize(De {
+            doc: self.doc,
+            item,
+        })
     }
 
     fn size_hint(&self) -> Option<usize> {
@@ -487,6 +566,7 @@ mod tests {
             "k = \"ünïcödé ✓\" # ✓\n",
             "[cluster]\nname = \"x\"\n[[node]]\nname = \"n\"\n",
             "[a] # c\nx = 1\n[[b]] # c\ny = 2",
+            "top = 0\n[a]\nk = 1\n[[n]]\nk = 2\nl = [3]\n[[n]]\nk = 4\n[b]\nk = [5, 6]\n",
         ] {
             agrees(t);
         }
@@ -541,13 +621,19 @@ mod tests {
 
     #[test]
     fn bounds_keys_per_table_and_top_level_names() {
-        let keys = |n: usize| (0..n).map(|i| format!("k{i} = {i}\n")).collect::<String>();
+        let keys = |n: usize| {
+            let keys: String = (0..n).map(|i| format!("k{i} = {i}\n")).collect();
+            format!("[t]\n{keys}")
+        };
         agrees(&keys(MAX_KEYS));
         assert!(plain(&keys(MAX_KEYS + 1)).is_none());
         assert!(toml::from_str::<toml::Table>(&keys(MAX_KEYS + 1)).is_ok());
         let tables = |n: usize| (0..n).map(|i| format!("[t{i}]\n")).collect::<String>();
         agrees(&tables(MAX_ROOT));
         assert!(plain(&tables(MAX_ROOT + 1)).is_none());
+        let top = |n: usize| (0..n).map(|i| format!("k{i} = {i}\n")).collect::<String>();
+        agrees(&top(MAX_ROOT));
+        assert!(plain(&top(MAX_ROOT + 1)).is_none());
     }
 
     /// The example cluster and every one-byte deletion, duplication and replacement of
