@@ -57,8 +57,9 @@ enum Value<'a> {
     /// Keys `Doc::entries[range]`: a table's keys are one run (its lines follow its
     /// header, and no table is opened twice).
     Table(Range<usize>),
-    /// An array of tables (each a `Table`), made by `[[name]]` headers only.
-    Tables(Vec<Item<'a>>),
+    /// An array of tables (each a `Table`), made by `[[name]]` headers only:
+    /// `Doc::arrays[index]`. (No value owns memory, so the document drops in one go.)
+    Tables(usize),
     /// The top level, `Doc::root`.
     Root,
 }
@@ -79,6 +80,8 @@ struct Doc<'a> {
     entries: Vec<(&'a str, Item<'a>)>,
     /// Every array's elements, array after array.
     items: Vec<Item<'a>>,
+    /// The arrays of tables (at most [`MAX_ROOT`]).
+    arrays: Vec<Vec<Item<'a>>>,
 }
 
 impl<'a> Doc<'a> {
@@ -89,7 +92,7 @@ impl<'a> Doc<'a> {
         };
         let item = &mut self.root.get_mut(i)?.1;
         let value = match &mut item.value {
-            Value::Tables(ts) => &mut ts.last_mut()?.value,
+            Value::Tables(k) => &mut self.arrays.get_mut(*k)?.last_mut()?.value,
             v => v,
         };
         match value {
@@ -236,8 +239,8 @@ impl<'a> Parser<'a> {
         };
         if let Some(i) = doc.root.iter().position(|(k, _)| *k == key) {
             // Only another `[[name]]` may name it again.
-            match (&mut doc.root[i].1.value, array) {
-                (Value::Tables(ts), true) => ts.push(table()),
+            match (&doc.root[i].1.value, array) {
+                (Value::Tables(k), true) => doc.arrays.get_mut(*k)?.push(table()),
                 _ => return None,
             }
             return Some(i);
@@ -246,9 +249,10 @@ impl<'a> Parser<'a> {
             return None;
         }
         let item = if array {
+            doc.arrays.push(vec![table()]);
             Item {
                 span: span.clone(),
-                value: Value::Tables(vec![table()]),
+                value: Value::Tables(doc.arrays.len() - 1),
             }
         } else {
             table()
@@ -403,7 +407,7 @@ impl<'t, 'a> de::Deserializer<'a> for De<'t, 'a> {
             Value::Float(f) => v.visit_f64(*f),
             Value::Bool(b) => v.visit_bool(*b),
             Value::Array(r) => seq(doc, doc.items.get(r.clone()).ok_or(Bail)?, v),
-            Value::Tables(tables) => seq(doc, tables, v),
+            Value::Tables(k) => seq(doc, doc.arrays.get(*k).ok_or(Bail)?, v),
             Value::Table(r) => map(doc, doc.entries.get(r.clone()).ok_or(Bail)?, v),
             Value::Root => map(doc, &doc.root, v),
         }
