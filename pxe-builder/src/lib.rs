@@ -2,7 +2,8 @@
 //!
 //! Brief overview:
 //! - [`model`] parses and validates the description into a [`model::Cluster`], reporting
-//!   every problem with file:line:column; [`validate`] holds the character sets, reserved
+//!   every problem with file:line:column (read by [`plain_toml`] when the file is plain,
+//!   else by the `toml` crate); [`validate`] holds the character sets, reserved
 //!   names and URL rules it applies;
 //! - [`escape`] quotes or refuses each value for each output syntax (second wall);
 //! - [`hex`] computes the hex-IP file names pxelinux and GRUB look up (exact minimal cover);
@@ -25,6 +26,7 @@ pub mod hex;
 pub mod initrd;
 pub mod lookup;
 pub mod model;
+pub mod plain_toml;
 pub mod plan;
 pub mod render;
 pub mod tree;

@@ -7,6 +7,7 @@
 
 use crate::validate;
 use serde::Deserialize;
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::ops::Range;
@@ -455,12 +456,18 @@ fn check_text(cx: &mut Ctx, f: &File) {
             cx.check(id, validate::image_id(id.get_ref()));
         }
     }
-    // Node names are DHCP host names, which compare without case.
-    let mut seen: HashMap<String, &str> = HashMap::new();
+    // Node names are DHCP host names, which compare without case. A name in lower case
+    // already (most) is borrowed, not copied.
+    let mut seen: HashMap<Cow<str>, &str> = HashMap::with_capacity(f.nodes.len());
     for n in &f.nodes {
         crate::work::tick(1);
         if cx.name(Kind::Node, &n.name) {
-            let lower = n.name.get_ref().to_ascii_lowercase();
+            let name = n.name.get_ref();
+            let lower = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+                Cow::Owned(name.to_ascii_lowercase())
+            } else {
+                Cow::Borrowed(name.as_str())
+            };
             match seen.get(&lower) {
                 Some(&other) if other != n.name.get_ref() => cx.at(
                     n.name.span(),
@@ -585,6 +592,11 @@ fn parse_with(
 /// The toml document; a syntax error or an unknown key is reported (at the key itself,
 /// where serde points at its table) and ends the validation.
 fn parse_toml(cx: &mut Ctx, text: &str) -> Option<File> {
+    // Plain files (every generated one) the fast way; the `toml` crate reads the rest
+    // and words every error (crate::plain_toml).
+    if let Some(f) = crate::plain_toml::from_str(text) {
+        return Some(f);
+    }
     let e = match toml::from_str(text) {
         Ok(f) => return Some(f),
         Err(e) => e,
@@ -609,6 +621,18 @@ fn parse_toml(cx: &mut Ctx, text: &str) -> Option<File> {
     }
     cx.at(span, e.message().to_string());
     None
+}
+
+/// The document as [`crate::plain_toml`] and as the `toml` crate read it (`Debug`, every
+/// span included; `None` for a refusal), for the fuzz target that checks they agree
+/// (`crate::fuzzing::plain_toml`).
+pub fn read_both(text: &str) -> (Option<String>, Option<String>) {
+    let plain: Option<File> = crate::plain_toml::from_str(text);
+    let full: Option<File> = toml::from_str(text).ok();
+    (
+        plain.map(|f| format!("{f:?}")),
+        full.map(|f| format!("{f:?}")),
+    )
 }
 
 /// `[cluster] server_ip`, or the unspecified address when it is not one (reported).
@@ -759,7 +783,7 @@ struct Names<'f> {
     group_defs: Vec<(String, Option<&'f GroupDef>)>,
     group: HashMap<String, usize>,
     default_group: usize,
-    node: HashMap<String, usize>,
+    node: HashMap<&'f str, usize>,
 }
 
 impl<'f> Names<'f> {
@@ -794,9 +818,9 @@ impl<'f> Names<'f> {
                 group_defs.len() - 1
             }
         };
-        let mut node = HashMap::new();
+        let mut node = HashMap::with_capacity(f.nodes.len());
         for (i, n) in f.nodes.iter().enumerate() {
-            if node.insert(n.name.get_ref().clone(), i).is_some() {
+            if node.insert(n.name.get_ref().as_str(), i).is_some() {
                 cx.at(
                     n.name.span(),
                     format!("duplicate node name `{}`", n.name.get_ref()),
@@ -841,19 +865,19 @@ fn entities<'f>(cx: &mut Ctx, defs: &'f [EntityDef], names: &Names) -> Vec<Entit
                 );
             }
         }
-        let secondary = e
-            .secondary
-            .as_ref()
-            .and_then(|s| match names.node.get(s.get_ref()) {
-                Some(&i) => Some(i),
-                None => {
-                    cx.at(
-                        s.span(),
-                        format!("secondary `{}` is not a node", s.get_ref()),
-                    );
-                    None
-                }
-            });
+        let secondary =
+            e.secondary
+                .as_ref()
+                .and_then(|s| match names.node.get(s.get_ref().as_str()) {
+                    Some(&i) => Some(i),
+                    None => {
+                        cx.at(
+                            s.span(),
+                            format!("secondary `{}` is not a node", s.get_ref()),
+                        );
+                        None
+                    }
+                });
         let default_group = match &e.default_group {
             None => names.default_group,
             Some(s) => match names.group.get(s.get_ref()) {
@@ -1027,9 +1051,10 @@ fn check_overlaps(cx: &mut Ctx, entities: &[EntityDraft]) {
 
 /// `[[node]]`: address, entity, groups, in that order for each node.
 fn nodes(cx: &mut Ctx, defs: &[NodeDef], names: &Names, entities: &[EntityDraft]) -> Vec<Node> {
-    let mut macs: HashMap<[u8; 6], String> = HashMap::new();
-    let mut ips: HashMap<Ipv4Addr, String> = HashMap::new();
-    let mut nodes = vec![];
+    // Names borrowed from the file, maps sized once: 100 000 nodes (docs/BENCH.md).
+    let mut macs: HashMap<[u8; 6], &str> = HashMap::with_capacity(defs.len());
+    let mut ips: HashMap<Ipv4Addr, &str> = HashMap::with_capacity(defs.len());
+    let mut nodes = Vec::with_capacity(defs.len());
     for n in defs {
         crate::work::tick(1 + n.groups.len());
         let mac = node_mac(cx, n, &mut macs);
@@ -1050,10 +1075,10 @@ fn nodes(cx: &mut Ctx, defs: &[NodeDef], names: &Names, entities: &[EntityDraft]
 }
 
 /// A node's MAC, unique among the nodes so far.
-fn node_mac(cx: &mut Ctx, n: &NodeDef, macs: &mut HashMap<[u8; 6], String>) -> [u8; 6] {
+fn node_mac<'f>(cx: &mut Ctx, n: &'f NodeDef, macs: &mut HashMap<[u8; 6], &'f str>) -> [u8; 6] {
     match parse_mac(n.mac.get_ref()) {
         Ok(m) => {
-            if let Some(other) = macs.insert(m, n.name.get_ref().clone()) {
+            if let Some(other) = macs.insert(m, n.name.get_ref()) {
                 cx.at(
                     n.mac.span(),
                     format!(
@@ -1073,10 +1098,10 @@ fn node_mac(cx: &mut Ctx, n: &NodeDef, macs: &mut HashMap<[u8; 6], String>) -> [
 }
 
 /// A node's IPv4 address, unique among the nodes so far.
-fn node_ip(cx: &mut Ctx, n: &NodeDef, ips: &mut HashMap<Ipv4Addr, String>) -> Ipv4Addr {
+fn node_ip<'f>(cx: &mut Ctx, n: &'f NodeDef, ips: &mut HashMap<Ipv4Addr, &'f str>) -> Ipv4Addr {
     match n.ip.get_ref().parse::<Ipv4Addr>() {
         Ok(ip) => {
-            if let Some(other) = ips.insert(ip, n.name.get_ref().clone()) {
+            if let Some(other) = ips.insert(ip, n.name.get_ref()) {
                 cx.at(
                     n.ip.span(),
                     format!(
@@ -1298,7 +1323,7 @@ fn active_members(
     let mut active = vec![];
     for a in def.map(|d| d.active.as_slice()).unwrap_or(&[]) {
         crate::work::tick(1);
-        match names.node.get(a.get_ref()) {
+        match names.node.get(a.get_ref().as_str()) {
             None => cx.at(
                 a.span(),
                 format!(

@@ -53,3 +53,27 @@ fn in_memory_parse_reports_like_the_file_parse() {
     assert!(e.contains("cluster.toml:"), "{e}");
     assert!(e.contains("rack1"), "{e}");
 }
+
+/// Replays the `plain_toml` inputs, and the `cluster_toml` ones (the same format),
+/// through the differential check of the fast TOML path; the generated seeds must take
+/// the fast path (a seed it refuses would leave the fuzzer comparing nothing).
+#[test]
+fn plain_toml_inputs() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
+    let mut files = inputs();
+    for kind in ["corpus", "regressions"] {
+        if let Ok(dir) = std::fs::read_dir(root.join(kind).join("plain_toml")) {
+            files.extend(dir.filter_map(|e| e.ok().map(|e| e.path())));
+        }
+    }
+    for p in &files {
+        pxe_builder::fuzzing::plain_toml(&std::fs::read(p).unwrap());
+    }
+    for seed in ["example", "generated-40-nodes", "values"] {
+        let text = std::fs::read_to_string(root.join("corpus/plain_toml").join(seed)).unwrap();
+        assert!(
+            pxe_builder::plain_toml::from_str::<toml::Table>(&text).is_some(),
+            "{seed} is plain TOML"
+        );
+    }
+}
