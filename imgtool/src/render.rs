@@ -390,7 +390,7 @@ fn status_line(n: &NodeStatus, depth: usize, fed: bool) -> String {
         _ => "",
     };
     format!(
-        "{:indent$}{}{} [{}{} {}] {}\n",
+        "{:indent$}{}{} [{}{} {}] {}{}\n",
         "",
         if fed { "→ " } else { "" },
         n.node,
@@ -398,7 +398,20 @@ fn status_line(n: &NodeStatus, depth: usize, fed: bool) -> String {
         n.last.phase,
         pct,
         n.last.message,
+        n.last.chunks.map(chunk_counts).unwrap_or_default(),
         indent = depth * 2
+    )
+}
+
+/// A node's restore counts on its line: ` (chunks: 99 of 100 skipped, 1 fetched, 1.0 MiB = 0.5 % of the payload)`.
+fn chunk_counts(c: netboot_proto::status::ChunkCounts) -> String {
+    format!(
+        " (chunks: {} of {} skipped, {} fetched, {} = {:.1} % of the payload)",
+        c.skipped,
+        c.total,
+        c.fetched,
+        human(c.fetched_bytes),
+        c.fetched_percent()
     )
 }
 
@@ -431,6 +444,24 @@ mod tests {
         assert_eq!(
             status_tree(&board),
             "primary\n  r1n1 [relaying 100%] m\n  → r1n2 [restoring 50%] m\n  → r1n3 [FAILED failed 25%] m\n  r2n1 [rerouted done 100%] m\n    r2n2 [done 100%] m\n    r2n3 [done 100%] m\n"
+        );
+    }
+
+    #[test]
+    fn a_nodes_chunk_counts_are_on_its_line() {
+        let mut n = node("n1", "primary", "done", 4, &[]);
+        n.last.chunks = Some(netboot_proto::status::ChunkCounts {
+            total: 100,
+            checked: 100,
+            skipped: 99,
+            fetched: 1,
+            fetched_bytes: 1 << 20,
+            payload_bytes: 200 << 20,
+        });
+        let board = BTreeMap::from([(n.node.clone(), n)]);
+        assert_eq!(
+            status_tree(&board),
+            "primary\n  n1 [done 100%] m (chunks: 99 of 100 skipped, 1 fetched, 1.0 MiB = 0.5 % of the payload)\n"
         );
     }
 

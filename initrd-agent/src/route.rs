@@ -36,6 +36,9 @@ pub struct Route {
     pub trusted: Vec<PublicKey>,
     /// The only image id this node accepts (`netboot.image_id=`), when set.
     pub image_id: Option<String>,
+    /// Delta re-clone: with the image's layout on the disk, fetch only the chunks whose
+    /// sha256 differs there (`netboot.delta=0`, `--full`: everything).
+    pub delta: bool,
 }
 
 impl Route {
@@ -50,6 +53,7 @@ impl Route {
             attempts,
             trusted: vec![],
             image_id: None,
+            delta: true,
         }
     }
 

@@ -33,6 +33,9 @@ impl Relay {
     }
 }
 
+/// The path (under `/<image>/`) a downstream node asks for to say it holds every chunk.
+pub const DONE: &str = ".done";
+
 /// Answers one request.
 fn answer(relay: &Arc<Relay>, req: &mut Request) -> Response {
     let guard = relay.request_started();
@@ -50,6 +53,13 @@ fn answer(relay: &Arc<Relay>, req: &mut Request) -> Response {
             Ok(f) => small(200, &f.layout, guard),
             Err(u) => unavailable(u, guard),
         },
+        // Not a file of the image (payload names never start with `.`): a downstream
+        // node saying it has verified every chunk, which a node whose disk already held
+        // most of the image says instead of fetching them all.
+        DONE => {
+            relay.finished(client);
+            small(200, b"noted\n", guard)
+        }
         n if n == imgtool::sign::SIGNATURE_FILE => match relay.signature(client) {
             Ok(Some(sig)) => small(200, &sig, guard),
             Ok(None) => small(404, b"no signature on this relay\n", guard),
