@@ -181,6 +181,7 @@ impl<R: Read> Read for Guarded<R> {
 mod tests {
     use super::super::tests::{region, relay_of};
     use super::*;
+    use crate::relay::Released;
     use crate::relay::MAX_WAITING_PER_CLIENT;
     use std::io::Write;
     use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
@@ -303,6 +304,24 @@ mod tests {
                 "{path} {range}: {a}"
             );
         }
+    }
+
+    #[test]
+    fn a_node_that_says_done_releases_its_relay() {
+        let (r, addr, region) = relay();
+        // Another node took both chunks; the up-to-date one took none and says it is done.
+        r.chunk_done(&region, 0, vec![b'a'; 100]);
+        r.chunk_done(&region, 1, vec![b'b'; 100]);
+        let other = Ipv4Addr::new(127, 0, 0, 3);
+        let got = answer(request(other, addr, "/img/p1.zst", "bytes=0-199"));
+        assert!(got.starts_with("HTTP/1.1 206"), "{got}");
+        assert_eq!(r.wait_downstream(2, Duration::ZERO), Released::Idle);
+        let done = answer(request(Ipv4Addr::LOCALHOST, addr, "/img/.done", "bytes=0-"));
+        assert!(done.starts_with("HTTP/1.1 200"), "{done}");
+        assert_eq!(
+            r.wait_downstream(2, Duration::from_secs(3600)),
+            Released::AllServed
+        );
     }
 
     #[test]
