@@ -18,7 +18,7 @@ use imgtool::manifest::Image;
 use imgtool::progress::Progress;
 use imgtool::restore::{restore, RestoreOptions, RestoreReport};
 use imgtool::source::{HttpSource, ImageSource};
-use netboot_proto::status::Phase;
+use netboot_proto::status::{ChunkCounts, Phase};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -88,6 +88,7 @@ pub fn clone(
     };
     let report = restore(&img, &disk, &opts, &progress)
         .with_context(|| format!("restoring {url} onto {}", target.display()))?;
+    say_counts(&img, &report, rep);
     say_grown(&report, rep);
     // The relay held (and said why) before growing, in `restore_options`'s hook. It holds
     // again before this node reports done and reboots: a downstream node that came or
@@ -280,6 +281,7 @@ fn restore_options(
 ) -> RestoreOptions {
     let mut opts = RestoreOptions {
         verify: true,
+        delta: route.delta,
         ..Default::default()
     };
     let (source, primary) = (source.clone(), up.urls.last().cloned().unwrap_or_default());
@@ -287,6 +289,9 @@ fn restore_options(
     let (relay, rep) = (relay.cloned(), rep.clone());
     if let Some(a) = relay.clone() {
         opts.on_chunk = Some(Arc::new(move |r, i, frame| a.chunk_done(r, i, frame)));
+        let b = a.clone();
+        // Skipped chunks are on this disk: served from there (checked, see `relay`).
+        opts.on_skip = Some(Arc::new(move |r, i| b.chunk_skipped(r, i)));
     }
     opts.before_grow = Some(Arc::new(move || {
         tell_upstream_done(&source.current(), &primary, &rep);
@@ -313,7 +318,9 @@ fn tell_upstream_done(current: &str, primary: &str, rep: &Reporter) {
         .timeout(std::time::Duration::from_secs(5))
         .call()
     {
-        rep.say(&format!("could not tell {url} that every chunk is here: {e}"));
+        rep.say(&format!(
+            "could not tell {url} that every chunk is here: {e}"
+        ));
     }
 }
 
@@ -328,6 +335,34 @@ fn released(why: Released, expected: usize, idle: std::time::Duration) -> String
             idle.as_secs()
         ),
     }
+}
+
+/// The restore's chunk counts, on the console (`delta: …` or `full restore (why): …`) and
+/// in every report from now on (the final `done` carries them to the board).
+fn say_counts(img: &Image, report: &RestoreReport, rep: &Reporter) {
+    let chunks = |r: &imgtool::manifest::Region| r.chunks.len() as u64;
+    let c = &report.chunks;
+    let counts = ChunkCounts {
+        total: img.manifest.regions.iter().map(chunks).sum(),
+        checked: c.checked as u64,
+        skipped: c.skipped as u64,
+        fetched: c.fetched as u64,
+        // What went over the wire (retries included), as the `done` line says.
+        fetched_bytes: img.source.bytes_fetched(),
+        payload_bytes: img
+            .manifest
+            .regions
+            .iter()
+            .flat_map(|r| &r.chunks)
+            .map(|c| c.compressed_length)
+            .sum(),
+    };
+    let how = match &report.full_reason {
+        Some(why) => format!("full restore ({why})"),
+        None => "delta".to_string(),
+    };
+    rep.say(&format!("{how}: {}", counts.summary()));
+    rep.set_chunks(counts);
 }
 
 fn say_grown(report: &RestoreReport, rep: &Reporter) {

@@ -284,9 +284,7 @@ impl Config {
                         After::parse(v).ok_or_else(|| bad("action (reboot, poweroff, wait)"))?
                 }
                 "netboot.delta" => {
-                    c.delta = Some(
-                        bootopts::parse_switch(v).ok_or_else(|| bad("switch (0 or 1)"))?,
-                    )
+                    c.delta = Some(bootopts::parse_switch(v).ok_or_else(|| bad("switch (0 or 1)"))?)
                 }
                 "netboot.link_timeout" => {
                     c.link_timeout = v.parse().map_err(|_| bad("number of seconds"))?
@@ -633,7 +631,9 @@ mod tests {
 
     #[test]
     fn delta_is_on_unless_the_command_line_or_the_bootopts_say_0() {
-        assert!(Config::from_cmdline("netboot.group=compute").unwrap().delta());
+        assert!(Config::from_cmdline("netboot.group=compute")
+            .unwrap()
+            .delta());
         assert!(!Config::from_cmdline("netboot.delta=0").unwrap().delta());
         // The subnet's bootopts fill it when the command line is silent...
         let mut c = Config::from_cmdline("netboot.group=compute").unwrap();

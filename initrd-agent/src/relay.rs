@@ -35,8 +35,8 @@ mod waiting;
 
 use cache::{FrameCache, Key, Lookup};
 pub use downstream::Released;
-pub use http::DONE;
 use downstream::{Downstream, Hold};
+pub use http::DONE;
 use imgtool::manifest::{Image, ImageFiles, Region};
 use imgtool::source::ImageSource;
 use sha2::{Digest, Sha256};
@@ -676,7 +676,9 @@ mod tests {
             .unwrap();
         let (got, err) = fetch_some(&r, node(1));
         assert_eq!(got, frames[0], "only the good frame before the break");
-        let err = err.expect("the stream breaks at the changed chunk").to_string();
+        let err = err
+            .expect("the stream breaks at the changed chunk")
+            .to_string();
         assert!(err.contains("p1 chunk 1 changed on this disk"), "{err}");
         // An upstream whose frame does not match either: still nothing wrong sent.
         let bad = dir.path().join("bad");
@@ -688,7 +690,9 @@ mod tests {
         let (got, err) = fetch_some(&r, node(1));
         assert_eq!(got, frames[0]);
         assert!(
-            err.unwrap().to_string().contains("does not match the manifest"),
+            err.unwrap()
+                .to_string()
+                .contains("does not match the manifest"),
             "the upstream's bad frame is refused"
         );
         // With a good upstream, the changed chunk's frame comes from there, checked.

@@ -361,7 +361,12 @@ fn a_delta_re_clone_killed_in_the_middle_and_run_again_ends_verified() {
             "never started restoring:\n{}",
             c.log(node)
         );
-        assert_eq!(p.0.try_wait().unwrap(), None, "ended early:\n{}", c.log(node));
+        assert_eq!(
+            p.0.try_wait().unwrap(),
+            None,
+            "ended early:\n{}",
+            c.log(node)
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(Duration::from_millis(1000));
@@ -384,6 +389,11 @@ fn a_delta_re_clone_killed_in_the_middle_and_run_again_ends_verified() {
     assert_restored(&c.master, &c.disk(node), &[1, 2, 3, 4]);
     let (payload, _) = payload_and_largest_frame(&c.images.join("compute"));
     let f = fetched(&log);
-    eprintln!("rerun after the kill fetched {f} of {payload} payload bytes ({damaged} chunks damaged)");
-    assert!(f < payload, "the rerun fetched everything ({f} bytes):\n{log}");
+    eprintln!(
+        "rerun after the kill fetched {f} of {payload} payload bytes ({damaged} chunks damaged)"
+    );
+    assert!(
+        f < payload,
+        "the rerun fetched everything ({f} bytes):\n{log}"
+    );
 }

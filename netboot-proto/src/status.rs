@@ -386,7 +386,9 @@ mod tests {
             "100 chunks: 100 checked, 99 skipped, 1 fetched (1.0 MiB of 200.0 MiB payload, 0.5 %)"
         );
         // Counts must be numbers.
-        assert!(serde_json::from_str::<Report>(r#"{"phase":"x","chunks":{"fetched":-1}}"#).is_err());
+        assert!(
+            serde_json::from_str::<Report>(r#"{"phase":"x","chunks":{"fetched":-1}}"#).is_err()
+        );
         assert_eq!(ChunkCounts::default().fetched_percent(), 0.0);
     }
 
