@@ -133,8 +133,39 @@ pub fn restore_plan(report: &RestoreReport) -> String {
                 human(r.bytes)
             )?;
         }
-        Ok(())
+        restore_chunks(o, report)
     })
+}
+
+/// The chunk counts of a restore: how many were checked on the disk, skipped, fetched.
+fn restore_chunks(o: &mut String, report: &RestoreReport) -> std::fmt::Result {
+    let c = &report.chunks;
+    let fetch = if report.dry_run {
+        "to fetch"
+    } else {
+        "fetched"
+    };
+    match &report.full_reason {
+        Some(why) => writeln!(o, "chunks: full restore ({why})")?,
+        None => writeln!(
+            o,
+            "chunks: delta: {} checked on the disk, {} already there ({}) and skipped",
+            c.checked,
+            c.skipped,
+            human(c.skipped_raw)
+        )?,
+    }
+    writeln!(
+        o,
+        "chunks {fetch}: {} ({} compressed, {} raw)",
+        c.fetched,
+        human(c.fetched_bytes),
+        human(c.fetched_raw)
+    )?;
+    if report.source_bytes > 0 {
+        writeln!(o, "bytes transferred: {}", human(report.source_bytes))?;
+    }
+    Ok(())
 }
 
 /// Who claims to have signed an image: (key id, whether the line is for this image id).
@@ -323,6 +354,16 @@ pub fn diff(rep: &DiffReport) -> String {
                 human(r.differing_bytes)
             )?;
         }
+        let c = &rep.chunks;
+        writeln!(
+            o,
+            "chunks: {} checked, {} the same, {} differ ({} compressed to fetch, {} raw)",
+            c.checked,
+            c.skipped,
+            c.fetched,
+            human(c.fetched_bytes),
+            human(c.fetched_raw)
+        )?;
         Ok(())
     })
 }
