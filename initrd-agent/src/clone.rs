@@ -288,8 +288,8 @@ fn restore_options(
     let (idle, expected) = (route.relay_idle, route.downstream);
     let (relay, rep) = (relay.cloned(), rep.clone());
     if let Some(a) = relay.clone() {
-        opts.on_chunk = Some(Arc::new(move |r, i, frame| a.chunk_done(r, i, frame)));
         let b = a.clone();
+        opts.on_chunk = Some(Arc::new(move |r, i, frame| a.chunk_done(r, i, frame)));
         // Skipped chunks are on this disk: served from there (checked, see `relay`).
         opts.on_skip = Some(Arc::new(move |r, i| b.chunk_skipped(r, i)));
     }
