@@ -886,6 +886,21 @@ mod tests {
     }
 
     #[test]
+    fn a_version_2_chunk_must_stay_in_its_window_and_version_1_is_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        // chunk_size 4096: a chunk at 2048 crosses the window boundary at 4096.
+        let mut img = unchecked_image(dir.path(), 2 << 20, 2048);
+        let e = img.check_structure().unwrap_err().to_string();
+        assert!(e.contains("leaves the chunk's window 0..4096"), "{e}");
+        img.manifest.version = 1;
+        img.check_structure().unwrap();
+        // In its window, version 2 is fine.
+        img.manifest.version = 2;
+        img.manifest.regions[0].chunks[0].offset = 4096;
+        img.check_structure().unwrap();
+    }
+
+    #[test]
     fn a_chunk_past_its_partition_is_not_written_and_zero_fill_stays_inside() {
         let dir = tempfile::tempdir().unwrap();
         // Region and partition agree (2 MiB); the chunk claims to sit at 3 MiB.
