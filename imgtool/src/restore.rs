@@ -151,9 +151,14 @@ pub struct RegionReport {
     pub zeroed_bytes: u64,
 }
 
-/// Plans without writing: reads the target's table and applies the layout rules.
+/// Plans without writing: reads the target's table and applies the layout rules. A table
+/// hidden by the in-progress mark of an interrupted restore counts as the disk's table
+/// ([`InProgress::find`]): the rerun keeps it, and a delta restore resumes.
 pub fn plan(image: &Image, target: &dyn BlockIo, target_path: &Path) -> Result<Plan> {
-    let current = read_layout(target).unwrap_or(None);
+    let current = match read_layout(target).unwrap_or(None) {
+        Some(l) => Some(l),
+        None => InProgress::find(target).ok().flatten().map(|(l, _)| l),
+    };
     let plan = plan_layout(
         &image.layout,
         current.as_ref(),
@@ -401,8 +406,16 @@ fn check_head_contiguous(image: &Image, head: &Region) -> Result<()> {
 pub(crate) fn prepare_table(target: &Disk, plan: &Plan) -> Result<Option<InProgress>> {
     let dev = target.path();
     if plan.keep_table {
-        let mark = InProgress::set(target)
+        let mut mark = InProgress::set(target)
             .map_err(|e| Error::device(dev, "marking the table in progress", e))?;
+        if !mark.is_set() {
+            // Marked already, by an interrupted restore: its signatures go back at the end.
+            if let Some((_, found)) = InProgress::find(target)
+                .map_err(|e| Error::device(dev, "reading the in-progress mark", e))?
+            {
+                mark = found;
+            }
+        }
         return Ok(Some(mark));
     }
     let ss = plan.layout.sector_size as u64;
