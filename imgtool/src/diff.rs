@@ -22,6 +22,10 @@ pub struct DiffReport {
     pub layout_kept: bool,
     pub layout_differences: Vec<String>,
     pub regions: Vec<RegionDiff>,
+    /// The disk's table is hidden by the in-progress mark of an interrupted restore
+    /// ([`crate::mark`]): compared as that table, but the disk is not the image's (it
+    /// would not boot) until a restore finishes.
+    pub interrupted: bool,
     /// The counts a delta restore reports, over the compared regions: chunks checked,
     /// the same on the disk (`skipped`), differing (`fetched`) and their bytes.
     pub chunks: ChunkCounts,
@@ -31,7 +35,8 @@ impl DiffReport {
     /// The disk holds the image: a table restore keeps, every region compared, no chunk
     /// differing.
     pub fn same(&self) -> bool {
-        self.layout_kept
+        !self.interrupted
+            && self.layout_kept
             && self
                 .regions
                 .iter()
@@ -148,7 +153,15 @@ pub fn diff(
     threads: usize,
     progress: &Progress,
 ) -> Result<DiffReport> {
-    let current = read_layout(disk).unwrap_or(None);
+    let mut current = read_layout(disk).unwrap_or(None);
+    let interrupted = current.is_none();
+    if interrupted {
+        current = crate::mark::InProgress::find(disk)
+            .ok()
+            .flatten()
+            .map(|(l, _)| l);
+    }
+    let interrupted = interrupted && current.is_some();
     let layout_differences = match &current {
         None => vec!["the disk has no readable partition table".to_string()],
         Some(cur) => {
@@ -210,6 +223,7 @@ pub fn diff(
         layout_differences,
         regions,
         chunks,
+        interrupted,
     })
 }
 

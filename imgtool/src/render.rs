@@ -316,6 +316,12 @@ pub fn verify(rep: &VerifyReport) -> String {
 /// `imgtool diff`: the layout's verdict and why, then the differing chunks per region.
 pub fn diff(rep: &DiffReport) -> String {
     text(|o| {
+        if rep.interrupted {
+            writeln!(
+                o,
+                "table: hidden by the in-progress mark of an interrupted restore (the disk does not boot until a restore finishes); compared as that table"
+            )?;
+        }
         if rep.layout_equal {
             writeln!(o, "layout: equal")?;
         } else if rep.layout_kept {

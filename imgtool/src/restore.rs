@@ -151,9 +151,14 @@ pub struct RegionReport {
     pub zeroed_bytes: u64,
 }
 
-/// Plans without writing: reads the target's table and applies the layout rules.
+/// Plans without writing: reads the target's table and applies the layout rules. A table
+/// hidden by the in-progress mark of an interrupted restore counts as the disk's table
+/// ([`InProgress::find`]): the rerun keeps it, and a delta restore resumes.
 pub fn plan(image: &Image, target: &dyn BlockIo, target_path: &Path) -> Result<Plan> {
-    let current = read_layout(target).unwrap_or(None);
+    let current = match read_layout(target).unwrap_or(None) {
+        Some(l) => Some(l),
+        None => InProgress::find(target).ok().flatten().map(|(l, _)| l),
+    };
     let plan = plan_layout(
         &image.layout,
         current.as_ref(),
@@ -401,8 +406,16 @@ fn check_head_contiguous(image: &Image, head: &Region) -> Result<()> {
 pub(crate) fn prepare_table(target: &Disk, plan: &Plan) -> Result<Option<InProgress>> {
     let dev = target.path();
     if plan.keep_table {
-        let mark = InProgress::set(target)
+        let mut mark = InProgress::set(target)
             .map_err(|e| Error::device(dev, "marking the table in progress", e))?;
+        if !mark.is_set() {
+            // Marked already, by an interrupted restore: its signatures go back at the end.
+            if let Some((_, found)) = InProgress::find(target)
+                .map_err(|e| Error::device(dev, "reading the in-progress mark", e))?
+            {
+                mark = found;
+            }
+        }
         return Ok(Some(mark));
     }
     let ss = plan.layout.sector_size as u64;
@@ -883,6 +896,21 @@ mod tests {
             .to_string();
         assert!(e.contains("region p1") && e.contains("partition 1"), "{e}");
         assert_eq!(std::fs::read(&t).unwrap(), vec![0x11u8; 8 << 20]);
+    }
+
+    #[test]
+    fn a_version_2_chunk_must_stay_in_its_window_and_version_1_is_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        // chunk_size 4096: a chunk at 2048 crosses the window boundary at 4096.
+        let mut img = unchecked_image(dir.path(), 2 << 20, 2048);
+        let e = img.check_structure().unwrap_err().to_string();
+        assert!(e.contains("leaves the chunk's window 0..4096"), "{e}");
+        img.manifest.version = 1;
+        img.check_structure().unwrap();
+        // In its window, version 2 is fine.
+        img.manifest.version = 2;
+        img.manifest.regions[0].chunks[0].offset = 4096;
+        img.check_structure().unwrap();
     }
 
     #[test]

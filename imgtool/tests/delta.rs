@@ -455,8 +455,16 @@ fn an_interrupted_delta_reclone_ends_verified_when_run_again() {
         "an interrupted re-clone left a valid table"
     );
 
+    // The rerun recognises the mark and resumes as a delta re-clone: what the first run
+    // wrote is not fetched again.
     let rep = restore_http(&site, "v2", &t, &opts(true));
     eprintln!("rerun: {:?}, {} bytes", rep.chunks, rep.source_bytes);
+    assert!(rep.delta, "{rep:?}");
+    assert!(
+        rep.source_bytes < payload(&v2) / 2,
+        "{} bytes",
+        rep.source_bytes
+    );
     assert!(
         differing(&v2, &t).is_empty(),
         "every chunk verified on the disk"
