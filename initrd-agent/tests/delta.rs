@@ -7,8 +7,8 @@
 //!   nodes fetch at most 1 % of the payload; the fresh ones, each right below an
 //!   up-to-date relay, get every chunk through it (frames the relay made from its own
 //!   disk), none from further up.
-//! - A delta re-clone killed in the middle (the agent process, by its PID) and run again
-//!   ends verified and identical.
+//! - A delta re-clone killed in the middle (the agent process, by its PID) leaves no valid
+//!   table; run again, it resumes as a delta and ends verified and identical.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
@@ -422,7 +422,8 @@ fn a_delta_re_clone_killed_in_the_middle_and_run_again_ends_verified() {
         matches!(table, Ok(None)),
         "an interrupted delta left a valid table"
     );
-    // ...and the rerun lays the table out again and restores in full, verified.
+    // ...and the rerun recognises the mark, keeps the table and resumes as a delta:
+    // verified, and it fetches only what still differs, not the whole payload.
     let mut p = c.start_agent(node, &l.dev);
     let code = wait(&mut p, Duration::from_secs(240));
     let log = c.log(node);
@@ -433,10 +434,15 @@ fn a_delta_re_clone_killed_in_the_middle_and_run_again_ends_verified() {
     );
     drop(l);
     assert_restored(&c.master, &c.disk(node), &[1, 2, 3, 4]);
-    let (payload, largest) = payload_and_largest_frame(&c.images.join("compute"));
+    let (payload, _) = payload_and_largest_frame(&c.images.join("compute"));
     let f = fetched(&log);
     eprintln!(
         "killed delta ({damaged} chunks damaged), then the rerun fetched {f} of {payload} payload bytes:\n{first}\n--- rerun:\n{log}"
     );
-    assert!(f <= payload + largest, "{log}");
+    assert!(
+        log.contains("layout matches image"),
+        "the rerun repartitioned:\n{log}"
+    );
+    assert!(log.contains("delta: "), "the rerun was not a delta:\n{log}");
+    assert!(f < payload, "the rerun fetched the whole payload:\n{log}");
 }
