@@ -582,6 +582,14 @@ mod tests {
             message: format!("{i}{}", "\\".repeat(10_000)),
             upstream: "\"".repeat(100),
             image: "\"".repeat(1000),
+            chunks: Some(netboot_proto::status::ChunkCounts {
+                total: u64::MAX,
+                checked: u64::MAX,
+                skipped: u64::MAX,
+                fetched: u64::MAX,
+                fetched_bytes: u64::MAX,
+                payload_bytes: u64::MAX,
+            }),
         };
         let name = |i: usize| format!("{i:0>64}");
         for i in 0..MAX_HISTORY + 5 {

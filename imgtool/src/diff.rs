@@ -9,10 +9,9 @@ use crate::disk::BlockIo;
 use crate::error::Result;
 use crate::layout::{differences, plan_layout, read_layout, Layout};
 use crate::manifest::{Image, Region};
-use crate::pool::run_ordered;
 use crate::progress::Progress;
+use crate::restore::delta::{chunks_present, ChunkCounts};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct DiffReport {
@@ -23,13 +22,21 @@ pub struct DiffReport {
     pub layout_kept: bool,
     pub layout_differences: Vec<String>,
     pub regions: Vec<RegionDiff>,
+    /// The disk's table is hidden by the in-progress mark of an interrupted restore
+    /// ([`crate::mark`]): compared as that table, but the disk is not the image's (it
+    /// would not boot) until a restore finishes.
+    pub interrupted: bool,
+    /// The counts a delta restore reports, over the compared regions: chunks checked,
+    /// the same on the disk (`skipped`), differing (`fetched`) and their bytes.
+    pub chunks: ChunkCounts,
 }
 
 impl DiffReport {
     /// The disk holds the image: a table restore keeps, every region compared, no chunk
     /// differing.
     pub fn same(&self) -> bool {
-        self.layout_kept
+        !self.interrupted
+            && self.layout_kept
             && self
                 .regions
                 .iter()
@@ -66,7 +73,8 @@ pub struct RegionDiff {
 }
 
 /// Indexes of the chunks of region `r` whose bytes on `disk` (region starting at byte
-/// `base`) do not hash to the manifest's sha256.
+/// `base`) do not hash to the manifest's sha256: the chunks a delta restore would fetch
+/// (the same check, [`crate::restore::delta::chunks_present`]).
 pub fn region_differences(
     r: &Region,
     disk: &dyn BlockIo,
@@ -74,38 +82,13 @@ pub fn region_differences(
     threads: usize,
     progress: &Progress,
 ) -> Result<Vec<usize>> {
-    let mut differing = vec![];
-    run_ordered(
-        r.chunks.len(),
-        crate::pool::threads(threads),
-        crate::pool::threads(threads) * 4,
-        |i| -> Result<bool> {
-            let c = &r.chunks[i];
-            let mut h = Sha256::new();
-            if c.length > crate::chunk::MAX_CHUNK {
-                return Ok(true);
-            }
-            for (o, l) in c.ranges() {
-                let (Some(pos), true) = (base.checked_add(o), l <= c.length) else {
-                    return Ok(true);
-                };
-                let mut buf = vec![0u8; l as usize];
-                if disk.read_exact_at(&mut buf, pos).is_err() {
-                    return Ok(true);
-                }
-                h.update(&buf);
-            }
-            Ok(hex::encode(h.finalize()) != c.sha256)
-        },
-        |i, d| {
-            progress.inc(r.chunks[i].length);
-            if d {
-                differing.push(i);
-            }
-            Ok(())
-        },
-    )?;
-    Ok(differing)
+    let present = chunks_present(r, disk, base, threads, progress)?;
+    Ok(present
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| !**p)
+        .map(|(i, _)| i)
+        .collect())
 }
 
 /// Where region `r` of `image` lies on a disk whose table is `disk`: `(byte offset,
@@ -170,7 +153,15 @@ pub fn diff(
     threads: usize,
     progress: &Progress,
 ) -> Result<DiffReport> {
-    let current = read_layout(disk).unwrap_or(None);
+    let mut current = read_layout(disk).unwrap_or(None);
+    let interrupted = current.is_none();
+    if interrupted {
+        current = crate::mark::InProgress::find(disk)
+            .ok()
+            .flatten()
+            .map(|(l, _)| l);
+    }
+    let interrupted = interrupted && current.is_some();
     let layout_differences = match &current {
         None => vec!["the disk has no readable partition table".to_string()],
         Some(cur) => {
@@ -191,6 +182,7 @@ pub fn diff(
         )
         .is_ok_and(|p| p.keep_table);
     let mut regions = vec![];
+    let mut chunks = ChunkCounts::default();
     if let Some(cur) = current {
         let placed: Vec<_> = image
             .manifest
@@ -213,6 +205,7 @@ pub fn diff(
                 ),
                 Err(why) => (Placement::NotCompared, Some(why), vec![]),
             };
+            count(&mut chunks, r, &differing, placement);
             regions.push(RegionDiff {
                 name: r.name.clone(),
                 placement,
@@ -229,7 +222,31 @@ pub fn diff(
         layout_kept,
         layout_differences,
         regions,
+        chunks,
+        interrupted,
     })
+}
+
+/// Adds region `r`'s chunks to the counts (a region not compared adds nothing).
+fn count(c: &mut ChunkCounts, r: &Region, differing: &[usize], placement: Placement) {
+    if placement == Placement::NotCompared {
+        return;
+    }
+    c.checked += r.chunks.len();
+    c.fetched += differing.len();
+    c.skipped += r.chunks.len() - differing.len().min(r.chunks.len());
+    for ch in differing.iter().filter_map(|&i| r.chunks.get(i)) {
+        c.fetched_bytes = c.fetched_bytes.saturating_add(ch.compressed_length);
+        c.fetched_raw = c.fetched_raw.saturating_add(ch.length);
+    }
+    c.skipped_raw = c.skipped_raw.saturating_add(
+        r.used_bytes.saturating_sub(
+            differing
+                .iter()
+                .filter_map(|&i| r.chunks.get(i))
+                .fold(0u64, |a, ch| a.saturating_add(ch.length)),
+        ),
+    );
 }
 
 #[cfg(test)]

@@ -121,7 +121,7 @@ pub enum Error {
     },
     #[error("{path}: {msg}")]
     Corrupt { path: PathBuf, msg: String },
-    #[error("image {path}: format version {found} is not supported (this imgtool reads version {supported}); use a matching imgtool release")]
+    #[error("image {path}: format version {found} is not supported (this imgtool reads versions 1 to {supported}); use a matching imgtool release")]
     UnsupportedVersion {
         path: PathBuf,
         found: u32,

@@ -43,7 +43,9 @@ pub fn read_frame(image: &Image, r: &Region, i: usize) -> Result<Vec<u8>> {
 /// instead of a request per chunk: the upstream sends frame after frame without waiting
 /// for a request, which in a chain of relays keeps every link busy. A broken stream is
 /// reported to the source (which may move up its chain) and reopened at the frame it
-/// was reading.
+/// was reading. With [`FrameStream::only`] (a delta restore) a stream covers one run of
+/// wanted frames and ends there: frames not wanted are never asked for, so they cost
+/// nothing on the wire; the next wanted frame opens the next run.
 pub struct FrameStream<'a> {
     image: &'a Image,
     r: &'a Region,
@@ -52,6 +54,8 @@ pub struct FrameStream<'a> {
     /// Each frame must arrive within `grace` + its length at `min_rate` bytes/s.
     min_rate: u64,
     grace: Duration,
+    /// Which frames are wanted (`None`: all); a stream ends at the end of a run.
+    want: Option<Vec<bool>>,
 }
 
 /// Broken streams tolerated while reading one frame.
@@ -68,7 +72,33 @@ impl<'a> FrameStream<'a> {
             open: None,
             min_rate: MIN_FRAME_RATE,
             grace: FRAME_GRACE,
+            want: None,
         }
+    }
+
+    /// Only the frames whose entry in `want` is true are read (one per chunk of the
+    /// region; missing entries count as wanted): each stream covers one run of wanted
+    /// frames.
+    pub fn only(mut self, want: Vec<bool>) -> Self {
+        self.want = Some(want);
+        self
+    }
+
+    /// Where the stream opened at chunk `i` ends in the payload: after the last frame of
+    /// the run of wanted frames that starts at `i` (at least frame `i` itself), or at the
+    /// end of the region when every frame is wanted.
+    fn run_end(&self, i: usize) -> u64 {
+        let chunks = &self.r.chunks;
+        let last = match &self.want {
+            None => chunks.len().saturating_sub(1),
+            Some(w) => (i + 1..chunks.len())
+                .take_while(|&k| w.get(k).copied().unwrap_or(true))
+                .last()
+                .unwrap_or(i),
+        };
+        chunks
+            .get(last)
+            .map_or(0, |c| c.payload_offset.saturating_add(c.compressed_length))
     }
 
     /// Another pace than [`MIN_FRAME_RATE`] and [`FRAME_GRACE`] (tests).
@@ -100,10 +130,7 @@ impl<'a> FrameStream<'a> {
             let stream = match &mut self.open {
                 Some(s) => s,
                 None => {
-                    let end = r
-                        .chunks
-                        .last()
-                        .map_or(0, |c| c.payload_offset.saturating_add(c.compressed_length));
+                    let end = self.run_end(i);
                     let s = self
                         .image
                         .source

@@ -12,8 +12,14 @@ use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// The manifest format this imgtool writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The manifest format this imgtool writes (and the newest it reads). Version 2: a chunk
+/// holds the used bytes of one `chunk_size`-aligned window of its region (stable chunk
+/// boundaries, [`crate::chunk`]); readers check that rule.
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest manifest format this imgtool reads. Version 1 differs only in how capture
+/// cut chunks (filled up to `chunk_size`, across windows): every reader works on it as it
+/// is, only the window rule is not checked.
+pub const MIN_FORMAT_VERSION: u32 = 1;
 /// Magic string in every manifest.
 pub const FORMAT_NAME: &str = "netboot-logical-group-image";
 pub const MANIFEST_FILE: &str = "manifest";
@@ -258,7 +264,7 @@ impl Image {
             });
         }
         let version = head.version.as_ref().and_then(|v| v.as_u64()).unwrap_or(0);
-        if version != FORMAT_VERSION as u64 {
+        if !(MIN_FORMAT_VERSION as u64..=FORMAT_VERSION as u64).contains(&version) {
             return Err(Error::UnsupportedVersion {
                 path: mpath,
                 found: u32::try_from(version).unwrap_or(u32::MAX),
@@ -538,6 +544,15 @@ impl Image {
                 return Err(bad(format!(
                     "{which} {o}+{l} does not fit the region ({} bytes)",
                     r.size
+                )));
+            }
+            // Version 2: every range inside the window of the chunk's first byte.
+            let win = c.offset / m.chunk_size;
+            if m.version >= 2 && (o / m.chunk_size != win || (end - 1) / m.chunk_size != win) {
+                return Err(bad(format!(
+                    "{which} {o}+{l} leaves the chunk's window {}..{} (format version 2: a chunk holds one `chunk_size`-aligned window)",
+                    win * m.chunk_size,
+                    win.saturating_add(1).saturating_mul(m.chunk_size)
                 )));
             }
             covered = end;

@@ -133,8 +133,39 @@ pub fn restore_plan(report: &RestoreReport) -> String {
                 human(r.bytes)
             )?;
         }
-        Ok(())
+        restore_chunks(o, report)
     })
+}
+
+/// The chunk counts of a restore: how many were checked on the disk, skipped, fetched.
+fn restore_chunks(o: &mut String, report: &RestoreReport) -> std::fmt::Result {
+    let c = &report.chunks;
+    let fetch = if report.dry_run {
+        "to fetch"
+    } else {
+        "fetched"
+    };
+    match &report.full_reason {
+        Some(why) => writeln!(o, "chunks: full restore ({why})")?,
+        None => writeln!(
+            o,
+            "chunks: delta: {} checked on the disk, {} already there ({}) and skipped",
+            c.checked,
+            c.skipped,
+            human(c.skipped_raw)
+        )?,
+    }
+    writeln!(
+        o,
+        "chunks {fetch}: {} ({} compressed, {} raw)",
+        c.fetched,
+        human(c.fetched_bytes),
+        human(c.fetched_raw)
+    )?;
+    if report.source_bytes > 0 {
+        writeln!(o, "bytes transferred: {}", human(report.source_bytes))?;
+    }
+    Ok(())
 }
 
 /// Who claims to have signed an image: (key id, whether the line is for this image id).
@@ -285,6 +316,12 @@ pub fn verify(rep: &VerifyReport) -> String {
 /// `imgtool diff`: the layout's verdict and why, then the differing chunks per region.
 pub fn diff(rep: &DiffReport) -> String {
     text(|o| {
+        if rep.interrupted {
+            writeln!(
+                o,
+                "table: hidden by the in-progress mark of an interrupted restore (the disk does not boot until a restore finishes); compared as that table"
+            )?;
+        }
         if rep.layout_equal {
             writeln!(o, "layout: equal")?;
         } else if rep.layout_kept {
@@ -323,6 +360,16 @@ pub fn diff(rep: &DiffReport) -> String {
                 human(r.differing_bytes)
             )?;
         }
+        let c = &rep.chunks;
+        writeln!(
+            o,
+            "chunks: {} checked, {} the same, {} differ ({} compressed to fetch, {} raw)",
+            c.checked,
+            c.skipped,
+            c.fetched,
+            human(c.fetched_bytes),
+            human(c.fetched_raw)
+        )?;
         Ok(())
     })
 }
@@ -390,7 +437,7 @@ fn status_line(n: &NodeStatus, depth: usize, fed: bool) -> String {
         _ => "",
     };
     format!(
-        "{:indent$}{}{} [{}{} {}] {}\n",
+        "{:indent$}{}{} [{}{} {}] {}{}\n",
         "",
         if fed { "→ " } else { "" },
         n.node,
@@ -398,7 +445,20 @@ fn status_line(n: &NodeStatus, depth: usize, fed: bool) -> String {
         n.last.phase,
         pct,
         n.last.message,
+        n.last.chunks.map(chunk_counts).unwrap_or_default(),
         indent = depth * 2
+    )
+}
+
+/// A node's restore counts on its line: ` (chunks: 99 of 100 skipped, 1 fetched, 1.0 MiB = 0.5 % of the payload)`.
+fn chunk_counts(c: netboot_proto::status::ChunkCounts) -> String {
+    format!(
+        " (chunks: {} of {} skipped, {} fetched, {} = {:.1} % of the payload)",
+        c.skipped,
+        c.total,
+        c.fetched,
+        human(c.fetched_bytes),
+        c.fetched_percent()
     )
 }
 
@@ -431,6 +491,24 @@ mod tests {
         assert_eq!(
             status_tree(&board),
             "primary\n  r1n1 [relaying 100%] m\n  → r1n2 [restoring 50%] m\n  → r1n3 [FAILED failed 25%] m\n  r2n1 [rerouted done 100%] m\n    r2n2 [done 100%] m\n    r2n3 [done 100%] m\n"
+        );
+    }
+
+    #[test]
+    fn a_nodes_chunk_counts_are_on_its_line() {
+        let mut n = node("n1", "primary", "done", 4, &[]);
+        n.last.chunks = Some(netboot_proto::status::ChunkCounts {
+            total: 100,
+            checked: 100,
+            skipped: 99,
+            fetched: 1,
+            fetched_bytes: 1 << 20,
+            payload_bytes: 200 << 20,
+        });
+        let board = BTreeMap::from([(n.node.clone(), n)]);
+        assert_eq!(
+            status_tree(&board),
+            "primary\n  n1 [done 100%] m (chunks: 99 of 100 skipped, 1 fetched, 1.0 MiB = 0.5 % of the payload)\n"
         );
     }
 

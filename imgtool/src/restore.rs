@@ -38,10 +38,11 @@ use crate::manifest::{Image, Region};
 use crate::mark::InProgress;
 use crate::pool::run_pipeline;
 use crate::progress::Progress;
-use crate::verify::check_frames;
+use crate::verify::check_some_frames;
 use serde::Serialize;
 use std::path::Path;
 
+pub mod delta;
 mod free_space;
 mod mbr_cap;
 
@@ -49,15 +50,23 @@ pub use free_space::fill_gaps;
 use free_space::{free_space_plan, wipe_signatures, zero_fill};
 use mbr_cap::check_mbr_cap;
 
+pub use delta::{ChunkCounts, DeltaPlan};
+
 /// Called as soon as chunk `i` of a region was verified (raw sha256), before it is
 /// written, with its compressed frame: a relay serves it from then on (cut-through; the
 /// disk write and read-back of this node are not on the chain's critical path).
 pub type ChunkHook = std::sync::Arc<dyn Fn(&Region, usize, Vec<u8>) + Send + Sync>;
 
+/// Called for chunk `i` of a region when a delta restore found it already correct on
+/// the target (its bytes there hash to the manifest's sha256): it is neither fetched nor
+/// written, and a relay serves it from the disk (re-read, re-compressed and checked
+/// against `frame_sha256`). Called before the first chunk is fetched.
+pub type SkipHook = std::sync::Arc<dyn Fn(&Region, usize) + Send + Sync>;
+
 /// Called once every chunk is written and read back, before file systems grow.
 pub type Hold = std::sync::Arc<dyn Fn() + Send + Sync>;
 
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct RestoreOptions {
     /// Partitions to restore; `None` = all the image holds.
     pub partitions: Option<Vec<u32>>,
@@ -70,11 +79,34 @@ pub struct RestoreOptions {
     /// whenever the writes were direct.
     pub verify: bool,
     pub on_chunk: Option<ChunkHook>,
+    /// Delta re-clone (default on): when the target's table is kept (its layout equals
+    /// the image's), hash every chunk's bytes on the target first and fetch and write only
+    /// the chunks that differ ([`delta`]). Off (`--full`, `netboot.delta=0`): every chunk
+    /// is fetched and written.
+    pub delta: bool,
+    /// See [`SkipHook`].
+    pub on_skip: Option<SkipHook>,
     pub before_grow: Option<Hold>,
     /// Accept an MBR table whose grow partition is capped at the last sector MBR can
     /// address (2^32 sectors: 2 TiB at 512 bytes) on a larger disk, leaving the rest of
     /// the disk unused. Without it such a restore is refused before any write.
     pub mbr_cap: bool,
+}
+
+impl Default for RestoreOptions {
+    fn default() -> Self {
+        RestoreOptions {
+            partitions: None,
+            dry_run: false,
+            threads: 0,
+            verify: false,
+            on_chunk: None,
+            delta: true,
+            on_skip: None,
+            before_grow: None,
+            mbr_cap: false,
+        }
+    }
 }
 
 /// What restore did (or, with `--dry-run`, would do).
@@ -85,6 +117,16 @@ pub struct RestoreReport {
     pub dry_run: bool,
     pub plan: Plan,
     pub regions: Vec<RegionReport>,
+    /// The target's chunks were checked and only differing ones fetched ([`delta`]).
+    pub delta: bool,
+    /// Why every chunk was fetched, when `delta` is false.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub full_reason: Option<String>,
+    /// Chunks checked on the target, skipped and fetched; bytes fetched.
+    pub chunks: ChunkCounts,
+    /// Payload bytes the source actually transferred (HTTP, retries included; 0 for a
+    /// local image).
+    pub source_bytes: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -109,9 +151,14 @@ pub struct RegionReport {
     pub zeroed_bytes: u64,
 }
 
-/// Plans without writing: reads the target's table and applies the layout rules.
+/// Plans without writing: reads the target's table and applies the layout rules. A table
+/// hidden by the in-progress mark of an interrupted restore counts as the disk's table
+/// ([`InProgress::find`]): the rerun keeps it, and a delta restore resumes.
 pub fn plan(image: &Image, target: &dyn BlockIo, target_path: &Path) -> Result<Plan> {
-    let current = read_layout(target).unwrap_or(None);
+    let current = match read_layout(target).unwrap_or(None) {
+        Some(l) => Some(l),
+        None => InProgress::find(target).ok().flatten().map(|(l, _)| l),
+    };
     let plan = plan_layout(
         &image.layout,
         current.as_ref(),
@@ -141,7 +188,7 @@ pub fn restore(
     opts: &RestoreOptions,
     progress: &Progress,
 ) -> Result<RestoreReport> {
-    let (regions, mut report) = plan_restore(image, target, opts, progress)?;
+    let (regions, delta, mut report) = plan_restore(image, target, opts, progress)?;
     if opts.dry_run {
         return Ok(report);
     }
@@ -151,8 +198,9 @@ pub fn restore(
     let parts: Vec<Part> = regions
         .iter()
         .zip(report.regions.iter())
-        .filter(|(r, _)| r.number != 0)
-        .map(|(r, rep)| Part::new(r, rep))
+        .zip(delta.fetch.iter())
+        .filter(|((r, _), _)| r.number != 0)
+        .map(|((r, rep), fetch)| Part::new(r, rep, fetch))
         .collect();
     stream_partitions(image, target, &parts, opts, progress)?;
     if let Some(hold) = &opts.before_grow {
@@ -160,18 +208,20 @@ pub fn restore(
     }
     grow_filesystems(target, &regions, &mut report.regions)?;
     finalize(image, target, &report.plan, head, mark)?;
+    report.source_bytes = image.source.bytes_fetched();
     Ok(report)
 }
 
 /// Phase 1, **plan**: everything restore checks before its first write. Returns the
-/// regions to write (the disk head first when the image has one) and the report with
-/// where each lands; nothing is written, whatever the outcome.
+/// regions to write (the disk head first when the image has one), which of their chunks
+/// to fetch (a delta restore hashes the target's chunks here: [`delta`]) and the report
+/// with where each lands; nothing is written, whatever the outcome.
 pub(crate) fn plan_restore<'a>(
     image: &'a Image,
     target: &Disk,
     opts: &RestoreOptions,
     progress: &Progress,
-) -> Result<(Vec<&'a Region>, RestoreReport)> {
+) -> Result<(Vec<&'a Region>, DeltaPlan, RestoreReport)> {
     let tpath = target.path();
     let use_ = usage(tpath);
     if use_.in_use() {
@@ -202,11 +252,31 @@ pub(crate) fn plan_restore<'a>(
     if let Some(head) = regions.iter().find(|r| r.name == "head") {
         check_head_contiguous(image, head)?;
     }
-    // Whole-image integrity before the first write, where the image can be read twice
-    // cheaply. Streamed from a server, each chunk is checked before it is written and the
-    // table goes last, so an interrupted or refused clone never looks bootable.
+    // Delta: only when the table is kept, so every region lands where it was captured.
+    let full_reason = match (opts.delta, plan.keep_table) {
+        (false, _) => Some("a full restore was asked for (--full)".to_string()),
+        (true, false) => Some("the partition table changes".to_string()),
+        (true, true) => None,
+    };
+    let delta = delta::plan_delta(
+        &regions,
+        &reports,
+        target,
+        full_reason.is_none(),
+        opts.threads,
+        progress,
+    )?;
+    // Integrity of what will be written, before the first write, where the image can be
+    // read twice cheaply. Streamed from a server, each chunk is checked before it is
+    // written and the table goes last, so an interrupted or refused clone never looks
+    // bootable.
     if image.source.is_local() {
-        check_frames(image, &regions, opts.threads, progress)?;
+        let wanted: Vec<(&Region, Vec<usize>)> = regions
+            .iter()
+            .enumerate()
+            .map(|(k, r)| (*r, delta.fetched(k)))
+            .collect();
+        check_some_frames(image, &wanted, opts.threads, progress)?;
     }
     let report = RestoreReport {
         target: tpath.display().to_string(),
@@ -214,8 +284,12 @@ pub(crate) fn plan_restore<'a>(
         dry_run: opts.dry_run,
         plan,
         regions: reports,
+        delta: full_reason.is_none(),
+        full_reason,
+        chunks: delta.counts.clone(),
+        source_bytes: 0,
     };
-    Ok((regions, report))
+    Ok((regions, delta, report))
 }
 
 /// The regions `opts` selects (the disk head always), in the image's order; a selected
@@ -332,8 +406,16 @@ fn check_head_contiguous(image: &Image, head: &Region) -> Result<()> {
 pub(crate) fn prepare_table(target: &Disk, plan: &Plan) -> Result<Option<InProgress>> {
     let dev = target.path();
     if plan.keep_table {
-        let mark = InProgress::set(target)
+        let mut mark = InProgress::set(target)
             .map_err(|e| Error::device(dev, "marking the table in progress", e))?;
+        if !mark.is_set() {
+            // Marked already, by an interrupted restore: its signatures go back at the end.
+            if let Some((_, found)) = InProgress::find(target)
+                .map_err(|e| Error::device(dev, "reading the in-progress mark", e))?
+            {
+                mark = found;
+            }
+        }
         return Ok(Some(mark));
     }
     let ss = plan.layout.sector_size as u64;
@@ -376,12 +458,14 @@ pub struct Part<'a> {
     direct: bool,
     /// Foreign-signature ranges to clear (partition byte offsets).
     wipe: &'a [(u64, u64)],
+    /// Which chunks to fetch and write (the others are already on the target).
+    fetch: &'a [bool],
 }
 
 impl<'a> Part<'a> {
     /// O_DIRECT only when no two concurrent writes can share a page (see
     /// [`Disk::buffered`]), decided per partition.
-    fn new(r: &'a Region, rep: &'a RegionReport) -> Self {
+    fn new(r: &'a Region, rep: &'a RegionReport, fetch: &'a [bool]) -> Self {
         let align = crate::disk::DIRECT_ALIGN as u64;
         let direct =
             r.chunks.iter().flat_map(|c| c.ranges()).all(|(o, l)| {
@@ -393,6 +477,7 @@ impl<'a> Part<'a> {
             target_size: rep.target_size,
             direct,
             wipe: &rep.wipe,
+            fetch,
         }
     }
 }
@@ -416,7 +501,16 @@ pub(crate) fn stream_partitions(
     for part in parts {
         wipe_signatures(target, target.path(), part)?;
     }
-    let total: u64 = parts.iter().map(|p| p.r.used_bytes).sum();
+    announce_skipped(parts, opts);
+    let jobs: Vec<(usize, usize)> = parts
+        .iter()
+        .enumerate()
+        .flat_map(|(p, part)| (0..part.r.chunks.len()).map(move |i| (p, i)))
+        .filter(|&(p, i)| parts[p].fetch.get(i).copied().unwrap_or(true))
+        .collect();
+    let total: u64 = jobs.iter().fold(0u64, |a, &(p, i)| {
+        a.saturating_add(parts[p].r.chunks[i].length)
+    });
     progress.start(total, "restoring");
     // Twice the cores: while one worker waits for its direct write, another decompresses.
     let threads = if opts.threads > 0 {
@@ -424,11 +518,6 @@ pub(crate) fn stream_partitions(
     } else {
         2 * crate::pool::threads(0)
     };
-    let jobs: Vec<(usize, usize)> = parts
-        .iter()
-        .enumerate()
-        .flat_map(|(p, part)| (0..part.r.chunks.len()).map(move |i| (p, i)))
-        .collect();
     let buffered = target.buffered();
     let frames = std::sync::Mutex::new(None::<(usize, FrameStream)>);
     run_pipeline(
@@ -440,7 +529,10 @@ pub(crate) fn stream_partitions(
             match &mut *f {
                 Some((at, stream)) if *at == p => stream.frame(i),
                 _ => f
-                    .insert((p, FrameStream::new(image, parts[p].r)))
+                    .insert((
+                        p,
+                        FrameStream::new(image, parts[p].r).only(parts[p].fetch.to_vec()),
+                    ))
                     .1
                     .frame(i),
             }
@@ -465,6 +557,20 @@ pub(crate) fn stream_partitions(
     target
         .flush()
         .map_err(|e| Error::device(target.path(), "flushing", e))
+}
+
+/// Tells the skip hook every chunk a delta restore found already on the target.
+fn announce_skipped(parts: &[Part], opts: &RestoreOptions) {
+    let Some(hook) = &opts.on_skip else {
+        return;
+    };
+    for part in parts {
+        for (i, want) in part.fetch.iter().enumerate() {
+            if !want && i < part.r.chunks.len() {
+                hook(part.r, i);
+            }
+        }
+    }
 }
 
 /// One chunk of a partition: decode and verify its frame, hand the frame to the relay
@@ -793,6 +899,21 @@ mod tests {
     }
 
     #[test]
+    fn a_version_2_chunk_must_stay_in_its_window_and_version_1_is_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        // chunk_size 4096: a chunk at 2048 crosses the window boundary at 4096.
+        let mut img = unchecked_image(dir.path(), 2 << 20, 2048);
+        let e = img.check_structure().unwrap_err().to_string();
+        assert!(e.contains("leaves the chunk's window 0..4096"), "{e}");
+        img.manifest.version = 1;
+        img.check_structure().unwrap();
+        // In its window, version 2 is fine.
+        img.manifest.version = 2;
+        img.manifest.regions[0].chunks[0].offset = 4096;
+        img.check_structure().unwrap();
+    }
+
+    #[test]
     fn a_chunk_past_its_partition_is_not_written_and_zero_fill_stays_inside() {
         let dir = tempfile::tempdir().unwrap();
         // Region and partition agree (2 MiB); the chunk claims to sit at 3 MiB.
@@ -914,6 +1035,7 @@ mod tests {
             target_size: 16384,
             direct: false,
             wipe: &[],
+            fetch: &[],
         };
         zero_fill(&disk, Path::new("d"), &part).unwrap();
         let b = disk.bytes();

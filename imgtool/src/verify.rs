@@ -21,17 +21,39 @@ pub fn check_frames(
     threads: usize,
     progress: &Progress,
 ) -> Result<()> {
+    let all: Vec<(&Region, Vec<usize>)> = regions
+        .iter()
+        .map(|r| (*r, (0..r.chunks.len()).collect()))
+        .collect();
+    check_some_frames(image, &all, threads, progress)
+}
+
+/// Checks the sha256 of the listed frames (region, chunk indexes): what a delta restore
+/// will write.
+pub fn check_some_frames(
+    image: &Image,
+    regions: &[(&Region, Vec<usize>)],
+    threads: usize,
+    progress: &Progress,
+) -> Result<()> {
     let total: u64 = regions
         .iter()
-        .fold(0u64, |a, r| a.saturating_add(r.compressed_bytes()));
+        .flat_map(|(r, list)| list.iter().filter_map(|&i| r.chunks.get(i)))
+        .fold(0u64, |a, c| a.saturating_add(c.compressed_length));
     progress.start(total, "checking");
     let threads = crate::pool::threads(threads);
-    for r in regions {
+    for (r, list) in regions {
+        let list: Vec<usize> = list
+            .iter()
+            .copied()
+            .filter(|&i| i < r.chunks.len())
+            .collect();
         run_ordered(
-            r.chunks.len(),
+            list.len(),
             threads,
             threads * 4,
-            |i| -> Result<u64> {
+            |j| -> Result<u64> {
+                let i = list[j];
                 let frame = read_frame(image, r, i)?;
                 let sum = hex::encode(Sha256::digest(&frame));
                 if sum != r.chunks[i].frame_sha256 {

@@ -111,7 +111,7 @@ fn manifest_of_an_unknown_version() {
     let m = std::fs::read_to_string(img.join("manifest")).unwrap();
     std::fs::write(
         img.join("manifest"),
-        m.replacen("\"version\": 1,", "\"version\": 99,", 1),
+        m.replacen("\"version\": 2,", "\"version\": 99,", 1),
     )
     .unwrap();
     let t = s.dir.join("t.img");
@@ -120,7 +120,7 @@ fn manifest_of_an_unknown_version() {
         &img,
         &t,
         &t,
-        &["format version 99 is not supported", "version 1"],
+        &["format version 99 is not supported", "versions 1 to 2"],
     );
     // inspect and verify say the same.
     let out = imgtool().arg("inspect").arg(&img).output().unwrap();

@@ -47,6 +47,7 @@ fn clone(cfg: &Config, rep: &Arc<Reporter>) -> anyhow::Result<()> {
     let mut route = crate::route::plan_route(cfg, &server)?;
     route.trusted = trusted_keys(rep)?;
     route.image_id = cfg.image_id.clone();
+    route.delta = cfg.delta();
     crate::clone::clone(&route, &image, &t.path, rep)?;
     Ok(())
 }

@@ -18,7 +18,7 @@ use imgtool::manifest::Image;
 use imgtool::progress::Progress;
 use imgtool::restore::{restore, RestoreOptions, RestoreReport};
 use imgtool::source::{HttpSource, ImageSource};
-use netboot_proto::status::Phase;
+use netboot_proto::status::{ChunkCounts, Phase};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -67,14 +67,19 @@ pub fn clone(
     // it; their requests wait until it has the image.
     let relay = start_relay(route, image, target, rep)?;
     rep.phase(Phase::Layout, &format!("reading image {url}"));
-    let source = open_source(route, &up, rep)?;
+    let http = open_source(route, &up, rep)?;
+    let source: Arc<dyn ImageSource> = http.clone();
+    if let Some(relay) = &relay {
+        // A frame its disk cannot give back (a skipped chunk changed since) comes from here.
+        relay.set_source(source.clone());
+    }
     let img = load_image(route, source, relay.as_ref(), &url, rep)?;
     let disk = Disk::open_rw_direct(target).context("opening target disk")?;
     let plan = plan_target(&img, &disk, target, rep)?;
     if let Some(relay) = &relay {
         give_relay_bases(relay, &img, &plan);
     }
-    let opts = restore_options(route, relay.as_ref(), rep);
+    let opts = restore_options(route, relay.as_ref(), &http, &up, rep);
     let progress = {
         let rep = rep.clone();
         Progress::callback(Arc::new(move |what, done, total| {
@@ -83,6 +88,7 @@ pub fn clone(
     };
     let report = restore(&img, &disk, &opts, &progress)
         .with_context(|| format!("restoring {url} onto {}", target.display()))?;
+    say_counts(&img, &report, rep);
     say_grown(&report, rep);
     // The relay held (and said why) before growing, in `restore_options`'s hook. It holds
     // again before this node reports done and reboots: a downstream node that came or
@@ -97,7 +103,11 @@ pub fn clone(
                 released(why, route.downstream, route.relay_idle)
             ));
         }
-        rep.say(&format!("relay served {} bytes", relay.served_bytes()));
+        let (disk, upstream) = relay.remade_frames();
+        rep.say(&format!(
+            "relay served {} bytes ({disk} frames made from this disk, {upstream} fetched again from upstream)",
+            relay.served_bytes()
+        ));
     }
     rep.phase(
         Phase::Done,
@@ -141,7 +151,7 @@ fn open_source(
     route: &Route,
     up: &Upstreams,
     rep: &Arc<Reporter>,
-) -> anyhow::Result<Arc<dyn ImageSource>> {
+) -> anyhow::Result<Arc<HttpSource>> {
     for u in &up.urls {
         imgtool::source::check_url(u)?;
     }
@@ -266,30 +276,58 @@ fn give_relay_bases(relay: &Relay, img: &Image, plan: &Plan) {
 }
 
 /// Verify everything; a relay is fed every verified chunk and holds before growing.
+/// Once every chunk is here, a node pulling from a relay tells it so (a node whose disk
+/// held most of the image never fetches every chunk, and the relay holds for it).
 fn restore_options(
     route: &Route,
     relay: Option<&Arc<Relay>>,
+    source: &Arc<HttpSource>,
+    up: &Upstreams,
     rep: &Arc<Reporter>,
 ) -> RestoreOptions {
     let mut opts = RestoreOptions {
         verify: true,
+        delta: route.delta,
         ..Default::default()
     };
-    if let Some(relay) = relay {
-        let (a, b) = (relay.clone(), relay.clone());
-        let (idle, expected) = (route.relay_idle, route.downstream);
+    let (source, primary) = (source.clone(), up.urls.last().cloned().unwrap_or_default());
+    let (idle, expected) = (route.relay_idle, route.downstream);
+    let (relay, rep) = (relay.cloned(), rep.clone());
+    if let Some(a) = relay.clone() {
+        let b = a.clone();
         opts.on_chunk = Some(Arc::new(move |r, i, frame| a.chunk_done(r, i, frame)));
-        let rep = rep.clone();
-        opts.before_grow = Some(Arc::new(move || {
-            rep.say(&format!(
-                "holding before growing until {expected} downstream node(s) have every chunk ({}s idle fallback)",
-                idle.as_secs()
-            ));
-            let why = b.wait_downstream(expected, idle);
-            rep.say(&released(why, expected, idle));
-        }));
+        // Skipped chunks are on this disk: served from there (checked, see `relay`).
+        opts.on_skip = Some(Arc::new(move |r, i| b.chunk_skipped(r, i)));
     }
+    opts.before_grow = Some(Arc::new(move || {
+        tell_upstream_done(&source.current(), &primary, &rep);
+        let Some(relay) = &relay else { return };
+        rep.say(&format!(
+            "holding before growing until {expected} downstream node(s) have every chunk ({}s idle fallback)",
+            idle.as_secs()
+        ));
+        let why = relay.wait_downstream(expected, idle);
+        rep.say(&released(why, expected, idle));
+    }));
     opts
+}
+
+/// Tells the relay this node pulls from (`current`, the image's URL there) that it has
+/// every chunk: `GET <current>/.done`. Not the primary (it keeps no such count), and
+/// best effort: a relay that does not hear it holds until its idle fallback.
+fn tell_upstream_done(current: &str, primary: &str, rep: &Reporter) {
+    if current.is_empty() || current == primary {
+        return;
+    }
+    let url = format!("{current}/{}", crate::relay::DONE);
+    if let Err(e) = ureq::get(&url)
+        .timeout(std::time::Duration::from_secs(5))
+        .call()
+    {
+        rep.say(&format!(
+            "could not tell {url} that every chunk is here: {e}"
+        ));
+    }
 }
 
 /// The console line saying why a relay stopped holding.
@@ -303,6 +341,34 @@ fn released(why: Released, expected: usize, idle: std::time::Duration) -> String
             idle.as_secs()
         ),
     }
+}
+
+/// The restore's chunk counts, on the console (`delta: …` or `full restore (why): …`) and
+/// in every report from now on (the final `done` carries them to the board).
+fn say_counts(img: &Image, report: &RestoreReport, rep: &Reporter) {
+    let chunks = |r: &imgtool::manifest::Region| r.chunks.len() as u64;
+    let c = &report.chunks;
+    let counts = ChunkCounts {
+        total: img.manifest.regions.iter().map(chunks).sum(),
+        checked: c.checked as u64,
+        skipped: c.skipped as u64,
+        fetched: c.fetched as u64,
+        // What went over the wire (retries included), as the `done` line says.
+        fetched_bytes: img.source.bytes_fetched(),
+        payload_bytes: img
+            .manifest
+            .regions
+            .iter()
+            .flat_map(|r| &r.chunks)
+            .map(|c| c.compressed_length)
+            .sum(),
+    };
+    let how = match &report.full_reason {
+        Some(why) => format!("full restore ({why})"),
+        None => "delta".to_string(),
+    };
+    rep.say(&format!("{how}: {}", counts.summary()));
+    rep.set_chunks(counts);
 }
 
 fn say_grown(report: &RestoreReport, rep: &Reporter) {

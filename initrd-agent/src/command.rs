@@ -53,6 +53,10 @@ pub struct CloneArgs {
     /// Refuse any image whose id is not this one (as netboot.image_id=).
     #[arg(long)]
     pub image_id: Option<String>,
+    /// Restore every chunk even when the disk's layout equals the image's (as
+    /// netboot.delta=0); by default such a disk fetches only the chunks it lacks.
+    #[arg(long)]
+    pub full: bool,
 }
 
 /// Runs `initrd-agent clone`; a failure is also reported to the server's board.
@@ -110,5 +114,6 @@ fn route(args: &CloneArgs, name: &str) -> anyhow::Result<Route> {
         );
     }
     route.image_id = args.image_id.clone();
+    route.delta = !args.full;
     Ok(route)
 }

@@ -112,6 +112,9 @@ pub struct Config {
     pub upstream: Option<String>,
     /// `netboot.image_id=<sha256>`: the only image id this node accepts (docs/TRUST.md).
     pub image_id: Option<String>,
+    /// `netboot.delta=0|1` (else the bootopts' `delta=`): whether a disk whose layout
+    /// equals the image's fetches only the chunks it lacks. `None`: not said, on.
+    pub delta: Option<bool>,
 }
 
 impl Default for Config {
@@ -133,6 +136,7 @@ impl Default for Config {
             link_timeout: 30,
             upstream: None,
             image_id: None,
+            delta: None,
         }
     }
 }
@@ -279,6 +283,9 @@ impl Config {
                     c.on_error =
                         After::parse(v).ok_or_else(|| bad("action (reboot, poweroff, wait)"))?
                 }
+                "netboot.delta" => {
+                    c.delta = Some(bootopts::parse_switch(v).ok_or_else(|| bad("switch (0 or 1)"))?)
+                }
                 "netboot.link_timeout" => {
                     c.link_timeout = v.parse().map_err(|_| bad("number of seconds"))?
                 }
@@ -314,6 +321,9 @@ impl Config {
         }
         if self.image_id.is_none() && self.group.as_deref() == b.get(bootopts::GROUP) {
             self.image_id = b.get(bootopts::IMAGE_ID).map(str::to_string);
+        }
+        if self.delta.is_none() {
+            self.delta = b.delta();
         }
         if self.mode == "discover" {
             if let Some(m) = b.get(bootopts::MODE) {
@@ -359,6 +369,11 @@ impl Config {
             })?;
         }
         Ok(())
+    }
+
+    /// Delta re-clone on (the default) unless `netboot.delta=0` or the bootopts' `delta=0`.
+    pub fn delta(&self) -> bool {
+        self.delta.unwrap_or(true)
     }
 
     /// The image directory name: `netboot.image`, else the group's name.
@@ -612,6 +627,27 @@ mod tests {
         let mut c = Config::default();
         c.merge_bootopts(&BootOpts::parse("subnet=172.20.1.9/24\ngateway=router\n"));
         assert_eq!((c.bootopts_subnet, c.bootopts_gateway), (None, None));
+    }
+
+    #[test]
+    fn delta_is_on_unless_the_command_line_or_the_bootopts_say_0() {
+        assert!(Config::from_cmdline("netboot.group=compute")
+            .unwrap()
+            .delta());
+        assert!(!Config::from_cmdline("netboot.delta=0").unwrap().delta());
+        // The subnet's bootopts fill it when the command line is silent...
+        let mut c = Config::from_cmdline("netboot.group=compute").unwrap();
+        c.merge_bootopts(&BootOpts::parse("delta=0\n"));
+        assert!(!c.delta());
+        // ...and the command line wins.
+        let mut c = Config::from_cmdline("netboot.delta=1").unwrap();
+        c.merge_bootopts(&BootOpts::parse("delta=0\n"));
+        assert!(c.delta());
+        let e = Config::from_cmdline("netboot.delta=sometimes").unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::BadWord { word, .. } if word == "netboot.delta=sometimes"),
+            "{e:?}"
+        );
     }
 
     #[test]

@@ -58,6 +58,7 @@ pub mod fuzzing {
         if let Ok(mut c) = Config::from_cmdline(&cmdline) {
             c.merge_bootopts(&b);
             let _ = c.image_name();
+            let _ = c.delta();
         }
         let _ = crate::config::normalize_mac(&cmdline);
     }

@@ -7,6 +7,14 @@
 //! is byte-identical, which the manifest's `frame_sha256` confirms before anything is
 //! sent.
 //!
+//! A relay whose own restore was a delta (its disk already held most of the image) has no
+//! frame for the chunks it skipped: they are had on the disk ([`Relay::chunk_skipped`])
+//! and made the same way when asked for. When the frame made from the disk does not match
+//! the manifest (the disk changed under the relay, or the image was compressed by another
+//! zstd), the relay fetches that frame from its own upstream and checks it the same way;
+//! a frame that matches neither way is never sent (the stream ends early and the
+//! downstream moves up its chain).
+//!
 //! Brief overview: [`Relay`] is the shared state and the frame supply; its bookkeeping is
 //! three plain types tested without sockets or threads — [`cache::FrameCache`] (which
 //! chunks are here, which frames are in memory), [`downstream::Downstream`] (who was
@@ -30,7 +38,9 @@ mod waiting;
 use cache::{FrameCache, Key, Lookup};
 pub use downstream::Released;
 use downstream::{Downstream, Hold};
+pub use http::DONE;
 use imgtool::manifest::{Image, ImageFiles, Region};
+use imgtool::source::ImageSource;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::io::Read;
@@ -61,6 +71,8 @@ struct Known {
     info: Option<Arc<Info>>,
     /// Disk byte offset of each region on the local target (for re-reads).
     bases: HashMap<String, u64>,
+    /// This node's own upstream chain: where a frame the disk cannot give back is fetched.
+    upstream: Option<Arc<dyn ImageSource>>,
 }
 
 /// The parts of the parsed image a relay needs.
@@ -82,6 +94,10 @@ struct Ledger {
     cache: FrameCache,
     downstream: Downstream,
     waiting: WaitingPlaces,
+    /// Frames made from the local disk (evicted or skipped chunks).
+    from_disk: u64,
+    /// Frames fetched again from the upstream because the disk did not give them back.
+    from_upstream: u64,
 }
 
 pub struct Relay {
@@ -110,6 +126,8 @@ impl Relay {
                 cache: FrameCache::new(budget),
                 downstream: Downstream::new(Instant::now()),
                 waiting: WaitingPlaces::default(),
+                from_disk: 0,
+                from_upstream: 0,
             }),
             ledger_changed: Condvar::new(),
             boot: bootfiles::BootStore::default(),
@@ -151,6 +169,12 @@ impl Relay {
     fn set_info(&self, info: Info) {
         self.known().info = Some(Arc::new(info));
         self.known_changed.notify_all();
+    }
+
+    /// This node's image source: a frame the local disk cannot give back (see
+    /// [`Relay::frame`]) is fetched from it.
+    pub fn set_source(&self, source: Arc<dyn ImageSource>) {
+        self.known().upstream = Some(source);
     }
 
     /// Region `region` starts at byte `disk_offset` of the local target.
@@ -230,16 +254,41 @@ impl Relay {
 
     /// A chunk was verified and written: serve it from now on.
     pub fn chunk_done(&self, region: &Region, i: usize, frame: Vec<u8>) {
-        let Some(ri) = self
-            .known()
-            .info
-            .as_ref()
-            .and_then(|info| info.regions.iter().position(|r| r.name == region.name))
-        else {
+        let Some(ri) = self.region_index(region) else {
             return;
         };
         self.ledger().cache.insert((ri, i), frame);
         self.ledger_changed.notify_all();
+    }
+
+    /// A delta restore found chunk `i` of `region` already correct on the disk and did
+    /// not fetch it: serve it from now on, made from the disk when asked for.
+    pub fn chunk_skipped(&self, region: &Region, i: usize) {
+        let Some(ri) = self.region_index(region) else {
+            return;
+        };
+        self.ledger().cache.mark_on_disk((ri, i));
+        self.ledger_changed.notify_all();
+    }
+
+    /// `client` says it has verified every chunk (`GET /<image>/.done`).
+    fn finished(&self, client: IpAddr) {
+        self.ledger().downstream.finished(client);
+        self.ledger_changed.notify_all();
+    }
+
+    fn region_index(&self, region: &Region) -> Option<usize> {
+        self.known()
+            .info
+            .as_ref()
+            .and_then(|info| info.regions.iter().position(|r| r.name == region.name))
+    }
+
+    /// Frames made from the local disk, and frames fetched again from the upstream
+    /// because the disk did not give them back ([`Relay::frame`]).
+    pub fn remade_frames(&self) -> (u64, u64) {
+        let l = self.ledger();
+        (l.from_disk, l.from_upstream)
     }
 
     /// Blocks until the `expected` downstream nodes have each been served every chunk, or
@@ -314,14 +363,56 @@ impl Relay {
         drop(place);
         match found {
             Lookup::Cached(f) => Ok(f),
-            _ => self.reread(info, k).map(Arc::new),
+            _ => self.remake(info, k),
         }
+    }
+
+    /// The frame of a chunk that is had but not in memory: made from the local disk, or,
+    /// when the disk does not give it back, fetched from this node's upstream; either way
+    /// checked against the manifest's `frame_sha256` before it is cached and served.
+    fn remake(&self, info: &Info, k: Key) -> Result<Arc<Vec<u8>>, String> {
+        let (frame, disk) = match self.reread(info, k) {
+            Ok(f) => (f, true),
+            Err(disk_err) => match self.refetch(info, k) {
+                Ok(f) => (f, false),
+                Err(up_err) => return Err(format!("{disk_err}; {up_err}")),
+            },
+        };
+        let mut l = self.ledger();
+        if disk {
+            l.from_disk += 1;
+        } else {
+            l.from_upstream += 1;
+        }
+        // Cached for the next downstream node (within the budget; a copy, as the cache
+        // may evict it at once).
+        l.cache.insert(k, frame.clone());
+        Ok(Arc::new(frame))
+    }
+
+    /// Chunk `k`'s frame fetched from this node's upstream, checked against the manifest.
+    fn refetch(&self, info: &Info, k: Key) -> Result<Vec<u8>, String> {
+        let (r, c) = chunk_of(info, k)?;
+        let source = self
+            .known()
+            .upstream
+            .clone()
+            .ok_or("no upstream to fetch it from")?;
+        let frame = source
+            .read_range(&r.payload, c.payload_offset, c.compressed_length)
+            .map_err(|e| format!("fetching it from the upstream: {e}"))?;
+        if hex::encode(Sha256::digest(&frame)) != c.frame_sha256 {
+            return Err(format!(
+                "the upstream's frame of {} chunk {} does not match the manifest",
+                r.name, k.1
+            ));
+        }
+        Ok(frame)
     }
 
     /// Chunk `k`'s frame made again from the local disk, checked against the manifest.
     fn reread(&self, info: &Info, k: Key) -> Result<Vec<u8>, String> {
-        let r = info.regions.get(k.0).ok_or("no such region")?;
-        let c = r.chunks.get(k.1).ok_or("no such chunk")?;
+        let (r, c) = chunk_of(info, k)?;
         let base = self
             .known()
             .bases
@@ -345,6 +436,13 @@ impl Relay {
     fn served(&self, client: IpAddr, k: Key, bytes: usize) {
         self.ledger().downstream.served(client, k, bytes);
     }
+}
+
+/// Region and chunk of key `k`.
+fn chunk_of(info: &Info, k: Key) -> Result<(&Region, &imgtool::manifest::Chunk), String> {
+    let r = info.regions.get(k.0).ok_or("no such region")?;
+    let c = r.chunks.get(k.1).ok_or("no such chunk")?;
+    Ok((r, c))
 }
 
 /// A taken waiting place; given back on drop.
@@ -474,6 +572,140 @@ mod tests {
         let mut out = vec![];
         feed.read_to_end(&mut out).unwrap();
         out
+    }
+
+    /// `client` reads frames `0..=last` of region 0 as one stream; what came before the
+    /// stream broke, and the error that broke it.
+    fn fetch_some(r: &Arc<Relay>, client: IpAddr) -> (Vec<u8>, Option<std::io::Error>) {
+        let info = r.known().info.clone().unwrap();
+        let last = info.regions[0].chunks.len() - 1;
+        let mut feed = FrameFeed {
+            relay: r.clone(),
+            info,
+            region: 0,
+            next: 0,
+            last,
+            client,
+            place: None,
+            current: None,
+            at: 0,
+            _in_flight: r.request_started(),
+        };
+        let mut out = vec![];
+        let mut buf = [0u8; 4096];
+        loop {
+            match feed.read(&mut buf) {
+                Ok(0) => return (out, None),
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+                Err(e) => return (out, Some(e)),
+            }
+        }
+    }
+
+    /// A captured region of three 64 KiB chunks, really compressed (level 3), its
+    /// raw bytes at byte 4096 of `dir/disk` and its payload in `dir/img/p1.zst`.
+    fn captured(dir: &Path) -> (Region, Vec<Vec<u8>>) {
+        let (size, level) = (65536usize, 3);
+        let mut disk = vec![0u8; 4096];
+        let (mut chunks, mut frames, mut payload) = (vec![], vec![], vec![]);
+        let mut x = 7u32;
+        for i in 0..3 {
+            let raw: Vec<u8> = (0..size)
+                .map(|_| {
+                    x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                    (x >> 28) as u8
+                })
+                .collect();
+            let frame = imgtool::capture::compress_chunk(&raw, level, size as u64).unwrap();
+            chunks.push(serde_json::json!({
+                "offset": i * size, "length": size,
+                "payload_offset": payload.len(), "compressed_length": frame.len(),
+                "sha256": hex::encode(Sha256::digest(&raw)),
+                "frame_sha256": hex::encode(Sha256::digest(&frame)),
+            }));
+            disk.extend_from_slice(&raw);
+            payload.extend_from_slice(&frame);
+            frames.push(frame);
+        }
+        std::fs::write(dir.join("disk"), &disk).unwrap();
+        std::fs::create_dir_all(dir.join("img")).unwrap();
+        std::fs::write(dir.join("img/p1.zst"), &payload).unwrap();
+        let region: Region = serde_json::from_value(serde_json::json!({
+            "name": "p1", "number": 1, "size": 1 << 20, "filesystem": "raw",
+            "fs_size": 1 << 20, "used_bytes": 3 * size, "fill": "keep", "payload": "p1.zst",
+            "chunks": chunks
+        }))
+        .unwrap();
+        (region, frames)
+    }
+
+    #[test]
+    fn skipped_chunks_are_served_from_the_disk_and_never_a_wrong_frame() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p1, frames) = captured(dir.path());
+        let r = Relay::new("img", &dir.path().join("disk"), 1 << 20);
+        r.set_info(Info {
+            regions: vec![p1.clone()],
+            level: 3,
+            chunk_size: 65536,
+        });
+        r.set_base("p1", 4096);
+        // This relay's delta restore found every chunk already on its disk.
+        for i in 0..3 {
+            r.chunk_skipped(&p1, i);
+        }
+        // Made from the disk, the frames are the capture's, byte for byte.
+        let (got, err) = fetch_some(&r, node(1));
+        assert!(err.is_none(), "{err:?}");
+        assert!(got == frames.concat(), "frames made from the disk differ");
+        assert_eq!(r.remade_frames(), (3, 0));
+
+        // Chunk 1 changes on the disk, its cached frame gone (a fresh relay), and no
+        // upstream to fetch it from: frame 0 goes out, then the stream breaks — chunk
+        // 1's wrong frame is never sent.
+        let r = Relay::new("img", &dir.path().join("disk"), 1 << 20);
+        r.set_info(Info {
+            regions: vec![p1.clone()],
+            level: 3,
+            chunk_size: 65536,
+        });
+        r.set_base("p1", 4096);
+        for i in 0..3 {
+            r.chunk_skipped(&p1, i);
+        }
+        let disk = std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.path().join("disk"))
+            .unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&disk, b"changed since", 4096 + 65536 + 100)
+            .unwrap();
+        let (got, err) = fetch_some(&r, node(1));
+        assert_eq!(got, frames[0], "only the good frame before the break");
+        let err = err
+            .expect("the stream breaks at the changed chunk")
+            .to_string();
+        assert!(err.contains("p1 chunk 1 changed on this disk"), "{err}");
+        // An upstream whose frame does not match either: still nothing wrong sent.
+        let bad = dir.path().join("bad");
+        std::fs::create_dir_all(&bad).unwrap();
+        let mut payload = std::fs::read(dir.path().join("img/p1.zst")).unwrap();
+        payload[frames[0].len() + 10] ^= 0xff;
+        std::fs::write(bad.join("p1.zst"), &payload).unwrap();
+        r.set_source(Arc::new(imgtool::source::LocalDir(bad)));
+        let (got, err) = fetch_some(&r, node(1));
+        assert_eq!(got, frames[0]);
+        assert!(
+            err.unwrap()
+                .to_string()
+                .contains("does not match the manifest"),
+            "the upstream's bad frame is refused"
+        );
+        // With a good upstream, the changed chunk's frame comes from there, checked.
+        r.set_source(Arc::new(imgtool::source::LocalDir(dir.path().join("img"))));
+        let (got, err) = fetch_some(&r, node(2));
+        assert!(err.is_none(), "{err:?}");
+        assert!(got == frames.concat(), "frames differ");
+        assert_eq!(r.remade_frames(), (2, 1));
     }
 
     #[test]

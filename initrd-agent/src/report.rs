@@ -6,7 +6,7 @@
 //! node moves on.
 
 use imgtool::serve::post_report;
-use netboot_proto::status::{Phase, Report};
+use netboot_proto::status::{ChunkCounts, Phase, Report};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -86,6 +86,13 @@ impl Reporter {
         if let Ok(mut s) = self.state.lock() {
             s.report.image = image.into();
             s.report.upstream = upstream.into();
+        }
+    }
+
+    /// The restore's chunk counts: carried by every report from now on.
+    pub fn set_chunks(&self, counts: ChunkCounts) {
+        if let Ok(mut s) = self.state.lock() {
+            s.report.chunks = Some(counts);
         }
     }
 

@@ -39,6 +39,9 @@ pub struct Route {
     /// Fetch the tree's boot files from the primary into RAM and serve them on the relay
     /// (this node is its entity's secondary; `crate::relay::bootfiles`).
     pub boot_files: bool,
+    /// Delta re-clone: with the image's layout on the disk, fetch only the chunks whose
+    /// sha256 differs there (`netboot.delta=0`, `--full`: everything).
+    pub delta: bool,
 }
 
 impl Route {
@@ -54,6 +57,7 @@ impl Route {
             trusted: vec![],
             image_id: None,
             boot_files: false,
+            delta: true,
         }
     }
 

@@ -37,8 +37,22 @@ pub const SECONDARY: &str = "secondary";
 pub const ARGS: &str = "args";
 /// The default group's image-id pin (only when the group has one).
 pub const IMAGE_ID: &str = "image_id";
+/// Delta re-clone: `0` makes the subnet's nodes restore in full even when their disk's
+/// layout equals the image's; `1` (the default when absent) lets a node with an equal
+/// layout fetch only the chunks its disk does not already hold. The kernel command
+/// line's `netboot.delta=` wins ([`parse_switch`] reads both).
+pub const DELTA: &str = "delta";
 /// A `node=mac,ip,name,group` line.
 pub const NODE: &str = "node";
+
+/// An on/off value (`delta=`): `1`/`on`/`yes` or `0`/`off`/`no`; anything else is none.
+pub fn parse_switch(v: &str) -> Option<bool> {
+    match v {
+        "1" | "on" | "yes" => Some(true),
+        "0" | "off" | "no" => Some(false),
+        _ => None,
+    }
+}
 
 /// One `node=` line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,6 +124,12 @@ impl BootOpts {
             .get(k)
             .map(String::as_str)
             .filter(|v| !v.is_empty())
+    }
+
+    /// [`DELTA`] as a switch: none when absent, conflicting or not a switch
+    /// ([`parse_switch`]).
+    pub fn delta(&self) -> Option<bool> {
+        parse_switch(self.get(DELTA)?)
     }
 
     /// [`GATEWAY`] as an address: none when absent, empty, given twice with different
@@ -337,6 +357,16 @@ mod tests {
         ] {
             assert_eq!(BootOpts::parse(text).gateway(), None, "{text:?}");
         }
+    }
+
+    #[test]
+    fn the_delta_switch_reads_as_on_off_or_not_at_all() {
+        assert_eq!(BootOpts::parse("delta=0\n").delta(), Some(false));
+        assert_eq!(BootOpts::parse("delta = off\n").delta(), Some(false));
+        assert_eq!(BootOpts::parse("delta=1\n").delta(), Some(true));
+        assert_eq!(BootOpts::parse("group=x\n").delta(), None);
+        assert_eq!(BootOpts::parse("delta=maybe\n").delta(), None);
+        assert_eq!(BootOpts::parse("delta=0\ndelta=1\n").delta(), None);
     }
 
     #[test]

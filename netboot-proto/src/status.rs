@@ -159,6 +159,62 @@ pub struct Report {
     pub upstream: String,
     #[serde(default)]
     pub image: String,
+    /// What the restore checked, skipped and fetched so far ([`ChunkCounts`]); absent
+    /// until the node knows (and from agents before delta re-clone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunks: Option<ChunkCounts>,
+}
+
+/// A restore's chunk counts: a node whose disk already holds most of the image (a
+/// re-clone, issue 14) checks every chunk on its disk, skips those whose sha256 already
+/// matches and fetches only the rest. Numbers only, so nothing here needs cleaning; a
+/// board shows them as they came (a hostile agent can only lie about itself).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ChunkCounts {
+    /// Chunks of the image (every one is checked or fetched).
+    #[serde(default)]
+    pub total: u64,
+    /// Chunks whose bytes on the disk were hashed and compared.
+    #[serde(default)]
+    pub checked: u64,
+    /// Chunks already correct on the disk: neither fetched nor written.
+    #[serde(default)]
+    pub skipped: u64,
+    /// Chunks fetched from the upstream (verified and written).
+    #[serde(default)]
+    pub fetched: u64,
+    /// Payload (compressed) bytes fetched.
+    #[serde(default)]
+    pub fetched_bytes: u64,
+    /// The image's whole payload (compressed bytes): what a full clone fetches.
+    #[serde(default)]
+    pub payload_bytes: u64,
+}
+
+impl ChunkCounts {
+    /// `fetched_bytes` as a share of `payload_bytes`, in percent (0 for an empty image).
+    pub fn fetched_percent(&self) -> f64 {
+        if self.payload_bytes == 0 {
+            return 0.0;
+        }
+        100.0 * self.fetched_bytes as f64 / self.payload_bytes as f64
+    }
+
+    /// `42 chunks: 40 checked, 38 skipped, 4 fetched (1.2 MiB of 301.0 MiB payload, 0.4 %)`:
+    /// the console's and the board's line.
+    pub fn summary(&self) -> String {
+        let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+        format!(
+            "{} chunks: {} checked, {} skipped, {} fetched ({:.1} MiB of {:.1} MiB payload, {:.1} %)",
+            self.total,
+            self.checked,
+            self.skipped,
+            self.fetched,
+            mib(self.fetched_bytes),
+            mib(self.payload_bytes),
+            self.fetched_percent()
+        )
+    }
 }
 
 impl Report {
@@ -171,6 +227,7 @@ impl Report {
             message: sanitize(&self.message, MAX_MESSAGE),
             upstream: sanitize(&self.upstream, MAX_NODE_NAME),
             image: sanitize(&self.image, MAX_IMAGE),
+            chunks: self.chunks,
         }
     }
 }
@@ -291,6 +348,14 @@ mod tests {
             message: "r1: 3 of 9 chunks \"quoted\" é".into(),
             upstream: "r1n1".into(),
             image: "compute".into(),
+            chunks: Some(ChunkCounts {
+                total: 9,
+                checked: 9,
+                skipped: 6,
+                fetched: 3,
+                fetched_bytes: 3 << 20,
+                payload_bytes: 9 << 20,
+            }),
         };
         let text = serde_json::to_string(&r).unwrap();
         assert_eq!(serde_json::from_str::<Report>(&text).unwrap(), r);
@@ -302,6 +367,29 @@ mod tests {
         };
         let text = serde_json::to_string_pretty(&n).unwrap();
         assert_eq!(serde_json::from_str::<NodeStatus>(&text).unwrap(), n);
+    }
+
+    #[test]
+    fn chunk_counts_are_optional_and_typed() {
+        // A report from an agent before delta re-clone has none, and none is sent.
+        let r: Report = serde_json::from_str(r#"{"phase":"done"}"#).unwrap();
+        assert_eq!(r.chunks, None);
+        assert!(!serde_json::to_string(&r).unwrap().contains("chunks"));
+        let r: Report = serde_json::from_str(
+            r#"{"phase":"done","chunks":{"total":100,"checked":100,"skipped":99,"fetched":1,"fetched_bytes":1048576,"payload_bytes":209715200}}"#,
+        )
+        .unwrap();
+        let c = r.sanitized().chunks.unwrap();
+        assert_eq!((c.checked, c.skipped, c.fetched), (100, 99, 1));
+        assert_eq!(
+            c.summary(),
+            "100 chunks: 100 checked, 99 skipped, 1 fetched (1.0 MiB of 200.0 MiB payload, 0.5 %)"
+        );
+        // Counts must be numbers.
+        assert!(
+            serde_json::from_str::<Report>(r#"{"phase":"x","chunks":{"fetched":-1}}"#).is_err()
+        );
+        assert_eq!(ChunkCounts::default().fetched_percent(), 0.0);
     }
 
     #[test]

@@ -3,13 +3,15 @@
 //! reaches `imgtool serve` on the host through `guestfwd`, clones the master's image onto
 //! its blank NVMe disk (repartition, restore, read-back verify, grow), and powers off. The
 //! host then checks the disk with the reference tools. The same node boots again: the
-//! layout matches, nothing is repartitioned, and the disk is still identical.
+//! layout matches, nothing is repartitioned, and the disk is still identical — and, a
+//! delta re-clone of an unchanged image onto its own clone (issue 14), it fetches at most
+//! 1 % of the image's payload (its console line and its status-board counts say so).
 
 use qemu_tests::*;
 use std::path::Path;
 use std::time::Duration;
 use test_fixtures::disk::{assert_restored, fixture};
-use test_fixtures::image::capture_into;
+use test_fixtures::image::{capture_into, payload_and_largest_frame};
 use test_fixtures::skip_unless_root;
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(420);
@@ -87,7 +89,30 @@ fn a_blank_node_pxe_boots_and_clones_itself_then_reboots_without_repartitioning(
     );
     assert_restored(&master, &disk, &[1, 2, 3, 4]);
 
-    // The status board saw the node finish.
+    // A delta: every chunk checked on the disk, at most 1 % of the payload fetched.
+    let (payload, _) = payload_and_largest_frame(&images.join("compute"));
+    let fetched = second
+        .split("verified (")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no fetched figure on the console:\n{second}"));
+    eprintln!("re-clone fetched {fetched} of {payload} payload bytes");
+    assert!(
+        fetched * 100 <= payload,
+        "the re-clone fetched {fetched} bytes, more than 1 % of {payload}:\n{second}"
+    );
+    assert!(has(&second, "netboot: delta: "), "no delta line:\n{second}");
+
+    // The status board saw the node finish, with the same counts.
     let board = imgtool::serve::fetch_status(&format!("http://127.0.0.1:{port}")).unwrap();
     assert_eq!(board["n21"].last.phase, "done", "{board:?}");
+    let counts = board["n21"].last.chunks.expect("chunk counts on the board");
+    assert_eq!(counts.fetched_bytes, fetched, "{counts:?}");
+    assert_eq!(counts.payload_bytes, payload, "{counts:?}");
+    assert_eq!(counts.skipped + counts.fetched, counts.total, "{counts:?}");
+    assert!(
+        counts.skipped > 0 && counts.fetched_percent() <= 1.0,
+        "{counts:?}"
+    );
 }

@@ -133,6 +133,11 @@ struct RestoreArgs {
     /// Read every chunk back after writing and check its sha256.
     #[arg(long)]
     verify: bool,
+    /// Fetch and write every chunk. By default, when the target's table equals the
+    /// image's, each chunk is first hashed on the target and only differing chunks are
+    /// fetched and written (delta re-clone).
+    #[arg(long)]
+    full: bool,
     /// An MBR image on a disk past 2 TiB (2^32 sectors): accept the grow partition capped
     /// at MBR's last sector, the rest of the disk unused (refused without it).
     #[arg(long)]
@@ -370,6 +375,7 @@ fn restore_cmd(a: RestoreArgs, out: &Out) -> Result<()> {
         threads: a.threads,
         verify: a.verify,
         mbr_cap: a.mbr_cap,
+        delta: !a.full,
         ..Default::default()
     };
     let rep = restore(&img, &dev, &opts, &out.progress).with_context(|| {

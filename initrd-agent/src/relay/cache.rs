@@ -1,6 +1,7 @@
 //! The relay's frame cache: which chunks this node has verified (and so may serve), and
-//! the frames of those it still holds in memory, up to a byte budget. An evicted frame
-//! is still *had*: the relay re-reads it from the local disk ([`Lookup::OnDisk`]). No
+//! the frames of those it still holds in memory, up to a byte budget. An evicted frame,
+//! or a chunk a delta restore skipped because the disk already held it, is still *had*:
+//! the relay re-reads it from the local disk ([`Lookup::OnDisk`]). No
 //! locking, no I/O: the relay holds it under its lock.
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -81,6 +82,13 @@ impl FrameCache {
         }
     }
 
+    /// Chunk `k` is correct on the local disk without a frame here (a delta restore
+    /// found its sha256 already matching and skipped it): had, and re-read from the disk
+    /// when asked for ([`Lookup::OnDisk`]).
+    pub fn mark_on_disk(&mut self, k: Key) {
+        self.have.insert(k);
+    }
+
     pub fn has(&self, k: Key) -> bool {
         self.have.contains(&k)
     }
@@ -132,6 +140,19 @@ mod tests {
             assert!(matches!(c.lookup((0, i)), Lookup::Cached(_)));
         }
         assert_eq!(c.cached_bytes(), 500);
+    }
+
+    #[test]
+    fn a_skipped_chunk_is_had_on_disk_until_a_frame_is_cached() {
+        let mut c = FrameCache::new(1 << 20);
+        assert_eq!(c.lookup((0, 3)), Lookup::Missing);
+        c.mark_on_disk((0, 3));
+        assert!(c.has((0, 3)));
+        assert_eq!(c.lookup((0, 3)), Lookup::OnDisk);
+        // Its frame, once made from the disk (or fetched), is cached like any other.
+        c.insert((0, 3), vec![7; 10]);
+        assert_eq!(c.lookup((0, 3)), Lookup::Cached(Arc::new(vec![7; 10])));
+        assert_eq!(c.cached_bytes(), 10);
     }
 
     #[test]

@@ -8,6 +8,11 @@
 //!   buffers hide the tail of a slow transfer from the server, so in-flight counting alone
 //!   is not enough.)
 //!
+//! A downstream node whose own disk already held most of the image (a delta re-clone)
+//! fetches only what it lacks, so it is never "served every chunk": it says it has the
+//! whole image (`GET /<image>/.done`, [`Downstream::finished`]) once it has verified
+//! every chunk, and counts as complete from then on.
+//!
 //! Downstream nodes are told apart by address; what one of them reads twice counts once.
 //! No clock of its own and no I/O: the relay passes `now` in and holds it under its lock.
 
@@ -37,6 +42,8 @@ pub enum Hold {
 pub struct Downstream {
     /// Distinct chunks served to each downstream address.
     served: HashMap<IpAddr, HashSet<Key>>,
+    /// Addresses that said they hold every chunk (whatever they fetched here).
+    finished: HashSet<IpAddr>,
     /// Requests being answered right now (a slow transfer is not idleness).
     in_flight: usize,
     /// When a request last started or ended.
@@ -48,6 +55,7 @@ impl Downstream {
     pub fn new(now: Instant) -> Downstream {
         Downstream {
             served: HashMap::new(),
+            finished: HashSet::new(),
             in_flight: 0,
             last_activity: now,
             served_bytes: 0,
@@ -76,12 +84,24 @@ impl Downstream {
         self.served_bytes
     }
 
-    /// Downstream nodes that have been served all `chunks` chunks of the image.
+    /// `client` holds every chunk of the image now (it said so: a delta re-clone that
+    /// needed few or none of them from here).
+    pub fn finished(&mut self, client: IpAddr) {
+        self.finished.insert(client);
+    }
+
+    /// Downstream nodes that have all `chunks` chunks of the image: served every one of
+    /// them here, or said they hold them ([`Downstream::finished`]); each address once.
     pub fn complete(&self, chunks: usize) -> usize {
         if chunks == 0 {
             return 0;
         }
-        self.served.values().filter(|c| c.len() >= chunks).count()
+        let served = self
+            .served
+            .iter()
+            .filter(|(a, c)| c.len() >= chunks && !self.finished.contains(a))
+            .count();
+        served + self.finished.len()
     }
 
     /// Whether a relay planned for `expected` downstream nodes, of an image of `chunks`
@@ -183,6 +203,26 @@ mod tests {
             d.hold(2, CHUNKS, IDLE, t0),
             Hold::Release(Released::AllServed)
         );
+    }
+
+    #[test]
+    fn an_up_to_date_node_that_says_it_is_done_counts_as_complete() {
+        let t0 = Instant::now();
+        let mut d = Downstream::new(t0);
+        // Node 1 is fresh: it reads everything. Node 2's disk held all but one chunk.
+        fetch(&mut d, node(1), 0..CHUNKS, t0);
+        fetch(&mut d, node(2), 0..1, t0);
+        assert_eq!(d.hold(2, CHUNKS, IDLE, t0), Hold::Wait(IDLE));
+        d.finished(node(2));
+        assert_eq!(d.complete(CHUNKS), 2);
+        assert_eq!(
+            d.hold(2, CHUNKS, IDLE, t0),
+            Hold::Release(Released::AllServed)
+        );
+        // Saying it twice, or a fresh node saying it too, counts each node once.
+        d.finished(node(2));
+        d.finished(node(1));
+        assert_eq!(d.complete(CHUNKS), 2);
     }
 
     #[test]

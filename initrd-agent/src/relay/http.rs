@@ -34,6 +34,9 @@ impl Relay {
     }
 }
 
+/// The path (under `/<image>/`) a downstream node asks for to say it holds every chunk.
+pub const DONE: &str = ".done";
+
 /// Answers one request.
 fn answer(relay: &Arc<Relay>, req: &mut Request) -> Response {
     let guard = relay.request_started();
@@ -60,6 +63,13 @@ fn answer(relay: &Arc<Relay>, req: &mut Request) -> Response {
             Ok(f) => small(200, &f.layout, guard),
             Err(u) => unavailable(u, guard),
         },
+        // Not a file of the image (payload names never start with `.`): a downstream
+        // node saying it has verified every chunk, which a node whose disk already held
+        // most of the image says instead of fetching them all.
+        DONE => {
+            relay.finished(client);
+            small(200, b"noted\n", guard)
+        }
         n if n == imgtool::sign::SIGNATURE_FILE => match relay.signature(client) {
             Ok(Some(sig)) => small(200, &sig, guard),
             Ok(None) => small(404, b"no signature on this relay\n", guard),
@@ -181,6 +191,7 @@ impl<R: Read> Read for Guarded<R> {
 mod tests {
     use super::super::tests::{region, relay_of};
     use super::*;
+    use crate::relay::Released;
     use crate::relay::MAX_WAITING_PER_CLIENT;
     use std::io::Write;
     use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
@@ -303,6 +314,24 @@ mod tests {
                 "{path} {range}: {a}"
             );
         }
+    }
+
+    #[test]
+    fn a_node_that_says_done_releases_its_relay() {
+        let (r, addr, region) = relay();
+        // Another node took both chunks; the up-to-date one took none and says it is done.
+        r.chunk_done(&region, 0, vec![b'a'; 100]);
+        r.chunk_done(&region, 1, vec![b'b'; 100]);
+        let other = Ipv4Addr::new(127, 0, 0, 3);
+        let got = answer(request(other, addr, "/img/p1.zst", "bytes=0-199"));
+        assert!(got.starts_with("HTTP/1.1 206"), "{got}");
+        assert_eq!(r.wait_downstream(2, Duration::ZERO), Released::Idle);
+        let done = answer(request(Ipv4Addr::LOCALHOST, addr, "/img/.done", "bytes=0-"));
+        assert!(done.starts_with("HTTP/1.1 200"), "{done}");
+        assert_eq!(
+            r.wait_downstream(2, Duration::from_secs(3600)),
+            Released::AllServed
+        );
     }
 
     #[test]

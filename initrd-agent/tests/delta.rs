@@ -1,0 +1,448 @@
+//! Delta re-clone through the agent (issue 14), in network namespaces made by the test:
+//! a primary running the real `imgtool serve`, nodes as agent processes in their own
+//! namespaces cloning onto their own loop devices along the clone plan pxe-builder makes.
+//!
+//! - One chain that mixes fresh nodes (blank disks) and up-to-date nodes (disks already
+//!   restored from the image): every disk ends identical to the master; the up-to-date
+//!   nodes fetch at most 1 % of the payload; the fresh ones, each right below an
+//!   up-to-date relay, get every chunk through it (frames the relay made from its own
+//!   disk), none from further up.
+//! - A delta re-clone killed in the middle (the agent process, by its PID) leaves no valid
+//!   table; run again, it resumes as a delta and ends verified and identical.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+use test_fixtures::disk::{assert_restored, fixture, Loop};
+use test_fixtures::image::{capture_into, payload_and_largest_frame};
+use test_fixtures::netns::Lan;
+use test_fixtures::skip_unless_root;
+
+fn imgtool_bin() -> PathBuf {
+    let agent = PathBuf::from(env!("CARGO_BIN_EXE_initrd-agent"));
+    let p = agent.with_file_name("imgtool");
+    assert!(
+        p.exists(),
+        "{} missing: build it with `cargo build -p imgtool` (cargo test --workspace does)",
+        p.display()
+    );
+    p
+}
+
+/// Kills a process we started, by its PID, when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The primary, the nodes' namespaces, the image and where the disks and logs go.
+struct Cluster {
+    _work: tempfile::TempDir,
+    dir: PathBuf,
+    images: PathBuf,
+    master: PathBuf,
+    lan: Lan,
+    primary_ns: String,
+    /// (name, namespace), in plan order.
+    nodes: Vec<(String, String)>,
+    _primary: Proc,
+}
+
+impl Cluster {
+    /// `racks` × `per_rack` nodes (`r1n1`, …) in a `shape` chain, the fixture master's
+    /// image captured and served by `imgtool serve` at 10.78.0.1:8080.
+    fn new(tag: &str, racks: usize, per_rack: usize, shape: &str) -> Cluster {
+        let work = tempfile::tempdir().unwrap();
+        let dir = work.path().to_path_buf();
+        let master = fixture("gpt");
+        let images = dir.join("images");
+        capture_into(&master, &images, "compute");
+        write_plans(&dir, &images, racks, per_rack, shape);
+        let mut lan = Lan::new(tag);
+        let primary_ns = lan.host("p", "10.78.0.1/16");
+        let mut nodes = vec![];
+        for r in 0..racks {
+            for n in 0..per_rack {
+                let ns = lan.host(&name(r, n), &format!("10.78.{}.{}/16", r + 1, n + 10));
+                nodes.push((name(r, n), ns));
+            }
+        }
+        let primary = start_primary(&primary_ns, &images);
+        Cluster {
+            _work: work,
+            dir,
+            images,
+            master,
+            lan,
+            primary_ns,
+            nodes,
+            _primary: primary,
+        }
+    }
+
+    fn disk(&self, node: &str) -> PathBuf {
+        self.dir.join(format!("{node}.img"))
+    }
+
+    fn log(&self, node: &str) -> String {
+        std::fs::read_to_string(self.dir.join(format!("{node}.log"))).unwrap_or_default()
+    }
+
+    /// A node's disk file, 1.5× the master (its last partition grows): blank, or the
+    /// image already restored onto it (`imgtool restore`, as a clone left it).
+    fn make_disk(&self, node: &str, up_to_date: bool) {
+        let f = self.disk(node);
+        let size = std::fs::metadata(&self.master).unwrap().len() * 3 / 2;
+        std::fs::File::create(&f).unwrap().set_len(size).unwrap();
+        if up_to_date {
+            let o = std::process::Command::new(imgtool_bin())
+                .args(["restore", "--verify"])
+                .arg(self.images.join("compute"))
+                .arg(&f)
+                .output()
+                .unwrap();
+            assert!(
+                o.status.success(),
+                "restoring {node}'s disk: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+    }
+
+    /// The agent of `node` on its disk's loop device, logging to `<node>.log`.
+    fn start_agent(&self, node: &str, dev: &Path) -> Proc {
+        let ns = &self.nodes.iter().find(|(n, _)| n == node).unwrap().1;
+        let out = std::fs::File::create(self.dir.join(format!("{node}.log"))).unwrap();
+        let child = Lan::cmd(ns, env!("CARGO_BIN_EXE_initrd-agent"))
+            .args(["clone", "--server", "http://10.78.0.1:8080", "--group"])
+            .args(["compute", "--plan", "--node", node, "--stall", "10"])
+            .args(["--relay-idle", "3", "--attempts", "3", "--target"])
+            .arg(dev)
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        Proc(child)
+    }
+}
+
+fn name(r: usize, n: usize) -> String {
+    format!("r{}n{}", r + 1, n + 1)
+}
+
+/// The clone plan and the node plans of a real cluster description, into the image root.
+fn write_plans(dir: &Path, images: &Path, racks: usize, per_rack: usize, shape: &str) {
+    for f in ["vmlinuz", "initrd.img"] {
+        std::fs::write(dir.join(f), f).unwrap();
+    }
+    let mut toml = format!(
+        "[cluster]\nname = \"delta\"\nimage_server = \"http://10.78.0.1:8080\"\nserver_ip = \"10.78.0.1\"\nkernel = \"vmlinuz\"\ninitrd = \"initrd.img\"\nrack_shape = \"{shape}\"\n\n[[group]]\nname = \"compute\"\n\n"
+    );
+    for r in 0..racks {
+        toml.push_str(&format!("[[entity]]\nname = \"rack{}\"\nsubnet = \"10.78.{}.0/24\"\ngateway = \"10.78.{}.1\"\ndefault_group = \"compute\"\n\n", r + 1, r + 1, r + 1));
+        for n in 0..per_rack {
+            toml.push_str(&format!(
+                "[[node]]\nname = \"{}\"\nmac = \"52:54:00:78:{:02x}:{:02x}\"\nip = \"10.78.{}.{}\"\nentity = \"rack{}\"\ngroups = [\"compute\"]\n\n",
+                name(r, n),
+                r + 1,
+                n + 1,
+                r + 1,
+                n + 10,
+                r + 1
+            ));
+        }
+    }
+    std::fs::write(dir.join("cluster.toml"), toml).unwrap();
+    let cluster =
+        pxe_builder::model::load(&dir.join("cluster.toml")).unwrap_or_else(|e| panic!("{e}"));
+    let plan = pxe_builder::plan::clone_plan(&cluster);
+    let pj = serde_json::to_string_pretty(&plan).unwrap();
+    std::fs::write(images.join("clone-plan.json"), pj + "\n").unwrap();
+    let layout = pxe_builder::plan::layout(&cluster);
+    for np in pxe_builder::plan::node_plans(&cluster, &layout) {
+        let path = images.join(netboot_proto::plan::NodePlan::path(&np.node));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, serde_json::to_string_pretty(&np).unwrap()).unwrap();
+    }
+}
+
+fn start_primary(ns: &str, images: &Path) -> Proc {
+    let child = Lan::cmd(ns, imgtool_bin().to_str().unwrap())
+        .args(["serve", "--listen", "10.78.0.1:8080"])
+        .arg(images)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    loop {
+        let up = Lan::cmd(ns, "bash")
+            .args(["-c", "exec 3<>/dev/tcp/10.78.0.1/8080"])
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if up {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the primary did not start"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Proc(child)
+}
+
+/// The agent's exit code, or `None` after `timeout`.
+fn wait(p: &mut Proc, timeout: Duration) -> Option<i32> {
+    let start = Instant::now();
+    loop {
+        if let Ok(Some(s)) = p.0.try_wait() {
+            return s.code();
+        }
+        if start.elapsed() > timeout {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A figure from a log line: the number right after `before`.
+fn figure(log: &str, before: &str) -> Option<u64> {
+    log.split(before)
+        .nth(1)
+        .and_then(|r| r.split([' ', ')']).next())
+        .and_then(|n| n.parse().ok())
+}
+
+/// `(payload bytes fetched)` from an agent's final line.
+fn fetched(log: &str) -> u64 {
+    figure(log, "verified (").unwrap_or_else(|| panic!("no fetched figure in the log:\n{log}"))
+}
+
+#[test]
+fn a_chain_of_fresh_and_up_to_date_nodes_fetches_only_what_each_lacks() {
+    skip_unless_root!("network namespaces, loop devices");
+    // serial: r1n1 → r1n2 → r1n3 → r2n1 → r2n2 → r2n3, each pulling from the one before
+    // and relaying to the next. Every fresh node sits right below an up-to-date one.
+    let c = Cluster::new("d", 2, 3, "serial");
+    // r2n2's disk also drifted: a few chunks damaged, which it fetches from r2n1 (a fresh
+    // relay) as separate runs of frames, and relays to r2n3 with the rest from its disk.
+    let up_to_date = ["r1n1", "r1n3", "r2n2"];
+    let fresh = [("r1n2", "r1n1"), ("r2n1", "r1n3"), ("r2n3", "r2n2")];
+    let (mut loops, mut procs) = (vec![], vec![]);
+    for (node, _) in &c.nodes {
+        c.make_disk(node, up_to_date.contains(&node.as_str()));
+    }
+    let (damaged, damaged_frames) = damage(&c.images, &c.disk("r2n2"));
+    assert!(damaged >= 2, "too few chunks to damage");
+    for (node, _) in &c.nodes {
+        let l = Loop::attach(&c.disk(node), false);
+        procs.push((node.clone(), c.start_agent(node, &l.dev)));
+        loops.push(l);
+    }
+    for (node, p) in &mut procs {
+        let code = wait(p, Duration::from_secs(240));
+        assert_eq!(code, Some(0), "{node} did not finish:\n{}", c.log(node));
+    }
+    drop(loops);
+    for (node, _) in &c.nodes {
+        assert_restored(&c.master, &c.disk(node), &[1, 2, 3, 4]);
+    }
+    let (payload, largest) = payload_and_largest_frame(&c.images.join("compute"));
+    let board = board(&c);
+    for node in up_to_date {
+        let log = c.log(node);
+        let f = fetched(&log);
+        eprintln!("{node} (up to date): fetched {f} of {payload} payload bytes");
+        if node == "r2n2" {
+            // The damaged chunks and the disk head (always fetched), and at most one frame
+            // more: the chunk the grow rewrote on every clone's disk (the undamaged nodes
+            // fetch it too: 7 260 bytes with the head), or a stream resumed under load.
+            let img = imgtool::manifest::Image::open(&c.images.join("compute")).unwrap();
+            let head: u64 = img
+                .manifest
+                .regions
+                .iter()
+                .filter(|r| r.name == "head")
+                .flat_map(|r| &r.chunks)
+                .map(|c| c.compressed_length)
+                .sum();
+            eprintln!(
+                "  ({damaged} damaged chunks: {damaged_frames} bytes of frames; head {head})"
+            );
+            let want = damaged_frames + head;
+            assert!(
+                f >= want && f <= want + largest,
+                "r2n2 fetched {f} bytes, its damaged chunks and head are {want}:\n{log}"
+            );
+            let counts = &board[node]["last"]["chunks"];
+            assert_eq!(counts["fetched_bytes"].as_u64(), Some(f), "{board}");
+            assert!(counts["fetched"].as_u64() > Some(damaged as u64), "{board}");
+            continue;
+        }
+        assert!(
+            f * 100 <= payload,
+            "{node} fetched {f} bytes, more than 1 % of the {payload}-byte payload:\n{log}"
+        );
+        assert!(log.contains("layout matches image"), "{log}");
+        assert!(log.contains("delta: "), "no delta counts line:\n{log}");
+        // The board has the same counts, typed.
+        let counts = &board[node]["last"]["chunks"];
+        assert_eq!(counts["fetched_bytes"].as_u64(), Some(f), "{board}");
+        assert!(counts["skipped"].as_u64().unwrap_or(0) > 0, "{board}");
+    }
+    for (node, upstream) in fresh {
+        let log = c.log(node);
+        let f = fetched(&log);
+        eprintln!("{node} (fresh, below {upstream}): fetched {f} bytes");
+        assert!(f >= payload, "{node} fetched only {f} of {payload}:\n{log}");
+        assert!(!log.contains("rerouted"), "{node} left {upstream}:\n{log}");
+        assert!(
+            log.contains(&format!("upstreams: {upstream} ->")),
+            "{node} did not pull from {upstream}:\n{log}"
+        );
+        // Its up-to-date upstream served it everything, mostly frames it made from its
+        // own disk (it fetched almost none of them itself).
+        let up = c.log(upstream);
+        let served = figure(&up, "relay served ").unwrap_or(0);
+        assert!(served >= payload, "{upstream} served {served}:\n{up}");
+        let made = figure(&up, "bytes (").unwrap_or(0);
+        assert!(made > 0, "{upstream} made no frame from its disk:\n{up}");
+        assert!(
+            up.contains(", 0 fetched again from upstream"),
+            "{upstream}'s disk frames did not match the manifest:\n{up}"
+        );
+    }
+    // A relay whose downstream node was up to date was released when that node said it
+    // had every chunk (`.done`), not by the idle fallback.
+    let plan: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(c.images.join("clone-plan.json")).unwrap()).unwrap();
+    for relay in ["r1n2", "r2n1"] {
+        let log = c.log(relay);
+        let expected = plan["nodes"][relay]["downstream"].as_array().unwrap().len();
+        let released =
+            format!("relay released: all {expected} downstream node(s) have every chunk");
+        assert!(log.contains(&released), "{relay}: no `{released}`:\n{log}");
+    }
+}
+
+/// The board as `imgtool status --json` shows it.
+fn board(c: &Cluster) -> serde_json::Value {
+    let out = Lan::cmd(&c.primary_ns, imgtool_bin().to_str().unwrap())
+        .args(["status", "--json", "--server", "http://10.78.0.1:8080"])
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "board: {e}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// Writes garbage over the first 4 KiB of every other chunk of the image's largest
+/// partition region on `disk` (a node's disk that drifted): a delta re-clone has those
+/// to fetch, as runs of one frame each. Returns how many chunks were damaged and the
+/// bytes of their frames.
+fn damage(images: &Path, disk: &Path) -> (usize, u64) {
+    let img = imgtool::manifest::Image::open(&images.join("compute")).unwrap();
+    let r = img
+        .manifest
+        .regions
+        .iter()
+        .filter(|r| r.number > 0)
+        .max_by_key(|r| r.chunks.len())
+        .unwrap();
+    let ss = img.layout.sector_size as u64;
+    let base = img.layout.partition(r.number).unwrap().start * ss;
+    let f = std::fs::OpenOptions::new().write(true).open(disk).unwrap();
+    let (mut n, mut frames) = (0, 0);
+    for c in r.chunks.iter().step_by(2) {
+        let (o, l) = c.ranges()[0];
+        let junk: Vec<u8> = (0..l.min(4096)).map(|i| (i * 7 + 13) as u8).collect();
+        std::os::unix::fs::FileExt::write_all_at(&f, &junk, base + o).unwrap();
+        n += 1;
+        frames += c.compressed_length;
+    }
+    (n, frames)
+}
+
+#[test]
+fn a_delta_re_clone_killed_in_the_middle_and_run_again_ends_verified() {
+    skip_unless_root!("network namespaces, loop devices");
+    let c = Cluster::new("k", 1, 1, "serial");
+    let node = "r1n1";
+    c.make_disk(node, true);
+    let (damaged, _) = damage(&c.images, &c.disk(node));
+    assert!(damaged >= 2, "the image has too few chunks to damage");
+    // Slow enough that the agent is still fetching the damaged chunks when it is killed.
+    c.lan.limit(&c.primary_ns, "8mbit");
+    let l = Loop::attach(&c.disk(node), false);
+    let mut p = c.start_agent(node, &l.dev);
+    let start = Instant::now();
+    while !c.log(node).contains("restoring") {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "never started restoring:\n{}",
+            c.log(node)
+        );
+        assert_eq!(
+            p.0.try_wait().unwrap(),
+            None,
+            "ended early:\n{}",
+            c.log(node)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(
+        p.0.try_wait().unwrap(),
+        None,
+        "finished before it was killed:\n{}",
+        c.log(node)
+    );
+    drop(p); // killed by its PID
+    let first = c.log(node);
+    assert!(
+        first.contains("layout matches image"),
+        "not a delta:\n{first}"
+    );
+    assert!(!first.contains("done: image"), "{first}");
+    // The killed delta left the kept table marked in progress (imgtool's mark.rs: its
+    // signatures cleared until the last write), so the disk never looks bootable...
+    let table = imgtool::layout::read_layout(&imgtool::disk::Disk::open_ro(&l.dev).unwrap());
+    assert!(
+        matches!(table, Ok(None)),
+        "an interrupted delta left a valid table"
+    );
+    // ...and the rerun recognises the mark, keeps the table and resumes as a delta:
+    // verified, and it fetches only what still differs, not the whole payload.
+    let mut p = c.start_agent(node, &l.dev);
+    let code = wait(&mut p, Duration::from_secs(240));
+    let log = c.log(node);
+    assert_eq!(
+        code,
+        Some(0),
+        "the rerun failed:\n{first}\n--- rerun:\n{log}"
+    );
+    drop(l);
+    assert_restored(&c.master, &c.disk(node), &[1, 2, 3, 4]);
+    let (payload, _) = payload_and_largest_frame(&c.images.join("compute"));
+    let f = fetched(&log);
+    eprintln!(
+        "killed delta ({damaged} chunks damaged), then the rerun fetched {f} of {payload} payload bytes:\n{first}\n--- rerun:\n{log}"
+    );
+    assert!(
+        log.contains("layout matches image"),
+        "the rerun repartitioned:\n{log}"
+    );
+    assert!(log.contains("delta: "), "the rerun was not a delta:\n{log}");
+    assert!(f < payload, "the rerun fetched the whole payload:\n{log}");
+}
