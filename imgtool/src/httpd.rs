@@ -182,6 +182,14 @@ impl Request<'_> {
         Ok(out)
     }
 
+    /// The whole body through [`Request::copy_body`] (its length was bounded by the
+    /// limits before the handler was called).
+    pub fn body_whole(&mut self) -> io::Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(usize::try_from(self.body_left).unwrap_or(0));
+        self.copy_body(&mut out)?;
+        Ok(out)
+    }
+
     /// Bytes of the body not read yet (its `Content-Length` before any read; checked
     /// against the limits before the handler was called).
     pub fn body_len(&self) -> u64 {
