@@ -284,10 +284,10 @@ impl ImageSink for UploadSink {
             chunk: chunk.clone(),
             frame,
         };
-        let sent = self.tx.as_ref().map(|tx| tx.send(job));
+        let sent = self.tx.as_ref().is_some_and(|tx| tx.send(job).is_ok());
         match sent {
-            Some(Ok(())) => Ok(()),
-            _ => Err(self
+            true => Ok(()),
+            false => Err(self
                 .failure()
                 .unwrap_or_else(|| UploadError::BadTarget("the upload threads ended".into()))
                 .into()),
