@@ -37,6 +37,9 @@ pub const SECONDARY: &str = "secondary";
 pub const ARGS: &str = "args";
 /// The default group's image-id pin (only when the group has one).
 pub const IMAGE_ID: &str = "image_id";
+/// A diskless default group's root partition number in its image (`root = N`; only when
+/// the group sets it).
+pub const ROOT: &str = "root";
 /// A `node=mac,ip,name,group` line.
 pub const NODE: &str = "node";
 
