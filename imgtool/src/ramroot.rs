@@ -44,13 +44,17 @@ pub fn pick_root(image: &Image, requested: Option<u32>) -> Result<&Region> {
             .join(", ")
     };
     if let Some(n) = requested {
-        return parts.iter().copied().find(|r| r.number == n).ok_or_else(|| {
-            Error::Selection(format!(
-                "root partition {n} is not in image {} (it holds {})",
-                image.location(),
-                choices()
-            ))
-        });
+        return parts
+            .iter()
+            .copied()
+            .find(|r| r.number == n)
+            .ok_or_else(|| {
+                Error::Selection(format!(
+                    "root partition {n} is not in image {} (it holds {})",
+                    image.location(),
+                    choices()
+                ))
+            });
     }
     let typed: Vec<&Region> = parts
         .iter()
@@ -187,7 +191,14 @@ fn write_chunk(
     Ok(c.length)
 }
 
-fn io_error(tpath: &Path, action: &'static str, r: &Region, i: usize, o: u64, err: std::io::Error) -> Error {
+fn io_error(
+    tpath: &Path,
+    action: &'static str,
+    r: &Region,
+    i: usize,
+    o: u64,
+    err: std::io::Error,
+) -> Error {
     Error::ChunkIo {
         device: tpath.to_path_buf(),
         action,
@@ -304,7 +315,10 @@ mod tests {
         assert_eq!(pick_root(&img, None).unwrap().number, 3);
         assert_eq!(pick_root(&img, Some(1)).unwrap().number, 1);
         let e = pick_root(&img, Some(7)).unwrap_err().to_string();
-        assert!(e.contains("root partition 7") && e.contains("3 (ext4)"), "{e}");
+        assert!(
+            e.contains("root partition 7") && e.contains("3 (ext4)"),
+            "{e}"
+        );
         // The layout's root type wins over the file-system guess.
         let img = three(dir.path(), "ext4", &[LINUX, ROOT_X86_64, LINUX]);
         assert_eq!(pick_root(&img, None).unwrap().number, 2);
@@ -313,7 +327,9 @@ mod tests {
         img.manifest.regions[0].filesystem = "ext4".into();
         let e = pick_root(&img, None).unwrap_err().to_string();
         assert!(
-            e.contains("several") && e.contains("1 (ext4), 2 (swap), 3 (xfs)") && e.contains("root = N"),
+            e.contains("several")
+                && e.contains("1 (ext4), 2 (swap), 3 (xfs)")
+                && e.contains("root = N"),
             "{e}"
         );
         // None at all.
@@ -327,17 +343,30 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let a = vec![0xa5u8; 8192];
         let b: Vec<u8> = (0..4096u32).map(|i| i as u8).collect();
-        let r = region(dir.path(), 4, "ext4", 1 << 20, &[(0, a.clone()), (65536, b.clone())]);
+        let r = region(
+            dir.path(),
+            4,
+            "ext4",
+            1 << 20,
+            &[(0, a.clone()), (65536, b.clone())],
+        );
         let img = image(dir.path(), vec![r], &[LINUX, LINUX, LINUX, LINUX]);
         let r = &img.manifest.regions[0];
         let t = MemDisk::new(1 << 20, 512);
         let seen = Arc::new(Mutex::new(vec![]));
         let s = seen.clone();
-        let hook: ChunkHook = Arc::new(move |r, i, frame| {
-            s.lock().unwrap().push((r.name.clone(), i, frame.len()))
-        });
-        let n = restore_region(&img, r, &t, Path::new("mem"), Some(&hook), 2, &Progress::hidden())
-            .unwrap();
+        let hook: ChunkHook =
+            Arc::new(move |r, i, frame| s.lock().unwrap().push((r.name.clone(), i, frame.len())));
+        let n = restore_region(
+            &img,
+            r,
+            &t,
+            Path::new("mem"),
+            Some(&hook),
+            2,
+            &Progress::hidden(),
+        )
+        .unwrap();
         assert_eq!(n, 12288);
         let mut want = vec![0u8; 1 << 20];
         want[..8192].copy_from_slice(&a);
@@ -346,7 +375,9 @@ mod tests {
         let mut seen = seen.lock().unwrap().clone();
         seen.sort();
         assert_eq!(
-            seen.iter().map(|(n, i, _)| (n.as_str(), *i)).collect::<Vec<_>>(),
+            seen.iter()
+                .map(|(n, i, _)| (n.as_str(), *i))
+                .collect::<Vec<_>>(),
             [("p4", 0), ("p4", 1)]
         );
     }
@@ -363,9 +394,17 @@ mod tests {
         let c = called.clone();
         let hook: ChunkHook = Arc::new(move |_, _, _| *c.lock().unwrap() += 1);
         let r = img.manifest.regions[0].clone();
-        let e = restore_region(&img, &r, &t, Path::new("mem"), Some(&hook), 1, &Progress::hidden())
-            .unwrap_err()
-            .to_string();
+        let e = restore_region(
+            &img,
+            &r,
+            &t,
+            Path::new("mem"),
+            Some(&hook),
+            1,
+            &Progress::hidden(),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("chunk 0") && e.contains("sha256"), "{e}");
         assert_eq!(*called.lock().unwrap(), 0);
         assert!(t.bytes().iter().all(|b| *b == 0));
@@ -385,9 +424,17 @@ mod tests {
         assert!(e.contains("does not fit region p1"), "{e}");
         assert!(t.bytes().iter().all(|b| *b == 0));
         let small = MemDisk::new(32768, 512);
-        let e = restore_region(&img, r, &small, Path::new("mem"), None, 1, &Progress::hidden())
-            .unwrap_err()
-            .to_string();
+        let e = restore_region(
+            &img,
+            r,
+            &small,
+            Path::new("mem"),
+            None,
+            1,
+            &Progress::hidden(),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("needs 65536"), "{e}");
     }
 }

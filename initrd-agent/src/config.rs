@@ -112,6 +112,8 @@ pub struct Config {
     pub upstream: Option<String>,
     /// `netboot.image_id=<sha256>`: the only image id this node accepts (docs/TRUST.md).
     pub image_id: Option<String>,
+    /// `netboot.root=N`: a diskless node's root partition in the image (docs/AGENT.md).
+    pub root: Option<u32>,
 }
 
 impl Default for Config {
@@ -133,6 +135,7 @@ impl Default for Config {
             link_timeout: 30,
             upstream: None,
             image_id: None,
+            root: None,
         }
     }
 }
@@ -271,6 +274,14 @@ impl Config {
                     image_id(v).map_err(|_| bad("image id (64 lower-case hex digits)"))?;
                     c.image_id = Some(v.into())
                 }
+                "netboot.root" => {
+                    c.root = Some(
+                        v.parse()
+                            .ok()
+                            .filter(|n| *n > 0)
+                            .ok_or_else(|| bad("partition number"))?,
+                    )
+                }
                 "netboot.done" => {
                     c.on_done =
                         After::parse(v).ok_or_else(|| bad("action (reboot, poweroff, wait)"))?
@@ -314,6 +325,12 @@ impl Config {
         }
         if self.image_id.is_none() && self.group.as_deref() == b.get(bootopts::GROUP) {
             self.image_id = b.get(bootopts::IMAGE_ID).map(str::to_string);
+        }
+        if self.root.is_none() && self.group.as_deref() == b.get(bootopts::GROUP) {
+            self.root = b
+                .get(bootopts::ROOT)
+                .and_then(|r| r.parse().ok())
+                .filter(|n| *n > 0);
         }
         if self.mode == "discover" {
             if let Some(m) = b.get(bootopts::MODE) {
@@ -612,6 +629,23 @@ mod tests {
         let mut c = Config::default();
         c.merge_bootopts(&BootOpts::parse("subnet=172.20.1.9/24\ngateway=router\n"));
         assert_eq!((c.bootopts_subnet, c.bootopts_gateway), (None, None));
+    }
+
+    #[test]
+    fn a_diskless_root_from_the_command_line_or_the_groups_bootopts() {
+        let c = Config::from_cmdline("netboot.mode=diskless netboot.root=4").unwrap();
+        assert_eq!((c.mode.as_str(), c.root), ("diskless", Some(4)));
+        for w in ["netboot.root=0", "netboot.root=p4", "netboot.root=-1"] {
+            let e = Config::from_cmdline(w).unwrap_err().to_string();
+            assert!(e.contains("partition number"), "{e}");
+        }
+        let mut c = Config::from_cmdline("netboot.group=ram").unwrap();
+        c.merge_bootopts(&BootOpts::parse("group=ram\nmode=diskless\nroot=2\n"));
+        assert_eq!((c.mode.as_str(), c.root), ("diskless", Some(2)));
+        // Another group's root is not ours.
+        let mut c = Config::from_cmdline("netboot.group=gpu").unwrap();
+        c.merge_bootopts(&BootOpts::parse("group=ram\nroot=2\n"));
+        assert_eq!(c.root, None);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! and dispatches; everything else is the `initrd_agent` library.
 
 use clap::{Parser, Subcommand};
-use initrd_agent::command::CloneArgs;
+use initrd_agent::command::{CloneArgs, DisklessArgs};
 use std::process::ExitCode;
 
 /// Netboot agent: clones a logical-group image onto this node's disk.
@@ -22,6 +22,9 @@ struct Cli {
 enum Cmd {
     /// Clone the group's image from SERVER onto a disk (the PID 1 flow, minus booting).
     Clone(CloneArgs),
+    /// Fetch the group's root into a file and mount it, as a diskless node does before
+    /// switching to it (tests, rescue).
+    Diskless(DisklessArgs),
 }
 
 fn main() -> ExitCode {
@@ -31,6 +34,7 @@ fn main() -> ExitCode {
     }
     let result = match Cli::parse().cmd {
         Cmd::Clone(args) => initrd_agent::command::clone(args),
+        Cmd::Diskless(args) => initrd_agent::command::diskless(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -59,6 +59,9 @@ struct Known {
     info: Option<Arc<Info>>,
     /// Disk byte offset of each region on the local target (for re-reads).
     bases: HashMap<String, u64>,
+    /// A diskless relay fetches one region (its root): a downstream node is complete once
+    /// it has that region's chunks ([`Relay::count_only`]).
+    only: Option<String>,
 }
 
 /// The parts of the parsed image a relay needs.
@@ -153,6 +156,13 @@ impl Relay {
         self.known().bases.insert(region.to_string(), disk_offset);
     }
 
+    /// This node fetches only region `region` (a diskless node's root, docs/AGENT.md):
+    /// downstream nodes count as complete once they have its chunks. Region indexes stay
+    /// those of the whole image, so requests already waiting are not misled.
+    pub fn count_only(&self, region: &str) {
+        self.known().only = Some(region.to_string());
+    }
+
     /// What `pick` finds in what is known, waiting up to [`RELAY_WAIT`] for it (in a
     /// waiting place of `client`).
     fn wait_known<T>(
@@ -243,7 +253,19 @@ impl Relay {
     /// [`downstream::Downstream::hold`]'s; this only waits for its next chance.
     pub fn wait_downstream(&self, expected: usize, idle: Duration) -> Released {
         loop {
-            let chunks = self.known().info.as_ref().map_or(0, |i| i.chunks());
+            let chunks = {
+                let k = self.known();
+                let only = k.only.clone();
+                k.info.as_ref().map_or(0, |i| match &only {
+                    Some(name) => i
+                        .regions
+                        .iter()
+                        .filter(|r| &r.name == name)
+                        .map(|r| r.chunks.len())
+                        .sum(),
+                    None => i.chunks(),
+                })
+            };
             let l = self.ledger();
             let wait = match l.downstream.hold(expected, chunks, idle, Instant::now()) {
                 Hold::Release(why) => return why,

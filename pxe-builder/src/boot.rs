@@ -459,24 +459,39 @@ pub(crate) mod tests {
         ] {
             assert!(v.args.iter().any(|a| a == w), "{w} missing: {:?}", v.args);
         }
-        assert!(!v.local_alternative, "a diskless board has no local disk to boot");
+        assert!(
+            !v.local_alternative,
+            "a diskless board has no local disk to boot"
+        );
         let b = bootopts(&c, 0, &[0], None, "0A0000", 1).unwrap();
-        assert!(b.contains("\nmode=diskless\n") && b.contains("\nroot=4\n"), "{b}");
+        assert!(
+            b.contains("\nmode=diskless\n") && b.contains("\nroot=4\n"),
+            "{b}"
+        );
         // Disk-based: no root key, and a vSMP board keeps its local alternative.
         c.groups[0].diskless = false;
         c.groups[1].diskless = false;
-        assert!(!node_entry(&c, 0).args.iter().any(|a| a.starts_with("netboot.root")));
+        assert!(!node_entry(&c, 0)
+            .args
+            .iter()
+            .any(|a| a.starts_with("netboot.root")));
         let v = node_entry(&c, 1);
         assert!(v.args.iter().any(|a| a == "netboot.mode=vsmp") && v.local_alternative);
-        assert!(!bootopts(&c, 0, &[0], None, "0A0000", 1).unwrap().contains("root="));
+        assert!(!bootopts(&c, 0, &[0], None, "0A0000", 1)
+            .unwrap()
+            .contains("root="));
     }
 
     #[test]
     fn root_is_a_partition_number_of_a_diskless_group() {
         let base = "[cluster]\nname = \"t\"\nimage_server = \"http://10.0.0.1:8080\"\nserver_ip = \"10.0.0.1\"\nkernel = \"/bin/sh\"\ninitrd = \"/bin/sh\"\n\n[[entity]]\nname = \"r1\"\nsubnet = \"10.0.0.0/24\"\ndefault_group = \"g\"\n\n[[node]]\nname = \"n1\"\nmac = \"52:54:00:00:00:01\"\nip = \"10.0.0.11\"\nentity = \"r1\"\ngroups = [\"g\"]\n\n[[group]]\nname = \"g\"\n";
         let parse = |extra: &str| {
-            crate::model::parse(&format!("{base}{extra}"), "t.toml", std::path::Path::new("/"))
-                .map_err(|e| e.to_string())
+            crate::model::parse(
+                &format!("{base}{extra}"),
+                "t.toml",
+                std::path::Path::new("/"),
+            )
+            .map_err(|e| e.to_string())
         };
         let c = parse("diskless = true\nroot = 4\n").unwrap();
         assert_eq!(c.groups[0].root, Some(4));

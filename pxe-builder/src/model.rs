@@ -303,11 +303,12 @@ impl Group {
         !prefix.is_empty() && self.name.starts_with(prefix)
     }
 
-    /// Whether the group is cloned: diskless groups have nothing to clone, vSMP boards
-    /// boot the vSMP loader instead, and a group without active members has nobody to
-    /// clone.
+    /// Whether the group's nodes fetch its image, and so have a place in the clone plan:
+    /// disk-based groups clone it, diskless groups (vSMP ones too) pull its root into RAM
+    /// the same way, relayed like a clone (issue 16). Disk-based vSMP boards boot the vSMP
+    /// loader instead, and a group without active members has nobody to fetch it.
     pub fn clones(&self, vsmp_prefix: &str) -> bool {
-        !(self.diskless || self.is_vsmp(vsmp_prefix) || self.active.is_empty())
+        !((self.is_vsmp(vsmp_prefix) && !self.diskless) || self.active.is_empty())
     }
 
     /// The entities of the active members (indexes below `entities`), in the order their
@@ -465,9 +466,15 @@ fn check_text(cx: &mut Ctx, f: &File) {
         }
         if let Some(r) = &g.root {
             if !g.diskless {
-                cx.at(r.span(), "`root` is for diskless groups (a clone restores every partition)");
+                cx.at(
+                    r.span(),
+                    "`root` is for diskless groups (a clone restores every partition)",
+                );
             } else if !(1..=MAX_ROOT_PARTITION).contains(r.get_ref()) {
-                cx.at(r.span(), format!("`root` is a partition number, 1 to {MAX_ROOT_PARTITION}"));
+                cx.at(
+                    r.span(),
+                    format!("`root` is a partition number, 1 to {MAX_ROOT_PARTITION}"),
+                );
             }
         }
     }
