@@ -20,9 +20,9 @@
 //! - too little RAM (`-m 320`): refused before fetching, with the sizes, nothing booted;
 //! - a corrupted chunk of the root: refused, named, nothing booted.
 //!
-//! Serial logs: `target/realos/logs/diskless-*.log`.
+//! Serial logs: `target/realos/logs/diskless-*.log`; the images: `target/realos/diskless/`.
 
-use qemu_tests::realos::{keep_log, marker, master, MARKER};
+use qemu_tests::realos::{self, keep_log, marker, master, MARKER};
 use qemu_tests::*;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
@@ -50,7 +50,6 @@ static ONE_VM: Mutex<()> = Mutex::new(());
 /// The image root shared by the tests: `ram` (the Debian, its marker script also printing
 /// `/proc/cmdline`) and `ram-bad` (the same with chunk 1 of the root corrupted).
 struct Images {
-    _work: tempfile::TempDir,
     root: PathBuf,
     used_root: u64,
 }
@@ -58,10 +57,13 @@ struct Images {
 fn images() -> &'static Images {
     static IMAGES: OnceLock<Images> = OnceLock::new();
     IMAGES.get_or_init(|| {
-        let scratch = test_fixtures::disk::target_tmp();
-        std::fs::create_dir_all(&scratch).unwrap();
-        let work = tempfile::tempdir_in(&scratch).unwrap();
-        let w = work.path();
+        // A static is never dropped, so not a temporary directory (it would stay behind,
+        // 0.2 GB per run): one fixed place, replaced by each run of this file (the tests
+        // of one process share it; the suites run one QEMU test process at a time).
+        let w = realos::cache_dir().join("diskless");
+        let _ = std::fs::remove_dir_all(&w);
+        std::fs::create_dir_all(&w).unwrap();
+        let w = w.as_path();
         let copy = w.join("master.img");
         run(tool("cp")
             .arg("--sparse=always")
@@ -90,11 +92,7 @@ fn images() -> &'static Images {
             .region("p4")
             .expect("the root region p4")
             .used_bytes;
-        Images {
-            _work: work,
-            root,
-            used_root,
-        }
+        Images { root, used_root }
     })
 }
 
