@@ -50,6 +50,7 @@ pub mod mbr;
 pub mod mount;
 pub mod pool;
 pub mod progress;
+pub mod ramroot;
 pub mod render;
 pub mod restore;
 pub mod serve;

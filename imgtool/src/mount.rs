@@ -79,14 +79,16 @@ pub fn with_mounted_opts<T>(
 
 /// A loop device over a byte range of a file or block device, with `LO_FLAGS_AUTOCLEAR`:
 /// the kernel detaches it when the last user (the mount, then this handle) lets go; the
-/// drop also asks for the detach explicitly.
-struct LoopDevice {
+/// drop also asks for the detach explicitly (deferred while mounted: a diskless node's
+/// root stays attached for as long as it is mounted).
+pub struct LoopDevice {
     file: File,
     path: PathBuf,
 }
 
 impl LoopDevice {
-    fn attach(backing: &Path, offset: u64, size: u64, what: &str) -> Result<LoopDevice> {
+    /// Attaches `[offset, offset + size)` of `backing`; `what` names it in errors.
+    pub fn attach(backing: &Path, offset: u64, size: u64, what: &str) -> Result<LoopDevice> {
         let fail = |step: String, err: io::Error| Error::Device {
             device: backing.to_path_buf(),
             what: format!("{step} for {what}"),
@@ -115,6 +117,13 @@ impl LoopDevice {
             format!("finding a free loop device ({LOOP_RETRIES} were taken by others)"),
             last,
         ))
+    }
+}
+
+impl LoopDevice {
+    /// `/dev/loopN`.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 }
 

@@ -3,7 +3,9 @@
 //! bootopts ([`crate::resolve`]) and add the network settings they complete (a gateway:
 //! [`crate::net::apply_bootopts`]), then do what the mode says — `clone`: pick the target
 //! disk ([`crate::target`]), find the route in the clone plan ([`crate::route`]), load the
-//! initrd's trusted keys, and clone ([`crate::clone`]).
+//! initrd's trusted keys, and clone ([`crate::clone`]); `diskless` and `vsmp-diskless`:
+//! the same route and keys, then the root into RAM and the switch to it
+//! ([`crate::diskless`]).
 
 use crate::config::Config;
 use crate::report::Reporter;
@@ -25,8 +27,9 @@ pub fn run(cfg: &mut Config, rep: &mut Arc<Reporter>) -> anyhow::Result<()> {
     }
     match cfg.mode.as_str() {
         "clone" => clone(cfg, rep),
+        "diskless" | "vsmp-diskless" => diskless(cfg, rep),
         other => anyhow::bail!(
-            "netboot.mode={other} is not handled by this agent version (it clones disk-based groups); boot this node with a clone entry"
+            "netboot.mode={other} is not handled by this agent version (it clones disk-based groups and boots diskless ones); boot this node with a clone or diskless entry"
         ),
     }
 }
@@ -50,6 +53,23 @@ fn clone(cfg: &Config, rep: &Arc<Reporter>) -> anyhow::Result<()> {
     route.delta = cfg.delta();
     crate::clone::clone(&route, &image, &t.path, rep)?;
     Ok(())
+}
+
+/// `netboot.mode=diskless` / `vsmp-diskless`: the group's root into RAM along the plan's
+/// route, then the switch to its init ([`crate::diskless`]); no local disk is touched.
+fn diskless(cfg: &Config, rep: &Arc<Reporter>) -> anyhow::Result<()> {
+    let server = cfg
+        .server
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("no image server"))?;
+    let image = cfg
+        .image_name()
+        .map(str::to_string)
+        .ok_or_else(|| anyhow::anyhow!("no group or image for this node"))?;
+    let mut route = crate::route::plan_route(cfg, &server)?;
+    route.trusted = trusted_keys(rep)?;
+    route.image_id = cfg.image_id.clone();
+    crate::diskless::boot(cfg, &route, &image, rep)
 }
 
 /// The initrd's trusted image-signing keys (`pxe-builder initrd --trust`). A key that

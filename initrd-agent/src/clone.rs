@@ -26,13 +26,13 @@ use std::sync::Arc;
 pub const RELAY_CACHE_BYTES: usize = 64 << 20;
 
 /// The image's URL at each upstream, and the upstreams' names, in fallback order.
-struct Upstreams {
+pub(crate) struct Upstreams {
     urls: Vec<String>,
     names: Vec<String>,
 }
 
 impl Upstreams {
-    fn new(route: &Route, image: &str) -> Upstreams {
+    pub(crate) fn new(route: &Route, image: &str) -> Upstreams {
         Upstreams {
             urls: route
                 .upstreams
@@ -44,11 +44,11 @@ impl Upstreams {
     }
 
     /// The nearest upstream's URL (for messages).
-    fn first_url(&self) -> String {
+    pub(crate) fn first_url(&self) -> String {
         self.urls.first().cloned().unwrap_or_default()
     }
 
-    fn first_name(&self) -> &str {
+    pub(crate) fn first_name(&self) -> &str {
         self.names.first().map(String::as_str).unwrap_or("primary")
     }
 }
@@ -122,7 +122,7 @@ pub fn clone(
 }
 
 /// The relay, listening, when the route makes this node one.
-fn start_relay(
+pub(crate) fn start_relay(
     route: &Route,
     image: &str,
     target: &Path,
@@ -147,7 +147,7 @@ fn start_relay(
 
 /// The image source over the upstream chain; a move up the chain is reported
 /// (`rerouted`) with the upstreams' names.
-fn open_source(
+pub(crate) fn open_source(
     route: &Route,
     up: &Upstreams,
     rep: &Arc<Reporter>,
@@ -180,7 +180,7 @@ fn open_source(
 
 /// Fetches and parses the image, passing its files on to the relay as soon as they are
 /// here, and checks it against the pin and the trusted keys.
-fn load_image(
+pub(crate) fn load_image(
     route: &Route,
     source: Arc<dyn ImageSource>,
     relay: Option<&Arc<Relay>>,
@@ -331,7 +331,7 @@ fn tell_upstream_done(current: &str, primary: &str, rep: &Reporter) {
 }
 
 /// The console line saying why a relay stopped holding.
-fn released(why: Released, expected: usize, idle: std::time::Duration) -> String {
+pub(crate) fn released(why: Released, expected: usize, idle: std::time::Duration) -> String {
     match why {
         Released::AllServed => {
             format!("relay released: all {expected} downstream node(s) have every chunk")

@@ -1,7 +1,8 @@
 //! `initrd-agent clone`: the PID 1 flow minus booting and networking, for tests and
 //! rescue. Its options ([`CloneArgs`]) become a [`Route`] (the primary, or the clone
 //! plan's route with `--plan`) and a target (a path, or chosen by hints), then
-//! [`crate::clone::clone`] runs exactly as at boot.
+//! [`crate::clone::clone`] runs exactly as at boot. `initrd-agent diskless`
+//! ([`DisklessArgs`]) is [`crate::diskless::run`] the same way, on the same route.
 
 use crate::config::Config;
 use crate::report::Reporter;
@@ -116,4 +117,121 @@ fn route(args: &CloneArgs, name: &str) -> anyhow::Result<Route> {
     route.image_id = args.image_id.clone();
     route.delta = !args.full;
     Ok(route)
+}
+
+/// Fetch the group's root into a file and mount it, as a diskless node does before it
+/// switches to it; then unmount (the file stays in --store).
+#[derive(clap::Args, Debug)]
+pub struct DisklessArgs {
+    /// Image server URL (imgtool serve, nginx, …).
+    #[arg(long)]
+    pub server: String,
+    /// Logical group; its image is SERVER/<image or group>/.
+    #[arg(long)]
+    pub group: String,
+    /// Image directory name, when it differs from the group's.
+    #[arg(long)]
+    pub image: Option<String>,
+    /// The image's root partition (else the one the layout or the file systems name).
+    #[arg(long)]
+    pub root: Option<u32>,
+    /// Directory for the root's file `root.img` (a node uses a tmpfs under /run).
+    #[arg(long)]
+    pub store: PathBuf,
+    /// Where to mount the root, read-only, for the check (default: STORE/mnt).
+    #[arg(long)]
+    pub mount: Option<PathBuf>,
+    /// Leave the root mounted (default: unmounted once checked).
+    #[arg(long)]
+    pub keep_mounted: bool,
+    /// Name to report under (default: the group).
+    #[arg(long)]
+    pub node: Option<String>,
+    /// Tries per HTTP request before giving up.
+    #[arg(long, default_value_t = 8)]
+    pub attempts: u32,
+    /// Follow SERVER's plan: pull from this node's upstream chain, and relay the root to
+    /// its downstream nodes when it has any (needs --node).
+    #[arg(long, requires = "node")]
+    pub plan: bool,
+    /// Seconds a read may stall before an upstream counts as dead.
+    #[arg(long, default_value_t = 20)]
+    pub stall: u64,
+    /// A relay keeps serving until no request came for this many seconds.
+    #[arg(long, default_value_t = 15)]
+    pub relay_idle: u64,
+    /// Refuse the image unless one of these public keys signed it (repeatable).
+    #[arg(long, value_name = "KEY.pub")]
+    pub trust: Vec<PathBuf>,
+    /// Refuse any image whose id is not this one.
+    #[arg(long)]
+    pub image_id: Option<String>,
+    /// Read MemAvailable from this file instead of /proc/meminfo (tests).
+    #[arg(long, default_value = "/proc/meminfo")]
+    pub meminfo: PathBuf,
+}
+
+/// Runs `initrd-agent diskless`; a failure is also reported to the server's board.
+pub fn diskless(args: DisklessArgs) -> anyhow::Result<()> {
+    let name = args.node.clone().unwrap_or_else(|| args.group.clone());
+    let rep = Arc::new(Reporter::new(Some(args.server.clone()), name.clone()));
+    let image = args.image.clone().unwrap_or_else(|| args.group.clone());
+    let run = || -> anyhow::Result<()> {
+        Config {
+            node: Some(name.clone()),
+            image: Some(image.clone()),
+            image_id: args.image_id.clone(),
+            ..Config::default()
+        }
+        .validate()?;
+        let route = route(&args.as_clone_args(), &name)?;
+        rep.say(&route.describe());
+        let opts = crate::diskless::Options {
+            root: args.root,
+            store: args.store.clone(),
+            tmpfs: false,
+            mount_at: args.mount.clone().unwrap_or_else(|| args.store.join("mnt")),
+            read_only: true,
+            meminfo: args.meminfo.clone(),
+        };
+        let root = crate::diskless::run(&route, &image, &opts, &rep)?;
+        rep.say(&format!(
+            "root {} ({}) mounted from {} on {}; {} found",
+            root.region,
+            root.filesystem,
+            root.device.display(),
+            root.mount_at.display(),
+            crate::diskless::INIT
+        ));
+        if !args.keep_mounted {
+            crate::diskless::unmount(&root)?;
+        }
+        Ok(())
+    };
+    run()
+        .map_err(|e| {
+            rep.phase(Phase::Failed, &format!("{e:#}"));
+            e
+        })
+        .context("diskless failed")
+}
+
+impl DisklessArgs {
+    /// The options a route is made of, in [`CloneArgs`]' shape.
+    fn as_clone_args(&self) -> CloneArgs {
+        CloneArgs {
+            server: self.server.clone(),
+            group: self.group.clone(),
+            image: self.image.clone(),
+            target: None,
+            hint: None,
+            node: self.node.clone(),
+            attempts: self.attempts,
+            plan: self.plan,
+            stall: self.stall,
+            relay_idle: self.relay_idle,
+            trust: self.trust.clone(),
+            image_id: self.image_id.clone(),
+        }
+    }
 }

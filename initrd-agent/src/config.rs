@@ -115,6 +115,8 @@ pub struct Config {
     /// `netboot.delta=0|1` (else the bootopts' `delta=`): whether a disk whose layout
     /// equals the image's fetches only the chunks it lacks. `None`: not said, on.
     pub delta: Option<bool>,
+    /// `netboot.root=N`: a diskless node's root partition in the image (docs/AGENT.md).
+    pub root: Option<u32>,
 }
 
 impl Default for Config {
@@ -137,6 +139,7 @@ impl Default for Config {
             upstream: None,
             image_id: None,
             delta: None,
+            root: None,
         }
     }
 }
@@ -275,6 +278,14 @@ impl Config {
                     image_id(v).map_err(|_| bad("image id (64 lower-case hex digits)"))?;
                     c.image_id = Some(v.into())
                 }
+                "netboot.root" => {
+                    c.root = Some(
+                        v.parse()
+                            .ok()
+                            .filter(|n| *n > 0)
+                            .ok_or_else(|| bad("partition number"))?,
+                    )
+                }
                 "netboot.done" => {
                     c.on_done =
                         After::parse(v).ok_or_else(|| bad("action (reboot, poweroff, wait)"))?
@@ -324,6 +335,12 @@ impl Config {
         }
         if self.delta.is_none() {
             self.delta = b.delta();
+        }
+        if self.root.is_none() && self.group.as_deref() == b.get(bootopts::GROUP) {
+            self.root = b
+                .get(bootopts::ROOT)
+                .and_then(|r| r.parse().ok())
+                .filter(|n| *n > 0);
         }
         if self.mode == "discover" {
             if let Some(m) = b.get(bootopts::MODE) {
@@ -648,6 +665,23 @@ mod tests {
             matches!(&e, ConfigError::BadWord { word, .. } if word == "netboot.delta=sometimes"),
             "{e:?}"
         );
+    }
+
+    #[test]
+    fn a_diskless_root_from_the_command_line_or_the_groups_bootopts() {
+        let c = Config::from_cmdline("netboot.mode=diskless netboot.root=4").unwrap();
+        assert_eq!((c.mode.as_str(), c.root), ("diskless", Some(4)));
+        for w in ["netboot.root=0", "netboot.root=p4", "netboot.root=-1"] {
+            let e = Config::from_cmdline(w).unwrap_err().to_string();
+            assert!(e.contains("partition number"), "{e}");
+        }
+        let mut c = Config::from_cmdline("netboot.group=ram").unwrap();
+        c.merge_bootopts(&BootOpts::parse("group=ram\nmode=diskless\nroot=2\n"));
+        assert_eq!((c.mode.as_str(), c.root), ("diskless", Some(2)));
+        // Another group's root is not ours.
+        let mut c = Config::from_cmdline("netboot.group=gpu").unwrap();
+        c.merge_bootopts(&BootOpts::parse("group=ram\nroot=2\n"));
+        assert_eq!(c.root, None);
     }
 
     #[test]

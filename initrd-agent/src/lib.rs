@@ -10,6 +10,10 @@
 //!   node's place in the clone [`plan`], and [`clone`] does the work.
 //! - [`command`]: `initrd-agent clone`, the same [`clone`] without booting;
 //!   [`rackboot`]: `initrd-agent boot-files`, a rack's boot files served without cloning.
+//! - [`diskless`]: `netboot.mode=diskless`/`vsmp-diskless`: the image's root into RAM
+//!   (the same route, trust and relay as [`clone`]), mounted, and PID 1 switched to it.
+//! - [`command`]: `initrd-agent clone`, the same [`clone`] without booting, and
+//!   `initrd-agent diskless`, the diskless steps up to the mounted root.
 //! - [`clone`]: load the image, check trust, restore (imgtool), grow, report; with a
 //!   [`relay`] when the route makes this node one (its cache and completion logic are
 //!   plain types, its HTTP face is imgtool's server).
@@ -21,6 +25,7 @@ pub mod boot;
 pub mod clone;
 pub mod command;
 pub mod config;
+pub mod diskless;
 pub mod ipconf;
 pub mod net;
 pub mod pid1;

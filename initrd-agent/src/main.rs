@@ -3,7 +3,7 @@
 //! and dispatches; everything else is the `initrd_agent` library.
 
 use clap::{Parser, Subcommand};
-use initrd_agent::command::CloneArgs;
+use initrd_agent::command::{CloneArgs, DisklessArgs};
 use std::process::ExitCode;
 
 /// Netboot agent: clones a logical-group image onto this node's disk.
@@ -24,6 +24,9 @@ enum Cmd {
     Clone(CloneArgs),
     /// Serve the boot tree's kernel and initrd to a rack from RAM (fetched once, checked).
     BootFiles(initrd_agent::rackboot::BootFilesArgs),
+    /// Fetch the group's root into a file and mount it, as a diskless node does before
+    /// switching to it (tests, rescue).
+    Diskless(DisklessArgs),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +37,7 @@ fn main() -> ExitCode {
     let result = match Cli::parse().cmd {
         Cmd::Clone(args) => initrd_agent::command::clone(args),
         Cmd::BootFiles(args) => initrd_agent::rackboot::boot_files(args),
+        Cmd::Diskless(args) => initrd_agent::command::diskless(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

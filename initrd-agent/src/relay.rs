@@ -73,6 +73,9 @@ struct Known {
     bases: HashMap<String, u64>,
     /// This node's own upstream chain: where a frame the disk cannot give back is fetched.
     upstream: Option<Arc<dyn ImageSource>>,
+    /// A diskless relay fetches one region (its root): a downstream node is complete once
+    /// it has that region's chunks ([`Relay::count_only`]).
+    only: Option<String>,
 }
 
 /// The parts of the parsed image a relay needs.
@@ -180,6 +183,13 @@ impl Relay {
     /// Region `region` starts at byte `disk_offset` of the local target.
     pub fn set_base(&self, region: &str, disk_offset: u64) {
         self.known().bases.insert(region.to_string(), disk_offset);
+    }
+
+    /// This node fetches only region `region` (a diskless node's root, docs/AGENT.md):
+    /// downstream nodes count as complete once they have its chunks. Region indexes stay
+    /// those of the whole image, so requests already waiting are not misled.
+    pub fn count_only(&self, region: &str) {
+        self.known().only = Some(region.to_string());
     }
 
     /// What `pick` finds in what is known, waiting up to [`RELAY_WAIT`] for it (in a
@@ -297,7 +307,19 @@ impl Relay {
     /// [`downstream::Downstream::hold`]'s; this only waits for its next chance.
     pub fn wait_downstream(&self, expected: usize, idle: Duration) -> Released {
         loop {
-            let chunks = self.known().info.as_ref().map_or(0, |i| i.chunks());
+            let chunks = {
+                let k = self.known();
+                let only = k.only.clone();
+                k.info.as_ref().map_or(0, |i| match &only {
+                    Some(name) => i
+                        .regions
+                        .iter()
+                        .filter(|r| &r.name == name)
+                        .map(|r| r.chunks.len())
+                        .sum(),
+                    None => i.chunks(),
+                })
+            };
             let l = self.ledger();
             let wait = match l.downstream.hold(expected, chunks, idle, Instant::now()) {
                 Hold::Release(why) => return why,

@@ -42,6 +42,9 @@ pub const IMAGE_ID: &str = "image_id";
 /// layout fetch only the chunks its disk does not already hold. The kernel command
 /// line's `netboot.delta=` wins ([`parse_switch`] reads both).
 pub const DELTA: &str = "delta";
+/// A diskless default group's root partition number in its image (`root = N`; only when
+/// the group sets it).
+pub const ROOT: &str = "root";
 /// A `node=mac,ip,name,group` line.
 pub const NODE: &str = "node";
 

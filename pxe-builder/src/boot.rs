@@ -145,6 +145,9 @@ fn entry_args(c: &Cluster, ent: &Entity, g: &Group, node: Option<&str>, mode: &s
     if let Some(id) = &g.image_id {
         v.push(format!("netboot.image_id={id}"));
     }
+    if let Some(root) = g.root.filter(|_| g.diskless) {
+        v.push(format!("netboot.root={root}"));
+    }
     v
 }
 
@@ -409,6 +412,9 @@ fn bootopts_head(
     if let Some(id) = &g.image_id {
         w.value(bootopts::IMAGE_ID, id)?;
     }
+    if let Some(root) = g.root.filter(|_| g.diskless) {
+        w.value(bootopts::ROOT, &root.to_string())?;
+    }
     Ok(w)
 }
 
@@ -499,6 +505,80 @@ pub(crate) mod tests {
         // The writers add `ip=` after the description's words: a second one from `args`
         // would contradict it, so the model refuses it there.
         assert!(crate::validate::GENERATED_KEYS.contains(&"ip"));
+    }
+
+    #[test]
+    fn diskless_entries_carry_the_groups_args_and_root_and_vsmp_keeps_its_role() {
+        let mut c = cluster();
+        c.groups[0].diskless = true;
+        c.groups[0].root = Some(4);
+        c.groups[0].args = "systemd.unit=multi-user.target fstab=no".into();
+        c.groups[1].diskless = true;
+        c.groups[1].root = Some(2);
+        c.groups[1].args = "isolcpus=1".into();
+        let e = node_entry(&c, 0);
+        let line = pxelinux(&e).unwrap();
+        for w in [
+            "netboot.mode=diskless",
+            "netboot.root=4",
+            "systemd.unit=multi-user.target",
+            "fstab=no",
+        ] {
+            assert!(e.args.iter().any(|a| a == w), "{w} missing: {line}");
+        }
+        let v = node_entry(&c, 1);
+        for w in [
+            "netboot.mode=vsmp-diskless",
+            "netboot.root=2",
+            "isolcpus=1",
+            "vsmp.role=primary",
+            "vsmp.board=1",
+            "vsmp.boards=n2",
+        ] {
+            assert!(v.args.iter().any(|a| a == w), "{w} missing: {:?}", v.args);
+        }
+        assert!(
+            !v.local_alternative,
+            "a diskless board has no local disk to boot"
+        );
+        let b = bootopts(&c, 0, &[0], None, "0A0000", 1).unwrap();
+        assert!(
+            b.contains("\nmode=diskless\n") && b.contains("\nroot=4\n"),
+            "{b}"
+        );
+        // Disk-based: no root key, and a vSMP board keeps its local alternative.
+        c.groups[0].diskless = false;
+        c.groups[1].diskless = false;
+        assert!(!node_entry(&c, 0)
+            .args
+            .iter()
+            .any(|a| a.starts_with("netboot.root")));
+        let v = node_entry(&c, 1);
+        assert!(v.args.iter().any(|a| a == "netboot.mode=vsmp") && v.local_alternative);
+        assert!(!bootopts(&c, 0, &[0], None, "0A0000", 1)
+            .unwrap()
+            .contains("root="));
+    }
+
+    #[test]
+    fn root_is_a_partition_number_of_a_diskless_group() {
+        let base = "[cluster]\nname = \"t\"\nimage_server = \"http://10.0.0.1:8080\"\nserver_ip = \"10.0.0.1\"\nkernel = \"/bin/sh\"\ninitrd = \"/bin/sh\"\n\n[[entity]]\nname = \"r1\"\nsubnet = \"10.0.0.0/24\"\ndefault_group = \"g\"\n\n[[node]]\nname = \"n1\"\nmac = \"52:54:00:00:00:01\"\nip = \"10.0.0.11\"\nentity = \"r1\"\ngroups = [\"g\"]\n\n[[group]]\nname = \"g\"\n";
+        let parse = |extra: &str| {
+            crate::model::parse(
+                &format!("{base}{extra}"),
+                "t.toml",
+                std::path::Path::new("/"),
+            )
+            .map_err(|e| e.to_string())
+        };
+        let c = parse("diskless = true\nroot = 4\n").unwrap();
+        assert_eq!(c.groups[0].root, Some(4));
+        let e = parse("root = 4\n").unwrap_err();
+        assert!(e.contains("`root` is for diskless groups"), "{e}");
+        let e = parse("diskless = true\nroot = 0\n").unwrap_err();
+        assert!(e.contains("partition number"), "{e}");
+        let e = parse("diskless = true\nargs = \"netboot.root=3\"\n").unwrap_err();
+        assert!(e.contains("netboot.root"), "{e}");
     }
 
     #[test]

@@ -16,6 +16,10 @@ use toml::Spanned;
 
 type S<T> = Spanned<T>;
 
+/// The largest `root = N` a group may name (a GPT holds 128 entries by default; MBR
+/// logical partitions number on from 5).
+pub const MAX_ROOT_PARTITION: u32 = 256;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct File {
@@ -108,6 +112,9 @@ struct GroupDef {
     /// Pins the image: nodes of the group clone only the image with this id.
     #[serde(default)]
     image_id: Option<S<String>>,
+    /// Diskless groups: the image's partition that is the root file system.
+    #[serde(default)]
+    root: Option<S<u32>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -288,6 +295,8 @@ pub struct Group {
     pub args: String,
     /// The only image id the group's nodes accept (`netboot.image_id`, docs/TRUST.md).
     pub image_id: Option<String>,
+    /// A diskless group's root partition in its image (`netboot.root`, docs/BOOT.md).
+    pub root: Option<u32>,
 }
 
 impl Group {
@@ -295,11 +304,12 @@ impl Group {
         !prefix.is_empty() && self.name.starts_with(prefix)
     }
 
-    /// Whether the group is cloned: diskless groups have nothing to clone, vSMP boards
-    /// boot the vSMP loader instead, and a group without active members has nobody to
-    /// clone.
+    /// Whether the group's nodes fetch its image, and so have a place in the clone plan:
+    /// disk-based groups clone it, diskless groups (vSMP ones too) pull its root into RAM
+    /// the same way, relayed like a clone (issue 16). Disk-based vSMP boards boot the vSMP
+    /// loader instead, and a group without active members has nobody to fetch it.
     pub fn clones(&self, vsmp_prefix: &str) -> bool {
-        !(self.diskless || self.is_vsmp(vsmp_prefix) || self.active.is_empty())
+        !((self.is_vsmp(vsmp_prefix) && !self.diskless) || self.active.is_empty())
     }
 
     /// The entities of the active members (indexes below `entities`), in the order their
@@ -454,6 +464,19 @@ fn check_text(cx: &mut Ctx, f: &File) {
         }
         if let Some(id) = &g.image_id {
             cx.check(id, validate::image_id(id.get_ref()));
+        }
+        if let Some(r) = &g.root {
+            if !g.diskless {
+                cx.at(
+                    r.span(),
+                    "`root` is for diskless groups (a clone restores every partition)",
+                );
+            } else if !(1..=MAX_ROOT_PARTITION).contains(r.get_ref()) {
+                cx.at(
+                    r.span(),
+                    format!("`root` is a partition number, 1 to {MAX_ROOT_PARTITION}"),
+                );
+            }
         }
     }
     // Node names are DHCP host names, which compare without case. A name in lower case
@@ -1300,6 +1323,7 @@ fn groups(
             members,
             args: def.map(|d| text_of(&d.args)).unwrap_or_default(),
             image_id: def.and_then(|d| d.image_id.as_ref().map(|i| i.get_ref().clone())),
+            root: def.and_then(|d| d.root.as_ref().map(|r| *r.get_ref())),
         });
     }
     groups

@@ -208,6 +208,7 @@ pub const GENERATED_KEYS: &[&str] = &[
     "netboot.image",
     "netboot.mode",
     "netboot.image_id",
+    "netboot.root",
     "netboot.mac",
     "netboot.ip",
     // pxelinux appends the DHCP lease's (IPAPPEND 3), GRUB and iPXE entries ours with the
