@@ -32,6 +32,8 @@ pub struct PlanRoute {
     /// How many nodes the plan has pull from this one: a relay holds (before growing its
     /// file systems and rebooting) until that many have fetched every chunk.
     pub downstream: usize,
+    /// The cluster's boot window, seconds (bounded by the plan's reader).
+    pub boot_window_s: u64,
 }
 
 /// This node's route in the plan `text` (fetched from `url`); `None` when the plan
@@ -77,6 +79,7 @@ fn plan_route(r: Route) -> PlanRoute {
             .collect(),
         relay_port: (r.downstream > 0).then_some(r.relay_port),
         downstream: r.downstream,
+        boot_window_s: r.boot_window_s,
     }
 }
 

@@ -376,6 +376,7 @@ pub fn plan_of(c: &Cluster, l: &Layout) -> Plan {
         addresses,
         groups,
         nodes,
+        boot_window_s: c.settings.boot_window_s,
     }
 }
 
@@ -402,6 +403,7 @@ pub fn node_plans(c: &Cluster, l: &Layout) -> Vec<NodePlan> {
                     .collect(),
                 downstream: l.down[m].len(),
                 relay_port: c.settings.relay_port,
+                boot_window_s: c.settings.boot_window_s,
             }
         })
         .collect()
