@@ -18,7 +18,7 @@
 //! [`client::KEEPALIVE`], [`backoff`], [`boot_grace`]) so that the simulator (netboot-sim)
 //! models exactly what the agent does.
 
-mod check;
+pub(crate) mod check;
 pub mod client;
 
 use check::{check_range, range_reply, RangeReply};

@@ -72,7 +72,7 @@ impl KeepAlive {
 
 /// An `http://host[:port]/path` URL, split.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Url {
+pub(crate) struct Url {
     /// As the `Host` header says it (`h`, `h:8080`, `[::1]:8080`).
     pub host_header: String,
     host: String,
@@ -82,7 +82,7 @@ pub(super) struct Url {
 }
 
 /// Why a URL is not one this client sends.
-pub(super) fn parse_url(url: &str) -> Result<Url, String> {
+pub(crate) fn parse_url(url: &str) -> Result<Url, String> {
     let rest = url
         .strip_prefix("http://")
         .ok_or_else(|| format!("{url}: not an http:// URL"))?;
@@ -90,10 +90,10 @@ pub(super) fn parse_url(url: &str) -> Result<Url, String> {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
-    // The target goes into the request line as is: visible ASCII only (no space, no
+    // Host and target go into the request as they are: visible ASCII only (no space, no
     // control byte that would end the line or start a header).
-    if let Some(b) = path.bytes().find(|b| !(0x21..0x7f).contains(b)) {
-        return Err(format!("{url}: byte {b:#04x} in the path"));
+    if let Some(b) = rest.bytes().find(|b| !(0x21..0x7f).contains(b)) {
+        return Err(format!("{}: byte {b:#04x} in the URL", url.escape_debug()));
     }
     if authority.is_empty() || authority.contains('@') {
         return Err(format!("{url}: no host, or user information in the URL"));
@@ -130,7 +130,7 @@ fn split_authority(a: &str) -> Option<(String, u16)> {
 
 /// The head of an answer: the status and the framing headers.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(super) struct Head {
+pub(crate) struct Head {
     pub status: u16,
     pub reason: String,
     pub content_length: Option<String>,
@@ -139,7 +139,7 @@ pub(super) struct Head {
 }
 
 /// Parses a response head (`bytes` ends at its blank line).
-pub(super) fn parse_head(bytes: &[u8]) -> Result<Head, String> {
+pub(crate) fn parse_head(bytes: &[u8]) -> Result<Head, String> {
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut fields);
     match resp.parse(bytes) {
@@ -397,6 +397,7 @@ mod tests {
             "http://u@s/x",
             "http://s/a b",
             "http://s/a\r\nX: y",
+            "http://s\r\nX:1/a",
             "http://[::1/x",
         ] {
             assert!(parse_url(bad).is_err(), "{bad}");
