@@ -12,7 +12,10 @@
 # store-and-forward phases along the plan's secondaries); the others are rack_shape values.
 # TREE_FANOUT: tree_fanout in the cluster (bench/distribution.sh's ours-tree uses 2).
 # CONDITIONS: clean (no skew), skew (boots within SKEW s), fail (FAIL_SHARE of the nodes die
-# mid-stream), both. SIM_ARGS: extra netboot-sim arguments (e.g. "--set stall=2").
+# mid-stream), both. SIM_ARGS: extra netboot-sim arguments (e.g. "--set stall=2"; "--set
+# keepalive=null --set connect_timeout=3 --set down_candidate_cost=3 --set grace=10" is the
+# agent before issue 13's timers). BOOT_WINDOW: the cluster's boot_window_s (default SKEW):
+# the agents' grace is that + 5 s (imgtool::source::boot_grace), read from the plan.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -49,6 +52,7 @@ else
     --set "primary_uplink=$(awk -v g="$UPLINK_GBPS" 'BEGIN { print g * 1e9 / 8 }')")
 fi
 SKEW=${SKEW:-30}
+BOOT_WINDOW=${BOOT_WINDOW:-$SKEW}
 FAIL_SHARE=${FAIL_SHARE:-0.01}
 read -r -a extra <<< "${SIM_ARGS:-}"
 cargo build --release -q -p pxe-builder -p netboot-sim
@@ -58,10 +62,11 @@ mkdir -p "$work"
 echo k > "$work/vmlinuz"; echo i > "$work/initrd.img"
 
 gen() { # N SHAPE OUT: one group, racks of PER_RACK nodes (a /24 each), the link rates
-python3 - "$1" "$2" "$3" "$PER_RACK" "$NODE_GBPS" "$UPLINK_GBPS" "${TREE_FANOUT:-}" <<'PY'
+python3 - "$1" "$2" "$3" "$PER_RACK" "$NODE_GBPS" "$UPLINK_GBPS" "${TREE_FANOUT:-}" "$BOOT_WINDOW" <<'PY'
 import sys
 n, shape, path, per, node, up = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5], sys.argv[6]
 fanout = f"tree_fanout = {sys.argv[7]}\n" if sys.argv[7] else ""
+fanout += f"boot_window_s = {int(float(sys.argv[8]))}\n"
 out = open(path, "w")
 out.write('[cluster]\nname = "sim"\nimage_server = "http://10.255.0.1:8080"\nserver_ip = "10.255.0.1"\n'
           f'kernel = "vmlinuz"\ninitrd = "initrd.img"\nrack_shape = "{shape}"\n'
@@ -80,7 +85,7 @@ PY
 }
 
 plan() { # N RACK_SHAPE -> path of its clone-plan.json (built once)
-  local p="$work/plan-$1-$2.json"
+  local p="$work/plan-$1-$2-w$BOOT_WINDOW.json"
   if [ ! -f "$p" ]; then
     gen "$1" "$2" "$work/cluster.toml"
     rm -rf "$work/tree"
@@ -126,8 +131,8 @@ names = {"clean": "no skew", "skew": f"skew {skew} s", "fail": f"{share:.0%} dea
 single = rows[0]["single"] if rows else 0
 print(f"### Simulated ({mode}) — single node {single:.2f} s; cells: last node's finish (s), and × (single + skew)")
 print()
-print("| N | scheme | depth |" + "".join(f" {names[c]} |" for c in conds) + (" delayed by failures (max, nodes > 1 s) |" if "both" in conds else ""))
-print("|---:|---|---:|" + "---:|" * len(conds) + ("---|" if "both" in conds else ""))
+print("| N | scheme | depth |" + "".join(f" {names[c]} |" for c in conds) + (" p99, both (s) | delayed by failures (max, nodes > 1 s) |" if "both" in conds else ""))
+print("|---:|---|---:|" + "---:|" * len(conds) + ("---:|---|" if "both" in conds else ""))
 keys = []
 for r in rows:
     k = (r["n"], r["shape"])
@@ -148,9 +153,10 @@ for k in keys:
         cells.append(f"{t:.1f} ({t / (r['single'] + p['skew']):.2f}x){flag}")
     tail = ""
     if "both" in conds and rs.get("both") and rs["both"]["delays"]:
-        d = rs["both"]["delays"]
-        tail = f" {d['max']:.1f} s, {d['over_1s']} |"
+        r = rs["both"]
+        d, p99 = r["delays"], r["summary"]["p99"]
+        tail = f" {p99:.1f} ({p99 / (r['single'] + r['params']['skew']):.2f}x) | {d['max']:.1f} s, {d['over_1s']} |"
     elif "both" in conds:
-        tail = " |"
+        tail = " | |"
     print(f"| {k[0]} | {k[1]} | {any_r['depth']} |" + "".join(f" {c} |" for c in cells) + tail)
 PY

@@ -388,5 +388,42 @@ pub fn upload_wire(data: &[u8]) {
     // so the fuzzer spends its time in the decoder, not in allocating.
     if let Ok(h) = wire::FrameHeaders::parse(get, 256 << 10) {
         let _ = session::verify_frame(frame, &h, "fuzz");
+/// The range client's reading of an answer (`source::client`): `url NUL head` — the URL
+/// through `parse_url` (what goes into the request line), the head through `parse_head`
+/// (httparse, the framing headers, a length given twice) and what it gives through
+/// `source::check::range_reply` for a few ranges (the one answer a node takes).
+pub fn range_answer(data: &[u8]) {
+    use crate::source::check::{range_reply, RangeReply};
+    use crate::source::client::{parse_head, parse_url};
+    let data = cut(data);
+    let (url, head) = match data.iter().position(|&b| b == 0) {
+        Some(i) => (&data[..i], &data[i + 1..]),
+        None => (&b"http://10.0.0.1:8180/img/p1.zst"[..], data),
+    };
+    if let Ok(u) = parse_url(&String::from_utf8_lossy(url)) {
+        // What parse_url lets through must be safe in a request line.
+        assert!(u.path.bytes().all(|b| (0x21..0x7f).contains(&b)), "{u:?}");
+        assert!(!u.host_header.contains(['\r', '\n', ' ']), "{u:?}");
+    }
+    let Ok(h) = parse_head(head) else {
+        return;
+    };
+    let reply = RangeReply {
+        status: h.status,
+        content_length: h.content_length,
+        content_range: h.content_range,
+        transfer_encoding: h.transfer_encoding,
+    };
+    for (o, l) in [
+        (0, 1),
+        (100, 20),
+        (0, 1 << 20),
+        (u64::MAX - 1, 1),
+        (7, u64::MAX),
+    ] {
+        if let Ok(n) = range_reply(&reply, o, l) {
+            // Never more than was asked for.
+            assert!(n <= l.max(1), "{n} bytes taken for {l} asked");
+        }
     }
 }

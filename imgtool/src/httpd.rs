@@ -963,7 +963,7 @@ impl Conn {
 /// httparse because it is incremental: each read scans only its new bytes, where asking
 /// httparse after every read re-parses the whole head — a client trickling a 16 KiB head
 /// a byte at a time would cost 16 Ki parses of up to 16 KiB each.
-fn head_end(buf: &[u8], from: usize) -> Option<usize> {
+pub(crate) fn head_end(buf: &[u8], from: usize) -> Option<usize> {
     let start = from.saturating_sub(3);
     (start..buf.len()).find_map(|i| {
         if buf[i] != b'\n' {

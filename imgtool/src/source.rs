@@ -5,13 +5,21 @@
 //! soon as it has verified it, so a chain of relays runs as one pipe). A broken stream is
 //! reopened at the first frame not yet read — a transfer never restarts from zero.
 //!
-//! HTTP is ureq's, through one agent per [`HttpSource`] (connections pooled): the only
-//! HTTP client in the workspace. An answer to a range is checked against what was asked
-//! (`range_reply`: `Content-Range`, `Content-Length`, no chunked body) and its body
-//! read no further; docs/DISTRIBUTION.md lists the rules and why there is one client.
-//! Those checks, and which URLs are fetched at all, are the pure functions of [`check`].
+//! Whole files go through ureq, one agent per [`HttpSource`]; byte ranges (a frame, a
+//! region's stream) through [`client`], which opens its own sockets so that TCP
+//! keepalive tells a dead upstream (powered off, silent) from a quiet one (a live relay
+//! waiting for its own upstream) in about 3 s, where a read timeout cannot. An answer to
+//! a range is checked against what was asked (`range_reply`: `Content-Range`,
+//! `Content-Length`, no chunked body) and its body read no further; docs/DISTRIBUTION.md
+//! lists the rules and why ranges have their own client. Those checks, and which URLs are
+//! fetched at all, are the pure functions of [`check`].
+//!
+//! The failover timings are constants here ([`CONNECT_TIMEOUT`], [`FAILOVER_ATTEMPTS`],
+//! [`client::KEEPALIVE`], [`backoff`], [`boot_grace`]) so that the simulator (netboot-sim)
+//! models exactly what the agent does.
 
-mod check;
+pub(crate) mod check;
+pub mod client;
 
 use check::{check_range, range_reply, RangeReply};
 pub use check::{check_url, RangeError, UrlError};
@@ -173,8 +181,41 @@ impl From<SmallRead> for String {
     }
 }
 
-/// How long a connection to an upstream may take to open.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a connection to an upstream may take to open. On a LAN a live host answers
+/// a SYN within a millisecond (a booting one that is not listening yet with a reset, at
+/// once: refused is retried until the grace); only a silent address (powered off, or not
+/// up yet) waits this long. Was 3 s; every failover paid it twice.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Requests on an upstream that answered before and has a fallback, before the source
+/// moves on (a dead peer found by keepalive is left at once, see [`HttpSource`]).
+pub const FAILOVER_ATTEMPTS: u32 = 2;
+
+/// The wait before attempt `attempt` (1, 2, …) on one upstream: 200 ms << attempt,
+/// at most 3.2 s.
+pub fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(200 * (1 << attempt.min(4)))
+}
+
+/// Added to the boot window for [`boot_grace`]: from power-on to the relay listening
+/// (firmware, PXE, kernel, DHCP, the plan) is not part of the window the admin gives.
+pub const GRACE_MARGIN: Duration = Duration::from_secs(5);
+
+/// How long a node waits for an upstream that has never answered: the cluster's boot
+/// window (nodes power on within it, so the upstream may be that much later than this
+/// node) plus [`GRACE_MARGIN`]. Leaving earlier sends the node to the next candidate,
+/// which then feeds two at half rate; docs/DISTRIBUTION.md, "What the timers decide".
+pub fn boot_grace(window: Duration) -> Duration {
+    window.saturating_add(GRACE_MARGIN)
+}
+
+/// The grace of a source made without a boot window (`imgtool` itself, tests): the
+/// default window's ([`netboot_proto::plan::DEFAULT_BOOT_WINDOW_S`]).
+pub fn default_grace() -> Duration {
+    boot_grace(Duration::from_secs(
+        netboot_proto::plan::DEFAULT_BOOT_WINDOW_S,
+    ))
+}
 
 /// Called when a source gives up on one upstream and moves to the next: (from, to, why).
 pub type SwitchHook = Box<dyn Fn(&str, &str, &str) + Send + Sync>;
@@ -183,11 +224,18 @@ pub type SwitchHook = Box<dyn Fn(&str, &str, &str) + Send + Sync>;
 /// node, the next one up, …, the primary). Requests go to the current upstream; when it
 /// stops answering (refused, reset, stalled, or a relay without the file) the source moves
 /// to the next one and repeats the request there: the transfer resumes at the chunk it was
-/// fetching, never from zero.
+/// fetching, never from zero. An upstream found **dead** (no answer to TCP keepalive on a
+/// range connection: [`client`]) is left at once, without asking it again: its kernel
+/// did not acknowledge anything for seconds, which a live relay's does however idle it
+/// is.
 pub struct HttpSource {
     bases: Vec<String>,
     current: AtomicUsize,
     agent: ureq::Agent,
+    /// How ranges connect and wait ([`client`]).
+    timeouts: client::Timeouts,
+    /// Per upstream: a range connection to it found its peer dead.
+    dead: Vec<std::sync::Arc<std::sync::atomic::AtomicBool>>,
     /// Attempts per request on the last upstream (the primary) before giving up.
     pub attempts: u32,
     /// Attempts on an upstream that has a fallback and has answered before (so it died)
@@ -226,6 +274,12 @@ impl HttpSource {
             .timeout_write(stall)
             .build();
         HttpSource {
+            timeouts: client::Timeouts {
+                connect: CONNECT_TIMEOUT,
+                stall,
+                keepalive: client::KEEPALIVE,
+            },
+            dead: bases.iter().map(|_| Default::default()).collect(),
             answered: bases
                 .iter()
                 .map(|_| std::sync::atomic::AtomicBool::new(false))
@@ -238,8 +292,8 @@ impl HttpSource {
             current: AtomicUsize::new(0),
             agent,
             attempts: 8,
-            failover_attempts: 2,
-            grace: Duration::from_secs(10),
+            failover_attempts: FAILOVER_ATTEMPTS,
+            grace: default_grace(),
             created: std::time::Instant::now(),
             fetched: Default::default(),
             on_switch: None,
@@ -263,7 +317,7 @@ impl HttpSource {
     /// fails (the last upstream's error is returned). Returns the result and the upstream.
     fn with_failover<T>(
         &self,
-        f: impl Fn(&str, Tries) -> Result<T, SourceError>,
+        f: impl Fn(usize, Tries) -> Result<T, SourceError>,
     ) -> Result<(T, String), SourceError> {
         loop {
             let i = self
@@ -271,6 +325,10 @@ impl HttpSource {
                 .load(Ordering::Relaxed)
                 .min(self.bases.len().saturating_sub(1));
             let last = i + 1 >= self.bases.len();
+            if !last && self.is_dead(i) {
+                self.move_up(i, "found dead earlier");
+                continue;
+            }
             let tries = if last {
                 Tries::Count(self.attempts)
             } else if self.answered[i].load(Ordering::Relaxed) {
@@ -278,7 +336,7 @@ impl HttpSource {
             } else {
                 Tries::Until(self.created + self.grace)
             };
-            match f(&self.bases[i], tries) {
+            match f(i, tries) {
                 Ok(v) => {
                     self.answered[i].store(true, Ordering::Relaxed);
                     return Ok((v, self.bases[i].clone()));
@@ -303,102 +361,113 @@ impl HttpSource {
         }
     }
 
+    /// A range connection to upstream `i` found it dead (and it is not the last).
+    fn is_dead(&self, i: usize) -> bool {
+        i + 1 < self.bases.len() && self.dead[i].load(Ordering::Relaxed)
+    }
+
     fn get(&self, name: &str, range: Option<(u64, u64)>) -> Result<Vec<u8>, SourceError> {
-        self.with_failover(|base, tries| self.get_from(base, name, range, tries))
+        self.with_failover(|i, tries| self.get_from(i, name, range, tries))
             .map(|(v, _)| v)
     }
 
-    /// One request: the body's reader once the status and framing are right, or whether
-    /// to try again. Ranges and whole files go through the same ureq agent (one client
-    /// stack, pooled connections); a range's answer is checked by [`range_reply`] and its
+    /// One request to upstream `i`: the body's reader once the status and framing are
+    /// right, or whether to try again. Whole files go through the ureq agent; ranges
+    /// through [`client`] (keepalive), their answer checked by [`range_reply`] and their
     /// body bounded to what was asked.
     fn request(
         &self,
+        i: usize,
         url: &str,
         range: Option<(u64, u64)>,
     ) -> Result<Box<dyn Read + Send>, Attempt> {
-        let missing = |code: u16| {
-            Attempt::Fatal(SourceError {
-                location: url.to_string(),
-                msg: format!("HTTP {code}: no such file on the server"),
-                unreachable: false,
-            })
-        };
-        let (req, expect) = match range {
-            Some((o, l)) => {
-                let last = o.saturating_add(l.max(1) - 1);
-                let req = self
-                    .agent
-                    .get(url)
-                    .set("Range", &format!("bytes={o}-{last}"));
-                (req, " to a Range request (expected 206)")
-            }
-            None => (self.agent.get(url).timeout(small_file_deadline()), ""),
-        };
-        let resp = match req.call() {
+        match range {
+            Some((o, l)) => self.request_range(i, url, o, l),
+            None => self.request_file(url),
+        }
+    }
+
+    /// A whole file: a `200` and nothing else (ureq hands 1xx–3xx back as answers).
+    fn request_file(&self, url: &str) -> Result<Box<dyn Read + Send>, Attempt> {
+        let resp = match self.agent.get(url).timeout(small_file_deadline()).call() {
             Ok(r) => r,
-            Err(ureq::Error::Status(code @ (404 | 403), _)) => return Err(missing(code)),
+            Err(ureq::Error::Status(code @ (404 | 403), _)) => return Err(missing(url, code)),
             Err(ureq::Error::Status(code, r)) => {
                 return Err(Attempt::Again(
-                    format!("HTTP {code} {}{expect}", r.status_text()),
+                    format!("HTTP {code} {}", r.status_text()),
                     false,
                 ))
             }
-            Err(ureq::Error::Transport(t)) => {
-                // For a range, only no connection at all (name, refused, connect
-                // timeout) makes the upstream unreachable (the caller then reports the
-                // source, not a chunk); anything later is a bad answer. Whole files
-                // count every transport error as unreachable.
-                let unreachable = matches!(
-                    t.kind(),
-                    ureq::ErrorKind::Dns | ureq::ErrorKind::ConnectionFailed
-                );
-                return Err(Attempt::Again(
-                    t.to_string(),
-                    unreachable || range.is_none(),
-                ));
-            }
+            // Whole files count every transport error as unreachable.
+            Err(ureq::Error::Transport(t)) => return Err(Attempt::Again(t.to_string(), true)),
         };
-        let Some((o, l)) = range else {
-            // A whole file is a 200 and nothing else (ureq hands 1xx–3xx back as answers).
-            if resp.status() != 200 {
+        if resp.status() != 200 {
+            return Err(Attempt::Again(
+                format!(
+                    "HTTP {} {} (expected 200)",
+                    resp.status(),
+                    resp.status_text()
+                ),
+                false,
+            ));
+        }
+        Ok(resp.into_reader())
+    }
+
+    /// `l` bytes at `o`: for a range, only no connection at all (name, refused, connect
+    /// timeout) makes the upstream unreachable (the caller then reports the source, not a
+    /// chunk); anything later is a bad answer.
+    fn request_range(
+        &self,
+        i: usize,
+        url: &str,
+        o: u64,
+        l: u64,
+    ) -> Result<Box<dyn Read + Send>, Attempt> {
+        const EXPECT: &str = " to a Range request (expected 206)";
+        let last = o.saturating_add(l.max(1) - 1);
+        let dead = self.dead[i].clone();
+        let (head, body) = match client::get(url, (o, last), &self.timeouts, dead) {
+            Ok(v) => v,
+            Err(client::GetError::Connect(m)) => return Err(Attempt::Again(m, true)),
+            Err(client::GetError::Answer(m)) => return Err(Attempt::Again(m, false)),
+        };
+        match head.status {
+            404 | 403 => return Err(missing(url, head.status)),
+            code @ 400.. => {
                 return Err(Attempt::Again(
-                    format!(
-                        "HTTP {} {} (expected 200)",
-                        resp.status(),
-                        resp.status_text()
-                    ),
+                    format!("HTTP {code} {}{EXPECT}", head.reason),
                     false,
-                ));
+                ))
             }
-            return Ok(resp.into_reader());
-        };
-        let header = |name| resp.header(name).map(str::to_string);
+            _ => {}
+        }
         let reply = RangeReply {
-            status: resp.status(),
-            content_length: header("Content-Length"),
-            content_range: header("Content-Range"),
-            transfer_encoding: header("Transfer-Encoding"),
+            status: head.status,
+            content_length: head.content_length,
+            content_range: head.content_range,
+            transfer_encoding: head.transfer_encoding,
         };
         let n = range_reply(&reply, o, l).map_err(|e| {
             let msg = if reply.status == 206 || reply.status == 200 && o == 0 {
                 e.to_string()
             } else {
-                format!("HTTP {} {}{expect}", reply.status, resp.status_text())
+                format!("HTTP {} {}{EXPECT}", reply.status, head.reason)
             };
             Attempt::Again(msg, false)
         })?;
         // Payload bytes are counted as they arrive, broken transfers included.
         Ok(Box::new(Counted(
-            Box::new(resp.into_reader().take(n)),
+            Box::new(body.bounded(n)),
             self.fetched.clone(),
         )))
     }
 
-    /// Requests to one upstream until one succeeds or `tries` are used up; `read` takes
-    /// the body.
+    /// Requests to upstream `i` until one succeeds or `tries` are used up; `read` takes
+    /// the body. An upstream found dead is not asked again (unless it is the last).
     fn attempts_on<T>(
         &self,
+        i: usize,
         url: &str,
         range: Option<(u64, u64)>,
         tries: Tries,
@@ -409,16 +478,15 @@ impl HttpSource {
         let mut attempt = 0u32;
         loop {
             match tries {
+                _ if attempt > 0 && self.is_dead(i) => break,
                 Tries::Count(n) if attempt >= n.max(1) => break,
                 Tries::Until(t) if attempt > 0 && std::time::Instant::now() >= t => break,
                 _ if attempt == 0 => {}
-                Tries::Count(_) => {
-                    std::thread::sleep(Duration::from_millis(200 * (1 << attempt.min(4))))
-                }
+                Tries::Count(_) => std::thread::sleep(backoff(attempt)),
                 Tries::Until(_) => std::thread::sleep(Duration::from_millis(100)),
             }
             attempt += 1;
-            match self.request(url, range) {
+            match self.request(i, url, range) {
                 Ok(body) => {
                     unreachable = false;
                     match read(body) {
@@ -443,13 +511,13 @@ impl HttpSource {
 
     fn get_from(
         &self,
-        base: &str,
+        i: usize,
         name: &str,
         range: Option<(u64, u64)>,
         tries: Tries,
     ) -> Result<Vec<u8>, SourceError> {
-        let url = format!("{base}/{name}");
-        self.attempts_on(&url, range, tries, |body| match range {
+        let url = format!("{}/{name}", self.bases[i]);
+        self.attempts_on(i, &url, range, tries, |body| match range {
             Some((o, l)) => {
                 let mut buf = Vec::with_capacity(l.min(crate::chunk::MAX_FRAME) as usize);
                 match body.take(l).read_to_end(&mut buf) {
@@ -477,6 +545,15 @@ impl HttpSource {
             }),
         })
     }
+}
+
+/// The error for a file the server says it does not have (404, 403).
+fn missing(url: &str, code: u16) -> Attempt {
+    Attempt::Fatal(SourceError {
+        location: url.to_string(),
+        msg: format!("HTTP {code}: no such file on the server"),
+        unreachable: false,
+    })
 }
 
 /// How long to keep asking one upstream.
@@ -521,7 +598,7 @@ impl ImageSource for HttpSource {
         let mut last = String::new();
         for attempt in 0..self.attempts.max(1) {
             if attempt > 0 {
-                std::thread::sleep(Duration::from_millis(200 * (1 << attempt.min(4))));
+                std::thread::sleep(backoff(attempt));
             }
             match self.agent.get(&url).timeout(small_file_deadline()).call() {
                 Ok(r) if r.status() != 200 => {
@@ -561,8 +638,9 @@ impl ImageSource for HttpSource {
     }
     fn open_range(&self, name: &str, offset: u64, len: u64) -> Result<Stream, SourceError> {
         let range = Some((offset, len));
-        let (reader, from) = self.with_failover(|base, tries| {
-            self.attempts_on(&format!("{base}/{name}"), range, tries, Ok)
+        let (reader, from) = self.with_failover(|i, tries| {
+            let url = format!("{}/{name}", self.bases[i]);
+            self.attempts_on(i, &url, range, tries, Ok)
         })?;
         Ok(Stream { reader, from })
     }
@@ -570,9 +648,11 @@ impl ImageSource for HttpSource {
         let Some(i) = self.bases.iter().position(|b| b == from) else {
             return;
         };
-        // A stream came from it, so it answered once: it gets the failover attempts.
+        // Found dead (keepalive): left at once. Otherwise a stream came from it, so it
+        // answered once: it gets the failover attempts.
         let limit = self.failover_attempts.max(1);
-        if self.strikes[i].fetch_add(1, Ordering::Relaxed) + 1 >= limit as usize {
+        if self.is_dead(i) || self.strikes[i].fetch_add(1, Ordering::Relaxed) + 1 >= limit as usize
+        {
             self.move_up(i, why);
         }
     }

@@ -68,6 +68,11 @@ fn image_load_inputs() {
     assert!(replay("image_load", imgtool::fuzzing::image_load) >= 4);
 }
 
+#[test]
+fn range_answer_inputs() {
+    assert!(replay("range_answer", imgtool::fuzzing::range_answer) >= 3);
+}
+
 /// The captured seeds load completely from the fuzz target's in-memory source, and a
 /// mutation of one chunk is caught by the chunk checks. Before, that source said it was
 /// local yet knew no payload length, so every load stopped at "payload file missing" on

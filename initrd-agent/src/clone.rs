@@ -157,6 +157,7 @@ pub(crate) fn open_source(
     }
     let mut source = HttpSource::chain(up.urls.clone(), route.stall);
     source.attempts = route.attempts;
+    source.grace = route.grace;
     let (rep, urls, names) = (rep.clone(), up.urls.clone(), up.names.clone());
     source.on_switch(Box::new(move |from, to, why| {
         let name = |u: &str| {

@@ -41,9 +41,16 @@ pub struct CloneArgs {
     /// its downstream nodes when it has any (needs --node).
     #[arg(long, requires = "node")]
     pub plan: bool,
-    /// Seconds a read may stall before an upstream counts as dead.
+    /// Seconds a read may wait for data from a live upstream (a relay waiting for its own
+    /// upstream sends nothing for a while); a dead one is found by TCP keepalive in ~3 s.
     #[arg(long, default_value_t = 20)]
     pub stall: u64,
+    /// Seconds within which the nodes power on: an upstream that has not answered yet is
+    /// waited for this long plus 5 s before the next one is tried. Default: the plan's
+    /// `boot_window_s` with --plan, else 30.
+    #[arg(long, value_name = "SECONDS",
+          value_parser = clap::value_parser!(u64).range(0..=netboot_proto::plan::MAX_BOOT_WINDOW_S))]
+    pub boot_window: Option<u64>,
     /// A relay keeps serving until no request came for this many seconds.
     #[arg(long, default_value_t = 15)]
     pub relay_idle: u64,
@@ -106,6 +113,9 @@ fn route(args: &CloneArgs, name: &str) -> anyhow::Result<Route> {
     };
     route.attempts = args.attempts;
     route.stall = Duration::from_secs(args.stall);
+    if let Some(w) = args.boot_window {
+        route.grace = imgtool::source::boot_grace(Duration::from_secs(w));
+    }
     route.relay_idle = Duration::from_secs(args.relay_idle);
     route.trusted = imgtool::sign::load_trusted(&args.trust)?;
     if !args.trust.is_empty() && route.trusted.is_empty() {

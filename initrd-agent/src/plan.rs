@@ -34,6 +34,8 @@ pub struct PlanRoute {
     pub downstream: usize,
     /// Serve the tree's boot files to the entity's nodes (it is the entity's secondary).
     pub boot_files: bool,
+    /// The cluster's boot window, seconds (bounded by the plan's reader).
+    pub boot_window_s: u64,
 }
 
 /// This node's route in the plan `text` (fetched from `url`); `None` when the plan
@@ -80,6 +82,7 @@ fn plan_route(r: Route) -> PlanRoute {
         relay_port: (r.downstream > 0).then_some(r.relay_port),
         downstream: r.downstream,
         boot_files: r.boot_files,
+        boot_window_s: r.boot_window_s,
     }
 }
 

@@ -28,8 +28,15 @@ pub struct Route {
     pub downstream: usize,
     /// A relay's fallback: it stops waiting for downstream after this long without requests.
     pub relay_idle: Duration,
-    /// How long a read may stall before the upstream counts as dead.
+    /// How long a read may stall before the upstream counts as dead. Only a live but
+    /// quiet upstream reaches it: a dead one (powered off, silent) is found by TCP
+    /// keepalive in about 3 s (`imgtool::source::client`), so this stays long enough for
+    /// a relay that waits for its own upstream.
     pub stall: Duration,
+    /// How long an upstream that has never answered is waited for (it may boot later
+    /// than this node): the plan's boot window plus a margin
+    /// (`imgtool::source::boot_grace`).
+    pub grace: Duration,
     pub attempts: u32,
     /// Keys one of which must have signed the image (from the initrd's
     /// `/etc/netboot/trusted`, or `--trust`). Empty: integrity is checked, not origin.
@@ -53,6 +60,7 @@ impl Route {
             downstream: 0,
             relay_idle: Duration::from_secs(15),
             stall: Duration::from_secs(20),
+            grace: imgtool::source::default_grace(),
             attempts,
             trusted: vec![],
             image_id: None,
@@ -74,6 +82,7 @@ impl Route {
         route.relay_listen = p.relay_port.map(|port| format!("0.0.0.0:{port}"));
         route.downstream = p.downstream;
         route.boot_files = p.boot_files;
+        route.grace = imgtool::source::boot_grace(Duration::from_secs(p.boot_window_s));
         route
     }
 

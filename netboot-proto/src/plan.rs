@@ -44,6 +44,15 @@ pub const MAX_CHAIN: usize = 4096;
 /// beyond a 1 % failure rate (1e-16), and walking further is only time lost.
 pub const MAX_CANDIDATES: usize = 8;
 
+/// The cluster's boot window when cluster.toml gives none (`[cluster] boot_window_s`):
+/// nodes are expected to power on within this many seconds of each other.
+pub const DEFAULT_BOOT_WINDOW_S: u64 = 30;
+
+/// The longest boot window a plan may give (an hour): a node waits about this long for an
+/// upstream that has never answered before it pulls from the next one, so a larger value
+/// (a typo, a hostile plan) would park nodes for hours.
+pub const MAX_BOOT_WINDOW_S: u64 = 3600;
+
 /// The directory of the node plans in the boot tree (`etc/plan/<node>.json`, served by
 /// `imgtool serve` with the rest of `etc/`). Keyed by node name, as the plan is: a node
 /// knows its name on every path (`netboot.node=`, bootopts, `clone --node`), and node
@@ -80,6 +89,11 @@ pub struct Plan {
     pub groups: Vec<GroupPlan>,
     /// Per node name: its role in the plan of its active group.
     pub nodes: BTreeMap<String, NodeRole>,
+    /// The cluster's boot window in seconds (0 to [`MAX_BOOT_WINDOW_S`]; missing or
+    /// `null`: [`DEFAULT_BOOT_WINDOW_S`]). A node waits this long (plus a margin) for an
+    /// upstream that has never answered, as it may simply boot later.
+    #[serde(deserialize_with = "boot_window_s")]
+    pub boot_window_s: u64,
 }
 
 impl Default for Plan {
@@ -91,6 +105,7 @@ impl Default for Plan {
             addresses: BTreeMap::new(),
             groups: vec![],
             nodes: BTreeMap::new(),
+            boot_window_s: DEFAULT_BOOT_WINDOW_S,
         }
     }
 }
@@ -159,6 +174,20 @@ fn relay_port<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
         .ok_or_else(|| serde::de::Error::custom(format!("relay_port {v} is not a port (1-65535)")))
 }
 
+fn boot_window_s<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let v = serde_json::Value::deserialize(d)?;
+    if v.is_null() {
+        return Ok(DEFAULT_BOOT_WINDOW_S);
+    }
+    v.as_u64()
+        .filter(|s| *s <= MAX_BOOT_WINDOW_S)
+        .ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "boot_window_s {v} is not 0 to {MAX_BOOT_WINDOW_S} seconds"
+            ))
+        })
+}
+
 /// Why a plan, or a node's route in it, cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
@@ -217,6 +246,9 @@ pub struct NodePlan {
     /// ([`crate::bootfiles`]) once from the primary and serves them to its entity's nodes
     /// on its relay (their iPXE scripts try it first). Missing: `false`.
     pub boot_files: bool,
+    /// As [`Plan::boot_window_s`].
+    #[serde(deserialize_with = "boot_window_s")]
+    pub boot_window_s: u64,
 }
 
 impl Default for NodePlan {
@@ -232,6 +264,7 @@ impl Default for NodePlan {
             downstream: 0,
             relay_port: DEFAULT_RELAY_PORT,
             boot_files: false,
+            boot_window_s: DEFAULT_BOOT_WINDOW_S,
         }
     }
 }
@@ -282,6 +315,7 @@ impl NodePlan {
             relay_port: self.relay_port,
             downstream: self.downstream,
             boot_files: self.boot_files,
+            boot_window_s: self.boot_window_s,
         })
     }
 }
@@ -314,6 +348,8 @@ pub struct Route {
     /// Serve the tree's boot files to the entity's nodes ([`NodePlan::boot_files`]; from
     /// `clone-plan.json`: the node is an entity's secondary, [`ROLE_SECONDARY`]).
     pub boot_files: bool,
+    /// The cluster's boot window ([`Plan::boot_window_s`]), at most [`MAX_BOOT_WINDOW_S`].
+    pub boot_window_s: u64,
 }
 
 impl Plan {
@@ -412,6 +448,7 @@ impl Plan {
             relay_port: self.relay_port,
             downstream: role.downstream.len(),
             boot_files: role.role == ROLE_SECONDARY,
+            boot_window_s: self.boot_window_s,
         }))
     }
 }
@@ -680,6 +717,7 @@ mod tests {
                 .collect(),
             downstream: 2,
             relay_port: 8200,
+            boot_window_s: 45,
             ..NodePlan::default()
         }
     }
@@ -701,6 +739,40 @@ mod tests {
             .unwrap();
         assert!(r.upstreams.is_empty());
         assert_eq!((r.relay_port, r.downstream), (DEFAULT_RELAY_PORT, 0));
+        assert_eq!(r.boot_window_s, DEFAULT_BOOT_WINDOW_S);
+    }
+
+    #[test]
+    fn the_boot_window_is_carried_and_bounded() {
+        let r = node_plan(&[]).route("c").unwrap();
+        assert_eq!(r.boot_window_s, 45);
+        let np = |w: &str| {
+            NodePlan::from_json(format!(r#"{{"node": "c", "boot_window_s": {w}}}"#).as_bytes())
+        };
+        assert_eq!(np("0").unwrap().boot_window_s, 0);
+        assert_eq!(np("null").unwrap().boot_window_s, DEFAULT_BOOT_WINDOW_S);
+        assert_eq!(np("3600").unwrap().boot_window_s, MAX_BOOT_WINDOW_S);
+        for bad in ["3601", "-1", "1.5", "\"30\"", "18446744073709551616"] {
+            let e = np(bad).unwrap_err();
+            assert!(matches!(e, PlanError::Json(_)), "{bad}: {e:?}");
+        }
+        let Err(PlanError::Json(e)) = np("99999") else {
+            panic!("an hour and more taken")
+        };
+        let e = e.to_string();
+        assert!(
+            e.contains("boot_window_s 99999 is not 0 to 3600 seconds"),
+            "{e}"
+        );
+        // The whole plan carries it too (trees written before node plans).
+        let mut p = abc();
+        p.boot_window_s = 120;
+        let back = Plan::from_json(serde_json::to_string(&p).unwrap().as_bytes()).unwrap();
+        assert_eq!(back.route("c").unwrap().unwrap().boot_window_s, 120);
+        assert_eq!(
+            abc().route("c").unwrap().unwrap().boot_window_s,
+            DEFAULT_BOOT_WINDOW_S
+        );
     }
 
     #[test]

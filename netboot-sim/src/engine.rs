@@ -24,12 +24,14 @@
 //! events instead of 4·10^8 frame events.
 //!
 //! **Failover** (the agent's rules, `imgtool::source`): a node whose upstream dies
-//! (silently) notices after `stall`, tries it `failover_attempts` more times (connect
-//! timeouts with back-off), then moves to the next candidate — its upstream's upstream,
-//! and so on (at most `max_candidates`, then the primary) — and resumes at the frame it
-//! reached. An upstream that has not booted is waited for until `grace` after the node's
-//! start; after that each candidate that is not up costs `down_candidate_cost`. A
-//! finished node keeps serving (a relay holds until its downstream is served).
+//! (silently) notices after `keepalive` (TCP keepalive, 3 s) and leaves it at once (the
+//! agent before keepalive: after `stall`, then `failover_attempts` connect timeouts with
+//! back-off), then moves to the next candidate — its upstream's upstream, and so on (at
+//! most `max_candidates`, then the primary) — and resumes at the frame it reached. An
+//! upstream that has not answered is waited for until `grace` after the node's start
+//! (every candidate, also after a move); after that each candidate that is not up costs
+//! `down_candidate_cost`. A finished node keeps serving (a relay holds until its
+//! downstream is served).
 
 use crate::net::{Net, Up};
 use crate::params::Params;
@@ -346,7 +348,9 @@ impl<'a> Sim<'a> {
             Up::Node(_) if f.steps >= self.p.max_candidates => Up::Primary,
             Up::Node(u) => self.net.up(u as usize),
         };
-        self.try_connect(d, now, true);
+        // The agent's grace covers every upstream that has not answered yet, counted from
+        // the node's start: within it, the next candidate is waited for too.
+        self.try_connect(d, now, false);
     }
 
     fn cross(&self, d: usize) -> Option<(Option<usize>, usize)> {
@@ -690,8 +694,7 @@ mod tests {
         }
         // With a reset-like failure (no stall) the delay shrinks to the reconnects.
         let fast = Params {
-            stall: 0.0,
-            connect_timeout: 0.0,
+            keepalive: Some(0.0),
             ..p
         };
         let out2 = run(&net, &fast).unwrap();

@@ -51,11 +51,19 @@ pub struct Params {
     pub pause: f64,
     /// The agent's `--stall`: no data for this long and the stream counts as broken.
     pub stall: f64,
-    /// Connection attempt timeout (`imgtool::source` CONNECT_TIMEOUT, 3 s).
+    /// How long TCP keepalive takes to find a silent upstream dead
+    /// (`imgtool::source::client::KEEPALIVE`, 3 s); the agent then leaves it at once.
+    /// `null`: the agent before keepalive (a death is noticed by the stall, then
+    /// `failover_attempts` connects time out).
+    pub keepalive: Option<f64>,
+    /// Connection attempt timeout (`imgtool::source::CONNECT_TIMEOUT`, 1 s; was 3 s).
     pub connect_timeout: f64,
-    /// Attempts on an upstream that answered before, before moving on (2).
+    /// Attempts on an upstream that answered before, before moving on
+    /// (`imgtool::source::FAILOVER_ATTEMPTS`, 2).
     pub failover_attempts: u32,
-    /// How long a node waits for an upstream that never answered (`grace`, 10 s).
+    /// How long a node waits for an upstream that never answered:
+    /// `imgtool::source::boot_grace` of the boot window (the plan's `boot_window_s`,
+    /// 30 s by default, + 5 s). Was 10 s.
     pub grace: f64,
     /// Cost of trying a candidate that is not up (dead, or not booted after the grace):
     /// a connect timeout on real hardware; 0 where a reset comes back (netns).
@@ -91,14 +99,27 @@ impl Default for Params {
             pause_share: 0.0,
             pause: 0.0,
             stall: 20.0,
-            connect_timeout: 3.0,
-            failover_attempts: 2,
-            grace: 10.0,
-            down_candidate_cost: 3.0,
+            keepalive: Some(secs(imgtool::source::client::KEEPALIVE.detection())),
+            connect_timeout: secs(imgtool::source::CONNECT_TIMEOUT),
+            failover_attempts: imgtool::source::FAILOVER_ATTEMPTS,
+            grace: secs(imgtool::source::default_grace()),
+            down_candidate_cost: secs(imgtool::source::CONNECT_TIMEOUT),
             max_candidates: netboot_proto::plan::MAX_CANDIDATES,
             seed: 1,
         }
     }
+}
+
+fn secs(d: std::time::Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+/// The agent's grace for a cluster whose nodes power on within `window_s` seconds
+/// (`imgtool::source::boot_grace`).
+pub fn grace_for_window(window_s: u64) -> f64 {
+    secs(imgtool::source::boot_grace(std::time::Duration::from_secs(
+        window_s,
+    )))
 }
 
 /// The most connection attempts per upstream a parameter file may ask for (the agent
@@ -123,11 +144,16 @@ impl Params {
     }
 
     /// From the moment a silent upstream dies until its downstream pulls from the next
-    /// candidate: the stall timeout, then `failover_attempts` connection attempts that
-    /// time out, with the agent's back-off (200 ms << attempt) between them.
+    /// candidate. With keepalive: its detection time (the agent then leaves the dead
+    /// upstream without asking it again). Without (the agent before): the stall timeout,
+    /// then `failover_attempts` connection attempts that time out, with the agent's
+    /// back-off (`imgtool::source::backoff`) between them.
     pub fn detect(&self) -> f64 {
+        if let Some(k) = self.keepalive {
+            return k;
+        }
         let n = self.failover_attempts.max(1);
-        let backoff: f64 = (1..n).map(|a| 0.2 * f64::from(1u32 << a.min(4))).sum();
+        let backoff: f64 = (1..n).map(|a| secs(imgtool::source::backoff(a))).sum();
         self.stall + f64::from(n) * self.connect_timeout + backoff
     }
 
@@ -167,6 +193,7 @@ impl Params {
             ("connect_timeout", self.connect_timeout),
             ("grace", self.grace),
             ("down_candidate_cost", self.down_candidate_cost),
+            ("keepalive", self.keepalive.unwrap_or(0.0)),
         ];
         for (name, v) in nonneg {
             if !(v.is_finite() && v >= 0.0) {
@@ -212,8 +239,21 @@ mod tests {
     #[test]
     fn the_agents_failover_time_and_block_sizes() {
         let p = Params::default();
-        // 20 s stall, two 3 s connects, 400 ms back-off between them.
-        assert!((p.detect() - 26.4).abs() < 1e-9, "{}", p.detect());
+        // TCP keepalive finds a silent upstream dead in 3 s; the agent leaves it at once.
+        assert!((p.detect() - 3.0).abs() < 1e-9, "{}", p.detect());
+        // The agent's own constants, not copies: 1 s connects, 35 s grace (30 s window).
+        assert_eq!(
+            (p.connect_timeout, p.grace, p.failover_attempts),
+            (1.0, 35.0, 2)
+        );
+        assert_eq!(grace_for_window(60), 65.0);
+        // Before keepalive: 20 s stall, two 3 s connects, 400 ms back-off between them.
+        let old = Params {
+            keepalive: None,
+            connect_timeout: 3.0,
+            ..Params::default()
+        };
+        assert!((old.detect() - 26.4).abs() < 1e-9, "{}", old.detect());
         assert_eq!(p.frames(), 4096);
         assert_eq!(p.block_frames(), 64);
         assert!(p.check().is_ok());

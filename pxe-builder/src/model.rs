@@ -68,6 +68,9 @@ struct ClusterDef {
     spine_gbps: Option<S<f64>>,
     #[serde(default)]
     primary_uplink_gbps: Option<S<f64>>,
+    /// Seconds within which the nodes power on (the agents' grace, docs/DISTRIBUTION.md).
+    #[serde(default)]
+    boot_window_s: Option<S<i64>>,
 }
 
 fn default_relay_port() -> u16 {
@@ -184,6 +187,10 @@ pub struct Settings {
     pub tree_fanout: usize,
     /// The link rates the `tree` shape is sized by.
     pub links: Links,
+    /// Seconds within which the nodes power on (`boot_window_s`, 0 to
+    /// `netboot_proto::plan::MAX_BOOT_WINDOW_S`, default 30): carried in the plans, a
+    /// node waits that long (plus a margin) for an upstream that has not answered yet.
+    pub boot_window_s: u64,
 }
 
 /// Link rates in Gbit/s (`[cluster]` `node_link_gbps`, `rack_uplink_gbps`, `spine_gbps`,
@@ -717,6 +724,7 @@ fn settings(
     );
     let tree_fanout = tree_fanout(cx, c.tree_fanout.as_ref());
     let links = links(cx, c);
+    let boot_window_s = boot_window(cx, c.boot_window_s.as_ref());
     let kernel = file_path(&c.kernel, "kernel", cx);
     let initrd = file_path(&c.initrd, "initrd", cx);
     let vsmp_loader = c
@@ -742,6 +750,7 @@ fn settings(
         rack_shape,
         tree_fanout,
         links,
+        boot_window_s,
         grub_dir: PathBuf::from(
             c.grub_dir
                 .as_ref()
@@ -767,6 +776,27 @@ fn tree_fanout(cx: &mut Ctx, v: Option<&S<i64>>) -> usize {
                 ),
             );
             DEFAULT_TREE_FANOUT
+        }
+    }
+}
+
+/// `boot_window_s`: 0 to `MAX_BOOT_WINDOW_S` (reported otherwise; the default is used).
+fn boot_window(cx: &mut Ctx, v: Option<&S<i64>>) -> u64 {
+    use netboot_proto::plan::{DEFAULT_BOOT_WINDOW_S, MAX_BOOT_WINDOW_S};
+    let Some(v) = v else {
+        return DEFAULT_BOOT_WINDOW_S;
+    };
+    match u64::try_from(*v.get_ref()) {
+        Ok(w) if w <= MAX_BOOT_WINDOW_S => w,
+        _ => {
+            cx.at(
+                v.span(),
+                format!(
+                    "boot_window_s = {}: seconds within which the nodes power on, 0 to {MAX_BOOT_WINDOW_S}",
+                    v.get_ref()
+                ),
+            );
+            DEFAULT_BOOT_WINDOW_S
         }
     }
 }

@@ -376,6 +376,7 @@ pub fn plan_of(c: &Cluster, l: &Layout) -> Plan {
         addresses,
         groups,
         nodes,
+        boot_window_s: c.settings.boot_window_s,
     }
 }
 
@@ -404,6 +405,7 @@ pub fn node_plans(c: &Cluster, l: &Layout) -> Vec<NodePlan> {
                 relay_port: c.settings.relay_port,
                 // An entity's secondary serves the boot files to its rack (docs/BOOT.md).
                 boot_files: l.role[m] == ROLE_SECONDARY,
+                boot_window_s: c.settings.boot_window_s,
             }
         })
         .collect()

@@ -64,7 +64,7 @@ pub(super) fn check_range(offset: u64, len: u64) -> Result<(), RangeError> {
 }
 
 /// The framing headers of an answer to `Range: bytes=o-(o+l-1)`.
-pub(super) struct RangeReply {
+pub(crate) struct RangeReply {
     pub status: u16,
     pub content_length: Option<String>,
     pub content_range: Option<String>,
@@ -78,7 +78,7 @@ pub(super) struct RangeReply {
 /// ignores `Range`) is only taken for `o = 0`, and only its first `l` bytes. Bodies must
 /// have a `Content-Length`: a chunked or close-delimited body could not be bounded
 /// before it is read.
-pub(super) fn range_reply(r: &RangeReply, o: u64, l: u64) -> Result<u64, RangeError> {
+pub(crate) fn range_reply(r: &RangeReply, o: u64, l: u64) -> Result<u64, RangeError> {
     let l = l.max(1);
     if !(r.status == 206 || r.status == 200 && o == 0) {
         return Err(RangeError::Status { status: r.status });

@@ -73,6 +73,15 @@ fn params(args: &Args) -> anyhow::Result<Params> {
     Ok(p)
 }
 
+/// Whether the `--params` file gives field `name`.
+fn params_file_sets(args: &Args, name: &str) -> anyhow::Result<bool> {
+    let Some(f) = &args.params else {
+        return Ok(false);
+    };
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(f)?)?;
+    Ok(v.get(name).is_some())
+}
+
 fn read_plan(path: &PathBuf) -> anyhow::Result<Plan> {
     use std::io::Read;
     let mut text = vec![];
@@ -152,7 +161,14 @@ fn main() -> anyhow::Result<()> {
             "cmu" => Scheme::Cmu,
             s => bail!("unknown scheme {s} (plan, naive, cmu)"),
         };
-        let net = Net::from_plan(&read_plan(path)?, scheme)?;
+        let plan = read_plan(path)?;
+        // The agents' grace follows the plan's boot window, as on the nodes, unless the
+        // parameters give one.
+        let mut p = p;
+        if !args.set.iter().any(|s| s.starts_with("grace=")) && !params_file_sets(&args, "grace")? {
+            p.grace = netboot_sim::params::grace_for_window(plan.boot_window_s);
+        }
+        let net = Net::from_plan(&plan, scheme)?;
         return report(&args.scheme, &net, &p, single, &args);
     }
     if args.shape.is_empty() {
