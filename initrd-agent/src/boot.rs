@@ -3,7 +3,8 @@
 //! bootopts ([`crate::resolve`]) and add the network settings they complete (a gateway:
 //! [`crate::net::apply_bootopts`]), then do what the mode says — `clone`: pick the target
 //! disk ([`crate::target`]), find the route in the clone plan ([`crate::route`]), load the
-//! initrd's trusted keys, and clone ([`crate::clone`]).
+//! initrd's trusted keys, and clone ([`crate::clone`]); `backup`: capture the disk and
+//! stream it to the server as the group's next version ([`crate::backup`]).
 
 use crate::config::Config;
 use crate::report::Reporter;
@@ -25,6 +26,7 @@ pub fn run(cfg: &mut Config, rep: &mut Arc<Reporter>) -> anyhow::Result<()> {
     }
     match cfg.mode.as_str() {
         "clone" => clone(cfg, rep),
+        "backup" => crate::backup::run(cfg, rep).map(|_| ()),
         other => anyhow::bail!(
             "netboot.mode={other} is not handled by this agent version (it clones disk-based groups); boot this node with a clone entry"
         ),

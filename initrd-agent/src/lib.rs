@@ -9,6 +9,8 @@
 //!   bootopts), [`target`] picks the disk, [`route`] reads this
 //!   node's place in the clone [`plan`], and [`clone`] does the work.
 //! - [`command`]: `initrd-agent clone`, the same [`clone`] without booting.
+//! - [`backup`]: `netboot.mode=backup` and `initrd-agent backup`: the disk captured and
+//!   streamed to the server as the group's next image version (imgtool's upload).
 //! - [`clone`]: load the image, check trust, restore (imgtool), grow, report; with a
 //!   [`relay`] when the route makes this node one (its cache and completion logic are
 //!   plain types, its HTTP face is imgtool's server).
@@ -16,6 +18,7 @@
 //!
 //! No module imports one that imports it back: the flow goes downwards in this list.
 
+pub mod backup;
 pub mod boot;
 pub mod clone;
 pub mod command;

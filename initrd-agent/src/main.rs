@@ -22,6 +22,8 @@ struct Cli {
 enum Cmd {
     /// Clone the group's image from SERVER onto a disk (the PID 1 flow, minus booting).
     Clone(CloneArgs),
+    /// Capture a disk and upload it as the group's next image version (the backup mode).
+    Backup(initrd_agent::backup::BackupArgs),
 }
 
 fn main() -> ExitCode {
@@ -31,6 +33,7 @@ fn main() -> ExitCode {
     }
     let result = match Cli::parse().cmd {
         Cmd::Clone(args) => initrd_agent::command::clone(args),
+        Cmd::Backup(args) => initrd_agent::backup::command(args).map(|_| ()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
