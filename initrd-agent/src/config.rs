@@ -130,12 +130,12 @@ pub const MAX_TOKEN: usize = 128;
 /// Most partitions `netboot.partitions=` may name (GPT's usual table holds 128).
 pub const MAX_PARTITIONS: usize = 128;
 
-/// `netboot.token=`: 16 to [`MAX_TOKEN`] URL-safe characters (it goes into an HTTP
+/// `netboot.token=`: 16 to [`MAX_TOKEN`] of `[A-Za-z0-9_-]`, as `imgtool serve` takes them (an HTTP
 /// header and is printed shortened; nothing else).
 fn parse_token(v: &str) -> Option<String> {
     let ok = (16..=MAX_TOKEN).contains(&v.len())
         && v.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     ok.then(|| v.to_string())
 }
 
@@ -312,9 +312,10 @@ impl Config {
                     c.image_id = Some(v.into())
                 }
                 "netboot.token" => {
-                    c.backup.token = Some(parse_token(v).ok_or_else(|| {
-                        bad("upload token (16-128 letters, digits, `-`, `_`, `.`)")
-                    })?)
+                    c.backup.token =
+                        Some(parse_token(v).ok_or_else(|| {
+                            bad("upload token (16-128 letters, digits, `-`, `_`)")
+                        })?)
                 }
                 "netboot.partitions" => {
                     c.backup.partitions = Some(parse_partitions(v).ok_or_else(|| {
@@ -680,7 +681,7 @@ mod tests {
 
     #[test]
     fn backup_keys_are_read_and_bad_ones_named() {
-        let tok = "Ab3-_.".repeat(4);
+        let tok = "Ab3-_x".repeat(4);
         let c = Config::from_cmdline(&format!(
             "netboot.mode=backup netboot.group=compute netboot.token={tok} netboot.partitions=1,2,4"
         ))
@@ -693,6 +694,7 @@ mod tests {
             "netboot.token=short",
             "netboot.token=has/slash/in/it/0123",
             "netboot.token=percent%0123456789abcdef",
+            "netboot.token=dotted.0123456789abcdef",
             &format!("netboot.token={}", "a".repeat(MAX_TOKEN + 1)),
             "netboot.partitions=",
             "netboot.partitions=0",

@@ -7,12 +7,15 @@
 //! - [`escape`] quotes or refuses each value for each output syntax (second wall);
 //! - [`hex`] computes the hex-IP file names pxelinux and GRUB look up (exact minimal cover);
 //! - [`boot`] renders each node's and each subnet's entry (pxelinux, GRUB, iPXE, bootopts);
+//! - [`backup`] marks one node of a built tree for a network backup (its entries and its
+//!   upload token);
 //! - [`dhcp`] renders dnsmasq and ISC dhcpd snippets; [`plan`] the clone plan;
 //! - [`tree`] assembles every file and writes the tree atomically; [`lookup`] explains
 //!   which file a client will load; [`render`] is what the command prints;
 //! - [`work`] counts the steps of check and build (the linear-growth test);
 //! - [`fuzzing`] the fuzz target body for cluster.toml (docs/FUZZING.md).
 
+pub mod backup;
 pub mod boot;
 pub mod cpio;
 pub mod dhcp;
