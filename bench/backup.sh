@@ -16,8 +16,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 RATE=${RATE:-1gbit}
-cargo build --release -q -p imgtool -p initrd-agent
-bin=$PWD/target/release
+# The agent exactly as the initrd carries it (static, release), and imgtool built the same
+# way (it shares the agent's compiled dependencies).
+agent=$(scripts/build-agent.sh)
+RUSTFLAGS="-C target-feature=+crt-static -C relocation-model=static -C strip=symbols" cargo build --release -q -p imgtool \
+  --target x86_64-unknown-linux-gnu
+imgtool=$PWD/target/x86_64-unknown-linux-gnu/release/imgtool
 work=$(realpath -m "${BENCH_DIR:-bench/work}")/backup
 mkdir -p "$work"
 master=${FIXTURE:-}
@@ -52,7 +56,7 @@ token() { head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
 serve() { # netns-or-empty listen -> imgtool serve on a fresh image root; sets $tok
   rm -rf "$work/images"; mkdir -p "$work/images"
   tok=$(token); printf 'compute %s\n' "$tok" > "$tokens"; chmod 600 "$tokens"
-  ${1:+ip netns exec "$1"} "$bin/imgtool" serve "$work/images" --tokens "$tokens" --listen "$2" >/dev/null 2>"$work/serve.log" &
+  ${1:+ip netns exec "$1"} "$imgtool" serve "$work/images" --tokens "$tokens" --listen "$2" >/dev/null 2>"$work/serve.log" &
   pids+=($!)
   for _ in $(seq 50); do
     ${1:+ip netns exec "$1"} bash -c "exec 3<>/dev/tcp/${2%:*}/${2#*:}" 2>/dev/null && break
@@ -64,7 +68,7 @@ stop_servers() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "
 backup() { # client-netns-or-empty server-addr server-netns-or-empty -> $result seconds, $sent
   serve "${3:-}" "$2"
   drop; local t0; t0=$(now)
-  ${1:+ip netns exec "$1"} "$bin/initrd-agent" backup --server "http://$2" --group compute \
+  ${1:+ip netns exec "$1"} "$agent" backup --server "http://$2" --group compute \
     --token "$tok" --disk "$M" --partitions 2 > "$work/agent.log" 2>&1 \
     || { cat "$work/agent.log" >&2; exit 1; }
   local t1; t1=$(now)
@@ -82,7 +86,7 @@ stream() { # sender-netns-or-empty host port receiver-netns-or-empty -> $result 
   sleep 0.5
   drop; local t0; t0=$(now)
   partclone.ext4 -c -s "$P2" -o - -L /dev/null 2>/dev/null | zstd -T0 -3 -q \
-    | ${1:+ip netns exec "$1"} busybox nc "$2" "$3"
+    | ${1:+ip netns exec "$1"} bash -c "cat > /dev/tcp/$2/$3" # busybox nc cuts its input short
   wait "$rx" || true
   local t1; t1=$(now)
   pc_size=$(size "$work/pc.zst")
@@ -91,7 +95,7 @@ stream() { # sender-netns-or-empty host port receiver-netns-or-empty -> $result 
 
 # --- local capture (the reference the issue sets: backup within 1.2x on loopback) ---
 rm -rf "$work/local"
-drop; t0=$(now); "$bin/imgtool" capture -q --partitions 2 "$M" "$work/local" >/dev/null; t1=$(now)
+drop; t0=$(now); "$imgtool" capture -q --partitions 2 "$M" "$work/local" >/dev/null; t1=$(now)
 local_s=$(secs "$t0" "$t1"); local_id=$(jq -r .image_id "$work/local/manifest" 2>/dev/null || true)
 local_size=$(du -cb "$work"/local/*.zst | tail -1 | cut -f1)
 rm -rf "$work/local"

@@ -78,7 +78,11 @@ impl BackupJob {
 pub struct Published {
     /// The new version's image id (sha256 of its manifest).
     pub image_id: String,
-    /// Payload bytes sent (compressed).
+    /// `<group>@<id12>`.
+    pub version: String,
+    /// The version's stable URL.
+    pub url: String,
+    /// Bytes sent (frames, layout, manifest).
     pub bytes_sent: u64,
 }
 
@@ -111,25 +115,37 @@ pub fn backup(job: &BackupJob, disk: &Path, rep: &Arc<Reporter>) -> anyhow::Resu
     );
     let dev = Disk::open_ro_direct(disk)
         .with_context(|| format!("opening {} read-only", disk.display()))?;
-    let progress = {
-        let rep = rep.clone();
-        Progress::callback(Arc::new(move |what, done, total| {
-            rep.progress(what, done, total)
-        }))
-    };
-    let published = upload(job, &dev, disk, &progress, rep)
+    let published = upload(job, &dev, disk, &progress(rep))
         .with_context(|| format!("backing up {} to {}", disk.display(), job.server))?;
     rep.phase(
         Phase::Done,
         &format!(
-            "backup of {} published as group {} image {} ({} bytes sent)",
+            "backup of {} published as {} image {} ({} bytes sent), {}",
             disk.display(),
-            job.group,
+            published.version,
             published.image_id,
-            published.bytes_sent
+            published.bytes_sent,
+            published.url
         ),
     );
     Ok(published)
+}
+
+/// Capture progress to the console and the board; once every byte is read, the
+/// `publishing` phase (the last frames go out, the server checks the manifest and swaps
+/// the version in).
+fn progress(rep: &Arc<Reporter>) -> Progress {
+    let rep = rep.clone();
+    let said = std::sync::atomic::AtomicBool::new(false);
+    Progress::callback(Arc::new(move |what, done, total| {
+        rep.progress(what, done, total);
+        if total > 0 && done >= total && !said.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            rep.phase(
+                Phase::Publishing,
+                "disk read; the last chunks go out and the server checks and publishes the image",
+            );
+        }
+    }))
 }
 
 /// imgtool's streamed capture: the one code path `imgtool capture DISK URL` uses too.
@@ -138,10 +154,18 @@ fn upload(
     dev: &Disk,
     disk: &Path,
     progress: &Progress,
-    rep: &Reporter,
 ) -> anyhow::Result<Published> {
-    let _ = (job, dev, disk, progress, rep);
-    anyhow::bail!("upload is not built into this agent yet")
+    let target = imgtool::upload::UploadTarget::parse(
+        &format!("{}/{}", job.server, job.group),
+        &job.token,
+    )?;
+    let r = imgtool::upload::capture_to_server(dev, disk, &job.capture_options(), &target, progress)?;
+    Ok(Published {
+        image_id: r.image_id,
+        version: r.version,
+        url: r.url,
+        bytes_sent: r.bytes_sent,
+    })
 }
 
 /// `initrd-agent backup`: the boot flow's backup minus booting and networking.
