@@ -1,8 +1,10 @@
 //! Capture: reads a disk's layout, probes the selected partitions' file systems, and
-//! writes the image directory: `layout`, one payload per region (the disk head and each
+//! produces an image: `layout`, one payload per region (the disk head and each
 //! partition) made of independent zstd frames, and the `manifest` whose sha256 is the
-//! image id. The output is built in `<dir>.partial` and renamed into place at the end;
-//! a failed capture removes it again.
+//! image id. Where the image goes is an [`ImageSink`]: a directory ([`DirSink`], built
+//! in `<dir>.partial` and renamed into place at the end; a failed capture removes it
+//! again) or an upload to `imgtool serve` while capturing ([`crate::upload`]). The
+//! bytes and the id do not depend on the sink.
 
 use crate::chunk::chunk_ranges;
 use crate::disk::{AlignedBuf, BlockIo};
@@ -49,12 +51,106 @@ pub const HEAD_MAX: u64 = crate::table::MAX_HEAD;
 /// The frame codec moved to [`crate::frame`]; this path keeps working.
 pub use crate::frame::compress_chunk;
 
+/// Where a capture's output goes, in this order: for each region `begin_region`, its
+/// frames in manifest order (`frame`: the chunk's entry is complete, its
+/// `payload_offset` is where the frame goes in the payload), `end_region`; then
+/// `finish` with the `layout` and `manifest` files' bytes. Nothing is called before the
+/// disk's table and the selection were checked.
+pub trait ImageSink {
+    fn begin_region(&mut self, region: &Region) -> Result<()>;
+    fn frame(&mut self, region: &Region, index: usize, chunk: &Chunk, frame: Vec<u8>)
+        -> Result<()>;
+    fn end_region(&mut self, region: &Region) -> Result<()>;
+    fn finish(&mut self, layout: &[u8], manifest: &[u8]) -> Result<()>;
+}
+
+/// An image directory being written: `<out>.partial`, renamed to `out` by
+/// [`DirSink::commit`]; removed when dropped before that.
+pub struct DirSink {
+    out: PathBuf,
+    partial: PathBuf,
+    /// Removed again on any error; disarmed once renamed into place.
+    cleanup: RemoveOnDrop,
+    payload: Option<(PathBuf, std::io::BufWriter<std::fs::File>)>,
+}
+
+impl DirSink {
+    /// A new image directory `out`, which must not exist (a stale `<out>.partial` is
+    /// removed). Nothing is created before the first region.
+    pub fn new(out: &Path) -> Result<DirSink> {
+        if out.exists() {
+            return Err(Error::Exists {
+                path: out.to_path_buf(),
+            });
+        }
+        Ok(DirSink {
+            out: out.to_path_buf(),
+            partial: PathBuf::from(format!("{}.partial", out.display())),
+            cleanup: RemoveOnDrop(None),
+            payload: None,
+        })
+    }
+
+    fn create(&mut self) -> Result<()> {
+        if self.cleanup.0.is_some() {
+            return Ok(());
+        }
+        let partial = &self.partial;
+        if partial.exists() {
+            std::fs::remove_dir_all(partial).map_err(|e| Error::io("removing stale", partial, e))?;
+        }
+        std::fs::create_dir_all(partial).map_err(|e| Error::io("creating", partial, e))?;
+        self.cleanup.0 = Some(partial.clone());
+        Ok(())
+    }
+
+    /// Renames the finished directory into place.
+    pub fn commit(mut self) -> Result<()> {
+        self.create()?;
+        std::fs::rename(&self.partial, &self.out)
+            .map_err(|e| Error::io("renaming into place", &self.out, e))?;
+        self.cleanup.0 = None;
+        Ok(())
+    }
+}
+
+impl ImageSink for DirSink {
+    fn begin_region(&mut self, region: &Region) -> Result<()> {
+        self.create()?;
+        let ppath = self.partial.join(&region.payload);
+        let file = std::fs::File::create(&ppath).map_err(|e| Error::io("creating", &ppath, e))?;
+        self.payload = Some((ppath, std::io::BufWriter::with_capacity(1 << 20, file)));
+        Ok(())
+    }
+
+    fn frame(&mut self, _: &Region, _: usize, _: &Chunk, frame: Vec<u8>) -> Result<()> {
+        let Some((ppath, w)) = &mut self.payload else {
+            return Err(Error::Poisoned("capture sink (frame outside a region)"));
+        };
+        w.write_all(&frame).map_err(|e| Error::io("writing", &*ppath, e))
+    }
+
+    fn end_region(&mut self, _: &Region) -> Result<()> {
+        let Some((ppath, w)) = self.payload.take() else {
+            return Ok(());
+        };
+        let f = w
+            .into_inner()
+            .map_err(|e| Error::io("writing", &ppath, e.into_error()))?;
+        f.sync_all().map_err(|e| Error::io("syncing", &ppath, e))
+    }
+
+    fn finish(&mut self, layout: &[u8], manifest: &[u8]) -> Result<()> {
+        self.create()?;
+        for (name, bytes) in [(LAYOUT_FILE, layout), (MANIFEST_FILE, manifest)] {
+            let path = self.partial.join(name);
+            std::fs::write(&path, bytes).map_err(|e| Error::io("writing", &path, e))?;
+        }
+        Ok(())
+    }
+}
+
 /// Captures `disk` (named `disk_name` in messages) into `out`, which must not exist.
-///
-/// Steps: read the table and check the selection (`select_partitions`) and that every
-/// rule an image must pass holds, before anything is written; plan every region's chunks
-/// (`plan_regions`); compress each region into its payload (`write_region`); write
-/// `layout` and `manifest` (`write_manifest`) and rename the directory into place.
 pub fn capture(
     disk: &dyn BlockIo,
     disk_name: &Path,
@@ -62,11 +158,25 @@ pub fn capture(
     opts: &CaptureOptions,
     progress: &Progress,
 ) -> Result<Manifest> {
-    if out.exists() {
-        return Err(Error::Exists {
-            path: out.to_path_buf(),
-        });
-    }
+    let mut sink = DirSink::new(out)?;
+    let manifest = capture_into(disk, disk_name, &mut sink, opts, progress)?;
+    sink.commit()?;
+    Ok(manifest)
+}
+
+/// Captures `disk` (named `disk_name` in messages) into `sink`.
+///
+/// Steps: read the table and check the selection (`select_partitions`) and that every
+/// rule an image must pass holds, before anything is written; plan every region's chunks
+/// (`plan_regions`); compress each region into its payload (`write_region`); make
+/// `layout` and `manifest` (`write_manifest`) and hand them to the sink.
+pub fn capture_into(
+    disk: &dyn BlockIo,
+    disk_name: &Path,
+    sink: &mut dyn ImageSink,
+    opts: &CaptureOptions,
+    progress: &Progress,
+) -> Result<Manifest> {
     let mut layout = read_layout(disk)?.ok_or_else(|| Error::Uncapturable {
         device: disk_name.to_path_buf(),
         reason: "no valid GPT or MBR partition table".into(),
@@ -79,14 +189,6 @@ pub fn capture(
         device: disk_name.to_path_buf(),
         reason: format!("the partition table cannot be captured: {e}"),
     })?;
-    let partial = PathBuf::from(format!("{}.partial", out.display()));
-    if partial.exists() {
-        std::fs::remove_dir_all(&partial).map_err(|e| Error::io("removing stale", &partial, e))?;
-    }
-    std::fs::create_dir_all(&partial).map_err(|e| Error::io("creating", &partial, e))?;
-    // Removed again on any error below; disarmed once renamed into place.
-    let mut cleanup = RemoveOnDrop(Some(partial.clone()));
-
     // Plan every region first so progress knows the total.
     let jobs = plan_regions(&mut layout, &selected, disk, disk_name, opts)?;
     let total: u64 = jobs
@@ -96,15 +198,10 @@ pub fn capture(
     progress.start(total, "capturing");
     let mut regions = vec![];
     for job in jobs {
-        regions.push(write_region(
-            job, disk, disk_name, &partial, opts, progress,
-        )?);
+        regions.push(write_region(job, disk, disk_name, sink, opts, progress)?);
     }
     progress.finish();
-    let manifest = write_manifest(&partial, &layout, regions, opts)?;
-    std::fs::rename(&partial, out).map_err(|e| Error::io("renaming into place", out, e))?;
-    cleanup.0 = None;
-    Ok(manifest)
+    write_manifest(sink, &layout, regions, opts)
 }
 
 /// The partitions to capture: `opts.partitions` (each must exist and hold data, not be
@@ -252,22 +349,20 @@ fn plan_regions(
     Ok(jobs)
 }
 
-/// Reads, compresses and appends every chunk of `job` to its payload file in `partial`
-/// (read, compress and write overlap in the pipeline; chunks stay in order), and returns
-/// the region with its chunks.
+/// Reads, compresses and hands every chunk of `job` to `sink` (read, compress and send
+/// overlap in the pipeline; chunks stay in order), and returns the region with its
+/// chunks.
 fn write_region(
     job: Job,
     disk: &dyn BlockIo,
     disk_name: &Path,
-    partial: &Path,
+    sink: &mut dyn ImageSink,
     opts: &CaptureOptions,
     progress: &Progress,
 ) -> Result<Region> {
     let threads = crate::pool::threads(opts.threads);
     let mut region = job.region;
-    let ppath = partial.join(&region.payload);
-    let file = std::fs::File::create(&ppath).map_err(|e| Error::io("creating", &ppath, e))?;
-    let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+    sink.begin_region(&region)?;
     let mut payload_offset = 0u64;
     let ranges = &job.ranges;
     let name = region.name.clone();
@@ -311,9 +406,7 @@ fn write_region(
             } else {
                 vec![]
             };
-            w.write_all(&frame)
-                .map_err(|e| Error::io("writing", &ppath, e))?;
-            region.chunks.push(Chunk {
+            let chunk = Chunk {
                 offset,
                 length,
                 payload_offset,
@@ -321,30 +414,28 @@ fn write_region(
                 sha256,
                 frame_sha256,
                 extents,
-            });
+            };
             payload_offset += frame.len() as u64;
+            sink.frame(&region, i, &chunk, frame)?;
+            region.chunks.push(chunk);
             progress.inc(length);
             Ok(())
         },
     )?;
-    let f = w
-        .into_inner()
-        .map_err(|e| Error::io("writing", &ppath, e.into_error()))?;
-    f.sync_all().map_err(|e| Error::io("syncing", &ppath, e))?;
+    sink.end_region(&region)?;
     region.used_bytes = region.chunks.iter().map(|c| c.length).sum();
     Ok(region)
 }
 
-/// Writes `layout` and the `manifest` (whose sha256 is the image id) into `partial`.
+/// Makes `layout` and the `manifest` (whose sha256 is the image id) and hands them to
+/// `sink`.
 fn write_manifest(
-    partial: &Path,
+    sink: &mut dyn ImageSink,
     layout: &Layout,
     regions: Vec<Region>,
     opts: &CaptureOptions,
 ) -> Result<Manifest> {
     let layout_text = layout.to_json();
-    let lpath = partial.join(LAYOUT_FILE);
-    std::fs::write(&lpath, &layout_text).map_err(|e| Error::io("writing", &lpath, e))?;
     let mut manifest = Manifest {
         format: FORMAT_NAME.into(),
         version: FORMAT_VERSION,
@@ -355,8 +446,7 @@ fn write_manifest(
         regions,
     };
     manifest.image_id = manifest.compute_id();
-    let mpath = partial.join(MANIFEST_FILE);
-    std::fs::write(&mpath, manifest.to_json()).map_err(|e| Error::io("writing", &mpath, e))?;
+    sink.finish(layout_text.as_bytes(), manifest.to_json().as_bytes())?;
     Ok(manifest)
 }
 

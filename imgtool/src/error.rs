@@ -176,6 +176,9 @@ pub enum Error {
     Source(#[from] SourceError),
     #[error(transparent)]
     Trust(#[from] TrustError),
+    /// An upload to `imgtool serve` failed (refused, cut, a bad answer).
+    #[error(transparent)]
+    Upload(#[from] crate::upload::UploadError),
     #[error("{program} failed on {target}: {msg}")]
     External {
         program: String,

@@ -104,6 +104,11 @@ pub struct Limits {
     pub max_connections: usize,
     /// Largest request body accepted (by `Content-Length`); larger is answered 413.
     pub max_body: u64,
+    /// Largest body of a `PUT` (an upload's frame: [`crate::chunk::MAX_FRAME`] for
+    /// `imgtool serve`), read as a stream by the handler ([`Request::copy_body`]) at the
+    /// pace of [`Limits::min_rate`]; `PUT` bodies larger than `max_body` are answered 413
+    /// when this is 0.
+    pub max_put_body: u64,
     /// See [`IDLE_TIMEOUT`].
     pub idle: Duration,
     /// Bytes per second a client must take, at least (see [`MIN_RATE`]).
@@ -117,6 +122,7 @@ impl Default for Limits {
         Limits {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_body: 16 << 10,
+            max_put_body: 0,
             idle: IDLE_TIMEOUT,
             min_rate: MIN_RATE,
             rate_window: RATE_WINDOW,
@@ -174,6 +180,40 @@ impl Request<'_> {
         self.conn.read_body(n, &mut out)?;
         self.body_left = 0;
         Ok(out)
+    }
+
+    /// The whole body through [`Request::copy_body`] (its length was bounded by the
+    /// limits before the handler was called).
+    pub fn body_whole(&mut self) -> io::Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(usize::try_from(self.body_left).unwrap_or(0));
+        self.copy_body(&mut out)?;
+        Ok(out)
+    }
+
+    /// Bytes of the body not read yet (its `Content-Length` before any read; checked
+    /// against the limits before the handler was called).
+    pub fn body_len(&self) -> u64 {
+        self.body_left
+    }
+
+    /// Streams the whole body into `out` (an upload's frame, up to
+    /// [`Limits::max_put_body`]): it must arrive within [`Limits::idle`] plus its length
+    /// at [`Limits::min_rate`]. An error (a cut connection, a body shorter than its
+    /// `Content-Length`, too slow) leaves the connection unusable; the server closes it.
+    pub fn copy_body(&mut self, out: &mut dyn Write) -> io::Result<u64> {
+        let n = self.body_left;
+        let limits = &self.conn.limits;
+        let pace = Duration::from_secs(n / limits.min_rate.max(1));
+        let deadline = Instant::now() + limits.idle + pace;
+        // Whatever happens, the body is consumed or the connection is dead.
+        self.body_left = 0;
+        match self.conn.read_body_until(n, out, deadline) {
+            Ok(()) => Ok(n),
+            Err(e) => {
+                self.conn.broken = true;
+                Err(e)
+            }
+        }
     }
 }
 
@@ -361,6 +401,7 @@ impl Server {
                         window_spent: Duration::ZERO,
                         progress,
                         epoch,
+                        broken: false,
                     };
                     conn.serve(peer, &*handler, &slots2, id);
                     if let Ok(mut s) = slots2.lock() {
@@ -535,6 +576,8 @@ struct Conn {
     /// The window as the accept loop sees it.
     progress: Arc<Progress>,
     epoch: Instant,
+    /// A request body could not be read whole: answer, then close.
+    broken: bool,
 }
 
 /// Why no request head could be read.
@@ -600,10 +643,15 @@ impl Conn {
                 (Some(Ok(n)), None) => n,
                 _ => return self.error(400, "bad Content-Length\n"),
             };
-            if body_len > self.limits.max_body {
+            let max_body = if head.method == "PUT" {
+                self.limits.max_body.max(self.limits.max_put_body)
+            } else {
+                self.limits.max_body
+            };
+            if body_len > max_body {
                 return self.error(
                     413,
-                    &format!("request body larger than {} bytes\n", self.limits.max_body),
+                    &format!("request body larger than {max_body} bytes\n"),
                 );
             }
             let expects_continue = head.headers.iter().any(|(k, v)| {
@@ -626,8 +674,20 @@ impl Conn {
             };
             let resp = handler(&mut req);
             let left = req.body_left;
-            // An unread body is skipped (it is small: bounded by max_body).
-            if left > 0 && self.read_body(left, &mut io::sink()).is_err() {
+            if self.broken {
+                // The body was cut or too slow: answer if the client still listens.
+                let _ = self.respond(resp, is_head, false);
+                return;
+            }
+            // An unread body is skipped (bounded by max_body, or max_put_body at the
+            // upload pace), so the client, which sends it before it reads, sees the answer.
+            let pace = Duration::from_secs(left / self.limits.min_rate.max(1));
+            let deadline = Instant::now() + self.limits.idle + pace;
+            if left > 0
+                && self
+                    .read_body_until(left, &mut io::sink(), deadline)
+                    .is_err()
+            {
                 return;
             }
             match self.respond(resp, is_head, keep_alive) {
@@ -683,11 +743,16 @@ impl Conn {
     /// are at most [`Limits::max_body`], a few KiB).
     fn read_body(&mut self, n: u64, out: &mut dyn Write) -> io::Result<()> {
         let deadline = Instant::now() + self.limits.idle;
+        self.read_body_until(n, out, deadline)
+    }
+
+    /// Reads `n` body bytes into `out` by `deadline`.
+    fn read_body_until(&mut self, n: u64, out: &mut dyn Write, deadline: Instant) -> io::Result<()> {
         let from_buf = (n as usize).min(self.buf.len());
         out.write_all(&self.buf[..from_buf])?;
         self.buf.drain(..from_buf);
         let mut rest = n - from_buf as u64;
-        let mut piece = [0u8; 4096];
+        let mut piece = vec![0u8; (rest as usize).clamp(1, 256 << 10)];
         while rest > 0 {
             let now = Instant::now();
             if now >= deadline {
@@ -940,19 +1005,24 @@ fn reason(status: u16) -> &'static str {
     match status {
         100 => "Continue",
         200 => "OK",
+        201 => "Created",
         204 => "No Content",
         206 => "Partial Content",
         400 => "Bad Request",
+        401 => "Unauthorized",
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
+        409 => "Conflict",
         413 => "Content Too Large",
         416 => "Range Not Satisfiable",
+        422 => "Unprocessable Content",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
         501 => "Not Implemented",
         503 => "Service Unavailable",
+        507 => "Insufficient Storage",
         _ => "",
     }
 }
@@ -967,6 +1037,7 @@ mod tests {
         let limits = Limits {
             max_connections: 8,
             max_body: 1024,
+            max_put_body: 1 << 20,
             idle: Duration::from_secs(1),
             min_rate: 1 << 20,
             rate_window: Duration::from_secs(1),
@@ -979,6 +1050,10 @@ mod tests {
                 let n = req.body().map(|b| b.len()).unwrap_or(0);
                 Response::text(200, &n.to_string())
             }
+            "/put" => match req.copy_body(&mut io::sink()) {
+                Ok(n) => Response::text(200, &format!("put {n}")),
+                Err(e) => Response::text(400, &format!("cut: {e}")),
+            },
             _ => Response::text(200, "hello"),
         }))
         .unwrap();
@@ -1011,6 +1086,40 @@ mod tests {
             "{all}"
         );
         assert!(all.ends_with("Connection: close\r\n\r\nhello"), "{all}");
+    }
+
+    #[test]
+    fn put_bodies_stream_up_to_their_own_limit_and_a_cut_one_closes() {
+        let addr = server();
+        // 512 KiB: over max_body, under max_put_body; then another request on the same
+        // connection.
+        let mut c = TcpStream::connect(addr).unwrap();
+        let body = vec![5u8; 512 << 10];
+        c.write_all(format!("PUT /put HTTP/1.1\r\nContent-Length: {}\r\n\r\n", body.len()).as_bytes())
+            .unwrap();
+        c.write_all(&body).unwrap();
+        c.write_all(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n").unwrap();
+        let all = String::from_utf8(read_all(&mut c)).unwrap();
+        assert!(all.contains(&format!("put {}", 512 << 10)), "{all}");
+        assert!(all.ends_with("hello"), "{all}");
+        // Over max_put_body: 413 before any of it is read.
+        let mut c = TcpStream::connect(addr).unwrap();
+        c.write_all(format!("PUT /put HTTP/1.1\r\nContent-Length: {}\r\n\r\n", (1 << 20) + 1).as_bytes())
+            .unwrap();
+        let all = String::from_utf8_lossy(&read_all(&mut c)).into_owned();
+        assert!(all.starts_with("HTTP/1.1 413"), "{all}");
+        // A POST is still held to max_body.
+        let mut c = TcpStream::connect(addr).unwrap();
+        c.write_all(b"POST /echo HTTP/1.1\r\nContent-Length: 2048\r\n\r\n").unwrap();
+        let all = String::from_utf8_lossy(&read_all(&mut c)).into_owned();
+        assert!(all.starts_with("HTTP/1.1 413"), "{all}");
+        // Cut half-way: the handler sees the error, the connection is closed.
+        let mut c = TcpStream::connect(addr).unwrap();
+        c.write_all(b"PUT /put HTTP/1.1\r\nContent-Length: 1000\r\n\r\nabc").unwrap();
+        c.shutdown(std::net::Shutdown::Write).unwrap();
+        let all = String::from_utf8_lossy(&read_all(&mut c)).into_owned();
+        assert!(all.starts_with("HTTP/1.1 400") && all.contains("cut:"), "{all}");
+        assert!(all.contains("Connection: close"), "{all}");
     }
 
     #[test]

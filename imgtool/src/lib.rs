@@ -57,7 +57,9 @@ pub mod sign;
 pub mod source;
 pub mod sys;
 pub mod table;
+pub mod upload;
 pub mod verify;
+pub mod versions;
 pub mod wipe;
 
 pub use error::{Error, Result};

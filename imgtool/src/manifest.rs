@@ -200,13 +200,22 @@ impl Image {
         Self::load(Arc::new(LocalDir(dir.to_path_buf())))
     }
 
-    /// Loads the image at `url` (`http://server:port/<group>`).
+    /// Loads the image at `url` (`http://server:port/<group>`), pinned to its version
+    /// ([`crate::versions::pinned_url`]).
     pub fn fetch(url: &str) -> Result<Image> {
         crate::source::check_url(url).map_err(|e| Error::BadUrl {
             url: url.to_string(),
             reason: e.to_string(),
         })?;
-        Self::load(Arc::new(HttpSource::new(url)))
+        let source = HttpSource::new(url);
+        let files = Self::fetch_files(&source)?;
+        // On a versioned server (docs/FORMAT.md, "Versions") every later read goes to the
+        // version this manifest belongs to: a version published meanwhile cannot mix in.
+        let source = match crate::versions::pinned_url(url, &files.manifest) {
+            Some(pinned) => HttpSource::new(&pinned),
+            None => source,
+        };
+        Self::from_files(Arc::new(source), &files)
     }
 
     /// Loads `manifest` and `layout` from `source`; rejects unknown versions, a wrong image

@@ -9,6 +9,8 @@ use crate::board::NodeStatus;
 use crate::diff::{DiffReport, Placement};
 use crate::manifest::{Image, Manifest};
 use crate::restore::RestoreReport;
+use crate::upload::UploadReport;
+use crate::versions::Group;
 use crate::verify::VerifyReport;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -40,6 +42,88 @@ pub fn human(n: u64) -> String {
 
 /// `imgtool capture`: a line per region, then the image id.
 pub fn capture(m: &Manifest, image_dir: &Path) -> String {
+    regions(m) + &format!("image {} written to {}\n", m.image_id, image_dir.display())
+}
+
+/// `imgtool capture DISK URL`: a line per region, then what was published.
+pub fn upload(rep: &UploadReport) -> String {
+    regions(&rep.manifest)
+        + &format!(
+            "image {} uploaded ({} sent) and published as {} ({})\n",
+            rep.image_id,
+            human(rep.bytes_sent),
+            rep.version,
+            rep.url
+        )
+}
+
+/// `imgtool capture DISK URL --json`.
+pub fn upload_json(rep: &UploadReport) -> Value {
+    let mut v = capture_json(&rep.manifest, Path::new(""));
+    if let Some(o) = v.as_object_mut() {
+        o.remove("image_dir");
+        o.insert("version".into(), json!(rep.version));
+        o.insert("url".into(), json!(rep.url));
+        o.insert("bytes_sent".into(), json!(rep.bytes_sent));
+    }
+    v
+}
+
+/// `imgtool images`: per group its versions, newest first, the current one marked `*`.
+pub fn images(groups: &[Group]) -> String {
+    text(|o| {
+        if groups.is_empty() {
+            writeln!(o, "no images")?;
+        }
+        for g in groups {
+            let note = if g.unversioned {
+                " (a plain directory, no versions yet)"
+            } else if g.current.is_none() {
+                " (no current version)"
+            } else {
+                ""
+            };
+            writeln!(o, "{}{note}", g.group)?;
+            for v in &g.versions {
+                writeln!(
+                    o,
+                    "  {} {:<28} {}  {}  {:>10}",
+                    if v.current { "*" } else { " " },
+                    v.name,
+                    &v.image_id,
+                    utc(v.published),
+                    human(v.bytes)
+                )?;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Unix seconds as `YYYY-MM-DD HH:MM:SS UTC` (the civil calendar, no time zone data).
+pub fn utc(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's days-to-civil.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+/// The region lines of `capture` and `upload`.
+fn regions(m: &Manifest) -> String {
     text(|o| {
         for r in &m.regions {
             writeln!(
@@ -52,7 +136,7 @@ pub fn capture(m: &Manifest, image_dir: &Path) -> String {
                 r.chunks.len()
             )?;
         }
-        writeln!(o, "image {} written to {}", m.image_id, image_dir.display())
+        Ok(())
     })
 }
 
@@ -404,6 +488,13 @@ fn status_line(n: &NodeStatus, depth: usize, fed: bool) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn dates_are_utc_civil_dates() {
+        assert_eq!(super::utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(super::utc(951_782_400), "2000-02-29 00:00:00 UTC");
+        assert_eq!(super::utc(1_795_000_000 + 61), "2026-11-18 11:07:41 UTC");
+    }
     use super::*;
 
     /// A board entry as an agent would leave it (built from JSON, the board's own form).

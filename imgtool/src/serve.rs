@@ -10,6 +10,10 @@
 //! nothing; a link from one place in a root to another in the same root still works.
 //! Failing to start or to keep serving is a [`ServeError`] naming the root or address,
 //! with the `io::Error` as its source.
+//!
+//! With uploads enabled ([`bind_with_uploads`]), requests under `/upload/` go to
+//! [`crate::upload::Uploads`], which stages into the image root's `.upload/` (never
+//! served: dot-names are not) and publishes versions there.
 
 pub use crate::board::{fetch_status, post_report, NodeStatus, Report};
 use crate::board::{Board, PlanAddresses, MAX_REPORT_BYTES};
@@ -38,6 +42,8 @@ pub enum ServeError {
         #[source]
         err: io::Error,
     },
+    #[error("setting up uploads")]
+    Uploads(#[from] crate::upload::server::UploadSetupError),
     #[error("listening on {listen}")]
     Listen {
         listen: String,
@@ -108,6 +114,7 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
 pub struct Bound {
     server: crate::httpd::Server,
     roots: Vec<PathBuf>,
+    uploads: Option<crate::upload::Uploads>,
 }
 
 impl Bound {
@@ -119,14 +126,16 @@ impl Bound {
     /// Answers requests until the process ends.
     pub fn run(self) -> Result<(), ServeError> {
         let addr = self.addr();
+        let uploads_on = self.uploads.is_some();
         let ctx = Arc::new(Ctx {
+            uploads: self.uploads,
             roots: self.roots,
             board: Mutex::new(Board::default()),
             plan: Mutex::new(PlanCache::default()),
             started: Instant::now(),
         });
         eprintln!(
-            "imgtool serve: {} on http://{} (status board at /status; at most {} connections)",
+            "imgtool serve: {} on http://{} (status board at /status; at most {} connections{})",
             ctx.roots
                 .iter()
                 .map(|r| r.display().to_string())
@@ -134,6 +143,7 @@ impl Bound {
                 .join(", "),
             addr.map(|a| a.to_string()).unwrap_or_default(),
             self.server.limits().max_connections,
+            if uploads_on { "; uploads at /upload/" } else { "" },
         );
         self.server
             .run(Arc::new(move |req: &mut Request| handle(&ctx, req)))
@@ -143,6 +153,15 @@ impl Bound {
 
 /// Binds the listening socket. The roots are resolved (symbolic links) here, once.
 pub fn bind(opts: ServeOptions) -> Result<Bound, ServeError> {
+    bind_with_uploads(opts, None)
+}
+
+/// [`bind`], and with `upload` takes uploads into the first root (the image root);
+/// the tokens file is read and checked here.
+pub fn bind_with_uploads(
+    opts: ServeOptions,
+    upload: Option<crate::upload::UploadOptions>,
+) -> Result<Bound, ServeError> {
     let roots = opts
         .roots
         .iter()
@@ -153,9 +172,22 @@ pub fn bind(opts: ServeOptions) -> Result<Bound, ServeError> {
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let uploads = match (upload, roots.first()) {
+        (Some(u), Some(root)) => {
+            let log: crate::upload::server::Log =
+                Arc::new(|line: &str| eprintln!("imgtool serve: {line}"));
+            Some(crate::upload::Uploads::open(root, &roots, u, log)?)
+        }
+        _ => None,
+    };
     let limits = Limits {
         max_connections: opts.max_connections,
         max_body: MAX_REPORT_BYTES,
+        max_put_body: if uploads.is_some() {
+            crate::chunk::MAX_FRAME
+        } else {
+            0
+        },
         ..Limits::default()
     };
     let server =
@@ -163,10 +195,15 @@ pub fn bind(opts: ServeOptions) -> Result<Bound, ServeError> {
             listen: opts.listen.clone(),
             err,
         })?;
-    Ok(Bound { server, roots })
+    Ok(Bound {
+        server,
+        roots,
+        uploads,
+    })
 }
 
 struct Ctx {
+    uploads: Option<crate::upload::Uploads>,
     roots: Vec<PathBuf>,
     board: Mutex<Board>,
     plan: Mutex<PlanCache>,
@@ -221,6 +258,12 @@ impl PlanCache {
 
 fn handle(ctx: &Ctx, req: &mut Request) -> Response {
     let path = req.path().to_string();
+    if path.starts_with(crate::upload::wire::PREFIX) && req.method() != "GET" && req.method() != "HEAD" {
+        return match &ctx.uploads {
+            Some(u) => u.handle(req),
+            None => Response::text(404, "this server takes no uploads (imgtool serve --tokens FILE)\n"),
+        };
+    }
     match req.method() {
         "POST" => match path.strip_prefix("/status/") {
             Some(node) => post_status(ctx, req, node),

@@ -21,6 +21,8 @@ use std::process::ExitCode;
 ///
 /// Typical use:
 ///   imgtool capture /dev/sda /srv/images/compute      # on the master, unmounted
+///   imgtool capture /dev/sda http://server:8080/compute --token-file T   # upload a new version
+///   imgtool images /srv/images && imgtool rollback /srv/images compute
 ///   imgtool verify /srv/images/compute
 ///   imgtool restore /srv/images/compute /dev/nvme0n1 --dry-run
 ///   imgtool export /srv/images/compute vm.raw --size 20G
@@ -41,12 +43,17 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Capture DISK (block device or raw disk-image file) into a new IMAGE_DIR.
+    /// Capture DISK (block device or raw disk-image file) into a new IMAGE_DIR, or upload
+    /// it to `imgtool serve` (IMAGE_DIR = http://server:port/GROUP, with a token).
     ///
     /// Stores the partition table, the first MiB (boot code) and, per partition, only the
     /// used blocks: ext2/3/4 from their block bitmaps, FAT from its allocation table, swap as
     /// its header (UUID and label); other contents as their non-zero 64 KiB blocks. Same
     /// disk, same options => same bytes and same image id.
+    ///
+    /// An upload streams each chunk while capturing (nothing staged locally); the server
+    /// checks every chunk as it arrives and publishes the image as a new version of GROUP
+    /// (GROUP@<id12>, made current). A cut or refused upload publishes nothing; run it again.
     Capture(CaptureArgs),
     /// Restore IMAGE_DIR onto TARGET (block device or disk-image file).
     ///
@@ -93,12 +100,55 @@ enum Cmd {
     Status(StatusArgs),
     /// Write a sparse raw disk file for a VM (`qemu -drive file=OUT,format=raw`).
     Export(ExportArgs),
+    /// List the groups under an image root, their versions (name, image id, date, size)
+    /// and which is current (*).
+    Images(ImagesArgs),
+    /// Make another version of GROUP current: VERSION (GROUP@<hex> or a prefix of its
+    /// image id), or by default the newest one older than the current. Clones started
+    /// before finish with the version they started with.
+    Rollback(RollbackArgs),
+    /// Remove old versions: in every group (or --group), all but the current one and the
+    /// --keep newest others.
+    Prune(PruneArgs),
+}
+
+#[derive(Args)]
+struct ImagesArgs {
+    /// The image root (default: the current directory).
+    #[arg(default_value = ".")]
+    root: PathBuf,
+}
+
+#[derive(Args)]
+struct RollbackArgs {
+    root: PathBuf,
+    group: String,
+    version: Option<String>,
+}
+
+#[derive(Args)]
+struct PruneArgs {
+    root: PathBuf,
+    /// Versions kept besides the current one.
+    #[arg(long, default_value_t = imgtool::versions::DEFAULT_KEEP)]
+    keep: usize,
+    /// Only this group.
+    #[arg(long)]
+    group: Option<String>,
 }
 
 #[derive(Args)]
 struct CaptureArgs {
     disk: PathBuf,
+    /// A new image directory, or http://server:port/GROUP to upload to `imgtool serve`.
     image_dir: PathBuf,
+    /// Upload token (for an http:// destination); prefer --token-file (a command line is
+    /// visible to other users of this machine).
+    #[arg(long, conflicts_with = "token_file")]
+    token: Option<String>,
+    /// File holding the upload token (its first line).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
     /// Only these partitions, e.g. `1,2,4` (default: all).
     #[arg(long, value_delimiter = ',')]
     partitions: Option<Vec<u32>>,
@@ -194,6 +244,17 @@ struct ServeArgs {
     /// else the new one is answered 503.
     #[arg(long, default_value_t = imgtool::httpd::DEFAULT_MAX_CONNECTIONS)]
     max_connections: usize,
+    /// Take uploads (`imgtool capture DISK http://…/GROUP`) with the tokens in FILE
+    /// (`<group> <token>` lines; re-read when it changes). It must not be servable: keep
+    /// it outside the roots or give it a name starting with `.`.
+    #[arg(long, value_name = "FILE")]
+    tokens: Option<PathBuf>,
+    /// Versions kept besides the current one after each upload publishes.
+    #[arg(long, default_value_t = imgtool::versions::DEFAULT_KEEP)]
+    keep: usize,
+    /// Bytes one upload may send, e.g. 200G.
+    #[arg(long, default_value = "1T", value_parser = parse_size)]
+    max_upload_bytes: u64,
 }
 
 #[derive(Args)]
@@ -323,6 +384,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Sign(a) => sign_cmd(a, &out)?,
         Cmd::Diff(a) => return diff_cmd(a, &out),
         Cmd::Export(a) => export_cmd(a, &out)?,
+        Cmd::Images(a) => images_cmd(a, &out)?,
+        Cmd::Rollback(a) => rollback_cmd(a, &out)?,
+        Cmd::Prune(a) => prune_cmd(a, &out)?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -344,6 +408,17 @@ fn capture_cmd(a: CaptureArgs, out: &Out) -> Result<()> {
         threads: a.threads,
         chunk_size: a.chunk_size,
     };
+    let dest = a.image_dir.to_string_lossy().into_owned();
+    if dest.starts_with("http://") || dest.starts_with("https://") {
+        let token = upload_token(a.token.as_deref(), a.token_file.as_deref())?;
+        let target = imgtool::upload::UploadTarget::parse(&dest, &token)?;
+        let rep = imgtool::upload::capture_to_server(&dev, &a.disk, &opts, &target, &out.progress)
+            .with_context(|| format!("uploading {} to {dest}", a.disk.display()))?;
+        return out.print(&render::upload_json(&rep), || render::upload(&rep));
+    }
+    if a.token.is_some() || a.token_file.is_some() {
+        bail!("--token and --token-file are for an upload (http://server:port/GROUP)");
+    }
     let m = capture(&dev, &a.disk, &a.image_dir, &opts, &out.progress).with_context(|| {
         format!(
             "capturing {} into {}",
@@ -353,6 +428,41 @@ fn capture_cmd(a: CaptureArgs, out: &Out) -> Result<()> {
     })?;
     out.print(&render::capture_json(&m, &a.image_dir), || {
         render::capture(&m, &a.image_dir)
+    })
+}
+
+/// The upload token of `--token` or `--token-file` (its first line).
+fn upload_token(token: Option<&str>, file: Option<&std::path::Path>) -> Result<String> {
+    match (token, file) {
+        (Some(t), _) => Ok(t.to_string()),
+        (None, Some(f)) => {
+            let text = std::fs::read_to_string(f)
+                .with_context(|| format!("reading the token file {}", f.display()))?;
+            Ok(text.lines().next().unwrap_or("").trim().to_string())
+        }
+        (None, None) => bail!("an upload needs --token-file FILE (or --token T)"),
+    }
+}
+
+fn images_cmd(a: ImagesArgs, out: &Out) -> Result<()> {
+    let groups = imgtool::versions::list(&a.root)?;
+    out.print(&groups, || render::images(&groups))
+}
+
+fn rollback_cmd(a: RollbackArgs, out: &Out) -> Result<()> {
+    let (from, to) = imgtool::versions::rollback(&a.root, &a.group, a.version.as_deref())?;
+    let doc = serde_json::json!({ "group": a.group, "from": from, "current": to });
+    out.print(&doc, || format!("{}: current version {to} (was {from})\n", a.group))
+}
+
+fn prune_cmd(a: PruneArgs, out: &Out) -> Result<()> {
+    let gone = imgtool::versions::prune(&a.root, a.group.as_deref(), a.keep)?;
+    out.print(&serde_json::json!({ "removed": gone }), || {
+        if gone.is_empty() {
+            "nothing to prune\n".to_string()
+        } else {
+            format!("removed {}\n", gone.join(", "))
+        }
     })
 }
 
@@ -401,11 +511,17 @@ fn serve_cmd(a: ServeArgs) -> Result<()> {
             bail!("{} is not a directory", r.display());
         }
     }
-    imgtool::serve::serve(imgtool::serve::ServeOptions {
+    let uploads = a.tokens.map(|tokens| imgtool::upload::UploadOptions {
+        tokens,
+        keep: a.keep,
+        max_upload_bytes: a.max_upload_bytes,
+    });
+    let opts = imgtool::serve::ServeOptions {
         roots,
         listen: a.listen,
         max_connections: a.max_connections,
-    })?;
+    };
+    imgtool::serve::bind_with_uploads(opts, uploads)?.run()?;
     Ok(())
 }
 

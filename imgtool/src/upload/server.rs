@@ -1,0 +1,558 @@
+//! The upload side of `imgtool serve`: answers the requests under `/upload/`
+//! (docs/PROTOCOL.md, "Upload"). It checks the token of every request, keeps the open
+//! [`Session`]s, receives each frame into the session's staging directory after checking
+//! it, and at the manifest checks the whole image and publishes it as a new version
+//! ([`crate::versions::publish`]), spends the token and prunes old versions.
+//!
+//! An upload that is cut, refused (a bad frame, over quota, a full disk) or left idle for
+//! [`SESSION_IDLE`] ends its session: its directory is removed and nothing is published;
+//! the current version stays served. Every refusal is logged with its reason.
+
+use super::session::{disk_status, verify_frame, write_frame, Received, Refusal, Session};
+use super::tokens::{token_key, TokenFile, TokensError, UsedTokens, USED_FILE};
+use super::wire::{bearer, parse_begin_query, parse_route, FrameHeaders, RegionName, Route};
+use crate::httpd::{Request, Response};
+use crate::manifest::{LAYOUT_FILE, MANIFEST_FILE, MAX_MANIFEST_BYTES};
+use crate::versions::{self, STAGING};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Open sessions at most (each may hold [`MAX_IN_FLIGHT`] frames in memory).
+pub const MAX_SESSIONS: usize = 8;
+
+/// Frames of one session received at once (the client sends on two connections).
+pub const MAX_IN_FLIGHT: usize = 4;
+
+/// A session without a request for this long is ended (a client that vanished between
+/// two requests); its next request is answered 404.
+pub const SESSION_IDLE: Duration = Duration::from_secs(120);
+
+/// Default of `--max-upload-bytes`: the bytes (frames, layout, manifest) one upload may send.
+pub const DEFAULT_MAX_UPLOAD: u64 = 1 << 40;
+
+/// How `imgtool serve` takes uploads.
+#[derive(Debug, Clone)]
+pub struct UploadOptions {
+    /// The tokens file (`<group> <token>` lines).
+    pub tokens: PathBuf,
+    /// Versions kept besides the current one after a publish.
+    pub keep: usize,
+    /// Bytes one upload may send.
+    pub max_upload_bytes: u64,
+}
+
+/// Where log lines go (stderr in `imgtool serve`).
+pub type Log = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// The uploads of one image root.
+pub struct Uploads {
+    root: PathBuf,
+    staging: PathBuf,
+    opts: UploadOptions,
+    tokens: Mutex<TokenFile>,
+    used: Mutex<UsedTokens>,
+    sessions: Mutex<HashMap<String, Session>>,
+    /// One publish at a time (link swaps and pruning of one root).
+    publishing: Mutex<()>,
+    log: Log,
+}
+
+/// Why uploads could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum UploadSetupError {
+    #[error("reading the tokens file")]
+    Tokens(#[from] TokensError),
+    #[error("{}: the tokens file would be served over HTTP (it is under a served root); put it outside the roots or give it a name starting with `.`", .0.display())]
+    Served(PathBuf),
+    #[error("{}", path.display())]
+    Staging {
+        path: PathBuf,
+        #[source]
+        err: std::io::Error,
+    },
+}
+
+impl Uploads {
+    /// Sets up uploads into `root` (the image root, resolved): reads the tokens file,
+    /// refuses one that `roots` would serve, creates `ROOT/.upload/`, removes sessions
+    /// a previous server left there, and loads the spent tokens.
+    pub fn open(
+        root: &Path,
+        roots: &[PathBuf],
+        opts: UploadOptions,
+        log: Log,
+    ) -> Result<Uploads, UploadSetupError> {
+        let tokens = TokenFile::open(&opts.tokens)?;
+        if let Ok(real) = opts.tokens.canonicalize() {
+            let served = roots.iter().any(|r| {
+                real.strip_prefix(r).is_ok_and(|rel| {
+                    crate::serve::resolve(roots, &format!("/{}", rel.display())).is_some()
+                })
+            });
+            if served {
+                return Err(UploadSetupError::Served(opts.tokens.clone()));
+            }
+        }
+        let staging = root.join(STAGING);
+        let setup = |err| UploadSetupError::Staging {
+            path: staging.clone(),
+            err,
+        };
+        std::fs::create_dir_all(&staging).map_err(setup)?;
+        for e in std::fs::read_dir(&staging).map_err(setup)?.flatten() {
+            let n = e.file_name();
+            let n = n.to_string_lossy();
+            if super::wire::check_session(&n).is_ok() || n.starts_with("pruned-") {
+                log(&format!("upload: removing {n} left by an earlier run from {}", staging.display()));
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+        let used = UsedTokens::open(&staging.join(USED_FILE)).map_err(setup)?;
+        Ok(Uploads {
+            root: root.to_path_buf(),
+            staging,
+            opts,
+            tokens: Mutex::new(tokens),
+            used: Mutex::new(used),
+            sessions: Mutex::new(HashMap::new()),
+            publishing: Mutex::new(()),
+            log,
+        })
+    }
+
+    /// Answers a request under `/upload/`.
+    pub fn handle(&self, req: &mut Request) -> Response {
+        let path = req.path().to_string();
+        let route = match parse_route(req.method(), &path) {
+            Ok(r) => r,
+            Err(super::wire::WireError::NoRoute(m)) => return text(404, &m),
+            Err(super::wire::WireError::Bad(m)) => {
+                self.say(&format!("upload refused from {}: {m}", req.peer().ip()));
+                return text(400, &m);
+            }
+        };
+        let answer = match route {
+            Route::Begin { group } => self.begin(req, group),
+            Route::Frame {
+                group,
+                session,
+                region,
+                index,
+            } => self.frame(req, group, session, region, index),
+            Route::Layout { group, session } => self.layout(req, group, session),
+            Route::Manifest { group, session } => self.commit(req, group, session),
+            Route::Abort { group, session } => self.abort_request(req, group, session),
+        };
+        answer.unwrap_or_else(|Refusal(code, msg)| text(code, &msg))
+    }
+
+    fn say(&self, line: &str) {
+        (self.log)(line)
+    }
+
+    /// The token of `req` may upload to `group`: 401 without a token or with one the
+    /// tokens file does not list, 403 for a token of another group or a spent one.
+    fn authorize(&self, req: &Request, group: &str) -> Result<String, Refusal> {
+        let peer = req.peer().ip();
+        let refuse = |code: u16, why: String| {
+            self.say(&format!("upload to {group} refused ({code}) from {peer}: {why}"));
+            Refusal::new(code, why)
+        };
+        let Some(token) = bearer(req.header("Authorization")) else {
+            return Err(refuse(401, "no upload token (Authorization: Bearer <token>)".into()));
+        };
+        let key = token_key(token);
+        let owner = {
+            let mut tokens = self
+                .tokens
+                .lock()
+                .map_err(|_| Refusal::new(500, "tokens unavailable"))?;
+            if let Err(e) = tokens.refresh() {
+                self.say(&format!(
+                    "upload: {} (the tokens read before stay in force)",
+                    crate::error::chain(&e)
+                ));
+            }
+            tokens.group_of(&key).map(str::to_string)
+        };
+        match owner {
+            None => Err(refuse(401, "unknown upload token".into())),
+            Some(g) if g != group => Err(refuse(
+                403,
+                format!("this token is for group {g}, not {group}"),
+            )),
+            Some(_) => {
+                let spent = self
+                    .used
+                    .lock()
+                    .map_err(|_| Refusal::new(500, "tokens unavailable"))?
+                    .is_spent(&key);
+                if spent {
+                    Err(refuse(
+                        403,
+                        "this token was used already (an upload with it was published)".into(),
+                    ))
+                } else {
+                    Ok(key)
+                }
+            }
+        }
+    }
+
+    fn sessions(&self) -> Result<std::sync::MutexGuard<'_, HashMap<String, Session>>, Refusal> {
+        self.sessions
+            .lock()
+            .map_err(|_| Refusal::new(500, "sessions unavailable"))
+    }
+
+    /// `POST /upload/<group>?chunk_size=N`: a new session. An open session of the same
+    /// token (the node restarted its backup) is ended first.
+    fn begin(&self, req: &Request, group: &str) -> Result<Response, Refusal> {
+        let key = self.authorize(req, group)?;
+        let query = req.url().split_once('?').map_or("", |(_, q)| q);
+        let chunk_size = parse_begin_query(query).map_err(|e| Refusal::new(400, e.to_string()))?;
+        let mut sessions = self.sessions()?;
+        self.reap(&mut sessions);
+        let older: Vec<String> = sessions
+            .values()
+            .filter(|s| s.token_key == key)
+            .map(|s| s.id.clone())
+            .collect();
+        for id in older {
+            self.end(&mut sessions, &id, "a new upload with the same token started");
+        }
+        if sessions.len() >= MAX_SESSIONS {
+            return Err(Refusal::new(
+                503,
+                format!("{MAX_SESSIONS} uploads are in progress; try again later"),
+            ));
+        }
+        let mut r = [0u8; 16];
+        getrandom::fill(&mut r).map_err(|e| Refusal::new(500, format!("no random id: {e}")))?;
+        let id = hex::encode(r);
+        let dir = self.staging.join(&id);
+        let s = Session::create(id.clone(), group, key, dir, chunk_size).map_err(|e| {
+            Refusal::new(
+                disk_status(&e),
+                format!("creating the staging directory: {e}"),
+            )
+        })?;
+        sessions.insert(id.clone(), s);
+        self.say(&format!(
+            "upload {id} to {group} started from {} (chunk size {chunk_size})",
+            req.peer().ip()
+        ));
+        Ok(Response::bytes(201, serde_json::json!({ "session": id }).to_string().into_bytes())
+            .with_header("Content-Type", "application/json"))
+    }
+
+    /// Ends sessions idle for [`SESSION_IDLE`].
+    fn reap(&self, sessions: &mut HashMap<String, Session>) {
+        let idle: Vec<String> = sessions
+            .values()
+            .filter(|s| s.in_flight == 0 && s.last.elapsed() > SESSION_IDLE)
+            .map(|s| s.id.clone())
+            .collect();
+        for id in idle {
+            self.end(sessions, &id, "no request for 2 minutes");
+        }
+    }
+
+    /// Removes a session and its staging directory; logs why. Nothing is published.
+    fn end(&self, sessions: &mut HashMap<String, Session>, id: &str, why: &str) {
+        if let Some(s) = sessions.remove(id) {
+            let _ = std::fs::remove_dir_all(&s.dir);
+            self.say(&format!(
+                "upload {id} to {} ended, nothing published: {why}",
+                s.group
+            ));
+        }
+    }
+
+    /// Ends session `id` for `r` (logged) and returns `r`.
+    fn fail(&self, id: &str, r: Refusal) -> Refusal {
+        if let Ok(mut sessions) = self.sessions.lock() {
+            self.end(&mut sessions, id, &r.1);
+        }
+        r
+    }
+
+    /// The session `id` of `group`, for a request carrying the session's token.
+    fn session<'s>(
+        &self,
+        sessions: &'s mut HashMap<String, Session>,
+        req: &Request,
+        group: &str,
+        id: &str,
+    ) -> Result<&'s mut Session, Refusal> {
+        let s = sessions
+            .get_mut(id)
+            .filter(|s| s.group == group)
+            .ok_or_else(|| {
+                Refusal::new(
+                    404,
+                    format!("no upload {id} to {group} in progress (ended or never started)"),
+                )
+            })?;
+        let key = bearer(req.header("Authorization")).map(token_key);
+        match key {
+            None => Err(Refusal::new(401, "no upload token")),
+            Some(k) if k != s.token_key => {
+                self.say(&format!(
+                    "upload {id} to {group}: a request from {} with another token refused",
+                    req.peer().ip()
+                ));
+                Err(Refusal::new(403, "not this upload's token"))
+            }
+            Some(_) => {
+                s.last = Instant::now();
+                Ok(s)
+            }
+        }
+    }
+
+    /// `PUT .../<region>/<index>`: one frame, checked, then written at its offset.
+    fn frame(
+        &self,
+        req: &mut Request,
+        group: &str,
+        id: &str,
+        region: RegionName,
+        index: usize,
+    ) -> Result<Response, Refusal> {
+        let what = format!("upload to {group}: region {} chunk {index}", region.name());
+        let len = req.body_len();
+        let (headers, file) = {
+            let mut sessions = self.sessions()?;
+            self.reap(&mut sessions);
+            let s = self.session(&mut sessions, req, group, id)?;
+            let admitted = admit_frame(s, req, region, index, len, self.opts.max_upload_bytes, &what);
+            match admitted {
+                Ok(ok) => ok,
+                Err(r) if r.0 == 503 || r.0 == 409 => return Err(r),
+                Err(r) => {
+                    drop(sessions);
+                    return Err(self.fail(id, r));
+                }
+            }
+        };
+        let received = receive_frame(req, &headers, &file, &what);
+        let mut sessions = self.sessions()?;
+        let Some(s) = sessions.get_mut(id) else {
+            return Err(Refusal::new(404, format!("{what}: the upload ended meanwhile")));
+        };
+        s.in_flight = s.in_flight.saturating_sub(1);
+        match received {
+            Ok(()) => {
+                s.record(
+                    region,
+                    index,
+                    Received {
+                        payload_offset: headers.payload_offset,
+                        compressed_length: len,
+                        length: headers.raw_length,
+                        sha256: headers.raw_sha256,
+                        frame_sha256: headers.frame_sha256,
+                    },
+                );
+                Ok(Response::bytes(204, vec![]))
+            }
+            Err(r) => {
+                self.end(&mut sessions, id, &r.1);
+                Err(r)
+            }
+        }
+    }
+
+    /// `PUT .../layout`: the layout file's bytes (checked with the manifest).
+    fn layout(&self, req: &mut Request, group: &str, id: &str) -> Result<Response, Refusal> {
+        let dir = {
+            let mut sessions = self.sessions()?;
+            let s = self.session(&mut sessions, req, group, id)?;
+            let len = req.body_len();
+            if len > MAX_MANIFEST_BYTES {
+                let r = Refusal::new(413, format!("layout larger than {MAX_MANIFEST_BYTES} bytes"));
+                drop(sessions);
+                return Err(self.fail(id, r));
+            }
+            s.bytes = s.bytes.saturating_add(len);
+            s.dir.clone()
+        };
+        let body = req
+            .body_whole()
+            .map_err(|e| self.fail(id, Refusal::new(400, format!("layout cut: {e}"))))?;
+        let path = dir.join(LAYOUT_FILE);
+        std::fs::write(&path, &body).map_err(|e| {
+            self.fail(
+                id,
+                Refusal::new(disk_status(&e), format!("writing the layout: {e}")),
+            )
+        })?;
+        if let Some(s) = self.sessions()?.get_mut(id) {
+            s.layout = true;
+        }
+        Ok(Response::bytes(204, vec![]))
+    }
+
+    /// `PUT .../manifest`: the last request. The session is taken out (no frame can
+    /// come any more), checked as a whole, published and the token spent.
+    fn commit(&self, req: &mut Request, group: &str, id: &str) -> Result<Response, Refusal> {
+        {
+            let mut sessions = self.sessions()?;
+            let s = self.session(&mut sessions, req, group, id)?;
+            if req.body_len() > MAX_MANIFEST_BYTES {
+                let r = Refusal::new(413, format!("manifest larger than {MAX_MANIFEST_BYTES} bytes"));
+                drop(sessions);
+                return Err(self.fail(id, r));
+            }
+            if s.in_flight > 0 || !s.layout {
+                return Err(Refusal::new(
+                    409,
+                    "the manifest comes last: after the layout and every frame's answer",
+                ));
+            }
+        }
+        let manifest = req
+            .body_whole()
+            .map_err(|e| self.fail(id, Refusal::new(400, format!("manifest cut: {e}"))))?;
+        let Some(session) = self.sessions()?.remove(id) else {
+            return Err(Refusal::new(404, format!("upload {id} ended meanwhile")));
+        };
+        let published = self.publish(&session, &manifest);
+        match &published {
+            Ok(_) => {}
+            Err(r) => {
+                let _ = std::fs::remove_dir_all(&session.dir);
+                self.say(&format!(
+                    "upload {id} to {group} ended, nothing published: {}",
+                    r.1
+                ));
+            }
+        }
+        let (image_id, version) = published?;
+        self.say(&format!(
+            "upload {id}: published {version} (image {image_id}, {} chunks) from {}",
+            session.count(),
+            req.peer().ip()
+        ));
+        let body = serde_json::json!({
+            "image_id": image_id,
+            "version": version,
+            "url": format!("/{version}/"),
+        });
+        Ok(Response::bytes(201, body.to_string().into_bytes())
+            .with_header("Content-Type", "application/json"))
+    }
+
+    /// Checks the staged image, publishes it, spends the token, prunes.
+    fn publish(&self, s: &Session, manifest: &[u8]) -> Result<(String, String), Refusal> {
+        let mpath = s.dir.join(MANIFEST_FILE);
+        std::fs::write(&mpath, manifest).map_err(|e| {
+            Refusal::new(disk_status(&e), format!("writing the manifest: {e}"))
+        })?;
+        let layout = std::fs::read(s.dir.join(LAYOUT_FILE))
+            .map_err(|e| Refusal::new(500, format!("reading the staged layout: {e}")))?;
+        let image_id = s.check_commit(manifest, &layout)?;
+        let _one = self
+            .publishing
+            .lock()
+            .map_err(|_| Refusal::new(500, "publishing unavailable"))?;
+        let version = versions::publish(&self.root, &s.group, &s.dir, &image_id)
+            .map_err(|e| Refusal::new(500, format!("publishing: {}", e.chain())))?;
+        if let Ok(mut used) = self.used.lock() {
+            if let Err(e) = used.spend(&s.token_key, &s.group, &image_id) {
+                self.say(&format!(
+                    "upload {}: the spent token could not be recorded in {}: {e} (refused until this server restarts)",
+                    s.id,
+                    self.staging.join(USED_FILE).display()
+                ));
+            }
+        }
+        match versions::prune(&self.root, Some(&s.group), self.opts.keep) {
+            Ok(gone) if !gone.is_empty() => {
+                self.say(&format!("pruned {} (keeping {})", gone.join(", "), self.opts.keep))
+            }
+            Ok(_) => {}
+            Err(e) => self.say(&format!("pruning {}: {}", s.group, e.chain())),
+        }
+        Ok((image_id, version))
+    }
+
+    /// `DELETE /upload/<group>/<session>`.
+    fn abort_request(&self, req: &Request, group: &str, id: &str) -> Result<Response, Refusal> {
+        let mut sessions = self.sessions()?;
+        self.session(&mut sessions, req, group, id)?;
+        self.end(&mut sessions, id, "the client gave up");
+        Ok(Response::bytes(204, vec![]))
+    }
+}
+
+/// Checks a frame request before its body is read (headers, quota, a chunk not sent
+/// twice, room among the frames in flight) and reserves it. Returns its headers and the
+/// payload file.
+fn admit_frame(
+    s: &mut Session,
+    req: &Request,
+    region: RegionName,
+    index: usize,
+    len: u64,
+    max_bytes: u64,
+    what: &str,
+) -> Result<(FrameHeaders, Arc<std::fs::File>), Refusal> {
+    let headers = FrameHeaders::parse(|k| req.header(k), s.chunk_size)
+        .map_err(|e| Refusal::new(400, format!("{what}: {e}")))?;
+    let bound = crate::chunk::frame_bound(s.chunk_size);
+    if len == 0 || len > bound {
+        return Err(Refusal::new(
+            413,
+            format!("{what}: a frame of {len} bytes; frames of this session are 1..={bound}"),
+        ));
+    }
+    if s.has(region, index) {
+        return Err(Refusal::new(409, format!("{what}: sent twice")));
+    }
+    if s.count() >= super::wire::MAX_CHUNKS {
+        return Err(Refusal::new(413, format!("{what}: more than {} chunks", super::wire::MAX_CHUNKS)));
+    }
+    let end = headers.payload_offset.checked_add(len);
+    let total = s.bytes.checked_add(len);
+    if end.is_none_or(|e| e > max_bytes) || total.is_none_or(|t| t > max_bytes) {
+        return Err(Refusal::new(
+            413,
+            format!("{what}: over the upload quota of {max_bytes} bytes (--max-upload-bytes)"),
+        ));
+    }
+    if s.in_flight >= MAX_IN_FLIGHT {
+        return Err(Refusal::new(
+            503,
+            format!("{what}: {MAX_IN_FLIGHT} frames of this upload are arriving already"),
+        ));
+    }
+    let file = s.payload(region).map_err(|e| {
+        Refusal::new(disk_status(&e), format!("{what}: creating its payload: {e}"))
+    })?;
+    s.bytes = total.unwrap_or(u64::MAX);
+    s.in_flight += 1;
+    Ok((headers, file))
+}
+
+/// Reads a frame's body (its length was bounded by [`admit_frame`]), checks it and
+/// writes it.
+fn receive_frame(
+    req: &mut Request,
+    headers: &FrameHeaders,
+    file: &std::fs::File,
+    what: &str,
+) -> Result<(), Refusal> {
+    let frame = req.body_whole().map_err(|e| {
+        Refusal::new(400, format!("{what}: the connection broke while it arrived ({e})"))
+    })?;
+    verify_frame(&frame, headers, what)?;
+    write_frame(file, &frame, headers.payload_offset, what)
+}
+
+fn text(code: u16, msg: &str) -> Response {
+    Response::text(code, &format!("{}\n", msg.trim_end()))
+}

@@ -1,0 +1,351 @@
+//! One upload being received: its staging directory `ROOT/.upload/<session>/`, the
+//! frames received so far (where each went and its hashes), and the checks that make
+//! it publishable. A frame is checked on its own as it arrives ([`verify_frame`]: the
+//! sha256 of the frame, then decompressed within the session's `chunk_size` and the
+//! sha256 of the raw bytes); the manifest at the end must describe exactly the frames
+//! received ([`Session::check_commit`]) besides passing every rule an image load checks.
+//! File names in the staging directory are made here from parsed numbers
+//! ([`RegionName::payload`], `layout`, `manifest`), never taken from a request.
+
+use super::wire::{FrameHeaders, RegionName};
+use crate::manifest::{Image, ImageFiles, LAYOUT_FILE, MANIFEST_FILE};
+use crate::source::LocalDir;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// A frame as received: where it went in its payload and what it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    pub payload_offset: u64,
+    pub compressed_length: u64,
+    pub length: u64,
+    pub sha256: String,
+    pub frame_sha256: String,
+}
+
+/// Why a session cannot go on: the HTTP status and the message (which names the group,
+/// region and chunk). Every refusal of a frame or of the commit ends the session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal(pub u16, pub String);
+
+impl Refusal {
+    pub fn new(code: u16, msg: impl Into<String>) -> Refusal {
+        Refusal(code, msg.into())
+    }
+}
+
+/// An upload in progress.
+pub struct Session {
+    pub id: String,
+    pub group: String,
+    /// The sha256 of the token that opened it (every request must carry the same token).
+    pub token_key: String,
+    pub dir: PathBuf,
+    pub chunk_size: u64,
+    /// Bytes accepted or being received (for the quota).
+    pub bytes: u64,
+    /// Frames being received now.
+    pub in_flight: usize,
+    pub last: Instant,
+    pub layout: bool,
+    files: HashMap<RegionName, Arc<File>>,
+    chunks: BTreeMap<RegionName, BTreeMap<usize, Received>>,
+    count: usize,
+}
+
+impl Session {
+    /// A new session; its directory `dir` is created (empty).
+    pub fn create(
+        id: String,
+        group: &str,
+        token_key: String,
+        dir: PathBuf,
+        chunk_size: u64,
+    ) -> std::io::Result<Session> {
+        std::fs::create_dir(&dir)?;
+        Ok(Session {
+            id,
+            group: group.to_string(),
+            token_key,
+            dir,
+            chunk_size,
+            bytes: 0,
+            in_flight: 0,
+            last: Instant::now(),
+            layout: false,
+            files: HashMap::new(),
+            chunks: BTreeMap::new(),
+            count: 0,
+        })
+    }
+
+    /// Whether chunk `index` of `region` came already.
+    pub fn has(&self, region: RegionName, index: usize) -> bool {
+        self.chunks
+            .get(&region)
+            .is_some_and(|m| m.contains_key(&index))
+    }
+
+    /// Chunks received.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    /// The payload file of `region`, created at its first frame.
+    pub fn payload(&mut self, region: RegionName) -> std::io::Result<Arc<File>> {
+        if let Some(f) = self.files.get(&region) {
+            return Ok(f.clone());
+        }
+        let f = Arc::new(
+            File::options()
+                .create_new(true)
+                .read(true)
+                .write(true)
+                .open(self.dir.join(region.payload()))?,
+        );
+        self.files.insert(region, f.clone());
+        Ok(f)
+    }
+
+    /// Records a checked and written frame.
+    pub fn record(&mut self, region: RegionName, index: usize, r: Received) {
+        if self.chunks.entry(region).or_default().insert(index, r).is_none() {
+            self.count += 1;
+        }
+    }
+
+    /// Checks that the manifest describes exactly the frames received and that the
+    /// image passes every rule of an image load, then syncs the files. Returns the
+    /// image id. `manifest` and `layout` are already written into the directory.
+    pub fn check_commit(&self, manifest: &[u8], layout: &[u8]) -> Result<String, Refusal> {
+        let files = ImageFiles {
+            manifest: manifest.to_vec(),
+            layout: layout.to_vec(),
+        };
+        let image = Image::from_files(Arc::new(LocalDir(self.dir.clone())), &files)
+            .map_err(|e| Refusal::new(422, format!("the image does not load: {}", e.chain())))?;
+        let m = &image.manifest;
+        if m.chunk_size != self.chunk_size {
+            return Err(Refusal::new(
+                422,
+                format!(
+                    "the manifest's chunk_size {} is not the session's {}",
+                    m.chunk_size, self.chunk_size
+                ),
+            ));
+        }
+        let mut seen = vec![];
+        for r in &m.regions {
+            let name = if r.number == 0 {
+                RegionName::Head
+            } else {
+                RegionName::Partition(r.number)
+            };
+            if r.payload != name.payload() {
+                return Err(Refusal::new(
+                    422,
+                    format!("region {}: payload {:?} is not {}", r.name, r.payload, name.payload()),
+                ));
+            }
+            seen.push(name);
+            self.check_region(name, r)?;
+        }
+        if let Some(extra) = self.chunks.keys().find(|k| !seen.contains(k)) {
+            return Err(Refusal::new(
+                422,
+                format!(
+                    "frames of region {} were sent but the manifest has no such region",
+                    extra.name()
+                ),
+            ));
+        }
+        self.sync()?;
+        Ok(m.image_id.clone())
+    }
+
+    /// Region `r` of the manifest against the frames received for it, and its payload
+    /// file's length.
+    fn check_region(&self, name: RegionName, r: &crate::manifest::Region) -> Result<(), Refusal> {
+        let empty = BTreeMap::new();
+        let got = self.chunks.get(&name).unwrap_or(&empty);
+        if got.len() != r.chunks.len() {
+            let missing = (0..r.chunks.len()).find(|i| !got.contains_key(i));
+            return Err(Refusal::new(
+                422,
+                match missing {
+                    Some(i) => format!(
+                        "region {} chunk {i}: in the manifest, never received ({} of {} chunks came)",
+                        r.name,
+                        got.len(),
+                        r.chunks.len()
+                    ),
+                    None => format!(
+                        "region {}: {} chunks received, the manifest lists {}",
+                        r.name,
+                        got.len(),
+                        r.chunks.len()
+                    ),
+                },
+            ));
+        }
+        for (i, c) in r.chunks.iter().enumerate() {
+            let want = Received {
+                payload_offset: c.payload_offset,
+                compressed_length: c.compressed_length,
+                length: c.length,
+                sha256: c.sha256.clone(),
+                frame_sha256: c.frame_sha256.clone(),
+            };
+            if got.get(&i) != Some(&want) {
+                return Err(Refusal::new(
+                    422,
+                    format!(
+                        "region {} chunk {i}: the manifest's entry is not the frame received",
+                        r.name
+                    ),
+                ));
+            }
+        }
+        let end = r
+            .chunks
+            .last()
+            .map_or(0, |c| c.payload_offset.saturating_add(c.compressed_length));
+        let len = self
+            .files
+            .get(&name)
+            .and_then(|f| f.metadata().ok())
+            .map_or(0, |m| m.len());
+        if len != end {
+            return Err(Refusal::new(
+                422,
+                format!(
+                    "region {}: payload {} holds {len} bytes, its chunks end at {end}",
+                    r.name,
+                    name.payload()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Every file and the directory on disk before the rename that publishes them.
+    fn sync(&self) -> Result<(), Refusal> {
+        let fail = |what: &Path, e: std::io::Error| {
+            Refusal::new(
+                disk_status(&e),
+                format!("syncing {}: {e}", what.display()),
+            )
+        };
+        for f in self.files.values() {
+            f.sync_all().map_err(|e| fail(&self.dir, e))?;
+        }
+        for name in [LAYOUT_FILE, MANIFEST_FILE] {
+            let p = self.dir.join(name);
+            File::open(&p)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| fail(&p, e))?;
+        }
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| fail(&self.dir, e))
+    }
+}
+
+/// 507 for a full disk or quota (the client must know the server cannot take it), 500
+/// for any other write error.
+pub fn disk_status(e: &std::io::Error) -> u16 {
+    match e.raw_os_error() {
+        Some(libc::ENOSPC | libc::EDQUOT | libc::EFBIG) => 507,
+        _ => 500,
+    }
+}
+
+/// Checks one frame against its headers: the frame's sha256, then its decompressed
+/// length (at most the session's `chunk_size`, allocated as declared) and the raw
+/// bytes' sha256. `what` names the region and chunk in the message.
+pub fn verify_frame(frame: &[u8], h: &FrameHeaders, what: &str) -> Result<(), Refusal> {
+    let bad = |msg: String| Refusal::new(422, format!("{what}: {msg}"));
+    let frame_sum = hex::encode(Sha256::digest(frame));
+    if frame_sum != h.frame_sha256 {
+        return Err(bad(format!(
+            "frame sha256 {frame_sum} is not the {} sent with it (damaged in transit)",
+            h.frame_sha256
+        )));
+    }
+    // raw_length was bounded by the session's chunk_size (≤ MAX_CHUNK) when parsed.
+    let mut raw = vec![0u8; h.raw_length as usize];
+    let n = zstd::bulk::decompress_to_buffer(frame, &mut raw[..])
+        .map_err(|e| bad(format!("not a zstd frame of at most {} bytes: {e}", h.raw_length)))?;
+    if n as u64 != h.raw_length {
+        return Err(bad(format!(
+            "decompressed to {n} bytes, {} were declared",
+            h.raw_length
+        )));
+    }
+    let raw_sum = hex::encode(Sha256::digest(&raw));
+    if raw_sum != h.raw_sha256 {
+        return Err(bad(format!(
+            "raw sha256 {raw_sum} is not the {} declared",
+            h.raw_sha256
+        )));
+    }
+    Ok(())
+}
+
+/// Writes a checked frame at its offset in the payload file.
+pub fn write_frame(file: &File, frame: &[u8], at: u64, what: &str) -> Result<(), Refusal> {
+    file.write_all_at(frame, at).map_err(|e| {
+        let code = disk_status(&e);
+        let why = if code == 507 {
+            format!("the server's disk is full ({e})")
+        } else {
+            format!("writing it failed ({e})")
+        };
+        Refusal::new(code, format!("{what}: {why}"))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(frame: &[u8], raw: &[u8]) -> FrameHeaders {
+        FrameHeaders {
+            payload_offset: 0,
+            raw_length: raw.len() as u64,
+            raw_sha256: hex::encode(Sha256::digest(raw)),
+            frame_sha256: hex::encode(Sha256::digest(frame)),
+        }
+    }
+
+    #[test]
+    fn a_frame_is_checked_by_both_hashes_and_its_length() {
+        let raw = vec![7u8; 100_000];
+        let frame = crate::frame::compress_chunk(&raw, 3, 1 << 20).unwrap();
+        let h = headers(&frame, &raw);
+        assert_eq!(verify_frame(&frame, &h, "p2 chunk 0"), Ok(()));
+        let mut flipped = frame.clone();
+        let mid = flipped.len() / 2;
+        flipped[mid] ^= 1;
+        let e = verify_frame(&flipped, &h, "p2 chunk 0").unwrap_err();
+        assert_eq!(e.0, 422);
+        assert!(e.1.starts_with("p2 chunk 0: frame sha256"), "{}", e.1);
+        // Consistent hashes over a frame that decompresses to more than declared.
+        let mut short = h.clone();
+        short.raw_length = 1000;
+        assert!(verify_frame(&frame, &short, "x").is_err());
+        // Right frame, wrong raw hash.
+        let mut other = h.clone();
+        other.raw_sha256 = "0".repeat(64);
+        let e = verify_frame(&frame, &other, "head chunk 3").unwrap_err();
+        assert!(e.1.contains("raw sha256"), "{}", e.1);
+        // Not zstd at all.
+        let junk = vec![1u8; 64];
+        assert!(verify_frame(&junk, &headers(&junk, &raw), "x").is_err());
+    }
+}

@@ -1,0 +1,305 @@
+//! Network backup (issue 15): `imgtool capture DISK http://server/GROUP --token T`
+//! uploads into `imgtool serve --tokens FILE` while capturing. These tests run the real
+//! binaries on the file-built GPT master (no root, except the full-disk test): an upload
+//! publishes the very image a local capture makes; a cut, a flipped byte, a bad token, a
+//! quota or a full disk publish nothing and leave the current version served; no request
+//! path writes outside the staging directory.
+
+mod common;
+#[path = "upload_support/mod.rs"]
+mod upload_support;
+
+use common::*;
+use std::path::{Path, PathBuf};
+use upload_support::*;
+
+/// The image files (names and sha256) of an image directory.
+fn image_files(dir: &Path) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = tree(dir, &|_| false)
+        .into_iter()
+        .map(|(p, h)| (p.file_name().unwrap().to_string_lossy().into_owned(), h))
+        .collect();
+    v.sort();
+    v
+}
+
+fn version_dir(root: &Path, id: &str) -> PathBuf {
+    root.join(format!("{GROUP}@{}", &id[..12]))
+}
+
+#[test]
+fn an_upload_publishes_the_image_a_local_capture_makes() {
+    let c = captured_files();
+    let root = c.dir.join("images");
+    let s = Server::start(&c.dir, &root, &[]);
+    let rep = upload(&c.master, &s.url(), TOKEN, &[]).unwrap();
+    let id = image_id(&c.image);
+    assert_eq!(rep["image_id"], id.as_str(), "{rep}");
+    assert_eq!(rep["version"], format!("{GROUP}@{}", &id[..12]), "{rep}");
+    // The same bytes as the local capture: manifest, layout and every payload.
+    let published = version_dir(&root, &id);
+    assert_eq!(image_files(&published), image_files(&c.image));
+    // Current, listed, served through the group's link, and staging is clean.
+    assert_eq!(current_id(&root, GROUP).as_deref(), Some(id.as_str()));
+    assert_eq!(image_id(&root.join(GROUP)), id);
+    assert!(sessions_left(&root).is_empty());
+    assert!(s.log_text().contains(&format!("published {GROUP}@{}", &id[..12])));
+    // A restore from the server gives the master back.
+    let target = c.dir.join("target.img");
+    std::fs::File::create(&target).unwrap().set_len(c.size).unwrap();
+    run(imgtool()
+        .args(["restore", "-q"])
+        .arg(s.url())
+        .arg(&target));
+    test_fixtures::files::assert_restored_files(&c.master, &target);
+    // The token is spent: used again, it is refused with the reason in the server log.
+    let e = upload(&c.master, &s.url(), TOKEN, &[]).unwrap_err();
+    assert!(e.contains("HTTP 403") && e.contains("used already"), "{e}");
+    assert!(s.log_text().contains("refused (403)"), "{}", s.log_text());
+}
+
+/// The first version, published with TOKEN at the default chunk size (8M).
+fn first_version(c: &Captured, s: &Server) -> String {
+    let rep = upload(&c.master, &s.url(), TOKEN, &[]).unwrap();
+    rep["image_id"].as_str().unwrap().to_string()
+}
+
+/// The root's files outside the staging directory.
+fn published(root: &Path) -> std::collections::BTreeMap<PathBuf, String> {
+    tree(root, &|p| p.ends_with(".upload"))
+}
+
+/// After a failed upload: the old version is still current and served, and a restore
+/// from the server gives the master back.
+fn assert_old_version_served(c: &Captured, s: &Server, old: &str) {
+    assert_eq!(current_id(&s.root, GROUP).as_deref(), Some(old));
+    let target = c.dir.join("after-failure.img");
+    let _ = std::fs::remove_file(&target);
+    std::fs::File::create(&target).unwrap().set_len(c.size).unwrap();
+    let out = run(imgtool()
+        .args(["restore", "--json"])
+        .arg(s.url())
+        .arg(&target));
+    let rep: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rep["image_id"], old);
+    test_fixtures::files::assert_restored_files(&c.master, &target);
+}
+
+#[test]
+fn a_cut_upload_publishes_nothing_and_a_rerun_publishes() {
+    let c = captured_files();
+    let root = c.dir.join("images");
+    let s = Server::start(&c.dir, &root, &[]);
+    let old = first_version(&c, &s);
+    // 64K chunks: many frames; the proxy closes every connection half-way.
+    let full = upload(&c.master, &format!("http://{}/storage", s.addr), OTHER_TOKEN, &["--chunk-size", "64K"]).unwrap();
+    let before = published(&root);
+    let half = full["bytes_sent"].as_u64().unwrap() / 2;
+    let proxy = Proxy::start(s.addr, Fault::CutAfter(half));
+    let e = upload(&c.master, &proxy.url(), TOKEN2, &["--chunk-size", "64K"]).unwrap_err();
+    assert!(e.contains("uploading"), "{e}");
+    assert_eq!(published(&root), before, "something was published");
+    assert_old_version_served(&c, &s, &old);
+    // The token was not spent: the rerun, straight to the server, publishes.
+    let rep = upload(&c.master, &s.url(), TOKEN2, &["--chunk-size", "64K"]).unwrap();
+    let new = rep["image_id"].as_str().unwrap();
+    assert_ne!(new, old);
+    assert_eq!(current_id(&root, GROUP).as_deref(), Some(new));
+    assert!(version_dir(&root, &old).is_dir(), "the old version is kept");
+    // The cut session ended (at the cut, or when the rerun with its token began).
+    assert!(sessions_left(&root).is_empty(), "{:?}", sessions_left(&root));
+    assert!(s.log_text().contains("nothing published"), "{}", s.log_text());
+}
+
+#[test]
+fn a_byte_flipped_in_transit_is_refused_naming_the_chunk() {
+    let c = captured_files();
+    let root = c.dir.join("images");
+    let s = Server::start(&c.dir, &root, &[]);
+    let old = first_version(&c, &s);
+    let full = upload(&c.master, &format!("http://{}/storage", s.addr), OTHER_TOKEN, &["--chunk-size", "64K"]).unwrap();
+    let before = published(&root);
+    let at = full["bytes_sent"].as_u64().unwrap() / 3;
+    let proxy = Proxy::start(s.addr, Fault::FlipAt(at));
+    let e = upload(&c.master, &proxy.url(), TOKEN2, &["--chunk-size", "64K"]).unwrap_err();
+    assert!(e.contains("HTTP 422") && e.contains(" chunk "), "{e}");
+    assert!(e.contains("region "), "{e}");
+    let log = s.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("nothing published") && l.contains(" chunk "))
+        .unwrap_or_else(|| panic!("no refusal naming a chunk in the log: {log}"));
+    assert!(line.contains("sha256") || line.contains("zstd"), "{line}");
+    assert_eq!(published(&root), before, "something was published");
+    assert!(sessions_left(&root).is_empty());
+    assert_old_version_served(&c, &s, &old);
+}
+
+#[test]
+fn tokens_missing_unknown_or_of_another_group_are_refused_with_the_reason_logged() {
+    let c = captured_files();
+    let root = c.dir.join("images");
+    let s = Server::start(&c.dir, &root, &[]);
+    let begin = |auth: &str| {
+        raw_request(
+            s.addr,
+            &format!("POST /upload/{GROUP}?chunk_size=65536 HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"),
+            b"",
+        )
+    };
+    let (code, text) = begin("");
+    assert_eq!(code, 401, "{text}");
+    let (code, text) = begin("Authorization: Bearer not-a-token-of-this-server\r\n");
+    assert_eq!(code, 401, "{text}");
+    assert!(text.contains("unknown upload token"), "{text}");
+    let (code, text) = begin(&format!("Authorization: Bearer {OTHER_TOKEN}\r\n"));
+    assert_eq!(code, 403, "{text}");
+    assert!(text.contains("for group storage"), "{text}");
+    // Through the CLI: a wrong token, then the other group's token.
+    let e = upload(&c.master, &s.url(), "wrong-token-wrong-token", &[]).unwrap_err();
+    assert!(e.contains("HTTP 401"), "{e}");
+    let e = upload(&c.master, &s.url(), OTHER_TOKEN, &[]).unwrap_err();
+    assert!(e.contains("HTTP 403"), "{e}");
+    let log = s.log_text();
+    for reason in [
+        "refused (401) from 127.0.0.1: no upload token",
+        "refused (401) from 127.0.0.1: unknown upload token",
+        "refused (403) from 127.0.0.1: this token is for group storage, not compute",
+    ] {
+        assert!(log.contains(reason), "{reason:?} not in {log}");
+    }
+    assert!(published(&root).is_empty());
+    assert!(sessions_left(&root).is_empty());
+    // A session's requests need the session's own token.
+    let (code, text) = begin(&format!("Authorization: Bearer {TOKEN}\r\n"));
+    assert_eq!(code, 201, "{text}");
+    let session = text.split("\"session\":\"").nth(1).unwrap()[..32].to_string();
+    let (code, _) = raw_request(
+        s.addr,
+        &format!("DELETE /upload/{GROUP}/{session} HTTP/1.1\r\nAuthorization: Bearer {TOKEN2}\r\nConnection: close\r\n\r\n"),
+        b"",
+    );
+    assert_eq!(code, 403);
+    let (code, _) = raw_request(
+        s.addr,
+        &format!("DELETE /upload/{GROUP}/{session} HTTP/1.1\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n"),
+        b"",
+    );
+    assert_eq!(code, 204);
+    assert!(sessions_left(&root).is_empty());
+}
+
+#[test]
+fn no_request_path_writes_outside_the_staging_directory() {
+    let c = captured_files();
+    let root = c.dir.join("images");
+    let s = Server::start(&c.dir, &root, &[]);
+    let outside = |p: &Path| p.starts_with(root.join(".upload")) || p.extension().is_some_and(|e| e == "log");
+    let before = tree(&c.dir, &outside);
+    let auth = format!("Authorization: Bearer {TOKEN}\r\n");
+    let (code, text) = raw_request(
+        s.addr,
+        &format!("POST /upload/{GROUP}?chunk_size=65536 HTTP/1.1\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"),
+        b"",
+    );
+    assert_eq!(code, 201, "{text}");
+    let session = text.split("\"session\":\"").nth(1).unwrap()[..32].to_string();
+    let body = b"escape escape escape";
+    let sha = "0".repeat(64);
+    let frame_headers = format!("X-Payload-Offset: 0\r\nX-Raw-Length: 20\r\nX-Raw-Sha256: {sha}\r\nX-Frame-Sha256: {sha}\r\n");
+    let paths = [
+        "/upload/../../escape".to_string(),
+        "/upload/%2e%2e/%2e%2e/escape".into(),
+        "/upload/compute%2f..%2f..%2fescape".into(),
+        "//escape".into(),
+        "/upload//escape/x".into(),
+        "/upload/.upload/used-tokens".into(),
+        format!("/upload/{GROUP}/{session}/../../../escape"),
+        format!("/upload/{GROUP}/{session}/..%2f..%2f..%2fescape/0"),
+        format!("/upload/{GROUP}/{session}/%2e%2e/0"),
+        format!("/upload/{GROUP}/{session}/p1/..%2fescape"),
+        format!("/upload/{GROUP}/{session}/layout/../../escape"),
+        format!("/upload/{GROUP}/..%2f..%2fescape/layout"),
+        format!("/upload/{GROUP}/../{session}/layout"),
+        format!("http://127.0.0.1/upload/{GROUP}/{session}/../../escape"),
+        format!("/{}/escape", c.dir.display()),
+        format!("/upload/{}", c.dir.join("escape").display()),
+    ];
+    for p in &paths {
+        for method in ["PUT", "POST"] {
+            let (code, text) = raw_request(
+                s.addr,
+                &format!("{method} {p} HTTP/1.1\r\n{auth}{frame_headers}Content-Length: {}\r\nConnection: close\r\n\r\n", body.len()),
+                body,
+            );
+            assert!((400..500).contains(&code), "{method} {p}: {text}");
+        }
+    }
+    assert_eq!(tree(&c.dir, &outside), before, "a file changed outside the staging directory");
+    for p in [
+        PathBuf::from("/escape"),
+        root.join("escape"),
+        c.dir.join("escape"),
+        root.join(".upload/escape"),
+    ] {
+        assert!(!p.exists(), "{}", p.display());
+    }
+    // The only files written are inside the session's staging directory (none here:
+    // every request above was refused before a byte was written).
+    let staged = tree(&root.join(".upload"), &|_| false);
+    assert!(
+        staged.keys().all(|p| p.ends_with(&session) || p.starts_with(root.join(".upload").join(&session))),
+        "{staged:?}"
+    );
+}
+
+#[test]
+fn an_upload_over_quota_publishes_nothing() {
+    let c = captured_files();
+    let root = c.dir.join("images");
+    let s = Server::start(&c.dir, &root, &["--max-upload-bytes", "256K"]);
+    let e = upload(&c.master, &s.url(), TOKEN, &["--chunk-size", "64K"]).unwrap_err();
+    assert!(e.contains("HTTP 413") && e.contains("quota"), "{e}");
+    assert!(published(&root).is_empty());
+    assert!(sessions_left(&root).is_empty());
+    assert!(s.log_text().contains("over the upload quota"), "{}", s.log_text());
+}
+
+/// A small tmpfs mounted for the test, unmounted in `Drop`.
+struct Tmpfs(PathBuf);
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_on_the_server_is_a_clear_error_and_publishes_nothing() {
+    skip_unless_root!("mounts a small tmpfs as the image root");
+    let c = captured_files();
+    let old = image_id(&c.image);
+    let mnt = c.dir.join("small");
+    std::fs::create_dir_all(&mnt).unwrap();
+    run(std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=3m", "tmpfs"])
+        .arg(&mnt));
+    let _guard = Tmpfs(mnt.clone());
+    // The current version: a copy of the local capture, as the version layout has it.
+    let root = mnt.join("images");
+    std::fs::create_dir_all(&root).unwrap();
+    let s = Server::start(&c.dir, &root, &[]);
+    let e = upload(&c.master, &s.url(), TOKEN, &["--chunk-size", "64K", "--level", "1"]);
+    let free = |p: &Path| {
+        let out = run(std::process::Command::new("df").args(["-B1", "--output=avail"]).arg(p));
+        String::from_utf8_lossy(&out.stdout).lines().nth(1).unwrap().trim().parse::<u64>().unwrap()
+    };
+    let e = e.expect_err("a 3 MiB root took the whole image; make the fixture larger");
+    assert!(e.contains("HTTP 507") && e.contains("disk is full"), "{e}");
+    assert!(published(&root).is_empty());
+    assert!(sessions_left(&root).is_empty());
+    assert!(free(&mnt) > 2 << 20, "staging not cleaned");
+    assert!(s.log_text().contains("disk is full"), "{}", s.log_text());
+    drop(s);
+    let _ = old;
+}
