@@ -97,7 +97,8 @@ impl DirSink {
         }
         let partial = &self.partial;
         if partial.exists() {
-            std::fs::remove_dir_all(partial).map_err(|e| Error::io("removing stale", partial, e))?;
+            std::fs::remove_dir_all(partial)
+                .map_err(|e| Error::io("removing stale", partial, e))?;
         }
         std::fs::create_dir_all(partial).map_err(|e| Error::io("creating", partial, e))?;
         self.cleanup.0 = Some(partial.clone());
@@ -127,7 +128,8 @@ impl ImageSink for DirSink {
         let Some((ppath, w)) = &mut self.payload else {
             return Err(Error::Poisoned("capture sink (frame outside a region)"));
         };
-        w.write_all(&frame).map_err(|e| Error::io("writing", &*ppath, e))
+        w.write_all(&frame)
+            .map_err(|e| Error::io("writing", &*ppath, e))
     }
 
     fn end_region(&mut self, _: &Region) -> Result<()> {

@@ -649,10 +649,7 @@ impl Conn {
                 self.limits.max_body
             };
             if body_len > max_body {
-                return self.error(
-                    413,
-                    &format!("request body larger than {max_body} bytes\n"),
-                );
+                return self.error(413, &format!("request body larger than {max_body} bytes\n"));
             }
             let expects_continue = head.headers.iter().any(|(k, v)| {
                 k.eq_ignore_ascii_case("expect") && v.eq_ignore_ascii_case("100-continue")
@@ -747,7 +744,12 @@ impl Conn {
     }
 
     /// Reads `n` body bytes into `out` by `deadline`.
-    fn read_body_until(&mut self, n: u64, out: &mut dyn Write, deadline: Instant) -> io::Result<()> {
+    fn read_body_until(
+        &mut self,
+        n: u64,
+        out: &mut dyn Write,
+        deadline: Instant,
+    ) -> io::Result<()> {
         let from_buf = (n as usize).min(self.buf.len());
         out.write_all(&self.buf[..from_buf])?;
         self.buf.drain(..from_buf);
@@ -1095,30 +1097,48 @@ mod tests {
         // connection.
         let mut c = TcpStream::connect(addr).unwrap();
         let body = vec![5u8; 512 << 10];
-        c.write_all(format!("PUT /put HTTP/1.1\r\nContent-Length: {}\r\n\r\n", body.len()).as_bytes())
-            .unwrap();
+        c.write_all(
+            format!(
+                "PUT /put HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .unwrap();
         c.write_all(&body).unwrap();
-        c.write_all(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n").unwrap();
+        c.write_all(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+            .unwrap();
         let all = String::from_utf8(read_all(&mut c)).unwrap();
         assert!(all.contains(&format!("put {}", 512 << 10)), "{all}");
         assert!(all.ends_with("hello"), "{all}");
         // Over max_put_body: 413 before any of it is read.
         let mut c = TcpStream::connect(addr).unwrap();
-        c.write_all(format!("PUT /put HTTP/1.1\r\nContent-Length: {}\r\n\r\n", (1 << 20) + 1).as_bytes())
-            .unwrap();
+        c.write_all(
+            format!(
+                "PUT /put HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+                (1 << 20) + 1
+            )
+            .as_bytes(),
+        )
+        .unwrap();
         let all = String::from_utf8_lossy(&read_all(&mut c)).into_owned();
         assert!(all.starts_with("HTTP/1.1 413"), "{all}");
         // A POST is still held to max_body.
         let mut c = TcpStream::connect(addr).unwrap();
-        c.write_all(b"POST /echo HTTP/1.1\r\nContent-Length: 2048\r\n\r\n").unwrap();
+        c.write_all(b"POST /echo HTTP/1.1\r\nContent-Length: 2048\r\n\r\n")
+            .unwrap();
         let all = String::from_utf8_lossy(&read_all(&mut c)).into_owned();
         assert!(all.starts_with("HTTP/1.1 413"), "{all}");
         // Cut half-way: the handler sees the error, the connection is closed.
         let mut c = TcpStream::connect(addr).unwrap();
-        c.write_all(b"PUT /put HTTP/1.1\r\nContent-Length: 1000\r\n\r\nabc").unwrap();
+        c.write_all(b"PUT /put HTTP/1.1\r\nContent-Length: 1000\r\n\r\nabc")
+            .unwrap();
         c.shutdown(std::net::Shutdown::Write).unwrap();
         let all = String::from_utf8_lossy(&read_all(&mut c)).into_owned();
-        assert!(all.starts_with("HTTP/1.1 400") && all.contains("cut:"), "{all}");
+        assert!(
+            all.starts_with("HTTP/1.1 400") && all.contains("cut:"),
+            "{all}"
+        );
         assert!(all.contains("Connection: close"), "{all}");
     }
 

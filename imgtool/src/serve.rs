@@ -143,7 +143,11 @@ impl Bound {
                 .join(", "),
             addr.map(|a| a.to_string()).unwrap_or_default(),
             self.server.limits().max_connections,
-            if uploads_on { "; uploads at /upload/" } else { "" },
+            if uploads_on {
+                "; uploads at /upload/"
+            } else {
+                ""
+            },
         );
         self.server
             .run(Arc::new(move |req: &mut Request| handle(&ctx, req)))
@@ -258,10 +262,16 @@ impl PlanCache {
 
 fn handle(ctx: &Ctx, req: &mut Request) -> Response {
     let path = req.path().to_string();
-    if path.starts_with(crate::upload::wire::PREFIX) && req.method() != "GET" && req.method() != "HEAD" {
+    if path.starts_with(crate::upload::wire::PREFIX)
+        && req.method() != "GET"
+        && req.method() != "HEAD"
+    {
         return match &ctx.uploads {
             Some(u) => u.handle(req),
-            None => Response::text(404, "this server takes no uploads (imgtool serve --tokens FILE)\n"),
+            None => Response::text(
+                404,
+                "this server takes no uploads (imgtool serve --tokens FILE)\n",
+            ),
         };
     }
     match req.method() {

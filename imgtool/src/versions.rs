@@ -143,8 +143,7 @@ fn classify(root: &Path, file: &str) -> Option<(String, Entry)> {
             .is_some_and(|(g, _)| g == file && !target.contains('/'));
         return is_ours.then(|| (file.to_string(), Entry::Current(target)));
     }
-    (meta.is_dir() && path.join(MANIFEST_FILE).is_file())
-        .then(|| (file.to_string(), Entry::Plain))
+    (meta.is_dir() && path.join(MANIFEST_FILE).is_file()).then(|| (file.to_string(), Entry::Plain))
 }
 
 /// Every group under `root` with its versions, by group name; versions newest first.
@@ -357,9 +356,7 @@ pub fn rollback(root: &Path, group: &str, to: Option<&str>) -> Result<(String, S
 }
 
 fn pick<'g>(g: &'g Group, want: &str) -> Result<&'g Version> {
-    let hex = want
-        .strip_prefix(&format!("{}@", g.group))
-        .unwrap_or(want);
+    let hex = want.strip_prefix(&format!("{}@", g.group)).unwrap_or(want);
     let ok = hex.len() >= 4 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
     let found: Vec<&Version> = if ok {
         g.versions
@@ -449,7 +446,11 @@ mod tests {
         let id: String = std::iter::repeat_n(id_digit, 64).collect();
         let dir = root.join(version_name(group, &id));
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join(MANIFEST_FILE), format!("{{\"image_id\":\"{id}\"}}")).unwrap();
+        std::fs::write(
+            dir.join(MANIFEST_FILE),
+            format!("{{\"image_id\":\"{id}\"}}"),
+        )
+        .unwrap();
         set_published(&dir, mtime);
         id
     }
@@ -530,7 +531,11 @@ mod tests {
         let names: Vec<&str> = g.versions.iter().map(|v| v.name.as_str()).collect();
         assert_eq!(
             names,
-            ["compute@eeeeeeeeeeee", "compute@dddddddddddd", "compute@cccccccccccc"]
+            [
+                "compute@eeeeeeeeeeee",
+                "compute@dddddddddddd",
+                "compute@cccccccccccc"
+            ]
         );
         assert_eq!(removed.len(), 2, "{removed:?}");
         assert_eq!(current(root, "compute"), "compute@cccccccccccc");

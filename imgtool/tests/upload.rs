@@ -43,14 +43,16 @@ fn an_upload_publishes_the_image_a_local_capture_makes() {
     assert_eq!(current_id(&root, GROUP).as_deref(), Some(id.as_str()));
     assert_eq!(image_id(&root.join(GROUP)), id);
     assert!(sessions_left(&root).is_empty());
-    assert!(s.log_text().contains(&format!("published {GROUP}@{}", &id[..12])));
+    assert!(s
+        .log_text()
+        .contains(&format!("published {GROUP}@{}", &id[..12])));
     // A restore from the server gives the master back.
     let target = c.dir.join("target.img");
-    std::fs::File::create(&target).unwrap().set_len(c.size).unwrap();
-    run(imgtool()
-        .args(["restore", "-q"])
-        .arg(s.url())
-        .arg(&target));
+    std::fs::File::create(&target)
+        .unwrap()
+        .set_len(c.size)
+        .unwrap();
+    run(imgtool().args(["restore", "-q"]).arg(s.url()).arg(&target));
     test_fixtures::files::assert_restored_files(&c.master, &target);
     // The token is spent: used again, it is refused with the reason in the server log.
     let e = upload(&c.master, &s.url(), TOKEN, &[]).unwrap_err();
@@ -75,7 +77,10 @@ fn assert_old_version_served(c: &Captured, s: &Server, old: &str) {
     assert_eq!(current_id(&s.root, GROUP).as_deref(), Some(old));
     let target = c.dir.join("after-failure.img");
     let _ = std::fs::remove_file(&target);
-    std::fs::File::create(&target).unwrap().set_len(c.size).unwrap();
+    std::fs::File::create(&target)
+        .unwrap()
+        .set_len(c.size)
+        .unwrap();
     let out = run(imgtool()
         .args(["restore", "--json"])
         .arg(s.url())
@@ -92,7 +97,13 @@ fn a_cut_upload_publishes_nothing_and_a_rerun_publishes() {
     let s = Server::start(&c.dir, &root, &[]);
     let old = first_version(&c, &s);
     // 64K chunks: many frames; the proxy closes every connection half-way.
-    let full = upload(&c.master, &format!("http://{}/storage", s.addr), OTHER_TOKEN, &["--chunk-size", "64K"]).unwrap();
+    let full = upload(
+        &c.master,
+        &format!("http://{}/storage", s.addr),
+        OTHER_TOKEN,
+        &["--chunk-size", "64K"],
+    )
+    .unwrap();
     let before = published(&root);
     let half = full["bytes_sent"].as_u64().unwrap() / 2;
     let proxy = Proxy::start(s.addr, Fault::CutAfter(half));
@@ -107,8 +118,16 @@ fn a_cut_upload_publishes_nothing_and_a_rerun_publishes() {
     assert_eq!(current_id(&root, GROUP).as_deref(), Some(new));
     assert!(version_dir(&root, &old).is_dir(), "the old version is kept");
     // The cut session ended (at the cut, or when the rerun with its token began).
-    assert!(sessions_left(&root).is_empty(), "{:?}", sessions_left(&root));
-    assert!(s.log_text().contains("nothing published"), "{}", s.log_text());
+    assert!(
+        sessions_left(&root).is_empty(),
+        "{:?}",
+        sessions_left(&root)
+    );
+    assert!(
+        s.log_text().contains("nothing published"),
+        "{}",
+        s.log_text()
+    );
 }
 
 #[test]
@@ -117,7 +136,13 @@ fn a_byte_flipped_in_transit_is_refused_naming_the_chunk() {
     let root = c.dir.join("images");
     let s = Server::start(&c.dir, &root, &[]);
     let old = first_version(&c, &s);
-    let full = upload(&c.master, &format!("http://{}/storage", s.addr), OTHER_TOKEN, &["--chunk-size", "64K"]).unwrap();
+    let full = upload(
+        &c.master,
+        &format!("http://{}/storage", s.addr),
+        OTHER_TOKEN,
+        &["--chunk-size", "64K"],
+    )
+    .unwrap();
     let before = published(&root);
     let at = full["bytes_sent"].as_u64().unwrap() / 3;
     let proxy = Proxy::start(s.addr, Fault::FlipAt(at));
@@ -194,7 +219,8 @@ fn no_request_path_writes_outside_the_staging_directory() {
     let c = captured_files();
     let root = c.dir.join("images");
     let s = Server::start(&c.dir, &root, &[]);
-    let outside = |p: &Path| p.starts_with(root.join(".upload")) || p.extension().is_some_and(|e| e == "log");
+    let outside =
+        |p: &Path| p.starts_with(root.join(".upload")) || p.extension().is_some_and(|e| e == "log");
     let before = tree(&c.dir, &outside);
     let auth = format!("Authorization: Bearer {TOKEN}\r\n");
     let (code, text) = raw_request(
@@ -235,7 +261,11 @@ fn no_request_path_writes_outside_the_staging_directory() {
             assert!((400..500).contains(&code), "{method} {p}: {text}");
         }
     }
-    assert_eq!(tree(&c.dir, &outside), before, "a file changed outside the staging directory");
+    assert_eq!(
+        tree(&c.dir, &outside),
+        before,
+        "a file changed outside the staging directory"
+    );
     for p in [
         PathBuf::from("/escape"),
         root.join("escape"),
@@ -248,7 +278,9 @@ fn no_request_path_writes_outside_the_staging_directory() {
     // every request above was refused before a byte was written).
     let staged = tree(&root.join(".upload"), &|_| false);
     assert!(
-        staged.keys().all(|p| p.ends_with(&session) || p.starts_with(root.join(".upload").join(&session))),
+        staged
+            .keys()
+            .all(|p| p.ends_with(&session) || p.starts_with(root.join(".upload").join(&session))),
         "{staged:?}"
     );
 }
@@ -262,7 +294,11 @@ fn an_upload_over_quota_publishes_nothing() {
     assert!(e.contains("HTTP 413") && e.contains("quota"), "{e}");
     assert!(published(&root).is_empty());
     assert!(sessions_left(&root).is_empty());
-    assert!(s.log_text().contains("over the upload quota"), "{}", s.log_text());
+    assert!(
+        s.log_text().contains("over the upload quota"),
+        "{}",
+        s.log_text()
+    );
 }
 
 /// A small tmpfs mounted for the test, unmounted in `Drop`.
@@ -289,10 +325,23 @@ fn a_full_disk_on_the_server_is_a_clear_error_and_publishes_nothing() {
     let root = mnt.join("images");
     std::fs::create_dir_all(&root).unwrap();
     let s = Server::start(&c.dir, &root, &[]);
-    let e = upload(&c.master, &s.url(), TOKEN, &["--chunk-size", "64K", "--level", "1"]);
+    let e = upload(
+        &c.master,
+        &s.url(),
+        TOKEN,
+        &["--chunk-size", "64K", "--level", "1"],
+    );
     let free = |p: &Path| {
-        let out = run(std::process::Command::new("df").args(["-B1", "--output=avail"]).arg(p));
-        String::from_utf8_lossy(&out.stdout).lines().nth(1).unwrap().trim().parse::<u64>().unwrap()
+        let out = run(std::process::Command::new("df")
+            .args(["-B1", "--output=avail"])
+            .arg(p));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .nth(1)
+            .unwrap()
+            .trim()
+            .parse::<u64>()
+            .unwrap()
     };
     let e = e.expect_err("a 3 MiB root took the whole image; make the fixture larger");
     assert!(e.contains("HTTP 507") && e.contains("disk is full"), "{e}");

@@ -155,11 +155,10 @@ fn upload(
     disk: &Path,
     progress: &Progress,
 ) -> anyhow::Result<Published> {
-    let target = imgtool::upload::UploadTarget::parse(
-        &format!("{}/{}", job.server, job.group),
-        &job.token,
-    )?;
-    let r = imgtool::upload::capture_to_server(dev, disk, &job.capture_options(), &target, progress)?;
+    let target =
+        imgtool::upload::UploadTarget::parse(&format!("{}/{}", job.server, job.group), &job.token)?;
+    let r =
+        imgtool::upload::capture_to_server(dev, disk, &job.capture_options(), &target, progress)?;
     Ok(Published {
         image_id: r.image_id,
         version: r.version,

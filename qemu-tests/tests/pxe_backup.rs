@@ -102,7 +102,11 @@ fn a_node_backs_up_its_disk_over_pxe_and_a_blank_node_clones_the_published_image
             .id(),
         id
     );
-    assert!(c.contains(&id), "the console does not show the new id:\n{}", tail(&c, 4000));
+    assert!(
+        c.contains(&id),
+        "the console does not show the new id:\n{}",
+        tail(&c, 4000)
+    );
 
     // The mark cleared, a blank node (same MAC, a fresh disk) clones the new version.
     pxe_builder::backup::clear(&cluster, &tree, &tokens, "n31").unwrap();

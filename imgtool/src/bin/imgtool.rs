@@ -452,7 +452,9 @@ fn images_cmd(a: ImagesArgs, out: &Out) -> Result<()> {
 fn rollback_cmd(a: RollbackArgs, out: &Out) -> Result<()> {
     let (from, to) = imgtool::versions::rollback(&a.root, &a.group, a.version.as_deref())?;
     let doc = serde_json::json!({ "group": a.group, "from": from, "current": to });
-    out.print(&doc, || format!("{}: current version {to} (was {from})\n", a.group))
+    out.print(&doc, || {
+        format!("{}: current version {to} (was {from})\n", a.group)
+    })
 }
 
 fn prune_cmd(a: PruneArgs, out: &Out) -> Result<()> {

@@ -41,7 +41,11 @@ pub enum UploadError {
     /// The server answered with an error; `msg` is its reason (which names the region
     /// and chunk for a frame).
     #[error("{url}: the server refused the upload (HTTP {status}): {msg}")]
-    Refused { url: String, status: u16, msg: String },
+    Refused {
+        url: String,
+        status: u16,
+        msg: String,
+    },
     /// The connection failed (refused, cut, timed out).
     #[error("{url}: {msg}")]
     Transport { url: String, msg: String },
@@ -70,16 +74,13 @@ impl std::fmt::Debug for UploadTarget {
 impl UploadTarget {
     /// `url` is `http://server[:port][/prefix]/<group>`; its last segment is the group.
     pub fn parse(url: &str, token: &str) -> std::result::Result<UploadTarget, UploadError> {
-        crate::source::check_url(url)
-            .map_err(|e| UploadError::BadTarget(format!("{url}: {e}")))?;
+        crate::source::check_url(url).map_err(|e| UploadError::BadTarget(format!("{url}: {e}")))?;
         let trimmed = url.trim_end_matches('/');
         let (base, group) = trimmed
             .rsplit_once('/')
             .filter(|(b, _)| b.len() > "http://".len())
             .ok_or_else(|| {
-                UploadError::BadTarget(format!(
-                    "{url}: name the group: http://server:port/<group>"
-                ))
+                UploadError::BadTarget(format!("{url}: name the group: http://server:port/<group>"))
             })?;
         name(Kind::Image, group)
             .map_err(|(_, why)| UploadError::BadTarget(format!("{url}: {why}")))?;
@@ -120,10 +121,13 @@ pub fn capture_to_server(
 ) -> Result<UploadReport> {
     let mut sink = UploadSink::begin(target, opts.chunk_size)?;
     let manifest = capture_into(disk, disk_name, &mut sink, opts, progress)?;
-    let done = sink.committed.as_ref().ok_or_else(|| UploadError::BadAnswer {
-        url: target.url(""),
-        msg: "the capture ended without publishing".into(),
-    })?;
+    let done = sink
+        .committed
+        .as_ref()
+        .ok_or_else(|| UploadError::BadAnswer {
+            url: target.url(""),
+            msg: "the capture ended without publishing".into(),
+        })?;
     if done.image_id != manifest.image_id {
         return Err(UploadError::BadAnswer {
             url: target.url(""),
@@ -243,7 +247,12 @@ impl UploadSink {
 
     fn put(&self, what: &str, body: &[u8], timeout: Duration) -> Result<Vec<u8>> {
         let url = self.target.url(&format!("/{}/{what}", self.session));
-        let answer = call(self.agent.put(&url).timeout(timeout), &self.target.token, &url, body)?;
+        let answer = call(
+            self.agent.put(&url).timeout(timeout),
+            &self.target.token,
+            &url,
+            body,
+        )?;
         self.sent.fetch_add(body.len() as u64, Ordering::Relaxed);
         Ok(answer)
     }
@@ -254,7 +263,13 @@ impl ImageSink for UploadSink {
         Ok(())
     }
 
-    fn frame(&mut self, region: &Region, index: usize, chunk: &Chunk, frame: Vec<u8>) -> Result<()> {
+    fn frame(
+        &mut self,
+        region: &Region,
+        index: usize,
+        chunk: &Chunk,
+        frame: Vec<u8>,
+    ) -> Result<()> {
         if let Some(e) = self.failure() {
             return Err(e.into());
         }
@@ -287,10 +302,11 @@ impl ImageSink for UploadSink {
         self.drain()?;
         self.put("layout", layout, FRAME_TIMEOUT)?;
         let answer = self.put("manifest", manifest, COMMIT_TIMEOUT)?;
-        let done: Committed = serde_json::from_slice(&answer).map_err(|e| UploadError::BadAnswer {
-            url: self.target.url(""),
-            msg: format!("no image id and version in the answer: {e}"),
-        })?;
+        let done: Committed =
+            serde_json::from_slice(&answer).map_err(|e| UploadError::BadAnswer {
+                url: self.target.url(""),
+                msg: format!("no image id and version in the answer: {e}"),
+            })?;
         self.committed = Some(done);
         Ok(())
     }
@@ -360,7 +376,8 @@ impl Sender {
             .set(H_RAW_SHA256, &c.sha256)
             .set(H_FRAME_SHA256, &c.frame_sha256);
         call(req, &self.target.token, &url, &job.frame)?;
-        self.sent.fetch_add(job.frame.len() as u64, Ordering::Relaxed);
+        self.sent
+            .fetch_add(job.frame.len() as u64, Ordering::Relaxed);
         Ok(())
     }
 }

@@ -105,7 +105,10 @@ impl Uploads {
             let n = e.file_name();
             let n = n.to_string_lossy();
             if super::wire::check_session(&n).is_ok() || n.starts_with("pruned-") {
-                log(&format!("upload: removing {n} left by an earlier run from {}", staging.display()));
+                log(&format!(
+                    "upload: removing {n} left by an earlier run from {}",
+                    staging.display()
+                ));
                 let _ = std::fs::remove_dir_all(e.path());
             }
         }
@@ -157,11 +160,16 @@ impl Uploads {
     fn authorize(&self, req: &Request, group: &str) -> Result<String, Refusal> {
         let peer = req.peer().ip();
         let refuse = |code: u16, why: String| {
-            self.say(&format!("upload to {group} refused ({code}) from {peer}: {why}"));
+            self.say(&format!(
+                "upload to {group} refused ({code}) from {peer}: {why}"
+            ));
             Refusal::new(code, why)
         };
         let Some(token) = bearer(req.header("Authorization")) else {
-            return Err(refuse(401, "no upload token (Authorization: Bearer <token>)".into()));
+            return Err(refuse(
+                401,
+                "no upload token (Authorization: Bearer <token>)".into(),
+            ));
         };
         let key = token_key(token);
         let owner = {
@@ -221,7 +229,11 @@ impl Uploads {
             .map(|s| s.id.clone())
             .collect();
         for id in older {
-            self.end(&mut sessions, &id, "a new upload with the same token started");
+            self.end(
+                &mut sessions,
+                &id,
+                "a new upload with the same token started",
+            );
         }
         if sessions.len() >= MAX_SESSIONS {
             return Err(Refusal::new(
@@ -244,8 +256,13 @@ impl Uploads {
             "upload {id} to {group} started from {} (chunk size {chunk_size})",
             req.peer().ip()
         ));
-        Ok(Response::bytes(201, serde_json::json!({ "session": id }).to_string().into_bytes())
-            .with_header("Content-Type", "application/json"))
+        Ok(Response::bytes(
+            201,
+            serde_json::json!({ "session": id })
+                .to_string()
+                .into_bytes(),
+        )
+        .with_header("Content-Type", "application/json"))
     }
 
     /// Ends sessions idle for [`SESSION_IDLE`].
@@ -328,7 +345,15 @@ impl Uploads {
             let mut sessions = self.sessions()?;
             self.reap(&mut sessions);
             let s = self.session(&mut sessions, req, group, id)?;
-            let admitted = admit_frame(s, req, region, index, len, self.opts.max_upload_bytes, &what);
+            let admitted = admit_frame(
+                s,
+                req,
+                region,
+                index,
+                len,
+                self.opts.max_upload_bytes,
+                &what,
+            );
             match admitted {
                 Ok(ok) => ok,
                 Err(r) if r.0 == 503 || r.0 == 409 => return Err(r),
@@ -341,7 +366,10 @@ impl Uploads {
         let received = receive_frame(req, &headers, &file, &what);
         let mut sessions = self.sessions()?;
         let Some(s) = sessions.get_mut(id) else {
-            return Err(Refusal::new(404, format!("{what}: the upload ended meanwhile")));
+            return Err(Refusal::new(
+                404,
+                format!("{what}: the upload ended meanwhile"),
+            ));
         };
         s.in_flight = s.in_flight.saturating_sub(1);
         match received {
@@ -373,7 +401,10 @@ impl Uploads {
             let s = self.session(&mut sessions, req, group, id)?;
             let len = req.body_len();
             if len > MAX_MANIFEST_BYTES {
-                let r = Refusal::new(413, format!("layout larger than {MAX_MANIFEST_BYTES} bytes"));
+                let r = Refusal::new(
+                    413,
+                    format!("layout larger than {MAX_MANIFEST_BYTES} bytes"),
+                );
                 drop(sessions);
                 return Err(self.fail(id, r));
             }
@@ -403,7 +434,10 @@ impl Uploads {
             let mut sessions = self.sessions()?;
             let s = self.session(&mut sessions, req, group, id)?;
             if req.body_len() > MAX_MANIFEST_BYTES {
-                let r = Refusal::new(413, format!("manifest larger than {MAX_MANIFEST_BYTES} bytes"));
+                let r = Refusal::new(
+                    413,
+                    format!("manifest larger than {MAX_MANIFEST_BYTES} bytes"),
+                );
                 drop(sessions);
                 return Err(self.fail(id, r));
             }
@@ -449,9 +483,8 @@ impl Uploads {
     /// Checks the staged image, publishes it, spends the token, prunes.
     fn publish(&self, s: &Session, manifest: &[u8]) -> Result<(String, String), Refusal> {
         let mpath = s.dir.join(MANIFEST_FILE);
-        std::fs::write(&mpath, manifest).map_err(|e| {
-            Refusal::new(disk_status(&e), format!("writing the manifest: {e}"))
-        })?;
+        std::fs::write(&mpath, manifest)
+            .map_err(|e| Refusal::new(disk_status(&e), format!("writing the manifest: {e}")))?;
         let layout = std::fs::read(s.dir.join(LAYOUT_FILE))
             .map_err(|e| Refusal::new(500, format!("reading the staged layout: {e}")))?;
         let image_id = s.check_commit(manifest, &layout)?;
@@ -471,9 +504,11 @@ impl Uploads {
             }
         }
         match versions::prune(&self.root, Some(&s.group), self.opts.keep) {
-            Ok(gone) if !gone.is_empty() => {
-                self.say(&format!("pruned {} (keeping {})", gone.join(", "), self.opts.keep))
-            }
+            Ok(gone) if !gone.is_empty() => self.say(&format!(
+                "pruned {} (keeping {})",
+                gone.join(", "),
+                self.opts.keep
+            )),
             Ok(_) => {}
             Err(e) => self.say(&format!("pruning {}: {}", s.group, e.chain())),
         }
@@ -514,7 +549,10 @@ fn admit_frame(
         return Err(Refusal::new(409, format!("{what}: sent twice")));
     }
     if s.count() >= super::wire::MAX_CHUNKS {
-        return Err(Refusal::new(413, format!("{what}: more than {} chunks", super::wire::MAX_CHUNKS)));
+        return Err(Refusal::new(
+            413,
+            format!("{what}: more than {} chunks", super::wire::MAX_CHUNKS),
+        ));
     }
     let end = headers.payload_offset.checked_add(len);
     let total = s.bytes.checked_add(len);
@@ -531,7 +569,10 @@ fn admit_frame(
         ));
     }
     let file = s.payload(region).map_err(|e| {
-        Refusal::new(disk_status(&e), format!("{what}: creating its payload: {e}"))
+        Refusal::new(
+            disk_status(&e),
+            format!("{what}: creating its payload: {e}"),
+        )
     })?;
     s.bytes = total.unwrap_or(u64::MAX);
     s.in_flight += 1;
@@ -547,7 +588,10 @@ fn receive_frame(
     what: &str,
 ) -> Result<(), Refusal> {
     let frame = req.body_whole().map_err(|e| {
-        Refusal::new(400, format!("{what}: the connection broke while it arrived ({e})"))
+        Refusal::new(
+            400,
+            format!("{what}: the connection broke while it arrived ({e})"),
+        )
     })?;
     verify_frame(&frame, headers, what)?;
     write_frame(file, &frame, headers.payload_offset, what)

@@ -114,7 +114,13 @@ impl Session {
 
     /// Records a checked and written frame.
     pub fn record(&mut self, region: RegionName, index: usize, r: Received) {
-        if self.chunks.entry(region).or_default().insert(index, r).is_none() {
+        if self
+            .chunks
+            .entry(region)
+            .or_default()
+            .insert(index, r)
+            .is_none()
+        {
             self.count += 1;
         }
     }
@@ -149,7 +155,12 @@ impl Session {
             if r.payload != name.payload() {
                 return Err(Refusal::new(
                     422,
-                    format!("region {}: payload {:?} is not {}", r.name, r.payload, name.payload()),
+                    format!(
+                        "region {}: payload {:?} is not {}",
+                        r.name,
+                        r.payload,
+                        name.payload()
+                    ),
                 ));
             }
             seen.push(name);
@@ -236,10 +247,7 @@ impl Session {
     /// Every file and the directory on disk before the rename that publishes them.
     fn sync(&self) -> Result<(), Refusal> {
         let fail = |what: &Path, e: std::io::Error| {
-            Refusal::new(
-                disk_status(&e),
-                format!("syncing {}: {e}", what.display()),
-            )
+            Refusal::new(disk_status(&e), format!("syncing {}: {e}", what.display()))
         };
         for f in self.files.values() {
             f.sync_all().map_err(|e| fail(&self.dir, e))?;
@@ -279,8 +287,12 @@ pub fn verify_frame(frame: &[u8], h: &FrameHeaders, what: &str) -> Result<(), Re
     }
     // raw_length was bounded by the session's chunk_size (≤ MAX_CHUNK) when parsed.
     let mut raw = vec![0u8; h.raw_length as usize];
-    let n = zstd::bulk::decompress_to_buffer(frame, &mut raw[..])
-        .map_err(|e| bad(format!("not a zstd frame of at most {} bytes: {e}", h.raw_length)))?;
+    let n = zstd::bulk::decompress_to_buffer(frame, &mut raw[..]).map_err(|e| {
+        bad(format!(
+            "not a zstd frame of at most {} bytes: {e}",
+            h.raw_length
+        ))
+    })?;
     if n as u64 != h.raw_length {
         return Err(bad(format!(
             "decompressed to {n} bytes, {} were declared",

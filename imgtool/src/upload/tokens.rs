@@ -109,7 +109,10 @@ impl TokenFile {
             err,
         };
         let meta = std::fs::metadata(&self.path).map_err(read_err)?;
-        let stamp = (meta.modified().unwrap_or(SystemTime::UNIX_EPOCH), meta.len());
+        let stamp = (
+            meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+            meta.len(),
+        );
         if self.stamp == Some(stamp) {
             return Ok(());
         }
@@ -206,13 +209,17 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            m.get(&token_key("abcdefghijklmnop0123")).map(String::as_str),
+            m.get(&token_key("abcdefghijklmnop0123"))
+                .map(String::as_str),
             Some("compute")
         );
         assert_eq!(m.len(), 2);
-        let e = parse_tokens(p, "compute abcdefghijklmnop0123\nstorage abcdefghijklmnop0123\n")
-            .unwrap_err()
-            .to_string();
+        let e = parse_tokens(
+            p,
+            "compute abcdefghijklmnop0123\nstorage abcdefghijklmnop0123\n",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.starts_with("/t:2: ") && e.contains("also listed"), "{e}");
         for bad in [
             "compute",

@@ -375,10 +375,19 @@ mod tests {
         };
         let f = FrameHeaders::parse(h, 1 << 20).unwrap();
         assert_eq!((f.payload_offset, f.raw_length), (4096, 100));
-        assert!(FrameHeaders::parse(h, 99).is_err(), "raw length over chunk_size");
+        assert!(
+            FrameHeaders::parse(h, 99).is_err(),
+            "raw length over chunk_size"
+        );
         let no_sha = |k: &str| if k == H_RAW_SHA256 { Some("AB") } else { h(k) };
         assert!(FrameHeaders::parse(no_sha, 1 << 20).is_err());
-        let neg = |k: &str| if k == H_PAYLOAD_OFFSET { Some("-1") } else { h(k) };
+        let neg = |k: &str| {
+            if k == H_PAYLOAD_OFFSET {
+                Some("-1")
+            } else {
+                h(k)
+            }
+        };
         assert!(FrameHeaders::parse(neg, 1 << 20).is_err());
         let huge = |k: &str| {
             if k == H_PAYLOAD_OFFSET {

@@ -23,7 +23,6 @@ pub const TOKEN2: &str = "tok-compute-second-0123456789";
 pub const TOKEN3: &str = "tok-compute-third-0123456789";
 pub const OTHER_TOKEN: &str = "tok-storage-0123456789abcdef";
 
-
 /// `imgtool serve ROOT --tokens FILE` on 127.0.0.1; its stderr goes to `log`.
 pub struct Server {
     child: Child,
@@ -82,7 +81,10 @@ impl Server {
             if let Ok(Some(st)) = self.child.try_wait() {
                 panic!("imgtool serve exited ({st}): {text}");
             }
-            assert!(start.elapsed() < Duration::from_secs(60), "serve not ready: {text}");
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "serve not ready: {text}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -104,7 +106,12 @@ impl Drop for Server {
 }
 
 /// `imgtool capture --json DISK URL --token T [args]`: (exit ok, stdout JSON or stderr).
-pub fn upload(disk: &Path, url: &str, token: &str, args: &[&str]) -> Result<serde_json::Value, String> {
+pub fn upload(
+    disk: &Path,
+    url: &str,
+    token: &str,
+    args: &[&str],
+) -> Result<serde_json::Value, String> {
     let out = imgtool()
         .args(["capture", "--json"])
         .arg(disk)
@@ -144,7 +151,9 @@ impl Proxy {
         std::thread::spawn(move || {
             for c in l.incoming() {
                 let Ok(client) = c else { return };
-                let Ok(server) = TcpStream::connect(upstream) else { return };
+                let Ok(server) = TcpStream::connect(upstream) else {
+                    return;
+                };
                 let p = p.clone();
                 let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
                 // Answers go back untouched.
@@ -210,7 +219,10 @@ pub fn tree(dir: &Path, skip: &dyn Fn(&Path) -> bool) -> BTreeMap<PathBuf, Strin
                 stack.push(p.clone());
                 out.insert(p, "dir".into());
             } else if t.is_symlink() {
-                out.insert(p.clone(), format!("-> {}", std::fs::read_link(&p).unwrap().display()));
+                out.insert(
+                    p.clone(),
+                    format!("-> {}", std::fs::read_link(&p).unwrap().display()),
+                );
             } else if t.is_file() {
                 out.insert(p.clone(), test_fixtures::disk::sha256_file(&p));
             } else {
@@ -236,8 +248,16 @@ pub fn sessions_left(root: &Path) -> Vec<String> {
 
 /// `imgtool images ROOT --json`.
 pub fn images(root: &Path) -> serde_json::Value {
-    let out = imgtool().args(["images", "--json"]).arg(root).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = imgtool()
+        .args(["images", "--json"])
+        .arg(root)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -245,7 +265,10 @@ pub fn images(root: &Path) -> serde_json::Value {
 pub fn current_id(root: &Path, group: &str) -> Option<String> {
     let all = images(root);
     let g = all.as_array()?.iter().find(|g| g["group"] == group)?;
-    let v = g["versions"].as_array()?.iter().find(|v| v["current"] == true)?;
+    let v = g["versions"]
+        .as_array()?
+        .iter()
+        .find(|v| v["current"] == true)?;
     Some(v["image_id"].as_str()?.to_string())
 }
 
