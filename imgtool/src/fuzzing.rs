@@ -350,3 +350,43 @@ impl ImageSource for MemSource {
         self.lens.is_some()
     }
 }
+
+/// The upload protocol's parsers (`upload::wire`, the tokens file) and the frame check
+/// of the server: the first line is `METHOD TARGET` (a route and a `chunk_size` query),
+/// the following `Name: value` lines are headers (a frame's four, `Authorization`); the
+/// whole input is also read as a tokens file and, after the first NUL, as a frame whose
+/// declared raw length is the first header set's (bounded by a small session chunk size).
+pub fn upload_wire(data: &[u8]) {
+    use crate::upload::{session, tokens, wire};
+    let data = cut(data);
+    let (text_part, frame) = match data.iter().position(|b| *b == 0) {
+        Some(i) => (&data[..i], &data[i + 1..]),
+        None => (data, &[][..]),
+    };
+    let text = String::from_utf8_lossy(text_part);
+    let mut lines = text.split('\n');
+    let first = lines.next().unwrap_or("");
+    let (method, target) = first.split_once(' ').unwrap_or(("PUT", first));
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let _ = wire::parse_route(method, path);
+    let _ = wire::parse_begin_query(query);
+    let headers: Vec<(&str, &str)> = lines.filter_map(|l| l.split_once(':')).collect();
+    let get = |k: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n.trim().eq_ignore_ascii_case(k))
+            .map(|(_, v)| *v)
+    };
+    if let Some(t) = wire::bearer(get("Authorization")) {
+        let _ = wire::check_token(t);
+    }
+    let _ = tokens::parse_tokens(std::path::Path::new("fuzz"), &text);
+    for chunk_size in [1, 4096, 1 << 20, crate::chunk::MAX_CHUNK] {
+        let _ = wire::FrameHeaders::parse(get, chunk_size);
+    }
+    // A frame is decompressed into at most the declared raw length: bound it small here
+    // so the fuzzer spends its time in the decoder, not in allocating.
+    if let Ok(h) = wire::FrameHeaders::parse(get, 256 << 10) {
+        let _ = session::verify_frame(frame, &h, "fuzz");
+    }
+}

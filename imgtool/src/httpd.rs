@@ -1017,6 +1017,7 @@ fn reason(status: u16) -> &'static str {
         405 => "Method Not Allowed",
         408 => "Request Timeout",
         409 => "Conflict",
+        410 => "Gone",
         413 => "Content Too Large",
         416 => "Range Not Satisfiable",
         422 => "Unprocessable Content",

@@ -48,6 +48,10 @@ pub struct Version {
     pub image_id: String,
     /// When it was published (its manifest's modification time), Unix seconds.
     pub published: u64,
+    /// The same to the nanosecond: the order of versions (two publishes within a
+    /// second are still ordered).
+    #[serde(skip)]
+    pub modified: SystemTime,
     /// Bytes of its files.
     pub bytes: u64,
     pub current: bool,
@@ -184,6 +188,7 @@ pub fn list(root: &Path) -> Result<Vec<Group>> {
             name: version_dir,
             image_id,
             published: unix(modified),
+            modified,
             bytes: dir_bytes(&dir),
             current: false,
         });
@@ -191,7 +196,7 @@ pub fn list(root: &Path) -> Result<Vec<Group>> {
     let mut out: Vec<Group> = groups.into_values().collect();
     for g in &mut out {
         g.versions
-            .sort_by(|a, b| (b.published, &b.name).cmp(&(a.published, &a.name)));
+            .sort_by(|a, b| (b.modified, &b.name).cmp(&(a.modified, &a.name)));
         for v in &mut g.versions {
             v.current = g.current.as_deref() == Some(v.name.as_str());
         }
@@ -312,6 +317,13 @@ pub fn publish(root: &Path, group: &str, staged: &Path, image_id: &str) -> Resul
             )));
         }
         std::fs::remove_dir_all(staged).map_err(|e| Error::io("removing", staged, e))?;
+        // Published again now: it becomes the newest version.
+        let m = dest.join(MANIFEST_FILE);
+        std::fs::File::options()
+            .write(true)
+            .open(&m)
+            .and_then(|f| f.set_modified(SystemTime::now()))
+            .map_err(|e| Error::io("dating", &m, e))?;
     } else {
         std::fs::rename(staged, &dest).map_err(|e| Error::io("publishing", &dest, e))?;
         sync_dir(root)?;
@@ -337,7 +349,7 @@ pub fn rollback(root: &Path, group: &str, to: Option<&str>) -> Result<(String, S
             })?;
             g.versions
                 .iter()
-                .find(|v| (v.published, &v.name) < (cur.published, &cur.name))
+                .find(|v| (v.modified, &v.name) < (cur.modified, &cur.name))
                 .ok_or_else(|| {
                     Error::Selection(format!(
                         "group {group}: no version older than the current {}",

@@ -185,3 +185,31 @@ fn seeds_parse_and_reproducers_are_refused() {
         assert!(e.to_string().contains(why), "{name}: {e}");
     }
 }
+
+#[test]
+fn upload_wire_inputs() {
+    assert!(replay("upload_wire", imgtool::fuzzing::upload_wire) >= 5);
+}
+
+/// The frame seed is a frame the server takes: the fuzzer starts inside the decoder and
+/// both hash checks, not at the first header refusal.
+#[test]
+fn the_upload_frame_seed_passes_the_servers_frame_check() {
+    use imgtool::upload::{session, wire};
+    let data = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/upload_wire/zstd_frame"),
+    )
+    .unwrap();
+    let nul = data.iter().position(|b| *b == 0).unwrap();
+    let text = String::from_utf8(data[..nul].to_vec()).unwrap();
+    let headers: Vec<(&str, &str)> = text
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(": "))
+        .collect();
+    let get = |k: &str| headers.iter().find(|(n, _)| *n == k).map(|(_, v)| *v);
+    let h = wire::FrameHeaders::parse(get, 256 << 10).unwrap();
+    assert_eq!(session::verify_frame(&data[nul + 1..], &h, "seed"), Ok(()));
+    let first = text.lines().next().unwrap().split_once(' ').unwrap();
+    assert!(wire::parse_route(first.0, first.1).is_ok());
+}

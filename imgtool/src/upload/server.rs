@@ -29,6 +29,9 @@ pub const MAX_IN_FLIGHT: usize = 4;
 /// two requests); its next request is answered 404.
 pub const SESSION_IDLE: Duration = Duration::from_secs(120);
 
+/// Ended sessions whose reason is remembered.
+const ENDED_KEPT: usize = 64;
+
 /// Default of `--max-upload-bytes`: the bytes (frames, layout, manifest) one upload may send.
 pub const DEFAULT_MAX_UPLOAD: u64 = 1 << 40;
 
@@ -54,6 +57,9 @@ pub struct Uploads {
     tokens: Mutex<TokenFile>,
     used: Mutex<UsedTokens>,
     sessions: Mutex<HashMap<String, Session>>,
+    /// Why the last [`ENDED_KEPT`] sessions ended: a request still arriving for one (the
+    /// other connection of its client) gets that reason and status, not a bare 404.
+    ended: Mutex<std::collections::VecDeque<(String, Refusal)>>,
     /// One publish at a time (link swaps and pruning of one root).
     publishing: Mutex<()>,
     log: Log,
@@ -120,6 +126,7 @@ impl Uploads {
             tokens: Mutex::new(tokens),
             used: Mutex::new(used),
             sessions: Mutex::new(HashMap::new()),
+            ended: Mutex::new(Default::default()),
             publishing: Mutex::new(()),
             log,
         })
@@ -232,6 +239,7 @@ impl Uploads {
             self.end(
                 &mut sessions,
                 &id,
+                409,
                 "a new upload with the same token started",
             );
         }
@@ -273,27 +281,52 @@ impl Uploads {
             .map(|s| s.id.clone())
             .collect();
         for id in idle {
-            self.end(sessions, &id, "no request for 2 minutes");
+            self.end(sessions, &id, 408, "no request for 2 minutes");
         }
     }
 
-    /// Removes a session and its staging directory; logs why. Nothing is published.
-    fn end(&self, sessions: &mut HashMap<String, Session>, id: &str, why: &str) {
+    /// Removes a session and its staging directory; logs why and remembers it (`code`
+    /// is the status later requests of the session get). Nothing is published.
+    fn end(&self, sessions: &mut HashMap<String, Session>, id: &str, code: u16, why: &str) {
         if let Some(s) = sessions.remove(id) {
             let _ = std::fs::remove_dir_all(&s.dir);
             self.say(&format!(
                 "upload {id} to {} ended, nothing published: {why}",
                 s.group
             ));
+            if let Ok(mut ended) = self.ended.lock() {
+                if ended.len() >= ENDED_KEPT {
+                    ended.pop_front();
+                }
+                ended.push_back((id.to_string(), Refusal::new(code, why)));
+            }
         }
     }
 
     /// Ends session `id` for `r` (logged) and returns `r`.
     fn fail(&self, id: &str, r: Refusal) -> Refusal {
         if let Ok(mut sessions) = self.sessions.lock() {
-            self.end(&mut sessions, id, &r.1);
+            self.end(&mut sessions, id, r.0, &r.1);
         }
         r
+    }
+
+    /// The answer to a request of session `id`, which is not open: why it ended, when
+    /// that is remembered.
+    fn gone(&self, id: &str, group: &str) -> Refusal {
+        let reason = self.ended.lock().ok().and_then(|e| {
+            e.iter()
+                .rev()
+                .find(|(i, _)| i == id)
+                .map(|(_, r)| r.clone())
+        });
+        match reason {
+            Some(Refusal(code, why)) => Refusal::new(code, format!("upload {id} ended: {why}")),
+            None => Refusal::new(
+                404,
+                format!("no upload {id} to {group} in progress (ended or never started)"),
+            ),
+        }
     }
 
     /// The session `id` of `group`, for a request carrying the session's token.
@@ -304,15 +337,9 @@ impl Uploads {
         group: &str,
         id: &str,
     ) -> Result<&'s mut Session, Refusal> {
-        let s = sessions
-            .get_mut(id)
-            .filter(|s| s.group == group)
-            .ok_or_else(|| {
-                Refusal::new(
-                    404,
-                    format!("no upload {id} to {group} in progress (ended or never started)"),
-                )
-            })?;
+        let Some(s) = sessions.get_mut(id).filter(|s| s.group == group) else {
+            return Err(self.gone(id, group));
+        };
         let key = bearer(req.header("Authorization")).map(token_key);
         match key {
             None => Err(Refusal::new(401, "no upload token")),
@@ -366,10 +393,8 @@ impl Uploads {
         let received = receive_frame(req, &headers, &file, &what);
         let mut sessions = self.sessions()?;
         let Some(s) = sessions.get_mut(id) else {
-            return Err(Refusal::new(
-                404,
-                format!("{what}: the upload ended meanwhile"),
-            ));
+            let Refusal(code, why) = self.gone(id, group);
+            return Err(Refusal::new(code, format!("{what}: {why}")));
         };
         s.in_flight = s.in_flight.saturating_sub(1);
         match received {
@@ -388,7 +413,7 @@ impl Uploads {
                 Ok(Response::bytes(204, vec![]))
             }
             Err(r) => {
-                self.end(&mut sessions, id, &r.1);
+                self.end(&mut sessions, id, r.0, &r.1);
                 Err(r)
             }
         }
@@ -452,7 +477,7 @@ impl Uploads {
             .body_whole()
             .map_err(|e| self.fail(id, Refusal::new(400, format!("manifest cut: {e}"))))?;
         let Some(session) = self.sessions()?.remove(id) else {
-            return Err(Refusal::new(404, format!("upload {id} ended meanwhile")));
+            return Err(self.gone(id, group));
         };
         let published = self.publish(&session, &manifest);
         match &published {
@@ -519,7 +544,7 @@ impl Uploads {
     fn abort_request(&self, req: &Request, group: &str, id: &str) -> Result<Response, Refusal> {
         let mut sessions = self.sessions()?;
         self.session(&mut sessions, req, group, id)?;
-        self.end(&mut sessions, id, "the client gave up");
+        self.end(&mut sessions, id, 410, "the client gave up");
         Ok(Response::bytes(204, vec![]))
     }
 }
