@@ -388,6 +388,9 @@ pub fn upload_wire(data: &[u8]) {
     // so the fuzzer spends its time in the decoder, not in allocating.
     if let Ok(h) = wire::FrameHeaders::parse(get, 256 << 10) {
         let _ = session::verify_frame(frame, &h, "fuzz");
+    }
+}
+
 /// The range client's reading of an answer (`source::client`): `url NUL head` — the URL
 /// through `parse_url` (what goes into the request line), the head through `parse_head`
 /// (httparse, the framing headers, a length given twice) and what it gives through

@@ -5,7 +5,8 @@
 //! disk ([`crate::target`]), find the route in the clone plan ([`crate::route`]), load the
 //! initrd's trusted keys, and clone ([`crate::clone`]); `diskless` and `vsmp-diskless`:
 //! the same route and keys, then the root into RAM and the switch to it
-//! ([`crate::diskless`]).
+//! ([`crate::diskless`]); `backup`: capture the disk and stream it to the server as the
+//! group's next version ([`crate::backup`]).
 
 use crate::config::Config;
 use crate::report::Reporter;
@@ -28,6 +29,7 @@ pub fn run(cfg: &mut Config, rep: &mut Arc<Reporter>) -> anyhow::Result<()> {
     match cfg.mode.as_str() {
         "clone" => clone(cfg, rep),
         "diskless" | "vsmp-diskless" => diskless(cfg, rep),
+        "backup" => crate::backup::run(cfg, rep).map(|_| ()),
         other => anyhow::bail!(
             "netboot.mode={other} is not handled by this agent version (it clones disk-based groups and boots diskless ones); boot this node with a clone or diskless entry"
         ),

@@ -51,6 +51,27 @@ impl Upstreams {
     pub(crate) fn first_name(&self) -> &str {
         self.names.first().map(String::as_str).unwrap_or("primary")
     }
+
+    /// When this node pulls from the primary itself: the image URL pinned to the version
+    /// the primary serves now (`<image>@<id12>`, `imgtool::versions::pin_url`), so a
+    /// version published while this node clones changes no file under it. A server
+    /// without versions (a plain directory, nginx) or a failed read leaves the URL as it
+    /// is; the image load that follows reports and retries the server's errors. A relay
+    /// serves the version it pinned for itself, so relayed nodes are left alone.
+    fn pinned(mut self, rep: &Reporter) -> Upstreams {
+        if self.names.len() == 1 && self.first_name() == "primary" {
+            if let Some(u) = self.urls.first_mut() {
+                match imgtool::versions::pin_url(u) {
+                    Ok(p) if p != *u => {
+                        rep.say(&format!("image pinned to the version served now: {p}"));
+                        *u = p;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        self
+    }
 }
 
 /// Clones `image` onto `target` along `route`.
@@ -60,7 +81,7 @@ pub fn clone(
     target: &Path,
     rep: &Arc<Reporter>,
 ) -> anyhow::Result<RestoreReport> {
-    let up = Upstreams::new(route, image);
+    let up = Upstreams::new(route, image).pinned(rep);
     let url = up.first_url();
     rep.set_image(image, up.first_name());
     // A relay listens from the start, so downstream nodes that boot at the same time find

@@ -117,6 +117,45 @@ pub struct Config {
     pub delta: Option<bool>,
     /// `netboot.root=N`: a diskless node's root partition in the image (docs/AGENT.md).
     pub root: Option<u32>,
+    /// Backup mode ([`crate::backup`]): `netboot.token=`, the one-time upload token, and
+    /// `netboot.partitions=1,2,4`, the partitions to capture (none: all).
+    pub backup: BackupKeys,
+}
+
+/// The backup mode's command-line keys (only on the entry `pxe-builder backup` writes;
+/// never in a subnet's bootopts, which every client may read).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BackupKeys {
+    pub token: Option<String>,
+    pub partitions: Option<Vec<u32>>,
+}
+
+/// Longest upload token taken from the command line.
+pub const MAX_TOKEN: usize = 128;
+/// Most partitions `netboot.partitions=` may name (GPT's usual table holds 128).
+pub const MAX_PARTITIONS: usize = 128;
+
+/// `netboot.token=`: 16 to [`MAX_TOKEN`] of `[A-Za-z0-9_-]`, as `imgtool serve` takes them (an HTTP
+/// header and is printed shortened; nothing else).
+fn parse_token(v: &str) -> Option<String> {
+    let ok = (16..=MAX_TOKEN).contains(&v.len())
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    ok.then(|| v.to_string())
+}
+
+/// `netboot.partitions=1,2,4`: partition numbers 1-65535, each once, at most
+/// [`MAX_PARTITIONS`] of them.
+fn parse_partitions(v: &str) -> Option<Vec<u32>> {
+    let mut out: Vec<u32> = vec![];
+    for p in v.split(',') {
+        let n: u32 = p.parse().ok().filter(|n| (1..=65535).contains(n))?;
+        if out.contains(&n) || out.len() >= MAX_PARTITIONS {
+            return None;
+        }
+        out.push(n);
+    }
+    Some(out)
 }
 
 impl Default for Config {
@@ -140,6 +179,7 @@ impl Default for Config {
             image_id: None,
             delta: None,
             root: None,
+            backup: BackupKeys::default(),
         }
     }
 }
@@ -285,6 +325,17 @@ impl Config {
                             .filter(|n| *n > 0)
                             .ok_or_else(|| bad("partition number"))?,
                     )
+                }
+                "netboot.token" => {
+                    c.backup.token =
+                        Some(parse_token(v).ok_or_else(|| {
+                            bad("upload token (16-128 letters, digits, `-`, `_`)")
+                        })?)
+                }
+                "netboot.partitions" => {
+                    c.backup.partitions = Some(parse_partitions(v).ok_or_else(|| {
+                        bad("partition list (numbers 1-65535 joined by `,`, each once)")
+                    })?)
                 }
                 "netboot.done" => {
                     c.on_done =
@@ -696,5 +747,48 @@ mod tests {
         let mut c = Config::from_cmdline("netboot.group=gpu").unwrap();
         c.merge_bootopts(&BootOpts::parse(&format!("group=compute\nimage_id={id}\n")));
         assert_eq!(c.image_id, None);
+    }
+
+    #[test]
+    fn backup_keys_are_read_and_bad_ones_named() {
+        let tok = "Ab3-_x".repeat(4);
+        let c = Config::from_cmdline(&format!(
+            "netboot.mode=backup netboot.group=compute netboot.token={tok} netboot.partitions=1,2,4"
+        ))
+        .unwrap();
+        assert_eq!(c.mode, "backup");
+        assert_eq!(c.backup.token.as_deref(), Some(tok.as_str()));
+        assert_eq!(c.backup.partitions, Some(vec![1, 2, 4]));
+        assert_eq!(c.validate(), Ok(()));
+        for w in [
+            "netboot.token=short",
+            "netboot.token=has/slash/in/it/0123",
+            "netboot.token=percent%0123456789abcdef",
+            "netboot.token=dotted.0123456789abcdef",
+            &format!("netboot.token={}", "a".repeat(MAX_TOKEN + 1)),
+            "netboot.partitions=",
+            "netboot.partitions=0",
+            "netboot.partitions=1,1",
+            "netboot.partitions=1,,2",
+            "netboot.partitions=65536",
+            "netboot.partitions=-1",
+            &format!(
+                "netboot.partitions={}",
+                (1..=MAX_PARTITIONS as u32 + 1)
+                    .map(|n| n.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+        ] {
+            let e = Config::from_cmdline(w).unwrap_err();
+            assert!(
+                matches!(&e, ConfigError::BadWord { word, .. } if word == w),
+                "{w}: {e:?}"
+            );
+        }
+        // No token in a subnet's bootopts is taken: every client may read that file.
+        let mut c = Config::from_cmdline("netboot.mode=backup").unwrap();
+        c.merge_bootopts(&BootOpts::parse("token=0123456789abcdef0123\n"));
+        assert_eq!(c.backup, BackupKeys::default());
     }
 }

@@ -8,12 +8,13 @@
 //!   decides, [`resolve`] completes the [`config`] (kernel command line + the subnet's
 //!   bootopts), [`target`] picks the disk, [`route`] reads this
 //!   node's place in the clone [`plan`], and [`clone`] does the work.
-//! - [`command`]: `initrd-agent clone`, the same [`clone`] without booting;
-//!   [`rackboot`]: `initrd-agent boot-files`, a rack's boot files served without cloning.
 //! - [`diskless`]: `netboot.mode=diskless`/`vsmp-diskless`: the image's root into RAM
 //!   (the same route, trust and relay as [`clone`]), mounted, and PID 1 switched to it.
 //! - [`command`]: `initrd-agent clone`, the same [`clone`] without booting, and
-//!   `initrd-agent diskless`, the diskless steps up to the mounted root.
+//!   `initrd-agent diskless`, the diskless steps up to the mounted root;
+//!   [`rackboot`]: `initrd-agent boot-files`, a rack's boot files served without cloning.
+//! - [`backup`]: `netboot.mode=backup` and `initrd-agent backup`: the disk captured and
+//!   streamed to the server as the group's next image version (imgtool's upload).
 //! - [`clone`]: load the image, check trust, restore (imgtool), grow, report; with a
 //!   [`relay`] when the route makes this node one (its cache and completion logic are
 //!   plain types, its HTTP face is imgtool's server).
@@ -21,6 +22,7 @@
 //!
 //! No module imports one that imports it back: the flow goes downwards in this list.
 
+pub mod backup;
 pub mod boot;
 pub mod clone;
 pub mod command;

@@ -27,6 +27,8 @@ enum Cmd {
     /// Fetch the group's root into a file and mount it, as a diskless node does before
     /// switching to it (tests, rescue).
     Diskless(DisklessArgs),
+    /// Capture a disk and upload it as the group's next image version (the backup mode).
+    Backup(initrd_agent::backup::BackupArgs),
 }
 
 fn main() -> ExitCode {
@@ -38,6 +40,7 @@ fn main() -> ExitCode {
         Cmd::Clone(args) => initrd_agent::command::clone(args),
         Cmd::BootFiles(args) => initrd_agent::rackboot::boot_files(args),
         Cmd::Diskless(args) => initrd_agent::command::diskless(args),
+        Cmd::Backup(args) => initrd_agent::backup::command(args).map(|_| ()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

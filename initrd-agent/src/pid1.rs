@@ -123,7 +123,12 @@ pub fn run() -> ! {
     match outcome {
         Ok(Ok(())) => finish(cfg.on_done, &rep),
         Ok(Err(e)) => {
-            println!("\n==================== netboot: CLONE FAILED ====================");
+            let what = if cfg.mode == "backup" {
+                "BACKUP"
+            } else {
+                "CLONE"
+            };
+            println!("\n==================== netboot: {what} FAILED ====================");
             println!("{e:#}");
             println!("================================================================\n");
             rep.phase(Phase::Failed, &format!("{e:#}"));

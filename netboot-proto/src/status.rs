@@ -45,9 +45,14 @@ pub enum Phase {
     Verifying,
     /// The upstream failed; pulling from the next one up the chain.
     Rerouted,
-    /// The clone is finished and verified (final).
+    /// Backup: reading the disk, compressing and streaming the image to the server
+    /// (progress: raw bytes read of the selected partitions).
+    Capturing,
+    /// Backup: every byte sent; the server checks the manifest and publishes the version.
+    Publishing,
+    /// The clone is finished and verified, or the backup published (final).
     Done,
-    /// The clone stopped with an error (final).
+    /// The clone or backup stopped with an error (final).
     Failed,
     /// Any other text: kept as it came (a board stores it cut to [`MAX_PHASE`]).
     Other(String),
@@ -55,13 +60,15 @@ pub enum Phase {
 
 impl Phase {
     /// Every phase with a variant, for tests and documentation.
-    pub const KNOWN: [Phase; 8] = [
+    pub const KNOWN: [Phase; 10] = [
         Phase::Layout,
         Phase::Partitioning,
         Phase::Checking,
         Phase::Restoring,
         Phase::Verifying,
         Phase::Rerouted,
+        Phase::Capturing,
+        Phase::Publishing,
         Phase::Done,
         Phase::Failed,
     ];
@@ -75,6 +82,8 @@ impl Phase {
             Phase::Restoring => "restoring",
             Phase::Verifying => "verifying",
             Phase::Rerouted => "rerouted",
+            Phase::Capturing => "capturing",
+            Phase::Publishing => "publishing",
             Phase::Done => "done",
             Phase::Failed => "failed",
             Phase::Other(s) => s,
@@ -307,6 +316,8 @@ mod tests {
             "restoring",
             "verifying",
             "rerouted",
+            "capturing",
+            "publishing",
             "done",
             "failed",
         ];

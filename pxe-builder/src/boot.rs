@@ -132,7 +132,13 @@ fn words(parts: &[&str]) -> Vec<String> {
 }
 
 /// The arguments every entry carries: cluster, entity and group extras, then our keys.
-fn entry_args(c: &Cluster, ent: &Entity, g: &Group, node: Option<&str>, mode: &str) -> Vec<String> {
+pub(crate) fn entry_args(
+    c: &Cluster,
+    ent: &Entity,
+    g: &Group,
+    node: Option<&str>,
+    mode: &str,
+) -> Vec<String> {
     let mut v = words(&[&c.settings.kernel_args, &ent.args, &g.args]);
     v.push(format!("netboot.server={}", c.settings.image_server));
     if let Some(n) = node {

@@ -10,12 +10,15 @@
 //! - [`boot`] renders each node's and each subnet's entry (pxelinux, GRUB, iPXE, bootopts);
 //! - [`bootfiles`] hashes the boot files into `etc/bootfiles.json` (what a rack's
 //!   secondary checks before serving them);
+//! - [`backup`] marks one node of a built tree for a network backup (its entries and its
+//!   upload token);
 //! - [`dhcp`] renders dnsmasq and ISC dhcpd snippets; [`plan`] the clone plan;
 //! - [`tree`] assembles every file and writes the tree atomically; [`lookup`] explains
 //!   which file a client will load; [`render`] is what the command prints;
 //! - [`work`] counts the steps of check and build (the linear-growth test);
 //! - [`fuzzing`] the fuzz target body for cluster.toml (docs/FUZZING.md).
 
+pub mod backup;
 pub mod boot;
 pub mod bootfiles;
 pub mod cpio;

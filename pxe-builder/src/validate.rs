@@ -209,6 +209,10 @@ pub const GENERATED_KEYS: &[&str] = &[
     "netboot.mode",
     "netboot.image_id",
     "netboot.root",
+    // `pxe-builder backup` writes these on one node's entry; from the description they
+    // would put a token where every client reads it.
+    "netboot.token",
+    "netboot.partitions",
     "netboot.mac",
     "netboot.ip",
     // pxelinux appends the DHCP lease's (IPAPPEND 3), GRUB and iPXE entries ours with the

@@ -63,6 +63,28 @@ enum Cmd {
         #[arg(long, value_name = "KEY.pub")]
         trust: Vec<PathBuf>,
     },
+    /// Mark NODE of a built tree for a network backup into GROUP: its entries boot the
+    /// agent in backup mode with a fresh one-time upload token, which is also added to
+    /// the tokens file `imgtool serve --tokens` reads (keep it outside the tree).
+    /// `--clear` puts the node's usual entries back and revokes the token (docs/BOOT.md).
+    Backup {
+        node: String,
+        #[arg(long, required_unless_present = "clear")]
+        group: Option<String>,
+        #[arg(long)]
+        cluster: PathBuf,
+        #[arg(long)]
+        tree: PathBuf,
+        /// The upload tokens file (`imgtool serve --tokens`), outside the tree.
+        #[arg(long)]
+        tokens: PathBuf,
+        /// Only these partitions, e.g. `1,2,4` (as `imgtool capture --partitions`).
+        #[arg(long, value_delimiter = ',')]
+        partitions: Option<Vec<u32>>,
+        /// Undo the mark: the usual entries back, the token revoked.
+        #[arg(long, conflicts_with_all = ["group", "partitions"])]
+        clear: bool,
+    },
     /// Show which files pxelinux tries for a client, which one it loads, and what it boots.
     Lookup {
         #[arg(long)]
@@ -116,6 +138,24 @@ fn run(cli: Cli) -> Result<()> {
             let (bytes, summary) = pxe_builder::initrd::build(&spec)?;
             std::fs::write(&out, &bytes).with_context(|| format!("writing {}", out.display()))?;
             json_or(cli.json, &summary, || render::initrd(&out, &summary))?
+        }
+        Cmd::Backup {
+            node,
+            group,
+            cluster,
+            tree,
+            tokens,
+            partitions,
+            clear,
+        } => {
+            let c = model::load(&cluster)?;
+            let m = match (clear, group) {
+                (false, Some(g)) => {
+                    pxe_builder::backup::mark(&c, &tree, &tokens, &node, &g, partitions.as_deref())?
+                }
+                _ => pxe_builder::backup::clear(&c, &tree, &tokens, &node)?,
+            };
+            json_or(cli.json, &m, || m.render())?
         }
         Cmd::Lookup { tree, ip, mac } => {
             if ip.is_none() && mac.is_none() {
