@@ -242,6 +242,9 @@ impl DisklessArgs {
             relay_idle: self.relay_idle,
             trust: self.trust.clone(),
             image_id: self.image_id.clone(),
+            // The plan's boot window (or the default); a RAM root has no disk to compare.
+            boot_window: None,
+            full: true,
         }
     }
 }

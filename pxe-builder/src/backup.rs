@@ -148,6 +148,8 @@ pub fn backup_entry(
         args,
         local_alternative: true,
         net: boot::node_entry(c, n).net,
+        // Kernel and initrd from the primary: a backup is one node, not a rack's storm.
+        rack: None,
     }
 }
 
