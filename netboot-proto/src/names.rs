@@ -56,6 +56,7 @@ impl Kind {
             // space of `imgtool serve`.
             Kind::Image => &[
                 ("status", "the status board's URL (/status)"),
+                ("upload", "the upload URL of `imgtool serve` (/upload/)"),
                 ("etc", "a directory of the boot tree"),
                 ("boot", "a directory of the boot tree"),
                 ("dhcp", "a directory of the boot tree"),
@@ -203,6 +204,8 @@ mod tests {
         assert!(e.contains("reserved"), "{e}");
         assert!(name(Kind::Group, "primary").is_ok());
         assert!(name(Kind::Image, "status").is_err());
+        // `imgtool serve` answers /upload/ itself: an image so named would be shadowed.
+        assert!(name(Kind::Image, "Upload").is_err());
         assert!(name(Kind::Entity, "efi-x86_64").is_err());
         let m = name(Kind::Node, "a\u{1b}[2J").unwrap_err().1;
         assert!(!m.chars().any(char::is_control), "{m:?}");

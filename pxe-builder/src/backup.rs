@@ -9,7 +9,10 @@
 //!
 //! The token is never written into a file the tree serves to anyone else: not into a
 //! subnet's bootopts, not into the tree at all apart from this node's entries; the tokens
-//! file must lie outside the tree ([`BackupError::TokensInTree`]). This module owns the
+//! file must lie outside the tree ([`BackupError::TokensInTree`]). The node's entries are
+//! still served by TFTP/HTTP to any client that asks for them by name, so the token line
+//! binds the token to the node's address (`<group> <token> <ip>`): `imgtool serve` takes
+//! it from that address only (docs/PROTOCOL.md, "Upload tokens"). This module owns the
 //! backup entry ([`backup_entry`]), the tokens file's edit ([`tokens_with`]) and the
 //! marking itself ([`mark`], [`clear`]); the other entries are [`crate::boot`]'s.
 
@@ -19,6 +22,7 @@ use crate::hex::mac_file;
 use crate::model::Cluster;
 use serde::Serialize;
 use std::io::{Read, Write};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 /// Largest tokens file read back (one line per marked node: a few hundred KiB at most).
@@ -161,9 +165,9 @@ pub fn new_token() -> std::io::Result<String> {
 }
 
 /// The tokens file `text` with node `node`'s marked line removed (a previous mark, or
-/// `--clear`), and `add` (`(group, token)`) appended under its mark comment. Lines that
-/// are not this node's are kept as they are.
-pub fn tokens_with(text: &str, node: &str, add: Option<(&str, &str)>) -> String {
+/// `--clear`), and `add` (`(group, token, node's address)`) appended under its mark
+/// comment. Lines that are not this node's are kept as they are.
+pub fn tokens_with(text: &str, node: &str, add: Option<(&str, &str, Ipv4Addr)>) -> String {
     let mark = format!("{MARK_PREFIX}{node}");
     let mut out = String::new();
     let mut lines = text.lines();
@@ -175,8 +179,8 @@ pub fn tokens_with(text: &str, node: &str, add: Option<(&str, &str)>) -> String 
         out.push_str(l);
         out.push('\n');
     }
-    if let Some((group, token)) = add {
-        out.push_str(&format!("{mark}\n{group} {token}\n"));
+    if let Some((group, token, ip)) = add {
+        out.push_str(&format!("{mark}\n{group} {token} {ip}\n"));
     }
     out
 }
@@ -257,24 +261,42 @@ fn read_tokens(path: &Path) -> Result<String, BackupError> {
 }
 
 /// Replaces `path` with `text`: written and synced beside it, then renamed over it.
+/// The temporary file has a random name and is created new (`O_CREAT|O_EXCL`, which
+/// also refuses a symlink: nothing left there is followed or reused); when `path` exists its owner and mode
+/// carry over (the tokens file may belong to the user `imgtool serve` runs as).
 fn write_atomic(path: &Path, text: &str, mode: u32) -> Result<(), BackupError> {
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.backup-{}", std::process::id()));
+    let mut r = [0u8; 8];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut r))
+        .map_err(io("reading", Path::new("/dev/urandom")))?;
+    let rand: String = r.iter().map(|x| format!("{x:02x}")).collect();
+    let tmp = path.with_file_name(format!(".{name}.backup-{rand}"));
     if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
     }
+    let old = std::fs::symlink_metadata(path).ok().filter(|m| m.is_file());
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(io("creating", &tmp))?;
     let result = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)
-            .map_err(io("creating", &tmp))?;
+        if let Some(m) = &old {
+            // Owner first (chown may clear set-id bits), then the mode.
+            let new = f.metadata().map_err(io("reading", &tmp))?;
+            if (new.uid(), new.gid()) != (m.uid(), m.gid()) {
+                std::os::unix::fs::fchown(&f, Some(m.uid()), Some(m.gid()))
+                    .map_err(io("giving the old owner to", &tmp))?;
+            }
+            f.set_permissions(std::fs::Permissions::from_mode(m.mode() & 0o7777))
+                .map_err(io("giving the old mode to", &tmp))?;
+        }
         f.write_all(text.as_bytes()).map_err(io("writing", &tmp))?;
         f.sync_all().map_err(io("syncing", &tmp))?;
         std::fs::rename(&tmp, path).map_err(io("renaming into place", path))
@@ -302,7 +324,11 @@ pub fn mark(
     let e = backup_entry(c, n, g, &token, partitions);
     // Rendered (and so checked) before anything is written.
     let files = node_files(c, n, &e)?;
-    let text = tokens_with(&read_tokens(tokens)?, node, Some((group, &token)));
+    let text = tokens_with(
+        &read_tokens(tokens)?,
+        node,
+        Some((group, &token, c.nodes[n].ip)),
+    );
     write_atomic(tokens, &text, 0o600)?;
     let mut written = vec![];
     for (rel, text) in files {
@@ -399,21 +425,21 @@ mod tests {
         let t = tokens_with(
             "# site tokens\ngpu 0123456789abcdef0123\n",
             "n1",
-            Some(("compute", "t1t1t1t1t1t1t1t1")),
+            Some(("compute", "t1t1t1t1t1t1t1t1", "10.0.0.9".parse().unwrap())),
         );
         assert_eq!(
             t,
-            "# site tokens\ngpu 0123456789abcdef0123\n# pxe-builder backup node=n1\ncompute t1t1t1t1t1t1t1t1\n"
+            "# site tokens\ngpu 0123456789abcdef0123\n# pxe-builder backup node=n1\ncompute t1t1t1t1t1t1t1t1 10.0.0.9\n"
         );
-        let t2 = tokens_with(&t, "n1", Some(("compute", "t2t2t2t2t2t2t2t2")));
+        let t2 = tokens_with(&t, "n1", Some(("compute", "t2t2t2t2t2t2t2t2", "10.0.0.9".parse().unwrap())));
         assert!(!t2.contains("t1t1") && t2.contains("t2t2"), "{t2}");
         assert_eq!(t2.matches(MARK_PREFIX).count(), 1);
         // Another node's mark is not touched; clearing leaves the site's lines.
-        let t3 = tokens_with(&t2, "n10", Some(("compute", "t3t3t3t3t3t3t3t3")));
+        let t3 = tokens_with(&t2, "n10", Some(("compute", "t3t3t3t3t3t3t3t3", "10.0.0.9".parse().unwrap())));
         let cleared = tokens_with(&t3, "n1", None);
         assert_eq!(
             cleared,
-            "# site tokens\ngpu 0123456789abcdef0123\n# pxe-builder backup node=n10\ncompute t3t3t3t3t3t3t3t3\n"
+            "# site tokens\ngpu 0123456789abcdef0123\n# pxe-builder backup node=n10\ncompute t3t3t3t3t3t3t3t3 10.0.0.9\n"
         );
     }
 
@@ -459,7 +485,13 @@ mod tests {
         let m = mark(&c, &tree, &tokens, "n1", "compute", Some(&[2])).unwrap();
         assert_eq!(m.written.len(), 3);
         let t = std::fs::read_to_string(&tokens).unwrap();
-        let token = t.lines().last().unwrap().strip_prefix("compute ").unwrap();
+        // The token is bound to the node's address (its entry is readable by anyone).
+        let line = t.lines().last().unwrap();
+        let ip = c.nodes[0].ip.to_string();
+        let token = line
+            .strip_prefix("compute ")
+            .and_then(|l| l.strip_suffix(&format!(" {ip}")))
+            .unwrap_or_else(|| panic!("{line}"));
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(
             std::fs::metadata(&tokens).unwrap().permissions().mode() & 0o777,
@@ -491,6 +523,43 @@ mod tests {
             pxe.contains("netboot.mode=vsmp") && !pxe.contains("netboot.token"),
             "{pxe}"
         );
+    }
+
+    #[test]
+    fn write_atomic_keeps_the_old_mode_and_leaves_no_temporary_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = dir.path().join("upload-tokens");
+        write_atomic(&tokens, "a\n", 0o600).unwrap();
+        assert_eq!(
+            std::fs::metadata(&tokens).unwrap().permissions().mode() & 0o7777,
+            0o600
+        );
+        // The admin made it readable by imgtool serve's group: a mark keeps that.
+        std::fs::set_permissions(&tokens, std::fs::Permissions::from_mode(0o640)).unwrap();
+        write_atomic(&tokens, "b\n", 0o600).unwrap();
+        assert_eq!(std::fs::read_to_string(&tokens).unwrap(), "b\n");
+        assert_eq!(
+            std::fs::metadata(&tokens).unwrap().permissions().mode() & 0o7777,
+            0o640
+        );
+        // A file planted under the old pid-based temporary name is neither followed nor
+        // reused (the name is random now), and nothing is left beside the file.
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "keep").unwrap();
+        let old_tmp = dir
+            .path()
+            .join(format!(".upload-tokens.backup-{}", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &old_tmp).unwrap();
+        write_atomic(&tokens, "c\n", 0o600).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
+        std::fs::remove_file(&old_tmp).unwrap();
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
     }
 
     fn walk(d: &Path) -> Vec<PathBuf> {

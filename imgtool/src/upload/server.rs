@@ -110,12 +110,21 @@ impl Uploads {
         for e in std::fs::read_dir(&staging).map_err(setup)?.flatten() {
             let n = e.file_name();
             let n = n.to_string_lossy();
-            if super::wire::check_session(&n).is_ok() || n.starts_with("pruned-") {
+            // `link-<group>-*`: a symlink versions::publish was about to swap in.
+            if super::wire::check_session(&n).is_ok()
+                || n.starts_with("pruned-")
+                || n.starts_with("link-")
+            {
                 log(&format!(
                     "upload: removing {n} left by an earlier run from {}",
                     staging.display()
                 ));
-                let _ = std::fs::remove_dir_all(e.path());
+                let p = e.path();
+                if p.is_symlink() || p.is_file() {
+                    let _ = std::fs::remove_file(&p);
+                } else {
+                    let _ = std::fs::remove_dir_all(&p);
+                }
             }
         }
         let used = UsedTokens::open(&staging.join(USED_FILE)).map_err(setup)?;
@@ -163,7 +172,8 @@ impl Uploads {
     }
 
     /// The token of `req` may upload to `group`: 401 without a token or with one the
-    /// tokens file does not list, 403 for a token of another group or a spent one.
+    /// tokens file does not list, 403 for a token of another group or address, or a
+    /// spent one.
     fn authorize(&self, req: &Request, group: &str) -> Result<String, Refusal> {
         let peer = req.peer().ip();
         let refuse = |code: u16, why: String| {
@@ -179,41 +189,57 @@ impl Uploads {
             ));
         };
         let key = token_key(token);
-        let owner = {
+        self.granted(&key, group, peer).map_err(|r| refuse(r.0, r.1))?;
+        Ok(key)
+    }
+
+    /// The token `key` is listed for `group` (re-reading the tokens file), from `peer`
+    /// when the line names an address, and not spent. Checked when a session begins and
+    /// again at its publish: a token revoked (`pxe-builder backup --clear`) or spent by
+    /// another session meanwhile publishes nothing.
+    fn granted(&self, key: &str, group: &str, peer: std::net::IpAddr) -> Result<(), Refusal> {
+        let grant = {
             let mut tokens = self
                 .tokens
                 .lock()
                 .map_err(|_| Refusal::new(500, "tokens unavailable"))?;
             if let Err(e) = tokens.refresh() {
                 self.say(&format!(
-                    "upload: {} (the tokens read before stay in force)",
+                    "upload: {} (no token is valid until it reads well)",
                     crate::error::chain(&e)
                 ));
             }
-            tokens.group_of(&key).map(str::to_string)
+            tokens.grant(key).cloned()
         };
-        match owner {
-            None => Err(refuse(401, "unknown upload token".into())),
-            Some(g) if g != group => Err(refuse(
+        let Some(grant) = grant else {
+            return Err(Refusal::new(401, "unknown upload token"));
+        };
+        if grant.group != group {
+            return Err(Refusal::new(
                 403,
-                format!("this token is for group {g}, not {group}"),
-            )),
-            Some(_) => {
-                let spent = self
-                    .used
-                    .lock()
-                    .map_err(|_| Refusal::new(500, "tokens unavailable"))?
-                    .is_spent(&key);
-                if spent {
-                    Err(refuse(
-                        403,
-                        "this token was used already (an upload with it was published)".into(),
-                    ))
-                } else {
-                    Ok(key)
-                }
+                format!("this token is for group {}, not {group}", grant.group),
+            ));
+        }
+        if let Some(ip) = grant.ip {
+            if ip.to_canonical() != peer.to_canonical() {
+                return Err(Refusal::new(
+                    403,
+                    format!("this token is for uploads from {ip}, not from {peer}"),
+                ));
             }
         }
+        let spent = self
+            .used
+            .lock()
+            .map_err(|_| Refusal::new(500, "tokens unavailable"))?
+            .is_spent(key);
+        if spent {
+            return Err(Refusal::new(
+                403,
+                "this token was used already (an upload with it was published)",
+            ));
+        }
+        Ok(())
     }
 
     fn sessions(&self) -> Result<std::sync::MutexGuard<'_, HashMap<String, Session>>, Refusal> {
@@ -424,6 +450,9 @@ impl Uploads {
         let dir = {
             let mut sessions = self.sessions()?;
             let s = self.session(&mut sessions, req, group, id)?;
+            if s.committing {
+                return Err(Refusal::new(409, "the manifest came already"));
+            }
             let len = req.body_len();
             if len > MAX_MANIFEST_BYTES {
                 let r = Refusal::new(
@@ -466,12 +495,15 @@ impl Uploads {
                 drop(sessions);
                 return Err(self.fail(id, r));
             }
-            if s.in_flight > 0 || !s.layout {
+            if s.in_flight > 0 || !s.layout || s.committing {
                 return Err(Refusal::new(
                     409,
                     "the manifest comes last: after the layout and every frame's answer",
                 ));
             }
+            // In the same critical section as the in_flight check: no frame or layout
+            // is admitted from here on, so the checked payload is the published one.
+            s.committing = true;
         }
         let manifest = req
             .body_whole()
@@ -479,7 +511,7 @@ impl Uploads {
         let Some(session) = self.sessions()?.remove(id) else {
             return Err(self.gone(id, group));
         };
-        let published = self.publish(&session, &manifest);
+        let published = self.publish(&session, &manifest, req.peer().ip());
         match &published {
             Ok(_) => {}
             Err(r) => {
@@ -505,8 +537,14 @@ impl Uploads {
             .with_header("Content-Type", "application/json"))
     }
 
-    /// Checks the staged image, publishes it, spends the token, prunes.
-    fn publish(&self, s: &Session, manifest: &[u8]) -> Result<(String, String), Refusal> {
+    /// Checks the staged image, publishes it, spends the token, prunes. The token is
+    /// checked again under the publishing lock (still listed for the group, not spent).
+    fn publish(
+        &self,
+        s: &Session,
+        manifest: &[u8],
+        peer: std::net::IpAddr,
+    ) -> Result<(String, String), Refusal> {
         let mpath = s.dir.join(MANIFEST_FILE);
         std::fs::write(&mpath, manifest)
             .map_err(|e| Refusal::new(disk_status(&e), format!("writing the manifest: {e}")))?;
@@ -517,6 +555,8 @@ impl Uploads {
             .publishing
             .lock()
             .map_err(|_| Refusal::new(500, "publishing unavailable"))?;
+        self.granted(&s.token_key, &s.group, peer)
+            .map_err(|Refusal(code, why)| Refusal::new(code, format!("at publish: {why}")))?;
         let version = versions::publish(&self.root, &s.group, &s.dir, &image_id)
             .map_err(|e| Refusal::new(500, format!("publishing: {}", e.chain())))?;
         if let Ok(mut used) = self.used.lock() {
@@ -570,6 +610,9 @@ fn admit_frame(
             format!("{what}: a frame of {len} bytes; frames of this session are 1..={bound}"),
         ));
     }
+    if s.committing {
+        return Err(Refusal::new(409, format!("{what}: the manifest came already")));
+    }
     if s.has(region, index) {
         return Err(Refusal::new(409, format!("{what}: sent twice")));
     }
@@ -593,12 +636,21 @@ fn admit_frame(
             format!("{what}: {MAX_IN_FLIGHT} frames of this upload are arriving already"),
         ));
     }
+    let start = headers.payload_offset;
+    let end = end.unwrap_or(u64::MAX);
+    if let Some((at, other)) = s.overlap(region, start, end) {
+        return Err(Refusal::new(
+            400,
+            format!("{what}: payload bytes {start}..{end} overlap chunk {other}'s at {at}"),
+        ));
+    }
     let file = s.payload(region).map_err(|e| {
         Refusal::new(
             disk_status(&e),
             format!("{what}: creating its payload: {e}"),
         )
     })?;
+    s.reserve(region, index, start, end);
     s.bytes = total.unwrap_or(u64::MAX);
     s.in_flight += 1;
     Ok((headers, file))

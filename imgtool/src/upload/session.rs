@@ -53,6 +53,12 @@ pub struct Session {
     pub in_flight: usize,
     pub last: Instant,
     pub layout: bool,
+    /// The manifest arrived: no frame or layout is admitted any more.
+    pub committing: bool,
+    /// Payload byte ranges of the frames admitted (received or arriving), per region:
+    /// `start → (end, index)`. A chunk index or a byte range is admitted once.
+    ranges: HashMap<RegionName, BTreeMap<u64, (u64, usize)>>,
+    pending: std::collections::HashSet<(RegionName, usize)>,
     files: HashMap<RegionName, Arc<File>>,
     chunks: BTreeMap<RegionName, BTreeMap<usize, Received>>,
     count: usize,
@@ -78,17 +84,40 @@ impl Session {
             in_flight: 0,
             last: Instant::now(),
             layout: false,
+            committing: false,
+            ranges: HashMap::new(),
+            pending: Default::default(),
             files: HashMap::new(),
             chunks: BTreeMap::new(),
             count: 0,
         })
     }
 
-    /// Whether chunk `index` of `region` came already.
+    /// Whether chunk `index` of `region` came already or is arriving.
     pub fn has(&self, region: RegionName, index: usize) -> bool {
-        self.chunks
-            .get(&region)
-            .is_some_and(|m| m.contains_key(&index))
+        self.pending.contains(&(region, index))
+            || self
+                .chunks
+                .get(&region)
+                .is_some_and(|m| m.contains_key(&index))
+    }
+
+    /// An admitted frame of `region` whose payload bytes meet `start..end`: its start
+    /// and chunk index.
+    pub fn overlap(&self, region: RegionName, start: u64, end: u64) -> Option<(u64, usize)> {
+        let m = self.ranges.get(&region)?;
+        let (&at, &(e, i)) = m.range(..end.max(start.saturating_add(1))).next_back()?;
+        (e > start).then_some((at, i))
+    }
+
+    /// Admits chunk `index` of `region` into payload bytes `start..end` (see
+    /// [`Session::has`], [`Session::overlap`]) until [`Session::record`].
+    pub fn reserve(&mut self, region: RegionName, index: usize, start: u64, end: u64) {
+        self.pending.insert((region, index));
+        self.ranges
+            .entry(region)
+            .or_default()
+            .insert(start, (end, index));
     }
 
     /// Chunks received.
@@ -114,6 +143,7 @@ impl Session {
 
     /// Records a checked and written frame.
     pub fn record(&mut self, region: RegionName, index: usize, r: Received) {
+        self.pending.remove(&(region, index));
         if self
             .chunks
             .entry(region)

@@ -4,14 +4,22 @@
 //! token is spent when an upload made with it publishes, and refused from then on.
 //! Tokens are compared and recorded as their sha256, never written out in clear.
 //!
-//! File format (docs/PROTOCOL.md, "Upload"): one `<group> <token>` per line, `#` starts
-//! a comment line, blank lines are skipped; a token listed for two groups is an error.
+//! File format (docs/PROTOCOL.md, "Upload"): one `<group> <token> [<ip>]` per line, `#`
+//! starts a comment line, blank lines are skipped; a token listed for two groups is an
+//! error. With `<ip>` the token is taken only from that client address: a token that
+//! pxe-builder writes into a node's boot entry is readable by any client of the boot
+//! network (TFTP/HTTP serve the entry to anyone), so it is bound to the node's address.
+//! Without `<ip>` any client may use it (an admin's `imgtool capture DISK http://…`).
+//!
+//! A tokens file that cannot be read or parsed revokes every token (fail closed): a
+//! half-edited file must not keep tokens valid that the edit revoked.
 
 use super::wire::check_token;
 use netboot_proto::names::{name, Kind};
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -48,9 +56,16 @@ pub enum TokensError {
     },
 }
 
-/// Parses a tokens file: `token key → group`.
-pub fn parse_tokens(path: &Path, text: &str) -> Result<HashMap<String, String>, TokensError> {
-    let mut out: HashMap<String, String> = HashMap::new();
+/// What a token allows: uploads into `group`, from `ip` only when set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub group: String,
+    pub ip: Option<IpAddr>,
+}
+
+/// Parses a tokens file: `token key → grant`.
+pub fn parse_tokens(path: &Path, text: &str) -> Result<HashMap<String, Grant>, TokensError> {
+    let mut out: HashMap<String, Grant> = HashMap::new();
     for (i, line) in text.lines().enumerate() {
         let err = |msg: String| TokensError::Line {
             path: path.to_path_buf(),
@@ -62,16 +77,35 @@ pub fn parse_tokens(path: &Path, text: &str) -> Result<HashMap<String, String>, 
             continue;
         }
         let mut words = line.split_whitespace();
-        let (Some(group), Some(token), None) = (words.next(), words.next(), words.next()) else {
-            return Err(err("expected `<group> <token>`".into()));
+        let (Some(group), Some(token), ip, None) =
+            (words.next(), words.next(), words.next(), words.next())
+        else {
+            return Err(err("expected `<group> <token> [<ip>]`".into()));
         };
         name(Kind::Image, group).map_err(|(_, why)| err(why))?;
         check_token(token).map_err(err)?;
-        match out.insert(token_key(token), group.to_string()) {
-            Some(other) if other != group => {
+        let ip = match ip {
+            None => None,
+            Some(w) => Some(
+                w.parse::<IpAddr>()
+                    .map_err(|_| err(format!("{w:?} is not an IP address")))?,
+            ),
+        };
+        let grant = Grant {
+            group: group.to_string(),
+            ip,
+        };
+        match out.insert(token_key(token), grant) {
+            Some(other) if other.group != group => {
                 return Err(err(format!(
-                    "this token is also listed for group {other}: a token is for one group"
+                    "this token is also listed for group {}: a token is for one group",
+                    other.group
                 )))
+            }
+            Some(other) if other.ip != ip => {
+                return Err(err(
+                    "this token is listed twice with different addresses".into()
+                ))
             }
             _ => {}
         }
@@ -83,7 +117,7 @@ pub fn parse_tokens(path: &Path, text: &str) -> Result<HashMap<String, String>, 
 pub struct TokenFile {
     path: PathBuf,
     stamp: Option<(SystemTime, u64)>,
-    tokens: HashMap<String, String>,
+    tokens: HashMap<String, Grant>,
 }
 
 impl TokenFile {
@@ -102,8 +136,18 @@ impl TokenFile {
         &self.path
     }
 
-    /// Re-reads the file when it changed. On an error the tokens read before stay.
+    /// Re-reads the file when it changed. On an error no token is valid until the file
+    /// reads well again (fail closed: the bad edit may have revoked some).
     pub fn refresh(&mut self) -> Result<(), TokensError> {
+        let r = self.reread();
+        if r.is_err() {
+            self.tokens.clear();
+            self.stamp = None;
+        }
+        r
+    }
+
+    fn reread(&mut self) -> Result<(), TokensError> {
         let read_err = |err| TokensError::Read {
             path: self.path.clone(),
             err,
@@ -134,9 +178,9 @@ impl TokenFile {
         Ok(())
     }
 
-    /// The group a token (by its key) may upload to.
-    pub fn group_of(&self, key: &str) -> Option<&str> {
-        self.tokens.get(key).map(String::as_str)
+    /// What a token (by its key) allows.
+    pub fn grant(&self, key: &str) -> Option<&Grant> {
+        self.tokens.get(key)
     }
 }
 
@@ -209,11 +253,19 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            m.get(&token_key("abcdefghijklmnop0123"))
-                .map(String::as_str),
-            Some("compute")
+            m.get(&token_key("abcdefghijklmnop0123")),
+            Some(&Grant {
+                group: "compute".into(),
+                ip: None
+            })
         );
         assert_eq!(m.len(), 2);
+        let m = parse_tokens(p, "compute abcdefghijklmnop0123 10.0.0.5\n").unwrap();
+        assert_eq!(
+            m.get(&token_key("abcdefghijklmnop0123"))
+                .and_then(|g| g.ip),
+            Some("10.0.0.5".parse().unwrap())
+        );
         let e = parse_tokens(
             p,
             "compute abcdefghijklmnop0123\nstorage abcdefghijklmnop0123\n",
@@ -226,9 +278,28 @@ mod tests {
             "compute short",
             "../x abcdefghijklmnop0123",
             "a b c",
+            "compute abcdefghijklmnop0123 node1",
+            "compute abcdefghijklmnop0123 10.0.0.5 x",
         ] {
             assert!(parse_tokens(p, bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_bad_tokens_file_revokes_every_token() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("tokens");
+        std::fs::write(&path, "compute abcdefghijklmnop0123\n").unwrap();
+        let mut t = TokenFile::open(&path).unwrap();
+        let key = token_key("abcdefghijklmnop0123");
+        assert!(t.grant(&key).is_some());
+        // A half-written edit (the token line cut): the token must not stay valid.
+        std::fs::write(&path, "compute abcdefghijklmnop0123\nstorage\n").unwrap();
+        assert!(t.refresh().is_err());
+        assert!(t.grant(&key).is_none());
+        std::fs::write(&path, "compute abcdefghijklmnop0123\n# ok again\n").unwrap();
+        t.refresh().unwrap();
+        assert!(t.grant(&key).is_some());
     }
 
     #[test]
