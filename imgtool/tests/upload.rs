@@ -348,3 +348,73 @@ fn a_full_disk_on_the_server_is_a_clear_error_and_publishes_nothing() {
     assert!(free(&mnt) > 900 << 10, "staging not cleaned");
     assert!(s.log_text().contains("disk is full"), "{}", s.log_text());
 }
+
+#[test]
+fn a_token_bound_to_an_address_is_refused_from_another() {
+    let c = captured_files();
+    let root = c.dir.join("images");
+    let s = Server::start(&c.dir, &root, &[]);
+    // Bound to 127.0.0.2 (a node's address): the tests' client is 127.0.0.1.
+    let e = upload(&c.master, &s.url(), THERE_TOKEN, &[]).unwrap_err();
+    assert!(e.contains("HTTP 403"), "{e}");
+    assert!(
+        s.log_text()
+            .contains("refused (403) from 127.0.0.1: this token is for uploads from 127.0.0.2"),
+        "{}",
+        s.log_text()
+    );
+    assert!(published(&root).is_empty());
+    // Bound to 127.0.0.1: taken.
+    let rep = upload(&c.master, &s.url(), HERE_TOKEN, &[]).unwrap();
+    assert_eq!(
+        current_id(&root, GROUP).as_deref(),
+        rep["image_id"].as_str()
+    );
+}
+
+#[test]
+fn a_token_revoked_during_its_upload_publishes_nothing() {
+    let c = captured_files();
+    let root = c.dir.join("images");
+    let s = Server::start(&c.dir, &root, &[]);
+    let old = first_version(&c, &s);
+    let full = upload(
+        &c.master,
+        &format!("http://{}/storage", s.addr),
+        OTHER_TOKEN,
+        &["--chunk-size", "64K"],
+    )
+    .unwrap();
+    let before = published(&root);
+    let half = full["bytes_sent"].as_u64().unwrap() / 2;
+    // Half-way through, `pxe-builder backup --clear` takes TOKEN2 out of the file.
+    let tokens = c.dir.join("upload-tokens");
+    let revoke = move || std::fs::write(&tokens, tokens_text(&[TOKEN2])).unwrap();
+    let proxy = Proxy::start(
+        s.addr,
+        Fault::RunAt(half, std::sync::Arc::new(revoke), Default::default()),
+    );
+    let e = upload(&c.master, &proxy.url(), TOKEN2, &["--chunk-size", "64K"]).unwrap_err();
+    assert!(e.contains("at publish: unknown upload token"), "{e}");
+    assert_eq!(published(&root), before, "something was published");
+    assert_old_version_served(&c, &s, &old);
+    assert!(sessions_left(&root).is_empty());
+}
+
+#[test]
+fn a_restart_removes_a_left_new_link_and_keeps_an_exchanged_image() {
+    let c = captured_files();
+    let root = c.dir.join("images");
+    let staging = root.join(".upload");
+    std::fs::create_dir_all(&staging).unwrap();
+    let link = staging.join("link-compute-0123456789abcdef");
+    std::os::unix::fs::symlink("compute@000000000000", &link).unwrap();
+    // What adopt_plain's exchange leaves when the server dies before the rename.
+    let exchanged = staging.join("link-compute-fedcba9876543210");
+    std::fs::create_dir(&exchanged).unwrap();
+    std::fs::write(exchanged.join("manifest.json"), "{}").unwrap();
+    let s = Server::start(&c.dir, &root, &[]);
+    assert!(std::fs::symlink_metadata(&link).is_err(), "the link stays");
+    assert!(exchanged.join("manifest.json").is_file());
+    assert!(s.log_text().contains("interrupted publish"), "{}", s.log_text());
+}

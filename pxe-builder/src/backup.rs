@@ -431,11 +431,19 @@ mod tests {
             t,
             "# site tokens\ngpu 0123456789abcdef0123\n# pxe-builder backup node=n1\ncompute t1t1t1t1t1t1t1t1 10.0.0.9\n"
         );
-        let t2 = tokens_with(&t, "n1", Some(("compute", "t2t2t2t2t2t2t2t2", "10.0.0.9".parse().unwrap())));
+        let t2 = tokens_with(
+            &t,
+            "n1",
+            Some(("compute", "t2t2t2t2t2t2t2t2", "10.0.0.9".parse().unwrap())),
+        );
         assert!(!t2.contains("t1t1") && t2.contains("t2t2"), "{t2}");
         assert_eq!(t2.matches(MARK_PREFIX).count(), 1);
         // Another node's mark is not touched; clearing leaves the site's lines.
-        let t3 = tokens_with(&t2, "n10", Some(("compute", "t3t3t3t3t3t3t3t3", "10.0.0.9".parse().unwrap())));
+        let t3 = tokens_with(
+            &t2,
+            "n10",
+            Some(("compute", "t3t3t3t3t3t3t3t3", "10.0.0.9".parse().unwrap())),
+        );
         let cleared = tokens_with(&t3, "n1", None);
         assert_eq!(
             cleared,

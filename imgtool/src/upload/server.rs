@@ -107,26 +107,7 @@ impl Uploads {
             err,
         };
         std::fs::create_dir_all(&staging).map_err(setup)?;
-        for e in std::fs::read_dir(&staging).map_err(setup)?.flatten() {
-            let n = e.file_name();
-            let n = n.to_string_lossy();
-            // `link-<group>-*`: a symlink versions::publish was about to swap in.
-            if super::wire::check_session(&n).is_ok()
-                || n.starts_with("pruned-")
-                || n.starts_with("link-")
-            {
-                log(&format!(
-                    "upload: removing {n} left by an earlier run from {}",
-                    staging.display()
-                ));
-                let p = e.path();
-                if p.is_symlink() || p.is_file() {
-                    let _ = std::fs::remove_file(&p);
-                } else {
-                    let _ = std::fs::remove_dir_all(&p);
-                }
-            }
-        }
+        clean_staging(&staging, &log).map_err(setup)?;
         let used = UsedTokens::open(&staging.join(USED_FILE)).map_err(setup)?;
         Ok(Uploads {
             root: root.to_path_buf(),
@@ -189,7 +170,8 @@ impl Uploads {
             ));
         };
         let key = token_key(token);
-        self.granted(&key, group, peer).map_err(|r| refuse(r.0, r.1))?;
+        self.granted(&key, group, peer)
+            .map_err(|r| refuse(r.0, r.1))?;
         Ok(key)
     }
 
@@ -589,6 +571,42 @@ impl Uploads {
     }
 }
 
+/// Removes what an earlier run left in the staging directory: sessions, pruned
+/// versions, new links of an unfinished publish.
+fn clean_staging(staging: &Path, log: &Log) -> std::io::Result<()> {
+    for e in std::fs::read_dir(staging)?.flatten() {
+        let n = e.file_name();
+        let n = n.to_string_lossy();
+        // `link-<group>-*`: the new link versions::publish was about to swap in (a
+        // symlink: removed), or after a crash inside adopt_plain the group's former
+        // plain directory it was exchanged with (an image: kept, for the admin).
+        if n.starts_with("link-") {
+            let p = e.path();
+            if p.is_symlink() {
+                log(&format!(
+                    "upload: removing {n} left by an earlier run from {}",
+                    staging.display()
+                ));
+                let _ = std::fs::remove_file(&p);
+            } else {
+                log(&format!(
+                    "upload: {} was left by an interrupted publish and may hold a group's former image: move it to ROOT/<group>@<id12> or remove it",
+                    p.display()
+                ));
+            }
+            continue;
+        }
+        if super::wire::check_session(&n).is_ok() || n.starts_with("pruned-") {
+            log(&format!(
+                "upload: removing {n} left by an earlier run from {}",
+                staging.display()
+            ));
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+    Ok(())
+}
+
 /// Checks a frame request before its body is read (headers, quota, a chunk not sent
 /// twice, room among the frames in flight) and reserves it. Returns its headers and the
 /// payload file.
@@ -611,7 +629,10 @@ fn admit_frame(
         ));
     }
     if s.committing {
-        return Err(Refusal::new(409, format!("{what}: the manifest came already")));
+        return Err(Refusal::new(
+            409,
+            format!("{what}: the manifest came already"),
+        ));
     }
     if s.has(region, index) {
         return Err(Refusal::new(409, format!("{what}: sent twice")));

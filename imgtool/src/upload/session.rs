@@ -390,4 +390,44 @@ mod tests {
         let junk = vec![1u8; 64];
         assert!(verify_frame(&junk, &headers(&junk, &raw), "x").is_err());
     }
+
+    #[test]
+    fn a_chunk_index_or_payload_range_is_admitted_once_even_while_arriving() {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = Session::create(
+            "s".into(),
+            "compute",
+            "k".into(),
+            d.path().join("s"),
+            1 << 20,
+        )
+        .unwrap();
+        let r = RegionName::Head;
+        // Chunk 0 admitted (bytes 0..100), its body still arriving.
+        assert!(!s.has(r, 0) && s.overlap(r, 0, 100).is_none());
+        s.reserve(r, 0, 0, 100);
+        // The same index again, before it was recorded: refused (was admitted twice).
+        assert!(s.has(r, 0));
+        // Another index over the same or a neighbouring range: refused.
+        assert_eq!(s.overlap(r, 50, 150), Some((0, 0)));
+        assert_eq!(s.overlap(r, 0, 10), Some((0, 0)));
+        assert!(s.overlap(r, 100, 200).is_none());
+        s.reserve(r, 1, 100, 200);
+        // A longer frame that would run into chunk 1's bytes.
+        assert!(s.overlap(r, 99, 101).is_some());
+        assert_eq!(s.overlap(r, 150, 400), Some((100, 1)));
+        assert!(s.overlap(r, 200, 300).is_none());
+        s.record(
+            r,
+            0,
+            Received {
+                payload_offset: 0,
+                compressed_length: 100,
+                length: 1,
+                sha256: String::new(),
+                frame_sha256: String::new(),
+            },
+        );
+        assert!(s.has(r, 0) && s.overlap(r, 0, 1).is_some() && s.count() == 1);
+    }
 }

@@ -262,8 +262,7 @@ mod tests {
         assert_eq!(m.len(), 2);
         let m = parse_tokens(p, "compute abcdefghijklmnop0123 10.0.0.5\n").unwrap();
         assert_eq!(
-            m.get(&token_key("abcdefghijklmnop0123"))
-                .and_then(|g| g.ip),
+            m.get(&token_key("abcdefghijklmnop0123")).and_then(|g| g.ip),
             Some("10.0.0.5".parse().unwrap())
         );
         let e = parse_tokens(

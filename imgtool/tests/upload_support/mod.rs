@@ -22,6 +22,28 @@ pub const TOKEN: &str = "tok-compute-0123456789abcdef";
 pub const TOKEN2: &str = "tok-compute-second-0123456789";
 pub const TOKEN3: &str = "tok-compute-third-0123456789";
 pub const OTHER_TOKEN: &str = "tok-storage-0123456789abcdef";
+/// Bound to 127.0.0.1 (the tests' client address).
+pub const HERE_TOKEN: &str = "tok-compute-here-0123456789";
+/// Bound to 127.0.0.2: refused from the tests' client.
+pub const THERE_TOKEN: &str = "tok-compute-there-0123456789";
+
+/// The tokens file `Server::start` writes, without the lines of `revoked` tokens.
+pub fn tokens_text(revoked: &[&str]) -> String {
+    let mut t = "# test\n".to_string();
+    for (g, tok, ip) in [
+        (GROUP, TOKEN, ""),
+        (GROUP, TOKEN2, ""),
+        (GROUP, TOKEN3, ""),
+        ("storage", OTHER_TOKEN, ""),
+        (GROUP, HERE_TOKEN, " 127.0.0.1"),
+        (GROUP, THERE_TOKEN, " 127.0.0.2"),
+    ] {
+        if !revoked.contains(&tok) {
+            t.push_str(&format!("{g} {tok}{ip}\n"));
+        }
+    }
+    t
+}
 
 /// `imgtool serve ROOT --tokens FILE` on 127.0.0.1; its stderr goes to `log`.
 pub struct Server {
@@ -32,16 +54,12 @@ pub struct Server {
 }
 
 impl Server {
-    /// Serves `root` with a tokens file (outside the root) giving TOKEN, TOKEN2 and
-    /// TOKEN3 to `compute` and OTHER_TOKEN to `storage`.
+    /// Serves `root` with a tokens file `work/upload-tokens` (outside the root):
+    /// [`tokens_text`].
     pub fn start(work: &Path, root: &Path, extra: &[&str]) -> Server {
         std::fs::create_dir_all(root).unwrap();
         let tokens = work.join("upload-tokens");
-        std::fs::write(
-            &tokens,
-            format!("# test\n{GROUP} {TOKEN}\n{GROUP} {TOKEN2}\n{GROUP} {TOKEN3}\nstorage {OTHER_TOKEN}\n"),
-        )
-        .unwrap();
+        std::fs::write(&tokens, tokens_text(&[])).unwrap();
         let log = work.join(format!(
             "serve-{}.log",
             std::time::SystemTime::now()
@@ -128,8 +146,14 @@ pub fn upload(
 }
 
 /// What the proxy does to the bytes going to the server.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub enum Fault {
+    /// Runs the function once, when this many bytes passed, before passing on.
+    RunAt(
+        u64,
+        Arc<dyn Fn() + Send + Sync>,
+        Arc<std::sync::atomic::AtomicBool>,
+    ),
     /// Closes every connection once this many bytes (all connections together) passed.
     CutAfter(u64),
     /// Flips the lowest bit of the byte at this position (all connections together).
@@ -155,6 +179,7 @@ impl Proxy {
                     return;
                 };
                 let p = p.clone();
+                let fault = fault.clone();
                 let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
                 // Answers go back untouched.
                 std::thread::spawn(move || pipe_back(s2, c2));
@@ -175,6 +200,7 @@ fn pipe_back(mut from: TcpStream, mut to: TcpStream) {
 }
 
 fn pipe_up(mut client: TcpStream, mut server: TcpStream, passed: &AtomicU64, fault: Fault) {
+    let fault = &fault;
     let mut buf = vec![0u8; 64 << 10];
     loop {
         let n = match client.read(&mut buf) {
@@ -184,15 +210,20 @@ fn pipe_up(mut client: TcpStream, mut server: TcpStream, passed: &AtomicU64, fau
         let start = passed.fetch_add(n as u64, Ordering::SeqCst);
         let mut n = n;
         match fault {
-            Fault::CutAfter(limit) if start + n as u64 >= limit => {
+            Fault::CutAfter(limit) if start + n as u64 >= *limit => {
                 n = limit.saturating_sub(start) as usize;
                 let _ = server.write_all(&buf[..n]);
                 let _ = server.shutdown(std::net::Shutdown::Both);
                 let _ = client.shutdown(std::net::Shutdown::Both);
                 return;
             }
-            Fault::FlipAt(at) if (start..start + n as u64).contains(&at) => {
+            Fault::FlipAt(at) if (start..start + n as u64).contains(at) => {
                 buf[(at - start) as usize] ^= 1;
+            }
+            Fault::RunAt(at, f, done) if start + n as u64 >= *at => {
+                if !done.swap(true, Ordering::SeqCst) {
+                    f();
+                }
             }
             _ => {}
         }
