@@ -416,5 +416,9 @@ fn a_restart_removes_a_left_new_link_and_keeps_an_exchanged_image() {
     let s = Server::start(&c.dir, &root, &[]);
     assert!(std::fs::symlink_metadata(&link).is_err(), "the link stays");
     assert!(exchanged.join("manifest.json").is_file());
-    assert!(s.log_text().contains("interrupted publish"), "{}", s.log_text());
+    assert!(
+        s.log_text().contains("interrupted publish"),
+        "{}",
+        s.log_text()
+    );
 }

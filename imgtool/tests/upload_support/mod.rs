@@ -220,10 +220,10 @@ fn pipe_up(mut client: TcpStream, mut server: TcpStream, passed: &AtomicU64, fau
             Fault::FlipAt(at) if (start..start + n as u64).contains(at) => {
                 buf[(at - start) as usize] ^= 1;
             }
-            Fault::RunAt(at, f, done) if start + n as u64 >= *at => {
-                if !done.swap(true, Ordering::SeqCst) {
-                    f();
-                }
+            Fault::RunAt(at, f, done)
+                if start + n as u64 >= *at && !done.swap(true, Ordering::SeqCst) =>
+            {
+                f();
             }
             _ => {}
         }
