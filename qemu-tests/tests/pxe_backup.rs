@@ -75,6 +75,14 @@ fn a_node_backs_up_its_disk_over_pxe_and_a_blank_node_clones_the_published_image
     let tokens = w.join("upload-tokens");
     let m = pxe_builder::backup::mark(&cluster, &tree, &tokens, "n31", "compute", None).unwrap();
     assert_eq!(m.written.len(), 3, "{m:?}");
+    // The token is bound to n31's address; QEMU's user network forwards the guest's
+    // connection through `nc 127.0.0.1`, so the server sees 127.0.0.1 instead.
+    let n31 = cluster.nodes.iter().find(|n| n.name == "n31").unwrap().ip;
+    let t = std::fs::read_to_string(&tokens).unwrap();
+    let bound = format!(" {n31}\n");
+    assert!(t.ends_with(&bound), "{t}");
+    let t = format!("{} 127.0.0.1\n", &t[..t.len() - bound.len()]);
+    std::fs::write(&tokens, t).unwrap();
     let port = serve_with_uploads(&images, &tree, &tokens);
 
     // Backup boot: the master as the node's NVMe disk.
