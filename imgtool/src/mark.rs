@@ -62,7 +62,8 @@ impl InProgress {
                 zeroed.push((at, sig.to_vec()));
             }
         }
-        mark.saved.extend(cleared_before(disk, &mark.saved, &zeroed)?);
+        mark.saved
+            .extend(cleared_before(disk, &mark.saved, &zeroed)?);
         mark.saved.sort_by_key(|(at, _)| *at);
         for (at, sig) in &mark.saved {
             if live.contains(at) {
@@ -360,7 +361,10 @@ mod tests {
                 d.write_all_at(&vec![0u8; len], *at).unwrap();
             }
             let mark = InProgress::set(&d).unwrap();
-            assert!(crate::layout::read_layout(&d).unwrap().is_none(), "{cleared:?}");
+            assert!(
+                crate::layout::read_layout(&d).unwrap().is_none(),
+                "{cleared:?}"
+            );
             assert_eq!(mark.saved.len(), 3, "{cleared:?}: 55 AA, primary, backup");
             mark.clear(&d).unwrap();
             assert_eq!(d.bytes(), before, "{cleared:?}: the table is back whole");
