@@ -37,8 +37,17 @@ pub struct InProgress {
 impl InProgress {
     /// Clears every table signature found on `disk` and returns what to put back. A disk
     /// without a table gets no mark (there is nothing that could look bootable).
+    ///
+    /// A signature an earlier, interrupted `set` cleared already (it failed or lost power
+    /// half way) is put back too: a GPT header holding zeros where `EFI PART` goes whose
+    /// CRC matches with it, and sector 0's `55 AA` in front of a GPT when sector 0 holds a
+    /// protective entry (type `0xEE`). Without that, a rerun would see the GPT (our reader
+    /// does not need the protective MBR), save only the signatures still there, and leave
+    /// a disk Linux finds no partitions on.
     pub fn set(disk: &dyn BlockIo) -> io::Result<InProgress> {
         let mut mark = InProgress::default();
+        let mut live = vec![];
+        let mut zeroed = vec![];
         for (at, sig) in places(disk)? {
             let end = at.checked_add(sig.len() as u64);
             if end.is_none_or(|e| e > disk.size()) {
@@ -47,11 +56,19 @@ impl InProgress {
             let mut cur = vec![0u8; sig.len()];
             disk.read_exact_at(&mut cur, at)?;
             if cur == sig {
+                live.push(at);
                 mark.saved.push((at, cur));
+            } else if cur.iter().all(|b| *b == 0) {
+                zeroed.push((at, sig.to_vec()));
             }
         }
+        mark.saved
+            .extend(cleared_before(disk, &mark.saved, &zeroed)?);
+        mark.saved.sort_by_key(|(at, _)| *at);
         for (at, sig) in &mark.saved {
-            disk.write_all_at(&vec![0u8; sig.len()], *at)?;
+            if live.contains(at) {
+                disk.write_all_at(&vec![0u8; sig.len()], *at)?;
+            }
         }
         disk.flush()?;
         Ok(mark)
@@ -124,6 +141,38 @@ impl InProgress {
         }
         disk.flush()
     }
+}
+
+/// Of the places holding zeros (`zeroed`), those an interrupted mark cleared, next to the
+/// signatures still there (`live`): GPT headers whose CRC matches with `EFI PART` put
+/// back, then sector 0's `55 AA` when a GPT header is there (live or cleared) and sector 0
+/// holds a protective entry (type `0xEE`).
+fn cleared_before(
+    disk: &dyn BlockIo,
+    live: &[(u64, Vec<u8>)],
+    zeroed: &[(u64, Vec<u8>)],
+) -> io::Result<Vec<(u64, Vec<u8>)>> {
+    let ss = u64::from(disk.sector_size());
+    let mut found = vec![];
+    for (at, sig) in zeroed.iter().filter(|(at, _)| *at != 510) {
+        let one = [(*at, sig.clone())];
+        let view = Unmarked {
+            disk,
+            patches: &one,
+        };
+        if gpt_header_valid(&view, *at, ss)? {
+            found.push((*at, sig.clone()));
+        }
+    }
+    let gpt = found.iter().chain(live).any(|(at, _)| *at != 510);
+    if gpt && zeroed.iter().any(|(at, _)| *at == 510) {
+        let mut s0 = vec![0u8; 512];
+        disk.read_exact_at(&mut s0, 0)?;
+        if (0..4).any(|i| s0[446 + i * 16 + 4] == 0xee) {
+            found.push((510, MBR_SIGNATURE.to_vec()));
+        }
+    }
+    Ok(found)
 }
 
 /// Where table signatures are: sector 0's `55 AA`, and `EFI PART` at the primary GPT
@@ -294,6 +343,45 @@ mod tests {
             again.clear(&d).unwrap();
             assert_eq!(d.bytes(), before, "{kind}: the table is back byte for byte");
         }
+    }
+
+    /// Review S4 #4: a mark interrupted after some signatures were cleared (here each
+    /// single one, and `55 AA` plus the primary) is completed by the rerun's `set`, and
+    /// its `clear` puts back every signature, `55 AA` of the protective MBR included.
+    #[test]
+    fn a_partial_mark_is_completed_and_cleared_whole() {
+        let d = MemDisk::new(8 << 20, 512);
+        crate::layout::write_table(&d, &table(TableKind::Gpt), &[]).unwrap();
+        let before = d.bytes();
+        let last = (8u64 << 20) - 512;
+        let partials: [&[u64]; 4] = [&[510], &[512], &[last], &[510, 512]];
+        for cleared in partials {
+            for at in cleared {
+                let len = if *at == 510 { 2 } else { 8 };
+                d.write_all_at(&vec![0u8; len], *at).unwrap();
+            }
+            let mark = InProgress::set(&d).unwrap();
+            assert!(
+                crate::layout::read_layout(&d).unwrap().is_none(),
+                "{cleared:?}"
+            );
+            assert_eq!(mark.saved.len(), 3, "{cleared:?}: 55 AA, primary, backup");
+            mark.clear(&d).unwrap();
+            assert_eq!(d.bytes(), before, "{cleared:?}: the table is back whole");
+        }
+    }
+
+    /// Zeros at 510 in front of a GPT are only a cleared `55 AA` when sector 0 holds a
+    /// protective entry; a header-less disk with an `0xEE` byte gets nothing invented.
+    #[test]
+    fn no_signature_is_invented() {
+        let d = MemDisk::new(8 << 20, 512);
+        let mut s0 = vec![0u8; 512];
+        s0[446 + 4] = 0xee;
+        d.write_all_at(&s0, 0).unwrap();
+        let mark = InProgress::set(&d).unwrap();
+        assert!(!mark.is_set(), "no GPT header: nothing to put back");
+        assert!(d.bytes()[510..512] == [0, 0]);
     }
 
     #[test]

@@ -278,6 +278,7 @@ impl HttpSource {
                 connect: CONNECT_TIMEOUT,
                 stall,
                 keepalive: client::KEEPALIVE,
+                min_rate: crate::httpd::MIN_RATE,
             },
             dead: bases.iter().map(|_| Default::default()).collect(),
             answered: bases

@@ -14,7 +14,8 @@
 //!
 //! Memory is checked after the image's manifest is read (a few KiB) and before any
 //! payload is fetched: the root's used bytes, the relay's frame cache when this node
-//! relays, and [`BOOT_RESERVE`] for the booted system must fit `MemAvailable`.
+//! relays, the rack's boot files when it serves them (an entity's secondary), the restore
+//! pipeline's frames, and [`BOOT_RESERVE`] for the booted system must fit `MemAvailable`.
 //!
 //! The steps are functions below; [`run`] lists them. [`boot`] is the PID-1 entry,
 //! `initrd-agent diskless` ([`crate::command::diskless`]) the command form, which stops
@@ -137,7 +138,12 @@ pub fn run(
     let img = load_image(route, source, relay.as_ref(), &url, rep)?;
     let region = imgtool::ramroot::pick_root(&img, opts.root)?.clone();
     let available = mem_available(&std::fs::read_to_string(&opts.meminfo).unwrap_or_default());
-    check_memory(&region, relay.is_some(), available)?;
+    let buffers = Buffers::new(
+        relay.is_some(),
+        relay.is_some() && route.boot_files,
+        img.manifest.chunk_size,
+    );
+    check_memory(&region, &buffers, available)?;
     rep.say(&format!(
         "root: partition {} ({}, {} MiB used of {} MiB) into RAM",
         region.number,
@@ -183,33 +189,70 @@ pub fn mem_available(meminfo: &str) -> Option<u64> {
     })
 }
 
+/// What a diskless boot holds in memory besides the root's bytes and [`BOOT_RESERVE`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Buffers {
+    /// The relay's frame cache (when relaying).
+    pub relay_cache: u64,
+    /// The rack's boot files (an entity's secondary serves them from RAM; fetched while
+    /// the root is restored): up to the boot-file manifest's bound.
+    pub boot_files: u64,
+    /// The restore pipeline's frames in flight: two per worker (read, and queued), each up
+    /// to the chunk's largest frame.
+    pub pipeline: u64,
+}
+
+impl Buffers {
+    /// The buffers of this boot: relaying or not, serving boot files or not, and the
+    /// image's `chunk_size` (at most `MAX_CHUNK`, checked when the manifest was read).
+    pub fn new(relays: bool, boot_files: bool, chunk_size: u64) -> Buffers {
+        let threads = imgtool::pool::threads(0) as u64;
+        let frame = imgtool::chunk::frame_bound(chunk_size.min(imgtool::chunk::MAX_CHUNK));
+        Buffers {
+            relay_cache: if relays {
+                crate::clone::RELAY_CACHE_BYTES as u64
+            } else {
+                0
+            },
+            boot_files: if boot_files {
+                netboot_proto::bootfiles::MAX_TOTAL_BYTES
+            } else {
+                0
+            },
+            pipeline: threads.saturating_mul(frame).saturating_mul(2),
+        }
+    }
+}
+
 /// Refuses, before any payload is fetched, a root that does not fit: its used bytes, the
-/// relay's frame cache when relaying, and [`BOOT_RESERVE`], against `MemAvailable`.
-pub fn check_memory(region: &Region, relays: bool, available: Option<u64>) -> anyhow::Result<()> {
-    let cache = if relays {
-        crate::clone::RELAY_CACHE_BYTES as u64
-    } else {
-        0
-    };
+/// [`Buffers`] and [`BOOT_RESERVE`], against `MemAvailable`.
+pub fn check_memory(region: &Region, b: &Buffers, available: Option<u64>) -> anyhow::Result<()> {
     let need = region
         .used_bytes
-        .saturating_add(cache)
+        .saturating_add(b.relay_cache)
+        .saturating_add(b.boot_files)
+        .saturating_add(b.pipeline)
         .saturating_add(BOOT_RESERVE);
     let Some(avail) = available else {
         anyhow::bail!("refusing the diskless boot before fetching: /proc/meminfo gives no MemAvailable, so the {} MiB the root needs cannot be checked", mib(need));
     };
     if avail < need {
+        let mut extra = String::new();
+        for (bytes, what) in [
+            (b.relay_cache, "relay cache"),
+            (b.boot_files, "rack boot files"),
+            (b.pipeline, "restore buffers"),
+        ] {
+            if bytes > 0 {
+                extra.push_str(&format!(" + {} MiB {what}", mib(bytes)));
+            }
+        }
         anyhow::bail!(
-            "refusing the diskless boot before fetching: not enough memory: needed {} MiB (root partition {} {}: {} MiB used{} + {} MiB for the booted system), available {} MiB (MemAvailable)",
+            "refusing the diskless boot before fetching: not enough memory: needed {} MiB (root partition {} {}: {} MiB used{extra} + {} MiB for the booted system), available {} MiB (MemAvailable)",
             mib(need),
             region.number,
             region.filesystem,
             mib(region.used_bytes),
-            if relays {
-                format!(" + {} MiB relay cache", mib(cache))
-            } else {
-                String::new()
-            },
             mib(BOOT_RESERVE),
             mib(avail)
         );
@@ -436,9 +479,10 @@ mod tests {
     #[test]
     fn too_little_memory_is_refused_with_the_numbers() {
         let r = region(400 << 20);
+        let none = Buffers::default();
         // 400 + 128 = 528 MiB needed.
-        assert!(check_memory(&r, false, Some(528 << 20)).is_ok());
-        let e = check_memory(&r, false, Some(300 << 20))
+        assert!(check_memory(&r, &none, Some(528 << 20)).is_ok());
+        let e = check_memory(&r, &none, Some(300 << 20))
             .unwrap_err()
             .to_string();
         assert!(
@@ -448,16 +492,47 @@ mod tests {
             "{e}"
         );
         // A relay also keeps its frame cache.
-        let e = check_memory(&r, true, Some(528 << 20))
+        let relay = Buffers {
+            relay_cache: crate::clone::RELAY_CACHE_BYTES as u64,
+            ..Buffers::default()
+        };
+        let e = check_memory(&r, &relay, Some(528 << 20))
             .unwrap_err()
             .to_string();
         assert!(
             e.contains("needed 592 MiB") && e.contains("relay cache"),
             "{e}"
         );
-        assert!(check_memory(&r, false, None)
+        assert!(check_memory(&r, &none, None)
             .unwrap_err()
             .to_string()
             .contains("MemAvailable"));
+    }
+
+    /// Review S4 #5: an entity's secondary holds the rack's boot files (up to 384 MiB)
+    /// and the restore pipeline holds two frames per worker; both count.
+    #[test]
+    fn boot_files_and_restore_buffers_are_counted() {
+        let r = region(400 << 20);
+        let b = Buffers::new(true, true, 8 << 20);
+        let threads = imgtool::pool::threads(0) as u64;
+        assert_eq!(b.boot_files, 384 << 20);
+        assert_eq!(
+            b.pipeline,
+            threads * 2 * imgtool::chunk::frame_bound(8 << 20)
+        );
+        // Enough for root + relay cache + the booted system, not for the boot files too.
+        let e = check_memory(&r, &b, Some(592 << 20))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("+ 384 MiB rack boot files") && e.contains("MiB restore buffers"),
+            "{e}"
+        );
+        let need = (400u64 << 20) + (64 << 20) + (384 << 20) + b.pipeline + (128 << 20);
+        assert!(check_memory(&r, &b, Some(need)).is_ok());
+        assert!(check_memory(&r, &b, Some(need - 1)).is_err());
+        // Without the relay there are no boot files to serve.
+        assert_eq!(Buffers::new(false, false, 8 << 20).boot_files, 0);
     }
 }

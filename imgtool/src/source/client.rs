@@ -15,6 +15,12 @@
 //! request shape, and the head is parsed by `httparse`, the parser `imgtool::httpd`
 //! already uses. docs/DISTRIBUTION.md, "The client".)
 //!
+//! Every request also has an overall deadline: connect + stall + the range's length at
+//! `min_rate` ([`crate::httpd::MIN_RATE`], the pace `imgtool serve` asks of its own
+//! clients). Keepalive and the stall bound only silence; without the deadline a live but
+//! hostile upstream sending one byte just inside every stall would hold the reader (PID 1
+//! of a booting node) for days.
+//!
 //! Owns: parsing an `http://` URL into host, port and path; connecting with a timeout;
 //! writing the request; reading a bounded head ([`MAX_HEAD_BYTES`], [`MAX_HEADERS`]) and
 //! the framing headers [`super::check::range_reply`] checks; handing out the body. Does
@@ -26,7 +32,7 @@ use std::io::{Cursor, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Dead-peer detection on every connection: keepalive probes after `idle` without
 /// traffic, every `interval`, `count` unanswered probes and the connection is dead; and
@@ -188,7 +194,31 @@ pub(super) enum GetError {
 pub(super) struct Body {
     inner: std::io::Chain<Cursor<Vec<u8>>, TcpStream>,
     dead: Arc<AtomicBool>,
+    clock: Clock,
+}
+
+/// A request's stall and overall deadline ([`deadline`]).
+#[derive(Debug, Clone, Copy)]
+struct Clock {
     stall: Duration,
+    until: Instant,
+    started: Instant,
+}
+
+impl Clock {
+    /// Shortens the read timeout to the deadline when it is nearer than the stall.
+    fn before_read(&self, s: &TcpStream) -> std::io::Result<()> {
+        wait_before_read(s, self.stall, self.until, self.started)
+    }
+
+    /// A read timeout at or past the deadline is the deadline's error, not a stall.
+    fn after_error(&self, e: std::io::Error) -> std::io::Error {
+        if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() >= self.until {
+            past_deadline(self.until, self.started)
+        } else {
+            e
+        }
+    }
 }
 
 impl Body {
@@ -205,9 +235,12 @@ impl Body {
 
 impl Read for Body {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.inner.get_ref().0.position() >= self.inner.get_ref().0.get_ref().len() as u64 {
+            self.clock.before_read(self.inner.get_ref().1)?;
+        }
         self.inner
             .read(buf)
-            .map_err(|e| explain(e, self.stall, &self.dead))
+            .map_err(|e| explain(self.clock.after_error(e), self.clock.stall, &self.dead))
     }
 }
 
@@ -276,6 +309,46 @@ pub(super) struct Timeouts {
     /// No data for this long on a live connection: the attempt fails.
     pub stall: Duration,
     pub keepalive: KeepAlive,
+    /// Bytes per second the whole answer must come at, at least, on top of `connect` and
+    /// `stall` (see [`deadline`]).
+    pub min_rate: u64,
+}
+
+/// When a request for `len` bytes started `now` must be done, head and body: `connect` +
+/// `stall` + `len / min_rate` seconds (a 8 MiB frame at 128 KiB/s: 64 s more).
+fn deadline(now: Instant, t: &Timeouts, len: u64) -> Instant {
+    let pace = Duration::from_secs(len / t.min_rate.max(1));
+    now.checked_add(t.connect.saturating_add(t.stall).saturating_add(pace))
+        .unwrap_or(now + Duration::from_secs(365 * 24 * 3600))
+}
+
+/// The read timeout before a read: the stall, or less when the deadline is nearer; an
+/// error once the deadline has passed.
+fn wait_before_read(
+    s: &TcpStream,
+    stall: Duration,
+    until: Instant,
+    started: Instant,
+) -> std::io::Result<()> {
+    let left = until.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(past_deadline(until, started));
+    }
+    if left < stall {
+        s.set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
+    }
+    Ok(())
+}
+
+/// Not `TimedOut` (that is keepalive's verdict on a dead peer, see [`explain`]): a slow
+/// upstream is alive, and is asked again like one that stalled.
+fn past_deadline(until: Instant, started: Instant) -> std::io::Error {
+    std::io::Error::other(
+        format!(
+            "the answer did not complete within its deadline ({} s: connect + stall + length at the minimum rate); the upstream is too slow",
+            until.saturating_duration_since(started).as_secs()
+        ),
+    )
 }
 
 /// `GET url` for bytes `o ..= last`; the head and the body's reader. `dead` is set when
@@ -286,6 +359,9 @@ pub(super) fn get(
     t: &Timeouts,
     dead: Arc<AtomicBool>,
 ) -> Result<(Head, Body), GetError> {
+    let started = Instant::now();
+    let (o, last) = range;
+    let until = deadline(started, t, last.saturating_sub(o).saturating_add(1));
     let u = parse_url(url).map_err(GetError::Answer)?;
     let mut s = connect(&u, t.connect).map_err(GetError::Connect)?;
     let setup = |s: &TcpStream| -> std::io::Result<()> {
@@ -295,7 +371,6 @@ pub(super) fn get(
         s.set_write_timeout(Some(t.stall.max(Duration::from_millis(1))))
     };
     setup(&s).map_err(|e| GetError::Answer(format!("setting up the connection: {e}")))?;
-    let (o, last) = range;
     let req = format!(
         "GET {} HTTP/1.1\r\nHost: {}\r\nRange: bytes={o}-{last}\r\nUser-Agent: imgtool/{}\r\nAccept-Encoding: identity\r\nConnection: close\r\n\r\n",
         u.path,
@@ -308,14 +383,19 @@ pub(super) fn get(
             explain(e, t.stall, &dead)
         ))
     })?;
-    let (head, rest) = read_head(&mut s, t.stall, &dead).map_err(GetError::Answer)?;
+    let clock = Clock {
+        stall: t.stall,
+        until,
+        started,
+    };
+    let (head, rest) = read_head(&mut s, &clock, &dead).map_err(GetError::Answer)?;
     let head = parse_head(&head).map_err(GetError::Answer)?;
     Ok((
         head,
         Body {
             inner: Cursor::new(rest).chain(s),
             dead,
-            stall: t.stall,
+            clock,
         },
     ))
 }
@@ -346,9 +426,10 @@ fn connect(u: &Url, timeout: Duration) -> Result<TcpStream, String> {
 /// the head and the body bytes read past it.
 fn read_head(
     s: &mut TcpStream,
-    stall: Duration,
+    clock: &Clock,
     dead: &AtomicBool,
 ) -> Result<(Vec<u8>, Vec<u8>), String> {
+    let stall = clock.stall;
     let mut buf = Vec::with_capacity(1024);
     let mut piece = [0u8; 4096];
     loop {
@@ -356,11 +437,17 @@ fn read_head(
         if want == 0 {
             return Err(format!("response head longer than {MAX_HEAD_BYTES} bytes"));
         }
-        let n = match s.read(&mut piece[..want]) {
+        let n = match clock
+            .before_read(s)
+            .and_then(|()| s.read(&mut piece[..want]))
+        {
             Ok(0) => return Err("the connection closed before an answer".into()),
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(format!("reading the answer: {}", explain(e, stall, dead))),
+            Err(e) => {
+                let e = clock.after_error(e);
+                return Err(format!("reading the answer: {}", explain(e, stall, dead)));
+            }
         };
         let from = buf.len();
         buf.extend_from_slice(&piece[..n]);
@@ -460,6 +547,7 @@ mod tests {
             connect: Duration::from_secs(1),
             stall: Duration::from_secs(5),
             keepalive: KEEPALIVE,
+            min_rate: crate::httpd::MIN_RATE,
         };
         let dead = Arc::new(AtomicBool::new(false));
         let url = format!("http://{addr}/img/p");
@@ -475,5 +563,78 @@ mod tests {
         }
         assert!(!dead.load(Ordering::Relaxed));
         t.join().unwrap();
+    }
+
+    /// A server that answers `head` at once (may be empty), then sends one byte of
+    /// `dribble` every 100 ms: alive, never stalling, far below any useful rate.
+    fn dribbler(
+        head: &'static [u8],
+        dribble: &'static [u8],
+    ) -> (String, std::thread::JoinHandle<()>) {
+        use std::net::TcpListener;
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let t = std::thread::spawn(move || {
+            let (mut a, _) = l.accept().unwrap();
+            let _ = a.write_all(head);
+            for b in dribble {
+                if a.write_all(std::slice::from_ref(b)).is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        (format!("http://{addr}/img/p"), t)
+    }
+
+    /// Review S4 #7: a live upstream that never stalls but dribbles is cut at the
+    /// request's deadline (connect + stall + length / min_rate: 1 + 1 + 0 s here), in the
+    /// head and in the body; without it, these reads run until the server stops (10 s)
+    /// and fail otherwise, or succeed.
+    #[test]
+    fn a_dribbling_upstream_is_cut_at_the_deadline() {
+        let t_out = Timeouts {
+            connect: Duration::from_secs(1),
+            stall: Duration::from_secs(1),
+            keepalive: KEEPALIVE,
+            min_rate: 1 << 30,
+        };
+        let head: &[u8] =
+            b"HTTP/1.1 206 P\r\nContent-Length: 100\r\nContent-Range: bytes 0-99/100\r\n\r\n";
+        let (url, t) = dribbler(b"", head);
+        let dead = Arc::new(AtomicBool::new(false));
+        match get(&url, (0, 99), &t_out, dead.clone()) {
+            Err(GetError::Answer(e)) => assert!(e.contains("deadline"), "{e}"),
+            Err(e) => panic!("{e:?}"),
+            Ok(_) => panic!("a dribbled head was taken"),
+        }
+        assert!(!dead.load(Ordering::Relaxed), "slow is not dead");
+        t.join().unwrap();
+
+        let (url, t) = dribbler(head, [b'x'; 100].as_slice());
+        let (_, body) = get(&url, (0, 99), &t_out, dead.clone()).unwrap();
+        let mut got = vec![];
+        let e = body.bounded(100).read_to_end(&mut got).unwrap_err();
+        assert!(e.to_string().contains("deadline"), "{e}");
+        assert!(got.len() < 100, "{}", got.len());
+        assert!(!dead.load(Ordering::Relaxed), "slow is not dead");
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn the_deadline_grows_with_the_length_at_the_minimum_rate() {
+        let t_out = Timeouts {
+            connect: Duration::from_secs(5),
+            stall: Duration::from_secs(20),
+            keepalive: KEEPALIVE,
+            min_rate: crate::httpd::MIN_RATE,
+        };
+        let now = Instant::now();
+        assert_eq!(deadline(now, &t_out, 1) - now, Duration::from_secs(25));
+        assert_eq!(
+            deadline(now, &t_out, 8 << 20) - now,
+            Duration::from_secs(25 + 64)
+        );
+        assert!(deadline(now, &t_out, u64::MAX) > now);
     }
 }
