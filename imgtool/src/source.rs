@@ -250,6 +250,11 @@ pub struct HttpSource {
     answered: Vec<std::sync::atomic::AtomicBool>,
     /// Broken streams per upstream ([`ImageSource::stream_failed`]).
     strikes: Vec<AtomicUsize>,
+    /// Per upstream: it accepted a connection once (so it booted and listens).
+    up: Vec<std::sync::atomic::AtomicBool>,
+    /// Per upstream: it was `up` and now refuses or does not answer connections — it died
+    /// or restarted, so the boot grace no longer applies to it.
+    gone: Vec<std::sync::atomic::AtomicBool>,
     fetched: std::sync::Arc<AtomicU64>,
     on_switch: Option<SwitchHook>,
 }
@@ -286,6 +291,14 @@ impl HttpSource {
                 .map(|_| std::sync::atomic::AtomicBool::new(false))
                 .collect(),
             strikes: bases.iter().map(|_| AtomicUsize::new(0)).collect(),
+            up: bases
+                .iter()
+                .map(|_| std::sync::atomic::AtomicBool::new(false))
+                .collect(),
+            gone: bases
+                .iter()
+                .map(|_| std::sync::atomic::AtomicBool::new(false))
+                .collect(),
             bases: bases
                 .iter()
                 .map(|b| b.trim_end_matches('/').to_string())
@@ -477,7 +490,14 @@ impl HttpSource {
         let mut last = String::new();
         let mut unreachable = true;
         let mut attempt = 0u32;
+        let mut tries = tries;
         loop {
+            if matches!(tries, Tries::Until(_)) && self.gone[i].load(Ordering::Relaxed) {
+                // It accepted connections before and refuses them now: it died (or
+                // restarted), it is not late. The grace is for upstreams not yet booted;
+                // this one gets the failover attempts from here on.
+                tries = Tries::Count(attempt.saturating_add(self.failover_attempts));
+            }
             match tries {
                 _ if attempt > 0 && self.is_dead(i) => break,
                 Tries::Count(n) if attempt >= n.max(1) => break,
@@ -490,6 +510,7 @@ impl HttpSource {
             match self.request(i, url, range) {
                 Ok(body) => {
                     unreachable = false;
+                    self.up[i].store(true, Ordering::Relaxed);
                     match read(body) {
                         Ok(v) => return Ok(v),
                         Err(Attempt::Fatal(e)) => return Err(e),
@@ -499,6 +520,11 @@ impl HttpSource {
                 Err(Attempt::Fatal(e)) => return Err(e),
                 Err(Attempt::Again(msg, unreach)) => {
                     unreachable &= unreach;
+                    if !unreach {
+                        self.up[i].store(true, Ordering::Relaxed);
+                    } else if self.up[i].load(Ordering::Relaxed) {
+                        self.gone[i].store(true, Ordering::Relaxed);
+                    }
                     last = msg;
                 }
             }

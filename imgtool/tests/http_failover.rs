@@ -364,3 +364,34 @@ fn frames_read_over_http_equal_the_local_ones() {
     }
     assert_eq!(range_starts(&up, &r.payload).len(), 1, "one stream");
 }
+
+/// An upstream that was up (it accepted a range request and its connection broke) and
+/// then refuses connections died: the source leaves it after the failover attempts, not
+/// after the boot grace, which is for upstreams not yet booted (issue 13's 35 s grace
+/// held a whole chain behind a killed relay: racks.rs
+/// `killing_a_secondary_of_the_serial_chain_reroutes_the_nodes_below`).
+#[test]
+fn an_upstream_that_was_up_and_now_refuses_is_left_without_waiting_the_grace() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = files(dir.path());
+    // `a` takes one connection, closes it without a word, and is gone (port closed).
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let a = format!("http://{}/img", listener.local_addr().unwrap());
+    let once = std::thread::spawn(move || {
+        if let Ok((conn, _)) = listener.accept() {
+            let _ = read_request(&conn);
+        }
+    });
+    let b = Fake::start(&root, |_, _| Answer::Serve);
+    let (mut s, switches) = source(vec![a.clone(), b.base.clone()]);
+    s.grace = Duration::from_secs(600);
+    let t = std::time::Instant::now();
+    let want = std::fs::read(root.join("p1.zst")).unwrap()[1000..1500].to_vec();
+    assert_eq!(s.read_range("p1.zst", 1000, 500).unwrap(), want);
+    once.join().unwrap();
+    assert_eq!(s.current(), b.base);
+    assert_eq!(switches.lock().unwrap().len(), 1);
+    // Not a timing assertion on speed: the only alternative outcome is waiting the
+    // 600 s grace, which this bound tells apart on any machine.
+    assert!(t.elapsed() < Duration::from_secs(300), "{:?}", t.elapsed());
+}
