@@ -196,6 +196,11 @@ fn start_agent(ns: &str, node: &str, dev: &Path, log: &Path, attempts: u32) -> P
             "10",
             "--relay-idle",
             "3",
+            // Every node here starts at once: a 5 s boot window (grace 10 s). With the
+            // default 30 s window a relay waiting out the grace on a finished candidate
+            // outlasts its downstream's 10 s stall (docs/DISTRIBUTION.md, the timers).
+            "--boot-window",
+            "5",
             "--attempts",
             &attempts.to_string(),
             "--target",
