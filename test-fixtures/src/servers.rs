@@ -28,6 +28,9 @@ pub struct Nginx {
     _dir: tempfile::TempDir,
 }
 
+/// Debian's nginx: in /usr/sbin, which an ordinary user's PATH (the rootless pass) lacks.
+const NGINX: &str = "/usr/sbin/nginx";
+
 impl Nginx {
     pub fn start(root: &Path) -> Nginx {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -50,12 +53,15 @@ impl Nginx {
         let mut cmd = match ns {
             Some(ns) => {
                 let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns, "nginx"]);
+                c.args(["netns", "exec", ns, NGINX]);
                 c
             }
-            None => Command::new("nginx"),
+            None => Command::new(NGINX),
         };
         let child = cmd
+            // Its own error log from the start: an ordinary user cannot open the default.
+            .arg("-e")
+            .arg(dir.path().join("error.log"))
             .arg("-c")
             .arg(&conf_path)
             .arg("-p")
