@@ -72,7 +72,9 @@ changed_bytes=$work/changed.bin
 change() { # 20 MiB new (half random, half text), 10 MiB deleted, 1 MiB rewritten
   mkdir -p "$mnt/srv/new"
   head -c $((10 << 20)) /dev/urandom > "$mnt/srv/new/random.bin"
-  { yes "a line of new log text from the changed master" || true; } | nl | head -c $((10 << 20)) > "$mnt/srv/new/app.log"
+  # No `yes | nl | head`: under pipefail `nl`'s SIGPIPE fails the run whenever head closes first.
+  awk -v max=$((10 << 20)) 'BEGIN { for (i = 1; n < max; i++) { l = sprintf("%6d\ta line of new log text from the changed master\n", i); printf "%s", l; n += length(l) } }' > "$mnt/srv/new/app.log"
+  truncate -s $((10 << 20)) "$mnt/srv/new/app.log"
   rm "$mnt/srv/old.bin"
   head -c $((1 << 20)) /dev/urandom > "$work/patch.bin"
   dd if="$work/patch.bin" of="$mnt/srv/large.bin" bs=1M seek=5 conv=notrunc status=none
