@@ -133,7 +133,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
 avg() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (a + b) / 2 }'; }
 full_t=${res_t[full]}
 cat <<TABLE
-### Delta re-clone — $(date -u +%Y-%m-%d %H:%M) UTC, $(nproc) cores (load $(cut -d' ' -f1-3 /proc/loadavg)), $RATE, kernel $(uname -r)
+### Delta re-clone — $(date -u +"%Y-%m-%d %H:%M") UTC, $(nproc) cores (load $(cut -d' ' -f1-3 /proc/loadavg)), $RATE, kernel $(uname -r)
 
 Fixture: ${SIZE_MB} MiB GPT disk, ${ROOT_MB} MiB ext4 root with ${TREE_MB} MB of /usr, image payload $(mb "${cap_s[new]}").
 Change: 20 MiB new files (10 random, 10 text), 10 MiB deleted, 1 MiB rewritten in a 16 MiB file; $(mb "$changed_zst") compressed.

@@ -5,14 +5,17 @@
 //! 1. **plan** ([`plan_restore`]): checks that write nothing. The target is not
 //!    mounted/swapped-on; the layout plan (sector size, disk size, the planned table
 //!    valid); the selected regions, each placed inside its partition of the target; the
-//!    disk head one contiguous range; with a local image, every selected chunk's frame
-//!    sha256 (catches flipped or truncated payloads). The whole plan is validated before
-//!    the first write (docs/TRUST.md).
+//!    disk head one contiguous range; when the table is kept and `delta` is on, which
+//!    chunks the target already holds ([`delta`]: read and hashed on all cores; the
+//!    others are fetched); with a local image, the sha256 of every frame to be written
+//!    (catches flipped or truncated payloads). The whole plan is validated before the
+//!    first write (docs/TRUST.md).
 //! 2. **head** ([`prepare_table`], [`fetch_head`]): when the table changes the old one is
 //!    wiped (sector 0, the GPT headers); when it is kept its signatures are cleared
 //!    ([`crate::mark`]) from before the first data write until the last write. Then the
 //!    disk head is fetched and verified (written only in *finalize*).
-//! 3. **stream** ([`stream_partitions`]): first, partitions whose free space is kept
+//! 3. **stream** ([`stream_partitions`]; only the chunks to fetch, skipped ones go to
+//!    the skip hook): first, partitions whose free space is kept
 //!    (parsed file systems) get the foreign-signature areas the image does not cover
 //!    cleared ([`crate::wipe`]: first and last MiB, LUKS2's second headers, btrfs
 //!    mirrors; `restore/free_space.rs`), so no old btrfs, XFS, LVM or LUKS header
