@@ -577,22 +577,8 @@ mod tests {
     /// `client` reads every frame of region 0 as one stream, the way a response body is
     /// read (without the socket).
     fn fetch_all(r: &Arc<Relay>, client: IpAddr) -> Vec<u8> {
-        let info = r.known().info.clone().unwrap();
-        let last = info.regions[0].chunks.len() - 1;
-        let mut feed = FrameFeed {
-            relay: r.clone(),
-            info,
-            region: 0,
-            next: 0,
-            last,
-            client,
-            place: None,
-            current: None,
-            at: 0,
-            _in_flight: r.request_started(),
-        };
-        let mut out = vec![];
-        feed.read_to_end(&mut out).unwrap();
+        let (out, broke) = fetch_some(r, client);
+        assert!(broke.is_none(), "the stream broke: {broke:?}");
         out
     }
 
