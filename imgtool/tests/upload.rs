@@ -90,13 +90,24 @@ fn assert_old_version_served(c: &Captured, s: &Server, old: &str) {
     test_fixtures::files::assert_restored_files(&c.master, &target);
 }
 
-#[test]
-fn a_cut_upload_publishes_nothing_and_a_rerun_publishes() {
+/// Where each in-transit fault test starts: a server with the first version published,
+/// the root's published files before the faulty upload, and the bytes a whole upload at
+/// 64K chunks sends (measured as the other group, whose token it spends).
+struct Faulty {
+    // Declared before `c`: the server stops before the test's directory goes.
+    s: Server,
+    c: Captured,
+    root: PathBuf,
+    old: String,
+    before: std::collections::BTreeMap<PathBuf, String>,
+    sent: u64,
+}
+
+fn before_a_faulty_upload() -> Faulty {
     let c = captured_files();
     let root = c.dir.join("images");
     let s = Server::start(&c.dir, &root, &[]);
     let old = first_version(&c, &s);
-    // 64K chunks: many frames; the proxy closes every connection half-way.
     let full = upload(
         &c.master,
         &format!("http://{}/storage", s.addr),
@@ -105,9 +116,36 @@ fn a_cut_upload_publishes_nothing_and_a_rerun_publishes() {
     )
     .unwrap();
     let before = published(&root);
-    let half = full["bytes_sent"].as_u64().unwrap() / 2;
+    let sent = full["bytes_sent"].as_u64().unwrap();
+    Faulty {
+        s,
+        c,
+        root,
+        old,
+        before,
+        sent,
+    }
+}
+
+/// The upload with TOKEN2 at 64K chunks through `proxy`, which must fail: its error.
+fn faulty_upload(c: &Captured, proxy: &Proxy) -> String {
+    upload(&c.master, &proxy.url(), TOKEN2, &["--chunk-size", "64K"]).unwrap_err()
+}
+
+#[test]
+fn a_cut_upload_publishes_nothing_and_a_rerun_publishes() {
+    let Faulty {
+        s,
+        c,
+        root,
+        old,
+        before,
+        sent,
+    } = before_a_faulty_upload();
+    // 64K chunks: many frames; the proxy closes every connection half-way.
+    let half = sent / 2;
     let proxy = Proxy::start(s.addr, Fault::CutAfter(half));
-    let e = upload(&c.master, &proxy.url(), TOKEN2, &["--chunk-size", "64K"]).unwrap_err();
+    let e = faulty_upload(&c, &proxy);
     assert!(e.contains("uploading"), "{e}");
     assert_eq!(published(&root), before, "something was published");
     assert_old_version_served(&c, &s, &old);
@@ -132,21 +170,17 @@ fn a_cut_upload_publishes_nothing_and_a_rerun_publishes() {
 
 #[test]
 fn a_byte_flipped_in_transit_is_refused_naming_the_chunk() {
-    let c = captured_files();
-    let root = c.dir.join("images");
-    let s = Server::start(&c.dir, &root, &[]);
-    let old = first_version(&c, &s);
-    let full = upload(
-        &c.master,
-        &format!("http://{}/storage", s.addr),
-        OTHER_TOKEN,
-        &["--chunk-size", "64K"],
-    )
-    .unwrap();
-    let before = published(&root);
-    let at = full["bytes_sent"].as_u64().unwrap() / 3;
+    let Faulty {
+        s,
+        c,
+        root,
+        old,
+        before,
+        sent,
+    } = before_a_faulty_upload();
+    let at = sent / 3;
     let proxy = Proxy::start(s.addr, Fault::FlipAt(at));
-    let e = upload(&c.master, &proxy.url(), TOKEN2, &["--chunk-size", "64K"]).unwrap_err();
+    let e = faulty_upload(&c, &proxy);
     assert!(e.contains("HTTP 422") && e.contains(" chunk "), "{e}");
     assert!(e.contains("region "), "{e}");
     let log = s.log_text();
@@ -374,19 +408,15 @@ fn a_token_bound_to_an_address_is_refused_from_another() {
 
 #[test]
 fn a_token_revoked_during_its_upload_publishes_nothing() {
-    let c = captured_files();
-    let root = c.dir.join("images");
-    let s = Server::start(&c.dir, &root, &[]);
-    let old = first_version(&c, &s);
-    let full = upload(
-        &c.master,
-        &format!("http://{}/storage", s.addr),
-        OTHER_TOKEN,
-        &["--chunk-size", "64K"],
-    )
-    .unwrap();
-    let before = published(&root);
-    let half = full["bytes_sent"].as_u64().unwrap() / 2;
+    let Faulty {
+        s,
+        c,
+        root,
+        old,
+        before,
+        sent,
+    } = before_a_faulty_upload();
+    let half = sent / 2;
     // Half-way through, `pxe-builder backup --clear` takes TOKEN2 out of the file.
     let tokens = c.dir.join("upload-tokens");
     let revoke = move || std::fs::write(&tokens, tokens_text(&[TOKEN2])).unwrap();
@@ -394,7 +424,7 @@ fn a_token_revoked_during_its_upload_publishes_nothing() {
         s.addr,
         Fault::RunAt(half, std::sync::Arc::new(revoke), Default::default()),
     );
-    let e = upload(&c.master, &proxy.url(), TOKEN2, &["--chunk-size", "64K"]).unwrap_err();
+    let e = faulty_upload(&c, &proxy);
     assert!(e.contains("at publish: unknown upload token"), "{e}");
     assert_eq!(published(&root), before, "something was published");
     assert_old_version_served(&c, &s, &old);
