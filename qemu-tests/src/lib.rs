@@ -98,19 +98,20 @@ pub struct Boot<'a> {
 }
 
 /// A QEMU process of ours and its console log; stopped by its PID in `Drop`. The one
-/// process holder of [`Vm`] (PXE boots) and [`realos::DiskVm`] (disk boots).
-pub(crate) struct Qemu {
-    pub(crate) child: Child,
+/// process holder of [`Vm`] (PXE boots), [`realos::DiskVm`] (disk boots) and the tests
+/// that start QEMU their own way.
+pub struct Qemu {
+    pub child: Child,
     log: PathBuf,
 }
 
 impl Qemu {
     /// Runs `cmd` (QEMU, or a wrapper that execs it) with the options every test VM has
-    /// (accelerator from `NETBOOT_QEMU_ACCEL`, 1 GiB, no display, no reboot) and then
-    /// `args`; its console (stdout and stderr) goes to the file `log`.
-    pub(crate) fn spawn(mut cmd: Command, args: &[String], log: PathBuf) -> Qemu {
+    /// (accelerator from `NETBOOT_QEMU_ACCEL`, no display, no reboot) and then `args`
+    /// (memory, devices); its console (stdout and stderr) goes to the file `log`.
+    pub fn spawn<S: AsRef<std::ffi::OsStr>>(mut cmd: Command, args: &[S], log: PathBuf) -> Qemu {
         let accel = std::env::var("NETBOOT_QEMU_ACCEL").unwrap_or_else(|_| "tcg".into());
-        let common = ["-accel", &accel, "-m", "1024", "-nographic", "-no-reboot"];
+        let common = ["-accel", &accel, "-nographic", "-no-reboot"];
         let out = File::create(&log).expect("console log");
         let err = out.try_clone().expect("console log");
         let child = cmd
@@ -125,7 +126,7 @@ impl Qemu {
     }
 
     /// The console output so far.
-    pub(crate) fn console(&self) -> String {
+    pub fn console(&self) -> String {
         let mut b = vec![];
         if let Ok(mut f) = File::open(&self.log) {
             let _ = f.read_to_end(&mut b);
@@ -134,7 +135,7 @@ impl Qemu {
     }
 
     /// Stops QEMU (by its PID) and reaps it.
-    pub(crate) fn stop(&mut self) {
+    pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -196,7 +197,7 @@ impl Vm {
     }
 
     fn spawn(cmd: Command, b: &Boot, netdev: String) -> Vm {
-        let mut args: Vec<String> = vec!["-netdev".into(), netdev];
+        let mut args: Vec<String> = vec!["-m".into(), "1024".into(), "-netdev".into(), netdev];
         match b.firmware {
             Firmware::Bios => {
                 args.extend([
@@ -372,6 +373,12 @@ groups = ["compute"]
         kernel.display(),
         initrd.display()
     );
+    tree_from_toml(work, &toml)
+}
+
+/// Writes `toml` as `work/cluster.toml` and builds its boot tree into `work/tree`, as
+/// `pxe-builder build` does; returns the tree.
+pub fn tree_from_toml(work: &Path, toml: &str) -> PathBuf {
     let path = work.join("cluster.toml");
     std::fs::write(&path, toml).expect("writing cluster.toml");
     let cluster = pxe_builder::model::load(&path).unwrap_or_else(|e| panic!("{e}"));

@@ -204,7 +204,9 @@ pub struct DiskVm {
 
 impl DiskVm {
     pub fn start(firmware: Firmware, disk: &Path, work: &Path) -> DiskVm {
-        let mut args: Vec<String> = ["-nic", "none", "-boot", "c"].map(String::from).to_vec();
+        let mut args: Vec<String> = ["-m", "1024", "-nic", "none", "-boot", "c"]
+            .map(String::from)
+            .to_vec();
         if firmware == Firmware::Uefi {
             args.extend(ovmf_drives(&work.join("OVMF_VARS-disk.fd")));
         }
