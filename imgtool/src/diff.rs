@@ -267,19 +267,7 @@ mod tests {
             grow: None,
             partitions: parts
                 .iter()
-                .map(|&(number, start, size, t)| Partition {
-                    number,
-                    start,
-                    size,
-                    type_: t.into(),
-                    guid: None,
-                    name: None,
-                    attributes: 0,
-                    role: None,
-                    bootable: false,
-                    ebr: None,
-                    filesystem: None,
-                })
+                .map(|&(number, start, size, t)| Partition::plain(number, start, size, t))
                 .collect(),
         }
     }

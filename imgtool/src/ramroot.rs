@@ -269,19 +269,7 @@ mod tests {
             partitions: types
                 .iter()
                 .enumerate()
-                .map(|(i, t)| Partition {
-                    number: i as u32 + 1,
-                    start: 2048 + i as u64 * 16384,
-                    size: 16384,
-                    type_: t.to_string(),
-                    guid: None,
-                    name: None,
-                    attributes: 0,
-                    role: None,
-                    bootable: false,
-                    ebr: None,
-                    filesystem: None,
-                })
+                .map(|(i, t)| Partition::plain(i as u32 + 1, 2048 + i as u64 * 16384, 16384, t))
                 .collect(),
         };
         Image {

@@ -93,6 +93,25 @@ impl Partition {
         }
     }
 
+    /// A partition as tests build them with only a place and a type: no GPT ids, no MBR
+    /// role, no fs.
+    #[cfg(test)]
+    pub(crate) fn plain(number: u32, start: u64, size: u64, type_: &str) -> Partition {
+        Partition {
+            number,
+            start,
+            size,
+            type_: type_.into(),
+            guid: None,
+            name: None,
+            attributes: 0,
+            role: None,
+            bootable: false,
+            ebr: None,
+            filesystem: None,
+        }
+    }
+
     /// The first sector after the partition (saturating: a layout read from a hostile disk
     /// may hold any numbers; [`Layout::validate`] refuses those that do not fit).
     pub fn end(&self) -> u64 {
