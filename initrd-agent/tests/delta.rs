@@ -12,42 +12,37 @@
 
 #[path = "common/cluster.rs"]
 mod cluster;
-use cluster::{imgtool_bin, spawn_agent, start_primary, status, wait, Proc, Spec};
+use cluster::{imgtool_bin, spawn_agent, start_primary, status, wait, Proc, Site, Spec};
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use test_fixtures::disk::{assert_restored, fixture, Loop};
-use test_fixtures::image::{capture_into, payload_and_largest_frame};
-use test_fixtures::netns::Lan;
+use test_fixtures::disk::{assert_restored, Loop};
+use test_fixtures::image::payload_and_largest_frame;
 use test_fixtures::skip_unless_root;
 
 /// The primary's image server (the cluster's `image_server`).
 const URL: &str = "http://10.78.0.1:8080";
 
-/// The primary, the nodes' namespaces, the image and where the disks and logs go.
+/// The site (the nodes' namespaces, the image and where the disks and logs go) and its
+/// primary.
 struct Cluster {
-    _work: tempfile::TempDir,
-    dir: PathBuf,
-    images: PathBuf,
-    master: PathBuf,
-    lan: Lan,
-    primary_ns: String,
-    /// (name, namespace), in plan order.
-    nodes: Vec<(String, String)>,
+    site: Site,
     _primary: Proc,
+}
+
+impl std::ops::Deref for Cluster {
+    type Target = Site;
+    fn deref(&self) -> &Site {
+        &self.site
+    }
 }
 
 impl Cluster {
     /// `racks` × `per_rack` nodes (`r1n1`, …) in a `shape` chain, the fixture master's
     /// image captured and served by `imgtool serve` at 10.78.0.1:8080.
     fn new(tag: &str, racks: usize, per_rack: usize, shape: &str) -> Cluster {
-        let work = tempfile::tempdir().unwrap();
-        let dir = work.path().to_path_buf();
-        let master = fixture("gpt");
-        let images = dir.join("images");
-        capture_into(&master, &images, "compute");
         // The clone plan and the node plans of a real cluster description.
-        let spec = Spec {
+        let site = Spec {
             name: "delta",
             net: 78,
             group: "compute",
@@ -56,18 +51,11 @@ impl Cluster {
             cluster_extra: "",
             racks,
             per_rack,
-        };
-        spec.write_plans(&dir, &images, true);
-        let hosts = spec.hosts(tag);
-        let primary = start_primary(&hosts.primary_ns, "10.78.0.1", &images);
+        }
+        .fixture_site(tag);
+        let primary = start_primary(&site.primary_ns, "10.78.0.1", &site.images);
         Cluster {
-            _work: work,
-            dir,
-            images,
-            master,
-            lan: hosts.lan,
-            primary_ns: hosts.primary_ns,
-            nodes: hosts.nodes,
+            site,
             _primary: primary,
         }
     }

@@ -6,13 +6,12 @@
 
 #[path = "common/cluster.rs"]
 mod cluster;
-use cluster::{name, spawn_agent, start_primary, status, wait, Proc, Spec};
+use cluster::{name, spawn_agent, start_primary, status, wait, Proc, Site, Spec};
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use test_fixtures::disk::{assert_restored, fixture, Loop};
-use test_fixtures::image::{capture_into, payload_and_largest_frame};
-use test_fixtures::netns::Lan;
+use test_fixtures::disk::{assert_restored, Loop};
+use test_fixtures::image::payload_and_largest_frame;
 use test_fixtures::servers::Nginx;
 use test_fixtures::skip_unless_root;
 
@@ -29,16 +28,18 @@ enum Primary {
     Stopped,
 }
 
+/// The site, its primary and how many tries each agent's requests get.
 struct Cluster {
-    _work: tempfile::TempDir,
-    dir: PathBuf,
-    images: PathBuf,
-    master: PathBuf,
-    lan: Lan,
-    primary_ns: String,
-    nodes: Vec<(String, String)>, // (name, namespace)
+    site: Site,
     primary: Primary,
     attempts: u32,
+}
+
+impl std::ops::Deref for Cluster {
+    type Target = Site;
+    fn deref(&self) -> &Site {
+        &self.site
+    }
 }
 
 fn setup(tag: &str, nginx: bool, shape: &str) -> Cluster {
@@ -47,13 +48,8 @@ fn setup(tag: &str, nginx: bool, shape: &str) -> Cluster {
 
 /// [`setup`] with `extra` lines in `[cluster]` (link rates, `tree_fanout`).
 fn setup_with(tag: &str, nginx: bool, shape: &str, extra: &str) -> Cluster {
-    let work = tempfile::tempdir().unwrap();
-    let dir = work.path().to_path_buf();
-    let master = fixture("gpt");
-    let images = dir.join("images");
-    capture_into(&master, &images, "compute");
     // The clone plan and node plans from a real cluster description.
-    let spec = Spec {
+    let site = Spec {
         name: "racks",
         net: 77,
         group: "compute",
@@ -62,27 +58,20 @@ fn setup_with(tag: &str, nginx: bool, shape: &str, extra: &str) -> Cluster {
         cluster_extra: extra,
         racks: RACKS,
         per_rack: PER_RACK,
-    };
-    spec.write_plans(&dir, &images, true);
-    let hosts = spec.hosts(tag);
+    }
+    .fixture_site(tag);
     let primary = if nginx {
         Primary::Nginx(Nginx::start_in(
-            Some(&hosts.primary_ns),
+            Some(&site.primary_ns),
             "10.77.0.1",
             8080,
-            &images,
+            &site.images,
         ))
     } else {
-        Primary::Serve(serve(&hosts.primary_ns, &images))
+        Primary::Serve(serve(&site.primary_ns, &site.images))
     };
     Cluster {
-        _work: work,
-        dir,
-        images,
-        master,
-        lan: hosts.lan,
-        primary_ns: hosts.primary_ns,
-        nodes: hosts.nodes,
+        site,
         primary,
         attempts: 3,
     }

@@ -163,6 +163,42 @@ impl Spec<'_> {
     }
 }
 
+/// A cluster's test site: its directory, the `gpt` fixture master captured as the group's
+/// image in `dir/images` with the plans beside it, and the namespaces.
+pub struct Site {
+    pub _work: tempfile::TempDir,
+    pub dir: PathBuf,
+    pub images: PathBuf,
+    pub master: PathBuf,
+    pub lan: Lan,
+    pub primary_ns: String,
+    /// (name, namespace), in plan order.
+    pub nodes: Vec<(String, String)>,
+}
+
+impl Spec<'_> {
+    /// The [`Site`] of this cluster, its bridge named `tag`: the fixture master captured,
+    /// the clone plan and the node plans written, the namespaces made.
+    pub fn fixture_site(&self, tag: &str) -> Site {
+        let work = tempfile::tempdir().unwrap();
+        let dir = work.path().to_path_buf();
+        let master = test_fixtures::disk::fixture("gpt");
+        let images = dir.join("images");
+        test_fixtures::image::capture_into(&master, &images, self.group);
+        self.write_plans(&dir, &images, true);
+        let hosts = self.hosts(tag);
+        Site {
+            _work: work,
+            dir,
+            images,
+            master,
+            lan: hosts.lan,
+            primary_ns: hosts.primary_ns,
+            nodes: hosts.nodes,
+        }
+    }
+}
+
 /// A cluster's namespaces (removed when `lan` drops).
 pub struct Hosts {
     pub lan: Lan,
