@@ -148,6 +148,23 @@ pub struct Layout {
 }
 
 impl Layout {
+    /// A GPT layout as tests build them: 512-byte sectors, 128 entries from LBA 34, no
+    /// disk GUID, no grow partition.
+    #[cfg(test)]
+    pub(crate) fn gpt(disk_size: u64, partitions: Vec<Partition>) -> Layout {
+        Layout {
+            table: TableKind::Gpt,
+            sector_size: 512,
+            disk_size,
+            disk_guid: None,
+            first_usable: Some(34),
+            entries: Some(128),
+            disk_signature: None,
+            grow: None,
+            partitions,
+        }
+    }
+
     pub fn partition(&self, n: u32) -> Option<&Partition> {
         self.partitions.iter().find(|p| p.number == n)
     }
