@@ -256,32 +256,9 @@ mod tests {
     use crate::layout::{Partition, TableKind};
 
     fn layout(parts: &[(u32, u64, u64, &str)]) -> Layout {
-        Layout {
-            table: TableKind::Gpt,
-            sector_size: 512,
-            disk_size: 64 << 20,
-            disk_guid: None,
-            first_usable: Some(34),
-            entries: Some(128),
-            disk_signature: None,
-            grow: None,
-            partitions: parts
-                .iter()
-                .map(|&(number, start, size, t)| Partition {
-                    number,
-                    start,
-                    size,
-                    type_: t.into(),
-                    guid: None,
-                    name: None,
-                    attributes: 0,
-                    role: None,
-                    bootable: false,
-                    ebr: None,
-                    filesystem: None,
-                })
-                .collect(),
-        }
+        let parts = parts.iter();
+        let parts = parts.map(|&(number, start, size, t)| Partition::plain(number, start, size, t));
+        Layout::gpt(64 << 20, parts.collect())
     }
 
     fn region(number: u32) -> Region {

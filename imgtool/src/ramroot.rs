@@ -214,7 +214,7 @@ mod tests {
     use super::*;
     use crate::disk::MemDisk;
     use crate::fs::Fill;
-    use crate::layout::{Layout, Partition, TableKind};
+    use crate::layout::{Layout, Partition};
     use crate::manifest::{Chunk, Manifest};
     use sha2::{Digest, Sha256};
     use std::sync::{Arc, Mutex};
@@ -257,33 +257,12 @@ mod tests {
 
     /// An image of `regions` over a GPT layout typing partition n as `types[n - 1]`.
     fn image(dir: &Path, regions: Vec<Region>, types: &[&str]) -> Image {
-        let layout = Layout {
-            table: TableKind::Gpt,
-            sector_size: 512,
-            disk_size: 64 << 20,
-            disk_guid: None,
-            first_usable: Some(34),
-            entries: Some(128),
-            disk_signature: None,
-            grow: None,
-            partitions: types
-                .iter()
-                .enumerate()
-                .map(|(i, t)| Partition {
-                    number: i as u32 + 1,
-                    start: 2048 + i as u64 * 16384,
-                    size: 16384,
-                    type_: t.to_string(),
-                    guid: None,
-                    name: None,
-                    attributes: 0,
-                    role: None,
-                    bootable: false,
-                    ebr: None,
-                    filesystem: None,
-                })
-                .collect(),
-        };
+        let partitions = types
+            .iter()
+            .enumerate()
+            .map(|(i, t)| Partition::plain(i as u32 + 1, 2048 + i as u64 * 16384, 16384, t))
+            .collect();
+        let layout = Layout::gpt(64 << 20, partitions);
         Image {
             source: Arc::new(crate::source::LocalDir(dir.to_path_buf())),
             manifest: Manifest {

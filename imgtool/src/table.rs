@@ -93,6 +93,25 @@ impl Partition {
         }
     }
 
+    /// A partition as tests build them with only a place and a type: no GPT ids, no MBR
+    /// role, no fs.
+    #[cfg(test)]
+    pub(crate) fn plain(number: u32, start: u64, size: u64, type_: &str) -> Partition {
+        Partition {
+            number,
+            start,
+            size,
+            type_: type_.into(),
+            guid: None,
+            name: None,
+            attributes: 0,
+            role: None,
+            bootable: false,
+            ebr: None,
+            filesystem: None,
+        }
+    }
+
     /// The first sector after the partition (saturating: a layout read from a hostile disk
     /// may hold any numbers; [`Layout::validate`] refuses those that do not fit).
     pub fn end(&self) -> u64 {
@@ -129,6 +148,23 @@ pub struct Layout {
 }
 
 impl Layout {
+    /// A GPT layout as tests build them: 512-byte sectors, 128 entries from LBA 34, no
+    /// disk GUID, no grow partition.
+    #[cfg(test)]
+    pub(crate) fn gpt(disk_size: u64, partitions: Vec<Partition>) -> Layout {
+        Layout {
+            table: TableKind::Gpt,
+            sector_size: 512,
+            disk_size,
+            disk_guid: None,
+            first_usable: Some(34),
+            entries: Some(128),
+            disk_signature: None,
+            grow: None,
+            partitions,
+        }
+    }
+
     pub fn partition(&self, n: u32) -> Option<&Partition> {
         self.partitions.iter().find(|p| p.number == n)
     }

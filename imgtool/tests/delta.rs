@@ -219,11 +219,7 @@ fn an_unchanged_reclone_fetches_under_one_percent_and_checks_every_chunk() {
 fn a_changed_master_reclones_with_what_changed_only() {
     skip_unless_root!("loop devices");
     let site = Site::new();
-    let m = master(&site);
-    site.capture(&m, "v1");
-    let size = std::fs::metadata(&m).unwrap().len();
-    let t = site.blank("node.img", size);
-    restore_http(&site, "v1", &t, &opts(true));
+    let (m, _, t) = master_and_clone(&site, "v1");
 
     let changed = change(&m);
     let compressed = zstd::bulk::compress(&changed, 3).unwrap().len() as u64;
@@ -248,6 +244,17 @@ fn a_changed_master_reclones_with_what_changed_only() {
     assert_restored(&m, &t, &PARTS);
 }
 
+/// The site's master captured as `group`, and `node.img`, a blank disk of its size that
+/// a restore over HTTP made a clone of: (master, image directory, clone).
+fn master_and_clone(site: &Site, group: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let m = master(site);
+    let image = site.capture(&m, group);
+    let size = std::fs::metadata(&m).unwrap().len();
+    let t = site.blank("node.img", size);
+    restore_http(site, group, &t, &opts(true));
+    (m, image, t)
+}
+
 /// Writes 4 KiB of random bytes into chunk `i` of region `r` (at its first range) on
 /// `disk`, a region starting at disk byte `base`.
 fn damage(disk: &Path, img: &Image, r: &str, i: usize, base: u64) {
@@ -268,12 +275,8 @@ fn part_base(img: &Image, n: u32) -> u64 {
 fn a_damaged_clone_is_repaired_by_fetching_only_the_damaged_chunks() {
     skip_unless_root!("loop devices");
     let site = Site::new();
-    let m = master(&site);
-    let image = site.capture(&m, "base");
+    let (m, image, t) = master_and_clone(&site, "base");
     let img = Image::open(&image).unwrap();
-    let size = std::fs::metadata(&m).unwrap().len();
-    let t = site.blank("node.img", size);
-    restore_http(&site, "base", &t, &opts(true));
 
     // A file deleted on the clone, then random bytes in used blocks of three chunks.
     {
@@ -331,12 +334,8 @@ fn a_damaged_clone_is_repaired_by_fetching_only_the_damaged_chunks() {
 fn a_damaged_payload_is_refused_before_a_delta_restore_writes() {
     skip_unless_root!("loop devices");
     let site = Site::new();
-    let m = master(&site);
-    let image = site.capture(&m, "base");
+    let (_, image, t) = master_and_clone(&site, "base");
     let img = Image::open(&image).unwrap();
-    let size = std::fs::metadata(&m).unwrap().len();
-    let t = site.blank("node.img", size);
-    restore_http(&site, "base", &t, &opts(true));
 
     // Chunk k differs on the disk, and its frame in the image is damaged: a local delta
     // restore checks the frames it will write before its first write.
@@ -431,11 +430,7 @@ impl ImageSource for DiesAfter {
 fn an_interrupted_delta_reclone_ends_verified_when_run_again() {
     skip_unless_root!("loop devices");
     let site = Site::new();
-    let m = master(&site);
-    site.capture(&m, "v1");
-    let size = std::fs::metadata(&m).unwrap().len();
-    let t = site.blank("node.img", size);
-    restore_http(&site, "v1", &t, &opts(true));
+    let (m, _, t) = master_and_clone(&site, "v1");
     change(&m);
     let v2 = site.capture(&m, "v2");
 

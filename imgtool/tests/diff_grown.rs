@@ -8,6 +8,17 @@ mod common;
 use common::*;
 use std::os::unix::fs::FileExt;
 
+/// What `imgtool diff -q image disk` prints.
+fn diff_text(image: &std::path::Path, disk: &std::path::Path) -> String {
+    let o = imgtool()
+        .args(["diff", "-q"])
+        .arg(image)
+        .arg(disk)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
 #[test]
 fn diff_compares_chunks_of_a_clone_on_a_larger_disk() {
     skip_unless_root!("the fixture disk is built through loop devices");
@@ -50,13 +61,7 @@ fn diff_compares_chunks_of_a_clone_on_a_larger_disk() {
     assert_eq!(regions[2]["differing"], serde_json::json!([2]), "{rep}");
     // The grown ext4 differs (resize2fs rewrote its metadata), so diff says "not the same".
     assert_eq!(code, Some(1));
-    let o = imgtool()
-        .args(["diff", "-q"])
-        .arg(image)
-        .arg(&node)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&o.stdout);
+    let text = diff_text(image, &node);
     assert!(text.contains("grown to this disk"), "{text}");
     assert!(text.contains("p2    1 of"), "{text}");
     assert!(text.contains("(partition grown on the disk)"), "{text}");
@@ -75,13 +80,7 @@ fn diff_compares_chunks_of_a_clone_on_a_larger_disk() {
         "{rep}"
     );
     assert_eq!(code, Some(1));
-    let o = imgtool()
-        .args(["diff", "-q"])
-        .arg(image)
-        .arg(&node)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&o.stdout);
+    let text = diff_text(image, &node);
     assert!(
         text.contains("layout: different (restore would rewrite"),
         "{text}"

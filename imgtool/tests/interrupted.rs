@@ -11,7 +11,7 @@ use imgtool::progress::Progress;
 use imgtool::restore::{restore, RestoreOptions};
 use imgtool::source::{ImageSource, LocalDir, SourceError, Stream};
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// A directory source whose connection to one payload breaks for good at byte `cut`:
@@ -95,6 +95,14 @@ fn sector0_signature(p: &Path) -> [u8; 2] {
     s
 }
 
+/// The node's disk `dir/node.img`, already holding the master's layout (an earlier
+/// clone): a restore onto it keeps the table.
+fn earlier_clone(dir: &Path, master: &Path) -> PathBuf {
+    let target = dir.join("node.img");
+    std::fs::copy(master, &target).unwrap();
+    target
+}
+
 #[test]
 fn an_interrupted_reclone_onto_a_kept_table_does_not_look_bootable() {
     skip_unless_root!("loop devices");
@@ -104,9 +112,7 @@ fn an_interrupted_reclone_onto_a_kept_table_does_not_look_bootable() {
         master,
         ..
     } = &captured("gpt");
-    // The node's disk already holds this layout (an earlier clone): the table is kept.
-    let target = dir.join("node.img");
-    std::fs::copy(master, &target).unwrap();
+    let target = earlier_clone(dir, master);
     let table_before = read_layout(&Disk::open_ro(&target).unwrap()).unwrap();
     assert!(table_before.is_some());
 
@@ -180,8 +186,7 @@ fn a_completed_reclone_onto_a_kept_table_leaves_the_table_byte_identical() {
         master,
         ..
     } = &captured("gpt");
-    let target = dir.join("node.img");
-    std::fs::copy(master, &target).unwrap();
+    let target = earlier_clone(dir, master);
     let img = Image::open(image_dir).unwrap();
     // While chunks are being written the table is marked; afterwards it is back.
     let target_in_hook = target.clone();

@@ -4,21 +4,20 @@
 
 mod common;
 use common::*;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
-
-fn capture(master: &Path, out: &Path) {
-    run(imgtool().arg("capture").arg("-q").arg(master).arg(out));
-}
 
 fn restore_json(image: &Path, target: &Path) -> serde_json::Value {
     let out = stdout(imgtool().args(["restore", "--json"]).arg(image).arg(target));
     serde_json::from_str(&out).expect("restore --json output")
 }
 
-fn blank(path: &Path, size: u64) {
-    let f = std::fs::File::create(path).expect("create target");
+/// A blank disk file `name` of `size` bytes in `dir`.
+fn blank(dir: &Path, name: &str, size: u64) -> PathBuf {
+    let path = dir.join(name);
+    let f = std::fs::File::create(&path).expect("create target");
     f.set_len(size).expect("size target");
+    path
 }
 
 #[test]
@@ -33,8 +32,7 @@ fn gpt_onto_a_blank_disk_of_the_same_size_through_a_loop_device() {
     } = &captured("gpt");
     run(imgtool().arg("verify").arg(image));
     // Restored through a loop device as an admin would.
-    let same = dir.join("same.img");
-    blank(&same, *size);
+    let same = blank(dir, "same.img", *size);
     {
         let l = Loop::attach(&same, false);
         let rep = restore_json(image, &l.dev);
@@ -82,8 +80,7 @@ fn gpt_onto_a_larger_disk_grows_the_last_partition_and_a_reclone_keeps_the_table
         ..
     } = &captured("gpt");
     // A 1.5x larger disk: partition 4 and its ext4 grow to the end.
-    let big = dir.join("big.img");
-    blank(&big, size * 3 / 2);
+    let big = blank(dir, "big.img", size * 3 / 2);
     let rep = restore_json(image, &big);
     assert_eq!(rep["plan"]["keep_table"], false);
     let p4 = rep["plan"]["layout"]["partitions"]
@@ -135,8 +132,7 @@ fn gpt_onto_a_disk_whose_table_is_already_equal_keeps_it() {
     } = &captured("gpt");
     // A disk whose table is already equal but whose disk GUID differs (table fields the
     // comparison ignores): the table is kept, proven by the GUID surviving the restore.
-    let eq = dir.join("equal.img");
-    blank(&eq, *size);
+    let eq = blank(dir, "equal.img", *size);
     let bak = dir.join("table.bak");
     run(Command::new("sgdisk").arg("-b").arg(&bak).arg(master));
     run(Command::new("sgdisk").arg("-l").arg(&bak).arg(&eq));
@@ -159,11 +155,13 @@ fn gpt_onto_a_disk_whose_table_is_already_equal_keeps_it() {
 #[test]
 fn mbr_round_trip_with_logical_partitions() {
     skip_unless_root!("loop devices");
-    let master = fixture("mbr");
-    let size = std::fs::metadata(&master).unwrap().len();
-    let work = tempfile::tempdir().unwrap();
-    let image = work.path().join("img");
-    capture(&master, &image);
+    let Captured {
+        dir,
+        image,
+        master,
+        size,
+        ..
+    } = &captured("mbr");
     let layout: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(image.join("layout")).unwrap()).unwrap();
     let roles: Vec<_> = layout["partitions"]
@@ -174,14 +172,12 @@ fn mbr_round_trip_with_logical_partitions() {
         .collect();
     assert_eq!(roles, ["primary", "extended", "logical", "logical"]);
 
-    let same = work.path().join("same.img");
-    blank(&same, size);
-    restore_json(&image, &same);
-    assert_restored(&master, &same, &[1, 5, 6]);
+    let same = blank(dir, "same.img", *size);
+    restore_json(image, &same);
+    assert_restored(master, &same, &[1, 5, 6]);
 
-    let big = work.path().join("big.img");
-    blank(&big, size * 3 / 2);
-    let rep = restore_json(&image, &big);
+    let big = blank(dir, "big.img", size * 3 / 2);
+    let rep = restore_json(image, &big);
     let parts = rep["plan"]["layout"]["partitions"]
         .as_array()
         .unwrap()
@@ -200,7 +196,7 @@ fn mbr_round_trip_with_logical_partitions() {
         end(6),
         "extended container not grown with its last logical"
     );
-    assert_restored(&master, &big, &[1, 5, 6]);
+    assert_restored(master, &big, &[1, 5, 6]);
     let l = sfdisk_dump(&big);
     assert!(
         l.contains("label-id: 0x5eed1234"),
@@ -215,14 +211,12 @@ fn sfdisk_dump(p: &Path) -> String {
 #[test]
 fn export_writes_a_sparse_disk_that_verifies() {
     skip_unless_root!("loop devices");
-    let master = fixture("gpt");
-    let work = tempfile::tempdir().unwrap();
-    let image = work.path().join("img");
-    capture(&master, &image);
-    let out = work.path().join("vm.raw");
+    let c = captured("gpt");
+    let (master, image) = (&c.master, &c.image);
+    let out = c.dir.join("vm.raw");
     run(imgtool()
         .args(["export", "-q"])
-        .arg(&image)
+        .arg(image)
         .arg(&out)
         .args(["--size", "512M"]));
     let meta = std::fs::metadata(&out).unwrap();
@@ -233,11 +227,11 @@ fn export_writes_a_sparse_disk_that_verifies() {
         "export is not sparse: {} bytes allocated",
         meta.blocks() * 512
     );
-    assert_restored(&master, &out, &[1, 2, 3, 4]);
+    assert_restored(master, &out, &[1, 2, 3, 4]);
     // Refuses to overwrite an existing file.
     let again = imgtool()
         .arg("export")
-        .arg(&image)
+        .arg(image)
         .arg(&out)
         .output()
         .unwrap();

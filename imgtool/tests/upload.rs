@@ -90,13 +90,24 @@ fn assert_old_version_served(c: &Captured, s: &Server, old: &str) {
     test_fixtures::files::assert_restored_files(&c.master, &target);
 }
 
-#[test]
-fn a_cut_upload_publishes_nothing_and_a_rerun_publishes() {
+/// Where each in-transit fault test starts: a server with the first version published,
+/// the root's published files before the faulty upload, and the bytes a whole upload at
+/// 64K chunks sends (measured as the other group, whose token it spends).
+struct Faulty {
+    // Declared before `c`: the server stops before the test's directory goes.
+    s: Server,
+    c: Captured,
+    root: PathBuf,
+    old: String,
+    before: std::collections::BTreeMap<PathBuf, String>,
+    sent: u64,
+}
+
+fn before_a_faulty_upload() -> Faulty {
     let c = captured_files();
     let root = c.dir.join("images");
     let s = Server::start(&c.dir, &root, &[]);
     let old = first_version(&c, &s);
-    // 64K chunks: many frames; the proxy closes every connection half-way.
     let full = upload(
         &c.master,
         &format!("http://{}/storage", s.addr),
@@ -105,24 +116,59 @@ fn a_cut_upload_publishes_nothing_and_a_rerun_publishes() {
     )
     .unwrap();
     let before = published(&root);
-    let half = full["bytes_sent"].as_u64().unwrap() / 2;
-    let proxy = Proxy::start(s.addr, Fault::CutAfter(half));
-    let e = upload(&c.master, &proxy.url(), TOKEN2, &["--chunk-size", "64K"]).unwrap_err();
+    let sent = full["bytes_sent"].as_u64().unwrap();
+    Faulty {
+        s,
+        c,
+        root,
+        old,
+        before,
+        sent,
+    }
+}
+
+impl Faulty {
+    /// The upload with TOKEN2 at 64K chunks through a proxy doing `fault`, which must
+    /// fail: its error.
+    fn upload_through(&self, fault: Fault) -> String {
+        let proxy = Proxy::start(self.s.addr, fault);
+        upload(
+            &self.c.master,
+            &proxy.url(),
+            TOKEN2,
+            &["--chunk-size", "64K"],
+        )
+        .unwrap_err()
+    }
+
+    /// After the failed upload: nothing new in the root, and the old version still
+    /// current and served.
+    fn assert_nothing_published(&self) {
+        assert_eq!(
+            published(&self.root),
+            self.before,
+            "something was published"
+        );
+        assert_old_version_served(&self.c, &self.s, &self.old);
+    }
+}
+
+#[test]
+fn a_cut_upload_publishes_nothing_and_a_rerun_publishes() {
+    let f = before_a_faulty_upload();
+    // 64K chunks: many frames; the proxy closes every connection half-way.
+    let e = f.upload_through(Fault::CutAfter(f.sent / 2));
     assert!(e.contains("uploading"), "{e}");
-    assert_eq!(published(&root), before, "something was published");
-    assert_old_version_served(&c, &s, &old);
+    f.assert_nothing_published();
+    let (s, c, root, old) = (&f.s, &f.c, &f.root, &f.old);
     // The token was not spent: the rerun, straight to the server, publishes.
     let rep = upload(&c.master, &s.url(), TOKEN2, &["--chunk-size", "64K"]).unwrap();
     let new = rep["image_id"].as_str().unwrap();
     assert_ne!(new, old);
-    assert_eq!(current_id(&root, GROUP).as_deref(), Some(new));
-    assert!(version_dir(&root, &old).is_dir(), "the old version is kept");
+    assert_eq!(current_id(root, GROUP).as_deref(), Some(new));
+    assert!(version_dir(root, old).is_dir(), "the old version is kept");
     // The cut session ended (at the cut, or when the rerun with its token began).
-    assert!(
-        sessions_left(&root).is_empty(),
-        "{:?}",
-        sessions_left(&root)
-    );
+    assert!(sessions_left(root).is_empty(), "{:?}", sessions_left(root));
     assert!(
         s.log_text().contains("nothing published"),
         "{}",
@@ -132,32 +178,18 @@ fn a_cut_upload_publishes_nothing_and_a_rerun_publishes() {
 
 #[test]
 fn a_byte_flipped_in_transit_is_refused_naming_the_chunk() {
-    let c = captured_files();
-    let root = c.dir.join("images");
-    let s = Server::start(&c.dir, &root, &[]);
-    let old = first_version(&c, &s);
-    let full = upload(
-        &c.master,
-        &format!("http://{}/storage", s.addr),
-        OTHER_TOKEN,
-        &["--chunk-size", "64K"],
-    )
-    .unwrap();
-    let before = published(&root);
-    let at = full["bytes_sent"].as_u64().unwrap() / 3;
-    let proxy = Proxy::start(s.addr, Fault::FlipAt(at));
-    let e = upload(&c.master, &proxy.url(), TOKEN2, &["--chunk-size", "64K"]).unwrap_err();
+    let f = before_a_faulty_upload();
+    let e = f.upload_through(Fault::FlipAt(f.sent / 3));
     assert!(e.contains("HTTP 422") && e.contains(" chunk "), "{e}");
     assert!(e.contains("region "), "{e}");
-    let log = s.log_text();
+    let log = f.s.log_text();
     let line = log
         .lines()
         .find(|l| l.contains("nothing published") && l.contains(" chunk "))
         .unwrap_or_else(|| panic!("no refusal naming a chunk in the log: {log}"));
     assert!(line.contains("sha256") || line.contains("zstd"), "{line}");
-    assert_eq!(published(&root), before, "something was published");
-    assert!(sessions_left(&root).is_empty());
-    assert_old_version_served(&c, &s, &old);
+    f.assert_nothing_published();
+    assert!(sessions_left(&f.root).is_empty());
 }
 
 #[test]
@@ -374,31 +406,15 @@ fn a_token_bound_to_an_address_is_refused_from_another() {
 
 #[test]
 fn a_token_revoked_during_its_upload_publishes_nothing() {
-    let c = captured_files();
-    let root = c.dir.join("images");
-    let s = Server::start(&c.dir, &root, &[]);
-    let old = first_version(&c, &s);
-    let full = upload(
-        &c.master,
-        &format!("http://{}/storage", s.addr),
-        OTHER_TOKEN,
-        &["--chunk-size", "64K"],
-    )
-    .unwrap();
-    let before = published(&root);
-    let half = full["bytes_sent"].as_u64().unwrap() / 2;
+    let f = before_a_faulty_upload();
     // Half-way through, `pxe-builder backup --clear` takes TOKEN2 out of the file.
-    let tokens = c.dir.join("upload-tokens");
+    let tokens = f.c.dir.join("upload-tokens");
     let revoke = move || std::fs::write(&tokens, tokens_text(&[TOKEN2])).unwrap();
-    let proxy = Proxy::start(
-        s.addr,
-        Fault::RunAt(half, std::sync::Arc::new(revoke), Default::default()),
-    );
-    let e = upload(&c.master, &proxy.url(), TOKEN2, &["--chunk-size", "64K"]).unwrap_err();
+    let revoke = Fault::RunAt(f.sent / 2, std::sync::Arc::new(revoke), Default::default());
+    let e = f.upload_through(revoke);
     assert!(e.contains("at publish: unknown upload token"), "{e}");
-    assert_eq!(published(&root), before, "something was published");
-    assert_old_version_served(&c, &s, &old);
-    assert!(sessions_left(&root).is_empty());
+    f.assert_nothing_published();
+    assert!(sessions_left(&f.root).is_empty());
 }
 
 #[test]

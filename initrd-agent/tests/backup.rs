@@ -250,16 +250,24 @@ fn pump(
     let _ = to.shutdown(Shutdown::Write);
 }
 
+/// Where the version tests start: a server in `w` taking TOKEN_A and TOKEN_B, whose
+/// current version is the old master (`mbr`), backed up by the agent straight to the
+/// server with TOKEN_A. Returns the server, the old and the new (`gpt`) master, and
+/// that backup's output.
+fn old_version_published(w: &Path) -> (Server, PathBuf, PathBuf, Output) {
+    let (old, new) = (fixture("mbr"), fixture("gpt"));
+    let s = Server::start(w, &[TOKEN_A, TOKEN_B]);
+    let o = backup(&s.url(), TOKEN_A, &old);
+    assert!(o.status.success(), "{}", text(&o));
+    (s, old, new, o)
+}
+
 #[test]
 fn a_cut_upload_publishes_nothing_the_old_version_stays_cloneable_and_a_rerun_publishes() {
     skip_unless_root!("fixture disks and loop devices");
     let work = tempfile::tempdir().unwrap();
     let w = work.path();
-    let (old, new) = (fixture("mbr"), fixture("gpt"));
-    let s = Server::start(w, &[TOKEN_A, TOKEN_B]);
-    // The current version: the old master, backed up by the agent straight to the server.
-    let o = backup(&s.url(), TOKEN_A, &old);
-    assert!(o.status.success(), "{}", text(&o));
+    let (s, old, new, o) = old_version_published(w);
     let old_id = local_id(&old, w);
     assert_eq!(s.current(), Some(version_of(&old_id)));
     assert!(text(&o).contains(&old_id), "{}", text(&o));
@@ -334,10 +342,7 @@ fn a_clone_running_while_a_new_version_is_published_ends_verified_with_the_old_o
     skip_unless_root!("fixture disks and loop devices");
     let work = tempfile::tempdir().unwrap();
     let w = work.path();
-    let (old, new) = (fixture("mbr"), fixture("gpt"));
-    let s = Server::start(w, &[TOKEN_A, TOKEN_B]);
-    let o = backup(&s.url(), TOKEN_A, &old);
-    assert!(o.status.success(), "{}", text(&o));
+    let (s, old, new, _) = old_version_published(w);
     let old_version = s.current().unwrap();
 
     // The clone reads the manifest and layout, then stalls mid-payload in the proxy.

@@ -10,76 +10,52 @@
 //! - A delta re-clone killed in the middle (the agent process, by its PID) leaves no valid
 //!   table; run again, it resumes as a delta and ends verified and identical.
 
+#[path = "common/cluster.rs"]
+mod cluster;
+use cluster::{imgtool_bin, spawn_agent, start_primary, status, wait, Proc, Site, Spec};
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
-use test_fixtures::disk::{assert_restored, fixture, Loop};
-use test_fixtures::image::{capture_into, payload_and_largest_frame};
-use test_fixtures::netns::Lan;
+use test_fixtures::disk::{assert_restored, Loop};
+use test_fixtures::image::payload_and_largest_frame;
 use test_fixtures::skip_unless_root;
 
-fn imgtool_bin() -> PathBuf {
-    let agent = PathBuf::from(env!("CARGO_BIN_EXE_initrd-agent"));
-    let p = agent.with_file_name("imgtool");
-    assert!(
-        p.exists(),
-        "{} missing: build it with `cargo build -p imgtool` (cargo test --workspace does)",
-        p.display()
-    );
-    p
-}
+/// The primary's image server (the cluster's `image_server`).
+const URL: &str = "http://10.78.0.1:8080";
 
-/// Kills a process we started, by its PID, when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The primary, the nodes' namespaces, the image and where the disks and logs go.
+/// The site (the nodes' namespaces, the image and where the disks and logs go) and its
+/// primary.
 struct Cluster {
-    _work: tempfile::TempDir,
-    dir: PathBuf,
-    images: PathBuf,
-    master: PathBuf,
-    lan: Lan,
-    primary_ns: String,
-    /// (name, namespace), in plan order.
-    nodes: Vec<(String, String)>,
+    site: Site,
     _primary: Proc,
+}
+
+impl std::ops::Deref for Cluster {
+    type Target = Site;
+    fn deref(&self) -> &Site {
+        &self.site
+    }
 }
 
 impl Cluster {
     /// `racks` × `per_rack` nodes (`r1n1`, …) in a `shape` chain, the fixture master's
     /// image captured and served by `imgtool serve` at 10.78.0.1:8080.
     fn new(tag: &str, racks: usize, per_rack: usize, shape: &str) -> Cluster {
-        let work = tempfile::tempdir().unwrap();
-        let dir = work.path().to_path_buf();
-        let master = fixture("gpt");
-        let images = dir.join("images");
-        capture_into(&master, &images, "compute");
-        write_plans(&dir, &images, racks, per_rack, shape);
-        let mut lan = Lan::new(tag);
-        let primary_ns = lan.host("p", "10.78.0.1/16");
-        let mut nodes = vec![];
-        for r in 0..racks {
-            for n in 0..per_rack {
-                let ns = lan.host(&name(r, n), &format!("10.78.{}.{}/16", r + 1, n + 10));
-                nodes.push((name(r, n), ns));
-            }
+        // The clone plan and the node plans of a real cluster description.
+        let site = Spec {
+            name: "delta",
+            net: 78,
+            group: "compute",
+            group_extra: "",
+            shape,
+            cluster_extra: "",
+            racks,
+            per_rack,
         }
-        let primary = start_primary(&primary_ns, &images);
+        .fixture_site(tag);
+        let primary = start_primary(&site.primary_ns, "10.78.0.1", &site.images);
         Cluster {
-            _work: work,
-            dir,
-            images,
-            master,
-            lan,
-            primary_ns,
-            nodes,
+            site,
             _primary: primary,
         }
     }
@@ -116,99 +92,13 @@ impl Cluster {
     /// The agent of `node` on its disk's loop device, logging to `<node>.log`.
     fn start_agent(&self, node: &str, dev: &Path) -> Proc {
         let ns = &self.nodes.iter().find(|(n, _)| n == node).unwrap().1;
-        let out = std::fs::File::create(self.dir.join(format!("{node}.log"))).unwrap();
-        let child = Lan::cmd(ns, env!("CARGO_BIN_EXE_initrd-agent"))
-            .args(["clone", "--server", "http://10.78.0.1:8080", "--group"])
-            .args(["compute", "--plan", "--node", node, "--stall", "10"])
-            .args(["--relay-idle", "3", "--attempts", "3", "--target"])
-            .arg(dev)
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .unwrap();
-        Proc(child)
-    }
-}
-
-fn name(r: usize, n: usize) -> String {
-    format!("r{}n{}", r + 1, n + 1)
-}
-
-/// The clone plan and the node plans of a real cluster description, into the image root.
-fn write_plans(dir: &Path, images: &Path, racks: usize, per_rack: usize, shape: &str) {
-    for f in ["vmlinuz", "initrd.img"] {
-        std::fs::write(dir.join(f), f).unwrap();
-    }
-    let mut toml = format!(
-        "[cluster]\nname = \"delta\"\nimage_server = \"http://10.78.0.1:8080\"\nserver_ip = \"10.78.0.1\"\nkernel = \"vmlinuz\"\ninitrd = \"initrd.img\"\nrack_shape = \"{shape}\"\n\n[[group]]\nname = \"compute\"\n\n"
-    );
-    for r in 0..racks {
-        toml.push_str(&format!("[[entity]]\nname = \"rack{}\"\nsubnet = \"10.78.{}.0/24\"\ngateway = \"10.78.{}.1\"\ndefault_group = \"compute\"\n\n", r + 1, r + 1, r + 1));
-        for n in 0..per_rack {
-            toml.push_str(&format!(
-                "[[node]]\nname = \"{}\"\nmac = \"52:54:00:78:{:02x}:{:02x}\"\nip = \"10.78.{}.{}\"\nentity = \"rack{}\"\ngroups = [\"compute\"]\n\n",
-                name(r, n),
-                r + 1,
-                n + 1,
-                r + 1,
-                n + 10,
-                r + 1
-            ));
-        }
-    }
-    std::fs::write(dir.join("cluster.toml"), toml).unwrap();
-    let cluster =
-        pxe_builder::model::load(&dir.join("cluster.toml")).unwrap_or_else(|e| panic!("{e}"));
-    let plan = pxe_builder::plan::clone_plan(&cluster);
-    let pj = serde_json::to_string_pretty(&plan).unwrap();
-    std::fs::write(images.join("clone-plan.json"), pj + "\n").unwrap();
-    let layout = pxe_builder::plan::layout(&cluster);
-    for np in pxe_builder::plan::node_plans(&cluster, &layout) {
-        let path = images.join(netboot_proto::plan::NodePlan::path(&np.node));
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, serde_json::to_string_pretty(&np).unwrap()).unwrap();
-    }
-}
-
-fn start_primary(ns: &str, images: &Path) -> Proc {
-    let child = Lan::cmd(ns, imgtool_bin().to_str().unwrap())
-        .args(["serve", "--listen", "10.78.0.1:8080"])
-        .arg(images)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    loop {
-        let up = Lan::cmd(ns, "bash")
-            .args(["-c", "exec 3<>/dev/tcp/10.78.0.1/8080"])
-            .stderr(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        if up {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "the primary did not start"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Proc(child)
-}
-
-/// The agent's exit code, or `None` after `timeout`.
-fn wait(p: &mut Proc, timeout: Duration) -> Option<i32> {
-    let start = Instant::now();
-    loop {
-        if let Ok(Some(s)) = p.0.try_wait() {
-            return s.code();
-        }
-        if start.elapsed() > timeout {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(100));
+        let log = self.dir.join(format!("{node}.log"));
+        let args = [
+            "clone", "--server", URL, "--group", "compute", "--plan", "--node", node,
+        ];
+        let timers = ["--stall", "10", "--relay-idle", "3", "--attempts", "3"];
+        let args = args.iter().chain(&timers).chain(&["--target"]);
+        spawn_agent(ns, &log, args.map(OsStr::new).chain([dev.as_os_str()]))
     }
 }
 
@@ -334,10 +224,7 @@ fn a_chain_of_fresh_and_up_to_date_nodes_fetches_only_what_each_lacks() {
 
 /// The board as `imgtool status --json` shows it.
 fn board(c: &Cluster) -> serde_json::Value {
-    let out = Lan::cmd(&c.primary_ns, imgtool_bin().to_str().unwrap())
-        .args(["status", "--json", "--server", "http://10.78.0.1:8080"])
-        .output()
-        .unwrap();
+    let out = status(&c.primary_ns, URL, true);
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
             "board: {e}: {}{}",

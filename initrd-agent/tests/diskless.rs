@@ -9,9 +9,13 @@
 //! chunk is refused and nothing is mounted; too little memory is refused before any
 //! payload is fetched, with the sizes.
 
+#[path = "common/cluster.rs"]
+mod cluster;
+use cluster::{spawn_agent, start_primary, wait, Proc, Spec};
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 use test_fixtures::disk::run;
 use test_fixtures::image::{capture_into, corrupt_chunk};
 use test_fixtures::netns::Lan;
@@ -21,31 +25,6 @@ const RACKS: usize = 2;
 const PER_RACK: usize = 8;
 /// The blob on the root: several chunks' worth of incompressible bytes.
 const BLOB_BYTES: usize = 12 << 20;
-
-fn imgtool_bin() -> PathBuf {
-    let agent = PathBuf::from(env!("CARGO_BIN_EXE_initrd-agent"));
-    let p = agent.with_file_name("imgtool");
-    assert!(
-        p.exists(),
-        "{} missing: build it with `cargo build -p imgtool`",
-        p.display()
-    );
-    p
-}
-
-/// Kills a process we started, by its PID, when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn name(r: usize, n: usize) -> String {
-    format!("r{}n{}", r + 1, n + 1)
-}
 
 /// A 96 MiB GPT master built without loop devices: partition 1 a swap area, partition 2
 /// an ext4 root (`mkfs.ext4 -d`) holding an executable `/sbin/init` behind the usrmerge
@@ -110,112 +89,51 @@ fn master(dir: &Path) -> (PathBuf, Vec<u8>) {
     (disk, blob)
 }
 
-/// The plan of a diskless group `ram` (16 nodes in two racks, chain) written where the
-/// agents read it, as `pxe-builder build` writes it.
-fn plan(dir: &Path, images: &Path) {
-    for f in ["vmlinuz", "initrd.img"] {
-        std::fs::write(dir.join(f), f).unwrap();
-    }
-    let mut toml = String::from(
-        "[cluster]\nname = \"ram\"\nimage_server = \"http://10.78.0.1:8080\"\nserver_ip = \"10.78.0.1\"\nkernel = \"vmlinuz\"\ninitrd = \"initrd.img\"\nrack_shape = \"chain\"\n\n[[group]]\nname = \"ram\"\ndiskless = true\nroot = 2\n\n",
-    );
-    for r in 0..RACKS {
-        toml.push_str(&format!("[[entity]]\nname = \"rack{}\"\nsubnet = \"10.78.{}.0/24\"\ngateway = \"10.78.{}.1\"\ndefault_group = \"ram\"\n\n", r + 1, r + 1, r + 1));
-        for n in 0..PER_RACK {
-            toml.push_str(&format!(
-                "[[node]]\nname = \"{}\"\nmac = \"52:54:00:78:{:02x}:{:02x}\"\nip = \"10.78.{}.{}\"\nentity = \"rack{}\"\ngroups = [\"ram\"]\n\n",
-                name(r, n),
-                r + 1,
-                n + 1,
-                r + 1,
-                n + 10,
-                r + 1
-            ));
-        }
-    }
-    std::fs::write(dir.join("cluster.toml"), toml).unwrap();
-    let cluster =
-        pxe_builder::model::load(&dir.join("cluster.toml")).unwrap_or_else(|e| panic!("{e}"));
-    let layout = pxe_builder::plan::layout(&cluster);
-    let nps = pxe_builder::plan::node_plans(&cluster, &layout);
-    assert_eq!(
-        nps.len(),
-        RACKS * PER_RACK,
-        "every diskless node has a plan"
-    );
-    for np in nps {
-        let path = images.join(netboot_proto::plan::NodePlan::path(&np.node));
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, serde_json::to_string_pretty(&np).unwrap()).unwrap();
+/// The diskless group `ram` (`racks` × `per_rack` nodes, chain) on 10.78.0.0/16.
+fn spec(racks: usize, per_rack: usize) -> Spec<'static> {
+    Spec {
+        name: "ram",
+        net: 78,
+        group: "ram",
+        group_extra: "diskless = true\nroot = 2\n",
+        shape: "chain",
+        cluster_extra: "",
+        racks,
+        per_rack,
     }
 }
 
-fn start_primary(ns: &str, images: &Path) -> Proc {
-    let child = Lan::cmd(ns, imgtool_bin().to_str().unwrap())
-        .args(["serve", "--listen", "10.78.0.1:8080"])
-        .arg(images)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while !Lan::cmd(ns, "bash")
-        .args(["-c", "exec 3<>/dev/tcp/10.78.0.1/8080"])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "the primary did not start"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Proc(child)
+/// The plan of the diskless group `ram` (16 nodes in two racks, chain) written where the
+/// agents read it, as `pxe-builder build` writes it.
+fn plan(dir: &Path, images: &Path) {
+    let written = spec(RACKS, PER_RACK).write_plans(dir, images, false);
+    assert_eq!(written, RACKS * PER_RACK, "every diskless node has a plan");
+}
+
+/// `imgtool serve` as the primary.
+fn serve(ns: &str, images: &Path) -> Proc {
+    start_primary(ns, "10.78.0.1", images)
 }
 
 /// `initrd-agent diskless` for `node` in `ns`, its root file in `store`.
 fn agent(ns: &str, node: &str, store: &Path, log: &Path, extra: &[&str]) -> Proc {
-    let out = std::fs::File::create(log).unwrap();
-    let child = Lan::cmd(ns, env!("CARGO_BIN_EXE_initrd-agent"))
-        .args([
-            "diskless",
-            "--server",
-            "http://10.78.0.1:8080",
-            "--group",
-            "ram",
-        ])
-        .args([
-            "--node",
-            node,
-            "--stall",
-            "10",
-            "--relay-idle",
-            "3",
-            "--attempts",
-            "3",
-        ])
-        .args(extra)
-        .arg("--store")
-        .arg(store)
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .spawn()
-        .unwrap();
-    Proc(child)
-}
-
-fn wait(p: &mut Proc, timeout: Duration) -> Option<i32> {
-    let start = Instant::now();
-    loop {
-        if let Ok(Some(s)) = p.0.try_wait() {
-            return s.code();
-        }
-        if start.elapsed() > timeout {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let args = [
+        "diskless",
+        "--server",
+        "http://10.78.0.1:8080",
+        "--group",
+        "ram",
+        "--node",
+        node,
+        "--stall",
+        "10",
+        "--relay-idle",
+        "3",
+        "--attempts",
+        "3",
+    ];
+    let args = args.iter().chain(extra).chain(&["--store"]).map(OsStr::new);
+    spawn_agent(ns, log, args.chain([store.as_os_str()]))
 }
 
 /// What `debugfs` reads of `path` in the ext4 file `fs` (no mount, no loop device).
@@ -248,23 +166,15 @@ fn setup(tag: &str, racks: usize, per_rack: usize) -> Net {
     let images = dir.join("images");
     capture_into(&disk, &images, "ram");
     plan(&dir, &images);
-    let mut lan = Lan::new(tag);
-    let primary_ns = lan.host("p", "10.78.0.1/16");
-    let mut nodes = vec![];
-    for r in 0..racks {
-        for n in 0..per_rack {
-            let ns = lan.host(&name(r, n), &format!("10.78.{}.{}/16", r + 1, n + 10));
-            nodes.push((name(r, n), ns));
-        }
-    }
+    let hosts = spec(racks, per_rack).hosts(tag);
     Net {
         _work: work,
         dir,
         images,
         blob,
-        lan,
-        primary_ns,
-        nodes,
+        lan: hosts.lan,
+        primary_ns: hosts.primary_ns,
+        nodes: hosts.nodes,
     }
 }
 
@@ -272,7 +182,7 @@ fn setup(tag: &str, racks: usize, per_rack: usize) -> Net {
 fn sixteen_diskless_nodes_in_two_racks_get_the_root_through_the_relay_chain() {
     skip_unless_root!("network namespaces, loop devices, mounts");
     let net = setup("dl", RACKS, PER_RACK);
-    let _primary = start_primary(&net.primary_ns, &net.images);
+    let _primary = serve(&net.primary_ns, &net.images);
     let mut procs = vec![];
     for (node, ns) in &net.nodes {
         let store = net.dir.join("ram").join(node);
@@ -362,7 +272,7 @@ fn sixteen_diskless_nodes_in_two_racks_get_the_root_through_the_relay_chain() {
 fn a_corrupted_chunk_or_too_little_memory_is_refused_and_nothing_is_mounted() {
     skip_unless_root!("network namespaces, loop devices, mounts");
     let net = setup("dk", 1, 1);
-    let _primary = start_primary(&net.primary_ns, &net.images);
+    let _primary = serve(&net.primary_ns, &net.images);
     let (node, ns) = net.nodes[0].clone();
 
     // Too little memory: refused after the manifest, before any payload byte.

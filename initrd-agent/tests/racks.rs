@@ -4,38 +4,21 @@
 //! rack secondaries relay cut-through (secondary k pulls from k-1), the other nodes pull
 //! from their rack's secondary. Every disk must end verified-identical to the master.
 
+#[path = "common/cluster.rs"]
+mod cluster;
+use cluster::{name, spawn_agent, start_primary, status, wait, Proc, Site, Spec};
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
-use test_fixtures::disk::{assert_restored, fixture, Loop};
-use test_fixtures::image::{capture_into, payload_and_largest_frame};
-use test_fixtures::netns::Lan;
+use test_fixtures::disk::{assert_restored, Loop};
+use test_fixtures::image::payload_and_largest_frame;
 use test_fixtures::servers::Nginx;
 use test_fixtures::skip_unless_root;
 
 const RACKS: usize = 3;
 const PER_RACK: usize = 4;
-
-fn imgtool_bin() -> PathBuf {
-    let agent = PathBuf::from(env!("CARGO_BIN_EXE_initrd-agent"));
-    let p = agent.with_file_name("imgtool");
-    assert!(
-        p.exists(),
-        "{} missing: build it with `cargo build -p imgtool` (cargo test --workspace does)",
-        p.display()
-    );
-    p
-}
-
-/// Kills a process we started, by its PID, when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+/// The primary's image server (the cluster's `image_server`).
+const URL: &str = "http://10.77.0.1:8080";
 
 /// The primary image server of a test (held for its `Drop`, which stops it).
 #[allow(dead_code)]
@@ -45,20 +28,18 @@ enum Primary {
     Stopped,
 }
 
+/// The site, its primary and how many tries each agent's requests get.
 struct Cluster {
-    _work: tempfile::TempDir,
-    dir: PathBuf,
-    images: PathBuf,
-    master: PathBuf,
-    lan: Lan,
-    primary_ns: String,
-    nodes: Vec<(String, String)>, // (name, namespace)
+    site: Site,
     primary: Primary,
     attempts: u32,
 }
 
-fn name(r: usize, n: usize) -> String {
-    format!("r{}n{}", r + 1, n + 1)
+impl std::ops::Deref for Cluster {
+    type Target = Site;
+    fn deref(&self) -> &Site {
+        &self.site
+    }
 }
 
 fn setup(tag: &str, nginx: bool, shape: &str) -> Cluster {
@@ -67,150 +48,61 @@ fn setup(tag: &str, nginx: bool, shape: &str) -> Cluster {
 
 /// [`setup`] with `extra` lines in `[cluster]` (link rates, `tree_fanout`).
 fn setup_with(tag: &str, nginx: bool, shape: &str, extra: &str) -> Cluster {
-    let work = tempfile::tempdir().unwrap();
-    let dir = work.path().to_path_buf();
-    let master = fixture("gpt");
-    let images = dir.join("images");
-    capture_into(&master, &images, "compute");
-
-    // The clone plan from a real cluster description.
-    for f in ["vmlinuz", "initrd.img"] {
-        std::fs::write(dir.join(f), f).unwrap();
+    // The clone plan and node plans from a real cluster description.
+    let site = Spec {
+        name: "racks",
+        net: 77,
+        group: "compute",
+        group_extra: "",
+        shape,
+        cluster_extra: extra,
+        racks: RACKS,
+        per_rack: PER_RACK,
     }
-    let toml = String::from(
-        "[cluster]\nname = \"racks\"\nimage_server = \"http://10.77.0.1:8080\"\nserver_ip = \"10.77.0.1\"\nkernel = \"vmlinuz\"\ninitrd = \"initrd.img\"\nrack_shape = \"SHAPE\"\n\n[[group]]\nname = \"compute\"\n\n",
-    );
-    let mut toml = toml
-        .replace("SHAPE", shape)
-        .replacen("\n\n", &format!("\n{extra}\n"), 1);
-    for r in 0..RACKS {
-        toml.push_str(&format!("[[entity]]\nname = \"rack{}\"\nsubnet = \"10.77.{}.0/24\"\ngateway = \"10.77.{}.1\"\ndefault_group = \"compute\"\n\n", r + 1, r + 1, r + 1));
-        for n in 0..PER_RACK {
-            toml.push_str(&format!(
-                "[[node]]\nname = \"{}\"\nmac = \"52:54:00:77:{:02x}:{:02x}\"\nip = \"10.77.{}.{}\"\nentity = \"rack{}\"\ngroups = [\"compute\"]\n\n",
-                name(r, n),
-                r + 1,
-                n + 1,
-                r + 1,
-                n + 10,
-                r + 1
-            ));
-        }
-    }
-    std::fs::write(dir.join("cluster.toml"), toml).unwrap();
-    let cluster =
-        pxe_builder::model::load(&dir.join("cluster.toml")).unwrap_or_else(|e| panic!("{e}"));
-    let plan = pxe_builder::plan::clone_plan(&cluster);
-    let mut pj = serde_json::to_string_pretty(&plan).unwrap();
-    pj.push('\n');
-    std::fs::write(images.join("clone-plan.json"), pj).unwrap();
-    // Each node's own plan, as `pxe-builder build` writes it (the agents read these).
-    let layout = pxe_builder::plan::layout(&cluster);
-    for np in pxe_builder::plan::node_plans(&cluster, &layout) {
-        let path = images.join(netboot_proto::plan::NodePlan::path(&np.node));
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, serde_json::to_string_pretty(&np).unwrap()).unwrap();
-    }
-
-    let mut lan = Lan::new(tag);
-    let primary_ns = lan.host("p", "10.77.0.1/16");
-    let mut nodes = vec![];
-    for r in 0..RACKS {
-        for n in 0..PER_RACK {
-            let ns = lan.host(&name(r, n), &format!("10.77.{}.{}/16", r + 1, n + 10));
-            nodes.push((name(r, n), ns));
-        }
-    }
+    .fixture_site(tag);
     let primary = if nginx {
         Primary::Nginx(Nginx::start_in(
-            Some(&primary_ns),
+            Some(&site.primary_ns),
             "10.77.0.1",
             8080,
-            &images,
+            &site.images,
         ))
     } else {
-        Primary::Serve(start_primary(&primary_ns, &images))
+        Primary::Serve(serve(&site.primary_ns, &site.images))
     };
     Cluster {
-        _work: work,
-        dir,
-        images,
-        master,
-        lan,
-        primary_ns,
-        nodes,
+        site,
         primary,
         attempts: 3,
     }
 }
 
-fn start_primary(ns: &str, images: &Path) -> Proc {
-    let child = Lan::cmd(ns, imgtool_bin().to_str().unwrap())
-        .args(["serve", "--listen", "10.77.0.1:8080"])
-        .arg(images)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    loop {
-        let ok = Lan::cmd(ns, "true").status().is_ok()
-            && std::net::TcpStream::connect_timeout(
-                &"127.0.0.1:1".parse().unwrap(),
-                Duration::from_millis(1),
-            )
-            .is_err();
-        let up = Lan::cmd(ns, "bash")
-            .args(["-c", "exec 3<>/dev/tcp/10.77.0.1/8080"])
-            .stderr(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        if ok && up {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "the primary did not start"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Proc(child)
+/// `imgtool serve` as the primary.
+fn serve(ns: &str, images: &Path) -> Proc {
+    start_primary(ns, "10.77.0.1", images)
 }
 
 fn start_agent(ns: &str, node: &str, dev: &Path, log: &Path, attempts: u32) -> Proc {
-    let out = std::fs::File::create(log).unwrap();
-    let child = Lan::cmd(ns, env!("CARGO_BIN_EXE_initrd-agent"))
-        .args([
-            "clone",
-            "--server",
-            "http://10.77.0.1:8080",
-            "--group",
-            "compute",
-            "--plan",
-            "--node",
-            node,
-        ])
-        .args([
-            "--stall",
-            "10",
-            "--relay-idle",
-            "3",
-            // Every node here starts at once: a 5 s boot window (grace 10 s). With the
-            // default 30 s window a relay waiting out the grace on a finished candidate
-            // outlasts its downstream's 10 s stall (docs/DISTRIBUTION.md, the timers).
-            "--boot-window",
-            "5",
-            "--attempts",
-            &attempts.to_string(),
-            "--target",
-        ])
-        .arg(dev)
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .spawn()
-        .unwrap();
-    Proc(child)
+    let attempts = attempts.to_string();
+    let args = [
+        "clone", "--server", URL, "--group", "compute", "--plan", "--node", node,
+    ];
+    // Every node here starts at once: a 5 s boot window (grace 10 s). With the default
+    // 30 s window a relay waiting out the grace on a finished candidate outlasts its
+    // downstream's 10 s stall (docs/DISTRIBUTION.md, the timers).
+    let timers = [
+        "--stall",
+        "10",
+        "--relay-idle",
+        "3",
+        "--boot-window",
+        "5",
+        "--attempts",
+        &attempts,
+        "--target",
+    ];
+    let args = args.iter().chain(&timers).map(OsStr::new);
+    spawn_agent(ns, log, args.chain([dev.as_os_str()]))
 }
 
 /// Starts all agents; returns (loops, processes, logs).
@@ -227,19 +119,6 @@ fn run_all(c: &Cluster) -> (Vec<Loop>, Vec<Proc>, Vec<PathBuf>) {
         logs.push(log);
     }
     (loops, procs, logs)
-}
-
-fn wait(p: &mut Proc, timeout: Duration) -> Option<i32> {
-    let start = Instant::now();
-    loop {
-        if let Ok(Some(s)) = p.0.try_wait() {
-            return s.code();
-        }
-        if start.elapsed() > timeout {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// Waits for every agent; each must succeed.
@@ -376,7 +255,7 @@ fn the_primary_killed_and_restarted_mid_stream_resumes_every_node() {
     std::thread::sleep(Duration::from_millis(1200));
     c.primary = Primary::Stopped; // kills imgtool serve (Drop of Proc)
     std::thread::sleep(Duration::from_millis(2000));
-    c.primary = Primary::Serve(start_primary(&c.primary_ns, &c.images));
+    c.primary = Primary::Serve(serve(&c.primary_ns, &c.images));
     all_succeed(&c, &mut procs, &logs, None);
     drop(loops);
     all_identical(&c, None);
@@ -411,10 +290,7 @@ fn killing_a_secondary_mid_stream_reroutes_its_rack() {
     }
     all_identical(&c, Some(victim));
     // The status board shows the re-routing.
-    let board = Lan::cmd(&c.primary_ns, imgtool_bin().to_str().unwrap())
-        .args(["status", "--json", "--server", "http://10.77.0.1:8080"])
-        .output()
-        .unwrap();
+    let board = status(&c.primary_ns, URL, true);
     let board: serde_json::Value = serde_json::from_slice(&board.stdout).unwrap();
     let hist = board["r2n2"]["history"].to_string();
     assert!(hist.contains("rerouted"), "board: {board}");
@@ -510,9 +386,6 @@ fn kill_mid_stream(c: &Cluster, victim: &str) -> usize {
 
 /// `imgtool status` (the text tree) from the primary's board.
 fn status_tree(c: &Cluster) -> String {
-    let out = Lan::cmd(&c.primary_ns, imgtool_bin().to_str().unwrap())
-        .args(["status", "--server", "http://10.77.0.1:8080"])
-        .output()
-        .unwrap();
+    let out = status(&c.primary_ns, URL, false);
     String::from_utf8_lossy(&out.stdout).to_string()
 }

@@ -97,10 +97,75 @@ pub struct Boot<'a> {
     pub work: &'a Path,
 }
 
+/// A QEMU process of ours and its console log; stopped by its PID in `Drop`. The one
+/// process holder of [`Vm`] (PXE boots), [`realos::DiskVm`] (disk boots) and the tests
+/// that start QEMU their own way.
+pub struct Qemu {
+    pub child: Child,
+    log: PathBuf,
+}
+
+impl Qemu {
+    /// Runs `cmd` (QEMU, or a wrapper that execs it) with the options every test VM has
+    /// (accelerator from `NETBOOT_QEMU_ACCEL`, no display, no reboot) and then `args`
+    /// (memory, devices); its console (stdout and stderr) goes to the file `log`.
+    pub fn spawn<S: AsRef<std::ffi::OsStr>>(mut cmd: Command, args: &[S], log: PathBuf) -> Qemu {
+        let accel = std::env::var("NETBOOT_QEMU_ACCEL").unwrap_or_else(|_| "tcg".into());
+        let common = ["-accel", &accel, "-nographic", "-no-reboot"];
+        let out = File::create(&log).expect("console log");
+        let err = out.try_clone().expect("console log");
+        let child = cmd
+            .args(common)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("qemu-system-x86_64: install qemu-system-x86 (scripts/setup.sh does)");
+        Qemu { child, log }
+    }
+
+    /// The console output so far.
+    pub fn console(&self) -> String {
+        let mut b = vec![];
+        if let Ok(mut f) = File::open(&self.log) {
+            let _ = f.read_to_end(&mut b);
+        }
+        String::from_utf8_lossy(&b).to_string()
+    }
+
+    /// Stops QEMU (by its PID) and reaps it.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Qemu {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            // Only our own process, by its PID.
+            self.stop();
+        }
+    }
+}
+
+/// The OVMF (UEFI) firmware as two pflash drives: its code read-only, and a private copy
+/// of its variables at `vars`.
+pub(crate) fn ovmf_drives(vars: &Path) -> Vec<String> {
+    std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", vars)
+        .expect("/usr/share/OVMF/OVMF_VARS_4M.fd: install the Debian package ovmf");
+    vec![
+        "-drive".into(),
+        "if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd".into(),
+        "-drive".into(),
+        format!("if=pflash,format=raw,file={}", vars.display()),
+    ]
+}
+
 /// A running VM.
 pub struct Vm {
-    child: Child,
-    log: PathBuf,
+    qemu: Qemu,
 }
 
 impl Vm {
@@ -131,18 +196,8 @@ impl Vm {
         Self::spawn(cmd, b, netdev)
     }
 
-    fn spawn(mut cmd: Command, b: &Boot, netdev: String) -> Vm {
-        let accel = std::env::var("NETBOOT_QEMU_ACCEL").unwrap_or_else(|_| "tcg".into());
-        let mut args: Vec<String> = vec![
-            "-accel".into(),
-            accel,
-            "-m".into(),
-            "1024".into(),
-            "-nographic".into(),
-            "-no-reboot".into(),
-            "-netdev".into(),
-            netdev,
-        ];
+    fn spawn(cmd: Command, b: &Boot, netdev: String) -> Vm {
+        let mut args: Vec<String> = vec!["-m".into(), "1024".into(), "-netdev".into(), netdev];
         match b.firmware {
             Firmware::Bios => {
                 args.extend([
@@ -152,14 +207,8 @@ impl Vm {
                 args.extend(["-boot".into(), "n".into()]);
             }
             Firmware::Uefi => {
-                let vars = b.work.join("OVMF_VARS.fd");
-                std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars)
-                    .expect("/usr/share/OVMF/OVMF_VARS_4M.fd: install the Debian package ovmf");
+                args.extend(ovmf_drives(&b.work.join("OVMF_VARS.fd")));
                 args.extend([
-                    "-drive".into(),
-                    "if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd".into(),
-                    "-drive".into(),
-                    format!("if=pflash,format=raw,file={}", vars.display()),
                     "-device".into(),
                     format!("virtio-net-pci,netdev=n0,mac={},romfile=", b.mac),
                     "-boot".into(),
@@ -171,27 +220,14 @@ impl Vm {
         let log = b
             .work
             .join(format!("console-{}.log", b.mac.replace(':', "")));
-        let out = File::create(&log).expect("console log");
-        let err = out.try_clone().expect("console log");
-        let child = cmd
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .expect("qemu-system-x86_64: install qemu-system-x86 (scripts/setup.sh does)");
-        Vm { child, log }
+        Vm {
+            qemu: Qemu::spawn(cmd, &args, log),
+        }
     }
 
     /// The console output so far.
     pub fn console(&self) -> String {
-        let mut s = String::new();
-        if let Ok(mut f) = File::open(&self.log) {
-            let mut b = vec![];
-            let _ = f.read_to_end(&mut b);
-            s = String::from_utf8_lossy(&b).to_string();
-        }
-        s
+        self.qemu.console()
     }
 
     /// Waits until QEMU exits or `timeout` passes; returns the console. Panics with the
@@ -200,7 +236,7 @@ impl Vm {
         let start = Instant::now();
         let mut last_word: Option<Instant> = None;
         loop {
-            if let Ok(Some(_)) = self.child.try_wait() {
+            if let Ok(Some(_)) = self.qemu.child.try_wait() {
                 return self.console();
             }
             // The agent's last word before `reboot(2)`: everything a test checks is done.
@@ -214,8 +250,7 @@ impl Vm {
                 }
             }
             if last_word.is_some_and(|t| t.elapsed() > POWER_OFF_GRACE) {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
+                self.qemu.stop();
                 eprintln!(
                     "note: the guest kernel did not power off within {POWER_OFF_GRACE:?} of the agent's last word; VM stopped"
                 );
@@ -237,16 +272,6 @@ impl Vm {
 /// How long a VM may take to go down after the agent asked the kernel to power off or
 /// reboot (a TCG boot to the agent takes ~10 s; going down takes a second or two).
 pub const POWER_OFF_GRACE: Duration = Duration::from_secs(45);
-
-impl Drop for Vm {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            // Only our own process, by its PID.
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
 
 /// The kernel command line the cmdline initrd printed.
 pub fn printed_cmdline(console: &str) -> Option<String> {
@@ -348,6 +373,12 @@ groups = ["compute"]
         kernel.display(),
         initrd.display()
     );
+    tree_from_toml(work, &toml)
+}
+
+/// Writes `toml` as `work/cluster.toml` and builds its boot tree into `work/tree`, as
+/// `pxe-builder build` does; returns the tree.
+pub fn tree_from_toml(work: &Path, toml: &str) -> PathBuf {
     let path = work.join("cluster.toml");
     std::fs::write(&path, toml).expect("writing cluster.toml");
     let cluster = pxe_builder::model::load(&path).unwrap_or_else(|e| panic!("{e}"));

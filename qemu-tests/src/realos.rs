@@ -13,11 +13,10 @@
 //!
 //! It does not build images or trees (test-fixtures and pxe-builder do).
 
-use crate::{tail, Boot, Firmware, Vm, IMAGE_SERVER};
+use crate::{ovmf_drives, tail, Boot, Firmware, Qemu, Vm, IMAGE_SERVER};
 use std::fs::File;
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 use test_fixtures::disk::{repo_root, run, stdout, Loop};
 use test_fixtures::lvm::OffsetLoop;
@@ -200,49 +199,27 @@ fn nvme(disk: &Path, boot: bool) -> Vec<String> {
 /// A QEMU run that boots a disk by itself (`-boot c`, no network), BIOS (SeaBIOS) or UEFI
 /// (OVMF); killed by its PID in `Drop`.
 pub struct DiskVm {
-    child: Child,
-    log: PathBuf,
+    qemu: Qemu,
 }
 
 impl DiskVm {
     pub fn start(firmware: Firmware, disk: &Path, work: &Path) -> DiskVm {
-        let accel = std::env::var("NETBOOT_QEMU_ACCEL").unwrap_or_else(|_| "tcg".into());
-        let mut args: Vec<String> = ["-accel", &accel, "-m", "1024", "-nographic"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        args.extend(["-no-reboot", "-nic", "none", "-boot", "c"].map(String::from));
+        let mut args: Vec<String> = ["-m", "1024", "-nic", "none", "-boot", "c"]
+            .map(String::from)
+            .to_vec();
         if firmware == Firmware::Uefi {
-            let vars = work.join("OVMF_VARS-disk.fd");
-            std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars)
-                .expect("/usr/share/OVMF/OVMF_VARS_4M.fd: install the Debian package ovmf");
-            args.extend([
-                "-drive".into(),
-                "if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd".into(),
-                "-drive".into(),
-                format!("if=pflash,format=raw,file={}", vars.display()),
-            ]);
+            args.extend(ovmf_drives(&work.join("OVMF_VARS-disk.fd")));
         }
         args.extend(nvme(disk, true));
-        let log = work.join("console-disk.log");
-        let out = File::create(&log).expect("console log");
-        let err = out.try_clone().expect("console log");
-        let child = Command::new("qemu-system-x86_64")
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .expect("qemu-system-x86_64: install qemu-system-x86 (scripts/setup.sh does)");
-        DiskVm { child, log }
+        let cmd = Command::new("qemu-system-x86_64");
+        DiskVm {
+            qemu: Qemu::spawn(cmd, &args, work.join("console-disk.log")),
+        }
     }
 
+    /// The console output so far.
     pub fn console(&self) -> String {
-        let mut b = vec![];
-        if let Ok(mut f) = File::open(&self.log) {
-            let _ = f.read_to_end(&mut b);
-        }
-        String::from_utf8_lossy(&b).to_string()
+        self.qemu.console()
     }
 
     /// Waits until the guest powers off (QEMU exits) or `timeout` passes; returns the
@@ -253,7 +230,7 @@ impl DiskVm {
         let start = Instant::now();
         let mut marked: Option<Instant> = None;
         loop {
-            if let Ok(Some(_)) = self.child.try_wait() {
+            if let Ok(Some(_)) = self.qemu.child.try_wait() {
                 return self.console();
             }
             if marked.is_none() && self.console().contains(MARKER) {
@@ -261,8 +238,7 @@ impl DiskVm {
             }
             let overdue = marked.is_some_and(|t| t.elapsed() > crate::POWER_OFF_GRACE);
             if overdue || start.elapsed() > timeout {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
+                self.qemu.stop();
                 let c = self.console();
                 if !overdue {
                     eprintln!(
@@ -273,16 +249,6 @@ impl DiskVm {
                 return c;
             }
             std::thread::sleep(Duration::from_millis(250));
-        }
-    }
-}
-
-impl Drop for DiskVm {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            // Only our own process, by its PID.
-            let _ = self.child.kill();
-            let _ = self.child.wait();
         }
     }
 }

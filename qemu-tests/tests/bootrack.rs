@@ -7,22 +7,12 @@
 
 use qemu_tests::*;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
 const MAC: &str = "52:54:00:00:00:02";
 const SECONDARY: &str = "172.20.0.11";
-
-/// QEMU, stopped by its PID when dropped.
-struct Qemu(Child);
-
-impl Drop for Qemu {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// A rack of two compute nodes: n1 (172.20.0.11) its secondary, n2 (172.20.0.12) a node
 /// with its own iPXE script.
@@ -66,41 +56,27 @@ groups = ["compute"]
         k = kernel().display(),
         i = initrd.display()
     );
-    let path = work.join("cluster.toml");
-    std::fs::write(&path, toml).unwrap();
-    let cluster = pxe_builder::model::load(&path).unwrap_or_else(|e| panic!("{e}"));
-    let tree = work.join("tree");
-    pxe_builder::tree::build(&cluster, &tree).unwrap_or_else(|e| panic!("{e}"));
-    tree
+    tree_from_toml(work, &toml)
 }
 
 /// Boots n2 with the iPXE ROM on its own script from `tftp`, the secondary's relay port
 /// forwarded to the host's `port`; its console once it powered off.
 fn boot_n2(work: &Path, tftp: &Path, port: u16) -> String {
     let log = work.join(format!("console-{port}.log"));
-    let out = std::fs::File::create(&log).unwrap();
     let netdev = format!(
         "user,id=n0,net=172.20.0.0/24,dhcpstart=172.20.0.12,restrict=on,tftp={},bootfile=ipxe/01-52-54-00-00-00-02.ipxe,guestfwd=tcp:{SECONDARY}:8180-cmd:/bin/busybox nc 127.0.0.1 {port}",
         tftp.display()
     );
-    let accel = std::env::var("NETBOOT_QEMU_ACCEL").unwrap_or_else(|_| "tcg".into());
-    let mut q = Qemu(
-        Command::new("qemu-system-x86_64")
-            .args(["-accel", &accel, "-m", "512", "-nographic", "-no-reboot"])
-            .args(["-netdev", &netdev, "-device"])
-            .arg(format!("virtio-net-pci,netdev=n0,mac={MAC}"))
-            .args(["-boot", "n"])
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .expect("qemu-system-x86_64"),
-    );
+    let device = format!("virtio-net-pci,netdev=n0,mac={MAC}");
+    let args = [
+        "-m", "512", "-netdev", &netdev, "-device", &device, "-boot", "n",
+    ];
+    let mut q = Qemu::spawn(Command::new("qemu-system-x86_64"), &args, log);
     let start = Instant::now();
     loop {
-        let console = std::fs::read_to_string(&log).unwrap_or_default();
-        if printed_cmdline(&console).is_some() || matches!(q.0.try_wait(), Ok(Some(_))) {
-            return std::fs::read_to_string(&log).unwrap_or_default();
+        let console = q.console();
+        if printed_cmdline(&console).is_some() || matches!(q.child.try_wait(), Ok(Some(_))) {
+            return q.console();
         }
         assert!(
             start.elapsed() < BOOT_TIMEOUT,

@@ -68,12 +68,7 @@ groups = ["vSMP_big"]
         k = kernel.display(),
         i = initrd.display()
     );
-    let path = work.join("cluster.toml");
-    std::fs::write(&path, toml).unwrap();
-    let cluster = pxe_builder::model::load(&path).unwrap_or_else(|e| panic!("{e}"));
-    let tree = work.join("tree");
-    pxe_builder::tree::build(&cluster, &tree).unwrap_or_else(|e| panic!("{e}"));
-    tree
+    tree_from_toml(work, &toml)
 }
 
 fn boot(firmware: Firmware, mac: &str, ip: &str) -> String {
