@@ -217,6 +217,17 @@ pub fn default_grace() -> Duration {
     ))
 }
 
+/// How often a node waiting for an upstream that has never answered it asks the next
+/// candidate whether that upstream has fetched from it ("have you seen U?",
+/// [`netboot_proto::seen`]). An upstream that fetched from anyone was listening (a relay
+/// listens before its first request), so one that is silent or refuses now is gone, not
+/// late: the node moves up at once instead of waiting out the boot grace. One query in
+/// flight at a time, each bounded by [`CONNECT_TIMEOUT`] and [`SEEN_QUERY_TIMEOUT`].
+pub const SEEN_QUERY_PERIOD: Duration = Duration::from_secs(1);
+
+/// How long one "have you seen U?" query may take, connect included.
+pub const SEEN_QUERY_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Called when a source gives up on one upstream and moves to the next: (from, to, why).
 pub type SwitchHook = Box<dyn Fn(&str, &str, &str) + Send + Sync>;
 
