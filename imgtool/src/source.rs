@@ -14,12 +14,18 @@
 //! lists the rules and why ranges have their own client. Those checks, and which URLs are
 //! fetched at all, are the pure functions of [`check`].
 //!
+//! While it waits within the boot grace for an upstream that has never answered, a source
+//! asks the candidates above it whether that upstream fetched from them ([`seen`], "have
+//! you seen U?"): one that did had booted and listened, so it is gone, and the source
+//! moves up at once rather than waiting out the grace.
+//!
 //! The failover timings are constants here ([`CONNECT_TIMEOUT`], [`FAILOVER_ATTEMPTS`],
 //! [`client::KEEPALIVE`], [`backoff`], [`boot_grace`]) so that the simulator (netboot-sim)
 //! models exactly what the agent does.
 
 pub(crate) mod check;
 pub mod client;
+mod seen;
 
 use check::{check_range, range_reply, RangeReply};
 pub use check::{check_url, RangeError, UrlError};
@@ -268,6 +274,8 @@ pub struct HttpSource {
     gone: Vec<std::sync::atomic::AtomicBool>,
     fetched: std::sync::Arc<AtomicU64>,
     on_switch: Option<SwitchHook>,
+    /// "Have you seen U?" queries for an upstream waited for within the grace.
+    scout: seen::Scout,
 }
 
 impl HttpSource {
@@ -322,6 +330,7 @@ impl HttpSource {
             created: std::time::Instant::now(),
             fetched: Default::default(),
             on_switch: None,
+            scout: seen::Scout::new(bases.len()),
         }
     }
 
@@ -508,6 +517,14 @@ impl HttpSource {
                 // restarted), it is not late. The grace is for upstreams not yet booted;
                 // this one gets the failover attempts from here on.
                 tries = Tries::Count(attempt.saturating_add(self.failover_attempts));
+            }
+            if let (Tries::Until(_), true) = (tries, attempt > 0) {
+                // Never answered us: ask above whether it fetched from anyone (then it
+                // had booted and is gone, not late).
+                if let Some(why) = self.scout.poll(&self.bases, i) {
+                    last = why;
+                    break;
+                }
             }
             match tries {
                 _ if attempt > 0 && self.is_dead(i) => break,
