@@ -511,6 +511,8 @@ impl HttpSource {
         let mut unreachable = true;
         let mut attempt = 0u32;
         let mut tries = tries;
+        // Why upstream `i` is gone, by a "seen" answer, until the next attempt confirms.
+        let mut seen_gone: Option<String> = None;
         loop {
             if matches!(tries, Tries::Until(_)) && self.gone[i].load(Ordering::Relaxed) {
                 // It accepted connections before and refuses them now: it died (or
@@ -519,15 +521,22 @@ impl HttpSource {
                 tries = Tries::Count(attempt.saturating_add(self.failover_attempts));
             }
             if let (Tries::Until(_), true) = (tries, attempt > 0) {
-                // Never answered us: ask above whether it fetched from anyone (then it
-                // had booted and is gone, not late).
-                if let Some(why) = self.scout.poll(&self.bases, i) {
+                if let Some(why) = seen_gone.take() {
+                    // Seen above, and the attempt made after that answer did not reach
+                    // it either: it had booted and is gone, not late.
                     last = why;
                     break;
+                }
+                // Never reached yet: ask above whether it fetched from anyone. A "seen"
+                // is checked by one more attempt at once (it may have just started, and
+                // fetched, since the last attempt).
+                if !self.up[i].load(Ordering::Relaxed) {
+                    seen_gone = self.scout.poll(&self.bases, i);
                 }
             }
             match tries {
                 _ if attempt > 0 && self.is_dead(i) => break,
+                _ if seen_gone.is_some() => {}
                 Tries::Count(n) if attempt >= n.max(1) => break,
                 Tries::Until(t) if attempt > 0 && std::time::Instant::now() >= t => break,
                 _ if attempt == 0 => {}
@@ -538,6 +547,7 @@ impl HttpSource {
             match self.request(i, url, range) {
                 Ok(body) => {
                     unreachable = false;
+                    seen_gone = None;
                     self.up[i].store(true, Ordering::Relaxed);
                     match read(body) {
                         Ok(v) => return Ok(v),
@@ -549,6 +559,7 @@ impl HttpSource {
                 Err(Attempt::Again(msg, unreach)) => {
                     unreachable &= unreach;
                     if !unreach {
+                        seen_gone = None;
                         self.up[i].store(true, Ordering::Relaxed);
                     } else if self.up[i].load(Ordering::Relaxed) {
                         self.gone[i].store(true, Ordering::Relaxed);
