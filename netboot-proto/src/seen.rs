@@ -154,6 +154,27 @@ impl SeenSet {
     }
 }
 
+/// The fuzz target's body (`fuzz/fuzz_targets/seen_answer.rs`, docs/FUZZING.md): the
+/// input as an answer (an accepted one must read back the same from its own JSON) and as
+/// a query path (an accepted address must make the same path again). Returns whether the
+/// answer was accepted. Inputs are cut to 64 KiB.
+pub fn fuzz(data: &[u8]) -> bool {
+    let data = &data[..data.len().min(64 << 10)];
+    let accepted = match SeenAnswer::parse(data) {
+        Ok(a) => {
+            assert_eq!(SeenAnswer::parse(a.to_json().as_bytes()), Ok(a));
+            true
+        }
+        Err(_) => false,
+    };
+    if let Ok(text) = std::str::from_utf8(data) {
+        if let Some(Ok(addr)) = parse_query(text) {
+            assert_eq!(parse_query(&query_path(addr)), Some(Ok(addr)));
+        }
+    }
+    accepted
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
