@@ -314,11 +314,7 @@ fn answer_seen(ctx: &Ctx, path: &str) -> Option<Response> {
     let (_, name) = path.strip_prefix('/')?.split_once('/')?;
     let r = match netboot_proto::seen::parse_query(name)? {
         Ok(addr) => {
-            let a = ctx
-                .seen
-                .lock()
-                .map(|s| s.answer(addr))
-                .unwrap_or_default();
+            let a = ctx.seen.lock().map(|s| s.answer(addr)).unwrap_or_default();
             Response::text(200, &a.to_json()).with_header("Content-Type", "application/json")
         }
         Err(()) => Response::text(400, "expected /<image>/.seen/<address>\n"),

@@ -211,7 +211,9 @@ fn d1_leaves_u1_at_once(c: &Chain, how: &str) {
     let grace = imgtool::source::boot_grace(Duration::from_secs(WINDOW));
     let log = read(&d1.log);
     assert!(
-        log.contains(&format!("{U1}:8180 was seen by {C1}:8180 and is gone: {how}")),
+        log.contains(&format!(
+            "{U1}:8180 was seen by {C1}:8180 and is gone: {how}"
+        )),
         "d1 did not leave u1 for having been seen:\n{log}"
     );
     assert!(

@@ -256,7 +256,10 @@ mod tests {
         ] {
             assert!(SeenAnswer::parse(bad).is_err(), "{bad:?}");
         }
-        let long = format!("{{\"seen\":true,\"x\":\"{}\"}}", "a".repeat(MAX_ANSWER_BYTES));
+        let long = format!(
+            "{{\"seen\":true,\"x\":\"{}\"}}",
+            "a".repeat(MAX_ANSWER_BYTES)
+        );
         assert_eq!(SeenAnswer::parse(long.as_bytes()), Err(SeenError::TooLong));
     }
 

@@ -20,5 +20,8 @@ fn seen_answer_inputs() {
             n += 1;
         }
     }
-    assert!(n >= 5, "only {n} inputs: fuzz/corpus/seen_answer is missing?");
+    assert!(
+        n >= 5,
+        "only {n} inputs: fuzz/corpus/seen_answer is missing?"
+    );
 }

@@ -142,7 +142,12 @@ fn ask(agent: &ureq::Agent, url: &str) -> Found {
     };
     let mut body = vec![];
     let limit = MAX_ANSWER_BYTES as u64 + 1;
-    if resp.into_reader().take(limit).read_to_end(&mut body).is_err() {
+    if resp
+        .into_reader()
+        .take(limit)
+        .read_to_end(&mut body)
+        .is_err()
+    {
         return Found::NoAnswer;
     }
     SeenAnswer::parse(&body).map_or(Found::NoAnswer, Found::Answer)
@@ -205,7 +210,10 @@ mod tests {
         let s = Scout::new(bases.len());
         // The next candidate refuses: the query after it asks the one above.
         let why = poll_until(&s, &bases, 0).expect("found gone");
-        assert!(why.contains("was seen by") && why.contains("is gone"), "{why}");
+        assert!(
+            why.contains("was seen by") && why.contains("is gone"),
+            "{why}"
+        );
         assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 
@@ -230,7 +238,7 @@ mod tests {
     fn no_query_for_the_last_upstream_or_a_name_that_is_not_an_address() {
         let (c, asked) = answering(r#"{"seen":true}"#);
         let s = Scout::new(2);
-        assert_eq!(s.poll(&[c.clone()], 0), None);
+        assert_eq!(s.poll(std::slice::from_ref(&c), 0), None);
         assert_eq!(s.poll(&["http://node7:8180/img".into(), c], 0), None);
         std::thread::sleep(Duration::from_millis(200));
         assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 0);

@@ -348,7 +348,14 @@ mod tests {
     fn the_relay_says_who_fetched_from_it() {
         let (_r, addr, _) = relay();
         let (fetcher, asker) = (Ipv4Addr::new(127, 0, 0, 4), Ipv4Addr::new(127, 0, 0, 5));
-        let ask = |who: &str| answer(request(asker, addr, &format!("/img/.seen/{who}"), "bytes=0-"));
+        let ask = |who: &str| {
+            answer(request(
+                asker,
+                addr,
+                &format!("/img/.seen/{who}"),
+                "bytes=0-",
+            ))
+        };
         let no = ask("127.0.0.4");
         assert!(no.starts_with("HTTP/1.1 200"), "{no}");
         assert!(no.ends_with("{\"seen\":false,\"done\":false}\n"), "{no}");
