@@ -307,14 +307,26 @@ fn handle(ctx: &Ctx, req: &mut Request) -> Response {
     }
 }
 
+/// How long a request for an image's files counts for "have you seen U?": the server
+/// outlives clone runs, and an address heard of in an earlier run says nothing about this
+/// one (its node may not have booted yet). A node asks for files at least at the start of
+/// each region's stream, so 30 minutes covers a 4 GiB region streamed at 20 Mbit/s and
+/// more; an earlier run within that time can make a late node's downstream move up to the
+/// primary early (one reroute, nothing fetched differently).
+pub const SEEN_TTL: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+
 /// `GET /<image>/.seen/<address>` ([`netboot_proto::seen`]): whether that address
-/// fetched an image's files from this server. One set for all images (a node fetches one
+/// fetched an image's files from this server within [`SEEN_TTL`]. One set for all images (a node fetches one
 /// image); the query is not recorded. `None`: not a query.
 fn answer_seen(ctx: &Ctx, path: &str) -> Option<Response> {
     let (_, name) = path.strip_prefix('/')?.split_once('/')?;
     let r = match netboot_proto::seen::parse_query(name)? {
         Ok(addr) => {
-            let a = ctx.seen.lock().map(|s| s.answer(addr)).unwrap_or_default();
+            let a = ctx
+                .seen
+                .lock()
+                .map(|s| s.answer_within(addr, Some(SEEN_TTL)))
+                .unwrap_or_default();
             Response::text(200, &a.to_json()).with_header("Content-Type", "application/json")
         }
         Err(()) => Response::text(400, "expected /<image>/.seen/<address>\n"),

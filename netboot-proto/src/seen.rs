@@ -19,6 +19,7 @@
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
+use std::time::{Duration, Instant};
 
 /// The path segment under `/<image>/` that carries the query (payload names never start
 /// with `.`).
@@ -91,7 +92,8 @@ pub fn query_path(addr: IpAddr) -> String {
 /// of them (the oldest first seen is dropped first).
 #[derive(Debug)]
 pub struct SeenSet {
-    done: HashMap<IpAddr, bool>,
+    /// Per address: whether it said it was done, and when it was last heard of.
+    done: HashMap<IpAddr, (bool, Instant)>,
     order: VecDeque<IpAddr>,
     cap: usize,
 }
@@ -123,8 +125,10 @@ impl SeenSet {
     }
 
     fn note(&mut self, addr: IpAddr, done: bool) {
-        if let Some(d) = self.done.get_mut(&addr) {
+        let now = Instant::now();
+        if let Some((d, last)) = self.done.get_mut(&addr) {
             *d |= done;
+            *last = now;
             return;
         }
         if self.order.len() >= self.cap {
@@ -133,14 +137,23 @@ impl SeenSet {
             }
         }
         self.order.push_back(addr);
-        self.done.insert(addr, done);
+        self.done.insert(addr, (done, now));
     }
 
     /// What is known of `addr`.
     pub fn answer(&self, addr: IpAddr) -> SeenAnswer {
+        self.answer_within(addr, None)
+    }
+
+    /// What is known of `addr`, counting only what was heard of it within `ttl` (`None`:
+    /// however long ago). A long-lived server (`imgtool serve`) answers this way: an
+    /// address heard of in an earlier clone run says nothing about this one.
+    pub fn answer_within(&self, addr: IpAddr, ttl: Option<Duration>) -> SeenAnswer {
         match self.done.get(&addr.to_canonical()) {
-            Some(&done) => SeenAnswer { seen: true, done },
-            None => SeenAnswer::default(),
+            Some(&(done, last)) if ttl.is_none_or(|t| last.elapsed() <= t) => {
+                SeenAnswer { seen: true, done }
+            }
+            _ => SeenAnswer::default(),
         }
     }
 
@@ -222,6 +235,19 @@ mod tests {
         }
         assert_eq!(big.len(), MAX_SEEN);
         assert!(!big.answer(ip(0)).seen && big.answer(ip(MAX_SEEN as u32 + 9)).seen);
+    }
+
+    #[test]
+    fn a_server_can_count_only_what_it_heard_lately() {
+        let mut s = SeenSet::default();
+        s.fetched(ip(1));
+        assert!(s.answer_within(ip(1), Some(Duration::from_secs(60))).seen);
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(!s.answer_within(ip(1), Some(Duration::from_millis(10))).seen);
+        assert!(s.answer(ip(1)).seen);
+        // Heard of again: counts again.
+        s.fetched(ip(1));
+        assert!(s.answer_within(ip(1), Some(Duration::from_millis(10))).seen);
     }
 
     #[test]
