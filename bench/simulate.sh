@@ -55,7 +55,8 @@ SKEW=${SKEW:-30}
 BOOT_WINDOW=${BOOT_WINDOW:-$SKEW}
 FAIL_SHARE=${FAIL_SHARE:-0.01}
 read -r -a extra <<< "${SIM_ARGS:-}"
-cargo build --release -q -p pxe-builder -p netboot-sim
+# SKIP_BUILD=1: use target/release's binaries as they are (a rerun on a busy machine).
+[ -n "${SKIP_BUILD:-}" ] || cargo build --release -q -p pxe-builder -p netboot-sim
 bin=$PWD/target/release
 work=$(realpath -m "${BENCH_DIR:-target/simulate}")
 mkdir -p "$work"

@@ -133,6 +133,7 @@ impl Bound {
             board: Mutex::new(Board::default()),
             plan: Mutex::new(PlanCache::default()),
             started: Instant::now(),
+            seen: Mutex::default(),
         });
         eprintln!(
             "imgtool serve: {} on http://{} (status board at /status; at most {} connections{})",
@@ -212,6 +213,8 @@ struct Ctx {
     board: Mutex<Board>,
     plan: Mutex<PlanCache>,
     started: Instant,
+    /// Who fetched an image's files from here ("have you seen U?", [`answer_seen`]).
+    seen: Mutex<netboot_proto::seen::SeenSet>,
 }
 
 /// The served `clone-plan.json`'s node addresses, re-read when the file changes.
@@ -288,11 +291,60 @@ fn handle(ctx: &Ctx, req: &mut Request) -> Response {
             };
             Response::shared(200, body).with_header("Content-Type", "application/json")
         }
-        "GET" | "HEAD" => match resolve(&ctx.roots, &path) {
-            Some(p) => serve_file(req, &p),
-            None => Response::text(404, "not found\n"),
-        },
+        "GET" | "HEAD" => {
+            if let Some(r) = answer_seen(ctx, &path) {
+                return r;
+            }
+            match resolve(&ctx.roots, &path) {
+                Some(p) => {
+                    note_seen(ctx, req, &p);
+                    serve_file(req, &p)
+                }
+                None => Response::text(404, "not found\n"),
+            }
+        }
         _ => Response::text(405, "method not allowed\n"),
+    }
+}
+
+/// How long a request for an image's files counts for "have you seen U?": the server
+/// outlives clone runs, and an address heard of in an earlier run says nothing about this
+/// one (its node may not have booted yet). A node asks for files at least at the start of
+/// each region's stream, so 30 minutes covers a 4 GiB region streamed at 20 Mbit/s and
+/// more; an earlier run within that time can make a late node's downstream move up to the
+/// primary early (one reroute, nothing fetched differently).
+pub const SEEN_TTL: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+
+/// `GET /<image>/.seen/<address>` ([`netboot_proto::seen`]): whether that address
+/// fetched an image's files from this server within [`SEEN_TTL`]. One set for all images (a node fetches one
+/// image); the query is not recorded. `None`: not a query.
+fn answer_seen(ctx: &Ctx, path: &str) -> Option<Response> {
+    let (_, name) = path.strip_prefix('/')?.split_once('/')?;
+    let r = match netboot_proto::seen::parse_query(name)? {
+        Ok(addr) => {
+            let a = ctx
+                .seen
+                .lock()
+                .map(|s| s.answer_within(addr, Some(SEEN_TTL)))
+                .unwrap_or_default();
+            Response::text(200, &a.to_json()).with_header("Content-Type", "application/json")
+        }
+        Err(()) => Response::text(400, "expected /<image>/.seen/<address>\n"),
+    };
+    Some(r)
+}
+
+/// Records the peer of a request for a file of an image (a directory holding a
+/// `manifest`): a node's agent asks for those only after its relay listens. Boot files,
+/// node plans and bootopts, which a node fetches before, are not recorded.
+fn note_seen(ctx: &Ctx, req: &Request, file: &Path) {
+    let in_image = file
+        .parent()
+        .is_some_and(|d| d.join(crate::manifest::MANIFEST_FILE).is_file());
+    if in_image {
+        if let Ok(mut s) = ctx.seen.lock() {
+            s.fetched(req.peer().ip());
+        }
     }
 }
 
@@ -359,6 +411,36 @@ mod tests {
             listen: listen.into(),
             max_connections: 4,
         }
+    }
+
+    #[test]
+    fn the_primary_says_who_fetched_an_images_files() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("g")).unwrap();
+        std::fs::create_dir_all(d.path().join("etc/plan")).unwrap();
+        std::fs::write(d.path().join("g/manifest"), "m").unwrap();
+        std::fs::write(d.path().join("etc/plan/n1.json"), "{}").unwrap();
+        let bound = bind(opts(vec![d.path().into()], "127.0.0.1:0")).unwrap();
+        let base = format!("http://{}", bound.addr().unwrap());
+        std::thread::spawn(move || bound.run());
+        let get = |p: &str| {
+            ureq::get(&format!("{base}{p}"))
+                .call()
+                .unwrap()
+                .into_string()
+                .unwrap()
+        };
+        let ask = || get("/g/.seen/127.0.0.1");
+        assert_eq!(ask(), "{\"seen\":false,\"done\":false}\n");
+        // A node plan (fetched before a node's relay listens) is not an image's file.
+        get("/etc/plan/n1.json");
+        assert_eq!(ask(), "{\"seen\":false,\"done\":false}\n");
+        assert_eq!(get("/g/manifest"), "m");
+        assert_eq!(ask(), "{\"seen\":true,\"done\":false}\n");
+        assert!(matches!(
+            ureq::get(&format!("{base}/g/.seen/x")).call(),
+            Err(ureq::Error::Status(400, _))
+        ));
     }
 
     #[test]

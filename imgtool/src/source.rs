@@ -14,12 +14,18 @@
 //! lists the rules and why ranges have their own client. Those checks, and which URLs are
 //! fetched at all, are the pure functions of [`check`].
 //!
+//! While it waits within the boot grace for an upstream that has never answered, a source
+//! asks the candidates above it whether that upstream fetched from them ([`seen`], "have
+//! you seen U?"): one that did had booted and listened, so it is gone, and the source
+//! moves up at once rather than waiting out the grace.
+//!
 //! The failover timings are constants here ([`CONNECT_TIMEOUT`], [`FAILOVER_ATTEMPTS`],
 //! [`client::KEEPALIVE`], [`backoff`], [`boot_grace`]) so that the simulator (netboot-sim)
 //! models exactly what the agent does.
 
 pub(crate) mod check;
 pub mod client;
+mod seen;
 
 use check::{check_range, range_reply, RangeReply};
 pub use check::{check_url, RangeError, UrlError};
@@ -217,6 +223,17 @@ pub fn default_grace() -> Duration {
     ))
 }
 
+/// How often a node waiting for an upstream that has never answered it asks the next
+/// candidate whether that upstream has fetched from it ("have you seen U?",
+/// [`netboot_proto::seen`]). An upstream that fetched from anyone was listening (a relay
+/// listens before its first request), so one that is silent or refuses now is gone, not
+/// late: the node moves up at once instead of waiting out the boot grace. One query in
+/// flight at a time, each bounded by [`CONNECT_TIMEOUT`] and [`SEEN_QUERY_TIMEOUT`].
+pub const SEEN_QUERY_PERIOD: Duration = Duration::from_secs(1);
+
+/// How long one "have you seen U?" query may take, connect included.
+pub const SEEN_QUERY_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Called when a source gives up on one upstream and moves to the next: (from, to, why).
 pub type SwitchHook = Box<dyn Fn(&str, &str, &str) + Send + Sync>;
 
@@ -257,6 +274,8 @@ pub struct HttpSource {
     gone: Vec<std::sync::atomic::AtomicBool>,
     fetched: std::sync::Arc<AtomicU64>,
     on_switch: Option<SwitchHook>,
+    /// "Have you seen U?" queries for an upstream waited for within the grace.
+    scout: seen::Scout,
 }
 
 impl HttpSource {
@@ -311,6 +330,7 @@ impl HttpSource {
             created: std::time::Instant::now(),
             fetched: Default::default(),
             on_switch: None,
+            scout: seen::Scout::new(bases.len()),
         }
     }
 
@@ -491,6 +511,8 @@ impl HttpSource {
         let mut unreachable = true;
         let mut attempt = 0u32;
         let mut tries = tries;
+        // Why upstream `i` is gone, by a "seen" answer, until the next attempt confirms.
+        let mut seen_gone: Option<String> = None;
         loop {
             if matches!(tries, Tries::Until(_)) && self.gone[i].load(Ordering::Relaxed) {
                 // It accepted connections before and refuses them now: it died (or
@@ -498,8 +520,23 @@ impl HttpSource {
                 // this one gets the failover attempts from here on.
                 tries = Tries::Count(attempt.saturating_add(self.failover_attempts));
             }
+            if let (Tries::Until(_), true) = (tries, attempt > 0) {
+                if let Some(why) = seen_gone.take() {
+                    // Seen above, and the attempt made after that answer did not reach
+                    // it either: it had booted and is gone, not late.
+                    last = why;
+                    break;
+                }
+                // Never reached yet: ask above whether it fetched from anyone. A "seen"
+                // is checked by one more attempt at once (it may have just started, and
+                // fetched, since the last attempt).
+                if !self.up[i].load(Ordering::Relaxed) {
+                    seen_gone = self.scout.poll(&self.bases, i);
+                }
+            }
             match tries {
                 _ if attempt > 0 && self.is_dead(i) => break,
+                _ if seen_gone.is_some() => {}
                 Tries::Count(n) if attempt >= n.max(1) => break,
                 Tries::Until(t) if attempt > 0 && std::time::Instant::now() >= t => break,
                 _ if attempt == 0 => {}
@@ -510,6 +547,7 @@ impl HttpSource {
             match self.request(i, url, range) {
                 Ok(body) => {
                     unreachable = false;
+                    seen_gone = None;
                     self.up[i].store(true, Ordering::Relaxed);
                     match read(body) {
                         Ok(v) => return Ok(v),
@@ -521,6 +559,7 @@ impl HttpSource {
                 Err(Attempt::Again(msg, unreach)) => {
                     unreachable &= unreach;
                     if !unreach {
+                        seen_gone = None;
                         self.up[i].store(true, Ordering::Relaxed);
                     } else if self.up[i].load(Ordering::Relaxed) {
                         self.gone[i].store(true, Ordering::Relaxed);

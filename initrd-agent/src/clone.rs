@@ -81,12 +81,14 @@ pub fn clone(
     target: &Path,
     rep: &Arc<Reporter>,
 ) -> anyhow::Result<RestoreReport> {
+    // A relay listens from the start, so downstream nodes that boot at the same time find
+    // it; their requests wait until it has the image. Before this node's first request
+    // for the image anywhere (the pin reads the manifest): a node that fetched from an
+    // upstream is listening, which "have you seen U?" relies on (netboot_proto::seen).
+    let relay = start_relay(route, image, target, rep)?;
     let up = Upstreams::new(route, image).pinned(rep);
     let url = up.first_url();
     rep.set_image(image, up.first_name());
-    // A relay listens from the start, so downstream nodes that boot at the same time find
-    // it; their requests wait until it has the image.
-    let relay = start_relay(route, image, target, rep)?;
     rep.phase(Phase::Layout, &format!("reading image {url}"));
     let http = open_source(route, &up, rep)?;
     let source: Arc<dyn ImageSource> = http.clone();

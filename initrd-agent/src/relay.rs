@@ -19,7 +19,8 @@
 //! three plain types tested without sockets or threads — [`cache::FrameCache`] (which
 //! chunks are here, which frames are in memory), [`downstream::Downstream`] (who was
 //! served what; when the relay may stop holding) and [`waiting::WaitingPlaces`] (who may
-//! wait) — and `http` answers requests with them. [`bootfiles`] is the rack's boot files
+//! wait) — and `http` answers requests with them; [`seen`] remembers who fetched from
+//! here and answers "have you seen U?" for nodes waiting on an upstream that is silent. [`bootfiles`] is the rack's boot files
 //! (kernel, initrd) an entity's secondary serves beside the image, under `/boot/`.
 //!
 //! Waiting is bounded: a request for something not here yet (the image's files, the next
@@ -33,6 +34,7 @@ pub mod bootfiles;
 mod cache;
 mod downstream;
 mod http;
+mod seen;
 mod waiting;
 
 use cache::{FrameCache, Key, Lookup};
@@ -114,6 +116,8 @@ pub struct Relay {
     ledger_changed: Condvar,
     /// The boot files it serves to its rack, when it is its entity's secondary.
     boot: bootfiles::BootStore,
+    /// Who fetched from here, and who said it was done ([`seen`]).
+    seen: Mutex<netboot_proto::seen::SeenSet>,
 }
 
 impl Relay {
@@ -134,6 +138,7 @@ impl Relay {
             }),
             ledger_changed: Condvar::new(),
             boot: bootfiles::BootStore::default(),
+            seen: Mutex::default(),
         })
     }
 

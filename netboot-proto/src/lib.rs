@@ -20,7 +20,9 @@
 //!   image ids);
 //! - [`bootfiles`]: the boot files' manifest (`etc/bootfiles.json`) a rack's secondary
 //!   fetches the kernel and initrd by, bounded;
-//! - [`initrd`]: where in the boot initrd the agent finds what `pxe-builder initrd` put.
+//! - [`initrd`]: where in the boot initrd the agent finds what `pxe-builder initrd` put;
+//! - [`seen`]: "have you seen U?" — which addresses fetched from a relay or the primary
+//!   (bounded), and the typed answer a waiting node parses.
 //!
 //! The formats are described for people in `docs/PROTOCOL.md`.
 
@@ -32,4 +34,5 @@ pub mod names;
 pub mod net;
 pub mod plan;
 pub mod range;
+pub mod seen;
 pub mod status;

@@ -32,6 +32,16 @@
 //! (every candidate, also after a move); after that each candidate that is not up costs
 //! `down_candidate_cost`. A finished node keeps serving (a relay holds until its
 //! downstream is served).
+//!
+//! **"Have you seen U?"** (`seen_query`, the agent's `imgtool::source::SEEN_QUERY_PERIOD`):
+//! while a node waits for an upstream U that is not up (not booted, or dead), it asks one
+//! candidate above U per period, the first after one failed attempt on U
+//! (`down_candidate_cost`): the next one up (U's own upstream) first. A candidate that is
+//! up answers `seen` iff U connected to it at some time (U's own reroutes included: the
+//! model keeps every upstream each node connected to); `seen` → U is gone, the node moves
+//! up at once. A candidate that is not up → the next query asks the one above it (up to
+//! the primary, then from the nearest again); `not seen` → the next query asks the
+//! nearest again. Within the grace only; the grace still ends the wait.
 
 use crate::net::{Net, Up};
 use crate::params::Params;
@@ -55,6 +65,8 @@ enum Kind {
     BlockDone(u32),
     Reroute,
     MoveUp,
+    /// A "have you seen U?" query of this wait (its generation).
+    Ask(u32),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -131,6 +143,11 @@ struct Flow {
     steps: usize,
     /// When this node's source was created (the grace counts from it).
     created: f64,
+    /// Which candidate above the current upstream the next query asks (0: the nearest;
+    /// `usize::MAX`: no wait for this upstream has started yet).
+    asked: usize,
+    /// The current wait's generation: queries of an earlier wait are stale.
+    ask_gen: u32,
 }
 
 /// Runs the model over `net`; per node, in `net`'s order.
@@ -183,6 +200,8 @@ struct Sim<'a> {
     done: Vec<Option<f64>>,
     died: Vec<Option<f64>>,
     reroutes: Vec<u32>,
+    /// Every upstream each node has connected to (what a "seen" query asks about).
+    fetched_from: Vec<Vec<Up>>,
 }
 
 /// `count` distinct indices below `n`, and for each a block within the middle of the
@@ -233,6 +252,8 @@ impl<'a> Sim<'a> {
                     src: net.up(i),
                     steps: 0,
                     created: 0.0,
+                    asked: usize::MAX,
+                    ask_gen: 0,
                 })
                 .collect(),
             connected: vec![false; n],
@@ -249,6 +270,7 @@ impl<'a> Sim<'a> {
             done: vec![None; n],
             died: vec![None; n],
             reroutes: vec![0; n],
+            fetched_from: vec![vec![]; n],
         }
     }
 
@@ -293,6 +315,8 @@ impl<'a> Sim<'a> {
                     self.move_up(d, ev.t);
                 }
                 Kind::MoveUp => self.move_up(d, ev.t),
+                Kind::Ask(gen) if self.state[d] == State::WaitUp => self.ask(d, gen, ev.t),
+                Kind::Ask(_) => {}
             }
         }
         Ok(())
@@ -325,6 +349,9 @@ impl<'a> Sim<'a> {
         }
         let deadline = self.flow[d].created + self.p.grace;
         if !grace_over && now < deadline {
+            if self.flow[d].asked == usize::MAX {
+                self.start_asking(d, now, deadline);
+            }
             self.state[d] = State::WaitUp;
             if !booted && self.boot[u] <= deadline {
                 let t = self.boot[u];
@@ -339,8 +366,66 @@ impl<'a> Sim<'a> {
         self.push(t, d as u32, Kind::MoveUp);
     }
 
+    /// A new wait for the current upstream: its queries start after one failed attempt.
+    fn start_asking(&mut self, d: usize, now: f64, deadline: f64) {
+        let Some(_) = self.p.seen_query else { return };
+        let f = &mut self.flow[d];
+        f.ask_gen = f.ask_gen.wrapping_add(1);
+        f.asked = 0;
+        let (gen, t) = (f.ask_gen, now + self.p.down_candidate_cost);
+        if t < deadline {
+            self.push(t, d as u32, Kind::Ask(gen));
+        }
+    }
+
+    /// The candidate `k` steps above `src` for a node that took `steps` steps so far (the
+    /// same walk as [`Sim::move_up`]'s).
+    fn candidate_above(&self, mut src: Up, mut steps: usize, k: usize) -> Up {
+        for _ in 0..k {
+            steps += 1;
+            src = match src {
+                Up::Primary => Up::Primary,
+                Up::Node(_) if steps >= self.p.max_candidates => Up::Primary,
+                Up::Node(u) => self.net.up(u as usize),
+            };
+        }
+        src
+    }
+
+    /// One "have you seen U?" query of `d`, waiting for its upstream U.
+    fn ask(&mut self, d: usize, gen: u32, now: f64) {
+        let (Some(period), Up::Node(u)) = (self.p.seen_query, self.flow[d].src) else {
+            return;
+        };
+        if gen != self.flow[d].ask_gen {
+            return;
+        }
+        let u = u as usize;
+        let f = &self.flow[d];
+        let c = self.candidate_above(f.src, f.steps, f.asked + 1);
+        let up = match c {
+            Up::Primary => true,
+            Up::Node(c) => self.boot[c as usize] <= now && self.died[c as usize].is_none(),
+        };
+        if up && self.fetched_from[u].contains(&c) {
+            // U fetched from C, so it had booted and listened: it is gone, not late.
+            return self.move_up(d, now);
+        }
+        self.flow[d].asked = if up || c == Up::Primary {
+            0
+        } else {
+            self.flow[d].asked + 1
+        };
+        let deadline = self.flow[d].created + self.p.grace;
+        if now + period < deadline {
+            self.push(now + period, d as u32, Kind::Ask(gen));
+        }
+    }
+
     fn move_up(&mut self, d: usize, now: f64) {
         self.reroutes[d] += 1;
+        // A new upstream: a new wait (and new queries) if it is not up.
+        self.flow[d].asked = usize::MAX;
         let f = &mut self.flow[d];
         f.steps += 1;
         f.src = match f.src {
@@ -366,6 +451,10 @@ impl<'a> Sim<'a> {
 
     fn connect(&mut self, d: usize, now: f64) {
         let n = self.net.len();
+        let src = self.flow[d].src;
+        if !self.fetched_from[d].contains(&src) {
+            self.fetched_from[d].push(src);
+        }
         match self.flow[d].src {
             Up::Primary => self.feeds[n] += 1,
             Up::Node(u) => {
@@ -757,6 +846,74 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn asking_whether_an_upstream_was_seen_never_moves_a_node_off_a_late_one() {
+        // Skew, no failures: every upstream a node waits for is only late (never seen by
+        // anyone), so the queries change nothing at all.
+        let p = Params {
+            skew: 30.0,
+            ..plain()
+        };
+        let net = generate(
+            200,
+            50,
+            Shape::Tree {
+                roots: 2,
+                fanout: 2,
+            },
+        );
+        let with = run(&net, &p).unwrap();
+        let without = run(
+            &net,
+            &Params {
+                seen_query: None,
+                ..p
+            },
+        )
+        .unwrap();
+        assert_eq!(with, without);
+    }
+
+    #[test]
+    fn a_node_whose_upstream_died_before_it_booted_leaves_it_without_the_grace() {
+        // A chain, boots spread over 60 s, 10 % dying: without the query, some node
+        // waits out the grace on an upstream that died before it booted; with it, none
+        // does, and nobody is later than without.
+        let base = Params {
+            skew: 60.0,
+            fail_share: 0.1,
+            grace: 65.0,
+            ..plain()
+        };
+        let net = generate(60, 60, Shape::Serial);
+        let mut faster = 0;
+        for seed in 1..8 {
+            let p = Params {
+                seed,
+                ..base.clone()
+            };
+            let with = run(&net, &p).unwrap();
+            let without = run(
+                &net,
+                &Params {
+                    seen_query: None,
+                    ..p
+                },
+            )
+            .unwrap();
+            let last = |o: &[NodeOutcome]| o.iter().filter_map(|x| x.done).fold(0.0, f64::max);
+            for (a, b) in with.iter().zip(&without) {
+                assert_eq!(a.died.is_some(), b.died.is_some());
+                assert!(a.died.is_some() || a.done.is_some(), "{a:?}");
+            }
+            assert!(last(&with) <= last(&without) + 1e-9, "seed {seed}");
+            if last(&with) + 10.0 < last(&without) {
+                faster += 1;
+            }
+        }
+        assert!(faster > 0, "no seed had a node waiting on a dead upstream");
     }
 
     #[test]

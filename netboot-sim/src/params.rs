@@ -68,6 +68,11 @@ pub struct Params {
     /// Cost of trying a candidate that is not up (dead, or not booted after the grace):
     /// a connect timeout on real hardware; 0 where a reset comes back (netns).
     pub down_candidate_cost: f64,
+    /// How often a node waiting for an upstream that never answered it asks its next
+    /// candidate whether that upstream fetched from it (`imgtool::source::SEEN_QUERY_PERIOD`,
+    /// 1 s): `seen` means the upstream had started and is gone, and the node moves up at
+    /// once. `null`: the agent before (it waits out the grace).
+    pub seen_query: Option<f64>,
     /// Upstream candidates a node walks before the primary (the node plan's bound,
     /// `netboot_proto::plan::MAX_CANDIDATES`).
     pub max_candidates: usize,
@@ -104,6 +109,7 @@ impl Default for Params {
             failover_attempts: imgtool::source::FAILOVER_ATTEMPTS,
             grace: secs(imgtool::source::default_grace()),
             down_candidate_cost: secs(imgtool::source::CONNECT_TIMEOUT),
+            seen_query: Some(secs(imgtool::source::SEEN_QUERY_PERIOD)),
             max_candidates: netboot_proto::plan::MAX_CANDIDATES,
             seed: 1,
         }
@@ -195,6 +201,11 @@ impl Params {
             ("down_candidate_cost", self.down_candidate_cost),
             ("keepalive", self.keepalive.unwrap_or(0.0)),
         ];
+        if let Some(q) = self.seen_query {
+            if !(q.is_finite() && q > 0.0) {
+                return Err(format!("seen_query must be positive (or null), not {q}"));
+            }
+        }
         for (name, v) in nonneg {
             if !(v.is_finite() && v >= 0.0) {
                 return Err(format!("{name} must be 0 or more, not {v}"));

@@ -57,6 +57,15 @@ fn answer(relay: &Arc<Relay>, req: &mut Request) -> Response {
     let Some(name) = req.path().strip_prefix(&prefix).map(str::to_string) else {
         return small(404, b"not on this relay\n", guard);
     };
+    // "Have you seen U?" (netboot_proto::seen): answered, not recorded.
+    if let Some(addr) = netboot_proto::seen::parse_query(&name) {
+        return match addr {
+            Ok(a) => small(200, relay.seen_answer(a).to_json().as_bytes(), guard)
+                .with_header("Content-Type", "application/json"),
+            Err(()) => small(400, b"expected .seen/<address>\n", guard),
+        };
+    }
+    relay.saw(client);
     match name.as_str() {
         "manifest" | "layout" => match relay.files(client) {
             Ok(f) if name == "manifest" => small(200, &f.manifest, guard),
@@ -68,6 +77,7 @@ fn answer(relay: &Arc<Relay>, req: &mut Request) -> Response {
         // most of the image says instead of fetching them all.
         DONE => {
             relay.finished(client);
+            relay.saw_done(client);
             small(200, b"noted\n", guard)
         }
         n if n == imgtool::sign::SIGNATURE_FILE => match relay.signature(client) {
@@ -332,6 +342,30 @@ mod tests {
             r.wait_downstream(2, Duration::from_secs(3600)),
             Released::AllServed
         );
+    }
+
+    #[test]
+    fn the_relay_says_who_fetched_from_it() {
+        let (_r, addr, _) = relay();
+        let (fetcher, asker) = (Ipv4Addr::new(127, 0, 0, 4), Ipv4Addr::new(127, 0, 0, 5));
+        let ask = |who: &str| {
+            answer(request(
+                asker,
+                addr,
+                &format!("/img/.seen/{who}"),
+                "bytes=0-",
+            ))
+        };
+        let no = ask("127.0.0.4");
+        assert!(no.starts_with("HTTP/1.1 200"), "{no}");
+        assert!(no.ends_with("{\"seen\":false,\"done\":false}\n"), "{no}");
+        answer(request(fetcher, addr, "/img/manifest", "bytes=0-"));
+        assert!(ask("127.0.0.4").ends_with("{\"seen\":true,\"done\":false}\n"));
+        answer(request(fetcher, addr, "/img/.done", "bytes=0-"));
+        assert!(ask("127.0.0.4").ends_with("{\"seen\":true,\"done\":true}\n"));
+        // The asker itself is not recorded by asking; a bad address is a 400.
+        assert!(ask("127.0.0.5").contains("\"seen\":false"));
+        assert!(ask("nobody").starts_with("HTTP/1.1 400"));
     }
 
     #[test]
