@@ -8,7 +8,7 @@
 //! Whole files go through ureq, one agent per [`HttpSource`]; byte ranges (a frame, a
 //! region's stream) through [`client`], which opens its own sockets so that TCP
 //! keepalive tells a dead upstream (powered off, silent) from a quiet one (a live relay
-//! waiting for its own upstream) in about 3 s, where a read timeout cannot. An answer to
+//! waiting for its own upstream) in about 2 s, where a read timeout cannot. An answer to
 //! a range is checked against what was asked (`range_reply`: `Content-Range`,
 //! `Content-Length`, no chunked body) and its body read no further; docs/DISTRIBUTION.md
 //! lists the rules and why ranges have their own client. Those checks, and which URLs are

@@ -24,7 +24,7 @@
 //! events instead of 4·10^8 frame events.
 //!
 //! **Failover** (the agent's rules, `imgtool::source`): a node whose upstream dies
-//! (silently) notices after `keepalive` (TCP keepalive, 3 s) and leaves it at once (the
+//! (silently) notices after `keepalive` (TCP keepalive, 2 s) and leaves it at once (the
 //! agent before keepalive: after `stall`, then `failover_attempts` connect timeouts with
 //! back-off), then moves to the next candidate — its upstream's upstream, and so on (at
 //! most `max_candidates`, then the primary) — and resumes at the frame it reached. An

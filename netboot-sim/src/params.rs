@@ -52,7 +52,7 @@ pub struct Params {
     /// The agent's `--stall`: no data for this long and the stream counts as broken.
     pub stall: f64,
     /// How long TCP keepalive takes to find a silent upstream dead
-    /// (`imgtool::source::client::KEEPALIVE`, 3 s); the agent then leaves it at once.
+    /// (`imgtool::source::client::KEEPALIVE`, 2 s); the agent then leaves it at once.
     /// `null`: the agent before keepalive (a death is noticed by the stall, then
     /// `failover_attempts` connects time out).
     pub keepalive: Option<f64>,
@@ -250,8 +250,8 @@ mod tests {
     #[test]
     fn the_agents_failover_time_and_block_sizes() {
         let p = Params::default();
-        // TCP keepalive finds a silent upstream dead in 3 s; the agent leaves it at once.
-        assert!((p.detect() - 3.0).abs() < 1e-9, "{}", p.detect());
+        // TCP keepalive finds a silent upstream dead in 2 s; the agent leaves it at once.
+        assert!((p.detect() - 2.0).abs() < 1e-9, "{}", p.detect());
         // The agent's own constants, not copies: 1 s connects, 35 s grace (30 s window).
         assert_eq!(
             (p.connect_timeout, p.grace, p.failover_attempts),
