@@ -389,3 +389,59 @@ fn every_frame_of_a_real_upload_is_raw_checked_within_the_servers_bound() {
     assert!(bytes <= VERIFY_MAX_BYTES, "{line}");
     assert_eq!(current_id(&root, GROUP).as_deref(), Some(id.as_str()));
 }
+
+/// A TCP proxy that counts the connections it accepted.
+fn counting_proxy(upstream: std::net::SocketAddr) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let count = Arc::new(AtomicUsize::new(0));
+    let n = count.clone();
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut client) = c else { return };
+            n.fetch_add(1, Ordering::SeqCst);
+            let Ok(mut server) = std::net::TcpStream::connect(upstream) else {
+                return;
+            };
+            let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut s2, &mut c2);
+                let _ = c2.shutdown(std::net::Shutdown::Both);
+            });
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut client, &mut server);
+                let _ = server.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    (addr, count)
+}
+
+#[test]
+fn the_client_keeps_its_connections_for_every_frame() {
+    // ureq keeps one idle connection per host unless told otherwise: the other senders
+    // opened a new connection (handshake, slow start) for every frame.
+    let c = captured_files();
+    let root = c.dir.join("images");
+    let s = Server::start(&c.dir, &root, &[]);
+    let (addr, conns) = counting_proxy(s.addr);
+    let rep = upload(
+        &c.master,
+        &format!("http://{addr}/{GROUP}"),
+        TOKEN,
+        &["--chunk-size", "64K"],
+    )
+    .unwrap();
+    let log = s.log_text();
+    let line = log.lines().find(|l| l.contains("published")).unwrap();
+    assert!(line.contains(" chunks,"), "{line}");
+    let senders = imgtool::upload::client::SENDERS;
+    let n = conns.load(Ordering::SeqCst);
+    // 174 frames here; at most one connection per sender (the begin's is reused), all
+    // kept (the upload is far shorter than the server's 15 s keep-alive limit). Before
+    // the fix: 10 on an idle machine, more when the senders are busy at once.
+    assert!(
+        n <= 2 * senders + 2,
+        "{n} connections for an upload ({rep})"
+    );
+}

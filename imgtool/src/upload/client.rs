@@ -184,7 +184,11 @@ pub struct UploadSink {
 impl UploadSink {
     /// Opens a session for frames of at most `chunk_size` raw bytes.
     pub fn begin(target: &UploadTarget, chunk_size: u64) -> Result<UploadSink> {
+        // ureq keeps one idle connection per host by default: the other senders' would
+        // be closed after each frame and a new one opened (a handshake and TCP slow
+        // start per frame).
         let agent = ureq::AgentBuilder::new()
+            .max_idle_connections_per_host(SENDERS + 1)
             .redirects(0)
             .timeout_connect(Duration::from_secs(5))
             .timeout_read(FRAME_TIMEOUT)
