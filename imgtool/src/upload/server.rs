@@ -1,7 +1,9 @@
 //! The upload side of `imgtool serve`: answers the requests under `/upload/`
 //! (docs/PROTOCOL.md, "Upload"). It checks the token of every request, keeps the open
 //! [`Session`]s, receives each frame into the session's staging directory after checking
-//! it, and at the manifest checks the whole image and publishes it as a new version
+//! its frame sha256 and queues its raw check on the [`Verifier`] (off the request path,
+//! bounded), and at the manifest waits for every raw check of the session, checks the
+//! whole image and publishes it as a new version
 //! ([`crate::versions::publish`]), spends the token and prunes old versions.
 //!
 //! An upload that is cut, refused (a bad frame, over quota, a full disk) or left idle for
