@@ -6,6 +6,17 @@
 #   bench/backup.sh                 # the bench fixture of bench/imgtool.sh (4 GiB, /usr)
 #   FIXTURE=path.img bench/backup.sh  # any GPT disk image whose partition 2 is ext4
 #   SIZE_MB=1024 ROOT_MB=800 TREE_MB=400 GARBAGE_MB=128 bench/backup.sh  # a smaller one
+#   RANDOM_MB=2048 bench/backup.sh  # link-bound-capable: 4 GiB disk whose root keeps 2 GiB
+#                                   # of random (incompressible) bytes besides 600 MiB of /usr
+#   BIN_DIR=dir bench/backup.sh     # time dir/imgtool and dir/initrd-agent (another build,
+#                                   # for an A/B on the same fixture and load) instead of
+#                                   # building this tree's
+#
+# The bench fixture compresses 3.2 GB to 0.5 GB: the capture makes ~64 MB/s of output, so
+# its 1 Gbit/s row cannot fill the link. With RANDOM_MB the capture makes more than the
+# link takes (random bytes compress to themselves, fast), so the link row shows whether
+# the backup is link-bound. The last line gives the floor a link sets, max(local capture,
+# bytes sent at the link's rate), and the backup's time against it.
 #
 # Every tool reads partition 2 (the ext4 root, nearly all of the data): `imgtool capture
 # --partitions 2`, the agent's backup mode with `--partitions 2` (`initrd-agent backup`,
@@ -18,23 +29,30 @@ export PATH="$HOME/.cargo/bin:$PATH"
 RATE=${RATE:-1gbit}
 # The agent exactly as the initrd carries it (static, release), and imgtool built the same
 # way (it shares the agent's compiled dependencies).
-agent=$(scripts/build-agent.sh)
-RUSTFLAGS="-C target-feature=+crt-static -C relocation-model=static -C strip=symbols" cargo build --release -q -p imgtool \
-  --target x86_64-unknown-linux-gnu
-imgtool=$PWD/target/x86_64-unknown-linux-gnu/release/imgtool
+if [ -n "${BIN_DIR:-}" ]; then
+  agent=$(realpath "$BIN_DIR/initrd-agent"); imgtool=$(realpath "$BIN_DIR/imgtool")
+else
+  agent=$(scripts/build-agent.sh)
+  RUSTFLAGS="-C target-feature=+crt-static -C relocation-model=static -C strip=symbols" cargo build --release -q -p imgtool \
+    --target x86_64-unknown-linux-gnu
+  imgtool=$PWD/target/x86_64-unknown-linux-gnu/release/imgtool
+fi
 work=$(realpath -m "${BENCH_DIR:-bench/work}")/backup
 mkdir -p "$work"
 master=${FIXTURE:-}
 if [ -z "$master" ]; then
-  if [ -n "${SIZE_MB:-}" ]; then
+  if [ -n "${RANDOM_MB:-}" ]; then
+    master=$work/master-random-$RANDOM_MB-${SIZE_MB:-4096}.img
+  elif [ -n "${SIZE_MB:-}" ]; then
     master=$work/master-$SIZE_MB.img
   else
     master=$(realpath -m "${BENCH_DIR:-bench/work}")/master.img # bench/imgtool.sh's fixture
   fi
   if [ ! -f "$master" ]; then
     echo "building the fixture (once) ..." >&2
-    SIZE_MB=${SIZE_MB:-4096} ROOT_MB=${ROOT_MB:-3072} TREE_MB=${TREE_MB:-1800} GARBAGE_MB=${GARBAGE_MB:-512} \
-      TREE_SRC="/usr" scripts/make-fixture.sh gpt "$master" >/dev/null
+    if [ -n "${RANDOM_MB:-}" ]; then tree_mb=${TREE_MB:-600}; else tree_mb=${TREE_MB:-1800}; fi
+    SIZE_MB=${SIZE_MB:-4096} ROOT_MB=${ROOT_MB:-3072} TREE_MB=$tree_mb GARBAGE_MB=${GARBAGE_MB:-512} \
+      KEEP_RANDOM_MB=${RANDOM_MB:-0} TREE_SRC="/usr" scripts/make-fixture.sh gpt "$master" >/dev/null
   fi
 fi
 
@@ -131,3 +149,7 @@ Fixture: $(basename "$master"), partition 2 (ext4) of $(gb "$(blockdev --getsize
 | $RATE veth (tbf) | **initrd-agent backup** → imgtool serve | **$net_backup** | $(gb "$net_sent") | $(mbs "$net_sent" "$net_backup") ($(awk -v n="$net_sent" -v t="$net_backup" -v l="$link" 'BEGIN { printf "%.0f%%", 100 * n / t / l }') of the link) | $(ratio "$net_backup" "$local_s") |
 | $RATE veth (tbf) | partclone.ext4 -c \\| zstd -T0 -3 \\| nc | $net_stream | $(gb "$pc_size") | $(mbs "$pc_size" "$net_stream") ($(awk -v n="$pc_size" -v t="$net_stream" -v l="$link" 'BEGIN { printf "%.0f%%", 100 * n / t / l }') of the link) | $(ratio "$net_stream" "$local_s") |
 TABLE
+
+floor=$(awk -v n="$net_sent" -v l="$link" -v c="$local_s" 'BEGIN { t = n / l; if (c > t) t = c; printf "%.2f", t }')
+echo
+echo "Link floor over $RATE: max(local capture $local_s s, $(gb "$net_sent") at $(awk -v l="$link" 'BEGIN { printf "%.0f", l / 1e6 }') MB/s) = $floor s; the backup took $net_backup s = $(ratio "$net_backup" "$floor") of it. Binaries: ${BIN_DIR:-this tree}."

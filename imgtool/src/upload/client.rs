@@ -3,8 +3,13 @@
 //! which sends each frame to `imgtool serve` as soon as it is compressed — nothing is
 //! staged locally, so a node's small ramdisk is enough. Frames go out on
 //! [`SENDERS`] connections at once (the server writes each at its payload offset, so
-//! order does not matter), at most [`QUEUE`] more wait, which bounds memory to a few
-//! frames. No request is retried: a cut upload fails, and running it again starts a new
+//! order does not matter), at most [`QUEUE`] more wait: the client holds at most
+//! `SENDERS + QUEUE` compressed frames (8 × at most one `chunk_size`, 64 MiB at the
+//! default 8 MiB chunks, typically far less since frames are compressed). The server
+//! answers a frame once it arrived, its frame sha256 matched and it was written (the
+//! raw check runs later, see [`super::verify`]), so a connection is busy for little
+//! more than the frame's transfer: four of them keep a link busy across the round
+//! trips and the pauses between two of a connection's requests. No request is retried: a cut upload fails, and running it again starts a new
 //! session (the token stays valid until an upload with it publishes).
 
 use super::wire::{
@@ -24,14 +29,16 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-/// Connections frames are sent on at once.
-pub const SENDERS: usize = 2;
+/// Connections frames are sent on at once (at most the server's
+/// [`super::server::MAX_IN_FLIGHT`]).
+pub const SENDERS: usize = 4;
 
 /// Frames waiting for a connection, at most.
-pub const QUEUE: usize = 2;
+pub const QUEUE: usize = 4;
 
 /// How long a request may wait for the server (a frame's answer comes after the server
-/// checked it; the manifest's after it checked and published the whole image).
+/// checked its frame sha256 and wrote it, and had room to queue its raw check; the
+/// manifest's after it checked every frame and published the whole image).
 const FRAME_TIMEOUT: Duration = Duration::from_secs(120);
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -177,7 +184,11 @@ pub struct UploadSink {
 impl UploadSink {
     /// Opens a session for frames of at most `chunk_size` raw bytes.
     pub fn begin(target: &UploadTarget, chunk_size: u64) -> Result<UploadSink> {
+        // ureq keeps one idle connection per host by default: the other senders' would
+        // be closed after each frame and a new one opened (a handshake and TCP slow
+        // start per frame).
         let agent = ureq::AgentBuilder::new()
+            .max_idle_connections_per_host(SENDERS + 1)
             .redirects(0)
             .timeout_connect(Duration::from_secs(5))
             .timeout_read(FRAME_TIMEOUT)

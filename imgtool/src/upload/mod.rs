@@ -9,6 +9,8 @@
 //!   and the node agent's backup mode call).
 //! - [`server`]: [`Uploads`], the `/upload/` routes of `imgtool serve`.
 //! - [`session`]: one upload being received, its frame checks and the commit check.
+//! - [`verify`]: the [`verify::Verifier`] that decompresses and raw-checks frames off
+//!   the request path (bounded), and each session's [`verify::Verification`].
 //! - [`tokens`]: the tokens file and the record of spent tokens.
 //!
 //! Publishing, listing and rollback of versions are [`crate::versions`]'s.
@@ -17,6 +19,7 @@ pub mod client;
 pub mod server;
 pub mod session;
 pub mod tokens;
+pub mod verify;
 pub mod wire;
 
 pub use client::{capture_to_server, UploadError, UploadReport, UploadTarget};

@@ -1,15 +1,20 @@
 //! The upload side of `imgtool serve`: answers the requests under `/upload/`
 //! (docs/PROTOCOL.md, "Upload"). It checks the token of every request, keeps the open
 //! [`Session`]s, receives each frame into the session's staging directory after checking
-//! it, and at the manifest checks the whole image and publishes it as a new version
+//! its frame sha256 and queues its raw check on the [`Verifier`] (off the request path,
+//! bounded), and at the manifest waits for every raw check of the session, checks the
+//! whole image and publishes it as a new version
 //! ([`crate::versions::publish`]), spends the token and prunes old versions.
 //!
 //! An upload that is cut, refused (a bad frame, over quota, a full disk) or left idle for
 //! [`SESSION_IDLE`] ends its session: its directory is removed and nothing is published;
 //! the current version stays served. Every refusal is logged with its reason.
 
-use super::session::{disk_status, verify_frame, write_frame, Received, Refusal, Session};
+use super::session::{
+    check_frame_sum, check_raw, disk_status, write_frame, Received, Refusal, Session,
+};
 use super::tokens::{token_key, TokenFile, TokensError, UsedTokens, USED_FILE};
+use super::verify::{Job, Verification, Verifier};
 use super::wire::{bearer, parse_begin_query, parse_route, FrameHeaders, RegionName, Route};
 use crate::httpd::{Request, Response};
 use crate::manifest::{LAYOUT_FILE, MANIFEST_FILE, MAX_MANIFEST_BYTES};
@@ -22,8 +27,9 @@ use std::time::{Duration, Instant};
 /// Open sessions at most (each may hold [`MAX_IN_FLIGHT`] frames in memory).
 pub const MAX_SESSIONS: usize = 8;
 
-/// Frames of one session received at once (the client sends on two connections).
-pub const MAX_IN_FLIGHT: usize = 4;
+/// Frames of one session received at once (the client sends on
+/// [`super::client::SENDERS`] connections; older clients on fewer).
+pub const MAX_IN_FLIGHT: usize = 8;
 
 /// A session without a request for this long is ended (a client that vanished between
 /// two requests); its next request is answered 404.
@@ -62,6 +68,8 @@ pub struct Uploads {
     ended: Mutex<std::collections::VecDeque<(String, Refusal)>>,
     /// One publish at a time (link swaps and pruning of one root).
     publishing: Mutex<()>,
+    /// Decompresses and raw-checks received frames off the request path (bounded).
+    verifier: Verifier,
     log: Log,
 }
 
@@ -72,6 +80,8 @@ pub enum UploadSetupError {
     Tokens(#[from] TokensError),
     #[error("{}: the tokens file would be served over HTTP (it is under a served root); put it outside the roots or give it a name starting with `.`", .0.display())]
     Served(PathBuf),
+    #[error("starting the upload verifier threads")]
+    Verifier(#[source] std::io::Error),
     #[error("{}", path.display())]
     Staging {
         path: PathBuf,
@@ -109,6 +119,7 @@ impl Uploads {
         std::fs::create_dir_all(&staging).map_err(setup)?;
         clean_staging(&staging, &log).map_err(setup)?;
         let used = UsedTokens::open(&staging.join(USED_FILE)).map_err(setup)?;
+        let verifier = Verifier::start().map_err(UploadSetupError::Verifier)?;
         Ok(Uploads {
             root: root.to_path_buf(),
             staging,
@@ -118,6 +129,7 @@ impl Uploads {
             sessions: Mutex::new(HashMap::new()),
             ended: Mutex::new(Default::default()),
             publishing: Mutex::new(()),
+            verifier,
             log,
         })
     }
@@ -297,6 +309,7 @@ impl Uploads {
     /// is the status later requests of the session get). Nothing is published.
     fn end(&self, sessions: &mut HashMap<String, Session>, id: &str, code: u16, why: &str) {
         if let Some(s) = sessions.remove(id) {
+            s.verify.cancel();
             let _ = std::fs::remove_dir_all(&s.dir);
             self.say(&format!(
                 "upload {id} to {} ended, nothing published: {why}",
@@ -365,7 +378,9 @@ impl Uploads {
         }
     }
 
-    /// `PUT .../<region>/<index>`: one frame, checked, then written at its offset.
+    /// `PUT .../<region>/<index>`: one frame, its frame sha256 checked, written at its
+    /// offset and queued for its raw check ([`super::verify`]; the queue's bound may
+    /// hold the answer back); then answered.
     fn frame(
         &self,
         req: &mut Request,
@@ -376,7 +391,7 @@ impl Uploads {
     ) -> Result<Response, Refusal> {
         let what = format!("upload to {group}: region {} chunk {index}", region.name());
         let len = req.body_len();
-        let (headers, file) = {
+        let (headers, file, verify) = {
             let mut sessions = self.sessions()?;
             self.reap(&mut sessions);
             let s = self.session(&mut sessions, req, group, id)?;
@@ -398,7 +413,8 @@ impl Uploads {
                 }
             }
         };
-        let received = receive_frame(req, &headers, &file, &what);
+        let received = receive_frame(req, &headers, &file, &what)
+            .map(|frame| self.defer_check(frame, &headers, &what, &verify));
         let mut sessions = self.sessions()?;
         let Some(s) = sessions.get_mut(id) else {
             let Refusal(code, why) = self.gone(id, group);
@@ -425,6 +441,23 @@ impl Uploads {
                 Err(r)
             }
         }
+    }
+
+    /// Queues `frame`'s raw check (decompress, raw sha256) on the verifier, waiting
+    /// while the verifier holds its bound.
+    fn defer_check(
+        &self,
+        frame: Vec<u8>,
+        headers: &FrameHeaders,
+        what: &str,
+        verify: &Arc<Verification>,
+    ) {
+        let (h, what) = (headers.clone(), what.to_string());
+        let job = Job {
+            bytes: frame.len() as u64,
+            check: Box::new(move || check_raw(&frame, &h, &what)),
+        };
+        self.verifier.submit(job, verify);
     }
 
     /// `PUT .../layout`: the layout file's bytes (checked with the manifest).
@@ -505,9 +538,13 @@ impl Uploads {
             }
         }
         let (image_id, version) = published?;
+        let held = self.verifier.held();
         self.say(&format!(
-            "upload {id}: published {version} (image {image_id}, {} chunks) from {}",
+            "upload {id}: published {version} (image {image_id}, {} chunks, {} raw-checked; verifier held at most {} frames, {} bytes) from {}",
             session.count(),
+            session.verify.checked(),
+            held.peak_frames,
+            held.peak_bytes,
             req.peer().ip()
         ));
         let body = serde_json::json!({
@@ -527,6 +564,8 @@ impl Uploads {
         manifest: &[u8],
         peer: std::net::IpAddr,
     ) -> Result<(String, String), Refusal> {
+        // Every frame's raw check, before anything of the image is looked at.
+        s.verify.wait()?;
         let mpath = s.dir.join(MANIFEST_FILE);
         std::fs::write(&mpath, manifest)
             .map_err(|e| Refusal::new(disk_status(&e), format!("writing the manifest: {e}")))?;
@@ -618,7 +657,13 @@ fn admit_frame(
     len: u64,
     max_bytes: u64,
     what: &str,
-) -> Result<(FrameHeaders, Arc<std::fs::File>), Refusal> {
+) -> Result<(FrameHeaders, Arc<std::fs::File>, Arc<Verification>), Refusal> {
+    if let Some(Refusal(code, why)) = s.verify.failed() {
+        return Err(Refusal::new(
+            code,
+            format!("{what}: an earlier frame failed: {why}"),
+        ));
+    }
     let headers = FrameHeaders::parse(|k| req.header(k), s.chunk_size)
         .map_err(|e| Refusal::new(400, format!("{what}: {e}")))?;
     let bound = crate::chunk::frame_bound(s.chunk_size);
@@ -674,25 +719,26 @@ fn admit_frame(
     s.reserve(region, index, start, end);
     s.bytes = total.unwrap_or(u64::MAX);
     s.in_flight += 1;
-    Ok((headers, file))
+    Ok((headers, file, s.verify.clone()))
 }
 
-/// Reads a frame's body (its length was bounded by [`admit_frame`]), checks it and
-/// writes it.
+/// Reads a frame's body (its length was bounded by [`admit_frame`]), checks its frame
+/// sha256 and writes it; returns it for its raw check.
 fn receive_frame(
     req: &mut Request,
     headers: &FrameHeaders,
     file: &std::fs::File,
     what: &str,
-) -> Result<(), Refusal> {
+) -> Result<Vec<u8>, Refusal> {
     let frame = req.body_whole().map_err(|e| {
         Refusal::new(
             400,
             format!("{what}: the connection broke while it arrived ({e})"),
         )
     })?;
-    verify_frame(&frame, headers, what)?;
-    write_frame(file, &frame, headers.payload_offset, what)
+    check_frame_sum(&frame, headers, what)?;
+    write_frame(file, &frame, headers.payload_offset, what)?;
+    Ok(frame)
 }
 
 fn text(code: u16, msg: &str) -> Response {

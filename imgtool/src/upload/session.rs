@@ -1,12 +1,16 @@
 //! One upload being received: its staging directory `ROOT/.upload/<session>/`, the
 //! frames received so far (where each went and its hashes), and the checks that make
-//! it publishable. A frame is checked on its own as it arrives ([`verify_frame`]: the
-//! sha256 of the frame, then decompressed within the session's `chunk_size` and the
-//! sha256 of the raw bytes); the manifest at the end must describe exactly the frames
-//! received ([`Session::check_commit`]) besides passing every rule an image load checks.
+//! it publishable. A frame is checked on its own: as it arrives, the sha256 of the frame
+//! ([`check_frame_sum`]); then, off the request path on the server's
+//! [`super::verify::Verifier`], decompressed within the session's `chunk_size` and the
+//! sha256 of the raw bytes ([`check_raw`]), counted in the session's
+//! [`Verification`]. The commit waits for every frame's check; the manifest must
+//! describe exactly the frames received ([`Session::check_commit`]) besides passing
+//! every rule an image load checks.
 //! File names in the staging directory are made here from parsed numbers
 //! ([`RegionName::payload`], `layout`, `manifest`), never taken from a request.
 
+use super::verify::Verification;
 use super::wire::{FrameHeaders, RegionName};
 use crate::manifest::{Image, ImageFiles, LAYOUT_FILE, MANIFEST_FILE};
 use crate::source::LocalDir;
@@ -55,6 +59,8 @@ pub struct Session {
     pub layout: bool,
     /// The manifest arrived: no frame or layout is admitted any more.
     pub committing: bool,
+    /// The raw checks of its frames (deferred, see [`super::verify`]).
+    pub verify: Arc<Verification>,
     /// Payload byte ranges of the frames admitted (received or arriving), per region:
     /// `start → (end, index)`. A chunk index or a byte range is admitted once.
     ranges: HashMap<RegionName, BTreeMap<u64, (u64, usize)>>,
@@ -85,6 +91,7 @@ impl Session {
             last: Instant::now(),
             layout: false,
             committing: false,
+            verify: Verification::new(),
             ranges: HashMap::new(),
             pending: Default::default(),
             files: HashMap::new(),
@@ -303,18 +310,38 @@ pub fn disk_status(e: &std::io::Error) -> u16 {
     }
 }
 
-/// Checks one frame against its headers: the frame's sha256, then its decompressed
-/// length (at most the session's `chunk_size`, allocated as declared) and the raw
-/// bytes' sha256. `what` names the region and chunk in the message.
+/// Checks one frame against its headers: the frame's sha256 ([`check_frame_sum`]),
+/// then its decompressed length and raw sha256 ([`check_raw`]). `what` names the
+/// region and chunk in the message. The server runs the two halves apart (the second
+/// on its [`super::verify::Verifier`]); this is both, in order.
 pub fn verify_frame(frame: &[u8], h: &FrameHeaders, what: &str) -> Result<(), Refusal> {
-    let bad = |msg: String| Refusal::new(422, format!("{what}: {msg}"));
+    check_frame_sum(frame, h, what)?;
+    check_raw(frame, h, what)
+}
+
+/// The frame's sha256 (of its compressed bytes, as stored and listed in the manifest's
+/// `frame_sha256`) against the one sent with it: a byte changed in transit is refused
+/// here, before the frame's `PUT` is answered.
+pub fn check_frame_sum(frame: &[u8], h: &FrameHeaders, what: &str) -> Result<(), Refusal> {
     let frame_sum = hex::encode(Sha256::digest(frame));
     if frame_sum != h.frame_sha256 {
-        return Err(bad(format!(
-            "frame sha256 {frame_sum} is not the {} sent with it (damaged in transit)",
-            h.frame_sha256
-        )));
+        return Err(Refusal::new(
+            422,
+            format!(
+                "{what}: frame sha256 {frame_sum} is not the {} sent with it (damaged in transit)",
+                h.frame_sha256
+            ),
+        ));
     }
+    Ok(())
+}
+
+/// The frame decompressed within its declared raw length (allocated as declared, which
+/// the session's `chunk_size` bounds) and the raw bytes' sha256 against the declared
+/// one: what a client that lies consistently (right frame sha256, wrong raw bytes) is
+/// caught by.
+pub fn check_raw(frame: &[u8], h: &FrameHeaders, what: &str) -> Result<(), Refusal> {
+    let bad = |msg: String| Refusal::new(422, format!("{what}: {msg}"));
     // raw_length was bounded by the session's chunk_size (≤ MAX_CHUNK) when parsed.
     let mut raw = vec![0u8; h.raw_length as usize];
     let n = zstd::bulk::decompress_to_buffer(frame, &mut raw[..]).map_err(|e| {
