@@ -122,7 +122,9 @@ fn real_ipxe_boots_from_the_racks_secondary_and_falls_back_to_the_primary() {
     let addr = relay.serve("127.0.0.1:0").unwrap();
     relay
         .serve_boot_files(
-            &format!("http://127.0.0.1:{primary}"),
+            initrd_agent::relay::bootfiles::Sources::primary(&format!(
+                "http://127.0.0.1:{primary}"
+            )),
             Box::new(|l| eprintln!("secondary: {l}")),
         )
         .join()
