@@ -93,6 +93,17 @@ impl FetchError {
     }
 }
 
+/// Why a request failed, without the URL ureq repeats (the error names it once).
+fn why(e: &ureq::Error) -> String {
+    match e {
+        ureq::Error::Transport(t) => match t.message() {
+            Some(m) => format!("{}: {m}", t.kind()),
+            None => t.kind().to_string(),
+        },
+        ureq::Error::Status(code, _) => format!("answered {code}"),
+    }
+}
+
 fn http_error(url: &str, why: String) -> FetchError {
     FetchError::Http {
         url: url.into(),
@@ -130,7 +141,7 @@ fn get_once(agent: &ureq::Agent, url: &str, limit: u64) -> Result<Vec<u8>, Fetch
         Ok(r) if r.status() == 200 => read_body(url, r, limit),
         Ok(r) => Err(http_error(url, format!("answered {}", r.status()))),
         Err(ureq::Error::Status(404, _)) => Err(FetchError::Missing { url: url.into() }),
-        Err(e) => Err(http_error(url, e.to_string())),
+        Err(e) => Err(http_error(url, why(&e))),
     }
 }
 
@@ -248,10 +259,17 @@ pub fn fetch(src: &Sources, say: &dyn Fn(&str)) -> Result<Fetched, FetchError> {
     Ok(out)
 }
 
-/// The peers of a fetch, each asked until it fails once.
+/// The peers of a fetch, each asked until it fails once. A peer that has never
+/// answered (refused, or silent: it may not have booted yet — the secondaries of a storm
+/// start within the boot window of each other, in any order) is asked again every
+/// [`PEER_POLL`] until the window ends, as one still fetching (`503`) is; one that
+/// answered and then fails, or serves other bytes, is passed over at once. The window is
+/// one deadline for the whole fetch, so a list of dead peers costs it once.
 struct Peers<'a> {
     list: &'a [(String, String)],
     alive: Vec<bool>,
+    /// Has answered at least once (served a file, or 503 while fetching).
+    answered: Vec<bool>,
     deadline: Instant,
     window: Duration,
     agent: ureq::Agent,
@@ -262,6 +280,8 @@ enum PeerAnswer {
     Body(Vec<u8>),
     /// `503` with `Retry-After`: it is fetching them itself.
     NotYet,
+    /// No connection (refused, timed out): not up (yet?).
+    Unreachable(FetchError),
     Failed(FetchError),
 }
 
@@ -270,6 +290,7 @@ impl<'a> Peers<'a> {
         Peers {
             list: &src.peers,
             alive: vec![true; src.peers.len()],
+            answered: vec![false; src.peers.len()],
             deadline: Instant::now() + src.window,
             window: src.window,
             agent: client(),
@@ -283,9 +304,12 @@ impl<'a> Peers<'a> {
                 continue;
             }
             let url = format!("{}/{}", base.trim_end_matches('/'), f.path);
-            match self.poll(&url, f.size) {
+            match self.poll(i, &url, f.size) {
                 Ok(body) => match check(&url, &body, f) {
-                    Ok(()) => return Some((body, name.clone())),
+                    Ok(()) => {
+                        self.answered[i] = true;
+                        return Some((body, name.clone()));
+                    }
                     Err(e) => say(&format!(
                         "boot files: peer {name} served bytes that are not the manifest's ({e}); taking them from the next source"
                     )),
@@ -299,22 +323,30 @@ impl<'a> Peers<'a> {
         None
     }
 
-    /// `url`'s body, polling while the peer is still fetching and the window lasts.
-    fn poll(&self, url: &str, limit: u64) -> Result<Vec<u8>, String> {
+    /// `url`'s body, polling while the peer is still fetching (or has never answered)
+    /// and the window lasts.
+    fn poll(&mut self, i: usize, url: &str, limit: u64) -> Result<Vec<u8>, String> {
+        let window = self.window.as_secs();
         loop {
+            let within = Instant::now() < self.deadline;
             match peer_once(&self.agent, url, limit) {
                 PeerAnswer::Body(b) => return Ok(b),
                 PeerAnswer::Failed(e) => return Err(e.to_string()),
-                PeerAnswer::NotYet if Instant::now() < self.deadline => {
-                    std::thread::sleep(PEER_POLL)
-                }
+                PeerAnswer::NotYet if within => self.answered[i] = true,
+                PeerAnswer::Unreachable(_) if within && !self.answered[i] => {}
                 PeerAnswer::NotYet => {
                     return Err(format!(
-                        "{url}: still fetching them when the boot window ({} s) ended",
-                        self.window.as_secs()
+                        "{url}: still fetching them when the boot window ({window} s) ended"
+                    ))
+                }
+                PeerAnswer::Unreachable(e) if self.answered[i] => return Err(e.to_string()),
+                PeerAnswer::Unreachable(e) => {
+                    return Err(format!(
+                        "{e} (no answer within the boot window, {window} s)"
                     ))
                 }
             }
+            std::thread::sleep(PEER_POLL);
         }
     }
 }
@@ -328,10 +360,8 @@ fn peer_once(agent: &ureq::Agent, url: &str, limit: u64) -> PeerAnswer {
         },
         Err(ureq::Error::Status(503, r)) if r.header("Retry-After").is_some() => PeerAnswer::NotYet,
         Ok(r) => PeerAnswer::Failed(http_error(url, format!("answered {}", r.status()))),
-        Err(ureq::Error::Status(code, _)) => {
-            PeerAnswer::Failed(http_error(url, format!("answered {code}")))
-        }
-        Err(e) => PeerAnswer::Failed(http_error(url, e.to_string())),
+        Err(e @ ureq::Error::Transport(_)) => PeerAnswer::Unreachable(http_error(url, why(&e))),
+        Err(e) => PeerAnswer::Failed(http_error(url, why(&e))),
     }
 }
 
@@ -750,5 +780,30 @@ mod tests {
         let (got, said) = fetcher.join().unwrap();
         assert_eq!(got.unwrap().from, ["slow"], "{said:?}");
         assert!(said.is_empty(), "{said:?}");
+    }
+
+    #[test]
+    fn a_peer_not_up_yet_is_waited_for_within_the_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let files: &[(&str, &[u8])] = &[(KERNEL, b"k"), (INITRD, b"i")];
+        tree(dir.path(), files, files);
+        let server = primary(dir.path());
+        // A port nothing listens on yet: the peer's agent starts later.
+        let addr = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let fetcher = std::thread::spawn({
+            let (server, url) = (server.clone(), format!("http://{addr}"));
+            move || fetch_via(&server, &[("late", &url)], Duration::from_secs(60))
+        });
+        std::thread::sleep(PEER_POLL * 3);
+        let peer = Relay::new("img", Path::new("/nonexistent"), 1 << 20);
+        peer.serve(&addr.to_string()).unwrap();
+        peer.serve_boot_files(Sources::primary(&server), Box::new(|_| {}))
+            .join()
+            .unwrap();
+        let (got, said) = fetcher.join().unwrap();
+        assert_eq!(got.unwrap().from, ["late"], "{said:?}");
     }
 }
