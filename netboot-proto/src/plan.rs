@@ -285,8 +285,12 @@ pub struct NodePlan {
     pub boot_window_s: u64,
     /// With `boot_files`: the peer secondaries to take the boot files from before the
     /// primary, nearest first ([`boot_peer_indexes`]), at most [`MAX_BOOT_PEERS`].
-    /// Missing (a plan written before them) or `null`: none, the primary alone.
-    #[serde(deserialize_with = "null_is_default")]
+    /// Missing (a plan written before them) or `null`: none, the primary alone. Not
+    /// written when empty (every node but the secondaries: 100 000 node plans).
+    #[serde(
+        deserialize_with = "null_is_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub boot_peers: Vec<Candidate>,
 }
 

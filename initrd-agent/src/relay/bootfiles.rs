@@ -1,15 +1,18 @@
 //! Boot files from the rack (the seed's TFTP root copied to each secondary's ramdrive):
 //! an entity's secondary fetches the tree's boot files (kernel, initrd, vSMP loader) once
-//! from the primary into RAM, checks each against `etc/bootfiles.json` (size and sha256,
-//! [`netboot_proto::bootfiles`]), and serves them on its relay at their tree paths
-//! (`/boot/vmlinuz`, `/boot/initrd.img`, `/boot/vsmp`), where its entity's iPXE scripts
-//! try them before the primary's.
+//! into RAM — from its peer secondaries ([`Sources`]: the boot-file tree of its node
+//! plan's `boot_peers`), else from the primary — checks each against the primary's
+//! `etc/bootfiles.json` (size and sha256, [`netboot_proto::bootfiles`]), and serves them
+//! on its relay at their tree paths (`/boot/vmlinuz`, `/boot/initrd.img`, `/boot/vsmp`),
+//! where its entity's iPXE scripts and its child secondaries try them before the
+//! primary's.
 //!
 //! What it owns: [`BootStore`] (what is here: fetching, ready, or why not), [`fetch`]
-//! (the bounded, checked download) and [`answer`] (the relay's route for `/boot/…`).
-//! Until the files are here — or when fetching them failed — a request is answered `503`
-//! at once: the node's iPXE then loads them from the primary without waiting out its
-//! timeout. Memory: at most [`MAX_TOTAL_BYTES`] (the manifest's bound), held while the
+//! (the bounded, checked download and the peer rules) and [`answer`] (the relay's route
+//! for `/boot/…`). Until the files are here — or when fetching them failed — a request is
+//! answered `503` at once (with `Retry-After` while fetching: a child secondary polls;
+//! after a failure without: it moves on): the node's iPXE then loads them from the
+//! primary without waiting out its timeout. Memory: at most [`MAX_TOTAL_BYTES`] (the manifest's bound), held while the
 //! relay lives.
 
 use super::{InFlight, Relay};
