@@ -383,14 +383,15 @@ impl Relay {
         std::thread::spawn(move || match fetch(&src, &*say) {
             Ok(got) => {
                 let bytes: usize = got.files.values().map(|f| f.len()).sum();
-                let mut names: Vec<&str> = got.files.keys().map(String::as_str).collect();
+                let mut names: Vec<String> = got.files.keys().cloned().collect();
                 names.sort_unstable();
+                // Served before it is said: whoever reads the line may ask at once.
+                me.boot.set(Boot::Ready(Arc::new(got.files)));
                 say(&format!(
                     "serving boot files to the rack: {} ({bytes} bytes, sha256 checked; from {})",
                     names.join(", "),
                     got.from.join(", ")
                 ));
-                me.boot.set(Boot::Ready(Arc::new(got.files)));
             }
             Err(e) => {
                 say(&format!(
@@ -808,5 +809,33 @@ mod tests {
             .unwrap();
         let (got, said) = fetcher.join().unwrap();
         assert_eq!(got.unwrap().from, ["late"], "{said:?}");
+    }
+
+    #[test]
+    fn the_serving_line_is_said_once_the_files_are_served() {
+        // The bench and the tests start the rack's nodes on this line: a request right
+        // after it must not get 503 (it did: the line came before the files were set).
+        let dir = tempfile::tempdir().unwrap();
+        let files: &[(&str, &[u8])] = &[(KERNEL, b"k"), (INITRD, b"i")];
+        tree(dir.path(), files, files);
+        let relay = Relay::new("img", Path::new("/nonexistent"), 1 << 20);
+        let seen = Arc::new(Mutex::new(vec![]));
+        let (me, log) = (relay.clone(), seen.clone());
+        relay
+            .serve_boot_files(
+                Sources::primary(&primary(dir.path())),
+                Box::new(move |l| {
+                    let ready = matches!(me.boot_files(), Boot::Ready(_));
+                    log.lock().unwrap().push((l.to_string(), ready));
+                }),
+            )
+            .join()
+            .unwrap();
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 1, "{seen:?}");
+        assert!(
+            seen[0].0.starts_with("serving boot files") && seen[0].1,
+            "{seen:?}"
+        );
     }
 }
