@@ -8,6 +8,7 @@
 //!
 //! [`clone`] is the list of steps; each is a function below.
 
+use crate::relay::bootfiles::Sources;
 use crate::relay::{Relay, Released};
 use crate::report::Reporter;
 use crate::route::Route;
@@ -159,11 +160,17 @@ pub(crate) fn start_relay(
     rep.say(&format!(
         "relaying image {image} to downstream nodes on {addr}"
     ));
-    // An entity's secondary also serves the boot files to its rack, from the primary
-    // (the route's last upstream), for as long as the relay lives (docs/BOOT.md).
+    // An entity's secondary also serves the boot files to its rack, from its peer
+    // secondaries or the primary (the route's last upstream), for as long as the relay
+    // lives (docs/BOOT.md).
     if let (true, Some((_, primary))) = (route.boot_files, route.upstreams.last()) {
         let rep = rep.clone();
-        relay.serve_boot_files(primary, Box::new(move |line| rep.say(line)));
+        let src = Sources {
+            primary: primary.clone(),
+            peers: route.boot_peers.clone(),
+            window: route.grace,
+        };
+        relay.serve_boot_files(src, Box::new(move |line| rep.say(line)));
     }
     Ok(Some(relay))
 }

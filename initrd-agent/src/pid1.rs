@@ -90,6 +90,25 @@ pub fn is_pid1() -> bool {
     rustix::process::getpid().is_init()
 }
 
+/// What failed, for the console's banner: the mode's work (a diskless node clones
+/// nothing, so its banner must not say CLONE).
+fn failed_what(mode: &str) -> &'static str {
+    match mode {
+        "backup" => "BACKUP",
+        "diskless" | "vsmp-diskless" => "DISKLESS BOOT",
+        _ => "CLONE",
+    }
+}
+
+/// The board's failure message: a diskless node's says so first (the board shows clone
+/// and diskless nodes side by side); the others' is the error as before.
+fn board_message(mode: &str, error: &str) -> String {
+    match mode {
+        "diskless" | "vsmp-diskless" => format!("diskless boot failed: {error}"),
+        _ => error.to_string(),
+    }
+}
+
 /// Runs as PID 1; never returns.
 pub fn run() -> ! {
     std::panic::set_hook(Box::new(|info| {
@@ -123,20 +142,35 @@ pub fn run() -> ! {
     match outcome {
         Ok(Ok(())) => finish(cfg.on_done, &rep),
         Ok(Err(e)) => {
-            let what = if cfg.mode == "backup" {
-                "BACKUP"
-            } else {
-                "CLONE"
-            };
+            let what = failed_what(&cfg.mode);
             println!("\n==================== netboot: {what} FAILED ====================");
             println!("{e:#}");
             println!("================================================================\n");
-            rep.phase(Phase::Failed, &format!("{e:#}"));
+            rep.phase(Phase::Failed, &board_message(&cfg.mode, &format!("{e:#}")));
             finish(cfg.on_error, &rep)
         }
         Err(_) => {
             rep.phase(Phase::Failed, "internal error (see the console)");
             finish(cfg.on_error, &rep)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_diskless_boot_says_so_on_the_console_and_the_board() {
+        for mode in ["diskless", "vsmp-diskless"] {
+            assert_eq!(failed_what(mode), "DISKLESS BOOT");
+            assert_eq!(
+                board_message(mode, "chunk 1"),
+                "diskless boot failed: chunk 1"
+            );
+        }
+        assert_eq!(failed_what("clone"), "CLONE");
+        assert_eq!(failed_what("backup"), "BACKUP");
+        assert_eq!(board_message("clone", "chunk 1"), "chunk 1");
     }
 }

@@ -36,6 +36,9 @@ pub struct PlanRoute {
     pub boot_files: bool,
     /// The cluster's boot window, seconds (bounded by the plan's reader).
     pub boot_window_s: u64,
+    /// With `boot_files`: peer secondaries to take them from first, nearest first:
+    /// (node name, `http://ip:port`).
+    pub boot_peers: Vec<(String, String)>,
 }
 
 /// This node's route in the plan `text` (fetched from `url`); `None` when the plan
@@ -83,6 +86,11 @@ fn plan_route(r: Route) -> PlanRoute {
         downstream: r.downstream,
         boot_files: r.boot_files,
         boot_window_s: r.boot_window_s,
+        boot_peers: r
+            .boot_peers
+            .into_iter()
+            .map(|(name, ip)| (name, format!("http://{ip}:{}", r.relay_port)))
+            .collect(),
     }
 }
 

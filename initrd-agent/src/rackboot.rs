@@ -1,15 +1,18 @@
 //! `initrd-agent boot-files`: serve the tree's boot files (kernel, initrd) to a rack
 //! without cloning — what an entity's secondary does beside its relay
 //! ([`crate::relay::bootfiles`]), as a command: for tests, the boot-storm bench, and a
-//! standing rack boot server on any Linux host (the seed's ramdrive TFTP root).
+//! standing rack boot server on any Linux host (the seed's ramdrive TFTP root). With
+//! `--peer`, it takes the files from other secondaries first, as a secondary's agent does
+//! with its plan's `boot_peers`.
 
-use crate::relay::bootfiles::Boot;
+use crate::relay::bootfiles::{Boot, Sources};
 use crate::relay::Relay;
 use std::path::Path;
 use std::time::Duration;
 
-/// Fetch the boot files once from SERVER (checked against its etc/bootfiles.json) and
-/// serve them from RAM at /boot/vmlinuz, /boot/initrd.img, … on LISTEN.
+/// Fetch the boot files once — from the first PEER that serves them, else from SERVER —
+/// check them against SERVER's etc/bootfiles.json and serve them from RAM at
+/// /boot/vmlinuz, /boot/initrd.img, … on LISTEN.
 #[derive(clap::Args, Debug)]
 pub struct BootFilesArgs {
     /// The primary (image server) URL whose boot tree holds etc/bootfiles.json.
@@ -18,6 +21,14 @@ pub struct BootFilesArgs {
     /// Address to serve on (an entity's secondary uses the plan's relay port).
     #[arg(long, default_value = "0.0.0.0:8180")]
     pub listen: String,
+    /// A peer secondary's base URL (`http://ip:port`) to take the boot files from before
+    /// SERVER; repeat it, nearest first. One still fetching them (503) is polled for up
+    /// to --window seconds; one that refuses, is silent or serves other bytes is skipped.
+    #[arg(long = "peer")]
+    pub peers: Vec<String>,
+    /// Seconds to poll a peer that is still fetching (the plan's boot window).
+    #[arg(long, default_value_t = netboot_proto::plan::DEFAULT_BOOT_WINDOW_S)]
+    pub window: u64,
     /// Stop after this many seconds (default: serve until killed).
     #[arg(long)]
     pub seconds: Option<u64>,
@@ -26,11 +37,27 @@ pub struct BootFilesArgs {
 /// Runs `initrd-agent boot-files`: an error when the files cannot be fetched or checked.
 pub fn boot_files(args: BootFilesArgs) -> anyhow::Result<()> {
     imgtool::source::check_url(&args.server)?;
+    if args.peers.len() > netboot_proto::plan::MAX_BOOT_PEERS {
+        anyhow::bail!(
+            "{} --peer given; at most {} are tried",
+            args.peers.len(),
+            netboot_proto::plan::MAX_BOOT_PEERS
+        );
+    }
+    for p in &args.peers {
+        imgtool::source::check_url(p)?;
+    }
+    let src = Sources {
+        primary: args.server.clone(),
+        // A peer is named by its URL (no node name here).
+        peers: args.peers.iter().map(|p| (p.clone(), p.clone())).collect(),
+        window: Duration::from_secs(args.window.min(netboot_proto::plan::MAX_BOOT_WINDOW_S)),
+    };
     // A relay without an image (no image name matches a request): only `/boot/…`.
     let relay = Relay::new("", Path::new("/dev/null"), 0);
     let addr = relay.serve(&args.listen)?;
     eprintln!("boot-files: listening on {addr}");
-    let fetch = relay.serve_boot_files(&args.server, Box::new(|l| eprintln!("boot-files: {l}")));
+    let fetch = relay.serve_boot_files(src, Box::new(|l| eprintln!("boot-files: {l}")));
     fetch
         .join()
         .map_err(|_| anyhow::anyhow!("boot-files: the fetch thread panicked"))?;

@@ -46,6 +46,9 @@ pub struct Route {
     /// Fetch the tree's boot files from the primary into RAM and serve them on the relay
     /// (this node is its entity's secondary; `crate::relay::bootfiles`).
     pub boot_files: bool,
+    /// Peer secondaries to take the boot files from before the primary, nearest first:
+    /// (node name, `http://ip:port`); polled while they fetch for up to `grace`.
+    pub boot_peers: Vec<(String, String)>,
     /// Delta re-clone: with the image's layout on the disk, fetch only the chunks whose
     /// sha256 differs there (`netboot.delta=0`, `--full`: everything).
     pub delta: bool,
@@ -65,6 +68,7 @@ impl Route {
             trusted: vec![],
             image_id: None,
             boot_files: false,
+            boot_peers: vec![],
             delta: true,
         }
     }
@@ -82,6 +86,7 @@ impl Route {
         route.relay_listen = p.relay_port.map(|port| format!("0.0.0.0:{port}"));
         route.downstream = p.downstream;
         route.boot_files = p.boot_files;
+        route.boot_peers = p.boot_peers;
         route.grace = imgtool::source::boot_grace(Duration::from_secs(p.boot_window_s));
         route
     }

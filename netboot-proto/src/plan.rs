@@ -44,6 +44,34 @@ pub const MAX_CHAIN: usize = 4096;
 /// beyond a 1 % failure rate (1e-16), and walking further is only time lost.
 pub const MAX_CANDIDATES: usize = 8;
 
+/// Peer secondaries a secondary's node plan lists at most to take the boot files from
+/// before the primary ([`NodePlan::boot_peers`], [`boot_peer_indexes`]): its ancestors in
+/// the boot-file tree, nearest first. A binary tree of 8 levels holds 511 secondaries; in
+/// a larger one the root's nearest descendants are skipped and the primary follows the
+/// eighth ancestor, which only costs a copy when all eight failed.
+pub const MAX_BOOT_PEERS: usize = MAX_CANDIDATES;
+
+/// The boot-file tree over the entities' secondaries in plan order (groups in order, their
+/// entities in order; [`ROLE_SECONDARY`] nodes only): secondary `k` takes the boot files
+/// from secondary `(k - 1) / 2` first, then from that one's parent, … the root (`0`),
+/// then the primary. The indexes of `k`'s peers, nearest first, at most
+/// [`MAX_BOOT_PEERS`]; none for the root.
+///
+/// Why a binary tree: a secondary holds the whole files before it serves them (each is
+/// checked against the manifest first), so the rounds count, not the chain's links: a
+/// tree of R secondaries takes about log2(R) rounds, a chain R. Each secondary sends at
+/// most two peers a copy besides its own rack; a wider tree would take fewer rounds
+/// but load each secondary's link with more peers while its rack boots from it too.
+pub fn boot_peer_indexes(k: usize) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut cur = k;
+    while cur > 0 && out.len() < MAX_BOOT_PEERS {
+        cur = (cur - 1) / 2;
+        out.push(cur);
+    }
+    out
+}
+
 /// The cluster's boot window when cluster.toml gives none (`[cluster] boot_window_s`):
 /// nodes are expected to power on within this many seconds of each other.
 pub const DEFAULT_BOOT_WINDOW_S: u64 = 30;
@@ -213,6 +241,12 @@ pub enum PlanError {
     TooManyCandidates { node: String, count: usize },
     #[error("the node plan of {node} lists {again} twice (or itself) as an upstream")]
     Repeated { node: String, again: String },
+    #[error(
+        "the node plan of {node} lists {count} boot-file peers; at most {MAX_BOOT_PEERS} are read"
+    )]
+    TooManyBootPeers { node: String, count: usize },
+    #[error("the node plan of {node} lists {again} twice (or itself) as a boot-file peer")]
+    RepeatedBootPeer { node: String, again: String },
 }
 
 /// One upstream candidate of a [`NodePlan`].
@@ -249,6 +283,15 @@ pub struct NodePlan {
     /// As [`Plan::boot_window_s`].
     #[serde(deserialize_with = "boot_window_s")]
     pub boot_window_s: u64,
+    /// With `boot_files`: the peer secondaries to take the boot files from before the
+    /// primary, nearest first ([`boot_peer_indexes`]), at most [`MAX_BOOT_PEERS`].
+    /// Missing (a plan written before them) or `null`: none, the primary alone. Not
+    /// written when empty (every node but the secondaries: 100 000 node plans).
+    #[serde(
+        deserialize_with = "null_is_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub boot_peers: Vec<Candidate>,
 }
 
 impl Default for NodePlan {
@@ -265,6 +308,7 @@ impl Default for NodePlan {
             relay_port: DEFAULT_RELAY_PORT,
             boot_files: false,
             boot_window_s: DEFAULT_BOOT_WINDOW_S,
+            boot_peers: vec![],
         }
     }
 }
@@ -316,7 +360,32 @@ impl NodePlan {
             downstream: self.downstream,
             boot_files: self.boot_files,
             boot_window_s: self.boot_window_s,
+            boot_peers: self.checked_boot_peers(node)?,
         })
+    }
+
+    /// [`NodePlan::boot_peers`] as a route uses them: at most [`MAX_BOOT_PEERS`], none
+    /// twice nor `node` itself, each a node name with an IPv4 address.
+    fn checked_boot_peers(&self, node: &str) -> Result<Vec<(String, Ipv4Addr)>, PlanError> {
+        if self.boot_peers.len() > MAX_BOOT_PEERS {
+            return Err(PlanError::TooManyBootPeers {
+                node: node.into(),
+                count: self.boot_peers.len(),
+            });
+        }
+        let mut seen = BTreeSet::from([node]);
+        let mut out = Vec::with_capacity(self.boot_peers.len());
+        for c in &self.boot_peers {
+            let ip = checked_upstream(node, &c.node, Some(&c.address))?;
+            if !seen.insert(&c.node) {
+                return Err(PlanError::RepeatedBootPeer {
+                    node: node.into(),
+                    again: c.node.clone(),
+                });
+            }
+            out.push((c.node.clone(), ip));
+        }
+        Ok(out)
     }
 }
 
@@ -350,6 +419,10 @@ pub struct Route {
     pub boot_files: bool,
     /// The cluster's boot window ([`Plan::boot_window_s`]), at most [`MAX_BOOT_WINDOW_S`].
     pub boot_window_s: u64,
+    /// With `boot_files`: peer secondaries to take the boot files from before the
+    /// primary, nearest first, with their addresses ([`boot_peer_indexes`]), at most
+    /// [`MAX_BOOT_PEERS`].
+    pub boot_peers: Vec<(String, Ipv4Addr)>,
 }
 
 impl Plan {
@@ -443,13 +516,50 @@ impl Plan {
             upstreams.push((up.to_string(), ip));
             from = up;
         }
+        let boot_files = role.role == ROLE_SECONDARY;
         Ok(Some(Route {
             upstreams,
             relay_port: self.relay_port,
             downstream: role.downstream.len(),
-            boot_files: role.role == ROLE_SECONDARY,
+            boot_files,
             boot_window_s: self.boot_window_s,
+            boot_peers: if boot_files {
+                self.boot_peers(node)?
+            } else {
+                vec![]
+            },
         }))
+    }
+
+    /// The entities' secondaries in plan order ([`boot_peer_indexes`]' list): each
+    /// entity's `secondary` whose role is [`ROLE_SECONDARY`], once.
+    pub fn boot_tree(&self) -> Vec<&str> {
+        let mut seen = BTreeSet::new();
+        self.groups
+            .iter()
+            .flat_map(|g| g.entities.iter().map(|e| e.secondary.as_str()))
+            .filter(|s| self.nodes.get(*s).is_some_and(|r| r.role == ROLE_SECONDARY))
+            .filter(|s| seen.insert(*s))
+            .collect()
+    }
+
+    /// Secondary `node`'s boot-file peers with their addresses, nearest first (the same
+    /// list its [`NodePlan::boot_peers`] holds); none when it is not in the tree.
+    fn boot_peers(&self, node: &str) -> Result<Vec<(String, Ipv4Addr)>, PlanError> {
+        let tree = self.boot_tree();
+        let Some(k) = tree.iter().position(|s| *s == node) else {
+            return Ok(vec![]);
+        };
+        boot_peer_indexes(k)
+            .into_iter()
+            .map(|i| {
+                let peer = tree[i];
+                Ok((
+                    peer.to_string(),
+                    checked_upstream(node, peer, self.addresses.get(peer))?,
+                ))
+            })
+            .collect()
     }
 }
 
@@ -811,5 +921,154 @@ mod tests {
         ] {
             assert!(NodePlan::from_json(bad.as_bytes()).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_boot_file_tree_is_bounded_acyclic_and_ends_at_the_primary() {
+        assert!(
+            boot_peer_indexes(0).is_empty(),
+            "the root takes them from the primary"
+        );
+        assert_eq!(boot_peer_indexes(1), [0]);
+        assert_eq!(boot_peer_indexes(2), [0]);
+        assert_eq!(boot_peer_indexes(3), [1, 0]);
+        assert_eq!(boot_peer_indexes(6), [2, 0]);
+        for k in 0..5000 {
+            let peers = boot_peer_indexes(k);
+            assert!(peers.len() <= MAX_BOOT_PEERS, "{k}: {peers:?}");
+            // Every peer comes earlier (no cycle), nearest first, none twice.
+            assert!(peers.iter().all(|&p| p < k), "{k}: {peers:?}");
+            assert!(peers.windows(2).all(|w| w[1] < w[0]), "{k}: {peers:?}");
+            // Each secondary is the nearest peer of at most two others.
+            if k < 2500 {
+                let children = (0..5000)
+                    .filter(|&j| boot_peer_indexes(j).first() == Some(&k))
+                    .count();
+                assert!(children <= 2, "{k} feeds {children}");
+            }
+        }
+        // A deep secondary lists its eight nearest ancestors; the primary follows.
+        assert_eq!(boot_peer_indexes(4000).len(), MAX_BOOT_PEERS);
+        assert!(boot_peer_indexes(510).ends_with(&[0]));
+    }
+
+    /// Four racks of compute (secondaries s0..s3) and a vSMP-like board that is no
+    /// secondary.
+    fn four_racks() -> Plan {
+        let mut p = Plan {
+            primary: "http://10.0.0.100:8080".into(),
+            ..Plan::default()
+        };
+        let mut entities = vec![];
+        for r in 0..4 {
+            let s = format!("s{r}");
+            p.addresses.insert(s.clone(), format!("10.0.{r}.1"));
+            p.nodes.insert(
+                s.clone(),
+                NodeRole {
+                    role: ROLE_SECONDARY.into(),
+                    upstream: if r == 0 {
+                        PRIMARY.into()
+                    } else {
+                        format!("s{}", r - 1)
+                    },
+                    ..NodeRole::default()
+                },
+            );
+            entities.push(EntityPlan {
+                entity: format!("r{r}"),
+                secondary: s.clone(),
+                members: vec![s],
+                ..EntityPlan::default()
+            });
+        }
+        p.groups.push(GroupPlan {
+            group: "compute".into(),
+            entities,
+            ..GroupPlan::default()
+        });
+        p
+    }
+
+    #[test]
+    fn the_whole_plan_gives_each_secondary_its_boot_peers() {
+        let p = four_racks();
+        assert_eq!(p.boot_tree(), ["s0", "s1", "s2", "s3"]);
+        let peers = |n: &str| p.route(n).unwrap().unwrap().boot_peers;
+        assert!(peers("s0").is_empty());
+        assert_eq!(
+            peers("s1"),
+            [("s0".to_string(), Ipv4Addr::new(10, 0, 0, 1))]
+        );
+        assert_eq!(
+            peers("s3"),
+            [
+                ("s1".to_string(), Ipv4Addr::new(10, 0, 1, 1)),
+                ("s0".to_string(), Ipv4Addr::new(10, 0, 0, 1))
+            ]
+        );
+        // A node that is no secondary has none.
+        let mut p = abc();
+        assert!(p.route("c").unwrap().unwrap().boot_peers.is_empty());
+        p.nodes.get_mut("a").unwrap().role = ROLE_SECONDARY.into();
+        assert_eq!(p.boot_tree(), ["a"]);
+        // A peer without an address is refused by name.
+        let mut p = four_racks();
+        p.addresses.remove("s0");
+        let e = p.route("s1").unwrap_err().to_string();
+        assert_eq!(e, "no address for node s0");
+    }
+
+    #[test]
+    fn a_node_plans_boot_peers_are_bounded_and_old_plans_still_load() {
+        let peer = |n: &str, a: &str| Candidate {
+            node: n.into(),
+            address: a.into(),
+        };
+        let with = |peers: Vec<Candidate>| NodePlan {
+            boot_files: true,
+            boot_peers: peers,
+            ..node_plan(&[])
+        };
+        let np = with(vec![peer("s1", "10.0.1.1"), peer("s0", "10.0.0.1")]);
+        let back = NodePlan::from_json(serde_json::to_string(&np).unwrap().as_bytes()).unwrap();
+        assert_eq!(back, np);
+        assert_eq!(
+            back.route("c").unwrap().boot_peers,
+            [
+                ("s1".to_string(), Ipv4Addr::new(10, 0, 1, 1)),
+                ("s0".to_string(), Ipv4Addr::new(10, 0, 0, 1))
+            ]
+        );
+        // A plan written before boot peers (or with null) loads: the primary alone.
+        for text in [
+            r#"{"node": "c", "boot_files": true}"#,
+            r#"{"node": "c", "boot_files": true, "boot_peers": null}"#,
+        ] {
+            let r = NodePlan::from_json(text.as_bytes())
+                .unwrap()
+                .route("c")
+                .unwrap();
+            assert!(r.boot_files && r.boot_peers.is_empty(), "{text}");
+        }
+        let nine = (0..9)
+            .map(|i| peer(&format!("s{i}"), &format!("10.0.{i}.1")))
+            .collect();
+        let e = with(nine).route("c").unwrap_err().to_string();
+        assert!(e.contains("lists 9 boot-file peers; at most 8"), "{e}");
+        for bad in [
+            vec![peer("s0", "10.0.0.1"), peer("s0", "10.0.0.1")],
+            vec![peer("c", "10.0.0.3")],
+        ] {
+            let e = with(bad).route("c").unwrap_err().to_string();
+            assert!(e.contains("twice (or itself) as a boot-file peer"), "{e}");
+        }
+        let e = with(vec![peer("s0", "10.0.0.1:80/x")])
+            .route("c")
+            .unwrap_err();
+        assert!(e.to_string().contains("not an IPv4 address"), "{e}");
+        let e = with(vec![peer("s\n0", "10.0.0.1")]).route("c").unwrap_err();
+        assert!(matches!(e, PlanError::Name { .. }), "{e}");
+        assert!(NodePlan::from_json(br#"{"boot_peers": [{"node": 1}]}"#).is_err());
     }
 }

@@ -154,6 +154,7 @@ pub fn backup_entry(
         net: boot::node_entry(c, n).net,
         // Kernel and initrd from the primary: a backup is one node, not a rack's storm.
         rack: None,
+        rack_self: None,
     }
 }
 

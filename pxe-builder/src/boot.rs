@@ -45,6 +45,19 @@ pub struct Entry {
     pub net: Option<EntryNet>,
     /// iPXE only: try the kernel and initrd from the entity's secondary first.
     pub rack: Option<RackBoot>,
+    /// iPXE only, an entity's gateway script (used by every node of the entity, its
+    /// secondary too): the secondary, recognised by its address, skips `rack` (itself)
+    /// and tries its own boot-file parent instead.
+    pub rack_self: Option<RackSelf>,
+}
+
+/// The secondary's branch of an entity's gateway script ([`Entry::rack_self`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RackSelf {
+    /// The secondary's address (iPXE compares its own `${ip}` with it).
+    pub ip: Ipv4Addr,
+    /// Its parent in the boot-file tree; none for the tree's root (the primary).
+    pub parent: Option<RackBoot>,
 }
 
 /// Where an iPXE entry fetches its kernel and initrd first: the secondary of its node's
@@ -66,35 +79,89 @@ impl Entry {
     }
 }
 
-/// (group, entity) → the node index of its secondary in the clone plan `l`.
-pub fn rack_secondaries(l: &Layout) -> HashMap<(usize, usize), usize> {
-    let mut m = HashMap::new();
+/// Who serves the boot files to whom, from the clone plan: each (group, entity)'s
+/// secondary, and each secondary's parent in the boot-file tree
+/// (`netboot_proto::plan::boot_peer_indexes`: the first of its node plan's `boot_peers`).
+#[derive(Debug, Default)]
+pub struct RackSources {
+    secondaries: HashMap<(usize, usize), usize>,
+    parents: HashMap<usize, usize>,
+}
+
+/// [`RackSources`] of the clone plan `l`.
+pub fn rack_secondaries(l: &Layout) -> RackSources {
+    let mut m = RackSources::default();
     for gl in &l.groups {
         for r in &gl.racks {
             crate::work::tick(1);
             if let Some(&s) = r.members.first() {
-                m.insert((gl.group, r.entity), s);
+                m.secondaries.insert((gl.group, r.entity), s);
             }
+        }
+    }
+    let tree = l.boot_tree();
+    for (k, &s) in tree.iter().enumerate() {
+        crate::work::tick(1);
+        if let Some(&p) = netboot_proto::plan::boot_peer_indexes(k).first() {
+            m.parents.insert(s, tree[p]);
         }
     }
     m
 }
 
-/// Node `n`'s rack source: the secondary of its entity in its active group's plan
-/// (`secondaries` from [`rack_secondaries`]); none for the secondary itself, nor for a
-/// node whose group is not planned (vSMP boards).
-pub fn rack_boot(
-    c: &Cluster,
-    secondaries: &HashMap<(usize, usize), usize>,
-    n: usize,
-) -> Option<RackBoot> {
-    let node = &c.nodes[n];
-    let s = *secondaries.get(&(node.active_group, node.entity))?;
-    (s != n).then(|| RackBoot {
-        secondary: c.nodes[s].name.clone(),
-        ip: c.nodes[s].ip,
+impl RackSources {
+    /// The secondary of (group, entity), if planned.
+    pub fn secondary(&self, group: usize, entity: usize) -> Option<usize> {
+        self.secondaries.get(&(group, entity)).copied()
+    }
+
+    /// Secondary `s`'s parent in the boot-file tree.
+    pub fn parent(&self, s: usize) -> Option<usize> {
+        self.parents.get(&s).copied()
+    }
+}
+
+/// Node `m` as a rack source.
+fn rack_of(c: &Cluster, m: usize) -> RackBoot {
+    RackBoot {
+        secondary: c.nodes[m].name.clone(),
+        ip: c.nodes[m].ip,
         port: c.settings.relay_port,
-    })
+    }
+}
+
+/// Node `n`'s rack source: the secondary of its entity in its active group's plan; for
+/// that secondary itself its parent in the boot-file tree (a rack that reboots while
+/// other racks' secondaries are up costs the primary nothing); none for the tree's root,
+/// nor for a node whose group is not planned (vSMP boards).
+pub fn rack_boot(c: &Cluster, sources: &RackSources, n: usize) -> Option<RackBoot> {
+    let node = &c.nodes[n];
+    let s = sources.secondary(node.active_group, node.entity)?;
+    if s == n {
+        return sources.parent(n).map(|p| rack_of(c, p));
+    }
+    Some(rack_of(c, s))
+}
+
+/// The gateway script of entity `e` (`ipxe/gw-<gateway>.ipxe`): its entry with its
+/// default group's secondary as the rack, and that secondary's branch to its parent.
+/// `None` when the entity has no gateway, or no planned secondary for its default group.
+pub fn gateway_entry(c: &Cluster, sources: &RackSources, e: usize) -> Option<Entry> {
+    let ent = &c.entities[e];
+    ent.gateway?;
+    let s = sources.secondary(ent.default_group, e)?;
+    let mut entry = entity_entry(c, e).with_rack(Some(rack_of(c, s)));
+    entry.rack_self = Some(RackSelf {
+        ip: c.nodes[s].ip,
+        parent: sources.parent(s).map(|p| rack_of(c, p)),
+    });
+    Some(entry)
+}
+
+/// The gateway script's tree path for gateway `gw`: iPXE asks for
+/// `ipxe/gw-${gateway}.ipxe` (the DHCP router option, dotted).
+pub fn gateway_script(gw: Ipv4Addr) -> String {
+    format!("ipxe/gw-{gw}.ipxe")
 }
 
 /// What a node's kernel needs to reach a server beyond its subnet: its entity's netmask
@@ -199,6 +266,7 @@ pub fn node_entry(c: &Cluster, n: usize) -> Entry {
             local_alternative: !g.diskless,
             net: EntryNet::of(ent),
             rack: None,
+            rack_self: None,
         };
     }
     Entry {
@@ -209,6 +277,7 @@ pub fn node_entry(c: &Cluster, n: usize) -> Entry {
         local_alternative: false,
         net: EntryNet::of(ent),
         rack: None,
+        rack_self: None,
     }
 }
 
@@ -246,6 +315,7 @@ pub fn entity_entry(c: &Cluster, e: usize) -> Entry {
         local_alternative: false,
         net: EntryNet::of(ent),
         rack: None,
+        rack_self: None,
     }
 }
 
@@ -318,15 +388,33 @@ pub fn ipxe(e: &Entry) -> Result<String, Refused> {
     let tail = format!("{args} netboot.mac=${{mac}} netboot.ip=${{ip}} {ip}");
     let (kernel, initrd) = (escape::ipxe_word(&e.kernel)?, escape::ipxe_word(&e.initrd)?);
     let mut t = format!("#!ipxe\n# {}\n", escape::comment(&e.title)?);
-    if let Some(r) = &e.rack {
+    let from_rack = |r: &RackBoot, what: &str| -> Result<String, Refused> {
         let base = format!("http://{}:{}", r.ip, r.port);
         let url = |path: &str| escape::ipxe_word(&format!("{base}/{path}")).map(str::to_string);
-        t.push_str(&format!(
-            "# kernel and initrd from the rack: secondary {} first, else the primary\nkernel --timeout {RACK_TIMEOUT_MS} {} {tail} || goto primary\ninitrd --timeout {RACK_TIMEOUT_MS} {} || goto primary\nboot || goto primary\n:primary\nimgfree\n",
+        Ok(format!(
+            "# kernel and initrd from {what} {} first, else the primary\nkernel --timeout {RACK_TIMEOUT_MS} {} {tail} || goto primary\ninitrd --timeout {RACK_TIMEOUT_MS} {} || goto primary\nboot || goto primary\n",
             escape::comment(&r.secondary)?,
             url(kernel)?,
             url(initrd)?,
+        ))
+    };
+    if let Some(s) = &e.rack_self {
+        t.push_str(&format!(
+            "# the secondary itself ({}) does not ask itself\niseq ${{ip}} {} && goto self ||\n",
+            s.ip, s.ip
         ));
+    }
+    if let Some(r) = &e.rack {
+        t.push_str(&from_rack(r, "the rack: secondary")?);
+    }
+    if let Some(s) = &e.rack_self {
+        t.push_str(":self\n");
+        if let Some(p) = &s.parent {
+            t.push_str(&from_rack(p, "its parent secondary")?);
+        }
+    }
+    if e.rack.is_some() || e.rack_self.is_some() {
+        t.push_str(":primary\nimgfree\n");
     }
     t.push_str(&format!(
         "kernel /{kernel} {tail}\ninitrd /{initrd}\nboot\n"
@@ -334,10 +422,12 @@ pub fn ipxe(e: &Entry) -> Result<String, Refused> {
     Ok(t)
 }
 
-/// The top iPXE script: per-MAC script, else the fallback (the agent then finds its
-/// entity from `etc/bootopts/<HEX>` by its DHCP address).
+/// The top iPXE script: the per-MAC script, else the entity's gateway script by the
+/// DHCP router (`ipxe/gw-<gateway>.ipxe`, [`gateway_entry`]: iPXE cannot match its
+/// address against a hex prefix, but it knows its router), else the fallback (the agent
+/// then finds its entity from `etc/bootopts/<HEX>` by its DHCP address).
 pub fn ipxe_dispatch() -> String {
-    "#!ipxe\n# generated by pxe-builder: per-node script by MAC, else the fallback\nchain --autofree ipxe/01-${mac:hexhyp}.ipxe || chain --autofree ipxe/default.ipxe\n".into()
+    "#!ipxe\n# generated by pxe-builder: per-node script by MAC, else the entity's by its gateway, else the fallback\nchain --autofree ipxe/01-${mac:hexhyp}.ipxe || chain --autofree ipxe/gw-${gateway}.ipxe || chain --autofree ipxe/default.ipxe\n".into()
 }
 
 /// The fallback iPXE script and pxelinux `default`: boot the agent with only the server.
@@ -354,6 +444,7 @@ pub fn fallback_entry(c: &Cluster) -> Entry {
         local_alternative: false,
         net: None,
         rack: None,
+        rack_self: None,
     }
 }
 
@@ -749,6 +840,170 @@ pub(crate) mod tests {
         assert!(ipxe(&e).is_ok());
         e.kernel = "boot/vmlinuz ${evil}".into();
         assert!(ipxe(&e).is_err());
+    }
+
+    /// Racks r1..r4 of three compute nodes (secondaries r1n1..r4n1, 10.0.R.11), each
+    /// behind its router 10.0.R.1.
+    fn gw_cluster() -> Cluster {
+        let mut t = String::from("[cluster]\nname = \"t\"\nimage_server = \"http://10.0.0.1:8080\"\nserver_ip = \"10.0.0.1\"\nkernel = \"/bin/sh\"\ninitrd = \"/bin/sh\"\nrelay_port = 8200\n\n[[group]]\nname = \"compute\"\n\n");
+        for r in 1..=4 {
+            t.push_str(&format!("[[entity]]\nname = \"r{r}\"\nsubnet = \"10.0.{r}.0/24\"\ngateway = \"10.0.{r}.1\"\ndefault_group = \"compute\"\n"));
+            for n in 1..=3 {
+                t.push_str(&format!("[[node]]\nname = \"r{r}n{n}\"\nmac = \"52:54:00:00:{r:02x}:{n:02x}\"\nip = \"10.0.{r}.{}\"\nentity = \"r{r}\"\ngroups = [\"compute\"]\n", 10 + n));
+            }
+        }
+        crate::model::parse(&t, "t.toml", std::path::Path::new("/"))
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn default_group_nodes_find_their_rack_by_their_gateway() {
+        let mut c = gw_cluster();
+        // r2 and r3 behind one router (two subnets on one L3 switch): the router does not
+        // tell them apart; r4 without a gateway.
+        c.entities[2].gateway = c.entities[1].gateway;
+        c.entities[3].gateway = None;
+        let tree = crate::tree::render(&c).unwrap();
+        let gw: Vec<&String> = tree
+            .files
+            .keys()
+            .filter(|p| p.starts_with("ipxe/gw-"))
+            .collect();
+        assert_eq!(gw, ["ipxe/gw-10.0.1.1.ipxe"], "shared or no gateway: none");
+        // Each its own router (r4 none): r1, r2, r3.
+        let mut c = gw_cluster();
+        c.entities[3].gateway = None;
+        let tree = crate::tree::render(&c).unwrap();
+        let text = |p: &str| match tree.files.get(p) {
+            Some(crate::tree::Source::Text(t)) => t.clone(),
+            other => panic!("{p}: {other:?}"),
+        };
+        let gw = tree
+            .files
+            .keys()
+            .filter(|p| p.starts_with("ipxe/gw-"))
+            .count();
+        assert_eq!(gw, 3);
+        assert!(
+            text("boot.ipxe").contains("chain --autofree ipxe/01-${mac:hexhyp}.ipxe || chain --autofree ipxe/gw-${gateway}.ipxe || chain --autofree ipxe/default.ipxe"),
+            "{}", text("boot.ipxe")
+        );
+        // r2's script: a node tries r2n1, r2n1 itself skips to its parent r1n1 (the root
+        // of the boot-file tree), then the primary; r1's root goes to the primary.
+        let t = text("ipxe/gw-10.0.2.1.ipxe");
+        let ipxe_of = |ip: &str| run(&t, ip);
+        assert_eq!(
+            ipxe_of("10.0.2.12"),
+            ["http://10.0.2.11:8200/boot/vmlinuz", "/boot/vmlinuz"]
+        );
+        assert_eq!(
+            ipxe_of("10.0.2.11"),
+            ["http://10.0.1.11:8200/boot/vmlinuz", "/boot/vmlinuz"]
+        );
+        assert_eq!(
+            run(&text("ipxe/gw-10.0.1.1.ipxe"), "10.0.1.11"),
+            ["/boot/vmlinuz"]
+        );
+        assert_eq!(
+            run(&text("ipxe/gw-10.0.1.1.ipxe"), "10.0.1.13"),
+            ["http://10.0.1.11:8200/boot/vmlinuz", "/boot/vmlinuz"]
+        );
+        // The same entry as the entity's hex files: its default group, no node name.
+        let pk = t
+            .lines()
+            .find(|l| l.starts_with("kernel /boot/vmlinuz "))
+            .unwrap();
+        assert!(
+            pk.contains("netboot.entity=r2") && !pk.contains("netboot.node="),
+            "{pk}"
+        );
+    }
+
+    /// The kernel URLs an iPXE script tries for a node at `ip`, in order, when every
+    /// download fails (`iseq ${ip} X && goto L ||`, `|| goto L`, labels).
+    fn run(script: &str, ip: &str) -> Vec<String> {
+        let lines: Vec<&str> = script.lines().collect();
+        let (mut pc, mut out) = (0, vec![]);
+        while pc < lines.len() {
+            let l = lines[pc];
+            pc += 1;
+            if let Some(rest) = l.strip_prefix("iseq ${ip} ") {
+                let (want, label) = rest
+                    .strip_suffix(" ||")
+                    .unwrap()
+                    .split_once(" && goto ")
+                    .unwrap();
+                if want == ip {
+                    pc = lines
+                        .iter()
+                        .position(|x| *x == format!(":{label}"))
+                        .unwrap()
+                        + 1;
+                }
+            } else if let Some(rest) = l.strip_prefix("kernel ") {
+                let url = rest
+                    .trim_start_matches("--timeout 3000 ")
+                    .split(' ')
+                    .next()
+                    .unwrap();
+                out.push(url.to_string());
+                if let Some((_, label)) = l.split_once(" || goto ") {
+                    pc = lines
+                        .iter()
+                        .position(|x| *x == format!(":{label}"))
+                        .unwrap()
+                        + 1;
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_secondary_boots_from_its_parent_secondary_first() {
+        let c = gw_cluster();
+        let racks = rack_secondaries(&crate::plan::layout(&c));
+        // r1n1 is the root; r2n1 and r3n1 hang under it, r4n1 under r2n1.
+        assert_eq!(rack_boot(&c, &racks, 0), None);
+        assert_eq!(
+            rack_boot(&c, &racks, 3).map(|r| r.secondary),
+            Some("r1n1".into())
+        );
+        assert_eq!(
+            rack_boot(&c, &racks, 9).map(|r| r.secondary),
+            Some("r2n1".into())
+        );
+        assert_eq!(
+            rack_boot(&c, &racks, 10).map(|r| r.secondary),
+            Some("r4n1".into())
+        );
+        let t = ipxe(&node_entry(&c, 9).with_rack(rack_boot(&c, &racks, 9))).unwrap();
+        assert!(
+            t.contains("# kernel and initrd from the rack: secondary r2n1 first"),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn a_hostile_name_in_a_gateway_script_is_refused() {
+        let mut c = gw_cluster();
+        c.nodes[0].name = "r1n1\nchain http://evil/x".into();
+        let racks = rack_secondaries(&crate::plan::layout(&c));
+        // r2's script names r1n1 as its secondary's parent.
+        let e = gateway_entry(&c, &racks, 1).unwrap();
+        assert!(ipxe(&e).is_err());
+        let e = gateway_entry(&c, &racks, 0).unwrap();
+        assert!(ipxe(&e).is_err());
+        assert!(crate::tree::render(&c).is_err());
+        // The file name is the typed router address alone.
+        assert_eq!(
+            gateway_script(Ipv4Addr::new(10, 0, 2, 1)),
+            "ipxe/gw-10.0.2.1.ipxe"
+        );
+        // No gateway: no script.
+        let mut c = gw_cluster();
+        c.entities[3].gateway = None;
+        assert!(gateway_entry(&c, &racks, 3).is_none());
     }
 
     #[test]

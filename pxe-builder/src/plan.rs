@@ -10,8 +10,9 @@
 use crate::model::{Cluster, Links, RackShape, AUTO_SERIAL_MAX_NODES, MAX_TREE_FANOUT};
 use crate::work::tick;
 use netboot_proto::plan::{
-    Candidate, EntityPlan, GroupPlan, NodePlan, NodeRole, Plan, CHOSEN_CONFIGURED, CHOSEN_ELECTED,
-    MAX_CANDIDATES, PRIMARY, ROLE_LEAF, ROLE_RELAY, ROLE_SECONDARY, VERSION,
+    boot_peer_indexes, Candidate, EntityPlan, GroupPlan, NodePlan, NodeRole, Plan,
+    CHOSEN_CONFIGURED, CHOSEN_ELECTED, MAX_CANDIDATES, PRIMARY, ROLE_LEAF, ROLE_RELAY,
+    ROLE_SECONDARY, VERSION,
 };
 use std::collections::{BTreeMap, HashMap};
 
@@ -231,6 +232,32 @@ fn assign(l: &mut Layout, gl: &GroupLayout, k: usize) {
 }
 
 impl Layout {
+    /// The entities' secondaries in plan order: the nodes of the boot-file tree
+    /// (`netboot_proto::plan::boot_peer_indexes`), as `Plan::boot_tree` reads them from
+    /// `clone-plan.json`.
+    pub fn boot_tree(&self) -> Vec<usize> {
+        self.order
+            .iter()
+            .copied()
+            .filter(|&m| {
+                tick(1);
+                self.role[m] == ROLE_SECONDARY
+            })
+            .collect()
+    }
+
+    /// Per node (of the cluster): its boot-file peers, nearest first, when it is a
+    /// secondary ([`Layout::boot_tree`]); empty otherwise.
+    pub fn boot_peers(&self) -> Vec<Vec<usize>> {
+        let tree = self.boot_tree();
+        let mut out = vec![vec![]; self.up.len()];
+        for (k, &s) in tree.iter().enumerate() {
+            tick(1);
+            out[s] = boot_peer_indexes(k).into_iter().map(|i| tree[i]).collect();
+        }
+        out
+    }
+
     /// Node `n`'s first [`MAX_CANDIDATES`] upstreams, nearest first (the primary not
     /// included).
     pub fn candidates(&self, n: usize) -> Vec<usize> {
@@ -382,6 +409,11 @@ pub fn plan_of(c: &Cluster, l: &Layout) -> Plan {
 
 /// Every planned node's own bounded plan (`etc/plan/<node>.json`), in plan order.
 pub fn node_plans(c: &Cluster, l: &Layout) -> Vec<NodePlan> {
+    let candidate = |u: usize| Candidate {
+        node: c.nodes[u].name.clone(),
+        address: c.nodes[u].ip.to_string(),
+    };
+    let mut boot_peers = l.boot_peers();
     l.order
         .iter()
         .map(|&m| {
@@ -393,19 +425,17 @@ pub fn node_plans(c: &Cluster, l: &Layout) -> Vec<NodePlan> {
                 image: g.image.clone(),
                 entity: c.entities[c.nodes[m].entity].name.clone(),
                 role: l.role[m].into(),
-                upstreams: l
-                    .candidates(m)
-                    .into_iter()
-                    .map(|u| Candidate {
-                        node: c.nodes[u].name.clone(),
-                        address: c.nodes[u].ip.to_string(),
-                    })
-                    .collect(),
+                upstreams: l.candidates(m).into_iter().map(candidate).collect(),
                 downstream: l.down[m].len(),
                 relay_port: c.settings.relay_port,
                 // An entity's secondary serves the boot files to its rack (docs/BOOT.md).
                 boot_files: l.role[m] == ROLE_SECONDARY,
                 boot_window_s: c.settings.boot_window_s,
+                // ... taken from peer secondaries first (netboot_proto::plan).
+                boot_peers: std::mem::take(&mut boot_peers[m])
+                    .into_iter()
+                    .map(candidate)
+                    .collect(),
             }
         })
         .collect()
@@ -575,6 +605,45 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn secondaries_take_the_boot_files_from_a_bounded_acyclic_tree_of_peers() {
+        let c = crate::model::parse_in_memory(&generated(20_000, "auto"), "big.toml")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let l = layout(&c);
+        let p = plan_of(&c, &l);
+        let plans: BTreeMap<String, NodePlan> = node_plans(&c, &l)
+            .into_iter()
+            .map(|np| (np.node.clone(), np))
+            .collect();
+        let secondaries = plans.values().filter(|np| np.boot_files).count();
+        assert!(secondaries > 80, "{secondaries} secondaries");
+        let mut roots = 0;
+        for np in plans.values() {
+            if !np.boot_files {
+                assert!(np.boot_peers.is_empty(), "{}", np.node);
+                continue;
+            }
+            assert!(np.boot_peers.len() <= MAX_CANDIDATES, "{}", np.node);
+            roots += usize::from(np.boot_peers.is_empty());
+            // Each peer is a secondary; walking the nearest peers reaches the root (whose
+            // list is empty: the primary) without passing a node twice.
+            let mut seen = vec![np.node.as_str()];
+            let mut cur = np;
+            while let Some(up) = cur.boot_peers.first() {
+                assert!(!seen.contains(&up.node.as_str()), "{} loops", np.node);
+                seen.push(&up.node);
+                cur = &plans[&up.node];
+                assert!(cur.boot_files, "{} is no secondary", up.node);
+            }
+            // The whole plan gives the same list.
+            let r = p.route(&np.node).unwrap().unwrap();
+            let names: Vec<&str> = r.boot_peers.iter().map(|(n, _)| n.as_str()).collect();
+            let own: Vec<&str> = np.boot_peers.iter().map(|c| c.node.as_str()).collect();
+            assert_eq!(names, own, "{}", np.node);
+        }
+        assert_eq!(roots, 1, "one secondary takes them from the primary");
     }
 
     /// A generated cluster like `bench/pxe-builder.sh`'s: `nodes` nodes, 250 per /24

@@ -12,6 +12,7 @@
 //! boot/grub/x86_64-efi/core.efi ...  GRUB's network image (grub-mknetdir)
 //! boot/grub/grub.cfg-01-<mac>, grub.cfg-<HEX>, grub.cfg
 //! boot.ipxe, ipxe/01-<mac>.ipxe, ipxe/default.ipxe
+//! ipxe/gw-<gateway>.ipxe               per entity with a gateway of its own (its rack first)
 //! dhcp/dnsmasq.conf, dhcp/dhcpd.conf    snippets to include in a site's DHCP server config
 //! dhcp/dhcpd-subnets.conf              dhcpd subnet declarations, for a site that has none
 //! clone-plan.json                      the whole clone plan
@@ -239,12 +240,35 @@ fn boot_files(c: &Cluster, l: &Layout) -> Result<Tree, BuildError> {
             t.hex_files.push((h.clone(), ent.name.clone()));
         }
     }
+    gateway_scripts(c, &racks, &mut t)?;
     let fb = boot::fallback_entry(c);
     t.text("pxelinux.cfg/default".into(), boot::pxelinux(&fb))?;
     t.text("boot/grub/grub.cfg".into(), boot::grub(&fb))?;
     t.text("ipxe/default.ipxe".into(), boot::ipxe(&fb))?;
     t.text("boot.ipxe".into(), Ok(boot::ipxe_dispatch()))?;
     Ok(t)
+}
+
+/// `ipxe/gw-<gateway>.ipxe` for each entity whose gateway no other entity shares (a
+/// shared router cannot tell the entities apart: their nodes load `ipxe/default.ipxe`).
+fn gateway_scripts(c: &Cluster, racks: &boot::RackSources, t: &mut Tree) -> Result<(), BuildError> {
+    let mut users: HashMap<std::net::Ipv4Addr, usize> = HashMap::new();
+    for ent in &c.entities {
+        crate::work::tick(1);
+        if let Some(gw) = ent.gateway {
+            *users.entry(gw).or_default() += 1;
+        }
+    }
+    for (i, ent) in c.entities.iter().enumerate() {
+        crate::work::tick(1);
+        let Some(gw) = ent.gateway.filter(|gw| users.get(gw) == Some(&1)) else {
+            continue;
+        };
+        if let Some(e) = boot::gateway_entry(c, racks, i) {
+            t.text(boot::gateway_script(gw), boot::ipxe(&e))?;
+        }
+    }
+    Ok(())
 }
 
 /// The DHCP snippets and each cloning group's shape.

@@ -3,7 +3,9 @@
 //! tries the kernel and initrd from its rack's secondary — a relay serving the boot files
 //! in this process (`initrd_agent::relay`, fetched from `imgtool serve` and checked),
 //! reached through QEMU's `guestfwd` at the secondary's address — then the primary (QEMU's
-//! TFTP). The initrd prints the kernel command line and powers off.
+//! TFTP). The initrd prints the kernel command line and powers off. A default-group node
+//! (no script of its own) reaches the same rack through `boot.ipxe` and the entity's
+//! gateway script (`ipxe/gw-<router>.ipxe`).
 
 use qemu_tests::*;
 use std::path::Path;
@@ -62,9 +64,15 @@ groups = ["compute"]
 /// Boots n2 with the iPXE ROM on its own script from `tftp`, the secondary's relay port
 /// forwarded to the host's `port`; its console once it powered off.
 fn boot_n2(work: &Path, tftp: &Path, port: u16) -> String {
+    boot_n2_from(work, tftp, port, "ipxe/01-52-54-00-00-00-02.ipxe", "on")
+}
+
+/// As [`boot_n2`], the DHCP boot file being `bootfile`; `restrict` is QEMU's (`off`: its
+/// DHCP also sends the router, 172.20.0.2, which it leaves out when restricted).
+fn boot_n2_from(work: &Path, tftp: &Path, port: u16, bootfile: &str, restrict: &str) -> String {
     let log = work.join(format!("console-{port}.log"));
     let netdev = format!(
-        "user,id=n0,net=172.20.0.0/24,dhcpstart=172.20.0.12,restrict=on,tftp={},bootfile=ipxe/01-52-54-00-00-00-02.ipxe,guestfwd=tcp:{SECONDARY}:8180-cmd:/bin/busybox nc 127.0.0.1 {port}",
+        "user,id=n0,net=172.20.0.0/24,dhcpstart=172.20.0.12,restrict={restrict},tftp={},bootfile={bootfile},guestfwd=tcp:{SECONDARY}:8180-cmd:/bin/busybox nc 127.0.0.1 {port}",
         tftp.display()
     );
     let device = format!("virtio-net-pci,netdev=n0,mac={MAC}");
@@ -98,7 +106,9 @@ fn real_ipxe_boots_from_the_racks_secondary_and_falls_back_to_the_primary() {
     let addr = relay.serve("127.0.0.1:0").unwrap();
     relay
         .serve_boot_files(
-            &format!("http://127.0.0.1:{primary}"),
+            initrd_agent::relay::bootfiles::Sources::primary(&format!(
+                "http://127.0.0.1:{primary}"
+            )),
             Box::new(|l| eprintln!("secondary: {l}")),
         )
         .join()
@@ -150,6 +160,53 @@ fn real_ipxe_boots_from_the_racks_secondary_and_falls_back_to_the_primary() {
         assert!(
             lines.iter().any(|l| l.starts_with(f) && l.contains("ok")),
             "{lines:?}"
+        );
+    }
+}
+
+#[test]
+fn real_ipxe_finds_its_rack_by_its_gateway() {
+    skip_unless_root!("QEMU boots; scripts/test.sh runs them");
+    let work = tempfile::tempdir().unwrap();
+    let tree = build_tree(work.path());
+    let primary = serve_in_background(vec![tree.clone()]);
+    let relay = initrd_agent::relay::Relay::new("", Path::new("/dev/null"), 0);
+    let addr = relay.serve("127.0.0.1:0").unwrap();
+    relay
+        .serve_boot_files(
+            initrd_agent::relay::bootfiles::Sources::primary(&format!(
+                "http://127.0.0.1:{primary}"
+            )),
+            Box::new(|l| eprintln!("secondary: {l}")),
+        )
+        .join()
+        .unwrap();
+    // A default-group node without a script of its own: TFTP holds boot.ipxe and the
+    // entity's gateway script (QEMU's DHCP router is 172.20.0.2, the entity's gateway),
+    // not the boot files; boot.ipxe's first chain (01-<mac>) fails, the second runs the
+    // gateway script, whose `iseq` branch is the secondary's only.
+    let bare = work.path().join("bare-gw");
+    std::fs::create_dir_all(bare.join("ipxe")).unwrap();
+    for f in ["boot.ipxe", "ipxe/gw-172.20.0.2.ipxe"] {
+        std::fs::copy(tree.join(f), bare.join(f)).unwrap();
+    }
+    // Unrestricted: QEMU's DHCP then names the router (the guest runs only iPXE and the
+    // test's initrd, which fetch from the tree's addresses alone).
+    let console = boot_n2_from(work.path(), &bare, addr.port(), "boot.ipxe", "off");
+    let cmdline = printed_cmdline(&console)
+        .unwrap_or_else(|| panic!("no command line; console:\n{}", tail(&console, 3000)));
+    assert!(
+        cmdline.contains("netboot.entity=rack1") && !cmdline.contains("netboot.node="),
+        "{cmdline}"
+    );
+    for f in ["boot/vmlinuz", "boot/initrd.img"] {
+        let url = format!("http://{SECONDARY}:8180/{f}");
+        assert!(
+            console
+                .lines()
+                .any(|l| l.starts_with(&url) && l.contains("ok")),
+            "{}",
+            tail(&console, 3000)
         );
     }
 }

@@ -353,7 +353,7 @@ fn a_corrupted_chunk_of_the_root_is_refused_and_nothing_boots() {
     );
     let c = &r.console;
     assert!(
-        c.contains("CLONE FAILED")
+        c.contains("DISKLESS BOOT FAILED")
             && c.contains("partition p4, chunk 1")
             && c.contains("nothing booted"),
         "(log {})\n{}",

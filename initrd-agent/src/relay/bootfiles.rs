@@ -1,26 +1,29 @@
 //! Boot files from the rack (the seed's TFTP root copied to each secondary's ramdrive):
 //! an entity's secondary fetches the tree's boot files (kernel, initrd, vSMP loader) once
-//! from the primary into RAM, checks each against `etc/bootfiles.json` (size and sha256,
-//! [`netboot_proto::bootfiles`]), and serves them on its relay at their tree paths
-//! (`/boot/vmlinuz`, `/boot/initrd.img`, `/boot/vsmp`), where its entity's iPXE scripts
-//! try them before the primary's.
+//! into RAM — from its peer secondaries ([`Sources`]: the boot-file tree of its node
+//! plan's `boot_peers`), else from the primary — checks each against the primary's
+//! `etc/bootfiles.json` (size and sha256, [`netboot_proto::bootfiles`]), and serves them
+//! on its relay at their tree paths (`/boot/vmlinuz`, `/boot/initrd.img`, `/boot/vsmp`),
+//! where its entity's iPXE scripts and its child secondaries try them before the
+//! primary's.
 //!
 //! What it owns: [`BootStore`] (what is here: fetching, ready, or why not), [`fetch`]
-//! (the bounded, checked download) and [`answer`] (the relay's route for `/boot/…`).
-//! Until the files are here — or when fetching them failed — a request is answered `503`
-//! at once: the node's iPXE then loads them from the primary without waiting out its
-//! timeout. Memory: at most [`MAX_TOTAL_BYTES`] (the manifest's bound), held while the
+//! (the bounded, checked download and the peer rules) and [`answer`] (the relay's route
+//! for `/boot/…`). Until the files are here — or when fetching them failed — a request is
+//! answered `503` at once (with `Retry-After` while fetching: a child secondary polls;
+//! after a failure without: it moves on): the node's iPXE then loads them from the
+//! primary without waiting out its timeout. Memory: at most [`MAX_TOTAL_BYTES`] (the manifest's bound), held while the
 //! relay lives.
 
 use super::{InFlight, Relay};
 use imgtool::httpd::{serve_range, Request, Response};
-use netboot_proto::bootfiles::{BootFiles, BootFilesError, FILE, MAX_MANIFEST_BYTES};
+use netboot_proto::bootfiles::{BootFile, BootFiles, BootFilesError, FILE, MAX_MANIFEST_BYTES};
 pub use netboot_proto::bootfiles::{MAX_FILE_BYTES, MAX_TOTAL_BYTES};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::io::Read;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Tries per file (a dropped connection, a 5xx), with 1 s, 2 s … between them.
 pub const FETCH_ATTEMPTS: u32 = 4;
@@ -93,14 +96,37 @@ impl FetchError {
     }
 }
 
-/// `url`'s body, at most `limit` bytes (more is an error, not a cut), tried
-/// [`FETCH_ATTEMPTS`] times while the failure is the network's.
-fn get_bounded(url: &str, limit: u64) -> Result<Vec<u8>, FetchError> {
-    let agent = ureq::AgentBuilder::new()
+/// Why a request failed, without the URL ureq repeats (the error names it once).
+fn why(e: &ureq::Error) -> String {
+    match e {
+        ureq::Error::Transport(t) => match t.message() {
+            Some(m) => format!("{}: {m}", t.kind()),
+            None => t.kind().to_string(),
+        },
+        ureq::Error::Status(code, _) => format!("answered {code}"),
+    }
+}
+
+fn http_error(url: &str, why: String) -> FetchError {
+    FetchError::Http {
+        url: url.into(),
+        why,
+    }
+}
+
+/// The HTTP client of boot-file fetches: no redirects, bounded waits.
+fn client() -> ureq::Agent {
+    ureq::AgentBuilder::new()
         .redirects(0)
         .timeout_connect(CONNECT_TIMEOUT)
         .timeout_read(READ_TIMEOUT)
-        .build();
+        .build()
+}
+
+/// `url`'s body, at most `limit` bytes (more is an error, not a cut), tried
+/// [`FETCH_ATTEMPTS`] times while the failure is the network's.
+fn get_bounded(url: &str, limit: u64) -> Result<Vec<u8>, FetchError> {
+    let agent = client();
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -114,96 +140,258 @@ fn get_bounded(url: &str, limit: u64) -> Result<Vec<u8>, FetchError> {
 }
 
 fn get_once(agent: &ureq::Agent, url: &str, limit: u64) -> Result<Vec<u8>, FetchError> {
-    let http = |why: String| FetchError::Http {
+    match agent.get(url).call() {
+        Ok(r) if r.status() == 200 => read_body(url, r, limit),
+        Ok(r) => Err(http_error(url, format!("answered {}", r.status()))),
+        Err(ureq::Error::Status(404, _)) => Err(FetchError::Missing { url: url.into() }),
+        Err(e) => Err(http_error(url, why(&e))),
+    }
+}
+
+/// The body of `resp`, at most `limit` bytes (more is an error, not a cut).
+fn read_body(url: &str, resp: ureq::Response, limit: u64) -> Result<Vec<u8>, FetchError> {
+    let too_long = || FetchError::TooLong {
         url: url.into(),
-        why,
-    };
-    let resp = match agent.get(url).call() {
-        Ok(r) if r.status() == 200 => r,
-        Ok(r) => return Err(http(format!("answered {}", r.status()))),
-        Err(ureq::Error::Status(404, _)) => return Err(FetchError::Missing { url: url.into() }),
-        Err(e) => return Err(http(e.to_string())),
+        limit,
     };
     if let Some(len) = resp
         .header("Content-Length")
         .and_then(|l| l.parse::<u64>().ok())
     {
         if len > limit {
-            return Err(FetchError::TooLong {
-                url: url.into(),
-                limit,
-            });
+            return Err(too_long());
         }
     }
     let mut body = Vec::new();
     resp.into_reader()
         .take(limit.saturating_add(1))
         .read_to_end(&mut body)
-        .map_err(|e| http(format!("reading: {e}")))?;
+        .map_err(|e| http_error(url, format!("reading: {e}")))?;
     if body.len() as u64 > limit {
-        return Err(FetchError::TooLong {
-            url: url.into(),
-            limit,
-        });
+        return Err(too_long());
     }
     Ok(body)
 }
 
-/// The boot files `server` (the primary's base URL) lists in its manifest, each fetched
-/// once and checked (size, sha256): tree path → bytes.
-pub fn fetch(server: &str) -> Result<HashMap<String, Arc<Vec<u8>>>, FetchError> {
-    let base = server.trim_end_matches('/');
+/// Where a secondary takes the boot files from: its peer secondaries first, nearest first
+/// (`netboot_proto::plan::boot_peer_indexes`), then the primary. The manifest always
+/// comes from the primary (it is small, and it is what every file is checked against,
+/// whoever served it).
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    /// The primary's base URL.
+    pub primary: String,
+    /// Peer secondaries, nearest first: (node name, base URL `http://ip:port`).
+    pub peers: Vec<(String, String)>,
+    /// How long, from the start, a peer that is still fetching (`503` with
+    /// `Retry-After`) is polled before the next source is tried: the plan's boot window
+    /// (its peers boot within it).
+    pub window: Duration,
+}
+
+impl Sources {
+    /// The primary alone.
+    pub fn primary(server: &str) -> Sources {
+        Sources {
+            primary: server.to_string(),
+            ..Sources::default()
+        }
+    }
+}
+
+/// How often a peer that is still fetching is asked again.
+pub const PEER_POLL: Duration = Duration::from_millis(200);
+
+/// What a secondary fetched: tree path → bytes, and who served them (peer names or
+/// `the primary`, in the order first used).
+#[derive(Debug, Default)]
+pub struct Fetched {
+    pub files: HashMap<String, Arc<Vec<u8>>>,
+    pub from: Vec<String>,
+}
+
+/// A file's bytes as the manifest says: its size, then its sha256.
+fn check(url: &str, body: &[u8], f: &BootFile) -> Result<(), FetchError> {
+    if body.len() as u64 != f.size {
+        return Err(FetchError::Size {
+            url: url.into(),
+            got: body.len() as u64,
+            want: f.size,
+        });
+    }
+    let got = hex::encode(Sha256::digest(body));
+    if got != f.sha256 {
+        return Err(FetchError::Hash {
+            url: url.into(),
+            got,
+            want: f.sha256.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// The boot files the primary lists in its manifest, each fetched once — from the first
+/// peer of `src` that serves it, else from the primary — and checked (size, sha256)
+/// whatever served it. A peer that refuses, is silent, serves other bytes, or is still
+/// fetching when the window has passed is not asked again (`say` names it and why).
+pub fn fetch(src: &Sources, say: &dyn Fn(&str)) -> Result<Fetched, FetchError> {
+    let base = src.primary.trim_end_matches('/');
     let url = format!("{base}/{FILE}");
     let text = get_bounded(&url, MAX_MANIFEST_BYTES)?;
     let manifest = BootFiles::from_json(&text).map_err(|source| FetchError::Manifest {
         url: url.clone(),
         source,
     })?;
-    let mut out = HashMap::new();
+    let mut peers = Peers::new(src);
+    let mut out = Fetched::default();
     for f in &manifest.files {
-        let url = format!("{base}/{}", f.path);
-        let body = get_bounded(&url, f.size)?;
-        if body.len() as u64 != f.size {
-            return Err(FetchError::Size {
-                url,
-                got: body.len() as u64,
-                want: f.size,
-            });
+        let (body, who) = match peers.take(f, say) {
+            Some(got) => got,
+            None => {
+                let url = format!("{base}/{}", f.path);
+                let body = get_bounded(&url, f.size)?;
+                check(&url, &body, f)?;
+                (body, "the primary".to_string())
+            }
+        };
+        if !out.from.contains(&who) {
+            out.from.push(who);
         }
-        let got = hex::encode(Sha256::digest(&body));
-        if got != f.sha256 {
-            return Err(FetchError::Hash {
-                url,
-                got,
-                want: f.sha256.clone(),
-            });
-        }
-        out.insert(f.path.clone(), Arc::new(body));
+        out.files.insert(f.path.clone(), Arc::new(body));
     }
     Ok(out)
 }
 
+/// The peers of a fetch, each asked until it fails once. A peer that has never
+/// answered (refused, or silent: it may not have booted yet — the secondaries of a storm
+/// start within the boot window of each other, in any order) is asked again every
+/// [`PEER_POLL`] until the window ends, as one still fetching (`503`) is; one that
+/// answered and then fails, or serves other bytes, is passed over at once. The window is
+/// one deadline for the whole fetch, so a list of dead peers costs it once.
+struct Peers<'a> {
+    list: &'a [(String, String)],
+    alive: Vec<bool>,
+    /// Has answered at least once (served a file, or 503 while fetching).
+    answered: Vec<bool>,
+    deadline: Instant,
+    window: Duration,
+    agent: ureq::Agent,
+}
+
+/// One answer of a peer.
+enum PeerAnswer {
+    Body(Vec<u8>),
+    /// `503` with `Retry-After`: it is fetching them itself.
+    NotYet,
+    /// No connection (refused, timed out): not up (yet?).
+    Unreachable(FetchError),
+    Failed(FetchError),
+}
+
+impl<'a> Peers<'a> {
+    fn new(src: &'a Sources) -> Peers<'a> {
+        Peers {
+            list: &src.peers,
+            alive: vec![true; src.peers.len()],
+            answered: vec![false; src.peers.len()],
+            deadline: Instant::now() + src.window,
+            window: src.window,
+            agent: client(),
+        }
+    }
+
+    /// File `f` from the first live peer that serves its bytes: (bytes, peer name).
+    fn take(&mut self, f: &BootFile, say: &dyn Fn(&str)) -> Option<(Vec<u8>, String)> {
+        for (i, (name, base)) in self.list.iter().enumerate() {
+            if !self.alive[i] {
+                continue;
+            }
+            let url = format!("{}/{}", base.trim_end_matches('/'), f.path);
+            match self.poll(i, &url, f.size) {
+                Ok(body) => match check(&url, &body, f) {
+                    Ok(()) => {
+                        self.answered[i] = true;
+                        return Some((body, name.clone()));
+                    }
+                    Err(e) => say(&format!(
+                        "boot files: peer {name} served bytes that are not the manifest's ({e}); taking them from the next source"
+                    )),
+                },
+                Err(why) => say(&format!(
+                    "boot files: peer {name}: {why}; taking them from the next source"
+                )),
+            }
+            self.alive[i] = false;
+        }
+        None
+    }
+
+    /// `url`'s body, polling while the peer is still fetching (or has never answered)
+    /// and the window lasts.
+    fn poll(&mut self, i: usize, url: &str, limit: u64) -> Result<Vec<u8>, String> {
+        let window = self.window.as_secs();
+        loop {
+            let within = Instant::now() < self.deadline;
+            match peer_once(&self.agent, url, limit) {
+                PeerAnswer::Body(b) => return Ok(b),
+                PeerAnswer::Failed(e) => return Err(e.to_string()),
+                PeerAnswer::NotYet if within => self.answered[i] = true,
+                PeerAnswer::Unreachable(_) if within && !self.answered[i] => {}
+                PeerAnswer::NotYet => {
+                    return Err(format!(
+                        "{url}: still fetching them when the boot window ({window} s) ended"
+                    ))
+                }
+                PeerAnswer::Unreachable(e) if self.answered[i] => return Err(e.to_string()),
+                PeerAnswer::Unreachable(e) => {
+                    return Err(format!(
+                        "{e} (no answer within the boot window, {window} s)"
+                    ))
+                }
+            }
+            std::thread::sleep(PEER_POLL);
+        }
+    }
+}
+
+/// One request to a peer: no retry (the next source is the retry).
+fn peer_once(agent: &ureq::Agent, url: &str, limit: u64) -> PeerAnswer {
+    match agent.get(url).call() {
+        Ok(r) if r.status() == 200 => match read_body(url, r, limit) {
+            Ok(b) => PeerAnswer::Body(b),
+            Err(e) => PeerAnswer::Failed(e),
+        },
+        Err(ureq::Error::Status(503, r)) if r.header("Retry-After").is_some() => PeerAnswer::NotYet,
+        Ok(r) => PeerAnswer::Failed(http_error(url, format!("answered {}", r.status()))),
+        Err(e @ ureq::Error::Transport(_)) => PeerAnswer::Unreachable(http_error(url, why(&e))),
+        Err(e) => PeerAnswer::Failed(http_error(url, why(&e))),
+    }
+}
+
 impl Relay {
-    /// Fetches the boot files from `server` (the primary) in a background thread and
-    /// serves them from then on; `say` gets one line when they are here or why not.
-    /// Until then, requests for them are answered 503.
+    /// Fetches the boot files from `src` (peers, then the primary) in a background
+    /// thread and serves them from then on; `say` gets one line per peer passed over and
+    /// one when they are here (and from whom) or why not. Until then, requests for them
+    /// are answered 503 with `Retry-After` (a peer secondary polls; iPXE goes on).
     pub fn serve_boot_files(
         self: &Arc<Self>,
-        server: &str,
+        src: Sources,
         say: Box<dyn Fn(&str) + Send>,
     ) -> std::thread::JoinHandle<()> {
         self.boot.set(Boot::Fetching);
-        let (me, server) = (self.clone(), server.to_string());
-        std::thread::spawn(move || match fetch(&server) {
-            Ok(files) => {
-                let bytes: usize = files.values().map(|f| f.len()).sum();
-                let mut names: Vec<&str> = files.keys().map(String::as_str).collect();
+        let me = self.clone();
+        std::thread::spawn(move || match fetch(&src, &*say) {
+            Ok(got) => {
+                let bytes: usize = got.files.values().map(|f| f.len()).sum();
+                let mut names: Vec<String> = got.files.keys().cloned().collect();
                 names.sort_unstable();
+                // Served before it is said: whoever reads the line may ask at once.
+                me.boot.set(Boot::Ready(Arc::new(got.files)));
                 say(&format!(
-                    "serving boot files to the rack: {} ({bytes} bytes, sha256 checked)",
-                    names.join(", ")
+                    "serving boot files to the rack: {} ({bytes} bytes, sha256 checked; from {})",
+                    names.join(", "),
+                    got.from.join(", ")
                 ));
-                me.boot.set(Boot::Ready(Arc::new(files)));
             }
             Err(e) => {
                 say(&format!(
@@ -286,7 +474,7 @@ impl Read for Slice {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use netboot_proto::bootfiles::{BootFile, INITRD, KERNEL, VERSION};
+    use netboot_proto::bootfiles::{INITRD, KERNEL, VERSION};
     use std::path::Path;
 
     /// A primary on 127.0.0.1 serving `root`; its base URL.
@@ -356,7 +544,10 @@ mod tests {
         assert_eq!(get(addr, "/boot/vmlinuz", None).0, 503);
         let (tx, rx) = std::sync::mpsc::channel();
         relay
-            .serve_boot_files(&server, Box::new(move |l| tx.send(l.to_string()).unwrap()))
+            .serve_boot_files(
+                Sources::primary(&server),
+                Box::new(move |l| tx.send(l.to_string()).unwrap()),
+            )
             .join()
             .unwrap();
         let line = rx.recv().unwrap();
@@ -383,7 +574,7 @@ mod tests {
             &[(KERNEL, b"tampered"), (INITRD, b"i")],
             &[(KERNEL, b"original"), (INITRD, b"i")],
         );
-        let e = fetch(&primary(dir.path())).unwrap_err();
+        let e = fetch(&Sources::primary(&primary(dir.path())), &|_| {}).unwrap_err();
         assert!(matches!(e, FetchError::Hash { .. }), "{e}");
         // Longer than the manifest says: refused after size + 1 bytes, not read whole.
         tree(
@@ -391,11 +582,11 @@ mod tests {
             &[(KERNEL, b"a longer kernel")],
             &[(KERNEL, b"short")],
         );
-        let e = fetch(&primary(dir.path())).unwrap_err();
+        let e = fetch(&Sources::primary(&primary(dir.path())), &|_| {}).unwrap_err();
         assert!(matches!(e, FetchError::TooLong { limit: 5, .. }), "{e}");
         // Shorter.
         tree(dir.path(), &[(KERNEL, b"k")], &[(KERNEL, b"kk")]);
-        let e = fetch(&primary(dir.path())).unwrap_err();
+        let e = fetch(&Sources::primary(&primary(dir.path())), &|_| {}).unwrap_err();
         assert!(
             matches!(
                 e,
@@ -411,7 +602,7 @@ mod tests {
         let relay = Relay::new("img", Path::new("/nonexistent"), 1 << 20);
         let addr = relay.serve("127.0.0.1:0").unwrap();
         relay
-            .serve_boot_files(&primary(dir.path()), Box::new(|_| {}))
+            .serve_boot_files(Sources::primary(&primary(dir.path())), Box::new(|_| {}))
             .join()
             .unwrap();
         let (status, body) = get(addr, "/boot/vmlinuz", None);
@@ -423,18 +614,228 @@ mod tests {
     fn a_hostile_or_missing_manifest_fetches_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let server = primary(dir.path());
-        assert!(matches!(fetch(&server), Err(FetchError::Missing { .. })));
+        assert!(matches!(
+            fetch(&Sources::primary(&server), &|_| {}),
+            Err(FetchError::Missing { .. })
+        ));
         std::fs::create_dir_all(dir.path().join("etc")).unwrap();
         std::fs::write(
             dir.path().join(FILE),
             r#"{"version": 1, "files": [{"path": "etc/shadow", "size": 1, "sha256": ""}]}"#,
         )
         .unwrap();
-        let e = fetch(&server).unwrap_err().to_string();
+        let e = fetch(&Sources::primary(&server), &|_| {})
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not one of"), "{e}");
         let big = vec![b' '; MAX_MANIFEST_BYTES as usize + 1];
         std::fs::write(dir.path().join(FILE), big).unwrap();
-        let e = fetch(&server).unwrap_err();
+        let e = fetch(&Sources::primary(&server), &|_| {}).unwrap_err();
         assert!(matches!(e, FetchError::TooLong { .. }), "{e}");
+    }
+
+    /// A relay serving the boot files of `root` (fetched from a primary over it); its
+    /// base URL.
+    fn ready_peer(root: &Path) -> (Arc<Relay>, String) {
+        let relay = Relay::new("img", Path::new("/nonexistent"), 1 << 20);
+        let addr = relay.serve("127.0.0.1:0").unwrap();
+        relay
+            .serve_boot_files(Sources::primary(&primary(root)), Box::new(|_| {}))
+            .join()
+            .unwrap();
+        assert!(matches!(relay.boot_files(), Boot::Ready(_)));
+        (relay, format!("http://{addr}"))
+    }
+
+    /// `fetch` from `peers` then `server`, with `window`: what it got and what it said.
+    fn fetch_via(
+        server: &str,
+        peers: &[(&str, &str)],
+        window: Duration,
+    ) -> (Result<Fetched, FetchError>, Vec<String>) {
+        let said = Mutex::new(vec![]);
+        let src = Sources {
+            primary: server.into(),
+            peers: peers
+                .iter()
+                .map(|(n, u)| (n.to_string(), u.to_string()))
+                .collect(),
+            window,
+        };
+        let got = fetch(&src, &|l| said.lock().unwrap().push(l.to_string()));
+        (got, said.into_inner().unwrap())
+    }
+
+    #[test]
+    fn a_secondary_takes_the_files_from_its_first_serving_peer() {
+        let dir = tempfile::tempdir().unwrap();
+        let kernel: Vec<u8> = (0..200_000u32).map(|i| (i % 249) as u8).collect();
+        let files: &[(&str, &[u8])] = &[(KERNEL, &kernel), (INITRD, b"initrd")];
+        tree(dir.path(), files, files);
+        let server = primary(dir.path());
+        let (_p1, p1) = ready_peer(dir.path());
+        // A peer that is down (nothing listens) is passed over, named; the next serves.
+        let down = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            format!("http://{}", l.local_addr().unwrap())
+        };
+        let (got, said) = fetch_via(&server, &[("gone", &down), ("p1", &p1)], Duration::ZERO);
+        let got = got.unwrap();
+        assert_eq!(got.from, ["p1"], "{said:?}");
+        assert_eq!(got.files[KERNEL].as_slice(), kernel.as_slice());
+        assert_eq!(said.len(), 1, "{said:?}");
+        assert!(
+            said[0].contains("peer gone") && said[0].contains("next source"),
+            "{said:?}"
+        );
+        // A peer whose own fetch failed (503 without Retry-After) is passed over at once,
+        // however long the window; a peer that is no secondary (404) too.
+        let failed = Relay::new("img", Path::new("/nonexistent"), 1 << 20);
+        let failed_addr = failed.serve("127.0.0.1:0").unwrap();
+        failed.boot.set(Boot::Failed("its primary was down".into()));
+        let off = Relay::new("img", Path::new("/nonexistent"), 1 << 20);
+        let off_addr = off.serve("127.0.0.1:0").unwrap();
+        let (got, said) = fetch_via(
+            &server,
+            &[
+                ("failed", &format!("http://{failed_addr}")),
+                ("off", &format!("http://{off_addr}")),
+            ],
+            Duration::from_secs(3600),
+        );
+        assert_eq!(got.unwrap().from, ["the primary"]);
+        assert!(
+            said[0].contains("peer failed") && said[0].contains("503"),
+            "{said:?}"
+        );
+        assert!(
+            said[1].contains("peer off") && said[1].contains("404"),
+            "{said:?}"
+        );
+    }
+
+    #[test]
+    fn a_peers_bad_bytes_are_refused_naming_it_and_taken_from_the_next_source() {
+        let good = tempfile::tempdir().unwrap();
+        let files: &[(&str, &[u8])] = &[(KERNEL, b"the kernel"), (INITRD, b"the initrd")];
+        tree(good.path(), files, files);
+        let server = primary(good.path());
+        // A peer whose kernel differs (same size, and longer): refused by the primary's
+        // manifest, the peer named; the initrd then skips it too.
+        let bad = tempfile::tempdir().unwrap();
+        tree(
+            bad.path(),
+            &[(KERNEL, b"THE KERNEL"), (INITRD, b"the initrd")],
+            &[],
+        );
+        let bad_url = primary(bad.path());
+        let (_p2, p2) = ready_peer(good.path());
+        let (got, said) = fetch_via(&server, &[("evil", &bad_url), ("p2", &p2)], Duration::ZERO);
+        let got = got.unwrap();
+        assert_eq!(got.from, ["p2"], "{said:?}");
+        assert_eq!(got.files[KERNEL].as_slice(), b"the kernel");
+        assert_eq!(said.len(), 1, "{said:?}");
+        assert!(
+            said[0].contains("peer evil served bytes that are not the manifest's")
+                && said[0].contains("sha256"),
+            "{said:?}"
+        );
+        tree(bad.path(), &[(KERNEL, b"a much longer kernel")], &[]);
+        let (got, said) = fetch_via(&server, &[("evil", &bad_url)], Duration::ZERO);
+        assert_eq!(got.unwrap().from, ["the primary"]);
+        assert!(
+            said[0].contains("peer evil") && said[0].contains("more than 10 bytes"),
+            "{said:?}"
+        );
+    }
+
+    #[test]
+    fn a_peer_still_fetching_is_polled_within_the_window_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let files: &[(&str, &[u8])] = &[(KERNEL, b"k"), (INITRD, b"i")];
+        tree(dir.path(), files, files);
+        let server = primary(dir.path());
+        let peer = Relay::new("img", Path::new("/nonexistent"), 1 << 20);
+        let addr = peer.serve("127.0.0.1:0").unwrap();
+        let url = format!("http://{addr}");
+        peer.boot.set(Boot::Fetching);
+        // Window over: the primary, saying why.
+        let (got, said) = fetch_via(&server, &[("slow", &url)], Duration::ZERO);
+        assert_eq!(got.unwrap().from, ["the primary"]);
+        assert!(
+            said[0].contains("still fetching them when the boot window (0 s) ended"),
+            "{said:?}"
+        );
+        // Within the window: polled until it serves (it fetches from the primary here).
+        let (tx, rx) = std::sync::mpsc::channel();
+        let fetcher = std::thread::spawn({
+            let (server, url) = (server.clone(), url.clone());
+            move || {
+                let got = fetch_via(&server, &[("slow", &url)], Duration::from_secs(60));
+                tx.send(()).unwrap();
+                got
+            }
+        });
+        // Still waiting while the peer fetches (no answer within a few polls).
+        assert!(rx.recv_timeout(PEER_POLL * 3).is_err());
+        peer.serve_boot_files(Sources::primary(&server), Box::new(|_| {}))
+            .join()
+            .unwrap();
+        let (got, said) = fetcher.join().unwrap();
+        assert_eq!(got.unwrap().from, ["slow"], "{said:?}");
+        assert!(said.is_empty(), "{said:?}");
+    }
+
+    #[test]
+    fn a_peer_not_up_yet_is_waited_for_within_the_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let files: &[(&str, &[u8])] = &[(KERNEL, b"k"), (INITRD, b"i")];
+        tree(dir.path(), files, files);
+        let server = primary(dir.path());
+        // A port nothing listens on yet: the peer's agent starts later.
+        let addr = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let fetcher = std::thread::spawn({
+            let (server, url) = (server.clone(), format!("http://{addr}"));
+            move || fetch_via(&server, &[("late", &url)], Duration::from_secs(60))
+        });
+        std::thread::sleep(PEER_POLL * 3);
+        let peer = Relay::new("img", Path::new("/nonexistent"), 1 << 20);
+        peer.serve(&addr.to_string()).unwrap();
+        peer.serve_boot_files(Sources::primary(&server), Box::new(|_| {}))
+            .join()
+            .unwrap();
+        let (got, said) = fetcher.join().unwrap();
+        assert_eq!(got.unwrap().from, ["late"], "{said:?}");
+    }
+
+    #[test]
+    fn the_serving_line_is_said_once_the_files_are_served() {
+        // The bench and the tests start the rack's nodes on this line: a request right
+        // after it must not get 503 (it did: the line came before the files were set).
+        let dir = tempfile::tempdir().unwrap();
+        let files: &[(&str, &[u8])] = &[(KERNEL, b"k"), (INITRD, b"i")];
+        tree(dir.path(), files, files);
+        let relay = Relay::new("img", Path::new("/nonexistent"), 1 << 20);
+        let seen = Arc::new(Mutex::new(vec![]));
+        let (me, log) = (relay.clone(), seen.clone());
+        relay
+            .serve_boot_files(
+                Sources::primary(&primary(dir.path())),
+                Box::new(move |l| {
+                    let ready = matches!(me.boot_files(), Boot::Ready(_));
+                    log.lock().unwrap().push((l.to_string(), ready));
+                }),
+            )
+            .join()
+            .unwrap();
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 1, "{seen:?}");
+        assert!(
+            seen[0].0.starts_with("serving boot files") && seen[0].1,
+            "{seen:?}"
+        );
     }
 }

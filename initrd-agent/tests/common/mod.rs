@@ -16,3 +16,4 @@ pub fn agent(server: &str, target: &Path, extra: &[&str]) -> Output {
         .output()
         .unwrap()
 }
+pub mod rackboot;
