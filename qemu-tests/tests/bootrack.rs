@@ -69,17 +69,34 @@ fn boot_n2(work: &Path, tftp: &Path, port: u16) -> String {
 
 /// As [`boot_n2`], the DHCP boot file being `bootfile`; `restrict` is QEMU's (`off`: its
 /// DHCP also sends the router, 172.20.0.2, which it leaves out when restricted).
+///
+/// Unrestricted user networking would let the guest reach any address the host reaches,
+/// so then QEMU runs in a network namespace of its own that has only its loopback (no
+/// route anywhere): the guest's one way out is the `guestfwd` to the relay, whose
+/// command enters this test process's namespace (`nsenter`) to reach it.
 fn boot_n2_from(work: &Path, tftp: &Path, port: u16, bootfile: &str, restrict: &str) -> String {
     let log = work.join(format!("console-{port}.log"));
+    let (cmd, forward, _jail) = if restrict == "on" {
+        let fwd = format!("/bin/busybox nc 127.0.0.1 {port}");
+        (Command::new("qemu-system-x86_64"), fwd, None)
+    } else {
+        let jail = test_fixtures::netns::Lan::new("gw");
+        let fwd = format!(
+            "nsenter --net=/proc/{}/ns/net /bin/busybox nc 127.0.0.1 {port}",
+            std::process::id()
+        );
+        let cmd = test_fixtures::netns::Lan::cmd(jail.switch(), "qemu-system-x86_64");
+        (cmd, fwd, Some(jail))
+    };
     let netdev = format!(
-        "user,id=n0,net=172.20.0.0/24,dhcpstart=172.20.0.12,restrict={restrict},tftp={},bootfile={bootfile},guestfwd=tcp:{SECONDARY}:8180-cmd:/bin/busybox nc 127.0.0.1 {port}",
+        "user,id=n0,net=172.20.0.0/24,dhcpstart=172.20.0.12,restrict={restrict},tftp={},bootfile={bootfile},guestfwd=tcp:{SECONDARY}:8180-cmd:{forward}",
         tftp.display()
     );
     let device = format!("virtio-net-pci,netdev=n0,mac={MAC}");
     let args = [
         "-m", "512", "-netdev", &netdev, "-device", &device, "-boot", "n",
     ];
-    let mut q = Qemu::spawn(Command::new("qemu-system-x86_64"), &args, log);
+    let mut q = Qemu::spawn(cmd, &args, log);
     let start = Instant::now();
     loop {
         let console = q.console();
@@ -190,8 +207,8 @@ fn real_ipxe_finds_its_rack_by_its_gateway() {
     for f in ["boot.ipxe", "ipxe/gw-172.20.0.2.ipxe"] {
         std::fs::copy(tree.join(f), bare.join(f)).unwrap();
     }
-    // Unrestricted: QEMU's DHCP then names the router (the guest runs only iPXE and the
-    // test's initrd, which fetch from the tree's addresses alone).
+    // Unrestricted, so that QEMU's DHCP names the router — and therefore in a namespace
+    // with no route anywhere (boot_n2_from): the guest reaches the relay and nothing else.
     let console = boot_n2_from(work.path(), &bare, addr.port(), "boot.ipxe", "off");
     let cmdline = printed_cmdline(&console)
         .unwrap_or_else(|| panic!("no command line; console:\n{}", tail(&console, 3000)));
