@@ -864,16 +864,22 @@ mod tests {
                 fanout: 2,
             },
         );
-        let with = run(&net, &p).unwrap();
+        let (with, without) = with_and_without_seen_query(&net, p);
+        assert_eq!(with, without);
+    }
+
+    /// The outcomes of `p` as given, and of `p` with no "have you seen U?" queries.
+    fn with_and_without_seen_query(net: &Net, p: Params) -> (Vec<NodeOutcome>, Vec<NodeOutcome>) {
+        let with = run(net, &p).unwrap();
         let without = run(
-            &net,
+            net,
             &Params {
                 seen_query: None,
                 ..p
             },
         )
         .unwrap();
-        assert_eq!(with, without);
+        (with, without)
     }
 
     #[test]
@@ -894,15 +900,7 @@ mod tests {
                 seed,
                 ..base.clone()
             };
-            let with = run(&net, &p).unwrap();
-            let without = run(
-                &net,
-                &Params {
-                    seen_query: None,
-                    ..p
-                },
-            )
-            .unwrap();
+            let (with, without) = with_and_without_seen_query(&net, p);
             let last = |o: &[NodeOutcome]| o.iter().filter_map(|x| x.done).fold(0.0, f64::max);
             for (a, b) in with.iter().zip(&without) {
                 assert_eq!(a.died.is_some(), b.died.is_some());
