@@ -13,13 +13,14 @@
 //! the master); the only time asserted is d1's move against the grace, with a wide
 //! margin (under grace − 10 s).
 
-use netboot_proto::plan::{Candidate, NodePlan};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
-use test_fixtures::disk::{assert_restored, fixture, Loop};
-use test_fixtures::image::capture_into;
-use test_fixtures::netns::Lan;
+#[path = "common/chain.rs"]
+mod chain;
+#[path = "common/cluster.rs"]
+mod cluster;
+use chain::{exit_code, read, start_agent, wait_for, Agent, Chain};
+use netboot_proto::plan::NodePlan;
+use std::time::Duration;
+use test_fixtures::disk::assert_restored;
 use test_fixtures::skip_unless_root;
 
 const PRIMARY: &str = "10.79.0.1";
@@ -30,183 +31,45 @@ const D1: &str = "10.79.1.12";
 /// d1's boot window, and so its grace (window + 5 s, `imgtool::source::boot_grace`).
 const WINDOW: u64 = 30;
 
-/// A process this test started, killed (by PID) when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn imgtool_bin() -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_BIN_EXE_initrd-agent")).with_file_name("imgtool");
-    assert!(
-        p.exists(),
-        "{} missing: build it with `cargo build -p imgtool`",
-        p.display()
-    );
-    p
-}
-
-struct Chain {
-    _work: tempfile::TempDir,
-    dir: PathBuf,
-    master: PathBuf,
-    lan: Lan,
-    /// Namespaces: primary, c1, u1, d1.
-    ns: [String; 4],
-}
-
-fn candidate(node: &str, address: &str) -> Candidate {
-    Candidate {
-        node: node.into(),
-        address: address.into(),
-    }
-}
-
-/// The image, the node plans (d1 → u1 → c1 → primary) and the namespaces. c1 plans two
-/// downstream nodes (u1, and d1 when it moves up), so it holds for d1.
+/// The image, the node plans (d1 → u1 → c1 → primary) and the namespaces (primary, c1,
+/// u1, d1). c1 plans two downstream nodes (u1, and d1 when it moves up), so it holds for
+/// d1.
 fn chain(tag: &str) -> Chain {
-    let work = tempfile::tempdir().unwrap();
-    let dir = work.path().to_path_buf();
-    let master = fixture("gpt");
-    let images = dir.join("images");
-    capture_into(&master, &images, "compute");
-    let plan = |node: &str, upstreams: Vec<Candidate>, downstream| NodePlan {
-        node: node.into(),
-        group: "compute".into(),
-        image: "compute".into(),
-        entity: "rack1".into(),
-        upstreams,
-        downstream,
-        relay_port: 8180,
+    let plan = |node: &str, upstreams: &[(&str, &str)], downstream| NodePlan {
         boot_window_s: WINDOW,
-        ..NodePlan::default()
+        ..chain::node_plan(node, upstreams, downstream)
     };
-    for np in [
-        plan("c1", vec![], 2),
-        plan("u1", vec![candidate("c1", C1)], 1),
-        plan("d1", vec![candidate("u1", U1), candidate("c1", C1)], 0),
-    ] {
-        let path = images.join(NodePlan::path(&np.node));
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, serde_json::to_vec(&np).unwrap()).unwrap();
-    }
-    let mut lan = Lan::new(tag);
-    let ns = [
-        lan.host("p", &format!("{PRIMARY}/16")),
-        lan.host("c1", &format!("{C1}/16")),
-        lan.host("u1", &format!("{U1}/16")),
-        lan.host("d1", &format!("{D1}/16")),
-    ];
-    Chain {
-        _work: work,
-        dir,
-        master,
-        lan,
-        ns,
-    }
-}
-
-fn start_primary(ns: &str, images: &Path) -> Proc {
-    let child = Lan::cmd(ns, imgtool_bin().to_str().unwrap())
-        .args(["serve", "--listen", &format!("{PRIMARY}:8080")])
-        .arg(images)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let p = Proc(child);
-    let start = Instant::now();
-    while !Lan::cmd(ns, "bash")
-        .args(["-c", &format!("exec 3<>/dev/tcp/{PRIMARY}/8080")])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "the primary did not start"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    p
-}
-
-/// An agent this test started: its loop device, process and log.
-struct Agent {
-    _disk: Loop,
-    proc: Proc,
-    log: PathBuf,
+    chain::chain(
+        tag,
+        PRIMARY,
+        &[("c1", C1), ("u1", U1), ("d1", D1)],
+        &[
+            plan("c1", &[], 2),
+            plan("u1", &[("c1", C1)], 1),
+            plan("d1", &[("u1", U1), ("c1", C1)], 0),
+        ],
+    )
 }
 
 /// Starts node `node`'s agent in namespace `k` on a fresh loop device, holding its relay
 /// for `relay_idle` seconds without requests.
-fn start_agent(c: &Chain, k: usize, node: &str, relay_idle: u64) -> Agent {
-    let size = std::fs::metadata(&c.master).unwrap().len() * 3 / 2;
-    let f = c.dir.join(format!("{node}.img"));
-    std::fs::File::create(&f).unwrap().set_len(size).unwrap();
-    let l = Loop::attach(&f, false);
-    let log = c.dir.join(format!("{node}.log"));
-    let out = std::fs::File::create(&log).unwrap();
-    let child = Lan::cmd(&c.ns[k], env!("CARGO_BIN_EXE_initrd-agent"))
-        .args(["clone", "--server", &format!("http://{PRIMARY}:8080")])
-        .args(["--group", "compute", "--plan", "--node", node])
-        .args(["--stall", "20", "--relay-idle", &relay_idle.to_string()])
-        .args(["--boot-window", &WINDOW.to_string()])
-        .args(["--attempts", "8", "--target"])
-        .arg(&l.dev)
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .spawn()
-        .unwrap();
-    Agent {
-        _disk: l,
-        proc: Proc(child),
-        log,
-    }
-}
-
-fn read(log: &Path) -> String {
-    std::fs::read_to_string(log).unwrap_or_default()
-}
-
-/// Waits until `log` contains `what` (bounded); how long that took.
-fn wait_for(log: &Path, what: &str) -> Duration {
-    let start = Instant::now();
-    while !read(log).contains(what) {
-        assert!(
-            start.elapsed() < Duration::from_secs(180),
-            "never saw `{what}`:\n{}",
-            read(log)
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    start.elapsed()
-}
-
-/// Waits for an agent to end (bounded); its exit code.
-fn exit_code(a: &mut Agent) -> i32 {
-    let start = Instant::now();
-    loop {
-        if let Ok(Some(s)) = a.proc.0.try_wait() {
-            return s.code().unwrap_or(-1);
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(300),
-            "did not finish:\n{}",
-            read(&a.log)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+fn start(c: &Chain, k: usize, node: &str, relay_idle: u64) -> Agent {
+    let (idle, window) = (relay_idle.to_string(), WINDOW.to_string());
+    let flags = [
+        "--stall",
+        "20",
+        "--relay-idle",
+        &idle,
+        "--boot-window",
+        &window,
+    ];
+    start_agent(c, &c.ns[k], node, &flags)
 }
 
 /// d1, started now, leaves u1 for c1 because c1 has seen u1 (`how`: the reason's end),
 /// well within its grace, and ends with the master's bytes.
 fn d1_leaves_u1_at_once(c: &Chain, how: &str) {
-    let mut d1 = start_agent(c, 3, "d1", 3);
+    let mut d1 = start(c, 3, "d1", 3);
     let moved = wait_for(&d1.log, "now pulling from c1");
     let grace = imgtool::source::boot_grace(Duration::from_secs(WINDOW));
     let log = read(&d1.log);
@@ -228,11 +91,11 @@ fn d1_leaves_u1_at_once(c: &Chain, how: &str) {
 fn an_upstream_killed_before_its_downstream_boots_is_left_without_the_grace() {
     skip_unless_root!("network namespaces, loop devices");
     let c = chain("ga");
-    let _primary = start_primary(&c.ns[0], &c.dir.join("images"));
+    let _primary = c.start_primary();
     // c1 sends slowly, so u1 is mid-stream from it for a while.
     c.lan.limit(&c.ns[1], "16mbit");
-    let _c1 = start_agent(&c, 1, "c1", 120);
-    let mut u1 = start_agent(&c, 2, "u1", 3);
+    let _c1 = start(&c, 1, "c1", 120);
+    let mut u1 = start(&c, 2, "u1", 3);
     wait_for(&u1.log, "restoring");
     std::thread::sleep(Duration::from_millis(1000));
     assert!(
@@ -253,10 +116,10 @@ fn an_upstream_killed_before_its_downstream_boots_is_left_without_the_grace() {
 fn an_upstream_that_finished_and_exited_is_left_without_the_grace() {
     skip_unless_root!("network namespaces, loop devices");
     let c = chain("gb");
-    let _primary = start_primary(&c.ns[0], &c.dir.join("images"));
-    let _c1 = start_agent(&c, 1, "c1", 120);
+    let _primary = c.start_primary();
+    let _c1 = start(&c, 1, "c1", 120);
     // u1 clones, tells c1 it is done, holds 2 s for a downstream that does not come, exits.
-    let mut u1 = start_agent(&c, 2, "u1", 2);
+    let mut u1 = start(&c, 2, "u1", 2);
     assert_eq!(exit_code(&mut u1), 0, "u1 failed:\n{}", read(&u1.log));
     d1_leaves_u1_at_once(&c, "it finished there and exited");
 }
@@ -265,13 +128,13 @@ fn an_upstream_that_finished_and_exited_is_left_without_the_grace() {
 fn an_upstream_not_booted_yet_is_still_waited_for() {
     skip_unless_root!("network namespaces, loop devices");
     let c = chain("gc");
-    let _primary = start_primary(&c.ns[0], &c.dir.join("images"));
-    let _c1 = start_agent(&c, 1, "c1", 120);
+    let _primary = c.start_primary();
+    let _c1 = start(&c, 1, "c1", 120);
     wait_for(&c.dir.join("c1.log"), "restoring");
-    let mut d1 = start_agent(&c, 3, "d1", 3);
+    let mut d1 = start(&c, 3, "d1", 3);
     // d1 asks c1 about u1 several times while u1 is off: "not seen".
     std::thread::sleep(Duration::from_secs(5));
-    let mut u1 = start_agent(&c, 2, "u1", 30);
+    let mut u1 = start(&c, 2, "u1", 30);
     assert_eq!(exit_code(&mut d1), 0, "d1 failed:\n{}", read(&d1.log));
     let log = read(&d1.log);
     assert!(!log.contains("rerouted"), "d1 left a late u1:\n{log}");
