@@ -7,9 +7,11 @@
 //! (no script of its own) reaches the same rack through `boot.ipxe` and the entity's
 //! gateway script (`ipxe/gw-<router>.ipxe`).
 
+use initrd_agent::relay::Relay;
 use qemu_tests::*;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
@@ -112,14 +114,13 @@ fn boot_n2_from(work: &Path, tftp: &Path, port: u16, bootfile: &str, restrict: &
     }
 }
 
-#[test]
-fn real_ipxe_boots_from_the_racks_secondary_and_falls_back_to_the_primary() {
-    skip_unless_root!("QEMU boots; scripts/test.sh runs them");
-    let work = tempfile::tempdir().unwrap();
-    let tree = build_tree(work.path());
-    // The primary (HTTP) holds the whole tree; the secondary fetches from it.
+/// The tree built in `work` and the rack's secondary: the primary (HTTP) holds the whole
+/// tree, served in the background; the secondary, a relay on loopback, has fetched the
+/// boot files from it. The tree, the relay (keep it for the whole test) and its port.
+fn tree_and_secondary(work: &Path) -> (PathBuf, Arc<Relay>, u16) {
+    let tree = build_tree(work);
     let primary = serve_in_background(vec![tree.clone()]);
-    let relay = initrd_agent::relay::Relay::new("", Path::new("/dev/null"), 0);
+    let relay = Relay::new("", Path::new("/dev/null"), 0);
     let addr = relay.serve("127.0.0.1:0").unwrap();
     relay
         .serve_boot_files(
@@ -130,6 +131,14 @@ fn real_ipxe_boots_from_the_racks_secondary_and_falls_back_to_the_primary() {
         )
         .join()
         .unwrap();
+    (tree, relay, addr.port())
+}
+
+#[test]
+fn real_ipxe_boots_from_the_racks_secondary_and_falls_back_to_the_primary() {
+    skip_unless_root!("QEMU boots; scripts/test.sh runs them");
+    let work = tempfile::tempdir().unwrap();
+    let (tree, _secondary, port) = tree_and_secondary(work.path());
 
     // TFTP without the boot files: the node can only have them from its secondary.
     let bare = work.path().join("bare");
@@ -139,7 +148,7 @@ fn real_ipxe_boots_from_the_racks_secondary_and_falls_back_to_the_primary() {
         bare.join("ipxe/01-52-54-00-00-00-02.ipxe"),
     )
     .unwrap();
-    let console = boot_n2(work.path(), &bare, addr.port());
+    let console = boot_n2(work.path(), &bare, port);
     let cmdline = printed_cmdline(&console)
         .unwrap_or_else(|| panic!("no command line; console:\n{}", tail(&console, 3000)));
     assert!(cmdline.contains("netboot.node=n2"), "{cmdline}");
@@ -185,19 +194,7 @@ fn real_ipxe_boots_from_the_racks_secondary_and_falls_back_to_the_primary() {
 fn real_ipxe_finds_its_rack_by_its_gateway() {
     skip_unless_root!("QEMU boots; scripts/test.sh runs them");
     let work = tempfile::tempdir().unwrap();
-    let tree = build_tree(work.path());
-    let primary = serve_in_background(vec![tree.clone()]);
-    let relay = initrd_agent::relay::Relay::new("", Path::new("/dev/null"), 0);
-    let addr = relay.serve("127.0.0.1:0").unwrap();
-    relay
-        .serve_boot_files(
-            initrd_agent::relay::bootfiles::Sources::primary(&format!(
-                "http://127.0.0.1:{primary}"
-            )),
-            Box::new(|l| eprintln!("secondary: {l}")),
-        )
-        .join()
-        .unwrap();
+    let (tree, _secondary, port) = tree_and_secondary(work.path());
     // A default-group node without a script of its own: TFTP holds boot.ipxe and the
     // entity's gateway script (QEMU's DHCP router is 172.20.0.2, the entity's gateway),
     // not the boot files; boot.ipxe's first chain (01-<mac>) fails, the second runs the
@@ -209,7 +206,7 @@ fn real_ipxe_finds_its_rack_by_its_gateway() {
     }
     // Unrestricted, so that QEMU's DHCP names the router — and therefore in a namespace
     // with no route anywhere (boot_n2_from): the guest reaches the relay and nothing else.
-    let console = boot_n2_from(work.path(), &bare, addr.port(), "boot.ipxe", "off");
+    let console = boot_n2_from(work.path(), &bare, port, "boot.ipxe", "off");
     let cmdline = printed_cmdline(&console)
         .unwrap_or_else(|| panic!("no command line; console:\n{}", tail(&console, 3000)));
     assert!(
