@@ -134,24 +134,24 @@ fn tree_and_secondary(work: &Path) -> (PathBuf, Arc<Relay>, u16) {
     (tree, relay, addr.port())
 }
 
-#[test]
-fn real_ipxe_boots_from_the_racks_secondary_and_falls_back_to_the_primary() {
-    skip_unless_root!("QEMU boots; scripts/test.sh runs them");
-    let work = tempfile::tempdir().unwrap();
-    let (tree, _secondary, port) = tree_and_secondary(work.path());
+/// A TFTP root `dir` holding only `files` (paths under `ipxe/` or at the top) copied
+/// from `tree`.
+fn tftp_with(dir: &Path, tree: &Path, files: &[&str]) -> PathBuf {
+    std::fs::create_dir_all(dir.join("ipxe")).unwrap();
+    for f in files {
+        std::fs::copy(tree.join(f), dir.join(f)).unwrap();
+    }
+    dir.to_path_buf()
+}
 
-    // TFTP without the boot files: the node can only have them from its secondary.
-    let bare = work.path().join("bare");
-    std::fs::create_dir_all(bare.join("ipxe")).unwrap();
-    std::fs::copy(
-        tree.join("ipxe/01-52-54-00-00-00-02.ipxe"),
-        bare.join("ipxe/01-52-54-00-00-00-02.ipxe"),
-    )
-    .unwrap();
-    let console = boot_n2(work.path(), &bare, port);
-    let cmdline = printed_cmdline(&console)
-        .unwrap_or_else(|| panic!("no command line; console:\n{}", tail(&console, 3000)));
-    assert!(cmdline.contains("netboot.node=n2"), "{cmdline}");
+/// The kernel command line the initrd printed; the test fails without one.
+fn cmdline_of(console: &str) -> String {
+    printed_cmdline(console)
+        .unwrap_or_else(|| panic!("no command line; console:\n{}", tail(console, 3000)))
+}
+
+/// iPXE loaded the kernel and the initrd from the rack's secondary.
+fn assert_boot_files_from_secondary(console: &str) {
     for f in ["boot/vmlinuz", "boot/initrd.img"] {
         let url = format!("http://{SECONDARY}:8180/{f}");
         assert!(
@@ -159,17 +159,34 @@ fn real_ipxe_boots_from_the_racks_secondary_and_falls_back_to_the_primary() {
                 .lines()
                 .any(|l| l.starts_with(&url) && l.contains("ok")),
             "{}",
-            tail(&console, 3000)
+            tail(console, 3000)
         );
     }
+}
+
+#[test]
+fn real_ipxe_boots_from_the_racks_secondary_and_falls_back_to_the_primary() {
+    skip_unless_root!("QEMU boots; scripts/test.sh runs them");
+    let work = tempfile::tempdir().unwrap();
+    let (tree, _secondary, port) = tree_and_secondary(work.path());
+
+    // TFTP without the boot files: the node can only have them from its secondary.
+    let bare = tftp_with(
+        &work.path().join("bare"),
+        &tree,
+        &["ipxe/01-52-54-00-00-00-02.ipxe"],
+    );
+    let console = boot_n2(work.path(), &bare, port);
+    let cmdline = cmdline_of(&console);
+    assert!(cmdline.contains("netboot.node=n2"), "{cmdline}");
+    assert_boot_files_from_secondary(&console);
 
     // The secondary down (nothing listens where its port is forwarded): from the primary.
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead_port = dead.local_addr().unwrap().port();
     drop(dead);
     let console = boot_n2(work.path(), &tree, dead_port);
-    let cmdline = printed_cmdline(&console)
-        .unwrap_or_else(|| panic!("no command line; console:\n{}", tail(&console, 3000)));
+    let cmdline = cmdline_of(&console);
     assert!(cmdline.contains("netboot.node=n2"), "{cmdline}");
     // iPXE tried the secondary (an error), then loaded both from the primary (relative to
     // the script: QEMU's TFTP). Its lines read `http://…/boot/vmlinuz... Error 0x…` and
@@ -199,28 +216,18 @@ fn real_ipxe_finds_its_rack_by_its_gateway() {
     // entity's gateway script (QEMU's DHCP router is 172.20.0.2, the entity's gateway),
     // not the boot files; boot.ipxe's first chain (01-<mac>) fails, the second runs the
     // gateway script, whose `iseq` branch is the secondary's only.
-    let bare = work.path().join("bare-gw");
-    std::fs::create_dir_all(bare.join("ipxe")).unwrap();
-    for f in ["boot.ipxe", "ipxe/gw-172.20.0.2.ipxe"] {
-        std::fs::copy(tree.join(f), bare.join(f)).unwrap();
-    }
+    let bare = tftp_with(
+        &work.path().join("bare-gw"),
+        &tree,
+        &["boot.ipxe", "ipxe/gw-172.20.0.2.ipxe"],
+    );
     // Unrestricted, so that QEMU's DHCP names the router — and therefore in a namespace
     // with no route anywhere (boot_n2_from): the guest reaches the relay and nothing else.
     let console = boot_n2_from(work.path(), &bare, port, "boot.ipxe", "off");
-    let cmdline = printed_cmdline(&console)
-        .unwrap_or_else(|| panic!("no command line; console:\n{}", tail(&console, 3000)));
+    let cmdline = cmdline_of(&console);
     assert!(
         cmdline.contains("netboot.entity=rack1") && !cmdline.contains("netboot.node="),
         "{cmdline}"
     );
-    for f in ["boot/vmlinuz", "boot/initrd.img"] {
-        let url = format!("http://{SECONDARY}:8180/{f}");
-        assert!(
-            console
-                .lines()
-                .any(|l| l.starts_with(&url) && l.contains("ok")),
-            "{}",
-            tail(&console, 3000)
-        );
-    }
+    assert_boot_files_from_secondary(&console);
 }
