@@ -133,6 +133,10 @@ struct QueueState {
     queue: VecDeque<(Job, Arc<Verification>)>,
     held: Held,
     closed: bool,
+    /// Admission in arrival order: the ticket the next `submit` draws, and the one that
+    /// may be admitted now (a large frame is not starved by small ones that fit first).
+    next_ticket: u64,
+    serving: u64,
 }
 
 impl Verifier {
@@ -175,18 +179,24 @@ impl Verifier {
         Ok(v)
     }
 
-    /// Queues `job` for `of`, waiting first while the verifier holds its bound. The job
-    /// counts as pending in `of` from here until it was run (or dropped for a
-    /// cancelled session).
+    /// Queues `job` for `of`, waiting first while the verifier holds its bound; frames
+    /// are admitted in the order they were submitted. The job counts as pending in `of`
+    /// from here until it was run (or dropped for a cancelled session).
     pub fn submit(&self, job: Job, of: &Arc<Verification>) {
         let sh = &self.shared;
         let mut st = sh.lock();
-        while st.held.frames > 0
-            && (st.held.frames >= sh.max_frames
-                || st.held.bytes.saturating_add(job.bytes) > sh.max_bytes)
+        let ticket = st.next_ticket;
+        st.next_ticket = st.next_ticket.wrapping_add(1);
+        while st.serving != ticket
+            || (st.held.frames > 0
+                && (st.held.frames >= sh.max_frames
+                    || st.held.bytes.saturating_add(job.bytes) > sh.max_bytes))
         {
             st = sh.room.wait(st).unwrap_or_else(|p| p.into_inner());
         }
+        st.serving = st.serving.wrapping_add(1);
+        // The next ticket's holder may fit now too.
+        sh.room.notify_all();
         of.lock().pending += 1;
         let h = &mut st.held;
         h.frames += 1;
@@ -251,5 +261,65 @@ impl Drop for Verifier {
         for h in self.workers.drain(..) {
             let _ = h.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    fn gated(bytes: u64) -> (Job, mpsc::Sender<()>) {
+        let (tx, rx) = mpsc::channel::<()>();
+        let check = Box::new(move || {
+            let _ = rx.recv();
+            Ok(())
+        });
+        (Job { bytes, check }, tx)
+    }
+
+    fn tickets(v: &Verifier) -> u64 {
+        v.shared.lock().next_ticket
+    }
+
+    fn wait_for(what: impl Fn() -> bool) {
+        for _ in 0..2000 {
+            if what() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        panic!("the condition never held");
+    }
+
+    /// A large frame that does not fit waits; a small frame submitted after it must not
+    /// pass it (else small frames that keep fitting can starve it until its client's
+    /// timeout).
+    #[test]
+    fn frames_are_admitted_in_the_order_they_came() {
+        let v = Arc::new(Verifier::with_bounds(1, 10, 1000).unwrap());
+        let of = Verification::new();
+        let (held, open_held) = gated(600);
+        v.submit(held, &of);
+        let (big, open_big) = gated(900);
+        let (v2, of2) = (v.clone(), of.clone());
+        let a = std::thread::spawn(move || v2.submit(big, &of2));
+        wait_for(|| tickets(&v) == 2);
+        let (small, open_small) = gated(300);
+        let (v3, of3) = (v.clone(), of.clone());
+        let b = std::thread::spawn(move || v3.submit(small, &of3));
+        wait_for(|| tickets(&v) == 3);
+        // 300 more bytes would fit beside the 600 held, but the 900 came first.
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(v.held().frames, 1, "the small frame passed the waiting large one");
+        open_held.send(()).unwrap();
+        a.join().unwrap();
+        open_big.send(()).unwrap();
+        b.join().unwrap();
+        open_small.send(()).unwrap();
+        assert_eq!(of.wait(), Ok(()));
+        assert_eq!(of.checked(), 3);
+        assert!(v.held().peak_bytes <= 1000, "{:?}", v.held());
     }
 }
