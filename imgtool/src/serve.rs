@@ -292,7 +292,7 @@ fn handle(ctx: &Ctx, req: &mut Request) -> Response {
             Response::shared(200, body).with_header("Content-Type", "application/json")
         }
         "GET" | "HEAD" => {
-            if let Some(r) = answer_seen(ctx, &path) {
+            if let Some(r) = answer_seen(ctx, req.url()) {
                 return r;
             }
             match resolve(&ctx.roots, &path) {
@@ -315,17 +315,22 @@ fn handle(ctx: &Ctx, req: &mut Request) -> Response {
 /// primary early (one reroute, nothing fetched differently).
 pub const SEEN_TTL: std::time::Duration = std::time::Duration::from_secs(30 * 60);
 
-/// `GET /<image>/.seen/<address>` ([`netboot_proto::seen`]): whether that address
-/// fetched an image's files from this server within [`SEEN_TTL`]. One set for all images (a node fetches one
-/// image); the query is not recorded. `None`: not a query.
-fn answer_seen(ctx: &Ctx, path: &str) -> Option<Response> {
-    let (_, name) = path.strip_prefix('/')?.split_once('/')?;
+/// `GET /<image>/.seen/<address>[?within=<s>]` ([`netboot_proto::seen`]): whether that
+/// address fetched an image's files from this server within [`SEEN_TTL`], or within the
+/// asker's `within` (its own run: its age plus its boot grace) when that is shorter — so
+/// a fetch from an earlier clone run does not count. One set for all images (a node
+/// fetches one image); the query is not recorded. The image's URL may have a path prefix
+/// (`http://server/images/compute`). `None`: not a query.
+fn answer_seen(ctx: &Ctx, url: &str) -> Option<Response> {
+    let path = url.split('?').next().unwrap_or("");
+    let name = &path[path.rfind("/.seen/")? + 1..];
+    let ttl = netboot_proto::seen::parse_within(url).map_or(SEEN_TTL, |w| w.min(SEEN_TTL));
     let r = match netboot_proto::seen::parse_query(name)? {
         Ok(addr) => {
             let a = ctx
                 .seen
                 .lock()
-                .map(|s| s.answer_within(addr, Some(SEEN_TTL)))
+                .map(|s| s.answer_within(addr, Some(ttl)))
                 .unwrap_or_default();
             Response::text(200, &a.to_json()).with_header("Content-Type", "application/json")
         }
@@ -437,6 +442,21 @@ mod tests {
         assert_eq!(ask(), "{\"seen\":false,\"done\":false}\n");
         assert_eq!(get("/g/manifest"), "m");
         assert_eq!(ask(), "{\"seen\":true,\"done\":false}\n");
+        // Behind a path prefix (an image URL like http://server/images/g) too.
+        assert_eq!(
+            get("/images/g/.seen/127.0.0.1"),
+            "{\"seen\":true,\"done\":false}\n"
+        );
+        // The asker bounds it to its own run: a fetch longer ago than `within` (here
+        // 0 s: any earlier fetch) is from an earlier run and does not count.
+        assert_eq!(
+            get("/g/.seen/127.0.0.1?within=0"),
+            "{\"seen\":false,\"done\":false}\n"
+        );
+        assert_eq!(
+            get("/g/.seen/127.0.0.1?within=60"),
+            "{\"seen\":true,\"done\":false}\n"
+        );
         assert!(matches!(
             ureq::get(&format!("{base}/g/.seen/x")).call(),
             Err(ureq::Error::Status(400, _))

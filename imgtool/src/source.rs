@@ -531,7 +531,9 @@ impl HttpSource {
                 // is checked by one more attempt at once (it may have just started, and
                 // fetched, since the last attempt).
                 if !self.up[i].load(Ordering::Relaxed) {
-                    seen_gone = self.scout.poll(&self.bases, i);
+                    seen_gone =
+                        self.scout
+                            .poll(&self.bases, i, self.created.elapsed() + self.grace);
                 }
             }
             match tries {

@@ -88,6 +88,37 @@ pub fn query_path(addr: IpAddr) -> String {
     format!("{SEEN_DIR}/{addr}")
 }
 
+/// The query parameter that bounds how long ago a fetch may have been to count: the
+/// asker's own run (its age plus its boot grace), so that a long-lived server does not
+/// answer from an earlier clone run.
+pub const WITHIN: &str = "within";
+
+/// The most [`parse_within`] gives (a larger or malformed value counts as this much).
+pub const MAX_WITHIN: Duration = Duration::from_secs(24 * 3600);
+
+/// [`query_path`] with `?within=<seconds>` (rounded up).
+pub fn query_path_within(addr: IpAddr, within: Duration) -> String {
+    let secs = within
+        .as_secs()
+        .saturating_add(u64::from(within.subsec_nanos() > 0))
+        .min(MAX_WITHIN.as_secs());
+    format!("{}?{WITHIN}={secs}", query_path(addr))
+}
+
+/// The `within` bound of a query's URL (`…?within=30`), at most [`MAX_WITHIN`]; `None`
+/// when the URL has none or it is not a number of seconds.
+pub fn parse_within(url: &str) -> Option<Duration> {
+    let (_, query) = url.split_once('?')?;
+    let v = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(WITHIN)?.strip_prefix('='))?;
+    if v.is_empty() || v.len() > 12 || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let secs: u64 = v.parse().ok()?;
+    Some(Duration::from_secs(secs).min(MAX_WITHIN))
+}
+
 /// Addresses that fetched from here, and whether each said it was done; at most `cap`
 /// of them (the oldest first seen is dropped first).
 #[derive(Debug)]
@@ -184,6 +215,10 @@ pub fn fuzz(data: &[u8]) -> bool {
         if let Some(Ok(addr)) = parse_query(text) {
             assert_eq!(parse_query(&query_path(addr)), Some(Ok(addr)));
         }
+        if let Some(w) = parse_within(text) {
+            assert!(w <= MAX_WITHIN);
+            assert_eq!(parse_within(&format!("?{WITHIN}={}", w.as_secs())), Some(w));
+        }
     }
     accepted
 }
@@ -242,12 +277,14 @@ mod tests {
         let mut s = SeenSet::default();
         s.fetched(ip(1));
         assert!(s.answer_within(ip(1), Some(Duration::from_secs(60))).seen);
-        std::thread::sleep(Duration::from_millis(20));
-        assert!(!s.answer_within(ip(1), Some(Duration::from_millis(10))).seen);
+        std::thread::sleep(Duration::from_millis(1500));
+        // Heard of 1.5 s ago: not within the last second (nothing can make it sooner).
+        assert!(!s.answer_within(ip(1), Some(Duration::from_secs(1))).seen);
         assert!(s.answer(ip(1)).seen);
-        // Heard of again: counts again.
+        // Heard of again: counts again (unless this thread stalls for a whole second
+        // between the two lines).
         s.fetched(ip(1));
-        assert!(s.answer_within(ip(1), Some(Duration::from_millis(10))).seen);
+        assert!(s.answer_within(ip(1), Some(Duration::from_secs(1))).seen);
     }
 
     #[test]
@@ -287,6 +324,34 @@ mod tests {
             "a".repeat(MAX_ANSWER_BYTES)
         );
         assert_eq!(SeenAnswer::parse(long.as_bytes()), Err(SeenError::TooLong));
+    }
+
+    #[test]
+    fn a_query_can_bound_how_long_ago_counts() {
+        let a: IpAddr = "10.0.0.12".parse().unwrap();
+        let url = query_path_within(a, Duration::from_millis(35_200));
+        assert_eq!(url, ".seen/10.0.0.12?within=36");
+        assert_eq!(parse_query(url.split('?').next().unwrap()), Some(Ok(a)));
+        assert_eq!(parse_within(&url), Some(Duration::from_secs(36)));
+        assert_eq!(
+            parse_within("/g/.seen/10.0.0.1?x=1&within=5"),
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(
+            parse_within("/g/.seen/10.0.0.1?within=99999999999"),
+            Some(MAX_WITHIN)
+        );
+        for bad in [
+            "/g/.seen/10.0.0.1",
+            "?within=",
+            "?within=-1",
+            "?within=1e3",
+            "?within=1x",
+            "?withinx=3",
+            "?within=9999999999999",
+        ] {
+            assert_eq!(parse_within(bad), None, "{bad}");
+        }
     }
 
     #[test]

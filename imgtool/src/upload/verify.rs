@@ -312,7 +312,11 @@ mod tests {
         wait_for(|| tickets(&v) == 3);
         // 300 more bytes would fit beside the 600 held, but the 900 came first.
         std::thread::sleep(Duration::from_millis(200));
-        assert_eq!(v.held().frames, 1, "the small frame passed the waiting large one");
+        assert_eq!(
+            v.held().frames,
+            1,
+            "the small frame passed the waiting large one"
+        );
         open_held.send(()).unwrap();
         a.join().unwrap();
         open_big.send(()).unwrap();

@@ -184,8 +184,9 @@ pub struct Sources {
     /// Peer secondaries, nearest first: (node name, base URL `http://ip:port`).
     pub peers: Vec<(String, String)>,
     /// How long, from the start, a peer that is still fetching (`503` with
-    /// `Retry-After`) is polled before the next source is tried: the plan's boot window
-    /// (its peers boot within it).
+    /// `Retry-After`) or not up yet is polled before the next source is tried: its peers
+    /// boot within the plan's boot window, so the agent passes its boot grace (the window
+    /// + 5 s, as for an image upstream); `boot-files --window` sets it directly.
     pub window: Duration,
 }
 
