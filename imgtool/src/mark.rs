@@ -304,23 +304,16 @@ mod tests {
             entries: gpt.then_some(128),
             disk_signature: None,
             grow: Some(1),
-            partitions: vec![crate::table::Partition {
-                number: 1,
-                start: 2048,
-                size: 4096,
-                type_: if gpt {
-                    "0FC63DAF-8483-4772-8E79-3D69D8477DE4".into()
+            partitions: vec![crate::table::Partition::plain(
+                1,
+                2048,
+                4096,
+                if gpt {
+                    "0FC63DAF-8483-4772-8E79-3D69D8477DE4"
                 } else {
-                    "0x83".into()
+                    "0x83"
                 },
-                guid: None,
-                name: None,
-                attributes: 0,
-                role: None,
-                bootable: false,
-                ebr: None,
-                filesystem: None,
-            }],
+            )],
         }
     }
 

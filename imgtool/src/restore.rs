@@ -830,18 +830,8 @@ mod tests {
             disk_signature: None,
             grow: Some(2),
             partitions: [(1, 2048), (2, 6144)]
-                .map(|(number, start)| Partition {
-                    number,
-                    start,
-                    size: 4096,
-                    type_: "0FC63DAF-8483-4772-8E79-3D69D8477DE4".into(),
-                    guid: None,
-                    name: None,
-                    attributes: 0,
-                    role: None,
-                    bootable: false,
-                    ebr: None,
-                    filesystem: None,
+                .map(|(number, start)| {
+                    Partition::plain(number, start, 4096, "0FC63DAF-8483-4772-8E79-3D69D8477DE4")
                 })
                 .to_vec(),
         };
