@@ -82,10 +82,7 @@ fn plan_route(r: Route) -> PlanRoute {
             .into_iter()
             .map(|(name, ip)| (name, format!("http://{ip}:{}", r.relay_port)))
             .collect(),
-        // A relay listens for its downstream nodes, and on an entity's secondary also for
-        // the boot files (its rack and the secondaries below it in the boot-file tree ask
-        // for them even when no node pulls the image through it: a one-node rack).
-        relay_port: (r.downstream > 0 || r.boot_files).then_some(r.relay_port),
+        relay_port: (r.downstream > 0).then_some(r.relay_port),
         downstream: r.downstream,
         boot_files: r.boot_files,
         boot_window_s: r.boot_window_s,
@@ -197,21 +194,6 @@ mod tests {
             ]
         );
         assert_eq!((r.relay_port, r.downstream), (Some(8200), 1));
-        // A secondary no node pulls the image through (a one-node rack) still listens:
-        // it serves the boot files to the secondaries below it in the boot-file tree.
-        let leaf = br#"{"version": 1, "node": "c", "relay_port": 8200, "downstream": 0,
-            "boot_files": true, "upstreams": [{"node": "b", "address": "10.0.0.2"}]}"#;
-        let r = route_from_node_plan(leaf, "c", URL).unwrap();
-        assert_eq!(
-            (r.relay_port, r.downstream, r.boot_files),
-            (Some(8200), 0, true)
-        );
-        let plain = br#"{"version": 1, "node": "c", "relay_port": 8200, "downstream": 0,
-            "upstreams": [{"node": "b", "address": "10.0.0.2"}]}"#;
-        assert_eq!(
-            route_from_node_plan(plain, "c", URL).unwrap().relay_port,
-            None
-        );
         // Another node's plan (a misplaced file) is not followed.
         let e = shown(route_from_node_plan(np, "d", URL).unwrap_err());
         assert!(e.contains("is for node \"c\", not d"), "{e}");
