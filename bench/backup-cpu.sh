@@ -13,19 +13,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
-if [ -n "${BIN_DIR:-}" ]; then
-  agent=$(realpath "$BIN_DIR/initrd-agent"); imgtool=$(realpath "$BIN_DIR/imgtool")
-else
-  agent=$(scripts/build-agent.sh)
-  RUSTFLAGS="-C target-feature=+crt-static -C relocation-model=static -C strip=symbols" cargo build --release -q -p imgtool \
-    --target x86_64-unknown-linux-gnu
-  imgtool=$PWD/target/x86_64-unknown-linux-gnu/release/imgtool
-fi
+. bench/lib.sh
+static_bins
 master=${FIXTURE:-$(realpath -m "${BENCH_DIR:-bench/work}")/master.img}
 [ -f "$master" ] || { echo "no fixture $master: run bench/imgtool.sh or bench/backup.sh once" >&2; exit 1; }
 work=$(realpath -m "${BENCH_DIR:-bench/work}")/backup-cpu
 rm -rf "$work"; mkdir -p "$work/images"
-. bench/lib.sh
 sp=""
 cleanup() { [ -n "$sp" ] && kill "$sp" 2>/dev/null; rm -rf "$work"; detach_all; }
 trap cleanup EXIT

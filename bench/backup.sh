@@ -27,16 +27,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 RATE=${RATE:-1gbit}
-# The agent exactly as the initrd carries it (static, release), and imgtool built the same
-# way (it shares the agent's compiled dependencies).
-if [ -n "${BIN_DIR:-}" ]; then
-  agent=$(realpath "$BIN_DIR/initrd-agent"); imgtool=$(realpath "$BIN_DIR/imgtool")
-else
-  agent=$(scripts/build-agent.sh)
-  RUSTFLAGS="-C target-feature=+crt-static -C relocation-model=static -C strip=symbols" cargo build --release -q -p imgtool \
-    --target x86_64-unknown-linux-gnu
-  imgtool=$PWD/target/x86_64-unknown-linux-gnu/release/imgtool
-fi
+. bench/lib.sh
+static_bins
 work=$(realpath -m "${BENCH_DIR:-bench/work}")/backup
 mkdir -p "$work"
 master=${FIXTURE:-}
@@ -56,7 +48,6 @@ if [ -z "$master" ]; then
   fi
 fi
 
-. bench/lib.sh
 tag="bkp$$"
 pids=()
 cleanup() {

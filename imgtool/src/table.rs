@@ -79,17 +79,9 @@ impl Partition {
         ebr: Option<u64>,
     ) -> Partition {
         Partition {
-            number,
-            start,
-            size,
-            type_: type_.into(),
-            guid: None,
-            name: None,
-            attributes: 0,
             role: Some(role),
-            bootable: false,
             ebr,
-            filesystem: None,
+            ..Partition::plain(number, start, size, type_)
         }
     }
 

@@ -123,6 +123,15 @@ fn client() -> ureq::Agent {
         .build()
 }
 
+/// How long one request for a body of at most `limit` bytes may take in all: the frame
+/// grace plus the length at the slowest pace the agent accepts from an upstream
+/// (`imgtool::limits`). The read timeout bounds only silence; without this a hostile
+/// peer or primary sending a byte just inside every read timeout would hold the fetch
+/// (and its rack's boot files) for days.
+fn deadline_for(limit: u64) -> Duration {
+    imgtool::limits::FRAME_GRACE + Duration::from_secs(limit / imgtool::limits::MIN_FRAME_RATE)
+}
+
 /// `url`'s body, at most `limit` bytes (more is an error, not a cut), tried
 /// [`FETCH_ATTEMPTS`] times while the failure is the network's.
 fn get_bounded(url: &str, limit: u64) -> Result<Vec<u8>, FetchError> {
@@ -130,7 +139,7 @@ fn get_bounded(url: &str, limit: u64) -> Result<Vec<u8>, FetchError> {
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match get_once(&agent, url, limit) {
+        match get_once(&agent, url, limit, deadline_for(limit)) {
             Err(e) if e.transient() && attempt < FETCH_ATTEMPTS => {
                 std::thread::sleep(Duration::from_secs(1 << (attempt - 1)));
             }
@@ -139,8 +148,13 @@ fn get_bounded(url: &str, limit: u64) -> Result<Vec<u8>, FetchError> {
     }
 }
 
-fn get_once(agent: &ureq::Agent, url: &str, limit: u64) -> Result<Vec<u8>, FetchError> {
-    match agent.get(url).call() {
+fn get_once(
+    agent: &ureq::Agent,
+    url: &str,
+    limit: u64,
+    deadline: Duration,
+) -> Result<Vec<u8>, FetchError> {
+    match agent.get(url).timeout(deadline).call() {
         Ok(r) if r.status() == 200 => read_body(url, r, limit),
         Ok(r) => Err(http_error(url, format!("answered {}", r.status()))),
         Err(ureq::Error::Status(404, _)) => Err(FetchError::Missing { url: url.into() }),
@@ -333,7 +347,7 @@ impl<'a> Peers<'a> {
         let window = self.window.as_secs();
         loop {
             let within = Instant::now() < self.deadline;
-            match peer_once(&self.agent, url, limit) {
+            match peer_once(&self.agent, url, limit, deadline_for(limit)) {
                 PeerAnswer::Body(b) => return Ok(b),
                 PeerAnswer::Failed(e) => return Err(e.to_string()),
                 PeerAnswer::NotYet if within => self.answered[i] = true,
@@ -356,8 +370,8 @@ impl<'a> Peers<'a> {
 }
 
 /// One request to a peer: no retry (the next source is the retry).
-fn peer_once(agent: &ureq::Agent, url: &str, limit: u64) -> PeerAnswer {
-    match agent.get(url).call() {
+fn peer_once(agent: &ureq::Agent, url: &str, limit: u64, deadline: Duration) -> PeerAnswer {
+    match agent.get(url).timeout(deadline).call() {
         Ok(r) if r.status() == 200 => match read_body(url, r, limit) {
             Ok(b) => PeerAnswer::Body(b),
             Err(e) => PeerAnswer::Failed(e),
@@ -633,6 +647,36 @@ mod tests {
         std::fs::write(dir.path().join(FILE), big).unwrap();
         let e = fetch(&Sources::primary(&server), &|_| {}).unwrap_err();
         assert!(matches!(e, FetchError::TooLong { .. }), "{e}");
+    }
+
+    /// A hostile peer that answers 200 and then sends one byte a second (never silent
+    /// for the read timeout) is cut at the request's deadline, not followed for as long
+    /// as it likes; and the deadline for the largest boot file stays bounded.
+    #[test]
+    fn a_peer_trickling_bytes_is_cut_at_the_deadline() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/boot/vmlinuz", l.local_addr().unwrap());
+        std::thread::spawn(move || {
+            if let Ok((mut c, _)) = l.accept() {
+                use std::io::Write;
+                let _ = c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n");
+                for _ in 0..1000 {
+                    if c.write_all(b"x").is_err() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+        });
+        let t = Instant::now();
+        let answer = peer_once(&client(), &url, 1000, Duration::from_secs(2));
+        assert!(
+            matches!(answer, PeerAnswer::Failed(_)),
+            "the trickle was taken"
+        );
+        assert!(t.elapsed() < Duration::from_secs(60), "{:?}", t.elapsed());
+        let most = deadline_for(MAX_FILE_BYTES);
+        assert!(most > imgtool::limits::FRAME_GRACE && most < Duration::from_secs(3 * 3600));
     }
 
     /// A relay serving the boot files of `root` (fetched from a primary over it); its
