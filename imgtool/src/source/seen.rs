@@ -161,7 +161,9 @@ mod tests {
     use std::net::TcpListener;
     use std::time::Duration;
 
-    /// A server that answers every request with `body` (status 200), counting them.
+    /// A server that answers every query about 127.0.0.1 bounded to the asker's run
+    /// (`?within=35`, [`RUN`]) with `body` (status 200), anything else `400`; counting
+    /// the requests.
     fn answering(body: &'static str) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let base = format!("http://{}/img", l.local_addr().unwrap());
@@ -172,10 +174,16 @@ mod tests {
                 let Ok(mut c) = c else { continue };
                 count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let mut buf = [0u8; 4096];
-                let _ = c.read(&mut buf);
+                let n = c.read(&mut buf).unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]);
+                let (status, body) = if head.starts_with("GET /img/.seen/127.0.0.1?within=35 ") {
+                    ("200 OK", body)
+                } else {
+                    ("400 Bad Request", "")
+                };
                 let _ = write!(
                     c,
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                     body.len()
                 );
             }
