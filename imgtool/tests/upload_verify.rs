@@ -105,12 +105,15 @@ fn replay(s: &Server, token: &str, m: &Manifest, layout: &[u8], frames: &[Frame]
     let mut answers = vec![];
     for f in frames {
         let c = &f.chunk;
-        let req = agent
+        let mut req = agent
             .put(&format!("{base}/{session}/{}/{}", f.region.name(), f.index))
             .set("X-Payload-Offset", &c.payload_offset.to_string())
             .set("X-Raw-Length", &c.length.to_string())
-            .set("X-Raw-Sha256", &c.sha256)
             .set("X-Frame-Sha256", &c.frame_sha256);
+        // As our client does: an empty raw sha256 is left to the server.
+        if !c.sha256.is_empty() {
+            req = req.set("X-Raw-Sha256", &c.sha256);
+        }
         answers.push(send(req, token, &f.bytes));
     }
     let layout = send(
@@ -197,6 +200,156 @@ fn a_frame_that_decodes_to_other_raw_bytes_than_declared_publishes_nothing_namin
         "{log}"
     );
     assert_eq!(current_id(&root, GROUP), Some(image_id(&c.image)));
+}
+
+/// `m` with every chunk's raw sha256 and the image id left to the server, as our
+/// client sends it; `frames` to match.
+fn leave_raw_sums(m: &Manifest, frames: &mut [Frame]) -> Manifest {
+    let mut m = m.clone();
+    m.image_id.clear();
+    for r in &mut m.regions {
+        for c in &mut r.chunks {
+            c.sha256.clear();
+        }
+    }
+    for f in frames {
+        f.chunk.sha256.clear();
+    }
+    m
+}
+
+#[test]
+fn raw_hashes_left_to_the_server_give_the_local_captures_manifest_byte_for_byte() {
+    let c = captured_files();
+    let root = c.dir.join("images");
+    let s = Server::start(&c.dir, &root, &[]);
+    let (m, layout) = load(&c.image);
+    let mut frames = frames_of(&c.image, &m);
+    let sent = leave_raw_sums(&m, &mut frames);
+    assert!(sent
+        .regions
+        .iter()
+        .all(|r| r.chunks.iter().all(|c| c.sha256.is_empty())));
+    let r = replay(&s, TOKEN, &sent, &layout, &frames);
+    assert!(
+        r.frames.iter().all(|(code, _)| *code == 204),
+        "{:?}",
+        r.frames
+    );
+    assert_eq!(r.manifest.0, 201, "{}", r.manifest.1);
+    assert!(r.manifest.1.contains(&m.image_id), "{}", r.manifest.1);
+    // The server computed every raw sha256 and the id: the published manifest is the
+    // one the local capture wrote, byte for byte.
+    let version = format!("{GROUP}@{}", &m.image_id[..12]);
+    assert_eq!(
+        std::fs::read(root.join(&version).join("manifest")).unwrap(),
+        std::fs::read(c.image.join("manifest")).unwrap()
+    );
+    assert_eq!(current_id(&root, GROUP), Some(m.image_id.clone()));
+}
+
+#[test]
+fn raw_hashes_left_to_the_server_still_hold_the_client_to_its_frames() {
+    let c = captured_files();
+    let root = c.dir.join("images");
+    let s = Server::start(&c.dir, &root, &[]);
+    let (m, layout) = load(&c.image);
+    let ri = (0..m.regions.len())
+        .max_by_key(|&i| m.regions[i].chunks.len())
+        .unwrap();
+    let name = region_name(m.regions[ri].number);
+    let what = format!("region {} chunk 0", name.name());
+    let at = |frames: &[Frame]| {
+        frames
+            .iter()
+            .position(|f| (f.region, f.index) == (name, 0))
+            .unwrap()
+    };
+    let refused = |r: &Replay, needles: &[&str]| {
+        assert!(
+            r.frames.iter().all(|(code, _)| *code == 204),
+            "{:?}",
+            r.frames
+        );
+        let (code, text) = &r.manifest;
+        assert_eq!(*code, 422, "{text}");
+        for n in needles {
+            assert!(text.contains(n), "{n:?} not in {text}");
+        }
+        assert!(
+            published(&root).is_empty(),
+            "something was published: {text}"
+        );
+        assert!(sessions_left(&root).is_empty());
+    };
+
+    // 1. The manifest declares a chunk's raw sha256 that is not its frame's: the frame
+    //    holds other raw bytes (consistent frame sha256), sent without a raw hash.
+    let mut frames = frames_of(&c.image, &m);
+    let mut sent = leave_raw_sums(&m, &mut frames);
+    let k = at(&frames);
+    let mut raw = zstd::bulk::decompress(&frames[k].bytes, m.chunk_size as usize).unwrap();
+    raw[0] ^= 0xff;
+    let forged = imgtool::frame::compress_chunk(&raw, m.level, m.chunk_size).unwrap();
+    let entry = &mut sent.regions[ri].chunks[0];
+    entry.compressed_length = forged.len() as u64;
+    entry.frame_sha256 = hex::encode(Sha256::digest(&forged));
+    entry.sha256 = m.regions[ri].chunks[0].sha256.clone();
+    frames[k].chunk = entry.clone();
+    frames[k].chunk.sha256.clear();
+    frames[k].bytes = forged;
+    // (Chunk 0 shifted the payload: send only that region's first chunk changed by
+    // keeping every later frame's offset consistent.)
+    let delta =
+        frames[k].chunk.compressed_length as i64 - m.regions[ri].chunks[0].compressed_length as i64;
+    for (i, c) in sent.regions[ri].chunks.iter_mut().enumerate().skip(1) {
+        c.payload_offset = (c.payload_offset as i64 + delta) as u64;
+        let j = frames
+            .iter()
+            .position(|f| (f.region, f.index) == (name, i))
+            .unwrap();
+        frames[j].chunk.payload_offset = c.payload_offset;
+    }
+    let r = replay(&s, TOKEN, &sent, &layout, &frames);
+    refused(&r, &[&what, "not the frame received"]);
+
+    // 2. Raw hashes left to the server, but an image id named: refused, nothing guessed.
+    let mut frames = frames_of(&c.image, &m);
+    let mut sent = leave_raw_sums(&m, &mut frames);
+    sent.image_id = m.image_id.clone();
+    let r = replay(&s, TOKEN, &sent, &layout, &frames);
+    refused(&r, &["leaves", "raw sha256s to the server"]);
+
+    // 3. A frame whose zstd content checksum is wrong (its last byte), sent with a
+    //    consistent frame sha256 and no raw hash: the server's decode refuses it.
+    let mut frames = frames_of(&c.image, &m);
+    let mut sent = leave_raw_sums(&m, &mut frames);
+    let k = at(&frames);
+    let f = &mut frames[k];
+    *f.bytes.last_mut().unwrap() ^= 0x5a;
+    f.chunk.frame_sha256 = hex::encode(Sha256::digest(&f.bytes));
+    sent.regions[ri].chunks[0].frame_sha256 = f.chunk.frame_sha256.clone();
+    let r = replay(&s, TOKEN, &sent, &layout, &frames);
+    // Its raw check runs on the verifier: a later frame's PUT may meet the failure
+    // first, else the commit does. Either way the chunk is named, nothing published.
+    let (code, text) = r
+        .frames
+        .iter()
+        .chain([&r.layout, &r.manifest])
+        .find(|(code, _)| *code != 204)
+        .unwrap();
+    assert_eq!(*code, 422, "{text}");
+    assert!(text.contains(&what) && text.contains("checksum"), "{text}");
+    assert_eq!(r.manifest.0, 422, "{}", r.manifest.1);
+    assert!(published(&root).is_empty(), "something was published");
+    assert!(sessions_left(&root).is_empty());
+
+    // The faithful upload still publishes with the same token (nothing spent it).
+    let mut frames = frames_of(&c.image, &m);
+    let sent = leave_raw_sums(&m, &mut frames);
+    let r = replay(&s, TOKEN, &sent, &layout, &frames);
+    assert_eq!(r.manifest.0, 201, "{}", r.manifest.1);
+    assert_eq!(current_id(&root, GROUP), Some(m.image_id.clone()));
 }
 
 #[test]

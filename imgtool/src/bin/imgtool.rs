@@ -412,6 +412,7 @@ fn capture_cmd(a: CaptureArgs, out: &Out) -> Result<()> {
         level: a.level,
         threads: a.threads,
         chunk_size: a.chunk_size,
+        ..CaptureOptions::default()
     };
     let dest = a.image_dir.to_string_lossy().into_owned();
     if dest.starts_with("http://") || dest.starts_with("https://") {

@@ -18,7 +18,7 @@ use super::wire::{
 use crate::capture::{capture_into, CaptureOptions, ImageSink};
 use crate::disk::BlockIo;
 use crate::error::{Error, Result};
-use crate::manifest::{Chunk, Manifest, Region};
+use crate::manifest::{Chunk, Image, Manifest, Region};
 use crate::progress::Progress;
 use netboot_proto::names::{name, Kind};
 use std::io::Read;
@@ -118,7 +118,11 @@ pub struct UploadReport {
 }
 
 /// Captures `disk` and uploads it to `target` while capturing. Same options, same
-/// pipeline and same image as `capture` into a directory.
+/// pipeline and same image (same id) as `capture` into a directory, but the chunks'
+/// raw sha256s are taken by the server, which decompresses and hashes every frame to
+/// check it anyway ([`CaptureOptions::hash_raw`]): the node does not hash the raw bytes
+/// a second time. So the image id is the server's; the manifest it published is then
+/// read back and must be, raw hashes aside, the one this capture made.
 pub fn capture_to_server(
     disk: &dyn BlockIo,
     disk_name: &Path,
@@ -126,8 +130,12 @@ pub fn capture_to_server(
     target: &UploadTarget,
     progress: &Progress,
 ) -> Result<UploadReport> {
+    let opts = CaptureOptions {
+        hash_raw: false,
+        ..opts.clone()
+    };
     let mut sink = UploadSink::begin(target, opts.chunk_size)?;
-    let manifest = capture_into(disk, disk_name, &mut sink, opts, progress)?;
+    let made = capture_into(disk, disk_name, &mut sink, &opts, progress)?;
     let done = sink
         .committed
         .as_ref()
@@ -135,23 +143,48 @@ pub fn capture_to_server(
             url: target.url(""),
             msg: "the capture ended without publishing".into(),
         })?;
-    if done.image_id != manifest.image_id {
-        return Err(UploadError::BadAnswer {
-            url: target.url(""),
-            msg: format!(
-                "the server published image {}, this capture made {}",
-                done.image_id, manifest.image_id
-            ),
-        }
+    let url = format!("{}/{}", target.base, done.version);
+    let published = Image::fetch(&url)?.manifest;
+    let mismatch = |why: String| UploadError::BadAnswer {
+        url: url.clone(),
+        msg: why,
+    };
+    if published.image_id != done.image_id {
+        return Err(mismatch(format!(
+            "the server said it published image {}, its manifest is image {}",
+            done.image_id, published.image_id
+        ))
+        .into());
+    }
+    if !same_but_raw_sums(&made, &published) {
+        return Err(mismatch(format!(
+            "the published image {} is not the one this capture sent (its regions, chunks or frames differ)",
+            published.image_id
+        ))
         .into());
     }
     Ok(UploadReport {
         image_id: done.image_id.clone(),
-        url: format!("{}/{}", target.base, done.version),
+        url,
         version: done.version.clone(),
         bytes_sent: sink.sent.load(Ordering::Relaxed),
-        manifest,
+        manifest: published,
     })
+}
+
+/// Whether `published` is `made` with the raw sha256s `made` left empty filled in
+/// (and its image id).
+fn same_but_raw_sums(made: &Manifest, published: &Manifest) -> bool {
+    let mut filled = published.clone();
+    filled.image_id = made.image_id.clone();
+    for (f, m) in filled.regions.iter_mut().zip(&made.regions) {
+        for (fc, mc) in f.chunks.iter_mut().zip(&m.chunks) {
+            if mc.sha256.is_empty() {
+                fc.sha256.clear();
+            }
+        }
+    }
+    filled == *made
 }
 
 #[derive(serde::Deserialize)]
@@ -379,13 +412,16 @@ impl Sender {
             job.index
         ));
         let c = &job.chunk;
-        let req = self
+        let mut req = self
             .agent
             .put(&url)
             .set(H_PAYLOAD_OFFSET, &c.payload_offset.to_string())
             .set(H_RAW_LENGTH, &c.length.to_string())
-            .set(H_RAW_SHA256, &c.sha256)
             .set(H_FRAME_SHA256, &c.frame_sha256);
+        // Left empty by a capture that leaves the raw hashes to the server.
+        if !c.sha256.is_empty() {
+            req = req.set(H_RAW_SHA256, &c.sha256);
+        }
         call(req, &self.target.token, &url, &job.frame)?;
         self.sent
             .fetch_add(job.frame.len() as u64, Ordering::Relaxed);

@@ -11,7 +11,7 @@
 //! the current version stays served. Every refusal is logged with its reason.
 
 use super::session::{
-    check_frame_sum, check_raw, disk_status, write_frame, Received, Refusal, Session,
+    check_frame_sum, check_raw, disk_status, write_frame, RawSums, Received, Refusal, Session,
 };
 use super::tokens::{token_key, TokenFile, TokensError, UsedTokens, USED_FILE};
 use super::verify::{Job, Verification, Verifier};
@@ -391,7 +391,12 @@ impl Uploads {
     ) -> Result<Response, Refusal> {
         let what = format!("upload to {group}: region {} chunk {index}", region.name());
         let len = req.body_len();
-        let (headers, file, verify) = {
+        let Admitted {
+            headers,
+            file,
+            verify,
+            sums,
+        } = {
             let mut sessions = self.sessions()?;
             self.reap(&mut sessions);
             let s = self.session(&mut sessions, req, group, id)?;
@@ -413,8 +418,14 @@ impl Uploads {
                 }
             }
         };
-        let received = receive_frame(req, &headers, &file, &what)
-            .map(|frame| self.defer_check(frame, &headers, &what, &verify));
+        let received = receive_frame(req, &headers, &file, &what).map(|frame| {
+            let check = RawCheck {
+                verify: &verify,
+                sums: &sums,
+                key: (region, index),
+            };
+            self.defer_check(frame, &headers, &what, check)
+        });
         let mut sessions = self.sessions()?;
         let Some(s) = sessions.get_mut(id) else {
             let Refusal(code, why) = self.gone(id, group);
@@ -430,7 +441,8 @@ impl Uploads {
                         payload_offset: headers.payload_offset,
                         compressed_length: len,
                         length: headers.raw_length,
-                        sha256: headers.raw_sha256,
+                        // The raw check's own sum replaces it at the commit.
+                        sha256: headers.raw_sha256.unwrap_or_default(),
                         frame_sha256: headers.frame_sha256,
                     },
                 );
@@ -443,21 +455,22 @@ impl Uploads {
         }
     }
 
-    /// Queues `frame`'s raw check (decompress, raw sha256) on the verifier, waiting
-    /// while the verifier holds its bound.
-    fn defer_check(
-        &self,
-        frame: Vec<u8>,
-        headers: &FrameHeaders,
-        what: &str,
-        verify: &Arc<Verification>,
-    ) {
+    /// Queues `frame`'s raw check (decompress, raw sha256, kept in the session's
+    /// [`RawSums`]) on the verifier, waiting while the verifier holds its bound.
+    fn defer_check(&self, frame: Vec<u8>, headers: &FrameHeaders, what: &str, to: RawCheck) {
         let (h, what) = (headers.clone(), what.to_string());
+        let (sums, key) = (to.sums.clone(), to.key);
         let job = Job {
             bytes: frame.len() as u64,
-            check: Box::new(move || check_raw(&frame, &h, &what)),
+            check: Box::new(move || {
+                let sum = check_raw(&frame, &h, &what)?;
+                sums.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(key, sum);
+                Ok(())
+            }),
         };
-        self.verifier.submit(job, verify);
+        self.verifier.submit(job, to.verify);
     }
 
     /// `PUT .../layout`: the layout file's bytes (checked with the manifest).
@@ -523,10 +536,10 @@ impl Uploads {
         let manifest = req
             .body_whole()
             .map_err(|e| self.fail(id, Refusal::new(400, format!("manifest cut: {e}"))))?;
-        let Some(session) = self.sessions()?.remove(id) else {
+        let Some(mut session) = self.sessions()?.remove(id) else {
             return Err(self.gone(id, group));
         };
-        let published = self.publish(&session, &manifest, req.peer().ip());
+        let published = self.publish(&mut session, &manifest, req.peer().ip());
         match &published {
             Ok(_) => {}
             Err(r) => {
@@ -560,12 +573,13 @@ impl Uploads {
     /// checked again under the publishing lock (still listed for the group, not spent).
     fn publish(
         &self,
-        s: &Session,
+        s: &mut Session,
         manifest: &[u8],
         peer: std::net::IpAddr,
     ) -> Result<(String, String), Refusal> {
         // Every frame's raw check, before anything of the image is looked at.
         s.verify.wait()?;
+        let manifest = &s.settle_manifest(manifest)?;
         let mpath = s.dir.join(MANIFEST_FILE);
         std::fs::write(&mpath, manifest)
             .map_err(|e| Refusal::new(disk_status(&e), format!("writing the manifest: {e}")))?;
@@ -657,7 +671,7 @@ fn admit_frame(
     len: u64,
     max_bytes: u64,
     what: &str,
-) -> Result<(FrameHeaders, Arc<std::fs::File>, Arc<Verification>), Refusal> {
+) -> Result<Admitted, Refusal> {
     if let Some(Refusal(code, why)) = s.verify.failed() {
         return Err(Refusal::new(
             code,
@@ -719,7 +733,28 @@ fn admit_frame(
     s.reserve(region, index, start, end);
     s.bytes = total.unwrap_or(u64::MAX);
     s.in_flight += 1;
-    Ok((headers, file, s.verify.clone()))
+    Ok(Admitted {
+        headers,
+        file,
+        verify: s.verify.clone(),
+        sums: s.raw_sums.clone(),
+    })
+}
+
+/// A frame request let in: its headers, its payload file, and where its raw check
+/// counts and puts the raw sha256 it computes.
+struct Admitted {
+    headers: FrameHeaders,
+    file: Arc<std::fs::File>,
+    verify: Arc<Verification>,
+    sums: Arc<RawSums>,
+}
+
+/// Where a frame's raw check is counted and its raw sha256 kept.
+struct RawCheck<'a> {
+    verify: &'a Arc<Verification>,
+    sums: &'a Arc<RawSums>,
+    key: (RegionName, usize),
 }
 
 /// Reads a frame's body (its length was bounded by [`admit_frame`]), checks its frame

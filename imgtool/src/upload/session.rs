@@ -4,9 +4,11 @@
 //! ([`check_frame_sum`]); then, off the request path on the server's
 //! [`super::verify::Verifier`], decompressed within the session's `chunk_size` and the
 //! sha256 of the raw bytes ([`check_raw`]), counted in the session's
-//! [`Verification`]. The commit waits for every frame's check; the manifest must
-//! describe exactly the frames received ([`Session::check_commit`]) besides passing
-//! every rule an image load checks.
+//! [`Verification`] and kept in its [`RawSums`]. The commit waits for every frame's
+//! check, fills the raw sha256s a client left to the server into the manifest
+//! ([`Session::settle_manifest`]: our client does not hash the raw bytes, the server
+//! must anyway), and the manifest must describe exactly the frames received
+//! ([`Session::check_commit`]) besides passing every rule an image load checks.
 //! File names in the staging directory are made here from parsed numbers
 //! ([`RegionName::payload`], `layout`, `manifest`), never taken from a request.
 
@@ -19,8 +21,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
+
+/// The raw sha256 the verifier computed for each frame checked, by region and chunk
+/// index: what [`Session::settle_manifest`] fills in and checks against.
+pub type RawSums = Mutex<HashMap<(RegionName, usize), String>>;
 
 /// A frame as received: where it went in its payload and what it holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +67,8 @@ pub struct Session {
     pub committing: bool,
     /// The raw checks of its frames (deferred, see [`super::verify`]).
     pub verify: Arc<Verification>,
+    /// What those checks computed.
+    pub raw_sums: Arc<RawSums>,
     /// Payload byte ranges of the frames admitted (received or arriving), per region:
     /// `start → (end, index)`. A chunk index or a byte range is admitted once.
     ranges: HashMap<RegionName, BTreeMap<u64, (u64, usize)>>,
@@ -92,6 +100,7 @@ impl Session {
             layout: false,
             committing: false,
             verify: Verification::new(),
+            raw_sums: Arc::default(),
             ranges: HashMap::new(),
             pending: Default::default(),
             files: HashMap::new(),
@@ -160,6 +169,72 @@ impl Session {
         {
             self.count += 1;
         }
+    }
+
+    /// The manifest to publish, from the one the client sent, once every frame's raw
+    /// check is done: each chunk's `sha256` the client left empty is filled with the one
+    /// the server computed, and then the image id, which the client must have left
+    /// empty too (it could not know it), is computed; a manifest with every hash given
+    /// is taken as sent. The frames received are recorded with the computed hashes, so
+    /// [`Session::check_commit`] refuses a declared hash that is not the frame's.
+    pub fn settle_manifest(&mut self, sent: &[u8]) -> Result<Vec<u8>, Refusal> {
+        let sums = std::mem::take(&mut *self.raw_sums.lock().unwrap_or_else(|p| p.into_inner()));
+        for (region, chunks) in &mut self.chunks {
+            for (i, r) in chunks.iter_mut() {
+                let Some(sum) = sums.get(&(*region, *i)) else {
+                    return Err(Refusal::new(
+                        500,
+                        format!(
+                            "region {} chunk {i}: received but not raw-checked",
+                            region.name()
+                        ),
+                    ));
+                };
+                r.sha256 = sum.clone();
+            }
+        }
+        let mut m: crate::manifest::Manifest = serde_json::from_slice(sent).map_err(|e| {
+            Refusal::new(422, format!("the manifest is not an image manifest: {e}"))
+        })?;
+        let mut filled = 0usize;
+        for r in &mut m.regions {
+            let name = if r.number == 0 {
+                RegionName::Head
+            } else {
+                RegionName::Partition(r.number)
+            };
+            for (i, c) in r.chunks.iter_mut().enumerate() {
+                if !c.sha256.is_empty() {
+                    continue;
+                }
+                let got = self.chunks.get(&name).and_then(|m| m.get(&i));
+                let Some(got) = got else {
+                    return Err(Refusal::new(
+                        422,
+                        format!(
+                            "region {} chunk {i}: its raw sha256 is left to the server, but no such frame came",
+                            r.name
+                        ),
+                    ));
+                };
+                c.sha256 = got.sha256.clone();
+                filled += 1;
+            }
+        }
+        if filled == 0 {
+            return Ok(sent.to_vec());
+        }
+        if !m.image_id.is_empty() {
+            return Err(Refusal::new(
+                422,
+                format!(
+                    "the manifest names image {} but leaves {filled} raw sha256s to the server: the id is the server's to compute then",
+                    m.image_id
+                ),
+            ));
+        }
+        m.image_id = m.compute_id();
+        Ok(m.to_json().into_bytes())
     }
 
     /// Checks that the manifest describes exactly the frames received and that the
@@ -314,7 +389,7 @@ pub fn disk_status(e: &std::io::Error) -> u16 {
 /// then its decompressed length and raw sha256 ([`check_raw`]). `what` names the
 /// region and chunk in the message. The server runs the two halves apart (the second
 /// on its [`super::verify::Verifier`]); this is both, in order.
-pub fn verify_frame(frame: &[u8], h: &FrameHeaders, what: &str) -> Result<(), Refusal> {
+pub fn verify_frame(frame: &[u8], h: &FrameHeaders, what: &str) -> Result<String, Refusal> {
     check_frame_sum(frame, h, what)?;
     check_raw(frame, h, what)
 }
@@ -337,16 +412,20 @@ pub fn check_frame_sum(frame: &[u8], h: &FrameHeaders, what: &str) -> Result<(),
 }
 
 /// The frame decompressed within its declared raw length (allocated as declared, which
-/// the session's `chunk_size` bounds) and the raw bytes' sha256 against the declared
-/// one: what a client that lies consistently (right frame sha256, wrong raw bytes) is
-/// caught by.
-pub fn check_raw(frame: &[u8], h: &FrameHeaders, what: &str) -> Result<(), Refusal> {
+/// the session's `chunk_size` bounds; zstd checks the frame's content checksum, which
+/// capture writes, on the way) and the raw bytes' sha256, returned, and checked
+/// against the declared one if the client sent one: what a client that lies
+/// consistently (right frame sha256, wrong raw bytes) is caught by.
+pub fn check_raw(frame: &[u8], h: &FrameHeaders, what: &str) -> Result<String, Refusal> {
     let bad = |msg: String| Refusal::new(422, format!("{what}: {msg}"));
     // raw_length was bounded by the session's chunk_size (≤ MAX_CHUNK) when parsed.
-    let mut raw = vec![0u8; h.raw_length as usize];
-    let n = zstd::bulk::decompress_to_buffer(frame, &mut raw[..]).map_err(|e| {
+    // Decoded into the spare capacity: no zeroing of 8 MiB a frame first.
+    let mut raw = Vec::with_capacity(h.raw_length as usize);
+    let decoded =
+        zstd::bulk::Decompressor::new().and_then(|mut d| d.decompress_to_buffer(frame, &mut raw));
+    let n = decoded.map_err(|e| {
         bad(format!(
-            "not a zstd frame of at most {} bytes: {e}",
+            "the frame does not decode to at most its {} raw bytes: {e}",
             h.raw_length
         ))
     })?;
@@ -357,13 +436,12 @@ pub fn check_raw(frame: &[u8], h: &FrameHeaders, what: &str) -> Result<(), Refus
         )));
     }
     let raw_sum = hex::encode(Sha256::digest(&raw));
-    if raw_sum != h.raw_sha256 {
+    if let Some(declared) = h.raw_sha256.as_ref().filter(|d| **d != raw_sum) {
         return Err(bad(format!(
-            "raw sha256 {raw_sum} is not the {} declared",
-            h.raw_sha256
+            "raw sha256 {raw_sum} is not the {declared} declared"
         )));
     }
-    Ok(())
+    Ok(raw_sum)
 }
 
 /// Writes a checked frame at its offset in the payload file.
@@ -387,7 +465,7 @@ mod tests {
         FrameHeaders {
             payload_offset: 0,
             raw_length: raw.len() as u64,
-            raw_sha256: hex::encode(Sha256::digest(raw)),
+            raw_sha256: Some(hex::encode(Sha256::digest(raw))),
             frame_sha256: hex::encode(Sha256::digest(frame)),
         }
     }
@@ -397,7 +475,14 @@ mod tests {
         let raw = vec![7u8; 100_000];
         let frame = crate::frame::compress_chunk(&raw, 3, 1 << 20).unwrap();
         let h = headers(&frame, &raw);
-        assert_eq!(verify_frame(&frame, &h, "p2 chunk 0"), Ok(()));
+        let sum = hex::encode(Sha256::digest(&raw));
+        assert_eq!(verify_frame(&frame, &h, "p2 chunk 0"), Ok(sum.clone()));
+        // Left to the server: computed, the same.
+        let undeclared = FrameHeaders {
+            raw_sha256: None,
+            ..h.clone()
+        };
+        assert_eq!(verify_frame(&frame, &undeclared, "p2 chunk 0"), Ok(sum));
         let mut flipped = frame.clone();
         let mid = flipped.len() / 2;
         flipped[mid] ^= 1;
@@ -410,7 +495,7 @@ mod tests {
         assert!(verify_frame(&frame, &short, "x").is_err());
         // Right frame, wrong raw hash.
         let mut other = h.clone();
-        other.raw_sha256 = "0".repeat(64);
+        other.raw_sha256 = Some("0".repeat(64));
         let e = verify_frame(&frame, &other, "head chunk 3").unwrap_err();
         assert!(e.1.contains("raw sha256"), "{}", e.1);
         // Not zstd at all.

@@ -198,8 +198,11 @@ pub struct FrameHeaders {
     pub payload_offset: u64,
     /// Raw bytes the frame decompresses to.
     pub raw_length: u64,
-    /// sha256 of the raw bytes (64 lower-case hex digits).
-    pub raw_sha256: String,
+    /// sha256 of the raw bytes (64 lower-case hex digits), if the client declared it.
+    /// Absent (what our client sends), the server's raw check computes it and the
+    /// commit fills it into the manifest: the client does not hash the raw bytes a
+    /// second time (docs/PROTOCOL.md, "Upload").
+    pub raw_sha256: Option<String>,
     /// sha256 of the frame.
     pub frame_sha256: String,
 }
@@ -210,8 +213,8 @@ pub const H_RAW_SHA256: &str = "X-Raw-Sha256";
 pub const H_FRAME_SHA256: &str = "X-Frame-Sha256";
 
 impl FrameHeaders {
-    /// Reads the four headers through `get` (a request's header lookup); `raw_length`
-    /// must be in 1..=`chunk_size`.
+    /// Reads the headers through `get` (a request's header lookup); `raw_length` must be
+    /// in 1..=`chunk_size`; [`H_RAW_SHA256`] is optional, but if sent it must be a sha256.
     pub fn parse<'h>(
         get: impl Fn(&str) -> Option<&'h str>,
         chunk_size: u64,
@@ -247,7 +250,10 @@ impl FrameHeaders {
         Ok(FrameHeaders {
             payload_offset: number(H_PAYLOAD_OFFSET)?,
             raw_length,
-            raw_sha256: sha(H_RAW_SHA256)?,
+            raw_sha256: match get(H_RAW_SHA256) {
+                None => None,
+                Some(_) => Some(sha(H_RAW_SHA256)?),
+            },
             frame_sha256: sha(H_FRAME_SHA256)?,
         })
     }
@@ -375,6 +381,20 @@ mod tests {
         };
         let f = FrameHeaders::parse(h, 1 << 20).unwrap();
         assert_eq!((f.payload_offset, f.raw_length), (4096, 100));
+        assert_eq!(f.raw_sha256.as_deref(), Some(sha.as_str()));
+        // The raw sha256 may be left to the server; the frame's may not.
+        let undeclared = |k: &str| if k == H_RAW_SHA256 { None } else { h(k) };
+        assert_eq!(
+            FrameHeaders::parse(undeclared, 1 << 20).unwrap().raw_sha256,
+            None
+        );
+        let no_frame_sum = |k: &str| if k == H_FRAME_SHA256 { None } else { h(k) };
+        assert!(FrameHeaders::parse(no_frame_sum, 1 << 20).is_err());
+        let empty = |k: &str| if k == H_RAW_SHA256 { Some("") } else { h(k) };
+        assert!(
+            FrameHeaders::parse(empty, 1 << 20).is_err(),
+            "sent means checked"
+        );
         assert!(
             FrameHeaders::parse(h, 99).is_err(),
             "raw length over chunk_size"
