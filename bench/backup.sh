@@ -18,6 +18,12 @@
 # the backup is link-bound. The last line gives the floor a link sets, max(local capture,
 # bytes sent at the link's rate), and the backup's time against it.
 #
+# Two more rows give both sides one compression thread (`--threads 1`, the admin path
+# `imgtool capture DISK http://...`, the same code as the agent's): the other core is
+# then the server's, as when it runs on a machine of its own, and what the upload adds
+# over writing locally is the protocol's own cost. With all cores on both, a 2-core
+# machine runs the capture and the server's check of every frame on the same two cores.
+#
 # Every tool reads partition 2 (the ext4 root, nearly all of the data): `imgtool capture
 # --partitions 2`, the agent's backup mode with `--partitions 2` (`initrd-agent backup`,
 # the code PID 1 runs), and partclone.ext4 of that partition. Caches are dropped before
@@ -113,6 +119,18 @@ rm -rf "$work/local"
 backup "" 127.0.0.1:8099 ""; lo_backup=$result; lo_sent=$sent; lo_id=$published
 stream "" 127.0.0.1 8098 ""; lo_stream=$result
 
+# --- one compression thread on each side of the comparison: the other core is left to
+# the server, as when it runs on a machine of its own; what is left is the protocol's
+# own cost (the admin path, `imgtool capture DISK http://...`, same code as the agent's) ---
+drop; t0=$(now); "$imgtool" capture -q --threads 1 --partitions 2 "$M" "$work/local" >/dev/null; t1=$(now)
+local1_s=$(secs "$t0" "$t1"); rm -rf "$work/local"
+serve "" 127.0.0.1:8097
+drop; t0=$(now)
+"$imgtool" capture -q --threads 1 --partitions 2 --token "$tok" "$M" http://127.0.0.1:8097/compute > "$work/capture-http.log" 2>&1 \
+  || { cat "$work/capture-http.log" >&2; exit 1; }
+t1=$(now); lo1_backup=$(secs "$t0" "$t1"); lo1_id=$(readlink "$work/images/compute" || true)
+stop_servers
+
 # --- 1 Gbit/s: client namespace -> server namespace over a shaped veth ---
 ip netns add "$tag-s"; ip netns add "$tag-c"
 ip -n "$tag-c" link add v0 type veth peer name v1 netns "$tag-s"
@@ -137,6 +155,8 @@ Fixture: $(basename "$master"), partition 2 (ext4) of $(gb "$(blockdev --getsize
 | local disk | imgtool capture --partitions 2 | $local_s | $(gb "$local_size") (written) | $(mbs "$local_size" "$local_s") | 1.00x |
 | loopback | **initrd-agent backup** → imgtool serve | **$lo_backup** | $(gb "$lo_sent") | $(mbs "$lo_sent" "$lo_backup") | **$(ratio "$lo_backup" "$local_s")** |
 | loopback | partclone.ext4 -c \\| zstd -T0 -3 \\| nc | $lo_stream | $(gb "$pc_size") | $(mbs "$pc_size" "$lo_stream") | $(ratio "$lo_stream" "$local_s") |
+| local disk, 1 thread | imgtool capture --threads 1 --partitions 2 | $local1_s | $(gb "$local_size") (written) | $(mbs "$local_size" "$local1_s") | 1.00x (of this row) |
+| loopback, 1 thread | imgtool capture --threads 1 → imgtool serve (${lo1_id:-?}) | $lo1_backup | $(gb "$lo_sent") | $(mbs "$lo_sent" "$lo1_backup") | $(ratio "$lo1_backup" "$local1_s") of the row above |
 | $RATE veth (tbf) | **initrd-agent backup** → imgtool serve | **$net_backup** | $(gb "$net_sent") | $(mbs "$net_sent" "$net_backup") ($(awk -v n="$net_sent" -v t="$net_backup" -v l="$link" 'BEGIN { printf "%.0f%%", 100 * n / t / l }') of the link) | $(ratio "$net_backup" "$local_s") |
 | $RATE veth (tbf) | partclone.ext4 -c \\| zstd -T0 -3 \\| nc | $net_stream | $(gb "$pc_size") | $(mbs "$pc_size" "$net_stream") ($(awk -v n="$pc_size" -v t="$net_stream" -v l="$link" 'BEGIN { printf "%.0f%%", 100 * n / t / l }') of the link) | $(ratio "$net_stream" "$local_s") |
 TABLE
