@@ -14,7 +14,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 # accept them (the project pins no nightly).
 export RUSTC_BOOTSTRAP=1
 seconds=${FUZZ_SECONDS:-20}
-targets=${FUZZ_TARGETS:-gpt_mbr ext_probe fat_probe xfs_probe btrfs_probe lvm_metadata image_load upload_wire range_answer agent_config cluster_toml plain_toml clone_plan boot_files seen_answer}
+targets=${FUZZ_TARGETS:-gpt_mbr ext_probe fat_probe xfs_probe btrfs_probe lvm_metadata image_load upload_wire upload_manifest range_answer agent_config cluster_toml plain_toml clone_plan boot_files seen_answer}
 # Every input is cut to this length by the target bodies anyway (imgtool::fuzzing::MAX_INPUT).
 max_len=65536
 

@@ -192,6 +192,22 @@ fn seeds_parse_and_reproducers_are_refused() {
 }
 
 #[test]
+fn upload_manifest_inputs() {
+    assert!(replay("upload_manifest", imgtool::fuzzing::upload_manifest) >= 1);
+    // The seed is filled: every hash it leaves is one the target "computed".
+    let seed = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/upload_manifest/left_to_server"),
+    )
+    .unwrap();
+    let sum_of = |_: imgtool::upload::wire::RegionName, i: usize| Some(format!("{i:064x}"));
+    let filled = imgtool::upload::session::fill_raw_sums(&seed, sum_of)
+        .unwrap()
+        .unwrap();
+    let m: imgtool::manifest::Manifest = serde_json::from_slice(&filled).unwrap();
+    assert_eq!(m.image_id, m.compute_id());
+}
+
+#[test]
 fn upload_wire_inputs() {
     assert!(replay("upload_wire", imgtool::fuzzing::upload_wire) >= 5);
 }

@@ -193,48 +193,14 @@ impl Session {
                 r.sha256 = sum.clone();
             }
         }
-        let mut m: crate::manifest::Manifest = serde_json::from_slice(sent).map_err(|e| {
-            Refusal::new(422, format!("the manifest is not an image manifest: {e}"))
+        let chunks = &self.chunks;
+        let filled = fill_raw_sums(sent, |region, i| {
+            chunks
+                .get(&region)
+                .and_then(|m| m.get(&i))
+                .map(|r| r.sha256.clone())
         })?;
-        let mut filled = 0usize;
-        for r in &mut m.regions {
-            let name = if r.number == 0 {
-                RegionName::Head
-            } else {
-                RegionName::Partition(r.number)
-            };
-            for (i, c) in r.chunks.iter_mut().enumerate() {
-                if !c.sha256.is_empty() {
-                    continue;
-                }
-                let got = self.chunks.get(&name).and_then(|m| m.get(&i));
-                let Some(got) = got else {
-                    return Err(Refusal::new(
-                        422,
-                        format!(
-                            "region {} chunk {i}: its raw sha256 is left to the server, but no such frame came",
-                            r.name
-                        ),
-                    ));
-                };
-                c.sha256 = got.sha256.clone();
-                filled += 1;
-            }
-        }
-        if filled == 0 {
-            return Ok(sent.to_vec());
-        }
-        if !m.image_id.is_empty() {
-            return Err(Refusal::new(
-                422,
-                format!(
-                    "the manifest names image {} but leaves {filled} raw sha256s to the server: the id is the server's to compute then",
-                    m.image_id
-                ),
-            ));
-        }
-        m.image_id = m.compute_id();
-        Ok(m.to_json().into_bytes())
+        Ok(filled.unwrap_or_else(|| sent.to_vec()))
     }
 
     /// Checks that the manifest describes exactly the frames received and that the
@@ -383,6 +349,68 @@ pub fn disk_status(e: &std::io::Error) -> u16 {
         Some(libc::ENOSPC | libc::EDQUOT | libc::EFBIG) => 507,
         _ => 500,
     }
+}
+
+/// The manifest a client `sent` (at most [`crate::limits::MAX_MANIFEST_BYTES`], bounded
+/// when its body was read) with each chunk's empty `sha256` filled from `sum_of(region,
+/// index)` (the raw check's result) and its image id computed: `None` when the client
+/// left nothing to fill (it is then taken as sent). Refused: a manifest that is not a
+/// manifest, a hash left to the server for a chunk that never came, an image id named
+/// while hashes were left to the server. Pure (fuzzed: `fuzzing::upload_manifest`);
+/// everything else about the manifest is [`Session::check_commit`]'s.
+pub fn fill_raw_sums(
+    sent: &[u8],
+    sum_of: impl Fn(RegionName, usize) -> Option<String>,
+) -> Result<Option<Vec<u8>>, Refusal> {
+    let mut m: crate::manifest::Manifest = serde_json::from_slice(sent)
+        .map_err(|e| Refusal::new(422, format!("the manifest is not an image manifest: {e}")))?;
+    let mut filled = 0usize;
+    for r in &mut m.regions {
+        let name = if r.number == 0 {
+            RegionName::Head
+        } else {
+            RegionName::Partition(r.number)
+        };
+        for (i, c) in r.chunks.iter_mut().enumerate() {
+            if !c.sha256.is_empty() {
+                continue;
+            }
+            let Some(sum) = sum_of(name, i) else {
+                return Err(Refusal::new(
+                    422,
+                    format!(
+                        "region {} chunk {i}: its raw sha256 is left to the server, but no such frame came",
+                        cut_name(&r.name)
+                    ),
+                ));
+            };
+            c.sha256 = sum;
+            filled += 1;
+        }
+    }
+    if filled == 0 {
+        return Ok(None);
+    }
+    if !m.image_id.is_empty() {
+        return Err(Refusal::new(
+            422,
+            format!(
+                "the manifest names image {} but leaves {filled} raw sha256s to the server: the id is the server's to compute then",
+                cut_name(&m.image_id)
+            ),
+        ));
+    }
+    m.image_id = m.compute_id();
+    Ok(Some(m.to_json().into_bytes()))
+}
+
+/// A client's string in a message: at most 80 characters, control characters (a
+/// newline that would forge a log line) as `?`.
+fn cut_name(s: &str) -> String {
+    s.chars()
+        .take(80)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
 }
 
 /// Checks one frame against its headers: the frame's sha256 ([`check_frame_sum`]),
