@@ -31,6 +31,32 @@ pub fn compress_chunk(raw: &[u8], level: i32, chunk_size: u64) -> std::io::Resul
     c.compress(raw)
 }
 
+/// `frame` (as [`compress_chunk`] makes it: one frame with zstd's content checksum) as
+/// it was made before frames carried the checksum: the descriptor's checksum bit cleared
+/// and the 4 checksum bytes dropped — byte for byte the frame the same compressor made
+/// without it. `None` for anything else. A relay re-making an evicted frame of an
+/// image captured by an earlier imgtool matches its `frame_sha256` this way.
+pub fn without_checksum(frame: &[u8]) -> Option<Vec<u8>> {
+    const MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+    const CHECKSUM_FLAG: u8 = 0x04;
+    if frame.len() < 9 || frame[..4] != MAGIC || frame[4] & CHECKSUM_FLAG == 0 {
+        return None;
+    }
+    let mut out = frame[..frame.len() - 4].to_vec();
+    out[4] &= !CHECKSUM_FLAG;
+    Some(out)
+}
+
+/// Whether `frame` is exactly one zstd frame (nothing before or after it) that carries a
+/// content checksum: what the upload server asks of a frame whose raw sha256 it computes
+/// itself (the checksum is then what ties the frame to the bytes the node read).
+pub fn is_one_checksummed_frame(frame: &[u8]) -> bool {
+    frame.len() >= 9
+        && frame[..4] == [0x28, 0xb5, 0x2f, 0xfd]
+        && frame[4] & 0x04 != 0
+        && zstd::zstd_safe::find_frame_compressed_size(frame).ok() == Some(frame.len())
+}
+
 /// Reads chunk `i`'s frame from the image's source.
 pub fn read_frame(image: &Image, r: &Region, i: usize) -> Result<Vec<u8>> {
     let c = &r.chunks[i];
@@ -246,4 +272,35 @@ pub fn decode_frame(frame: &[u8], r: &Region, i: usize) -> Result<AlignedBuf> {
 /// Reads, decompresses and verifies chunk `i`.
 pub fn read_chunk(image: &Image, r: &Region, i: usize) -> Result<AlignedBuf> {
     decode_frame(&read_frame(image, r, i)?, r, i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_frame_without_its_checksum_is_the_frame_made_without_one() {
+        let raw: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let with = compress_chunk(&raw, 3, 1 << 18).unwrap();
+        assert!(is_one_checksummed_frame(&with));
+        let mut c = zstd::bulk::Compressor::new(3).unwrap();
+        c.set_parameter(zstd::stream::raw::CParameter::WindowLog(18))
+            .unwrap();
+        c.set_parameter(zstd::stream::raw::CParameter::ChecksumFlag(false))
+            .unwrap();
+        let without = c.compress(&raw).unwrap();
+        assert_eq!(without_checksum(&with), Some(without.clone()));
+        // Made without a checksum, or not exactly one frame: not what the upload server
+        // takes without a declared raw sha256.
+        assert!(!is_one_checksummed_frame(&without));
+        assert_eq!(without_checksum(&without), None);
+        let mut two = with.clone();
+        two.extend_from_slice(&with);
+        assert!(!is_one_checksummed_frame(&two));
+        let mut trailing = with.clone();
+        trailing.push(0);
+        assert!(!is_one_checksummed_frame(&trailing));
+        assert!(!is_one_checksummed_frame(&with[..with.len() - 1]));
+        assert!(!is_one_checksummed_frame(&[0x28, 0xb5, 0x2f, 0xfd, 0x04]));
+    }
 }

@@ -407,7 +407,8 @@ pub fn upload_manifest(data: &[u8]) {
         };
         (known && i < 8).then(|| format!("{i:064x}"))
     };
-    if let Ok(Some(bytes)) = session::fill_raw_sums(data, sum_of) {
+    if let Ok(Some((bytes, filled))) = session::fill_raw_sums(data, sum_of) {
+        assert!(filled > 0);
         let m: Manifest = serde_json::from_slice(&bytes).expect("the filled manifest parses");
         assert_eq!(
             m.image_id,

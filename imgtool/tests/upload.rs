@@ -46,6 +46,17 @@ fn an_upload_publishes_the_image_a_local_capture_makes() {
     assert!(s
         .log_text()
         .contains(&format!("published {GROUP}@{}", &id[..12])));
+    // The client left every raw sha256 to the server, which took them from the frames.
+    let m: imgtool::manifest::Manifest =
+        serde_json::from_slice(&std::fs::read(c.image.join("manifest")).unwrap()).unwrap();
+    let chunks: usize = m.regions.iter().map(|r| r.chunks.len()).sum();
+    let log = s.log_text();
+    assert!(
+        log.contains(&format!(
+            "{chunks} chunks, {chunks} raw-checked, {chunks} raw sha256s taken here"
+        )),
+        "{log}"
+    );
     // A restore from the server gives the master back.
     let target = c.dir.join("target.img");
     std::fs::File::create(&target)

@@ -90,6 +90,18 @@ struct Replay {
 /// Uploads `frames`, `layout` and `manifest` to `s` with `token`, one request at a time,
 /// going on after a refused frame (to see what the server says next).
 fn replay(s: &Server, token: &str, m: &Manifest, layout: &[u8], frames: &[Frame]) -> Replay {
+    replay_text(s, token, m, &m.to_json(), layout, frames)
+}
+
+/// [`replay`] with the manifest sent as `text` (`m` gives its chunk size).
+fn replay_text(
+    s: &Server,
+    token: &str,
+    m: &Manifest,
+    manifest_text: &str,
+    layout: &[u8],
+    frames: &[Frame],
+) -> Replay {
     let agent = ureq::AgentBuilder::new()
         .timeout(Duration::from_secs(60))
         .build();
@@ -124,7 +136,7 @@ fn replay(s: &Server, token: &str, m: &Manifest, layout: &[u8], frames: &[Frame]
     let manifest = send(
         agent.put(&format!("{base}/{session}/manifest")),
         token,
-        m.to_json().as_bytes(),
+        manifest_text.as_bytes(),
     );
     Replay {
         frames: answers,
@@ -249,6 +261,27 @@ fn raw_hashes_left_to_the_server_give_the_local_captures_manifest_byte_for_byte(
 }
 
 #[test]
+fn frames_sent_without_raw_hashes_are_held_to_the_hashes_the_manifest_declares() {
+    // Faithful frames without X-Raw-Sha256, the manifest with every hash given: the
+    // server's own sums (not the empty headers) are what the manifest is checked
+    // against, so it publishes, as sent.
+    let c = captured_files();
+    let root = c.dir.join("images");
+    let s = Server::start(&c.dir, &root, &[]);
+    let (m, layout) = load(&c.image);
+    let mut frames = frames_of(&c.image, &m);
+    leave_raw_sums(&m, &mut frames);
+    let r = replay(&s, TOKEN, &m, &layout, &frames);
+    assert_eq!(r.manifest.0, 201, "{}", r.manifest.1);
+    assert!(r.manifest.1.contains(&m.image_id), "{}", r.manifest.1);
+    assert!(
+        s.log_text().contains(" 0 raw sha256s taken here"),
+        "{}",
+        s.log_text()
+    );
+}
+
+#[test]
 fn raw_hashes_left_to_the_server_still_hold_the_client_to_its_frames() {
     let c = captured_files();
     let root = c.dir.join("images");
@@ -283,33 +316,41 @@ fn raw_hashes_left_to_the_server_still_hold_the_client_to_its_frames() {
         assert!(sessions_left(&root).is_empty());
     };
 
+    // Chunk 0 of that region sent as `bytes` (its entry and every later frame's offset
+    // made consistent with its length), without a raw hash.
+    let swap = |sent: &mut Manifest, frames: &mut [Frame], bytes: Vec<u8>| {
+        let k = at(frames);
+        let old_len = sent.regions[ri].chunks[0].compressed_length as i64;
+        let entry = &mut sent.regions[ri].chunks[0];
+        entry.compressed_length = bytes.len() as u64;
+        entry.frame_sha256 = hex::encode(Sha256::digest(&bytes));
+        frames[k].chunk = entry.clone();
+        frames[k].chunk.sha256.clear();
+        frames[k].bytes = bytes;
+        let delta = frames[k].chunk.compressed_length as i64 - old_len;
+        for (i, c) in sent.regions[ri].chunks.iter_mut().enumerate().skip(1) {
+            c.payload_offset = (c.payload_offset as i64 + delta) as u64;
+            let j = frames
+                .iter()
+                .position(|f| (f.region, f.index) == (name, i))
+                .unwrap();
+            frames[j].chunk.payload_offset = c.payload_offset;
+        }
+    };
+    let raw0 = || {
+        let frames = frames_of(&c.image, &m);
+        zstd::bulk::decompress(&frames[at(&frames)].bytes, m.chunk_size as usize).unwrap()
+    };
+
     // 1. The manifest declares a chunk's raw sha256 that is not its frame's: the frame
     //    holds other raw bytes (consistent frame sha256), sent without a raw hash.
     let mut frames = frames_of(&c.image, &m);
     let mut sent = leave_raw_sums(&m, &mut frames);
-    let k = at(&frames);
-    let mut raw = zstd::bulk::decompress(&frames[k].bytes, m.chunk_size as usize).unwrap();
+    let mut raw = raw0();
     raw[0] ^= 0xff;
     let forged = imgtool::frame::compress_chunk(&raw, m.level, m.chunk_size).unwrap();
-    let entry = &mut sent.regions[ri].chunks[0];
-    entry.compressed_length = forged.len() as u64;
-    entry.frame_sha256 = hex::encode(Sha256::digest(&forged));
-    entry.sha256 = m.regions[ri].chunks[0].sha256.clone();
-    frames[k].chunk = entry.clone();
-    frames[k].chunk.sha256.clear();
-    frames[k].bytes = forged;
-    // (Chunk 0 shifted the payload: send only that region's first chunk changed by
-    // keeping every later frame's offset consistent.)
-    let delta =
-        frames[k].chunk.compressed_length as i64 - m.regions[ri].chunks[0].compressed_length as i64;
-    for (i, c) in sent.regions[ri].chunks.iter_mut().enumerate().skip(1) {
-        c.payload_offset = (c.payload_offset as i64 + delta) as u64;
-        let j = frames
-            .iter()
-            .position(|f| (f.region, f.index) == (name, i))
-            .unwrap();
-        frames[j].chunk.payload_offset = c.payload_offset;
-    }
+    swap(&mut sent, &mut frames, forged);
+    sent.regions[ri].chunks[0].sha256 = m.regions[ri].chunks[0].sha256.clone();
     let r = replay(&s, TOKEN, &sent, &layout, &frames);
     refused(&r, &[&what, "not the frame received"]);
 
@@ -343,6 +384,41 @@ fn raw_hashes_left_to_the_server_still_hold_the_client_to_its_frames() {
     assert_eq!(r.manifest.0, 422, "{}", r.manifest.1);
     assert!(published(&root).is_empty(), "something was published");
     assert!(sessions_left(&root).is_empty());
+
+    // 4. The right bytes as one frame without a content checksum, no raw hash declared:
+    //    the server has nothing to tie its own raw sha256 to. Refused at its raw check.
+    let mut frames = frames_of(&c.image, &m);
+    let mut sent = leave_raw_sums(&m, &mut frames);
+    let mut z = zstd::bulk::Compressor::new(m.level).unwrap();
+    let wlog = m.chunk_size.trailing_zeros();
+    z.set_parameter(zstd::stream::raw::CParameter::WindowLog(wlog))
+        .unwrap();
+    z.set_parameter(zstd::stream::raw::CParameter::ChecksumFlag(false))
+        .unwrap();
+    swap(&mut sent, &mut frames, z.compress(&raw0()).unwrap());
+    let r = replay(&s, TOKEN, &sent, &layout, &frames);
+    let (code, text) = r
+        .frames
+        .iter()
+        .chain([&r.layout, &r.manifest])
+        .find(|(code, _)| *code != 204)
+        .unwrap();
+    assert_eq!(*code, 422, "{text}");
+    assert!(
+        text.contains(&what) && text.contains("content checksum"),
+        "{text}"
+    );
+    assert!(published(&root).is_empty(), "something was published");
+
+    // 5. Hashes left to the server in a manifest not written as the server writes one
+    //    (a field it does not know would be dropped, the id changed): refused.
+    let mut frames = frames_of(&c.image, &m);
+    let sent = leave_raw_sums(&m, &mut frames);
+    let text = sent
+        .to_json()
+        .replacen('{', "{\n  \"from_a_newer_client\": 1,", 1);
+    let r = replay_text(&s, TOKEN, &sent, &text, &layout, &frames);
+    refused(&r, &["not written as this server writes one"]);
 
     // The faithful upload still publishes with the same token (nothing spent it).
     let mut frames = frames_of(&c.image, &m);

@@ -4,8 +4,9 @@
 //! sha256 matched (cut-through); a stream reaching a chunk not yet there waits for it.
 //! Memory is bounded: frames are cached up to a budget, and an evicted frame is re-read
 //! from the local disk (the store) and re-compressed — zstd is deterministic, so the frame
-//! is byte-identical, which the manifest's `frame_sha256` confirms before anything is
-//! sent.
+//! is byte-identical (for an image captured before frames carried zstd's content
+//! checksum, once the checksum is taken off again: [`imgtool::frame::without_checksum`]),
+//! which the manifest's `frame_sha256` confirms before anything is sent.
 //!
 //! A relay whose own restore was a delta (its disk already held most of the image) has no
 //! frame for the chunks it skipped: they are had on the disk ([`Relay::chunk_skipped`])
@@ -450,13 +451,18 @@ impl Relay {
         let raw = c.read_from(&disk, base).map_err(|e| e.to_string())?;
         let frame = imgtool::capture::compress_chunk(&raw, info.level, info.chunk_size)
             .map_err(|e| e.to_string())?;
-        if hex::encode(Sha256::digest(&frame)) != c.frame_sha256 {
-            return Err(format!(
+        let matches = |f: &[u8]| hex::encode(Sha256::digest(f)) == c.frame_sha256;
+        if matches(&frame) {
+            return Ok(frame);
+        }
+        // An image captured before frames carried zstd's content checksum.
+        match imgtool::frame::without_checksum(&frame) {
+            Some(old) if matches(&old) => Ok(old),
+            _ => Err(format!(
                 "{} chunk {} changed on this disk since it was cloned",
                 r.name, k.1
-            ));
+            )),
         }
-        Ok(frame)
     }
 
     /// Chunk `k` (`bytes` of frame) went to `client`.
@@ -618,6 +624,12 @@ mod tests {
     /// A captured region of three 64 KiB chunks, really compressed (level 3), its
     /// raw bytes at byte 4096 of `dir/disk` and its payload in `dir/img/p1.zst`.
     fn captured(dir: &Path) -> (Region, Vec<Vec<u8>>) {
+        captured_by(dir, false)
+    }
+
+    /// [`captured`], its frames as an imgtool before frames carried zstd's content
+    /// checksum made them when `before_checksum`.
+    fn captured_by(dir: &Path, before_checksum: bool) -> (Region, Vec<Vec<u8>>) {
         let (size, level) = (65536usize, 3);
         let mut disk = vec![0u8; 4096];
         let (mut chunks, mut frames, mut payload) = (vec![], vec![], vec![]);
@@ -629,7 +641,15 @@ mod tests {
                     (x >> 28) as u8
                 })
                 .collect();
-            let frame = imgtool::capture::compress_chunk(&raw, level, size as u64).unwrap();
+            let mut frame = imgtool::capture::compress_chunk(&raw, level, size as u64).unwrap();
+            if before_checksum {
+                let mut c = zstd::bulk::Compressor::new(level).unwrap();
+                c.set_parameter(zstd::stream::raw::CParameter::WindowLog(16))
+                    .unwrap();
+                c.set_parameter(zstd::stream::raw::CParameter::ChecksumFlag(false))
+                    .unwrap();
+                frame = c.compress(&raw).unwrap();
+            }
             chunks.push(serde_json::json!({
                 "offset": i * size, "length": size,
                 "payload_offset": payload.len(), "compressed_length": frame.len(),
@@ -650,6 +670,27 @@ mod tests {
         }))
         .unwrap();
         (region, frames)
+    }
+
+    #[test]
+    fn frames_of_an_image_made_before_the_content_checksum_are_remade_byte_for_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p1, frames) = captured_by(dir.path(), true);
+        let r = Relay::new("img", &dir.path().join("disk"), 1 << 20);
+        r.set_info(Info {
+            regions: vec![p1.clone()],
+            level: 3,
+            chunk_size: 65536,
+        });
+        r.set_base("p1", 4096);
+        for i in 0..3 {
+            r.chunk_skipped(&p1, i);
+        }
+        // No upstream: each frame can only come from the disk, made again.
+        let (got, err) = fetch_some(&r, node(1));
+        assert!(err.is_none(), "{err:?}");
+        assert!(got == frames.concat(), "frames made from the disk differ");
+        assert_eq!(r.remade_frames(), (3, 0));
     }
 
     #[test]

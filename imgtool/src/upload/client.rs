@@ -143,6 +143,22 @@ pub fn capture_to_server(
             url: target.url(""),
             msg: "the capture ended without publishing".into(),
         })?;
+    let hex64 = done.image_id.len() == 64
+        && done
+            .image_id
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    if !hex64 || done.version != format!("{}@{}", target.group, &done.image_id[..12]) {
+        return Err(UploadError::BadAnswer {
+            url: target.url(""),
+            msg: format!(
+                "the server's answer names version {:?} of image {:?}, not <group>@<id12> of a sha256",
+                cut(&done.version),
+                cut(&done.image_id)
+            ),
+        }
+        .into());
+    }
     let url = format!("{}/{}", target.base, done.version);
     let published = Image::fetch(&url)?.manifest;
     let mismatch = |why: String| UploadError::BadAnswer {
@@ -158,8 +174,8 @@ pub fn capture_to_server(
     }
     if !same_but_raw_sums(&made, &published) {
         return Err(mismatch(format!(
-            "the published image {} is not the one this capture sent (its regions, chunks or frames differ)",
-            published.image_id
+            "the server published image {} as {}, but it is not the one this capture sent (its regions, chunks or frames differ): it is current now; `imgtool rollback` on the server makes the previous version current again",
+            published.image_id, done.version
         ))
         .into());
     }
@@ -170,6 +186,14 @@ pub fn capture_to_server(
         bytes_sent: sink.sent.load(Ordering::Relaxed),
         manifest: published,
     })
+}
+
+/// At most 80 characters of a server's string, for a message.
+fn cut(s: &str) -> String {
+    s.chars()
+        .take(80)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
 }
 
 /// Whether `published` is `made` with the raw sha256s `made` left empty filled in
@@ -455,5 +479,60 @@ fn call(
             url: url.to_string(),
             msg: e.to_string(),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A manifest as our client sends it (raw hashes and id left to the server) and the
+    /// one a server publishes from it.
+    fn made_and_published() -> (Manifest, Manifest) {
+        let seed = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fuzz/corpus/upload_manifest/left_to_server");
+        let made: Manifest = serde_json::from_slice(&std::fs::read(seed).unwrap()).unwrap();
+        assert!(made.image_id.is_empty());
+        let mut published = made.clone();
+        for r in &mut published.regions {
+            for (i, c) in r.chunks.iter_mut().enumerate() {
+                c.sha256 = format!("{i:064x}");
+            }
+        }
+        published.image_id = published.compute_id();
+        (made, published)
+    }
+
+    #[test]
+    fn the_published_manifest_must_be_the_one_sent_with_the_raw_hashes_filled() {
+        let (made, published) = made_and_published();
+        assert!(same_but_raw_sums(&made, &published));
+        let differs = |change: &dyn Fn(&mut Manifest)| {
+            let mut p = published.clone();
+            change(&mut p);
+            !same_but_raw_sums(&made, &p)
+        };
+        assert!(differs(
+            &|p| p.regions[1].chunks[0].frame_sha256 = "0".repeat(64)
+        ));
+        assert!(differs(&|p| p.regions[1].chunks[2].compressed_length += 1));
+        assert!(differs(&|p| {
+            let extra = p.regions[1].chunks[0].clone();
+            p.regions[1].chunks.push(extra)
+        }));
+        assert!(differs(&|p| {
+            let extra = p.regions[0].clone();
+            p.regions.push(extra)
+        }));
+        assert!(differs(&|p| p.regions[1].uuid = Some("other".into())));
+        assert!(differs(&|p| p.level += 1));
+        // A hash the client gave is the client's: the server may not change it.
+        let mut sent = made.clone();
+        sent.regions[1].chunks[0].sha256 = "a".repeat(64);
+        let mut p = published.clone();
+        p.regions[1].chunks[0].sha256 = "b".repeat(64);
+        assert!(!same_but_raw_sums(&sent, &p));
+        p.regions[1].chunks[0].sha256 = "a".repeat(64);
+        assert!(same_but_raw_sums(&sent, &p));
     }
 }

@@ -553,9 +553,10 @@ impl Uploads {
         let (image_id, version) = published?;
         let held = self.verifier.held();
         self.say(&format!(
-            "upload {id}: published {version} (image {image_id}, {} chunks, {} raw-checked; verifier held at most {} frames, {} bytes) from {}",
+            "upload {id}: published {version} (image {image_id}, {} chunks, {} raw-checked, {} raw sha256s taken here; verifier held at most {} frames, {} bytes) from {}",
             session.count(),
             session.verify.checked(),
+            session.filled,
             held.peak_frames,
             held.peak_bytes,
             req.peer().ip()

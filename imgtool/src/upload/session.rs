@@ -69,6 +69,8 @@ pub struct Session {
     pub verify: Arc<Verification>,
     /// What those checks computed.
     pub raw_sums: Arc<RawSums>,
+    /// How many of the manifest's raw sha256s the server filled in at the commit.
+    pub filled: usize,
     /// Payload byte ranges of the frames admitted (received or arriving), per region:
     /// `start → (end, index)`. A chunk index or a byte range is admitted once.
     ranges: HashMap<RegionName, BTreeMap<u64, (u64, usize)>>,
@@ -101,6 +103,7 @@ impl Session {
             committing: false,
             verify: Verification::new(),
             raw_sums: Arc::default(),
+            filled: 0,
             ranges: HashMap::new(),
             pending: Default::default(),
             files: HashMap::new(),
@@ -200,7 +203,13 @@ impl Session {
                 .and_then(|m| m.get(&i))
                 .map(|r| r.sha256.clone())
         })?;
-        Ok(filled.unwrap_or_else(|| sent.to_vec()))
+        Ok(match filled {
+            Some((bytes, n)) => {
+                self.filled = n;
+                bytes
+            }
+            None => sent.to_vec(),
+        })
     }
 
     /// Checks that the manifest describes exactly the frames received and that the
@@ -354,16 +363,33 @@ pub fn disk_status(e: &std::io::Error) -> u16 {
 /// The manifest a client `sent` (at most [`crate::limits::MAX_MANIFEST_BYTES`], bounded
 /// when its body was read) with each chunk's empty `sha256` filled from `sum_of(region,
 /// index)` (the raw check's result) and its image id computed: `None` when the client
-/// left nothing to fill (it is then taken as sent). Refused: a manifest that is not a
+/// left nothing to fill (it is then taken as sent), else the bytes and how many hashes
+/// were filled. Refused: a manifest that is not a
 /// manifest, a hash left to the server for a chunk that never came, an image id named
 /// while hashes were left to the server. Pure (fuzzed: `fuzzing::upload_manifest`);
 /// everything else about the manifest is [`Session::check_commit`]'s.
 pub fn fill_raw_sums(
     sent: &[u8],
     sum_of: impl Fn(RegionName, usize) -> Option<String>,
-) -> Result<Option<Vec<u8>>, Refusal> {
+) -> Result<Option<(Vec<u8>, usize)>, Refusal> {
     let mut m: crate::manifest::Manifest = serde_json::from_slice(sent)
         .map_err(|e| Refusal::new(422, format!("the manifest is not an image manifest: {e}")))?;
+    let leaves = m
+        .regions
+        .iter()
+        .any(|r| r.chunks.iter().any(|c| c.sha256.is_empty()));
+    if !leaves {
+        return Ok(None);
+    }
+    // What is filled is written as this server writes a manifest: that must be what the
+    // client sent, or a field this server does not know would be dropped and the image
+    // published under another id than the client's.
+    if m.to_json().as_bytes() != sent {
+        return Err(Refusal::new(
+            422,
+            "the manifest leaves its raw sha256s to the server but is not written as this server writes one (a field it does not know, or another layout): send the raw sha256s, or upload with an imgtool of this server's version",
+        ));
+    }
     let mut filled = 0usize;
     for r in &mut m.regions {
         let name = if r.number == 0 {
@@ -401,7 +427,7 @@ pub fn fill_raw_sums(
         ));
     }
     m.image_id = m.compute_id();
-    Ok(Some(m.to_json().into_bytes()))
+    Ok(Some((m.to_json().into_bytes(), filled)))
 }
 
 /// A client's string in a message: at most 80 characters, control characters (a
@@ -462,6 +488,13 @@ pub fn check_raw(frame: &[u8], h: &FrameHeaders, what: &str) -> Result<String, R
             "decompressed to {n} bytes, {} were declared",
             h.raw_length
         )));
+    }
+    // Left to the server, the raw sha256 is only as good as the frame's content
+    // checksum (the compressor's hash of what it read): one frame, with it.
+    if h.raw_sha256.is_none() && !crate::frame::is_one_checksummed_frame(frame) {
+        return Err(bad(
+            "the frame leaves its raw sha256 to the server but is not one zstd frame with a content checksum".into(),
+        ));
     }
     let raw_sum = hex::encode(Sha256::digest(&raw));
     if let Some(declared) = h.raw_sha256.as_ref().filter(|d| **d != raw_sum) {
