@@ -200,11 +200,12 @@ fn upload_manifest_inputs() {
     )
     .unwrap();
     let sum_of = |_: imgtool::upload::wire::RegionName, i: usize| Some(format!("{i:064x}"));
-    let filled = imgtool::upload::session::fill_raw_sums(&seed, sum_of)
+    let (filled, n) = imgtool::upload::session::fill_raw_sums(&seed, sum_of)
         .unwrap()
         .unwrap();
     let m: imgtool::manifest::Manifest = serde_json::from_slice(&filled).unwrap();
     assert_eq!(m.image_id, m.compute_id());
+    assert_eq!(n, m.regions.iter().map(|r| r.chunks.len()).sum::<usize>());
 }
 
 #[test]
