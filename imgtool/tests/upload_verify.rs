@@ -145,6 +145,30 @@ fn replay_text(
     }
 }
 
+/// A local capture, a server on an empty image root, and the capture's manifest and
+/// layout: what a replayed upload starts from.
+struct Replaying {
+    c: Captured,
+    root: PathBuf,
+    s: Server,
+    m: Manifest,
+    layout: Vec<u8>,
+}
+
+fn replaying() -> Replaying {
+    let c = captured_files();
+    let root = c.dir.join("images");
+    let s = Server::start(&c.dir, &root, &[]);
+    let (m, layout) = load(&c.image);
+    Replaying {
+        c,
+        root,
+        s,
+        m,
+        layout,
+    }
+}
+
 fn load(dir: &Path) -> (Manifest, Vec<u8>) {
     let m: Manifest =
         serde_json::from_slice(&std::fs::read(dir.join("manifest")).unwrap()).unwrap();
@@ -232,10 +256,13 @@ fn leave_raw_sums(m: &Manifest, frames: &mut [Frame]) -> Manifest {
 
 #[test]
 fn raw_hashes_left_to_the_server_give_the_local_captures_manifest_byte_for_byte() {
-    let c = captured_files();
-    let root = c.dir.join("images");
-    let s = Server::start(&c.dir, &root, &[]);
-    let (m, layout) = load(&c.image);
+    let Replaying {
+        c,
+        root,
+        s,
+        m,
+        layout,
+    } = replaying();
     let mut frames = frames_of(&c.image, &m);
     let sent = leave_raw_sums(&m, &mut frames);
     assert!(sent
@@ -265,10 +292,9 @@ fn frames_sent_without_raw_hashes_are_held_to_the_hashes_the_manifest_declares()
     // Faithful frames without X-Raw-Sha256, the manifest with every hash given: the
     // server's own sums (not the empty headers) are what the manifest is checked
     // against, so it publishes, as sent.
-    let c = captured_files();
-    let root = c.dir.join("images");
-    let s = Server::start(&c.dir, &root, &[]);
-    let (m, layout) = load(&c.image);
+    let Replaying {
+        c, s, m, layout, ..
+    } = replaying();
     let mut frames = frames_of(&c.image, &m);
     leave_raw_sums(&m, &mut frames);
     let r = replay(&s, TOKEN, &m, &layout, &frames);
@@ -283,10 +309,13 @@ fn frames_sent_without_raw_hashes_are_held_to_the_hashes_the_manifest_declares()
 
 #[test]
 fn raw_hashes_left_to_the_server_still_hold_the_client_to_its_frames() {
-    let c = captured_files();
-    let root = c.dir.join("images");
-    let s = Server::start(&c.dir, &root, &[]);
-    let (m, layout) = load(&c.image);
+    let Replaying {
+        c,
+        root,
+        s,
+        m,
+        layout,
+    } = replaying();
     let ri = (0..m.regions.len())
         .max_by_key(|&i| m.regions[i].chunks.len())
         .unwrap();
@@ -297,6 +326,22 @@ fn raw_hashes_left_to_the_server_still_hold_the_client_to_its_frames() {
             .iter()
             .position(|f| (f.region, f.index) == (name, 0))
             .unwrap()
+    };
+    // A frame refused by its raw check, which runs on the verifier: a later frame's
+    // PUT may meet the failure first, else the commit does. Either way the chunk is
+    // named and nothing published.
+    let refused_at_a_raw_check = |r: &Replay, what: &str, why: &str| {
+        let (code, text) = r
+            .frames
+            .iter()
+            .chain([&r.layout, &r.manifest])
+            .find(|(code, _)| *code != 204)
+            .unwrap();
+        assert_eq!(*code, 422, "{text}");
+        assert!(text.contains(what) && text.contains(why), "{text}");
+        assert_eq!(r.manifest.0, 422, "{}", r.manifest.1);
+        assert!(published(&root).is_empty(), "something was published");
+        assert!(sessions_left(&root).is_empty());
     };
     let refused = |r: &Replay, needles: &[&str]| {
         assert!(
@@ -371,19 +416,7 @@ fn raw_hashes_left_to_the_server_still_hold_the_client_to_its_frames() {
     f.chunk.frame_sha256 = hex::encode(Sha256::digest(&f.bytes));
     sent.regions[ri].chunks[0].frame_sha256 = f.chunk.frame_sha256.clone();
     let r = replay(&s, TOKEN, &sent, &layout, &frames);
-    // Its raw check runs on the verifier: a later frame's PUT may meet the failure
-    // first, else the commit does. Either way the chunk is named, nothing published.
-    let (code, text) = r
-        .frames
-        .iter()
-        .chain([&r.layout, &r.manifest])
-        .find(|(code, _)| *code != 204)
-        .unwrap();
-    assert_eq!(*code, 422, "{text}");
-    assert!(text.contains(&what) && text.contains("checksum"), "{text}");
-    assert_eq!(r.manifest.0, 422, "{}", r.manifest.1);
-    assert!(published(&root).is_empty(), "something was published");
-    assert!(sessions_left(&root).is_empty());
+    refused_at_a_raw_check(&r, &what, "checksum");
 
     // 4. The right bytes as one frame without a content checksum, no raw hash declared:
     //    the server has nothing to tie its own raw sha256 to. Refused at its raw check.
@@ -397,18 +430,7 @@ fn raw_hashes_left_to_the_server_still_hold_the_client_to_its_frames() {
         .unwrap();
     swap(&mut sent, &mut frames, z.compress(&raw0()).unwrap());
     let r = replay(&s, TOKEN, &sent, &layout, &frames);
-    let (code, text) = r
-        .frames
-        .iter()
-        .chain([&r.layout, &r.manifest])
-        .find(|(code, _)| *code != 204)
-        .unwrap();
-    assert_eq!(*code, 422, "{text}");
-    assert!(
-        text.contains(&what) && text.contains("content checksum"),
-        "{text}"
-    );
-    assert!(published(&root).is_empty(), "something was published");
+    refused_at_a_raw_check(&r, &what, "content checksum");
 
     // 5. Hashes left to the server in a manifest not written as the server writes one
     //    (a field it does not know would be dropped, the id changed): refused.
@@ -430,10 +452,13 @@ fn raw_hashes_left_to_the_server_still_hold_the_client_to_its_frames() {
 
 #[test]
 fn a_byte_flipped_in_transit_is_refused_at_its_own_put() {
-    let c = captured_files();
-    let root = c.dir.join("images");
-    let s = Server::start(&c.dir, &root, &[]);
-    let (m, layout) = load(&c.image);
+    let Replaying {
+        c,
+        root,
+        s,
+        m,
+        layout,
+    } = replaying();
     let mut frames = frames_of(&c.image, &m);
     assert!(frames.len() >= 3, "{} frames", frames.len());
     let k = frames.len() / 2;

@@ -672,11 +672,10 @@ mod tests {
         (region, frames)
     }
 
-    #[test]
-    fn frames_of_an_image_made_before_the_content_checksum_are_remade_byte_for_byte() {
-        let dir = tempfile::tempdir().unwrap();
-        let (p1, frames) = captured_by(dir.path(), true);
-        let r = Relay::new("img", &dir.path().join("disk"), 1 << 20);
+    /// A relay of [`captured`]'s region whose delta restore found all three chunks on
+    /// its disk (`dir/disk`, the region at byte 4096).
+    fn all_skipped(dir: &Path, p1: &Region) -> Arc<Relay> {
+        let r = Relay::new("img", &dir.join("disk"), 1 << 20);
         r.set_info(Info {
             regions: vec![p1.clone()],
             level: 3,
@@ -684,8 +683,16 @@ mod tests {
         });
         r.set_base("p1", 4096);
         for i in 0..3 {
-            r.chunk_skipped(&p1, i);
+            r.chunk_skipped(p1, i);
         }
+        r
+    }
+
+    #[test]
+    fn frames_of_an_image_made_before_the_content_checksum_are_remade_byte_for_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p1, frames) = captured_by(dir.path(), true);
+        let r = all_skipped(dir.path(), &p1);
         // No upstream: each frame can only come from the disk, made again.
         let (got, err) = fetch_some(&r, node(1));
         assert!(err.is_none(), "{err:?}");
@@ -697,17 +704,8 @@ mod tests {
     fn skipped_chunks_are_served_from_the_disk_and_never_a_wrong_frame() {
         let dir = tempfile::tempdir().unwrap();
         let (p1, frames) = captured(dir.path());
-        let r = Relay::new("img", &dir.path().join("disk"), 1 << 20);
-        r.set_info(Info {
-            regions: vec![p1.clone()],
-            level: 3,
-            chunk_size: 65536,
-        });
-        r.set_base("p1", 4096);
         // This relay's delta restore found every chunk already on its disk.
-        for i in 0..3 {
-            r.chunk_skipped(&p1, i);
-        }
+        let r = all_skipped(dir.path(), &p1);
         // Made from the disk, the frames are the capture's, byte for byte.
         let (got, err) = fetch_some(&r, node(1));
         assert!(err.is_none(), "{err:?}");
@@ -717,16 +715,7 @@ mod tests {
         // Chunk 1 changes on the disk, its cached frame gone (a fresh relay), and no
         // upstream to fetch it from: frame 0 goes out, then the stream breaks — chunk
         // 1's wrong frame is never sent.
-        let r = Relay::new("img", &dir.path().join("disk"), 1 << 20);
-        r.set_info(Info {
-            regions: vec![p1.clone()],
-            level: 3,
-            chunk_size: 65536,
-        });
-        r.set_base("p1", 4096);
-        for i in 0..3 {
-            r.chunk_skipped(&p1, i);
-        }
+        let r = all_skipped(dir.path(), &p1);
         let disk = std::fs::OpenOptions::new()
             .write(true)
             .open(dir.path().join("disk"))
