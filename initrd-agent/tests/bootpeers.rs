@@ -249,7 +249,8 @@ fn a_one_node_racks_secondary_serves_its_boot_tree_child() {
         "s1 is a secondary with no downstream node"
     );
     let s1_url = format!("http://10.78.1.11:{PORT}");
-    assert_eq!(peers_of(&root, "s2"), [s1_url.clone()]);
+    let s2_peers = peers_of(&root, "s2");
+    assert_eq!(s2_peers, vec![s1_url.clone()], "s2 is s1's child");
 
     let mut lan = Lan::new("bo");
     let primary_ns = lan.host("p", &format!("{PRIMARY}/16"));
@@ -260,12 +261,7 @@ fn a_one_node_racks_secondary_serves_its_boot_tree_child() {
 
     // The child first: s1 is not up yet (polled, as a peer still booting).
     let started = std::time::Instant::now();
-    let s2 = Secondary::start(
-        &s2_ns,
-        &server,
-        &format!("10.78.2.11:{PORT}"),
-        &[s1_url.clone()],
-    );
+    let s2 = Secondary::start(&s2_ns, &server, &format!("10.78.2.11:{PORT}"), &s2_peers);
     let disk = dir.path().join("s1.img");
     let size = std::fs::metadata(&master).unwrap().len() * 3 / 2;
     std::fs::File::create(&disk).unwrap().set_len(size).unwrap();
