@@ -14,8 +14,10 @@
 //!
 //! Memory is checked after the image's manifest is read (a few KiB) and before any
 //! payload is fetched: the root's used bytes, the relay's frame cache when this node
-//! relays, the rack's boot files when it serves them (an entity's secondary), the restore
-//! pipeline's frames, and [`BOOT_RESERVE`] for the booted system must fit `MemAvailable`.
+//! relays to downstream nodes, the rack's boot files when it serves them (an entity's
+//! secondary: the sizes the primary's manifest lists, read before the check; the files
+//! are fetched after it), the restore pipeline's frames, and [`BOOT_RESERVE`] for the
+//! booted system must fit `MemAvailable`.
 //!
 //! The steps are functions below; [`run`] lists them. [`boot`] is the PID-1 entry,
 //! `initrd-agent diskless` ([`crate::command::diskless`]) the command form, which stops
