@@ -153,11 +153,17 @@ pub fn run(
         duty.as_ref().map_or(0, BootDuty::bytes),
         img.manifest.chunk_size,
     );
-    check_memory(&region, &buffers, available)?;
+    let checked = check_memory(&region, &buffers, available);
     if let (Some(relay), Some(duty)) = (&relay, duty) {
-        let rep = rep.clone();
-        duty.start(relay, Box::new(move |line| rep.say(line)));
+        match &checked {
+            Ok(()) => {
+                let rep = rep.clone();
+                duty.start(relay, Box::new(move |line| rep.say(line)));
+            }
+            Err(_) => duty.abandon(relay, "its diskless boot was refused (not enough memory)"),
+        }
     }
+    checked?;
     rep.say(&format!(
         "root: partition {} ({}, {} MiB used of {} MiB) into RAM",
         region.number,
@@ -615,5 +621,8 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("+ 17 MiB rack boot files"), "{e}");
+        // Refused: the relay stops telling peers to wait.
+        duty.abandon(&relay, "refused");
+        assert!(matches!(relay.boot_files(), Boot::Failed(_)));
     }
 }

@@ -478,6 +478,13 @@ impl BootDuty {
         self.listed.total_bytes().min(MAX_TOTAL_BYTES)
     }
 
+    /// Not fetched after all (`why`: the node stops, e.g. a diskless boot refused for
+    /// memory): the relay answers `503` without `Retry-After` from now on, so peers
+    /// polling it pass over it at once instead of waiting out their window.
+    pub fn abandon(self, relay: &Relay, why: &str) {
+        relay.boot.set(Boot::Failed(why.to_string()));
+    }
+
     /// Fetches the listed files (peers, then the primary) in a background thread; the
     /// relay serves them from then on. `say` as for [`Relay::serve_boot_files`].
     pub fn start(
