@@ -146,19 +146,20 @@ pub fn clone(
 }
 
 /// The relay, listening, when the route makes this node one; an entity's secondary also
-/// fetches and serves its rack's boot files from the start.
+/// fetches (in the background: the manifest, then the files) and serves its rack's boot
+/// files from the start.
 pub(crate) fn start_relay(
     route: &Route,
     image: &str,
     target: &Path,
     rep: &Arc<Reporter>,
 ) -> anyhow::Result<Option<Arc<Relay>>> {
-    let Some((relay, duty)) = open_relay(route, image, target, rep)? else {
+    let Some(relay) = listen_relay(route, image, target, rep)? else {
         return Ok(None);
     };
-    if let Some(duty) = duty {
+    if let Some(src) = boot_sources(route) {
         let rep = rep.clone();
-        duty.start(&relay, Box::new(move |line| rep.say(line)));
+        relay.serve_boot_files(src, Box::new(move |line| rep.say(line)));
     }
     Ok(Some(relay))
 }
@@ -176,14 +177,29 @@ pub(crate) fn relay_cache_bytes(route: &Route) -> usize {
 
 /// The relay, listening, when the route makes this node one (it has downstream nodes,
 /// or it is its entity's secondary); for an entity's secondary, its boot files' duty
-/// with their manifest read from the primary (`None`: it serves none, said), the files
-/// not fetched yet ([`BootDuty::start`]).
+/// with their manifest read from the primary now (`None`: it serves none, said), the
+/// files not fetched yet ([`BootDuty::start`]): a diskless node counts them first.
 pub(crate) fn open_relay(
     route: &Route,
     image: &str,
     target: &Path,
     rep: &Arc<Reporter>,
 ) -> anyhow::Result<Option<(Arc<Relay>, Option<BootDuty>)>> {
+    let Some(relay) = listen_relay(route, image, target, rep)? else {
+        return Ok(None);
+    };
+    let duty = boot_sources(route).and_then(|src| relay.prepare_boot_files(src, &|l| rep.say(l)));
+    Ok(Some((relay, duty)))
+}
+
+/// The relay listening on the route's address, its frame cache sized by
+/// [`relay_cache_bytes`]; `None` when the route makes this node none.
+fn listen_relay(
+    route: &Route,
+    image: &str,
+    target: &Path,
+    rep: &Reporter,
+) -> anyhow::Result<Option<Arc<Relay>>> {
     let Some(listen) = &route.relay_listen else {
         return Ok(None);
     };
@@ -198,19 +214,21 @@ pub(crate) fn open_relay(
             "listening on {addr} for the rack's boot files (no downstream node in the plan: no frame cache)"
         ));
     }
-    // An entity's secondary also serves the boot files to its rack, from its peer
-    // secondaries or the primary (the route's last upstream), for as long as the relay
-    // lives (docs/BOOT.md).
-    let mut duty = None;
-    if let (true, Some((_, primary))) = (route.boot_files, route.upstreams.last()) {
-        let src = Sources {
+    Ok(Some(relay))
+}
+
+/// Where an entity's secondary takes its rack's boot files from: its peer secondaries,
+/// then the primary (the route's last upstream); they are served for as long as the
+/// relay lives (docs/BOOT.md). `None` for any other node.
+fn boot_sources(route: &Route) -> Option<Sources> {
+    match (route.boot_files, route.upstreams.last()) {
+        (true, Some((_, primary))) => Some(Sources {
             primary: primary.clone(),
             peers: route.boot_peers.clone(),
             window: route.grace,
-        };
-        duty = relay.prepare_boot_files(src, &|line| rep.say(line));
+        }),
+        _ => None,
     }
-    Ok(Some((relay, duty)))
 }
 
 /// The image source over the upstream chain; a move up the chain is reported
