@@ -8,7 +8,7 @@
 //!
 //! [`clone`] is the list of steps; each is a function below.
 
-use crate::relay::bootfiles::Sources;
+use crate::relay::bootfiles::{BootDuty, Sources};
 use crate::relay::{Relay, Released};
 use crate::report::Reporter;
 use crate::route::Route;
@@ -145,34 +145,90 @@ pub fn clone(
     Ok(report)
 }
 
-/// The relay, listening, when the route makes this node one.
+/// The relay, listening, when the route makes this node one; an entity's secondary also
+/// fetches (in the background: the manifest, then the files) and serves its rack's boot
+/// files from the start.
 pub(crate) fn start_relay(
     route: &Route,
     image: &str,
     target: &Path,
     rep: &Arc<Reporter>,
 ) -> anyhow::Result<Option<Arc<Relay>>> {
-    let Some(listen) = &route.relay_listen else {
+    let Some(relay) = listen_relay(route, image, target, rep)? else {
         return Ok(None);
     };
-    let relay = Relay::new(image, target, RELAY_CACHE_BYTES);
-    let addr = relay.serve(listen)?;
-    rep.say(&format!(
-        "relaying image {image} to downstream nodes on {addr}"
-    ));
-    // An entity's secondary also serves the boot files to its rack, from its peer
-    // secondaries or the primary (the route's last upstream), for as long as the relay
-    // lives (docs/BOOT.md).
-    if let (true, Some((_, primary))) = (route.boot_files, route.upstreams.last()) {
+    if let Some(src) = boot_sources(route) {
         let rep = rep.clone();
-        let src = Sources {
-            primary: primary.clone(),
-            peers: route.boot_peers.clone(),
-            window: route.grace,
-        };
         relay.serve_boot_files(src, Box::new(move |line| rep.say(line)));
     }
     Ok(Some(relay))
+}
+
+/// The frame cache of this node's relay: [`RELAY_CACHE_BYTES`] when the plan gives it
+/// downstream nodes, none when it listens only for its rack's boot files (an entity's
+/// secondary alone in its rack: nobody pulls the image from it).
+pub(crate) fn relay_cache_bytes(route: &Route) -> usize {
+    if route.downstream > 0 {
+        RELAY_CACHE_BYTES
+    } else {
+        0
+    }
+}
+
+/// The relay, listening, when the route makes this node one (it has downstream nodes,
+/// or it is its entity's secondary); for an entity's secondary, its boot files' duty
+/// with their manifest read from the primary now (`None`: it serves none, said), the
+/// files not fetched yet ([`BootDuty::start`]): a diskless node counts them first.
+pub(crate) fn open_relay(
+    route: &Route,
+    image: &str,
+    target: &Path,
+    rep: &Arc<Reporter>,
+) -> anyhow::Result<Option<(Arc<Relay>, Option<BootDuty>)>> {
+    let Some(relay) = listen_relay(route, image, target, rep)? else {
+        return Ok(None);
+    };
+    let duty = boot_sources(route).and_then(|src| relay.prepare_boot_files(src, &|l| rep.say(l)));
+    Ok(Some((relay, duty)))
+}
+
+/// The relay listening on the route's address, its frame cache sized by
+/// [`relay_cache_bytes`]; `None` when the route makes this node none.
+fn listen_relay(
+    route: &Route,
+    image: &str,
+    target: &Path,
+    rep: &Reporter,
+) -> anyhow::Result<Option<Arc<Relay>>> {
+    let Some(listen) = &route.relay_listen else {
+        return Ok(None);
+    };
+    let relay = Relay::new(image, target, relay_cache_bytes(route));
+    let addr = relay.serve(listen)?;
+    if route.downstream > 0 {
+        rep.say(&format!(
+            "relaying image {image} to downstream nodes on {addr}"
+        ));
+    } else {
+        rep.say(&format!(
+            "listening on {addr} for the rack's boot files (no downstream node in the plan: no frame cache)"
+        ));
+    }
+    Ok(Some(relay))
+}
+
+/// Where an entity's secondary takes its rack's boot files from: its peer secondaries,
+/// then the primary (the route's last upstream); they are served for as long as the
+/// relay lives (docs/BOOT.md). `None` for any other node.
+fn boot_sources(route: &Route) -> Option<Sources> {
+    match (route.boot_files, route.upstreams.last()) {
+        (true, Some((_, primary))) => Some(Sources {
+            primary: primary.clone(),
+            peers: route.boot_peers.clone(),
+            window: route.grace,
+        }),
+        _ => None,
+    }
 }
 
 /// The image source over the upstream chain; a move up the chain is reported
@@ -333,10 +389,7 @@ fn restore_options(
     opts.before_grow = Some(Arc::new(move || {
         tell_upstream_done(&source.current(), &primary, &rep);
         let Some(relay) = &relay else { return };
-        rep.say(&format!(
-            "holding before growing until {expected} downstream node(s) have every chunk ({}s idle fallback)",
-            idle.as_secs()
-        ));
+        rep.say(&holding(expected, idle, "before growing ", "every chunk"));
         let why = relay.wait_downstream(expected, idle);
         rep.say(&released(why, expected, idle));
     }));
@@ -358,6 +411,28 @@ fn tell_upstream_done(current: &str, primary: &str, rep: &Reporter) {
         rep.say(&format!(
             "could not tell {url} that every chunk is here: {e}"
         ));
+    }
+}
+
+/// The console line saying what a relay holds for: its `expected` downstream nodes to
+/// have `what`, or — none planned, it only serves boot files — `idle` without a request.
+/// `when` is said after `holding ` (`before growing `, or empty).
+pub(crate) fn holding(
+    expected: usize,
+    idle: std::time::Duration,
+    when: &str,
+    what: &str,
+) -> String {
+    if expected == 0 {
+        format!(
+            "holding {when}while the boot files are asked for (no downstream node planned; released after {}s without a request)",
+            idle.as_secs()
+        )
+    } else {
+        format!(
+            "holding {when}until {expected} downstream node(s) have {what} ({}s idle fallback)",
+            idle.as_secs()
+        )
     }
 }
 

@@ -14,15 +14,20 @@
 //!
 //! Memory is checked after the image's manifest is read (a few KiB) and before any
 //! payload is fetched: the root's used bytes, the relay's frame cache when this node
-//! relays, the rack's boot files when it serves them (an entity's secondary), the restore
-//! pipeline's frames, and [`BOOT_RESERVE`] for the booted system must fit `MemAvailable`.
+//! relays to downstream nodes, the rack's boot files when it serves them (an entity's
+//! secondary: the sizes the primary's manifest lists, read before the check; the files
+//! are fetched after it), the restore pipeline's frames, and [`BOOT_RESERVE`] for the
+//! booted system must fit `MemAvailable`.
 //!
 //! The steps are functions below; [`run`] lists them. [`boot`] is the PID-1 entry,
 //! `initrd-agent diskless` ([`crate::command::diskless`]) the command form, which stops
 //! once the root is mounted and checked.
 
-use crate::clone::{load_image, open_source, released, start_relay, Upstreams};
+use crate::clone::{
+    holding, load_image, open_relay, open_source, relay_cache_bytes, released, Upstreams,
+};
 use crate::config::Config;
+use crate::relay::bootfiles::BootDuty;
 use crate::relay::Relay;
 use crate::report::Reporter;
 use crate::route::Route;
@@ -131,19 +136,34 @@ pub fn run(
         .with_context(|| format!("creating {}", opts.store.display()))?;
     let file = opts.store.join("root.img");
     // Listening from the start, as a clone's relay: downstream nodes that boot at the same
-    // time find it. Evicted frames are re-read from the RAM file (region base 0).
-    let relay = start_relay(route, image, &file, rep)?;
+    // time find it. Evicted frames are re-read from the RAM file (region base 0). An
+    // entity's secondary reads its boot files' manifest here; the files themselves are
+    // fetched only once the memory check has counted them.
+    let (relay, duty) = match open_relay(route, image, &file, rep)? {
+        Some((relay, duty)) => (Some(relay), duty),
+        None => (None, None),
+    };
     rep.phase(Phase::Layout, &format!("reading image {url} (diskless)"));
     let source = open_source(route, &up, rep)?;
     let img = load_image(route, source, relay.as_ref(), &url, rep)?;
     let region = imgtool::ramroot::pick_root(&img, opts.root)?.clone();
     let available = mem_available(&std::fs::read_to_string(&opts.meminfo).unwrap_or_default());
     let buffers = Buffers::new(
-        relay.is_some(),
-        relay.is_some() && route.boot_files,
+        relay.as_ref().map_or(0, |_| relay_cache_bytes(route)),
+        duty.as_ref().map_or(0, BootDuty::bytes),
         img.manifest.chunk_size,
     );
-    check_memory(&region, &buffers, available)?;
+    let checked = check_memory(&region, &buffers, available);
+    if let (Some(relay), Some(duty)) = (&relay, duty) {
+        match &checked {
+            Ok(()) => {
+                let rep = rep.clone();
+                duty.start(relay, Box::new(move |line| rep.say(line)));
+            }
+            Err(_) => duty.abandon(relay, "its diskless boot was refused (not enough memory)"),
+        }
+    }
+    checked?;
     rep.say(&format!(
         "root: partition {} ({}, {} MiB used of {} MiB) into RAM",
         region.number,
@@ -192,10 +212,12 @@ pub fn mem_available(meminfo: &str) -> Option<u64> {
 /// What a diskless boot holds in memory besides the root's bytes and [`BOOT_RESERVE`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Buffers {
-    /// The relay's frame cache (when relaying).
+    /// The relay's frame cache (when relaying to downstream nodes; none for a relay that
+    /// only serves boot files).
     pub relay_cache: u64,
     /// The rack's boot files (an entity's secondary serves them from RAM; fetched while
-    /// the root is restored): up to the boot-file manifest's bound.
+    /// the root is restored): the sizes its primary's manifest lists, read before the
+    /// check (0 when there is none: it then serves none).
     pub boot_files: u64,
     /// The restore pipeline's frames in flight: two per worker (read, and queued), each up
     /// to the chunk's largest frame.
@@ -203,22 +225,17 @@ pub struct Buffers {
 }
 
 impl Buffers {
-    /// The buffers of this boot: relaying or not, serving boot files or not, and the
-    /// image's `chunk_size` (at most `MAX_CHUNK`, checked when the manifest was read).
-    pub fn new(relays: bool, boot_files: bool, chunk_size: u64) -> Buffers {
+    /// The buffers of this boot: the relay's frame cache (`relay_cache` bytes, 0 without
+    /// one), the boot files' bytes (`boot_files`, bounded here by the manifest's
+    /// [`MAX_TOTAL_BYTES`](netboot_proto::bootfiles::MAX_TOTAL_BYTES) whatever the caller
+    /// passes), and the image's `chunk_size` (at most `MAX_CHUNK`, checked when the
+    /// manifest was read).
+    pub fn new(relay_cache: usize, boot_files: u64, chunk_size: u64) -> Buffers {
         let threads = imgtool::pool::threads(0) as u64;
         let frame = imgtool::chunk::frame_bound(chunk_size.min(imgtool::chunk::MAX_CHUNK));
         Buffers {
-            relay_cache: if relays {
-                crate::clone::RELAY_CACHE_BYTES as u64
-            } else {
-                0
-            },
-            boot_files: if boot_files {
-                netboot_proto::bootfiles::MAX_TOTAL_BYTES
-            } else {
-                0
-            },
+            relay_cache: relay_cache as u64,
+            boot_files: boot_files.min(netboot_proto::bootfiles::MAX_TOTAL_BYTES),
             pipeline: threads.saturating_mul(frame).saturating_mul(2),
         }
     }
@@ -385,15 +402,13 @@ pub fn check_init(root: &Path) -> anyhow::Result<()> {
 
 /// A relay holds until its downstream nodes have the root (or the idle fallback), as a
 /// clone's does before it reboots: after the switch this process is the booted system.
+/// One with no downstream node (it serves only boot files) holds until no request came
+/// for the idle fallback: its boot-tree children may be fetching from it.
 fn hold(route: &Route, relay: Option<&Arc<Relay>>, rep: &Reporter) {
     let Some(relay) = relay else {
         return;
     };
-    rep.say(&format!(
-        "holding until {} downstream node(s) have the root ({}s idle fallback)",
-        route.downstream,
-        route.relay_idle.as_secs()
-    ));
+    rep.say(&holding(route.downstream, route.relay_idle, "", "the root"));
     let why = relay.wait_downstream(route.downstream, route.relay_idle);
     rep.say(&released(why, route.downstream, route.relay_idle));
     rep.say(&format!("relay served {} bytes", relay.served_bytes()));
@@ -509,14 +524,15 @@ mod tests {
             .contains("MemAvailable"));
     }
 
-    /// Review S4 #5: an entity's secondary holds the rack's boot files (up to 384 MiB)
-    /// and the restore pipeline holds two frames per worker; both count.
+    /// Review S4 #5: an entity's secondary holds the rack's boot files and the restore
+    /// pipeline holds two frames per worker; both count. The boot files count as the
+    /// primary's manifest lists them (their real sizes), not as the manifest's bound.
     #[test]
     fn boot_files_and_restore_buffers_are_counted() {
         let r = region(400 << 20);
-        let b = Buffers::new(true, true, 8 << 20);
+        let b = Buffers::new(crate::clone::RELAY_CACHE_BYTES, 30 << 20, 8 << 20);
         let threads = imgtool::pool::threads(0) as u64;
-        assert_eq!(b.boot_files, 384 << 20);
+        assert_eq!(b.boot_files, 30 << 20);
         assert_eq!(
             b.pipeline,
             threads * 2 * imgtool::chunk::frame_bound(8 << 20)
@@ -526,13 +542,87 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("+ 384 MiB rack boot files") && e.contains("MiB restore buffers"),
+            e.contains("+ 30 MiB rack boot files") && e.contains("MiB restore buffers"),
             "{e}"
         );
-        let need = (400u64 << 20) + (64 << 20) + (384 << 20) + b.pipeline + (128 << 20);
+        let need = (400u64 << 20) + (64 << 20) + (30 << 20) + b.pipeline + (128 << 20);
         assert!(check_memory(&r, &b, Some(need)).is_ok());
         assert!(check_memory(&r, &b, Some(need - 1)).is_err());
-        // Without the relay there are no boot files to serve.
-        assert_eq!(Buffers::new(false, false, 8 << 20).boot_files, 0);
+        // Never more than the manifest's bound, whatever is passed.
+        assert_eq!(Buffers::new(0, u64::MAX, 8 << 20).boot_files, 384 << 20);
+        // A relay that only serves boot files (no downstream node) keeps no frame cache.
+        let b = Buffers::new(0, 30 << 20, 8 << 20);
+        let e = check_memory(&r, &b, Some(400 << 20))
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("relay cache"), "{e}");
+        // No manifest (or no relay): nothing for boot files.
+        assert_eq!(Buffers::new(0, 0, 8 << 20).boot_files, 0);
+    }
+
+    /// The reserve is sized by the manifest the primary serves: the files it lists, read
+    /// before the memory check (and before any file); no manifest, nothing reserved and
+    /// no boot files served.
+    #[test]
+    fn the_boot_file_reserve_is_the_manifests_files() {
+        use crate::relay::bootfiles::{Boot, Sources};
+        use netboot_proto::bootfiles::{BootFile, BootFiles, FILE, INITRD, KERNEL, VERSION};
+        let dir = tempfile::tempdir().unwrap();
+        let bound = imgtool::serve::bind(imgtool::serve::ServeOptions {
+            roots: vec![dir.path().to_path_buf()],
+            listen: "127.0.0.1:0".into(),
+            max_connections: 16,
+        })
+        .unwrap();
+        let server = format!("http://127.0.0.1:{}", bound.addr().unwrap().port());
+        std::thread::spawn(move || bound.run());
+        let relay = Relay::new("img", Path::new("/nonexistent"), 0);
+        // None served: no duty, nothing reserved, the relay says why to its peers.
+        let said = std::sync::Mutex::new(vec![]);
+        let duty = relay.prepare_boot_files(Sources::primary(&server), &|l| {
+            said.lock().unwrap().push(l.to_string())
+        });
+        assert!(duty.is_none());
+        let said = said.into_inner().unwrap();
+        assert!(
+            said[0].starts_with("not serving boot files")
+                && said[0].contains("no memory kept for them"),
+            "{said:?}"
+        );
+        assert!(matches!(relay.boot_files(), Boot::Failed(_)));
+        // A manifest of a 12 MiB kernel and a 5 MiB initrd (the files need not be there
+        // yet: only the manifest is read).
+        let m = BootFiles {
+            version: VERSION,
+            files: vec![
+                BootFile {
+                    path: KERNEL.into(),
+                    size: 12 << 20,
+                    sha256: "ab".repeat(32),
+                },
+                BootFile {
+                    path: INITRD.into(),
+                    size: 5 << 20,
+                    sha256: "cd".repeat(32),
+                },
+            ],
+        };
+        std::fs::create_dir_all(dir.path().join("etc")).unwrap();
+        std::fs::write(dir.path().join(FILE), serde_json::to_vec(&m).unwrap()).unwrap();
+        let duty = relay
+            .prepare_boot_files(Sources::primary(&server), &|_| {})
+            .unwrap();
+        assert_eq!(duty.bytes(), 17 << 20);
+        // Peers asking meanwhile are told to wait, not to pass over it.
+        assert!(matches!(relay.boot_files(), Boot::Fetching));
+        let b = Buffers::new(0, duty.bytes(), 8 << 20);
+        assert_eq!(b.boot_files, 17 << 20);
+        let e = check_memory(&region(400 << 20), &b, Some(1 << 20))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("+ 17 MiB rack boot files"), "{e}");
+        // Refused: the relay stops telling peers to wait.
+        duty.abandon(&relay, "refused");
+        assert!(matches!(relay.boot_files(), Boot::Failed(_)));
     }
 }

@@ -27,7 +27,9 @@ pub struct PlanRoute {
     /// Upstream relays, nearest first: (node name, `http://ip:port`); the primary is
     /// not included (the caller appends the server it fetched the plan from).
     pub upstreams: Vec<(String, String)>,
-    /// The port to relay on, when some node pulls from this one.
+    /// The port to relay on, when some node pulls from this one or it serves its
+    /// rack's boot files (an entity's secondary, even alone in its rack: its rack and
+    /// its children in the boot-file tree take them from there).
     pub relay_port: Option<u16>,
     /// How many nodes the plan has pull from this one: a relay holds (before growing its
     /// file systems and rebooting) until that many have fetched every chunk.
@@ -74,7 +76,8 @@ pub fn route_from_node_plan(
         })
 }
 
-/// The agent's form of a route: relay URLs, and the port only when it relays.
+/// The agent's form of a route: relay URLs, and the port only when it relays or serves
+/// boot files.
 fn plan_route(r: Route) -> PlanRoute {
     PlanRoute {
         upstreams: r
@@ -82,7 +85,7 @@ fn plan_route(r: Route) -> PlanRoute {
             .into_iter()
             .map(|(name, ip)| (name, format!("http://{ip}:{}", r.relay_port)))
             .collect(),
-        relay_port: (r.downstream > 0).then_some(r.relay_port),
+        relay_port: (r.downstream > 0 || r.boot_files).then_some(r.relay_port),
         downstream: r.downstream,
         boot_files: r.boot_files,
         boot_window_s: r.boot_window_s,
@@ -179,6 +182,24 @@ mod tests {
             e.starts_with(&format!("{URL}: not a clone plan: ")) && e.matches("EOF").count() == 1,
             "{e}"
         );
+    }
+
+    /// An entity's secondary alone in its rack (no downstream node) still listens: its
+    /// rack and its children in the boot-file tree take the boot files from there. A
+    /// leaf with no downstream node does not.
+    #[test]
+    fn a_secondary_without_downstream_nodes_listens_for_its_boot_files() {
+        let np = br#"{"version": 1, "node": "s", "relay_port": 8200, "downstream": 0,
+            "boot_files": true, "upstreams": []}"#;
+        let r = route_from_node_plan(np, "s", URL).unwrap();
+        assert_eq!(
+            (r.relay_port, r.downstream, r.boot_files),
+            (Some(8200), 0, true)
+        );
+        let np = br#"{"version": 1, "node": "l", "relay_port": 8200, "downstream": 0,
+            "upstreams": [{"node": "s", "address": "10.0.0.2"}]}"#;
+        let r = route_from_node_plan(np, "l", URL).unwrap();
+        assert_eq!((r.relay_port, r.boot_files), (None, false));
     }
 
     #[test]

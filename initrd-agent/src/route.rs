@@ -91,7 +91,9 @@ impl Route {
         route
     }
 
-    /// `upstreams: a -> b -> primary (relaying)`, as the console and the tests read it.
+    /// `upstreams: a -> b -> primary (relaying)`, as the console and the tests read it;
+    /// `(serving boot files)` for a relay with no downstream node (an entity's secondary
+    /// alone in its rack).
     pub fn describe(&self) -> String {
         format!(
             "upstreams: {}{}",
@@ -100,10 +102,10 @@ impl Route {
                 .map(|(n, _)| n.as_str())
                 .collect::<Vec<_>>()
                 .join(" -> "),
-            if self.relay_listen.is_some() {
-                " (relaying)"
-            } else {
-                ""
+            match (&self.relay_listen, self.downstream) {
+                (None, _) => "",
+                (Some(_), 0) => " (serving boot files)",
+                (Some(_), _) => " (relaying)",
             }
         )
     }
@@ -170,6 +172,12 @@ mod tests {
         assert_eq!((b.downstream, b.relay_listen), (0, None));
         let z = route("z");
         assert_eq!(z.describe(), "upstreams: primary");
+        // An entity's secondary alone in its rack listens for its boot files only.
+        let np = br#"{"node": "s", "relay_port": 8200, "boot_files": true}"#;
+        let p = crate::plan::route_from_node_plan(np, "s", "mem:plan").unwrap();
+        let s = Route::from_plan("http://s/", Some(p));
+        assert_eq!(s.relay_listen.as_deref(), Some("0.0.0.0:8200"));
+        assert_eq!(s.describe(), "upstreams: primary (serving boot files)");
     }
 
     /// A directory served over HTTP on `ip` (port chosen), holding `img/manifest` with

@@ -114,6 +114,15 @@ impl BootFiles {
         Ok(())
     }
 
+    /// The bytes of all its files together: what a secondary holds in RAM to serve them
+    /// (at most [`MAX_TOTAL_BYTES`] once [`BootFiles::check`] passed; saturating, so a
+    /// manifest not checked yet cannot overflow it).
+    pub fn total_bytes(&self) -> u64 {
+        self.files
+            .iter()
+            .fold(0u64, |sum, f| sum.saturating_add(f.size))
+    }
+
     /// The entry for tree path `path`.
     pub fn get(&self, path: &str) -> Option<&BootFile> {
         self.files.iter().find(|f| f.path == path)
@@ -146,6 +155,7 @@ mod tests {
         let b = BootFiles::from_json(&text).unwrap();
         assert_eq!(b.get(INITRD).map(|f| f.size), Some(20));
         assert!(b.get(VSMP).is_none());
+        assert_eq!(b.total_bytes(), 30);
     }
 
     #[test]

@@ -17,7 +17,8 @@
 //! - vsmp-diskless: the same boot, root found without `root` (the image's one Linux
 //!   file system), and the booted system's `/proc/cmdline` holds `vsmp.role`,
 //!   `vsmp.board`, `vsmp.boards` and the group's arguments;
-//! - too little RAM (`-m 320`): refused before fetching, with the sizes, nothing booted;
+//! - too little RAM (`-m 320`): refused before fetching, with the sizes (n1, its rack's
+//!   secondary, counts its boot files at their real size), nothing booted;
 //! - a corrupted chunk of the root: refused, named, nothing booted.
 //!
 //! Serial logs: `target/realos/logs/diskless-*.log`; the images: `target/realos/diskless/`.
@@ -161,6 +162,9 @@ groups = ["{group}"]
 /// What one diskless boot showed.
 struct Run {
     console: String,
+    /// The boot files' bytes as the tree's manifest lists them: n1 is its rack's
+    /// secondary (alone in it), so it serves them and its memory check counts them.
+    boot_files: u64,
     /// Power-on → the agent's switch to the image's init.
     switched: Option<Duration>,
     /// Power-on → the marker line.
@@ -180,6 +184,10 @@ fn boot(name: &str, group: &str, group_toml: &str, mac: &str, mem: u32, timeout:
     let initrd = w.join("initrd.img");
     std::fs::write(&initrd, agent_initrd(&kernel)).unwrap();
     let tree = tree(w, mac, group, group_toml, &kernel, &initrd);
+    let manifest = std::fs::read(tree.join(netboot_proto::bootfiles::FILE)).unwrap();
+    let boot_files = netboot_proto::bootfiles::BootFiles::from_json(&manifest)
+        .unwrap()
+        .total_bytes();
     let port = serve_in_background(vec![imgs.root.clone(), tree.clone()]);
     let start = Instant::now();
     let vm = Vm::start(&Boot {
@@ -216,6 +224,7 @@ fn boot(name: &str, group: &str, group_toml: &str, mac: &str, mem: u32, timeout:
     let log = keep_log(&format!("diskless-{name}"), &console);
     Run {
         console,
+        boot_files,
         switched,
         marked,
         log,
@@ -241,6 +250,14 @@ fn a_node_without_a_disk_boots_the_groups_debian_from_ram() {
     let c = &r.console;
     assert!(
         c.contains("root: partition 4 (ext4,") && c.contains("into RAM"),
+        "(log {})\n{}",
+        r.log.display(),
+        tail(c, 4000)
+    );
+    // n1 is its rack's secondary, alone in it: it serves the boot files (their real
+    // size reserved, not the manifest's bound: the check passes on 1 GiB).
+    assert!(
+        c.contains("serving boot files to the rack:"),
         "(log {})\n{}",
         r.log.display(),
         tail(c, 4000)
@@ -317,15 +334,22 @@ fn too_little_ram_is_refused_before_fetching_with_the_sizes() {
     );
     let c = &r.console;
     let want = format!(
-        "needed {} MiB (root partition 4 ext4: {} MiB used",
-        // The guest has one CPU: the restore pipeline holds two 8 MiB chunks' frames.
-        (images().used_root + (128 << 20) + 2 * imgtool::chunk::frame_bound(8 << 20))
-            .div_ceil(1 << 20),
-        images().used_root.div_ceil(1 << 20)
+        "needed {} MiB (root partition 4 ext4: {} MiB used + {} MiB rack boot files",
+        // The guest has one CPU: the restore pipeline holds two 8 MiB chunks' frames. n1
+        // is its rack's secondary: its boot files count as the manifest lists them (no
+        // relay cache: no node pulls the image from it).
+        (images().used_root
+            + r.boot_files
+            + (128 << 20)
+            + 2 * imgtool::chunk::frame_bound(8 << 20))
+        .div_ceil(1 << 20),
+        images().used_root.div_ceil(1 << 20),
+        r.boot_files.div_ceil(1 << 20)
     );
     assert!(
         c.contains("refusing the diskless boot before fetching: not enough memory")
             && c.contains(&want)
+            && !c.contains("relay cache")
             && c.contains("MiB (MemAvailable)"),
         "want `{want}` (log {}):\n{}",
         r.log.display(),

@@ -12,8 +12,10 @@
 //! for `/boot/…`). Until the files are here — or when fetching them failed — a request is
 //! answered `503` at once (with `Retry-After` while fetching: a child secondary polls;
 //! after a failure without: it moves on): the node's iPXE then loads them from the
-//! primary without waiting out its timeout. Memory: at most [`MAX_TOTAL_BYTES`] (the manifest's bound), held while the
-//! relay lives.
+//! primary without waiting out its timeout. Memory: the listed files' bytes, at most
+//! [`MAX_TOTAL_BYTES`] (the manifest's bound), held while the relay lives; a node that
+//! must know it first (a diskless node's memory check) reads the manifest before the
+//! files ([`Relay::prepare_boot_files`], then [`BootDuty::start`]).
 
 use super::{InFlight, Relay};
 use imgtool::httpd::{serve_range, Request, Response};
@@ -250,13 +252,26 @@ fn check(url: &str, body: &[u8], f: &BootFile) -> Result<(), FetchError> {
 /// whatever served it. A peer that refuses, is silent, serves other bytes, or is still
 /// fetching when the window has passed is not asked again (`say` names it and why).
 pub fn fetch(src: &Sources, say: &dyn Fn(&str)) -> Result<Fetched, FetchError> {
-    let base = src.primary.trim_end_matches('/');
-    let url = format!("{base}/{FILE}");
+    let listed = manifest(&src.primary)?;
+    fetch_listed(src, &listed, say)
+}
+
+/// The primary's boot-file manifest (`etc/bootfiles.json`): at most
+/// [`MAX_MANIFEST_BYTES`], checked by its rules (paths, sizes, hashes; the total at most
+/// [`MAX_TOTAL_BYTES`]).
+pub fn manifest(primary: &str) -> Result<BootFiles, FetchError> {
+    let url = format!("{}/{FILE}", primary.trim_end_matches('/'));
     let text = get_bounded(&url, MAX_MANIFEST_BYTES)?;
-    let manifest = BootFiles::from_json(&text).map_err(|source| FetchError::Manifest {
-        url: url.clone(),
-        source,
-    })?;
+    BootFiles::from_json(&text).map_err(|source| FetchError::Manifest { url, source })
+}
+
+/// The files `manifest` lists (read from `src`'s primary), fetched as [`fetch`] does.
+pub fn fetch_listed(
+    src: &Sources,
+    manifest: &BootFiles,
+    say: &dyn Fn(&str),
+) -> Result<Fetched, FetchError> {
+    let base = src.primary.trim_end_matches('/');
     let mut peers = Peers::new(src);
     let mut out = Fetched::default();
     for f in &manifest.files {
@@ -395,13 +410,43 @@ impl Relay {
     ) -> std::thread::JoinHandle<()> {
         self.boot.set(Boot::Fetching);
         let me = self.clone();
-        std::thread::spawn(move || match fetch(&src, &*say) {
+        std::thread::spawn(move || me.take_boot_files(fetch(&src, &*say), &*say))
+    }
+
+    /// Reads the primary's boot-file manifest now (the relay answers boot-file requests
+    /// `503` with `Retry-After` meanwhile, so peers wait rather than pass over it): what
+    /// this node then holds in RAM for them is the listed files' bytes
+    /// ([`BootDuty::bytes`]), known before a diskless node checks its memory. Without a
+    /// usable manifest (missing, refused, unreachable) it serves none and keeps nothing
+    /// for them: `say` gets why, and the relay answers `503` without `Retry-After` from
+    /// then on (peers pass over it at once, its rack boots from the primary).
+    pub fn prepare_boot_files(
+        self: &Arc<Self>,
+        src: Sources,
+        say: &dyn Fn(&str),
+    ) -> Option<BootDuty> {
+        self.boot.set(Boot::Fetching);
+        match manifest(&src.primary) {
+            Ok(listed) => Some(BootDuty { src, listed }),
+            Err(e) => {
+                say(&format!(
+                    "not serving boot files (the rack boots from the primary; no memory kept for them): {e}"
+                ));
+                self.boot.set(Boot::Failed(e.to_string()));
+                None
+            }
+        }
+    }
+
+    /// What a fetch gave: served from now on (then said), or why not (said, and `503`).
+    fn take_boot_files(&self, got: Result<Fetched, FetchError>, say: &dyn Fn(&str)) {
+        match got {
             Ok(got) => {
                 let bytes: usize = got.files.values().map(|f| f.len()).sum();
                 let mut names: Vec<String> = got.files.keys().cloned().collect();
                 names.sort_unstable();
                 // Served before it is said: whoever reads the line may ask at once.
-                me.boot.set(Boot::Ready(Arc::new(got.files)));
+                self.boot.set(Boot::Ready(Arc::new(got.files)));
                 say(&format!(
                     "serving boot files to the rack: {} ({bytes} bytes, sha256 checked; from {})",
                     names.join(", "),
@@ -412,8 +457,45 @@ impl Relay {
                 say(&format!(
                     "not serving boot files (the rack boots from the primary): {e}"
                 ));
-                me.boot.set(Boot::Failed(e.to_string()));
+                self.boot.set(Boot::Failed(e.to_string()));
             }
+        }
+    }
+}
+
+/// A secondary's boot files once their manifest is read ([`Relay::prepare_boot_files`]):
+/// how much RAM they take, and the fetch to start.
+#[derive(Debug)]
+pub struct BootDuty {
+    src: Sources,
+    listed: BootFiles,
+}
+
+impl BootDuty {
+    /// The bytes the relay will hold for them: the listed files' sizes (each file is
+    /// refused unless it has exactly its size), at most [`MAX_TOTAL_BYTES`].
+    pub fn bytes(&self) -> u64 {
+        self.listed.total_bytes().min(MAX_TOTAL_BYTES)
+    }
+
+    /// Not fetched after all (`why`: the node stops, e.g. a diskless boot refused for
+    /// memory): the relay answers `503` without `Retry-After` from now on, so peers
+    /// polling it pass over it at once instead of waiting out their window.
+    pub fn abandon(self, relay: &Relay, why: &str) {
+        relay.boot.set(Boot::Failed(why.to_string()));
+    }
+
+    /// Fetches the listed files (peers, then the primary) in a background thread; the
+    /// relay serves them from then on. `say` as for [`Relay::serve_boot_files`].
+    pub fn start(
+        self,
+        relay: &Arc<Relay>,
+        say: Box<dyn Fn(&str) + Send>,
+    ) -> std::thread::JoinHandle<()> {
+        relay.boot.set(Boot::Fetching);
+        let me = relay.clone();
+        std::thread::spawn(move || {
+            me.take_boot_files(fetch_listed(&self.src, &self.listed, &*say), &*say)
         })
     }
 }

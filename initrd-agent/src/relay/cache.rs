@@ -36,7 +36,10 @@ pub struct FrameCache {
 }
 
 impl FrameCache {
-    /// A cache holding frames of at most `budget` bytes in all (small frames aside).
+    /// A cache holding frames of at most `budget` bytes in all (small frames aside). A
+    /// budget of 0 keeps no frame at all, small ones included: a relay with no planned
+    /// downstream node (an entity's secondary alone in its rack, listening for its boot
+    /// files) takes no memory for frames; one asked for is made again from the disk.
     pub fn new(budget: usize) -> FrameCache {
         FrameCache {
             have: HashSet::new(),
@@ -51,6 +54,9 @@ impl FrameCache {
     /// oldest large frames are evicted to stay within the budget).
     pub fn insert(&mut self, k: Key, frame: Vec<u8>) {
         self.have.insert(k);
+        if self.budget == 0 {
+            return;
+        }
         self.bytes += frame.len();
         match self.frames.insert(k, Arc::new(frame)) {
             // The same chunk again (a retried write): replaced, counted once.
@@ -153,6 +159,17 @@ mod tests {
         c.insert((0, 3), vec![7; 10]);
         assert_eq!(c.lookup((0, 3)), Lookup::Cached(Arc::new(vec![7; 10])));
         assert_eq!(c.cached_bytes(), 10);
+    }
+
+    #[test]
+    fn a_zero_budget_keeps_no_frame_not_even_small_ones() {
+        let mut c = FrameCache::new(0);
+        c.insert((0, 0), vec![1; 10]);
+        c.insert((1, 0), vec![2; 100 << 10]);
+        // Had (served from the disk when asked), never in memory.
+        assert_eq!(c.lookup((0, 0)), Lookup::OnDisk);
+        assert_eq!(c.lookup((1, 0)), Lookup::OnDisk);
+        assert_eq!(c.cached_bytes(), 0);
     }
 
     #[test]
