@@ -120,7 +120,7 @@ pub fn clone(
     // end rather than cut off. Usually this returns at once; only a real wait is said.
     if let Some(relay) = &relay {
         let start = std::time::Instant::now();
-        let why = relay.wait_downstream(route.downstream, route.relay_idle);
+        let why = hold_relay(relay, route);
         if start.elapsed() >= std::time::Duration::from_millis(100) {
             rep.say(&format!(
                 "after growing, {}",
@@ -204,7 +204,21 @@ fn listen_relay(
         return Ok(None);
     };
     let relay = Relay::new(image, target, relay_cache_bytes(route));
-    let addr = relay.serve(listen)?;
+    if boot_sources(route).is_some() {
+        relay.expect_boot_files();
+    }
+    let addr = match relay.serve(listen) {
+        Ok(addr) => addr,
+        // Nobody pulls the image from it: serving boot files is a help its rack can do
+        // without (they boot from the primary), not a reason to fail the node.
+        Err(e) if route.downstream == 0 => {
+            rep.say(&format!(
+                "not serving boot files (the rack boots from the primary): cannot listen on {listen}: {e:#}"
+            ));
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
     if route.downstream > 0 {
         rep.say(&format!(
             "relaying image {image} to downstream nodes on {addr}"
@@ -379,7 +393,7 @@ fn restore_options(
     };
     let (source, primary) = (source.clone(), up.urls.last().cloned().unwrap_or_default());
     let (idle, expected) = (route.relay_idle, route.downstream);
-    let (relay, rep) = (relay.cloned(), rep.clone());
+    let (relay, rep, held) = (relay.cloned(), rep.clone(), route.clone());
     if let Some(a) = relay.clone() {
         let b = a.clone();
         opts.on_chunk = Some(Arc::new(move |r, i, frame| a.chunk_done(r, i, frame)));
@@ -390,7 +404,7 @@ fn restore_options(
         tell_upstream_done(&source.current(), &primary, &rep);
         let Some(relay) = &relay else { return };
         rep.say(&holding(expected, idle, "before growing ", "every chunk"));
-        let why = relay.wait_downstream(expected, idle);
+        let why = hold_relay(relay, &held);
         rep.say(&released(why, expected, idle));
     }));
     opts
@@ -425,7 +439,7 @@ pub(crate) fn holding(
 ) -> String {
     if expected == 0 {
         format!(
-            "holding {when}while the boot files are asked for (no downstream node planned; released after {}s without a request)",
+            "holding {when}while the boot files are asked for (no downstream node planned; released after {}s without a boot-file request, at the latest after the boot window and that)",
             idle.as_secs()
         )
     } else {
@@ -442,10 +456,30 @@ pub(crate) fn released(why: Released, expected: usize, idle: std::time::Duration
         Released::AllServed => {
             format!("relay released: all {expected} downstream node(s) have every chunk")
         }
+        Released::Idle if expected == 0 => format!(
+            "relay released: no boot file asked for in {}s",
+            idle.as_secs()
+        ),
         Released::Idle => format!(
             "relay released: no request for {}s ({expected} downstream node(s) planned)",
             idle.as_secs()
         ),
+        Released::NoBootFiles => "relay released: it has no boot files to serve".into(),
+        Released::Bounded => {
+            "relay released: boot files still asked for, but this node has held as long as it may (boot window + idle time)".into()
+        }
+    }
+}
+
+/// Holds the relay before this node goes on (grows, reports done, switches root): until
+/// its planned downstream nodes have every chunk (or the idle fallback), or — none
+/// planned, it only serves its rack's boot files — until they are no longer asked for,
+/// at most the boot window and the idle time ([`Relay::wait_boot_files`]).
+pub(crate) fn hold_relay(relay: &Relay, route: &Route) -> Released {
+    if route.downstream == 0 {
+        relay.wait_boot_files(route.relay_idle, route.grace + route.relay_idle)
+    } else {
+        relay.wait_downstream(route.downstream, route.relay_idle)
     }
 }
 

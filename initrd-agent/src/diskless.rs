@@ -409,7 +409,7 @@ fn hold(route: &Route, relay: Option<&Arc<Relay>>, rep: &Reporter) {
         return;
     };
     rep.say(&holding(route.downstream, route.relay_idle, "", "the root"));
-    let why = relay.wait_downstream(route.downstream, route.relay_idle);
+    let why = crate::clone::hold_relay(relay, route);
     rep.say(&released(why, route.downstream, route.relay_idle));
     rep.say(&format!("relay served {} bytes", relay.served_bytes()));
 }
@@ -624,5 +624,17 @@ mod tests {
         // Refused: the relay stops telling peers to wait.
         duty.abandon(&relay, "refused");
         assert!(matches!(relay.boot_files(), Boot::Failed(_)));
+        // Review S6: the node stops on an error before its memory check (the duty is
+        // dropped, neither started nor abandoned): the same, peers pass over it.
+        let duty = relay
+            .prepare_boot_files(Sources::primary(&server), &|_| {})
+            .unwrap();
+        assert!(matches!(relay.boot_files(), Boot::Fetching));
+        drop(duty);
+        assert!(
+            matches!(relay.boot_files(), Boot::Failed(ref why) if why.contains("stopped")),
+            "{:?}",
+            relay.boot_files()
+        );
     }
 }

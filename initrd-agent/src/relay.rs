@@ -119,6 +119,8 @@ pub struct Relay {
     boot: bootfiles::BootStore,
     /// Who fetched from here, and who said it was done ([`seen`]).
     seen: Mutex<netboot_proto::seen::SeenSet>,
+    /// When it was made (the boot-files-only hold counts quiet time from here).
+    created: Instant,
 }
 
 impl Relay {
@@ -140,6 +142,7 @@ impl Relay {
             ledger_changed: Condvar::new(),
             boot: bootfiles::BootStore::default(),
             seen: Mutex::default(),
+            created: Instant::now(),
         })
     }
 
@@ -338,6 +341,34 @@ impl Relay {
                     .wait_timeout(l, wait)
                     .map_or_else(|e| e.into_inner().0, |r| r.0),
             );
+        }
+    }
+
+    /// The hold of a relay with no downstream node, which serves only its rack's boot
+    /// files: until no boot file was asked for during `idle` (counted from the relay's
+    /// start if none ever was) and its own fetch of them is over — at most `bound` from
+    /// now, so a client that keeps asking cannot keep this node from finishing. Other
+    /// requests (image ranges, stray paths) do not count. Returns at once when it has
+    /// no boot files to serve.
+    pub fn wait_boot_files(&self, idle: Duration, bound: Duration) -> Released {
+        let until = Instant::now() + bound;
+        loop {
+            let fetching = match self.boot.get() {
+                bootfiles::Boot::Off | bootfiles::Boot::Failed(_) => return Released::NoBootFiles,
+                bootfiles::Boot::Fetching => true,
+                bootfiles::Boot::Ready(_) => false,
+            };
+            let now = Instant::now();
+            if now >= until {
+                return Released::Bounded;
+            }
+            let last = self.boot.last_asked().unwrap_or(self.created);
+            let quiet = now.saturating_duration_since(last);
+            if quiet >= idle && !fetching {
+                return Released::Idle;
+            }
+            let left = idle.saturating_sub(quiet).max(Duration::from_millis(50));
+            std::thread::sleep(left.min(Duration::from_millis(200)).min(until - now));
         }
     }
 

@@ -49,9 +49,9 @@ pub enum Boot {
 }
 
 /// The relay's boot files, under their own lock (requests for them never touch the
-/// image's bookkeeping).
+/// image's bookkeeping), and when one was last asked for.
 #[derive(Debug, Default)]
-pub struct BootStore(Mutex<Boot>);
+pub struct BootStore(Mutex<Boot>, Mutex<Option<Instant>>);
 
 impl BootStore {
     pub fn get(&self) -> Boot {
@@ -63,6 +63,16 @@ impl BootStore {
 
     pub fn set(&self, b: Boot) {
         *self.0.lock().unwrap_or_else(PoisonError::into_inner) = b;
+    }
+
+    /// A boot file was asked for (or its answer ended) now.
+    pub fn asked(&self) {
+        *self.1.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+    }
+
+    /// When a boot file was last asked for, if ever.
+    pub fn last_asked(&self) -> Option<Instant> {
+        *self.1.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -170,15 +180,17 @@ fn read_body(url: &str, resp: ureq::Response, limit: u64) -> Result<Vec<u8>, Fet
         url: url.into(),
         limit,
     };
-    if let Some(len) = resp
+    let declared = resp
         .header("Content-Length")
-        .and_then(|l| l.parse::<u64>().ok())
-    {
-        if len > limit {
-            return Err(too_long());
-        }
+        .and_then(|l| l.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Err(too_long());
     }
-    let mut body = Vec::new();
+    // Exactly as large as expected (a listed file's checked size, which the diskless
+    // memory check counted): grown by doubling, a 129 MiB file would keep 256 MiB.
+    // (read_to_end probes for the end without growing a full buffer.)
+    let expected = declared.unwrap_or(limit).min(limit);
+    let mut body = Vec::with_capacity(usize::try_from(expected).unwrap_or(0));
     resp.into_reader()
         .take(limit.saturating_add(1))
         .read_to_end(&mut body)
@@ -427,7 +439,11 @@ impl Relay {
     ) -> Option<BootDuty> {
         self.boot.set(Boot::Fetching);
         match manifest(&src.primary) {
-            Ok(listed) => Some(BootDuty { src, listed }),
+            Ok(listed) => Some(BootDuty {
+                src,
+                listed,
+                relay: Some(self.clone()),
+            }),
             Err(e) => {
                 say(&format!(
                     "not serving boot files (the rack boots from the primary; no memory kept for them): {e}"
@@ -465,10 +481,32 @@ impl Relay {
 
 /// A secondary's boot files once their manifest is read ([`Relay::prepare_boot_files`]):
 /// how much RAM they take, and the fetch to start.
-#[derive(Debug)]
+/// Dropped without [`BootDuty::start`] (the node stopped on an error first), it does
+/// what [`BootDuty::abandon`] does: peers polling the relay pass over it at once.
 pub struct BootDuty {
     src: Sources,
     listed: BootFiles,
+    /// The relay whose boot state this duty settles (taken by `start` or `abandon`).
+    relay: Option<Arc<Relay>>,
+}
+
+impl std::fmt::Debug for BootDuty {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BootDuty")
+            .field("src", &self.src)
+            .field("listed", &self.listed)
+            .finish()
+    }
+}
+
+impl Drop for BootDuty {
+    fn drop(&mut self) {
+        if let Some(relay) = self.relay.take() {
+            relay.boot.set(Boot::Failed(
+                "this node stopped before it fetched them".into(),
+            ));
+        }
+    }
 }
 
 impl BootDuty {
@@ -481,17 +519,19 @@ impl BootDuty {
     /// Not fetched after all (`why`: the node stops, e.g. a diskless boot refused for
     /// memory): the relay answers `503` without `Retry-After` from now on, so peers
     /// polling it pass over it at once instead of waiting out their window.
-    pub fn abandon(self, relay: &Relay, why: &str) {
+    pub fn abandon(mut self, relay: &Relay, why: &str) {
+        self.relay = None;
         relay.boot.set(Boot::Failed(why.to_string()));
     }
 
     /// Fetches the listed files (peers, then the primary) in a background thread; the
     /// relay serves them from then on. `say` as for [`Relay::serve_boot_files`].
     pub fn start(
-        self,
+        mut self,
         relay: &Arc<Relay>,
         say: Box<dyn Fn(&str) + Send>,
     ) -> std::thread::JoinHandle<()> {
+        self.relay = None;
         relay.boot.set(Boot::Fetching);
         let me = relay.clone();
         std::thread::spawn(move || {
@@ -501,6 +541,13 @@ impl BootDuty {
 }
 
 impl Relay {
+    /// It will serve boot files (its entity's secondary): from now on peers asking are
+    /// told to retry, not that there are none. Called before it listens, so no request
+    /// meets the `404` of a relay without boot files in between.
+    pub fn expect_boot_files(&self) {
+        self.boot.set(Boot::Fetching);
+    }
+
     /// What this relay has of the boot files now.
     pub fn boot_files(&self) -> Boot {
         self.boot.get()
@@ -510,6 +557,7 @@ impl Relay {
 /// The relay's answer for tree path `path` (`boot/…`): the file's bytes (ranges too), or
 /// 503 while they are not here, 404 for a file this relay does not serve.
 pub(super) fn answer(relay: &Relay, req: &Request, path: &str, guard: InFlight) -> Response {
+    relay.boot.asked();
     let files = match relay.boot.get() {
         Boot::Ready(files) => files,
         Boot::Off => return text(404, "no boot files on this relay\n".into(), guard),

@@ -26,8 +26,13 @@ use std::time::{Duration, Instant};
 pub enum Released {
     /// Every planned downstream node has every chunk.
     AllServed,
-    /// Nobody asked for anything for the idle time (the fallback).
+    /// Nobody asked for anything for the idle time (the fallback); for a relay that only
+    /// serves boot files, nobody asked for one.
     Idle,
+    /// A relay that only serves boot files has none to serve (never fetched, or failed).
+    NoBootFiles,
+    /// A relay that only serves boot files was asked for them all along, up to its bound.
+    Bounded,
 }
 
 /// What the relay does now.

@@ -326,6 +326,51 @@ mod tests {
         }
     }
 
+    /// Review S6: a relay with no downstream node holds only for its boot files — other
+    /// requests do not keep it, boot-file requests keep it at most its bound, and one
+    /// with no boot files to serve does not hold at all.
+    #[test]
+    fn a_boot_files_only_relay_holds_for_boot_files_and_not_past_its_bound() {
+        use crate::relay::bootfiles::Boot;
+        let (r, addr, _) = relay();
+        assert_eq!(
+            r.wait_boot_files(Duration::from_secs(60), Duration::from_secs(60)),
+            Released::NoBootFiles
+        );
+        let files: std::collections::HashMap<String, Arc<Vec<u8>>> =
+            [("boot/vmlinuz".to_string(), Arc::new(vec![7u8; 100]))].into();
+        r.boot.set(Boot::Ready(Arc::new(files)));
+        let ask = |path: &'static str, for_: Duration| {
+            std::thread::spawn(move || {
+                let end = Instant::now() + for_;
+                while Instant::now() < end {
+                    answer(request(Ipv4Addr::new(127, 0, 0, 9), addr, path, "bytes=0-"));
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            })
+        };
+        // Image requests every 50 ms for 3 s: not boot files, so 0.3 s idle releases.
+        let stray = ask("/img/manifest", Duration::from_secs(3));
+        std::thread::sleep(Duration::from_millis(400));
+        let t = Instant::now();
+        let why = r.wait_boot_files(Duration::from_millis(300), Duration::from_secs(30));
+        assert_eq!(why, Released::Idle);
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        stray.join().unwrap();
+        // Boot-file requests every 50 ms for 3 s: held, but only up to the bound.
+        let boot = ask("/boot/vmlinuz", Duration::from_secs(3));
+        std::thread::sleep(Duration::from_millis(100));
+        let t = Instant::now();
+        let why = r.wait_boot_files(Duration::from_millis(300), Duration::from_millis(800));
+        assert_eq!(why, Released::Bounded);
+        assert!(
+            t.elapsed() >= Duration::from_millis(790) && t.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            t.elapsed()
+        );
+        boot.join().unwrap();
+    }
+
     #[test]
     fn a_node_that_says_done_releases_its_relay() {
         let (r, addr, region) = relay();
