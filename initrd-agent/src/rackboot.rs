@@ -55,6 +55,9 @@ pub fn boot_files(args: BootFilesArgs) -> anyhow::Result<()> {
     };
     // A relay without an image (no image name matches a request): only `/boot/…`.
     let relay = Relay::new("", Path::new("/dev/null"), 0);
+    // Before it listens: a peer that asks at once is told to retry, not that there are
+    // none (which passes it over for good).
+    relay.expect_boot_files();
     let addr = relay.serve(&args.listen)?;
     eprintln!("boot-files: listening on {addr}");
     let fetch = relay.serve_boot_files(src, Box::new(|l| eprintln!("boot-files: {l}")));
