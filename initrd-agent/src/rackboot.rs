@@ -53,12 +53,7 @@ pub fn boot_files(args: BootFilesArgs) -> anyhow::Result<()> {
         peers: args.peers.iter().map(|p| (p.clone(), p.clone())).collect(),
         window: Duration::from_secs(args.window.min(netboot_proto::plan::MAX_BOOT_WINDOW_S)),
     };
-    // A relay without an image (no image name matches a request): only `/boot/…`.
-    let relay = Relay::new("", Path::new("/dev/null"), 0);
-    // Before it listens: a peer that asks at once is told to retry, not that there are
-    // none (which passes it over for good).
-    relay.expect_boot_files();
-    let addr = relay.serve(&args.listen)?;
+    let (relay, addr) = listen(&args.listen)?;
     eprintln!("boot-files: listening on {addr}");
     let fetch = relay.serve_boot_files(src, Box::new(|l| eprintln!("boot-files: {l}")));
     fetch
@@ -74,4 +69,32 @@ pub fn boot_files(args: BootFilesArgs) -> anyhow::Result<()> {
         },
     }
     Ok(())
+}
+
+/// A relay without an image (no image name matches a request: only `/boot/…`) listening
+/// on `addr`, telling peers to retry until its boot files are here — set before it
+/// listens: a peer that asked in between would be told there are none (`404`) and pass
+/// it over for good.
+fn listen(addr: &str) -> anyhow::Result<(std::sync::Arc<Relay>, std::net::SocketAddr)> {
+    let relay = Relay::new("", Path::new("/dev/null"), 0);
+    relay.expect_boot_files();
+    let at = relay.serve(addr)?;
+    Ok((relay, at))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+
+    #[test]
+    fn a_peer_asking_the_moment_it_listens_is_told_to_retry() {
+        let (_relay, addr) = super::listen("127.0.0.1:0").unwrap();
+        let mut c = std::net::TcpStream::connect(addr).unwrap();
+        c.write_all(b"GET /boot/vmlinuz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut got = String::new();
+        c.read_to_string(&mut got).unwrap();
+        assert!(got.starts_with("HTTP/1.1 503"), "{got}");
+        assert!(got.to_ascii_lowercase().contains("retry-after: 1"), "{got}");
+    }
 }
