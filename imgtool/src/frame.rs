@@ -37,9 +37,7 @@ pub fn compress_chunk(raw: &[u8], level: i32, chunk_size: u64) -> std::io::Resul
 /// without it. `None` for anything else. A relay re-making an evicted frame of an
 /// image captured by an earlier imgtool matches its `frame_sha256` this way.
 pub fn without_checksum(frame: &[u8]) -> Option<Vec<u8>> {
-    const MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
-    const CHECKSUM_FLAG: u8 = 0x04;
-    if frame.len() < 9 || frame[..4] != MAGIC || frame[4] & CHECKSUM_FLAG == 0 {
+    if !has_checksum_flag(frame) {
         return None;
     }
     let mut out = frame[..frame.len() - 4].to_vec();
@@ -47,13 +45,23 @@ pub fn without_checksum(frame: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// A zstd frame's magic number, little-endian on the wire.
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
+/// The content-checksum bit of a zstd frame header's descriptor (its fifth byte).
+const CHECKSUM_FLAG: u8 = 0x04;
+
+/// Whether `frame` starts as a zstd frame whose descriptor says it ends in a content
+/// checksum, and is long enough to (magic, descriptor, one block header, checksum).
+fn has_checksum_flag(frame: &[u8]) -> bool {
+    frame.len() >= 9 && frame[..4] == ZSTD_MAGIC && frame[4] & CHECKSUM_FLAG != 0
+}
+
 /// Whether `frame` is exactly one zstd frame (nothing before or after it) that carries a
 /// content checksum: what the upload server asks of a frame whose raw sha256 it computes
 /// itself (the checksum is then what ties the frame to the bytes the node read).
 pub fn is_one_checksummed_frame(frame: &[u8]) -> bool {
-    frame.len() >= 9
-        && frame[..4] == [0x28, 0xb5, 0x2f, 0xfd]
-        && frame[4] & 0x04 != 0
+    has_checksum_flag(frame)
         && zstd::zstd_safe::find_frame_compressed_size(frame).ok() == Some(frame.len())
 }
 

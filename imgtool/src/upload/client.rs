@@ -13,7 +13,7 @@
 //! session (the token stays valid until an upload with it publishes).
 
 use super::wire::{
-    check_token, RegionName, H_FRAME_SHA256, H_PAYLOAD_OFFSET, H_RAW_LENGTH, H_RAW_SHA256,
+    check_token, cut, RegionName, H_FRAME_SHA256, H_PAYLOAD_OFFSET, H_RAW_LENGTH, H_RAW_SHA256,
 };
 use crate::capture::{capture_into, CaptureOptions, ImageSink};
 use crate::disk::BlockIo;
@@ -186,14 +186,6 @@ pub fn capture_to_server(
         bytes_sent: sink.sent.load(Ordering::Relaxed),
         manifest: published,
     })
-}
-
-/// At most 80 characters of a server's string, for a message.
-fn cut(s: &str) -> String {
-    s.chars()
-        .take(80)
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
 }
 
 /// Whether `published` is `made` with the raw sha256s `made` left empty filled in

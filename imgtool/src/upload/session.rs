@@ -13,7 +13,7 @@
 //! ([`RegionName::payload`], `layout`, `manifest`), never taken from a request.
 
 use super::verify::Verification;
-use super::wire::{FrameHeaders, RegionName};
+use super::wire::{cut, FrameHeaders, RegionName};
 use crate::manifest::{Image, ImageFiles, LAYOUT_FILE, MANIFEST_FILE};
 use crate::source::LocalDir;
 use sha2::{Digest, Sha256};
@@ -405,8 +405,8 @@ pub fn fill_raw_sums(
                 return Err(Refusal::new(
                     422,
                     format!(
-                        "region {} chunk {i}: its raw sha256 is left to the server, but no such frame came",
-                        cut_name(&r.name)
+                        "region {:?} chunk {i}: its raw sha256 is left to the server, but no such frame came",
+                        cut(&r.name)
                     ),
                 ));
             };
@@ -414,29 +414,17 @@ pub fn fill_raw_sums(
             filled += 1;
         }
     }
-    if filled == 0 {
-        return Ok(None);
-    }
     if !m.image_id.is_empty() {
         return Err(Refusal::new(
             422,
             format!(
-                "the manifest names image {} but leaves {filled} raw sha256s to the server: the id is the server's to compute then",
-                cut_name(&m.image_id)
+                "the manifest names image {:?} but leaves {filled} raw sha256s to the server: the id is the server's to compute then",
+                cut(&m.image_id)
             ),
         ));
     }
     m.image_id = m.compute_id();
     Ok(Some((m.to_json().into_bytes(), filled)))
-}
-
-/// A client's string in a message: at most 80 characters, control characters (a
-/// newline that would forge a log line) as `?`.
-fn cut_name(s: &str) -> String {
-    s.chars()
-        .take(80)
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
 }
 
 /// Checks one frame against its headers: the frame's sha256 ([`check_frame_sum`]),

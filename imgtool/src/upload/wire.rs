@@ -302,7 +302,7 @@ fn decimal(s: &str) -> Option<u64> {
 }
 
 /// `s` cut to 80 bytes at a character boundary, for messages.
-fn cut(s: &str) -> String {
+pub(crate) fn cut(s: &str) -> String {
     let mut end = s.len().min(80);
     while !s.is_char_boundary(end) {
         end -= 1;
